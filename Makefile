@@ -1,0 +1,78 @@
+# pxdiff build. `make` builds build/pxdiff and build/libpxdiff.so; `make test` runs every test.
+# Missing Debian packages (OpenBLAS, python3-torch for the reference tests) are installed
+# on first use by scripts/ensure-deps.sh.
+CC      ?= cc
+BUILD   ?= build
+OPT     ?= -O3 -march=x86-64-v3 -mtune=native
+UNAME_S := $(shell uname -s)
+
+CFLAGS_BASE := -std=c11 -Wall -Wextra -Wno-unused-parameter -fPIC -Iinclude -Isrc $(EXTRA_CFLAGS)
+ifeq ($(UNAME_S),Darwin)
+  # Accelerate's cblas on macOS.
+  OPT       := -O3
+  BLAS_CFLAGS := -DPX_BLAS_ACCELERATE -DACCELERATE_NEW_LAPACK
+  BLAS_LIBS   := -framework Accelerate
+  OMP_FLAGS   := -Xpreprocessor -fopenmp
+  OMP_LIBS    := -lomp
+  SO_FLAGS    := -dynamiclib
+else
+  BLAS_CFLAGS := -DPX_BLAS_OPENBLAS $(shell pkg-config --cflags openblas 2>/dev/null)
+  BLAS_LIBS   := -lopenblas
+  OMP_FLAGS   := -fopenmp
+  OMP_LIBS    := -fopenmp
+  SO_FLAGS    := -shared
+endif
+CFLAGS  := $(CFLAGS_BASE) $(OPT) $(BLAS_CFLAGS) $(OMP_FLAGS)
+LDLIBS  := $(BLAS_LIBS) $(OMP_LIBS) -lm $(LDLIBS_EXTRA)
+
+LIB_SRC := $(wildcard src/*.c src/io/*.c src/model/*.c src/cpu/*.c src/sample/*.c)
+LIB_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC))
+CLI_SRC := $(wildcard src/cli/*.c)
+CLI_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(CLI_SRC))
+TEST_SRC := $(wildcard tests/test_*.c)
+TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
+
+.PHONY: all deps test test-c test-py clean bench sanitize fuzz
+all: deps $(BUILD)/libpxdiff.so $(BUILD)/libpxdiff.a $(BUILD)/pxdiff
+
+deps:
+	@sh scripts/ensure-deps.sh build
+
+$(BUILD)/obj/%.o: %.c $(wildcard include/*.h src/*.h src/*/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libpxdiff.a: $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/libpxdiff.so: $(LIB_OBJ)
+	$(CC) $(SO_FLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/pxdiff: $(CLI_OBJ) $(BUILD)/libpxdiff.a
+	$(CC) -o $@ $(CLI_OBJ) $(BUILD)/libpxdiff.a $(LDLIBS)
+
+$(BUILD)/tests/%: tests/%.c tests/testutil.h $(BUILD)/libpxdiff.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests -o $@ $< $(BUILD)/libpxdiff.a $(LDLIBS)
+
+test: all $(TEST_BIN)
+	@sh scripts/ensure-deps.sh test
+	@sh scripts/run-tests.sh $(BUILD)
+
+test-c: all $(TEST_BIN)
+	@sh scripts/run-tests.sh $(BUILD) c
+
+bench: all
+	@sh scripts/ensure-deps.sh test
+	PYTHONPATH=python:tests/ref /usr/bin/python3 bench/bench_cpu.py
+
+# The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer (separate build dir).
+sanitize:
+	$(MAKE) BUILD=build-san OPT="-O1 -g -fno-omit-frame-pointer" \
+	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined" \
+	  LDLIBS_EXTRA="-fsanitize=address,undefined" test-c
+
+clean:
+	rm -rf build build-san build-fuzz

@@ -1,0 +1,174 @@
+/* pxdiff: PXDesign's diffusion module and sampler, in C.
+ *
+ * This header is the only surface the CLI, the Python binding and the tests use.
+ * Handles are opaque. Every function that can fail returns PX_OK (0) or a negative
+ * error code and leaves a one-line message in px_last_error() (thread-local).
+ *
+ * Shapes follow PyTorch's row-major layout, with S = samples, T = tokens, N = atoms. */
+#ifndef PXDIFF_H
+#define PXDIFF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define PXDIFF_VERSION "0.1.0"
+
+enum px_status {
+  PX_OK = 0,
+  PX_ERR_IO = -1,       /* file cannot be opened, read or written */
+  PX_ERR_FORMAT = -2,   /* file content is malformed or of a foreign kind */
+  PX_ERR_WEIGHTS = -3,  /* a tensor the model needs is missing or mis-shaped */
+  PX_ERR_INPUT = -4,    /* caller's arguments or features are invalid */
+  PX_ERR_NOMEM = -5,    /* allocation failed */
+  PX_ERR_BACKEND = -6,  /* the requested backend is unavailable or failed */
+  PX_ERR_CANCELLED = -7 /* a progress callback asked to stop */
+};
+
+/* Message of the last failure on this thread ("" if none). */
+const char *px_last_error(void);
+
+/* ---------------------------------------------------------------- model ---- */
+
+typedef struct px_model px_model;
+
+/* Dimensions read off the weights. */
+typedef struct {
+  int c_s, c_z, c_s_inputs, c_token, c_atom, c_atompair, n_fourier;
+  int n_token_blocks, n_token_heads;
+  int n_enc_blocks, n_enc_heads, n_dec_blocks, n_dec_heads;
+  int c_ref_f; /* width of [ref_mask, ref_element, ref_atom_name_chars], 385 upstream */
+  int n_relpe; /* relative position encoding features, 139 upstream */
+  float sigma_data;
+} px_dims;
+
+/* Load a checkpoint (.pt written by torch.save, or .safetensors; detected by content).
+ * Names may carry "module."; a top-level {"model": {...}} dict is unwrapped; tensors
+ * outside "diffusion_module." are ignored. */
+int px_model_load(const char *path, px_model **out);
+
+/* Build a model from named float32 tensors already in memory (the Python binding's
+ * from_torch path). names are as in the released checkpoint (prefix optional);
+ * data are contiguous float32 arrays that are copied. */
+int px_model_from_arrays(int n, const char *const *names, const float *const *data,
+                         const int *ndims, const int64_t *const *shapes, px_model **out);
+
+void px_model_free(px_model *m);
+int px_model_get_dims(const px_model *m, px_dims *out);
+/* Number of float32 values the engine keeps for the model's weights. */
+int64_t px_model_n_params(const px_model *m);
+
+/* Threads for the CPU backend (0 = library default). Results do not depend on it. */
+void px_set_num_threads(int n);
+
+/* ------------------------------------------------------------- features ---- */
+
+/* One design's inputs, as PXDesign hands them to the diffusion module.
+ * Pointers are borrowed for the duration of the call that takes them. */
+typedef struct {
+  int n_token, n_atom;
+  const float *s_inputs;            /* [T, c_s_inputs] */
+  const float *s_trunk;             /* [T, c_s] */
+  const float *z_trunk;             /* [T, T, c_z] */
+  const float *ref_pos;             /* [N, 3] */
+  const float *ref_charge;          /* [N] */
+  const float *ref_mask;            /* [N] */
+  const float *ref_element;         /* [N, 128] one-hot */
+  const float *ref_atom_name_chars; /* [N, 256] one-hot (4 x 64) */
+  const int64_t *ref_space_uid;     /* [N] */
+  const int64_t *atom_to_token_idx; /* [N], values in [0, T) */
+  const int64_t *asym_id;           /* [T] */
+  const int64_t *residue_index;     /* [T] */
+  const int64_t *entity_id;         /* [T] */
+  const int64_t *token_index;       /* [T] */
+  const int64_t *sym_id;            /* [T] */
+} px_features;
+
+/* Everything about one design that does not depend on noise level or sample
+ * (SPEC.md, "computed once per design"): built once, reused by every call. */
+typedef struct px_design px_design;
+
+int px_design_create(const px_model *m, const px_features *f, px_design **out);
+void px_design_free(px_design *d);
+/* Bytes held by the design cache. */
+int64_t px_design_bytes(const px_design *d);
+
+/* A 64-bit fingerprint of a design's inputs: equal inputs give equal keys.
+ * Used to key the design cache (python binding, drop-in module). */
+uint64_t px_features_hash(const px_features *f);
+
+/* --------------------------------------------------------------- denoise --- */
+
+/* x_denoised = DiffusionModule(x_noisy, t_hat) for S samples.
+ * x_noisy, x_out: [S, N, 3]; t_hat: [S] (> 0). x_out may alias x_noisy. */
+int px_denoise(const px_model *m, px_design *d, int n_sample, const float *x_noisy,
+               const float *t_hat, float *x_out);
+
+/* --------------------------------------------------------------- sampler --- */
+
+enum px_eta_type {
+  PX_ETA_CONST = 0, PX_ETA_LINEAR, PX_ETA_POLY, PX_ETA_COS,
+  PX_ETA_PIECEWISE, PX_ETA_PIECEWISE_65, PX_ETA_PIECEWISE_70
+};
+
+typedef struct {
+  int n_step;            /* 400 */
+  float gamma0;          /* 1.0 */
+  float gamma_min;       /* 0.01 */
+  float noise_scale_lambda; /* 1.003 */
+  int eta_type;          /* PX_ETA_CONST */
+  float eta_min, eta_max;   /* 2.5, 2.5 */
+  int schedule_bf16;     /* 1: round each op to bfloat16 as PXDesign's default GPU run */
+  float s_max, s_min, rho, sigma_data; /* 160, 4e-4, 7, 16 */
+  uint64_t seed;
+} px_sampler_config;
+
+void px_sampler_config_default(px_sampler_config *c);
+/* Parse "const", "linear", ..., or NULL -> -1. */
+int px_eta_type_from_name(const char *name);
+const char *px_eta_type_name(int eta_type);
+
+/* The noise schedule t[0..n_step] (t[n_step] = 0). */
+int px_noise_schedule(const px_sampler_config *c, float *t);
+/* eta for step k (0-based). */
+float px_eta(const px_sampler_config *c, int k);
+
+/* Progress: called after each step and after each finished chunk; return nonzero to cancel. */
+typedef int (*px_progress_fn)(void *user, int samples_done, int samples_total, int step,
+                              int n_step);
+
+/* Run the whole sampler for samples [first, first + n) of a run with this seed.
+ * Noise depends only on (seed, sample index, step), so any split into calls or chunks
+ * gives the same coordinates. x_out: [n, N, 3]. chunk: samples per denoise batch. */
+int px_sample(const px_model *m, px_design *d, const px_sampler_config *c, int first, int n,
+              int chunk, float *x_out, px_progress_fn progress, void *user);
+
+/* One sampler step with caller-provided randomness (tests, drop-in loops):
+ * x [S, N, 3] is updated in place: centre, x = R x + u, add noise, denoise, Euler step.
+ * rot: [S, 3, 3] (x_new = R @ x per atom), trans: [S, 3], noise: [S, N, 3].
+ * When rot is NULL no centring/augmentation is applied. */
+int px_sampler_step(const px_model *m, px_design *d, const px_sampler_config *c, int n_sample,
+                    float *x, float t_prev, float t_cur, float eta, const float *rot,
+                    const float *trans, const float *noise);
+
+/* The counter-based generator (Philox-4x32-10 + Box-Muller), exposed for tests:
+ * fills out[0..n) with N(0,1) values of stream (seed, sample, step, purpose). */
+enum px_rng_purpose { PX_RNG_INIT = 0, PX_RNG_ROT = 1, PX_RNG_TRANS = 2, PX_RNG_NOISE = 3 };
+void px_rng_normal(uint64_t seed, uint32_t sample, uint32_t step, uint32_t purpose, float *out,
+                   int64_t n);
+
+/* ---------------------------------------------------------------- convert -- */
+
+/* Rewrite a checkpoint's diffusion-module tensors as float32 safetensors. */
+int px_convert_to_safetensors(const char *in_path, const char *out_path);
+
+/* "openblas (pthread)", "accelerate", ... */
+const char *px_blas_name(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

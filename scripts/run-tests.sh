@@ -1,0 +1,19 @@
+#!/bin/sh
+# Run every C test binary, then the Python tests (reference comparisons) with Debian's torch.
+# Prints a closing "N passed, N failed" line over all suites.
+BUILD=${1:-build}
+WHAT=${2:-all}
+pass=0; fail=0
+for t in "$BUILD"/tests/test_*; do
+  [ -x "$t" ] || continue
+  echo "== $t"
+  if "$t"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAILED: $t"; fi
+done
+if [ "$WHAT" = all ]; then
+  echo "== pytest tests/python"
+  PYTHONPATH=python:tests/ref PXDIFF_LIB="$BUILD/libpxdiff.so" /usr/bin/python3 -m pytest -q tests/python -p no:cacheprovider
+  rc=$?
+  if [ $rc -eq 0 ]; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAILED: pytest (rc=$rc)"; fi
+fi
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]

@@ -1,0 +1,25 @@
+/* The one place for operating-system calls (POSIX: Linux and macOS).
+ * Everything else in src/ is plain C11 and calls these. */
+#ifndef PX_PLATFORM_H
+#define PX_PLATFORM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Open a file for reading; returns fd >= 0 or -1 (errno set). */
+int px_file_open_read(const char *path);
+void px_file_close(int fd);
+/* Size in bytes, or -1. */
+int64_t px_file_size(int fd);
+/* Read exactly n bytes at offset; 0 on success, -1 on error or short file. */
+int px_file_pread(int fd, void *buf, size_t n, uint64_t offset);
+/* Write a whole buffer to path atomically (path.tmp, fsync-free rename). 0 or -1. */
+int px_file_write_atomic(const char *path, const void *buf, size_t n);
+/* Rename, 0 or -1. */
+int px_file_rename(const char *from, const char *to);
+/* Monotonic seconds. */
+double px_time_now(void);
+/* Logical CPUs. */
+int px_cpu_count(void);
+
+#endif

@@ -1,0 +1,90 @@
+/* Minimal test harness for pxdiff's C tests: CHECK macros, fresh random inputs,
+ * poisoned outputs and relative Frobenius error. Each test binary exits nonzero
+ * when any check failed. */
+#ifndef PX_TESTUTIL_H
+#define PX_TESTUTIL_H
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static int tu_failures = 0;
+static int tu_checks = 0;
+
+#define CHECK(cond)                                                                   \
+  do {                                                                                \
+    tu_checks++;                                                                      \
+    if (!(cond)) {                                                                    \
+      tu_failures++;                                                                  \
+      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);        \
+    }                                                                                 \
+  } while (0)
+
+#define CHECK_MSG(cond, ...)                                                          \
+  do {                                                                                \
+    tu_checks++;                                                                      \
+    if (!(cond)) {                                                                    \
+      tu_failures++;                                                                  \
+      fprintf(stderr, "%s:%d: CHECK failed: %s: ", __FILE__, __LINE__, #cond);        \
+      fprintf(stderr, __VA_ARGS__);                                                   \
+      fputc('\n', stderr);                                                            \
+    }                                                                                 \
+  } while (0)
+
+static inline int tu_finish(const char *name) {
+  printf("%s: %d checks, %d failed\n", name, tu_checks, tu_failures);
+  return tu_failures ? 1 : 0;
+}
+
+/* Fresh inputs every run unless PXDIFF_TEST_SEED is set; the seed is printed so a
+ * failure can be replayed. */
+static uint64_t tu_rng_state;
+static inline void tu_seed(void) {
+  const char *s = getenv("PXDIFF_TEST_SEED");
+  tu_rng_state = s ? strtoull(s, NULL, 10) : ((uint64_t)time(NULL) ^ (uint64_t)clock() * 2654435761u);
+  if (tu_rng_state == 0) tu_rng_state = 1;
+  printf("PXDIFF_TEST_SEED=%llu\n", (unsigned long long)tu_rng_state);
+}
+static inline uint64_t tu_u64(void) {
+  uint64_t x = tu_rng_state;
+  x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+  return tu_rng_state = x;
+}
+static inline double tu_uniform(void) { return (double)(tu_u64() >> 11) * (1.0 / 9007199254740992.0); }
+static inline double tu_normal(void) {
+  double u1 = tu_uniform(), u2 = tu_uniform();
+  if (u1 < 1e-300) u1 = 1e-300;
+  return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+static inline void tu_fill_normal(float *x, size_t n, double scale) {
+  for (size_t i = 0; i < n; i++) x[i] = (float)(scale * tu_normal());
+}
+static inline void tu_poison(float *x, size_t n) {
+  for (size_t i = 0; i < n; i++) x[i] = NAN;
+}
+/* ||a - ref|| / ||ref||; NaN anywhere gives +inf (never passes). */
+static inline double tu_rel_err_fd(const float *a, const double *ref, size_t n) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (!isfinite(a[i]) || !isfinite(ref[i])) return INFINITY;
+    double d = (double)a[i] - ref[i];
+    num += d * d;
+    den += ref[i] * ref[i];
+  }
+  return den > 0 ? sqrt(num / den) : (num > 0 ? INFINITY : 0.0);
+}
+static inline double tu_rel_err_ff(const float *a, const float *ref, size_t n) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (!isfinite(a[i]) || !isfinite(ref[i])) return INFINITY;
+    double d = (double)a[i] - (double)ref[i];
+    num += d * d;
+    den += (double)ref[i] * ref[i];
+  }
+  return den > 0 ? sqrt(num / den) : (num > 0 ? INFINITY : 0.0);
+}
+
+#endif

@@ -650,8 +650,13 @@ class DiffusionModule(nn.Module):
         out["x_denoised"] = 1 / (1 + ratio ** 2) * x + t[..., None, None] / torch.sqrt(1 + ratio ** 2) * r_update
         return out
 
-    def forward(self, x_noisy, t_hat_noise_level, input_feature_dict, s_inputs, s_trunk, z_trunk):
-        """x_noisy [S, N, 3], t_hat [S] -> x_denoised [S, N, 3]."""
+    def forward(self, x_noisy, t_hat_noise_level, input_feature_dict, s_inputs, s_trunk, z_trunk,
+                inplace_safe: bool = False, chunk_size: Optional[int] = None, use_conditioning: bool = True):
+        """x_noisy [S, N, 3], t_hat [S] -> x_denoised [S, N, 3].
+        inplace_safe / chunk_size are accepted for upstream call compatibility and change nothing;
+        use_conditioning=False zeroes s_trunk and z_trunk as upstream does."""
+        if not use_conditioning:
+            s_trunk, z_trunk = 0 * s_trunk, 0 * z_trunk
         return self.forward_intermediates(
             x_noisy, t_hat_noise_level, input_feature_dict, s_inputs, s_trunk, z_trunk
         )["x_denoised"]
@@ -698,6 +703,27 @@ def noise_schedule(
     v = rnd(torch.tensor(sigma_data, dtype=f32) * v)
     v[-1] = 0
     return v
+
+
+SCHEDULE_FILE = "/work/shared/reference/noise_schedules_cuda.txt"
+
+
+def cuda_schedule_table(n_step: int, dtype: str = "float32", path: str = SCHEDULE_FILE) -> torch.Tensor:
+    """Upstream's schedule exactly as computed on CUDA (from reference/noise_schedules_cuda.txt;
+    only the step counts listed there).  The float32 column differs from `noise_schedule(n, "float32")`
+    by 1 ulp at a few entries: CUDA's powf is not correctly rounded (errors up to ~0.8 ulp) and
+    differs from the CPU pow; the bfloat16 column is reproduced exactly by `noise_schedule`."""
+    vals = []
+    with open(path) as f:
+        for line in f:
+            if line.startswith("#") or not line.strip():
+                continue
+            n, dt, _, h, _ = line.split()
+            if int(n) == n_step and dt == dtype:
+                vals.append(float.fromhex(h))
+    if not vals:
+        raise KeyError("no CUDA schedule for %d steps / %s" % (n_step, dtype))
+    return torch.tensor(vals, dtype=torch.float32)
 
 
 def eta_schedule(eta: Union[float, dict, str] = 2.5, n_step: int = 400, eta_min: float = None, eta_max: float = None):

@@ -93,12 +93,16 @@ typedef struct px_design px_design;
 
 int px_design_create(const px_model *m, const px_features *f, px_design **out);
 void px_design_free(px_design *d);
+int px_design_n_atoms(const px_design *d);
+int px_design_n_tokens(const px_design *d);
 /* Bytes held by the design cache. */
 int64_t px_design_bytes(const px_design *d);
 
-/* A 64-bit fingerprint of a design's inputs: equal inputs give equal keys.
- * Used to key the design cache (python binding, drop-in module). */
-uint64_t px_features_hash(const px_features *f);
+/* A 64-bit fingerprint of a design's inputs (every array, with the model's widths):
+ * equal inputs give equal keys. It keys the design cache (python binding, drop-in). */
+uint64_t px_features_hash(const px_model *m, const px_features *f);
+/* The fingerprint of the inputs a design was built from. */
+uint64_t px_design_key(const px_design *d);
 
 /* --------------------------------------------------------------- denoise --- */
 
@@ -106,6 +110,18 @@ uint64_t px_features_hash(const px_features *f);
  * x_noisy, x_out: [S, N, 3]; t_hat: [S] (> 0). x_out may alias x_noisy. */
 int px_denoise(const px_model *m, px_design *d, int n_sample, const float *x_noisy,
                const float *t_hat, float *x_out);
+
+/* Inspection hooks (tests, debugging): the probe is called with named intermediates
+ * as the engine produces them, in host memory, row-major:
+ *   design: "s0" [T,c_s], "pair_z" [T,T,c_z], "c" [N,c_atom], "p" [n_trunks,32,128,c_atompair]
+ *   call:   "s" [Ss,T,c_s] (Ss = 1 when all t_hat are equal), "a_enc" [S,T,c_token],
+ *           "q_skip" [S,N,c_atom], "a_in", "a_trans", "a_ln" [S,T,c_token],
+ *           "r_update" [S,N,3]. */
+typedef void (*px_probe_fn)(void *user, const char *name, const float *data, int64_t n);
+int px_design_create_probe(const px_model *m, const px_features *f, px_probe_fn probe, void *user,
+                           px_design **out);
+int px_denoise_probe(const px_model *m, px_design *d, int n_sample, const float *x_noisy,
+                     const float *t_hat, float *x_out, px_probe_fn probe, void *user);
 
 /* --------------------------------------------------------------- sampler --- */
 

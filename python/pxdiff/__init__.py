@@ -1,0 +1,213 @@
+"""pxdiff: PXDesign's diffusion module and sampler, computed by a C engine.
+
+    import pxdiff
+    dm = pxdiff.DiffusionModule.from_checkpoint("pxdesign_v0.1.0.pt")   # or .safetensors
+    dm = pxdiff.DiffusionModule.from_torch(model.diffusion_module)       # a live module
+    x_denoised = dm(x_noisy, t_hat_noise_level, input_feature_dict, s_inputs, s_trunk, z_trunk)
+
+The call takes the arguments of upstream's DiffusionModule.forward, with torch tensors
+shaped as PXDesign passes them, and returns a torch tensor.
+"""
+import ctypes
+
+from ._lib import Dims, Features, PxdiffError, SamplerConfig, c_float_p, c_int64_p, check, lib
+
+__all__ = ["DiffusionModule", "PxdiffError", "set_num_threads", "blas_name", "__version__"]
+__version__ = "0.1.0"
+
+_FLOAT_FEATURES = {  # name: width per atom (None: per-atom scalar)
+    "ref_pos": 3, "ref_charge": None, "ref_mask": None, "ref_element": 128,
+    "ref_atom_name_chars": 256,
+}
+_INT_ATOM_FEATURES = ("ref_space_uid", "atom_to_token_idx")
+_INT_TOKEN_FEATURES = ("asym_id", "residue_index", "entity_id", "token_index", "sym_id")
+
+
+def set_num_threads(n: int) -> None:
+    """Threads of the CPU backend; results do not depend on it."""
+    lib.px_set_num_threads(int(n))
+
+
+def blas_name() -> str:
+    return lib.px_blas_name().decode()
+
+
+def _torch():
+    import torch
+    return torch
+
+
+def _squeeze_to(t, ndim, name):
+    """Drop leading size-1 batch dimensions until `ndim` remain."""
+    while t.dim() > ndim and t.shape[0] == 1:
+        t = t[0]
+    if t.dim() != ndim:
+        raise PxdiffError(f"{name} has shape {tuple(t.shape)}; expected {ndim} dimensions")
+    return t
+
+
+def _f32(t, torch):
+    return t.detach().to(device="cpu", dtype=torch.float32).contiguous()
+
+
+def _i64(t, torch):
+    return t.detach().to(device="cpu", dtype=torch.int64).contiguous()
+
+
+def _fptr(t):
+    return ctypes.cast(t.data_ptr(), c_float_p)
+
+
+def _iptr(t):
+    return ctypes.cast(t.data_ptr(), c_int64_p)
+
+
+class DiffusionModule:
+    """Engine-backed PXDesign DiffusionModule (float32, CPU backend).
+
+    Everything independent of the noise level and sample is computed once per design and
+    kept (the design cache); a call with different features rebuilds it."""
+
+    def __init__(self, handle):
+        self._m = ctypes.c_void_p(handle)
+        self._design = None
+        self._design_key = None
+        self.dims = Dims()
+        check(lib.px_model_get_dims(self._m, ctypes.byref(self.dims)))
+
+    # ------------------------------------------------------------ constructors --
+    @classmethod
+    def from_checkpoint(cls, path):
+        """Load a .pt (torch.save) or .safetensors checkpoint, detected by content."""
+        h = ctypes.c_void_p()
+        check(lib.px_model_load(str(path).encode(), ctypes.byref(h)))
+        return cls(h.value)
+
+    @classmethod
+    def from_torch(cls, module, prefix="diffusion_module."):
+        """Copy the weights of a live PyTorch module laid out like upstream's
+        DiffusionModule (its state_dict names, with or without `prefix`)."""
+        torch = _torch()
+        sd = module.state_dict() if hasattr(module, "state_dict") else dict(module)
+        names, keep = [], []
+        for k, v in sd.items():
+            if not torch.is_tensor(v) or not v.is_floating_point():
+                continue
+            name = k if k.startswith(prefix) or k.startswith("module.") else prefix + k
+            names.append(name.encode())
+            keep.append(_f32(v, torch))
+        n = len(keep)
+        c_names = (ctypes.c_char_p * n)(*names)
+        c_data = (c_float_p * n)(*[_fptr(t) for t in keep])
+        c_ndims = (ctypes.c_int * n)(*[t.dim() for t in keep])
+        shapes = [(ctypes.c_int64 * max(1, t.dim()))(*t.shape) for t in keep]
+        c_shapes = (c_int64_p * n)(*[ctypes.cast(s, c_int64_p) for s in shapes])
+        h = ctypes.c_void_p()
+        check(lib.px_model_from_arrays(n, c_names, c_data, c_ndims, c_shapes, ctypes.byref(h)))
+        return cls(h.value)
+
+    def __del__(self):
+        try:
+            if self._design:
+                lib.px_design_free(self._design)
+            if self._m:
+                lib.px_model_free(self._m)
+        except Exception:  # interpreter shutdown
+            pass
+        self._design = None
+        self._m = None
+
+    @property
+    def n_params(self):
+        return int(lib.px_model_n_params(self._m))
+
+    # ---------------------------------------------------------------- features --
+    def _features(self, input_feature_dict, s_inputs, s_trunk, z_trunk):
+        """Convert to contiguous float32/int64 CPU tensors; returns (Features, keep-alive)."""
+        torch = _torch()
+        f = input_feature_dict
+        try:
+            a2t = _squeeze_to(_i64(f["atom_to_token_idx"], torch), 1, "atom_to_token_idx")
+        except KeyError as e:
+            raise PxdiffError(f"input_feature_dict lacks {e.args[0]}") from None
+        N = a2t.shape[0]
+        s_inputs = _squeeze_to(_f32(s_inputs, torch), 2, "s_inputs")
+        T = s_inputs.shape[0]
+        keep = {"atom_to_token_idx": a2t, "s_inputs": s_inputs,
+                "s_trunk": _squeeze_to(_f32(s_trunk, torch), 2, "s_trunk"),
+                "z_trunk": _squeeze_to(_f32(z_trunk, torch), 3, "z_trunk")}
+        for name, width in _FLOAT_FEATURES.items():
+            if name not in f:
+                raise PxdiffError(f"input_feature_dict lacks {name}")
+            t = _f32(f[name], torch)
+            t = t.reshape(N, -1) if width is not None else t.reshape(-1)
+            want = (N, width) if width is not None else (N,)
+            if tuple(t.shape) != want:
+                raise PxdiffError(f"{name} has shape {tuple(f[name].shape)}; expected {want}")
+            keep[name] = t.contiguous()
+        for name in _INT_ATOM_FEATURES[:1] + _INT_TOKEN_FEATURES:
+            if name not in f:
+                raise PxdiffError(f"input_feature_dict lacks {name}")
+            t = _i64(f[name], torch).reshape(-1)
+            want = N if name in _INT_ATOM_FEATURES else T
+            if t.shape[0] != want:
+                raise PxdiffError(f"{name} has {t.shape[0]} entries; expected {want}")
+            keep[name] = t
+        d = self.dims
+        checks = {"s_inputs": (T, d.c_s_inputs), "s_trunk": (T, d.c_s), "z_trunk": (T, T, d.c_z)}
+        for name, want in checks.items():
+            if tuple(keep[name].shape) != want:
+                raise PxdiffError(f"{name} has shape {tuple(keep[name].shape)}; expected {want}")
+        feats = Features(n_token=T, n_atom=N)
+        for name in _FLOAT_FEATURES:
+            setattr(feats, name, _fptr(keep[name]))
+        for name in ("s_inputs", "s_trunk", "z_trunk"):
+            setattr(feats, name, _fptr(keep[name]))
+        for name in _INT_ATOM_FEATURES + _INT_TOKEN_FEATURES:
+            setattr(feats, name, _iptr(keep[name]))
+        return feats, keep
+
+    def design(self, input_feature_dict, s_inputs, s_trunk, z_trunk):
+        """The design cache for these inputs (built on first use, reused while they match)."""
+        feats, keep = self._features(input_feature_dict, s_inputs, s_trunk, z_trunk)
+        key = lib.px_features_hash(self._m, ctypes.byref(feats))
+        if self._design is None or key != self._design_key:
+            if self._design:
+                lib.px_design_free(self._design)
+                self._design = None
+            h = ctypes.c_void_p()
+            check(lib.px_design_create(self._m, ctypes.byref(feats), ctypes.byref(h)))
+            self._design = h
+            self._design_key = key
+        return self._design, feats.n_atom
+
+    @property
+    def design_cache_bytes(self):
+        return int(lib.px_design_bytes(self._design)) if self._design else 0
+
+    # -------------------------------------------------------------------- call --
+    def forward(self, x_noisy, t_hat_noise_level, input_feature_dict, s_inputs, s_trunk,
+                z_trunk, inplace_safe=False, chunk_size=None, use_conditioning=True):
+        """x_denoised = DiffusionModule(x_noisy [S, N, 3], t_hat [S]); returns a tensor
+        of x_noisy's dtype and device."""
+        torch = _torch()
+        if not use_conditioning:  # upstream zeroes the trunk conditioning
+            s_trunk = torch.zeros_like(s_trunk)
+            z_trunk = torch.zeros_like(z_trunk)
+        design, N = self.design(input_feature_dict, s_inputs, s_trunk, z_trunk)
+        x = _f32(x_noisy, torch)
+        lead = x.shape[:-2]
+        if x.dim() < 2 or x.shape[-1] != 3 or x.shape[-2] != N:
+            raise PxdiffError(f"x_noisy has shape {tuple(x_noisy.shape)}; expected [..., {N}, 3]")
+        x = x.reshape(-1, N, 3).contiguous()
+        S = x.shape[0]
+        t = _f32(torch.as_tensor(t_hat_noise_level), torch).reshape(-1)
+        if t.numel() == 1 and S > 1:
+            t = t.expand(S).contiguous()
+        if t.numel() != S:
+            raise PxdiffError(f"t_hat_noise_level has {t.numel()} values for {S} samples")
+        out = torch.empty_like(x)
+        check(lib.px_denoise(self._m, design, S, _fptr(x), _fptr(t), _fptr(out)))
+        return out.reshape(*lead, N, 3).to(device=x_noisy.device, dtype=x_noisy.dtype)
+
+    __call__ = forward

@@ -1,0 +1,70 @@
+/* The kernel interface between the model (src/model/) and a compute backend
+ * (src/cpu/ now, src/cuda/ next). Kernels know raw float buffers and shapes, never
+ * what a block is. Every buffer passed here lives in the backend's memory.
+ *
+ * Broadcast convention ("g_rows"): per-row conditioning tensors G with g_rows rows are
+ * applied to row r of an [M, C] activation as G[r % g_rows]. With rows ordered
+ * sample-major ([S, T, C] flattened), g_rows = T shares one G across samples and
+ * g_rows = S*T gives each sample its own. */
+#ifndef PX_BACKEND_H
+#define PX_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct px_backend px_backend;
+
+struct px_backend {
+  const char *name;
+  void *(*alloc)(px_backend *b, size_t bytes); /* NULL on failure */
+  void (*free)(px_backend *b, void *p);
+  void (*upload)(px_backend *b, void *dst, const void *src, size_t bytes);
+  void (*download)(px_backend *b, void *dst, const void *src, size_t bytes);
+
+  /* Y[M, N] (ldy) = X[M, K] (ldx) W[N, K]^T + bias[N] (bias may be NULL);
+   * accumulate != 0 adds into Y instead. */
+  void (*linear)(px_backend *b, int M, int N, int K, const float *X, int ldx, const float *W,
+                 const float *bias, float *Y, int ldy, int accumulate);
+  /* Y = LN(X) * w + bias over the last axis (eps 1e-5, biased variance); w, bias may be NULL. */
+  void (*layernorm)(px_backend *b, int M, int C, const float *X, const float *w,
+                    const float *bias, float *Y);
+  /* Y = LN(X) * G[r % g_rows] + B[r % g_rows] (AdaLN with precomputed conditioning). */
+  void (*adaln)(px_backend *b, int M, int C, const float *X, const float *G, const float *B,
+                int g_rows, float *Y);
+  /* A[r] += G[r % g_rows] * Y[r] (adaLN-zero gated residual). */
+  void (*gated_residual)(px_backend *b, int M, int C, float *A, const float *G, int g_rows,
+                         const float *Y);
+  /* O[r, c] *= sigmoid(P[r, c]); O has row stride ldo, P row stride ldp. */
+  void (*sigmoid_mul)(px_backend *b, int M, int C, float *O, int ldo, const float *P, int ldp);
+  /* Y[M, H] = silu(X[:, :H]) * X[:, H:2H] with X [M, 2H]. */
+  void (*swiglu)(px_backend *b, int M, int H, const float *X, float *Y);
+  /* Full attention over T tokens per sample, H heads of width d (head h owns channels
+   * h*d..h*d+d-1): O = softmax(scale * Q K^T + bias[h]) V. Q, K, V rows have stride ld;
+   * bias [H, T, T]; O [S*T, H*d] contiguous. */
+  void (*attention_full)(px_backend *b, int S, int T, int H, int d, const float *Q,
+                         const float *K, const float *V, int ld, const float *bias, float scale,
+                         float *O);
+  /* Local atom attention (SPEC.md): atoms cut into query trunks of nq, each seeing the
+   * window of nk keys starting at nq*trunk - (nk - nq)/2; out-of-range keys get weight 0.
+   * bias [H, n_trunks, nq, nk]; O [S*N, H*d]. */
+  void (*attention_local)(px_backend *b, int S, int N, int H, int d, int nq, int nk,
+                          const float *Q, const float *K, const float *V, int ld,
+                          const float *bias, float scale, float *O);
+  /* X[i] = sigmoid(X[i]) (kind PX_ACT_SIGMOID) or max(X[i], 0) (PX_ACT_RELU), n values. */
+  void (*activation)(px_backend *b, int64_t n, float *X, int kind);
+  /* Y[s, t] = inv_count[t] * sum over atoms n of token t of X[s, n]: [S*N, C] -> [S*T, C]. */
+  void (*atoms_to_tokens)(px_backend *b, int S, int N, int T, int C, const float *X,
+                          const int64_t *atom_to_token, const float *inv_count, float *Y);
+  /* Y[s, n] += A[s % a_samples, atom_to_token[n]]: [S*N, C] += broadcast of [a_samples*T, C]. */
+  void (*tokens_to_atoms_add)(px_backend *b, int S, int N, int T, int C, int a_samples,
+                              const float *A, const int64_t *atom_to_token, float *Y);
+  /* Y[r] += A[r % a_rows] for an [M, C] Y. */
+  void (*add_rows)(px_backend *b, int M, int C, float *Y, const float *A, int a_rows);
+};
+
+enum { PX_ACT_SIGMOID = 0, PX_ACT_RELU = 1 };
+
+/* The CPU backend (cblas + OpenMP); a static singleton. */
+px_backend *px_cpu_backend(void);
+
+#endif

@@ -1,0 +1,348 @@
+/* The CPU backend: GEMMs through cblas, everything else in plain C with OpenMP over
+ * rows. No kernel reduces across threads, so results do not depend on the thread count. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "cpu/blas.h"
+#include "cpu/mathfn.h"
+
+#define LN_EPS 1e-5
+
+static void *cpu_alloc(px_backend *b, size_t bytes) {
+  (void)b;
+  if (bytes == 0) bytes = 64;
+  /* 64-byte alignment for vector loads; aligned_alloc needs a multiple of the alignment. */
+  size_t rounded = (bytes + 63) & ~(size_t)63;
+  return aligned_alloc(64, rounded);
+}
+static void cpu_free(px_backend *b, void *p) {
+  (void)b;
+  free(p);
+}
+static void cpu_copy(px_backend *b, void *dst, const void *src, size_t bytes) {
+  (void)b;
+  if (bytes) memcpy(dst, src, bytes);
+}
+
+/* GEMMs are cut into fixed tiles, each a single-threaded cblas call, spread over the
+ * OpenMP threads. Two reasons: OpenBLAS's own worker threads and OpenMP's spinning
+ * workers fight over the cores when they alternate (measured: 2-7x slower calls on
+ * 2 cores), and fixed tile boundaries make every output element's arithmetic
+ * independent of the thread count. */
+#define GEMM_TARGET_M 128
+#define GEMM_TARGET_N 512
+
+/* Split `n` into near-equal parts of about `target`, a multiple of 16: boundaries depend
+ * on the shape alone. */
+static int tile_size(int n, int target) {
+  int parts = (n + target - 1) / target;
+  int t = (n + parts - 1) / parts;
+  return (t + 15) & ~15;
+}
+
+static int blas_single_threaded = 0;
+
+static void cpu_linear(px_backend *b, int M, int N, int K, const float *X, int ldx, const float *W,
+                       const float *bias, float *Y, int ldy, int accumulate) {
+  (void)b;
+  if (M <= 0 || N <= 0) return;
+  if (!blas_single_threaded) {
+    px_blas_set_threads(1);
+    blas_single_threaded = 1;
+  }
+  const int TM = tile_size(M, GEMM_TARGET_M), TN = tile_size(N, GEMM_TARGET_N);
+  const int tm = (M + TM - 1) / TM, tn = (N + TN - 1) / TN;
+#pragma omp parallel for schedule(dynamic, 1) if (tm * tn > 1)
+  for (int task = 0; task < tm * tn; task++) {
+    const int r0 = (task / tn) * TM, c0 = (task % tn) * TN;
+    const int mr = M - r0 < TM ? M - r0 : TM;
+    const int nc = N - c0 < TN ? N - c0 : TN;
+    float *y = Y + (size_t)r0 * ldy + c0;
+    float beta = accumulate ? 1.0f : 0.0f;
+    if (bias) {
+      for (int r = 0; r < mr; r++) {
+        float *yr = y + (size_t)r * ldy;
+        if (accumulate)
+          for (int c = 0; c < nc; c++) yr[c] += bias[c0 + c];
+        else
+          memcpy(yr, bias + c0, sizeof(float) * (size_t)nc);
+      }
+      beta = 1.0f;
+    }
+    if (K == 0) {
+      if (beta == 0.0f)
+        for (int r = 0; r < mr; r++) memset(y + (size_t)r * ldy, 0, sizeof(float) * (size_t)nc);
+      continue;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, mr, nc, K, 1.0f, X + (size_t)r0 * ldx, ldx,
+                W + (size_t)c0 * K, K, beta, y, ldy);
+  }
+}
+
+/* Mean and 1/std of one row, accumulated in double (C <= a few thousand). */
+static inline void row_stats(const float *x, int C, float *mean, float *rstd) {
+  double s = 0, ss = 0;
+  for (int c = 0; c < C; c++) s += x[c];
+  double m = s / C;
+  for (int c = 0; c < C; c++) {
+    double d = x[c] - m;
+    ss += d * d;
+  }
+  *mean = (float)m;
+  *rstd = (float)(1.0 / sqrt(ss / C + LN_EPS));
+}
+
+static void cpu_layernorm(px_backend *b, int M, int C, const float *X, const float *w,
+                          const float *bias, float *Y) {
+  (void)b;
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < M; r++) {
+    const float *x = X + (size_t)r * C;
+    float *y = Y + (size_t)r * C;
+    float m, rs;
+    row_stats(x, C, &m, &rs);
+    for (int c = 0; c < C; c++) {
+      float v = (x[c] - m) * rs;
+      if (w) v *= w[c];
+      if (bias) v += bias[c];
+      y[c] = v;
+    }
+  }
+}
+
+static void cpu_adaln(px_backend *b, int M, int C, const float *X, const float *G, const float *B,
+                      int g_rows, float *Y) {
+  (void)b;
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < M; r++) {
+    const float *x = X + (size_t)r * C;
+    const float *g = G + (size_t)(r % g_rows) * C;
+    const float *bb = B + (size_t)(r % g_rows) * C;
+    float *y = Y + (size_t)r * C;
+    float m, rs;
+    row_stats(x, C, &m, &rs);
+    for (int c = 0; c < C; c++) y[c] = g[c] * ((x[c] - m) * rs) + bb[c];
+  }
+}
+
+static void cpu_gated_residual(px_backend *b, int M, int C, float *A, const float *G, int g_rows,
+                               const float *Y) {
+  (void)b;
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < M; r++) {
+    float *a = A + (size_t)r * C;
+    const float *g = G + (size_t)(r % g_rows) * C;
+    const float *y = Y + (size_t)r * C;
+    for (int c = 0; c < C; c++) a[c] += g[c] * y[c];
+  }
+}
+
+static void cpu_sigmoid_mul(px_backend *b, int M, int C, float *O, int ldo, const float *P,
+                            int ldp) {
+  (void)b;
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < M; r++) {
+    float *o = O + (size_t)r * ldo;
+    const float *p = P + (size_t)r * ldp;
+    for (int c = 0; c < C; c++) o[c] *= px_sigmoidf(p[c]);
+  }
+}
+
+static void cpu_swiglu(px_backend *b, int M, int H, const float *X, float *Y) {
+  (void)b;
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < M; r++) {
+    const float *xa = X + (size_t)r * 2 * H;
+    const float *xb = xa + H;
+    float *y = Y + (size_t)r * H;
+    for (int c = 0; c < H; c++) y[c] = px_siluf(xa[c]) * xb[c];
+  }
+}
+
+/* Softmax of one row of n logits in place (fp32, max-subtracted). */
+static inline void softmax_row(float *l, int n) {
+  float mx = l[0];
+  for (int j = 1; j < n; j++) mx = l[j] > mx ? l[j] : mx;
+  for (int j = 0; j < n; j++) l[j] = px_expf(l[j] - mx);
+  float sum = 0;
+  for (int j = 0; j < n; j++) sum += l[j];
+  float inv = 1.0f / sum;
+  for (int j = 0; j < n; j++) l[j] *= inv;
+}
+
+/* One head's attention for `nr` query rows against `n` keys:
+ *   L[i, j] = scale * q_i . k_j + bias[i, j]
+ *   o_i = sum_j softmax(L_i)_j v_j
+ * Kt holds the keys transposed, [d][ldkt], so the key loop vectorizes. Masked keys are
+ * simply not passed: their softmax weight is exactly 0, as upstream's -1e10 gives. */
+static void attend_rows(int nr, int n, int d, const float *Q, int ldq, const float *Kt, int ldkt,
+                        const float *V, int ldv, const float *bias, int ldb, float scale,
+                        float *O, int ldo, float *L) {
+  for (int i = 0; i < nr; i++) {
+    const float *q = Q + (size_t)i * ldq;
+    float *l = L;
+    for (int j = 0; j < n; j++) l[j] = 0.0f;
+    for (int c = 0; c < d; c++) {
+      const float qc = q[c];
+      const float *kt = Kt + (size_t)c * ldkt;
+#pragma omp simd
+      for (int j = 0; j < n; j++) l[j] += qc * kt[j];
+    }
+    const float *bi = bias + (size_t)i * ldb;
+    for (int j = 0; j < n; j++) l[j] = l[j] * scale + bi[j];
+    softmax_row(l, n);
+    float *o = O + (size_t)i * ldo;
+    for (int c = 0; c < d; c++) o[c] = 0.0f;
+    for (int j = 0; j < n; j++) {
+      const float p = l[j];
+      const float *v = V + (size_t)j * ldv;
+#pragma omp simd
+      for (int c = 0; c < d; c++) o[c] += p * v[c];
+    }
+  }
+}
+
+static void cpu_attention_full(px_backend *b, int S, int T, int H, int d, const float *Q,
+                               const float *K, const float *V, int ld, const float *bias,
+                               float scale, float *O) {
+  (void)b;
+  const int C = H * d;
+  const int RB = 16; /* query rows per task */
+  const int nrb = (T + RB - 1) / RB;
+#pragma omp parallel
+  {
+    float *Kt = malloc(sizeof(float) * (size_t)d * T);
+    float *L = malloc(sizeof(float) * (size_t)T);
+    int cur = -1;
+#pragma omp for schedule(static)
+    for (int task = 0; task < S * H * nrb; task++) {
+      int sh = task / nrb, rb = task % nrb;
+      int s = sh / H, h = sh % H;
+      const float *Qs = Q + (size_t)s * T * ld + (size_t)h * d;
+      const float *Ks = K + (size_t)s * T * ld + (size_t)h * d;
+      const float *Vs = V + (size_t)s * T * ld + (size_t)h * d;
+      if (sh != cur) { /* transpose this head's keys once per (sample, head) run */
+        for (int j = 0; j < T; j++)
+          for (int c = 0; c < d; c++) Kt[(size_t)c * T + j] = Ks[(size_t)j * ld + c];
+        cur = sh;
+      }
+      int r0 = rb * RB, nr = T - r0 < RB ? T - r0 : RB;
+      attend_rows(nr, T, d, Qs + (size_t)r0 * ld, ld, Kt, T, Vs, ld,
+                  bias + (size_t)h * T * T + (size_t)r0 * T, T, scale,
+                  O + ((size_t)s * T + r0) * C + (size_t)h * d, C, L);
+    }
+    free(Kt);
+    free(L);
+  }
+}
+
+static void cpu_attention_local(px_backend *b, int S, int N, int H, int d, int nq, int nk,
+                                const float *Q, const float *K, const float *V, int ld,
+                                const float *bias, float scale, float *O) {
+  (void)b;
+  const int C = H * d;
+  const int n_trunks = (N + nq - 1) / nq;
+  const int off = (nk - nq) / 2;
+#pragma omp parallel
+  {
+    float *Kt = malloc(sizeof(float) * (size_t)d * nk);
+    float *L = malloc(sizeof(float) * (size_t)nk);
+#pragma omp for schedule(static)
+    for (int task = 0; task < S * n_trunks * H; task++) {
+      int h = task % H;
+      int st = task / H;
+      int s = st / n_trunks, t = st % n_trunks;
+      int q0 = t * nq, nr = N - q0 < nq ? N - q0 : nq;
+      int kstart = q0 - off; /* atom index of window position 0 */
+      int kbeg = kstart < 0 ? -kstart : 0;
+      int kend = kstart + nk > N ? N - kstart : nk;
+      const float *Ks = K + (size_t)s * N * ld + (size_t)h * d;
+      const float *Vs = V + (size_t)s * N * ld + (size_t)h * d;
+      const int n = kend - kbeg, a0 = kstart + kbeg; /* valid keys: atoms a0 .. a0+n-1 */
+      for (int j = 0; j < n; j++)
+        for (int c = 0; c < d; c++) Kt[(size_t)c * nk + j] = Ks[(size_t)(a0 + j) * ld + c];
+      attend_rows(nr, n, d, Q + ((size_t)s * N + q0) * ld + (size_t)h * d, ld, Kt, nk,
+                  Vs + (size_t)a0 * ld, ld, bias + (((size_t)h * n_trunks + t) * nq) * nk + kbeg,
+                  nk, scale, O + ((size_t)s * N + q0) * C + (size_t)h * d, C, L);
+    }
+    free(Kt);
+    free(L);
+  }
+}
+
+static void cpu_activation(px_backend *b, int64_t n, float *X, int kind) {
+  (void)b;
+  if (kind == PX_ACT_SIGMOID) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) X[i] = px_sigmoidf(X[i]);
+  } else {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) X[i] = X[i] > 0.0f ? X[i] : 0.0f;
+  }
+}
+
+static void cpu_atoms_to_tokens(px_backend *b, int S, int N, int T, int C, const float *X,
+                                const int64_t *atom_to_token, const float *inv_count, float *Y) {
+  (void)b;
+#pragma omp parallel for schedule(static)
+  for (int s = 0; s < S; s++) {
+    float *ys = Y + (size_t)s * T * C;
+    memset(ys, 0, sizeof(float) * (size_t)T * C);
+    /* Atoms of a token are contiguous (validated at design creation): sum in atom order. */
+    for (int n = 0; n < N; n++) {
+      const float *x = X + ((size_t)s * N + n) * C;
+      float *y = ys + (size_t)atom_to_token[n] * C;
+      for (int c = 0; c < C; c++) y[c] += x[c];
+    }
+    for (int t = 0; t < T; t++) {
+      float *y = ys + (size_t)t * C;
+      for (int c = 0; c < C; c++) y[c] *= inv_count[t];
+    }
+  }
+}
+
+static void cpu_tokens_to_atoms_add(px_backend *b, int S, int N, int T, int C, int a_samples,
+                                    const float *A, const int64_t *atom_to_token, float *Y) {
+  (void)b;
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < S * N; r++) {
+    int s = r / N, n = r % N;
+    const float *a = A + ((size_t)(s % a_samples) * T + (size_t)atom_to_token[n]) * C;
+    float *y = Y + (size_t)r * C;
+    for (int c = 0; c < C; c++) y[c] += a[c];
+  }
+}
+
+static void cpu_add_rows(px_backend *b, int M, int C, float *Y, const float *A, int a_rows) {
+  (void)b;
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < M; r++) {
+    float *y = Y + (size_t)r * C;
+    const float *a = A + (size_t)(r % a_rows) * C;
+    for (int c = 0; c < C; c++) y[c] += a[c];
+  }
+}
+
+static px_backend cpu_backend = {
+    .name = "cpu",
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .upload = cpu_copy,
+    .download = cpu_copy,
+    .linear = cpu_linear,
+    .layernorm = cpu_layernorm,
+    .adaln = cpu_adaln,
+    .gated_residual = cpu_gated_residual,
+    .sigmoid_mul = cpu_sigmoid_mul,
+    .swiglu = cpu_swiglu,
+    .attention_full = cpu_attention_full,
+    .attention_local = cpu_attention_local,
+    .activation = cpu_activation,
+    .atoms_to_tokens = cpu_atoms_to_tokens,
+    .tokens_to_atoms_add = cpu_tokens_to_atoms_add,
+    .add_rows = cpu_add_rows,
+};
+
+px_backend *px_cpu_backend(void) { return &cpu_backend; }

@@ -1,0 +1,274 @@
+/* DiffusionModule.forward (SPEC.md, Algorithm 20) over a design cache.
+ *
+ * Rows are sample-major: token activations are [S*T, C], atom activations [S*N, C],
+ * so every projection is one GEMM over all samples. Token-level conditioning s depends
+ * only on the noise level: when all samples share t_hat (PXDesign's sampler) it is
+ * computed once ([T, c_s]) and broadcast (g_rows = T). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "model/model.h"
+
+#define PX_PI_F 3.14159265358979323846f
+
+typedef struct {
+  float *base;
+  size_t used, cap; /* floats */
+} bump;
+
+static float *take(bump *b, size_t n) {
+  n = (n + 15) & ~(size_t)15; /* keep 64-byte alignment */
+  float *p = b->base ? b->base + b->used : NULL;
+  b->used += n;
+  return p;
+}
+
+/* Atom transformer (encoder or decoder) over q [S*N, C] in place. */
+static void atom_transformer(px_backend *be, const px_transformer_w *tf,
+                             const px_atom_block_cache *cache, int S, int N, float *q, bump *ws) {
+  const int C = tf->c, H = tf->n_heads, dh = C / H, h = tf->hidden;
+  const int M = S * N;
+  const float scale = 1.0f / sqrtf((float)dh);
+  size_t mark = ws->used;
+  float *an = take(ws, (size_t)M * C), *kvin = take(ws, (size_t)M * C);
+  float *qg = take(ws, (size_t)M * 2 * C), *kv = take(ws, (size_t)M * 2 * C);
+  float *att = take(ws, (size_t)M * C), *y = take(ws, (size_t)M * C);
+  float *a12 = take(ws, (size_t)M * 2 * h), *hs = take(ws, (size_t)M * h);
+  if (!ws->base) return; /* sizing pass */
+  for (int k = 0; k < tf->n_blocks; k++) {
+    const px_block_w *B = &tf->blocks[k];
+    const px_atom_block_cache *cb = &cache[k];
+    /* AttentionPairBias, cross-attention mode: kv = AdaLN_kv(a_n, s). */
+    be->adaln(be, M, C, q, cb->g_a, cb->b_a, N, an);
+    be->adaln(be, M, C, an, cb->g_kv, cb->b_kv, N, kvin);
+    be->linear(be, M, 2 * C, C, an, C, B->w_proj1, B->b_proj1, qg, 2 * C, 0);
+    be->linear(be, M, 2 * C, C, kvin, C, B->w_proj2, NULL, kv, 2 * C, 0);
+    be->attention_local(be, S, N, H, dh, PX_ATOM_NQ, PX_ATOM_NK, qg, kv, kv + C, 2 * C,
+                        cb->pair_bias, scale, att);
+    be->sigmoid_mul(be, M, C, att, C, qg + C, 2 * C);
+    be->linear(be, M, C, C, att, C, B->o.w, NULL, y, C, 0);
+    be->gated_residual(be, M, C, q, cb->gate_last, N, y);
+    /* ConditionedTransitionBlock. */
+    be->adaln(be, M, C, q, cb->g_c, cb->b_c, N, an);
+    be->linear(be, M, 2 * h, C, an, C, B->w_a12, NULL, a12, 2 * h, 0);
+    be->swiglu(be, M, h, a12, hs);
+    be->linear(be, M, C, h, hs, h, B->ctb_b.w, NULL, y, C, 0);
+    be->gated_residual(be, M, C, q, cb->gate_ctb, N, y);
+  }
+  ws->used = mark;
+}
+
+/* s-side terms of one token block: AdaLN scale/shift and the two adaLN-zero gates,
+ * over Ss*T rows of s. */
+static void token_block_terms(px_backend *be, const px_block_w *B, int R, int cs, int C,
+                              const float *s, float *sn, float *g_a, float *b_a, float *gl,
+                              float *g_c, float *b_c, float *gc) {
+  be->layernorm(be, R, cs, s, B->ln_a.ln_s_w, NULL, sn);
+  be->linear(be, R, C, cs, sn, cs, B->ln_a.lin_s.w, B->ln_a.lin_s.b, g_a, C, 0);
+  be->activation(be, (int64_t)R * C, g_a, PX_ACT_SIGMOID);
+  be->linear(be, R, C, cs, sn, cs, B->ln_a.lin_nobias_s.w, NULL, b_a, C, 0);
+  be->linear(be, R, C, cs, s, cs, B->a_last.w, B->a_last.b, gl, C, 0);
+  be->activation(be, (int64_t)R * C, gl, PX_ACT_SIGMOID);
+  be->layernorm(be, R, cs, s, B->ctb_adaln.ln_s_w, NULL, sn);
+  be->linear(be, R, C, cs, sn, cs, B->ctb_adaln.lin_s.w, B->ctb_adaln.lin_s.b, g_c, C, 0);
+  be->activation(be, (int64_t)R * C, g_c, PX_ACT_SIGMOID);
+  be->linear(be, R, C, cs, sn, cs, B->ctb_adaln.lin_nobias_s.w, NULL, b_c, C, 0);
+  be->linear(be, R, C, cs, s, cs, B->ctb_s.w, B->ctb_s.b, gc, C, 0);
+  be->activation(be, (int64_t)R * C, gc, PX_ACT_SIGMOID);
+}
+
+static void token_transformer(px_backend *be, const px_transformer_w *tf, const float *pair_bias,
+                              int S, int T, int Ss, const float *s, float *a, bump *ws) {
+  const int C = tf->c, H = tf->n_heads, dh = C / H, h = tf->hidden, cs = tf->c_s;
+  const int M = S * T, R = Ss * T;
+  const float scale = 1.0f / sqrtf((float)dh);
+  size_t mark = ws->used;
+  float *sn = take(ws, (size_t)R * cs);
+  float *g_a = take(ws, (size_t)R * C), *b_a = take(ws, (size_t)R * C), *gl = take(ws, (size_t)R * C);
+  float *g_c = take(ws, (size_t)R * C), *b_c = take(ws, (size_t)R * C), *gc = take(ws, (size_t)R * C);
+  float *an = take(ws, (size_t)M * C);
+  float *proj = take(ws, (size_t)M * (4 * C > 2 * h ? 4 * C : 2 * h));
+  float *att = take(ws, (size_t)M * C), *y = take(ws, (size_t)M * C), *hs = take(ws, (size_t)M * h);
+  const size_t TT = (size_t)T * T;
+  if (!ws->base) return; /* sizing pass */
+  for (int k = 0; k < tf->n_blocks; k++) {
+    const px_block_w *B = &tf->blocks[k];
+    token_block_terms(be, B, R, cs, C, s, sn, g_a, b_a, gl, g_c, b_c, gc);
+    be->adaln(be, M, C, a, g_a, b_a, R, an);
+    be->linear(be, M, 4 * C, C, an, C, B->w_proj1, B->b_proj1, proj, 4 * C, 0);
+    be->attention_full(be, S, T, H, dh, proj, proj + C, proj + 2 * C, 4 * C,
+                       pair_bias + (size_t)k * H * TT, scale, att);
+    be->sigmoid_mul(be, M, C, att, C, proj + 3 * C, 4 * C);
+    be->linear(be, M, C, C, att, C, B->o.w, NULL, y, C, 0);
+    be->gated_residual(be, M, C, a, gl, R, y);
+    be->adaln(be, M, C, a, g_c, b_c, R, an);
+    be->linear(be, M, 2 * h, C, an, C, B->w_a12, NULL, proj, 2 * h, 0);
+    be->swiglu(be, M, h, proj, hs);
+    be->linear(be, M, C, h, hs, h, B->ctb_b.w, NULL, y, C, 0);
+    be->gated_residual(be, M, C, a, gc, R, y);
+  }
+  ws->used = mark;
+}
+
+/* Transition added in place over R rows of width C (conditioning's transition_s*). */
+static void transition_rows(px_backend *be, const px_transition_w *t, int R, int C, float *x,
+                            bump *ws) {
+  size_t mark = ws->used;
+  float *xn = take(ws, (size_t)R * C), *ab = take(ws, (size_t)R * 4 * C), *hh = take(ws, (size_t)R * 2 * C);
+  if (!ws->base) return; /* sizing pass */
+  be->layernorm(be, R, C, x, t->ln_w, t->ln_b, xn);
+  be->linear(be, R, 2 * C, C, xn, C, t->a.w, NULL, ab, 4 * C, 0);
+  be->linear(be, R, 2 * C, C, xn, C, t->b.w, NULL, ab + 2 * C, 4 * C, 0);
+  be->swiglu(be, R, 2 * C, ab, hh);
+  be->linear(be, R, C, 2 * C, hh, 2 * C, t->out.w, NULL, x, C, 1);
+  ws->used = mark;
+}
+
+/* Everything one call needs, laid out by `take`; a dry run (base NULL) sizes it. */
+static void forward(const px_model *m, px_design *d, int S, const float *x_noisy,
+                    const float *t_hat, float *x_out, bump *ws, px_probe_fn probe, void *user) {
+  px_backend *be = d->be;
+  const px_dims *D = &m->dims;
+  const int T = d->T, N = d->N, cs = D->c_s, ct = D->c_token, ca = D->c_atom;
+  const float sigma = D->sigma_data;
+  int shared = 1;
+  for (int i = 1; i < S; i++)
+    if (t_hat[i] != t_hat[0]) shared = 0;
+  const int Ss = shared ? 1 : S;
+  const int R = Ss * T;
+
+  float *s = take(ws, (size_t)R * cs);
+  float *a = take(ws, (size_t)S * T * ct);
+  float *q = take(ws, (size_t)S * N * ca);
+  float *big = take(ws, (size_t)S * N * (ct > ca ? ct : ca)); /* [S*N, c_token] scratch */
+  float *sn = take(ws, (size_t)R * cs);
+  float *tok = take(ws, (size_t)R * (ct > ca ? ct : ca));
+  float *host = take(ws, (size_t)D->n_fourier * 2 + (size_t)cs + (size_t)S * N * 3 * 2);
+  if (!ws->base) {
+    /* Sizing pass: account for the nested transformers' scratch. */
+    size_t top = ws->used;
+    atom_transformer(be, &m->enc_tf, NULL, S, N, NULL, ws);
+    size_t need_atom = ws->used;
+    ws->used = top;
+    token_transformer(be, &m->tok_tf, NULL, S, T, Ss, NULL, NULL, ws);
+    size_t need_tok = ws->used;
+    ws->used = top;
+    transition_rows(be, &m->tr_s1, R, cs, NULL, ws);
+    size_t need_tr = ws->used;
+    ws->used = need_atom > need_tok ? need_atom : need_tok;
+    if (need_tr > ws->used) ws->used = need_tr;
+    return;
+  }
+  /* ---- conditioning: s = s0 + Lin_n(LN(fourier(t))), two transitions ---- */
+  {
+    float *nf = host, *nv = host + D->n_fourier, *v = host + 2 * D->n_fourier;
+    for (int u = 0; u < Ss; u++) {
+      const float tau = logf(t_hat[u] / sigma) / 4.0f;
+      for (int f = 0; f < D->n_fourier; f++)
+        nf[f] = cosf(2.0f * PX_PI_F * (tau * m->fourier_w[f] + m->fourier_b[f]));
+      px_cpu_backend()->layernorm(px_cpu_backend(), 1, D->n_fourier, nf, m->cond_ln_n_w, NULL, nv);
+      for (int o = 0; o < cs; o++) {
+        const float *w = m->cond_n.w + (size_t)o * D->n_fourier;
+        float acc = 0;
+        for (int f = 0; f < D->n_fourier; f++) acc += w[f] * nv[f];
+        v[o] = acc;
+      }
+      float *su = s + (size_t)u * T * cs;
+      for (int t = 0; t < T; t++) {
+        const float *s0 = d->s0 + (size_t)t * cs;
+        for (int c = 0; c < cs; c++) su[(size_t)t * cs + c] = s0[c] + v[c];
+      }
+    }
+    transition_rows(be, &m->tr_s1, R, cs, s, ws);
+    transition_rows(be, &m->tr_s2, R, cs, s, ws);
+    if (probe) probe(user, "s", s, (int64_t)R * cs);
+  }
+  /* ---- encoder: q = c + W_r r, atom transformer, mean of relu(W_q q) per token ---- */
+  {
+    float *r = host + (size_t)D->n_fourier * 2 + cs;
+    for (int i = 0; i < S; i++) {
+      const float den = sqrtf(sigma * sigma + t_hat[i] * t_hat[i]);
+      for (int k = 0; k < N * 3; k++) r[(size_t)i * N * 3 + k] = x_noisy[(size_t)i * N * 3 + k] / den;
+    }
+    be->linear(be, S * N, ca, 3, r, 3, m->enc_r.w, NULL, q, ca, 0);
+    be->add_rows(be, S * N, ca, q, d->c, N);
+    atom_transformer(be, &m->enc_tf, d->enc, S, N, q, ws);
+    be->linear(be, S * N, ct, ca, q, ca, m->enc_q.w, NULL, big, ct, 0);
+    be->activation(be, (int64_t)S * N * ct, big, PX_ACT_RELU);
+    be->atoms_to_tokens(be, S, N, T, ct, big, d->atom_to_token, d->inv_count, a);
+    if (probe) {
+      probe(user, "a_enc", a, (int64_t)S * T * ct);
+      probe(user, "q_skip", q, (int64_t)S * N * ca);
+    }
+  }
+  /* ---- a += Lin_s(LN(s)); token transformer; LN ---- */
+  be->layernorm(be, R, cs, s, m->ln_s_w, NULL, sn);
+  be->linear(be, R, ct, cs, sn, cs, m->lin_s.w, NULL, tok, ct, 0);
+  be->add_rows(be, S * T, ct, a, tok, R);
+  if (probe) probe(user, "a_in", a, (int64_t)S * T * ct);
+  token_transformer(be, &m->tok_tf, d->tok_pair_bias, S, T, Ss, s, a, ws);
+  if (probe) probe(user, "a_trans", a, (int64_t)S * T * ct);
+  be->layernorm(be, S * T, ct, a, m->ln_a_w, NULL, a);
+  if (probe) probe(user, "a_ln", a, (int64_t)S * T * ct);
+  /* ---- decoder: q = broadcast(Lin_a(a)) + q_skip; atom transformer; Lin_out(LN(q)) ---- */
+  be->linear(be, S * T, ca, ct, a, ct, m->dec_a.w, NULL, big, ca, 0);
+  be->tokens_to_atoms_add(be, S, N, T, ca, S, big, d->atom_to_token, q);
+  atom_transformer(be, &m->dec_tf, d->dec, S, N, q, ws);
+  be->layernorm(be, S * N, ca, q, m->dec_ln_q_w, NULL, big);
+  float *rup = host + (size_t)D->n_fourier * 2 + cs + (size_t)S * N * 3;
+  be->linear(be, S * N, 3, ca, big, ca, m->dec_out.w, NULL, rup, 3, 0);
+  if (probe) probe(user, "r_update", rup, (int64_t)S * N * 3);
+  /* ---- EDM output mix ---- */
+  for (int i = 0; i < S; i++) {
+    const float t = t_hat[i], sr = t / sigma;
+    const float c_skip = 1.0f / (1.0f + sr * sr), c_out = t / sqrtf(1.0f + sr * sr);
+    for (int k = 0; k < N * 3; k++) {
+      size_t idx = (size_t)i * N * 3 + k;
+      x_out[idx] = c_skip * x_noisy[idx] + c_out * rup[idx];
+    }
+  }
+}
+
+int px_denoise(const px_model *m, px_design *d, int n_sample, const float *x_noisy,
+               const float *t_hat, float *x_out) {
+  return px_denoise_probe(m, d, n_sample, x_noisy, t_hat, x_out, NULL, NULL);
+}
+
+int px_denoise_probe(const px_model *m, px_design *d, int n_sample, const float *x_noisy,
+                     const float *t_hat, float *x_out, px_probe_fn probe, void *user) {
+  if (!m || !d || !x_noisy || !t_hat || !x_out)
+    return px_fail(PX_ERR_INPUT, "px_denoise: NULL argument");
+  if (n_sample <= 0) return px_fail(PX_ERR_INPUT, "px_denoise: n_sample must be positive, got %d", n_sample);
+  for (int i = 0; i < n_sample; i++)
+    if (!(t_hat[i] > 0.0f) || !isfinite(t_hat[i]))
+      return px_fail(PX_ERR_INPUT, "px_denoise: t_hat[%d] = %g; noise levels must be finite and > 0", i,
+                     (double)t_hat[i]);
+  const size_t nx = (size_t)n_sample * d->N * 3;
+  for (size_t i = 0; i < nx; i++)
+    if (!isfinite(x_noisy[i])) return px_fail(PX_ERR_INPUT, "px_denoise: x_noisy contains NaN or Inf");
+  bump ws = {NULL, 0, 0};
+  forward(m, d, n_sample, x_noisy, t_hat, x_out, &ws, NULL, NULL); /* sizing pass */
+  size_t need = ws.used * sizeof(float);
+  if (need > d->ws_bytes) {
+    if (d->ws) d->be->free(d->be, d->ws);
+    d->ws = d->be->alloc(d->be, need);
+    d->ws_bytes = d->ws ? need : 0;
+    if (!d->ws) return px_fail(PX_ERR_NOMEM, "out of memory for a %d-sample call (%zu MB)", n_sample, need >> 20);
+  }
+  ws.base = d->ws;
+  ws.used = 0;
+  ws.cap = need / sizeof(float);
+  /* x_out may alias x_noisy: compute into the workspace-free path by copying x first. */
+  if (x_out == x_noisy) {
+    float *tmp = malloc(sizeof(float) * nx);
+    if (!tmp) return px_fail(PX_ERR_NOMEM, "out of memory");
+    memcpy(tmp, x_noisy, sizeof(float) * nx);
+    forward(m, d, n_sample, tmp, t_hat, x_out, &ws, probe, user);
+    free(tmp);
+  } else {
+    forward(m, d, n_sample, x_noisy, t_hat, x_out, &ws, probe, user);
+  }
+  return PX_OK;
+}

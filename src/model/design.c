@@ -1,0 +1,485 @@
+/* The per-design cache: everything SPEC.md lists as independent of noise level and
+ * sample, computed once per design (upstream recomputes it at every step):
+ * s0, pair_z and every token block's pair bias, the encoder's c and p, every atom
+ * block's pair bias and the s-side AdaLN/gate terms of the atom transformers (s = c). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "model/model.h"
+
+/* Rows of pair tensors processed at a time: bounds temporaries at large T. */
+#define PAIR_CHUNK 8192
+
+static int finite_all(const float *x, int64_t n) {
+  for (int64_t i = 0; i < n; i++)
+    if (!isfinite(x[i])) return 0;
+  return 1;
+}
+
+static int validate(const px_model *m, const px_features *f) {
+  if (!m || !f) return px_fail(PX_ERR_INPUT, "NULL model or features");
+  const int T = f->n_token, N = f->n_atom;
+  if (T <= 0) return px_fail(PX_ERR_INPUT, "design has %d tokens; at least 1 is needed", T);
+  if (N <= 0) return px_fail(PX_ERR_INPUT, "design has %d atoms; at least 1 is needed", N);
+  if ((int64_t)T * T > (int64_t)1 << 31 || N > (1 << 26))
+    return px_fail(PX_ERR_INPUT, "design too large (%d tokens, %d atoms)", T, N);
+  struct { const void *p; const char *name; } req[] = {
+      {f->s_inputs, "s_inputs"}, {f->s_trunk, "s_trunk"}, {f->z_trunk, "z_trunk"},
+      {f->ref_pos, "ref_pos"}, {f->ref_charge, "ref_charge"}, {f->ref_mask, "ref_mask"},
+      {f->ref_element, "ref_element"}, {f->ref_atom_name_chars, "ref_atom_name_chars"},
+      {f->ref_space_uid, "ref_space_uid"}, {f->atom_to_token_idx, "atom_to_token_idx"},
+      {f->asym_id, "asym_id"}, {f->residue_index, "residue_index"}, {f->entity_id, "entity_id"},
+      {f->token_index, "token_index"}, {f->sym_id, "sym_id"}};
+  for (size_t i = 0; i < sizeof req / sizeof req[0]; i++)
+    if (!req[i].p) return px_fail(PX_ERR_INPUT, "feature %s is missing", req[i].name);
+  const px_dims *D = &m->dims;
+  struct { const float *p; int64_t n; const char *name; } fl[] = {
+      {f->s_inputs, (int64_t)T * D->c_s_inputs, "s_inputs"},
+      {f->s_trunk, (int64_t)T * D->c_s, "s_trunk"},
+      {f->z_trunk, (int64_t)T * T * D->c_z, "z_trunk"},
+      {f->ref_pos, (int64_t)N * 3, "ref_pos"},
+      {f->ref_charge, N, "ref_charge"},
+      {f->ref_mask, N, "ref_mask"},
+      {f->ref_element, (int64_t)N * 128, "ref_element"},
+      {f->ref_atom_name_chars, (int64_t)N * 256, "ref_atom_name_chars"}};
+  for (size_t i = 0; i < sizeof fl / sizeof fl[0]; i++)
+    if (!finite_all(fl[i].p, fl[i].n))
+      return px_fail(PX_ERR_INPUT, "feature %s contains NaN or Inf", fl[i].name);
+  int64_t prev = 0;
+  for (int n = 0; n < N; n++) {
+    int64_t t = f->atom_to_token_idx[n];
+    if (t < 0 || t >= T)
+      return px_fail(PX_ERR_INPUT, "atom_to_token_idx[%d] = %lld is out of range [0, %d)", n,
+                     (long long)t, T);
+    if (t < prev)
+      return px_fail(PX_ERR_INPUT, "atom_to_token_idx is not ascending at atom %d (%lld after %lld)",
+                     n, (long long)t, (long long)prev);
+    prev = t;
+  }
+  return PX_OK;
+}
+
+/* Y[M, C] = silu(A x) * (B x) then W: one Transition (SPEC.md), added into X in place,
+ * processed in row chunks with scratch [chunk, C] + 2 * [chunk, 2C]. */
+static void transition_add(px_backend *be, const px_transition_w *t, int64_t M, int C, float *X,
+                           float *scratch) {
+  float *xn = scratch;
+  float *ab = xn + (size_t)PAIR_CHUNK * C;
+  float *h = ab + (size_t)PAIR_CHUNK * 4 * C;
+  for (int64_t r0 = 0; r0 < M; r0 += PAIR_CHUNK) {
+    int rows = (int)(M - r0 < PAIR_CHUNK ? M - r0 : PAIR_CHUNK);
+    float *x = X + (size_t)r0 * C;
+    be->layernorm(be, rows, C, x, t->ln_w, t->ln_b, xn);
+    /* [A x ; B x] side by side: the swiglu kernel reads halves of one row. */
+    be->linear(be, rows, 2 * C, C, xn, C, t->a.w, NULL, ab, 4 * C, 0);
+    be->linear(be, rows, 2 * C, C, xn, C, t->b.w, NULL, ab + 2 * C, 4 * C, 0);
+    be->swiglu(be, rows, 2 * C, ab, h);
+    be->linear(be, rows, C, 2 * C, h, 2 * C, t->out.w, NULL, x, C, 1);
+  }
+}
+
+/* relpe one-hot classes (SPEC.md, Algorithm 3). */
+static inline int clampi(int64_t v, int lo, int hi) { return v < lo ? lo : (v > hi ? hi : (int)v); }
+
+static int atom_block_cache(px_backend *be, const px_transformer_w *tf, int N, const float *c,
+                            float *scratch, px_atom_block_cache *out, int64_t *bytes) {
+  const int C = tf->c;
+  for (int k = 0; k < tf->n_blocks; k++) {
+    const px_block_w *B = &tf->blocks[k];
+    px_atom_block_cache *o = &out[k];
+    float **bufs[8] = {&o->g_a, &o->b_a, &o->g_kv, &o->b_kv, &o->gate_last, &o->g_c, &o->b_c, &o->gate_ctb};
+    for (int i = 0; i < 8; i++) {
+      *bufs[i] = be->alloc(be, sizeof(float) * (size_t)N * C);
+      if (!*bufs[i]) return px_fail(PX_ERR_NOMEM, "out of memory for the design cache");
+      *bytes += (int64_t)sizeof(float) * N * C;
+    }
+    const px_adaln_w *ad[3] = {&B->ln_a, &B->ln_kv, &B->ctb_adaln};
+    float *gs[3] = {o->g_a, o->g_kv, o->g_c}, *bs[3] = {o->b_a, o->b_kv, o->b_c};
+    for (int i = 0; i < 3; i++) {
+      be->layernorm(be, N, C, c, ad[i]->ln_s_w, NULL, scratch);
+      be->linear(be, N, C, C, scratch, C, ad[i]->lin_s.w, ad[i]->lin_s.b, gs[i], C, 0);
+      be->activation(be, (int64_t)N * C, gs[i], PX_ACT_SIGMOID);
+      be->linear(be, N, C, C, scratch, C, ad[i]->lin_nobias_s.w, NULL, bs[i], C, 0);
+    }
+    be->linear(be, N, C, C, c, C, B->a_last.w, B->a_last.b, o->gate_last, C, 0);
+    be->activation(be, (int64_t)N * C, o->gate_last, PX_ACT_SIGMOID);
+    be->linear(be, N, C, C, c, C, B->ctb_s.w, B->ctb_s.b, o->gate_ctb, C, 0);
+    be->activation(be, (int64_t)N * C, o->gate_ctb, PX_ACT_SIGMOID);
+  }
+  return PX_OK;
+}
+
+/* FNV-1a style mixing over 8-byte words: a pass over the inputs, cheap next to a call. */
+static uint64_t mix_bytes(uint64_t h, const void *ptr, size_t nbytes) {
+  const unsigned char *p = (const unsigned char *)ptr;
+  size_t n = ptr ? nbytes : 0, i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t w;
+    memcpy(&w, p + i, 8);
+    h = (h ^ w) * 0x100000001b3ull;
+    h ^= h >> 29;
+  }
+  for (; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
+  return (h ^ 0x9e3779b97f4a7c15ull) * 0xbf58476d1ce4e5b9ull;
+}
+
+uint64_t px_features_hash(const px_model *m, const px_features *f) {
+  if (!m || !f) return 0;
+  const px_dims *D = &m->dims;
+  const size_t T = (size_t)(f->n_token > 0 ? f->n_token : 0), N = (size_t)(f->n_atom > 0 ? f->n_atom : 0);
+  uint64_t h = 1469598103934665603ull ^ ((uint64_t)T << 32 | (uint32_t)N);
+  h = mix_bytes(h, f->ref_pos, N * 3 * 4);
+  h = mix_bytes(h, f->ref_charge, N * 4);
+  h = mix_bytes(h, f->ref_mask, N * 4);
+  h = mix_bytes(h, f->ref_element, N * 128 * 4);
+  h = mix_bytes(h, f->ref_atom_name_chars, N * 256 * 4);
+  h = mix_bytes(h, f->ref_space_uid, N * 8);
+  h = mix_bytes(h, f->atom_to_token_idx, N * 8);
+  h = mix_bytes(h, f->asym_id, T * 8);
+  h = mix_bytes(h, f->residue_index, T * 8);
+  h = mix_bytes(h, f->entity_id, T * 8);
+  h = mix_bytes(h, f->token_index, T * 8);
+  h = mix_bytes(h, f->sym_id, T * 8);
+  h = mix_bytes(h, f->s_inputs, T * D->c_s_inputs * 4);
+  h = mix_bytes(h, f->s_trunk, T * D->c_s * 4);
+  h = mix_bytes(h, f->z_trunk, T * T * D->c_z * 4);
+  return h;
+}
+
+uint64_t px_design_key(const px_design *d) { return d ? d->key : 0; }
+
+int px_design_create(const px_model *m, const px_features *f, px_design **out) {
+  return px_design_create_probe(m, f, NULL, NULL, out);
+}
+
+int px_design_create_probe(const px_model *m, const px_features *f, px_probe_fn probe, void *user,
+                           px_design **out) {
+  if (!out) return px_fail(PX_ERR_INPUT, "px_design_create: NULL output");
+  *out = NULL;
+  int rc = validate(m, f);
+  if (rc) return rc;
+  px_backend *be = px_cpu_backend();
+  const px_dims *D = &m->dims;
+  const int T = f->n_token, N = f->n_atom;
+  const int cs = D->c_s, cz = D->c_z, ca = D->c_atom, cp = D->c_atompair;
+  const int n_trunks = (N + PX_ATOM_NQ - 1) / PX_ATOM_NQ;
+  const int64_t TT = (int64_t)T * T;
+  const int64_t P = (int64_t)n_trunks * PX_ATOM_NQ * PX_ATOM_NK; /* pair rows, trunk layout */
+
+  px_design *d = calloc(1, sizeof *d);
+  if (!d) return px_fail(PX_ERR_NOMEM, "out of memory");
+  d->T = T;
+  d->N = N;
+  d->n_trunks = n_trunks;
+  d->be = be;
+  d->key = px_features_hash(m, f);
+  const px_transformer_w *tt = &m->tok_tf, *te = &m->enc_tf, *td = &m->dec_tf;
+  const int nbh = tt->n_blocks * tt->n_heads;
+  const int nah = te->n_blocks * te->n_heads + td->n_blocks * td->n_heads;
+
+  /* Scratch: the largest of the chunked pair work and the atom-level work. */
+  size_t scratch_n = (size_t)PAIR_CHUNK * (2 * cz + 4 * 2 * cz + 2 * cz);
+  size_t s2 = (size_t)PAIR_CHUNK * (2 * cz) + (size_t)PAIR_CHUNK * (nbh + cp);
+  if (s2 > scratch_n) scratch_n = s2;
+  size_t s3 = (size_t)(cs + D->c_s_inputs) * T + (size_t)T * ca;
+  if (s3 > scratch_n) scratch_n = s3;
+  size_t s4 = (size_t)N * ca * 2 + (size_t)N * cp * 2;
+  if (s4 > scratch_n) scratch_n = s4;
+  float *scratch = malloc(sizeof(float) * scratch_n);
+  float *pair_z = malloc(sizeof(float) * (size_t)TT * cz);
+  float *zproj = malloc(sizeof(float) * (size_t)TT * cp);
+  float *p = malloc(sizeof(float) * (size_t)P * cp);
+  float *ph = malloc(sizeof(float) * (size_t)(P > 2 * PAIR_CHUNK ? P : 2 * PAIR_CHUNK) * cp);
+  float *pb = malloc(sizeof(float) * (size_t)(nah > 0 ? nah : 1) * PAIR_CHUNK);
+  float *wf = malloc(sizeof(float) * (size_t)(nbh + cp + nah) * (cz > cp ? cz : cp));
+  d->s0 = be->alloc(be, sizeof(float) * (size_t)T * cs);
+  d->tok_pair_bias = be->alloc(be, sizeof(float) * (size_t)nbh * TT);
+  d->c = be->alloc(be, sizeof(float) * (size_t)N * ca);
+  d->enc = calloc((size_t)te->n_blocks, sizeof(px_atom_block_cache));
+  d->dec = calloc((size_t)td->n_blocks, sizeof(px_atom_block_cache));
+  d->atom_to_token = malloc(sizeof(int64_t) * (size_t)N);
+  d->inv_count = malloc(sizeof(float) * (size_t)T);
+  if (!scratch || !pair_z || !zproj || !p || !ph || !pb || !wf || !d->s0 || !d->tok_pair_bias ||
+      !d->c || !d->enc || !d->dec || !d->atom_to_token || !d->inv_count) {
+    rc = px_fail(PX_ERR_NOMEM, "out of memory building the design cache (%d tokens, %d atoms)", T, N);
+    goto done;
+  }
+  d->bytes = (int64_t)sizeof(float) * ((int64_t)T * cs + (int64_t)nbh * TT + (int64_t)N * ca + T) +
+             (int64_t)sizeof(int64_t) * N;
+
+  /* ---- s0 = Lin_s(LN([s_trunk, s_inputs])) ---- */
+  {
+    const int cc = cs + D->c_s_inputs;
+    float *cat = scratch;
+    for (int t = 0; t < T; t++) {
+      memcpy(cat + (size_t)t * cc, f->s_trunk + (size_t)t * cs, sizeof(float) * cs);
+      memcpy(cat + (size_t)t * cc + cs, f->s_inputs + (size_t)t * D->c_s_inputs,
+             sizeof(float) * D->c_s_inputs);
+    }
+    be->layernorm(be, T, cc, cat, m->cond_ln_s_w, NULL, cat);
+    be->linear(be, T, cs, cc, cat, cc, m->cond_s.w, NULL, d->s0, cs, 0);
+  }
+
+  /* ---- pair_z = Lin_z(LN([z_trunk, relpe])) ---- */
+  for (int64_t r0 = 0; r0 < TT; r0 += PAIR_CHUNK) {
+    int rows = (int)(TT - r0 < PAIR_CHUNK ? TT - r0 : PAIR_CHUNK);
+    float *cat = scratch;
+    const float *W = m->relpe.w; /* [cz, 139] */
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) {
+      int64_t ij = r0 + r;
+      int i = (int)(ij / T), j = (int)(ij % T);
+      float *row = cat + (size_t)r * 2 * cz;
+      memcpy(row, f->z_trunk + (size_t)ij * cz, sizeof(float) * cz);
+      int same_chain = f->asym_id[i] == f->asym_id[j];
+      int same_res = f->residue_index[i] == f->residue_index[j];
+      int same_ent = f->entity_id[i] == f->entity_id[j];
+      int d_res = same_chain ? clampi(f->residue_index[i] - f->residue_index[j] + 32, 0, 64) : 65;
+      int d_tok = (same_chain && same_res) ? clampi(f->token_index[i] - f->token_index[j] + 32, 0, 64) : 65;
+      int d_chain = same_ent ? clampi(f->sym_id[i] - f->sym_id[j] + 2, 0, 4) : 5;
+      float *rp = row + cz;
+      for (int c = 0; c < cz; c++) {
+        const float *w = W + (size_t)c * 139;
+        float v = w[d_res] + w[66 + d_tok];
+        if (same_ent) v += w[132];
+        rp[c] = v + w[133 + d_chain];
+      }
+    }
+    be->layernorm(be, rows, 2 * cz, cat, m->cond_ln_z_w, NULL, cat);
+    be->linear(be, rows, cz, 2 * cz, cat, 2 * cz, m->cond_z.w, NULL, pair_z + (size_t)r0 * cz, cz, 0);
+  }
+  transition_add(be, &m->tr_z1, TT, cz, pair_z, scratch);
+  transition_add(be, &m->tr_z2, TT, cz, pair_z, scratch);
+  if (probe) {
+    probe(user, "s0", d->s0, (int64_t)T * cs);
+    probe(user, "pair_z", pair_z, TT * cz);
+  }
+
+  /* ---- token blocks' pair biases and the encoder's z projection, from LN(pair_z) ----
+   * LN(z) * w_k then W_k equals LN(z) times W_k with w_k folded in: one GEMM for all
+   * blocks (rows k*H+h), plus the encoder's projection in the last cp rows. */
+  {
+    const int H = tt->n_heads;
+    for (int k = 0; k < tt->n_blocks; k++)
+      for (int h = 0; h < H; h++)
+        for (int c = 0; c < cz; c++)
+          wf[((size_t)k * H + h) * cz + c] = tt->blocks[k].z.w[(size_t)h * cz + c] * tt->blocks[k].ln_z_w[c];
+    for (int o = 0; o < cp; o++)
+      for (int c = 0; c < cz; c++)
+        wf[((size_t)nbh + o) * cz + c] = m->enc_z.w[(size_t)o * cz + c] * m->enc_ln_z_w[c];
+    const int nout = nbh + cp;
+    for (int64_t r0 = 0; r0 < TT; r0 += PAIR_CHUNK) {
+      int rows = (int)(TT - r0 < PAIR_CHUNK ? TT - r0 : PAIR_CHUNK);
+      float *zn = scratch, *o = scratch + (size_t)PAIR_CHUNK * 2 * cz;
+      be->layernorm(be, rows, cz, pair_z + (size_t)r0 * cz, NULL, NULL, zn);
+      be->linear(be, rows, nout, cz, zn, cz, wf, NULL, o, nout, 0);
+#pragma omp parallel for schedule(static)
+      for (int r = 0; r < rows; r++) {
+        const float *orow = o + (size_t)r * nout;
+        for (int kh = 0; kh < nbh; kh++) d->tok_pair_bias[(size_t)kh * TT + r0 + r] = orow[kh];
+        memcpy(zproj + (size_t)(r0 + r) * cp, orow + nbh, sizeof(float) * cp);
+      }
+    }
+  }
+  free(pair_z);
+  pair_z = NULL;
+
+  /* ---- atom_to_token, 1/count ---- */
+  for (int t = 0; t < T; t++) d->inv_count[t] = 0.0f;
+  for (int n = 0; n < N; n++) {
+    d->atom_to_token[n] = f->atom_to_token_idx[n];
+    d->inv_count[f->atom_to_token_idx[n]] += 1.0f;
+  }
+  for (int t = 0; t < T; t++) d->inv_count[t] = d->inv_count[t] > 0 ? 1.0f / d->inv_count[t] : 0.0f;
+
+  /* ---- encoder c ---- */
+  {
+    float *c = d->c;
+    float *feat = scratch; /* [N, 385] would not fit the scratch bound: one-hot sums instead */
+    (void)feat;
+    const int cf = D->c_ref_f;
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+      float *cr = c + (size_t)n * ca;
+      const float *pos = f->ref_pos + (size_t)n * 3;
+      const float ch = asinhf(f->ref_charge[n]);
+      const float *el = f->ref_element + (size_t)n * 128;
+      const float *nc = f->ref_atom_name_chars + (size_t)n * 256;
+      for (int o = 0; o < ca; o++) {
+        const float *wp = m->enc_ref_pos.w + (size_t)o * 3;
+        float a = wp[0] * pos[0] + wp[1] * pos[1] + wp[2] * pos[2];
+        float b = m->enc_ref_charge.w[o] * ch;
+        const float *wfr = m->enc_f.w + (size_t)o * cf;
+        float s = wfr[0] * f->ref_mask[n];
+        for (int e = 0; e < 128; e++) s += wfr[1 + e] * el[e];
+        for (int e = 0; e < 256; e++) s += wfr[129 + e] * nc[e];
+        cr[o] = (a + b + s) * f->ref_mask[n];
+      }
+    }
+    /* c += broadcast(Lin_s(LN(s_trunk))) */
+    float *sn = scratch, *st = scratch + (size_t)T * cs;
+    be->layernorm(be, T, cs, f->s_trunk, m->enc_ln_s_w, NULL, sn);
+    be->linear(be, T, ca, cs, sn, cs, m->enc_s.w, NULL, st, ca, 0);
+    be->tokens_to_atoms_add(be, 1, N, T, ca, 1, st, d->atom_to_token, c);
+  }
+
+  /* ---- encoder p, trunk layout [n_trunks, 32, 128, cp] ---- */
+  {
+    const float *c = d->c;
+    float *cl = scratch, *cm = scratch + (size_t)N * cp, *rc = scratch + (size_t)N * cp * 2;
+    memcpy(rc, c, sizeof(float) * (size_t)N * ca);
+    be->activation(be, (int64_t)N * ca, rc, PX_ACT_RELU);
+    be->linear(be, N, cp, ca, rc, ca, m->enc_cl.w, NULL, cl, cp, 0);
+    be->linear(be, N, cp, ca, rc, ca, m->enc_cm.w, NULL, cm, cp, 0);
+    const int off = (PX_ATOM_NK - PX_ATOM_NQ) / 2;
+#pragma omp parallel for schedule(static)
+    for (int bq = 0; bq < n_trunks * PX_ATOM_NQ; bq++) {
+      int b = bq / PX_ATOM_NQ, i = bq % PX_ATOM_NQ;
+      int qa = b * PX_ATOM_NQ + i;
+      int q_real = qa < N;
+      float pq[3] = {0, 0, 0};
+      int64_t uq = 0, tq = 0;
+      if (q_real) {
+        memcpy(pq, f->ref_pos + (size_t)qa * 3, sizeof pq);
+        uq = f->ref_space_uid[qa];
+        tq = f->atom_to_token_idx[qa];
+      }
+      for (int mk = 0; mk < PX_ATOM_NK; mk++) {
+        int ka = b * PX_ATOM_NQ - off + mk;
+        int k_real = ka >= 0 && ka < N;
+        float pk[3] = {0, 0, 0};
+        int64_t uk = 0, tk = 0;
+        if (k_real) {
+          memcpy(pk, f->ref_pos + (size_t)ka * 3, sizeof pk);
+          uk = f->ref_space_uid[ka];
+          tk = f->atom_to_token_idx[ka];
+        }
+        float dv[3] = {pq[0] - pk[0], pq[1] - pk[1], pq[2] - pk[2]};
+        float v = uq == uk ? 1.0f : 0.0f;
+        float mask = (q_real && k_real) ? 1.0f : 0.0f;
+        float invd = 1.0f / (1.0f + dv[0] * dv[0] + dv[1] * dv[1] + dv[2] * dv[2]);
+        float *pr = p + ((size_t)bq * PX_ATOM_NK + mk) * cp;
+        const float *zp = zproj + ((size_t)tq * T + (size_t)tk) * cp;
+        for (int o = 0; o < cp; o++) {
+          const float *wd = m->enc_d.w + (size_t)o * 3;
+          float val = (wd[0] * dv[0] + wd[1] * dv[1] + wd[2] * dv[2]) * v * mask;
+          val += m->enc_invd.w[o] * invd * v;
+          val += m->enc_v.w[o] * v;
+          val += zp[o];
+          if (q_real) val += cl[(size_t)qa * cp + o];
+          if (k_real) val += cm[(size_t)ka * cp + o];
+          pr[o] = val;
+        }
+      }
+    }
+    /* p += MLP(p) = L5(relu(L3(relu(L1(relu(p)))))) in chunks */
+    for (int64_t r0 = 0; r0 < P; r0 += PAIR_CHUNK) {
+      int rows = (int)(P - r0 < PAIR_CHUNK ? P - r0 : PAIR_CHUNK);
+      float *x = p + (size_t)r0 * cp;
+      float *h1 = ph, *h2 = ph + (size_t)PAIR_CHUNK * cp;
+      memcpy(h1, x, sizeof(float) * (size_t)rows * cp);
+      be->activation(be, (int64_t)rows * cp, h1, PX_ACT_RELU);
+      be->linear(be, rows, cp, cp, h1, cp, m->enc_mlp1.w, NULL, h2, cp, 0);
+      be->activation(be, (int64_t)rows * cp, h2, PX_ACT_RELU);
+      be->linear(be, rows, cp, cp, h2, cp, m->enc_mlp3.w, NULL, h1, cp, 0);
+      be->activation(be, (int64_t)rows * cp, h1, PX_ACT_RELU);
+      be->linear(be, rows, cp, cp, h1, cp, m->enc_mlp5.w, NULL, x, cp, 1);
+    }
+  }
+  free(zproj);
+  zproj = NULL;
+  if (probe) {
+    probe(user, "c", d->c, (int64_t)N * ca);
+    probe(user, "p", p, P * cp);
+  }
+
+  /* ---- atom blocks' pair biases from LN(p), folded weights as above ---- */
+  {
+    int row = 0;
+    const px_transformer_w *tfs[2] = {te, td};
+    for (int w = 0; w < 2; w++)
+      for (int k = 0; k < tfs[w]->n_blocks; k++)
+        for (int h = 0; h < tfs[w]->n_heads; h++, row++)
+          for (int c = 0; c < cp; c++)
+            wf[(size_t)row * cp + c] = tfs[w]->blocks[k].z.w[(size_t)h * cp + c] * tfs[w]->blocks[k].ln_z_w[c];
+    px_atom_block_cache *caches[2] = {d->enc, d->dec};
+    for (int w = 0; w < 2; w++)
+      for (int k = 0; k < tfs[w]->n_blocks; k++) {
+        caches[w][k].pair_bias = be->alloc(be, sizeof(float) * (size_t)tfs[w]->n_heads * P);
+        if (!caches[w][k].pair_bias) {
+          rc = px_fail(PX_ERR_NOMEM, "out of memory for the design cache");
+          goto done;
+        }
+        d->bytes += (int64_t)sizeof(float) * tfs[w]->n_heads * P;
+      }
+    for (int64_t r0 = 0; r0 < P; r0 += PAIR_CHUNK) {
+      int rows = (int)(P - r0 < PAIR_CHUNK ? P - r0 : PAIR_CHUNK);
+      be->layernorm(be, rows, cp, p + (size_t)r0 * cp, NULL, NULL, ph);
+      be->linear(be, rows, nah, cp, ph, cp, wf, NULL, pb, nah, 0);
+#pragma omp parallel for schedule(static)
+      for (int r = 0; r < rows; r++) {
+        int col = 0;
+        for (int w = 0; w < 2; w++)
+          for (int k = 0; k < tfs[w]->n_blocks; k++)
+            for (int h = 0; h < tfs[w]->n_heads; h++, col++)
+              caches[w][k].pair_bias[(size_t)h * P + r0 + r] = pb[(size_t)r * nah + col];
+      }
+    }
+  }
+
+  /* ---- atom blocks' s-side terms (s = c) ---- */
+  rc = atom_block_cache(be, te, N, d->c, scratch, d->enc, &d->bytes);
+  if (!rc) rc = atom_block_cache(be, td, N, d->c, scratch, d->dec, &d->bytes);
+
+done:
+  free(scratch);
+  free(pair_z);
+  free(zproj);
+  free(p);
+  free(ph);
+  free(pb);
+  free(wf);
+  if (rc) {
+    /* Keep the model pointer-free: free with the layer counts the caches were made for. */
+    d->enc_blocks_hint = te->n_blocks;
+    d->dec_blocks_hint = td->n_blocks;
+    px_design_free(d);
+    return rc;
+  }
+  d->enc_blocks_hint = te->n_blocks;
+  d->dec_blocks_hint = td->n_blocks;
+  *out = d;
+  return PX_OK;
+}
+
+static void free_atom_caches(px_backend *be, px_atom_block_cache *c, int n) {
+  if (!c) return;
+  for (int k = 0; k < n; k++) {
+    float *bufs[9] = {c[k].g_a, c[k].b_a, c[k].g_kv, c[k].b_kv, c[k].gate_last,
+                      c[k].g_c, c[k].b_c, c[k].gate_ctb, c[k].pair_bias};
+    for (int i = 0; i < 9; i++)
+      if (bufs[i]) be->free(be, bufs[i]);
+  }
+  free(c);
+}
+
+void px_design_free(px_design *d) {
+  if (!d) return;
+  px_backend *be = d->be;
+  if (d->s0) be->free(be, d->s0);
+  if (d->tok_pair_bias) be->free(be, d->tok_pair_bias);
+  if (d->c) be->free(be, d->c);
+  free_atom_caches(be, d->enc, d->enc_blocks_hint);
+  free_atom_caches(be, d->dec, d->dec_blocks_hint);
+  free(d->atom_to_token);
+  free(d->inv_count);
+  if (d->ws) be->free(be, d->ws);
+  free(d);
+}
+
+int64_t px_design_bytes(const px_design *d) { return d ? d->bytes : 0; }
+
+int px_design_n_atoms(const px_design *d) { return d ? d->N : 0; }
+int px_design_n_tokens(const px_design *d) { return d ? d->T : 0; }

@@ -1,0 +1,127 @@
+/* The DiffusionModule's weights as typed structs, and the per-design cache.
+ * SPEC.md names every tensor; model/weights.c maps names to these fields. */
+#ifndef PX_MODEL_H
+#define PX_MODEL_H
+
+#include <stdint.h>
+
+#include "backend.h"
+#include "pxdiff.h"
+
+/* y = x W^T (+ b); W [out, in] row-major. */
+typedef struct {
+  float *w, *b;
+  int out, in;
+} px_linear;
+
+/* AdaLN conditioning weights (layernorm_s scale, linear_s with bias, linear_nobias_s). */
+typedef struct {
+  float *ln_s_w;
+  px_linear lin_s, lin_nobias_s;
+} px_adaln_w;
+
+typedef struct {
+  float *ln_w, *ln_b;
+  px_linear a, b, out; /* linear_no_bias_a, _b, linear_no_bias */
+} px_transition_w;
+
+/* One DiffusionTransformer block: AttentionPairBias + ConditionedTransitionBlock. */
+typedef struct {
+  px_adaln_w ln_a, ln_kv; /* ln_kv only in the atom transformers (cross-attention mode) */
+  /* Projections fused for one GEMM each. Token blocks: qkvg [4c, c] over a_n.
+   * Atom blocks: qg [2c, c] over a_n and kv [2c, c] over AdaLN_kv(a_n).
+   * The bias holds linear_q.bias in the q rows and 0 elsewhere. */
+  float *w_proj1, *b_proj1; /* qkvg or qg */
+  float *w_proj2;           /* kv (atom blocks) */
+  px_linear o;
+  float *ln_z_w;
+  px_linear z;       /* linear_nobias_z [H, c_z] */
+  px_linear a_last;  /* linear_a_last (bias) over raw s */
+  px_adaln_w ctb_adaln;
+  float *w_a12;      /* linear_nobias_a1 ; linear_nobias_a2 stacked: [2h, c] */
+  px_linear ctb_b;   /* linear_nobias_b [c, h] */
+  px_linear ctb_s;   /* linear_s (bias) over raw s */
+} px_block_w;
+
+typedef struct {
+  int n_blocks, n_heads, c, c_s, c_z, hidden;
+  int cross; /* atom transformer: separate kv AdaLN */
+  px_block_w *blocks;
+} px_transformer_w;
+
+struct px_model {
+  px_dims dims;
+  int64_t n_params;
+  float **owned; /* every buffer below, for freeing */
+  int n_owned, cap_owned;
+  /* diffusion_conditioning */
+  px_linear relpe;
+  float *cond_ln_z_w;
+  px_linear cond_z;
+  px_transition_w tr_z1, tr_z2;
+  float *cond_ln_s_w;
+  px_linear cond_s;
+  float *fourier_w, *fourier_b;
+  float *cond_ln_n_w;
+  px_linear cond_n;
+  px_transition_w tr_s1, tr_s2;
+  /* atom_attention_encoder */
+  px_linear enc_ref_pos, enc_ref_charge, enc_f, enc_d, enc_invd, enc_v;
+  float *enc_ln_s_w;
+  px_linear enc_s;
+  float *enc_ln_z_w;
+  px_linear enc_z, enc_r, enc_cl, enc_cm, enc_mlp1, enc_mlp3, enc_mlp5, enc_q;
+  px_transformer_w enc_tf;
+  /* token level */
+  float *ln_s_w;
+  px_linear lin_s;
+  px_transformer_w tok_tf;
+  float *ln_a_w;
+  /* atom_attention_decoder */
+  px_linear dec_a;
+  float *dec_ln_q_w;
+  px_linear dec_out;
+  px_transformer_w dec_tf;
+};
+
+/* Atom-transformer conditioning that depends only on s = c (per design), per block. */
+typedef struct {
+  float *g_a, *b_a, *g_kv, *b_kv, *gate_last, *g_c, *b_c, *gate_ctb; /* each [N, c_atom] */
+  float *pair_bias; /* [H, n_trunks, 32, 128] */
+} px_atom_block_cache;
+
+struct px_design {
+  int T, N, n_trunks;
+  uint64_t key;
+  px_backend *be;
+  float *s0;             /* [T, c_s] */
+  float *tok_pair_bias;  /* [n_blocks, H, T, T] */
+  float *c;              /* [N, c_atom], encoder c (also the decoder's c_skip) */
+  px_atom_block_cache *enc, *dec;
+  int64_t *atom_to_token; /* [N] */
+  float *inv_count;       /* [T], 1/atoms per token (0 when none) */
+  int64_t bytes;
+  int enc_blocks_hint, dec_blocks_hint; /* cache lengths, for freeing */
+  float *ws;       /* per-call workspace, grown on demand (one call at a time per design) */
+  size_t ws_bytes;
+};
+
+#define PX_ATOM_NQ 32
+#define PX_ATOM_NK 128
+
+/* model/weights.c: a source of named float32 tensors the loader reads from. */
+typedef struct {
+  void *ctx;
+  /* 1 when found; fills ndim and shape. */
+  int (*find)(void *ctx, const char *name, int *ndim, int64_t *shape);
+  /* Reads the tensor as contiguous float32; 0 or a px_status code with px_fail set. */
+  int (*read)(void *ctx, const char *name, float *dst);
+  /* Optional: number of names and the i-th name (to detect prefixes and count blocks). */
+} px_weight_source;
+
+int px_model_build(const px_weight_source *src, px_model **out);
+
+/* Name of the diffusion module's tensor `suffix` in the source's convention. */
+#define PX_DM_PREFIX "diffusion_module."
+
+#endif

@@ -1,0 +1,338 @@
+/* Build the model from named tensors: dimensions are read off shapes, every tensor the
+ * model needs must be present with the shape the others imply, else an error names it. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "model/model.h"
+
+typedef struct {
+  const px_weight_source *src;
+  px_model *m;
+  int status;
+} loader;
+
+static float *own(px_model *m, size_t n) {
+  if (m->n_owned == m->cap_owned) {
+    int cap = m->cap_owned ? 2 * m->cap_owned : 256;
+    float **p = realloc(m->owned, sizeof(float *) * (size_t)cap);
+    if (!p) return NULL;
+    m->owned = p;
+    m->cap_owned = cap;
+  }
+  float *buf = malloc(sizeof(float) * (n ? n : 1));
+  if (buf) m->owned[m->n_owned++] = buf;
+  return buf;
+}
+
+/* Shape of a tensor, or ndim = -1 when absent. */
+static int probe(loader *L, const char *name, int64_t *shape) {
+  int ndim = -1;
+  if (!L->src->find(L->src->ctx, name, &ndim, shape)) return -1;
+  return ndim;
+}
+
+/* Read tensor `name` (under diffusion_module.) with the expected shape (d1 < 0 for 1-D)
+ * into dst (or a new buffer). */
+static float *load_into(loader *L, float *dst, const char *suffix, int64_t d0, int64_t d1) {
+  if (L->status) return NULL;
+  char name[512];
+  snprintf(name, sizeof name, PX_DM_PREFIX "%s", suffix);
+  int64_t shape[8];
+  int ndim = probe(L, name, shape);
+  if (ndim < 0) {
+    L->status = px_fail(PX_ERR_WEIGHTS, "missing tensor %s", name);
+    return NULL;
+  }
+  int want = d1 < 0 ? 1 : 2;
+  if (ndim != want || shape[0] != d0 || (want == 2 && shape[1] != d1)) {
+    char got[128] = "", exp[64];
+    for (int i = 0; i < ndim && i < 8; i++)
+      snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", i ? "x" : "",
+               (long long)shape[i]);
+    if (want == 1)
+      snprintf(exp, sizeof exp, "%lld", (long long)d0);
+    else
+      snprintf(exp, sizeof exp, "%lldx%lld", (long long)d0, (long long)d1);
+    L->status = px_fail(PX_ERR_WEIGHTS, "tensor %s has shape %s, expected %s", name,
+                        ndim == 0 ? "scalar" : got, exp);
+    return NULL;
+  }
+  size_t n = (size_t)d0 * (size_t)(d1 < 0 ? 1 : d1);
+  if (!dst) {
+    dst = own(L->m, n);
+    if (!dst) {
+      L->status = px_fail(PX_ERR_NOMEM, "out of memory loading %s", name);
+      return NULL;
+    }
+  }
+  int rc = L->src->read(L->src->ctx, name, dst);
+  if (rc) {
+    L->status = rc;
+    return NULL;
+  }
+  L->m->n_params += (int64_t)n;
+  return dst;
+}
+
+static float *vec(loader *L, const char *fmt, int64_t n, ...) {
+  char s[400];
+  va_list ap;
+  va_start(ap, n);
+  vsnprintf(s, sizeof s, fmt, ap);
+  va_end(ap);
+  return load_into(L, NULL, s, n, -1);
+}
+
+static px_linear lin(loader *L, int out, int in, int bias, const char *fmt, ...) {
+  char base[400], s[440];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(base, sizeof base, fmt, ap);
+  va_end(ap);
+  px_linear l = {0};
+  l.out = out;
+  l.in = in;
+  snprintf(s, sizeof s, "%s.weight", base);
+  l.w = load_into(L, NULL, s, out, in);
+  if (bias) {
+    snprintf(s, sizeof s, "%s.bias", base);
+    l.b = load_into(L, NULL, s, out, -1);
+  }
+  return l;
+}
+
+/* Leading dimension of a tensor, or -1. */
+static int64_t dim_of(loader *L, const char *suffix, int axis) {
+  char name[512];
+  snprintf(name, sizeof name, PX_DM_PREFIX "%s", suffix);
+  int64_t shape[8];
+  int ndim = probe(L, name, shape);
+  if (ndim <= axis) {
+    if (!L->status)
+      L->status = px_fail(PX_ERR_WEIGHTS, ndim < 0 ? "missing tensor %s" : "tensor %s has too few dimensions", name);
+    return -1;
+  }
+  return shape[axis];
+}
+
+static px_adaln_w adaln_w(loader *L, int c_a, int c_s, const char *base) {
+  px_adaln_w w;
+  w.ln_s_w = vec(L, "%s.layernorm_s.weight", c_s, base);
+  w.lin_s = lin(L, c_a, c_s, 1, "%s.linear_s", base);
+  w.lin_nobias_s = lin(L, c_a, c_s, 0, "%s.linear_nobias_s", base);
+  return w;
+}
+
+static px_transition_w transition_w(loader *L, int c, const char *base) {
+  px_transition_w t;
+  t.ln_w = vec(L, "%s.layernorm1.weight", c, base);
+  t.ln_b = vec(L, "%s.layernorm1.bias", c, base);
+  t.a = lin(L, 2 * c, c, 0, "%s.linear_no_bias_a", base);
+  t.b = lin(L, 2 * c, c, 0, "%s.linear_no_bias_b", base);
+  t.out = lin(L, c, 2 * c, 0, "%s.linear_no_bias", base);
+  return t;
+}
+
+static int count_blocks(loader *L, const char *base) {
+  int n = 0;
+  for (;; n++) {
+    char name[512];
+    int64_t shape[8];
+    snprintf(name, sizeof name, PX_DM_PREFIX "%s.blocks.%d.attention_pair_bias.linear_nobias_z.weight",
+             base, n);
+    if (probe(L, name, shape) < 0) break;
+  }
+  return n;
+}
+
+static void transformer_w(loader *L, px_transformer_w *tf, const char *base, int c, int c_s,
+                          int c_z, int cross) {
+  tf->n_blocks = count_blocks(L, base);
+  tf->c = c;
+  tf->c_s = c_s;
+  tf->c_z = c_z;
+  tf->cross = cross;
+  tf->hidden = 2 * c;
+  if (tf->n_blocks == 0) {
+    if (!L->status)
+      L->status = px_fail(PX_ERR_WEIGHTS, "missing tensor " PX_DM_PREFIX "%s.blocks.0.* (no blocks)", base);
+    return;
+  }
+  char nb[400];
+  snprintf(nb, sizeof nb, "%s.blocks.0.attention_pair_bias.linear_nobias_z.weight", base);
+  tf->n_heads = (int)dim_of(L, nb, 0);
+  if (L->status) return;
+  if (tf->n_heads <= 0 || c % tf->n_heads) {
+    L->status = px_fail(PX_ERR_WEIGHTS, "%s: %d heads do not divide width %d", base, tf->n_heads, c);
+    return;
+  }
+  tf->blocks = calloc((size_t)tf->n_blocks, sizeof(px_block_w));
+  if (!tf->blocks) {
+    L->status = px_fail(PX_ERR_NOMEM, "out of memory");
+    return;
+  }
+  const int H = tf->n_heads, h = tf->hidden;
+  for (int k = 0; k < tf->n_blocks && !L->status; k++) {
+    px_block_w *B = &tf->blocks[k];
+    char apb[400], ctb[400], s[480];
+    snprintf(apb, sizeof apb, "%s.blocks.%d.attention_pair_bias", base, k);
+    snprintf(ctb, sizeof ctb, "%s.blocks.%d.conditioned_transition_block", base, k);
+    snprintf(s, sizeof s, "%s.layernorm_a", apb);
+    B->ln_a = adaln_w(L, c, c_s, s);
+    if (cross) {
+      snprintf(s, sizeof s, "%s.layernorm_kv", apb);
+      B->ln_kv = adaln_w(L, c, c_s, s);
+    }
+    /* Fused projections: rows [q; k; v; g] (token) or [q; g] and [k; v] (atom). */
+    int np1 = cross ? 2 : 4;
+    B->w_proj1 = own(L->m, (size_t)np1 * c * c);
+    B->b_proj1 = own(L->m, (size_t)np1 * c);
+    if (cross) B->w_proj2 = own(L->m, (size_t)2 * c * c);
+    if (!B->w_proj1 || !B->b_proj1 || (cross && !B->w_proj2)) {
+      L->status = px_fail(PX_ERR_NOMEM, "out of memory");
+      return;
+    }
+    memset(B->b_proj1, 0, sizeof(float) * (size_t)np1 * c);
+    const size_t cc = (size_t)c * c;
+    snprintf(s, sizeof s, "%s.attention.linear_q.weight", apb);
+    load_into(L, B->w_proj1, s, c, c);
+    snprintf(s, sizeof s, "%s.attention.linear_q.bias", apb);
+    load_into(L, B->b_proj1, s, c, -1);
+    snprintf(s, sizeof s, "%s.attention.linear_g.weight", apb);
+    load_into(L, B->w_proj1 + (cross ? 1 : 3) * cc, s, c, c);
+    float *kv = cross ? B->w_proj2 : B->w_proj1 + cc;
+    snprintf(s, sizeof s, "%s.attention.linear_k.weight", apb);
+    load_into(L, kv, s, c, c);
+    snprintf(s, sizeof s, "%s.attention.linear_v.weight", apb);
+    load_into(L, kv + cc, s, c, c);
+    B->o = lin(L, c, c, 0, "%s.attention.linear_o", apb);
+    B->ln_z_w = vec(L, "%s.layernorm_z.weight", c_z, apb);
+    B->z = lin(L, H, c_z, 0, "%s.linear_nobias_z", apb);
+    B->a_last = lin(L, c, c_s, 1, "%s.linear_a_last", apb);
+    snprintf(s, sizeof s, "%s.adaln", ctb);
+    B->ctb_adaln = adaln_w(L, c, c_s, s);
+    B->w_a12 = own(L->m, (size_t)2 * h * c);
+    if (!B->w_a12) {
+      L->status = px_fail(PX_ERR_NOMEM, "out of memory");
+      return;
+    }
+    snprintf(s, sizeof s, "%s.linear_nobias_a1.weight", ctb);
+    load_into(L, B->w_a12, s, h, c);
+    snprintf(s, sizeof s, "%s.linear_nobias_a2.weight", ctb);
+    load_into(L, B->w_a12 + (size_t)h * c, s, h, c);
+    B->ctb_b = lin(L, c, h, 0, "%s.linear_nobias_b", ctb);
+    B->ctb_s = lin(L, c, c_s, 1, "%s.linear_s", ctb);
+  }
+}
+
+int px_model_build(const px_weight_source *src, px_model **out) {
+  *out = NULL;
+  px_model *m = calloc(1, sizeof *m);
+  if (!m) return px_fail(PX_ERR_NOMEM, "out of memory");
+  loader L = {src, m, 0};
+  px_dims *D = &m->dims;
+  D->sigma_data = 16.0f;
+  D->c_token = (int)dim_of(&L, "layernorm_a.weight", 0);
+  D->c_s = (int)dim_of(&L, "layernorm_s.weight", 0);
+  D->c_z = (int)dim_of(&L, "diffusion_conditioning.linear_no_bias_z.weight", 0);
+  int64_t c_cat = dim_of(&L, "diffusion_conditioning.layernorm_s.weight", 0);
+  D->n_fourier = (int)dim_of(&L, "diffusion_conditioning.fourier_embedding.w", 0);
+  D->n_relpe = (int)dim_of(&L, "diffusion_conditioning.relpe.linear_no_bias.weight", 1);
+  D->c_atom = (int)dim_of(&L, "atom_attention_encoder.linear_no_bias_ref_pos.weight", 0);
+  D->c_atompair = (int)dim_of(&L, "atom_attention_encoder.linear_no_bias_d.weight", 0);
+  D->c_ref_f = (int)dim_of(&L, "atom_attention_encoder.linear_no_bias_f.weight", 1);
+  if (L.status) goto fail;
+  D->c_s_inputs = (int)(c_cat - D->c_s);
+  if (D->c_token <= 0 || D->c_s <= 0 || D->c_z <= 0 || D->c_s_inputs <= 0 || D->n_fourier <= 0 ||
+      D->c_atom <= 0 || D->c_atompair <= 0) {
+    L.status = px_fail(PX_ERR_WEIGHTS, "inconsistent dimensions in checkpoint (c_token %d, c_s %d, c_z %d, c_s_inputs %d)",
+                       D->c_token, D->c_s, D->c_z, D->c_s_inputs);
+    goto fail;
+  }
+  if (D->n_relpe != 139) {
+    L.status = px_fail(PX_ERR_WEIGHTS, "tensor " PX_DM_PREFIX "diffusion_conditioning.relpe.linear_no_bias.weight has %d input features, expected 139 (r_max 32, s_max 2)", D->n_relpe);
+    goto fail;
+  }
+  if (D->c_ref_f != 1 + 128 + 256) {
+    L.status = px_fail(PX_ERR_WEIGHTS, "tensor " PX_DM_PREFIX "atom_attention_encoder.linear_no_bias_f.weight has %d input features, expected 385", D->c_ref_f);
+    goto fail;
+  }
+  const int cs = D->c_s, cz = D->c_z, ct = D->c_token, ca = D->c_atom, cp = D->c_atompair;
+  /* diffusion_conditioning */
+  m->relpe = lin(&L, cz, 139, 0, "diffusion_conditioning.relpe.linear_no_bias");
+  m->cond_ln_z_w = vec(&L, "diffusion_conditioning.layernorm_z.weight", 2 * cz);
+  m->cond_z = lin(&L, cz, 2 * cz, 0, "diffusion_conditioning.linear_no_bias_z");
+  m->tr_z1 = transition_w(&L, cz, "diffusion_conditioning.transition_z1");
+  m->tr_z2 = transition_w(&L, cz, "diffusion_conditioning.transition_z2");
+  m->cond_ln_s_w = vec(&L, "diffusion_conditioning.layernorm_s.weight", cs + D->c_s_inputs);
+  m->cond_s = lin(&L, cs, cs + D->c_s_inputs, 0, "diffusion_conditioning.linear_no_bias_s");
+  m->fourier_w = vec(&L, "diffusion_conditioning.fourier_embedding.w", D->n_fourier);
+  m->fourier_b = vec(&L, "diffusion_conditioning.fourier_embedding.b", D->n_fourier);
+  m->cond_ln_n_w = vec(&L, "diffusion_conditioning.layernorm_n.weight", D->n_fourier);
+  m->cond_n = lin(&L, cs, D->n_fourier, 0, "diffusion_conditioning.linear_no_bias_n");
+  m->tr_s1 = transition_w(&L, cs, "diffusion_conditioning.transition_s1");
+  m->tr_s2 = transition_w(&L, cs, "diffusion_conditioning.transition_s2");
+  /* atom_attention_encoder */
+  const char *E = "atom_attention_encoder";
+  m->enc_ref_pos = lin(&L, ca, 3, 0, "%s.linear_no_bias_ref_pos", E);
+  m->enc_ref_charge = lin(&L, ca, 1, 0, "%s.linear_no_bias_ref_charge", E);
+  m->enc_f = lin(&L, ca, D->c_ref_f, 0, "%s.linear_no_bias_f", E);
+  m->enc_d = lin(&L, cp, 3, 0, "%s.linear_no_bias_d", E);
+  m->enc_invd = lin(&L, cp, 1, 0, "%s.linear_no_bias_invd", E);
+  m->enc_v = lin(&L, cp, 1, 0, "%s.linear_no_bias_v", E);
+  m->enc_ln_s_w = vec(&L, "%s.layernorm_s.weight", cs, E);
+  m->enc_s = lin(&L, ca, cs, 0, "%s.linear_no_bias_s", E);
+  m->enc_ln_z_w = vec(&L, "%s.layernorm_z.weight", cz, E);
+  m->enc_z = lin(&L, cp, cz, 0, "%s.linear_no_bias_z", E);
+  m->enc_r = lin(&L, ca, 3, 0, "%s.linear_no_bias_r", E);
+  m->enc_cl = lin(&L, cp, ca, 0, "%s.linear_no_bias_cl", E);
+  m->enc_cm = lin(&L, cp, ca, 0, "%s.linear_no_bias_cm", E);
+  m->enc_mlp1 = lin(&L, cp, cp, 0, "%s.small_mlp.1", E);
+  m->enc_mlp3 = lin(&L, cp, cp, 0, "%s.small_mlp.3", E);
+  m->enc_mlp5 = lin(&L, cp, cp, 0, "%s.small_mlp.5", E);
+  m->enc_q = lin(&L, ct, ca, 0, "%s.linear_no_bias_q", E);
+  transformer_w(&L, &m->enc_tf, "atom_attention_encoder.atom_transformer.diffusion_transformer", ca, ca, cp, 1);
+  /* token level */
+  m->ln_s_w = vec(&L, "layernorm_s.weight", cs);
+  m->lin_s = lin(&L, ct, cs, 0, "linear_no_bias_s");
+  transformer_w(&L, &m->tok_tf, "diffusion_transformer", ct, cs, cz, 0);
+  m->ln_a_w = vec(&L, "layernorm_a.weight", ct);
+  /* atom_attention_decoder */
+  m->dec_a = lin(&L, ca, ct, 0, "atom_attention_decoder.linear_no_bias_a");
+  m->dec_ln_q_w = vec(&L, "atom_attention_decoder.layernorm_q.weight", ca);
+  m->dec_out = lin(&L, 3, ca, 0, "atom_attention_decoder.linear_no_bias_out");
+  transformer_w(&L, &m->dec_tf, "atom_attention_decoder.atom_transformer.diffusion_transformer", ca, ca, cp, 1);
+  if (L.status) goto fail;
+  D->n_token_blocks = m->tok_tf.n_blocks;
+  D->n_token_heads = m->tok_tf.n_heads;
+  D->n_enc_blocks = m->enc_tf.n_blocks;
+  D->n_enc_heads = m->enc_tf.n_heads;
+  D->n_dec_blocks = m->dec_tf.n_blocks;
+  D->n_dec_heads = m->dec_tf.n_heads;
+  *out = m;
+  return PX_OK;
+fail:
+  px_model_free(m);
+  return L.status ? L.status : PX_ERR_WEIGHTS;
+}
+
+void px_model_free(px_model *m) {
+  if (!m) return;
+  for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
+  free(m->owned);
+  free(m->enc_tf.blocks);
+  free(m->tok_tf.blocks);
+  free(m->dec_tf.blocks);
+  free(m);
+}
+
+int px_model_get_dims(const px_model *m, px_dims *out) {
+  if (!m || !out) return px_fail(PX_ERR_INPUT, "px_model_get_dims: NULL argument");
+  *out = m->dims;
+  return PX_OK;
+}
+
+int64_t px_model_n_params(const px_model *m) { return m ? m->n_params : 0; }

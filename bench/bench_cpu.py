@@ -1,0 +1,96 @@
+#!/usr/bin/python3
+"""CPU benchmark: one denoise call, pxdiff vs the project's PyTorch reference, same run.
+
+    make && /usr/bin/python3 bench/bench_cpu.py [--sizes 60+20:560:2,250+80:2320:10] [--reps 5]
+
+Both sides get the same random weights (written once with torch.save in the released
+layout and loaded by pxdiff from that file) and inputs of the same size. PyTorch runs
+the reference module (tests/ref/pxref.py: upstream's computation, recomputing everything
+each call) in float32 with torch.no_grad(); pxdiff runs `build/pxdiff bench` in a
+subprocess so that neither side's BLAS thread settings touch the other's. Each side: one
+warm-up call, then the median of --reps calls. Prints a markdown table."""
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [os.path.join(ROOT, "tests", "ref")]
+
+import torch  # noqa: E402
+
+import pxfixtures as fx  # noqa: E402
+
+
+def atoms_list(n_token, n_atom):
+    return [n_atom // n_token + (1 if t < n_atom % n_token else 0) for t in range(n_token)]
+
+
+def torch_call_ms(model, n_target, n_binder, n_atom, n_sample, reps):
+    T = n_target + n_binder
+    inp = fx.random_features(n_token=T, atoms_per_token=atoms_list(T, n_atom), n_chains=2, seed=1)
+    x = fx.random_coords(n_sample, n_atom, scale=20.0, seed=2)
+    t = torch.full((n_sample,), 12.5)
+    times = []
+    with torch.no_grad():
+        model(x, t, inp.feats, inp.s_inputs, inp.s_trunk, inp.z_trunk)  # warm-up
+        for _ in range(reps):
+            a = time.perf_counter()
+            model(x, t, inp.feats, inp.s_inputs, inp.s_trunk, inp.z_trunk)
+            times.append(time.perf_counter() - a)
+    return 1e3 * statistics.median(times)
+
+
+def pxdiff_call_ms(ckpt, n_target, n_binder, n_atom, n_sample, reps, threads):
+    exe = os.path.join(ROOT, "build", "pxdiff")
+    cmd = [exe, "bench", "--checkpoint", ckpt, "--tokens", str(n_target + n_binder),
+           "--binder", str(n_binder), "--atoms", str(n_atom), "--samples", str(n_sample),
+           "--reps", str(reps), "--threads", str(threads)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    m = re.search(r"median ([0-9.]+) ms", out)
+    if not m:
+        raise RuntimeError("unexpected pxdiff bench output:\n" + out)
+    return float(m.group(1))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="60+20:560:2,250+80:2320:10",
+                    help="comma-separated TARGET+BINDER:ATOMS:SAMPLES")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    model = fx.random_model(None, seed=0)
+    model.eval()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = os.path.join(tmp, "random_weights.pt")
+        fx.save_released_layout(ckpt, model.state_dict())
+        for spec in args.sizes.split(","):
+            toks, n_atom, n_sample = spec.split(":")
+            n_target, n_binder = (int(v) for v in toks.split("+"))
+            n_atom, n_sample = int(n_atom), int(n_sample)
+            px = pxdiff_call_ms(ckpt, n_target, n_binder, n_atom, n_sample, args.reps, args.threads)
+            pt = torch_call_ms(model, n_target, n_binder, n_atom, n_sample, args.reps)
+            rows.append((n_target, n_binder, n_atom, n_sample, pt, px))
+            print(f"# {spec}: torch {pt:.1f} ms, pxdiff {px:.1f} ms", file=sys.stderr, flush=True)
+    # The BLAS torch actually resolved (Debian's torch links libblas.so.3 through alternatives).
+    libs = sorted({ln.split()[-1] for ln in open("/proc/self/maps") if "blas" in ln.lower()}) \
+        if os.path.exists("/proc/self/maps") else []
+    blas = ", ".join(os.path.basename(p) for p in libs) or "unknown"
+    print(f"CPU: {os.cpu_count()} cores, {args.threads} threads; torch {torch.__version__} ({blas}); "
+          f"median of {args.reps} calls after a warm-up\n")
+    print("| tokens (target+binder) | atoms | samples | PyTorch ms/call | pxdiff ms/call | pxdiff/PyTorch | pxdiff s/design (400 steps) |")
+    print("|---|---|---|---|---|---|---|")
+    for n_target, n_binder, n_atom, n_sample, pt, px in rows:
+        print(f"| {n_target}+{n_binder} | {n_atom} | {n_sample} | {pt:.1f} | {px:.1f} | {px / pt:.3f} | "
+              f"{px * 400 / n_sample / 1e3:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

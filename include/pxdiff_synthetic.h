@@ -1,0 +1,32 @@
+/* Synthetic weights and design inputs for benchmarks and the demo (no download needed).
+ * Deterministic for a seed on every platform; NOT a trained model. */
+#ifndef PXDIFF_SYNTHETIC_H
+#define PXDIFF_SYNTHETIC_H
+
+#include "pxdiff.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The released PXDesign v0.1.0 dimensions (16 token blocks x 16 heads, 4+4 atom blocks). */
+void px_dims_released(px_dims *d);
+
+/* A model with the given dimensions and PyTorch-default-scaled random weights. */
+int px_model_synthetic(const px_dims *d, uint64_t seed, px_model **out);
+
+/* Synthetic inputs: a target chain of n_target tokens and a binder chain of n_binder
+ * tokens, n_atom atoms spread over tokens; s_trunk = 0 as PXDesign passes it. */
+typedef struct {
+  px_features f;
+  unsigned char *is_binder; /* [T] */
+} px_synthetic_design;
+
+int px_synthetic_design_make(const px_dims *d, int n_target, int n_binder, int n_atom,
+                             uint64_t seed, px_synthetic_design *out);
+void px_synthetic_free(px_synthetic_design *s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

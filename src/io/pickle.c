@@ -488,8 +488,12 @@ static pobj *persistent_load(U *u, pobj *pid) {
           kind_names[v[1]->kind]);
     return NULL;
   }
-  if (v[2]->kind != K_STR || v[2]->u.s.n == 0 || v[2]->u.s.n > 64 ||
-      memchr(v[2]->u.s.p, 0, v[2]->u.s.n) || memchr(v[2]->u.s.p, '/', v[2]->u.s.n)) {
+  int key_ok = v[2]->kind == K_STR && v[2]->u.s.n > 0 && v[2]->u.s.n <= 64;
+  for (size_t i = 0; key_ok && i < v[2]->u.s.n; i++) {
+    unsigned char c = (unsigned char)v[2]->u.s.p[i];
+    key_ok = c > 0x20 && c < 0x7f && c != '/';
+  }
+  if (!key_ok) {
     ufail(u, PX_ERR_FORMAT, "bad storage key");
     return NULL;
   }

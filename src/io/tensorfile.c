@@ -295,29 +295,44 @@ static int host_little(void) {
   return *(const uint8_t *)&x == 1;
 }
 
+/* Printable one-line form of a tensor name for messages. */
+static void shown_name(char *dst, size_t cap, const char *s) {
+  size_t j = 0;
+  if (!s) s = "?";
+  for (; *s && j + 4 < cap; s++) dst[j++] = ((unsigned char)*s < 0x20 || *s == 0x7f) ? '?' : *s;
+  if (*s) {
+    dst[j++] = '.';
+    dst[j++] = '.';
+    dst[j++] = '.';
+  }
+  dst[j] = 0;
+}
+
 int px_tensorfile_read_f32(const px_tensorfile *tf, const px_tensor_entry *e, float *dst,
                            char *err, size_t errlen) {
   const char *path = tf && tf->path ? tf->path : "?";
+  char nm[160];
+  shown_name(nm, sizeof nm, e ? e->name : NULL);
   if (!tf || !e || tf->fd < 0) return tfail(err, errlen, PX_ERR_INPUT, "%s: file is not open", path);
   if (e->dtype != PX_DT_F32 && e->dtype != PX_DT_F16 && e->dtype != PX_DT_BF16 && e->dtype != PX_DT_F64)
     return tfail(err, errlen, PX_ERR_FORMAT,
                  "%s: tensor %s has dtype %s; pxdiff reads only floating-point tensors", path,
-                 e->name, px_dtype_name(e->dtype));
+                 nm, px_dtype_name(e->dtype));
   if (e->ndim < 0 || e->ndim > PX_MAX_DIMS)
-    return tfail(err, errlen, PX_ERR_FORMAT, "%s: tensor %s has %d dimensions", path, e->name, e->ndim);
+    return tfail(err, errlen, PX_ERR_FORMAT, "%s: tensor %s has %d dimensions", path, nm, e->ndim);
   const uint64_t es = px_dtype_size(e->dtype);
   int64_t numel = 1, extent = 1;
   int contiguous = 1;
   int64_t want = 1;
   for (int d = e->ndim - 1; d >= 0; d--) {
     if (e->shape[d] < 0 || e->stride[d] < 0)
-      return tfail(err, errlen, PX_ERR_FORMAT, "%s: tensor %s has a negative size or stride", path, e->name);
+      return tfail(err, errlen, PX_ERR_FORMAT, "%s: tensor %s has a negative size or stride", path, nm);
     if (e->shape[d] == 0) numel = 0;
   }
   for (int d = e->ndim - 1; d >= 0 && numel; d--) {
     if (e->shape[d] > ((int64_t)1 << 62) / numel ||
         (e->shape[d] > 1 && e->stride[d] > (((int64_t)1 << 62) - extent) / (e->shape[d] - 1)))
-      return tfail(err, errlen, PX_ERR_FORMAT, "%s: tensor %s is impossibly large", path, e->name);
+      return tfail(err, errlen, PX_ERR_FORMAT, "%s: tensor %s is impossibly large", path, nm);
     numel *= e->shape[d];
     extent += (e->shape[d] - 1) * e->stride[d];
     if (e->shape[d] != 1 && e->stride[d] != want) contiguous = 0;
@@ -328,13 +343,13 @@ int px_tensorfile_read_f32(const px_tensorfile *tf, const px_tensor_entry *e, fl
       e->span > tf->file_size - e->offset)
     return tfail(err, errlen, PX_ERR_FORMAT,
                  "%s: tensor %s: %llu bytes at offset %llu lie outside the file (%llu bytes)", path,
-                 e->name, (unsigned long long)((uint64_t)extent * es),
+                 nm, (unsigned long long)((uint64_t)extent * es),
                  (unsigned long long)e->offset, (unsigned long long)tf->file_size);
   if (contiguous) {
     if (e->dtype == PX_DT_F32 && host_little()) {
       if (px_file_pread(tf->fd, dst, (size_t)numel * 4, e->offset) != 0)
         return tfail(err, errlen, PX_ERR_IO, "%s: tensor %s: read failed at offset %llu", path,
-                     e->name, (unsigned long long)e->offset);
+                     nm, (unsigned long long)e->offset);
       return 0;
     }
     size_t chunk = (size_t)numel < READ_CHUNK_ELEMS ? (size_t)numel : READ_CHUNK_ELEMS;
@@ -346,7 +361,7 @@ int px_tensorfile_read_f32(const px_tensorfile *tf, const px_tensor_entry *e, fl
       if (px_file_pread(tf->fd, buf, m * es, at) != 0) {
         free(buf);
         return tfail(err, errlen, PX_ERR_IO, "%s: tensor %s: read failed at offset %llu", path,
-                     e->name, (unsigned long long)at);
+                     nm, (unsigned long long)at);
       }
       for (size_t k = 0; k < m; k++) dst[i + (int64_t)k] = load_f32(e->dtype, buf + k * es);
       i += (int64_t)m;
@@ -361,11 +376,11 @@ int px_tensorfile_read_f32(const px_tensorfile *tf, const px_tensor_entry *e, fl
   int nd = e->ndim;
   if (span_bytes <= (uint64_t)numel * es + GATHER_SLACK) {
     uint8_t *buf = malloc((size_t)span_bytes);
-    if (!buf) return tfail(err, errlen, PX_ERR_NOMEM, "%s: out of memory for tensor %s", path, e->name);
+    if (!buf) return tfail(err, errlen, PX_ERR_NOMEM, "%s: out of memory for tensor %s", path, nm);
     if (px_file_pread(tf->fd, buf, (size_t)span_bytes, e->offset) != 0) {
       free(buf);
       return tfail(err, errlen, PX_ERR_IO, "%s: tensor %s: read failed at offset %llu", path,
-                   e->name, (unsigned long long)e->offset);
+                   nm, (unsigned long long)e->offset);
     }
     int64_t src = 0;
     for (int64_t i = 0; i < numel; i++) {
@@ -386,14 +401,14 @@ int px_tensorfile_read_f32(const px_tensorfile *tf, const px_tensor_entry *e, fl
   uint64_t row_span = (uint64_t)((rowlen - 1) * rstride + 1) * es;
   int per_elem = row_span > (uint64_t)rowlen * es + GATHER_SLACK;
   uint8_t *buf = malloc(per_elem ? (size_t)es : (size_t)row_span);
-  if (!buf) return tfail(err, errlen, PX_ERR_NOMEM, "%s: out of memory for tensor %s", path, e->name);
+  if (!buf) return tfail(err, errlen, PX_ERR_NOMEM, "%s: out of memory for tensor %s", path, nm);
   int64_t rows = numel / rowlen, src = 0;
   for (int64_t r = 0; r < rows; r++) {
     uint64_t at = e->offset + (uint64_t)src * es;
     if (!per_elem && px_file_pread(tf->fd, buf, (size_t)row_span, at) != 0) {
       free(buf);
       return tfail(err, errlen, PX_ERR_IO, "%s: tensor %s: read failed at offset %llu", path,
-                   e->name, (unsigned long long)at);
+                   nm, (unsigned long long)at);
     }
     for (int64_t k = 0; k < rowlen; k++) {
       if (per_elem) {
@@ -401,7 +416,7 @@ int px_tensorfile_read_f32(const px_tensorfile *tf, const px_tensor_entry *e, fl
         if (px_file_pread(tf->fd, buf, (size_t)es, a) != 0) {
           free(buf);
           return tfail(err, errlen, PX_ERR_IO, "%s: tensor %s: read failed at offset %llu", path,
-                       e->name, (unsigned long long)a);
+                       nm, (unsigned long long)a);
         }
         dst[r * rowlen + k] = load_f32(e->dtype, buf);
       } else {

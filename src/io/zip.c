@@ -185,7 +185,9 @@ int px_zip_open(int fd, uint64_t fsize, const char *path, px_zip *z, char *err, 
       goto done;
     }
     const uint8_t *nm = c + 46;
-    if (nlen == 0 || memchr(nm, 0, nlen)) {
+    int ctrl = 0;
+    for (uint32_t q = 0; q < nlen; q++) ctrl |= nm[q] < 0x20 || nm[q] == 0x7f;
+    if (nlen == 0 || ctrl) {
       rc = zfail(err, errlen, PX_ERR_FORMAT, "%s: bad entry name in zip record at offset %llu",
                  path, (unsigned long long)at);
       goto done;

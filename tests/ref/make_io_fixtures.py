@@ -303,6 +303,10 @@ views["expanded"] = rn(5)[None, :].expand(4, 5)
 views["base"] = base
 views["half_t"] = rn(3, 4, dtype=torch.float16).t()
 views["f64_view"] = torch.randn(4, 6, dtype=torch.float64)[1:, ::2]
+# A tensor carrying a Python attribute pickles through torch._tensor._rebuild_from_type_v2.
+withattr = rn(3, 2)
+withattr.note = "python state"
+views["with_attr"] = withattr
 torch.save(views, P("views.pt"))
 write_expect("views", views)
 
@@ -355,16 +359,29 @@ pk.op(b"j\x01\x01\x00\x00")  # LONG_BINGET 257: the same storage
 pk.i(4).ints([2]).ints([1]).op(b"\x88").glob("collections", "OrderedDict").op(b")RtR")
 pk.s("c").tensor("FloatStorage", "0", 6, 5, [], [])
 pk.s("d").tensor("HalfStorage", "1", 0, 0, [0, 4], [4, 1])
+# e: torch._tensor._rebuild_from_type_v2(_rebuild_tensor_v2, torch.Tensor, args, state),
+# as torch writes for tensors that carry Python attributes.
+pk.s("e").glob("torch._tensor", "_rebuild_from_type_v2").op(b"(")
+pk.glob("torch._utils", "_rebuild_tensor_v2").glob("torch", "Tensor").op(b"(")
+pk.storage("FloatStorage", "0", 6).i(1).ints([2]).ints([1]).op(b"\x89")
+pk.glob("collections", "OrderedDict").op(b")Rt}").s("note").s("hi").op(b"stR")
+# f: _rebuild_parameter_with_state over a tensor whose size is a torch.Size.
+pk.s("f").glob("torch._utils", "_rebuild_parameter_with_state").op(b"(")
+pk.glob("torch._utils", "_rebuild_tensor_v2").op(b"(")
+pk.storage("FloatStorage", "0", 6).i(3).glob("torch", "Size").ints([3]).op(b"\x85R")
+pk.ints([1]).op(b"\x88").glob("collections", "OrderedDict").op(b")RtR")
+pk.op(b"\x88").glob("collections", "OrderedDict").op(b")R}").s("x").i(1).op(b"stR")
 pk.op(b"u")
 handmade = pk.done()
 save_pkl_with_storages(handmade, {"0": f32bytes([1, 2, 3, 4, 5, 6]), "1": b""},
                        P("handmade.pt"), prefix="handmade/",
                        extra=[("byteorder", b"little")])
 with open(P("handmade.manifest"), "w") as f:
-    f.write("a\tF32\t2,3\nb\tF32\t2\nc\tF32\t\nd\tF16\t0,4\n")
+    f.write("a\tF32\t2,3\nb\tF32\t2\nc\tF32\t\nd\tF16\t0,4\ne\tF32\t2\nf\tF32\t3\n")
 st_write(P("handmade.expect.safetensors"), OrderedDict([
     ("a", torch.tensor([[1., 2, 3], [4, 5, 6]])), ("b", torch.tensor([5., 6])),
-    ("c", torch.tensor(6.)), ("d", torch.zeros(0, 4))]))
+    ("c", torch.tensor(6.)), ("d", torch.zeros(0, 4)), ("e", torch.tensor([2., 3])),
+    ("f", torch.tensor([4., 5, 6]))]))
 
 # ======================================================================= bad .pt ====
 torch.save(plain, P("bad_legacy.pt"), _use_new_zipfile_serialization=False)

@@ -19,7 +19,7 @@ static int usage(FILE *o) {
   fprintf(o,
           "usage: pxdiff <command> [options]\n"
           "commands:\n"
-          "  info                              version, compiled backends, BLAS, threads\n"
+          "  info [--checkpoint CKPT]          version, compiled backends, BLAS; a checkpoint's dims\n"
           "  convert IN OUT.safetensors        rewrite a checkpoint's diffusion module as safetensors\n"
           "  bench [--checkpoint CKPT] [--tokens T] [--binder B] [--atoms N] [--samples S]\n"
           "        [--reps R] [--threads K] [--steps K]\n"
@@ -50,11 +50,36 @@ static int parse_int(const char *flag, const char *v, long lo, long hi, long *ou
   return 0;
 }
 
-static int cmd_info(void) {
+static int cmd_info(int argc, char **argv) {
+  const char *ckpt = NULL;
+  for (int i = 0; i < argc; i++) {
+    if (!strcmp(argv[i], "--checkpoint") && i + 1 < argc) {
+      ckpt = argv[++i];
+    } else {
+      fprintf(stderr, "pxdiff: info: unknown option '%s'\n", argv[i]);
+      return 2;
+    }
+  }
   printf("pxdiff %s\n", PXDIFF_VERSION);
   printf("backends: cpu\n");
   printf("devices: cpu (%d logical cores)\n", px_cpu_count());
   printf("blas: %s\n", px_blas_name());
+  if (ckpt) {
+    px_model *m = NULL;
+    double t0 = px_time_now();
+    if (px_model_load(ckpt, &m)) return die(px_last_error());
+    px_dims D;
+    px_model_get_dims(m, &D);
+    printf("checkpoint: %s (loaded in %.2f s)\n", ckpt, px_time_now() - t0);
+    printf("  parameters kept: %lld (%.1f MB float32)\n", (long long)px_model_n_params(m),
+           (double)px_model_n_params(m) * 4.0 / 1048576.0);
+    printf("  c_token %d, c_s %d, c_z %d, c_s_inputs %d, c_atom %d, c_atompair %d, fourier %d\n",
+           D.c_token, D.c_s, D.c_z, D.c_s_inputs, D.c_atom, D.c_atompair, D.n_fourier);
+    printf("  token transformer: %d blocks x %d heads; atom encoder %d x %d; decoder %d x %d\n",
+           D.n_token_blocks, D.n_token_heads, D.n_enc_blocks, D.n_enc_heads, D.n_dec_blocks,
+           D.n_dec_heads);
+    px_model_free(m);
+  }
   return 0;
 }
 
@@ -183,7 +208,7 @@ int main(int argc, char **argv) {
     printf("pxdiff %s\n", PXDIFF_VERSION);
     return 0;
   }
-  if (!strcmp(cmd, "info")) return cmd_info();
+  if (!strcmp(cmd, "info")) return cmd_info(argc - 2, argv + 2);
   if (!strcmp(cmd, "convert")) return cmd_convert(argc - 2, argv + 2);
   if (!strcmp(cmd, "bench")) return cmd_bench(argc - 2, argv + 2);
   fprintf(stderr, "pxdiff: unknown command '%s' (try 'pxdiff help')\n", cmd);

@@ -61,6 +61,27 @@ int px_model_get_dims(const px_model *m, px_dims *out);
 /* Number of float32 values the engine keeps for the model's weights. */
 int64_t px_model_n_params(const px_model *m);
 
+/* Backends. A model computes on the CPU until told otherwise; designs created after
+ * px_model_set_backend use the chosen backend (weights are copied to the device once). */
+enum px_device { PX_DEVICE_AUTO = 0, PX_DEVICE_CPU = 1, PX_DEVICE_CUDA = 2 };
+enum px_precision {
+  PX_PRECISION_DEFAULT = -1, /* the backend's documented default */
+  PX_PRECISION_FP32 = 0,     /* true float32 everywhere */
+  PX_PRECISION_TF32 = 1,     /* TF32 tensor-core GEMMs (CUDA) */
+  PX_PRECISION_BF16 = 2      /* bfloat16 tensor-core GEMMs, fp32 accumulate (CUDA) */
+};
+/* Number of usable CUDA devices (0 when none or when built without CUDA). */
+int px_cuda_device_count(void);
+/* "auto" picks CUDA when a device is present, else the CPU. Fails with PX_ERR_BACKEND
+ * (message says why) when the device asked for is unavailable or the precision is not
+ * supported there (the CPU computes in fp32 only). */
+int px_model_set_backend(px_model *m, int device, int precision);
+/* "cpu" or "cuda:0"; and the precision in use ("fp32", "tf32", "bf16"). */
+const char *px_model_backend_name(const px_model *m);
+const char *px_model_precision_name(const px_model *m);
+int px_device_from_name(const char *name);    /* "auto" | "cpu" | "cuda"; -1 if unknown */
+int px_precision_from_name(const char *name); /* "fp32" | "tf32" | "bf16" | "default"; -2 if unknown */
+
 /* Threads for the CPU backend (0 = library default). Results do not depend on it. */
 void px_set_num_threads(int n);
 

@@ -51,6 +51,8 @@ typedef struct {
 
 struct px_model {
   px_dims dims;
+  int device;    /* enum px_device actually in use: PX_DEVICE_CPU or PX_DEVICE_CUDA */
+  int precision; /* enum px_precision in use */
   int64_t n_params;
   float **owned; /* every buffer below, for freeing */
   int n_owned, cap_owned;

@@ -1,9 +1,16 @@
-/* Process-wide settings: thread count and the BLAS in use. */
+/* Process-wide settings and backend selection: threads, BLAS name, CPU or CUDA. */
+#include <string.h>
+
 #include "cpu/blas.h"
-#include "pxdiff.h"
+#include "error.h"
+#include "model/model.h"
 
 #ifdef _OPENMP
 #include <omp.h>
+#endif
+
+#ifdef PX_HAVE_CUDA
+#include "cuda/cuda_backend.h"
 #endif
 
 void px_set_num_threads(int n) {
@@ -11,7 +18,70 @@ void px_set_num_threads(int n) {
 #ifdef _OPENMP
   omp_set_num_threads(n);
 #endif
-  px_blas_set_threads(n);
+  px_blas_set_threads(1); /* the CPU backend runs one BLAS thread per OpenMP task */
 }
 
 const char *px_blas_name(void) { return PX_BLAS_NAME; }
+
+int px_cuda_device_count(void) {
+#ifdef PX_HAVE_CUDA
+  return px_cuda_count();
+#else
+  return 0;
+#endif
+}
+
+int px_device_from_name(const char *name) {
+  if (!name) return -1;
+  if (!strcmp(name, "auto")) return PX_DEVICE_AUTO;
+  if (!strcmp(name, "cpu")) return PX_DEVICE_CPU;
+  if (!strcmp(name, "cuda") || !strcmp(name, "gpu") || !strcmp(name, "cuda:0")) return PX_DEVICE_CUDA;
+  return -1;
+}
+
+int px_precision_from_name(const char *name) {
+  if (!name) return -2;
+  if (!strcmp(name, "default")) return PX_PRECISION_DEFAULT;
+  if (!strcmp(name, "fp32")) return PX_PRECISION_FP32;
+  if (!strcmp(name, "tf32")) return PX_PRECISION_TF32;
+  if (!strcmp(name, "bf16")) return PX_PRECISION_BF16;
+  return -2;
+}
+
+int px_model_set_backend(px_model *m, int device, int precision) {
+  if (!m) return px_fail(PX_ERR_INPUT, "px_model_set_backend: NULL model");
+  if (device != PX_DEVICE_AUTO && device != PX_DEVICE_CPU && device != PX_DEVICE_CUDA)
+    return px_fail(PX_ERR_INPUT, "unknown device %d", device);
+  if (precision < PX_PRECISION_DEFAULT || precision > PX_PRECISION_BF16)
+    return px_fail(PX_ERR_INPUT, "unknown precision %d", precision);
+  if (device == PX_DEVICE_AUTO) device = px_cuda_device_count() > 0 ? PX_DEVICE_CUDA : PX_DEVICE_CPU;
+  if (device == PX_DEVICE_CPU) {
+    if (precision != PX_PRECISION_DEFAULT && precision != PX_PRECISION_FP32)
+      return px_fail(PX_ERR_BACKEND, "the CPU backend computes in fp32 only (asked for %s)",
+                     precision == PX_PRECISION_TF32 ? "tf32" : "bf16");
+#ifdef PX_HAVE_CUDA
+    px_cuda_model_release(m);
+#endif
+    m->device = PX_DEVICE_CPU;
+    m->precision = PX_PRECISION_FP32;
+    return PX_OK;
+  }
+#ifdef PX_HAVE_CUDA
+  return px_cuda_model_prepare(m, precision);
+#else
+  return px_fail(PX_ERR_BACKEND, "this pxdiff was built without CUDA (rebuild with nvcc on PATH)");
+#endif
+}
+
+const char *px_model_backend_name(const px_model *m) {
+  return m && m->device == PX_DEVICE_CUDA ? "cuda:0" : "cpu";
+}
+
+const char *px_model_precision_name(const px_model *m) {
+  if (!m) return "fp32";
+  switch (m->precision) {
+    case PX_PRECISION_TF32: return "tf32";
+    case PX_PRECISION_BF16: return "bf16";
+    default: return "fp32";
+  }
+}

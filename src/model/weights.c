@@ -233,6 +233,8 @@ int px_model_build(const px_weight_source *src, px_model **out) {
   px_model *m = calloc(1, sizeof *m);
   if (!m) return px_fail(PX_ERR_NOMEM, "out of memory");
   loader L = {src, m, 0};
+  m->device = PX_DEVICE_CPU;
+  m->precision = PX_PRECISION_FP32;
   px_dims *D = &m->dims;
   D->sigma_data = 16.0f;
   D->c_token = (int)dim_of(&L, "layernorm_a.weight", 0);

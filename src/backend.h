@@ -58,6 +58,9 @@ struct px_backend {
   /* Y[s, n] += A[s % a_samples, atom_to_token[n]]: [S*N, C] += broadcast of [a_samples*T, C]. */
   void (*tokens_to_atoms_add)(px_backend *b, int S, int N, int T, int C, int a_samples,
                               const float *A, const int64_t *atom_to_token, float *Y);
+  /* Sticky failure of earlier asynchronous work (px_status code, message set), or 0.
+   * May be NULL (the CPU backend cannot fail after allocation). */
+  int (*status)(px_backend *b);
   /* Y[r] += A[r % a_rows] for an [M, C] Y. */
   void (*add_rows)(px_backend *b, int M, int C, float *Y, const float *A, int a_rows);
 };

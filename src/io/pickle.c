@@ -952,6 +952,13 @@ int px_pickle_index(const uint8_t *buf, size_t n, const char *where, px_pickle_s
     uint64_t es = px_dtype_size((px_dtype)t->dtype);
     int64_t extent = 1, numel = 1;
     for (int d = 0; d < t->ndim; d++) numel = t->shape[d] == 0 ? 0 : numel;
+    for (int d = 0; d < t->ndim && numel; d++) {
+      if (t->shape[d] > EXTENT_LIMIT / numel) {
+        ufail(&u, PX_ERR_FORMAT, "tensor '%s' has more than 2^62 elements", shown);
+        goto done;
+      }
+      numel *= t->shape[d];
+    }
     if (numel == 0) {
       extent = 0;
     } else {

@@ -55,9 +55,17 @@ const char *px_dtype_name(px_dtype t) {
   return "?";
 }
 
+/* -1 for shapes no reader produces (negative sizes, more than 2^62 elements). */
 int64_t px_entry_numel(const px_tensor_entry *e) {
   int64_t n = 1;
-  for (int d = 0; d < e->ndim; d++) n *= e->shape[d];
+  if (e->ndim < 0 || e->ndim > PX_MAX_DIMS) return -1;
+  for (int d = 0; d < e->ndim; d++)
+    if (e->shape[d] < 0) return -1;
+  for (int d = 0; d < e->ndim; d++) {
+    if (e->shape[d] == 0) return 0;
+    if (e->shape[d] > ((int64_t)1 << 62) / n) return -1;
+    n *= e->shape[d];
+  }
   return n;
 }
 

@@ -126,10 +126,29 @@ static void transition_rows(px_backend *be, const px_transition_w *t, int R, int
   ws->used = mark;
 }
 
-/* Everything one call needs, laid out by `take`; a dry run (base NULL) sizes it. */
+/* Hand an intermediate to the probe, from host memory whatever the backend. */
+static void probe_out(px_backend *be, px_probe_fn probe, void *user, const char *name,
+                      const float *data, int64_t n) {
+  if (!probe) return;
+  if (be == px_cpu_backend()) {
+    probe(user, name, data, n);
+    return;
+  }
+  float *h = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+  if (!h) return;
+  be->download(be, h, data, sizeof(float) * (size_t)n);
+  probe(user, name, h, n);
+  free(h);
+}
+
+/* One call. Host-side work is tiny (the noise embedding per distinct t_hat, the EDM input
+ * and output scalings); everything else runs on the design's backend with the backend's
+ * copy of the weights (d->W). A dry run (ws->base NULL) sizes the workspace. */
 static void forward(const px_model *m, px_design *d, int S, const float *x_noisy,
-                    const float *t_hat, float *x_out, bump *ws, px_probe_fn probe, void *user) {
+                    const float *t_hat, float *x_out, bump *ws, float *host, px_probe_fn probe,
+                    void *user) {
   px_backend *be = d->be;
+  const px_model *W = d->W;
   const px_dims *D = &m->dims;
   const int T = d->T, N = d->N, cs = D->c_s, ct = D->c_token, ca = D->c_atom;
   const float sigma = D->sigma_data;
@@ -145,88 +164,85 @@ static void forward(const px_model *m, px_design *d, int S, const float *x_noisy
   float *big = take(ws, (size_t)S * N * (ct > ca ? ct : ca)); /* [S*N, c_token] scratch */
   float *sn = take(ws, (size_t)R * cs);
   float *tok = take(ws, (size_t)R * (ct > ca ? ct : ca));
-  float *host = take(ws, (size_t)D->n_fourier * 2 + (size_t)cs + (size_t)S * N * 3 * 2);
+  float *r = take(ws, (size_t)S * N * 3), *rup = take(ws, (size_t)S * N * 3);
   if (!ws->base) {
     /* Sizing pass: account for the nested transformers' scratch. */
     size_t top = ws->used;
-    atom_transformer(be, &m->enc_tf, NULL, S, N, NULL, ws);
+    atom_transformer(be, &W->enc_tf, NULL, S, N, NULL, ws);
     size_t need_atom = ws->used;
     ws->used = top;
-    token_transformer(be, &m->tok_tf, NULL, S, T, Ss, NULL, NULL, ws);
+    token_transformer(be, &W->tok_tf, NULL, S, T, Ss, NULL, NULL, ws);
     size_t need_tok = ws->used;
     ws->used = top;
-    transition_rows(be, &m->tr_s1, R, cs, NULL, ws);
+    transition_rows(be, &W->tr_s1, R, cs, NULL, ws);
     size_t need_tr = ws->used;
     ws->used = need_atom > need_tok ? need_atom : need_tok;
     if (need_tr > ws->used) ws->used = need_tr;
     return;
   }
+  /* Host scratch: noise embedding, s before upload, r and r_update. */
+  float *nf = host, *nv = nf + D->n_fourier, *v = nv + D->n_fourier;
+  float *s_h = v + cs, *r_h = s_h + (size_t)R * cs, *rup_h = r_h + (size_t)S * N * 3;
   /* ---- conditioning: s = s0 + Lin_n(LN(fourier(t))), two transitions ---- */
-  {
-    float *nf = host, *nv = host + D->n_fourier, *v = host + 2 * D->n_fourier;
-    for (int u = 0; u < Ss; u++) {
-      const float tau = logf(t_hat[u] / sigma) / 4.0f;
-      for (int f = 0; f < D->n_fourier; f++)
-        nf[f] = cosf(2.0f * PX_PI_F * (tau * m->fourier_w[f] + m->fourier_b[f]));
-      px_cpu_backend()->layernorm(px_cpu_backend(), 1, D->n_fourier, nf, m->cond_ln_n_w, NULL, nv);
-      for (int o = 0; o < cs; o++) {
-        const float *w = m->cond_n.w + (size_t)o * D->n_fourier;
-        float acc = 0;
-        for (int f = 0; f < D->n_fourier; f++) acc += w[f] * nv[f];
-        v[o] = acc;
-      }
-      float *su = s + (size_t)u * T * cs;
-      for (int t = 0; t < T; t++) {
-        const float *s0 = d->s0 + (size_t)t * cs;
-        for (int c = 0; c < cs; c++) su[(size_t)t * cs + c] = s0[c] + v[c];
-      }
+  for (int u = 0; u < Ss; u++) {
+    const float tau = logf(t_hat[u] / sigma) / 4.0f;
+    for (int f = 0; f < D->n_fourier; f++)
+      nf[f] = cosf(2.0f * PX_PI_F * (tau * m->fourier_w[f] + m->fourier_b[f]));
+    px_cpu_backend()->layernorm(px_cpu_backend(), 1, D->n_fourier, nf, m->cond_ln_n_w, NULL, nv);
+    for (int o = 0; o < cs; o++) {
+      const float *w = m->cond_n.w + (size_t)o * D->n_fourier;
+      float acc = 0;
+      for (int f = 0; f < D->n_fourier; f++) acc += w[f] * nv[f];
+      v[o] = acc;
     }
-    transition_rows(be, &m->tr_s1, R, cs, s, ws);
-    transition_rows(be, &m->tr_s2, R, cs, s, ws);
-    if (probe) probe(user, "s", s, (int64_t)R * cs);
+    float *su = s_h + (size_t)u * T * cs;
+    for (int t = 0; t < T; t++) {
+      const float *s0 = d->s0 + (size_t)t * cs;
+      for (int c = 0; c < cs; c++) su[(size_t)t * cs + c] = s0[c] + v[c];
+    }
   }
+  be->upload(be, s, s_h, sizeof(float) * (size_t)R * cs);
+  transition_rows(be, &W->tr_s1, R, cs, s, ws);
+  transition_rows(be, &W->tr_s2, R, cs, s, ws);
+  probe_out(be, probe, user, "s", s, (int64_t)R * cs);
   /* ---- encoder: q = c + W_r r, atom transformer, mean of relu(W_q q) per token ---- */
-  {
-    float *r = host + (size_t)D->n_fourier * 2 + cs;
-    for (int i = 0; i < S; i++) {
-      const float den = sqrtf(sigma * sigma + t_hat[i] * t_hat[i]);
-      for (int k = 0; k < N * 3; k++) r[(size_t)i * N * 3 + k] = x_noisy[(size_t)i * N * 3 + k] / den;
-    }
-    be->linear(be, S * N, ca, 3, r, 3, m->enc_r.w, NULL, q, ca, 0);
-    be->add_rows(be, S * N, ca, q, d->c, N);
-    atom_transformer(be, &m->enc_tf, d->enc, S, N, q, ws);
-    be->linear(be, S * N, ct, ca, q, ca, m->enc_q.w, NULL, big, ct, 0);
-    be->activation(be, (int64_t)S * N * ct, big, PX_ACT_RELU);
-    be->atoms_to_tokens(be, S, N, T, ct, big, d->atom_to_token, d->inv_count, a);
-    if (probe) {
-      probe(user, "a_enc", a, (int64_t)S * T * ct);
-      probe(user, "q_skip", q, (int64_t)S * N * ca);
-    }
+  for (int i = 0; i < S; i++) {
+    const float den = sqrtf(sigma * sigma + t_hat[i] * t_hat[i]);
+    for (int k = 0; k < N * 3; k++) r_h[(size_t)i * N * 3 + k] = x_noisy[(size_t)i * N * 3 + k] / den;
   }
+  be->upload(be, r, r_h, sizeof(float) * (size_t)S * N * 3);
+  be->linear(be, S * N, ca, 3, r, 3, W->enc_r.w, NULL, q, ca, 0);
+  be->add_rows(be, S * N, ca, q, d->c, N);
+  atom_transformer(be, &W->enc_tf, d->enc, S, N, q, ws);
+  be->linear(be, S * N, ct, ca, q, ca, W->enc_q.w, NULL, big, ct, 0);
+  be->activation(be, (int64_t)S * N * ct, big, PX_ACT_RELU);
+  be->atoms_to_tokens(be, S, N, T, ct, big, d->atom_to_token, d->inv_count, a);
+  probe_out(be, probe, user, "a_enc", a, (int64_t)S * T * ct);
+  probe_out(be, probe, user, "q_skip", q, (int64_t)S * N * ca);
   /* ---- a += Lin_s(LN(s)); token transformer; LN ---- */
-  be->layernorm(be, R, cs, s, m->ln_s_w, NULL, sn);
-  be->linear(be, R, ct, cs, sn, cs, m->lin_s.w, NULL, tok, ct, 0);
+  be->layernorm(be, R, cs, s, W->ln_s_w, NULL, sn);
+  be->linear(be, R, ct, cs, sn, cs, W->lin_s.w, NULL, tok, ct, 0);
   be->add_rows(be, S * T, ct, a, tok, R);
-  if (probe) probe(user, "a_in", a, (int64_t)S * T * ct);
-  token_transformer(be, &m->tok_tf, d->tok_pair_bias, S, T, Ss, s, a, ws);
-  if (probe) probe(user, "a_trans", a, (int64_t)S * T * ct);
-  be->layernorm(be, S * T, ct, a, m->ln_a_w, NULL, a);
-  if (probe) probe(user, "a_ln", a, (int64_t)S * T * ct);
+  probe_out(be, probe, user, "a_in", a, (int64_t)S * T * ct);
+  token_transformer(be, &W->tok_tf, d->tok_pair_bias, S, T, Ss, s, a, ws);
+  probe_out(be, probe, user, "a_trans", a, (int64_t)S * T * ct);
+  be->layernorm(be, S * T, ct, a, W->ln_a_w, NULL, a);
+  probe_out(be, probe, user, "a_ln", a, (int64_t)S * T * ct);
   /* ---- decoder: q = broadcast(Lin_a(a)) + q_skip; atom transformer; Lin_out(LN(q)) ---- */
-  be->linear(be, S * T, ca, ct, a, ct, m->dec_a.w, NULL, big, ca, 0);
+  be->linear(be, S * T, ca, ct, a, ct, W->dec_a.w, NULL, big, ca, 0);
   be->tokens_to_atoms_add(be, S, N, T, ca, S, big, d->atom_to_token, q);
-  atom_transformer(be, &m->dec_tf, d->dec, S, N, q, ws);
-  be->layernorm(be, S * N, ca, q, m->dec_ln_q_w, NULL, big);
-  float *rup = host + (size_t)D->n_fourier * 2 + cs + (size_t)S * N * 3;
-  be->linear(be, S * N, 3, ca, big, ca, m->dec_out.w, NULL, rup, 3, 0);
-  if (probe) probe(user, "r_update", rup, (int64_t)S * N * 3);
+  atom_transformer(be, &W->dec_tf, d->dec, S, N, q, ws);
+  be->layernorm(be, S * N, ca, q, W->dec_ln_q_w, NULL, big);
+  be->linear(be, S * N, 3, ca, big, ca, W->dec_out.w, NULL, rup, 3, 0);
+  be->download(be, rup_h, rup, sizeof(float) * (size_t)S * N * 3);
+  if (probe) probe(user, "r_update", rup_h, (int64_t)S * N * 3);
   /* ---- EDM output mix ---- */
   for (int i = 0; i < S; i++) {
     const float t = t_hat[i], sr = t / sigma;
     const float c_skip = 1.0f / (1.0f + sr * sr), c_out = t / sqrtf(1.0f + sr * sr);
     for (int k = 0; k < N * 3; k++) {
       size_t idx = (size_t)i * N * 3 + k;
-      x_out[idx] = c_skip * x_noisy[idx] + c_out * rup[idx];
+      x_out[idx] = c_skip * x_noisy[idx] + c_out * rup_h[idx];
     }
   }
 }
@@ -241,6 +257,8 @@ int px_denoise_probe(const px_model *m, px_design *d, int n_sample, const float 
   if (!m || !d || !x_noisy || !t_hat || !x_out)
     return px_fail(PX_ERR_INPUT, "px_denoise: NULL argument");
   if (n_sample <= 0) return px_fail(PX_ERR_INPUT, "px_denoise: n_sample must be positive, got %d", n_sample);
+  if (d->model_id != (const void *)m)
+    return px_fail(PX_ERR_INPUT, "px_denoise: the design was built for another model or backend");
   for (int i = 0; i < n_sample; i++)
     if (!(t_hat[i] > 0.0f) || !isfinite(t_hat[i]))
       return px_fail(PX_ERR_INPUT, "px_denoise: t_hat[%d] = %g; noise levels must be finite and > 0", i,
@@ -249,7 +267,7 @@ int px_denoise_probe(const px_model *m, px_design *d, int n_sample, const float 
   for (size_t i = 0; i < nx; i++)
     if (!isfinite(x_noisy[i])) return px_fail(PX_ERR_INPUT, "px_denoise: x_noisy contains NaN or Inf");
   bump ws = {NULL, 0, 0};
-  forward(m, d, n_sample, x_noisy, t_hat, x_out, &ws, NULL, NULL); /* sizing pass */
+  forward(m, d, n_sample, x_noisy, t_hat, x_out, &ws, NULL, NULL, NULL); /* sizing pass */
   size_t need = ws.used * sizeof(float);
   if (need > d->ws_bytes) {
     if (d->ws) d->be->free(d->be, d->ws);
@@ -260,15 +278,23 @@ int px_denoise_probe(const px_model *m, px_design *d, int n_sample, const float 
   ws.base = d->ws;
   ws.used = 0;
   ws.cap = need / sizeof(float);
-  /* x_out may alias x_noisy: compute into the workspace-free path by copying x first. */
-  if (x_out == x_noisy) {
-    float *tmp = malloc(sizeof(float) * nx);
-    if (!tmp) return px_fail(PX_ERR_NOMEM, "out of memory");
-    memcpy(tmp, x_noisy, sizeof(float) * nx);
-    forward(m, d, n_sample, tmp, t_hat, x_out, &ws, probe, user);
-    free(tmp);
-  } else {
-    forward(m, d, n_sample, x_noisy, t_hat, x_out, &ws, probe, user);
+  const px_dims *D = &m->dims;
+  size_t nhost = (size_t)D->n_fourier * 2 + (size_t)D->c_s * (1 + (size_t)n_sample * d->T) + 3 * nx;
+  float *host = malloc(sizeof(float) * nhost);
+  /* x_out may alias x_noisy: the output mix reads x_noisy, so keep a copy then. */
+  float *x_in = x_out == x_noisy ? malloc(sizeof(float) * nx) : NULL;
+  if (!host || (x_out == x_noisy && !x_in)) {
+    free(host);
+    free(x_in);
+    return px_fail(PX_ERR_NOMEM, "out of memory");
+  }
+  if (x_in) memcpy(x_in, x_noisy, sizeof(float) * nx);
+  forward(m, d, n_sample, x_in ? x_in : x_noisy, t_hat, x_out, &ws, host, probe, user);
+  free(host);
+  free(x_in);
+  if (d->be->status) {
+    int rc = d->be->status(d->be);
+    if (rc) return rc;
   }
   return PX_OK;
 }

@@ -174,6 +174,8 @@ int px_design_create_probe(const px_model *m, const px_features *f, px_probe_fn 
   d->N = N;
   d->n_trunks = n_trunks;
   d->be = be;
+  d->W = m;
+  d->model_id = m;
   d->key = px_features_hash(m, f);
   const px_transformer_w *tt = &m->tok_tf, *te = &m->enc_tf, *td = &m->dec_tf;
   const int nbh = tt->n_blocks * tt->n_heads;
@@ -194,13 +196,13 @@ int px_design_create_probe(const px_model *m, const px_features *f, px_probe_fn 
   float *ph = malloc(sizeof(float) * (size_t)(P > 2 * PAIR_CHUNK ? P : 2 * PAIR_CHUNK) * cp);
   float *pb = malloc(sizeof(float) * (size_t)(nah > 0 ? nah : 1) * PAIR_CHUNK);
   float *wf = malloc(sizeof(float) * (size_t)(nbh + cp + nah) * (cz > cp ? cz : cp));
-  d->s0 = be->alloc(be, sizeof(float) * (size_t)T * cs);
+  d->s0 = malloc(sizeof(float) * (size_t)T * cs); /* host: the per-call conditioning reads it there */
   d->tok_pair_bias = be->alloc(be, sizeof(float) * (size_t)nbh * TT);
   d->c = be->alloc(be, sizeof(float) * (size_t)N * ca);
   d->enc = calloc((size_t)te->n_blocks, sizeof(px_atom_block_cache));
   d->dec = calloc((size_t)td->n_blocks, sizeof(px_atom_block_cache));
-  d->atom_to_token = malloc(sizeof(int64_t) * (size_t)N);
-  d->inv_count = malloc(sizeof(float) * (size_t)T);
+  d->atom_to_token = be->alloc(be, sizeof(int64_t) * (size_t)N);
+  d->inv_count = be->alloc(be, sizeof(float) * (size_t)T);
   if (!scratch || !pair_z || !zproj || !p || !ph || !pb || !wf || !d->s0 || !d->tok_pair_bias ||
       !d->c || !d->enc || !d->dec || !d->atom_to_token || !d->inv_count) {
     rc = px_fail(PX_ERR_NOMEM, "out of memory building the design cache (%d tokens, %d atoms)", T, N);
@@ -468,13 +470,13 @@ static void free_atom_caches(px_backend *be, px_atom_block_cache *c, int n) {
 void px_design_free(px_design *d) {
   if (!d) return;
   px_backend *be = d->be;
-  if (d->s0) be->free(be, d->s0);
+  free(d->s0);
   if (d->tok_pair_bias) be->free(be, d->tok_pair_bias);
   if (d->c) be->free(be, d->c);
   free_atom_caches(be, d->enc, d->enc_blocks_hint);
   free_atom_caches(be, d->dec, d->dec_blocks_hint);
-  free(d->atom_to_token);
-  free(d->inv_count);
+  if (d->atom_to_token) be->free(be, d->atom_to_token);
+  if (d->inv_count) be->free(be, d->inv_count);
   if (d->ws) be->free(be, d->ws);
   free(d);
 }

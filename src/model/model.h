@@ -53,6 +53,9 @@ struct px_model {
   px_dims dims;
   int device;    /* enum px_device actually in use: PX_DEVICE_CPU or PX_DEVICE_CUDA */
   int precision; /* enum px_precision in use */
+  /* CUDA: the same struct with every weight pointer on the device (NULL on the CPU). */
+  struct px_model *cuda_mirror;
+  size_t *owned_n; /* float count of each owned buffer */
   int64_t n_params;
   float **owned; /* every buffer below, for freeing */
   int n_owned, cap_owned;
@@ -96,6 +99,8 @@ struct px_design {
   int T, N, n_trunks;
   uint64_t key;
   px_backend *be;
+  const px_model *W;     /* weights the kernels read: the model, or its device mirror */
+  const void *model_id;  /* the model this design was built for */
   float *s0;             /* [T, c_s] */
   float *tok_pair_bias;  /* [n_blocks, H, T, T] */
   float *c;              /* [N, c_atom], encoder c (also the decoder's c_skip) */
@@ -122,6 +127,11 @@ typedef struct {
 } px_weight_source;
 
 int px_model_build(const px_weight_source *src, px_model **out);
+
+/* Calls fn on the address of every weight pointer of the model (a NULL one included),
+ * e.g. to build a device mirror. transformer block arrays are visited element-wise. */
+typedef void (*px_weight_visitor)(float **slot, void *user);
+void px_model_visit_weights(px_model *m, px_weight_visitor fn, void *user);
 
 /* Name of the diffusion module's tensor `suffix` in the source's convention. */
 #define PX_DM_PREFIX "diffusion_module."

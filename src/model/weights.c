@@ -20,11 +20,83 @@ static float *own(px_model *m, size_t n) {
     float **p = realloc(m->owned, sizeof(float *) * (size_t)cap);
     if (!p) return NULL;
     m->owned = p;
+    size_t *pn = realloc(m->owned_n, sizeof(size_t) * (size_t)cap);
+    if (!pn) return NULL;
+    m->owned_n = pn;
     m->cap_owned = cap;
   }
   float *buf = malloc(sizeof(float) * (n ? n : 1));
-  if (buf) m->owned[m->n_owned++] = buf;
+  if (buf) {
+    m->owned_n[m->n_owned] = n;
+    m->owned[m->n_owned++] = buf;
+  }
   return buf;
+}
+
+static void visit_linear(px_linear *l, px_weight_visitor fn, void *u) {
+  fn(&l->w, u);
+  fn(&l->b, u);
+}
+static void visit_adaln(px_adaln_w *a, px_weight_visitor fn, void *u) {
+  fn(&a->ln_s_w, u);
+  visit_linear(&a->lin_s, fn, u);
+  visit_linear(&a->lin_nobias_s, fn, u);
+}
+static void visit_transition(px_transition_w *t, px_weight_visitor fn, void *u) {
+  fn(&t->ln_w, u);
+  fn(&t->ln_b, u);
+  visit_linear(&t->a, fn, u);
+  visit_linear(&t->b, fn, u);
+  visit_linear(&t->out, fn, u);
+}
+static void visit_transformer(px_transformer_w *tf, px_weight_visitor fn, void *u) {
+  for (int k = 0; k < tf->n_blocks; k++) {
+    px_block_w *B = &tf->blocks[k];
+    visit_adaln(&B->ln_a, fn, u);
+    visit_adaln(&B->ln_kv, fn, u);
+    fn(&B->w_proj1, u);
+    fn(&B->b_proj1, u);
+    fn(&B->w_proj2, u);
+    visit_linear(&B->o, fn, u);
+    fn(&B->ln_z_w, u);
+    visit_linear(&B->z, fn, u);
+    visit_linear(&B->a_last, fn, u);
+    visit_adaln(&B->ctb_adaln, fn, u);
+    fn(&B->w_a12, u);
+    visit_linear(&B->ctb_b, fn, u);
+    visit_linear(&B->ctb_s, fn, u);
+  }
+}
+
+void px_model_visit_weights(px_model *m, px_weight_visitor fn, void *u) {
+  visit_linear(&m->relpe, fn, u);
+  fn(&m->cond_ln_z_w, u);
+  visit_linear(&m->cond_z, fn, u);
+  visit_transition(&m->tr_z1, fn, u);
+  visit_transition(&m->tr_z2, fn, u);
+  fn(&m->cond_ln_s_w, u);
+  visit_linear(&m->cond_s, fn, u);
+  fn(&m->fourier_w, u);
+  fn(&m->fourier_b, u);
+  fn(&m->cond_ln_n_w, u);
+  visit_linear(&m->cond_n, fn, u);
+  visit_transition(&m->tr_s1, fn, u);
+  visit_transition(&m->tr_s2, fn, u);
+  px_linear *enc[] = {&m->enc_ref_pos, &m->enc_ref_charge, &m->enc_f, &m->enc_d, &m->enc_invd,
+                      &m->enc_v, &m->enc_s, &m->enc_z, &m->enc_r, &m->enc_cl, &m->enc_cm,
+                      &m->enc_mlp1, &m->enc_mlp3, &m->enc_mlp5, &m->enc_q};
+  for (size_t i = 0; i < sizeof enc / sizeof enc[0]; i++) visit_linear(enc[i], fn, u);
+  fn(&m->enc_ln_s_w, u);
+  fn(&m->enc_ln_z_w, u);
+  visit_transformer(&m->enc_tf, fn, u);
+  fn(&m->ln_s_w, u);
+  visit_linear(&m->lin_s, fn, u);
+  visit_transformer(&m->tok_tf, fn, u);
+  fn(&m->ln_a_w, u);
+  visit_linear(&m->dec_a, fn, u);
+  fn(&m->dec_ln_q_w, u);
+  visit_linear(&m->dec_out, fn, u);
+  visit_transformer(&m->dec_tf, fn, u);
 }
 
 /* Shape of a tensor, or ndim = -1 when absent. */
@@ -323,6 +395,8 @@ fail:
 
 void px_model_free(px_model *m) {
   if (!m) return;
+  if (m->cuda_mirror) px_model_set_backend(m, PX_DEVICE_CPU, PX_PRECISION_FP32);
+  free(m->owned_n);
   for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
   free(m->owned);
   free(m->enc_tf.blocks);

@@ -211,3 +211,9 @@ class DiffusionModule:
         return out.reshape(*lead, N, 3).to(device=x_noisy.device, dtype=x_noisy.dtype)
 
     __call__ = forward
+
+# Drop-in acceleration of PXDesign (docs/dropin.md).
+from .accel import disable_acceleration, enable_acceleration  # noqa: E402
+from .sampler import sample_diffusion  # noqa: E402
+
+__all__ += ["enable_acceleration", "disable_acceleration", "sample_diffusion"]

@@ -276,24 +276,36 @@ static void ref_attention_full(int S, int T, int H, int d, const float *Q, const
   free(l);
 }
 
+/* Q/K/V sit between NaN guard rows, O is followed by a GUARD tail: reading or writing
+ * rows outside [0, S*T) shows. */
 static void run_attention_full(int S, int T, int H, int d, int ld_pad, float *out_O, int check) {
   const int C = H * d, ld = C + ld_pad;
-  const size_t rows = (size_t)S * T;
-  float *Q = frand(rows * ld, 1.0), *K = frand(rows * ld, 1.0), *V = frand(rows * ld, 1.0);
+  const size_t rows = (size_t)S * T, gr = 20;
+  float *Qb = fbuf((rows + 2 * gr) * ld), *Kb = fbuf((rows + 2 * gr) * ld), *Vb = fbuf((rows + 2 * gr) * ld);
+  tu_poison(Qb, (rows + 2 * gr) * ld);
+  tu_poison(Kb, (rows + 2 * gr) * ld);
+  tu_poison(Vb, (rows + 2 * gr) * ld);
+  float *Q = Qb + gr * ld, *K = Kb + gr * ld, *V = Vb + gr * ld;
+  tu_fill_normal(Q, rows * ld, 1.0);
+  tu_fill_normal(K, rows * ld, 1.0);
+  tu_fill_normal(V, rows * ld, 1.0);
   float *bias = frand((size_t)H * T * T, 2.0);
   const float scale = 1.0f / sqrtf((float)d);
-  float *O = out_O ? out_O : fbuf(rows * C);
+  const size_t tail = 20 * (size_t)C;
+  float *O = out_O ? out_O : fbuf(rows * C + tail);
   tu_poison(O, rows * C);
+  fill_guard(O + rows * C, tail);
   be->attention_full(be, S, T, H, d, Q, K, V, ld, bias, scale, O);
   if (check) {
     double *ref = dbuf(rows * C);
     ref_attention_full(S, T, H, d, Q, K, V, ld, bias, scale, ref);
     double e = tu_rel_err_fd(O, ref, rows * C);
     CHECK_MSG(e <= TOL, "attention_full S=%d T=%d H=%d d=%d ld=%d: rel err %.3g", S, T, H, d, ld, e);
+    CHECK_MSG(guard_intact(O + rows * C, tail), "attention_full T=%d wrote past [S*T, H*d]", T);
     free(ref);
   }
   if (!out_O) free(O);
-  free(Q), free(K), free(V), free(bias);
+  free(Qb), free(Kb), free(Vb), free(bias);
 }
 
 static void test_attention_full(void) {
@@ -652,7 +664,7 @@ static void test_threads(void) {
     float *out[2];
     for (int th = 0; th < 2; th++) {
       tu_rng_state = seed0 + 100;
-      out[th] = fbuf((size_t)S * T * H * d);
+      out[th] = fbuf((size_t)S * T * H * d + 20 * (size_t)H * d);
       omp_set_num_threads(th + 1);
       run_attention_full(S, T, H, d, 0, out[th], 0);
     }

@@ -12,9 +12,15 @@
 
 #include "io/tensorfile.h"
 
+static char px_fuzz_path[128];
+static void px_fuzz_cleanup(void) { remove(px_fuzz_path); }
+
 static int px_fuzz_one(const char *tag, const uint8_t *data, size_t size) {
-  static char path[128];
-  if (!path[0]) snprintf(path, sizeof path, "/tmp/pxdiff_fuzz_%s_%ld.bin", tag, (long)getpid());
+  char *path = px_fuzz_path;
+  if (!path[0]) {
+    snprintf(path, sizeof px_fuzz_path, "/tmp/pxdiff_fuzz_%s_%ld.bin", tag, (long)getpid());
+    atexit(px_fuzz_cleanup);
+  }
   FILE *f = fopen(path, "wb");
   if (!f) abort();
   if (size && fwrite(data, 1, size, f) != size) abort();

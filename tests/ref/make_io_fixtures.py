@@ -184,7 +184,10 @@ class Pk:
         return self.op(b"X" + struct.pack("<I", len(e)) + e)
 
     def i(self, v):
-        return self.op(b"J" + struct.pack("<i", v))
+        if -2 ** 31 <= v < 2 ** 31:
+            return self.op(b"J" + struct.pack("<i", v))
+        raw = v.to_bytes((v.bit_length() + 8) // 8, "little", signed=True)
+        return self.op(b"\x8a" + bytes([len(raw)]) + raw)  # LONG1
 
     def ints(self, vals):
         self.op(b"(")
@@ -422,6 +425,10 @@ evil = {
     .op(b"s").done(),
     "bad_stride_huge.pt": Pk(2).op(b"}").s("w")
     .tensor("FloatStorage", "0", 6, 0, [2, 2], [0x7FFFFFFF, 1]).op(b"s").done(),
+    "bad_numel_overflow.pt": Pk(2).op(b"}").s("w")
+    .tensor("FloatStorage", "0", 6, 0, [1 << 40, 1 << 40], [0, 0]).op(b"s").done(),
+    "bad_huge_offset.pt": Pk(2).op(b"}").s("w")
+    .tensor("FloatStorage", "0", 6, 1 << 62, [1], [1]).op(b"s").done(),
     "bad_neg_shape.pt": Pk(2).op(b"}").s("w").tensor("FloatStorage", "0", 6, 0, [-2], [1])
     .op(b"s").done(),
     "bad_missing_storage.pt": Pk(2).op(b"}").s("w").tensor("FloatStorage", "9", 6, 0, [6],

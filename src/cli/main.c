@@ -15,6 +15,8 @@
 #include "pxdiff.h"
 #include "pxdiff_synthetic.h"
 
+int cmd_bundle_info(int argc, char **argv); /* cmd_bundle.c */
+
 static int usage(FILE *o) {
   fprintf(o,
           "usage: pxdiff <command> [options]\n"
@@ -25,6 +27,8 @@ static int usage(FILE *o) {
           "        [--reps R] [--threads K] [--steps K]\n"
           "                                    time one denoise call (synthetic weights unless\n"
           "                                    a checkpoint is given; synthetic inputs)\n"
+          "  bundle-info FILE [--checkpoint CKPT]\n"
+          "                                    validate a feature bundle (docs/bundle.md), summarize it\n"
           "  help                              this text\n");
   return o == stderr ? 2 : 0;
 }
@@ -211,6 +215,7 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "info")) return cmd_info(argc - 2, argv + 2);
   if (!strcmp(cmd, "convert")) return cmd_convert(argc - 2, argv + 2);
   if (!strcmp(cmd, "bench")) return cmd_bench(argc - 2, argv + 2);
+  if (!strcmp(cmd, "bundle-info")) return cmd_bundle_info(argc - 2, argv + 2);
   fprintf(stderr, "pxdiff: unknown command '%s' (try 'pxdiff help')\n", cmd);
   return 2;
 }

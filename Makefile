@@ -28,6 +28,23 @@ LDLIBS  := $(BLAS_LIBS) $(OMP_LIBS) -lm $(LDLIBS_EXTRA)
 
 LIB_SRC := $(wildcard src/*.c src/io/*.c src/model/*.c src/cpu/*.c src/sample/*.c)
 LIB_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC))
+
+# The CUDA backend is built whenever nvcc is found (no GPU needed to build);
+# PXDIFF_NO_CUDA=1 turns it off. sm_80 and sm_90 code plus compute_90 PTX for newer GPUs.
+NVCC ?= $(shell command -v nvcc 2>/dev/null || (test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc))
+ifneq ($(strip $(NVCC)),)
+ifneq ($(PXDIFF_NO_CUDA),1)
+  CUDA_HOME := $(patsubst %/bin/nvcc,%,$(NVCC))
+  CUDA_SRC  := $(wildcard src/cuda/*.cu)
+  CUDA_OBJ  := $(patsubst %.cu,$(BUILD)/obj/%.o,$(CUDA_SRC))
+  CUDA_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+               -gencode arch=compute_90,code=compute_90
+  NVCCFLAGS := -O3 -std=c++17 -Xcompiler -fPIC -Iinclude -Isrc -DPX_HAVE_CUDA $(CUDA_ARCH) $(NVCC_EXTRA)
+  CFLAGS    += -DPX_HAVE_CUDA
+  LDLIBS    += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
+  LIB_OBJ   += $(CUDA_OBJ)
+endif
+endif
 CLI_SRC := $(wildcard src/cli/*.c)
 CLI_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(CLI_SRC))
 TEST_SRC := $(wildcard tests/test_*.c)
@@ -43,6 +60,10 @@ deps:
 $(BUILD)/obj/%.o: %.c $(wildcard include/*.h src/*.h src/*/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/obj/%.o: %.cu $(wildcard include/*.h src/*.h src/*/*.h)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
 $(BUILD)/libpxdiff.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)
@@ -74,6 +95,10 @@ sanitize:
 	$(MAKE) BUILD=build-san OPT="-O1 -g -fno-omit-frame-pointer" \
 	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined" \
 	  LDLIBS_EXTRA="-fsanitize=address,undefined" test-c
+
+# Short libFuzzer pass over the readers (FUZZ_SECS per target; needs clang).
+fuzz:
+	sh fuzz/run.sh $(or $(FUZZ_SECS),20)
 
 clean:
 	rm -rf build build-san build-fuzz

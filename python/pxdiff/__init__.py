@@ -117,6 +117,30 @@ class DiffusionModule:
         self._design = None
         self._m = None
 
+    def set_backend(self, device="auto", precision=None):
+        """Compute on "cpu", "cuda" or "auto" (CUDA when a GPU is present), at precision
+        "fp32", "tf32", "bf16" or None (the backend's default). Rebuilds the design cache."""
+        dev = lib.px_device_from_name(str(device).split(":")[0].encode())
+        if dev < 0:
+            raise PxdiffError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda'")
+        prec = lib.px_precision_from_name((precision or "default").encode())
+        if prec < -1:
+            raise PxdiffError(f"unknown precision {precision!r}; use 'fp32', 'tf32' or 'bf16'")
+        if self._design:
+            lib.px_design_free(self._design)
+            self._design = None
+            self._design_key = None
+        check(lib.px_model_set_backend(self._m, dev, prec))
+        return self
+
+    @property
+    def backend(self):
+        return lib.px_model_backend_name(self._m).decode()
+
+    @property
+    def precision(self):
+        return lib.px_model_precision_name(self._m).decode()
+
     @property
     def n_params(self):
         return int(lib.px_model_n_params(self._m))

@@ -93,6 +93,16 @@ _sig = {
                              c_float_p, ctypes.c_int64]),
     "px_convert_to_safetensors": (ctypes.c_int, [ctypes.c_char_p, ctypes.c_char_p]),
     "px_blas_name": (ctypes.c_char_p, []),
+    "px_cuda_device_count": (ctypes.c_int, []),
+    "px_model_set_backend": (ctypes.c_int, [_vp, ctypes.c_int, ctypes.c_int]),
+    "px_model_backend_name": (ctypes.c_char_p, [_vp]),
+    "px_model_precision_name": (ctypes.c_char_p, [_vp]),
+    "px_device_from_name": (ctypes.c_int, [ctypes.c_char_p]),
+    "px_precision_from_name": (ctypes.c_int, [ctypes.c_char_p]),
+    "px_denoise_probe": (ctypes.c_int, [_vp, _vp, ctypes.c_int, c_float_p, c_float_p, c_float_p,
+                                        ctypes.c_void_p, ctypes.c_void_p]),
+    "px_design_create_probe": (ctypes.c_int, [_vp, ctypes.POINTER(Features), ctypes.c_void_p,
+                                              ctypes.c_void_p, ctypes.POINTER(_vp)]),
 }
 for _name, (_res, _args) in _sig.items():
     _f = getattr(lib, _name)

@@ -3,6 +3,7 @@
  *   pxdiff info                          version, backends, BLAS, threads
  *   pxdiff convert IN.pt OUT.safetensors the diffusion module's tensors as float32 safetensors
  *   pxdiff bench [options]               time one denoise call on synthetic inputs
+ *   pxdiff sample / demo [options]       sampling to mmCIF/PDB + summary.json (cmd_sample.c)
  *
  * Every failure prints one line "pxdiff: <what>" on stderr and exits nonzero. */
 #define _POSIX_C_SOURCE 200809L
@@ -11,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/cmd_sample.h"
 #include "platform.h"
 #include "pxdiff.h"
 #include "pxdiff_synthetic.h"
@@ -24,12 +26,15 @@ static int usage(FILE *o) {
           "  info [--checkpoint CKPT]          version, compiled backends, BLAS; a checkpoint's dims\n"
           "  convert IN OUT.safetensors        rewrite a checkpoint's diffusion module as safetensors\n"
           "  bench [--checkpoint CKPT] [--tokens T] [--binder B] [--atoms N] [--samples S]\n"
-          "        [--reps R] [--threads K] [--steps K]\n"
+          "        [--reps R] [--threads K] [--steps K] [--device auto|cpu|cuda]\n"
+          "        [--precision fp32|tf32|bf16]\n"
           "                                    time one denoise call (synthetic weights unless\n"
           "                                    a checkpoint is given; synthetic inputs)\n"
           "  bundle-info FILE [--checkpoint CKPT]\n"
           "                                    validate a feature bundle (docs/bundle.md), summarize it\n"
-          "  help                              this text\n");
+          );
+  cmd_sample_usage(o);
+  fprintf(o, "  help                              this text\n");
   return o == stderr ? 2 : 0;
 }
 
@@ -65,8 +70,14 @@ static int cmd_info(int argc, char **argv) {
     }
   }
   printf("pxdiff %s\n", PXDIFF_VERSION);
+#ifdef PX_HAVE_CUDA
+  printf("backends: cpu, cuda\n");
+#else
   printf("backends: cpu\n");
-  printf("devices: cpu (%d logical cores)\n", px_cpu_count());
+#endif
+  printf("devices: cpu (%d logical cores)", px_cpu_count());
+  for (int i = 0; i < px_cuda_device_count(); i++) printf(", cuda:%d", i);
+  printf("\n");
   printf("blas: %s\n", px_blas_name());
   if (ckpt) {
     px_model *m = NULL;
@@ -106,6 +117,7 @@ static int cmp_double(const void *a, const void *b) {
 static int cmd_bench(int argc, char **argv) {
   const char *ckpt = NULL;
   long tokens = 80, binder = -1, atoms = -1, samples = 2, reps = 5, threads = 0, steps = 400;
+  int device = PX_DEVICE_AUTO, precision = PX_PRECISION_DEFAULT;
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     long *dst = NULL;
@@ -113,6 +125,14 @@ static int cmd_bench(int argc, char **argv) {
     if (!strcmp(a, "--checkpoint")) {
       if (!v) return die("--checkpoint needs a path");
       ckpt = v;
+      i++;
+      continue;
+    } else if (!strcmp(a, "--device")) {
+      if ((device = px_device_from_name(v)) < 0) return die("--device must be auto, cpu or cuda");
+      i++;
+      continue;
+    } else if (!strcmp(a, "--precision")) {
+      if ((precision = px_precision_from_name(v)) < -1) return die("--precision must be fp32, tf32, bf16 or default");
       i++;
       continue;
     } else if (!strcmp(a, "--tokens")) dst = &tokens;
@@ -143,6 +163,10 @@ static int cmd_bench(int argc, char **argv) {
     px_dims D;
     px_dims_released(&D);
     if (px_model_synthetic(&D, 1, &m)) return die(px_last_error());
+  }
+  if (px_model_set_backend(m, device, precision)) {
+    px_model_free(m);
+    return die(px_last_error());
   }
   double t_load = px_time_now() - t0;
   px_dims D;
@@ -186,8 +210,10 @@ static int cmd_bench(int argc, char **argv) {
   }
   qsort(times, (size_t)reps, sizeof(double), cmp_double);
   double med = times[reps / 2];
-  printf("pxdiff bench: %s weights, %ld tokens (%ld binder), %ld atoms, %ld samples, backend cpu, %s\n",
-         ckpt ? "checkpoint" : "synthetic", tokens, binder, atoms, samples, px_blas_name());
+  printf("pxdiff bench: %s weights, %ld tokens (%ld binder), %ld atoms, %ld samples, backend %s (%s)%s%s\n",
+         ckpt ? "checkpoint" : "synthetic", tokens, binder, atoms, samples, px_model_backend_name(m),
+         px_model_precision_name(m), px_cuda_device_count() ? "" : ", ",
+         px_cuda_device_count() ? "" : px_blas_name());
   printf("  load %.2f s, design cache %.3f s (%.1f MB)\n", t_load, t_design,
          (double)px_design_bytes(d) / 1048576.0);
   printf("  denoise call: median %.2f ms (min %.2f, max %.2f, %ld reps)\n", med * 1e3, times[0] * 1e3,
@@ -215,6 +241,8 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "info")) return cmd_info(argc - 2, argv + 2);
   if (!strcmp(cmd, "convert")) return cmd_convert(argc - 2, argv + 2);
   if (!strcmp(cmd, "bench")) return cmd_bench(argc - 2, argv + 2);
+  if (!strcmp(cmd, "sample")) return cmd_sample(argc - 2, argv + 2);
+  if (!strcmp(cmd, "demo")) return cmd_demo(argc - 2, argv + 2);
   if (!strcmp(cmd, "bundle-info")) return cmd_bundle_info(argc - 2, argv + 2);
   fprintf(stderr, "pxdiff: unknown command '%s' (try 'pxdiff help')\n", cmd);
   return 2;

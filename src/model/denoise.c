@@ -258,7 +258,10 @@ int px_denoise_probe(const px_model *m, px_design *d, int n_sample, const float 
     return px_fail(PX_ERR_INPUT, "px_denoise: NULL argument");
   if (n_sample <= 0) return px_fail(PX_ERR_INPUT, "px_denoise: n_sample must be positive, got %d", n_sample);
   if (d->model_id != (const void *)m)
-    return px_fail(PX_ERR_INPUT, "px_denoise: the design was built for another model or backend");
+    return px_fail(PX_ERR_INPUT, "px_denoise: the design was built for another model");
+  if ((m->device == PX_DEVICE_CUDA) != (d->be != px_cpu_backend()) ||
+      (m->device == PX_DEVICE_CUDA && d->W != m->cuda_mirror))
+    return px_fail(PX_ERR_INPUT, "px_denoise: the design was built for another backend; create it again");
   for (int i = 0; i < n_sample; i++)
     if (!(t_hat[i] > 0.0f) || !isfinite(t_hat[i]))
       return px_fail(PX_ERR_INPUT, "px_denoise: t_hat[%d] = %g; noise levels must be finite and > 0", i,

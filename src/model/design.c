@@ -8,6 +8,9 @@
 
 #include "error.h"
 #include "model/model.h"
+#ifdef PX_HAVE_CUDA
+#include "cuda/cuda_backend.h"
+#endif
 
 /* Rows of pair tensors processed at a time: bounds temporaries at large T. */
 #define PAIR_CHUNK 8192
@@ -452,6 +455,15 @@ done:
   }
   d->enc_blocks_hint = te->n_blocks;
   d->dec_blocks_hint = td->n_blocks;
+#ifdef PX_HAVE_CUDA
+  if (m->device == PX_DEVICE_CUDA) {
+    rc = px_cuda_design_upload(m, d);
+    if (rc) {
+      px_design_free(d);
+      return rc;
+    }
+  }
+#endif
   *out = d;
   return PX_OK;
 }

@@ -145,6 +145,10 @@ int px_convert_to_safetensors(const char *in_path, const char *out_path) {
     if (strncmp(nm, "module.", 7) == 0) nm += 7;
     if (strncmp(nm, PX_DM_PREFIX, strlen(PX_DM_PREFIX)) != 0) continue;
     int64_t numel = px_entry_numel(e);
+    if (numel < 0 || numel > ((int64_t)1 << 31)) {
+      rc = px_fail(PX_ERR_FORMAT, "%s: tensor %s has an invalid size", in_path, nm);
+      goto done;
+    }
     bufs[k] = malloc(sizeof(float) * (size_t)(numel ? numel : 1));
     names[k] = malloc(strlen(nm) + 1);
     if (!bufs[k] || !names[k]) {

@@ -1,0 +1,729 @@
+// The CUDA backend: the px_backend interface (src/backend.h) on an NVIDIA GPU.
+//
+// GEMMs go through cuBLAS (fp32, TF32 tensor cores, or bf16 tensor cores with fp32
+// accumulation); LayerNorm/AdaLN, gates, SwiGLU and the token<->atom reductions are
+// small kernels here; full attention is two strided-batched GEMMs around a fused
+// bias+softmax kernel; the 32x128 local atom attention is one fused kernel per
+// (trunk, head, sample). Everything runs on one stream; only download() synchronises.
+// Reductions never use atomics, so results are deterministic run to run.
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+extern "C" {
+#include "cuda/cuda_backend.h"
+#include "error.h"
+#include "model/model.h"
+}
+
+namespace {
+
+// ------------------------------------------------------------------ state --
+
+struct Ctx {
+  bool init = false;
+  int init_status = 0;
+  cudaStream_t stream = nullptr;
+  cublasHandle_t blas = nullptr;
+  int sticky = 0;  // first asynchronous failure (px_status), reported by status()
+  std::mutex mu;   // guards the allocation map
+  std::unordered_map<void *, size_t> sizes;
+  int64_t in_use = 0, peak = 0;
+  // Scratch reused across calls (attention logits, bf16 operand copies).
+  float *logits = nullptr;
+  size_t logits_n = 0;
+  __nv_bfloat16 *xbf = nullptr;
+  size_t xbf_n = 0;
+  // bf16 copies of weight matrices, keyed by the fp32 device pointer.
+  std::unordered_map<const float *, __nv_bfloat16 *> wbf;
+};
+Ctx g;
+
+struct CudaBackend {
+  px_backend base;  // first member: a px_backend* points here
+  int precision;
+};
+
+int fail_cuda(cudaError_t e, const char *what) {
+  int rc = px_fail(PX_ERR_BACKEND, "CUDA error in %s: %s", what, cudaGetErrorString(e));
+  if (!g.sticky) g.sticky = rc;
+  return rc;
+}
+int fail_blas(cublasStatus_t s, const char *what) {
+  int rc = px_fail(PX_ERR_BACKEND, "cuBLAS error %d in %s", (int)s, what);
+  if (!g.sticky) g.sticky = rc;
+  return rc;
+}
+#define CK(call)                                        \
+  do {                                                  \
+    cudaError_t e_ = (call);                            \
+    if (e_ != cudaSuccess) fail_cuda(e_, #call);        \
+  } while (0)
+#define CKB(call)                                       \
+  do {                                                  \
+    cublasStatus_t s_ = (call);                         \
+    if (s_ != CUBLAS_STATUS_SUCCESS) fail_blas(s_, #call); \
+  } while (0)
+#define LAUNCHED(name)                                  \
+  do {                                                  \
+    cudaError_t e_ = cudaGetLastError();                \
+    if (e_ != cudaSuccess) fail_cuda(e_, name);         \
+  } while (0)
+
+int ensure_init() {
+  if (g.init) return g.init_status;
+  g.init = true;
+  int n = 0;
+  cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess || n == 0) {
+    g.init_status = px_fail(PX_ERR_BACKEND, "no CUDA device: %s",
+                            e != cudaSuccess ? cudaGetErrorString(e) : "none found");
+    return g.init_status;
+  }
+  if ((e = cudaStreamCreateWithFlags(&g.stream, cudaStreamNonBlocking)) != cudaSuccess) {
+    g.init_status = fail_cuda(e, "cudaStreamCreate");
+    return g.init_status;
+  }
+  cublasStatus_t s = cublasCreate(&g.blas);
+  if (s != CUBLAS_STATUS_SUCCESS) {
+    g.init_status = fail_blas(s, "cublasCreate");
+    return g.init_status;
+  }
+  cublasSetStream(g.blas, g.stream);
+  return 0;
+}
+
+void *dev_alloc(size_t bytes) {
+  if (ensure_init()) return nullptr;
+  void *p = nullptr;
+  if (bytes == 0) bytes = 256;
+  cudaError_t e = cudaMalloc(&p, bytes);
+  if (e != cudaSuccess) {
+    px_fail(PX_ERR_NOMEM, "CUDA out of memory allocating %zu MB: %s", bytes >> 20, cudaGetErrorString(e));
+    return nullptr;
+  }
+  std::lock_guard<std::mutex> lk(g.mu);
+  g.sizes[p] = bytes;
+  g.in_use += (int64_t)bytes;
+  if (g.in_use > g.peak) g.peak = g.in_use;
+  return p;
+}
+
+void dev_free(void *p) {
+  if (!p) return;
+  {
+    std::lock_guard<std::mutex> lk(g.mu);
+    auto it = g.sizes.find(p);
+    if (it != g.sizes.end()) {
+      g.in_use -= (int64_t)it->second;
+      g.sizes.erase(it);
+    }
+  }
+  cudaFree(p);
+}
+
+template <typename T>
+T *grow(T *&buf, size_t &have, size_t need) {
+  if (need <= have && buf) return buf;
+  cudaStreamSynchronize(g.stream);  // the old buffer may still be read by queued work
+  dev_free(buf);
+  buf = (T *)dev_alloc(need * sizeof(T));
+  have = buf ? need : 0;
+  return buf;
+}
+
+inline int blocks_for(int64_t n, int threads) {
+  int64_t b = (n + threads - 1) / threads;
+  return (int)(b > 65535 * 8 ? 65535 * 8 : (b < 1 ? 1 : b));
+}
+
+// ---------------------------------------------------------------- kernels --
+
+__device__ __forceinline__ float sigmoidf_(float x) { return 1.0f / (1.0f + __expf(-x)); }
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+__global__ void k_fill_bias(int M, int N, float *Y, int ldy, const float *bias, int accumulate) {
+  int64_t total = (int64_t)M * N;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    int r = (int)(i / N), c = (int)(i % N);
+    float *y = Y + (size_t)r * ldy + c;
+    *y = accumulate ? *y + bias[c] : bias[c];
+  }
+}
+
+// One warp per row: mean and variance in two passes over the row (fp32).
+// mode 0: Y = LN(X) * w + b (w, b optional); mode 1: Y = LN(X) * G[r % g] + B[r % g].
+__global__ void k_layernorm(int M, int C, const float *X, const float *w, const float *b,
+                            const float *G, const float *B, int g_rows, float *Y) {
+  int warps = blockDim.x / 32;
+  int row = blockIdx.x * warps + threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (row >= M) return;
+  const float *x = X + (size_t)row * C;
+  float s = 0;
+  for (int c = lane; c < C; c += 32) s += x[c];
+  const float mean = warp_sum(s) / C;
+  float ss = 0;
+  for (int c = lane; c < C; c += 32) {
+    float d = x[c] - mean;
+    ss += d * d;
+  }
+  const float rstd = rsqrtf(warp_sum(ss) / C + 1e-5f);
+  float *y = Y + (size_t)row * C;
+  if (G) {
+    const float *g = G + (size_t)(row % g_rows) * C, *bb = B + (size_t)(row % g_rows) * C;
+    for (int c = lane; c < C; c += 32) y[c] = g[c] * ((x[c] - mean) * rstd) + bb[c];
+  } else {
+    for (int c = lane; c < C; c += 32) {
+      float v = (x[c] - mean) * rstd;
+      if (w) v *= w[c];
+      if (b) v += b[c];
+      y[c] = v;
+    }
+  }
+}
+
+__global__ void k_gated_residual(int M, int C, float *A, const float *G, int g_rows, const float *Y) {
+  int64_t total = (int64_t)M * C;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t r = i / C;
+    int c = (int)(i % C);
+    A[i] += G[(size_t)(r % g_rows) * C + c] * Y[i];
+  }
+}
+
+__global__ void k_sigmoid_mul(int M, int C, float *O, int ldo, const float *P, int ldp) {
+  int64_t total = (int64_t)M * C;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t r = i / C;
+    int c = (int)(i % C);
+    O[r * ldo + c] *= sigmoidf_(P[r * ldp + c]);
+  }
+}
+
+__global__ void k_swiglu(int M, int H, const float *X, float *Y) {
+  int64_t total = (int64_t)M * H;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t r = i / H;
+    int c = (int)(i % H);
+    float a = X[r * 2 * H + c], bb = X[r * 2 * H + H + c];
+    Y[i] = a * sigmoidf_(a) * bb;
+  }
+}
+
+__global__ void k_activation(int64_t n, float *X, int kind) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+       i += (int64_t)gridDim.x * blockDim.x)
+    X[i] = kind == PX_ACT_SIGMOID ? sigmoidf_(X[i]) : fmaxf(X[i], 0.0f);
+}
+
+__global__ void k_add_rows(int M, int C, float *Y, const float *A, int a_rows) {
+  int64_t total = (int64_t)M * C;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t r = i / C;
+    int c = (int)(i % C);
+    Y[i] += A[(size_t)(r % a_rows) * C + c];
+  }
+}
+
+// First atom index with token >= t (atoms of a token are contiguous and ascending).
+__device__ int lower_bound_tok(const int64_t *a2t, int N, int64_t t) {
+  int lo = 0, hi = N;
+  while (lo < hi) {
+    int mid = (lo + hi) / 2;
+    if (a2t[mid] < t) lo = mid + 1; else hi = mid;
+  }
+  return lo;
+}
+
+// grid (T, S): each block sums its token's atoms in atom order (deterministic).
+__global__ void k_atoms_to_tokens(int N, int T, int C, const float *X, const int64_t *a2t,
+                                  const float *inv_count, float *Y) {
+  int t = blockIdx.x, s = blockIdx.y;
+  __shared__ int range[2];
+  if (threadIdx.x == 0) {
+    range[0] = lower_bound_tok(a2t, N, t);
+    range[1] = lower_bound_tok(a2t, N, t + 1);
+  }
+  __syncthreads();
+  for (int c = threadIdx.x; c < C; c += blockDim.x) {
+    float acc = 0;
+    for (int n = range[0]; n < range[1]; n++) acc += X[((size_t)s * N + n) * C + c];
+    Y[((size_t)s * T + t) * C + c] = acc * inv_count[t];
+  }
+}
+
+__global__ void k_tokens_to_atoms_add(int S, int N, int T, int C, int a_samples, const float *A,
+                                      const int64_t *a2t, float *Y) {
+  int64_t total = (int64_t)S * N * C;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t r = i / C;
+    int c = (int)(i % C);
+    int s = (int)(r / N), n = (int)(r % N);
+    Y[i] += A[((size_t)(s % a_samples) * T + (size_t)a2t[n]) * C + c];
+  }
+}
+
+// Rows of T logits (one warp each): L = softmax(L + bias) in place; bias row = L row index
+// modulo (H*T) (bias is [H, T, T], the logits [H, T, T] of one sample).
+__global__ void k_softmax_bias(int rows, int T, float *L, const float *bias) {
+  int warps = blockDim.x / 32;
+  int row = blockIdx.x * warps + threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (row >= rows) return;
+  float *l = L + (size_t)row * T;
+  const float *b = bias + (size_t)row * T;
+  float mx = -INFINITY;
+  for (int j = lane; j < T; j += 32) {
+    float v = l[j] + b[j];
+    l[j] = v;
+    mx = fmaxf(mx, v);
+  }
+  mx = warp_max(mx);
+  float sum = 0;
+  for (int j = lane; j < T; j += 32) {
+    float e = __expf(l[j] - mx);
+    l[j] = e;
+    sum += e;
+  }
+  const float inv = 1.0f / warp_sum(sum);
+  for (int j = lane; j < T; j += 32) l[j] *= inv;
+}
+
+// Local atom attention, one block per (trunk, head, sample), nk threads (one per key).
+// Shared memory: K and V windows [nk][d+1], the trunk's queries [nq][d+1], P [nq][nk].
+__global__ void k_attention_local(int N, int H, int d, int nq, int nk, const float *Q,
+                                  const float *K, const float *V, int ld, const float *bias,
+                                  float scale, float *O) {
+  extern __shared__ float sm[];
+  const int dp = d + 1;
+  float *Ks = sm, *Vs = Ks + nk * dp, *Qs = Vs + nk * dp, *P = Qs + nq * dp;
+  const int t = blockIdx.x, h = blockIdx.y, s = blockIdx.z, n_trunks = gridDim.x;
+  const int q0 = t * nq, kstart = q0 - (nk - nq) / 2;
+  const int C = H * d;
+  const size_t base = (size_t)s * N;
+  for (int idx = threadIdx.x; idx < nk * d; idx += blockDim.x) {
+    int j = idx / d, c = idx % d, a = kstart + j;
+    bool ok = a >= 0 && a < N;
+    Ks[j * dp + c] = ok ? K[(base + a) * ld + h * d + c] : 0.0f;
+    Vs[j * dp + c] = ok ? V[(base + a) * ld + h * d + c] : 0.0f;
+  }
+  for (int idx = threadIdx.x; idx < nq * d; idx += blockDim.x) {
+    int i = idx / d, c = idx % d, a = q0 + i;
+    Qs[i * dp + c] = a < N ? Q[(base + a) * ld + h * d + c] : 0.0f;
+  }
+  __syncthreads();
+  const float *bt = bias + (((size_t)h * n_trunks + t) * nq) * nk;
+  for (int j = threadIdx.x; j < nk; j += blockDim.x) {
+    const int a = kstart + j;
+    const bool ok = a >= 0 && a < N;
+    for (int i = 0; i < nq; i++) {
+      float acc = 0;
+      for (int c = 0; c < d; c++) acc += Qs[i * dp + c] * Ks[j * dp + c];
+      P[i * nk + j] = ok ? acc * scale + bt[(size_t)i * nk + j] : -INFINITY;
+    }
+  }
+  __syncthreads();
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
+  for (int i = warp; i < nq; i += nw) {
+    float *p = P + i * nk;
+    float mx = -INFINITY;
+    for (int j = lane; j < nk; j += 32) mx = fmaxf(mx, p[j]);
+    mx = warp_max(mx);
+    float sum = 0;
+    for (int j = lane; j < nk; j += 32) {
+      float e = __expf(p[j] - mx);  // exp(-inf) = 0 for masked keys
+      p[j] = e;
+      sum += e;
+    }
+    const float inv = 1.0f / warp_sum(sum);
+    for (int j = lane; j < nk; j += 32) p[j] *= inv;
+  }
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < nq * d; idx += blockDim.x) {
+    int i = idx / d, c = idx % d;
+    if (q0 + i >= N) continue;
+    float acc = 0;
+    const float *p = P + i * nk;
+    for (int j = 0; j < nk; j++) acc += p[j] * Vs[j * dp + c];
+    O[(base + q0 + i) * C + h * d + c] = acc;
+  }
+}
+
+__global__ void k_to_bf16(int M, int K, const float *X, int ldx, __nv_bfloat16 *Y) {
+  int64_t total = (int64_t)M * K;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t r = i / K;
+    int c = (int)(i % K);
+    Y[i] = __float2bfloat16_rn(X[r * ldx + c]);
+  }
+}
+
+// ------------------------------------------------------------- interface --
+
+int precision_of(px_backend *b) { return ((CudaBackend *)b)->precision; }
+
+void *be_alloc(px_backend *, size_t bytes) { return dev_alloc(bytes); }
+void be_free(px_backend *, void *p) { dev_free(p); }
+void be_upload(px_backend *, void *dst, const void *src, size_t bytes) {
+  if (bytes) CK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, g.stream));
+}
+void be_download(px_backend *, void *dst, const void *src, size_t bytes) {
+  if (bytes) CK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, g.stream));
+  CK(cudaStreamSynchronize(g.stream));
+}
+
+void gemm_math_mode(int precision) {
+  cublasSetMathMode(g.blas, precision == PX_PRECISION_FP32
+                                ? (cublasMath_t)(CUBLAS_DEFAULT_MATH | CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)
+                                : CUBLAS_TF32_TENSOR_OP_MATH);
+}
+
+void be_linear(px_backend *b, int M, int N, int K, const float *X, int ldx, const float *W,
+               const float *bias, float *Y, int ldy, int accumulate) {
+  if (M <= 0 || N <= 0) return;
+  float beta = accumulate ? 1.0f : 0.0f;
+  if (bias) {
+    k_fill_bias<<<blocks_for((int64_t)M * N, 256), 256, 0, g.stream>>>(M, N, Y, ldy, bias, accumulate);
+    LAUNCHED("fill_bias");
+    beta = 1.0f;
+  }
+  const float one = 1.0f;
+  const int prec = precision_of(b);
+  // Row-major Y = X W^T is column-major Y^T = W X^T: cuBLAS(op_T on W, op_N on X).
+  if (prec == PX_PRECISION_BF16 && K >= 16) {
+    auto it = g.wbf.find(W);
+    if (it != g.wbf.end()) {
+      __nv_bfloat16 *xb = grow(g.xbf, g.xbf_n, (size_t)M * K);
+      if (!xb) return;
+      k_to_bf16<<<blocks_for((int64_t)M * K, 256), 256, 0, g.stream>>>(M, K, X, ldx, xb);
+      LAUNCHED("to_bf16");
+      CKB(cublasGemmEx(g.blas, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, it->second, CUDA_R_16BF, K,
+                       xb, CUDA_R_16BF, K, &beta, Y, CUDA_R_32F, ldy, CUBLAS_COMPUTE_32F,
+                       CUBLAS_GEMM_DEFAULT));
+      return;
+    }
+  }
+  gemm_math_mode(prec);
+  CKB(cublasSgemm(g.blas, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, W, K, X, ldx, &beta, Y, ldy));
+}
+
+void be_layernorm(px_backend *, int M, int C, const float *X, const float *w, const float *bias,
+                  float *Y) {
+  k_layernorm<<<(M + 7) / 8, 256, 0, g.stream>>>(M, C, X, w, bias, nullptr, nullptr, 1, Y);
+  LAUNCHED("layernorm");
+}
+void be_adaln(px_backend *, int M, int C, const float *X, const float *G, const float *B,
+              int g_rows, float *Y) {
+  k_layernorm<<<(M + 7) / 8, 256, 0, g.stream>>>(M, C, X, nullptr, nullptr, G, B, g_rows, Y);
+  LAUNCHED("adaln");
+}
+void be_gated_residual(px_backend *, int M, int C, float *A, const float *G, int g_rows,
+                       const float *Y) {
+  k_gated_residual<<<blocks_for((int64_t)M * C, 256), 256, 0, g.stream>>>(M, C, A, G, g_rows, Y);
+  LAUNCHED("gated_residual");
+}
+void be_sigmoid_mul(px_backend *, int M, int C, float *O, int ldo, const float *P, int ldp) {
+  k_sigmoid_mul<<<blocks_for((int64_t)M * C, 256), 256, 0, g.stream>>>(M, C, O, ldo, P, ldp);
+  LAUNCHED("sigmoid_mul");
+}
+void be_swiglu(px_backend *, int M, int H, const float *X, float *Y) {
+  k_swiglu<<<blocks_for((int64_t)M * H, 256), 256, 0, g.stream>>>(M, H, X, Y);
+  LAUNCHED("swiglu");
+}
+void be_activation(px_backend *, int64_t n, float *X, int kind) {
+  k_activation<<<blocks_for(n, 256), 256, 0, g.stream>>>(n, X, kind);
+  LAUNCHED("activation");
+}
+void be_add_rows(px_backend *, int M, int C, float *Y, const float *A, int a_rows) {
+  k_add_rows<<<blocks_for((int64_t)M * C, 256), 256, 0, g.stream>>>(M, C, Y, A, a_rows);
+  LAUNCHED("add_rows");
+}
+void be_atoms_to_tokens(px_backend *, int S, int N, int T, int C, const float *X,
+                        const int64_t *a2t, const float *inv_count, float *Y) {
+  dim3 grid(T, S);
+  k_atoms_to_tokens<<<grid, 256, 0, g.stream>>>(N, T, C, X, a2t, inv_count, Y);
+  LAUNCHED("atoms_to_tokens");
+}
+void be_tokens_to_atoms_add(px_backend *, int S, int N, int T, int C, int a_samples,
+                            const float *A, const int64_t *a2t, float *Y) {
+  k_tokens_to_atoms_add<<<blocks_for((int64_t)S * N * C, 256), 256, 0, g.stream>>>(S, N, T, C, a_samples, A, a2t, Y);
+  LAUNCHED("tokens_to_atoms_add");
+}
+
+void be_attention_full(px_backend *b, int S, int T, int H, int d, const float *Q, const float *K,
+                       const float *V, int ld, const float *bias, float scale, float *O) {
+  const size_t per = (size_t)H * T * T;
+  float *L = grow(g.logits, g.logits_n, per);
+  if (!L) return;
+  gemm_math_mode(precision_of(b));
+  const float zero = 0.0f, one = 1.0f;
+  const int C = H * d;
+  for (int s = 0; s < S; s++) {
+    const size_t off = (size_t)s * T * ld;
+    // L[h] (row-major [T_q, T_k]) = scale * Q_h K_h^T, as column-major L^T = K Q^T.
+    CKB(cublasSgemmStridedBatched(g.blas, CUBLAS_OP_T, CUBLAS_OP_N, T, T, d, &scale, K + off, ld, d,
+                                  Q + off, ld, d, &zero, L, T, (long long)T * T, H));
+    k_softmax_bias<<<(H * T + 7) / 8, 256, 0, g.stream>>>(H * T, T, L, bias);
+    LAUNCHED("softmax_bias");
+    // O_h (row-major [T, d], row stride C) = P_h V_h, as column-major O^T = V^T P^T.
+    CKB(cublasSgemmStridedBatched(g.blas, CUBLAS_OP_N, CUBLAS_OP_N, d, T, T, &one, V + off, ld, d,
+                                  L, T, (long long)T * T, &zero, O + (size_t)s * T * C, C, d, H));
+  }
+}
+
+void be_attention_local(px_backend *, int S, int N, int H, int d, int nq, int nk, const float *Q,
+                        const float *K, const float *V, int ld, const float *bias, float scale,
+                        float *O) {
+  const int n_trunks = (N + nq - 1) / nq;
+  const size_t smem = sizeof(float) * ((size_t)(2 * nk + nq) * (d + 1) + (size_t)nq * nk);
+  static size_t configured = 0;
+  if (smem > 48 * 1024 && smem > configured) {
+    CK(cudaFuncSetAttribute(k_attention_local, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    configured = smem;
+  }
+  dim3 grid(n_trunks, H, S);
+  k_attention_local<<<grid, nk, smem, g.stream>>>(N, H, d, nq, nk, Q, K, V, ld, bias, scale, O);
+  LAUNCHED("attention_local");
+}
+
+int be_status(px_backend *) {
+  cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) fail_cuda(e, "asynchronous work");
+  int rc = g.sticky;
+  g.sticky = 0;
+  return rc;
+}
+
+CudaBackend make_backend(int precision) {
+  CudaBackend c;
+  std::memset(&c, 0, sizeof c);
+  c.base.name = "cuda";
+  c.base.alloc = be_alloc;
+  c.base.free = be_free;
+  c.base.upload = be_upload;
+  c.base.download = be_download;
+  c.base.linear = be_linear;
+  c.base.layernorm = be_layernorm;
+  c.base.adaln = be_adaln;
+  c.base.gated_residual = be_gated_residual;
+  c.base.sigmoid_mul = be_sigmoid_mul;
+  c.base.swiglu = be_swiglu;
+  c.base.attention_full = be_attention_full;
+  c.base.attention_local = be_attention_local;
+  c.base.activation = be_activation;
+  c.base.atoms_to_tokens = be_atoms_to_tokens;
+  c.base.tokens_to_atoms_add = be_tokens_to_atoms_add;
+  c.base.status = be_status;
+  c.base.add_rows = be_add_rows;
+  c.precision = precision;
+  return c;
+}
+CudaBackend g_backends[3] = {make_backend(PX_PRECISION_FP32), make_backend(PX_PRECISION_TF32),
+                             make_backend(PX_PRECISION_BF16)};
+
+// --------------------------------------------------------- model mirror --
+
+struct MirrorBuild {
+  std::unordered_map<float *, float *> map;
+  int status = 0;
+};
+
+void remap(float **slot, void *user) {
+  auto *mb = (MirrorBuild *)user;
+  if (!*slot) return;
+  auto it = mb->map.find(*slot);
+  if (it == mb->map.end()) {
+    if (!mb->status) mb->status = px_fail(PX_ERR_BACKEND, "internal: a weight buffer has no device copy");
+    return;
+  }
+  *slot = it->second;
+}
+
+void free_mirror(px_model *mir) {
+  if (!mir) return;
+  for (int i = 0; i < mir->n_owned; i++) dev_free(mir->owned[i]);
+  free(mir->owned);
+  free(mir->enc_tf.blocks);
+  free(mir->tok_tf.blocks);
+  free(mir->dec_tf.blocks);
+  free(mir);
+}
+
+void drop_bf16_weights() {
+  for (auto &kv : g.wbf) dev_free(kv.second);
+  g.wbf.clear();
+}
+
+int make_bf16_weights(px_model *mir, const px_model *host) {
+  // bf16 copies of every weight matrix with at least 16 input features (the GEMM operands).
+  for (int i = 0; i < host->n_owned; i++) {
+    size_t n = host->owned_n[i];
+    std::vector<__nv_bfloat16> tmp(n);
+    for (size_t k = 0; k < n; k++) tmp[k] = __float2bfloat16_rn(host->owned[i][k]);
+    auto *dst = (__nv_bfloat16 *)dev_alloc(n * sizeof(__nv_bfloat16) + 2);
+    if (!dst) return PX_ERR_NOMEM;
+    CK(cudaMemcpy(dst, tmp.data(), n * sizeof(__nv_bfloat16), cudaMemcpyHostToDevice));
+    g.wbf[mir->owned[i]] = dst;
+  }
+  return g.sticky;
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------- C API --
+
+extern "C" int px_cuda_count(void) {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
+extern "C" px_backend *px_cuda_backend(int precision) {
+  if (precision < 0 || precision > 2) precision = PX_PRECISION_FP32;
+  return &g_backends[precision].base;
+}
+
+extern "C" int px_cuda_model_prepare(px_model *m, int precision) {
+  if (precision == PX_PRECISION_DEFAULT) precision = PX_PRECISION_TF32;  // see docs/benchmarks.md
+  int rc = ensure_init();
+  if (rc) return rc;
+  if (!m->cuda_mirror) {
+    auto *mir = (px_model *)calloc(1, sizeof(px_model));
+    if (!mir) return px_fail(PX_ERR_NOMEM, "out of memory");
+    *mir = *m;
+    mir->cuda_mirror = nullptr;
+    mir->owned_n = nullptr;
+    mir->owned = (float **)calloc((size_t)m->n_owned + 1, sizeof(float *));
+    mir->n_owned = 0;
+    mir->cap_owned = m->n_owned;
+    px_transformer_w *tfs[3] = {&mir->enc_tf, &mir->tok_tf, &mir->dec_tf};
+    for (auto *tf : tfs) {
+      px_block_w *blk = (px_block_w *)malloc(sizeof(px_block_w) * (size_t)tf->n_blocks);
+      if (blk) memcpy(blk, tf->blocks, sizeof(px_block_w) * (size_t)tf->n_blocks);
+      tf->blocks = blk;
+    }
+    if (!mir->owned || !mir->enc_tf.blocks || !mir->tok_tf.blocks || !mir->dec_tf.blocks) {
+      free_mirror(mir);
+      return px_fail(PX_ERR_NOMEM, "out of memory");
+    }
+    MirrorBuild mb;
+    for (int i = 0; i < m->n_owned; i++) {
+      size_t bytes = sizeof(float) * (m->owned_n[i] ? m->owned_n[i] : 1);
+      float *dptr = (float *)dev_alloc(bytes);
+      if (!dptr) {
+        free_mirror(mir);
+        return PX_ERR_NOMEM;
+      }
+      mir->owned[mir->n_owned++] = dptr;
+      CK(cudaMemcpy(dptr, m->owned[i], bytes, cudaMemcpyHostToDevice));
+      mb.map[m->owned[i]] = dptr;
+    }
+    px_model_visit_weights(mir, remap, &mb);
+    if (mb.status || g.sticky) {
+      int e = mb.status ? mb.status : g.sticky;
+      g.sticky = 0;
+      free_mirror(mir);
+      return e;
+    }
+    m->cuda_mirror = mir;
+  }
+  drop_bf16_weights();
+  if (precision == PX_PRECISION_BF16) {
+    rc = make_bf16_weights(m->cuda_mirror, m);
+    if (rc) {
+      drop_bf16_weights();
+      g.sticky = 0;
+      return rc;
+    }
+  }
+  m->device = PX_DEVICE_CUDA;
+  m->precision = precision;
+  return PX_OK;
+}
+
+extern "C" void px_cuda_model_release(px_model *m) {
+  if (!m || !m->cuda_mirror) return;
+  cudaStreamSynchronize(g.stream);
+  drop_bf16_weights();
+  free_mirror(m->cuda_mirror);
+  m->cuda_mirror = nullptr;
+  m->device = PX_DEVICE_CPU;
+  m->precision = PX_PRECISION_FP32;
+}
+
+namespace {
+template <typename T>
+int move_to_device(px_backend *cpu, T **slot, size_t n) {
+  if (!*slot) return 0;
+  T *dptr = (T *)dev_alloc(sizeof(T) * (n ? n : 1));
+  if (!dptr) return PX_ERR_NOMEM;
+  CK(cudaMemcpy(dptr, *slot, sizeof(T) * n, cudaMemcpyHostToDevice));
+  cpu->free(cpu, *slot);
+  *slot = dptr;
+  return g.sticky;
+}
+}  // namespace
+
+extern "C" int px_cuda_design_upload(const px_model *m, px_design *d) {
+  if (!m->cuda_mirror) return px_fail(PX_ERR_BACKEND, "model is not on the GPU");
+  px_backend *cpu = px_cpu_backend();
+  const px_dims *D = &m->dims;
+  const size_t T = (size_t)d->T, N = (size_t)d->N;
+  const size_t P = (size_t)d->n_trunks * PX_ATOM_NQ * PX_ATOM_NK;
+  int rc = 0;
+  rc = rc ? rc : move_to_device(cpu, &d->tok_pair_bias, (size_t)m->tok_tf.n_blocks * m->tok_tf.n_heads * T * T);
+  rc = rc ? rc : move_to_device(cpu, &d->c, N * D->c_atom);
+  rc = rc ? rc : move_to_device(cpu, &d->atom_to_token, N);
+  rc = rc ? rc : move_to_device(cpu, &d->inv_count, T);
+  const px_transformer_w *tfs[2] = {&m->enc_tf, &m->dec_tf};
+  px_atom_block_cache *caches[2] = {d->enc, d->dec};
+  for (int w = 0; w < 2 && !rc; w++)
+    for (int k = 0; k < tfs[w]->n_blocks && !rc; k++) {
+      px_atom_block_cache *c = &caches[w][k];
+      float **bufs[8] = {&c->g_a, &c->b_a, &c->g_kv, &c->b_kv, &c->gate_last, &c->g_c, &c->b_c, &c->gate_ctb};
+      for (int i = 0; i < 8 && !rc; i++) rc = move_to_device(cpu, bufs[i], N * tfs[w]->c);
+      if (!rc) rc = move_to_device(cpu, &c->pair_bias, (size_t)tfs[w]->n_heads * P);
+    }
+  if (d->ws) {
+    cpu->free(cpu, d->ws);
+    d->ws = nullptr;
+    d->ws_bytes = 0;
+  }
+  // From here on the design's buffers are the device's, whatever happened above.
+  d->be = px_cuda_backend(m->precision);
+  d->W = m->cuda_mirror;
+  if (rc) {
+    g.sticky = 0;
+    return rc;
+  }
+  return PX_OK;
+}
+
+extern "C" int64_t px_cuda_memory_in_use(void) { return g.in_use; }
+extern "C" int64_t px_cuda_memory_peak(void) { return g.peak; }
+extern "C" void px_cuda_memory_reset_peak(void) { g.peak = g.in_use; }

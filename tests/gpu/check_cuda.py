@@ -1,0 +1,222 @@
+#!/usr/bin/env python3
+"""CUDA backend checks and timings, run on a GPU machine (the `device` tool).
+
+    PYTHONPATH=python:tests/ref python3 tests/gpu/check_cuda.py [--quick] [--sizes ...]
+
+1. Accuracy at awkward sizes: CUDA fp32 / tf32 / bf16 and CPU fp32 against the float64
+   PyTorch reference (tests/ref/pxref.py, run on the GPU in float64), at noise levels
+   1e-3 .. 2544, shared and per-sample t_hat.
+2. Precision policy at benchmark sizes: tf32 and bf16 against CUDA fp32 at every distinct
+   t_hat of PXDesign's default 400-step schedule (bf16-rounded, gamma0 = 1).
+3. Timings (median of reps, after warm-up, same process, same card): pxdiff at each
+   precision vs upstream Protenix's DiffusionModule eager fp32 (when
+   $PXDIFF_UPSTREAM_PROTENIX points at a checkout of tag v0.5.0+pxd) and vs the
+   project's PyTorch reference; peak GPU memory of each.
+Exits nonzero when an accuracy bound is broken. Prints a summary table last."""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+import pxdiff
+import pxfixtures as fx
+import pxref
+from pxdiff._lib import lib
+
+FAIL = []
+
+
+def rel(a, b):
+    a, b = a.double().cpu(), b.double().cpu()
+    if not torch.isfinite(a).all():
+        return float("inf")
+    return ((a - b).norm() / b.norm()).item()
+
+
+def check(name, err, bound):
+    ok = err <= bound
+    print(f"  {'ok ' if ok else 'BAD'} {name}: {err:.3e} (bound {bound:.0e})", flush=True)
+    if not ok:
+        FAIL.append(name)
+
+
+def features(n_target, n_binder, seed=1, awkward=False):
+    apt = [8] * n_target + [4] * n_binder
+    if awkward:
+        apt = [(7 + 3 * i) % 13 for i in range(n_target + n_binder)]
+        apt[0] = max(apt[0], 1)
+    return fx.random_features(n_token=n_target + n_binder, atoms_per_token=apt, n_chains=3,
+                              seed=seed, s_trunk_zero=False)
+
+
+def engine(model, device, precision):
+    dm = pxdiff.DiffusionModule.from_torch(model)
+    dm.set_backend(device, precision)
+    return dm
+
+
+def accuracy(model):
+    print("== accuracy vs float64 reference (awkward sizes)", flush=True)
+    ref64 = fx.random_model(None, seed=0, dtype=torch.float64).cuda()
+    ref64.load_state_dict({k: v.double() for k, v in model.state_dict().items()})
+    engines = {"cuda-fp32": engine(model, "cuda", "fp32"), "cuda-tf32": engine(model, "cuda", "tf32"),
+               "cuda-bf16": engine(model, "cuda", "bf16"), "cpu-fp32": engine(model, "cpu", "fp32")}
+    bounds = {"cuda-fp32": 1e-4, "cpu-fp32": 1e-4, "cuda-tf32": 2e-3, "cuda-bf16": 1e-2}
+    worst = {k: 0.0 for k in engines}
+    for (nt, nb, S) in ((13, 7, 3), (1, 0, 2), (60, 20, 2)):
+        inp = features(nt, nb, seed=nt, awkward=True)
+        N = inp.feats["ref_pos"].shape[0]
+        x = fx.random_coords(S, N, scale=15.0, seed=nt + 1)
+        feats64 = {k: (v.double() if v.is_floating_point() else v).cuda() for k, v in inp.feats.items()}
+        levels = [torch.full((S,), v) for v in (1e-3, 0.1, 1.0, 16.0, 160.0, 2544.0)]
+        levels.append(torch.tensor([2544.0, 3.0, 0.01][:S] + [1.0] * max(0, S - 3)))
+        for t in levels:
+            with torch.no_grad():
+                want = ref64(x.double().cuda(), t.double().cuda(), feats64, inp.s_inputs.double().cuda(),
+                             inp.s_trunk.double().cuda(), inp.z_trunk.double().cuda())
+            for k, e in engines.items():
+                got = e(x, t, inp.feats, inp.s_inputs, inp.s_trunk, inp.z_trunk)
+                worst[k] = max(worst[k], rel(got, want))
+        print(f"  size {nt}+{nb} tokens, {N} atoms, {S} samples: " +
+              ", ".join(f"{k} {v:.2e}" for k, v in worst.items()), flush=True)
+    for k in engines:
+        check(f"{k} vs float64 reference, worst over sizes and noise levels", worst[k], bounds[k])
+    del ref64
+    torch.cuda.empty_cache()
+    return worst
+
+
+def schedule_t_hats(n_step=400):
+    t = pxref.noise_schedule(n_step, "bfloat16")
+    hats = set()
+    for k in range(n_step):
+        tp, tc = float(t[k]), float(t[k + 1])
+        gamma = 1.0 if tc > 0.01 else 0.0
+        hats.add(float(torch.tensor(tp * (gamma + 1.0), dtype=torch.float32)))
+    return sorted(hats)
+
+
+def precision_policy(model, nt, nb, S, every=1):
+    print(f"== tf32/bf16 vs fp32 (CUDA) at {nt}+{nb} tokens, {S} samples, every t_hat of the schedule",
+          flush=True)
+    inp = features(nt, nb, seed=5)
+    N = inp.feats["ref_pos"].shape[0]
+    e32, etf, ebf = (engine(model, "cuda", p) for p in ("fp32", "tf32", "bf16"))
+    hats = schedule_t_hats()[::every]
+    worst = {"tf32": (0.0, None), "bf16": (0.0, None)}
+    for i, th in enumerate(hats):
+        x = fx.random_coords(S, N, scale=max(th, 1.0), seed=100 + i)
+        t = torch.full((S,), th)
+        y32 = e32(x, t, inp.feats, inp.s_inputs, inp.s_trunk, inp.z_trunk)
+        for k, e in (("tf32", etf), ("bf16", ebf)):
+            err = rel(e(x, t, inp.feats, inp.s_inputs, inp.s_trunk, inp.z_trunk), y32)
+            if err > worst[k][0]:
+                worst[k] = (err, th)
+    for k, (err, th) in worst.items():
+        print(f"  {k}: worst {err:.3e} at t_hat {th} over {len(hats)} levels", flush=True)
+        check(f"{k} vs fp32 at {nt}+{nb} tokens (default-precision bound)", err, 2e-3 if k == "tf32" else 1e-2)
+    return {k: v[0] for k, v in worst.items()}
+
+
+def time_cuda(fn, reps):
+    fn()
+    torch.cuda.synchronize()
+    ts = []
+    for _ in range(reps):
+        torch.cuda.synchronize()
+        a = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        ts.append(time.perf_counter() - a)
+    return 1e3 * statistics.median(ts)
+
+
+def upstream_module(model):
+    root = os.environ.get("PXDIFF_UPSTREAM_PROTENIX")
+    if not root:
+        return None
+    import check_pxref  # noqa: F401  (defines the stub-importing helper)
+    UDM = check_pxref._import_upstream()
+    d = fx.DEFAULT_DIMS
+    um = UDM(sigma_data=d["sigma_data"], c_atom=d["c_atom"], c_atompair=d["c_atompair"], c_token=d["c_token"],
+             c_s=d["c_s"], c_z=d["c_z"], c_s_inputs=d["c_s_inputs"],
+             atom_encoder={"n_blocks": d["atom_enc_blocks"], "n_heads": d["atom_heads"]},
+             transformer={"n_blocks": d["n_blocks"], "n_heads": d["n_heads"]},
+             atom_decoder={"n_blocks": d["atom_dec_blocks"], "n_heads": d["atom_heads"]})
+    um.load_state_dict(model.state_dict(), strict=True)
+    return um.eval()
+
+
+def timings(model, sizes, reps, S=10):
+    print("== timings", flush=True)
+    rows = []
+    um = upstream_module(model)
+    um_cuda = um.cuda() if um is not None else None
+    ref_cuda = fx.random_model(None, seed=0).cuda().eval()
+    ref_cuda.load_state_dict(model.state_dict())
+    engines = {p: engine(model, "cuda", p) for p in ("fp32", "tf32", "bf16")}
+    for nt, nb in sizes:
+        inp = features(nt, nb, seed=3)
+        N = inp.feats["ref_pos"].shape[0]
+        x = fx.random_coords(S, N, scale=20.0, seed=4)
+        t = torch.full((S,), 12.5)
+        row = {"tokens": f"{nt}+{nb}", "atoms": N, "samples": S}
+        fc = {k: v.cuda() for k, v in inp.feats.items()}
+        args = (x.cuda(), t.cuda(), fc, inp.s_inputs.cuda(), inp.s_trunk.cuda(), inp.z_trunk.cuda())
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        for name, mod in (("upstream_eager_fp32", um_cuda), ("pxref_eager_fp32", ref_cuda)):
+            if mod is None:
+                continue
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            with torch.no_grad():
+                row[name + "_ms"] = time_cuda(lambda: mod(*args), reps)
+            row[name + "_peak_gib"] = (torch.cuda.max_memory_allocated() - base) / 2 ** 30
+        for p, e in engines.items():
+            e(x, t, inp.feats, inp.s_inputs, inp.s_trunk, inp.z_trunk)  # design cache
+            lib.px_cuda_memory_reset_peak()
+            row[f"pxdiff_{p}_ms"] = time_cuda(lambda: e(x, t, inp.feats, inp.s_inputs, inp.s_trunk, inp.z_trunk), reps)
+            row[f"pxdiff_{p}_peak_gib"] = lib.px_cuda_memory_peak() / 2 ** 30
+        print("  " + json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="250+80")
+    ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--every", type=int, default=1, help="check every k-th schedule level")
+    ap.add_argument("--skip-accuracy", action="store_true")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    lib.px_cuda_memory_peak.restype = lib.px_model_n_params.restype
+    lib.px_cuda_memory_in_use.restype = lib.px_model_n_params.restype
+    print("device:", torch.cuda.get_device_name(0), "| torch", torch.__version__, "| pxdiff cuda devices:",
+          lib.px_cuda_device_count(), flush=True)
+    model = fx.random_model(None, seed=0).eval()
+    out = {}
+    if not args.skip_accuracy:
+        out["accuracy"] = accuracy(model)
+        out["policy"] = precision_policy(model, 250, 80, 10, every=args.every)
+    sizes = [tuple(int(v) for v in s.split("+")) for s in args.sizes.split(",")]
+    out["timings"] = timings(model, sizes, args.reps)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+    print("\n| tokens | atoms | " + " | ".join(k for k in out["timings"][0] if k.endswith("_ms")) + " |")
+    for r in out["timings"]:
+        print(f"| {r['tokens']} | {r['atoms']} | " + " | ".join(f"{r[k]:.2f}" for k in r if k.endswith("_ms")) + " |")
+    if FAIL:
+        print("FAILED:", ", ".join(FAIL))
+        sys.exit(1)
+    print("all CUDA checks passed")
+
+
+if __name__ == "__main__":
+    main()

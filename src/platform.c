@@ -85,3 +85,38 @@ int px_cpu_count(void) {
   long n = sysconf(_SC_NPROCESSORS_ONLN);
   return n > 0 ? (int)n : 1;
 }
+
+int px_isatty(int fd) { return isatty(fd) ? 1 : 0; }
+
+int px_mkdir_p(const char *path) {
+  if (!path || !*path) {
+    errno = ENOENT;
+    return -1;
+  }
+  size_t len = strlen(path);
+  char *p = malloc(len + 1);
+  if (!p) return -1;
+  memcpy(p, path, len + 1);
+  for (size_t i = 1; i <= len; i++) {
+    if (p[i] != '/' && p[i] != '\0') continue;
+    if (p[i - 1] == '/') continue; /* repeated slashes */
+    char saved = p[i];
+    p[i] = '\0';
+    if (mkdir(p, 0755) != 0 && errno != EEXIST) {
+      int e = errno;
+      free(p);
+      errno = e;
+      return -1;
+    }
+    p[i] = saved;
+  }
+  struct stat st;
+  int rc = stat(path, &st);
+  free(p);
+  if (rc != 0) return -1;
+  if (!S_ISDIR(st.st_mode)) {
+    errno = ENOTDIR;
+    return -1;
+  }
+  return 0;
+}

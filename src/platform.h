@@ -21,5 +21,10 @@ int px_file_rename(const char *from, const char *to);
 double px_time_now(void);
 /* Logical CPUs. */
 int px_cpu_count(void);
+/* 1 when fd is a terminal. */
+int px_isatty(int fd);
+/* Create a directory and its missing parents (mode 0755); 0 when it exists as a
+ * directory afterwards, -1 otherwise (errno set; ENOTDIR when a component is a file). */
+int px_mkdir_p(const char *path);
 
 #endif

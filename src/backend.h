@@ -22,9 +22,12 @@ struct px_backend {
   void (*download)(px_backend *b, void *dst, const void *src, size_t bytes);
 
   /* Y[M, N] (ldy) = X[M, K] (ldx) W[N, K]^T + bias[N] (bias may be NULL);
-   * accumulate != 0 adds into Y instead. */
+   * accumulate != 0 adds into Y instead. seg (0 = M) is the number of rows of one
+   * independent segment (one sample): the CPU backend never lets a GEMM tile cross a
+   * segment and sizes tiles by seg alone, so a sample's result is bit-identical whatever
+   * other samples share the call (BLAS kernels round differently for different M). */
   void (*linear)(px_backend *b, int M, int N, int K, const float *X, int ldx, const float *W,
-                 const float *bias, float *Y, int ldy, int accumulate);
+                 const float *bias, float *Y, int ldy, int accumulate, int seg);
   /* Y = LN(X) * w + bias over the last axis (eps 1e-5, biased variance); w, bias may be NULL. */
   void (*layernorm)(px_backend *b, int M, int C, const float *X, const float *w,
                     const float *bias, float *Y);

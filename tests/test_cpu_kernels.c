@@ -77,7 +77,7 @@ static void check_linear(int M, int N, int K, int ldx_pad, int ldy_pad, int with
       ref[(size_t)r * N + n] = acc;
     }
   }
-  be->linear(be, M, N, K, X, ldx, W, b, Y, ldy, accumulate);
+  be->linear(be, M, N, K, X, ldx, W, b, Y, ldy, accumulate, 0);
   float *y = gather(Y, M, N, ldy);
   double e = tu_rel_err_fd(y, ref, (size_t)M * N);
   CHECK_MSG(e <= TOL, "linear M=%d N=%d K=%d ldx=%d ldy=%d bias=%d acc=%d: rel err %.3g", M, N, K,
@@ -652,7 +652,7 @@ static void test_threads(void) {
       out[th] = fbuf((size_t)M * N);
       tu_poison(out[th], (size_t)M * N);
       omp_set_num_threads(th + 1);
-      be->linear(be, M, N, K, X, K, W, b, out[th], N, 0);
+      be->linear(be, M, N, K, X, K, W, b, out[th], N, 0, 0);
       free(X), free(W), free(b);
     }
     CHECK_MSG(memcmp(out[0], out[1], sizeof(float) * (size_t)M * N) == 0,

@@ -164,8 +164,10 @@ class DiffusionModule:
             if name not in f:
                 raise PxdiffError(f"input_feature_dict lacks {name}")
             t = _f32(f[name], torch)
-            t = t.reshape(N, -1) if width is not None else t.reshape(-1)
             want = (N, width) if width is not None else (N,)
+            if t.numel() != N * (width or 1):
+                raise PxdiffError(f"{name} has shape {tuple(f[name].shape)}; expected {want}")
+            t = t.reshape(N, -1) if width is not None else t.reshape(-1)
             if tuple(t.shape) != want:
                 raise PxdiffError(f"{name} has shape {tuple(f[name].shape)}; expected {want}")
             keep[name] = t.contiguous()

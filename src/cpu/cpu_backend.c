@@ -45,19 +45,24 @@ static int tile_size(int n, int target) {
 static int blas_single_threaded = 0;
 
 static void cpu_linear(px_backend *b, int M, int N, int K, const float *X, int ldx, const float *W,
-                       const float *bias, float *Y, int ldy, int accumulate) {
+                       const float *bias, float *Y, int ldy, int accumulate, int seg) {
   (void)b;
   if (M <= 0 || N <= 0) return;
   if (!blas_single_threaded) {
     px_blas_set_threads(1);
     blas_single_threaded = 1;
   }
-  const int TM = tile_size(M, GEMM_TARGET_M), TN = tile_size(N, GEMM_TARGET_N);
-  const int tm = (M + TM - 1) / TM, tn = (N + TN - 1) / TN;
-#pragma omp parallel for schedule(dynamic, 1) if (tm * tn > 1)
-  for (int task = 0; task < tm * tn; task++) {
-    const int r0 = (task / tn) * TM, c0 = (task % tn) * TN;
-    const int mr = M - r0 < TM ? M - r0 : TM;
+  if (seg <= 0 || seg > M) seg = M;
+  const int nseg = (M + seg - 1) / seg;
+  const int TM = tile_size(seg, GEMM_TARGET_M), TN = tile_size(N, GEMM_TARGET_N);
+  const int tm = (seg + TM - 1) / TM, tn = (N + TN - 1) / TN;
+#pragma omp parallel for schedule(dynamic, 1) if (nseg * tm * tn > 1)
+  for (int task = 0; task < nseg * tm * tn; task++) {
+    const int sg = task / (tm * tn), tt = task % (tm * tn);
+    const int s0 = sg * seg, s_end = s0 + seg < M ? s0 + seg : M;
+    const int r0 = s0 + (tt / tn) * TM, c0 = (tt % tn) * TN;
+    if (r0 >= s_end) continue;
+    const int mr = s_end - r0 < TM ? s_end - r0 : TM;
     const int nc = N - c0 < TN ? N - c0 : TN;
     float *y = Y + (size_t)r0 * ldy + c0;
     float beta = accumulate ? 1.0f : 0.0f;

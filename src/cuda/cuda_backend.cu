@@ -401,7 +401,7 @@ void gemm_math_mode(int precision) {
 }
 
 void be_linear(px_backend *b, int M, int N, int K, const float *X, int ldx, const float *W,
-               const float *bias, float *Y, int ldy, int accumulate) {
+               const float *bias, float *Y, int ldy, int accumulate, int /*seg*/) {
   if (M <= 0 || N <= 0) return;
   float beta = accumulate ? 1.0f : 0.0f;
   if (bias) {

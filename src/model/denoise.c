@@ -43,18 +43,18 @@ static void atom_transformer(px_backend *be, const px_transformer_w *tf,
     /* AttentionPairBias, cross-attention mode: kv = AdaLN_kv(a_n, s). */
     be->adaln(be, M, C, q, cb->g_a, cb->b_a, N, an);
     be->adaln(be, M, C, an, cb->g_kv, cb->b_kv, N, kvin);
-    be->linear(be, M, 2 * C, C, an, C, B->w_proj1, B->b_proj1, qg, 2 * C, 0);
-    be->linear(be, M, 2 * C, C, kvin, C, B->w_proj2, NULL, kv, 2 * C, 0);
+    be->linear(be, M, 2 * C, C, an, C, B->w_proj1, B->b_proj1, qg, 2 * C, 0, N);
+    be->linear(be, M, 2 * C, C, kvin, C, B->w_proj2, NULL, kv, 2 * C, 0, N);
     be->attention_local(be, S, N, H, dh, PX_ATOM_NQ, PX_ATOM_NK, qg, kv, kv + C, 2 * C,
                         cb->pair_bias, scale, att);
     be->sigmoid_mul(be, M, C, att, C, qg + C, 2 * C);
-    be->linear(be, M, C, C, att, C, B->o.w, NULL, y, C, 0);
+    be->linear(be, M, C, C, att, C, B->o.w, NULL, y, C, 0, N);
     be->gated_residual(be, M, C, q, cb->gate_last, N, y);
     /* ConditionedTransitionBlock. */
     be->adaln(be, M, C, q, cb->g_c, cb->b_c, N, an);
-    be->linear(be, M, 2 * h, C, an, C, B->w_a12, NULL, a12, 2 * h, 0);
+    be->linear(be, M, 2 * h, C, an, C, B->w_a12, NULL, a12, 2 * h, 0, N);
     be->swiglu(be, M, h, a12, hs);
-    be->linear(be, M, C, h, hs, h, B->ctb_b.w, NULL, y, C, 0);
+    be->linear(be, M, C, h, hs, h, B->ctb_b.w, NULL, y, C, 0, N);
     be->gated_residual(be, M, C, q, cb->gate_ctb, N, y);
   }
   ws->used = mark;
@@ -62,20 +62,20 @@ static void atom_transformer(px_backend *be, const px_transformer_w *tf,
 
 /* s-side terms of one token block: AdaLN scale/shift and the two adaLN-zero gates,
  * over Ss*T rows of s. */
-static void token_block_terms(px_backend *be, const px_block_w *B, int R, int cs, int C,
+static void token_block_terms(px_backend *be, const px_block_w *B, int R, int T, int cs, int C,
                               const float *s, float *sn, float *g_a, float *b_a, float *gl,
                               float *g_c, float *b_c, float *gc) {
   be->layernorm(be, R, cs, s, B->ln_a.ln_s_w, NULL, sn);
-  be->linear(be, R, C, cs, sn, cs, B->ln_a.lin_s.w, B->ln_a.lin_s.b, g_a, C, 0);
+  be->linear(be, R, C, cs, sn, cs, B->ln_a.lin_s.w, B->ln_a.lin_s.b, g_a, C, 0, T);
   be->activation(be, (int64_t)R * C, g_a, PX_ACT_SIGMOID);
-  be->linear(be, R, C, cs, sn, cs, B->ln_a.lin_nobias_s.w, NULL, b_a, C, 0);
-  be->linear(be, R, C, cs, s, cs, B->a_last.w, B->a_last.b, gl, C, 0);
+  be->linear(be, R, C, cs, sn, cs, B->ln_a.lin_nobias_s.w, NULL, b_a, C, 0, T);
+  be->linear(be, R, C, cs, s, cs, B->a_last.w, B->a_last.b, gl, C, 0, T);
   be->activation(be, (int64_t)R * C, gl, PX_ACT_SIGMOID);
   be->layernorm(be, R, cs, s, B->ctb_adaln.ln_s_w, NULL, sn);
-  be->linear(be, R, C, cs, sn, cs, B->ctb_adaln.lin_s.w, B->ctb_adaln.lin_s.b, g_c, C, 0);
+  be->linear(be, R, C, cs, sn, cs, B->ctb_adaln.lin_s.w, B->ctb_adaln.lin_s.b, g_c, C, 0, T);
   be->activation(be, (int64_t)R * C, g_c, PX_ACT_SIGMOID);
-  be->linear(be, R, C, cs, sn, cs, B->ctb_adaln.lin_nobias_s.w, NULL, b_c, C, 0);
-  be->linear(be, R, C, cs, s, cs, B->ctb_s.w, B->ctb_s.b, gc, C, 0);
+  be->linear(be, R, C, cs, sn, cs, B->ctb_adaln.lin_nobias_s.w, NULL, b_c, C, 0, T);
+  be->linear(be, R, C, cs, s, cs, B->ctb_s.w, B->ctb_s.b, gc, C, 0, T);
   be->activation(be, (int64_t)R * C, gc, PX_ACT_SIGMOID);
 }
 
@@ -95,34 +95,34 @@ static void token_transformer(px_backend *be, const px_transformer_w *tf, const 
   if (!ws->base) return; /* sizing pass */
   for (int k = 0; k < tf->n_blocks; k++) {
     const px_block_w *B = &tf->blocks[k];
-    token_block_terms(be, B, R, cs, C, s, sn, g_a, b_a, gl, g_c, b_c, gc);
+    token_block_terms(be, B, R, T, cs, C, s, sn, g_a, b_a, gl, g_c, b_c, gc);
     be->adaln(be, M, C, a, g_a, b_a, R, an);
-    be->linear(be, M, 4 * C, C, an, C, B->w_proj1, B->b_proj1, proj, 4 * C, 0);
+    be->linear(be, M, 4 * C, C, an, C, B->w_proj1, B->b_proj1, proj, 4 * C, 0, T);
     be->attention_full(be, S, T, H, dh, proj, proj + C, proj + 2 * C, 4 * C,
                        pair_bias + (size_t)k * H * TT, scale, att);
     be->sigmoid_mul(be, M, C, att, C, proj + 3 * C, 4 * C);
-    be->linear(be, M, C, C, att, C, B->o.w, NULL, y, C, 0);
+    be->linear(be, M, C, C, att, C, B->o.w, NULL, y, C, 0, T);
     be->gated_residual(be, M, C, a, gl, R, y);
     be->adaln(be, M, C, a, g_c, b_c, R, an);
-    be->linear(be, M, 2 * h, C, an, C, B->w_a12, NULL, proj, 2 * h, 0);
+    be->linear(be, M, 2 * h, C, an, C, B->w_a12, NULL, proj, 2 * h, 0, T);
     be->swiglu(be, M, h, proj, hs);
-    be->linear(be, M, C, h, hs, h, B->ctb_b.w, NULL, y, C, 0);
+    be->linear(be, M, C, h, hs, h, B->ctb_b.w, NULL, y, C, 0, T);
     be->gated_residual(be, M, C, a, gc, R, y);
   }
   ws->used = mark;
 }
 
 /* Transition added in place over R rows of width C (conditioning's transition_s*). */
-static void transition_rows(px_backend *be, const px_transition_w *t, int R, int C, float *x,
-                            bump *ws) {
+static void transition_rows(px_backend *be, const px_transition_w *t, int R, int T, int C,
+                            float *x, bump *ws) {
   size_t mark = ws->used;
   float *xn = take(ws, (size_t)R * C), *ab = take(ws, (size_t)R * 4 * C), *hh = take(ws, (size_t)R * 2 * C);
   if (!ws->base) return; /* sizing pass */
   be->layernorm(be, R, C, x, t->ln_w, t->ln_b, xn);
-  be->linear(be, R, 2 * C, C, xn, C, t->a.w, NULL, ab, 4 * C, 0);
-  be->linear(be, R, 2 * C, C, xn, C, t->b.w, NULL, ab + 2 * C, 4 * C, 0);
+  be->linear(be, R, 2 * C, C, xn, C, t->a.w, NULL, ab, 4 * C, 0, T);
+  be->linear(be, R, 2 * C, C, xn, C, t->b.w, NULL, ab + 2 * C, 4 * C, 0, T);
   be->swiglu(be, R, 2 * C, ab, hh);
-  be->linear(be, R, C, 2 * C, hh, 2 * C, t->out.w, NULL, x, C, 1);
+  be->linear(be, R, C, 2 * C, hh, 2 * C, t->out.w, NULL, x, C, 1, T);
   ws->used = mark;
 }
 
@@ -174,7 +174,7 @@ static void forward(const px_model *m, px_design *d, int S, const float *x_noisy
     token_transformer(be, &W->tok_tf, NULL, S, T, Ss, NULL, NULL, ws);
     size_t need_tok = ws->used;
     ws->used = top;
-    transition_rows(be, &W->tr_s1, R, cs, NULL, ws);
+    transition_rows(be, &W->tr_s1, R, T, cs, NULL, ws);
     size_t need_tr = ws->used;
     ws->used = need_atom > need_tok ? need_atom : need_tok;
     if (need_tr > ws->used) ws->used = need_tr;
@@ -202,8 +202,8 @@ static void forward(const px_model *m, px_design *d, int S, const float *x_noisy
     }
   }
   be->upload(be, s, s_h, sizeof(float) * (size_t)R * cs);
-  transition_rows(be, &W->tr_s1, R, cs, s, ws);
-  transition_rows(be, &W->tr_s2, R, cs, s, ws);
+  transition_rows(be, &W->tr_s1, R, T, cs, s, ws);
+  transition_rows(be, &W->tr_s2, R, T, cs, s, ws);
   probe_out(be, probe, user, "s", s, (int64_t)R * cs);
   /* ---- encoder: q = c + W_r r, atom transformer, mean of relu(W_q q) per token ---- */
   for (int i = 0; i < S; i++) {
@@ -211,17 +211,17 @@ static void forward(const px_model *m, px_design *d, int S, const float *x_noisy
     for (int k = 0; k < N * 3; k++) r_h[(size_t)i * N * 3 + k] = x_noisy[(size_t)i * N * 3 + k] / den;
   }
   be->upload(be, r, r_h, sizeof(float) * (size_t)S * N * 3);
-  be->linear(be, S * N, ca, 3, r, 3, W->enc_r.w, NULL, q, ca, 0);
+  be->linear(be, S * N, ca, 3, r, 3, W->enc_r.w, NULL, q, ca, 0, N);
   be->add_rows(be, S * N, ca, q, d->c, N);
   atom_transformer(be, &W->enc_tf, d->enc, S, N, q, ws);
-  be->linear(be, S * N, ct, ca, q, ca, W->enc_q.w, NULL, big, ct, 0);
+  be->linear(be, S * N, ct, ca, q, ca, W->enc_q.w, NULL, big, ct, 0, N);
   be->activation(be, (int64_t)S * N * ct, big, PX_ACT_RELU);
   be->atoms_to_tokens(be, S, N, T, ct, big, d->atom_to_token, d->inv_count, a);
   probe_out(be, probe, user, "a_enc", a, (int64_t)S * T * ct);
   probe_out(be, probe, user, "q_skip", q, (int64_t)S * N * ca);
   /* ---- a += Lin_s(LN(s)); token transformer; LN ---- */
   be->layernorm(be, R, cs, s, W->ln_s_w, NULL, sn);
-  be->linear(be, R, ct, cs, sn, cs, W->lin_s.w, NULL, tok, ct, 0);
+  be->linear(be, R, ct, cs, sn, cs, W->lin_s.w, NULL, tok, ct, 0, T);
   be->add_rows(be, S * T, ct, a, tok, R);
   probe_out(be, probe, user, "a_in", a, (int64_t)S * T * ct);
   token_transformer(be, &W->tok_tf, d->tok_pair_bias, S, T, Ss, s, a, ws);
@@ -229,11 +229,11 @@ static void forward(const px_model *m, px_design *d, int S, const float *x_noisy
   be->layernorm(be, S * T, ct, a, W->ln_a_w, NULL, a);
   probe_out(be, probe, user, "a_ln", a, (int64_t)S * T * ct);
   /* ---- decoder: q = broadcast(Lin_a(a)) + q_skip; atom transformer; Lin_out(LN(q)) ---- */
-  be->linear(be, S * T, ca, ct, a, ct, W->dec_a.w, NULL, big, ca, 0);
+  be->linear(be, S * T, ca, ct, a, ct, W->dec_a.w, NULL, big, ca, 0, T);
   be->tokens_to_atoms_add(be, S, N, T, ca, S, big, d->atom_to_token, q);
   atom_transformer(be, &W->dec_tf, d->dec, S, N, q, ws);
   be->layernorm(be, S * N, ca, q, W->dec_ln_q_w, NULL, big);
-  be->linear(be, S * N, 3, ca, big, ca, W->dec_out.w, NULL, rup, 3, 0);
+  be->linear(be, S * N, 3, ca, big, ca, W->dec_out.w, NULL, rup, 3, 0, N);
   be->download(be, rup_h, rup, sizeof(float) * (size_t)S * N * 3);
   if (probe) probe(user, "r_update", rup_h, (int64_t)S * N * 3);
   /* ---- EDM output mix ---- */

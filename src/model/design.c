@@ -76,10 +76,10 @@ static void transition_add(px_backend *be, const px_transition_w *t, int64_t M, 
     float *x = X + (size_t)r0 * C;
     be->layernorm(be, rows, C, x, t->ln_w, t->ln_b, xn);
     /* [A x ; B x] side by side: the swiglu kernel reads halves of one row. */
-    be->linear(be, rows, 2 * C, C, xn, C, t->a.w, NULL, ab, 4 * C, 0);
-    be->linear(be, rows, 2 * C, C, xn, C, t->b.w, NULL, ab + 2 * C, 4 * C, 0);
+    be->linear(be, rows, 2 * C, C, xn, C, t->a.w, NULL, ab, 4 * C, 0, 0);
+    be->linear(be, rows, 2 * C, C, xn, C, t->b.w, NULL, ab + 2 * C, 4 * C, 0, 0);
     be->swiglu(be, rows, 2 * C, ab, h);
-    be->linear(be, rows, C, 2 * C, h, 2 * C, t->out.w, NULL, x, C, 1);
+    be->linear(be, rows, C, 2 * C, h, 2 * C, t->out.w, NULL, x, C, 1, 0);
   }
 }
 
@@ -102,13 +102,13 @@ static int atom_block_cache(px_backend *be, const px_transformer_w *tf, int N, c
     float *gs[3] = {o->g_a, o->g_kv, o->g_c}, *bs[3] = {o->b_a, o->b_kv, o->b_c};
     for (int i = 0; i < 3; i++) {
       be->layernorm(be, N, C, c, ad[i]->ln_s_w, NULL, scratch);
-      be->linear(be, N, C, C, scratch, C, ad[i]->lin_s.w, ad[i]->lin_s.b, gs[i], C, 0);
+      be->linear(be, N, C, C, scratch, C, ad[i]->lin_s.w, ad[i]->lin_s.b, gs[i], C, 0, 0);
       be->activation(be, (int64_t)N * C, gs[i], PX_ACT_SIGMOID);
-      be->linear(be, N, C, C, scratch, C, ad[i]->lin_nobias_s.w, NULL, bs[i], C, 0);
+      be->linear(be, N, C, C, scratch, C, ad[i]->lin_nobias_s.w, NULL, bs[i], C, 0, 0);
     }
-    be->linear(be, N, C, C, c, C, B->a_last.w, B->a_last.b, o->gate_last, C, 0);
+    be->linear(be, N, C, C, c, C, B->a_last.w, B->a_last.b, o->gate_last, C, 0, 0);
     be->activation(be, (int64_t)N * C, o->gate_last, PX_ACT_SIGMOID);
-    be->linear(be, N, C, C, c, C, B->ctb_s.w, B->ctb_s.b, o->gate_ctb, C, 0);
+    be->linear(be, N, C, C, c, C, B->ctb_s.w, B->ctb_s.b, o->gate_ctb, C, 0, 0);
     be->activation(be, (int64_t)N * C, o->gate_ctb, PX_ACT_SIGMOID);
   }
   return PX_OK;
@@ -224,7 +224,7 @@ int px_design_create_probe(const px_model *m, const px_features *f, px_probe_fn 
              sizeof(float) * D->c_s_inputs);
     }
     be->layernorm(be, T, cc, cat, m->cond_ln_s_w, NULL, cat);
-    be->linear(be, T, cs, cc, cat, cc, m->cond_s.w, NULL, d->s0, cs, 0);
+    be->linear(be, T, cs, cc, cat, cc, m->cond_s.w, NULL, d->s0, cs, 0, 0);
   }
 
   /* ---- pair_z = Lin_z(LN([z_trunk, relpe])) ---- */
@@ -253,7 +253,7 @@ int px_design_create_probe(const px_model *m, const px_features *f, px_probe_fn 
       }
     }
     be->layernorm(be, rows, 2 * cz, cat, m->cond_ln_z_w, NULL, cat);
-    be->linear(be, rows, cz, 2 * cz, cat, 2 * cz, m->cond_z.w, NULL, pair_z + (size_t)r0 * cz, cz, 0);
+    be->linear(be, rows, cz, 2 * cz, cat, 2 * cz, m->cond_z.w, NULL, pair_z + (size_t)r0 * cz, cz, 0, 0);
   }
   transition_add(be, &m->tr_z1, TT, cz, pair_z, scratch);
   transition_add(be, &m->tr_z2, TT, cz, pair_z, scratch);
@@ -279,7 +279,7 @@ int px_design_create_probe(const px_model *m, const px_features *f, px_probe_fn 
       int rows = (int)(TT - r0 < PAIR_CHUNK ? TT - r0 : PAIR_CHUNK);
       float *zn = scratch, *o = scratch + (size_t)PAIR_CHUNK * 2 * cz;
       be->layernorm(be, rows, cz, pair_z + (size_t)r0 * cz, NULL, NULL, zn);
-      be->linear(be, rows, nout, cz, zn, cz, wf, NULL, o, nout, 0);
+      be->linear(be, rows, nout, cz, zn, cz, wf, NULL, o, nout, 0, 0);
 #pragma omp parallel for schedule(static)
       for (int r = 0; r < rows; r++) {
         const float *orow = o + (size_t)r * nout;
@@ -326,7 +326,7 @@ int px_design_create_probe(const px_model *m, const px_features *f, px_probe_fn 
     /* c += broadcast(Lin_s(LN(s_trunk))) */
     float *sn = scratch, *st = scratch + (size_t)T * cs;
     be->layernorm(be, T, cs, f->s_trunk, m->enc_ln_s_w, NULL, sn);
-    be->linear(be, T, ca, cs, sn, cs, m->enc_s.w, NULL, st, ca, 0);
+    be->linear(be, T, ca, cs, sn, cs, m->enc_s.w, NULL, st, ca, 0, 0);
     be->tokens_to_atoms_add(be, 1, N, T, ca, 1, st, d->atom_to_token, c);
   }
 
@@ -336,8 +336,8 @@ int px_design_create_probe(const px_model *m, const px_features *f, px_probe_fn 
     float *cl = scratch, *cm = scratch + (size_t)N * cp, *rc = scratch + (size_t)N * cp * 2;
     memcpy(rc, c, sizeof(float) * (size_t)N * ca);
     be->activation(be, (int64_t)N * ca, rc, PX_ACT_RELU);
-    be->linear(be, N, cp, ca, rc, ca, m->enc_cl.w, NULL, cl, cp, 0);
-    be->linear(be, N, cp, ca, rc, ca, m->enc_cm.w, NULL, cm, cp, 0);
+    be->linear(be, N, cp, ca, rc, ca, m->enc_cl.w, NULL, cl, cp, 0, 0);
+    be->linear(be, N, cp, ca, rc, ca, m->enc_cm.w, NULL, cm, cp, 0, 0);
     const int off = (PX_ATOM_NK - PX_ATOM_NQ) / 2;
 #pragma omp parallel for schedule(static)
     for (int bq = 0; bq < n_trunks * PX_ATOM_NQ; bq++) {
@@ -386,11 +386,11 @@ int px_design_create_probe(const px_model *m, const px_features *f, px_probe_fn 
       float *h1 = ph, *h2 = ph + (size_t)PAIR_CHUNK * cp;
       memcpy(h1, x, sizeof(float) * (size_t)rows * cp);
       be->activation(be, (int64_t)rows * cp, h1, PX_ACT_RELU);
-      be->linear(be, rows, cp, cp, h1, cp, m->enc_mlp1.w, NULL, h2, cp, 0);
+      be->linear(be, rows, cp, cp, h1, cp, m->enc_mlp1.w, NULL, h2, cp, 0, 0);
       be->activation(be, (int64_t)rows * cp, h2, PX_ACT_RELU);
-      be->linear(be, rows, cp, cp, h2, cp, m->enc_mlp3.w, NULL, h1, cp, 0);
+      be->linear(be, rows, cp, cp, h2, cp, m->enc_mlp3.w, NULL, h1, cp, 0, 0);
       be->activation(be, (int64_t)rows * cp, h1, PX_ACT_RELU);
-      be->linear(be, rows, cp, cp, h1, cp, m->enc_mlp5.w, NULL, x, cp, 1);
+      be->linear(be, rows, cp, cp, h1, cp, m->enc_mlp5.w, NULL, x, cp, 1, 0);
     }
   }
   free(zproj);
@@ -422,7 +422,7 @@ int px_design_create_probe(const px_model *m, const px_features *f, px_probe_fn 
     for (int64_t r0 = 0; r0 < P; r0 += PAIR_CHUNK) {
       int rows = (int)(P - r0 < PAIR_CHUNK ? P - r0 : PAIR_CHUNK);
       be->layernorm(be, rows, cp, p + (size_t)r0 * cp, NULL, NULL, ph);
-      be->linear(be, rows, nah, cp, ph, cp, wf, NULL, pb, nah, 0);
+      be->linear(be, rows, nah, cp, ph, cp, wf, NULL, pb, nah, 0, 0);
 #pragma omp parallel for schedule(static)
       for (int r = 0; r < rows; r++) {
         int col = 0;

@@ -550,7 +550,10 @@ static int default_chains(px_bundle *b, char *out) {
   qsort(p, (size_t)T, sizeof *p, cmp_vi);
   int ng = 0;
   for (int i = 0; i < T; i++)
-    if (i == 0 || p[i].v != p[i - 1].v) g[ng++] = (vi_t){p[i].idx, ng}; /* (first index, group) */
+    if (i == 0 || p[i].v != p[i - 1].v) {
+      g[ng] = (vi_t){p[i].idx, ng}; /* (first index, group) */
+      ng++;
+    }
   qsort(g, (size_t)ng, sizeof *g, cmp_vi);
   for (int k = 0; k < ng; k++) rank[g[k].idx] = k; /* group -> rank by first appearance */
   int grp = -1;

@@ -26,7 +26,7 @@ import os
 import sys
 import time
 
-from ._lib import PxdiffError, c_float_p, check, lib
+from ._lib import PxdiffError, c_float_p, lib
 
 __all__ = ["enable_acceleration", "disable_acceleration", "AcceleratedDiffusionModule",
            "acceleration_disabled", "cuda_device_count", "engine_of"]
@@ -69,6 +69,15 @@ for _name, (_res, _args) in _optional_sig.items():
 
 _DEVICE = {"auto": 0, "cpu": 1, "cuda": 2}
 _PRECISION = {None: -1, "default": -1, "fp32": 0, "tf32": 1, "bf16": 2}
+
+
+def check(rc, _lib=None):
+    """Raise PxdiffError with the engine's message (or the code) when rc is an error."""
+    if rc != 0:
+        msg = (_lib or lib).px_last_error()
+        msg = msg.decode("utf-8", "replace") if msg else ""
+        raise PxdiffError(msg or f"libpxdiff error code {rc}")
+    return rc
 
 
 def acceleration_disabled():

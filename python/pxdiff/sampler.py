@@ -31,7 +31,7 @@ import logging
 import math
 import weakref
 
-from ._lib import PROGRESS_FN, PxdiffError, SamplerConfig, c_float_p, check, lib
+from ._lib import PROGRESS_FN, PxdiffError, SamplerConfig, c_float_p, lib
 from . import accel
 from .progress import Progress
 
@@ -50,6 +50,10 @@ _RNG_INIT, _RNG_ROT, _RNG_TRANS, _RNG_NOISE = 0, 1, 2, 3
 
 # Set by pxdiff.pxdesign when it patches PXDesign: upstream's own function, used as fallback.
 upstream_sample_diffusion = None
+
+
+def check(rc):
+    return accel.check(rc, lib)
 
 
 def _torch():

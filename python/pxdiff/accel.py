@@ -26,7 +26,7 @@ import os
 import sys
 import time
 
-from ._lib import PxdiffError, c_float_p, lib
+from ._lib import PROGRESS_FN, PxdiffError, SamplerConfig, c_float_p, lib
 
 __all__ = ["enable_acceleration", "disable_acceleration", "AcceleratedDiffusionModule",
            "acceleration_disabled", "cuda_device_count", "engine_of"]
@@ -48,6 +48,9 @@ _optional_sig = {
     # Requested of the C library (docs/dropin.md, "C support"); used when present.
     "px_set_cuda_stream": (ctypes.c_int, [_vp, _vp]),
     "px_denoise_device": (ctypes.c_int, [_vp, _vp, ctypes.c_int, c_float_p, c_float_p, c_float_p]),
+    "px_sample_schedule": (ctypes.c_int, [_vp, _vp, ctypes.POINTER(SamplerConfig), c_float_p,
+                                          ctypes.c_int, ctypes.c_int, ctypes.c_int, c_float_p,
+                                          PROGRESS_FN, _vp]),
     "px_rng_rotation": (None, [ctypes.c_uint64, ctypes.c_uint32, ctypes.c_uint32, c_float_p]),
     "px_rng_translation": (None, [ctypes.c_uint64, ctypes.c_uint32, ctypes.c_uint32, c_float_p]),
 }

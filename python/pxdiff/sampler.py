@@ -258,6 +258,12 @@ def _engine_sample(acc, input_feature_dict, s_inputs, s_trunk, z_trunk, noise_sc
             if state["stop"] is not None:
                 raise state["stop"]
             check(rc)
+        elif accel.has_symbol("px_sample_schedule", lib):  # the caller's schedule, one call
+            rc = lib.px_sample_schedule(eng._m, design, ctypes.byref(c), _ptr(sched), c0, S, S,
+                                        _ptr(xs), cb, None)
+            if state["stop"] is not None:
+                raise state["stop"]
+            check(rc)
         else:  # the caller's own schedule, step by step, same random streams
             x0, draw = engine_draws(c.seed, c0, S, N)
             xs.copy_(sched[0] * x0)

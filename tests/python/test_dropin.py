@@ -518,7 +518,7 @@ def test_cuda_parity_and_pointers(inp):
 def test_cuda_sample_diffusion(inp):
     m = Model().eval().cuda()
     acc = pxdiff.enable_acceleration(m, verbose=False)
-    g = [inp.feats and {k: v.cuda() for k, v in inp.feats.items()}, inp.s_inputs.cuda(),
+    g = [{k: v.cuda() for k, v in inp.feats.items()}, inp.s_inputs.cuda(),
          inp.s_trunk.cuda(), inp.z_trunk.cuda()]
     out = pxdiff.sample_diffusion(acc, *g, pxref.noise_schedule(4).cuda(), N_sample=2,
                                   gamma0=1.0, gamma_min=0.01, step_scale_eta=2.5, seed=1,

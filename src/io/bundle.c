@@ -344,9 +344,10 @@ static int read_float(rd *r, const px_tensor_entry *e, float **out) {
   }
   for (int64_t i = 0; i < n; i++)
     if (!isfinite(p[i])) {
+      const char *what = isnan(p[i]) ? "NaN" : "Inf";
       free(p);
       return px_fail(PX_ERR_INPUT, "%s: tensor '%s' holds %s at element %lld", r->b->path, e->name,
-                     isnan(p[i]) ? "NaN" : "Inf", (long long)i);
+                     what, (long long)i);
     }
   *out = p;
   return 0;

@@ -66,6 +66,23 @@ struct px_backend {
   int (*status)(px_backend *b);
   /* Y[r] += A[r % a_rows] for an [M, C] Y. */
   void (*add_rows)(px_backend *b, int M, int C, float *Y, const float *A, int a_rows);
+
+  /* ---- optional: asynchronous execution and graph replay (NULL on the CPU) ---- */
+  /* Host memory that upload/download_async can use asynchronously (pinned on CUDA). */
+  void *(*host_alloc)(px_backend *b, size_t bytes);
+  void (*host_free)(px_backend *b, void *p);
+  /* Device-to-host copy ordered after the work issued so far; complete after sync(). */
+  void (*download_async)(px_backend *b, void *dst, const void *src, size_t bytes);
+  void (*sync)(px_backend *b);
+  /* Record the work issued between capture_begin and capture_end as a replayable graph
+   * (NULL when capture failed: the caller then runs the work directly). Graphs hold
+   * raw pointers: a graph is valid while its buffers and generation() are unchanged. */
+  int (*capture_begin)(px_backend *b);
+  void *(*capture_end)(px_backend *b);
+  int (*graph_launch)(px_backend *b, void *graph);
+  void (*graph_free)(px_backend *b, void *graph);
+  /* Changes whenever the backend reallocates internal scratch that graphs may reference. */
+  uint64_t (*generation)(px_backend *b);
 };
 
 enum { PX_ACT_SIGMOID = 0, PX_ACT_RELU = 1 };

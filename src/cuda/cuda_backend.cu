@@ -44,6 +44,9 @@ struct Ctx {
   size_t xbf_n = 0;
   // bf16 copies of weight matrices, keyed by the fp32 device pointer.
   std::unordered_map<const float *, __nv_bfloat16 *> wbf;
+  // Bumped whenever scratch that captured graphs point into is reallocated.
+  uint64_t generation = 1;
+  void *blas_ws = nullptr;  // fixed cuBLAS workspace (required for graph capture)
 };
 Ctx g;
 
@@ -98,6 +101,9 @@ int ensure_init() {
     return g.init_status;
   }
   cublasSetStream(g.blas, g.stream);
+  // A fixed workspace keeps cuBLAS from allocating while a graph is being captured.
+  const size_t ws_bytes = 32u << 20;
+  if (cudaMalloc(&g.blas_ws, ws_bytes) == cudaSuccess) cublasSetWorkspace(g.blas, g.blas_ws, ws_bytes);
   return 0;
 }
 
@@ -135,6 +141,7 @@ T *grow(T *&buf, size_t &have, size_t need) {
   if (need <= have && buf) return buf;
   cudaStreamSynchronize(g.stream);  // the old buffer may still be read by queued work
   dev_free(buf);
+  g.generation++;
   buf = (T *)dev_alloc(need * sizeof(T));
   have = buf ? need : 0;
   return buf;
@@ -508,6 +515,59 @@ void be_attention_local(px_backend *, int S, int N, int H, int d, int nq, int nk
   LAUNCHED("attention_local");
 }
 
+void *be_host_alloc(px_backend *, size_t bytes) {
+  if (ensure_init()) return nullptr;
+  void *p = nullptr;
+  if (cudaMallocHost(&p, bytes ? bytes : 64) != cudaSuccess) {
+    cudaGetLastError();
+    return nullptr;
+  }
+  return p;
+}
+void be_host_free(px_backend *, void *p) {
+  if (p) cudaFreeHost(p);
+}
+void be_download_async(px_backend *, void *dst, const void *src, size_t bytes) {
+  if (bytes) CK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, g.stream));
+}
+void be_sync(px_backend *) { CK(cudaStreamSynchronize(g.stream)); }
+int be_capture_begin(px_backend *) {
+  cudaError_t e = cudaStreamBeginCapture(g.stream, cudaStreamCaptureModeThreadLocal);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return -1;
+  }
+  return 0;
+}
+void *be_capture_end(px_backend *) {
+  cudaGraph_t graph = nullptr;
+  cudaError_t e = cudaStreamEndCapture(g.stream, &graph);
+  if (e != cudaSuccess || !graph || g.sticky) {
+    // A capture that failed leaves no work queued: the caller runs the call directly.
+    cudaGetLastError();
+    if (graph) cudaGraphDestroy(graph);
+    g.sticky = 0;
+    return nullptr;
+  }
+  cudaGraphExec_t exec = nullptr;
+  e = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return nullptr;
+  }
+  return (void *)exec;
+}
+int be_graph_launch(px_backend *, void *graph) {
+  cudaError_t e = cudaGraphLaunch((cudaGraphExec_t)graph, g.stream);
+  if (e != cudaSuccess) return fail_cuda(e, "cudaGraphLaunch");
+  return 0;
+}
+void be_graph_free(px_backend *, void *graph) {
+  if (graph) cudaGraphExecDestroy((cudaGraphExec_t)graph);
+}
+uint64_t be_generation(px_backend *) { return g.generation; }
+
 int be_status(px_backend *) {
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) fail_cuda(e, "asynchronous work");
@@ -537,6 +597,15 @@ CudaBackend make_backend(int precision) {
   c.base.tokens_to_atoms_add = be_tokens_to_atoms_add;
   c.base.status = be_status;
   c.base.add_rows = be_add_rows;
+  c.base.host_alloc = be_host_alloc;
+  c.base.host_free = be_host_free;
+  c.base.download_async = be_download_async;
+  c.base.sync = be_sync;
+  c.base.capture_begin = be_capture_begin;
+  c.base.capture_end = be_capture_end;
+  c.base.graph_launch = be_graph_launch;
+  c.base.graph_free = be_graph_free;
+  c.base.generation = be_generation;
   c.precision = precision;
   return c;
 }
@@ -574,6 +643,7 @@ void free_mirror(px_model *mir) {
 void drop_bf16_weights() {
   for (auto &kv : g.wbf) dev_free(kv.second);
   g.wbf.clear();
+  g.generation++;
 }
 
 int make_bf16_weights(px_model *mir, const px_model *host) {

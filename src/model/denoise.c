@@ -141,21 +141,65 @@ static void probe_out(px_backend *be, px_probe_fn probe, void *user, const char 
   free(h);
 }
 
-/* One call. Host-side work is tiny (the noise embedding per distinct t_hat, the EDM input
- * and output scalings); everything else runs on the design's backend with the backend's
- * copy of the weights (d->W). A dry run (ws->base NULL) sizes the workspace. */
-static void forward(const px_model *m, px_design *d, int S, const float *x_noisy,
-                    const float *t_hat, float *x_out, bump *ws, float *host, px_probe_fn probe,
-                    void *user) {
+/* Host staging of one call: noise embedding scratch, s before upload, r, r_update. */
+typedef struct {
+  float *nf, *nv, *v, *s, *r, *rup;
+} host_bufs;
+
+static size_t host_floats(const px_dims *D, int S, int T, int N) {
+  return (size_t)D->n_fourier * 2 + (size_t)D->c_s * (1 + (size_t)S * T) + (size_t)S * N * 3 * 2 + 64;
+}
+
+static host_bufs host_layout(float *h, const px_dims *D, int S, int T, int N) {
+  host_bufs hb;
+  hb.nf = h;
+  hb.nv = hb.nf + D->n_fourier;
+  hb.v = hb.nv + D->n_fourier;
+  hb.s = hb.v + D->c_s;
+  hb.r = hb.s + (size_t)S * T * D->c_s;
+  hb.rup = hb.r + (size_t)S * N * 3;
+  return hb;
+}
+
+/* Host side before the device work: s = s0 + Lin_n(LN(fourier(t_hat))) per distinct t_hat,
+ * and r = x_noisy / sqrt(sigma^2 + t_hat^2). */
+static void host_pre(const px_model *m, const px_design *d, int S, int Ss, const float *x_noisy,
+                     const float *t_hat, const host_bufs *hb) {
+  const px_dims *D = &m->dims;
+  const int T = d->T, N = d->N, cs = D->c_s;
+  const float sigma = D->sigma_data;
+  for (int u = 0; u < Ss; u++) {
+    const float tau = logf(t_hat[u] / sigma) / 4.0f;
+    for (int f = 0; f < D->n_fourier; f++)
+      hb->nf[f] = cosf(2.0f * PX_PI_F * (tau * m->fourier_w[f] + m->fourier_b[f]));
+    px_cpu_backend()->layernorm(px_cpu_backend(), 1, D->n_fourier, hb->nf, m->cond_ln_n_w, NULL, hb->nv);
+    for (int o = 0; o < cs; o++) {
+      const float *w = m->cond_n.w + (size_t)o * D->n_fourier;
+      float acc = 0;
+      for (int f = 0; f < D->n_fourier; f++) acc += w[f] * hb->nv[f];
+      hb->v[o] = acc;
+    }
+    float *su = hb->s + (size_t)u * T * cs;
+    for (int t = 0; t < T; t++) {
+      const float *s0 = d->s0 + (size_t)t * cs;
+      for (int c = 0; c < cs; c++) su[(size_t)t * cs + c] = s0[c] + hb->v[c];
+    }
+  }
+  for (int i = 0; i < S; i++) {
+    const float den = sqrtf(sigma * sigma + t_hat[i] * t_hat[i]);
+    for (int k = 0; k < N * 3; k++) hb->r[(size_t)i * N * 3 + k] = x_noisy[(size_t)i * N * 3 + k] / den;
+  }
+}
+
+/* The device part of one call: uploads s and r, runs every kernel, queues the download of
+ * r_update; nothing here waits for the device, so it can be captured as a graph.
+ * A dry run (ws->base NULL) only sizes the workspace. */
+static void forward_device(const px_model *m, px_design *d, int S, int Ss, bump *ws,
+                           const host_bufs *hb, px_probe_fn probe, void *user) {
   px_backend *be = d->be;
   const px_model *W = d->W;
   const px_dims *D = &m->dims;
   const int T = d->T, N = d->N, cs = D->c_s, ct = D->c_token, ca = D->c_atom;
-  const float sigma = D->sigma_data;
-  int shared = 1;
-  for (int i = 1; i < S; i++)
-    if (t_hat[i] != t_hat[0]) shared = 0;
-  const int Ss = shared ? 1 : S;
   const int R = Ss * T;
 
   float *s = take(ws, (size_t)R * cs);
@@ -180,37 +224,13 @@ static void forward(const px_model *m, px_design *d, int S, const float *x_noisy
     if (need_tr > ws->used) ws->used = need_tr;
     return;
   }
-  /* Host scratch: noise embedding, s before upload, r and r_update. */
-  float *nf = host, *nv = nf + D->n_fourier, *v = nv + D->n_fourier;
-  float *s_h = v + cs, *r_h = s_h + (size_t)R * cs, *rup_h = r_h + (size_t)S * N * 3;
-  /* ---- conditioning: s = s0 + Lin_n(LN(fourier(t))), two transitions ---- */
-  for (int u = 0; u < Ss; u++) {
-    const float tau = logf(t_hat[u] / sigma) / 4.0f;
-    for (int f = 0; f < D->n_fourier; f++)
-      nf[f] = cosf(2.0f * PX_PI_F * (tau * m->fourier_w[f] + m->fourier_b[f]));
-    px_cpu_backend()->layernorm(px_cpu_backend(), 1, D->n_fourier, nf, m->cond_ln_n_w, NULL, nv);
-    for (int o = 0; o < cs; o++) {
-      const float *w = m->cond_n.w + (size_t)o * D->n_fourier;
-      float acc = 0;
-      for (int f = 0; f < D->n_fourier; f++) acc += w[f] * nv[f];
-      v[o] = acc;
-    }
-    float *su = s_h + (size_t)u * T * cs;
-    for (int t = 0; t < T; t++) {
-      const float *s0 = d->s0 + (size_t)t * cs;
-      for (int c = 0; c < cs; c++) su[(size_t)t * cs + c] = s0[c] + v[c];
-    }
-  }
-  be->upload(be, s, s_h, sizeof(float) * (size_t)R * cs);
+  /* ---- conditioning: two transitions over s ---- */
+  be->upload(be, s, hb->s, sizeof(float) * (size_t)R * cs);
   transition_rows(be, &W->tr_s1, R, T, cs, s, ws);
   transition_rows(be, &W->tr_s2, R, T, cs, s, ws);
   probe_out(be, probe, user, "s", s, (int64_t)R * cs);
   /* ---- encoder: q = c + W_r r, atom transformer, mean of relu(W_q q) per token ---- */
-  for (int i = 0; i < S; i++) {
-    const float den = sqrtf(sigma * sigma + t_hat[i] * t_hat[i]);
-    for (int k = 0; k < N * 3; k++) r_h[(size_t)i * N * 3 + k] = x_noisy[(size_t)i * N * 3 + k] / den;
-  }
-  be->upload(be, r, r_h, sizeof(float) * (size_t)S * N * 3);
+  be->upload(be, r, hb->r, sizeof(float) * (size_t)S * N * 3);
   be->linear(be, S * N, ca, 3, r, 3, W->enc_r.w, NULL, q, ca, 0, N);
   be->add_rows(be, S * N, ca, q, d->c, N);
   atom_transformer(be, &W->enc_tf, d->enc, S, N, q, ws);
@@ -234,17 +254,68 @@ static void forward(const px_model *m, px_design *d, int S, const float *x_noisy
   atom_transformer(be, &W->dec_tf, d->dec, S, N, q, ws);
   be->layernorm(be, S * N, ca, q, W->dec_ln_q_w, NULL, big);
   be->linear(be, S * N, 3, ca, big, ca, W->dec_out.w, NULL, rup, 3, 0, N);
-  be->download(be, rup_h, rup, sizeof(float) * (size_t)S * N * 3);
-  if (probe) probe(user, "r_update", rup_h, (int64_t)S * N * 3);
-  /* ---- EDM output mix ---- */
+  if (be->download_async)
+    be->download_async(be, hb->rup, rup, sizeof(float) * (size_t)S * N * 3);
+  else
+    be->download(be, hb->rup, rup, sizeof(float) * (size_t)S * N * 3);
+}
+
+/* Host side after the device work: the EDM output mix. */
+static void host_post(const px_model *m, const px_design *d, int S, const float *x_noisy,
+                      const float *t_hat, const host_bufs *hb, float *x_out) {
+  const float sigma = m->dims.sigma_data;
+  const int N = d->N;
   for (int i = 0; i < S; i++) {
     const float t = t_hat[i], sr = t / sigma;
     const float c_skip = 1.0f / (1.0f + sr * sr), c_out = t / sqrtf(1.0f + sr * sr);
     for (int k = 0; k < N * 3; k++) {
       size_t idx = (size_t)i * N * 3 + k;
-      x_out[idx] = c_skip * x_noisy[idx] + c_out * rup_h[idx];
+      x_out[idx] = c_skip * x_noisy[idx] + c_out * hb->rup[idx];
     }
   }
+}
+
+static void drop_graph(px_design *d) {
+  if (d->graph) d->be->graph_free(d->be, d->graph);
+  d->graph = NULL;
+  d->graph_seen = 0;
+}
+
+/* Run the device part, through a captured graph when the backend has them: the first
+ * call of a shape runs directly (it also grows the backend's scratch), the second
+ * captures, later ones replay the graph (one launch instead of ~1000). */
+static void run_device(const px_model *m, px_design *d, int S, int Ss, bump *ws,
+                       const host_bufs *hb, px_probe_fn probe, void *user) {
+  px_backend *be = d->be;
+  if (probe || !be->capture_begin || getenv("PXDIFF_NO_GRAPHS")) {
+    forward_device(m, d, S, Ss, ws, hb, probe, user);
+    return;
+  }
+  const uint64_t gen = be->generation ? be->generation(be) : 0;
+  const int same = d->graph_S == S && d->graph_Ss == Ss && d->graph_gen == gen;
+  if (d->graph && !same) drop_graph(d);
+  if (d->graph) {
+    be->graph_launch(be, d->graph);
+    return;
+  }
+  if (!(d->graph_seen && same)) {
+    forward_device(m, d, S, Ss, ws, hb, probe, user);
+    d->graph_seen = 1;
+    d->graph_S = S;
+    d->graph_Ss = Ss;
+    d->graph_gen = be->generation ? be->generation(be) : 0;
+    return;
+  }
+  if (be->capture_begin(be) == 0) {
+    forward_device(m, d, S, Ss, ws, hb, probe, user);
+    void *g = be->capture_end(be);
+    if (g) {
+      d->graph = g;
+      be->graph_launch(be, g);
+      return;
+    }
+  }
+  forward_device(m, d, S, Ss, ws, hb, probe, user); /* capture failed: run directly */
 }
 
 int px_denoise(const px_model *m, px_design *d, int n_sample, const float *x_noisy,
@@ -269,35 +340,50 @@ int px_denoise_probe(const px_model *m, px_design *d, int n_sample, const float 
   const size_t nx = (size_t)n_sample * d->N * 3;
   for (size_t i = 0; i < nx; i++)
     if (!isfinite(x_noisy[i])) return px_fail(PX_ERR_INPUT, "px_denoise: x_noisy contains NaN or Inf");
+  int shared = 1;
+  for (int i = 1; i < n_sample; i++)
+    if (t_hat[i] != t_hat[0]) shared = 0;
+  const int Ss = shared ? 1 : n_sample;
+  px_backend *be = d->be;
+  const px_dims *D = &m->dims;
   bump ws = {NULL, 0, 0};
-  forward(m, d, n_sample, x_noisy, t_hat, x_out, &ws, NULL, NULL, NULL); /* sizing pass */
-  size_t need = ws.used * sizeof(float);
+  forward_device(m, d, n_sample, Ss, &ws, NULL, NULL, NULL); /* sizing pass */
+  const size_t need = ws.used * sizeof(float);
   if (need > d->ws_bytes) {
-    if (d->ws) d->be->free(d->be, d->ws);
-    d->ws = d->be->alloc(d->be, need);
+    drop_graph(d);
+    if (d->ws) be->free(be, d->ws);
+    d->ws = be->alloc(be, need);
     d->ws_bytes = d->ws ? need : 0;
     if (!d->ws) return px_fail(PX_ERR_NOMEM, "out of memory for a %d-sample call (%zu MB)", n_sample, need >> 20);
+  }
+  const size_t hneed = host_floats(D, n_sample, d->T, d->N) * sizeof(float);
+  if (hneed > d->host_bytes) {
+    drop_graph(d);
+    if (d->host) {
+      if (be->host_free) be->host_free(be, d->host);
+      else free(d->host);
+    }
+    d->host = be->host_alloc ? be->host_alloc(be, hneed) : malloc(hneed);
+    d->host_bytes = d->host ? hneed : 0;
+    if (!d->host) return px_fail(PX_ERR_NOMEM, "out of memory");
   }
   ws.base = d->ws;
   ws.used = 0;
   ws.cap = need / sizeof(float);
-  const px_dims *D = &m->dims;
-  size_t nhost = (size_t)D->n_fourier * 2 + (size_t)D->c_s * (1 + (size_t)n_sample * d->T) + 3 * nx;
-  float *host = malloc(sizeof(float) * nhost);
   /* x_out may alias x_noisy: the output mix reads x_noisy, so keep a copy then. */
   float *x_in = x_out == x_noisy ? malloc(sizeof(float) * nx) : NULL;
-  if (!host || (x_out == x_noisy && !x_in)) {
-    free(host);
-    free(x_in);
-    return px_fail(PX_ERR_NOMEM, "out of memory");
-  }
+  if (x_out == x_noisy && !x_in) return px_fail(PX_ERR_NOMEM, "out of memory");
   if (x_in) memcpy(x_in, x_noisy, sizeof(float) * nx);
-  forward(m, d, n_sample, x_in ? x_in : x_noisy, t_hat, x_out, &ws, host, probe, user);
-  free(host);
-  free(x_in);
-  if (d->be->status) {
-    int rc = d->be->status(d->be);
-    if (rc) return rc;
+  const float *xs = x_in ? x_in : x_noisy;
+  host_bufs hb = host_layout(d->host, D, n_sample, d->T, d->N);
+  host_pre(m, d, n_sample, Ss, xs, t_hat, &hb);
+  run_device(m, d, n_sample, Ss, &ws, &hb, probe, user);
+  if (be->sync) be->sync(be);
+  int rc = be->status ? be->status(be) : 0;
+  if (!rc) {
+    if (probe) probe(user, "r_update", hb.rup, (int64_t)n_sample * d->N * 3);
+    host_post(m, d, n_sample, xs, t_hat, &hb, x_out);
   }
-  return PX_OK;
+  free(x_in);
+  return rc;
 }

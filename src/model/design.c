@@ -489,7 +489,12 @@ void px_design_free(px_design *d) {
   free_atom_caches(be, d->dec, d->dec_blocks_hint);
   if (d->atom_to_token) be->free(be, d->atom_to_token);
   if (d->inv_count) be->free(be, d->inv_count);
+  if (d->graph) be->graph_free(be, d->graph);
   if (d->ws) be->free(be, d->ws);
+  if (d->host) {
+    if (be->host_free) be->host_free(be, d->host);
+    else free(d->host);
+  }
   free(d);
 }
 

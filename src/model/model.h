@@ -111,6 +111,12 @@ struct px_design {
   int enc_blocks_hint, dec_blocks_hint; /* cache lengths, for freeing */
   float *ws;       /* per-call workspace, grown on demand (one call at a time per design) */
   size_t ws_bytes;
+  float *host;     /* host staging for uploads/downloads (pinned on CUDA) */
+  size_t host_bytes;
+  /* A captured call (CUDA graph) and the shape it was captured for. */
+  void *graph;
+  int graph_S, graph_Ss, graph_seen;
+  uint64_t graph_gen;
 };
 
 #define PX_ATOM_NQ 32

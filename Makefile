@@ -90,6 +90,11 @@ bench: all
 	@sh scripts/ensure-deps.sh test
 	PYTHONPATH=python:tests/ref /usr/bin/python3 bench/bench_cpu.py
 
+# The built-in demo (synthetic weights, no downloads): structures and summary.json in build/demo.
+.PHONY: demo
+demo: all
+	$(BUILD)/pxdiff demo --out $(BUILD)/demo
+
 # The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer (separate build dir).
 sanitize:
 	$(MAKE) BUILD=build-san OPT="-O1 -g -fno-omit-frame-pointer" \

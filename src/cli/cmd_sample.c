@@ -631,8 +631,8 @@ static int run_sampling(const opts_t *o, const px_model *m, px_design *d, proble
     for (long s = 0; s < n && !rc; s++) {
       long idx = i + s;
       char fname[64];
-      snprintf(c0, sizeof c0, "pxdiff %s %s: sample %ld of %ld, seed %llu, %d steps, eta %s %s..%s, schedule %s",
-               PXDIFF_VERSION, pb->command, idx, S, (unsigned long long)o->cfg.seed, o->cfg.n_step,
+      snprintf(c0, sizeof c0, "pxdiff %s %s: sample %ld, seed %llu, %d steps, eta %s %s..%s, schedule %s",
+               PXDIFF_VERSION, pb->command, idx, (unsigned long long)o->cfg.seed, o->cfg.n_step,
                px_eta_type_name(o->cfg.eta_type), eta_min, eta_max, o->cfg.schedule_bf16 ? "bf16" : "fp32");
       snprintf(c1, sizeof c1, "model: %s; design: %s", pb->model_desc, pb->name);
       px_structure t = pb->tmpl;

@@ -378,7 +378,9 @@ int px_structure_pdb(const px_structure *s, const char *const *comments, int n_c
               s->hetatm && s->hetatm[i] ? "HETATM" : "ATOM", serial, name, ' ', s->res_name[i],
               s->chain_id[i][0], s->res_seq[i], ' ', xyz[0], xyz[1], xyz[2], 1.0,
               s->b_factor ? (double)s->b_factor[i] : 0.0, el);
-    int last_of_chain = i + 1 == s->n_atom || strcmp(s->chain_id[i + 1], s->chain_id[i]) != 0;
+    /* TER after the last ATOM of a chain: next atom in another chain, a HETATM, or none */
+    int last_of_chain = i + 1 == s->n_atom || strcmp(s->chain_id[i + 1], s->chain_id[i]) != 0 ||
+                        (s->hetatm && s->hetatm[i + 1]);
     if (last_of_chain && !(s->hetatm && s->hetatm[i])) {
       serial++;
       sb_printf(&b, "TER   %5d      %3s %c%4d\n", serial, s->res_name[i], s->chain_id[i][0], s->res_seq[i]);

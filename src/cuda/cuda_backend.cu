@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -146,6 +147,78 @@ T *grow(T *&buf, size_t &have, size_t need) {
   have = buf ? need : 0;
   return buf;
 }
+
+// ------------------------------------------------------- kernel profile --
+// PXDIFF_PROFILE=1: time every backend operation with CUDA events (eager runs only, i.e.
+// also set PXDIFF_NO_GRAPHS=1) and print a table per operation at exit. For the
+// kernel-level breakdown in docs/benchmarks.md; costs a little per launch.
+struct ProfRec {
+  const char *name;
+  cudaEvent_t a, b;
+};
+struct Profiler {
+  int on = -1;
+  std::vector<ProfRec> pending;
+  std::vector<std::pair<std::string, std::pair<double, long>>> totals;
+  bool enabled() {
+    if (on < 0) {
+      const char *e = getenv("PXDIFF_PROFILE");
+      on = e && *e && strcmp(e, "0") != 0;
+      if (on) atexit([] {});
+    }
+    return on == 1;
+  }
+  void add(const char *name, float ms) {
+    for (auto &t : totals)
+      if (t.first == name) {
+        t.second.first += ms;
+        t.second.second++;
+        return;
+      }
+    totals.push_back({name, {ms, 1}});
+  }
+  void flush() {
+    for (auto &r : pending) {
+      float ms = 0;
+      cudaEventSynchronize(r.b);
+      cudaEventElapsedTime(&ms, r.a, r.b);
+      add(r.name, ms);
+      cudaEventDestroy(r.a);
+      cudaEventDestroy(r.b);
+    }
+    pending.clear();
+  }
+  ~Profiler() {
+    if (on != 1) return;
+    flush();
+    double total = 0;
+    for (auto &t : totals) total += t.second.first;
+    fprintf(stderr, "pxdiff CUDA profile (all calls, ms):\n");
+    for (auto &t : totals)
+      fprintf(stderr, "  %-22s %10.2f ms %6.1f%% %8ld launches\n", t.first.c_str(), t.second.first,
+              100.0 * t.second.first / (total > 0 ? total : 1), t.second.second);
+  }
+};
+Profiler prof;
+struct ProfScope {
+  ProfRec rec{};
+  bool live = false;
+  explicit ProfScope(const char *name) {
+    if (!prof.enabled()) return;
+    rec.name = name;
+    cudaEventCreate(&rec.a);
+    cudaEventCreate(&rec.b);
+    cudaEventRecord(rec.a, g.stream);
+    live = true;
+  }
+  ~ProfScope() {
+    if (!live) return;
+    cudaEventRecord(rec.b, g.stream);
+    prof.pending.push_back(rec);
+    if (prof.pending.size() > 4096) prof.flush();
+  }
+};
+#define PROF(name) ProfScope prof_scope_(name)
 
 inline int blocks_for(int64_t n, int threads) {
   int64_t b = (n + threads - 1) / threads;
@@ -409,6 +482,7 @@ void gemm_math_mode(int precision) {
 
 void be_linear(px_backend *b, int M, int N, int K, const float *X, int ldx, const float *W,
                const float *bias, float *Y, int ldy, int accumulate, int /*seg*/) {
+  PROF("linear");
   if (M <= 0 || N <= 0) return;
   float beta = accumulate ? 1.0f : 0.0f;
   if (bias) {
@@ -438,49 +512,59 @@ void be_linear(px_backend *b, int M, int N, int K, const float *X, int ldx, cons
 
 void be_layernorm(px_backend *, int M, int C, const float *X, const float *w, const float *bias,
                   float *Y) {
+  PROF("layernorm");
   k_layernorm<<<(M + 7) / 8, 256, 0, g.stream>>>(M, C, X, w, bias, nullptr, nullptr, 1, Y);
   LAUNCHED("layernorm");
 }
 void be_adaln(px_backend *, int M, int C, const float *X, const float *G, const float *B,
               int g_rows, float *Y) {
+  PROF("adaln");
   k_layernorm<<<(M + 7) / 8, 256, 0, g.stream>>>(M, C, X, nullptr, nullptr, G, B, g_rows, Y);
   LAUNCHED("adaln");
 }
 void be_gated_residual(px_backend *, int M, int C, float *A, const float *G, int g_rows,
                        const float *Y) {
+  PROF("gated_residual");
   k_gated_residual<<<blocks_for((int64_t)M * C, 256), 256, 0, g.stream>>>(M, C, A, G, g_rows, Y);
   LAUNCHED("gated_residual");
 }
 void be_sigmoid_mul(px_backend *, int M, int C, float *O, int ldo, const float *P, int ldp) {
+  PROF("sigmoid_mul");
   k_sigmoid_mul<<<blocks_for((int64_t)M * C, 256), 256, 0, g.stream>>>(M, C, O, ldo, P, ldp);
   LAUNCHED("sigmoid_mul");
 }
 void be_swiglu(px_backend *, int M, int H, const float *X, float *Y) {
+  PROF("swiglu");
   k_swiglu<<<blocks_for((int64_t)M * H, 256), 256, 0, g.stream>>>(M, H, X, Y);
   LAUNCHED("swiglu");
 }
 void be_activation(px_backend *, int64_t n, float *X, int kind) {
+  PROF("activation");
   k_activation<<<blocks_for(n, 256), 256, 0, g.stream>>>(n, X, kind);
   LAUNCHED("activation");
 }
 void be_add_rows(px_backend *, int M, int C, float *Y, const float *A, int a_rows) {
+  PROF("add_rows");
   k_add_rows<<<blocks_for((int64_t)M * C, 256), 256, 0, g.stream>>>(M, C, Y, A, a_rows);
   LAUNCHED("add_rows");
 }
 void be_atoms_to_tokens(px_backend *, int S, int N, int T, int C, const float *X,
                         const int64_t *a2t, const float *inv_count, float *Y) {
+  PROF("atoms_to_tokens");
   dim3 grid(T, S);
   k_atoms_to_tokens<<<grid, 256, 0, g.stream>>>(N, T, C, X, a2t, inv_count, Y);
   LAUNCHED("atoms_to_tokens");
 }
 void be_tokens_to_atoms_add(px_backend *, int S, int N, int T, int C, int a_samples,
                             const float *A, const int64_t *a2t, float *Y) {
+  PROF("tokens_to_atoms_add");
   k_tokens_to_atoms_add<<<blocks_for((int64_t)S * N * C, 256), 256, 0, g.stream>>>(S, N, T, C, a_samples, A, a2t, Y);
   LAUNCHED("tokens_to_atoms_add");
 }
 
 void be_attention_full(px_backend *b, int S, int T, int H, int d, const float *Q, const float *K,
                        const float *V, int ld, const float *bias, float scale, float *O) {
+  PROF("attention_full");
   const size_t per = (size_t)H * T * T;
   float *L = grow(g.logits, g.logits_n, per);
   if (!L) return;
@@ -503,6 +587,7 @@ void be_attention_full(px_backend *b, int S, int T, int H, int d, const float *Q
 void be_attention_local(px_backend *, int S, int N, int H, int d, int nq, int nk, const float *Q,
                         const float *K, const float *V, int ld, const float *bias, float scale,
                         float *O) {
+  PROF("attention_local");
   const int n_trunks = (N + nq - 1) / nq;
   const size_t smem = sizeof(float) * ((size_t)(2 * nk + nq) * (d + 1) + (size_t)nq * nk);
   static size_t configured = 0;

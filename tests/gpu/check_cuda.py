@@ -176,7 +176,10 @@ def timings(model, sizes, reps, S=10):
             base = torch.cuda.memory_allocated()
             with torch.no_grad():
                 row[name + "_ms"] = time_cuda(lambda: mod(*args), reps)
-            row[name + "_peak_gib"] = (torch.cuda.max_memory_allocated() - base) / 2 ** 30
+            # Activations above what was allocated before the call, plus the module's own
+            # weights: the module's total, comparable to pxdiff's (which includes its weights).
+            weights = sum(p.numel() * p.element_size() for p in mod.parameters())
+            row[name + "_peak_gib"] = (torch.cuda.max_memory_allocated() - base + weights) / 2 ** 30
         for p, e in engines.items():
             e(x, t, inp.feats, inp.s_inputs, inp.s_trunk, inp.z_trunk)  # design cache
             lib.px_cuda_memory_reset_peak()

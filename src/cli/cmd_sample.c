@@ -48,22 +48,24 @@ void cmd_sample_usage(void *file) {
           "  demo --out DIR [options]          built-in synthetic problem and SYNTHETIC weights (no\n"
           "                                    downloads; %d samples x %d steps unless told)\n"
           "    sampler options (defaults = `pxdesign infer`/`pipeline`):\n"
-          "      --samples N (%s) --steps K (400) --seed S (0) --chunk C (10)\n"
+          "      --samples N (%s) --steps K (400; demo %d) --seed S (0) --chunk C (10)\n"
           "      --eta-type const|linear|poly|cos|piecewise|piecewise_65|piecewise_70 (const)\n"
           "      --eta-min X (2.5) --eta-max X (2.5) --gamma0 X (1.0) --gamma-min X (0.01)\n"
           "      --noise-scale-lambda X (1.003)\n"
           "      --schedule-precision bf16|fp32 (bf16: the schedule rounded per operation as\n"
           "                                    PXDesign's default GPU run; fp32: plain float32)\n"
           "      --device auto|cpu|cuda (auto) --precision fp32|tf32|bf16|default (default)\n"
-          "      --threads K (0 = library default) --pdb (also write sample_<i>.pdb)\n"
-          "      --quiet (errors only) --resume (keep finished samples of the same run)\n"
+          "      --threads K (0 = library default) --pdb (also write sample_<i>.pdb; fails on\n"
+          "                                    coordinates beyond the PDB columns)\n"
+          "      --quiet (errors only) --resume (keep finished samples of the same run; refuses\n"
+          "                                    a DIR holding samples of other settings)\n"
           "    output: DIR/sample_0000.cif ... (atomic; B_iso_or_equiv 1.00 = designed atom,\n"
           "      0.00 = condition atom), DIR/summary.json written last and only when all\n"
           "      samples exist; a run first deletes summary.json, so none = unfinished.\n"
           "      Ctrl-C keeps finished samples, writes no summary.json, exits 130; rerun with\n"
           "      --resume to finish (the result equals an uninterrupted run). Progress goes to\n"
           "      stderr (a bar on a terminal, periodic lines otherwise).\n",
-          DEMO_SAMPLES, DEMO_STEPS, "1; demo 4");
+          DEMO_SAMPLES, DEMO_STEPS, "1; demo 4", DEMO_STEPS);
 }
 
 /* ---------------------------------------------------------------- options -- */
@@ -328,6 +330,7 @@ typedef struct {
   px_structure tmpl;      /* annotations; xyz filled per sample */
   double t_load, t_design;
   int64_t n_params;
+  double sampling_s_per_design; /* set by run_sampling when it computed samples */
 } problem_t;
 
 typedef struct {
@@ -685,6 +688,7 @@ static int run_sampling(const opts_t *o, const px_model *m, px_design *d, proble
     rc = 1;
     goto done;
   }
+  if (pr.done) pb->sampling_s_per_design = t_sampling / pr.done;
   if (!o->quiet) {
     printf("wrote %ld sample%s to %s (sample_%0*d.cif%s", S, S == 1 ? "" : "s", o->out, width, 0,
            S > 1 ? " ..." : "");
@@ -865,7 +869,12 @@ int cmd_demo(int argc, char **argv) {
     fflush(stdout);
   }
   rc = run_sampling(&o, m, d, &pb, t_start);
-  if (!rc && !o.quiet) printf("  total %.1f s. %s\n", px_time_now() - t_start, SYNTH_LABEL);
+  if (!rc && !o.quiet) {
+    if (o.cfg.n_step != 400 && pb.sampling_s_per_design > 0)
+      printf("  (at PXDesign's default 400 steps this would be about %.0f s/design here)\n",
+             pb.sampling_s_per_design * 400.0 / o.cfg.n_step);
+    printf("  total %.1f s. %s\n", px_time_now() - t_start, SYNTH_LABEL);
+  }
 done:
   px_design_free(d);
   px_demo_design_free(&dd);

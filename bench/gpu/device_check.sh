@@ -1,0 +1,27 @@
+#!/bin/sh
+# Everything the CUDA backend is checked and timed with, in one device call:
+#   sh bench/gpu/device_check.sh [check_cuda.py options]
+# Needs build/ made on a machine with nvcc (carried), and for the upstream baseline
+# third_party/protenix (a checkout of Protenix tag v0.5.0+pxd, never committed).
+set -u
+export PYTHONPATH=python:tests/ref:tests/gpu PYTHONUNBUFFERED=1
+[ -d third_party/protenix ] && export PXDIFF_UPSTREAM_PROTENIX=$PWD/third_party/protenix
+OUTDIR=${OUT:-/tmp}
+status=0
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+echo "== CUDA kernels vs CPU backend"
+./build/tests/test_cuda_kernels || status=1
+echo "== compute-sanitizer memcheck, small end-to-end runs (eager and graph replay)"
+for p in fp32 tf32 bf16; do
+  compute-sanitizer --tool memcheck --error-exitcode 3 ./build/pxdiff bench --device cuda --precision $p \
+    --tokens 21 --binder 5 --atoms 143 --samples 3 --reps 3 > "$OUTDIR/memcheck_$p.log" 2>&1 \
+    || { status=1; echo "memcheck $p FAILED"; tail -30 "$OUTDIR/memcheck_$p.log"; }
+  grep -E "ERROR SUMMARY" "$OUTDIR/memcheck_$p.log"
+done
+echo "== pxdiff bench (CLI), 330 tokens / 2320 atoms / 10 samples"
+for p in fp32 tf32 bf16; do
+  ./build/pxdiff bench --device cuda --precision $p --tokens 330 --binder 80 --atoms 2320 --samples 10 --reps 20 | grep -E "backend|median"
+done
+echo "== accuracy, precision policy, timings against PyTorch"
+python3 tests/gpu/check_cuda.py --json "$OUTDIR/check.json" "$@" || status=1
+exit $status

@@ -1,0 +1,246 @@
+/* Every CUDA kernel against the CPU backend (itself tested against double precision in
+ * test_cpu_kernels.c) on fresh random inputs at awkward sizes, outputs poisoned with NaN
+ * before each run. Without a GPU (or without the CUDA build) it prints SKIP and passes. */
+#include "testutil.h"
+
+#include "backend.h"
+#include "pxdiff.h"
+#ifdef PX_HAVE_CUDA
+#include "cuda/cuda_backend.h"
+#endif
+
+#ifndef PX_HAVE_CUDA
+int main(void) {
+  printf("SKIP: test_cuda_kernels: pxdiff was built without CUDA\n");
+  return tu_finish("test_cuda_kernels");
+}
+#else
+
+static px_backend *cpu, *gpu;
+
+static float *rnd(size_t n, double scale) {
+  float *x = malloc(sizeof(float) * (n ? n : 1));
+  tu_fill_normal(x, n, scale);
+  return x;
+}
+static float *up(const float *h, size_t n) {
+  float *d = gpu->alloc(gpu, sizeof(float) * (n ? n : 1));
+  gpu->upload(gpu, d, h, sizeof(float) * n);
+  return d;
+}
+static float *dev_poison(size_t n) {
+  float *h = malloc(sizeof(float) * (n ? n : 1));
+  tu_poison(h, n);
+  float *d = up(h, n);
+  free(h);
+  return d;
+}
+static void down(float *h, const float *d, size_t n) { gpu->download(gpu, h, d, sizeof(float) * n); }
+
+static void compare(const char *what, const float *got_dev, const float *want, size_t n, double tol) {
+  float *got = malloc(sizeof(float) * (n ? n : 1));
+  down(got, got_dev, n);
+  double e = tu_rel_err_ff(got, want, n);
+  CHECK_MSG(e <= tol, "%s: rel err %.3g (tol %.1g)", what, e, tol);
+  CHECK_MSG(gpu->status(gpu) == 0, "%s: CUDA error %s", what, px_last_error());
+  free(got);
+}
+
+static void test_linear(int prec, double tol) {
+  px_backend *g = px_cuda_backend(prec);
+  int shapes[][3] = {{1, 3, 3}, {7, 33, 19}, {130, 257, 128}, {331, 768, 384}, {65, 1536, 768}};
+  for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
+    int M = shapes[t][0], N = shapes[t][1], K = shapes[t][2];
+    for (int variant = 0; variant < 3; variant++) {
+      int ldx = K + (variant == 2 ? 5 : 0), ldy = N + (variant == 2 ? 3 : 0);
+      float *X = rnd((size_t)M * ldx, 1.0), *W = rnd((size_t)N * K, 1.0 / sqrt(K)), *b = rnd(N, 0.5);
+      float *Y = rnd((size_t)M * ldy, 1.0);
+      float *dX = up(X, (size_t)M * ldx), *dW = up(W, (size_t)N * K), *db = up(b, N);
+      float *dY = variant == 1 ? up(Y, (size_t)M * ldy) : dev_poison((size_t)M * ldy);
+      const float *bias = variant == 0 ? NULL : db;
+      g->linear(g, M, N, K, dX, ldx, dW, bias, dY, ldy, variant == 1, 0);
+      if (variant != 1) /* poisoned padding columns must stay untouched: compare full rows only */
+        for (int r = 0; r < M; r++)
+          for (int c = N; c < ldy; c++) Y[(size_t)r * ldy + c] = NAN;
+      cpu->linear(cpu, M, N, K, X, ldx, W, variant == 0 ? NULL : b, Y, ldy, variant == 1, 0);
+      float *got = malloc(sizeof(float) * (size_t)M * ldy);
+      down(got, dY, (size_t)M * ldy);
+      double num = 0, den = 0;
+      int bad = 0;
+      for (int r = 0; r < M; r++)
+        for (int c = 0; c < N; c++) {
+          double a = got[(size_t)r * ldy + c], w = Y[(size_t)r * ldy + c];
+          if (!isfinite(a)) bad = 1;
+          num += (a - w) * (a - w);
+          den += w * w;
+        }
+      double e = bad ? INFINITY : sqrt(num / den);
+      CHECK_MSG(e <= tol, "linear prec %d M=%d N=%d K=%d variant %d: rel err %.3g", prec, M, N, K, variant, e);
+      free(got);
+      free(X); free(W); free(b); free(Y);
+      gpu->free(gpu, dX); gpu->free(gpu, dW); gpu->free(gpu, db); gpu->free(gpu, dY);
+    }
+  }
+}
+
+static void test_rowwise(void) {
+  int Ms[] = {1, 5, 333, 2321};
+  int Cs[] = {3, 16, 129, 833};
+  for (int a = 0; a < 4; a++)
+    for (int c = 0; c < 4; c++) {
+      int M = Ms[a], C = Cs[c], g_rows = M > 3 ? M / 3 + 1 : 1;
+      size_t n = (size_t)M * C;
+      float *X = rnd(n, 2.0), *w = rnd(C, 1.0), *bb = rnd(C, 1.0);
+      float *G = rnd((size_t)g_rows * C, 1.0), *B = rnd((size_t)g_rows * C, 1.0), *Y = rnd(n, 1.0);
+      float *want = malloc(sizeof(float) * n);
+      float *dX = up(X, n), *dw = up(w, C), *db = up(bb, C), *dG = up(G, (size_t)g_rows * C);
+      float *dB = up(B, (size_t)g_rows * C), *dY = up(Y, n), *dO = dev_poison(n);
+      char what[96];
+      /* layernorm with and without affine */
+      cpu->layernorm(cpu, M, C, X, w, bb, want);
+      gpu->layernorm(gpu, M, C, dX, dw, db, dO);
+      snprintf(what, sizeof what, "layernorm M=%d C=%d", M, C);
+      compare(what, dO, want, n, 1e-5);
+      cpu->layernorm(cpu, M, C, X, NULL, NULL, want);
+      gpu->layernorm(gpu, M, C, dX, NULL, NULL, dO);
+      compare(what, dO, want, n, 1e-5);
+      cpu->adaln(cpu, M, C, X, G, B, g_rows, want);
+      gpu->adaln(gpu, M, C, dX, dG, dB, g_rows, dO);
+      snprintf(what, sizeof what, "adaln M=%d C=%d g_rows=%d", M, C, g_rows);
+      compare(what, dO, want, n, 1e-5);
+      /* gated residual (in place on a copy of X) */
+      memcpy(want, X, sizeof(float) * n);
+      cpu->gated_residual(cpu, M, C, want, G, g_rows, Y);
+      gpu->upload(gpu, dO, X, sizeof(float) * n);
+      gpu->gated_residual(gpu, M, C, dO, dG, g_rows, dY);
+      snprintf(what, sizeof what, "gated_residual M=%d C=%d", M, C);
+      compare(what, dO, want, n, 1e-6);
+      /* add_rows */
+      memcpy(want, X, sizeof(float) * n);
+      cpu->add_rows(cpu, M, C, want, G, g_rows);
+      gpu->upload(gpu, dO, X, sizeof(float) * n);
+      gpu->add_rows(gpu, M, C, dO, dG, g_rows);
+      snprintf(what, sizeof what, "add_rows M=%d C=%d", M, C);
+      compare(what, dO, want, n, 1e-6);
+      /* activations */
+      for (int kind = 0; kind < 2; kind++) {
+        memcpy(want, X, sizeof(float) * n);
+        cpu->activation(cpu, (int64_t)n, want, kind);
+        gpu->upload(gpu, dO, X, sizeof(float) * n);
+        gpu->activation(gpu, (int64_t)n, dO, kind);
+        snprintf(what, sizeof what, "activation %d n=%zu", kind, n);
+        compare(what, dO, want, n, 1e-6);
+      }
+      /* sigmoid_mul with strides: O [M, C] (ld C+1), P [M, C] (ld C+2) */
+      {
+        size_t no = (size_t)M * (C + 1), np = (size_t)M * (C + 2);
+        float *Oh = rnd(no, 1.0), *Ph = rnd(np, 3.0);
+        float *dOo = up(Oh, no), *dP = up(Ph, np);
+        cpu->sigmoid_mul(cpu, M, C, Oh, C + 1, Ph, C + 2);
+        gpu->sigmoid_mul(gpu, M, C, dOo, C + 1, dP, C + 2);
+        snprintf(what, sizeof what, "sigmoid_mul M=%d C=%d", M, C);
+        compare(what, dOo, Oh, no, 1e-6);
+        free(Oh); free(Ph);
+        gpu->free(gpu, dOo); gpu->free(gpu, dP);
+      }
+      /* swiglu: X2 [M, 2C] -> [M, C] */
+      {
+        float *X2 = rnd(2 * n, 2.0), *dX2 = up(X2, 2 * n);
+        cpu->swiglu(cpu, M, C, X2, want);
+        gpu->swiglu(gpu, M, C, dX2, dO);
+        snprintf(what, sizeof what, "swiglu M=%d H=%d", M, C);
+        compare(what, dO, want, n, 1e-6);
+        free(X2);
+        gpu->free(gpu, dX2);
+      }
+      free(X); free(w); free(bb); free(G); free(B); free(Y); free(want);
+      float *bufs[] = {dX, dw, db, dG, dB, dY, dO};
+      for (int i = 0; i < 7; i++) gpu->free(gpu, bufs[i]);
+    }
+}
+
+static void test_token_atom_maps(void) {
+  int S = 3, T = 11, N = 0;
+  int counts[11] = {3, 0, 7, 1, 12, 5, 0, 2, 9, 4, 1};
+  for (int t = 0; t < T; t++) N += counts[t];
+  int64_t *a2t = malloc(sizeof(int64_t) * N);
+  float inv[11];
+  for (int t = 0, n = 0; t < T; t++) {
+    for (int k = 0; k < counts[t]; k++) a2t[n++] = t;
+    inv[t] = counts[t] ? 1.0f / counts[t] : 0.0f;
+  }
+  for (int C = 5; C <= 768; C += 763) {
+    float *X = rnd((size_t)S * N * C, 1.0), *A = rnd((size_t)S * T * C, 1.0);
+    float *want = malloc(sizeof(float) * (size_t)S * N * C);
+    int64_t *da2t = gpu->alloc(gpu, sizeof(int64_t) * N);
+    gpu->upload(gpu, da2t, a2t, sizeof(int64_t) * N);
+    float *dinv = up(inv, T), *dX = up(X, (size_t)S * N * C), *dA = up(A, (size_t)S * T * C);
+    float *dO = dev_poison((size_t)S * T * C);
+    cpu->atoms_to_tokens(cpu, S, N, T, C, X, a2t, inv, want);
+    gpu->atoms_to_tokens(gpu, S, N, T, C, dX, da2t, dinv, dO);
+    compare("atoms_to_tokens", dO, want, (size_t)S * T * C, 1e-6);
+    for (int as = 1; as <= S; as += S - 1) {
+      memcpy(want, X, sizeof(float) * (size_t)S * N * C);
+      cpu->tokens_to_atoms_add(cpu, S, N, T, C, as, A, a2t, want);
+      float *dY = up(X, (size_t)S * N * C);
+      gpu->tokens_to_atoms_add(gpu, S, N, T, C, as, dA, da2t, dY);
+      compare("tokens_to_atoms_add", dY, want, (size_t)S * N * C, 1e-6);
+      gpu->free(gpu, dY);
+    }
+    free(X); free(A); free(want);
+    gpu->free(gpu, da2t); gpu->free(gpu, dinv); gpu->free(gpu, dX); gpu->free(gpu, dA); gpu->free(gpu, dO);
+  }
+  free(a2t);
+}
+
+static void test_attention(void) {
+  /* full: (S, T, H, d) with awkward T; local: (S, N, H, d) */
+  int full[][4] = {{1, 1, 2, 16}, {2, 33, 3, 48}, {3, 130, 16, 48}, {2, 70, 4, 32}, {1, 65, 2, 64}, {2, 40, 2, 24}};
+  for (size_t t = 0; t < sizeof full / sizeof full[0]; t++) {
+    int S = full[t][0], T = full[t][1], H = full[t][2], d = full[t][3], C = H * d, ld = 4 * C;
+    size_t nq = (size_t)S * T * ld;
+    float *P = rnd(nq, 1.0), *bias = rnd((size_t)H * T * T, 2.0), *want = malloc(sizeof(float) * (size_t)S * T * C);
+    float *dP = up(P, nq), *dbias = up(bias, (size_t)H * T * T), *dO = dev_poison((size_t)S * T * C);
+    float scale = 1.0f / sqrtf((float)d);
+    cpu->attention_full(cpu, S, T, H, d, P, P + C, P + 2 * C, ld, bias, scale, want);
+    gpu->attention_full(gpu, S, T, H, d, dP, dP + C, dP + 2 * C, ld, dbias, scale, dO);
+    char what[96];
+    snprintf(what, sizeof what, "attention_full S=%d T=%d H=%d d=%d", S, T, H, d);
+    compare(what, dO, want, (size_t)S * T * C, 1e-5);
+    free(P); free(bias); free(want);
+    gpu->free(gpu, dP); gpu->free(gpu, dbias); gpu->free(gpu, dO);
+  }
+  int local[][4] = {{1, 1, 4, 32}, {2, 31, 4, 32}, {2, 33, 4, 32}, {3, 200, 4, 32}, {1, 96, 2, 48}, {2, 77, 3, 20}};
+  for (size_t t = 0; t < sizeof local / sizeof local[0]; t++) {
+    int S = local[t][0], N = local[t][1], H = local[t][2], d = local[t][3], C = H * d, ld = 2 * C;
+    int nt = (N + 31) / 32;
+    size_t nqg = (size_t)S * N * ld, nb = (size_t)H * nt * 32 * 128;
+    float *QG = rnd(nqg, 1.0), *KV = rnd(nqg, 1.0), *bias = rnd(nb, 2.0), *want = malloc(sizeof(float) * (size_t)S * N * C);
+    float *dQG = up(QG, nqg), *dKV = up(KV, nqg), *dbias = up(bias, nb), *dO = dev_poison((size_t)S * N * C);
+    float scale = 1.0f / sqrtf((float)d);
+    cpu->attention_local(cpu, S, N, H, d, 32, 128, QG, KV, KV + C, ld, bias, scale, want);
+    gpu->attention_local(gpu, S, N, H, d, 32, 128, dQG, dKV, dKV + C, ld, dbias, scale, dO);
+    char what[96];
+    snprintf(what, sizeof what, "attention_local S=%d N=%d H=%d d=%d", S, N, H, d);
+    compare(what, dO, want, (size_t)S * N * C, 1e-5);
+    free(QG); free(KV); free(bias); free(want);
+    gpu->free(gpu, dQG); gpu->free(gpu, dKV); gpu->free(gpu, dbias); gpu->free(gpu, dO);
+  }
+}
+
+int main(void) {
+  if (px_cuda_device_count() <= 0) {
+    printf("SKIP: test_cuda_kernels: no CUDA device\n");
+    return tu_finish("test_cuda_kernels");
+  }
+  tu_seed();
+  cpu = px_cpu_backend();
+  gpu = px_cuda_backend(PX_PRECISION_FP32);
+  test_linear(PX_PRECISION_FP32, 1e-5);
+  test_linear(PX_PRECISION_TF32, 2e-3);
+  test_rowwise();
+  test_token_atom_maps();
+  test_attention();
+  return tu_finish("test_cuda_kernels");
+}
+#endif

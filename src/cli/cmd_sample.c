@@ -362,8 +362,8 @@ static void progress_show(progress_t *p, double frac_done, int step, int force) 
             p->total, e1, e2, rate);
     p->line_open = 1;
   } else if (step > 0 && step < p->n_step) {
-    fprintf(stderr, "pxdiff: %d/%d designs done (step %d/%d of samples %d-%d), %s elapsed, ETA %s, %s\n",
-            done_whole, p->total, step, p->n_step, done_whole + 1, done_whole + p->cur, e1, e2, rate);
+    fprintf(stderr, "pxdiff: %d/%d designs done (chunk of %d at step %d/%d), %s elapsed, ETA %s, %s\n",
+            done_whole, p->total, p->cur, step, p->n_step, e1, e2, rate);
   } else {
     fprintf(stderr, "pxdiff: %d/%d designs done, %s elapsed, ETA %s, %s\n", done_whole, p->total, e1,
             e2, rate);
@@ -426,8 +426,8 @@ static int index_width(long n) {
 }
 
 static int write_summary(const char *path, const opts_t *o, const problem_t *pb, const px_model *m,
-                         const px_design *d, uint64_t run_id, double t_sampling, int computed,
-                         int resumed, double t_total, int width) {
+                         const px_design *d, uint64_t run_id, double t_sampling, int sampled,
+                         int computed, int resumed, double t_total, int width) {
   jbuf b = {0};
   char fl[8][32];
   const px_sampler_config *c = &o->cfg;
@@ -472,10 +472,11 @@ static int write_summary(const char *path, const opts_t *o, const problem_t *pb,
   jb_printf(&b, "  \"timings\": {\n    \"model_load_s\": %.3f,\n    \"design_s\": %.3f,\n", pb->t_load,
             pb->t_design);
   jb_printf(&b, "    \"sampling_s\": %.3f,\n    \"s_per_design\": ", t_sampling);
-  if (computed) jb_printf(&b, "%.4f", t_sampling / computed);
+  if (sampled) jb_printf(&b, "%.4f", t_sampling / sampled);
   else jb_printf(&b, "null");
   jb_printf(&b, ",\n    \"total_s\": %.3f\n  },\n", t_total);
-  jb_printf(&b, "  \"samples_computed\": %d,\n  \"samples_resumed\": %d,\n", computed, resumed);
+  jb_printf(&b, "  \"samples_computed\": %d,\n  \"samples_resumed\": %d,\n  \"samples_sampled\": %d,\n",
+            computed, resumed, sampled);
   jb_printf(&b, "  \"b_factor\": \"1.00 = designed atom, 0.00 = condition atom\",\n  \"files\": [");
   for (long i = 0; i < o->samples; i++) {
     jb_printf(&b, "%s\n    {\"index\": %ld, \"cif\": \"sample_%0*ld.cif\"", i ? "," : "", i, width, i);
@@ -585,11 +586,23 @@ static int run_sampling(const opts_t *o, const px_model *m, px_design *d, proble
       free(p);
     }
   }
-  const int todo = (int)(S - resumed);
+  /* Samples run in the chunks an uninterrupted run uses ([k*C, (k+1)*C)), so each sample
+   * meets the same batch on resume: bitwise equal files also where a backend's rounding
+   * depends on the batch (GPU). A chunk with any sample missing is sampled whole; only
+   * its missing files are written. */
+  const long C = o->chunk;
+  int todo = 0;
+  for (long c0 = 0; c0 < S; c0 += C) {
+    const long n = S - c0 < C ? S - c0 : C;
+    int missing = 0;
+    for (long s = 0; s < n; s++) missing |= !have[c0 + s];
+    if (missing) todo += (int)n;
+  }
+  int written = 0;
   if (!o->quiet) {
     if (o->resume)
-      fprintf(stderr, "pxdiff: resume: %d of %ld samples already written, %d to compute\n", resumed, S,
-              todo);
+      fprintf(stderr, "pxdiff: resume: %d of %ld samples already written, %ld to compute\n", resumed, S,
+              S - resumed);
   }
   progress_t pr = {0};
   pr.t0 = px_time_now();
@@ -611,16 +624,13 @@ static int run_sampling(const opts_t *o, const px_model *m, px_design *d, proble
   synth_comment[n_comment++] = c0;
   synth_comment[n_comment++] = c1;
   synth_comment[n_comment++] = "B_iso_or_equiv: 1.00 = designed atom, 0.00 = condition atom";
-  long i = 0;
-  while (i < S && !rc) {
-    if (have[i]) {
-      i++;
-      continue;
-    }
-    long n = 0;
-    while (i + n < S && !have[i + n] && n < o->chunk) n++;
+  for (long i = 0; i < S && !rc; i += C) {
+    const long n = S - i < C ? S - i : C;
+    int missing = 0;
+    for (long s = 0; s < n; s++) missing |= !have[i + s];
+    if (!missing) continue;
     pr.cur = (int)n;
-    int st = px_sample(m, d, &o->cfg, (int)i, (int)n, (int)o->chunk, x, progress_cb, &pr);
+    int st = px_sample(m, d, &o->cfg, (int)i, (int)n, (int)C, x, progress_cb, &pr);
     if (st == PX_ERR_CANCELLED || g_interrupted) {
       rc = 130;
       break;
@@ -633,6 +643,7 @@ static int run_sampling(const opts_t *o, const px_model *m, px_design *d, proble
     }
     for (long s = 0; s < n && !rc; s++) {
       long idx = i + s;
+      if (have[idx]) continue;
       char fname[64];
       snprintf(c0, sizeof c0, "pxdiff %s %s: sample %ld, seed %llu, %d steps, eta %s %s..%s, schedule %s",
                PXDIFF_VERSION, pb->command, idx, (unsigned long long)o->cfg.seed, o->cfg.n_step,
@@ -664,11 +675,12 @@ static int run_sampling(const opts_t *o, const px_model *m, px_design *d, proble
         const char *err = *failed ? px_last_error() : "out of memory";
         if (!strncmp(err, "cannot write", 12)) fprintf(stderr, "pxdiff: %s\n", err);
         else fprintf(stderr, "pxdiff: cannot write %s: %s\n", failed, err);
+      } else {
+        written++;
       }
     }
     pr.done += (int)n;
     if (!rc) progress_show(&pr, pr.done, o->cfg.n_step, 1);
-    i += n;
   }
   signal(SIGINT, old_int == SIG_ERR ? SIG_DFL : old_int);
   signal(SIGTERM, old_term == SIG_ERR ? SIG_DFL : old_term);
@@ -678,12 +690,12 @@ static int run_sampling(const opts_t *o, const px_model *m, px_design *d, proble
     fprintf(stderr,
             "pxdiff: interrupted: %d of %ld samples written to %s (no summary.json); rerun with "
             "--resume to finish\n",
-            resumed + pr.done, S, o->out);
+            resumed + written, S, o->out);
     goto done;
   }
   if (rc) goto done;
-  if (write_summary(summary, o, pb, m, d, run_id, t_sampling, pr.done, resumed, px_time_now() - t_start,
-                    width)) {
+  if (write_summary(summary, o, pb, m, d, run_id, t_sampling, pr.done, written, resumed,
+                    px_time_now() - t_start, width)) {
     fprintf(stderr, "pxdiff: %s\n", px_last_error());
     rc = 1;
     goto done;

@@ -253,6 +253,14 @@ def test_resume_gives_identical_files(problem, tmp_path):
     assert after == before
     s = json.load(open(out / "summary.json"))
     assert s["samples_resumed"] == 2 and s["samples_computed"] == 3  # 0 and 2 kept
+    # chunks [0,1] [2,3] [4] each miss a file: sampled whole, as the first run batched them
+    assert s["samples_sampled"] == 5
+    os.remove(out / "sample_0004.cif")
+    rc, _, se = run(*args, "--resume")
+    assert rc == 0, se
+    s = json.load(open(out / "summary.json"))
+    assert (s["samples_resumed"], s["samples_computed"], s["samples_sampled"]) == (4, 1, 1)
+    assert open(out / "sample_0004.cif", "rb").read() == before["sample_0004.cif"]
     # nothing to do: everything resumed
     rc, so, se = run(*args, "--resume")
     assert rc == 0 and json.load(open(out / "summary.json"))["samples_computed"] == 0, se

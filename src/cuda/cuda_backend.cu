@@ -24,6 +24,7 @@ extern "C" {
 #include "error.h"
 #include "model/model.h"
 }
+#include "cuda/attention_tc.h"
 
 namespace {
 
@@ -700,6 +701,11 @@ void be_tokens_to_atoms_add(px_backend *, int S, int N, int T, int C, int a_samp
 void be_attention_full(px_backend *b, int S, int T, int H, int d, const float *Q, const float *K,
                        const float *V, int ld, const float *bias, float scale, float *O) {
   PROF("attention_full");
+  if (precision_of(b) != PX_PRECISION_FP32 &&
+      px_attention_tc(g.stream, S, T, H, d, ld, Q, K, V, bias, 0, 0, 0, scale, O)) {
+    LAUNCHED("attention_tc");  // tensor cores (tf32) for the reduced precisions
+    return;
+  }
   if (!getenv("PXDIFF_CUBLAS_ATTENTION") && attention_fused(S, T, H, d, ld, Q, K, V, bias, 0, scale, O)) return;
   const size_t per = (size_t)H * T * T;
   float *L = grow(g.logits, g.logits_n, per);
@@ -720,10 +726,15 @@ void be_attention_full(px_backend *b, int S, int T, int H, int d, const float *Q
   }
 }
 
-void be_attention_local(px_backend *, int S, int N, int H, int d, int nq, int nk, const float *Q,
+void be_attention_local(px_backend *b, int S, int N, int H, int d, int nq, int nk, const float *Q,
                         const float *K, const float *V, int ld, const float *bias, float scale,
                         float *O) {
   PROF("attention_local");
+  if (precision_of(b) != PX_PRECISION_FP32 &&
+      px_attention_tc(g.stream, S, N, H, d, ld, Q, K, V, bias, 1, nq, nk, scale, O)) {
+    LAUNCHED("attention_tc_local");
+    return;
+  }
   if (nq == AQ && nk == 128 && attention_fused(S, N, H, d, ld, Q, K, V, bias, 1, scale, O)) return;
   const int n_trunks = (N + nq - 1) / nq;
   const size_t smem = sizeof(float) * ((size_t)(2 * nk + nq) * (d + 1) + (size_t)nq * nk);

@@ -1,0 +1,231 @@
+/* The tensor-core attention (src/cuda/attention_tc.cu) used by the CUDA backend's TF32
+ * and BF16 precisions, against the CPU backend (fp32) on fresh random inputs at awkward
+ * sizes, outputs poisoned with NaN before each run: relative error <= 2e-3 and finite.
+ * The FP32 backend must still give the exact kernel (1e-5). Also prints, without
+ * checking, a CPU emulation of the error that tf32 and bf16 operands give (to compare
+ * with the measured tf32 error), and with PXDIFF_ATT_BENCH=1 times the model's shapes.
+ * Without a GPU (or without the CUDA build) it prints SKIP and passes. */
+#include "testutil.h"
+
+#include "backend.h"
+#include "pxdiff.h"
+#ifdef PX_HAVE_CUDA
+#include "cuda/cuda_backend.h"
+#endif
+
+#ifndef PX_HAVE_CUDA
+int main(void) {
+  printf("SKIP: test_cuda_attention: pxdiff was built without CUDA\n");
+  return tu_finish("test_cuda_attention");
+}
+#else
+
+static px_backend *cpu;
+
+static float *rnd(size_t n, double scale) {
+  float *x = malloc(sizeof(float) * (n ? n : 1));
+  tu_fill_normal(x, n, scale);
+  return x;
+}
+static float *up(px_backend *g, const float *h, size_t n) {
+  float *d = g->alloc(g, sizeof(float) * (n ? n : 1));
+  g->upload(g, d, h, sizeof(float) * n);
+  return d;
+}
+static float *dev_poison(px_backend *g, size_t n) {
+  float *h = malloc(sizeof(float) * (n ? n : 1));
+  tu_poison(h, n);
+  float *d = up(g, h, n);
+  free(h);
+  return d;
+}
+
+static double compare(px_backend *g, const char *what, const float *got_dev, const float *want,
+                      size_t n, double tol) {
+  float *got = malloc(sizeof(float) * (n ? n : 1));
+  g->download(g, got, got_dev, sizeof(float) * n);
+  double e = tu_rel_err_ff(got, want, n);
+  CHECK_MSG(e <= tol, "%s: rel err %.3g (tol %.1g)", what, e, tol);
+  CHECK_MSG(g->status(g) == 0, "%s: CUDA error %s", what, px_last_error());
+  printf("  %-58s rel err %.2e\n", what, e);
+  free(got);
+  return e;
+}
+
+static const char *prec_name(int p) {
+  return p == PX_PRECISION_FP32 ? "fp32" : p == PX_PRECISION_TF32 ? "tf32" : "bf16";
+}
+
+/* Full attention; ld_extra widens the rows (Q, K, V at columns 0, C, 2C of a 4C+extra row). */
+static void run_full(int prec, int S, int T, int H, int d, int ld_extra, double tol) {
+  px_backend *g = px_cuda_backend(prec);
+  const int C = H * d, ld = 4 * C + ld_extra;
+  const size_t nq = (size_t)S * T * ld, no = (size_t)S * T * C, nb = (size_t)H * T * T;
+  float *P = rnd(nq, 1.0), *bias = rnd(nb, 2.0), *want = malloc(sizeof(float) * no);
+  float *dP = up(g, P, nq), *dbias = up(g, bias, nb), *dO = dev_poison(g, no);
+  const float scale = 1.0f / sqrtf((float)d);
+  cpu->attention_full(cpu, S, T, H, d, P, P + C, P + 2 * C, ld, bias, scale, want);
+  g->attention_full(g, S, T, H, d, dP, dP + C, dP + 2 * C, ld, dbias, scale, dO);
+  char what[128];
+  snprintf(what, sizeof what, "%s full S=%d T=%d H=%d d=%d ld=%d", prec_name(prec), S, T, H, d, ld);
+  compare(g, what, dO, want, no, tol);
+  free(P); free(bias); free(want);
+  g->free(g, dP); g->free(g, dbias); g->free(g, dO);
+}
+
+static void run_local(int prec, int S, int N, int H, int d, int nk, double tol) {
+  px_backend *g = px_cuda_backend(prec);
+  const int C = H * d, ld = 2 * C, nt = (N + 31) / 32;
+  const size_t nqg = (size_t)S * N * ld, nb = (size_t)H * nt * 32 * nk, no = (size_t)S * N * C;
+  float *QG = rnd(nqg, 1.0), *KV = rnd(nqg, 1.0), *bias = rnd(nb, 2.0), *want = malloc(sizeof(float) * no);
+  float *dQG = up(g, QG, nqg), *dKV = up(g, KV, nqg), *dbias = up(g, bias, nb), *dO = dev_poison(g, no);
+  const float scale = 1.0f / sqrtf((float)d);
+  cpu->attention_local(cpu, S, N, H, d, 32, nk, QG, KV, KV + C, ld, bias, scale, want);
+  g->attention_local(g, S, N, H, d, 32, nk, dQG, dKV, dKV + C, ld, dbias, scale, dO);
+  char what[128];
+  snprintf(what, sizeof what, "%s local S=%d N=%d H=%d d=%d nk=%d", prec_name(prec), S, N, H, d, nk);
+  compare(g, what, dO, want, no, tol);
+  free(QG); free(KV); free(bias); free(want);
+  g->free(g, dQG); g->free(g, dKV); g->free(g, dbias); g->free(g, dO);
+}
+
+/* ---- CPU emulation of reduced-precision operands (report only) ---- */
+static float round_tf32(float x) { /* cvt.rna.tf32.f32: nearest, ties away */
+  uint32_t u;
+  memcpy(&u, &x, 4);
+  if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0x1000u) & 0xffffe000u;
+  memcpy(&x, &u, 4);
+  return x;
+}
+static float round_bf16(float x) { /* nearest even */
+  uint32_t u;
+  memcpy(&u, &x, 4);
+  if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+  memcpy(&x, &u, 4);
+  return x;
+}
+/* Full attention with scaled Q, K, V and the unnormalised P rounded by rnd_fn, in double. */
+static void emulate_full(int S, int T, int H, int d, const float *Q, const float *K,
+                         const float *V, int ld, const float *bias, float scale,
+                         float (*rnd_fn)(float), float *O) {
+  const int C = H * d;
+  double *s = malloc(sizeof(double) * T), *o = malloc(sizeof(double) * d);
+  for (int sm = 0; sm < S; sm++)
+    for (int h = 0; h < H; h++)
+      for (int i = 0; i < T; i++) {
+        const float *q = Q + ((size_t)sm * T + i) * ld + h * d;
+        double mx = -INFINITY;
+        for (int j = 0; j < T; j++) {
+          const float *k = K + ((size_t)sm * T + j) * ld + h * d;
+          double a = 0;
+          for (int c = 0; c < d; c++) a += (double)rnd_fn(q[c] * scale) * rnd_fn(k[c]);
+          s[j] = a + bias[((size_t)h * T + i) * T + j];
+          if (s[j] > mx) mx = s[j];
+        }
+        double l = 0;
+        for (int c = 0; c < d; c++) o[c] = 0;
+        for (int j = 0; j < T; j++) {
+          const double p = rnd_fn((float)exp(s[j] - mx));
+          const float *v = V + ((size_t)sm * T + j) * ld + h * d;
+          l += p;
+          for (int c = 0; c < d; c++) o[c] += p * rnd_fn(v[c]);
+        }
+        for (int c = 0; c < d; c++) O[((size_t)sm * T + i) * C + h * d + c] = (float)(o[c] / l);
+      }
+  free(s);
+  free(o);
+}
+static void emulation_report(void) {
+  const int S = 2, T = 330, H = 16, d = 48, C = H * d, ld = 4 * C;
+  const size_t nq = (size_t)S * T * ld, no = (size_t)S * T * C;
+  float *P = rnd(nq, 1.0), *bias = rnd((size_t)H * T * T, 2.0);
+  float *want = malloc(sizeof(float) * no), *got = malloc(sizeof(float) * no);
+  const float scale = 1.0f / sqrtf((float)d);
+  cpu->attention_full(cpu, S, T, H, d, P, P + C, P + 2 * C, ld, bias, scale, want);
+  emulate_full(S, T, H, d, P, P + C, P + 2 * C, ld, bias, scale, round_tf32, got);
+  const double e_tf = tu_rel_err_ff(got, want, no);
+  emulate_full(S, T, H, d, P, P + C, P + 2 * C, ld, bias, scale, round_bf16, got);
+  const double e_bf = tu_rel_err_ff(got, want, no);
+  printf("  emulated operand rounding, full S=%d T=%d H=%d d=%d: tf32 %.2e, bf16 %.2e (rel err vs fp32)\n",
+         S, T, H, d, e_tf, e_bf);
+  free(P); free(bias); free(want); free(got);
+}
+
+/* ---- optional timing of the model's shapes (PXDIFF_ATT_BENCH=1) ---- */
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+static void bench(void) {
+  const int reps = 50;
+  for (int prec = PX_PRECISION_FP32; prec <= PX_PRECISION_TF32; prec++) {
+    px_backend *g = px_cuda_backend(prec);
+    { /* full: S=10, T=330, H=16, d=48 */
+      const int S = 10, T = 330, H = 16, d = 48, C = H * d, ld = 4 * C;
+      const size_t nq = (size_t)S * T * ld, nb = (size_t)H * T * T;
+      float *P = rnd(nq, 1.0), *bias = rnd(nb, 2.0);
+      float *dP = up(g, P, nq), *dbias = up(g, bias, nb), *dO = dev_poison(g, (size_t)S * T * C);
+      for (int r = 0; r < 3; r++) g->attention_full(g, S, T, H, d, dP, dP + C, dP + 2 * C, ld, dbias, 0.144f, dO);
+      g->sync(g);
+      double t0 = now_s();
+      for (int r = 0; r < reps; r++) g->attention_full(g, S, T, H, d, dP, dP + C, dP + 2 * C, ld, dbias, 0.144f, dO);
+      g->sync(g);
+      printf("  bench %s attention_full S=%d T=%d H=%d d=%d: %.1f us/call\n", prec_name(prec), S, T, H, d,
+             (now_s() - t0) / reps * 1e6);
+      free(P); free(bias);
+      g->free(g, dP); g->free(g, dbias); g->free(g, dO);
+    }
+    { /* local: S=10, N=2320, H=4, d=32 */
+      const int S = 10, N = 2320, H = 4, d = 32, C = H * d, ld = 2 * C, nt = (N + 31) / 32;
+      const size_t nqg = (size_t)S * N * ld, nb = (size_t)H * nt * 32 * 128;
+      float *QG = rnd(nqg, 1.0), *KV = rnd(nqg, 1.0), *bias = rnd(nb, 2.0);
+      float *dQG = up(g, QG, nqg), *dKV = up(g, KV, nqg), *dbias = up(g, bias, nb);
+      float *dO = dev_poison(g, (size_t)S * N * C);
+      for (int r = 0; r < 3; r++) g->attention_local(g, S, N, H, d, 32, 128, dQG, dKV, dKV + C, ld, dbias, 0.177f, dO);
+      g->sync(g);
+      double t0 = now_s();
+      for (int r = 0; r < reps; r++) g->attention_local(g, S, N, H, d, 32, 128, dQG, dKV, dKV + C, ld, dbias, 0.177f, dO);
+      g->sync(g);
+      printf("  bench %s attention_local S=%d N=%d H=%d d=%d: %.1f us/call\n", prec_name(prec), S, N, H, d,
+             (now_s() - t0) / reps * 1e6);
+      free(QG); free(KV); free(bias);
+      g->free(g, dQG); g->free(g, dKV); g->free(g, dbias); g->free(g, dO);
+    }
+    CHECK_MSG(g->status(g) == 0, "bench: CUDA error %s", px_last_error());
+  }
+}
+
+int main(void) {
+  if (px_cuda_device_count() <= 0) {
+    printf("SKIP: test_cuda_attention: no CUDA device\n");
+    return tu_finish("test_cuda_attention");
+  }
+  tu_seed();
+  cpu = px_cpu_backend();
+  const double tol = 2e-3;
+  /* full attention: awkward T, d in {16, 32, 48, 64}; d = 24 takes the exact fallback */
+  static const int full[][5] = {
+      {1, 1, 2, 32, 0},   {2, 7, 3, 48, 0},   {1, 31, 2, 32, 4}, {2, 33, 4, 48, 0},
+      {3, 64, 2, 48, 0},  {2, 65, 2, 64, 8},  {1, 130, 3, 16, 0}, {10, 330, 16, 48, 0},
+      {1, 620, 4, 48, 4}, {2, 620, 2, 32, 0}, {2, 40, 2, 24, 0},  {1, 1, 1, 48, 4}};
+  for (size_t i = 0; i < sizeof full / sizeof full[0]; i++)
+    run_full(PX_PRECISION_TF32, full[i][0], full[i][1], full[i][2], full[i][3], full[i][4], tol);
+  /* local attention: trunks of 32, windows of 128 (the model's) and other widths */
+  static const int local[][5] = {
+      {1, 1, 4, 32, 128},  {2, 7, 4, 32, 128},    {2, 31, 4, 32, 128}, {2, 33, 4, 32, 128},
+      {3, 200, 4, 32, 128}, {10, 2320, 4, 32, 128}, {1, 96, 2, 48, 128}, {1, 150, 2, 64, 128},
+      {2, 77, 3, 20, 128}, {2, 100, 4, 32, 64},    {1, 300, 2, 48, 96}, {1, 50, 2, 32, 32}};
+  for (size_t i = 0; i < sizeof local / sizeof local[0]; i++)
+    run_local(PX_PRECISION_TF32, local[i][0], local[i][1], local[i][2], local[i][3], local[i][4], tol);
+  /* BF16 backend (same tensor-core path) and the exact FP32 kernel kept for fp32 */
+  run_full(PX_PRECISION_BF16, 2, 330, 16, 48, 0, tol);
+  run_local(PX_PRECISION_BF16, 2, 2320, 4, 32, 128, tol);
+  run_full(PX_PRECISION_FP32, 2, 130, 16, 48, 0, 1e-5);
+  run_local(PX_PRECISION_FP32, 2, 200, 4, 32, 128, 1e-5);
+  emulation_report();
+  const char *b = getenv("PXDIFF_ATT_BENCH");
+  if (b && *b && *b != '0') bench();
+  return tu_finish("test_cuda_attention");
+}
+#endif

@@ -273,7 +273,7 @@ def test_resume_gives_identical_files(problem, tmp_path):
 def test_interrupt_then_resume(problem, tmp_path):
     p = problem
     out = tmp_path / "i"
-    args = [_cli(), *map(str, sample_args(p, out, samples=40, steps=60, chunk=1))]
+    args = [_cli(), *map(str, sample_args(p, out, samples=24, steps=40, chunk=1))]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     t0 = time.time()
     while not os.path.exists(out / "sample_0001.cif") and time.time() - t0 < 120 and proc.poll() is None:
@@ -286,14 +286,14 @@ def test_interrupt_then_resume(problem, tmp_path):
     assert "interrupted" in se.splitlines()[-1] and "--resume" in se
     assert not os.path.exists(out / "summary.json")
     done = sorted(f for f in os.listdir(out) if f.endswith(".cif"))
-    assert 2 <= len(done) < 40
+    assert 2 <= len(done) < 24
     assert not [f for f in os.listdir(out) if f.endswith(".tmp")]
-    rc, _, se = run(*sample_args(p, out, samples=40, steps=60, chunk=1), "--resume", "--quiet")
+    rc, _, se = run(*sample_args(p, out, samples=24, steps=40, chunk=1), "--resume", "--quiet")
     assert rc == 0, se
     s = json.load(open(out / "summary.json"))
     assert s["samples_resumed"] == len(done)
-    ref = px_sample(p, 40, n_step=60, seed=7, chunk=8)
-    for i in range(40):
+    ref = px_sample(p, 24, n_step=40, seed=7, chunk=8)
+    for i in range(24):
         got = cif_xyz(read_cif_atoms(out / f"sample_{i:04d}.cif")[1])
         assert np.abs(got - ref[i]).max() <= 0.0005 + 1e-6 * np.abs(ref[i]).max(), i
 

@@ -80,7 +80,7 @@ $(BUILD)/tests/%: tests/%.c tests/testutil.h $(BUILD)/libpxdiff.a
 	$(CC) $(CFLAGS) -Itests -o $@ $< $(BUILD)/libpxdiff.a $(LDLIBS)
 
 test: all $(TEST_BIN)
-	@sh scripts/ensure-deps.sh test
+	@PXDIFF_TEST_VENV=$(BUILD)/venv-test sh scripts/ensure-deps.sh test
 	@sh scripts/run-tests.sh $(BUILD)
 
 test-c: all $(TEST_BIN)

@@ -3,6 +3,13 @@
 # Prints a closing "N passed, N failed" line over all suites.
 BUILD=${1:-build}
 WHAT=${2:-all}
+# The Python tests run on Debian's torch; a venv made by ensure-deps.sh (which sees it)
+# adds the independent checkers (gemmi, biotite, safetensors) when present.
+PY=/usr/bin/python3
+if [ -x "$BUILD/venv-test/bin/python" ]; then
+  PY="$BUILD/venv-test/bin/python"
+  export PXDIFF_SAFETENSORS_PYTHON="$PY"
+fi
 pass=0; fail=0
 for t in "$BUILD"/tests/test_*; do
   [ -x "$t" ] || continue
@@ -11,7 +18,7 @@ for t in "$BUILD"/tests/test_*; do
 done
 if [ "$WHAT" = all ]; then
   echo "== pytest tests/python"
-  PYTHONPATH=python:tests/ref PXDIFF_LIB="$BUILD/libpxdiff.so" /usr/bin/python3 -m pytest -q tests/python -p no:cacheprovider
+  PYTHONPATH=python:tests/ref PXDIFF_LIB="$BUILD/libpxdiff.so" "$PY" -m pytest -q -rs tests/python -p no:cacheprovider
   rc=$?
   if [ $rc -eq 0 ]; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAILED: pytest (rc=$rc)"; fi
 fi

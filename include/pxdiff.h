@@ -132,6 +132,17 @@ uint64_t px_design_key(const px_design *d);
 int px_denoise(const px_model *m, px_design *d, int n_sample, const float *x_noisy,
                const float *t_hat, float *x_out);
 
+/* The same call with x_noisy, t_hat and x_out in the backend's memory (CUDA device
+ * pointers on the GPU backend; host pointers on the CPU): coordinates stay on the device.
+ * The work is ordered after what is queued on the stream given to px_set_cuda_stream (if
+ * any) and that stream waits for it, without a host wait; with no stream set the call is
+ * synchronous. The S values of t_hat are read to the host (the noise embedding is computed
+ * there). x_noisy is not checked for NaN/Inf on this path. */
+int px_denoise_device(const px_model *m, px_design *d, int n_sample, const float *x_noisy,
+                      const float *t_hat, float *x_out);
+/* The caller's cudaStream_t for px_denoise_device (NULL: none). */
+int px_set_cuda_stream(px_model *m, void *stream);
+
 /* Inspection hooks (tests, debugging): the probe is called with named intermediates
  * as the engine produces them, in host memory, row-major:
  *   design: "s0" [T,c_s], "pair_z" [T,T,c_z], "c" [N,c_atom], "p" [n_trunks,32,128,c_atompair]
@@ -183,6 +194,12 @@ typedef int (*px_progress_fn)(void *user, int samples_done, int samples_total, i
 int px_sample(const px_model *m, px_design *d, const px_sampler_config *c, int first, int n,
               int chunk, float *x_out, px_progress_fn progress, void *user);
 
+/* px_sample over a caller-given schedule t[0..c->n_step] (levels > 0, the last may be 0)
+ * instead of the one c describes (the drop-in passes PXDesign's own tensor). */
+int px_sample_schedule(const px_model *m, px_design *d, const px_sampler_config *c,
+                       const float *schedule, int first, int n, int chunk, float *x_out,
+                       px_progress_fn progress, void *user);
+
 /* One sampler step with caller-provided randomness (tests, drop-in loops):
  * x [S, N, 3] is updated in place: centre, x = R x + u, add noise, denoise, Euler step.
  * rot: [S, 3, 3] (x_new = R @ x per atom), trans: [S, 3], noise: [S, N, 3].
@@ -196,6 +213,10 @@ int px_sampler_step(const px_model *m, px_design *d, const px_sampler_config *c,
 enum px_rng_purpose { PX_RNG_INIT = 0, PX_RNG_ROT = 1, PX_RNG_TRANS = 2, PX_RNG_NOISE = 3 };
 void px_rng_normal(uint64_t seed, uint32_t sample, uint32_t step, uint32_t purpose, float *out,
                    int64_t n);
+/* The sampler's per-step augmentation for (seed, sample, step): a uniformly random rotation
+ * (row-major, x_new = R x) and a translation u ~ N(0, I_3). */
+void px_rng_rotation(uint64_t seed, uint32_t sample, uint32_t step, float R[9]);
+void px_rng_translation(uint64_t seed, uint32_t sample, uint32_t step, float u[3]);
 
 /* ---------------------------------------------------------------- convert -- */
 

@@ -67,7 +67,18 @@ struct px_backend {
   /* Y[r] += A[r % a_rows] for an [M, C] Y. */
   void (*add_rows)(px_backend *b, int M, int C, float *Y, const float *A, int a_rows);
 
+  /* Device-to-device copy (ordered with the other work). */
+  void (*copy)(px_backend *b, void *dst, const void *src, size_t bytes);
+  /* The EDM scalings over [S, N, 3] with t_hat [S] in backend memory:
+   * mode 0: out = x / sqrt(sigma^2 + t^2)                       (r_noisy)
+   * mode 1: out = x / (1 + (t/sigma)^2) + t / sqrt(1 + (t/sigma)^2) * rup   (x_denoised) */
+  void (*edm)(px_backend *b, int mode, int S, int N, const float *x, const float *t, float sigma,
+              const float *rup, float *out);
+
   /* ---- optional: asynchronous execution and graph replay (NULL on the CPU) ---- */
+  /* Order this backend's work after (direction 0) or before (direction 1) the work queued
+   * so far on a caller's stream (a cudaStream_t), without waiting on the host. */
+  void (*join_external)(px_backend *b, void *stream, int direction);
   /* Host memory that upload/download_async can use asynchronously (pinned on CUDA). */
   void *(*host_alloc)(px_backend *b, size_t bytes);
   void (*host_free)(px_backend *b, void *p);

@@ -240,19 +240,26 @@ class DiffusionModule:
             s_trunk = torch.zeros_like(s_trunk)
             z_trunk = torch.zeros_like(z_trunk)
         design, N = self.design(input_feature_dict, s_inputs, s_trunk, z_trunk)
-        x = _f32(x_noisy, torch)
-        lead = x.shape[:-2]
-        if x.dim() < 2 or x.shape[-1] != 3 or x.shape[-2] != N:
+        if x_noisy.dim() < 2 or x_noisy.shape[-1] != 3 or x_noisy.shape[-2] != N:
             raise PxdiffError(f"x_noisy has shape {tuple(x_noisy.shape)}; expected [..., {N}, 3]")
-        x = x.reshape(-1, N, 3).contiguous()
+        lead = x_noisy.shape[:-2]
+        # CUDA tensors and a model on the GPU: by device pointer on the current stream.
+        on_gpu = x_noisy.is_cuda and self.backend.startswith("cuda")
+        where = x_noisy.device if on_gpu else torch.device("cpu")
+        x = x_noisy.detach().to(device=where, dtype=torch.float32).reshape(-1, N, 3).contiguous()
         S = x.shape[0]
-        t = _f32(torch.as_tensor(t_hat_noise_level), torch).reshape(-1)
+        t = torch.as_tensor(t_hat_noise_level).detach().to(device=where, dtype=torch.float32).reshape(-1)
         if t.numel() == 1 and S > 1:
-            t = t.expand(S).contiguous()
+            t = t.expand(S)
+        t = t.contiguous()
         if t.numel() != S:
             raise PxdiffError(f"t_hat_noise_level has {t.numel()} values for {S} samples")
         out = torch.empty_like(x)
-        check(lib.px_denoise(self._m, design, S, _fptr(x), _fptr(t), _fptr(out)))
+        if on_gpu:
+            check(lib.px_set_cuda_stream(self._m, ctypes.c_void_p(torch.cuda.current_stream(where).cuda_stream)))
+            check(lib.px_denoise_device(self._m, design, S, _fptr(x), _fptr(t), _fptr(out)))
+        else:
+            check(lib.px_denoise(self._m, design, S, _fptr(x), _fptr(t), _fptr(out)))
         return out.reshape(*lead, N, 3).to(device=x_noisy.device, dtype=x_noisy.dtype)
 
     __call__ = forward

@@ -94,6 +94,8 @@ _sig = {
     "px_convert_to_safetensors": (ctypes.c_int, [ctypes.c_char_p, ctypes.c_char_p]),
     "px_blas_name": (ctypes.c_char_p, []),
     "px_cuda_device_count": (ctypes.c_int, []),
+    "px_denoise_device": (ctypes.c_int, [_vp, _vp, ctypes.c_int, c_float_p, c_float_p, c_float_p]),
+    "px_set_cuda_stream": (ctypes.c_int, [_vp, _vp]),
     "px_model_set_backend": (ctypes.c_int, [_vp, ctypes.c_int, ctypes.c_int]),
     "px_model_backend_name": (ctypes.c_char_p, [_vp]),
     "px_model_precision_name": (ctypes.c_char_p, [_vp]),

@@ -330,6 +330,20 @@ static void cpu_add_rows(px_backend *b, int M, int C, float *Y, const float *A, 
   }
 }
 
+static void cpu_edm(px_backend *b, int mode, int S, int N, const float *x, const float *t,
+                    float sigma, const float *rup, float *out) {
+  (void)b;
+  for (int i = 0; i < S; i++) {
+    const float th = t[i], sr = th / sigma;
+    const float a = mode == 0 ? 1.0f / sqrtf(sigma * sigma + th * th) : 1.0f / (1.0f + sr * sr);
+    const float c_out = th / sqrtf(1.0f + sr * sr);
+    for (int k = 0; k < N * 3; k++) {
+      size_t idx = (size_t)i * N * 3 + k;
+      out[idx] = mode == 0 ? x[idx] * a : a * x[idx] + c_out * rup[idx];
+    }
+  }
+}
+
 static px_backend cpu_backend = {
     .name = "cpu",
     .alloc = cpu_alloc,
@@ -348,6 +362,8 @@ static px_backend cpu_backend = {
     .atoms_to_tokens = cpu_atoms_to_tokens,
     .tokens_to_atoms_add = cpu_tokens_to_atoms_add,
     .add_rows = cpu_add_rows,
+    .copy = cpu_copy,
+    .edm = cpu_edm,
 };
 
 px_backend *px_cpu_backend(void) { return &cpu_backend; }

@@ -801,6 +801,42 @@ void be_graph_free(px_backend *, void *graph) {
 }
 uint64_t be_generation(px_backend *) { return g.generation; }
 
+__global__ void k_edm(int mode, int S, int N, const float *x, const float *t, float sigma,
+                      const float *rup, float *out) {
+  const int64_t total = (int64_t)S * N * 3;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    const float th = t[i / (3 * (int64_t)N)], sr = th / sigma;
+    if (mode == 0) {
+      out[i] = x[i] / sqrtf(sigma * sigma + th * th);
+    } else {
+      out[i] = 1.0f / (1.0f + sr * sr) * x[i] + th / sqrtf(1.0f + sr * sr) * rup[i];
+    }
+  }
+}
+void be_copy(px_backend *, void *dst, const void *src, size_t bytes) {
+  if (bytes) CK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, g.stream));
+}
+void be_edm(px_backend *, int mode, int S, int N, const float *x, const float *t, float sigma,
+            const float *rup, float *out) {
+  PROF("edm");
+  k_edm<<<blocks_for((int64_t)S * N * 3, 256), 256, 0, g.stream>>>(mode, S, N, x, t, sigma, rup, out);
+  LAUNCHED("edm");
+}
+void be_join_external(px_backend *, void *stream, int direction) {
+  if (!stream) return;
+  static cudaEvent_t ev = nullptr;
+  if (!ev) CK(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
+  cudaStream_t ext = (cudaStream_t)stream;
+  if (direction == 0) {
+    CK(cudaEventRecord(ev, ext));
+    CK(cudaStreamWaitEvent(g.stream, ev, 0));
+  } else {
+    CK(cudaEventRecord(ev, g.stream));
+    CK(cudaStreamWaitEvent(ext, ev, 0));
+  }
+}
+
 int be_status(px_backend *) {
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) fail_cuda(e, "asynchronous work");
@@ -830,6 +866,9 @@ CudaBackend make_backend(int precision) {
   c.base.tokens_to_atoms_add = be_tokens_to_atoms_add;
   c.base.status = be_status;
   c.base.add_rows = be_add_rows;
+  c.base.copy = be_copy;
+  c.base.edm = be_edm;
+  c.base.join_external = be_join_external;
   c.base.host_alloc = be_host_alloc;
   c.base.host_free = be_host_free;
   c.base.download_async = be_download_async;

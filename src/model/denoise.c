@@ -185,7 +185,7 @@ static void host_pre(const px_model *m, const px_design *d, int S, int Ss, const
       for (int c = 0; c < cs; c++) su[(size_t)t * cs + c] = s0[c] + hb->v[c];
     }
   }
-  for (int i = 0; i < S; i++) {
+  for (int i = 0; x_noisy && i < S; i++) {
     const float den = sqrtf(sigma * sigma + t_hat[i] * t_hat[i]);
     for (int k = 0; k < N * 3; k++) hb->r[(size_t)i * N * 3 + k] = x_noisy[(size_t)i * N * 3 + k] / den;
   }
@@ -194,7 +194,21 @@ static void host_pre(const px_model *m, const px_design *d, int S, int Ss, const
 /* The device part of one call: uploads s and r, runs every kernel, queues the download of
  * r_update; nothing here waits for the device, so it can be captured as a graph.
  * A dry run (ws->base NULL) only sizes the workspace. */
-static void forward_device(const px_model *m, px_design *d, int S, int Ss, bump *ws,
+/* The first workspace buffers: x_noisy, t_hat and x_denoised of a device-pointer call
+ * (px_denoise_device copies the caller's tensors in and out of them). */
+typedef struct {
+  float *x, *t, *out;
+} io_bufs;
+
+static io_bufs take_io(bump *ws, int S, int N) {
+  io_bufs io;
+  io.x = take(ws, (size_t)S * N * 3);
+  io.t = take(ws, (size_t)S);
+  io.out = take(ws, (size_t)S * N * 3);
+  return io;
+}
+
+static void forward_device(const px_model *m, px_design *d, int S, int Ss, int dev_io, bump *ws,
                            const host_bufs *hb, px_probe_fn probe, void *user) {
   px_backend *be = d->be;
   const px_model *W = d->W;
@@ -202,6 +216,7 @@ static void forward_device(const px_model *m, px_design *d, int S, int Ss, bump 
   const int T = d->T, N = d->N, cs = D->c_s, ct = D->c_token, ca = D->c_atom;
   const int R = Ss * T;
 
+  const io_bufs io = take_io(ws, S, N);
   float *s = take(ws, (size_t)R * cs);
   float *a = take(ws, (size_t)S * T * ct);
   float *q = take(ws, (size_t)S * N * ca);
@@ -230,7 +245,10 @@ static void forward_device(const px_model *m, px_design *d, int S, int Ss, bump 
   transition_rows(be, &W->tr_s2, R, T, cs, s, ws);
   probe_out(be, probe, user, "s", s, (int64_t)R * cs);
   /* ---- encoder: q = c + W_r r, atom transformer, mean of relu(W_q q) per token ---- */
-  be->upload(be, r, hb->r, sizeof(float) * (size_t)S * N * 3);
+  if (dev_io)
+    be->edm(be, 0, S, N, io.x, io.t, D->sigma_data, NULL, r);
+  else
+    be->upload(be, r, hb->r, sizeof(float) * (size_t)S * N * 3);
   be->linear(be, S * N, ca, 3, r, 3, W->enc_r.w, NULL, q, ca, 0, N);
   be->add_rows(be, S * N, ca, q, d->c, N);
   atom_transformer(be, &W->enc_tf, d->enc, S, N, q, ws);
@@ -254,6 +272,10 @@ static void forward_device(const px_model *m, px_design *d, int S, int Ss, bump 
   atom_transformer(be, &W->dec_tf, d->dec, S, N, q, ws);
   be->layernorm(be, S * N, ca, q, W->dec_ln_q_w, NULL, big);
   be->linear(be, S * N, 3, ca, big, ca, W->dec_out.w, NULL, rup, 3, 0, N);
+  if (dev_io) {
+    be->edm(be, 1, S, N, io.x, io.t, D->sigma_data, rup, io.out);
+    return;
+  }
   if (be->download_async)
     be->download_async(be, hb->rup, rup, sizeof(float) * (size_t)S * N * 3);
   else
@@ -284,30 +306,31 @@ static void drop_graph(px_design *d) {
 /* Run the device part, through a captured graph when the backend has them: the first
  * call of a shape runs directly (it also grows the backend's scratch), the second
  * captures, later ones replay the graph (one launch instead of ~1000). */
-static void run_device(const px_model *m, px_design *d, int S, int Ss, bump *ws,
+static void run_device(const px_model *m, px_design *d, int S, int Ss, int dev_io, bump *ws,
                        const host_bufs *hb, px_probe_fn probe, void *user) {
   px_backend *be = d->be;
   if (probe || !be->capture_begin || getenv("PXDIFF_NO_GRAPHS")) {
-    forward_device(m, d, S, Ss, ws, hb, probe, user);
+    forward_device(m, d, S, Ss, dev_io, ws, hb, probe, user);
     return;
   }
   const uint64_t gen = be->generation ? be->generation(be) : 0;
-  const int same = d->graph_S == S && d->graph_Ss == Ss && d->graph_gen == gen;
+  const int same = d->graph_S == S && d->graph_Ss == Ss && d->graph_gen == gen && d->graph_io == dev_io;
   if (d->graph && !same) drop_graph(d);
   if (d->graph) {
     be->graph_launch(be, d->graph);
     return;
   }
   if (!(d->graph_seen && same)) {
-    forward_device(m, d, S, Ss, ws, hb, probe, user);
+    forward_device(m, d, S, Ss, dev_io, ws, hb, probe, user);
     d->graph_seen = 1;
     d->graph_S = S;
     d->graph_Ss = Ss;
+    d->graph_io = dev_io;
     d->graph_gen = be->generation ? be->generation(be) : 0;
     return;
   }
   if (be->capture_begin(be) == 0) {
-    forward_device(m, d, S, Ss, ws, hb, probe, user);
+    forward_device(m, d, S, Ss, dev_io, ws, hb, probe, user);
     void *g = be->capture_end(be);
     if (g) {
       d->graph = g;
@@ -315,7 +338,7 @@ static void run_device(const px_model *m, px_design *d, int S, int Ss, bump *ws,
       return;
     }
   }
-  forward_device(m, d, S, Ss, ws, hb, probe, user); /* capture failed: run directly */
+  forward_device(m, d, S, Ss, dev_io, ws, hb, probe, user); /* capture failed: run directly */
 }
 
 int px_denoise(const px_model *m, px_design *d, int n_sample, const float *x_noisy,
@@ -323,40 +346,43 @@ int px_denoise(const px_model *m, px_design *d, int n_sample, const float *x_noi
   return px_denoise_probe(m, d, n_sample, x_noisy, t_hat, x_out, NULL, NULL);
 }
 
-int px_denoise_probe(const px_model *m, px_design *d, int n_sample, const float *x_noisy,
-                     const float *t_hat, float *x_out, px_probe_fn probe, void *user) {
-  if (!m || !d || !x_noisy || !t_hat || !x_out)
-    return px_fail(PX_ERR_INPUT, "px_denoise: NULL argument");
-  if (n_sample <= 0) return px_fail(PX_ERR_INPUT, "px_denoise: n_sample must be positive, got %d", n_sample);
+static int check_call(const px_model *m, const px_design *d, int n_sample, const char *who) {
+  if (n_sample <= 0) return px_fail(PX_ERR_INPUT, "%s: n_sample must be positive, got %d", who, n_sample);
   if (d->model_id != (const void *)m)
-    return px_fail(PX_ERR_INPUT, "px_denoise: the design was built for another model");
+    return px_fail(PX_ERR_INPUT, "%s: the design was built for another model", who);
   if ((m->device == PX_DEVICE_CUDA) != (d->be != px_cpu_backend()) ||
       (m->device == PX_DEVICE_CUDA && d->W != m->cuda_mirror))
-    return px_fail(PX_ERR_INPUT, "px_denoise: the design was built for another backend; create it again");
-  for (int i = 0; i < n_sample; i++)
-    if (!(t_hat[i] > 0.0f) || !isfinite(t_hat[i]))
-      return px_fail(PX_ERR_INPUT, "px_denoise: t_hat[%d] = %g; noise levels must be finite and > 0", i,
-                     (double)t_hat[i]);
-  const size_t nx = (size_t)n_sample * d->N * 3;
-  for (size_t i = 0; i < nx; i++)
-    if (!isfinite(x_noisy[i])) return px_fail(PX_ERR_INPUT, "px_denoise: x_noisy contains NaN or Inf");
+    return px_fail(PX_ERR_INPUT, "%s: the design was built for another backend; create it again", who);
+  return PX_OK;
+}
+
+static int check_t_hat(const float *t_hat, int n_sample, const char *who, int *Ss) {
   int shared = 1;
-  for (int i = 1; i < n_sample; i++)
+  for (int i = 0; i < n_sample; i++) {
+    if (!(t_hat[i] > 0.0f) || !isfinite(t_hat[i]))
+      return px_fail(PX_ERR_INPUT, "%s: t_hat[%d] = %g; noise levels must be finite and > 0", who, i,
+                     (double)t_hat[i]);
     if (t_hat[i] != t_hat[0]) shared = 0;
-  const int Ss = shared ? 1 : n_sample;
+  }
+  *Ss = shared ? 1 : n_sample;
+  return PX_OK;
+}
+
+/* Size the call's workspace (dry run) and make sure the design's device workspace and
+ * host staging are large enough; a reallocation drops the captured graph. */
+static int prepare(const px_model *m, px_design *d, int S, int Ss, bump *ws) {
   px_backend *be = d->be;
-  const px_dims *D = &m->dims;
-  bump ws = {NULL, 0, 0};
-  forward_device(m, d, n_sample, Ss, &ws, NULL, NULL, NULL); /* sizing pass */
-  const size_t need = ws.used * sizeof(float);
+  *ws = (bump){NULL, 0, 0};
+  forward_device(m, d, S, Ss, 0, ws, NULL, NULL, NULL);
+  const size_t need = ws->used * sizeof(float);
   if (need > d->ws_bytes) {
     drop_graph(d);
     if (d->ws) be->free(be, d->ws);
     d->ws = be->alloc(be, need);
     d->ws_bytes = d->ws ? need : 0;
-    if (!d->ws) return px_fail(PX_ERR_NOMEM, "out of memory for a %d-sample call (%zu MB)", n_sample, need >> 20);
+    if (!d->ws) return px_fail(PX_ERR_NOMEM, "out of memory for a %d-sample call (%zu MB)", S, need >> 20);
   }
-  const size_t hneed = host_floats(D, n_sample, d->T, d->N) * sizeof(float);
+  const size_t hneed = host_floats(&m->dims, S, d->T, d->N) * sizeof(float);
   if (hneed > d->host_bytes) {
     drop_graph(d);
     if (d->host) {
@@ -367,23 +393,85 @@ int px_denoise_probe(const px_model *m, px_design *d, int n_sample, const float 
     d->host_bytes = d->host ? hneed : 0;
     if (!d->host) return px_fail(PX_ERR_NOMEM, "out of memory");
   }
-  ws.base = d->ws;
-  ws.used = 0;
-  ws.cap = need / sizeof(float);
+  ws->base = d->ws;
+  ws->used = 0;
+  ws->cap = need / sizeof(float);
+  return PX_OK;
+}
+
+int px_denoise_probe(const px_model *m, px_design *d, int n_sample, const float *x_noisy,
+                     const float *t_hat, float *x_out, px_probe_fn probe, void *user) {
+  if (!m || !d || !x_noisy || !t_hat || !x_out)
+    return px_fail(PX_ERR_INPUT, "px_denoise: NULL argument");
+  int rc = check_call(m, d, n_sample, "px_denoise"), Ss = 1;
+  if (!rc) rc = check_t_hat(t_hat, n_sample, "px_denoise", &Ss);
+  if (rc) return rc;
+  const size_t nx = (size_t)n_sample * d->N * 3;
+  for (size_t i = 0; i < nx; i++)
+    if (!isfinite(x_noisy[i])) return px_fail(PX_ERR_INPUT, "px_denoise: x_noisy contains NaN or Inf");
+  px_backend *be = d->be;
+  bump ws;
+  if ((rc = prepare(m, d, n_sample, Ss, &ws))) return rc;
   /* x_out may alias x_noisy: the output mix reads x_noisy, so keep a copy then. */
   float *x_in = x_out == x_noisy ? malloc(sizeof(float) * nx) : NULL;
   if (x_out == x_noisy && !x_in) return px_fail(PX_ERR_NOMEM, "out of memory");
   if (x_in) memcpy(x_in, x_noisy, sizeof(float) * nx);
   const float *xs = x_in ? x_in : x_noisy;
-  host_bufs hb = host_layout(d->host, D, n_sample, d->T, d->N);
+  host_bufs hb = host_layout(d->host, &m->dims, n_sample, d->T, d->N);
   host_pre(m, d, n_sample, Ss, xs, t_hat, &hb);
-  run_device(m, d, n_sample, Ss, &ws, &hb, probe, user);
+  run_device(m, d, n_sample, Ss, 0, &ws, &hb, probe, user);
   if (be->sync) be->sync(be);
-  int rc = be->status ? be->status(be) : 0;
+  rc = be->status ? be->status(be) : 0;
   if (!rc) {
     if (probe) probe(user, "r_update", hb.rup, (int64_t)n_sample * d->N * 3);
     host_post(m, d, n_sample, xs, t_hat, &hb, x_out);
   }
   free(x_in);
+  return rc;
+}
+
+int px_set_cuda_stream(px_model *m, void *stream) {
+  if (!m) return px_fail(PX_ERR_INPUT, "px_set_cuda_stream: NULL model");
+  m->ext_stream = stream;
+  return PX_OK;
+}
+
+int px_denoise_device(const px_model *m, px_design *d, int n_sample, const float *x_noisy,
+                      const float *t_hat, float *x_out) {
+  if (!m || !d || !x_noisy || !t_hat || !x_out)
+    return px_fail(PX_ERR_INPUT, "px_denoise_device: NULL argument");
+  /* On the CPU backend, "device" memory is host memory. */
+  if (d->be == px_cpu_backend()) return px_denoise(m, d, n_sample, x_noisy, t_hat, x_out);
+  int rc = check_call(m, d, n_sample, "px_denoise_device");
+  if (rc) return rc;
+  px_backend *be = d->be;
+  void *ext = m->ext_stream;
+  if (ext && be->join_external) be->join_external(be, ext, 0); /* after the caller's queued work */
+  /* The noise embedding is computed on the host from t_hat: read its S values (the one
+   * small device-to-host copy of a call). Coordinates never leave the device. */
+  float t_stack[64], *t_h = n_sample <= 64 ? t_stack : malloc(sizeof(float) * (size_t)n_sample);
+  if (!t_h) return px_fail(PX_ERR_NOMEM, "out of memory");
+  be->download(be, t_h, t_hat, sizeof(float) * (size_t)n_sample);
+  int Ss = 1;
+  rc = check_t_hat(t_h, n_sample, "px_denoise_device", &Ss);
+  bump ws;
+  if (!rc) rc = prepare(m, d, n_sample, Ss, &ws);
+  if (!rc) {
+    host_bufs hb = host_layout(d->host, &m->dims, n_sample, d->T, d->N);
+    host_pre(m, d, n_sample, Ss, NULL, t_h, &hb);
+    bump probe_ws = ws;
+    const io_bufs io = take_io(&probe_ws, n_sample, d->N); /* where forward_device expects them */
+    const size_t nx = (size_t)n_sample * d->N * 3;
+    be->copy(be, io.x, x_noisy, sizeof(float) * nx);
+    be->copy(be, io.t, t_hat, sizeof(float) * (size_t)n_sample);
+    run_device(m, d, n_sample, Ss, 1, &ws, &hb, NULL, NULL);
+    be->copy(be, x_out, io.out, sizeof(float) * nx);
+    if (ext && be->join_external)
+      be->join_external(be, ext, 1); /* the caller's stream waits for this call */
+    else if (be->sync)
+      be->sync(be);
+    rc = be->status ? be->status(be) : 0;
+  }
+  if (t_h != t_stack) free(t_h);
   return rc;
 }

@@ -55,6 +55,7 @@ struct px_model {
   int precision; /* enum px_precision in use */
   /* CUDA: the same struct with every weight pointer on the device (NULL on the CPU). */
   struct px_model *cuda_mirror;
+  void *ext_stream; /* caller's cudaStream_t for device-pointer calls (NULL: synchronous) */
   size_t *owned_n; /* float count of each owned buffer */
   int64_t n_params;
   float **owned; /* every buffer below, for freeing */
@@ -115,7 +116,7 @@ struct px_design {
   size_t host_bytes;
   /* A captured call (CUDA graph) and the shape it was captured for. */
   void *graph;
-  int graph_S, graph_Ss, graph_seen;
+  int graph_S, graph_Ss, graph_seen, graph_io;
   uint64_t graph_gen;
 };
 

@@ -67,6 +67,12 @@ int px_sampler_step(const px_model *m, px_design *d, const px_sampler_config *c,
 
 int px_sample(const px_model *m, px_design *d, const px_sampler_config *c, int first, int n,
               int chunk, float *x_out, px_progress_fn progress, void *user) {
+  return px_sample_schedule(m, d, c, NULL, first, n, chunk, x_out, progress, user);
+}
+
+int px_sample_schedule(const px_model *m, px_design *d, const px_sampler_config *c,
+                       const float *schedule, int first, int n, int chunk, float *x_out,
+                       px_progress_fn progress, void *user) {
   if (!m || !d || !c || !x_out) return px_fail(PX_ERR_INPUT, "px_sample: NULL argument");
   if (n <= 0 || first < 0) return px_fail(PX_ERR_INPUT, "px_sample: need n > 0 and first >= 0");
   if (chunk <= 0) return px_fail(PX_ERR_INPUT, "px_sample: chunk must be positive, got %d", chunk);
@@ -82,8 +88,19 @@ int px_sample(const px_model *m, px_design *d, const px_sampler_config *c, int f
     rc = px_fail(PX_ERR_NOMEM, "out of memory in the sampler");
     goto done;
   }
-  rc = px_noise_schedule(c, t);
-  if (rc) goto done;
+  if (schedule) {
+    for (int k = 0; k <= c->n_step; k++) {
+      if (!isfinite(schedule[k]) || schedule[k] < 0.0f || (k < c->n_step && !(schedule[k] > 0.0f))) {
+        rc = px_fail(PX_ERR_INPUT, "px_sample_schedule: schedule[%d] = %g; levels must be finite, > 0 before the last", k,
+                     (double)schedule[k]);
+        goto done;
+      }
+      t[k] = schedule[k];
+    }
+  } else {
+    rc = px_noise_schedule(c, t);
+    if (rc) goto done;
+  }
   for (int c0 = 0; c0 < n && !rc; c0 += chunk) {
     const int S = n - c0 < chunk ? n - c0 : chunk;
     float *x = x_out + (size_t)c0 * n3;

@@ -81,10 +81,17 @@ def accuracy(model):
             for k, e in engines.items():
                 got = e(x, t, inp.feats, inp.s_inputs, inp.s_trunk, inp.z_trunk)
                 worst[k] = max(worst[k], rel(got, want))
+                if k.startswith("cuda"):
+                    # Device-pointer path (CUDA tensors in and out, caller's stream).
+                    got_dev = e(x.cuda(), t.cuda(), inp.feats, inp.s_inputs, inp.s_trunk, inp.z_trunk)
+                    assert got_dev.is_cuda
+                    dev_err = rel(got_dev, got)
+                    worst["device-pointer path vs host path"] = max(worst.get("device-pointer path vs host path", 0.0), dev_err)
         print(f"  size {nt}+{nb} tokens, {N} atoms, {S} samples: " +
               ", ".join(f"{k} {v:.2e}" for k, v in worst.items()), flush=True)
     for k in engines:
         check(f"{k} vs float64 reference, worst over sizes and noise levels", worst[k], bounds[k])
+    check("device-pointer path vs host path (same engine)", worst["device-pointer path vs host path"], 1e-6)
     del ref64
     torch.cuda.empty_cache()
     return worst

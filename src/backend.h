@@ -28,6 +28,12 @@ struct px_backend {
    * other samples share the call (BLAS kernels round differently for different M). */
   void (*linear)(px_backend *b, int M, int N, int K, const float *X, int ldx, const float *W,
                  const float *bias, float *Y, int ldy, int accumulate, int seg);
+  /* count GEMMs of one shape: Y_i[M, N] = X_i[M, K] W_i[N, K]^T + bias_i with X_i = X + i*sx,
+   * W_i = W + i*sw, bias_i = bias + i*sb (bias may be NULL), Y_i = Y + i*sy; X, Y rows are
+   * contiguous (ldx = K, ldy = N). seg as for linear. */
+  void (*linear_batched)(px_backend *b, int count, int M, int N, int K, const float *X,
+                         int64_t sx, const float *W, int64_t sw, const float *bias, int64_t sb,
+                         float *Y, int64_t sy, int seg);
   /* Y = LN(X) * w + bias over the last axis (eps 1e-5, biased variance); w, bias may be NULL. */
   void (*layernorm)(px_backend *b, int M, int C, const float *X, const float *w,
                     const float *bias, float *Y);
@@ -37,6 +43,10 @@ struct px_backend {
   /* A[r] += G[r % g_rows] * Y[r] (adaLN-zero gated residual). */
   void (*gated_residual)(px_backend *b, int M, int C, float *A, const float *G, int g_rows,
                          const float *Y);
+  /* Fused: A[r] += Gr[r % gr_rows] * Y[r]; then An = LN(A) * Gn[r % gn_rows] + Bn[r % gn_rows]
+   * (a gated residual followed by the next AdaLN). */
+  void (*residual_adaln)(px_backend *b, int M, int C, float *A, const float *Gr, int gr_rows,
+                         const float *Y, const float *Gn, const float *Bn, int gn_rows, float *An);
   /* O[r, c] *= sigmoid(P[r, c]); O has row stride ldo, P row stride ldp. */
   void (*sigmoid_mul)(px_backend *b, int M, int C, float *O, int ldo, const float *P, int ldp);
   /* Y[M, H] = silu(X[:, :H]) * X[:, H:2H] with X [M, 2H]. */

@@ -83,11 +83,35 @@ static void test_linear(int prec, double tol) {
   }
 }
 
+static void test_linear_batched(int prec, double tol) {
+  px_backend *g = px_cuda_backend(prec);
+  int shapes[][4] = {{1, 5, 7, 3}, {3, 33, 65, 17}, {32, 330, 768, 384}};
+  for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
+    int cnt = shapes[t][0], M = shapes[t][1], N = shapes[t][2], K = shapes[t][3];
+    for (int shared_x = 0; shared_x < 2; shared_x++) {
+      size_t nx = (size_t)(shared_x ? 1 : cnt) * M * K, nw = (size_t)cnt * N * K, ny = (size_t)cnt * M * N;
+      float *X = rnd(nx, 1.0), *W = rnd(nw, 1.0 / sqrt(K)), *b = rnd((size_t)cnt * N, 0.5);
+      float *want = malloc(sizeof(float) * ny);
+      float *dX = up(X, nx), *dW = up(W, nw), *db = up(b, (size_t)cnt * N), *dY = dev_poison(ny);
+      int64_t sx = shared_x ? 0 : (int64_t)M * K;
+      cpu->linear_batched(cpu, cnt, M, N, K, X, sx, W, (int64_t)N * K, shared_x ? NULL : b, N, want,
+                          (int64_t)M * N, 0);
+      g->linear_batched(g, cnt, M, N, K, dX, sx, dW, (int64_t)N * K, shared_x ? NULL : db, N, dY,
+                        (int64_t)M * N, 0);
+      char what[96];
+      snprintf(what, sizeof what, "linear_batched prec %d count=%d M=%d N=%d K=%d", prec, cnt, M, N, K);
+      compare(what, dY, want, ny, tol);
+      free(X); free(W); free(b); free(want);
+      gpu->free(gpu, dX); gpu->free(gpu, dW); gpu->free(gpu, db); gpu->free(gpu, dY);
+    }
+  }
+}
+
 static void test_rowwise(void) {
   int Ms[] = {1, 5, 333, 2321};
-  int Cs[] = {3, 16, 129, 833};
+  int Cs[] = {3, 16, 128, 129, 768, 833, 1024};
   for (int a = 0; a < 4; a++)
-    for (int c = 0; c < 4; c++) {
+    for (int c = 0; c < 7; c++) {
       int M = Ms[a], C = Cs[c], g_rows = M > 3 ? M / 3 + 1 : 1;
       size_t n = (size_t)M * C;
       float *X = rnd(n, 2.0), *w = rnd(C, 1.0), *bb = rnd(C, 1.0);
@@ -115,6 +139,22 @@ static void test_rowwise(void) {
       gpu->gated_residual(gpu, M, C, dO, dG, g_rows, dY);
       snprintf(what, sizeof what, "gated_residual M=%d C=%d", M, C);
       compare(what, dO, want, n, 1e-6);
+      /* residual + AdaLN fused: A += Gr * Y, then AdaLN(A) with G, B */
+      {
+        int gr_rows = M > 2 ? M / 2 : 1;
+        float *Gr = rnd((size_t)gr_rows * C, 1.0), *Ah = malloc(sizeof(float) * n), *dGr = up(Gr, (size_t)gr_rows * C);
+        memcpy(Ah, X, sizeof(float) * n);
+        cpu->residual_adaln(cpu, M, C, Ah, Gr, gr_rows, Y, G, B, g_rows, want);
+        gpu->upload(gpu, dO, X, sizeof(float) * n);
+        float *dAn = dev_poison(n);
+        gpu->residual_adaln(gpu, M, C, dO, dGr, gr_rows, dY, dG, dB, g_rows, dAn);
+        snprintf(what, sizeof what, "residual_adaln (A) M=%d C=%d", M, C);
+        compare(what, dO, Ah, n, 1e-6);
+        snprintf(what, sizeof what, "residual_adaln (LN) M=%d C=%d", M, C);
+        compare(what, dAn, want, n, 1e-5);
+        free(Gr); free(Ah);
+        gpu->free(gpu, dGr); gpu->free(gpu, dAn);
+      }
       /* add_rows */
       memcpy(want, X, sizeof(float) * n);
       cpu->add_rows(cpu, M, C, want, G, g_rows);
@@ -238,6 +278,8 @@ int main(void) {
   gpu = px_cuda_backend(PX_PRECISION_FP32);
   test_linear(PX_PRECISION_FP32, 1e-5);
   test_linear(PX_PRECISION_TF32, 2e-3);
+  test_linear_batched(PX_PRECISION_FP32, 1e-5);
+  test_linear_batched(PX_PRECISION_TF32, 2e-3);
   test_rowwise();
   test_token_atom_maps();
   test_attention();

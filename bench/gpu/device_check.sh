@@ -11,6 +11,7 @@ status=0
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 echo "== CUDA kernels vs CPU backend"
 ./build/tests/test_cuda_kernels || status=1
+[ -x ./build/tests/test_cuda_attention ] && { ./build/tests/test_cuda_attention || status=1; }
 echo "== compute-sanitizer memcheck, small end-to-end runs (eager and graph replay)"
 for p in fp32 tf32 bf16; do
   compute-sanitizer --tool memcheck --error-exitcode 3 ./build/pxdiff bench --device cuda --precision $p \

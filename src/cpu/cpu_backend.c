@@ -86,6 +86,13 @@ static void cpu_linear(px_backend *b, int M, int N, int K, const float *X, int l
   }
 }
 
+static void cpu_linear_batched(px_backend *b, int count, int M, int N, int K, const float *X,
+                               int64_t sx, const float *W, int64_t sw, const float *bias, int64_t sb,
+                               float *Y, int64_t sy, int seg) {
+  for (int i = 0; i < count; i++)
+    cpu_linear(b, M, N, K, X + i * sx, K, W + i * sw, bias ? bias + i * sb : NULL, Y + i * sy, N, 0, seg);
+}
+
 /* Mean and 1/std of one row, accumulated in double (C <= a few thousand). */
 static inline void row_stats(const float *x, int C, float *mean, float *rstd) {
   double s = 0, ss = 0;
@@ -142,6 +149,13 @@ static void cpu_gated_residual(px_backend *b, int M, int C, float *A, const floa
     const float *y = Y + (size_t)r * C;
     for (int c = 0; c < C; c++) a[c] += g[c] * y[c];
   }
+}
+
+static void cpu_residual_adaln(px_backend *b, int M, int C, float *A, const float *Gr, int gr_rows,
+                               const float *Y, const float *Gn, const float *Bn, int gn_rows,
+                               float *An) {
+  cpu_gated_residual(b, M, C, A, Gr, gr_rows, Y);
+  cpu_adaln(b, M, C, A, Gn, Bn, gn_rows, An);
 }
 
 static void cpu_sigmoid_mul(px_backend *b, int M, int C, float *O, int ldo, const float *P,
@@ -351,9 +365,11 @@ static px_backend cpu_backend = {
     .upload = cpu_copy,
     .download = cpu_copy,
     .linear = cpu_linear,
+    .linear_batched = cpu_linear_batched,
     .layernorm = cpu_layernorm,
     .adaln = cpu_adaln,
     .gated_residual = cpu_gated_residual,
+    .residual_adaln = cpu_residual_adaln,
     .sigmoid_mul = cpu_sigmoid_mul,
     .swiglu = cpu_swiglu,
     .attention_full = cpu_attention_full,

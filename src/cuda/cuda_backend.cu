@@ -284,11 +284,125 @@ __global__ void k_layernorm(int M, int C, const float *X, const float *w, const 
   }
 }
 
+// Register-resident row kernels for C <= 128 * NV with C % 4 == 0 (one warp per row,
+// float4 loads, the row read once): LayerNorm / AdaLN, and the fused residual + AdaLN.
+// mode 0: Y = LN(X) * w + b; mode 1: Y = LN(X) * G + B; mode 2: X += Gr * R, then mode 1
+// on the updated X (written back).
+template <int NV>
+__global__ void k_row_ln(int M, int C, float *X, const float *w, const float *b, const float *G,
+                         const float *B, int g_rows, const float *Gr, int gr_rows, const float *Rr,
+                         float *Y, int mode) {
+  const int warps = blockDim.x / 32, lane = threadIdx.x % 32;
+  const int C4 = C / 4;
+  for (int row = blockIdx.x * warps + threadIdx.x / 32; row < M; row += gridDim.x * warps) {
+    float4 v[NV];
+    float4 *x4 = reinterpret_cast<float4 *>(X + (size_t)row * C);
+    float s = 0.0f;
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+      const int c = lane + 32 * k;
+      if (c < C4) {
+        v[k] = x4[c];
+        if (mode == 2) {
+          const float4 g = reinterpret_cast<const float4 *>(Gr + (size_t)(row % gr_rows) * C)[c];
+          const float4 y = reinterpret_cast<const float4 *>(Rr + (size_t)row * C)[c];
+          v[k].x += g.x * y.x;
+          v[k].y += g.y * y.y;
+          v[k].z += g.z * y.z;
+          v[k].w += g.w * y.w;
+          x4[c] = v[k];
+        }
+        s += (v[k].x + v[k].y) + (v[k].z + v[k].w);
+      }
+    }
+    const float mean = warp_sum(s) / C;
+    float ss = 0.0f;
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+      const int c = lane + 32 * k;
+      if (c < C4) {
+        const float a = v[k].x - mean, bb = v[k].y - mean, cc = v[k].z - mean, d = v[k].w - mean;
+        ss += (a * a + bb * bb) + (cc * cc + d * d);
+      }
+    }
+    const float rstd = rsqrtf(warp_sum(ss) / C + 1e-5f);
+    float4 *y4 = reinterpret_cast<float4 *>(Y + (size_t)row * C);
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+      const int c = lane + 32 * k;
+      if (c >= C4) continue;
+      float4 o = make_float4((v[k].x - mean) * rstd, (v[k].y - mean) * rstd, (v[k].z - mean) * rstd,
+                             (v[k].w - mean) * rstd);
+      if (mode != 0) {
+        const float4 g = reinterpret_cast<const float4 *>(G + (size_t)(row % g_rows) * C)[c];
+        const float4 bb = reinterpret_cast<const float4 *>(B + (size_t)(row % g_rows) * C)[c];
+        o = make_float4(g.x * o.x + bb.x, g.y * o.y + bb.y, g.z * o.z + bb.z, g.w * o.w + bb.w);
+      } else {
+        if (w) {
+          const float4 ww = reinterpret_cast<const float4 *>(w)[c];
+          o = make_float4(o.x * ww.x, o.y * ww.y, o.z * ww.z, o.w * ww.w);
+        }
+        if (b) {
+          const float4 bb = reinterpret_cast<const float4 *>(b)[c];
+          o = make_float4(o.x + bb.x, o.y + bb.y, o.z + bb.z, o.w + bb.w);
+        }
+      }
+      y4[c] = o;
+    }
+  }
+}
+
+// Launch k_row_ln when the row fits registers and is float4-aligned; false otherwise.
+bool row_ln(int M, int C, float *X, const float *w, const float *b, const float *G, const float *B,
+            int g_rows, const float *Gr, int gr_rows, const float *Rr, float *Y, int mode) {
+  auto al = [](const void *p) { return p == nullptr || ((uintptr_t)p % 16) == 0; };
+  if (C % 4 || C > 1024 || !al(X) || !al(w) || !al(b) || !al(G) || !al(B) || !al(Gr) || !al(Rr) || !al(Y))
+    return false;
+  const int nv = (C / 4 + 31) / 32;
+  const int blocks = (M + 7) / 8 > 65535 * 4 ? 65535 * 4 : (M + 7) / 8;
+#define PX_ROW_LN(NV)                                                                          \
+  case NV:                                                                                     \
+    k_row_ln<NV><<<blocks, 256, 0, g.stream>>>(M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, Y, \
+                                               mode);                                          \
+    break;
+  switch (nv) {
+    PX_ROW_LN(1)
+    PX_ROW_LN(2)
+    PX_ROW_LN(4)
+    PX_ROW_LN(6)
+    PX_ROW_LN(8)
+    case 3:
+      k_row_ln<4><<<blocks, 256, 0, g.stream>>>(M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, Y, mode);
+      break;
+    case 5:
+      k_row_ln<6><<<blocks, 256, 0, g.stream>>>(M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, Y, mode);
+      break;
+    default:
+      k_row_ln<8><<<blocks, 256, 0, g.stream>>>(M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, Y, mode);
+      break;
+  }
+#undef PX_ROW_LN
+  LAUNCHED("row_ln");
+  return true;
+}
+
 __global__ void k_gated_residual(int M, int C, float *A, const float *G, int g_rows, const float *Y) {
   for (int r = blockIdx.y; r < M; r += gridDim.y) {
     float *a = A + (size_t)r * C;
     const float *g = G + (size_t)(r % g_rows) * C, *y = Y + (size_t)r * C;
-    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < C; c += gridDim.x * blockDim.x) a[c] += g[c] * y[c];
+    if ((C & 3) == 0) { /* float4 path (buffers are 16-byte aligned, rows C floats) */
+      for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < C / 4; c += gridDim.x * blockDim.x) {
+        float4 av = reinterpret_cast<float4 *>(a)[c];
+        const float4 gv = reinterpret_cast<const float4 *>(g)[c], yv = reinterpret_cast<const float4 *>(y)[c];
+        av.x += gv.x * yv.x;
+        av.y += gv.y * yv.y;
+        av.z += gv.z * yv.z;
+        av.w += gv.w * yv.w;
+        reinterpret_cast<float4 *>(a)[c] = av;
+      }
+    } else {
+      for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < C; c += gridDim.x * blockDim.x) a[c] += g[c] * y[c];
+    }
   }
 }
 
@@ -296,7 +410,19 @@ __global__ void k_sigmoid_mul(int M, int C, float *O, int ldo, const float *P, i
   for (int r = blockIdx.y; r < M; r += gridDim.y) {
     float *o = O + (size_t)r * ldo;
     const float *p = P + (size_t)r * ldp;
-    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < C; c += gridDim.x * blockDim.x) o[c] *= sigmoidf_(p[c]);
+    if (((C | ldo | ldp) & 3) == 0) {
+      for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < C / 4; c += gridDim.x * blockDim.x) {
+        float4 ov = reinterpret_cast<float4 *>(o)[c];
+        const float4 pv = reinterpret_cast<const float4 *>(p)[c];
+        ov.x *= sigmoidf_(pv.x);
+        ov.y *= sigmoidf_(pv.y);
+        ov.z *= sigmoidf_(pv.z);
+        ov.w *= sigmoidf_(pv.w);
+        reinterpret_cast<float4 *>(o)[c] = ov;
+      }
+    } else {
+      for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < C; c += gridDim.x * blockDim.x) o[c] *= sigmoidf_(p[c]);
+    }
   }
 }
 
@@ -304,9 +430,17 @@ __global__ void k_swiglu(int M, int C, const float *X, float *Y) {
   for (int r = blockIdx.y; r < M; r += gridDim.y) {
     const float *xa = X + (size_t)r * 2 * C, *xb = xa + C;
     float *y = Y + (size_t)r * C;
-    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < C; c += gridDim.x * blockDim.x) {
-      const float a = xa[c];
-      y[c] = a * sigmoidf_(a) * xb[c];
+    if ((C & 3) == 0) {
+      for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < C / 4; c += gridDim.x * blockDim.x) {
+        const float4 a = reinterpret_cast<const float4 *>(xa)[c], b = reinterpret_cast<const float4 *>(xb)[c];
+        reinterpret_cast<float4 *>(y)[c] = make_float4(a.x * sigmoidf_(a.x) * b.x, a.y * sigmoidf_(a.y) * b.y,
+                                                       a.z * sigmoidf_(a.z) * b.z, a.w * sigmoidf_(a.w) * b.w);
+      }
+    } else {
+      for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < C; c += gridDim.x * blockDim.x) {
+        const float a = xa[c];
+        y[c] = a * sigmoidf_(a) * xb[c];
+      }
     }
   }
 }
@@ -646,32 +780,73 @@ void be_linear(px_backend *b, int M, int N, int K, const float *X, int ldx, cons
   CKB(cublasSgemm(g.blas, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, W, K, X, ldx, &beta, Y, ldy));
 }
 
+__global__ void k_fill_bias_batched(int count, int M, int N, float *Y, int64_t sy, const float *bias,
+                                    int64_t sb) {
+  for (int r = blockIdx.y; r < count * M; r += gridDim.y) {
+    const int i = r / M, row = r % M;
+    float *y = Y + i * sy + (size_t)row * N;
+    const float *bb = bias + i * sb;
+    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < N; c += gridDim.x * blockDim.x) y[c] = bb[c];
+  }
+}
+
+void be_linear_batched(px_backend *b, int count, int M, int N, int K, const float *X, int64_t sx,
+                       const float *W, int64_t sw, const float *bias, int64_t sb, float *Y, int64_t sy,
+                       int /*seg*/) {
+  PROF("linear_batched");
+  if (count <= 0 || M <= 0 || N <= 0) return;
+  float beta = 0.0f;
+  if (bias) {
+    k_fill_bias_batched<<<grid2d(count * M, N, threads_for(N)), threads_for(N), 0, g.stream>>>(count, M, N, Y, sy, bias, sb);
+    LAUNCHED("fill_bias_batched");
+    beta = 1.0f;
+  }
+  const float one = 1.0f;
+  gemm_math_mode(precision_of(b) == PX_PRECISION_FP32 ? PX_PRECISION_FP32 : PX_PRECISION_TF32);
+  CKB(cublasSgemmStridedBatched(g.blas, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, W, K, sw, X, K, sx, &beta,
+                                Y, N, sy, count));
+}
+
 void be_layernorm(px_backend *, int M, int C, const float *X, const float *w, const float *bias,
                   float *Y) {
   PROF("layernorm");
+  if (X != Y && row_ln(M, C, const_cast<float *>(X), w, bias, nullptr, nullptr, 1, nullptr, 1, nullptr, Y, 0)) return;
+  if (X == Y && row_ln(M, C, Y, w, bias, nullptr, nullptr, 1, nullptr, 1, nullptr, Y, 0)) return;
   k_layernorm<<<(M + 7) / 8, 256, 0, g.stream>>>(M, C, X, w, bias, nullptr, nullptr, 1, Y);
   LAUNCHED("layernorm");
 }
 void be_adaln(px_backend *, int M, int C, const float *X, const float *G, const float *B,
               int g_rows, float *Y) {
   PROF("adaln");
+  if (row_ln(M, C, const_cast<float *>(X), nullptr, nullptr, G, B, g_rows, nullptr, 1, nullptr, Y, 1)) return;
   k_layernorm<<<(M + 7) / 8, 256, 0, g.stream>>>(M, C, X, nullptr, nullptr, G, B, g_rows, Y);
   LAUNCHED("adaln");
 }
 void be_gated_residual(px_backend *, int M, int C, float *A, const float *G, int g_rows,
                        const float *Y) {
   PROF("gated_residual");
-  k_gated_residual<<<grid2d(M, C, threads_for(C)), threads_for(C), 0, g.stream>>>(M, C, A, G, g_rows, Y);
+  const int cols = (C & 3) ? C : C / 4;
+  k_gated_residual<<<grid2d(M, cols, threads_for(cols)), threads_for(cols), 0, g.stream>>>(M, C, A, G, g_rows, Y);
   LAUNCHED("gated_residual");
 }
+void be_residual_adaln(px_backend *b, int M, int C, float *A, const float *Gr, int gr_rows,
+                       const float *Y, const float *Gn, const float *Bn, int gn_rows, float *An) {
+  PROF("residual_adaln");
+  if (row_ln(M, C, A, nullptr, nullptr, Gn, Bn, gn_rows, Gr, gr_rows, Y, An, 2)) return;
+  be_gated_residual(b, M, C, A, Gr, gr_rows, Y);
+  be_adaln(b, M, C, A, Gn, Bn, gn_rows, An);
+}
+
 void be_sigmoid_mul(px_backend *, int M, int C, float *O, int ldo, const float *P, int ldp) {
   PROF("sigmoid_mul");
-  k_sigmoid_mul<<<grid2d(M, C, threads_for(C)), threads_for(C), 0, g.stream>>>(M, C, O, ldo, P, ldp);
+  const int cols = ((C | ldo | ldp) & 3) ? C : C / 4;
+  k_sigmoid_mul<<<grid2d(M, cols, threads_for(cols)), threads_for(cols), 0, g.stream>>>(M, C, O, ldo, P, ldp);
   LAUNCHED("sigmoid_mul");
 }
 void be_swiglu(px_backend *, int M, int H, const float *X, float *Y) {
   PROF("swiglu");
-  k_swiglu<<<grid2d(M, H, threads_for(H)), threads_for(H), 0, g.stream>>>(M, H, X, Y);
+  const int cols = (H & 3) ? H : H / 4;
+  k_swiglu<<<grid2d(M, cols, threads_for(cols)), threads_for(cols), 0, g.stream>>>(M, H, X, Y);
   LAUNCHED("swiglu");
 }
 void be_activation(px_backend *, int64_t n, float *X, int kind) {
@@ -854,9 +1029,11 @@ CudaBackend make_backend(int precision) {
   c.base.upload = be_upload;
   c.base.download = be_download;
   c.base.linear = be_linear;
+  c.base.linear_batched = be_linear_batched;
   c.base.layernorm = be_layernorm;
   c.base.adaln = be_adaln;
   c.base.gated_residual = be_gated_residual;
+  c.base.residual_adaln = be_residual_adaln;
   c.base.sigmoid_mul = be_sigmoid_mul;
   c.base.swiglu = be_swiglu;
   c.base.attention_full = be_attention_full;

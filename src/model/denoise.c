@@ -37,77 +37,98 @@ static void atom_transformer(px_backend *be, const px_transformer_w *tf,
   float *att = take(ws, (size_t)M * C), *y = take(ws, (size_t)M * C);
   float *a12 = take(ws, (size_t)M * 2 * h), *hs = take(ws, (size_t)M * h);
   if (!ws->base) return; /* sizing pass */
+  /* Each gated residual is fused with the AdaLN that follows it (the block's transition
+   * AdaLN, or the next block's attention AdaLN). */
+  be->adaln(be, M, C, q, cache[0].g_a, cache[0].b_a, N, an);
   for (int k = 0; k < tf->n_blocks; k++) {
     const px_block_w *B = &tf->blocks[k];
     const px_atom_block_cache *cb = &cache[k];
     /* AttentionPairBias, cross-attention mode: kv = AdaLN_kv(a_n, s). */
-    be->adaln(be, M, C, q, cb->g_a, cb->b_a, N, an);
     be->adaln(be, M, C, an, cb->g_kv, cb->b_kv, N, kvin);
-    be->linear(be, M, 2 * C, C, an, C, B->w_proj1, B->b_proj1, qg, 2 * C, 0, N);
+    /* q (with linear_q's bias) and g as two GEMMs into one [M, 2C] buffer: a bias over
+     * only the q columns is cheaper than pre-filling all of them. */
+    be->linear(be, M, C, C, an, C, B->w_proj1, B->b_proj1, qg, 2 * C, 0, N);
+    be->linear(be, M, C, C, an, C, B->w_proj1 + (size_t)C * C, NULL, qg + C, 2 * C, 0, N);
     be->linear(be, M, 2 * C, C, kvin, C, B->w_proj2, NULL, kv, 2 * C, 0, N);
     be->attention_local(be, S, N, H, dh, PX_ATOM_NQ, PX_ATOM_NK, qg, kv, kv + C, 2 * C,
                         cb->pair_bias, scale, att);
     be->sigmoid_mul(be, M, C, att, C, qg + C, 2 * C);
     be->linear(be, M, C, C, att, C, B->o.w, NULL, y, C, 0, N);
-    be->gated_residual(be, M, C, q, cb->gate_last, N, y);
-    /* ConditionedTransitionBlock. */
-    be->adaln(be, M, C, q, cb->g_c, cb->b_c, N, an);
+    /* q += gate * y, then the ConditionedTransitionBlock's AdaLN. */
+    be->residual_adaln(be, M, C, q, cb->gate_last, N, y, cb->g_c, cb->b_c, N, an);
     be->linear(be, M, 2 * h, C, an, C, B->w_a12, NULL, a12, 2 * h, 0, N);
     be->swiglu(be, M, h, a12, hs);
     be->linear(be, M, C, h, hs, h, B->ctb_b.w, NULL, y, C, 0, N);
-    be->gated_residual(be, M, C, q, cb->gate_ctb, N, y);
+    if (k + 1 < tf->n_blocks)
+      be->residual_adaln(be, M, C, q, cb->gate_ctb, N, y, cache[k + 1].g_a, cache[k + 1].b_a, N, an);
+    else
+      be->gated_residual(be, M, C, q, cb->gate_ctb, N, y);
   }
   ws->used = mark;
 }
 
-/* s-side terms of one token block: AdaLN scale/shift and the two adaLN-zero gates,
- * over Ss*T rows of s. */
-static void token_block_terms(px_backend *be, const px_block_w *B, int R, int T, int cs, int C,
-                              const float *s, float *sn, float *g_a, float *b_a, float *gl,
-                              float *g_c, float *b_c, float *gc) {
-  be->layernorm(be, R, cs, s, B->ln_a.ln_s_w, NULL, sn);
-  be->linear(be, R, C, cs, sn, cs, B->ln_a.lin_s.w, B->ln_a.lin_s.b, g_a, C, 0, T);
-  be->activation(be, (int64_t)R * C, g_a, PX_ACT_SIGMOID);
-  be->linear(be, R, C, cs, sn, cs, B->ln_a.lin_nobias_s.w, NULL, b_a, C, 0, T);
-  be->linear(be, R, C, cs, s, cs, B->a_last.w, B->a_last.b, gl, C, 0, T);
-  be->activation(be, (int64_t)R * C, gl, PX_ACT_SIGMOID);
-  be->layernorm(be, R, cs, s, B->ctb_adaln.ln_s_w, NULL, sn);
-  be->linear(be, R, C, cs, sn, cs, B->ctb_adaln.lin_s.w, B->ctb_adaln.lin_s.b, g_c, C, 0, T);
-  be->activation(be, (int64_t)R * C, g_c, PX_ACT_SIGMOID);
-  be->linear(be, R, C, cs, sn, cs, B->ctb_adaln.lin_nobias_s.w, NULL, b_c, C, 0, T);
-  be->linear(be, R, C, cs, s, cs, B->ctb_s.w, B->ctb_s.b, gc, C, 0, T);
-  be->activation(be, (int64_t)R * C, gc, PX_ACT_SIGMOID);
+/* Token blocks processed per batch of s-side terms: all of them when the terms of every
+ * block fit in ~256 MB (the usual case: one noise level per call, so R = T rows), fewer
+ * when each sample has its own noise level and T is large. */
+static int sterm_group(int n_blocks, int R, int C) {
+  const size_t per_block = (size_t)6 * R * C * sizeof(float);
+  size_t g = ((size_t)256 << 20) / (per_block ? per_block : 1);
+  if (g < 1) g = 1;
+  return g > (size_t)n_blocks ? n_blocks : (int)g;
 }
 
 static void token_transformer(px_backend *be, const px_transformer_w *tf, const float *pair_bias,
                               int S, int T, int Ss, const float *s, float *a, bump *ws) {
-  const int C = tf->c, H = tf->n_heads, dh = C / H, h = tf->hidden, cs = tf->c_s;
+  const int C = tf->c, H = tf->n_heads, dh = C / H, h = tf->hidden, cs = tf->c_s, nb = tf->n_blocks;
   const int M = S * T, R = Ss * T;
   const float scale = 1.0f / sqrtf((float)dh);
+  const int G = sterm_group(nb, R, C);
+  const size_t RC = (size_t)R * C, CS = (size_t)C * cs;
   size_t mark = ws->used;
   float *sn = take(ws, (size_t)R * cs);
-  float *g_a = take(ws, (size_t)R * C), *b_a = take(ws, (size_t)R * C), *gl = take(ws, (size_t)R * C);
-  float *g_c = take(ws, (size_t)R * C), *b_c = take(ws, (size_t)R * C), *gc = take(ws, (size_t)R * C);
+  /* s-side terms of G blocks: matrix 2j / 2j+1 of each kind belongs to block k0 + j. */
+  float *gate_ln = take(ws, 2 * (size_t)G * RC), *shift_ln = take(ws, 2 * (size_t)G * RC);
+  float *gate_raw = take(ws, 2 * (size_t)G * RC);
   float *an = take(ws, (size_t)M * C);
   float *proj = take(ws, (size_t)M * (4 * C > 2 * h ? 4 * C : 2 * h));
   float *att = take(ws, (size_t)M * C), *y = take(ws, (size_t)M * C), *hs = take(ws, (size_t)M * h);
   const size_t TT = (size_t)T * T;
   if (!ws->base) return; /* sizing pass */
-  for (int k = 0; k < tf->n_blocks; k++) {
-    const px_block_w *B = &tf->blocks[k];
-    token_block_terms(be, B, R, T, cs, C, s, sn, g_a, b_a, gl, g_c, b_c, gc);
-    be->adaln(be, M, C, a, g_a, b_a, R, an);
-    be->linear(be, M, 4 * C, C, an, C, B->w_proj1, B->b_proj1, proj, 4 * C, 0, T);
-    be->attention_full(be, S, T, H, dh, proj, proj + C, proj + 2 * C, 4 * C,
-                       pair_bias + (size_t)k * H * TT, scale, att);
-    be->sigmoid_mul(be, M, C, att, C, proj + 3 * C, 4 * C);
-    be->linear(be, M, C, C, att, C, B->o.w, NULL, y, C, 0, T);
-    be->gated_residual(be, M, C, a, gl, R, y);
-    be->adaln(be, M, C, a, g_c, b_c, R, an);
-    be->linear(be, M, 2 * h, C, an, C, B->w_a12, NULL, proj, 2 * h, 0, T);
-    be->swiglu(be, M, h, proj, hs);
-    be->linear(be, M, C, h, hs, h, B->ctb_b.w, NULL, y, C, 0, T);
-    be->gated_residual(be, M, C, a, gc, R, y);
+  be->layernorm(be, R, cs, s, NULL, NULL, sn); /* LN(s); each AdaLN's scale is folded into its weights */
+  for (int k0 = 0; k0 < nb; k0 += G) {
+    const int g = nb - k0 < G ? nb - k0 : G, nm = 2 * g;
+    be->linear_batched(be, nm, R, C, cs, sn, 0, tf->st_w_gate_ln + 2 * (size_t)k0 * CS, CS,
+                       tf->st_b_gate_ln + 2 * (size_t)k0 * C, C, gate_ln, RC, T);
+    be->activation(be, (int64_t)nm * RC, gate_ln, PX_ACT_SIGMOID);
+    be->linear_batched(be, nm, R, C, cs, sn, 0, tf->st_w_shift_ln + 2 * (size_t)k0 * CS, CS, NULL, 0,
+                       shift_ln, RC, T);
+    be->linear_batched(be, nm, R, C, cs, s, 0, tf->st_w_gate_raw + 2 * (size_t)k0 * CS, CS,
+                       tf->st_b_gate_raw + 2 * (size_t)k0 * C, C, gate_raw, RC, T);
+    be->activation(be, (int64_t)nm * RC, gate_raw, PX_ACT_SIGMOID);
+    for (int j = 0; j < g; j++) {
+      const int k = k0 + j;
+      const px_block_w *B = &tf->blocks[k];
+      const float *g_a = gate_ln + (size_t)(2 * j) * RC, *g_c = gate_ln + (size_t)(2 * j + 1) * RC;
+      const float *b_a = shift_ln + (size_t)(2 * j) * RC, *b_c = shift_ln + (size_t)(2 * j + 1) * RC;
+      const float *gl = gate_raw + (size_t)(2 * j) * RC, *gc = gate_raw + (size_t)(2 * j + 1) * RC;
+      if (j == 0) be->adaln(be, M, C, a, g_a, b_a, R, an); /* else fused into the last residual */
+      /* [q | k v g]: q carries linear_q's bias, the rest none (see atom_transformer). */
+      be->linear(be, M, C, C, an, C, B->w_proj1, B->b_proj1, proj, 4 * C, 0, T);
+      be->linear(be, M, 3 * C, C, an, C, B->w_proj1 + (size_t)C * C, NULL, proj + C, 4 * C, 0, T);
+      be->attention_full(be, S, T, H, dh, proj, proj + C, proj + 2 * C, 4 * C,
+                         pair_bias + (size_t)k * H * TT, scale, att);
+      be->sigmoid_mul(be, M, C, att, C, proj + 3 * C, 4 * C);
+      be->linear(be, M, C, C, att, C, B->o.w, NULL, y, C, 0, T);
+      be->residual_adaln(be, M, C, a, gl, R, y, g_c, b_c, R, an);
+      be->linear(be, M, 2 * h, C, an, C, B->w_a12, NULL, proj, 2 * h, 0, T);
+      be->swiglu(be, M, h, proj, hs);
+      be->linear(be, M, C, h, hs, h, B->ctb_b.w, NULL, y, C, 0, T);
+      if (j + 1 < g) /* the residual, fused with the next block's attention AdaLN */
+        be->residual_adaln(be, M, C, a, gc, R, y, gate_ln + (size_t)(2 * j + 2) * RC,
+                           shift_ln + (size_t)(2 * j + 2) * RC, R, an);
+      else
+        be->gated_residual(be, M, C, a, gc, R, y);
+    }
   }
   ws->used = mark;
 }

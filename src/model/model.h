@@ -47,6 +47,16 @@ typedef struct {
   int n_blocks, n_heads, c, c_s, c_z, hidden;
   int cross; /* atom transformer: separate kv AdaLN */
   px_block_w *blocks;
+  /* Token transformer only: every block's s-side weights stacked so that one batched
+   * GEMM per kind gives the conditioning of all blocks (matrices 2k and 2k+1 belong to
+   * block k: attention AdaLN and transition AdaLN). The AdaLN LayerNorm scale is folded
+   * into the columns (LN(s) * w then W equals LN(s) then W diag(w)), so all take LN(s).
+   * The per-block copies these were built from are freed after loading. */
+  float *st_w_gate_ln;  /* [2nb, c, c_s] linear_s (sigmoid gate), folded */
+  float *st_b_gate_ln;  /* [2nb, c] */
+  float *st_w_shift_ln; /* [2nb, c, c_s] linear_nobias_s, folded */
+  float *st_w_gate_raw; /* [2nb, c, c_s] linear_a_last, conditioned_transition_block.linear_s (raw s) */
+  float *st_b_gate_raw; /* [2nb, c] */
 } px_transformer_w;
 
 struct px_model {

@@ -33,6 +33,45 @@ static float *own(px_model *m, size_t n) {
   return buf;
 }
 
+/* Free an owned buffer that is no longer needed (a per-block copy folded elsewhere). */
+static void disown(px_model *m, float **p) {
+  if (!*p) return;
+  for (int i = 0; i < m->n_owned; i++)
+    if (m->owned[i] == *p) {
+      free(m->owned[i]);
+      m->owned[i] = m->owned[m->n_owned - 1];
+      m->owned_n[i] = m->owned_n[m->n_owned - 1];
+      m->n_owned--;
+      break;
+    }
+  *p = NULL;
+}
+
+/* Token blocks: stack block k's s-side weights into the transformer's batched arrays
+ * (see px_transformer_w), folding the AdaLN LayerNorm scales, then free the originals. */
+static void stack_sterms(px_model *m, px_transformer_w *tf, int k) {
+  px_block_w *B = &tf->blocks[k];
+  const int C = tf->c, cs = tf->c_s;
+  const px_adaln_w *ad[2] = {&B->ln_a, &B->ctb_adaln};
+  const px_linear *raw[2] = {&B->a_last, &B->ctb_s};
+  for (int j = 0; j < 2; j++) {
+    const size_t mat = (size_t)(2 * k + j) * C * cs, vec = (size_t)(2 * k + j) * C;
+    for (int o = 0; o < C; o++)
+      for (int c = 0; c < cs; c++) {
+        const size_t at = (size_t)o * cs + c;
+        tf->st_w_gate_ln[mat + at] = ad[j]->lin_s.w[at] * ad[j]->ln_s_w[c];
+        tf->st_w_shift_ln[mat + at] = ad[j]->lin_nobias_s.w[at] * ad[j]->ln_s_w[c];
+        tf->st_w_gate_raw[mat + at] = raw[j]->w[at];
+      }
+    memcpy(tf->st_b_gate_ln + vec, ad[j]->lin_s.b, sizeof(float) * (size_t)C);
+    memcpy(tf->st_b_gate_raw + vec, raw[j]->b, sizeof(float) * (size_t)C);
+  }
+  float **gone[] = {&B->ln_a.lin_s.w, &B->ln_a.lin_s.b, &B->ln_a.lin_nobias_s.w, &B->ln_a.ln_s_w,
+                    &B->ctb_adaln.lin_s.w, &B->ctb_adaln.lin_s.b, &B->ctb_adaln.lin_nobias_s.w,
+                    &B->ctb_adaln.ln_s_w, &B->a_last.w, &B->a_last.b, &B->ctb_s.w, &B->ctb_s.b};
+  for (size_t i = 0; i < sizeof gone / sizeof gone[0]; i++) disown(m, gone[i]);
+}
+
 static void visit_linear(px_linear *l, px_weight_visitor fn, void *u) {
   fn(&l->w, u);
   fn(&l->b, u);
@@ -50,6 +89,11 @@ static void visit_transition(px_transition_w *t, px_weight_visitor fn, void *u) 
   visit_linear(&t->out, fn, u);
 }
 static void visit_transformer(px_transformer_w *tf, px_weight_visitor fn, void *u) {
+  fn(&tf->st_w_gate_ln, u);
+  fn(&tf->st_b_gate_ln, u);
+  fn(&tf->st_w_shift_ln, u);
+  fn(&tf->st_w_gate_raw, u);
+  fn(&tf->st_b_gate_raw, u);
   for (int k = 0; k < tf->n_blocks; k++) {
     px_block_w *B = &tf->blocks[k];
     visit_adaln(&B->ln_a, fn, u);
@@ -247,6 +291,19 @@ static void transformer_w(loader *L, px_transformer_w *tf, const char *base, int
     return;
   }
   const int H = tf->n_heads, h = tf->hidden;
+  if (!cross) {
+    const size_t nm = (size_t)2 * tf->n_blocks;
+    tf->st_w_gate_ln = own(L->m, nm * c * c_s);
+    tf->st_b_gate_ln = own(L->m, nm * c);
+    tf->st_w_shift_ln = own(L->m, nm * c * c_s);
+    tf->st_w_gate_raw = own(L->m, nm * c * c_s);
+    tf->st_b_gate_raw = own(L->m, nm * c);
+    if (!tf->st_w_gate_ln || !tf->st_b_gate_ln || !tf->st_w_shift_ln || !tf->st_w_gate_raw ||
+        !tf->st_b_gate_raw) {
+      L->status = px_fail(PX_ERR_NOMEM, "out of memory");
+      return;
+    }
+  }
   for (int k = 0; k < tf->n_blocks && !L->status; k++) {
     px_block_w *B = &tf->blocks[k];
     char apb[400], ctb[400], s[480];
@@ -297,6 +354,7 @@ static void transformer_w(loader *L, px_transformer_w *tf, const char *base, int
     load_into(L, B->w_a12 + (size_t)h * c, s, h, c);
     B->ctb_b = lin(L, c, h, 0, "%s.linear_nobias_b", ctb);
     B->ctb_s = lin(L, c, c_s, 1, "%s.linear_s", ctb);
+    if (!cross && !L->status) stack_sterms(L->m, tf, k);
   }
 }
 

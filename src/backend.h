@@ -53,16 +53,17 @@ struct px_backend {
   void (*swiglu)(px_backend *b, int M, int H, const float *X, float *Y);
   /* Full attention over T tokens per sample, H heads of width d (head h owns channels
    * h*d..h*d+d-1): O = softmax(scale * Q K^T + bias[h]) V. Q, K, V rows have stride ld;
-   * bias [H, T, T]; O [S*T, H*d] contiguous. */
+   * bias [H, T, T]; O [S*T, H*d] contiguous. With a gate G (row stride ldg, NULL for
+   * none) the output is O * sigmoid(G), the attention gate applied in the same pass. */
   void (*attention_full)(px_backend *b, int S, int T, int H, int d, const float *Q,
                          const float *K, const float *V, int ld, const float *bias, float scale,
-                         float *O);
+                         float *O, const float *G, int ldg);
   /* Local atom attention (SPEC.md): atoms cut into query trunks of nq, each seeing the
    * window of nk keys starting at nq*trunk - (nk - nq)/2; out-of-range keys get weight 0.
-   * bias [H, n_trunks, nq, nk]; O [S*N, H*d]. */
+   * bias [H, n_trunks, nq, nk]; O [S*N, H*d]; gate G as for attention_full. */
   void (*attention_local)(px_backend *b, int S, int N, int H, int d, int nq, int nk,
                           const float *Q, const float *K, const float *V, int ld,
-                          const float *bias, float scale, float *O);
+                          const float *bias, float scale, float *O, const float *G, int ldg);
   /* X[i] = sigmoid(X[i]) (kind PX_ACT_SIGMOID) or max(X[i], 0) (PX_ACT_RELU), n values. */
   void (*activation)(px_backend *b, int64_t n, float *X, int kind);
   /* Y[s, t] = inv_count[t] * sum over atoms n of token t of X[s, n]: [S*N, C] -> [S*T, C]. */

@@ -295,7 +295,7 @@ static void run_attention_full(int S, int T, int H, int d, int ld_pad, float *ou
   float *O = out_O ? out_O : fbuf(rows * C + tail);
   tu_poison(O, rows * C);
   fill_guard(O + rows * C, tail);
-  be->attention_full(be, S, T, H, d, Q, K, V, ld, bias, scale, O);
+  be->attention_full(be, S, T, H, d, Q, K, V, ld, bias, scale, O, NULL, 0);
   if (check) {
     double *ref = dbuf(rows * C);
     ref_attention_full(S, T, H, d, Q, K, V, ld, bias, scale, ref);
@@ -392,7 +392,7 @@ static void run_attention_local(int S, int N, int H, int d, int nq, int nk, int 
   float *Ob = out_O ? out_O : fbuf(rows * C + tail);
   tu_poison(Ob, rows * C);
   fill_guard(Ob + rows * C, tail);
-  be->attention_local(be, S, N, H, d, nq, nk, Q, K, V, ld, bias, scale, Ob);
+  be->attention_local(be, S, N, H, d, nq, nk, Q, K, V, ld, bias, scale, Ob, NULL, 0);
   if (check) {
     double *ref = dbuf(rows * C);
     ref_attention_local(S, N, H, d, nq, nk, Q, K, V, ld, bias, scale, ref);

@@ -64,8 +64,8 @@ static void run_full(int prec, int S, int T, int H, int d, int ld_extra, double 
   float *P = rnd(nq, 1.0), *bias = rnd(nb, 2.0), *want = malloc(sizeof(float) * no);
   float *dP = up(g, P, nq), *dbias = up(g, bias, nb), *dO = dev_poison(g, no);
   const float scale = 1.0f / sqrtf((float)d);
-  cpu->attention_full(cpu, S, T, H, d, P, P + C, P + 2 * C, ld, bias, scale, want);
-  g->attention_full(g, S, T, H, d, dP, dP + C, dP + 2 * C, ld, dbias, scale, dO);
+  cpu->attention_full(cpu, S, T, H, d, P, P + C, P + 2 * C, ld, bias, scale, want, NULL, 0);
+  g->attention_full(g, S, T, H, d, dP, dP + C, dP + 2 * C, ld, dbias, scale, dO, NULL, 0);
   char what[128];
   snprintf(what, sizeof what, "%s full S=%d T=%d H=%d d=%d ld=%d", prec_name(prec), S, T, H, d, ld);
   compare(g, what, dO, want, no, tol);
@@ -80,8 +80,8 @@ static void run_local(int prec, int S, int N, int H, int d, int nk, double tol) 
   float *QG = rnd(nqg, 1.0), *KV = rnd(nqg, 1.0), *bias = rnd(nb, 2.0), *want = malloc(sizeof(float) * no);
   float *dQG = up(g, QG, nqg), *dKV = up(g, KV, nqg), *dbias = up(g, bias, nb), *dO = dev_poison(g, no);
   const float scale = 1.0f / sqrtf((float)d);
-  cpu->attention_local(cpu, S, N, H, d, 32, nk, QG, KV, KV + C, ld, bias, scale, want);
-  g->attention_local(g, S, N, H, d, 32, nk, dQG, dKV, dKV + C, ld, dbias, scale, dO);
+  cpu->attention_local(cpu, S, N, H, d, 32, nk, QG, KV, KV + C, ld, bias, scale, want, NULL, 0);
+  g->attention_local(g, S, N, H, d, 32, nk, dQG, dKV, dKV + C, ld, dbias, scale, dO, NULL, 0);
   char what[128];
   snprintf(what, sizeof what, "%s local S=%d N=%d H=%d d=%d nk=%d", prec_name(prec), S, N, H, d, nk);
   compare(g, what, dO, want, no, tol);
@@ -141,7 +141,7 @@ static void emulation_report(void) {
   float *P = rnd(nq, 1.0), *bias = rnd((size_t)H * T * T, 2.0);
   float *want = malloc(sizeof(float) * no), *got = malloc(sizeof(float) * no);
   const float scale = 1.0f / sqrtf((float)d);
-  cpu->attention_full(cpu, S, T, H, d, P, P + C, P + 2 * C, ld, bias, scale, want);
+  cpu->attention_full(cpu, S, T, H, d, P, P + C, P + 2 * C, ld, bias, scale, want, NULL, 0);
   emulate_full(S, T, H, d, P, P + C, P + 2 * C, ld, bias, scale, round_tf32, got);
   const double e_tf = tu_rel_err_ff(got, want, no);
   emulate_full(S, T, H, d, P, P + C, P + 2 * C, ld, bias, scale, round_bf16, got);
@@ -166,10 +166,10 @@ static void bench(void) {
       const size_t nq = (size_t)S * T * ld, nb = (size_t)H * T * T;
       float *P = rnd(nq, 1.0), *bias = rnd(nb, 2.0);
       float *dP = up(g, P, nq), *dbias = up(g, bias, nb), *dO = dev_poison(g, (size_t)S * T * C);
-      for (int r = 0; r < 3; r++) g->attention_full(g, S, T, H, d, dP, dP + C, dP + 2 * C, ld, dbias, 0.144f, dO);
+      for (int r = 0; r < 3; r++) g->attention_full(g, S, T, H, d, dP, dP + C, dP + 2 * C, ld, dbias, 0.144f, dO, NULL, 0);
       g->sync(g);
       double t0 = now_s();
-      for (int r = 0; r < reps; r++) g->attention_full(g, S, T, H, d, dP, dP + C, dP + 2 * C, ld, dbias, 0.144f, dO);
+      for (int r = 0; r < reps; r++) g->attention_full(g, S, T, H, d, dP, dP + C, dP + 2 * C, ld, dbias, 0.144f, dO, NULL, 0);
       g->sync(g);
       printf("  bench %s attention_full S=%d T=%d H=%d d=%d: %.1f us/call\n", prec_name(prec), S, T, H, d,
              (now_s() - t0) / reps * 1e6);
@@ -182,10 +182,10 @@ static void bench(void) {
       float *QG = rnd(nqg, 1.0), *KV = rnd(nqg, 1.0), *bias = rnd(nb, 2.0);
       float *dQG = up(g, QG, nqg), *dKV = up(g, KV, nqg), *dbias = up(g, bias, nb);
       float *dO = dev_poison(g, (size_t)S * N * C);
-      for (int r = 0; r < 3; r++) g->attention_local(g, S, N, H, d, 32, 128, dQG, dKV, dKV + C, ld, dbias, 0.177f, dO);
+      for (int r = 0; r < 3; r++) g->attention_local(g, S, N, H, d, 32, 128, dQG, dKV, dKV + C, ld, dbias, 0.177f, dO, NULL, 0);
       g->sync(g);
       double t0 = now_s();
-      for (int r = 0; r < reps; r++) g->attention_local(g, S, N, H, d, 32, 128, dQG, dKV, dKV + C, ld, dbias, 0.177f, dO);
+      for (int r = 0; r < reps; r++) g->attention_local(g, S, N, H, d, 32, 128, dQG, dKV, dKV + C, ld, dbias, 0.177f, dO, NULL, 0);
       g->sync(g);
       printf("  bench %s attention_local S=%d N=%d H=%d d=%d: %.1f us/call\n", prec_name(prec), S, N, H, d,
              (now_s() - t0) / reps * 1e6);

@@ -242,11 +242,18 @@ static void test_attention(void) {
     float *P = rnd(nq, 1.0), *bias = rnd((size_t)H * T * T, 2.0), *want = malloc(sizeof(float) * (size_t)S * T * C);
     float *dP = up(P, nq), *dbias = up(bias, (size_t)H * T * T), *dO = dev_poison((size_t)S * T * C);
     float scale = 1.0f / sqrtf((float)d);
-    cpu->attention_full(cpu, S, T, H, d, P, P + C, P + 2 * C, ld, bias, scale, want);
-    gpu->attention_full(gpu, S, T, H, d, dP, dP + C, dP + 2 * C, ld, dbias, scale, dO);
+    cpu->attention_full(cpu, S, T, H, d, P, P + C, P + 2 * C, ld, bias, scale, want, NULL, 0);
+    gpu->attention_full(gpu, S, T, H, d, dP, dP + C, dP + 2 * C, ld, dbias, scale, dO, NULL, 0);
     char what[96];
     snprintf(what, sizeof what, "attention_full S=%d T=%d H=%d d=%d", S, T, H, d);
     compare(what, dO, want, (size_t)S * T * C, 1e-5);
+    /* with the fused gate: O * sigmoid(G), G the 4th quarter of each row */
+    cpu->attention_full(cpu, S, T, H, d, P, P + C, P + 2 * C, ld, bias, scale, want, P + 3 * C, ld);
+    float *dOg = dev_poison((size_t)S * T * C);
+    gpu->attention_full(gpu, S, T, H, d, dP, dP + C, dP + 2 * C, ld, dbias, scale, dOg, dP + 3 * C, ld);
+    snprintf(what, sizeof what, "attention_full gated S=%d T=%d H=%d d=%d", S, T, H, d);
+    compare(what, dOg, want, (size_t)S * T * C, 1e-5);
+    gpu->free(gpu, dOg);
     free(P); free(bias); free(want);
     gpu->free(gpu, dP); gpu->free(gpu, dbias); gpu->free(gpu, dO);
   }
@@ -258,14 +265,34 @@ static void test_attention(void) {
     float *QG = rnd(nqg, 1.0), *KV = rnd(nqg, 1.0), *bias = rnd(nb, 2.0), *want = malloc(sizeof(float) * (size_t)S * N * C);
     float *dQG = up(QG, nqg), *dKV = up(KV, nqg), *dbias = up(bias, nb), *dO = dev_poison((size_t)S * N * C);
     float scale = 1.0f / sqrtf((float)d);
-    cpu->attention_local(cpu, S, N, H, d, 32, 128, QG, KV, KV + C, ld, bias, scale, want);
-    gpu->attention_local(gpu, S, N, H, d, 32, 128, dQG, dKV, dKV + C, ld, dbias, scale, dO);
+    cpu->attention_local(cpu, S, N, H, d, 32, 128, QG, KV, KV + C, ld, bias, scale, want, NULL, 0);
+    gpu->attention_local(gpu, S, N, H, d, 32, 128, dQG, dKV, dKV + C, ld, dbias, scale, dO, NULL, 0);
     char what[96];
     snprintf(what, sizeof what, "attention_local S=%d N=%d H=%d d=%d", S, N, H, d);
     compare(what, dO, want, (size_t)S * N * C, 1e-5);
+    cpu->attention_local(cpu, S, N, H, d, 32, 128, QG, KV, KV + C, ld, bias, scale, want, QG + C, ld);
+    float *dOg = dev_poison((size_t)S * N * C);
+    gpu->attention_local(gpu, S, N, H, d, 32, 128, dQG, dKV, dKV + C, ld, dbias, scale, dOg, dQG + C, ld);
+    snprintf(what, sizeof what, "attention_local gated S=%d N=%d H=%d d=%d", S, N, H, d);
+    compare(what, dOg, want, (size_t)S * N * C, 1e-5);
+    gpu->free(gpu, dOg);
     free(QG); free(KV); free(bias); free(want);
     gpu->free(gpu, dQG); gpu->free(gpu, dKV); gpu->free(gpu, dbias); gpu->free(gpu, dO);
   }
+}
+
+static void test_attention_tc_gated(void) {
+  /* The tensor-core path (tf32 backend) with the fused gate, against the CPU (tf32 bound). */
+  px_backend *g = px_cuda_backend(PX_PRECISION_TF32);
+  int S = 2, T = 77, H = 4, d = 48, C = H * d, ld = 4 * C;
+  size_t nq = (size_t)S * T * ld;
+  float *P = rnd(nq, 1.0), *bias = rnd((size_t)H * T * T, 2.0), *want = malloc(sizeof(float) * (size_t)S * T * C);
+  float *dP = up(P, nq), *dbias = up(bias, (size_t)H * T * T), *dO = dev_poison((size_t)S * T * C);
+  cpu->attention_full(cpu, S, T, H, d, P, P + C, P + 2 * C, ld, bias, 0.144f, want, P + 3 * C, ld);
+  g->attention_full(g, S, T, H, d, dP, dP + C, dP + 2 * C, ld, dbias, 0.144f, dO, dP + 3 * C, ld);
+  compare("attention_full tf32 gated", dO, want, (size_t)S * T * C, 2e-3);
+  free(P); free(bias); free(want);
+  gpu->free(gpu, dP); gpu->free(gpu, dbias); gpu->free(gpu, dO);
 }
 
 int main(void) {
@@ -283,6 +310,7 @@ int main(void) {
   test_rowwise();
   test_token_atom_maps();
   test_attention();
+  test_attention_tc_gated();
   return tu_finish("test_cuda_kernels");
 }
 #endif

@@ -223,9 +223,11 @@ static void attend_rows(int nr, int n, int d, const float *Q, int ldq, const flo
   }
 }
 
+static void cpu_sigmoid_mul(px_backend *b, int M, int C, float *O, int ldo, const float *P, int ldp);
+
 static void cpu_attention_full(px_backend *b, int S, int T, int H, int d, const float *Q,
                                const float *K, const float *V, int ld, const float *bias,
-                               float scale, float *O) {
+                               float scale, float *O, const float *G, int ldg) {
   (void)b;
   const int C = H * d;
   const int RB = 16; /* query rows per task */
@@ -255,11 +257,12 @@ static void cpu_attention_full(px_backend *b, int S, int T, int H, int d, const 
     free(Kt);
     free(L);
   }
+  if (G) cpu_sigmoid_mul(b, S * T, C, O, C, G, ldg);
 }
 
 static void cpu_attention_local(px_backend *b, int S, int N, int H, int d, int nq, int nk,
                                 const float *Q, const float *K, const float *V, int ld,
-                                const float *bias, float scale, float *O) {
+                                const float *bias, float scale, float *O, const float *G, int ldg) {
   (void)b;
   const int C = H * d;
   const int n_trunks = (N + nq - 1) / nq;
@@ -289,6 +292,7 @@ static void cpu_attention_local(px_backend *b, int S, int N, int H, int d, int n
     free(Kt);
     free(L);
   }
+  if (G) cpu_sigmoid_mul(b, S * N, C, O, C, G, ldg);
 }
 
 static void cpu_activation(px_backend *b, int64_t n, float *X, int kind) {

@@ -81,7 +81,7 @@ template <int D, int QT>
 __global__ void __launch_bounds__(QT * 2, QT == 64 ? 4 : 8)
 k_attention_tc(int L, int H, int ld, const float *__restrict__ Q, const float *__restrict__ K,
                const float *__restrict__ V, const float *__restrict__ bias, int local, int nkw,
-               float scale, float *__restrict__ O) {
+               float scale, float *__restrict__ O, const float *__restrict__ G, int ldg) {
   constexpr int NT = QT * 2, DK = D / 8, DG = D / 16, CH = D / 4;
   constexpr int DPK = TcCfg<D>::DPK, DPV = TcCfg<D>::DPV, STAGE = TcCfg<D>::STAGE;
   extern __shared__ __align__(16) float smem[];
@@ -256,25 +256,39 @@ k_attention_tc(int L, int H, int ld, const float *__restrict__ Q, const float *_
   l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
   const float inv0 = 1.0f / l0, inv1 = 1.0f / l1;
   const int C = H * D;
+  // Output, times the attention gate sigmoid(G) when one is given (fused gating).
+  auto gate = [&](int row, int m) -> float4 {
+    if (!G) return make_float4(1.0f, 1.0f, 1.0f, 1.0f);
+    const float4 gv = *reinterpret_cast<const float4 *>(G + (base + row) * (size_t)ldg + h * D + 4 * t + 16 * m);
+    return make_float4(1.0f / (1.0f + __expf(-gv.x)), 1.0f / (1.0f + __expf(-gv.y)),
+                       1.0f / (1.0f + __expf(-gv.z)), 1.0f / (1.0f + __expf(-gv.w)));
+  };
   if (i0 < L) {
     float *out = O + (base + i0) * C + h * D + 4 * t;
 #pragma unroll
-    for (int m = 0; m < DG; m++)
+    for (int m = 0; m < DG; m++) {
+      const float4 gs = gate(i0, m);
       *reinterpret_cast<float4 *>(out + 16 * m) =
-          make_float4(o[2 * m][0] * inv0, o[2 * m + 1][0] * inv0, o[2 * m][1] * inv0, o[2 * m + 1][1] * inv0);
+          make_float4(o[2 * m][0] * inv0 * gs.x, o[2 * m + 1][0] * inv0 * gs.y, o[2 * m][1] * inv0 * gs.z,
+                      o[2 * m + 1][1] * inv0 * gs.w);
+    }
   }
   if (i1 < L) {
     float *out = O + (base + i1) * C + h * D + 4 * t;
 #pragma unroll
-    for (int m = 0; m < DG; m++)
+    for (int m = 0; m < DG; m++) {
+      const float4 gs = gate(i1, m);
       *reinterpret_cast<float4 *>(out + 16 * m) =
-          make_float4(o[2 * m][2] * inv1, o[2 * m + 1][2] * inv1, o[2 * m][3] * inv1, o[2 * m + 1][3] * inv1);
+          make_float4(o[2 * m][2] * inv1 * gs.x, o[2 * m + 1][2] * inv1 * gs.y, o[2 * m][3] * inv1 * gs.z,
+                      o[2 * m + 1][3] * inv1 * gs.w);
+    }
   }
 }
 
 template <int D>
 cudaError_t launch(cudaStream_t st, int S, int L, int H, int ld, const float *Q, const float *K,
-                   const float *V, const float *bias, int local, int nk, float scale, float *O) {
+                   const float *V, const float *bias, int local, int nk, float scale, float *O,
+                   const float *G, int ldg) {
   constexpr int smem = TcCfg<D>::SMEM;
   static cudaError_t configured = [] {
     cudaError_t e = cudaFuncSetAttribute(k_attention_tc<D, 32>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
@@ -285,10 +299,10 @@ cudaError_t launch(cudaStream_t st, int S, int L, int H, int ld, const float *Q,
   if (configured != cudaSuccess) return configured;
   if (local) {
     dim3 grid((L + 31) / 32, H, S);
-    k_attention_tc<D, 32><<<grid, 64, smem, st>>>(L, H, ld, Q, K, V, bias, 1, nk, scale, O);
+    k_attention_tc<D, 32><<<grid, 64, smem, st>>>(L, H, ld, Q, K, V, bias, 1, nk, scale, O, G, ldg);
   } else {
     dim3 grid((L + 63) / 64, H, S);
-    k_attention_tc<D, 64><<<grid, 128, smem, st>>>(L, H, ld, Q, K, V, bias, 0, 0, scale, O);
+    k_attention_tc<D, 64><<<grid, 128, smem, st>>>(L, H, ld, Q, K, V, bias, 0, 0, scale, O, G, ldg);
   }
   return cudaSuccess;
 }
@@ -297,21 +311,21 @@ cudaError_t launch(cudaStream_t st, int S, int L, int H, int ld, const float *Q,
 
 int px_attention_tc(cudaStream_t stream, int S, int L, int H, int d, int ld, const float *Q,
                     const float *K, const float *V, const float *bias, int local, int nq, int nk,
-                    float scale, float *O) {
+                    float scale, float *O, const float *G, int ldg) {
   static const int disabled = getenv("PXDIFF_NO_TC_ATTENTION") != nullptr;
   if (disabled) return 0;
   if (local && (nq != 32 || nk < nq)) return 0;
   if ((ld % 4) || ((uintptr_t)Q % 16) || ((uintptr_t)K % 16) || ((uintptr_t)V % 16) ||
-      ((uintptr_t)O % 16))
+      ((uintptr_t)O % 16) || (G && ((ldg % 4) || ((uintptr_t)G % 16))))
     return 0;
   if (S > 65535 || H > 65535) return 0;
   if (S <= 0 || L <= 0 || H <= 0) return 1;  // nothing to compute
   cudaError_t e;
   switch (d) {
-    case 16: e = launch<16>(stream, S, L, H, ld, Q, K, V, bias, local, nk, scale, O); break;
-    case 32: e = launch<32>(stream, S, L, H, ld, Q, K, V, bias, local, nk, scale, O); break;
-    case 48: e = launch<48>(stream, S, L, H, ld, Q, K, V, bias, local, nk, scale, O); break;
-    case 64: e = launch<64>(stream, S, L, H, ld, Q, K, V, bias, local, nk, scale, O); break;
+    case 16: e = launch<16>(stream, S, L, H, ld, Q, K, V, bias, local, nk, scale, O, G, ldg); break;
+    case 32: e = launch<32>(stream, S, L, H, ld, Q, K, V, bias, local, nk, scale, O, G, ldg); break;
+    case 48: e = launch<48>(stream, S, L, H, ld, Q, K, V, bias, local, nk, scale, O, G, ldg); break;
+    case 64: e = launch<64>(stream, S, L, H, ld, Q, K, V, bias, local, nk, scale, O, G, ldg); break;
     default: return 0;
   }
   return e == cudaSuccess ? 1 : 0;  // attribute refused: the exact kernel instead

@@ -595,7 +595,8 @@ template <int D>
 __global__ void __launch_bounds__(AQ * ASPLIT)
 k_attention_fused(int L, int H, int ld, const float *__restrict__ Q, const float *__restrict__ K,
                   const float *__restrict__ V, const float *__restrict__ bias, int local,
-                  int n_trunks, float scale, float *__restrict__ O) {
+                  int n_trunks, float scale, float *__restrict__ O, const float *__restrict__ G,
+                  int ldg) {
   constexpr int DP = D + 4;  // shared row stride: float4-aligned, splits land on other banks
   __shared__ __align__(16) float kv[2 * AKT * DP];
   __shared__ float Bs[AQ * (AKT + 1)];
@@ -692,13 +693,14 @@ k_attention_fused(int L, int H, int ld, const float *__restrict__ Q, const float
     float acc = 0.0f;
 #pragma unroll
     for (int k = 0; k < ASPLIT; k++) acc += pq[k * (D + 2) + 2 + c] * w[k];
-    out[c] = acc * inv;
+    out[c] = G ? acc * inv * sigmoidf_(G[(base + i) * (size_t)ldg + h * D + c]) : acc * inv;
   }
 }
 
 // Launch the fused kernel for head widths it is compiled for; false otherwise.
 bool attention_fused(int S, int L, int H, int d, int ld, const float *Q, const float *K,
-                     const float *V, const float *bias, int local, float scale, float *O) {
+                     const float *V, const float *bias, int local, float scale, float *O,
+                     const float *G, int ldg) {
   const int tiles = (L + AQ - 1) / AQ;
   // float4 loads need 16-byte aligned rows.
   if ((ld % 4) || ((uintptr_t)Q % 16) || ((uintptr_t)K % 16) || ((uintptr_t)V % 16)) return false;
@@ -707,7 +709,7 @@ bool attention_fused(int S, int L, int H, int d, int ld, const float *Q, const f
 #define PX_ATT_CASE(DD)                                                                         \
   case DD:                                                                                     \
     k_attention_fused<DD><<<grid, AQ * ASPLIT, 0, g.stream>>>(L, H, ld, Q, K, V, bias, local,  \
-                                                              tiles, scale, O);                \
+                                                              tiles, scale, O, G, ldg);        \
     LAUNCHED("attention_fused");                                                               \
     return true;
     PX_ATT_CASE(16)
@@ -873,15 +875,18 @@ void be_tokens_to_atoms_add(px_backend *, int S, int N, int T, int C, int a_samp
   LAUNCHED("tokens_to_atoms_add");
 }
 
+void be_sigmoid_mul(px_backend *, int M, int C, float *O, int ldo, const float *P, int ldp);
+
 void be_attention_full(px_backend *b, int S, int T, int H, int d, const float *Q, const float *K,
-                       const float *V, int ld, const float *bias, float scale, float *O) {
+                       const float *V, int ld, const float *bias, float scale, float *O,
+                       const float *G, int ldg) {
   PROF("attention_full");
   if (precision_of(b) != PX_PRECISION_FP32 &&
-      px_attention_tc(g.stream, S, T, H, d, ld, Q, K, V, bias, 0, 0, 0, scale, O)) {
+      px_attention_tc(g.stream, S, T, H, d, ld, Q, K, V, bias, 0, 0, 0, scale, O, G, ldg)) {
     LAUNCHED("attention_tc");  // tensor cores (tf32) for the reduced precisions
     return;
   }
-  if (!getenv("PXDIFF_CUBLAS_ATTENTION") && attention_fused(S, T, H, d, ld, Q, K, V, bias, 0, scale, O)) return;
+  if (!getenv("PXDIFF_CUBLAS_ATTENTION") && attention_fused(S, T, H, d, ld, Q, K, V, bias, 0, scale, O, G, ldg)) return;
   const size_t per = (size_t)H * T * T;
   float *L = grow(g.logits, g.logits_n, per);
   if (!L) return;
@@ -899,18 +904,19 @@ void be_attention_full(px_backend *b, int S, int T, int H, int d, const float *Q
     CKB(cublasSgemmStridedBatched(g.blas, CUBLAS_OP_N, CUBLAS_OP_N, d, T, T, &one, V + off, ld, d,
                                   L, T, (long long)T * T, &zero, O + (size_t)s * T * C, C, d, H));
   }
+  if (G) be_sigmoid_mul(b, S * T, C, O, C, G, ldg);
 }
 
 void be_attention_local(px_backend *b, int S, int N, int H, int d, int nq, int nk, const float *Q,
                         const float *K, const float *V, int ld, const float *bias, float scale,
-                        float *O) {
+                        float *O, const float *G, int ldg) {
   PROF("attention_local");
   if (precision_of(b) != PX_PRECISION_FP32 &&
-      px_attention_tc(g.stream, S, N, H, d, ld, Q, K, V, bias, 1, nq, nk, scale, O)) {
+      px_attention_tc(g.stream, S, N, H, d, ld, Q, K, V, bias, 1, nq, nk, scale, O, G, ldg)) {
     LAUNCHED("attention_tc_local");
     return;
   }
-  if (nq == AQ && nk == 128 && attention_fused(S, N, H, d, ld, Q, K, V, bias, 1, scale, O)) return;
+  if (nq == AQ && nk == 128 && attention_fused(S, N, H, d, ld, Q, K, V, bias, 1, scale, O, G, ldg)) return;
   const int n_trunks = (N + nq - 1) / nq;
   const size_t smem = sizeof(float) * ((size_t)(2 * nk + nq) * (d + 1) + (size_t)nq * nk);
   static size_t configured = 0;
@@ -921,6 +927,7 @@ void be_attention_local(px_backend *b, int S, int N, int H, int d, int nq, int n
   dim3 grid(n_trunks, H, S);
   k_attention_local<<<grid, nk, smem, g.stream>>>(N, H, d, nq, nk, Q, K, V, ld, bias, scale, O);
   LAUNCHED("attention_local");
+  if (G) be_sigmoid_mul(b, S * N, H * d, O, H * d, G, ldg);
 }
 
 void *be_host_alloc(px_backend *, size_t bytes) {

@@ -50,9 +50,9 @@ static void atom_transformer(px_backend *be, const px_transformer_w *tf,
     be->linear(be, M, C, C, an, C, B->w_proj1, B->b_proj1, qg, 2 * C, 0, N);
     be->linear(be, M, C, C, an, C, B->w_proj1 + (size_t)C * C, NULL, qg + C, 2 * C, 0, N);
     be->linear(be, M, 2 * C, C, kvin, C, B->w_proj2, NULL, kv, 2 * C, 0, N);
+    /* att = softmax(...) V, times sigmoid(g) (the gate columns of qg) in the same kernel. */
     be->attention_local(be, S, N, H, dh, PX_ATOM_NQ, PX_ATOM_NK, qg, kv, kv + C, 2 * C,
-                        cb->pair_bias, scale, att);
-    be->sigmoid_mul(be, M, C, att, C, qg + C, 2 * C);
+                        cb->pair_bias, scale, att, qg + C, 2 * C);
     be->linear(be, M, C, C, att, C, B->o.w, NULL, y, C, 0, N);
     /* q += gate * y, then the ConditionedTransitionBlock's AdaLN. */
     be->residual_adaln(be, M, C, q, cb->gate_last, N, y, cb->g_c, cb->b_c, N, an);
@@ -116,8 +116,7 @@ static void token_transformer(px_backend *be, const px_transformer_w *tf, const 
       be->linear(be, M, C, C, an, C, B->w_proj1, B->b_proj1, proj, 4 * C, 0, T);
       be->linear(be, M, 3 * C, C, an, C, B->w_proj1 + (size_t)C * C, NULL, proj + C, 4 * C, 0, T);
       be->attention_full(be, S, T, H, dh, proj, proj + C, proj + 2 * C, 4 * C,
-                         pair_bias + (size_t)k * H * TT, scale, att);
-      be->sigmoid_mul(be, M, C, att, C, proj + 3 * C, 4 * C);
+                         pair_bias + (size_t)k * H * TT, scale, att, proj + 3 * C, 4 * C);
       be->linear(be, M, C, C, att, C, B->o.w, NULL, y, C, 0, T);
       be->residual_adaln(be, M, C, a, gl, R, y, g_c, b_c, R, an);
       be->linear(be, M, 2 * h, C, an, C, B->w_a12, NULL, proj, 2 * h, 0, T);

@@ -73,10 +73,15 @@ double px_rng_normal_at(uint64_t seed, uint32_t sample, uint32_t step, uint32_t 
 void px_rng_normal(uint64_t seed, uint32_t sample, uint32_t step, uint32_t purpose, float *out,
                    int64_t n) {
   if (!out || n <= 0) return;
-  uint32_t w[4];
-  double z0, z1;
-  for (int64_t j = 0; j < n; j += 2) {
-    block(seed, sample, step, purpose, (uint64_t)j >> 1, w);
+  /* Element j depends only on its index, so the blocks can be drawn in any order: large
+   * draws are spread over threads (the values do not depend on the thread count). */
+  const int64_t npairs = (n + 1) / 2;
+#pragma omp parallel for schedule(static) if (npairs >= 8192)
+  for (int64_t b = 0; b < npairs; b++) {
+    uint32_t w[4];
+    double z0, z1;
+    const int64_t j = 2 * b;
+    block(seed, sample, step, purpose, (uint64_t)b, w);
     pair(w, &z0, &z1);
     out[j] = (float)z0;
     if (j + 1 < n) out[j + 1] = (float)z1;

@@ -43,6 +43,10 @@ def main():
 def run_size(args, model, ckpt, tmp, size):
     nt, nb = (int(v) for v in size.split("+"))
     inp = fx.random_features(n_token=nt + nb, atoms_per_token=[8] * nt + [4] * nb, n_chains=2, seed=3)
+    # Realistic atom names for the mmCIF writer ("CA": chars are ASCII - 32, space-padded).
+    n_atom = inp.feats["ref_pos"].shape[0]
+    chars = torch.tensor([ord(c) - 32 for c in "CA  "])
+    inp.feats["ref_atom_name_chars"] = torch.nn.functional.one_hot(chars, 64).reshape(1, 256).float().expand(n_atom, 256).contiguous()
     if True:
         bundle, out = os.path.join(tmp, f"b{size}.safetensors"), os.path.join(tmp, f"out{size}")
         pxdiff.bundle.write(bundle, inp.feats, inp.s_inputs, None, inp.z_trunk)

@@ -202,6 +202,7 @@ def main():
     ap.add_argument("--sizes", default="250+80")
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--every", type=int, default=1, help="check every k-th schedule level")
+    ap.add_argument("--policy-sizes", default="250+80", help="sizes for the tf32/bf16-vs-fp32 sweep")
     ap.add_argument("--skip-accuracy", action="store_true")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -213,7 +214,10 @@ def main():
     out = {}
     if not args.skip_accuracy:
         out["accuracy"] = accuracy(model)
-        out["policy"] = precision_policy(model, 250, 80, 10, every=args.every)
+        out["policy"] = {}
+        for size in args.policy_sizes.split(","):
+            nt, nb = (int(v) for v in size.split("+"))
+            out["policy"][size] = precision_policy(model, nt, nb, 10, every=args.every)
     sizes = [tuple(int(v) for v in s.split("+")) for s in args.sizes.split(",")]
     out["timings"] = timings(model, sizes, args.reps)
     if args.json:

@@ -20,6 +20,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [os.path.join(ROOT, "tests", "ref")]
+# Upstream's baseline, optional: PXDIFF_UPSTREAM_PROTENIX=third_party/protenix (see docs/benchmarks.md).
 
 import torch  # noqa: E402
 
@@ -45,6 +46,23 @@ def torch_call_ms(model, n_target, n_binder, n_atom, n_sample, reps):
     return 1e3 * statistics.median(times)
 
 
+def upstream_model(model):
+    """Upstream Protenix's DiffusionModule (tag v0.5.0+pxd) with the same weights, when
+    $PXDIFF_UPSTREAM_PROTENIX points at a checkout (fetched, never committed); else None."""
+    if not os.environ.get("PXDIFF_UPSTREAM_PROTENIX"):
+        return None
+    import check_pxref
+    UDM = check_pxref._import_upstream()
+    d = fx.DEFAULT_DIMS
+    um = UDM(sigma_data=d["sigma_data"], c_atom=d["c_atom"], c_atompair=d["c_atompair"], c_token=d["c_token"],
+             c_s=d["c_s"], c_z=d["c_z"], c_s_inputs=d["c_s_inputs"],
+             atom_encoder={"n_blocks": d["atom_enc_blocks"], "n_heads": d["atom_heads"]},
+             transformer={"n_blocks": d["n_blocks"], "n_heads": d["n_heads"]},
+             atom_decoder={"n_blocks": d["atom_dec_blocks"], "n_heads": d["atom_heads"]})
+    um.load_state_dict(model.state_dict(), strict=True)
+    return um.eval()
+
+
 def pxdiff_call_ms(ckpt, n_target, n_binder, n_atom, n_sample, reps, threads):
     exe = os.path.join(ROOT, "build", "pxdiff")
     cmd = [exe, "bench", "--checkpoint", ckpt, "--tokens", str(n_target + n_binder),
@@ -67,6 +85,7 @@ def main():
     torch.set_num_threads(args.threads)
     model = fx.random_model(None, seed=0)
     model.eval()
+    upstream = upstream_model(model)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = os.path.join(tmp, "random_weights.pt")
@@ -77,18 +96,22 @@ def main():
             n_atom, n_sample = int(n_atom), int(n_sample)
             px = pxdiff_call_ms(ckpt, n_target, n_binder, n_atom, n_sample, args.reps, args.threads)
             pt = torch_call_ms(model, n_target, n_binder, n_atom, n_sample, args.reps)
-            rows.append((n_target, n_binder, n_atom, n_sample, pt, px))
-            print(f"# {spec}: torch {pt:.1f} ms, pxdiff {px:.1f} ms", file=sys.stderr, flush=True)
+            up = torch_call_ms(upstream, n_target, n_binder, n_atom, n_sample, args.reps) if upstream else None
+            rows.append((n_target, n_binder, n_atom, n_sample, pt, px, up))
+            print(f"# {spec}: torch reference {pt:.1f} ms, upstream {up} ms, pxdiff {px:.1f} ms",
+                  file=sys.stderr, flush=True)
     # The BLAS torch actually resolved (Debian's torch links libblas.so.3 through alternatives).
     libs = sorted({ln.split()[-1] for ln in open("/proc/self/maps") if "blas" in ln.lower()}) \
         if os.path.exists("/proc/self/maps") else []
     blas = ", ".join(os.path.basename(p) for p in libs) or "unknown"
     print(f"CPU: {os.cpu_count()} cores, {args.threads} threads; torch {torch.__version__} ({blas}); "
           f"median of {args.reps} calls after a warm-up\n")
-    print("| tokens (target+binder) | atoms | samples | PyTorch ms/call | pxdiff ms/call | pxdiff/PyTorch | pxdiff s/design (400 steps) |")
-    print("|---|---|---|---|---|---|---|")
-    for n_target, n_binder, n_atom, n_sample, pt, px in rows:
-        print(f"| {n_target}+{n_binder} | {n_atom} | {n_sample} | {pt:.1f} | {px:.1f} | {px / pt:.3f} | "
+    print("| tokens (target+binder) | atoms | samples | upstream Protenix ms/call | project's PyTorch reference ms/call | pxdiff ms/call | pxdiff/reference | pxdiff/upstream | pxdiff s/design (400 steps) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for n_target, n_binder, n_atom, n_sample, pt, px, up in rows:
+        ups = f"{up:.1f}" if up else "not run"
+        upr = f"{px / up:.3f}" if up else "-"
+        print(f"| {n_target}+{n_binder} | {n_atom} | {n_sample} | {ups} | {pt:.1f} | {px:.1f} | {px / pt:.3f} | {upr} | "
               f"{px * 400 / n_sample / 1e3:.2f} |")
 
 

@@ -51,7 +51,7 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
 
-.PHONY: all deps test test-c test-py clean bench sanitize fuzz
+.PHONY: all deps test test-c test-py test-san clean bench sanitize fuzz
 all: deps $(BUILD)/libpxdiff.so $(BUILD)/libpxdiff.a $(BUILD)/pxdiff
 
 deps:
@@ -95,11 +95,16 @@ bench: all
 demo: all
 	$(BUILD)/pxdiff demo --out $(BUILD)/demo
 
-# The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer (separate build dir).
-sanitize:
-	$(MAKE) BUILD=build-san OPT="-O1 -g -fno-omit-frame-pointer" \
+# The whole suite (C tests, then the Python tests with the runtimes preloaded) under
+# AddressSanitizer + UndefinedBehaviorSanitizer, in a separate build dir.
+SAN_VARS = BUILD=build-san OPT="-O1 -g -fno-omit-frame-pointer" \
 	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined" \
-	  LDLIBS_EXTRA="-fsanitize=address,undefined" test-c
+	  LDLIBS_EXTRA="-fsanitize=address,undefined"
+sanitize:
+	$(MAKE) $(SAN_VARS) test-san
+
+test-san: all $(TEST_BIN)
+	@sh scripts/run-tests.sh $(BUILD) sanitize
 
 # Short libFuzzer pass over the readers (FUZZ_SECS per target; needs clang).
 fuzz:

@@ -6,19 +6,29 @@ WHAT=${2:-all}
 # The Python tests run on Debian's torch; a venv made by ensure-deps.sh (which sees it)
 # adds the independent checkers (gemmi, biotite, safetensors) when present.
 PY=/usr/bin/python3
-if [ -x "$BUILD/venv-test/bin/python" ]; then
-  PY="$BUILD/venv-test/bin/python"
-  export PXDIFF_SAFETENSORS_PYTHON="$PY"
-fi
+for v in "$BUILD/venv-test" build/venv-test; do
+  if [ -x "$v/bin/python" ]; then
+    PY="$v/bin/python"
+    export PXDIFF_SAFETENSORS_PYTHON="$PY"
+    break
+  fi
+done
 pass=0; fail=0
 for t in "$BUILD"/tests/test_*; do
   [ -x "$t" ] || continue
   echo "== $t"
   if "$t"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAILED: $t"; fi
 done
-if [ "$WHAT" = all ]; then
+if [ "$WHAT" = all ] || [ "$WHAT" = sanitize ]; then
   echo "== pytest tests/python"
-  PYTHONPATH=python:tests/ref PXDIFF_LIB="$BUILD/libpxdiff.so" "$PY" -m pytest -q -rs tests/python -p no:cacheprovider
+  if [ "$WHAT" = sanitize ]; then
+    # The Python suite on the sanitizer build: the runtimes must be loaded first.
+    PRE="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
+    LD_PRELOAD="$PRE" ASAN_OPTIONS=detect_leaks=0:protect_shadow_gap=0 PXDIFF_SANITIZED=1 \
+      PYTHONPATH=python:tests/ref PXDIFF_LIB="$BUILD/libpxdiff.so" "$PY" -m pytest -q -rs tests/python -p no:cacheprovider
+  else
+    PYTHONPATH=python:tests/ref PXDIFF_LIB="$BUILD/libpxdiff.so" "$PY" -m pytest -q -rs tests/python -p no:cacheprovider
+  fi
   rc=$?
   if [ $rc -eq 0 ]; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAILED: pytest (rc=$rc)"; fi
 fi

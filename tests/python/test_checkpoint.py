@@ -14,7 +14,10 @@ import pxfixtures
 import pxref
 from conftest import ROOT, SMALL, TOL, assert_close, lib, rel_err
 
-CLI = os.path.join(ROOT, "build", "pxdiff")
+# The CLI next to the library under test (PXDIFF_LIB; e.g. the sanitizer build), else build/.
+_LIB = os.environ.get("PXDIFF_LIB")
+CLI = os.path.join(os.path.dirname(_LIB), "pxdiff") if _LIB and os.path.exists(
+    os.path.join(os.path.dirname(_LIB), "pxdiff")) else os.path.join(ROOT, "build", "pxdiff")
 
 
 @pytest.fixture(scope="module")

@@ -49,18 +49,8 @@ def torch_call_ms(model, n_target, n_binder, n_atom, n_sample, reps):
 def upstream_model(model):
     """Upstream Protenix's DiffusionModule (tag v0.5.0+pxd) with the same weights, when
     $PXDIFF_UPSTREAM_PROTENIX points at a checkout (fetched, never committed); else None."""
-    if not os.environ.get("PXDIFF_UPSTREAM_PROTENIX"):
-        return None
     import check_pxref
-    UDM = check_pxref._import_upstream()
-    d = fx.DEFAULT_DIMS
-    um = UDM(sigma_data=d["sigma_data"], c_atom=d["c_atom"], c_atompair=d["c_atompair"], c_token=d["c_token"],
-             c_s=d["c_s"], c_z=d["c_z"], c_s_inputs=d["c_s_inputs"],
-             atom_encoder={"n_blocks": d["atom_enc_blocks"], "n_heads": d["atom_heads"]},
-             transformer={"n_blocks": d["n_blocks"], "n_heads": d["n_heads"]},
-             atom_decoder={"n_blocks": d["atom_dec_blocks"], "n_heads": d["atom_heads"]})
-    um.load_state_dict(model.state_dict(), strict=True)
-    return um.eval()
+    return check_pxref.upstream_like(model)
 
 
 def pxdiff_call_ms(ckpt, n_target, n_binder, n_atom, n_sample, reps, threads):

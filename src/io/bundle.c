@@ -1,5 +1,6 @@
 /* Feature bundles (docs/bundle.md): reader with complete validation, annotation
  * defaults, the bundle-info summary, and a small mixed-dtype safetensors writer. */
+#include "io/strbuf.h"
 #include "io/bundle.h"
 
 #include <math.h>
@@ -1068,47 +1069,6 @@ static int dtype_by_name(const char *s, px_dtype *d) {
   return -1;
 }
 
-typedef struct {
-  char *p;
-  size_t n, cap;
-  int oom;
-} sb;
-static void sb_put(sb *s, const char *x, size_t l) {
-  if (s->oom) return;
-  if (s->n + l + 1 > s->cap) {
-    size_t nc = s->cap ? s->cap : 512;
-    while (nc < s->n + l + 1) nc *= 2;
-    char *np = realloc(s->p, nc);
-    if (!np) {
-      s->oom = 1;
-      return;
-    }
-    s->p = np;
-    s->cap = nc;
-  }
-  memcpy(s->p + s->n, x, l);
-  s->n += l;
-  s->p[s->n] = 0;
-}
-static void sb_s(sb *s, const char *x) { sb_put(s, x, strlen(x)); }
-static void sb_json(sb *s, const char *x) {
-  sb_s(s, "\"");
-  for (; *x; x++) {
-    unsigned char c = (unsigned char)*x;
-    char t[8];
-    if (c == '"' || c == '\\') {
-      t[0] = '\\';
-      t[1] = (char)c;
-      sb_put(s, t, 2);
-    } else if (c < 0x20) {
-      snprintf(t, sizeof t, "\\u%04x", c);
-      sb_put(s, t, 6);
-    } else {
-      sb_put(s, (const char *)&c, 1);
-    }
-  }
-  sb_s(s, "\"");
-}
 
 static int host_le(void) {
   const uint16_t x = 1;
@@ -1124,7 +1084,7 @@ int px_bundle_write_tensors(const char *path, const px_bundle_item *items, int n
   int *order = malloc((size_t)(n ? n : 1) * sizeof *order);
   uint64_t *bytes = malloc((size_t)(n ? n : 1) * sizeof *bytes);
   px_dtype *dts = malloc((size_t)(n ? n : 1) * sizeof *dts);
-  sb h = {0};
+  px_strbuf h = {0};
   char *tmp = malloc(strlen(path) + 5);
   FILE *f = NULL;
   if (!order || !bytes || !dts || !tmp) {
@@ -1162,41 +1122,41 @@ int px_bundle_write_tensors(const char *path, const px_bundle_item *items, int n
   for (size_t es = 8; es >= 1; es /= 2)
     for (int i = 0; i < n; i++)
       if (px_dtype_size(dts[i]) == es) order[m++] = i;
-  sb_s(&h, "{");
+  px_sb_str(&h, "{");
   if (n_meta) {
-    sb_s(&h, "\"__metadata__\":{");
+    px_sb_str(&h, "\"__metadata__\":{");
     for (int i = 0; i < n_meta; i++) {
       if (!meta_keys[i] || !meta_values[i]) {
         rc = px_fail(PX_ERR_INPUT, "%s: NULL metadata entry", path);
         goto out;
       }
-      if (i) sb_s(&h, ",");
-      sb_json(&h, meta_keys[i]);
-      sb_s(&h, ":");
-      sb_json(&h, meta_values[i]);
+      if (i) px_sb_str(&h, ",");
+      px_sb_json_string(&h, meta_keys[i]);
+      px_sb_str(&h, ":");
+      px_sb_json_string(&h, meta_values[i]);
     }
-    sb_s(&h, "}");
+    px_sb_str(&h, "}");
   }
   uint64_t off = 0;
   for (int k = 0; k < n; k++) {
     const px_bundle_item *it = &items[order[k]];
     char num[96];
-    if (k || n_meta) sb_s(&h, ",");
-    sb_json(&h, it->name);
-    sb_s(&h, ":{\"dtype\":\"");
-    sb_s(&h, px_dtype_name(dts[order[k]]));
-    sb_s(&h, "\",\"shape\":[");
+    if (k || n_meta) px_sb_str(&h, ",");
+    px_sb_json_string(&h, it->name);
+    px_sb_str(&h, ":{\"dtype\":\"");
+    px_sb_str(&h, px_dtype_name(dts[order[k]]));
+    px_sb_str(&h, "\",\"shape\":[");
     for (int d = 0; d < it->ndim; d++) {
       snprintf(num, sizeof num, d ? ",%lld" : "%lld", (long long)it->shape[d]);
-      sb_s(&h, num);
+      px_sb_str(&h, num);
     }
     snprintf(num, sizeof num, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
              (unsigned long long)(off + bytes[order[k]]));
-    sb_s(&h, num);
+    px_sb_str(&h, num);
     off += bytes[order[k]];
   }
-  sb_s(&h, "}");
-  while (!h.oom && (8 + h.n) % 8) sb_s(&h, " ");
+  px_sb_str(&h, "}");
+  while (!h.oom && (8 + h.n) % 8) px_sb_str(&h, " ");
   if (h.oom) {
     rc = px_fail(PX_ERR_NOMEM, "%s: out of memory", path);
     goto out;

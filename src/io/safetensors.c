@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/strbuf.h"
 #include "io/tensorfile.h"
 #include "platform.h"
 #include "pxdiff.h"
@@ -559,60 +560,17 @@ fail:
 }
 
 /* --------------------------------------------------------------------- writer ---- */
-typedef struct {
-  char *p;
-  size_t n, cap;
-  int oom;
-} sbuf;
-
-static void sb_put(sbuf *b, const char *s, size_t l) {
-  if (b->oom) return;
-  if (b->n + l + 1 > b->cap) {
-    size_t nc = b->cap ? b->cap : 256;
-    while (nc < b->n + l + 1) nc *= 2;
-    char *np = realloc(b->p, nc);
-    if (!np) {
-      b->oom = 1;
-      return;
-    }
-    b->p = np;
-    b->cap = nc;
-  }
-  memcpy(b->p + b->n, s, l);
-  b->n += l;
-  b->p[b->n] = 0;
-}
-static void sb_str(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
-
-static void sb_json_string(sbuf *b, const char *s) {
-  sb_put(b, "\"", 1);
-  for (; *s; s++) {
-    unsigned char c = (unsigned char)*s;
-    char tmp[8];
-    if (c == '"' || c == '\\') {
-      tmp[0] = '\\';
-      tmp[1] = (char)c;
-      sb_put(b, tmp, 2);
-    } else if (c < 0x20) {
-      snprintf(tmp, sizeof tmp, "\\u%04x", c);
-      sb_put(b, tmp, 6);
-    } else {
-      sb_put(b, (const char *)&c, 1);
-    }
-  }
-  sb_put(b, "\"", 1);
-}
 
 int px_safetensors_write(const char *path, const px_st_write_item *items, int n, char *err,
                          size_t errlen) {
   if (!path || (n > 0 && !items) || n < 0)
     return sfail(err, errlen, PX_ERR_INPUT, "safetensors write: bad arguments");
-  sbuf h = {0};
+  px_strbuf h = {0};
   uint64_t off = 0;
   int rc = 0;
   char **sorted = malloc((size_t)(n ? n : 1) * sizeof *sorted);
   if (!sorted) return sfail(err, errlen, PX_ERR_NOMEM, "%s: out of memory", path);
-  sb_str(&h, "{");
+  px_sb_str(&h, "{");
   for (int i = 0; i < n; i++) {
     const px_st_write_item *it = &items[i];
     if (!it->name || !it->name[0] || it->ndim < 0 || it->ndim > PX_MAX_DIMS ||
@@ -638,20 +596,20 @@ int px_safetensors_write(const char *path, const px_st_write_item *items, int n,
       goto out;
     }
     char num[64];
-    if (i) sb_str(&h, ",");
-    sb_json_string(&h, it->name);
-    sb_str(&h, ":{\"dtype\":\"F32\",\"shape\":[");
+    if (i) px_sb_str(&h, ",");
+    px_sb_json_string(&h, it->name);
+    px_sb_str(&h, ":{\"dtype\":\"F32\",\"shape\":[");
     for (int d = 0; d < it->ndim; d++) {
       snprintf(num, sizeof num, d ? ",%lld" : "%lld", (long long)it->shape[d]);
-      sb_str(&h, num);
+      px_sb_str(&h, num);
     }
     snprintf(num, sizeof num, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
              (unsigned long long)(off + (uint64_t)numel * 4));
-    sb_str(&h, num);
+    px_sb_str(&h, num);
     off += (uint64_t)numel * 4;
   }
-  sb_str(&h, "}");
-  while (!h.oom && (8 + h.n) % 8) sb_str(&h, " ");
+  px_sb_str(&h, "}");
+  while (!h.oom && (8 + h.n) % 8) px_sb_str(&h, " ");
   if (h.oom) {
     rc = sfail(err, errlen, PX_ERR_NOMEM, "%s: out of memory", path);
     goto out;

@@ -143,19 +143,8 @@ def time_cuda(fn, reps):
 
 
 def upstream_module(model):
-    root = os.environ.get("PXDIFF_UPSTREAM_PROTENIX")
-    if not root:
-        return None
-    import check_pxref  # noqa: F401  (defines the stub-importing helper)
-    UDM = check_pxref._import_upstream()
-    d = fx.DEFAULT_DIMS
-    um = UDM(sigma_data=d["sigma_data"], c_atom=d["c_atom"], c_atompair=d["c_atompair"], c_token=d["c_token"],
-             c_s=d["c_s"], c_z=d["c_z"], c_s_inputs=d["c_s_inputs"],
-             atom_encoder={"n_blocks": d["atom_enc_blocks"], "n_heads": d["atom_heads"]},
-             transformer={"n_blocks": d["n_blocks"], "n_heads": d["n_heads"]},
-             atom_decoder={"n_blocks": d["atom_dec_blocks"], "n_heads": d["atom_heads"]})
-    um.load_state_dict(model.state_dict(), strict=True)
-    return um.eval()
+    import check_pxref
+    return check_pxref.upstream_like(model)
 
 
 def timings(model, sizes, reps, S=10):

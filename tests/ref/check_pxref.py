@@ -414,6 +414,22 @@ def _import_upstream():
     return UDM
 
 
+def upstream_like(model):
+    """Upstream's DiffusionModule with the dims and weights of a pxref model (for the
+    benchmarks), or None when $PXDIFF_UPSTREAM_PROTENIX is not set."""
+    UDM = _import_upstream()
+    if UDM is None:
+        return None
+    d = model.dims
+    um = UDM(sigma_data=d["sigma_data"], c_atom=d["c_atom"], c_atompair=d["c_atompair"], c_token=d["c_token"],
+             c_s=d["c_s"], c_z=d["c_z"], c_s_inputs=d["c_s_inputs"],
+             atom_encoder={"n_blocks": d["atom_enc_blocks"], "n_heads": d["atom_heads"]},
+             transformer={"n_blocks": d["n_blocks"], "n_heads": d["n_heads"]},
+             atom_decoder={"n_blocks": d["atom_dec_blocks"], "n_heads": d["atom_heads"]})
+    um.load_state_dict(model.state_dict(), strict=True)
+    return um.eval()
+
+
 @check("optional: bitwise equal to upstream Protenix in float32 ($PXDIFF_UPSTREAM_PROTENIX)")
 def _():
     UDM = _import_upstream()

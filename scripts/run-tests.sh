@@ -19,6 +19,12 @@ for t in "$BUILD"/tests/test_*; do
   echo "== $t"
   if "$t"; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAILED: $t"; fi
 done
+if [ "$WHAT" = all ]; then
+  # The PyTorch reference's own checks (layout vs the released tensor list, schedules vs
+  # upstream's CUDA values, attention/trunk layout against independent formulations).
+  echo "== tests/ref/check_pxref.py"
+  if PYTHONPATH=tests/ref "$PY" tests/ref/check_pxref.py; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAILED: check_pxref"; fi
+fi
 if [ "$WHAT" = all ] || [ "$WHAT" = sanitize ]; then
   echo "== pytest tests/python"
   if [ "$WHAT" = sanitize ]; then

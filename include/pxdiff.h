@@ -136,8 +136,9 @@ int px_denoise(const px_model *m, px_design *d, int n_sample, const float *x_noi
  * pointers on the GPU backend; host pointers on the CPU): coordinates stay on the device.
  * The work is ordered after what is queued on the stream given to px_set_cuda_stream (if
  * any) and that stream waits for it, without a host wait; with no stream set the call is
- * synchronous. The S values of t_hat are read to the host (the noise embedding is computed
- * there). x_noisy is not checked for NaN/Inf on this path. */
+ * synchronous. Nothing is read back to the host: the noise embedding is computed on the
+ * device for each sample, and t_hat and x_noisy are not checked (positive, finite) on this
+ * path. Errors of the queued work surface at a later call or synchronisation. */
 int px_denoise_device(const px_model *m, px_design *d, int n_sample, const float *x_noisy,
                       const float *t_hat, float *x_out);
 /* The caller's cudaStream_t for px_denoise_device (NULL: none). */

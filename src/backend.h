@@ -78,6 +78,12 @@ struct px_backend {
   /* Y[r] += A[r % a_rows] for an [M, C] Y. */
   void (*add_rows)(px_backend *b, int M, int C, float *Y, const float *A, int a_rows);
 
+  /* Noise embedding input: F[u, f] = cos(2 pi (tau_u w[f] + b[f])), tau_u = log(t[u]/sigma)/4,
+   * for S noise levels t in backend memory. */
+  void (*fourier)(px_backend *b, int S, int nf, const float *t, float sigma, const float *w,
+                  const float *bias, float *F);
+  /* Y[u*T + t, c] = A[t, c] + v[u, c] for u < S (broadcast a per-sample row over T rows). */
+  void (*rows_plus_vec)(px_backend *b, int S, int T, int C, const float *A, const float *v, float *Y);
   /* Device-to-device copy (ordered with the other work). */
   void (*copy)(px_backend *b, void *dst, const void *src, size_t bytes);
   /* The EDM scalings over [S, N, 3] with t_hat [S] in backend memory:

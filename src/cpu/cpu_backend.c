@@ -362,6 +362,26 @@ static void cpu_edm(px_backend *b, int mode, int S, int N, const float *x, const
   }
 }
 
+static void cpu_fourier(px_backend *b, int S, int nf, const float *t, float sigma, const float *w,
+                        const float *bias, float *F) {
+  (void)b;
+  for (int u = 0; u < S; u++) {
+    const float tau = logf(t[u] / sigma) / 4.0f;
+    for (int f = 0; f < nf; f++)
+      F[(size_t)u * nf + f] = cosf(2.0f * 3.14159265358979323846f * (tau * w[f] + bias[f]));
+  }
+}
+
+static void cpu_rows_plus_vec(px_backend *b, int S, int T, int C, const float *A, const float *v, float *Y) {
+  (void)b;
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < S * T; r++) {
+    const float *a = A + (size_t)(r % T) * C, *vv = v + (size_t)(r / T) * C;
+    float *y = Y + (size_t)r * C;
+    for (int c = 0; c < C; c++) y[c] = a[c] + vv[c];
+  }
+}
+
 static px_backend cpu_backend = {
     .name = "cpu",
     .alloc = cpu_alloc,
@@ -383,6 +403,8 @@ static px_backend cpu_backend = {
     .tokens_to_atoms_add = cpu_tokens_to_atoms_add,
     .add_rows = cpu_add_rows,
     .copy = cpu_copy,
+    .fourier = cpu_fourier,
+    .rows_plus_vec = cpu_rows_plus_vec,
     .edm = cpu_edm,
 };
 

@@ -996,6 +996,31 @@ __global__ void k_edm(int mode, int S, int N, const float *x, const float *t, fl
     }
   }
 }
+__global__ void k_fourier(int S, int nf, const float *t, float sigma, const float *w, const float *b,
+                          float *F) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < S * nf; i += gridDim.x * blockDim.x) {
+    const int u = i / nf, f = i % nf;
+    const float tau = logf(t[u] / sigma) / 4.0f;
+    F[i] = cosf(2.0f * 3.14159265358979323846f * (tau * w[f] + b[f]));
+  }
+}
+__global__ void k_rows_plus_vec(int S, int T, int C, const float *A, const float *v, float *Y) {
+  const int M = S * T;
+  for (int r = blockIdx.y; r < M; r += gridDim.y) {
+    const float *a = A + (size_t)(r % T) * C, *vv = v + (size_t)(r / T) * C;
+    float *y = Y + (size_t)r * C;
+    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < C; c += gridDim.x * blockDim.x) y[c] = a[c] + vv[c];
+  }
+}
+void be_fourier(px_backend *, int S, int nf, const float *t, float sigma, const float *w, const float *bias,
+                float *F) {
+  k_fourier<<<blocks_for((int64_t)S * nf, 256), 256, 0, g.stream>>>(S, nf, t, sigma, w, bias, F);
+  LAUNCHED("fourier");
+}
+void be_rows_plus_vec(px_backend *, int S, int T, int C, const float *A, const float *v, float *Y) {
+  k_rows_plus_vec<<<grid2d(S * T, C, threads_for(C)), threads_for(C), 0, g.stream>>>(S, T, C, A, v, Y);
+  LAUNCHED("rows_plus_vec");
+}
 void be_copy(px_backend *, void *dst, const void *src, size_t bytes) {
   if (bytes) CK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, g.stream));
 }
@@ -1051,6 +1076,8 @@ CudaBackend make_backend(int precision) {
   c.base.status = be_status;
   c.base.add_rows = be_add_rows;
   c.base.copy = be_copy;
+  c.base.fourier = be_fourier;
+  c.base.rows_plus_vec = be_rows_plus_vec;
   c.base.edm = be_edm;
   c.base.join_external = be_join_external;
   c.base.host_alloc = be_host_alloc;
@@ -1224,6 +1251,11 @@ extern "C" int px_cuda_design_upload(const px_model *m, px_design *d) {
   int rc = 0;
   rc = rc ? rc : move_to_device(cpu, &d->tok_pair_bias, (size_t)m->tok_tf.n_blocks * m->tok_tf.n_heads * T * T);
   rc = rc ? rc : move_to_device(cpu, &d->c, N * D->c_atom);
+  if (!rc) { /* s0 stays on the host too (the host computes s for host-pointer calls) */
+    d->s0_dev = (float *)dev_alloc(sizeof(float) * T * D->c_s);
+    if (!d->s0_dev) rc = PX_ERR_NOMEM;
+    else CK(cudaMemcpy(d->s0_dev, d->s0, sizeof(float) * T * D->c_s, cudaMemcpyHostToDevice));
+  }
   rc = rc ? rc : move_to_device(cpu, &d->atom_to_token, N);
   rc = rc ? rc : move_to_device(cpu, &d->inv_count, T);
   const px_transformer_w *tfs[2] = {&m->enc_tf, &m->dec_tf};

@@ -238,6 +238,8 @@ static void forward_device(const px_model *m, px_design *d, int S, int Ss, int d
 
   const io_bufs io = take_io(ws, S, N);
   float *s = take(ws, (size_t)R * cs);
+  float *nf = take(ws, (size_t)S * D->n_fourier), *nv = take(ws, (size_t)S * D->n_fourier);
+  float *v = take(ws, (size_t)S * cs);
   float *a = take(ws, (size_t)S * T * ct);
   float *q = take(ws, (size_t)S * N * ca);
   float *big = take(ws, (size_t)S * N * (ct > ca ? ct : ca)); /* [S*N, c_token] scratch */
@@ -259,8 +261,17 @@ static void forward_device(const px_model *m, px_design *d, int S, int Ss, int d
     if (need_tr > ws->used) ws->used = need_tr;
     return;
   }
-  /* ---- conditioning: two transitions over s ---- */
-  be->upload(be, s, hb->s, sizeof(float) * (size_t)R * cs);
+  /* ---- conditioning: s = s0 + Lin_n(LN(fourier(t))), then two transitions over s ---- */
+  if (dev_io) {
+    /* Device-pointer calls: t_hat stays on the device, so the noise embedding is computed
+     * there, per sample (Ss = S: whether the levels are equal is not looked at). */
+    be->fourier(be, S, D->n_fourier, io.t, D->sigma_data, W->fourier_w, W->fourier_b, nf);
+    be->layernorm(be, S, D->n_fourier, nf, W->cond_ln_n_w, NULL, nv);
+    be->linear(be, S, cs, D->n_fourier, nv, D->n_fourier, W->cond_n.w, NULL, v, cs, 0, 1);
+    be->rows_plus_vec(be, S, T, cs, d->s0_dev ? d->s0_dev : d->s0, v, s);
+  } else {
+    be->upload(be, s, hb->s, sizeof(float) * (size_t)R * cs);
+  }
   transition_rows(be, &W->tr_s1, R, T, cs, s, ws);
   transition_rows(be, &W->tr_s2, R, T, cs, s, ws);
   probe_out(be, probe, user, "s", s, (int64_t)R * cs);
@@ -466,32 +477,23 @@ int px_denoise_device(const px_model *m, px_design *d, int n_sample, const float
   if (rc) return rc;
   px_backend *be = d->be;
   void *ext = m->ext_stream;
-  if (ext && be->join_external) be->join_external(be, ext, 0); /* after the caller's queued work */
-  /* The noise embedding is computed on the host from t_hat: read its S values (the one
-   * small device-to-host copy of a call). Coordinates never leave the device. */
-  float t_stack[64], *t_h = n_sample <= 64 ? t_stack : malloc(sizeof(float) * (size_t)n_sample);
-  if (!t_h) return px_fail(PX_ERR_NOMEM, "out of memory");
-  be->download(be, t_h, t_hat, sizeof(float) * (size_t)n_sample);
-  int Ss = 1;
-  rc = check_t_hat(t_h, n_sample, "px_denoise_device", &Ss);
+  /* Nothing is read back: coordinates and noise levels stay on the device, and the noise
+   * embedding is computed there, once per sample. */
+  const int Ss = n_sample;
   bump ws;
-  if (!rc) rc = prepare(m, d, n_sample, Ss, &ws);
-  if (!rc) {
-    host_bufs hb = host_layout(d->host, &m->dims, n_sample, d->T, d->N);
-    host_pre(m, d, n_sample, Ss, NULL, t_h, &hb);
-    bump probe_ws = ws;
-    const io_bufs io = take_io(&probe_ws, n_sample, d->N); /* where forward_device expects them */
-    const size_t nx = (size_t)n_sample * d->N * 3;
-    be->copy(be, io.x, x_noisy, sizeof(float) * nx);
-    be->copy(be, io.t, t_hat, sizeof(float) * (size_t)n_sample);
-    run_device(m, d, n_sample, Ss, 1, &ws, &hb, NULL, NULL);
-    be->copy(be, x_out, io.out, sizeof(float) * nx);
-    if (ext && be->join_external)
-      be->join_external(be, ext, 1); /* the caller's stream waits for this call */
-    else if (be->sync)
-      be->sync(be);
-    rc = be->status ? be->status(be) : 0;
-  }
-  if (t_h != t_stack) free(t_h);
-  return rc;
+  if ((rc = prepare(m, d, n_sample, Ss, &ws))) return rc;
+  if (ext && be->join_external) be->join_external(be, ext, 0); /* after the caller's queued work */
+  bump io_ws = ws;
+  const io_bufs io = take_io(&io_ws, n_sample, d->N); /* where forward_device expects them */
+  const size_t nx = (size_t)n_sample * d->N * 3;
+  be->copy(be, io.x, x_noisy, sizeof(float) * nx);
+  be->copy(be, io.t, t_hat, sizeof(float) * (size_t)n_sample);
+  host_bufs hb = host_layout(d->host, &m->dims, n_sample, d->T, d->N);
+  run_device(m, d, n_sample, Ss, 1, &ws, &hb, NULL, NULL);
+  be->copy(be, x_out, io.out, sizeof(float) * nx);
+  if (ext && be->join_external)
+    be->join_external(be, ext, 1); /* the caller's stream waits for this call; no host wait */
+  else if (be->sync)
+    be->sync(be);
+  return be->status ? be->status(be) : 0;
 }

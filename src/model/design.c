@@ -483,6 +483,7 @@ void px_design_free(px_design *d) {
   if (!d) return;
   px_backend *be = d->be;
   free(d->s0);
+  if (d->s0_dev) be->free(be, d->s0_dev);
   if (d->tok_pair_bias) be->free(be, d->tok_pair_bias);
   if (d->c) be->free(be, d->c);
   free_atom_caches(be, d->enc, d->enc_blocks_hint);

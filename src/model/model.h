@@ -112,7 +112,8 @@ struct px_design {
   px_backend *be;
   const px_model *W;     /* weights the kernels read: the model, or its device mirror */
   const void *model_id;  /* the model this design was built for */
-  float *s0;             /* [T, c_s] */
+  float *s0;             /* [T, c_s], host */
+  float *s0_dev;         /* [T, c_s] in backend memory (CUDA designs; NULL on the CPU) */
   float *tok_pair_bias;  /* [n_blocks, H, T, T] */
   float *c;              /* [N, c_atom], encoder c (also the decoder's c_skip) */
   px_atom_block_cache *enc, *dec;

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/safetensors.h"
 #include "io/strbuf.h"
 #include "io/tensorfile.h"
 #include "platform.h"
@@ -13,19 +14,7 @@
 #define ST_MAX_DEPTH 64
 #define ST_LIMIT ((int64_t)1 << 62)
 
-/* Declared here rather than in tensorfile.h: only tensorfile.c calls it. */
-int px_safetensors_index(int fd, uint64_t fsize, const char *path, px_tensor_entry **out,
-                         int *nout, char *err, size_t errlen);
 
-static int sfail(char *err, size_t errlen, int code, const char *fmt, ...) {
-  if (err && errlen) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-  }
-  return code;
-}
 
 /* ------------------------------------------------------------------------ JSON ---- */
 typedef struct {
@@ -44,7 +33,7 @@ static int jfail(J *j, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  sfail(j->err, j->errlen, PX_ERR_FORMAT, "%s: safetensors header byte %zu: %s", j->path,
+  px_errf(j->err, j->errlen, PX_ERR_FORMAT, "%s: safetensors header byte %zu: %s", j->path,
         j->pos + 8, msg);
   j->rc = PX_ERR_FORMAT;
   return j->rc;
@@ -96,7 +85,7 @@ static int jstring(J *j, char **out, size_t *outlen) {
   size_t len = 0;
   if (out) {
     buf = malloc(j->n - j->pos + 1); /* decoded is never longer than the source */
-    if (!buf) return j->rc = sfail(j->err, j->errlen, PX_ERR_NOMEM, "%s: out of memory", j->path);
+    if (!buf) return j->rc = px_errf(j->err, j->errlen, PX_ERR_NOMEM, "%s: out of memory", j->path);
   }
   for (;;) {
     if (j->pos >= j->n) {
@@ -337,22 +326,22 @@ int px_safetensors_index(int fd, uint64_t fsize, const char *path, px_tensor_ent
   *out = NULL;
   *nout = 0;
   uint8_t h8[8];
-  if (fsize < 8) return sfail(err, errlen, PX_ERR_FORMAT, "%s: too short for safetensors", path);
+  if (fsize < 8) return px_errf(err, errlen, PX_ERR_FORMAT, "%s: too short for safetensors", path);
   if (px_file_pread(fd, h8, 8, 0) != 0)
-    return sfail(err, errlen, PX_ERR_IO, "%s: cannot read the header length", path);
+    return px_errf(err, errlen, PX_ERR_IO, "%s: cannot read the header length", path);
   uint64_t hl = 0;
   for (int i = 7; i >= 0; i--) hl = (hl << 8) | h8[i];
   if (hl > fsize - 8 || hl > ST_MAX_HEADER || hl < 2)
-    return sfail(err, errlen, PX_ERR_FORMAT,
+    return px_errf(err, errlen, PX_ERR_FORMAT,
                  "%s: safetensors header length %llu is impossible for a file of %llu bytes "
                  "(limit %llu)",
                  path, (unsigned long long)hl, (unsigned long long)fsize,
                  (unsigned long long)ST_MAX_HEADER);
   char *hdr = malloc((size_t)hl);
-  if (!hdr) return sfail(err, errlen, PX_ERR_NOMEM, "%s: out of memory", path);
+  if (!hdr) return px_errf(err, errlen, PX_ERR_NOMEM, "%s: out of memory", path);
   if (px_file_pread(fd, hdr, (size_t)hl, 8) != 0) {
     free(hdr);
-    return sfail(err, errlen, PX_ERR_IO, "%s: cannot read the %llu-byte header", path,
+    return px_errf(err, errlen, PX_ERR_IO, "%s: cannot read the %llu-byte header", path,
                  (unsigned long long)hl);
   }
   uint64_t data0 = 8 + hl, dlen = fsize - data0;
@@ -402,7 +391,7 @@ int px_safetensors_index(int fd, uint64_t fsize, const char *path, px_tensor_ent
               if (dtype_from(dts, &dt) != 0) {
                 char sd[40];
                 clean_name(sd, sizeof sd, dts);
-                sfail(err, errlen, PX_ERR_FORMAT,
+                px_errf(err, errlen, PX_ERR_FORMAT,
                       "%s: tensor '%s' has dtype %s, which pxdiff does not read", path, shown, sd);
                 j.rc = PX_ERR_FORMAT;
                 goto fail;
@@ -438,7 +427,7 @@ int px_safetensors_index(int fd, uint64_t fsize, const char *path, px_tensor_ent
           j.pos++;
         }
         if (!have_dt || !have_shape || !have_off) {
-          sfail(err, errlen, PX_ERR_FORMAT, "%s: tensor '%s' lacks %s", path, shown,
+          px_errf(err, errlen, PX_ERR_FORMAT, "%s: tensor '%s' lacks %s", path, shown,
                 !have_dt ? "dtype" : !have_shape ? "shape" : "data_offsets");
           j.rc = PX_ERR_FORMAT;
           goto fail;
@@ -447,7 +436,7 @@ int px_safetensors_index(int fd, uint64_t fsize, const char *path, px_tensor_ent
         int64_t numel = 1;
         for (int d = 0; d < ndim; d++) {
           if (shape[d] != 0 && numel > ST_LIMIT / (int64_t)es / shape[d]) {
-            sfail(err, errlen, PX_ERR_FORMAT, "%s: tensor '%s' is impossibly large", path, shown);
+            px_errf(err, errlen, PX_ERR_FORMAT, "%s: tensor '%s' is impossibly large", path, shown);
             j.rc = PX_ERR_FORMAT;
             goto fail;
           }
@@ -455,7 +444,7 @@ int px_safetensors_index(int fd, uint64_t fsize, const char *path, px_tensor_ent
         }
         if (offs[0] > offs[1] || (uint64_t)offs[1] > dlen ||
             (uint64_t)(offs[1] - offs[0]) != (uint64_t)numel * es) {
-          sfail(err, errlen, PX_ERR_FORMAT,
+          px_errf(err, errlen, PX_ERR_FORMAT,
                 "%s: tensor '%s': data_offsets [%lld, %lld] do not hold %lld %s elements within "
                 "the %llu data bytes",
                 path, shown, (long long)offs[0], (long long)offs[1], (long long)numel,
@@ -467,7 +456,7 @@ int px_safetensors_index(int fd, uint64_t fsize, const char *path, px_tensor_ent
           int nc = cap ? 2 * cap : 64;
           px_tensor_entry *ne = realloc(ents, (size_t)nc * sizeof *ne);
           if (!ne) {
-            j.rc = sfail(err, errlen, PX_ERR_NOMEM, "%s: out of memory", path);
+            j.rc = px_errf(err, errlen, PX_ERR_NOMEM, "%s: out of memory", path);
             goto fail;
           }
           ents = ne;
@@ -506,7 +495,7 @@ int px_safetensors_index(int fd, uint64_t fsize, const char *path, px_tensor_ent
   spans = malloc((size_t)(n ? n : 1) * sizeof *spans);
   names = malloc((size_t)(n ? n : 1) * sizeof *names);
   if (!spans || !names) {
-    j.rc = sfail(err, errlen, PX_ERR_NOMEM, "%s: out of memory", path);
+    j.rc = px_errf(err, errlen, PX_ERR_NOMEM, "%s: out of memory", path);
     goto fail;
   }
   for (int i = 0; i < n; i++) {
@@ -520,7 +509,7 @@ int px_safetensors_index(int fd, uint64_t fsize, const char *path, px_tensor_ent
     if (strcmp(names[i], names[i - 1]) == 0) {
       char shown[160];
       clean_name(shown, sizeof shown, names[i]);
-      j.rc = sfail(err, errlen, PX_ERR_FORMAT, "%s: tensor '%s' appears twice", path, shown);
+      j.rc = px_errf(err, errlen, PX_ERR_FORMAT, "%s: tensor '%s' appears twice", path, shown);
       goto fail;
     }
   qsort(spans, (size_t)n, sizeof *spans, cmp_span);
@@ -532,7 +521,7 @@ int px_safetensors_index(int fd, uint64_t fsize, const char *path, px_tensor_ent
       char a[120], b[120];
       clean_name(a, sizeof a, ents[maxi].name);
       clean_name(b, sizeof b, ents[spans[i].idx].name);
-      j.rc = sfail(err, errlen, PX_ERR_FORMAT,
+      j.rc = px_errf(err, errlen, PX_ERR_FORMAT,
                    "%s: data of tensors '%s' and '%s' overlap (data byte %lld)", path, a, b,
                    (long long)spans[i].b);
       goto fail;
@@ -564,35 +553,35 @@ fail:
 int px_safetensors_write(const char *path, const px_st_write_item *items, int n, char *err,
                          size_t errlen) {
   if (!path || (n > 0 && !items) || n < 0)
-    return sfail(err, errlen, PX_ERR_INPUT, "safetensors write: bad arguments");
+    return px_errf(err, errlen, PX_ERR_INPUT, "safetensors write: bad arguments");
   px_strbuf h = {0};
   uint64_t off = 0;
   int rc = 0;
   char **sorted = malloc((size_t)(n ? n : 1) * sizeof *sorted);
-  if (!sorted) return sfail(err, errlen, PX_ERR_NOMEM, "%s: out of memory", path);
+  if (!sorted) return px_errf(err, errlen, PX_ERR_NOMEM, "%s: out of memory", path);
   px_sb_str(&h, "{");
   for (int i = 0; i < n; i++) {
     const px_st_write_item *it = &items[i];
     if (!it->name || !it->name[0] || it->ndim < 0 || it->ndim > PX_MAX_DIMS ||
         (it->ndim > 0 && !it->shape)) {
-      rc = sfail(err, errlen, PX_ERR_INPUT, "%s: item %d has a bad name or shape", path, i);
+      rc = px_errf(err, errlen, PX_ERR_INPUT, "%s: item %d has a bad name or shape", path, i);
       goto out;
     }
     if (strcmp(it->name, "__metadata__") == 0) {
-      rc = sfail(err, errlen, PX_ERR_INPUT, "%s: a tensor cannot be named __metadata__", path);
+      rc = px_errf(err, errlen, PX_ERR_INPUT, "%s: a tensor cannot be named __metadata__", path);
       goto out;
     }
     sorted[i] = (char *)it->name;
     int64_t numel = 1;
     for (int d = 0; d < it->ndim; d++) {
       if (it->shape[d] < 0 || (it->shape[d] && numel > ST_LIMIT / 4 / it->shape[d])) {
-        rc = sfail(err, errlen, PX_ERR_INPUT, "%s: tensor '%s' has a bad shape", path, it->name);
+        rc = px_errf(err, errlen, PX_ERR_INPUT, "%s: tensor '%s' has a bad shape", path, it->name);
         goto out;
       }
       numel *= it->shape[d];
     }
     if (numel > 0 && !it->data) {
-      rc = sfail(err, errlen, PX_ERR_INPUT, "%s: tensor '%s' has no data", path, it->name);
+      rc = px_errf(err, errlen, PX_ERR_INPUT, "%s: tensor '%s' has no data", path, it->name);
       goto out;
     }
     char num[64];
@@ -611,27 +600,27 @@ int px_safetensors_write(const char *path, const px_st_write_item *items, int n,
   px_sb_str(&h, "}");
   while (!h.oom && (8 + h.n) % 8) px_sb_str(&h, " ");
   if (h.oom) {
-    rc = sfail(err, errlen, PX_ERR_NOMEM, "%s: out of memory", path);
+    rc = px_errf(err, errlen, PX_ERR_NOMEM, "%s: out of memory", path);
     goto out;
   }
   qsort(sorted, (size_t)n, sizeof *sorted, cmp_name);
   for (int i = 1; i < n; i++)
     if (strcmp(sorted[i], sorted[i - 1]) == 0) {
-      rc = sfail(err, errlen, PX_ERR_INPUT, "%s: tensor '%s' given twice", path, sorted[i]);
+      rc = px_errf(err, errlen, PX_ERR_INPUT, "%s: tensor '%s' given twice", path, sorted[i]);
       goto out;
     }
   {
     size_t pl = strlen(path);
     char *tmp = malloc(pl + 5);
     if (!tmp) {
-      rc = sfail(err, errlen, PX_ERR_NOMEM, "%s: out of memory", path);
+      rc = px_errf(err, errlen, PX_ERR_NOMEM, "%s: out of memory", path);
       goto out;
     }
     memcpy(tmp, path, pl);
     memcpy(tmp + pl, ".tmp", 5);
     FILE *f = fopen(tmp, "wb");
     if (!f) {
-      rc = sfail(err, errlen, PX_ERR_IO, "%s: cannot create %s", path, tmp);
+      rc = px_errf(err, errlen, PX_ERR_IO, "%s: cannot create %s", path, tmp);
       free(tmp);
       goto out;
     }
@@ -660,7 +649,7 @@ int px_safetensors_write(const char *path, const px_st_write_item *items, int n,
     if (fclose(f) != 0) ok = 0;
     if (!ok || px_file_rename(tmp, path) != 0) {
       remove(tmp);
-      rc = sfail(err, errlen, PX_ERR_IO, "%s: write failed", path);
+      rc = px_errf(err, errlen, PX_ERR_IO, "%s: write failed", path);
     }
     free(tmp);
   }

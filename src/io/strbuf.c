@@ -1,5 +1,6 @@
 #include "io/strbuf.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,4 +42,14 @@ void px_sb_json_string(px_strbuf *b, const char *s) {
     }
   }
   px_sb_put(b, "\"", 1);
+}
+
+int px_errf(char *err, size_t errlen, int code, const char *fmt, ...) {
+  if (err && errlen) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+  }
+  return code;
 }

@@ -1,4 +1,5 @@
-/* A growable string for building file headers (safetensors JSON). */
+/* Small text helpers of the readers and writers: a growable string (safetensors JSON
+ * headers) and one-line error formatting. */
 #ifndef PX_IO_STRBUF_H
 #define PX_IO_STRBUF_H
 
@@ -14,5 +15,13 @@ void px_sb_put(px_strbuf *b, const char *s, size_t len);
 void px_sb_str(px_strbuf *b, const char *s);
 /* s as a JSON string literal: quotes, backslashes and control characters escaped. */
 void px_sb_json_string(px_strbuf *b, const char *s);
+
+/* Format a one-line message into err (when given) and return code: the readers' way of
+ * failing, `return px_errf(err, errlen, PX_ERR_FORMAT, "...", ...)`. */
+int px_errf(char *err, size_t errlen, int code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
 
 #endif

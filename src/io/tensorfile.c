@@ -1,5 +1,7 @@
 /* Named-tensor files: kind detection, the .pt path (zip + restricted pickle), reading
  * one tensor as float32 with dtype conversion and strides. */
+#include "io/safetensors.h"
+#include "io/strbuf.h"
 #include "io/tensorfile.h"
 
 #include <stdarg.h>
@@ -16,18 +18,7 @@
 #define READ_CHUNK_ELEMS ((size_t)1 << 18)
 #define GATHER_SLACK ((uint64_t)64 << 20)
 
-int px_safetensors_index(int fd, uint64_t fsize, const char *path, px_tensor_entry **out,
-                         int *nout, char *err, size_t errlen);
 
-static int tfail(char *err, size_t errlen, int code, const char *fmt, ...) {
-  if (err && errlen) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-  }
-  return code;
-}
 
 size_t px_dtype_size(px_dtype t) {
   switch (t) {
@@ -99,11 +90,11 @@ static int pt_storage(void *vctx, const char *key, uint64_t *off, uint64_t *nbyt
   pt_ctx *c = vctx;
   char name[4096 + 80];
   if (c->plen + strlen(key) + 6 >= sizeof name)
-    return tfail(err, errlen, PX_ERR_FORMAT, "%s: storage name too long", c->path);
+    return px_errf(err, errlen, PX_ERR_FORMAT, "%s: storage name too long", c->path);
   snprintf(name, sizeof name, "%.*sdata/%s", (int)c->plen, c->prefix, key);
   const px_zip_entry *e = px_zip_find(c->z, name);
   if (!e)
-    return tfail(err, errlen, PX_ERR_FORMAT, "%s: storage %s is missing from the archive", c->path,
+    return px_errf(err, errlen, PX_ERR_FORMAT, "%s: storage %s is missing from the archive", c->path,
                  name);
   int rc = px_zip_check_stored(e, c->path, err, errlen);
   if (rc) return rc;
@@ -133,12 +124,12 @@ static int open_pt(px_tensorfile *tf, char *err, size_t errlen) {
     if (!pe) pe = &z.e[i];
   }
   if (!pe) {
-    rc = tfail(err, errlen, PX_ERR_FORMAT, "%s: zip archive has no data.pkl (not a torch.save file)",
+    rc = px_errf(err, errlen, PX_ERR_FORMAT, "%s: zip archive has no data.pkl (not a torch.save file)",
                path);
     goto done;
   }
   if (ncand > 1) {
-    rc = tfail(err, errlen, PX_ERR_FORMAT, "%s: zip archive holds %d data.pkl records", path, ncand);
+    rc = px_errf(err, errlen, PX_ERR_FORMAT, "%s: zip archive holds %d data.pkl records", path, ncand);
     goto done;
   }
   size_t plen = strlen(pe->name) - 8;
@@ -152,19 +143,19 @@ static int open_pt(px_tensorfile *tf, char *err, size_t errlen) {
       char val[16] = {0};
       if ((rc = px_zip_check_stored(be, path, err, errlen))) goto done;
       if (be->size >= sizeof val) {
-        rc = tfail(err, errlen, PX_ERR_FORMAT, "%s: bad byteorder record (%llu bytes)", path,
+        rc = px_errf(err, errlen, PX_ERR_FORMAT, "%s: bad byteorder record (%llu bytes)", path,
                    (unsigned long long)be->size);
         goto done;
       }
       if (be->size && px_file_pread(tf->fd, val, (size_t)be->size, be->data_offset) != 0) {
-        rc = tfail(err, errlen, PX_ERR_IO, "%s: cannot read byteorder at offset %llu", path,
+        rc = px_errf(err, errlen, PX_ERR_IO, "%s: cannot read byteorder at offset %llu", path,
                    (unsigned long long)be->data_offset);
         goto done;
       }
       if (strcmp(val, "little") != 0) {
         for (char *q = val; *q; q++)
           if ((unsigned char)*q < 0x20 || (unsigned char)*q >= 0x7f) *q = '?';
-        rc = tfail(err, errlen, PX_ERR_FORMAT,
+        rc = px_errf(err, errlen, PX_ERR_FORMAT,
                    "%s: archive byteorder is '%s'; pxdiff reads little-endian archives only", path,
                    val);
         goto done;
@@ -172,19 +163,19 @@ static int open_pt(px_tensorfile *tf, char *err, size_t errlen) {
     }
   }
   if (pe->size > PKL_MAX) {
-    rc = tfail(err, errlen, PX_ERR_FORMAT, "%s: data.pkl is %llu bytes (limit 1 GiB)", path,
+    rc = px_errf(err, errlen, PX_ERR_FORMAT, "%s: data.pkl is %llu bytes (limit 1 GiB)", path,
                (unsigned long long)pe->size);
     goto done;
   }
   pkl = malloc(pe->size ? (size_t)pe->size : 1);
   where = malloc(strlen(path) + strlen(pe->name) + 4);
   if (!pkl || !where) {
-    rc = tfail(err, errlen, PX_ERR_NOMEM, "%s: out of memory for data.pkl", path);
+    rc = px_errf(err, errlen, PX_ERR_NOMEM, "%s: out of memory for data.pkl", path);
     goto done;
   }
   sprintf(where, "%s: %s", path, pe->name);
   if (pe->size && px_file_pread(tf->fd, pkl, (size_t)pe->size, pe->data_offset) != 0) {
-    rc = tfail(err, errlen, PX_ERR_IO, "%s: cannot read data.pkl at offset %llu", path,
+    rc = px_errf(err, errlen, PX_ERR_IO, "%s: cannot read data.pkl at offset %llu", path,
                (unsigned long long)pe->data_offset);
     goto done;
   }
@@ -201,27 +192,27 @@ int px_tensorfile_open(const char *path, px_tensorfile *tf, char *err, size_t er
   memset(tf, 0, sizeof *tf);
   tf->fd = -1;
   if (err && errlen) err[0] = 0;
-  if (!path) return tfail(err, errlen, PX_ERR_INPUT, "no path given");
+  if (!path) return px_errf(err, errlen, PX_ERR_INPUT, "no path given");
   size_t pl = strlen(path);
   tf->path = malloc(pl + 1);
-  if (!tf->path) return tfail(err, errlen, PX_ERR_NOMEM, "%s: out of memory", path);
+  if (!tf->path) return px_errf(err, errlen, PX_ERR_NOMEM, "%s: out of memory", path);
   memcpy(tf->path, path, pl + 1);
   tf->fd = px_file_open_read(path);
   if (tf->fd < 0) {
     px_tensorfile_close(tf);
-    return tfail(err, errlen, PX_ERR_IO, "%s: cannot open file", path);
+    return px_errf(err, errlen, PX_ERR_IO, "%s: cannot open file", path);
   }
   int64_t sz = px_file_size(tf->fd);
   if (sz < 0) {
     px_tensorfile_close(tf);
-    return tfail(err, errlen, PX_ERR_IO, "%s: cannot get the size (not a regular file?)", path);
+    return px_errf(err, errlen, PX_ERR_IO, "%s: cannot get the size (not a regular file?)", path);
   }
   tf->file_size = (uint64_t)sz;
   uint8_t head[16] = {0};
   size_t hn = tf->file_size < sizeof head ? (size_t)tf->file_size : sizeof head;
   if (hn && px_file_pread(tf->fd, head, hn, 0) != 0) {
     px_tensorfile_close(tf);
-    return tfail(err, errlen, PX_ERR_IO, "%s: cannot read", path);
+    return px_errf(err, errlen, PX_ERR_IO, "%s: cannot read", path);
   }
   static const uint8_t legacy[] = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20};
   int rc;
@@ -230,7 +221,7 @@ int px_tensorfile_open(const char *path, px_tensorfile *tf, char *err, size_t er
     tf->kind = PX_FILE_PT;
     rc = open_pt(tf, err, errlen);
   } else if (hn >= sizeof legacy && memcmp(head, legacy, sizeof legacy) == 0) {
-    rc = tfail(err, errlen, PX_ERR_FORMAT,
+    rc = px_errf(err, errlen, PX_ERR_FORMAT,
                "%s: legacy torch.save format (torch < 1.6 or _use_new_zipfile_serialization=False); "
                "re-save it with a current torch",
                path);
@@ -238,7 +229,7 @@ int px_tensorfile_open(const char *path, px_tensorfile *tf, char *err, size_t er
     tf->kind = PX_FILE_SAFETENSORS;
     rc = px_safetensors_index(tf->fd, tf->file_size, path, &tf->t, &tf->n, err, errlen);
   } else {
-    rc = tfail(err, errlen, PX_ERR_FORMAT, "%s: not a PyTorch checkpoint or safetensors file", path);
+    rc = px_errf(err, errlen, PX_ERR_FORMAT, "%s: not a PyTorch checkpoint or safetensors file", path);
   }
   if (rc) {
     tf->t = NULL;
@@ -321,26 +312,26 @@ int px_tensorfile_read_f32(const px_tensorfile *tf, const px_tensor_entry *e, fl
   const char *path = tf && tf->path ? tf->path : "?";
   char nm[160];
   shown_name(nm, sizeof nm, e ? e->name : NULL);
-  if (!tf || !e || tf->fd < 0) return tfail(err, errlen, PX_ERR_INPUT, "%s: file is not open", path);
+  if (!tf || !e || tf->fd < 0) return px_errf(err, errlen, PX_ERR_INPUT, "%s: file is not open", path);
   if (e->dtype != PX_DT_F32 && e->dtype != PX_DT_F16 && e->dtype != PX_DT_BF16 && e->dtype != PX_DT_F64)
-    return tfail(err, errlen, PX_ERR_FORMAT,
+    return px_errf(err, errlen, PX_ERR_FORMAT,
                  "%s: tensor %s has dtype %s; pxdiff reads only floating-point tensors", path,
                  nm, px_dtype_name(e->dtype));
   if (e->ndim < 0 || e->ndim > PX_MAX_DIMS)
-    return tfail(err, errlen, PX_ERR_FORMAT, "%s: tensor %s has %d dimensions", path, nm, e->ndim);
+    return px_errf(err, errlen, PX_ERR_FORMAT, "%s: tensor %s has %d dimensions", path, nm, e->ndim);
   const uint64_t es = px_dtype_size(e->dtype);
   int64_t numel = 1, extent = 1;
   int contiguous = 1;
   int64_t want = 1;
   for (int d = e->ndim - 1; d >= 0; d--) {
     if (e->shape[d] < 0 || e->stride[d] < 0)
-      return tfail(err, errlen, PX_ERR_FORMAT, "%s: tensor %s has a negative size or stride", path, nm);
+      return px_errf(err, errlen, PX_ERR_FORMAT, "%s: tensor %s has a negative size or stride", path, nm);
     if (e->shape[d] == 0) numel = 0;
   }
   for (int d = e->ndim - 1; d >= 0 && numel; d--) {
     if (e->shape[d] > ((int64_t)1 << 62) / numel ||
         (e->shape[d] > 1 && e->stride[d] > (((int64_t)1 << 62) - extent) / (e->shape[d] - 1)))
-      return tfail(err, errlen, PX_ERR_FORMAT, "%s: tensor %s is impossibly large", path, nm);
+      return px_errf(err, errlen, PX_ERR_FORMAT, "%s: tensor %s is impossibly large", path, nm);
     numel *= e->shape[d];
     extent += (e->shape[d] - 1) * e->stride[d];
     if (e->shape[d] != 1 && e->stride[d] != want) contiguous = 0;
@@ -349,26 +340,26 @@ int px_tensorfile_read_f32(const px_tensorfile *tf, const px_tensor_entry *e, fl
   if (numel == 0) return 0;
   if ((uint64_t)extent > e->span / es || e->offset > tf->file_size ||
       e->span > tf->file_size - e->offset)
-    return tfail(err, errlen, PX_ERR_FORMAT,
+    return px_errf(err, errlen, PX_ERR_FORMAT,
                  "%s: tensor %s: %llu bytes at offset %llu lie outside the file (%llu bytes)", path,
                  nm, (unsigned long long)((uint64_t)extent * es),
                  (unsigned long long)e->offset, (unsigned long long)tf->file_size);
   if (contiguous) {
     if (e->dtype == PX_DT_F32 && host_little()) {
       if (px_file_pread(tf->fd, dst, (size_t)numel * 4, e->offset) != 0)
-        return tfail(err, errlen, PX_ERR_IO, "%s: tensor %s: read failed at offset %llu", path,
+        return px_errf(err, errlen, PX_ERR_IO, "%s: tensor %s: read failed at offset %llu", path,
                      nm, (unsigned long long)e->offset);
       return 0;
     }
     size_t chunk = (size_t)numel < READ_CHUNK_ELEMS ? (size_t)numel : READ_CHUNK_ELEMS;
     uint8_t *buf = malloc(chunk * es);
-    if (!buf) return tfail(err, errlen, PX_ERR_NOMEM, "%s: out of memory", path);
+    if (!buf) return px_errf(err, errlen, PX_ERR_NOMEM, "%s: out of memory", path);
     for (int64_t i = 0; i < numel;) {
       size_t m = (size_t)(numel - i) < chunk ? (size_t)(numel - i) : chunk;
       uint64_t at = e->offset + (uint64_t)i * es;
       if (px_file_pread(tf->fd, buf, m * es, at) != 0) {
         free(buf);
-        return tfail(err, errlen, PX_ERR_IO, "%s: tensor %s: read failed at offset %llu", path,
+        return px_errf(err, errlen, PX_ERR_IO, "%s: tensor %s: read failed at offset %llu", path,
                      nm, (unsigned long long)at);
       }
       for (size_t k = 0; k < m; k++) dst[i + (int64_t)k] = load_f32(e->dtype, buf + k * es);
@@ -384,10 +375,10 @@ int px_tensorfile_read_f32(const px_tensorfile *tf, const px_tensor_entry *e, fl
   int nd = e->ndim;
   if (span_bytes <= (uint64_t)numel * es + GATHER_SLACK) {
     uint8_t *buf = malloc((size_t)span_bytes);
-    if (!buf) return tfail(err, errlen, PX_ERR_NOMEM, "%s: out of memory for tensor %s", path, nm);
+    if (!buf) return px_errf(err, errlen, PX_ERR_NOMEM, "%s: out of memory for tensor %s", path, nm);
     if (px_file_pread(tf->fd, buf, (size_t)span_bytes, e->offset) != 0) {
       free(buf);
-      return tfail(err, errlen, PX_ERR_IO, "%s: tensor %s: read failed at offset %llu", path,
+      return px_errf(err, errlen, PX_ERR_IO, "%s: tensor %s: read failed at offset %llu", path,
                    nm, (unsigned long long)e->offset);
     }
     int64_t src = 0;
@@ -409,13 +400,13 @@ int px_tensorfile_read_f32(const px_tensorfile *tf, const px_tensor_entry *e, fl
   uint64_t row_span = (uint64_t)((rowlen - 1) * rstride + 1) * es;
   int per_elem = row_span > (uint64_t)rowlen * es + GATHER_SLACK;
   uint8_t *buf = malloc(per_elem ? (size_t)es : (size_t)row_span);
-  if (!buf) return tfail(err, errlen, PX_ERR_NOMEM, "%s: out of memory for tensor %s", path, nm);
+  if (!buf) return px_errf(err, errlen, PX_ERR_NOMEM, "%s: out of memory for tensor %s", path, nm);
   int64_t rows = numel / rowlen, src = 0;
   for (int64_t r = 0; r < rows; r++) {
     uint64_t at = e->offset + (uint64_t)src * es;
     if (!per_elem && px_file_pread(tf->fd, buf, (size_t)row_span, at) != 0) {
       free(buf);
-      return tfail(err, errlen, PX_ERR_IO, "%s: tensor %s: read failed at offset %llu", path,
+      return px_errf(err, errlen, PX_ERR_IO, "%s: tensor %s: read failed at offset %llu", path,
                    nm, (unsigned long long)at);
     }
     for (int64_t k = 0; k < rowlen; k++) {
@@ -423,7 +414,7 @@ int px_tensorfile_read_f32(const px_tensorfile *tf, const px_tensor_entry *e, fl
         uint64_t a = at + (uint64_t)(k * rstride) * es;
         if (px_file_pread(tf->fd, buf, (size_t)es, a) != 0) {
           free(buf);
-          return tfail(err, errlen, PX_ERR_IO, "%s: tensor %s: read failed at offset %llu", path,
+          return px_errf(err, errlen, PX_ERR_IO, "%s: tensor %s: read failed at offset %llu", path,
                        nm, (unsigned long long)a);
         }
         dst[r * rowlen + k] = load_f32(e->dtype, buf);

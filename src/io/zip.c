@@ -1,5 +1,6 @@
 /* Zip reader for torch.save archives (see zip.h). Everything is bounds-checked against
  * the file size before it is read; only the central directory is held in memory. */
+#include "io/strbuf.h"
 #include "io/zip.h"
 
 #include <stdarg.h>
@@ -14,15 +15,6 @@
 #define ZIP_MAX_CD ((uint64_t)256 << 20)
 #define ZIP_EOCD_MAX_TAIL (22 + 65535)
 
-static int zfail(char *err, size_t errlen, int code, const char *fmt, ...) {
-  if (err && errlen) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-  }
-  return code;
-}
 
 static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
 static uint32_t rd32(const uint8_t *p) {
@@ -45,7 +37,7 @@ void px_zip_close(px_zip *z) {
 
 int px_zip_check_stored(const px_zip_entry *e, const char *path, char *err, size_t errlen) {
   if (e->method != 0)
-    return zfail(err, errlen, PX_ERR_FORMAT,
+    return px_errf(err, errlen, PX_ERR_FORMAT,
                  "%s: entry %s is compressed (method %u); pxdiff reads only stored entries", path,
                  e->name, (unsigned)e->method);
   return 0;
@@ -68,14 +60,14 @@ int px_zip_open(int fd, uint64_t fsize, const char *path, px_zip *z, char *err, 
   int rc = 0;
   uint8_t *tail = NULL, *cd = NULL, *lh = NULL;
   if (fsize < 22)
-    return zfail(err, errlen, PX_ERR_FORMAT, "%s: too short for a zip archive (%llu bytes)", path,
+    return px_errf(err, errlen, PX_ERR_FORMAT, "%s: too short for a zip archive (%llu bytes)", path,
                  (unsigned long long)fsize);
   size_t tail_len = fsize < ZIP_EOCD_MAX_TAIL ? (size_t)fsize : (size_t)ZIP_EOCD_MAX_TAIL;
   uint64_t tail_at = fsize - tail_len;
   tail = malloc(tail_len);
-  if (!tail) return zfail(err, errlen, PX_ERR_NOMEM, "%s: out of memory", path);
+  if (!tail) return px_errf(err, errlen, PX_ERR_NOMEM, "%s: out of memory", path);
   if (px_file_pread(fd, tail, tail_len, tail_at) != 0) {
-    rc = zfail(err, errlen, PX_ERR_IO, "%s: cannot read %zu bytes at offset %llu", path, tail_len,
+    rc = px_errf(err, errlen, PX_ERR_IO, "%s: cannot read %zu bytes at offset %llu", path, tail_len,
                (unsigned long long)tail_at);
     goto done;
   }
@@ -89,7 +81,7 @@ int px_zip_open(int fd, uint64_t fsize, const char *path, px_zip *z, char *err, 
   }
   if (found < 0) found = fallback;
   if (found < 0) {
-    rc = zfail(err, errlen, PX_ERR_FORMAT,
+    rc = px_errf(err, errlen, PX_ERR_FORMAT,
                "%s: no zip end-of-central-directory record (truncated or not a zip archive)", path);
     goto done;
   }
@@ -106,19 +98,19 @@ int px_zip_open(int fd, uint64_t fsize, const char *path, px_zip *z, char *err, 
   if (have_loc) {
     uint8_t loc[20], z64[56];
     if (px_file_pread(fd, loc, 20, eocd_pos - 20) != 0) {
-      rc = zfail(err, errlen, PX_ERR_IO, "%s: cannot read zip64 locator at offset %llu", path,
+      rc = px_errf(err, errlen, PX_ERR_IO, "%s: cannot read zip64 locator at offset %llu", path,
                  (unsigned long long)(eocd_pos - 20));
       goto done;
     }
     uint64_t z64_off = rd64(loc + 8);
     if (z64_off > eocd_pos - 20 || eocd_pos - 20 - z64_off < 56) {
-      rc = zfail(err, errlen, PX_ERR_FORMAT,
+      rc = px_errf(err, errlen, PX_ERR_FORMAT,
                  "%s: zip64 end record offset %llu (locator at offset %llu) is out of range", path,
                  (unsigned long long)z64_off, (unsigned long long)(eocd_pos - 20));
       goto done;
     }
     if (px_file_pread(fd, z64, 56, z64_off) != 0 || rd32(z64) != 0x06064b50u) {
-      rc = zfail(err, errlen, PX_ERR_FORMAT, "%s: no zip64 end record at offset %llu", path,
+      rc = px_errf(err, errlen, PX_ERR_FORMAT, "%s: no zip64 end record at offset %llu", path,
                  (unsigned long long)z64_off);
       goto done;
     }
@@ -130,22 +122,22 @@ int px_zip_open(int fd, uint64_t fsize, const char *path, px_zip *z, char *err, 
     cd_off = rd64(z64 + 48);
     cd_end = z64_off;
   } else if (n == 0xFFFF || cd_size == 0xFFFFFFFFu || cd_off == 0xFFFFFFFFu) {
-    rc = zfail(err, errlen, PX_ERR_FORMAT,
+    rc = px_errf(err, errlen, PX_ERR_FORMAT,
                "%s: zip end record at offset %llu needs a zip64 locator, which is missing", path,
                (unsigned long long)eocd_pos);
     goto done;
   }
   if (disk != 0 || cd_disk != 0 || n_disk != n) {
-    rc = zfail(err, errlen, PX_ERR_FORMAT, "%s: multi-part zip archives are not supported", path);
+    rc = px_errf(err, errlen, PX_ERR_FORMAT, "%s: multi-part zip archives are not supported", path);
     goto done;
   }
   if (n > ZIP_MAX_ENTRIES) {
-    rc = zfail(err, errlen, PX_ERR_FORMAT, "%s: zip archive claims %llu entries (limit %d)", path,
+    rc = px_errf(err, errlen, PX_ERR_FORMAT, "%s: zip archive claims %llu entries (limit %d)", path,
                (unsigned long long)n, ZIP_MAX_ENTRIES);
     goto done;
   }
   if (cd_off > cd_end || cd_size > cd_end - cd_off || cd_size > ZIP_MAX_CD || n * 46 > cd_size) {
-    rc = zfail(err, errlen, PX_ERR_FORMAT,
+    rc = px_errf(err, errlen, PX_ERR_FORMAT,
                "%s: zip central directory (offset %llu, %llu bytes, %llu entries) does not fit "
                "before offset %llu",
                path, (unsigned long long)cd_off, (unsigned long long)cd_size,
@@ -157,11 +149,11 @@ int px_zip_open(int fd, uint64_t fsize, const char *path, px_zip *z, char *err, 
   z->sorted = malloc((n ? (size_t)n : 1) * sizeof *z->sorted);
   lh = malloc(30 + 65535);
   if (!cd || !z->e || !z->sorted || !lh) {
-    rc = zfail(err, errlen, PX_ERR_NOMEM, "%s: out of memory for the zip directory", path);
+    rc = px_errf(err, errlen, PX_ERR_NOMEM, "%s: out of memory for the zip directory", path);
     goto done;
   }
   if (cd_size && px_file_pread(fd, cd, (size_t)cd_size, cd_off) != 0) {
-    rc = zfail(err, errlen, PX_ERR_IO, "%s: cannot read zip central directory at offset %llu",
+    rc = px_errf(err, errlen, PX_ERR_IO, "%s: cannot read zip central directory at offset %llu",
                path, (unsigned long long)cd_off);
     goto done;
   }
@@ -169,7 +161,7 @@ int px_zip_open(int fd, uint64_t fsize, const char *path, px_zip *z, char *err, 
   for (uint64_t k = 0; k < n; k++) {
     uint64_t at = cd_off + pos;
     if (cd_size - pos < 46 || rd32(cd + pos) != 0x02014b50u) {
-      rc = zfail(err, errlen, PX_ERR_FORMAT, "%s: bad zip central directory record at offset %llu",
+      rc = px_errf(err, errlen, PX_ERR_FORMAT, "%s: bad zip central directory record at offset %llu",
                  path, (unsigned long long)at);
       goto done;
     }
@@ -179,7 +171,7 @@ int px_zip_open(int fd, uint64_t fsize, const char *path, px_zip *z, char *err, 
     uint32_t nlen = rd16(c + 28), xlen = rd16(c + 30), clen = rd16(c + 32);
     uint64_t dstart = rd16(c + 34), loff = rd32(c + 42);
     if (cd_size - pos - 46 < (uint64_t)nlen + xlen + clen) {
-      rc = zfail(err, errlen, PX_ERR_FORMAT,
+      rc = px_errf(err, errlen, PX_ERR_FORMAT,
                  "%s: zip central directory record at offset %llu runs past the directory", path,
                  (unsigned long long)at);
       goto done;
@@ -188,14 +180,14 @@ int px_zip_open(int fd, uint64_t fsize, const char *path, px_zip *z, char *err, 
     int ctrl = 0;
     for (uint32_t q = 0; q < nlen; q++) ctrl |= nm[q] < 0x20 || nm[q] == 0x7f;
     if (nlen == 0 || ctrl) {
-      rc = zfail(err, errlen, PX_ERR_FORMAT, "%s: bad entry name in zip record at offset %llu",
+      rc = px_errf(err, errlen, PX_ERR_FORMAT, "%s: bad entry name in zip record at offset %llu",
                  path, (unsigned long long)at);
       goto done;
     }
     px_zip_entry *e = &z->e[k];
     e->name = malloc(nlen + 1);
     if (!e->name) {
-      rc = zfail(err, errlen, PX_ERR_NOMEM, "%s: out of memory", path);
+      rc = px_errf(err, errlen, PX_ERR_NOMEM, "%s: out of memory", path);
       goto done;
     }
     memcpy(e->name, nm, nlen);
@@ -207,7 +199,7 @@ int px_zip_open(int fd, uint64_t fsize, const char *path, px_zip *z, char *err, 
     while (xlen - xp >= 4) {
       uint16_t id = rd16(x + xp), sz = rd16(x + xp + 2);
       if ((uint32_t)sz > xlen - xp - 4) {
-        rc = zfail(err, errlen, PX_ERR_FORMAT, "%s: entry %s: malformed extra field", path,
+        rc = px_errf(err, errlen, PX_ERR_FORMAT, "%s: entry %s: malformed extra field", path,
                    e->name);
         goto done;
       }
@@ -218,7 +210,7 @@ int px_zip_open(int fd, uint64_t fsize, const char *path, px_zip *z, char *err, 
         for (int f = 0; f < 3; f++) {
           if (*fields[f] != 0xFFFFFFFFu) continue;
           if (left < 8) {
-            rc = zfail(err, errlen, PX_ERR_FORMAT, "%s: entry %s: short zip64 extra field", path,
+            rc = px_errf(err, errlen, PX_ERR_FORMAT, "%s: entry %s: short zip64 extra field", path,
                        e->name);
             goto done;
           }
@@ -231,33 +223,33 @@ int px_zip_open(int fd, uint64_t fsize, const char *path, px_zip *z, char *err, 
       xp += 4u + sz;
     }
     if (flags & 1) {
-      rc = zfail(err, errlen, PX_ERR_FORMAT, "%s: entry %s is encrypted", path, e->name);
+      rc = px_errf(err, errlen, PX_ERR_FORMAT, "%s: entry %s is encrypted", path, e->name);
       goto done;
     }
     if (dstart != 0) {
-      rc = zfail(err, errlen, PX_ERR_FORMAT, "%s: entry %s lies on another disk", path, e->name);
+      rc = px_errf(err, errlen, PX_ERR_FORMAT, "%s: entry %s lies on another disk", path, e->name);
       goto done;
     }
     if (loff > fsize || fsize - loff < 30 + (uint64_t)nlen) {
-      rc = zfail(err, errlen, PX_ERR_FORMAT,
+      rc = px_errf(err, errlen, PX_ERR_FORMAT,
                  "%s: entry %s: local header offset %llu is outside the file (%llu bytes)", path,
                  e->name, (unsigned long long)loff, (unsigned long long)fsize);
       goto done;
     }
     if (px_file_pread(fd, lh, 30 + nlen, loff) != 0) {
-      rc = zfail(err, errlen, PX_ERR_IO, "%s: cannot read local header at offset %llu", path,
+      rc = px_errf(err, errlen, PX_ERR_IO, "%s: cannot read local header at offset %llu", path,
                  (unsigned long long)loff);
       goto done;
     }
     if (rd32(lh) != 0x04034b50u || rd16(lh + 26) != nlen || memcmp(lh + 30, nm, nlen) != 0) {
-      rc = zfail(err, errlen, PX_ERR_FORMAT,
+      rc = px_errf(err, errlen, PX_ERR_FORMAT,
                  "%s: entry %s: local header at offset %llu does not match the central directory",
                  path, e->name, (unsigned long long)loff);
       goto done;
     }
     uint64_t data = loff + 30 + nlen + rd16(lh + 28);
     if (data > fsize || csize > fsize - data) {
-      rc = zfail(err, errlen, PX_ERR_FORMAT,
+      rc = px_errf(err, errlen, PX_ERR_FORMAT,
                  "%s: entry %s: %llu bytes at offset %llu run past the end of the file (%llu "
                  "bytes)",
                  path, e->name, (unsigned long long)csize, (unsigned long long)data,
@@ -265,7 +257,7 @@ int px_zip_open(int fd, uint64_t fsize, const char *path, px_zip *z, char *err, 
       goto done;
     }
     if (method == 0 && csize != usize) {
-      rc = zfail(err, errlen, PX_ERR_FORMAT,
+      rc = px_errf(err, errlen, PX_ERR_FORMAT,
                  "%s: stored entry %s has compressed size %llu != size %llu", path, e->name,
                  (unsigned long long)csize, (unsigned long long)usize);
       goto done;
@@ -279,7 +271,7 @@ int px_zip_open(int fd, uint64_t fsize, const char *path, px_zip *z, char *err, 
   {
     px_zip_entry **ptrs = malloc((z->n ? (size_t)z->n : 1) * sizeof *ptrs);
     if (!ptrs) {
-      rc = zfail(err, errlen, PX_ERR_NOMEM, "%s: out of memory", path);
+      rc = px_errf(err, errlen, PX_ERR_NOMEM, "%s: out of memory", path);
       goto done;
     }
     for (int i = 0; i < z->n; i++) ptrs[i] = &z->e[i];
@@ -289,7 +281,7 @@ int px_zip_open(int fd, uint64_t fsize, const char *path, px_zip *z, char *err, 
   }
   for (int i = 1; i < z->n; i++)
     if (strcmp(z->e[z->sorted[i]].name, z->e[z->sorted[i - 1]].name) == 0) {
-      rc = zfail(err, errlen, PX_ERR_FORMAT, "%s: zip archive holds entry %s twice", path,
+      rc = px_errf(err, errlen, PX_ERR_FORMAT, "%s: zip archive holds entry %s twice", path,
                  z->e[z->sorted[i]].name);
       goto done;
     }

@@ -16,6 +16,7 @@
  * the others; because a sample's noise depends only on (seed, sample index, step), the
  * result equals an uninterrupted run's files byte for byte. */
 #define _POSIX_C_SOURCE 200809L
+#include "io/strbuf.h"
 #include "cli/cmd_sample.h"
 
 #include <errno.h>
@@ -270,52 +271,12 @@ static void fmt_duration(char *buf, size_t cap, double s) {
   else snprintf(buf, cap, "%ld:%02ld", t / 60, t % 60);
 }
 
-/* A growing string for summary.json. */
-typedef struct {
-  char *p;
-  size_t n, cap;
-  int oom;
-} jbuf;
-
-static void jb_printf(jbuf *b, const char *fmt, ...) {
-  for (;;) {
-    va_list ap;
-    va_start(ap, fmt);
-    size_t room = b->cap - b->n;
-    int k = vsnprintf(b->p ? b->p + b->n : NULL, b->p ? room : 0, fmt, ap);
-    va_end(ap);
-    if (k < 0) {
-      b->oom = 1;
-      return;
-    }
-    if (b->p && (size_t)k < room) {
-      b->n += (size_t)k;
-      return;
-    }
-    size_t cap = b->cap ? b->cap * 2 : 4096;
-    while (cap < b->n + (size_t)k + 1) cap *= 2;
-    char *q = realloc(b->p, cap);
-    if (!q) {
-      b->oom = 1;
-      return;
-    }
-    b->p = q;
-    b->cap = cap;
-  }
-}
-
-static void jb_str(jbuf *b, const char *s) {
-  if (!s) {
-    jb_printf(b, "null");
-    return;
-  }
-  jb_printf(b, "\"");
-  for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
-    if (*c == '"' || *c == '\\') jb_printf(b, "\\%c", *c);
-    else if (*c < 0x20) jb_printf(b, "\\u%04x", *c);
-    else jb_printf(b, "%c", *c);
-  }
-  jb_printf(b, "\"");
+/* summary.json is built in a px_strbuf (io/strbuf.h); a NULL string is written as null. */
+static void jb_str(px_strbuf *b, const char *s) {
+  if (s)
+    px_sb_json_string(b, s);
+  else
+    px_sb_str(b, "null");
 }
 
 /* ------------------------------------------------------------- the run ---- */
@@ -428,7 +389,7 @@ static int index_width(long n) {
 static int write_summary(const char *path, const opts_t *o, const problem_t *pb, const px_model *m,
                          const px_design *d, uint64_t run_id, double t_sampling, int sampled,
                          int computed, int resumed, double t_total, int width) {
-  jbuf b = {0};
+  px_strbuf b = {0};
   char fl[8][32];
   const px_sampler_config *c = &o->cfg;
   fmt_float(fl[0], 32, c->eta_min);
@@ -439,51 +400,51 @@ static int write_summary(const char *path, const opts_t *o, const problem_t *pb,
   fmt_float(fl[5], 32, c->s_max);
   fmt_float(fl[6], 32, c->s_min);
   fmt_float(fl[7], 32, c->rho);
-  jb_printf(&b, "{\n  \"pxdiff_version\": \"%s\",\n  \"command\": \"%s\",\n  \"complete\": true,\n",
+  px_sb_printf(&b, "{\n  \"pxdiff_version\": \"%s\",\n  \"command\": \"%s\",\n  \"complete\": true,\n",
             PXDIFF_VERSION, pb->command);
-  jb_printf(&b, "  \"synthetic_weights\": %s,\n", pb->synthetic ? "true" : "false");
-  if (pb->synthetic) jb_printf(&b, "  \"note\": \"%s\",\n", SYNTH_LABEL);
-  jb_printf(&b, "  \"checkpoint\": ");
+  px_sb_printf(&b, "  \"synthetic_weights\": %s,\n", pb->synthetic ? "true" : "false");
+  if (pb->synthetic) px_sb_printf(&b, "  \"note\": \"%s\",\n", SYNTH_LABEL);
+  px_sb_printf(&b, "  \"checkpoint\": ");
   jb_str(&b, o->ckpt);
-  jb_printf(&b, ",\n  \"model\": ");
+  px_sb_printf(&b, ",\n  \"model\": ");
   jb_str(&b, pb->model_desc);
-  jb_printf(&b, ",\n  \"model_parameters\": %lld,\n  \"bundle\": ", (long long)pb->n_params);
+  px_sb_printf(&b, ",\n  \"model_parameters\": %lld,\n  \"bundle\": ", (long long)pb->n_params);
   jb_str(&b, o->bundle);
-  jb_printf(&b, ",\n  \"design\": {\"name\": ");
+  px_sb_printf(&b, ",\n  \"design\": {\"name\": ");
   jb_str(&b, pb->name);
-  jb_printf(&b, ", \"n_tokens\": %d, \"n_atoms\": %d, \"key\": \"%016llx\"},\n", pb->n_token,
+  px_sb_printf(&b, ", \"n_tokens\": %d, \"n_atoms\": %d, \"key\": \"%016llx\"},\n", pb->n_token,
             pb->n_atom, (unsigned long long)px_design_key(d));
-  jb_printf(&b, "  \"run_id\": \"%016llx\",\n", (unsigned long long)run_id);
-  jb_printf(&b, "  \"settings\": {\n    \"samples\": %ld,\n    \"steps\": %d,\n", o->samples, c->n_step);
+  px_sb_printf(&b, "  \"run_id\": \"%016llx\",\n", (unsigned long long)run_id);
+  px_sb_printf(&b, "  \"settings\": {\n    \"samples\": %ld,\n    \"steps\": %d,\n", o->samples, c->n_step);
   if (!strcmp(pb->command, "demo") && c->n_step != 400)
-    jb_printf(&b, "    \"steps_note\": \"%d steps, fewer than PXDesign's default 400 (the demo's default is %d, "
+    px_sb_printf(&b, "    \"steps_note\": \"%d steps, fewer than PXDesign's default 400 (the demo's default is %d, "
                   "chosen so the demo finishes in under a minute on 2 CPU cores)\",\n",
               c->n_step, DEMO_STEPS);
-  jb_printf(&b, "    \"seed\": %llu,\n    \"chunk\": %ld,\n", (unsigned long long)c->seed, o->chunk);
-  jb_printf(&b, "    \"eta_type\": \"%s\",\n    \"eta_min\": %s,\n    \"eta_max\": %s,\n",
+  px_sb_printf(&b, "    \"seed\": %llu,\n    \"chunk\": %ld,\n", (unsigned long long)c->seed, o->chunk);
+  px_sb_printf(&b, "    \"eta_type\": \"%s\",\n    \"eta_min\": %s,\n    \"eta_max\": %s,\n",
             px_eta_type_name(c->eta_type), fl[0], fl[1]);
-  jb_printf(&b, "    \"gamma0\": %s,\n    \"gamma_min\": %s,\n    \"noise_scale_lambda\": %s,\n", fl[2],
+  px_sb_printf(&b, "    \"gamma0\": %s,\n    \"gamma_min\": %s,\n    \"noise_scale_lambda\": %s,\n", fl[2],
             fl[3], fl[4]);
-  jb_printf(&b, "    \"schedule_precision\": \"%s\",\n    \"s_max\": %s,\n    \"s_min\": %s,\n    \"rho\": %s,\n",
+  px_sb_printf(&b, "    \"schedule_precision\": \"%s\",\n    \"s_max\": %s,\n    \"s_min\": %s,\n    \"rho\": %s,\n",
             c->schedule_bf16 ? "bf16" : "fp32", fl[5], fl[6], fl[7]);
-  jb_printf(&b, "    \"device\": \"%s\",\n    \"precision\": \"%s\",\n    \"threads\": %ld,\n",
+  px_sb_printf(&b, "    \"device\": \"%s\",\n    \"precision\": \"%s\",\n    \"threads\": %ld,\n",
             px_model_backend_name(m), px_model_precision_name(m), o->threads);
-  jb_printf(&b, "    \"pdb\": %s\n  },\n", o->pdb ? "true" : "false");
-  jb_printf(&b, "  \"timings\": {\n    \"model_load_s\": %.3f,\n    \"design_s\": %.3f,\n", pb->t_load,
+  px_sb_printf(&b, "    \"pdb\": %s\n  },\n", o->pdb ? "true" : "false");
+  px_sb_printf(&b, "  \"timings\": {\n    \"model_load_s\": %.3f,\n    \"design_s\": %.3f,\n", pb->t_load,
             pb->t_design);
-  jb_printf(&b, "    \"sampling_s\": %.3f,\n    \"s_per_design\": ", t_sampling);
-  if (sampled) jb_printf(&b, "%.4f", t_sampling / sampled);
-  else jb_printf(&b, "null");
-  jb_printf(&b, ",\n    \"total_s\": %.3f\n  },\n", t_total);
-  jb_printf(&b, "  \"samples_computed\": %d,\n  \"samples_resumed\": %d,\n  \"samples_sampled\": %d,\n",
+  px_sb_printf(&b, "    \"sampling_s\": %.3f,\n    \"s_per_design\": ", t_sampling);
+  if (sampled) px_sb_printf(&b, "%.4f", t_sampling / sampled);
+  else px_sb_printf(&b, "null");
+  px_sb_printf(&b, ",\n    \"total_s\": %.3f\n  },\n", t_total);
+  px_sb_printf(&b, "  \"samples_computed\": %d,\n  \"samples_resumed\": %d,\n  \"samples_sampled\": %d,\n",
             computed, resumed, sampled);
-  jb_printf(&b, "  \"b_factor\": \"1.00 = designed atom, 0.00 = condition atom\",\n  \"files\": [");
+  px_sb_printf(&b, "  \"b_factor\": \"1.00 = designed atom, 0.00 = condition atom\",\n  \"files\": [");
   for (long i = 0; i < o->samples; i++) {
-    jb_printf(&b, "%s\n    {\"index\": %ld, \"cif\": \"sample_%0*ld.cif\"", i ? "," : "", i, width, i);
-    if (o->pdb) jb_printf(&b, ", \"pdb\": \"sample_%0*ld.pdb\"", width, i);
-    jb_printf(&b, "}");
+    px_sb_printf(&b, "%s\n    {\"index\": %ld, \"cif\": \"sample_%0*ld.cif\"", i ? "," : "", i, width, i);
+    if (o->pdb) px_sb_printf(&b, ", \"pdb\": \"sample_%0*ld.pdb\"", width, i);
+    px_sb_printf(&b, "}");
   }
-  jb_printf(&b, "\n  ]\n}\n");
+  px_sb_printf(&b, "\n  ]\n}\n");
   if (b.oom) {
     free(b.p);
     return px_fail(PX_ERR_NOMEM, "out of memory writing summary.json");

@@ -25,6 +25,41 @@ void px_sb_put(px_strbuf *b, const char *s, size_t len) {
 
 void px_sb_str(px_strbuf *b, const char *s) { px_sb_put(b, s, strlen(s)); }
 
+void px_sb_printf(px_strbuf *b, const char *fmt, ...) {
+  char tmp[256];
+  va_list ap;
+  va_start(ap, fmt);
+  int k = vsnprintf(tmp, sizeof tmp, fmt, ap);
+  va_end(ap);
+  if (k < 0) {
+    b->oom = 1;
+    return;
+  }
+  if ((size_t)k < sizeof tmp) {
+    px_sb_put(b, tmp, (size_t)k);
+    return;
+  }
+  char *big = malloc((size_t)k + 1);
+  if (!big) {
+    b->oom = 1;
+    return;
+  }
+  va_start(ap, fmt);
+  vsnprintf(big, (size_t)k + 1, fmt, ap);
+  va_end(ap);
+  px_sb_put(b, big, (size_t)k);
+  free(big);
+}
+
+void px_sb_pad(px_strbuf *b, size_t n) {
+  static const char spaces[] = "                                ";
+  while (n > 0 && !b->oom) {
+    size_t k = n < sizeof spaces - 1 ? n : sizeof spaces - 1;
+    px_sb_put(b, spaces, k);
+    n -= k;
+  }
+}
+
 void px_sb_json_string(px_strbuf *b, const char *s) {
   px_sb_put(b, "\"", 1);
   for (; *s; s++) {

@@ -13,6 +13,14 @@ typedef struct {
 
 void px_sb_put(px_strbuf *b, const char *s, size_t len);
 void px_sb_str(px_strbuf *b, const char *s);
+/* printf-style append (any length). */
+void px_sb_printf(px_strbuf *b, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+/* n spaces. */
+void px_sb_pad(px_strbuf *b, size_t n);
 /* s as a JSON string literal: quotes, backslashes and control characters escaped. */
 void px_sb_json_string(px_strbuf *b, const char *s);
 

@@ -1,4 +1,5 @@
 /* mmCIF and PDB writers (structure.h). */
+#include "io/strbuf.h"
 #include "io/structure.h"
 
 #include <ctype.h>
@@ -14,62 +15,8 @@
 
 /* ------------------------------------------------------------ text buffer -- */
 
-typedef struct {
-  char *p;
-  size_t n, cap;
-  int oom;
-} sbuf;
-
-static void sb_reserve(sbuf *b, size_t extra) {
-  if (b->oom || b->n + extra + 1 <= b->cap) return;
-  size_t cap = b->cap ? b->cap : 4096;
-  while (cap < b->n + extra + 1) cap *= 2;
-  char *q = realloc(b->p, cap);
-  if (!q) {
-    b->oom = 1;
-    return;
-  }
-  b->p = q;
-  b->cap = cap;
-}
-
-static void sb_puts(sbuf *b, const char *s) {
-  size_t k = strlen(s);
-  sb_reserve(b, k);
-  if (b->oom) return;
-  memcpy(b->p + b->n, s, k + 1);
-  b->n += k;
-}
-
-static void sb_pad(sbuf *b, size_t k) {
-  sb_reserve(b, k);
-  if (b->oom) return;
-  memset(b->p + b->n, ' ', k);
-  b->n += k;
-  b->p[b->n] = '\0';
-}
-
-static void sb_printf(sbuf *b, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  char tmp[256];
-  int k = vsnprintf(tmp, sizeof tmp, fmt, ap);
-  va_end(ap);
-  if (k < 0) return;
-  if ((size_t)k < sizeof tmp) {
-    sb_puts(b, tmp);
-    return;
-  }
-  sb_reserve(b, (size_t)k);
-  if (b->oom) return;
-  va_start(ap, fmt);
-  vsnprintf(b->p + b->n, (size_t)k + 1, fmt, ap);
-  va_end(ap);
-  b->n += (size_t)k;
-}
-
-static int sb_finish(sbuf *b, char **out, size_t *len) {
-  sb_reserve(b, 0);
+static int sb_finish(px_strbuf *b, char **out, size_t *len) {
+  px_sb_put(b, "", 0); /* a buffer even for empty text */
   if (b->oom) {
     free(b->p);
     return px_fail(PX_ERR_NOMEM, "out of memory writing a structure");
@@ -283,39 +230,39 @@ int px_structure_cif(const px_structure *s, const char *data_name, const char *c
     for (int c = 0; c < NCOL && !rc; c++)
       if (strlen(f[c]) > width[c]) width[c] = strlen(f[c]);
   }
-  sbuf b = {0};
+  px_strbuf b = {0};
   char name[128];
   sanitize_block_name(data_name, name, sizeof name);
   if (!rc) {
-    sb_printf(&b, "data_%s\n#\n_entry.id %s\n#\n", name, name);
+    px_sb_printf(&b, "data_%s\n#\n_entry.id %s\n#\n", name, name);
     for (int k = 0; k < n_comment; k++) {
-      sb_puts(&b, "# ");
+      px_sb_str(&b, "# ");
       /* a comment ends at the line end: keep it on one line */
       for (const char *c = comments[k]; c && *c; c++) {
         char ch[2] = {*c == '\n' || *c == '\r' ? ' ' : *c, 0};
-        sb_puts(&b, ch);
+        px_sb_str(&b, ch);
       }
-      sb_puts(&b, "\n");
+      px_sb_str(&b, "\n");
     }
-    if (n_comment) sb_puts(&b, "#\n");
-    sb_puts(&b, "loop_\n_entity.id\n_entity.type\n");
+    if (n_comment) px_sb_str(&b, "#\n");
+    px_sb_str(&b, "loop_\n_entity.id\n_entity.type\n");
     for (int e = 1; e <= ids.n_entity; e++) {
       int used = 0;
       for (int i = 0; i < s->n_atom && !used; i++) used = ids.entity[i] == e;
-      if (used) sb_printf(&b, "%d %s\n", e, ids.entity_polymer[e] ? "polymer" : "non-polymer");
+      if (used) px_sb_printf(&b, "%d %s\n", e, ids.entity_polymer[e] ? "polymer" : "non-polymer");
     }
-    sb_puts(&b, "#\nloop_\n");
-    for (int c = 0; c < NCOL; c++) sb_printf(&b, "_atom_site.%s\n", cif_cols[c]);
+    px_sb_str(&b, "#\nloop_\n");
+    for (int c = 0; c < NCOL; c++) px_sb_printf(&b, "_atom_site.%s\n", cif_cols[c]);
     for (int i = 0; i < s->n_atom && !b.oom; i++) {
       cif_row(s, &ids, i, f);
       for (int c = 0; c < NCOL; c++) {
-        sb_puts(&b, f[c]);
-        if (c + 1 < NCOL) sb_pad(&b, width[c] - strlen(f[c]) + 1);
+        px_sb_str(&b, f[c]);
+        if (c + 1 < NCOL) px_sb_pad(&b, width[c] - strlen(f[c]) + 1);
       }
-      sb_puts(&b, "\n");
+      px_sb_str(&b, "\n");
     }
-    sb_puts(&b, "#\n");
-    if (trailer) sb_printf(&b, "# %s\n", trailer);
+    px_sb_str(&b, "#\n");
+    if (trailer) px_sb_printf(&b, "# %s\n", trailer);
     rc = sb_finish(&b, out, len);
   }
   free(f);
@@ -351,15 +298,15 @@ int px_structure_pdb(const px_structure *s, const char *const *comments, int n_c
       return px_fail(PX_ERR_INPUT, "structure: atom %d does not fit the PDB format: %s (mmCIF has no such limit)",
                      i + 1, bad);
   }
-  sbuf b = {0};
+  px_strbuf b = {0};
   for (int k = 0; k < n_comment; k++) {
-    sb_puts(&b, "REMARK   1 ");
+    px_sb_str(&b, "REMARK   1 ");
     int col = 0;
     for (const char *c = comments[k]; c && *c && col < 68; c++, col++) {
       char ch[2] = {(unsigned char)*c < ' ' || (unsigned char)*c >= 127 ? ' ' : *c, 0};
-      sb_puts(&b, ch);
+      px_sb_str(&b, ch);
     }
-    sb_puts(&b, "\n");
+    px_sb_str(&b, "\n");
   }
   int serial = 0;
   for (int i = 0; i < s->n_atom && !b.oom; i++) {
@@ -374,7 +321,7 @@ int px_structure_pdb(const px_structure *s, const char *const *comments, int n_c
       if (fabs(xyz[c]) < 0.0005) xyz[c] = 0.0; /* no "-0.000" */
     }
     serial++;
-    sb_printf(&b, "%-6s%5d %-4s%c%3s %c%4d%c   %8.3f%8.3f%8.3f%6.2f%6.2f          %2s\n",
+    px_sb_printf(&b, "%-6s%5d %-4s%c%3s %c%4d%c   %8.3f%8.3f%8.3f%6.2f%6.2f          %2s\n",
               s->hetatm && s->hetatm[i] ? "HETATM" : "ATOM", serial, name, ' ', s->res_name[i],
               s->chain_id[i][0], s->res_seq[i], ' ', xyz[0], xyz[1], xyz[2], 1.0,
               s->b_factor ? (double)s->b_factor[i] : 0.0, el);
@@ -383,10 +330,10 @@ int px_structure_pdb(const px_structure *s, const char *const *comments, int n_c
                         (s->hetatm && s->hetatm[i + 1]);
     if (last_of_chain && !(s->hetatm && s->hetatm[i])) {
       serial++;
-      sb_printf(&b, "TER   %5d      %3s %c%4d\n", serial, s->res_name[i], s->chain_id[i][0], s->res_seq[i]);
+      px_sb_printf(&b, "TER   %5d      %3s %c%4d\n", serial, s->res_name[i], s->chain_id[i][0], s->res_seq[i]);
     }
   }
-  sb_puts(&b, "END\n");
+  px_sb_str(&b, "END\n");
   return sb_finish(&b, out, len);
 }
 

@@ -69,6 +69,11 @@ static int cmd_info(int argc, char **argv) {
       return 2;
     }
   }
+  /* Load first: a bad checkpoint gives its one-line error and nothing else. */
+  px_model *m = NULL;
+  double t0 = px_time_now();
+  if (ckpt && px_model_load(ckpt, &m)) return die(px_last_error());
+  const double t_load = px_time_now() - t0;
   printf("pxdiff %s\n", PXDIFF_VERSION);
 #ifdef PX_HAVE_CUDA
   printf("backends: cpu, cuda\n");
@@ -80,12 +85,9 @@ static int cmd_info(int argc, char **argv) {
   printf("\n");
   printf("blas: %s\n", px_blas_name());
   if (ckpt) {
-    px_model *m = NULL;
-    double t0 = px_time_now();
-    if (px_model_load(ckpt, &m)) return die(px_last_error());
     px_dims D;
     px_model_get_dims(m, &D);
-    printf("checkpoint: %s (loaded in %.2f s)\n", ckpt, px_time_now() - t0);
+    printf("checkpoint: %s (loaded in %.2f s)\n", ckpt, t_load);
     printf("  parameters kept: %lld (%.1f MB float32)\n", (long long)px_model_n_params(m),
            (double)px_model_n_params(m) * 4.0 / 1048576.0);
     printf("  c_token %d, c_s %d, c_z %d, c_s_inputs %d, c_atom %d, c_atompair %d, fourier %d\n",

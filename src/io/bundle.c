@@ -85,205 +85,6 @@ static void shown(char *dst, size_t cap, const char *s) {
 }
 
 /* ------------------------------------------------------------ metadata JSON ---- */
-/* The header was already accepted by the strict safetensors indexer; this walker only
- * pulls out "__metadata__" and stays bounds-checked regardless. */
-typedef struct {
-  const char *s;
-  size_t n, pos;
-  int bad;
-} mj;
-
-static void mj_ws(mj *j) {
-  while (j->pos < j->n && (j->s[j->pos] == ' ' || j->s[j->pos] == '\t' || j->s[j->pos] == '\n' ||
-                           j->s[j->pos] == '\r'))
-    j->pos++;
-}
-static int mj_peek(mj *j) {
-  mj_ws(j);
-  return j->pos < j->n ? (unsigned char)j->s[j->pos] : -1;
-}
-static int mj_eat(mj *j, char c) {
-  if (mj_peek(j) != (unsigned char)c) return j->bad = 1, -1;
-  j->pos++;
-  return 0;
-}
-static int mj_hex4(mj *j, unsigned *v) {
-  if (j->n - j->pos < 4) return j->bad = 1, -1;
-  unsigned x = 0;
-  for (int i = 0; i < 4; i++) {
-    char c = j->s[j->pos + (size_t)i];
-    int h = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-          : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-    if (h < 0) return j->bad = 1, -1;
-    x = x * 16 + (unsigned)h;
-  }
-  j->pos += 4;
-  *v = x;
-  return 0;
-}
-/* String; *out (may be NULL to skip) gets a malloc'ed UTF-8 copy. */
-static int mj_str(mj *j, char **out) {
-  if (mj_eat(j, '"')) return -1;
-  char *buf = out ? malloc(j->n - j->pos + 1) : NULL;
-  if (out && !buf) return j->bad = 2, -1;
-  size_t len = 0;
-  for (;;) {
-    if (j->pos >= j->n) goto bad;
-    unsigned char c = (unsigned char)j->s[j->pos++];
-    if (c == '"') break;
-    unsigned cp = c;
-    if (c == '\\') {
-      if (j->pos >= j->n) goto bad;
-      char e = j->s[j->pos++];
-      switch (e) {
-      case '"': case '\\': case '/': cp = (unsigned char)e; break;
-      case 'b': cp = 8; break;
-      case 'f': cp = 12; break;
-      case 'n': cp = 10; break;
-      case 'r': cp = 13; break;
-      case 't': cp = 9; break;
-      case 'u':
-        if (mj_hex4(j, &cp)) goto bad;
-        if (cp >= 0xD800 && cp <= 0xDBFF) {
-          unsigned lo;
-          if (j->n - j->pos < 2 || j->s[j->pos] != '\\' || j->s[j->pos + 1] != 'u') goto bad;
-          j->pos += 2;
-          if (mj_hex4(j, &lo) || lo < 0xDC00 || lo > 0xDFFF) goto bad;
-          cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-        } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
-          goto bad;
-        }
-        break;
-      default: goto bad;
-      }
-      if (buf) {
-        if (cp < 0x80) {
-          buf[len++] = (char)cp;
-        } else if (cp < 0x800) {
-          buf[len++] = (char)(0xC0 | (cp >> 6));
-          buf[len++] = (char)(0x80 | (cp & 0x3F));
-        } else if (cp < 0x10000) {
-          buf[len++] = (char)(0xE0 | (cp >> 12));
-          buf[len++] = (char)(0x80 | ((cp >> 6) & 0x3F));
-          buf[len++] = (char)(0x80 | (cp & 0x3F));
-        } else {
-          buf[len++] = (char)(0xF0 | (cp >> 18));
-          buf[len++] = (char)(0x80 | ((cp >> 12) & 0x3F));
-          buf[len++] = (char)(0x80 | ((cp >> 6) & 0x3F));
-          buf[len++] = (char)(0x80 | (cp & 0x3F));
-        }
-      }
-    } else if (buf) {
-      buf[len++] = (char)c;
-    }
-  }
-  if (buf) {
-    buf[len] = 0;
-    *out = buf;
-  }
-  return 0;
-bad:
-  free(buf);
-  j->bad = 1;
-  return -1;
-}
-static int mj_skip(mj *j, int depth) {
-  if (depth > 64) return j->bad = 1, -1;
-  int c = mj_peek(j);
-  if (c == '"') return mj_str(j, NULL);
-  if (c == '{' || c == '[') {
-    char close = c == '{' ? '}' : ']';
-    j->pos++;
-    if (mj_peek(j) == close) return j->pos++, 0;
-    for (;;) {
-      if (c == '{' && (mj_str(j, NULL) || mj_eat(j, ':'))) return -1;
-      if (mj_skip(j, depth + 1)) return -1;
-      if (mj_peek(j) == ',') {
-        j->pos++;
-        continue;
-      }
-      return mj_eat(j, close);
-    }
-  }
-  /* number or literal */
-  size_t p = j->pos;
-  while (j->pos < j->n && strchr("+-.0123456789eEtruefalsn", j->s[j->pos])) j->pos++;
-  if (j->pos == p) return j->bad = 1, -1;
-  return 0;
-}
-
-/* 0; PX_ERR_FORMAT (message set) for a malformed or non-string metadata object. */
-static int parse_metadata(px_bundle *b, const char *hdr, size_t n) {
-  mj j = {hdr, n, 0, 0};
-  if (mj_eat(&j, '{')) goto bad;
-  if (mj_peek(&j) == '}') return 0;
-  for (;;) {
-    char *key = NULL;
-    if (mj_str(&j, &key) || mj_eat(&j, ':')) {
-      free(key);
-      goto bad;
-    }
-    int is_meta = strcmp(key, "__metadata__") == 0;
-    free(key);
-    if (!is_meta) {
-      if (mj_skip(&j, 1)) goto bad;
-    } else {
-      if (mj_peek(&j) != '{')
-        return px_fail(PX_ERR_FORMAT, "%s: __metadata__ is not an object", b->path);
-      j.pos++;
-      if (mj_peek(&j) == '}') {
-        j.pos++;
-      } else {
-        for (;;) {
-          char *k = NULL, *v = NULL;
-          if (mj_str(&j, &k) || mj_eat(&j, ':')) {
-            free(k);
-            goto bad;
-          }
-          if (mj_peek(&j) != '"') {
-            char sk[64];
-            shown(sk, sizeof sk, k);
-            free(k);
-            return px_fail(PX_ERR_FORMAT, "%s: __metadata__ value of '%s' is not a string",
-                           b->path, sk);
-          }
-          if (mj_str(&j, &v)) {
-            free(k);
-            goto bad;
-          }
-          char **nk = realloc(b->meta_k, (size_t)(b->n_meta + 1) * sizeof *nk);
-          if (nk) b->meta_k = nk;
-          char **nv = nk ? realloc(b->meta_v, (size_t)(b->n_meta + 1) * sizeof *nv) : NULL;
-          if (nv) b->meta_v = nv;
-          if (!nk || !nv) {
-            free(k);
-            free(v);
-            return px_fail(PX_ERR_NOMEM, "%s: out of memory", b->path);
-          }
-          b->meta_k[b->n_meta] = k;
-          b->meta_v[b->n_meta] = v;
-          b->n_meta++;
-          if (mj_peek(&j) == ',') {
-            j.pos++;
-            continue;
-          }
-          if (mj_eat(&j, '}')) goto bad;
-          break;
-        }
-      }
-    }
-    if (mj_peek(&j) == ',') {
-      j.pos++;
-      continue;
-    }
-    if (mj_eat(&j, '}')) goto bad;
-    return 0;
-  }
-bad:
-  if (j.bad == 2) return px_fail(PX_ERR_NOMEM, "%s: out of memory", b->path);
-  return px_fail(PX_ERR_FORMAT, "%s: cannot parse the safetensors header's __metadata__", b->path);
-}
-
 const char *px_bundle_meta(const px_bundle *b, const char *key) {
   if (!b || !key) return NULL;
   for (int i = 0; i < b->n_meta; i++)
@@ -640,23 +441,23 @@ static int open_body(rd *r) {
   if (r->tf.kind != PX_FILE_SAFETENSORS)
     return px_fail(PX_ERR_FORMAT, "%s: a torch.save archive, not a pxdiff bundle (safetensors)", path);
 
-  /* metadata */
+  /* metadata, as the safetensors indexer read it */
   {
-    uint8_t h8[8];
-    if (px_file_pread(r->tf.fd, h8, 8, 0) != 0)
-      return px_fail(PX_ERR_IO, "%s: cannot read the header length", path);
-    uint64_t hl = 0;
-    for (int i = 7; i >= 0; i--) hl = (hl << 8) | h8[i];
-    if (hl > r->tf.file_size - 8) return px_fail(PX_ERR_FORMAT, "%s: bad header length", path);
-    char *hdr = malloc((size_t)hl + 1);
-    if (!hdr) return px_fail(PX_ERR_NOMEM, "%s: out of memory", path);
-    if (px_file_pread(r->tf.fd, hdr, (size_t)hl, 8) != 0) {
-      free(hdr);
-      return px_fail(PX_ERR_IO, "%s: cannot read the header", path);
+    const px_st_meta *mt = &r->tf.meta;
+    if (mt->malformed == 1) return px_fail(PX_ERR_FORMAT, "%s: __metadata__ is not an object", path);
+    if (mt->malformed == 2)
+      return px_fail(PX_ERR_FORMAT, "%s: __metadata__ value of '%s' is not a string", path, mt->bad_key);
+    if (mt->n > 0) {
+      b->meta_k = calloc((size_t)mt->n, sizeof(char *));
+      b->meta_v = calloc((size_t)mt->n, sizeof(char *));
+      if (!b->meta_k || !b->meta_v) return px_fail(PX_ERR_NOMEM, "%s: out of memory", path);
+      for (int i = 0; i < mt->n; i++) {
+        b->meta_k[i] = xstrdup(mt->key[i]);
+        b->meta_v[i] = xstrdup(mt->value[i]);
+        b->n_meta = i + 1;
+        if (!b->meta_k[i] || !b->meta_v[i]) return px_fail(PX_ERR_NOMEM, "%s: out of memory", path);
+      }
     }
-    rc = parse_metadata(b, hdr, (size_t)hl);
-    free(hdr);
-    if (rc) return rc;
   }
   const char *fmt = px_bundle_meta(b, "format");
   if (!fmt || strcmp(fmt, PX_BUNDLE_FORMAT) != 0)

@@ -321,8 +321,82 @@ static void clean_name(char *dst, size_t cap, const char *s) {
   dst[j] = 0;
 }
 
+void px_st_meta_free(px_st_meta *meta) {
+  if (!meta) return;
+  for (int i = 0; i < meta->n; i++) {
+    free(meta->key[i]);
+    free(meta->value[i]);
+  }
+  free(meta->key);
+  free(meta->value);
+  memset(meta, 0, sizeof *meta);
+}
+
+/* Parse "__metadata__"'s value at j: string entries are kept; anything else is recorded as
+ * malformed and skipped (whether that matters is the caller's business). */
+static int parse_meta(J *j, px_st_meta *meta) {
+  ws(j);
+  if (peek(j) != '{') {
+    if (meta && !meta->malformed) meta->malformed = 1;
+    return jskip(j, 1);
+  }
+  j->pos++;
+  ws(j);
+  if (peek(j) == '}') {
+    j->pos++;
+    return 0;
+  }
+  for (;;) {
+    char *k = NULL, *v = NULL;
+    size_t kl, vl;
+    if (jstring(j, &k, &kl) || expect(j, ':')) {
+      free(k);
+      return -1;
+    }
+    ws(j);
+    if (peek(j) != '"') {
+      if (meta && !meta->malformed) {
+        meta->malformed = 2;
+        clean_name(meta->bad_key, sizeof meta->bad_key, k);
+      }
+      free(k);
+      if (jskip(j, 2)) return -1;
+    } else {
+      if (jstring(j, &v, &vl)) {
+        free(k);
+        return -1;
+      }
+      if (!meta) {
+        free(k);
+        free(v);
+      } else {
+        char **nk = realloc(meta->key, sizeof(char *) * (size_t)(meta->n + 1));
+        if (nk) meta->key = nk;
+        char **nv = nk ? realloc(meta->value, sizeof(char *) * (size_t)(meta->n + 1)) : NULL;
+        if (nv) meta->value = nv;
+        if (!nk || !nv) {
+          free(k);
+          free(v);
+          jfail(j, "out of memory");
+          j->rc = PX_ERR_NOMEM;
+          return j->rc;
+        }
+        meta->key[meta->n] = k;
+        meta->value[meta->n] = v;
+        meta->n++;
+      }
+    }
+    ws(j);
+    if (peek(j) == ',') {
+      j->pos++;
+      continue;
+    }
+    return expect(j, '}');
+  }
+}
+
 int px_safetensors_index(int fd, uint64_t fsize, const char *path, px_tensor_entry **out,
-                         int *nout, char *err, size_t errlen) {
+                         int *nout, px_st_meta *meta, char *err, size_t errlen) {
   *out = NULL;
   *nout = 0;
   uint8_t h8[8];
@@ -363,7 +437,7 @@ int px_safetensors_index(int fd, uint64_t fsize, const char *path, px_tensor_ent
       if (strcmp(key, "__metadata__") == 0) {
         free(key);
         key = NULL;
-        if (jskip(&j, 1)) goto fail;
+        if (parse_meta(&j, meta)) goto fail;
       } else {
         char shown[160];
         clean_name(shown, sizeof shown, key);
@@ -545,6 +619,7 @@ fail:
   for (int i = 0; i < n; i++) free(ents[i].name);
   free(ents);
   free(hdr);
+  px_st_meta_free(meta);
   return j.rc ? j.rc : PX_ERR_FORMAT;
 }
 

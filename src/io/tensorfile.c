@@ -72,6 +72,7 @@ void px_tensorfile_close(px_tensorfile *tf) {
   for (int i = 0; i < tf->n; i++) free(tf->t[i].name);
   free(tf->t);
   free(tf->path);
+  px_st_meta_free(&tf->meta);
   memset(tf, 0, sizeof *tf);
   tf->fd = -1;
 }
@@ -227,7 +228,7 @@ int px_tensorfile_open(const char *path, px_tensorfile *tf, char *err, size_t er
                path);
   } else if (hn >= 9 && head[8] == '{') {
     tf->kind = PX_FILE_SAFETENSORS;
-    rc = px_safetensors_index(tf->fd, tf->file_size, path, &tf->t, &tf->n, err, errlen);
+    rc = px_safetensors_index(tf->fd, tf->file_size, path, &tf->t, &tf->n, &tf->meta, err, errlen);
   } else {
     rc = px_errf(err, errlen, PX_ERR_FORMAT, "%s: not a PyTorch checkpoint or safetensors file", path);
   }

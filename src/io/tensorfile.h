@@ -32,9 +32,18 @@ typedef struct {
 
 typedef enum { PX_FILE_PT = 1, PX_FILE_SAFETENSORS = 2 } px_file_kind;
 
+/* A safetensors file's "__metadata__" (string to string, by the format's definition). */
+typedef struct {
+  int n;
+  char **key, **value;
+  int malformed;      /* 1: not an object; 2: a value is not a string (bad_key says which) */
+  char bad_key[64];
+} px_st_meta;
+
 typedef struct {
   px_file_kind kind;
   char *path;
+  px_st_meta meta;         /* safetensors only; empty when absent */
   int fd;                  /* kept open for px_tensorfile_read */
   uint64_t file_size;
   int n;

@@ -72,17 +72,6 @@ static void shape_str(const px_tensor_entry *e, char *buf, size_t cap) {
   snprintf(buf + k, cap - k, "]");
 }
 
-/* Printable form of a tensor name (names come from the file). */
-static void shown(char *dst, size_t cap, const char *s) {
-  size_t j = 0;
-  for (; *s && j + 4 < cap; s++) dst[j++] = ((unsigned char)*s < 0x20 || *s == 0x7f) ? '?' : *s;
-  if (*s) {
-    dst[j++] = '.';
-    dst[j++] = '.';
-    dst[j++] = '.';
-  }
-  dst[j] = 0;
-}
 
 /* ------------------------------------------------------------ metadata JSON ---- */
 const char *px_bundle_meta(const px_bundle *b, const char *key) {
@@ -467,7 +456,7 @@ static int open_body(rd *r) {
   const char *ver = px_bundle_meta(b, "version");
   if (!ver || strcmp(ver, PX_BUNDLE_VERSION) != 0) {
     char sv[40];
-    shown(sv, sizeof sv, ver ? ver : "(none)");
+    px_shown_name(sv, sizeof sv, ver ? ver : "(none)");
     return px_fail(PX_ERR_FORMAT, "%s: bundle version %s is not supported (this pxdiff reads version %s)",
                    path, sv, PX_BUNDLE_VERSION);
   }
@@ -790,8 +779,8 @@ void px_bundle_summary(const px_bundle *b, FILE *o) {
   if (!b || !o) return;
   const char *name = px_bundle_meta(b, "name"), *src = px_bundle_meta(b, "source");
   char sn[80] = "", ss[80] = "";
-  if (name) shown(sn, sizeof sn, name);
-  if (src) shown(ss, sizeof ss, src);
+  if (name) px_shown_name(sn, sizeof sn, name);
+  if (src) px_shown_name(ss, sizeof ss, src);
   fprintf(o, "bundle: %s (%s v%s, %.2f MB)\n", b->path, PX_BUNDLE_FORMAT, PX_BUNDLE_VERSION,
           (double)b->file_size / 1048576.0);
   if (name) fprintf(o, "name: %s\n", sn);

@@ -310,16 +310,6 @@ static int cmp_name(const void *x, const void *y) {
   return strcmp(*(char *const *)x, *(char *const *)y);
 }
 
-static void clean_name(char *dst, size_t cap, const char *s) {
-  size_t j = 0;
-  for (; *s && j + 4 < cap; s++) dst[j++] = ((unsigned char)*s < 0x20 || *s == 0x7f) ? '?' : *s;
-  if (*s) {
-    dst[j++] = '.';
-    dst[j++] = '.';
-    dst[j++] = '.';
-  }
-  dst[j] = 0;
-}
 
 void px_st_meta_free(px_st_meta *meta) {
   if (!meta) return;
@@ -357,7 +347,7 @@ static int parse_meta(J *j, px_st_meta *meta) {
     if (peek(j) != '"') {
       if (meta && !meta->malformed) {
         meta->malformed = 2;
-        clean_name(meta->bad_key, sizeof meta->bad_key, k);
+        px_shown_name(meta->bad_key, sizeof meta->bad_key, k);
       }
       free(k);
       if (jskip(j, 2)) return -1;
@@ -440,7 +430,7 @@ int px_safetensors_index(int fd, uint64_t fsize, const char *path, px_tensor_ent
         if (parse_meta(&j, meta)) goto fail;
       } else {
         char shown[160];
-        clean_name(shown, sizeof shown, key);
+        px_shown_name(shown, sizeof shown, key);
         if (strlen(key) != kl) {
           j.pos = key_at;
           jfail(&j, "tensor name holds a NUL character");
@@ -464,7 +454,7 @@ int px_safetensors_index(int fd, uint64_t fsize, const char *path, px_tensor_ent
               if (jstring(&j, &dts, &dl)) goto fail;
               if (dtype_from(dts, &dt) != 0) {
                 char sd[40];
-                clean_name(sd, sizeof sd, dts);
+                px_shown_name(sd, sizeof sd, dts);
                 px_errf(err, errlen, PX_ERR_FORMAT,
                       "%s: tensor '%s' has dtype %s, which pxdiff does not read", path, shown, sd);
                 j.rc = PX_ERR_FORMAT;
@@ -582,7 +572,7 @@ int px_safetensors_index(int fd, uint64_t fsize, const char *path, px_tensor_ent
   for (int i = 1; i < n; i++)
     if (strcmp(names[i], names[i - 1]) == 0) {
       char shown[160];
-      clean_name(shown, sizeof shown, names[i]);
+      px_shown_name(shown, sizeof shown, names[i]);
       j.rc = px_errf(err, errlen, PX_ERR_FORMAT, "%s: tensor '%s' appears twice", path, shown);
       goto fail;
     }
@@ -593,8 +583,8 @@ int px_safetensors_index(int fd, uint64_t fsize, const char *path, px_tensor_ent
     if (spans[i].b == spans[i].e) continue; /* empty tensors overlap nothing */
     if (maxi >= 0 && spans[i].b < maxe) {
       char a[120], b[120];
-      clean_name(a, sizeof a, ents[maxi].name);
-      clean_name(b, sizeof b, ents[spans[i].idx].name);
+      px_shown_name(a, sizeof a, ents[maxi].name);
+      px_shown_name(b, sizeof b, ents[spans[i].idx].name);
       j.rc = px_errf(err, errlen, PX_ERR_FORMAT,
                    "%s: data of tensors '%s' and '%s' overlap (data byte %lld)", path, a, b,
                    (long long)spans[i].b);

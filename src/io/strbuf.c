@@ -88,3 +88,15 @@ int px_errf(char *err, size_t errlen, int code, const char *fmt, ...) {
   }
   return code;
 }
+
+void px_shown_name(char *dst, size_t cap, const char *s) {
+  size_t j = 0;
+  if (!s) s = "?";
+  for (; *s && j + 4 < cap; s++) dst[j++] = ((unsigned char)*s < 0x20 || *s == 0x7f) ? '?' : *s;
+  if (*s) {
+    dst[j++] = '.';
+    dst[j++] = '.';
+    dst[j++] = '.';
+  }
+  dst[j] = 0;
+}

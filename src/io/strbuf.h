@@ -24,6 +24,10 @@ void px_sb_pad(px_strbuf *b, size_t n);
 /* s as a JSON string literal: quotes, backslashes and control characters escaped. */
 void px_sb_json_string(px_strbuf *b, const char *s);
 
+/* A printable one-line form of a name read from a file, for messages: control characters
+ * become '?', and a name longer than cap - 4 is cut with "..." (NULL reads as "?"). */
+void px_shown_name(char *dst, size_t cap, const char *s);
+
 /* Format a one-line message into err (when given) and return code: the readers' way of
  * failing, `return px_errf(err, errlen, PX_ERR_FORMAT, "...", ...)`. */
 int px_errf(char *err, size_t errlen, int code, const char *fmt, ...)

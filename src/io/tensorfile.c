@@ -295,24 +295,12 @@ static int host_little(void) {
   return *(const uint8_t *)&x == 1;
 }
 
-/* Printable one-line form of a tensor name for messages. */
-static void shown_name(char *dst, size_t cap, const char *s) {
-  size_t j = 0;
-  if (!s) s = "?";
-  for (; *s && j + 4 < cap; s++) dst[j++] = ((unsigned char)*s < 0x20 || *s == 0x7f) ? '?' : *s;
-  if (*s) {
-    dst[j++] = '.';
-    dst[j++] = '.';
-    dst[j++] = '.';
-  }
-  dst[j] = 0;
-}
 
 int px_tensorfile_read_f32(const px_tensorfile *tf, const px_tensor_entry *e, float *dst,
                            char *err, size_t errlen) {
   const char *path = tf && tf->path ? tf->path : "?";
   char nm[160];
-  shown_name(nm, sizeof nm, e ? e->name : NULL);
+  px_shown_name(nm, sizeof nm, e ? e->name : NULL);
   if (!tf || !e || tf->fd < 0) return px_errf(err, errlen, PX_ERR_INPUT, "%s: file is not open", path);
   if (e->dtype != PX_DT_F32 && e->dtype != PX_DT_F16 && e->dtype != PX_DT_BF16 && e->dtype != PX_DT_F64)
     return px_errf(err, errlen, PX_ERR_FORMAT,

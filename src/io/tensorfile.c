@@ -296,6 +296,17 @@ static int host_little(void) {
 }
 
 
+/* Advance the multi-index idx over dimensions 0..last of e (odometer order) and return the
+ * element offset of the next element, src being the current one. */
+static int64_t next_index(const px_tensor_entry *e, int64_t *idx, int last, int64_t src) {
+  for (int d = last; d >= 0; d--) {
+    if (++idx[d] < e->shape[d]) return src + e->stride[d];
+    src -= (idx[d] - 1) * e->stride[d];
+    idx[d] = 0;
+  }
+  return src;
+}
+
 int px_tensorfile_read_f32(const px_tensorfile *tf, const px_tensor_entry *e, float *dst,
                            char *err, size_t errlen) {
   const char *path = tf && tf->path ? tf->path : "?";
@@ -373,14 +384,7 @@ int px_tensorfile_read_f32(const px_tensorfile *tf, const px_tensor_entry *e, fl
     int64_t src = 0;
     for (int64_t i = 0; i < numel; i++) {
       dst[i] = load_f32(e->dtype, buf + (uint64_t)src * es);
-      for (int d = nd - 1; d >= 0; d--) {
-        if (++idx[d] < e->shape[d]) {
-          src += e->stride[d];
-          break;
-        }
-        src -= (idx[d] - 1) * e->stride[d];
-        idx[d] = 0;
-      }
+      src = next_index(e, idx, nd - 1, src);
     }
     free(buf);
     return 0;
@@ -411,14 +415,7 @@ int px_tensorfile_read_f32(const px_tensorfile *tf, const px_tensor_entry *e, fl
         dst[r * rowlen + k] = load_f32(e->dtype, buf + (uint64_t)(k * rstride) * es);
       }
     }
-    for (int d = nd - 2; d >= 0; d--) {
-      if (++idx[d] < e->shape[d]) {
-        src += e->stride[d];
-        break;
-      }
-      src -= (idx[d] - 1) * e->stride[d];
-      idx[d] = 0;
-    }
+    src = next_index(e, idx, nd - 2, src);
   }
   free(buf);
   return 0;

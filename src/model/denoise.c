@@ -15,7 +15,7 @@
 
 typedef struct {
   float *base;
-  size_t used, cap; /* floats */
+  size_t used; /* floats */
 } bump;
 
 static float *take(bump *b, size_t n) {
@@ -403,7 +403,7 @@ static int check_t_hat(const float *t_hat, int n_sample, const char *who, int *S
  * host staging are large enough; a reallocation drops the captured graph. */
 static int prepare(const px_model *m, px_design *d, int S, int Ss, bump *ws) {
   px_backend *be = d->be;
-  *ws = (bump){NULL, 0, 0};
+  *ws = (bump){NULL, 0};
   forward_device(m, d, S, Ss, 0, ws, NULL, NULL, NULL);
   const size_t need = ws->used * sizeof(float);
   if (need > d->ws_bytes) {
@@ -426,7 +426,6 @@ static int prepare(const px_model *m, px_design *d, int S, int Ss, bump *ws) {
   }
   ws->base = d->ws;
   ws->used = 0;
-  ws->cap = need / sizeof(float);
   return PX_OK;
 }
 

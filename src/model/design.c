@@ -204,6 +204,9 @@ int px_design_create_probe(const px_model *m, const px_features *f, px_probe_fn 
   d->c = be->alloc(be, sizeof(float) * (size_t)N * ca);
   d->enc = calloc((size_t)te->n_blocks, sizeof(px_atom_block_cache));
   d->dec = calloc((size_t)td->n_blocks, sizeof(px_atom_block_cache));
+  /* The cache lengths, so that px_design_free needs no model (and works on any error path). */
+  d->enc_blocks_hint = te->n_blocks;
+  d->dec_blocks_hint = td->n_blocks;
   d->atom_to_token = be->alloc(be, sizeof(int64_t) * (size_t)N);
   d->inv_count = be->alloc(be, sizeof(float) * (size_t)T);
   if (!scratch || !pair_z || !zproj || !p || !ph || !pb || !wf || !d->s0 || !d->tok_pair_bias ||
@@ -302,8 +305,8 @@ int px_design_create_probe(const px_model *m, const px_features *f, px_probe_fn 
   /* ---- encoder c ---- */
   {
     float *c = d->c;
-    float *feat = scratch; /* [N, 385] would not fit the scratch bound: one-hot sums instead */
-    (void)feat;
+    /* linear_no_bias_f over [ref_mask, ref_element, ref_atom_name_chars] as sums over the
+     * one-hot rows, without building the [N, 385] feature matrix. */
     const int cf = D->c_ref_f;
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
@@ -447,14 +450,9 @@ done:
   free(pb);
   free(wf);
   if (rc) {
-    /* Keep the model pointer-free: free with the layer counts the caches were made for. */
-    d->enc_blocks_hint = te->n_blocks;
-    d->dec_blocks_hint = td->n_blocks;
     px_design_free(d);
     return rc;
   }
-  d->enc_blocks_hint = te->n_blocks;
-  d->dec_blocks_hint = td->n_blocks;
 #ifdef PX_HAVE_CUDA
   if (m->device == PX_DEVICE_CUDA) {
     rc = px_cuda_design_upload(m, d);

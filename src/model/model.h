@@ -141,7 +141,6 @@ typedef struct {
   int (*find)(void *ctx, const char *name, int *ndim, int64_t *shape);
   /* Reads the tensor as contiguous float32; 0 or a px_status code with px_fail set. */
   int (*read)(void *ctx, const char *name, float *dst);
-  /* Optional: number of names and the i-th name (to detect prefixes and count blocks). */
 } px_weight_source;
 
 int px_model_build(const px_weight_source *src, px_model **out);

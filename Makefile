@@ -41,7 +41,7 @@ ifneq ($(PXDIFF_NO_CUDA),1)
                -gencode arch=compute_90,code=compute_90
   NVCCFLAGS := -O3 -std=c++17 -Xcompiler -fPIC -Iinclude -Isrc -DPX_HAVE_CUDA $(CUDA_ARCH) $(NVCC_EXTRA)
   CFLAGS    += -DPX_HAVE_CUDA
-  LDLIBS    += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
+  LDLIBS    += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++
   LIB_OBJ   += $(CUDA_OBJ)
 endif
 endif

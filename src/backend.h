@@ -28,6 +28,9 @@ struct px_backend {
    * other samples share the call (BLAS kernels round differently for different M). */
   void (*linear)(px_backend *b, int M, int N, int K, const float *X, int ldx, const float *W,
                  const float *bias, float *Y, int ldy, int accumulate, int seg);
+  /* Y = max(X W^T + bias, 0): linear with the ReLU fused (no accumulate). */
+  void (*linear_relu)(px_backend *b, int M, int N, int K, const float *X, int ldx, const float *W,
+                      const float *bias, float *Y, int ldy, int seg);
   /* count GEMMs of one shape: Y_i[M, N] = X_i[M, K] W_i[N, K]^T + bias_i with X_i = X + i*sx,
    * W_i = W + i*sw, bias_i = bias + i*sb (bias may be NULL), Y_i = Y + i*sy; X, Y rows are
    * contiguous (ldx = K, ldy = N). seg as for linear. */

@@ -46,39 +46,57 @@ static void compare(const char *what, const float *got_dev, const float *want, s
   free(got);
 }
 
+/* Variants: 0 plain, 1 bias + accumulate, 2 bias with padded rows (ldx, ldy > width),
+ * 3 bias + fused ReLU with padded rows, 4 bias with operands only 4-byte aligned (cuBLASLt
+ * picks kernels by alignment). */
 static void test_linear(int prec, double tol) {
   px_backend *g = px_cuda_backend(prec);
   int shapes[][3] = {{1, 3, 3}, {7, 33, 19}, {130, 257, 128}, {331, 768, 384}, {65, 1536, 768}};
   for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
     int M = shapes[t][0], N = shapes[t][1], K = shapes[t][2];
-    for (int variant = 0; variant < 3; variant++) {
-      int ldx = K + (variant == 2 ? 5 : 0), ldy = N + (variant == 2 ? 3 : 0);
+    for (int variant = 0; variant < 5; variant++) {
+      const int pad = variant == 2 || variant == 3, off = variant == 4 ? 1 : 0, relu = variant == 3;
+      int ldx = K + (pad ? 5 : 0), ldy = N + (pad ? 3 : 0);
       float *X = rnd((size_t)M * ldx, 1.0), *W = rnd((size_t)N * K, 1.0 / sqrt(K)), *b = rnd(N, 0.5);
       float *Y = rnd((size_t)M * ldy, 1.0);
-      float *dX = up(X, (size_t)M * ldx), *dW = up(W, (size_t)N * K), *db = up(b, N);
-      float *dY = variant == 1 ? up(Y, (size_t)M * ldy) : dev_poison((size_t)M * ldy);
+      float *dXb = gpu->alloc(gpu, sizeof(float) * ((size_t)M * ldx + off)), *dW = up(W, (size_t)N * K);
+      float *db = up(b, N);
+      gpu->upload(gpu, dXb + off, X, sizeof(float) * (size_t)M * ldx);
+      float *dYb = variant == 1 ? up(Y, (size_t)M * ldy) : dev_poison((size_t)M * ldy + off);
+      float *dX = dXb + off, *dY = dYb + off;
       const float *bias = variant == 0 ? NULL : db;
-      g->linear(g, M, N, K, dX, ldx, dW, bias, dY, ldy, variant == 1, 0);
+      if (relu)
+        g->linear_relu(g, M, N, K, dX, ldx, dW, bias, dY, ldy, 0);
+      else
+        g->linear(g, M, N, K, dX, ldx, dW, bias, dY, ldy, variant == 1, 0);
       if (variant != 1) /* poisoned padding columns must stay untouched: compare full rows only */
         for (int r = 0; r < M; r++)
           for (int c = N; c < ldy; c++) Y[(size_t)r * ldy + c] = NAN;
-      cpu->linear(cpu, M, N, K, X, ldx, W, variant == 0 ? NULL : b, Y, ldy, variant == 1, 0);
+      if (relu)
+        cpu->linear_relu(cpu, M, N, K, X, ldx, W, b, Y, ldy, 0);
+      else
+        cpu->linear(cpu, M, N, K, X, ldx, W, variant == 0 ? NULL : b, Y, ldy, variant == 1, 0);
       float *got = malloc(sizeof(float) * (size_t)M * ldy);
       down(got, dY, (size_t)M * ldy);
       double num = 0, den = 0;
-      int bad = 0;
+      int bad = 0, negative = 0;
       for (int r = 0; r < M; r++)
         for (int c = 0; c < N; c++) {
           double a = got[(size_t)r * ldy + c], w = Y[(size_t)r * ldy + c];
           if (!isfinite(a)) bad = 1;
+          if (relu && a < 0) negative = 1;
           num += (a - w) * (a - w);
           den += w * w;
         }
+      for (int r = 0; pad && r < M; r++) /* the padding must still hold the poison */
+        for (int c = N; c < ldy; c++)
+          if (!isnan(got[(size_t)r * ldy + c])) bad = 1;
       double e = bad ? INFINITY : sqrt(num / den);
-      CHECK_MSG(e <= tol, "linear prec %d M=%d N=%d K=%d variant %d: rel err %.3g", prec, M, N, K, variant, e);
+      CHECK_MSG(e <= tol && !negative, "linear prec %d M=%d N=%d K=%d variant %d: rel err %.3g%s", prec, M, N, K,
+                variant, e, negative ? ", negative after ReLU" : "");
       free(got);
       free(X); free(W); free(b); free(Y);
-      gpu->free(gpu, dX); gpu->free(gpu, dW); gpu->free(gpu, db); gpu->free(gpu, dY);
+      gpu->free(gpu, dXb); gpu->free(gpu, dW); gpu->free(gpu, db); gpu->free(gpu, dYb);
     }
   }
 }
@@ -305,6 +323,7 @@ int main(void) {
   gpu = px_cuda_backend(PX_PRECISION_FP32);
   test_linear(PX_PRECISION_FP32, 1e-5);
   test_linear(PX_PRECISION_TF32, 2e-3);
+  test_linear(PX_PRECISION_BF16, 2e-3); /* unregistered weights: the cuBLAS fallback path */
   test_linear_batched(PX_PRECISION_FP32, 1e-5);
   test_linear_batched(PX_PRECISION_TF32, 2e-3);
   test_rowwise();

@@ -295,6 +295,16 @@ static void cpu_attention_local(px_backend *b, int S, int N, int H, int d, int n
   if (G) cpu_sigmoid_mul(b, S * N, C, O, C, G, ldg);
 }
 
+static void cpu_linear_relu(px_backend *b, int M, int N, int K, const float *X, int ldx, const float *W,
+                            const float *bias, float *Y, int ldy, int seg) {
+  cpu_linear(b, M, N, K, X, ldx, W, bias, Y, ldy, 0, seg);
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < M; r++) {
+    float *y = Y + (size_t)r * ldy;
+    for (int c = 0; c < N; c++) y[c] = y[c] > 0.0f ? y[c] : 0.0f;
+  }
+}
+
 static void cpu_activation(px_backend *b, int64_t n, float *X, int kind) {
   (void)b;
   if (kind == PX_ACT_SIGMOID) {
@@ -389,6 +399,7 @@ static px_backend cpu_backend = {
     .upload = cpu_copy,
     .download = cpu_copy,
     .linear = cpu_linear,
+    .linear_relu = cpu_linear_relu,
     .linear_batched = cpu_linear_batched,
     .layernorm = cpu_layernorm,
     .adaln = cpu_adaln,

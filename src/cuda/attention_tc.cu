@@ -78,7 +78,7 @@ struct TcCfg {
 // K/V tiles stream through a two-stage cp.async ring; each thread rounds the chunks it
 // copied to tf32 in place once they land.
 template <int D, int QT>
-__global__ void __launch_bounds__(QT * 2, QT == 64 ? 4 : 8)
+__global__ void __launch_bounds__(QT * 2, QT == 32 ? 8 : QT == 64 ? 4 : 2)
 k_attention_tc(int L, int H, int ld, const float *__restrict__ Q, const float *__restrict__ K,
                const float *__restrict__ V, const float *__restrict__ bias, int local, int nkw,
                float scale, float *__restrict__ O, const float *__restrict__ G, int ldg) {
@@ -294,12 +294,17 @@ cudaError_t launch(cudaStream_t st, int S, int L, int H, int ld, const float *Q,
     cudaError_t e = cudaFuncSetAttribute(k_attention_tc<D, 32>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     if (e == cudaSuccess)
       e = cudaFuncSetAttribute(k_attention_tc<D, 64>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    if (e == cudaSuccess)
+      e = cudaFuncSetAttribute(k_attention_tc<D, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     return e;
   }();
   if (configured != cudaSuccess) return configured;
   if (local) {
     dim3 grid((L + 31) / 32, H, S);
     k_attention_tc<D, 32><<<grid, 64, smem, st>>>(L, H, ld, Q, K, V, bias, 1, nk, scale, O, G, ldg);
+  } else if (getenv("PXDIFF_ATT_QT128")) {
+    dim3 grid((L + 127) / 128, H, S);
+    k_attention_tc<D, 128><<<grid, 256, smem, st>>>(L, H, ld, Q, K, V, bias, 0, 0, scale, O, G, ldg);
   } else {
     dim3 grid((L + 63) / 64, H, S);
     k_attention_tc<D, 64><<<grid, 128, smem, st>>>(L, H, ld, Q, K, V, bias, 0, 0, scale, O, G, ldg);

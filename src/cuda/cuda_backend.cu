@@ -25,6 +25,7 @@ extern "C" {
 #include "model/model.h"
 }
 #include "cuda/attention_tc.h"
+#include "cuda/gemm_lt.h"
 
 namespace {
 
@@ -48,7 +49,8 @@ struct Ctx {
   std::unordered_map<const float *, __nv_bfloat16 *> wbf;
   // Bumped whenever scratch that captured graphs point into is reallocated.
   uint64_t generation = 1;
-  void *blas_ws = nullptr;  // fixed cuBLAS workspace (required for graph capture)
+  void *blas_ws = nullptr;  // fixed cuBLAS/cuBLASLt workspace (required for graph capture)
+  size_t blas_ws_bytes = 0;
 };
 Ctx g;
 
@@ -105,7 +107,10 @@ int ensure_init() {
   cublasSetStream(g.blas, g.stream);
   // A fixed workspace keeps cuBLAS from allocating while a graph is being captured.
   const size_t ws_bytes = 32u << 20;
-  if (cudaMalloc(&g.blas_ws, ws_bytes) == cudaSuccess) cublasSetWorkspace(g.blas, g.blas_ws, ws_bytes);
+  if (cudaMalloc(&g.blas_ws, ws_bytes) == cudaSuccess) {
+    cublasSetWorkspace(g.blas, g.blas_ws, ws_bytes);
+    g.blas_ws_bytes = ws_bytes;
+  }
   return 0;
 }
 
@@ -445,6 +450,25 @@ __global__ void k_swiglu(int M, int C, const float *X, float *Y) {
   }
 }
 
+__global__ void k_relu_rows(int N, float *Y, int ldy) {
+  float *y = Y + (size_t)blockIdx.y * ldy;
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c < N) y[c] = fmaxf(y[c], 0.0f);
+}
+
+// Four values per thread when X is 16-byte aligned (the s-side gates: ~8M values per call).
+__global__ void k_activation4(int64_t n4, float4 *X, int kind) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n4; i += (int64_t)gridDim.x * blockDim.x) {
+    float4 v = X[i];
+    if (kind == PX_ACT_SIGMOID) {
+      v.x = sigmoidf_(v.x); v.y = sigmoidf_(v.y); v.z = sigmoidf_(v.z); v.w = sigmoidf_(v.w);
+    } else {
+      v.x = fmaxf(v.x, 0.0f); v.y = fmaxf(v.y, 0.0f); v.z = fmaxf(v.z, 0.0f); v.w = fmaxf(v.w, 0.0f);
+    }
+    X[i] = v;
+  }
+}
+
 __global__ void k_activation(int64_t n, float *X, int kind) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
        i += (int64_t)gridDim.x * blockDim.x)
@@ -752,10 +776,20 @@ void gemm_math_mode(int precision) {
                                 : CUBLAS_TF32_TENSOR_OP_MATH);
 }
 
-void be_linear(px_backend *b, int M, int N, int K, const float *X, int ldx, const float *W,
-               const float *bias, float *Y, int ldy, int accumulate, int /*seg*/) {
-  PROF("linear");
+// cuBLASLt with the bias (and ReLU) in the epilogue; 1 when it took the GEMM.
+bool linear_lt(int precision, const PxGemm &p) {
+  static const bool disabled = getenv("PXDIFF_NO_CUBLASLT") != nullptr;  // A/B switch
+  if (precision == PX_PRECISION_BF16 || disabled) return false;
+  const int r = px_gemm_lt(g.stream, g.blas_ws, g.blas_ws_bytes, precision != PX_PRECISION_FP32, p);
+  if (r < 0) fail_blas(CUBLAS_STATUS_EXECUTION_FAILED, "cublasLtMatmul");
+  return r != 0;
+}
+
+void linear_impl(px_backend *b, int M, int N, int K, const float *X, int ldx, const float *W,
+                 const float *bias, float *Y, int ldy, int accumulate, int relu) {
   if (M <= 0 || N <= 0) return;
+  const int prec = precision_of(b);
+  if (linear_lt(prec, PxGemm{1, M, N, K, X, ldx, 0, W, 0, bias, 0, relu, accumulate, Y, ldy, 0})) return;
   float beta = accumulate ? 1.0f : 0.0f;
   if (bias) {
     k_fill_bias<<<grid2d(M, N, threads_for(N)), threads_for(N), 0, g.stream>>>(M, N, Y, ldy, bias, accumulate);
@@ -763,8 +797,8 @@ void be_linear(px_backend *b, int M, int N, int K, const float *X, int ldx, cons
     beta = 1.0f;
   }
   const float one = 1.0f;
-  const int prec = precision_of(b);
   // Row-major Y = X W^T is column-major Y^T = W X^T: cuBLAS(op_T on W, op_N on X).
+  bool done = false;
   if (prec == PX_PRECISION_BF16 && K >= 16) {
     auto it = g.wbf.find(W);
     if (it != g.wbf.end()) {
@@ -775,11 +809,32 @@ void be_linear(px_backend *b, int M, int N, int K, const float *X, int ldx, cons
       CKB(cublasGemmEx(g.blas, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, it->second, CUDA_R_16BF, K,
                        xb, CUDA_R_16BF, K, &beta, Y, CUDA_R_32F, ldy, CUBLAS_COMPUTE_32F,
                        CUBLAS_GEMM_DEFAULT));
-      return;
+      done = true;
     }
   }
-  gemm_math_mode(prec);
-  CKB(cublasSgemm(g.blas, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, W, K, X, ldx, &beta, Y, ldy));
+  if (!done) {
+    gemm_math_mode(prec);
+    CKB(cublasSgemm(g.blas, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, W, K, X, ldx, &beta, Y, ldy));
+  }
+  if (relu) {
+    for (int r = 0; r < M; r += 65535) {  // rows may be strided (ldy > N)
+      const int rows = M - r < 65535 ? M - r : 65535;
+      k_relu_rows<<<dim3((N + 255) / 256, rows), 256, 0, g.stream>>>(N, Y + (size_t)r * ldy, ldy);
+    }
+    LAUNCHED("relu_rows");
+  }
+}
+
+void be_linear(px_backend *b, int M, int N, int K, const float *X, int ldx, const float *W,
+               const float *bias, float *Y, int ldy, int accumulate, int /*seg*/) {
+  PROF("linear");
+  linear_impl(b, M, N, K, X, ldx, W, bias, Y, ldy, accumulate, 0);
+}
+
+void be_linear_relu(px_backend *b, int M, int N, int K, const float *X, int ldx, const float *W,
+                    const float *bias, float *Y, int ldy, int /*seg*/) {
+  PROF("linear_relu");
+  linear_impl(b, M, N, K, X, ldx, W, bias, Y, ldy, 0, 1);
 }
 
 __global__ void k_fill_bias_batched(int count, int M, int N, float *Y, int64_t sy, const float *bias,
@@ -797,6 +852,8 @@ void be_linear_batched(px_backend *b, int count, int M, int N, int K, const floa
                        int /*seg*/) {
   PROF("linear_batched");
   if (count <= 0 || M <= 0 || N <= 0) return;
+  const int prec = precision_of(b) == PX_PRECISION_FP32 ? PX_PRECISION_FP32 : PX_PRECISION_TF32;
+  if (linear_lt(prec, PxGemm{count, M, N, K, X, K, sx, W, sw, bias, sb, 0, 0, Y, N, sy})) return;
   float beta = 0.0f;
   if (bias) {
     k_fill_bias_batched<<<grid2d(count * M, N, threads_for(N)), threads_for(N), 0, g.stream>>>(count, M, N, Y, sy, bias, sb);
@@ -853,6 +910,11 @@ void be_swiglu(px_backend *, int M, int H, const float *X, float *Y) {
 }
 void be_activation(px_backend *, int64_t n, float *X, int kind) {
   PROF("activation");
+  if (n > 0 && n % 4 == 0 && (uintptr_t)X % 16 == 0) {
+    k_activation4<<<blocks_for(n / 4, 256), 256, 0, g.stream>>>(n / 4, reinterpret_cast<float4 *>(X), kind);
+    LAUNCHED("activation4");
+    return;
+  }
   k_activation<<<blocks_for(n, 256), 256, 0, g.stream>>>(n, X, kind);
   LAUNCHED("activation");
 }
@@ -1071,6 +1133,7 @@ CudaBackend make_backend(int precision) {
   c.base.attention_full = be_attention_full;
   c.base.attention_local = be_attention_local;
   c.base.activation = be_activation;
+  c.base.linear_relu = be_linear_relu;
   c.base.atoms_to_tokens = be_atoms_to_tokens;
   c.base.tokens_to_atoms_add = be_tokens_to_atoms_add;
   c.base.status = be_status;

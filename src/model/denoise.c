@@ -45,10 +45,8 @@ static void atom_transformer(px_backend *be, const px_transformer_w *tf,
     const px_atom_block_cache *cb = &cache[k];
     /* AttentionPairBias, cross-attention mode: kv = AdaLN_kv(a_n, s). */
     be->adaln(be, M, C, an, cb->g_kv, cb->b_kv, N, kvin);
-    /* q (with linear_q's bias) and g as two GEMMs into one [M, 2C] buffer: a bias over
-     * only the q columns is cheaper than pre-filling all of them. */
-    be->linear(be, M, C, C, an, C, B->w_proj1, B->b_proj1, qg, 2 * C, 0, N);
-    be->linear(be, M, C, C, an, C, B->w_proj1 + (size_t)C * C, NULL, qg + C, 2 * C, 0, N);
+    /* [q | g] in one GEMM: b_proj1 holds linear_q's bias and zeros for g (adding 0 is exact). */
+    be->linear(be, M, 2 * C, C, an, C, B->w_proj1, B->b_proj1, qg, 2 * C, 0, N);
     be->linear(be, M, 2 * C, C, kvin, C, B->w_proj2, NULL, kv, 2 * C, 0, N);
     /* att = softmax(...) V, times sigmoid(g) (the gate columns of qg) in the same kernel. */
     be->attention_local(be, S, N, H, dh, PX_ATOM_NQ, PX_ATOM_NK, qg, kv, kv + C, 2 * C,
@@ -112,9 +110,8 @@ static void token_transformer(px_backend *be, const px_transformer_w *tf, const 
       const float *b_a = shift_ln + (size_t)(2 * j) * RC, *b_c = shift_ln + (size_t)(2 * j + 1) * RC;
       const float *gl = gate_raw + (size_t)(2 * j) * RC, *gc = gate_raw + (size_t)(2 * j + 1) * RC;
       if (j == 0) be->adaln(be, M, C, a, g_a, b_a, R, an); /* else fused into the last residual */
-      /* [q | k v g]: q carries linear_q's bias, the rest none (see atom_transformer). */
-      be->linear(be, M, C, C, an, C, B->w_proj1, B->b_proj1, proj, 4 * C, 0, T);
-      be->linear(be, M, 3 * C, C, an, C, B->w_proj1 + (size_t)C * C, NULL, proj + C, 4 * C, 0, T);
+      /* [q | k v g] in one GEMM; the bias is linear_q's, zeros elsewhere (see atom_transformer). */
+      be->linear(be, M, 4 * C, C, an, C, B->w_proj1, B->b_proj1, proj, 4 * C, 0, T);
       be->attention_full(be, S, T, H, dh, proj, proj + C, proj + 2 * C, 4 * C,
                          pair_bias + (size_t)k * H * TT, scale, att, proj + 3 * C, 4 * C);
       be->linear(be, M, C, C, att, C, B->o.w, NULL, y, C, 0, T);
@@ -283,8 +280,7 @@ static void forward_device(const px_model *m, px_design *d, int S, int Ss, int d
   be->linear(be, S * N, ca, 3, r, 3, W->enc_r.w, NULL, q, ca, 0, N);
   be->add_rows(be, S * N, ca, q, d->c, N);
   atom_transformer(be, &W->enc_tf, d->enc, S, N, q, ws);
-  be->linear(be, S * N, ct, ca, q, ca, W->enc_q.w, NULL, big, ct, 0, N);
-  be->activation(be, (int64_t)S * N * ct, big, PX_ACT_RELU);
+  be->linear_relu(be, S * N, ct, ca, q, ca, W->enc_q.w, NULL, big, ct, N);
   be->atoms_to_tokens(be, S, N, T, ct, big, d->atom_to_token, d->inv_count, a);
   probe_out(be, probe, user, "a_enc", a, (int64_t)S * T * ct);
   probe_out(be, probe, user, "q_skip", q, (int64_t)S * N * ca);

@@ -1,0 +1,27 @@
+#!/bin/sh
+# Where one denoise call's GPU time goes (used for docs/benchmarks.md's breakdown):
+#   sh bench/gpu/profile.sh [tokens binder atoms]        (default 330 80 2320, 10 samples)
+# Needs build/ (made with nvcc) and ncu on PATH. Writes per-kernel summaries to $OUT (or /tmp).
+set -u
+T=${1:-330} B=${2:-80} A=${3:-2320}
+OUTDIR=${OUT:-/tmp}
+NCU=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
+BENCH="./build/pxdiff bench --device cuda --precision tf32 --tokens $T --binder $B --atoms $A --samples 10"
+if [ -z "${SKIP_SUMMARY:-}" ]; then
+echo "== per-kernel GPU time, one eager call (PXDIFF_NO_GRAPHS=1)"
+PXDIFF_NO_GRAPHS=1 $NCU --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel \
+  $BENCH --reps 1 > "$OUTDIR/ncu_summary.txt" 2>&1
+grep -cE "gpu__time_duration" "$OUTDIR/ncu_summary.txt"
+fi
+echo "== attention kernels in detail"
+# The first 4 attention launches are the encoder's (local), the 5th the first token block's.
+for spec in "0 local" "4 full" "4 full-qt128"; do
+  set -- $spec
+  case "$2" in *qt128) export PXDIFF_ATT_QT128=1 ;; *) unset PXDIFF_ATT_QT128 ;; esac
+  echo "-- $2"
+  PXDIFF_NO_GRAPHS=1 $NCU --clock-control none --kernel-name k_attention_tc --launch-skip "$1" --launch-count 1 \
+    --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+    --section SchedulerStats --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
+    --section InstructionStats --section SourceCounters $BENCH --reps 1 > "$OUTDIR/ncu_att_$2.txt" 2>&1
+  grep -E "Duration|Achieved Occupancy|Theoretical Occupancy|Registers Per|Eligible Warps|No Eligible|Warp Cycles Per Issued|L2 Hit|Max Bandwidth|Compute \(SM\) Throughput|Executed Ipc A|Block Limit" "$OUTDIR/ncu_att_$2.txt"
+done

@@ -141,6 +141,12 @@ int px_denoise(const px_model *m, px_design *d, int n_sample, const float *x_noi
  * path. Errors of the queued work surface at a later call or synchronisation. */
 int px_denoise_device(const px_model *m, px_design *d, int n_sample, const float *x_noisy,
                       const float *t_hat, float *x_out);
+/* px_denoise_device with one noise level for every sample: t_hat points to a single float
+ * in device memory. PXDesign's sampler always shares the level within a chunk (upstream
+ * passes it as an expanded tensor); the token-level conditioning is then computed once per
+ * call rather than once per sample, as on the host path. */
+int px_denoise_device_shared_t(const px_model *m, px_design *d, int n_sample, const float *x_noisy,
+                               const float *t_hat, float *x_out);
 /* The caller's cudaStream_t for px_denoise_device (NULL: none). */
 int px_set_cuda_stream(px_model *m, void *stream);
 

@@ -89,11 +89,12 @@ struct px_backend {
   void (*rows_plus_vec)(px_backend *b, int S, int T, int C, const float *A, const float *v, float *Y);
   /* Device-to-device copy (ordered with the other work). */
   void (*copy)(px_backend *b, void *dst, const void *src, size_t bytes);
-  /* The EDM scalings over [S, N, 3] with t_hat [S] in backend memory:
+  /* The EDM scalings over [S, N, 3] with t_hat in backend memory, sample i's level at
+   * t[i * t_stride] (t_stride 0: one level shared by all samples):
    * mode 0: out = x / sqrt(sigma^2 + t^2)                       (r_noisy)
    * mode 1: out = x / (1 + (t/sigma)^2) + t / sqrt(1 + (t/sigma)^2) * rup   (x_denoised) */
-  void (*edm)(px_backend *b, int mode, int S, int N, const float *x, const float *t, float sigma,
-              const float *rup, float *out);
+  void (*edm)(px_backend *b, int mode, int S, int N, const float *x, const float *t, int t_stride,
+              float sigma, const float *rup, float *out);
 
   /* ---- optional: asynchronous execution and graph replay (NULL on the CPU) ---- */
   /* Order this backend's work after (direction 0) or before (direction 1) the work queued

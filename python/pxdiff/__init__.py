@@ -10,7 +10,7 @@ shaped as PXDesign passes them, and returns a torch tensor.
 """
 import ctypes
 
-from ._lib import Dims, Features, PxdiffError, SamplerConfig, c_float_p, c_int64_p, check, lib
+from ._lib import Dims, Features, PxdiffError, SamplerConfig, c_float_p, c_int64_p, check, lib, shared_level
 
 __all__ = ["DiffusionModule", "PxdiffError", "set_num_threads", "blas_name", "__version__"]
 __version__ = "0.1.0"
@@ -249,15 +249,20 @@ class DiffusionModule:
         x = x_noisy.detach().to(device=where, dtype=torch.float32).reshape(-1, N, 3).contiguous()
         S = x.shape[0]
         t = torch.as_tensor(t_hat_noise_level).detach().to(device=where, dtype=torch.float32).reshape(-1)
-        if t.numel() == 1 and S > 1:
-            t = t.expand(S)
-        t = t.contiguous()
-        if t.numel() != S:
+        if t.numel() not in (1, S):
             raise PxdiffError(f"t_hat_noise_level has {t.numel()} values for {S} samples")
+        # One level for every sample (a scalar, or upstream's expanded tensor): on the GPU
+        # it is passed once and the token conditioning is computed once per call.
+        shared = on_gpu and shared_level(t)
+        if shared:
+            t = t[:1].contiguous()
+        else:
+            t = (t.expand(S) if t.numel() == 1 else t).contiguous()
         out = torch.empty_like(x)
         if on_gpu:
             check(lib.px_set_cuda_stream(self._m, ctypes.c_void_p(torch.cuda.current_stream(where).cuda_stream)))
-            check(lib.px_denoise_device(self._m, design, S, _fptr(x), _fptr(t), _fptr(out)))
+            call = lib.px_denoise_device_shared_t if shared else lib.px_denoise_device
+            check(call(self._m, design, S, _fptr(x), _fptr(t), _fptr(out)))
         else:
             check(lib.px_denoise(self._m, design, S, _fptr(x), _fptr(t), _fptr(out)))
         return out.reshape(*lead, N, 3).to(device=x_noisy.device, dtype=x_noisy.dtype)

@@ -95,6 +95,7 @@ _sig = {
     "px_blas_name": (ctypes.c_char_p, []),
     "px_cuda_device_count": (ctypes.c_int, []),
     "px_denoise_device": (ctypes.c_int, [_vp, _vp, ctypes.c_int, c_float_p, c_float_p, c_float_p]),
+    "px_denoise_device_shared_t": (ctypes.c_int, [_vp, _vp, ctypes.c_int, c_float_p, c_float_p, c_float_p]),
     "px_set_cuda_stream": (ctypes.c_int, [_vp, _vp]),
     "px_model_set_backend": (ctypes.c_int, [_vp, ctypes.c_int, ctypes.c_int]),
     "px_model_backend_name": (ctypes.c_char_p, [_vp]),
@@ -114,6 +115,13 @@ for _name, (_res, _args) in _sig.items():
 
 class PxdiffError(RuntimeError):
     """A failure reported by the engine, with its one-line message."""
+
+
+def shared_level(t):
+    """True when every sample's noise level is one stored value: a 1-D tensor of one
+    element, or one expanded with stride 0 (how upstream's sampler passes t_hat). Decided
+    from the layout alone, so nothing is read back from the device."""
+    return t.dim() == 1 and (t.numel() == 1 or t.stride(0) == 0)
 
 
 def check(rc):

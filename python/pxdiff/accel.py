@@ -26,7 +26,7 @@ import os
 import sys
 import time
 
-from ._lib import PROGRESS_FN, PxdiffError, SamplerConfig, c_float_p, lib
+from ._lib import PROGRESS_FN, PxdiffError, SamplerConfig, c_float_p, lib, shared_level
 
 __all__ = ["enable_acceleration", "disable_acceleration", "AcceleratedDiffusionModule",
            "acceleration_disabled", "cuda_device_count", "engine_of"]
@@ -48,6 +48,7 @@ _optional_sig = {
     # Requested of the C library (docs/dropin.md, "C support"); used when present.
     "px_set_cuda_stream": (ctypes.c_int, [_vp, _vp]),
     "px_denoise_device": (ctypes.c_int, [_vp, _vp, ctypes.c_int, c_float_p, c_float_p, c_float_p]),
+    "px_denoise_device_shared_t": (ctypes.c_int, [_vp, _vp, ctypes.c_int, c_float_p, c_float_p, c_float_p]),
     "px_sample_schedule": (ctypes.c_int, [_vp, _vp, ctypes.POINTER(SamplerConfig), c_float_p,
                                           ctypes.c_int, ctypes.c_int, ctypes.c_int, c_float_p,
                                           PROGRESS_FN, _vp]),
@@ -371,18 +372,26 @@ def _make_class():
             where = dev if on_device else torch.device("cpu")
             x = engine_tensor(x_noisy, where, "x_noisy", st).reshape(S, N, 3)
             t = torch.as_tensor(t_hat, device=x_noisy.device if torch.is_tensor(x_noisy) else None)
-            t = engine_tensor(t, where, "t_hat_noise_level", st).reshape(-1)
-            if t.numel() == 1 and S > 1:
-                t = t.expand(S).contiguous()
-            if t.numel() != S:
+            t = t.detach().reshape(-1)
+            if t.numel() not in (1, S):
                 raise PxdiffError(f"t_hat_noise_level has {t.numel()} values for {S} samples")
+            # One level for all samples (upstream expands a scalar): pass it once, so the
+            # engine computes the token conditioning once per call.
+            shared = on_device and shared_level(t) and has_symbol("px_denoise_device_shared_t")
+            if shared:
+                t = engine_tensor(t[:1], where, "t_hat_noise_level", st)
+            else:
+                t = engine_tensor(t, where, "t_hat_noise_level", st)
+                if t.numel() == 1 and S > 1:
+                    t = t.expand(S).contiguous()
             out = torch.empty((S, N, 3), device=where, dtype=torch.float32)
             if on_device:
                 with torch.cuda.device(dev):
                     stream = torch.cuda.current_stream(dev).cuda_stream
                     if has_symbol("px_set_cuda_stream"):
                         check(lib.px_set_cuda_stream(eng._m, ctypes.c_void_p(stream)))
-                    check(lib.px_denoise_device(eng._m, design, S, _ptr(x), _ptr(t), _ptr(out)))
+                    call = lib.px_denoise_device_shared_t if shared else lib.px_denoise_device
+                    check(call(eng._m, design, S, _ptr(x), _ptr(t), _ptr(out)))
             else:
                 if dev.type != "cpu":
                     st.host_round_trips += 1

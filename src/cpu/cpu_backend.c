@@ -358,11 +358,11 @@ static void cpu_add_rows(px_backend *b, int M, int C, float *Y, const float *A, 
   }
 }
 
-static void cpu_edm(px_backend *b, int mode, int S, int N, const float *x, const float *t,
+static void cpu_edm(px_backend *b, int mode, int S, int N, const float *x, const float *t, int t_stride,
                     float sigma, const float *rup, float *out) {
   (void)b;
   for (int i = 0; i < S; i++) {
-    const float th = t[i], sr = th / sigma;
+    const float th = t[(size_t)i * t_stride], sr = th / sigma;
     const float a = mode == 0 ? 1.0f / sqrtf(sigma * sigma + th * th) : 1.0f / (1.0f + sr * sr);
     const float c_out = th / sqrtf(1.0f + sr * sr);
     for (int k = 0; k < N * 3; k++) {

@@ -1045,12 +1045,12 @@ void be_graph_free(px_backend *, void *graph) {
 }
 uint64_t be_generation(px_backend *) { return g.generation; }
 
-__global__ void k_edm(int mode, int S, int N, const float *x, const float *t, float sigma,
+__global__ void k_edm(int mode, int S, int N, const float *x, const float *t, int t_stride, float sigma,
                       const float *rup, float *out) {
   const int64_t total = (int64_t)S * N * 3;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
        i += (int64_t)gridDim.x * blockDim.x) {
-    const float th = t[i / (3 * (int64_t)N)], sr = th / sigma;
+    const float th = t[i / (3 * (int64_t)N) * t_stride], sr = th / sigma;
     if (mode == 0) {
       out[i] = x[i] / sqrtf(sigma * sigma + th * th);
     } else {
@@ -1086,10 +1086,10 @@ void be_rows_plus_vec(px_backend *, int S, int T, int C, const float *A, const f
 void be_copy(px_backend *, void *dst, const void *src, size_t bytes) {
   if (bytes) CK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, g.stream));
 }
-void be_edm(px_backend *, int mode, int S, int N, const float *x, const float *t, float sigma,
+void be_edm(px_backend *, int mode, int S, int N, const float *x, const float *t, int t_stride, float sigma,
             const float *rup, float *out) {
   PROF("edm");
-  k_edm<<<blocks_for((int64_t)S * N * 3, 256), 256, 0, g.stream>>>(mode, S, N, x, t, sigma, rup, out);
+  k_edm<<<blocks_for((int64_t)S * N * 3, 256), 256, 0, g.stream>>>(mode, S, N, x, t, t_stride, sigma, rup, out);
   LAUNCHED("edm");
 }
 void be_join_external(px_backend *, void *stream, int direction) {

@@ -259,13 +259,14 @@ static void forward_device(const px_model *m, px_design *d, int S, int Ss, int d
     return;
   }
   /* ---- conditioning: s = s0 + Lin_n(LN(fourier(t))), then two transitions over s ---- */
+  /* Device-pointer calls: io.t holds Ss levels (1 when the caller said they are shared). */
+  const int t_stride = Ss == S ? 1 : 0;
   if (dev_io) {
-    /* Device-pointer calls: t_hat stays on the device, so the noise embedding is computed
-     * there, per sample (Ss = S: whether the levels are equal is not looked at). */
-    be->fourier(be, S, D->n_fourier, io.t, D->sigma_data, W->fourier_w, W->fourier_b, nf);
-    be->layernorm(be, S, D->n_fourier, nf, W->cond_ln_n_w, NULL, nv);
-    be->linear(be, S, cs, D->n_fourier, nv, D->n_fourier, W->cond_n.w, NULL, v, cs, 0, 1);
-    be->rows_plus_vec(be, S, T, cs, d->s0_dev ? d->s0_dev : d->s0, v, s);
+    /* t_hat stays on the device, so the noise embedding is computed there, per level. */
+    be->fourier(be, Ss, D->n_fourier, io.t, D->sigma_data, W->fourier_w, W->fourier_b, nf);
+    be->layernorm(be, Ss, D->n_fourier, nf, W->cond_ln_n_w, NULL, nv);
+    be->linear(be, Ss, cs, D->n_fourier, nv, D->n_fourier, W->cond_n.w, NULL, v, cs, 0, 1);
+    be->rows_plus_vec(be, Ss, T, cs, d->s0_dev ? d->s0_dev : d->s0, v, s);
   } else {
     be->upload(be, s, hb->s, sizeof(float) * (size_t)R * cs);
   }
@@ -274,7 +275,7 @@ static void forward_device(const px_model *m, px_design *d, int S, int Ss, int d
   probe_out(be, probe, user, "s", s, (int64_t)R * cs);
   /* ---- encoder: q = c + W_r r, atom transformer, mean of relu(W_q q) per token ---- */
   if (dev_io)
-    be->edm(be, 0, S, N, io.x, io.t, D->sigma_data, NULL, r);
+    be->edm(be, 0, S, N, io.x, io.t, t_stride, D->sigma_data, NULL, r);
   else
     be->upload(be, r, hb->r, sizeof(float) * (size_t)S * N * 3);
   be->linear(be, S * N, ca, 3, r, 3, W->enc_r.w, NULL, q, ca, 0, N);
@@ -300,7 +301,7 @@ static void forward_device(const px_model *m, px_design *d, int S, int Ss, int d
   be->layernorm(be, S * N, ca, q, W->dec_ln_q_w, NULL, big);
   be->linear(be, S * N, 3, ca, big, ca, W->dec_out.w, NULL, rup, 3, 0, N);
   if (dev_io) {
-    be->edm(be, 1, S, N, io.x, io.t, D->sigma_data, rup, io.out);
+    be->edm(be, 1, S, N, io.x, io.t, t_stride, D->sigma_data, rup, io.out);
     return;
   }
   if (be->download_async)
@@ -462,19 +463,27 @@ int px_set_cuda_stream(px_model *m, void *stream) {
   return PX_OK;
 }
 
-int px_denoise_device(const px_model *m, px_design *d, int n_sample, const float *x_noisy,
-                      const float *t_hat, float *x_out) {
-  if (!m || !d || !x_noisy || !t_hat || !x_out)
-    return px_fail(PX_ERR_INPUT, "px_denoise_device: NULL argument");
+static int denoise_device(const px_model *m, px_design *d, int n_sample, const float *x_noisy,
+                          const float *t_hat, int t_shared, float *x_out, const char *who) {
+  if (!m || !d || !x_noisy || !t_hat || !x_out) return px_fail(PX_ERR_INPUT, "%s: NULL argument", who);
   /* On the CPU backend, "device" memory is host memory. */
-  if (d->be == px_cpu_backend()) return px_denoise(m, d, n_sample, x_noisy, t_hat, x_out);
-  int rc = check_call(m, d, n_sample, "px_denoise_device");
+  if (d->be == px_cpu_backend() && !t_shared) return px_denoise(m, d, n_sample, x_noisy, t_hat, x_out);
+  if (d->be == px_cpu_backend()) {
+    if (n_sample <= 0) return px_fail(PX_ERR_INPUT, "%s: n_sample must be positive, got %d", who, n_sample);
+    float *t = malloc(sizeof(float) * (size_t)n_sample);
+    if (!t) return px_fail(PX_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < n_sample; i++) t[i] = t_hat[0];
+    int rc = px_denoise(m, d, n_sample, x_noisy, t, x_out);
+    free(t);
+    return rc;
+  }
+  int rc = check_call(m, d, n_sample, who);
   if (rc) return rc;
   px_backend *be = d->be;
   void *ext = m->ext_stream;
   /* Nothing is read back: coordinates and noise levels stay on the device, and the noise
-   * embedding is computed there, once per sample. */
-  const int Ss = n_sample;
+   * embedding is computed there, once per level. */
+  const int Ss = t_shared ? 1 : n_sample;
   bump ws;
   if ((rc = prepare(m, d, n_sample, Ss, &ws))) return rc;
   if (ext && be->join_external) be->join_external(be, ext, 0); /* after the caller's queued work */
@@ -482,7 +491,7 @@ int px_denoise_device(const px_model *m, px_design *d, int n_sample, const float
   const io_bufs io = take_io(&io_ws, n_sample, d->N); /* where forward_device expects them */
   const size_t nx = (size_t)n_sample * d->N * 3;
   be->copy(be, io.x, x_noisy, sizeof(float) * nx);
-  be->copy(be, io.t, t_hat, sizeof(float) * (size_t)n_sample);
+  be->copy(be, io.t, t_hat, sizeof(float) * (size_t)Ss);
   host_bufs hb = host_layout(d->host, &m->dims, n_sample, d->T, d->N);
   run_device(m, d, n_sample, Ss, 1, &ws, &hb, NULL, NULL);
   be->copy(be, x_out, io.out, sizeof(float) * nx);
@@ -491,4 +500,14 @@ int px_denoise_device(const px_model *m, px_design *d, int n_sample, const float
   else if (be->sync)
     be->sync(be);
   return be->status ? be->status(be) : 0;
+}
+
+int px_denoise_device(const px_model *m, px_design *d, int n_sample, const float *x_noisy,
+                      const float *t_hat, float *x_out) {
+  return denoise_device(m, d, n_sample, x_noisy, t_hat, 0, x_out, "px_denoise_device");
+}
+
+int px_denoise_device_shared_t(const px_model *m, px_design *d, int n_sample, const float *x_noisy,
+                               const float *t_hat, float *x_out) {
+  return denoise_device(m, d, n_sample, x_noisy, t_hat, 1, x_out, "px_denoise_device_shared_t");
 }

@@ -92,13 +92,25 @@ def accuracy(model):
                     if k == "cuda-fp32":
                         kh = "cuda-fp32 device-pointer vs host path"
                         worst[kh] = max(worst.get(kh, 0.0), rel(got_dev, got))
+                    if bool((t == t[0]).all()):
+                        # One level, passed as upstream's sampler does (expanded, stride 0):
+                        # the shared-level entry point.
+                        got_sh = e(x.cuda(), t[:1].cuda().expand(S), inp.feats, inp.s_inputs, inp.s_trunk,
+                                   inp.z_trunk)
+                        ks = k + " shared-level path"
+                        worst[ks] = max(worst.get(ks, 0.0), rel(got_sh, want))
+                        if k == "cuda-fp32":
+                            kh = "cuda-fp32 shared-level vs host path"
+                            worst[kh] = max(worst.get(kh, 0.0), rel(got_sh, got))
         print(f"  size {nt}+{nb} tokens, {N} atoms, {S} samples: " +
               ", ".join(f"{k} {v:.2e}" for k, v in worst.items()), flush=True)
     for k in engines:
         check(f"{k} vs float64 reference, worst over sizes and noise levels", worst[k], bounds[k])
         if k.startswith("cuda"):
             check(f"{k} device-pointer path vs float64 reference", worst[k + " device-pointer path"], bounds[k])
+            check(f"{k} shared-level path vs float64 reference", worst[k + " shared-level path"], bounds[k])
     check("cuda-fp32 device-pointer path vs host path", worst["cuda-fp32 device-pointer vs host path"], 1e-5)
+    check("cuda-fp32 shared-level path vs host path", worst["cuda-fp32 shared-level vs host path"], 1e-5)
     del ref64
     torch.cuda.empty_cache()
     return worst
@@ -188,6 +200,11 @@ def timings(model, sizes, reps, S=10):
             lib.px_cuda_memory_reset_peak()
             row[f"pxdiff_{p}_ms"] = time_cuda(lambda: e(x, t, inp.feats, inp.s_inputs, inp.s_trunk, inp.z_trunk), reps)
             row[f"pxdiff_{p}_peak_gib"] = lib.px_cuda_memory_peak() / 2 ** 30
+            # As upstream's sampler calls the module: tensors on the GPU, t_hat one level
+            # expanded over the samples (the drop-in's path: nothing crosses to the host).
+            xd, td = x.cuda(), torch.full((1,), 12.5, device="cuda").expand(S)
+            e(xd, td, inp.feats, inp.s_inputs, inp.s_trunk, inp.z_trunk)
+            row[f"pxdiff_{p}_dev_ms"] = time_cuda(lambda: e(xd, td, inp.feats, inp.s_inputs, inp.s_trunk, inp.z_trunk), reps)
         print("  " + json.dumps(row), flush=True)
         rows.append(row)
     return rows

@@ -111,6 +111,25 @@ def test_scalar_t_broadcasts(small):
     assert_close(out, ref["x_denoised"], "0-d t_hat")
 
 
+def test_device_entry_points_on_cpu(small):
+    """On the CPU backend the device-pointer entry points take host memory: the per-sample
+    one equals px_denoise, and the shared-level one broadcasts its single t_hat."""
+    import ctypes
+    inp = small.inputs(**VARIANTS["basic"])
+    x = pxfixtures.random_coords(3, n_atoms(inp), seed=14)
+    t3 = torch.full((3,), 6.0)
+    want = small.dm(x, t3, inp.feats, inp.s_inputs, inp.s_trunk, inp.z_trunk)
+    design, _ = small.dm.design(inp.feats, inp.s_inputs, inp.s_trunk, inp.z_trunk)
+    fp = lambda v: ctypes.cast(v.data_ptr(), ctypes.POINTER(ctypes.c_float))
+    for name, t in (("px_denoise_device", t3), ("px_denoise_device_shared_t", torch.tensor([6.0]))):
+        out = torch.full_like(x, float("nan"))
+        assert getattr(lib, name)(small.dm._m, design, 3, fp(x), fp(t), fp(out)) == 0, lib.px_last_error()
+        assert torch.equal(out, want), name
+    # An expanded (stride-0) t_hat through the module on the CPU: same result.
+    out = small.dm(x, torch.tensor([6.0]).expand(3), inp.feats, inp.s_inputs, inp.s_trunk, inp.z_trunk)
+    assert torch.equal(out, want)
+
+
 def test_released_dims():
     """One end-to-end case at PXDesign v0.1.0's dims (16 blocks x 16 heads, 768 / 128)."""
     pair = get_pair("default", {}, seed=0)

@@ -524,3 +524,28 @@ def test_cuda_sample_diffusion(inp):
                                   gamma0=1.0, gamma_min=0.01, step_scale_eta=2.5, seed=1,
                                   progress=False)
     assert out.is_cuda and torch.isfinite(out).all() and acc.active
+
+
+@cuda
+def test_cuda_shared_level(inp):
+    """t_hat as upstream's sampler passes it (one level expanded over the samples, stride 0)
+    takes the shared-level entry point; it must agree with the per-sample path and the
+    float64 reference, and still copy nothing to the host."""
+    m = Model().eval().cuda()
+    orig = m.diffusion_module
+    acc = pxdiff.enable_acceleration(m, verbose=False)
+    g = pxfixtures.Inputs({k: v.cuda() for k, v in inp.feats.items()}, inp.s_inputs.cuda(),
+                          inp.s_trunk.cuda(), inp.z_trunk.cuda())
+    x = pxfixtures.random_coords(3, n_atom(inp), seed=2).cuda()
+    t_shared = torch.full((1,), 7.5, device="cuda").expand(3)
+    assert t_shared.stride() == (0,)
+    out_shared = call(acc, g, x, t_shared)
+    out_each = call(acc, g, x, t_shared.contiguous())
+    torch.cuda.synchronize()
+    tol = TOL if acc.pxdiff_info["precision"] == "fp32" else 3e-2
+    assert_close(out_shared.cpu(), ref64(orig.cpu(), inp, x.cpu(), t_shared.cpu().contiguous()),
+                 "CUDA shared level", tol)
+    assert_close(out_shared.cpu(), out_each.cpu(), "shared vs per-sample levels",
+                 TOL if acc.pxdiff_info["precision"] == "fp32" else 5e-3)
+    st = acc.pxdiff_stats.as_dict()
+    assert st["host_round_trips"] == 0, st

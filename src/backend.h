@@ -115,6 +115,13 @@ struct px_backend {
   void (*graph_free)(px_backend *b, void *graph);
   /* Changes whenever the backend reallocates internal scratch that graphs may reference. */
   uint64_t (*generation)(px_backend *b);
+  /* Concurrent lanes: lanes_fork(n) returns how many lanes it opened (1: none; each lane
+   * starts after the work issued so far); lane_select(k) sends the following work to lane
+   * k; lanes_join() makes lane 0 wait for all lanes and selects it. Work in different
+   * lanes must touch disjoint buffers. */
+  int (*lanes_fork)(px_backend *b, int n);
+  void (*lane_select)(px_backend *b, int k);
+  void (*lanes_join)(px_backend *b);
 };
 
 enum { PX_ACT_SIGMOID = 0, PX_ACT_RELU = 1 };

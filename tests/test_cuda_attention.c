@@ -73,17 +73,22 @@ static void run_full(int prec, int S, int T, int H, int d, int ld_extra, double 
   g->free(g, dP); g->free(g, dbias); g->free(g, dO);
 }
 
-static void run_local(int prec, int S, int N, int H, int d, int nk, double tol) {
+/* Local attention; gated: the output times sigmoid(G), G interleaved with Q (the model's
+ * [q | g] rows). */
+static void run_local(int prec, int S, int N, int H, int d, int nk, int gated, double tol) {
   px_backend *g = px_cuda_backend(prec);
   const int C = H * d, ld = 2 * C, nt = (N + 31) / 32;
   const size_t nqg = (size_t)S * N * ld, nb = (size_t)H * nt * 32 * nk, no = (size_t)S * N * C;
   float *QG = rnd(nqg, 1.0), *KV = rnd(nqg, 1.0), *bias = rnd(nb, 2.0), *want = malloc(sizeof(float) * no);
   float *dQG = up(g, QG, nqg), *dKV = up(g, KV, nqg), *dbias = up(g, bias, nb), *dO = dev_poison(g, no);
   const float scale = 1.0f / sqrtf((float)d);
-  cpu->attention_local(cpu, S, N, H, d, 32, nk, QG, KV, KV + C, ld, bias, scale, want, NULL, 0);
-  g->attention_local(g, S, N, H, d, 32, nk, dQG, dKV, dKV + C, ld, dbias, scale, dO, NULL, 0);
+  cpu->attention_local(cpu, S, N, H, d, 32, nk, QG, KV, KV + C, ld, bias, scale, want,
+                       gated ? QG + C : NULL, ld);
+  g->attention_local(g, S, N, H, d, 32, nk, dQG, dKV, dKV + C, ld, dbias, scale, dO,
+                     gated ? dQG + C : NULL, ld);
   char what[128];
-  snprintf(what, sizeof what, "%s local S=%d N=%d H=%d d=%d nk=%d", prec_name(prec), S, N, H, d, nk);
+  snprintf(what, sizeof what, "%s local S=%d N=%d H=%d d=%d nk=%d%s", prec_name(prec), S, N, H, d, nk,
+           gated ? " gated" : "");
   compare(g, what, dO, want, no, tol);
   free(QG); free(KV); free(bias); free(want);
   g->free(g, dQG); g->free(g, dKV); g->free(g, dbias); g->free(g, dO);
@@ -211,18 +216,23 @@ int main(void) {
       {1, 620, 4, 48, 4}, {2, 620, 2, 32, 0}, {2, 40, 2, 24, 0},  {1, 1, 1, 48, 4}};
   for (size_t i = 0; i < sizeof full / sizeof full[0]; i++)
     run_full(PX_PRECISION_TF32, full[i][0], full[i][1], full[i][2], full[i][3], full[i][4], tol);
-  /* local attention: trunks of 32, windows of 128 (the model's) and other widths */
-  static const int local[][5] = {
-      {1, 1, 4, 32, 128},  {2, 7, 4, 32, 128},    {2, 31, 4, 32, 128}, {2, 33, 4, 32, 128},
-      {3, 200, 4, 32, 128}, {10, 2320, 4, 32, 128}, {1, 96, 2, 48, 128}, {1, 150, 2, 64, 128},
-      {2, 77, 3, 20, 128}, {2, 100, 4, 32, 64},    {1, 300, 2, 48, 96}, {1, 50, 2, 32, 32}};
+  /* local attention: trunks of 32, windows of 128 (the model's) and other widths; blocks
+   * take up to 4 trunks, so also trunk counts that leave the last block part-empty (N = 129,
+   * 161, 390, 500), and windows reaching past both ends of short sequences */
+  static const int local[][6] = {
+      {1, 1, 4, 32, 128, 0},   {2, 7, 4, 32, 128, 0},   {2, 31, 4, 32, 128, 0},  {2, 33, 4, 32, 128, 0},
+      {3, 200, 4, 32, 128, 0}, {10, 2320, 4, 32, 128, 1}, {1, 96, 2, 48, 128, 0}, {1, 150, 2, 64, 128, 0},
+      {2, 77, 3, 20, 128, 0},  {2, 100, 4, 32, 64, 0},  {1, 300, 2, 48, 96, 0},  {1, 50, 2, 32, 32, 0},
+      {2, 129, 4, 32, 128, 1}, {2, 97, 3, 32, 96, 0},   {1, 161, 2, 48, 128, 1}, {1, 390, 2, 32, 32, 0},
+      {1, 260, 2, 16, 64, 0},  {1, 65, 2, 16, 96, 0},   {1, 500, 2, 64, 128, 0}, {1, 33, 2, 64, 32, 0},
+      {2, 127, 4, 32, 64, 1},  {1, 100, 2, 32, 33, 0}};
   for (size_t i = 0; i < sizeof local / sizeof local[0]; i++)
-    run_local(PX_PRECISION_TF32, local[i][0], local[i][1], local[i][2], local[i][3], local[i][4], tol);
+    run_local(PX_PRECISION_TF32, local[i][0], local[i][1], local[i][2], local[i][3], local[i][4], local[i][5], tol);
   /* BF16 backend (same tensor-core path) and the exact FP32 kernel kept for fp32 */
   run_full(PX_PRECISION_BF16, 2, 330, 16, 48, 0, tol);
-  run_local(PX_PRECISION_BF16, 2, 2320, 4, 32, 128, tol);
+  run_local(PX_PRECISION_BF16, 2, 2320, 4, 32, 128, 0, tol);
   run_full(PX_PRECISION_FP32, 2, 130, 16, 48, 0, 1e-5);
-  run_local(PX_PRECISION_FP32, 2, 200, 4, 32, 128, 1e-5);
+  run_local(PX_PRECISION_FP32, 2, 200, 4, 32, 128, 0, 1e-5);
   emulation_report();
   const char *b = getenv("PXDIFF_ATT_BENCH");
   if (b && *b && *b != '0') bench();

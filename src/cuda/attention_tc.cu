@@ -1,11 +1,20 @@
 // Flash attention on the tensor cores (TF32 mma.sync.m16n8k8, fp32 accumulation) for the
 // CUDA backend's TF32 and BF16 precisions.
 //
-// One block per (query tile, head, sample); each warp owns 16 query rows. Per 64-key tile:
-// K and V are staged in shared memory already rounded to tf32 (cvt.rna), S = Q K^T + bias
-// runs on the tensor cores with the pair bias as the accumulator's initial value (so the
-// bias is added in fp32, exactly), keys outside the sequence / window get -inf, the online
-// softmax (running max and sum per row) is fp32, and O += P V again on the tensor cores.
+// Each warp owns 16 query rows. Per 64-key tile: K and V sit in shared memory already
+// rounded to tf32, S = Q K^T + bias runs on the tensor cores with the pair bias as the
+// accumulator's initial value (so the bias is added in fp32, exactly), keys outside the
+// sequence / window get -inf, the online softmax (running max and sum per row) is fp32,
+// and O += P V again on the tensor cores.
+//  - Full attention (k_attention_tc): one block per (128 queries, head, sample), 8 warps;
+//    K/V tiles of 64 keys stream through a two-stage cp.async ring.
+//  - Local attention (k_attention_tc_local): one block per (4 query trunks of 32, head,
+//    sample), 8 warps. The trunks' windows (nk keys each, 32 apart) overlap, so the block
+//    stages their union (96 + nk keys) once and every warp sweeps its own window out of
+//    it: each key is copied and rounded by ~1.75 blocks instead of 4, and one barrier per
+//    block replaces two per tile. With 128 registers and ~76 KB of shared memory (d = 32,
+//    nk = 128) two blocks, 16 warps, fit an SM (the 2-warp block of one trunk, 168
+//    registers and 43 KB, gave ~10).
 //
 // P never leaves registers: the m16n8k8 accumulator gives a thread columns 2t and 2t+1 of
 // rows g and g+8, while the A operand wants columns t and t+4. Since P V sums over keys,
@@ -20,6 +29,7 @@
 //  - rounding by one integer add, exp2 with one FFMA, 8-byte bias loads and no per-key
 //    predicates on full tiles, per-thread chunk offsets computed once: full 68 us, local
 //    43 us; 128 queries per block for full attention: 58 us.
+//  - local: 4 trunks per block sharing one staged span of keys (above).
 // Error vs the fp32 CPU kernels: ~3.2e-4 relative (a CPU emulation of bf16 operands gives
 // ~2.6e-3, so this kernel keeps tf32 operands for the BF16 precision too).
 #include "cuda/attention_tc.h"
@@ -71,13 +81,13 @@ __device__ __forceinline__ void cp_async_wait() {
 
 // Shared row strides: K rows are read as 16-byte vectors (row g, word 4t) and want a
 // stride of 16 (mod 32) words; V rows are read as 8-byte pairs (row 2t, word 2g) and
-// want D + 4. Both are then free of bank conflicts.
+// want D + 4. Both are then free of bank conflicts, from any first row.
 template <int D>
 struct TcCfg {
   static constexpr int DPK = (D % 32 == 16) ? D : D + 16;
   static constexpr int DPV = D + 4;
-  static constexpr int STAGE = KT * (DPK + DPV);      // floats per pipeline stage
-  static constexpr int SMEM = 2 * STAGE * (int)sizeof(float);  // two stages
+  static constexpr int STAGE = KT * (DPK + DPV);      // floats per pipeline stage (full)
+  static constexpr int SMEM = 2 * STAGE * (int)sizeof(float);  // two stages (full)
 };
 
 template <bool B>
@@ -85,226 +95,148 @@ struct Flag {
   static constexpr bool value = B;
 };
 
-// QT queries per block (128 for full attention, 32 = one trunk for local attention).
-// Local: the window of nkw keys starts at q0 - (nkw - QT) / 2; bias [H, n_trunks, QT, nkw].
-//
 // Feature relabelling (sums over features / keys don't care about order):
 //  - Q K^T: k-slots (t, t+4) of step 2m are features 16m+4t, +1 and of step 2m+1 features
 //    16m+4t+2, +3, so a thread's K operand for two steps is one 16-byte shared load.
 //  - P V: column n of output tile 2m is feature 16m+2n, of tile 2m+1 feature 16m+2n+1, so
 //    the V operand is an 8-byte load and a thread's outputs are float4 runs.
-// K/V tiles stream through a two-stage cp.async ring; each thread rounds the chunks it
-// copied to tf32 in place once they land. Full tiles whose bias rows allow 8-byte loads
-// (every tile but the last at the model's sizes) take a path without per-key predicates.
-template <int D, int QT>
-__global__ void __launch_bounds__(QT * 2, QT == 32 ? 5 : 2)
-k_attention_tc(int L, int H, int ld, const float *__restrict__ Q, const float *__restrict__ K,
-               const float *__restrict__ V, const float *__restrict__ bias, int local, int nkw,
-               float scale, float *__restrict__ O, const float *__restrict__ G, int ldg) {
-  constexpr int NT = QT * 2, DK = D / 8, DG = D / 16, CH = D / 4;
-  constexpr int CPT = KT * CH / NT;  // 16-byte chunks of K (and of V) per thread per tile
-  static_assert(KT * CH % NT == 0, "chunks must divide evenly among the threads");
-  constexpr int DPK = TcCfg<D>::DPK, DPV = TcCfg<D>::DPV, STAGE = TcCfg<D>::STAGE;
-  extern __shared__ __align__(16) float smem[];
-  const int tile = blockIdx.x, h = blockIdx.y, s = blockIdx.z;
-  const int tid = threadIdx.x, w = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
-  const int q0 = tile * QT;
-  const size_t base = (size_t)s * L;
-  const int r0 = w * 16 + g, r1 = r0 + 8;  // rows of this thread within the block's tile
-  const int i0 = q0 + r0, i1 = q0 + r1;
-  // Rows past L compute on row L-1's data (never stored): no out-of-range reads.
-  const int c0 = min(i0, L - 1), c1 = min(i1, L - 1);
-  int kbeg = 0, kend = L, kstart = 0;
-  if (local) {
-    kstart = q0 - (nkw - QT) / 2;
-    kbeg = max(kstart, 0);
-    kend = min(kstart + nkw, L);
+
+// Q fragments of rows qp0, qp1 (pointers at feature 4t), scaled, tf32, relabelled as above.
+template <int D>
+__device__ __forceinline__ void load_q(uint32_t (&qa)[D / 8][4], const float *qp0, const float *qp1,
+                                       float scale) {
+#pragma unroll
+  for (int m = 0; m < D / 16; m++) {
+    const float4 x = __ldg(reinterpret_cast<const float4 *>(qp0 + 16 * m));
+    const float4 y = __ldg(reinterpret_cast<const float4 *>(qp1 + 16 * m));
+    qa[2 * m][0] = to_tf32(x.x * scale);
+    qa[2 * m][2] = to_tf32(x.y * scale);
+    qa[2 * m + 1][0] = to_tf32(x.z * scale);
+    qa[2 * m + 1][2] = to_tf32(x.w * scale);
+    qa[2 * m][1] = to_tf32(y.x * scale);
+    qa[2 * m][3] = to_tf32(y.y * scale);
+    qa[2 * m + 1][1] = to_tf32(y.z * scale);
+    qa[2 * m + 1][3] = to_tf32(y.w * scale);
   }
-  const int ntiles = (kend - kbeg + KT - 1) / KT;
-  // This block's K and V rows start here; chunk offsets below are 32-bit from it.
-  const float *Kb0 = K + (base + kbeg) * ld + h * D, *Vb0 = V + (base + kbeg) * ld + h * D;
+}
 
-  // Stage `it` of the ring: K rows then V rows; keys past the end are zero-filled.
-  auto issue = [&](int it) {
-    float *Ks = smem + (it & 1) * STAGE, *Vs = Ks + KT * DPK;
-    const int nk = min(KT, kend - kbeg - it * KT);
+// Bias of the tile of keys t0.. as the accumulators' initial values (masked keys get -inf
+// in tile_math). b0p, b1p are the thread's two bias rows indexed by absolute key; FULL:
+// all KT keys valid and 8-byte loads allowed (no per-key predicates).
+template <bool FULL>
+__device__ __forceinline__ void load_bias(float (&sc)[KT / 8][4], const float *b0p, const float *b1p,
+                                          int t0, int kend, int t) {
 #pragma unroll
-    for (int i = 0; i < CPT; i++) {
-      const int idx = tid + i * NT, j = idx / CH, c4 = (idx % CH) * 4;
-      const bool ok = j < nk;
-      const int go = ok ? (it * KT + j) * ld + c4 : 0;
-      cp_async16(Ks + j * DPK + c4, Kb0 + go, ok);
-      cp_async16(Vs + j * DPV + c4, Vb0 + go, ok);
-    }
-    cp_async_commit();
-  };
-  issue(0);
-
-  // Bias rows, indexed by absolute key j.
-  const float *b0p, *b1p;
-  bool bias8;  // bias rows allow 8-byte loads at every even key (block-uniform)
-  if (local) {
-    const int64_t rowb = ((int64_t)h * gridDim.x + tile) * QT;
-    b0p = bias + (rowb + r0) * nkw - kstart;
-    b1p = bias + (rowb + r1) * nkw - kstart;
-    bias8 = (nkw % 2 == 0) && (kstart % 2 == 0) && (kbeg % 2 == 0);
-  } else {
-    b0p = bias + ((int64_t)h * L + c0) * L;
-    b1p = bias + ((int64_t)h * L + c1) * L;
-    bias8 = L % 2 == 0;
-  }
-  bias8 = bias8 && ((uintptr_t)bias % 8 == 0);
-
-  // Q fragments (scaled, tf32, relabelled as above), in registers for the whole sweep.
-  uint32_t qa[DK][4];
-  {
-    const float *qp0 = Q + (base + c0) * ld + h * D + 4 * t, *qp1 = Q + (base + c1) * ld + h * D + 4 * t;
-#pragma unroll
-    for (int m = 0; m < DG; m++) {
-      const float4 x = __ldg(reinterpret_cast<const float4 *>(qp0 + 16 * m));
-      const float4 y = __ldg(reinterpret_cast<const float4 *>(qp1 + 16 * m));
-      qa[2 * m][0] = to_tf32(x.x * scale);
-      qa[2 * m][2] = to_tf32(x.y * scale);
-      qa[2 * m + 1][0] = to_tf32(x.z * scale);
-      qa[2 * m + 1][2] = to_tf32(x.w * scale);
-      qa[2 * m][1] = to_tf32(y.x * scale);
-      qa[2 * m][3] = to_tf32(y.y * scale);
-      qa[2 * m + 1][1] = to_tf32(y.z * scale);
-      qa[2 * m + 1][3] = to_tf32(y.w * scale);
-    }
-  }
-  float o[DK][4];
-#pragma unroll
-  for (int dn = 0; dn < DK; dn++) o[dn][0] = o[dn][1] = o[dn][2] = o[dn][3] = 0.0f;
-  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
-
-  // One key tile; FULL: all KT keys valid and 8-byte bias loads (no per-key predicates).
-  auto tile_step = [&](int it, auto full) {
-    constexpr bool FULL = decltype(full)::value;
-    const int t0 = kbeg + it * KT, nk = FULL ? KT : min(KT, kend - t0);
-    // Bias of this tile as the accumulators' initial values (masked keys: -inf below).
-    float sc[KT / 8][4];
-#pragma unroll
-    for (int n = 0; n < KT / 8; n++) {
-      const int j = t0 + 8 * n + 2 * t;
-      if (FULL) {
-        const float2 x = __ldg(reinterpret_cast<const float2 *>(b0p + j));
-        const float2 y = __ldg(reinterpret_cast<const float2 *>(b1p + j));
-        sc[n][0] = x.x;
-        sc[n][1] = x.y;
-        sc[n][2] = y.x;
-        sc[n][3] = y.y;
-      } else {
-        sc[n][0] = j < kend ? __ldg(b0p + j) : 0.0f;
-        sc[n][1] = j + 1 < kend ? __ldg(b0p + j + 1) : 0.0f;
-        sc[n][2] = j < kend ? __ldg(b1p + j) : 0.0f;
-        sc[n][3] = j + 1 < kend ? __ldg(b1p + j + 1) : 0.0f;
-      }
-    }
-    if (it + 1 < ntiles) {
-      issue(it + 1);
-      cp_async_wait<1>();
+  for (int n = 0; n < KT / 8; n++) {
+    const int j = t0 + 8 * n + 2 * t;
+    if (FULL) {
+      const float2 x = __ldg(reinterpret_cast<const float2 *>(b0p + j));
+      const float2 y = __ldg(reinterpret_cast<const float2 *>(b1p + j));
+      sc[n][0] = x.x;
+      sc[n][1] = x.y;
+      sc[n][2] = y.x;
+      sc[n][3] = y.y;
     } else {
-      cp_async_wait<0>();
+      sc[n][0] = j < kend ? __ldg(b0p + j) : 0.0f;
+      sc[n][1] = j + 1 < kend ? __ldg(b0p + j + 1) : 0.0f;
+      sc[n][2] = j < kend ? __ldg(b1p + j) : 0.0f;
+      sc[n][3] = j + 1 < kend ? __ldg(b1p + j + 1) : 0.0f;
     }
-    float *Kst = smem + (it & 1) * STAGE, *Vst = Kst + KT * DPK;
-    // Round this thread's own chunks to tf32 (no barrier needed before: they are its own).
-#pragma unroll
-    for (int i = 0; i < CPT; i++) {
-      const int idx = tid + i * NT, j = idx / CH, c4 = (idx % CH) * 4;
-      uint4 *kp = reinterpret_cast<uint4 *>(Kst + j * DPK + c4);
-      uint4 *vp = reinterpret_cast<uint4 *>(Vst + j * DPV + c4);
-      const float4 kx = *reinterpret_cast<const float4 *>(kp), vx = *reinterpret_cast<const float4 *>(vp);
-      *kp = make_uint4(tf32_op(kx.x), tf32_op(kx.y), tf32_op(kx.z), tf32_op(kx.w));
-      *vp = make_uint4(tf32_op(vx.x), tf32_op(vx.y), tf32_op(vx.z), tf32_op(vx.w));
-    }
-    __syncthreads();
-    const uint32_t *Ks = reinterpret_cast<const uint32_t *>(Kst);
-    const uint32_t *Vs = reinterpret_cast<const uint32_t *>(Vst);
-
-    // S = Q K^T + bias.
-#pragma unroll
-    for (int n = 0; n < KT / 8; n++) {
-      if (FULL || 8 * n < nk) {
-        const uint32_t *kr = Ks + (8 * n + g) * DPK + 4 * t;
-#pragma unroll
-        for (int m = 0; m < DG; m++) {
-          const uint4 kv = *reinterpret_cast<const uint4 *>(kr + 16 * m);
-          mma_tf32(sc[n], qa[2 * m], kv.x, kv.y);
-          mma_tf32(sc[n], qa[2 * m + 1], kv.z, kv.w);
-        }
-      }
-    }
-    if (!FULL && nk < KT) {
-#pragma unroll
-      for (int n = 0; n < KT / 8; n++) {
-        const int jj = 8 * n + 2 * t;
-        if (jj >= nk) sc[n][0] = sc[n][2] = -INFINITY;
-        if (jj + 1 >= nk) sc[n][1] = sc[n][3] = -INFINITY;
-      }
-    }
-    // Online softmax (each row's 64 columns live in one quad of lanes), base 2.
-    float mx0 = m0, mx1 = m1;
-#pragma unroll
-    for (int n = 0; n < KT / 8; n++) {
-      mx0 = fmaxf(mx0, fmaxf(sc[n][0], sc[n][1]));
-      mx1 = fmaxf(mx1, fmaxf(sc[n][2], sc[n][3]));
-    }
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-    // Every tile holds at least one valid key, so mx0, mx1 are finite; m = -inf gives 0.
-    const float f0 = ex2((m0 - mx0) * L2E), f1 = ex2((m1 - mx1) * L2E);
-    const float nm0 = -mx0 * L2E, nm1 = -mx1 * L2E;
-    m0 = mx0;
-    m1 = mx1;
-    l0 *= f0;
-    l1 *= f1;
-#pragma unroll
-    for (int dn = 0; dn < DK; dn++) {
-      o[dn][0] *= f0;
-      o[dn][1] *= f0;
-      o[dn][2] *= f1;
-      o[dn][3] *= f1;
-    }
-    // O += P V with P in tf32 straight from the accumulators (k-slot relabelling above).
-#pragma unroll
-    for (int n = 0; n < KT / 8; n++) {
-      if (FULL || 8 * n < nk) {
-        uint32_t pa[4];
-        pa[0] = tf32_op(ex2(fmaf(sc[n][0], L2E, nm0)));  // row g,   key 8n+2t   (slot t)
-        pa[1] = tf32_op(ex2(fmaf(sc[n][2], L2E, nm1)));  // row g+8, key 8n+2t   (slot t)
-        pa[2] = tf32_op(ex2(fmaf(sc[n][1], L2E, nm0)));  // row g,   key 8n+2t+1 (slot t+4)
-        pa[3] = tf32_op(ex2(fmaf(sc[n][3], L2E, nm1)));  // row g+8, key 8n+2t+1 (slot t+4)
-        l0 += tf32_val(pa[0]) + tf32_val(pa[2]);
-        l1 += tf32_val(pa[1]) + tf32_val(pa[3]);
-        const uint32_t *v0 = Vs + (8 * n + 2 * t) * DPV + 2 * g, *v1 = v0 + DPV;
-#pragma unroll
-        for (int m = 0; m < DG; m++) {
-          const uint2 a = *reinterpret_cast<const uint2 *>(v0 + 16 * m);
-          const uint2 b = *reinterpret_cast<const uint2 *>(v1 + 16 * m);
-          mma_tf32(o[2 * m], pa, a.x, b.x);
-          mma_tf32(o[2 * m + 1], pa, a.y, b.y);
-        }
-      }
-    }
-    __syncthreads();  // this stage is refilled by the next iteration's issue()
-  };
-
-  for (int it = 0; it < ntiles; it++) {
-    if (bias8 && kend - (kbeg + it * KT) >= KT)
-      tile_step(it, Flag<true>());
-    else
-      tile_step(it, Flag<false>());
   }
+}
+
+// One key tile of a warp's 16 rows: S = Q K^T + bias (sc holds the bias), online softmax,
+// O += P V. Ks and Vs are the tile's first K and V rows in shared memory (tf32 already);
+// nk >= 1 keys are valid (FULL: nk == KT). Rows of 8-key groups at or past nk are never
+// read; the rest of a partly valid group is read and must be finite (its P is 0).
+template <int D, bool FULL>
+__device__ __forceinline__ void tile_math(float (&sc)[KT / 8][4], const uint32_t *Ks, const uint32_t *Vs,
+                                          int nk, const uint32_t (&qa)[D / 8][4], float (&o)[D / 8][4],
+                                          float &m0, float &m1, float &l0, float &l1, int g, int t) {
+  constexpr int DK = D / 8, DG = D / 16, DPK = TcCfg<D>::DPK, DPV = TcCfg<D>::DPV;
+  // S = Q K^T + bias.
+#pragma unroll
+  for (int n = 0; n < KT / 8; n++) {
+    if (FULL || 8 * n < nk) {
+      const uint32_t *kr = Ks + (8 * n + g) * DPK + 4 * t;
+#pragma unroll
+      for (int m = 0; m < DG; m++) {
+        const uint4 kv = *reinterpret_cast<const uint4 *>(kr + 16 * m);
+        mma_tf32(sc[n], qa[2 * m], kv.x, kv.y);
+        mma_tf32(sc[n], qa[2 * m + 1], kv.z, kv.w);
+      }
+    }
+  }
+  if (!FULL && nk < KT) {
+#pragma unroll
+    for (int n = 0; n < KT / 8; n++) {
+      const int jj = 8 * n + 2 * t;
+      if (jj >= nk) sc[n][0] = sc[n][2] = -INFINITY;
+      if (jj + 1 >= nk) sc[n][1] = sc[n][3] = -INFINITY;
+    }
+  }
+  // Online softmax (each row's 64 columns live in one quad of lanes), base 2.
+  float mx0 = m0, mx1 = m1;
+#pragma unroll
+  for (int n = 0; n < KT / 8; n++) {
+    mx0 = fmaxf(mx0, fmaxf(sc[n][0], sc[n][1]));
+    mx1 = fmaxf(mx1, fmaxf(sc[n][2], sc[n][3]));
+  }
+  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+  // Every tile holds at least one valid key (callers guarantee nk >= 1), so mx0, mx1 are
+  // finite; the first tile's m = -inf gives a factor 0, never inf - inf.
+  const float f0 = ex2((m0 - mx0) * L2E), f1 = ex2((m1 - mx1) * L2E);
+  const float nm0 = -mx0 * L2E, nm1 = -mx1 * L2E;
+  m0 = mx0;
+  m1 = mx1;
+  l0 *= f0;
+  l1 *= f1;
+#pragma unroll
+  for (int dn = 0; dn < DK; dn++) {
+    o[dn][0] *= f0;
+    o[dn][1] *= f0;
+    o[dn][2] *= f1;
+    o[dn][3] *= f1;
+  }
+  // O += P V with P in tf32 straight from the accumulators (k-slot relabelling above).
+#pragma unroll
+  for (int n = 0; n < KT / 8; n++) {
+    if (FULL || 8 * n < nk) {
+      uint32_t pa[4];
+      pa[0] = tf32_op(ex2(fmaf(sc[n][0], L2E, nm0)));  // row g,   key 8n+2t   (slot t)
+      pa[1] = tf32_op(ex2(fmaf(sc[n][2], L2E, nm1)));  // row g+8, key 8n+2t   (slot t)
+      pa[2] = tf32_op(ex2(fmaf(sc[n][1], L2E, nm0)));  // row g,   key 8n+2t+1 (slot t+4)
+      pa[3] = tf32_op(ex2(fmaf(sc[n][3], L2E, nm1)));  // row g+8, key 8n+2t+1 (slot t+4)
+      l0 += tf32_val(pa[0]) + tf32_val(pa[2]);
+      l1 += tf32_val(pa[1]) + tf32_val(pa[3]);
+      const uint32_t *v0 = Vs + (8 * n + 2 * t) * DPV + 2 * g, *v1 = v0 + DPV;
+#pragma unroll
+      for (int m = 0; m < DG; m++) {
+        const uint2 a = *reinterpret_cast<const uint2 *>(v0 + 16 * m);
+        const uint2 b = *reinterpret_cast<const uint2 *>(v1 + 16 * m);
+        mma_tf32(o[2 * m], pa, a.x, b.x);
+        mma_tf32(o[2 * m + 1], pa, a.y, b.y);
+      }
+    }
+  }
+}
+
+// Normalise and store rows i0, i1 (those < L) of sample base / L, head h, times the
+// attention gate sigmoid(G) when one is given (fused gating).
+template <int D>
+__device__ __forceinline__ void store_rows(const float (&o)[D / 8][4], float l0, float l1, float *O,
+                                           const float *G, int ldg, size_t base, int L, int H, int h,
+                                           int i0, int i1, int t) {
+  constexpr int DG = D / 16;
   l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
   l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
   l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
   l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
   const float inv0 = __frcp_rn(l0), inv1 = __frcp_rn(l1);
   const int C = H * D;
-  // Output, times the attention gate sigmoid(G) when one is given (fused gating).
   auto gate = [&](int row, int m) -> float4 {
     if (!G) return make_float4(1.0f, 1.0f, 1.0f, 1.0f);
     const float4 gv = *reinterpret_cast<const float4 *>(G + (base + row) * (size_t)ldg + h * D + 4 * t + 16 * m);
@@ -333,26 +265,254 @@ k_attention_tc(int L, int H, int ld, const float *__restrict__ Q, const float *_
   }
 }
 
+// Full attention: QT = 128 queries per block (8 warps of 16 rows), bias [H, L, L].
+// K/V tiles stream through a two-stage cp.async ring; each thread rounds the chunks it
+// copied to tf32 in place once they land. Full tiles whose bias rows allow 8-byte loads
+// (every tile but the last when L is even) take a path without per-key predicates.
+template <int D>
+__global__ void __launch_bounds__(256, 2)
+k_attention_tc(int L, int H, int ld, const float *__restrict__ Q, const float *__restrict__ K,
+               const float *__restrict__ V, const float *__restrict__ bias, float scale,
+               float *__restrict__ O, const float *__restrict__ G, int ldg) {
+  constexpr int QT = 128, NT = QT * 2, DK = D / 8, CH = D / 4;
+  constexpr int CPT = KT * CH / NT;  // 16-byte chunks of K (and of V) per thread per tile
+  static_assert(KT * CH % NT == 0, "chunks must divide evenly among the threads");
+  constexpr int DPK = TcCfg<D>::DPK, DPV = TcCfg<D>::DPV, STAGE = TcCfg<D>::STAGE;
+  extern __shared__ __align__(16) float smem[];
+  const int tile = blockIdx.x, h = blockIdx.y, s = blockIdx.z;
+  const int tid = threadIdx.x, w = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+  const int q0 = tile * QT;
+  const size_t base = (size_t)s * L;
+  const int r0 = w * 16 + g, r1 = r0 + 8;  // rows of this thread within the block's tile
+  const int i0 = q0 + r0, i1 = q0 + r1;
+  // Rows past L compute on row L-1's data (never stored): no out-of-range reads.
+  const int c0 = min(i0, L - 1), c1 = min(i1, L - 1);
+  const int ntiles = (L + KT - 1) / KT;
+  // This block's K and V rows start here; chunk offsets below are 32-bit from it.
+  const float *Kb0 = K + base * ld + h * D, *Vb0 = V + base * ld + h * D;
+
+  // Stage `it` of the ring: K rows then V rows; keys past the end are zero-filled.
+  auto issue = [&](int it) {
+    float *Ks = smem + (it & 1) * STAGE, *Vs = Ks + KT * DPK;
+    const int nk = min(KT, L - it * KT);
+#pragma unroll
+    for (int i = 0; i < CPT; i++) {
+      const int idx = tid + i * NT, j = idx / CH, c4 = (idx % CH) * 4;
+      const bool ok = j < nk;
+      const int go = ok ? (it * KT + j) * ld + c4 : 0;
+      cp_async16(Ks + j * DPK + c4, Kb0 + go, ok);
+      cp_async16(Vs + j * DPV + c4, Vb0 + go, ok);
+    }
+    cp_async_commit();
+  };
+  issue(0);
+
+  // Bias rows, indexed by key j; 8-byte loads at every even key when L is even.
+  const float *b0p = bias + ((int64_t)h * L + c0) * L, *b1p = bias + ((int64_t)h * L + c1) * L;
+  const bool bias8 = (L % 2 == 0) && ((uintptr_t)bias % 8 == 0);
+
+  // Q fragments, in registers for the whole sweep.
+  uint32_t qa[DK][4];
+  load_q<D>(qa, Q + (base + c0) * ld + h * D + 4 * t, Q + (base + c1) * ld + h * D + 4 * t, scale);
+  float o[DK][4];
+#pragma unroll
+  for (int dn = 0; dn < DK; dn++) o[dn][0] = o[dn][1] = o[dn][2] = o[dn][3] = 0.0f;
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+
+  auto tile_step = [&](int it, auto full) {
+    constexpr bool FULL = decltype(full)::value;
+    const int t0 = it * KT, nk = FULL ? KT : min(KT, L - t0);
+    float sc[KT / 8][4];
+    load_bias<FULL>(sc, b0p, b1p, t0, L, t);
+    if (it + 1 < ntiles) {
+      issue(it + 1);
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    float *Kst = smem + (it & 1) * STAGE, *Vst = Kst + KT * DPK;
+    // Round this thread's own chunks to tf32 (no barrier needed before: they are its own).
+#pragma unroll
+    for (int i = 0; i < CPT; i++) {
+      const int idx = tid + i * NT, j = idx / CH, c4 = (idx % CH) * 4;
+      uint4 *kp = reinterpret_cast<uint4 *>(Kst + j * DPK + c4);
+      uint4 *vp = reinterpret_cast<uint4 *>(Vst + j * DPV + c4);
+      const float4 kx = *reinterpret_cast<const float4 *>(kp), vx = *reinterpret_cast<const float4 *>(vp);
+      *kp = make_uint4(tf32_op(kx.x), tf32_op(kx.y), tf32_op(kx.z), tf32_op(kx.w));
+      *vp = make_uint4(tf32_op(vx.x), tf32_op(vx.y), tf32_op(vx.z), tf32_op(vx.w));
+    }
+    __syncthreads();
+    tile_math<D, FULL>(sc, reinterpret_cast<const uint32_t *>(Kst), reinterpret_cast<const uint32_t *>(Vst),
+                       nk, qa, o, m0, m1, l0, l1, g, t);
+    __syncthreads();  // this stage is refilled by the next iteration's issue()
+  };
+
+  for (int it = 0; it < ntiles; it++) {
+    if (bias8 && L - it * KT >= KT)
+      tile_step(it, Flag<true>());
+    else
+      tile_step(it, Flag<false>());
+  }
+  store_rows<D>(o, l0, l1, O, G, ldg, base, L, H, h, i0, i1, t);
+}
+
+// Local attention: query trunks of 32 see windows of nkw keys starting 32 tr - off,
+// off = (nkw - 32) / 2; bias [H, n_trunks, 32, nkw]. A block takes TPB consecutive
+// trunks (TPB = 4 at the model's sizes: 128 queries, 8 warps; fewer where shared memory
+// is short or there are fewer trunks), two warps of 16 rows per trunk. Neighbouring
+// windows overlap by nkw - 32 keys, so the block stages the union of its trunks' windows,
+// SPAN = 32 (TPB - 1) + nkw keys from u0 = 32 TPB blockIdx.x - off, into shared memory
+// once (one cp.async wave, zero-filled outside [0, L), each thread rounding its own
+// chunks to tf32, one barrier) and each warp then sweeps its own window, which starts at
+// shared row 32 (w / 2), without further barriers. Smem row p holds key u0 + p.
+// Why: a key is copied and rounded by SPAN / (32 TPB) = 1.75 blocks on average (TPB = 4,
+// nkw = 128) instead of 4 (one 2-warp block per trunk, each streaming its own window), and
+// the block is 8 warps with ~76 KB of shared memory (D = 32) against 2 warps with 43 KB
+// and 168 registers, so 2 blocks (16 warps) fit an SM instead of ~10 warps.
+// A warp's tiles start at its first in-range key kbeg and step by KT, so every tile holds
+// at least one valid key (the online softmax never sees an all-masked tile); 8 spare zero
+// rows after the span cover the reads of a partly valid last 8-key group.
+template <int D>
+__global__ void __launch_bounds__(256, 2)
+k_attention_tc_local(int L, int H, int ld, const float *__restrict__ Q, const float *__restrict__ K,
+                     const float *__restrict__ V, const float *__restrict__ bias, int nkw, int tpb,
+                     float scale, float *__restrict__ O, const float *__restrict__ G, int ldg) {
+  constexpr int DK = D / 8, CH = D / 4, DPK = TcCfg<D>::DPK, DPV = TcCfg<D>::DPV;
+  extern __shared__ __align__(16) float smem[];
+  const int h = blockIdx.y, s = blockIdx.z;
+  const int tid = threadIdx.x, w = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+  const int ntr = (L + 31) / 32, off = (nkw - 32) / 2;
+  const int span = 32 * (tpb - 1) + nkw, rows = span + 8;  // + 8 zero rows, see above
+  const int u0 = 32 * tpb * blockIdx.x - off;                 // key of shared row 0
+  float *Ks = smem, *Vs = smem + rows * DPK;
+  const size_t base = (size_t)s * L;
+  // This sample's K and V rows start here; chunk offsets below are 32-bit from it.
+  const float *Kb0 = K + base * ld + h * D, *Vb0 = V + base * ld + h * D;
+
+  // Stage the whole span at once: row p is key u0 + p, zero outside [0, L) and past span.
+  const int nch = rows * CH;
+  for (int idx = tid; idx < nch; idx += blockDim.x) {
+    const int p = idx / CH, c4 = (idx % CH) * 4, a = u0 + p;
+    const bool ok = p < span && a >= 0 && a < L;
+    const int go = ok ? a * ld + c4 : 0;
+    cp_async16(Ks + p * DPK + c4, Kb0 + go, ok);
+    cp_async16(Vs + p * DPV + c4, Vb0 + go, ok);
+  }
+  cp_async_commit();
+
+  const int tl = w >> 1, tr = tpb * blockIdx.x + tl;  // this warp's trunk (in block, overall)
+  const bool active = tr < ntr;                       // warp-uniform
+  const int r0 = (w & 1) * 16 + g, r1 = r0 + 8;       // this thread's rows within the trunk
+  const int i0 = 32 * tr + r0, i1 = i0 + 8;
+  // Rows past L compute on row L-1's data (never stored): no out-of-range reads.
+  const int c0 = min(i0, L - 1), c1 = min(i1, L - 1);
+  uint32_t qa[DK][4];  // loaded while the copies are in flight
+  load_q<D>(qa, Q + (base + c0) * ld + h * D + 4 * t, Q + (base + c1) * ld + h * D + 4 * t, scale);
+
+  // This warp's window: keys kstart .. kstart + nkw - 1, valid kbeg .. kend - 1 (kbeg <
+  // kend when active: the trunk's first query 32 tr < L lies in its own window). Shared
+  // row of key j: j - u0 = 32 tl + (j - kstart).
+  const int kstart = 32 * tr - off, kbeg = max(kstart, 0), kend = min(kstart + nkw, L);
+  const int64_t rowb = ((int64_t)h * ntr + tr) * 32;
+  const float *b0p = bias + (rowb + r0) * nkw - kstart, *b1p = bias + (rowb + r1) * nkw - kstart;
+  // 8-byte bias loads at every even key when the row offsets (row * nkw - kstart) are even.
+  const bool bias8 = (nkw % 2 == 0) && (kstart % 2 == 0) && ((uintptr_t)bias % 8 == 0);
+  // The first tile's bias is loaded while the copies are in flight too.
+  float sc[KT / 8][4];
+  if (active) {
+    if (bias8 && kend - kbeg >= KT)
+      load_bias<true>(sc, b0p, b1p, kbeg, kend, t);
+    else
+      load_bias<false>(sc, b0p, b1p, kbeg, kend, t);
+  }
+
+  cp_async_wait<0>();
+  // Round this thread's own chunks to tf32 (no barrier needed before: they are its own).
+  for (int idx = tid; idx < nch; idx += blockDim.x) {
+    const int p = idx / CH, c4 = (idx % CH) * 4;
+    uint4 *kp = reinterpret_cast<uint4 *>(Ks + p * DPK + c4);
+    uint4 *vp = reinterpret_cast<uint4 *>(Vs + p * DPV + c4);
+    const float4 kx = *reinterpret_cast<const float4 *>(kp), vx = *reinterpret_cast<const float4 *>(vp);
+    *kp = make_uint4(tf32_op(kx.x), tf32_op(kx.y), tf32_op(kx.z), tf32_op(kx.w));
+    *vp = make_uint4(tf32_op(vx.x), tf32_op(vx.y), tf32_op(vx.z), tf32_op(vx.w));
+  }
+  __syncthreads();  // the only barrier: warps past the last trunk leave after it
+  if (!active) return;
+
+  const uint32_t *Kw = reinterpret_cast<const uint32_t *>(Ks) + (kbeg - u0) * DPK;
+  const uint32_t *Vw = reinterpret_cast<const uint32_t *>(Vs) + (kbeg - u0) * DPV;
+  float o[DK][4];
+#pragma unroll
+  for (int dn = 0; dn < DK; dn++) o[dn][0] = o[dn][1] = o[dn][2] = o[dn][3] = 0.0f;
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+  for (int k0 = 0; k0 < kend - kbeg; k0 += KT) {  // tile keys kbeg + k0 ..
+    const int nk = min(KT, kend - kbeg - k0);
+    if (bias8 && nk == KT) {
+      if (k0) load_bias<true>(sc, b0p, b1p, kbeg + k0, kend, t);
+      tile_math<D, true>(sc, Kw + k0 * DPK, Vw + k0 * DPV, KT, qa, o, m0, m1, l0, l1, g, t);
+    } else {
+      if (k0) load_bias<false>(sc, b0p, b1p, kbeg + k0, kend, t);
+      tile_math<D, false>(sc, Kw + k0 * DPK, Vw + k0 * DPV, nk, qa, o, m0, m1, l0, l1, g, t);
+    }
+  }
+  store_rows<D>(o, l0, l1, O, G, ldg, base, L, H, h, i0, i1, t);
+}
+
+// Shared bytes of a local block of tpb trunks and windows of nk keys.
+template <int D>
+constexpr int64_t local_smem(int tpb, int nk) {
+  return (int64_t)(32 * (tpb - 1) + nk + 8) * (TcCfg<D>::DPK + TcCfg<D>::DPV) * (int64_t)sizeof(float);
+}
+
 template <int D>
 cudaError_t launch(cudaStream_t st, int S, int L, int H, int ld, const float *Q, const float *K,
                    const float *V, const float *bias, int local, int nk, float scale, float *O,
                    const float *G, int ldg) {
-  constexpr int smem = TcCfg<D>::SMEM;
-  static cudaError_t configured = [] {
-    cudaError_t e = cudaFuncSetAttribute(k_attention_tc<D, 32>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-    if (e == cudaSuccess)
-      e = cudaFuncSetAttribute(k_attention_tc<D, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-    return e;
+  // Once per D: the full kernel gets its fixed size, the local kernel the device's opt-in
+  // maximum (the size a launch passes decides occupancy, not this limit).
+  struct Lim {
+    int optin, per_sm;  // shared bytes per block (opt-in), per SM; optin 0: unusable
+  };
+  static const Lim lim = [] {
+    int dev = 0, optin = 0, per_sm = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev) != cudaSuccess ||
+        optin < TcCfg<D>::SMEM ||
+        cudaFuncSetAttribute(k_attention_tc<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             TcCfg<D>::SMEM) != cudaSuccess ||
+        cudaFuncSetAttribute(k_attention_tc_local<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             optin) != cudaSuccess) {
+      cudaGetLastError();  // not a sticky error: the exact kernels run instead
+      return Lim{0, 0};
+    }
+    return Lim{optin, per_sm};
   }();
-  if (configured != cudaSuccess) return configured;
+  if (lim.optin == 0) return cudaErrorInvalidValue;
   if (local) {
-    dim3 grid((L + 31) / 32, H, S);
-    k_attention_tc<D, 32><<<grid, 64, smem, st>>>(L, H, ld, Q, K, V, bias, 1, nk, scale, O, G, ldg);
+    // Trunks per block: the most resident warps per SM, ties to more trunks (less
+    // re-staging). Blocks per SM: by shared memory (1 KB per block is reserved by the
+    // system) and by registers (<= 128 per thread: 8 / tpb blocks of 64 tpb threads).
+    // sm_90: 4 trunks, 2 blocks (16 warps) per SM for d <= 48 and nk <= 128.
+    const int ntr = (L + 31) / 32;
+    int tpb = 0, best = 0;
+    for (int k = min(4, ntr); k >= 1; k--) {
+      const int64_t sm = local_smem<D>(k, nk);
+      if (sm > lim.optin) continue;
+      const int warps = 2 * k * min(lim.per_sm / ((int)sm + 1024), 8 / k);
+      if (warps > best) best = warps, tpb = k;
+    }
+    // A window too wide for shared memory (nk above ~680 at d = 32 on sm_90) goes to the
+    // exact kernel.
+    if (!tpb) return cudaErrorInvalidValue;
+    dim3 grid((ntr + tpb - 1) / tpb, H, S);
+    k_attention_tc_local<D><<<grid, 64 * tpb, (size_t)local_smem<D>(tpb, nk), st>>>(
+        L, H, ld, Q, K, V, bias, nk, tpb, scale, O, G, ldg);
   } else {
     // 128 queries (8 warps) per block: each staged K/V tile serves twice the rows of a
     // 64-query block (H200, T=330, H=16, S=10: 58 us per call against 68 us).
     dim3 grid((L + 127) / 128, H, S);
-    k_attention_tc<D, 128><<<grid, 256, smem, st>>>(L, H, ld, Q, K, V, bias, 0, 0, scale, O, G, ldg);
+    k_attention_tc<D><<<grid, 256, TcCfg<D>::SMEM, st>>>(L, H, ld, Q, K, V, bias, scale, O, G, ldg);
   }
   return cudaSuccess;
 }

@@ -31,26 +31,35 @@ namespace {
 
 // ------------------------------------------------------------------ state --
 
+constexpr int MAX_LANES = 2;
+
 struct Ctx {
   bool init = false;
   int init_status = 0;
-  cudaStream_t stream = nullptr;
+  // `stream` is where work is queued now: `main` (everything ordered with the caller,
+  // graph capture, sync) or, between lanes_fork and lanes_join, one of the lanes.
+  cudaStream_t stream = nullptr, main = nullptr;
+  cudaStream_t lane[MAX_LANES] = {};  // lane 0 is main
+  cudaEvent_t ev_fork = nullptr, ev_join[MAX_LANES] = {};
+  int cur_lane = 0, n_lanes = 1;
   cublasHandle_t blas = nullptr;
   int sticky = 0;  // first asynchronous failure (px_status), reported by status()
   std::mutex mu;   // guards the allocation map
   std::unordered_map<void *, size_t> sizes;
   int64_t in_use = 0, peak = 0;
-  // Scratch reused across calls (attention logits, bf16 operand copies).
-  float *logits = nullptr;
-  size_t logits_n = 0;
-  __nv_bfloat16 *xbf = nullptr;
-  size_t xbf_n = 0;
+  // Scratch reused across calls (attention logits, bf16 operand copies), one per lane.
+  float *logits[MAX_LANES] = {};
+  size_t logits_n[MAX_LANES] = {};
+  __nv_bfloat16 *xbf[MAX_LANES] = {};
+  size_t xbf_n[MAX_LANES] = {};
   // bf16 copies of weight matrices, keyed by the fp32 device pointer.
   std::unordered_map<const float *, __nv_bfloat16 *> wbf;
   // Bumped whenever scratch that captured graphs point into is reallocated.
   uint64_t generation = 1;
-  void *blas_ws = nullptr;  // fixed cuBLAS/cuBLASLt workspace (required for graph capture)
-  size_t blas_ws_bytes = 0;
+  // Fixed cuBLAS/cuBLASLt workspaces, one per lane (required for graph capture; GEMMs
+  // running concurrently must not share one).
+  void *blas_ws[MAX_LANES] = {};
+  size_t blas_ws_bytes = 32u << 20;
 };
 Ctx g;
 
@@ -95,10 +104,11 @@ int ensure_init() {
                             e != cudaSuccess ? cudaGetErrorString(e) : "none found");
     return g.init_status;
   }
-  if ((e = cudaStreamCreateWithFlags(&g.stream, cudaStreamNonBlocking)) != cudaSuccess) {
+  if ((e = cudaStreamCreateWithFlags(&g.main, cudaStreamNonBlocking)) != cudaSuccess) {
     g.init_status = fail_cuda(e, "cudaStreamCreate");
     return g.init_status;
   }
+  g.stream = g.lane[0] = g.main;
   cublasStatus_t s = cublasCreate(&g.blas);
   if (s != CUBLAS_STATUS_SUCCESS) {
     g.init_status = fail_blas(s, "cublasCreate");
@@ -106,11 +116,8 @@ int ensure_init() {
   }
   cublasSetStream(g.blas, g.stream);
   // A fixed workspace keeps cuBLAS from allocating while a graph is being captured.
-  const size_t ws_bytes = 32u << 20;
-  if (cudaMalloc(&g.blas_ws, ws_bytes) == cudaSuccess) {
-    cublasSetWorkspace(g.blas, g.blas_ws, ws_bytes);
-    g.blas_ws_bytes = ws_bytes;
-  }
+  if (cudaMalloc(&g.blas_ws[0], g.blas_ws_bytes) == cudaSuccess)
+    cublasSetWorkspace(g.blas, g.blas_ws[0], g.blas_ws_bytes);
   return 0;
 }
 
@@ -146,7 +153,8 @@ void dev_free(void *p) {
 template <typename T>
 T *grow(T *&buf, size_t &have, size_t need) {
   if (need <= have && buf) return buf;
-  cudaStreamSynchronize(g.stream);  // the old buffer may still be read by queued work
+  for (int k = 0; k < MAX_LANES; k++)  // the old buffer may still be read by queued work
+    if (g.lane[k]) cudaStreamSynchronize(g.lane[k]);
   dev_free(buf);
   g.generation++;
   buf = (T *)dev_alloc(need * sizeof(T));
@@ -780,7 +788,8 @@ void gemm_math_mode(int precision) {
 bool linear_lt(int precision, const PxGemm &p) {
   static const bool disabled = getenv("PXDIFF_NO_CUBLASLT") != nullptr;  // A/B switch
   if (precision == PX_PRECISION_BF16 || disabled) return false;
-  const int r = px_gemm_lt(g.stream, g.blas_ws, g.blas_ws_bytes, precision != PX_PRECISION_FP32, p);
+  void *ws = g.blas_ws[g.cur_lane];
+  const int r = px_gemm_lt(g.stream, ws, ws ? g.blas_ws_bytes : 0, precision != PX_PRECISION_FP32, p);
   if (r < 0) fail_blas(CUBLAS_STATUS_EXECUTION_FAILED, "cublasLtMatmul");
   return r != 0;
 }
@@ -802,7 +811,7 @@ void linear_impl(px_backend *b, int M, int N, int K, const float *X, int ldx, co
   if (prec == PX_PRECISION_BF16 && K >= 16) {
     auto it = g.wbf.find(W);
     if (it != g.wbf.end()) {
-      __nv_bfloat16 *xb = grow(g.xbf, g.xbf_n, (size_t)M * K);
+      __nv_bfloat16 *xb = grow(g.xbf[g.cur_lane], g.xbf_n[g.cur_lane], (size_t)M * K);
       if (!xb) return;
       k_to_bf16<<<blocks_for((int64_t)M * K, 256), 256, 0, g.stream>>>(M, K, X, ldx, xb);
       LAUNCHED("to_bf16");
@@ -950,7 +959,7 @@ void be_attention_full(px_backend *b, int S, int T, int H, int d, const float *Q
   }
   if (!getenv("PXDIFF_CUBLAS_ATTENTION") && attention_fused(S, T, H, d, ld, Q, K, V, bias, 0, scale, O, G, ldg)) return;
   const size_t per = (size_t)H * T * T;
-  float *L = grow(g.logits, g.logits_n, per);
+  float *L = grow(g.logits[g.cur_lane], g.logits_n[g.cur_lane], per);
   if (!L) return;
   gemm_math_mode(precision_of(b));
   const float zero = 0.0f, one = 1.0f;
@@ -1007,9 +1016,60 @@ void be_host_free(px_backend *, void *p) {
 void be_download_async(px_backend *, void *dst, const void *src, size_t bytes) {
   if (bytes) CK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, g.stream));
 }
-void be_sync(px_backend *) { CK(cudaStreamSynchronize(g.stream)); }
+void be_sync(px_backend *) { CK(cudaStreamSynchronize(g.main)); }
+
+// Lanes: the model runs independent halves of a batch on two streams, so that one half's
+// kernels fill the gaps and tails of the other's (launch gaps, the last partial wave of a
+// GEMM, latency-bound attention). Fork and join are event edges, so a captured graph gets
+// two parallel branches.
+int be_lanes_fork(px_backend *, int n) {
+  if (n > MAX_LANES) n = MAX_LANES;
+  if (n < 2) return 1;
+  for (int k = 1; k < n; k++) {
+    if (!g.lane[k] && cudaStreamCreateWithFlags(&g.lane[k], cudaStreamNonBlocking) != cudaSuccess) {
+      g.lane[k] = nullptr;
+      cudaGetLastError();
+      return 1;
+    }
+    if (!g.ev_join[k] && cudaEventCreateWithFlags(&g.ev_join[k], cudaEventDisableTiming) != cudaSuccess) {
+      g.ev_join[k] = nullptr;
+      cudaGetLastError();
+      return 1;
+    }
+    if (!g.blas_ws[k] && cudaMalloc(&g.blas_ws[k], g.blas_ws_bytes) != cudaSuccess) {
+      g.blas_ws[k] = nullptr;
+      cudaGetLastError();
+      return 1;
+    }
+  }
+  if (!g.ev_fork && cudaEventCreateWithFlags(&g.ev_fork, cudaEventDisableTiming) != cudaSuccess) {
+    g.ev_fork = nullptr;
+    cudaGetLastError();
+    return 1;
+  }
+  CK(cudaEventRecord(g.ev_fork, g.main));
+  for (int k = 1; k < n; k++) CK(cudaStreamWaitEvent(g.lane[k], g.ev_fork, 0));
+  g.n_lanes = n;
+  return n;
+}
+void be_lane_select(px_backend *, int k) {
+  if (k < 0 || k >= g.n_lanes) k = 0;
+  g.cur_lane = k;
+  g.stream = g.lane[k];
+  cublasSetStream(g.blas, g.stream);
+  if (g.blas_ws[k]) cublasSetWorkspace(g.blas, g.blas_ws[k], g.blas_ws_bytes);
+}
+void be_lanes_join(px_backend *b) {
+  for (int k = 1; k < g.n_lanes; k++) {
+    CK(cudaEventRecord(g.ev_join[k], g.lane[k]));
+    CK(cudaStreamWaitEvent(g.main, g.ev_join[k], 0));
+  }
+  g.n_lanes = 1;
+  be_lane_select(b, 0);
+}
+
 int be_capture_begin(px_backend *) {
-  cudaError_t e = cudaStreamBeginCapture(g.stream, cudaStreamCaptureModeThreadLocal);
+  cudaError_t e = cudaStreamBeginCapture(g.main, cudaStreamCaptureModeThreadLocal);
   if (e != cudaSuccess) {
     cudaGetLastError();
     return -1;
@@ -1018,7 +1078,7 @@ int be_capture_begin(px_backend *) {
 }
 void *be_capture_end(px_backend *) {
   cudaGraph_t graph = nullptr;
-  cudaError_t e = cudaStreamEndCapture(g.stream, &graph);
+  cudaError_t e = cudaStreamEndCapture(g.main, &graph);
   if (e != cudaSuccess || !graph || g.sticky) {
     // A capture that failed leaves no work queued: the caller runs the call directly.
     cudaGetLastError();
@@ -1036,7 +1096,7 @@ void *be_capture_end(px_backend *) {
   return (void *)exec;
 }
 int be_graph_launch(px_backend *, void *graph) {
-  cudaError_t e = cudaGraphLaunch((cudaGraphExec_t)graph, g.stream);
+  cudaError_t e = cudaGraphLaunch((cudaGraphExec_t)graph, g.main);
   if (e != cudaSuccess) return fail_cuda(e, "cudaGraphLaunch");
   return 0;
 }
@@ -1099,9 +1159,9 @@ void be_join_external(px_backend *, void *stream, int direction) {
   cudaStream_t ext = (cudaStream_t)stream;
   if (direction == 0) {
     CK(cudaEventRecord(ev, ext));
-    CK(cudaStreamWaitEvent(g.stream, ev, 0));
+    CK(cudaStreamWaitEvent(g.main, ev, 0));
   } else {
-    CK(cudaEventRecord(ev, g.stream));
+    CK(cudaEventRecord(ev, g.main));
     CK(cudaStreamWaitEvent(ext, ev, 0));
   }
 }
@@ -1147,6 +1207,9 @@ CudaBackend make_backend(int precision) {
   c.base.host_free = be_host_free;
   c.base.download_async = be_download_async;
   c.base.sync = be_sync;
+  c.base.lanes_fork = be_lanes_fork;
+  c.base.lane_select = be_lane_select;
+  c.base.lanes_join = be_lanes_join;
   c.base.capture_begin = be_capture_begin;
   c.base.capture_end = be_capture_end;
   c.base.graph_launch = be_graph_launch;

@@ -75,56 +75,85 @@ static int sterm_group(int n_blocks, int R, int C) {
   return g > (size_t)n_blocks ? n_blocks : (int)g;
 }
 
-static void token_transformer(px_backend *be, const px_transformer_w *tf, const float *pair_bias,
-                              int S, int T, int Ss, const float *s, float *a, bump *ws) {
-  const int C = tf->c, H = tf->n_heads, dh = C / H, h = tf->hidden, cs = tf->c_s, nb = tf->n_blocks;
-  const int M = S * T, R = Ss * T;
-  const float scale = 1.0f / sqrtf((float)dh);
-  const int G = sterm_group(nb, R, C);
+/* The s-side terms of token blocks: per block, matrices 2j / 2j+1 of each kind (attention
+ * and transition AdaLN gates/shifts, output gates), each [R, C], RC floats apart. */
+typedef struct {
+  float *gate_ln, *shift_ln, *gate_raw;
+} sterms;
+
+/* s-side terms of blocks [k0, k0 + g) over R rows of s (sn = LN(s) without weights). */
+static void token_sterms(px_backend *be, const px_transformer_w *tf, int R, int T, const float *s,
+                         const float *sn, int k0, int g, const sterms *st) {
+  const int C = tf->c, cs = tf->c_s, nm = 2 * g;
   const size_t RC = (size_t)R * C, CS = (size_t)C * cs;
+  be->linear_batched(be, nm, R, C, cs, sn, 0, tf->st_w_gate_ln + 2 * (size_t)k0 * CS, CS,
+                     tf->st_b_gate_ln + 2 * (size_t)k0 * C, C, st->gate_ln, RC, T);
+  be->activation(be, (int64_t)nm * RC, st->gate_ln, PX_ACT_SIGMOID);
+  be->linear_batched(be, nm, R, C, cs, sn, 0, tf->st_w_shift_ln + 2 * (size_t)k0 * CS, CS, NULL, 0,
+                     st->shift_ln, RC, T);
+  be->linear_batched(be, nm, R, C, cs, s, 0, tf->st_w_gate_raw + 2 * (size_t)k0 * CS, CS,
+                     tf->st_b_gate_raw + 2 * (size_t)k0 * C, C, st->gate_raw, RC, T);
+  be->activation(be, (int64_t)nm * RC, st->gate_raw, PX_ACT_SIGMOID);
+}
+
+/* Token blocks [k0, k0 + g) over a [S*T, C] in place. Block k0 + j's s-side terms are
+ * matrix 2j / 2j+1 of st, starting `off` floats in, and a row r uses term row r % g_rows. */
+static void token_blocks(px_backend *be, const px_transformer_w *tf, const float *pair_bias, int S, int T,
+                         int k0, int g, const sterms *st, size_t RC, size_t off, int g_rows, float *a,
+                         bump *ws) {
+  const int C = tf->c, H = tf->n_heads, dh = C / H, h = tf->hidden;
+  const int M = S * T;
+  const float scale = 1.0f / sqrtf((float)dh);
   size_t mark = ws->used;
-  float *sn = take(ws, (size_t)R * cs);
-  /* s-side terms of G blocks: matrix 2j / 2j+1 of each kind belongs to block k0 + j. */
-  float *gate_ln = take(ws, 2 * (size_t)G * RC), *shift_ln = take(ws, 2 * (size_t)G * RC);
-  float *gate_raw = take(ws, 2 * (size_t)G * RC);
   float *an = take(ws, (size_t)M * C);
   float *proj = take(ws, (size_t)M * (4 * C > 2 * h ? 4 * C : 2 * h));
   float *att = take(ws, (size_t)M * C), *y = take(ws, (size_t)M * C), *hs = take(ws, (size_t)M * h);
   const size_t TT = (size_t)T * T;
   if (!ws->base) return; /* sizing pass */
+  for (int j = 0; j < g; j++) {
+    const int k = k0 + j;
+    const px_block_w *B = &tf->blocks[k];
+    const float *g_a = st->gate_ln + (size_t)(2 * j) * RC + off, *g_c = st->gate_ln + (size_t)(2 * j + 1) * RC + off;
+    const float *b_a = st->shift_ln + (size_t)(2 * j) * RC + off, *b_c = st->shift_ln + (size_t)(2 * j + 1) * RC + off;
+    const float *gl = st->gate_raw + (size_t)(2 * j) * RC + off, *gc = st->gate_raw + (size_t)(2 * j + 1) * RC + off;
+    if (j == 0) be->adaln(be, M, C, a, g_a, b_a, g_rows, an); /* else fused into the last residual */
+    /* [q | k v g] in one GEMM; the bias is linear_q's, zeros elsewhere (see atom_transformer). */
+    be->linear(be, M, 4 * C, C, an, C, B->w_proj1, B->b_proj1, proj, 4 * C, 0, T);
+    be->attention_full(be, S, T, H, dh, proj, proj + C, proj + 2 * C, 4 * C, pair_bias + (size_t)k * H * TT,
+                       scale, att, proj + 3 * C, 4 * C);
+    be->linear(be, M, C, C, att, C, B->o.w, NULL, y, C, 0, T);
+    be->residual_adaln(be, M, C, a, gl, g_rows, y, g_c, b_c, g_rows, an);
+    be->linear(be, M, 2 * h, C, an, C, B->w_a12, NULL, proj, 2 * h, 0, T);
+    be->swiglu(be, M, h, proj, hs);
+    be->linear(be, M, C, h, hs, h, B->ctb_b.w, NULL, y, C, 0, T);
+    if (j + 1 < g) /* the residual, fused with the next block's attention AdaLN */
+      be->residual_adaln(be, M, C, a, gc, g_rows, y, st->gate_ln + (size_t)(2 * j + 2) * RC + off,
+                         st->shift_ln + (size_t)(2 * j + 2) * RC + off, g_rows, an);
+    else
+      be->gated_residual(be, M, C, a, gc, g_rows, y);
+  }
+  ws->used = mark;
+}
+
+/* The token transformer with its s-side terms computed here, G blocks at a time. */
+static void token_transformer(px_backend *be, const px_transformer_w *tf, const float *pair_bias,
+                              int S, int T, int Ss, const float *s, float *a, bump *ws) {
+  const int C = tf->c, cs = tf->c_s, nb = tf->n_blocks;
+  const int R = Ss * T;
+  const int G = sterm_group(nb, R, C);
+  const size_t RC = (size_t)R * C;
+  size_t mark = ws->used;
+  float *sn = take(ws, (size_t)R * cs);
+  const sterms st = {take(ws, 2 * (size_t)G * RC), take(ws, 2 * (size_t)G * RC), take(ws, 2 * (size_t)G * RC)};
+  if (!ws->base) { /* sizing pass: the blocks' scratch comes on top */
+    token_blocks(be, tf, pair_bias, S, T, 0, 0, &st, RC, 0, R, a, ws);
+    return;
+  }
   be->layernorm(be, R, cs, s, NULL, NULL, sn); /* LN(s); each AdaLN's scale is folded into its weights */
   for (int k0 = 0; k0 < nb; k0 += G) {
-    const int g = nb - k0 < G ? nb - k0 : G, nm = 2 * g;
-    be->linear_batched(be, nm, R, C, cs, sn, 0, tf->st_w_gate_ln + 2 * (size_t)k0 * CS, CS,
-                       tf->st_b_gate_ln + 2 * (size_t)k0 * C, C, gate_ln, RC, T);
-    be->activation(be, (int64_t)nm * RC, gate_ln, PX_ACT_SIGMOID);
-    be->linear_batched(be, nm, R, C, cs, sn, 0, tf->st_w_shift_ln + 2 * (size_t)k0 * CS, CS, NULL, 0,
-                       shift_ln, RC, T);
-    be->linear_batched(be, nm, R, C, cs, s, 0, tf->st_w_gate_raw + 2 * (size_t)k0 * CS, CS,
-                       tf->st_b_gate_raw + 2 * (size_t)k0 * C, C, gate_raw, RC, T);
-    be->activation(be, (int64_t)nm * RC, gate_raw, PX_ACT_SIGMOID);
-    for (int j = 0; j < g; j++) {
-      const int k = k0 + j;
-      const px_block_w *B = &tf->blocks[k];
-      const float *g_a = gate_ln + (size_t)(2 * j) * RC, *g_c = gate_ln + (size_t)(2 * j + 1) * RC;
-      const float *b_a = shift_ln + (size_t)(2 * j) * RC, *b_c = shift_ln + (size_t)(2 * j + 1) * RC;
-      const float *gl = gate_raw + (size_t)(2 * j) * RC, *gc = gate_raw + (size_t)(2 * j + 1) * RC;
-      if (j == 0) be->adaln(be, M, C, a, g_a, b_a, R, an); /* else fused into the last residual */
-      /* [q | k v g] in one GEMM; the bias is linear_q's, zeros elsewhere (see atom_transformer). */
-      be->linear(be, M, 4 * C, C, an, C, B->w_proj1, B->b_proj1, proj, 4 * C, 0, T);
-      be->attention_full(be, S, T, H, dh, proj, proj + C, proj + 2 * C, 4 * C,
-                         pair_bias + (size_t)k * H * TT, scale, att, proj + 3 * C, 4 * C);
-      be->linear(be, M, C, C, att, C, B->o.w, NULL, y, C, 0, T);
-      be->residual_adaln(be, M, C, a, gl, R, y, g_c, b_c, R, an);
-      be->linear(be, M, 2 * h, C, an, C, B->w_a12, NULL, proj, 2 * h, 0, T);
-      be->swiglu(be, M, h, proj, hs);
-      be->linear(be, M, C, h, hs, h, B->ctb_b.w, NULL, y, C, 0, T);
-      if (j + 1 < g) /* the residual, fused with the next block's attention AdaLN */
-        be->residual_adaln(be, M, C, a, gc, R, y, gate_ln + (size_t)(2 * j + 2) * RC,
-                           shift_ln + (size_t)(2 * j + 2) * RC, R, an);
-      else
-        be->gated_residual(be, M, C, a, gc, R, y);
-    }
+    const int g = nb - k0 < G ? nb - k0 : G;
+    token_sterms(be, tf, R, T, s, sn, k0, g, &st);
+    token_blocks(be, tf, pair_bias, S, T, k0, g, &st, RC, 0, R, a, ws);
   }
   ws->used = mark;
 }
@@ -225,89 +254,181 @@ static io_bufs take_io(bump *ws, int S, int N) {
   return io;
 }
 
+/* Buffers of one call shared by its lanes (sample-major: lane k uses its samples' rows). */
+typedef struct {
+  io_bufs io;
+  float *s, *a, *q, *big, *tok, *r, *rup;
+  sterms st;        /* token s-side terms of every block, when hoisted (lanes) */
+  int hoisted;
+  int t_stride;     /* io.t: 1 level per sample, or 0: one shared level */
+} call_bufs;
+
+/* Lanes (backend.h): a call's samples split in two halves that run concurrently, when the
+ * backend has lanes, no probe is attached, every token block's s-side terms fit at once
+ * (computed before the split, shared by both halves) and the call is large: measured on an
+ * H200 (tf32, 10 samples), two lanes took 12.07 ms against 12.66 at 620 tokens, 6.45
+ * against 6.51 at 330, but 3.85 against 3.69 at 150 (each half's kernels then no longer
+ * fill the GPU, and the two halves' kernels mostly cannot run side by side anyway).
+ * PXDIFF_LANES=1 / 2 forces one / two lanes. */
+static int lanes_planned(px_backend *be, const px_transformer_w *tt, int S, int T, int R, px_probe_fn probe) {
+  static int env = -1;
+  if (env < 0) {
+    const char *e = getenv("PXDIFF_LANES");
+    env = e && *e ? atoi(e) : 0;
+  }
+  if (!be->lanes_fork || probe || S < 2 || env == 1) return 1;
+  if (sterm_group(tt->n_blocks, R, tt->c) != tt->n_blocks) return 1;
+  return env >= 2 || (int64_t)S * T >= 3000 ? 2 : 1;
+}
+
+/* First sample and sample count of lane k of nl. */
+static int lane_first(int S, int nl, int k) { return (int)((int64_t)S * k / nl); }
+
+/* Scratch one lane of Sk samples needs (dry runs of its transformers), and the
+ * conditioning's transitions (run in lane 0's region before the split). */
+static size_t lane_scratch(px_backend *be, const px_model *W, int Sk, int T, int N, int Ss, int R,
+                           int hoisted, int cs) {
+  size_t need = 0;
+  for (int part = 0; part < 4; part++) {
+    bump b = {NULL, 0};
+    if (part == 0) atom_transformer(be, &W->enc_tf, NULL, Sk, N, NULL, &b);
+    if (part == 1) atom_transformer(be, &W->dec_tf, NULL, Sk, N, NULL, &b);
+    if (part == 2) {
+      const sterms none = {NULL, NULL, NULL};
+      if (hoisted)
+        token_blocks(be, &W->tok_tf, NULL, Sk, T, 0, 0, &none, 0, 0, 0, NULL, &b);
+      else
+        token_transformer(be, &W->tok_tf, NULL, Sk, T, Ss, NULL, NULL, &b);
+    }
+    if (part == 3) transition_rows(be, &W->tr_s1, R, T, cs, NULL, &b);
+    if (b.used > need) need = b.used;
+  }
+  return need;
+}
+
+/* One lane's share of the call: samples [s0, s0 + Sk), encoder to output. */
+static void forward_lane(const px_model *m, px_design *d, int S, int Ss, int s0, int Sk, int dev_io,
+                         const call_bufs *cb, bump *lw, px_probe_fn probe, void *user) {
+  px_backend *be = d->be;
+  const px_model *W = d->W;
+  const px_dims *D = &m->dims;
+  const int T = d->T, N = d->N, ct = D->c_token, ca = D->c_atom, cw = ct > ca ? ct : ca;
+  const int R = Ss * T;
+  /* This lane's rows of the per-sample buffers; conditioning rows are per sample only
+   * when each sample has its own level (Ss = S). */
+  float *a = cb->a + (size_t)s0 * T * ct, *q = cb->q + (size_t)s0 * N * ca, *big = cb->big + (size_t)s0 * N * cw;
+  const float *r = cb->r + (size_t)s0 * N * 3;
+  float *rup = cb->rup + (size_t)s0 * N * 3;
+  const size_t srow = Ss == 1 ? 0 : (size_t)s0 * T; /* first conditioning row of this lane */
+  const int g_rows = Ss == 1 ? T : Sk * T;
+  /* ---- encoder: q = c + W_r r, atom transformer, mean of relu(W_q q) per token ---- */
+  be->linear(be, Sk * N, ca, 3, r, 3, W->enc_r.w, NULL, q, ca, 0, N);
+  be->add_rows(be, Sk * N, ca, q, d->c, N);
+  atom_transformer(be, &W->enc_tf, d->enc, Sk, N, q, lw);
+  be->linear_relu(be, Sk * N, ct, ca, q, ca, W->enc_q.w, NULL, big, ct, N);
+  be->atoms_to_tokens(be, Sk, N, T, ct, big, d->atom_to_token, d->inv_count, a);
+  probe_out(be, probe, user, "a_enc", a, (int64_t)Sk * T * ct);
+  probe_out(be, probe, user, "q_skip", q, (int64_t)Sk * N * ca);
+  /* ---- a += Lin_s(LN(s)) (computed before the split); token transformer; LN ---- */
+  be->add_rows(be, Sk * T, ct, a, cb->tok + srow * ct, g_rows);
+  probe_out(be, probe, user, "a_in", a, (int64_t)Sk * T * ct);
+  if (cb->hoisted)
+    token_blocks(be, &W->tok_tf, d->tok_pair_bias, Sk, T, 0, W->tok_tf.n_blocks, &cb->st, (size_t)R * W->tok_tf.c,
+                 srow * W->tok_tf.c, g_rows, a, lw);
+  else
+    token_transformer(be, &W->tok_tf, d->tok_pair_bias, Sk, T, Ss, cb->s, a, lw);
+  probe_out(be, probe, user, "a_trans", a, (int64_t)Sk * T * ct);
+  be->layernorm(be, Sk * T, ct, a, W->ln_a_w, NULL, a);
+  probe_out(be, probe, user, "a_ln", a, (int64_t)Sk * T * ct);
+  /* ---- decoder: q = broadcast(Lin_a(a)) + q_skip; atom transformer; Lin_out(LN(q)) ---- */
+  be->linear(be, Sk * T, ca, ct, a, ct, W->dec_a.w, NULL, big, ca, 0, T);
+  be->tokens_to_atoms_add(be, Sk, N, T, ca, Sk, big, d->atom_to_token, q);
+  atom_transformer(be, &W->dec_tf, d->dec, Sk, N, q, lw);
+  be->layernorm(be, Sk * N, ca, q, W->dec_ln_q_w, NULL, big);
+  be->linear(be, Sk * N, 3, ca, big, ca, W->dec_out.w, NULL, rup, 3, 0, N);
+  if (dev_io)
+    be->edm(be, 1, Sk, N, cb->io.x + (size_t)s0 * N * 3, cb->io.t + (size_t)s0 * cb->t_stride, cb->t_stride,
+            D->sigma_data, rup, cb->io.out + (size_t)s0 * N * 3);
+}
+
 static void forward_device(const px_model *m, px_design *d, int S, int Ss, int dev_io, bump *ws,
                            const host_bufs *hb, px_probe_fn probe, void *user) {
   px_backend *be = d->be;
   const px_model *W = d->W;
   const px_dims *D = &m->dims;
-  const int T = d->T, N = d->N, cs = D->c_s, ct = D->c_token, ca = D->c_atom;
+  const int T = d->T, N = d->N, cs = D->c_s, ct = D->c_token, ca = D->c_atom, cw = ct > ca ? ct : ca;
   const int R = Ss * T;
+  const px_transformer_w *tt = &W->tok_tf;
+  const int nl = lanes_planned(be, tt, S, T, R, probe);
+  const size_t RC = (size_t)R * tt->c;
 
-  const io_bufs io = take_io(ws, S, N);
-  float *s = take(ws, (size_t)R * cs);
+  call_bufs cb;
+  memset(&cb, 0, sizeof cb);
+  cb.io = take_io(ws, S, N);
+  cb.s = take(ws, (size_t)R * cs);
   float *nf = take(ws, (size_t)S * D->n_fourier), *nv = take(ws, (size_t)S * D->n_fourier);
   float *v = take(ws, (size_t)S * cs);
-  float *a = take(ws, (size_t)S * T * ct);
-  float *q = take(ws, (size_t)S * N * ca);
-  float *big = take(ws, (size_t)S * N * (ct > ca ? ct : ca)); /* [S*N, c_token] scratch */
+  cb.a = take(ws, (size_t)S * T * ct);
+  cb.q = take(ws, (size_t)S * N * ca);
+  cb.big = take(ws, (size_t)S * N * cw); /* [S*N, c_token] scratch */
   float *sn = take(ws, (size_t)R * cs);
-  float *tok = take(ws, (size_t)R * (ct > ca ? ct : ca));
-  float *r = take(ws, (size_t)S * N * 3), *rup = take(ws, (size_t)S * N * 3);
-  if (!ws->base) {
-    /* Sizing pass: account for the nested transformers' scratch. */
-    size_t top = ws->used;
-    atom_transformer(be, &W->enc_tf, NULL, S, N, NULL, ws);
-    size_t need_atom = ws->used;
-    ws->used = top;
-    token_transformer(be, &W->tok_tf, NULL, S, T, Ss, NULL, NULL, ws);
-    size_t need_tok = ws->used;
-    ws->used = top;
-    transition_rows(be, &W->tr_s1, R, T, cs, NULL, ws);
-    size_t need_tr = ws->used;
-    ws->used = need_atom > need_tok ? need_atom : need_tok;
-    if (need_tr > ws->used) ws->used = need_tr;
-    return;
+  cb.tok = take(ws, (size_t)R * cw);
+  cb.r = take(ws, (size_t)S * N * 3);
+  cb.rup = take(ws, (size_t)S * N * 3);
+  cb.hoisted = nl > 1;
+  float *snt = NULL;
+  if (cb.hoisted) {
+    snt = take(ws, (size_t)R * cs);
+    cb.st.gate_ln = take(ws, 2 * (size_t)tt->n_blocks * RC);
+    cb.st.shift_ln = take(ws, 2 * (size_t)tt->n_blocks * RC);
+    cb.st.gate_raw = take(ws, 2 * (size_t)tt->n_blocks * RC);
   }
+  bump lw[2];
+  for (int k = 0; k < nl; k++) {
+    const int Sk = lane_first(S, nl, k + 1) - lane_first(S, nl, k);
+    lw[k].base = take(ws, lane_scratch(be, W, Sk, T, N, Ss, R, cb.hoisted, cs));
+    lw[k].used = 0;
+  }
+  if (!ws->base) return; /* sizing pass */
   /* ---- conditioning: s = s0 + Lin_n(LN(fourier(t))), then two transitions over s ---- */
   /* Device-pointer calls: io.t holds Ss levels (1 when the caller said they are shared). */
-  const int t_stride = Ss == S ? 1 : 0;
+  cb.t_stride = Ss == S ? 1 : 0;
   if (dev_io) {
     /* t_hat stays on the device, so the noise embedding is computed there, per level. */
-    be->fourier(be, Ss, D->n_fourier, io.t, D->sigma_data, W->fourier_w, W->fourier_b, nf);
+    be->fourier(be, Ss, D->n_fourier, cb.io.t, D->sigma_data, W->fourier_w, W->fourier_b, nf);
     be->layernorm(be, Ss, D->n_fourier, nf, W->cond_ln_n_w, NULL, nv);
     be->linear(be, Ss, cs, D->n_fourier, nv, D->n_fourier, W->cond_n.w, NULL, v, cs, 0, 1);
-    be->rows_plus_vec(be, Ss, T, cs, d->s0_dev ? d->s0_dev : d->s0, v, s);
+    be->rows_plus_vec(be, Ss, T, cs, d->s0_dev ? d->s0_dev : d->s0, v, cb.s);
   } else {
-    be->upload(be, s, hb->s, sizeof(float) * (size_t)R * cs);
+    be->upload(be, cb.s, hb->s, sizeof(float) * (size_t)R * cs);
   }
-  transition_rows(be, &W->tr_s1, R, T, cs, s, ws);
-  transition_rows(be, &W->tr_s2, R, T, cs, s, ws);
-  probe_out(be, probe, user, "s", s, (int64_t)R * cs);
-  /* ---- encoder: q = c + W_r r, atom transformer, mean of relu(W_q q) per token ---- */
+  transition_rows(be, &W->tr_s1, R, T, cs, cb.s, &lw[0]);
+  transition_rows(be, &W->tr_s2, R, T, cs, cb.s, &lw[0]);
+  probe_out(be, probe, user, "s", cb.s, (int64_t)R * cs);
   if (dev_io)
-    be->edm(be, 0, S, N, io.x, io.t, t_stride, D->sigma_data, NULL, r);
+    be->edm(be, 0, S, N, cb.io.x, cb.io.t, cb.t_stride, D->sigma_data, NULL, cb.r);
   else
-    be->upload(be, r, hb->r, sizeof(float) * (size_t)S * N * 3);
-  be->linear(be, S * N, ca, 3, r, 3, W->enc_r.w, NULL, q, ca, 0, N);
-  be->add_rows(be, S * N, ca, q, d->c, N);
-  atom_transformer(be, &W->enc_tf, d->enc, S, N, q, ws);
-  be->linear_relu(be, S * N, ct, ca, q, ca, W->enc_q.w, NULL, big, ct, N);
-  be->atoms_to_tokens(be, S, N, T, ct, big, d->atom_to_token, d->inv_count, a);
-  probe_out(be, probe, user, "a_enc", a, (int64_t)S * T * ct);
-  probe_out(be, probe, user, "q_skip", q, (int64_t)S * N * ca);
-  /* ---- a += Lin_s(LN(s)); token transformer; LN ---- */
-  be->layernorm(be, R, cs, s, W->ln_s_w, NULL, sn);
-  be->linear(be, R, ct, cs, sn, cs, W->lin_s.w, NULL, tok, ct, 0, T);
-  be->add_rows(be, S * T, ct, a, tok, R);
-  probe_out(be, probe, user, "a_in", a, (int64_t)S * T * ct);
-  token_transformer(be, &W->tok_tf, d->tok_pair_bias, S, T, Ss, s, a, ws);
-  probe_out(be, probe, user, "a_trans", a, (int64_t)S * T * ct);
-  be->layernorm(be, S * T, ct, a, W->ln_a_w, NULL, a);
-  probe_out(be, probe, user, "a_ln", a, (int64_t)S * T * ct);
-  /* ---- decoder: q = broadcast(Lin_a(a)) + q_skip; atom transformer; Lin_out(LN(q)) ---- */
-  be->linear(be, S * T, ca, ct, a, ct, W->dec_a.w, NULL, big, ca, 0, T);
-  be->tokens_to_atoms_add(be, S, N, T, ca, S, big, d->atom_to_token, q);
-  atom_transformer(be, &W->dec_tf, d->dec, S, N, q, ws);
-  be->layernorm(be, S * N, ca, q, W->dec_ln_q_w, NULL, big);
-  be->linear(be, S * N, 3, ca, big, ca, W->dec_out.w, NULL, rup, 3, 0, N);
-  if (dev_io) {
-    be->edm(be, 1, S, N, io.x, io.t, t_stride, D->sigma_data, rup, io.out);
-    return;
+    be->upload(be, cb.r, hb->r, sizeof(float) * (size_t)S * N * 3);
+  /* Token-level conditioning terms, shared by every sample (and both lanes). */
+  be->layernorm(be, R, cs, cb.s, W->ln_s_w, NULL, sn);
+  be->linear(be, R, ct, cs, sn, cs, W->lin_s.w, NULL, cb.tok, ct, 0, T);
+  if (cb.hoisted) {
+    be->layernorm(be, R, cs, cb.s, NULL, NULL, snt); /* each AdaLN's scale is folded into its weights */
+    token_sterms(be, tt, R, T, cb.s, snt, 0, tt->n_blocks, &cb.st);
   }
+  /* ---- per sample: encoder, token transformer, decoder, in nl lanes ---- */
+  const int opened = nl > 1 ? be->lanes_fork(be, nl) : 1; /* 1: the lanes run one after another */
+  for (int k = 0; k < nl; k++) {
+    if (opened > 1) be->lane_select(be, k);
+    const int s0 = lane_first(S, nl, k), Sk = lane_first(S, nl, k + 1) - s0;
+    forward_lane(m, d, S, Ss, s0, Sk, dev_io, &cb, &lw[k], probe, user);
+  }
+  if (opened > 1) be->lanes_join(be);
+  if (dev_io) return;
   if (be->download_async)
-    be->download_async(be, hb->rup, rup, sizeof(float) * (size_t)S * N * 3);
+    be->download_async(be, hb->rup, cb.rup, sizeof(float) * (size_t)S * N * 3);
   else
-    be->download(be, hb->rup, rup, sizeof(float) * (size_t)S * N * 3);
+    be->download(be, hb->rup, cb.rup, sizeof(float) * (size_t)S * N * 3);
 }
 
 /* Host side after the device work: the EDM output mix. */

@@ -122,6 +122,18 @@ struct px_backend {
   int (*lanes_fork)(px_backend *b, int n);
   void (*lane_select)(px_backend *b, int k);
   void (*lanes_join)(px_backend *b);
+
+  /* ---- optional: the sampler's per-step work where the coordinates live (NULL on the
+   * CPU, whose sampler runs on the host arrays). Same streams and float arithmetic as
+   * src/sample/sampler.c; x, x_noisy, x_den are [S, N, 3] in backend memory. ---- */
+  /* x[s] = t0 * N(0, I) from stream (seed, sample0 + s, 0, PX_RNG_INIT). */
+  void (*sampler_init)(px_backend *b, int S, int N, uint64_t seed, uint32_t sample0, float t0, float *x);
+  /* Step `step`'s augmentation (centre, x = R x + u, in place) and x_noisy = x + sd * noise. */
+  void (*sampler_noise)(px_backend *b, int S, int N, uint64_t seed, uint32_t sample0, uint32_t step, float sd,
+                        float *x, float *x_noisy);
+  /* x = x_noisy + step_size * (x_noisy - x_den) / t_hat over n values. */
+  void (*sampler_euler)(px_backend *b, int64_t n, const float *x_noisy, const float *x_den, float t_hat,
+                        float step_size, float *x);
 };
 
 enum { PX_ACT_SIGMOID = 0, PX_ACT_RELU = 1 };

@@ -314,6 +314,61 @@ static void test_attention_tc_gated(void) {
   gpu->free(gpu, dP); gpu->free(gpu, dbias); gpu->free(gpu, dO);
 }
 
+/* The sampler's kernels against the host sampler's arithmetic (src/sample/sampler.c) on the
+ * host RNG streams: expected equal up to libm-vs-CUDA double rounding (~2^-29 per value). */
+static void test_sampler_kernels(void) {
+  const int S = 3, N = 37;
+  const size_t n3 = (size_t)N * 3, nx = n3 * S;
+  const uint64_t seed = 0x1234abcd5678ULL ^ (uint64_t)rand();
+  const uint32_t sample0 = 5, step = 7;
+  const float t0 = 160.0f, sd = 3.25f;
+  float *want = malloc(sizeof(float) * nx), *x = rnd(nx, 20.0), *xn_want = malloc(sizeof(float) * nx);
+  /* init */
+  float *dx = dev_poison(nx);
+  gpu->sampler_init(gpu, S, N, seed, sample0, t0, dx);
+  for (int s = 0; s < S; s++) {
+    px_rng_normal(seed, sample0 + s, 0, PX_RNG_INIT, want + s * n3, (int64_t)n3);
+    for (size_t i = 0; i < n3; i++) want[s * n3 + i] *= t0;
+  }
+  compare("sampler_init", dx, want, nx, 1e-6);
+  /* augmentation + noise */
+  gpu->upload(gpu, dx, x, sizeof(float) * nx);
+  float *dxn = dev_poison(nx);
+  gpu->sampler_noise(gpu, S, N, seed, sample0, step, sd, dx, dxn);
+  memcpy(want, x, sizeof(float) * nx);
+  float *noise = malloc(sizeof(float) * n3);
+  for (int s = 0; s < S; s++) {
+    float R[9], u[3], *xs = want + s * n3;
+    px_rng_rotation(seed, sample0 + s, step, R);
+    px_rng_translation(seed, sample0 + s, step, u);
+    double mean[3] = {0, 0, 0};
+    for (int n = 0; n < N; n++)
+      for (int k = 0; k < 3; k++) mean[k] += xs[n * 3 + k];
+    float mf[3];
+    for (int k = 0; k < 3; k++) mf[k] = (float)(mean[k] / N);
+    for (int n = 0; n < N; n++) {
+      float p[3] = {xs[n * 3] - mf[0], xs[n * 3 + 1] - mf[1], xs[n * 3 + 2] - mf[2]};
+      for (int k = 0; k < 3; k++) xs[n * 3 + k] = R[k * 3] * p[0] + R[k * 3 + 1] * p[1] + R[k * 3 + 2] * p[2] + u[k];
+    }
+    px_rng_normal(seed, sample0 + s, step, PX_RNG_NOISE, noise, (int64_t)n3);
+    for (size_t i = 0; i < n3; i++) xn_want[s * n3 + i] = xs[i] + sd * noise[i];
+  }
+  compare("sampler_noise: augmented x", dx, want, nx, 1e-6);
+  compare("sampler_noise: x_noisy", dxn, xn_want, nx, 1e-6);
+  /* Euler step */
+  float *xd = rnd(nx, 20.0);
+  float *dxd = up(xd, nx);
+  gpu->upload(gpu, dxn, xn_want, sizeof(float) * nx);
+  gpu->sampler_euler(gpu, (int64_t)nx, dxn, dxd, 12.5f, -1.75f, dx);
+  for (size_t i = 0; i < nx; i++) {
+    float delta = (xn_want[i] - xd[i]) / 12.5f;
+    want[i] = xn_want[i] + -1.75f * delta;
+  }
+  compare("sampler_euler", dx, want, nx, 1e-7);
+  free(want); free(x); free(xn_want); free(noise); free(xd);
+  gpu->free(gpu, dx); gpu->free(gpu, dxn); gpu->free(gpu, dxd);
+}
+
 int main(void) {
   if (px_cuda_device_count() <= 0) {
     printf("SKIP: test_cuda_kernels: no CUDA device\n");
@@ -331,6 +386,7 @@ int main(void) {
   test_token_atom_maps();
   test_attention();
   test_attention_tc_gated();
+  test_sampler_kernels();
   return tu_finish("test_cuda_kernels");
 }
 #endif

@@ -319,11 +319,14 @@ k_attention_tc(int L, int H, int ld, const float *__restrict__ Q, const float *_
   for (int dn = 0; dn < DK; dn++) o[dn][0] = o[dn][1] = o[dn][2] = o[dn][3] = 0.0f;
   float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
 
+  // Warps whose 16 rows all lie past L (the last query tile) only help stage K/V: their
+  // math would be discarded (at L = 330, 3 of the 24 warps of a head's 3 tiles).
+  const bool active = q0 + w * 16 < L;
   auto tile_step = [&](int it, auto full) {
     constexpr bool FULL = decltype(full)::value;
     const int t0 = it * KT, nk = FULL ? KT : min(KT, L - t0);
     float sc[KT / 8][4];
-    load_bias<FULL>(sc, b0p, b1p, t0, L, t);
+    if (active) load_bias<FULL>(sc, b0p, b1p, t0, L, t);
     if (it + 1 < ntiles) {
       issue(it + 1);
       cp_async_wait<1>();
@@ -342,8 +345,9 @@ k_attention_tc(int L, int H, int ld, const float *__restrict__ Q, const float *_
       *vp = make_uint4(tf32_op(vx.x), tf32_op(vx.y), tf32_op(vx.z), tf32_op(vx.w));
     }
     __syncthreads();
-    tile_math<D, FULL>(sc, reinterpret_cast<const uint32_t *>(Kst), reinterpret_cast<const uint32_t *>(Vst),
-                       nk, qa, o, m0, m1, l0, l1, g, t);
+    if (active)
+      tile_math<D, FULL>(sc, reinterpret_cast<const uint32_t *>(Kst), reinterpret_cast<const uint32_t *>(Vst),
+                         nk, qa, o, m0, m1, l0, l1, g, t);
     __syncthreads();  // this stage is refilled by the next iteration's issue()
   };
 

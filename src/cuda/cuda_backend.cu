@@ -26,6 +26,7 @@ extern "C" {
 }
 #include "cuda/attention_tc.h"
 #include "cuda/gemm_lt.h"
+#include "cuda/sampler_kernels.h"
 
 namespace {
 
@@ -1068,6 +1069,21 @@ void be_lanes_join(px_backend *b) {
   be_lane_select(b, 0);
 }
 
+void be_sampler_init(px_backend *, int S, int N, uint64_t seed, uint32_t sample0, float t0, float *x) {
+  PROF("sampler_init");
+  CK(px_sampler_init_gpu(g.stream, S, N, seed, sample0, t0, x));
+}
+void be_sampler_noise(px_backend *, int S, int N, uint64_t seed, uint32_t sample0, uint32_t step, float sd, float *x,
+                      float *x_noisy) {
+  PROF("sampler_noise");
+  CK(px_sampler_noise_gpu(g.stream, S, N, seed, sample0, step, sd, x, x_noisy));
+}
+void be_sampler_euler(px_backend *, int64_t n, const float *x_noisy, const float *x_den, float t_hat,
+                      float step_size, float *x) {
+  PROF("sampler_euler");
+  CK(px_sampler_euler_gpu(g.stream, n, x_noisy, x_den, t_hat, step_size, x));
+}
+
 int be_capture_begin(px_backend *) {
   cudaError_t e = cudaStreamBeginCapture(g.main, cudaStreamCaptureModeThreadLocal);
   if (e != cudaSuccess) {
@@ -1210,6 +1226,9 @@ CudaBackend make_backend(int precision) {
   c.base.lanes_fork = be_lanes_fork;
   c.base.lane_select = be_lane_select;
   c.base.lanes_join = be_lanes_join;
+  c.base.sampler_init = be_sampler_init;
+  c.base.sampler_noise = be_sampler_noise;
+  c.base.sampler_euler = be_sampler_euler;
   c.base.capture_begin = be_capture_begin;
   c.base.capture_end = be_capture_end;
   c.base.graph_launch = be_graph_launch;

@@ -8,7 +8,14 @@
 #include <string.h>
 
 #include "error.h"
+#include "model/model.h"
 #include "sample/rng.h"
+
+/* t_hat of step k (px_sampler_step's arithmetic). */
+static float step_t_hat(const px_sampler_config *c, float t_prev, float t_cur) {
+  const float gamma = t_cur > c->gamma_min ? c->gamma0 : 0.0f;
+  return t_prev * (gamma + 1.0f);
+}
 
 int px_sampler_step(const px_model *m, px_design *d, const px_sampler_config *c, int S, float *x,
                     float t_prev, float t_cur, float eta, const float *rot, const float *trans,
@@ -37,8 +44,7 @@ int px_sampler_step(const px_model *m, px_design *d, const px_sampler_config *c,
       }
     }
   }
-  const float gamma = t_cur > c->gamma_min ? c->gamma0 : 0.0f;
-  const float t_hat = t_prev * (gamma + 1.0f);
+  const float t_hat = step_t_hat(c, t_prev, t_cur);
   const float sd = c->noise_scale_lambda * sqrtf(t_hat * t_hat - t_prev * t_prev);
   float *x_noisy = malloc(sizeof(float) * n3 * S);
   float *x_den = malloc(sizeof(float) * n3 * S);
@@ -63,6 +69,62 @@ int px_sampler_step(const px_model *m, px_design *d, const px_sampler_config *c,
   free(x_den);
   free(th);
   return rc;
+}
+
+/* A whole chunk on a backend with the sampler's kernels (the GPU): the coordinates stay in
+ * device memory from the initial noise to the last step; each step is three small kernels
+ * around one px_denoise_device_shared_t call, and nothing crosses to the host but the
+ * final coordinates. Same randomness and arithmetic as the host loop below (see
+ * backend.h); the host waits once per step, for the progress report. */
+static int sample_chunk_device(const px_model *m, px_design *d, const px_sampler_config *c, const float *t,
+                               uint32_t sample0, int S, float *x_out, int done, int n,
+                               px_progress_fn progress, void *user) {
+  px_backend *be = d->be;
+  const int N = px_design_n_atoms(d);
+  const size_t n3 = (size_t)N * 3, nx = n3 * (size_t)S;
+  float *x = be->alloc(be, sizeof(float) * nx), *xn = be->alloc(be, sizeof(float) * nx);
+  float *xd = be->alloc(be, sizeof(float) * nx);
+  float *th = be->alloc(be, sizeof(float) * (size_t)c->n_step);
+  float *th_host = malloc(sizeof(float) * (size_t)c->n_step);
+  int rc = PX_OK;
+  if (!x || !xn || !xd || !th || !th_host) {
+    rc = px_fail(PX_ERR_NOMEM, "out of memory for a %d-sample chunk on the device", S);
+    goto done;
+  }
+  for (int k = 0; k < c->n_step; k++) th_host[k] = step_t_hat(c, t[k], t[k + 1]);
+  be->upload(be, th, th_host, sizeof(float) * (size_t)c->n_step);
+  be->sampler_init(be, S, N, c->seed, sample0, t[0], x);
+  for (int k = 0; k < c->n_step && !rc; k++) {
+    const float t_hat = th_host[k];
+    const float sd = c->noise_scale_lambda * sqrtf(t_hat * t_hat - t[k] * t[k]);
+    be->sampler_noise(be, S, N, c->seed, sample0, (uint32_t)k, sd, x, xn);
+    rc = px_denoise_device_shared_t(m, d, S, xn, th + k, xd);
+    if (rc) break;
+    be->sampler_euler(be, (int64_t)nx, xn, xd, t_hat, px_eta(c, k) * (t[k + 1] - t_hat), x);
+    be->sync(be);
+    if ((rc = be->status(be))) break;
+    if (progress && progress(user, done, n, k + 1, c->n_step)) rc = px_fail(PX_ERR_CANCELLED, "sampling cancelled");
+  }
+  if (!rc) {
+    be->download(be, x_out, x, sizeof(float) * nx);
+    rc = be->status(be);
+  }
+done:
+  be->sync(be);
+  be->free(be, x);
+  be->free(be, xn);
+  be->free(be, xd);
+  be->free(be, th);
+  free(th_host);
+  return rc;
+}
+
+/* The device loop unless the backend lacks the sampler's kernels or PXDIFF_HOST_SAMPLER=1
+ * asks for the host loop (comparisons, debugging). */
+static int use_device_loop(const px_design *d) {
+  const px_backend *be = d->be;
+  const char *e = getenv("PXDIFF_HOST_SAMPLER");
+  return be->sampler_init && be->sampler_noise && be->sampler_euler && !(e && *e && *e != '0');
 }
 
 int px_sample(const px_model *m, px_design *d, const px_sampler_config *c, int first, int n,
@@ -104,6 +166,12 @@ int px_sample_schedule(const px_model *m, px_design *d, const px_sampler_config 
   for (int c0 = 0; c0 < n && !rc; c0 += chunk) {
     const int S = n - c0 < chunk ? n - c0 : chunk;
     float *x = x_out + (size_t)c0 * n3;
+    if (use_device_loop(d)) {
+      rc = sample_chunk_device(m, d, c, t, (uint32_t)(first + c0), S, x, c0, n, progress, user);
+      if (!rc && progress && progress(user, c0 + S, n, c->n_step, c->n_step))
+        rc = px_fail(PX_ERR_CANCELLED, "sampling cancelled");
+      continue;
+    }
     for (int s = 0; s < S; s++) {
       uint32_t idx = (uint32_t)(first + c0 + s);
       px_rng_normal(c->seed, idx, 0, PX_RNG_INIT, x + (size_t)s * n3, (int64_t)n3);

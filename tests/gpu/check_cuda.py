@@ -161,6 +161,46 @@ def time_cuda(fn, reps):
     return 1e3 * statistics.median(ts)
 
 
+def sample_designs(dm, inp, S, n_step, seed, host_loop):
+    """px_sample over one chunk; host_loop forces the host sampler loop on the GPU."""
+    import ctypes
+    from pxdiff._lib import PROGRESS_FN, SamplerConfig
+    c = SamplerConfig()
+    lib.px_sampler_config_default(ctypes.byref(c))
+    c.n_step, c.seed = n_step, seed
+    design, N = dm.design(inp.feats, inp.s_inputs, inp.s_trunk, inp.z_trunk)
+    out = torch.full((S, N, 3), float("nan"))
+    if host_loop:
+        os.environ["PXDIFF_HOST_SAMPLER"] = "1"
+    try:
+        rc = lib.px_sample(dm._m, design, ctypes.byref(c), 7, S, S,
+                           ctypes.cast(out.data_ptr(), ctypes.POINTER(ctypes.c_float)), PROGRESS_FN(0), None)
+    finally:
+        os.environ.pop("PXDIFF_HOST_SAMPLER", None)
+    if rc != 0:
+        raise RuntimeError(lib.px_last_error().decode())
+    return out
+
+
+def sampler(model):
+    """The whole sampler on the GPU (coordinates on the device for the whole chunk) against
+    the host sampler loop on the GPU and against the CPU engine: same seed, same designs."""
+    print("== sampler: device loop vs host loop vs CPU (40 steps, 3 samples)", flush=True)
+    inp = features(20, 9, seed=11, awkward=True)
+    res = {}
+    for dev, prec in (("cuda", "fp32"), ("cuda", "tf32"), ("cpu", "fp32")):
+        dm = engine(model, dev, prec)
+        res[f"{dev}-{prec}"] = sample_designs(dm, inp, 3, 40, 1234, host_loop=False)
+        if dev == "cuda":
+            res[f"{dev}-{prec}-hostloop"] = sample_designs(dm, inp, 3, 40, 1234, host_loop=True)
+    for k, v in res.items():
+        assert torch.isfinite(v).all(), k
+    check("sampler cuda-fp32: device loop vs host loop", rel(res["cuda-fp32"], res["cuda-fp32-hostloop"]), 1e-5)
+    check("sampler cuda-tf32: device loop vs host loop", rel(res["cuda-tf32"], res["cuda-tf32-hostloop"]), 2e-3)
+    check("sampler cuda-fp32 vs cpu-fp32 designs", rel(res["cuda-fp32"], res["cpu-fp32"]), 1e-4)
+    check("sampler cuda-tf32 vs cpu-fp32 designs", rel(res["cuda-tf32"], res["cpu-fp32"]), 2e-3)
+
+
 def upstream_module(model):
     import check_pxref
     return check_pxref.upstream_like(model)
@@ -227,6 +267,7 @@ def main():
     out = {}
     if not args.skip_accuracy:
         out["accuracy"] = accuracy(model)
+        sampler(model)
         out["policy"] = {}
         for size in args.policy_sizes.split(","):
             nt, nb = (int(v) for v in size.split("+"))

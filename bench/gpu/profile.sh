@@ -13,15 +13,13 @@ PXDIFF_NO_GRAPHS=1 $NCU --clock-control none --metrics gpu__time_duration.sum --
   $BENCH --reps 1 > "$OUTDIR/ncu_summary.txt" 2>&1
 grep -cE "gpu__time_duration" "$OUTDIR/ncu_summary.txt"
 fi
-echo "== attention kernels in detail"
-# The first 4 attention launches are the encoder's (local), the 5th the first token block's.
-for spec in "0 local" "4 full" "4 full-qt128"; do
-  set -- $spec
-  case "$2" in *qt128) export PXDIFF_ATT_QT128=1 ;; *) unset PXDIFF_ATT_QT128 ;; esac
-  echo "-- $2"
-  PXDIFF_NO_GRAPHS=1 $NCU --clock-control none --kernel-name k_attention_tc --launch-skip "$1" --launch-count 1 \
+[ -n "${SKIP_DETAIL:-}" ] && exit 0
+echo "== attention kernels in detail (first launch of each)"
+for k in k_attention_tc_local k_attention_tc; do
+  echo "-- $k"
+  PXDIFF_NO_GRAPHS=1 $NCU --clock-control none --kernel-name "$k" --launch-count 1 \
     --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
     --section SchedulerStats --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
-    --section InstructionStats --section SourceCounters $BENCH --reps 1 > "$OUTDIR/ncu_att_$2.txt" 2>&1
-  grep -E "Duration|Achieved Occupancy|Theoretical Occupancy|Registers Per|Eligible Warps|No Eligible|Warp Cycles Per Issued|L2 Hit|Max Bandwidth|Compute \(SM\) Throughput|Executed Ipc A|Block Limit" "$OUTDIR/ncu_att_$2.txt"
+    --section InstructionStats --section SourceCounters $BENCH --reps 1 > "$OUTDIR/ncu_$k.txt" 2>&1
+  grep -E "Duration|Achieved Occupancy|Theoretical Occupancy|Registers Per|Eligible Warps|Warp Cycles Per Issued|L2 Hit|Executed Ipc A|Executed Instructions  " "$OUTDIR/ncu_$k.txt"
 done

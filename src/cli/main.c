@@ -27,9 +27,10 @@ static int usage(FILE *o) {
           "  convert IN OUT.safetensors        rewrite a checkpoint's diffusion module as safetensors\n"
           "  bench [--checkpoint CKPT] [--tokens T] [--binder B] [--atoms N] [--samples S]\n"
           "        [--reps R] [--threads K] [--steps K] [--device auto|cpu|cuda]\n"
-          "        [--precision fp32|tf32|bf16]\n"
+          "        [--precision fp32|tf32|bf16] [--sampler-steps K]\n"
           "                                    time one denoise call (synthetic weights unless\n"
-          "                                    a checkpoint is given; synthetic inputs)\n"
+          "                                    a checkpoint is given; synthetic inputs); with\n"
+          "                                    --sampler-steps, also K steps of the whole sampler\n"
           "  bundle-info FILE [--checkpoint CKPT]\n"
           "                                    validate a feature bundle (docs/bundle.md), summarize it\n"
           );
@@ -118,7 +119,7 @@ static int cmp_double(const void *a, const void *b) {
 
 static int cmd_bench(int argc, char **argv) {
   const char *ckpt = NULL;
-  long tokens = 80, binder = -1, atoms = -1, samples = 2, reps = 5, threads = 0, steps = 400;
+  long tokens = 80, binder = -1, atoms = -1, samples = 2, reps = 5, threads = 0, steps = 400, sampler_steps = 0;
   int device = PX_DEVICE_AUTO, precision = PX_PRECISION_DEFAULT;
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -144,6 +145,7 @@ static int cmd_bench(int argc, char **argv) {
     else if (!strcmp(a, "--reps")) { dst = &reps; hi = 100000; }
     else if (!strcmp(a, "--threads")) { dst = &threads; lo = 0; hi = 4096; }
     else if (!strcmp(a, "--steps")) dst = &steps;
+    else if (!strcmp(a, "--sampler-steps")) { dst = &sampler_steps; lo = 0; hi = 100000; }
     else {
       fprintf(stderr, "pxdiff: bench: unknown option '%s'\n", a);
       return 2;
@@ -221,6 +223,27 @@ static int cmd_bench(int argc, char **argv) {
   printf("  denoise call: median %.2f ms (min %.2f, max %.2f, %ld reps)\n", med * 1e3, times[0] * 1e3,
          times[reps - 1] * 1e3, reps);
   printf("  per design at %ld steps: %.3f s\n", steps, med * (double)steps / (double)samples);
+  if (sampler_steps > 0) {
+    /* The whole sampler (noise, augmentation, denoise, Euler step; on the GPU without
+     * leaving the device), after a 2-step warm-up that also captures the call's graph. */
+    px_sampler_config c;
+    px_sampler_config_default(&c);
+    c.n_step = 2;
+    c.seed = 11;
+    if (px_sample(m, d, &c, 0, (int)samples, (int)samples, y, NULL, NULL)) {
+      rc = die(px_last_error());
+      goto done;
+    }
+    c.n_step = (int)sampler_steps;
+    double a = px_time_now();
+    if (px_sample(m, d, &c, 0, (int)samples, (int)samples, y, NULL, NULL)) {
+      rc = die(px_last_error());
+      goto done;
+    }
+    const double per_step = (px_time_now() - a) / (double)sampler_steps;
+    printf("  sampler: %ld steps, %.2f ms per step, %.3f s per design at %ld steps\n", sampler_steps,
+           per_step * 1e3, per_step * (double)steps / (double)samples, steps);
+  }
 done:
   free(x);
   free(y);

@@ -271,11 +271,8 @@ typedef struct {
  * fill the GPU, and the two halves' kernels mostly cannot run side by side anyway).
  * PXDIFF_LANES=1 / 2 forces one / two lanes. */
 static int lanes_planned(px_backend *be, const px_transformer_w *tt, int S, int T, int R, px_probe_fn probe) {
-  static int env = -1;
-  if (env < 0) {
-    const char *e = getenv("PXDIFF_LANES");
-    env = e && *e ? atoi(e) : 0;
-  }
+  const char *e = getenv("PXDIFF_LANES"); /* read per call: tests switch it within a process */
+  const int env = e && *e ? atoi(e) : 0;
   if (!be->lanes_fork || probe || S < 2 || env == 1) return 1;
   if (sterm_group(tt->n_blocks, R, tt->c) != tt->n_blocks) return 1;
   return env >= 2 || (int64_t)S * T >= 3000 ? 2 : 1;
@@ -585,7 +582,7 @@ int px_set_cuda_stream(px_model *m, void *stream) {
 }
 
 static int denoise_device(const px_model *m, px_design *d, int n_sample, const float *x_noisy,
-                          const float *t_hat, int t_shared, float *x_out, const char *who) {
+                          const float *t_hat, int t_shared, int wait, float *x_out, const char *who) {
   if (!m || !d || !x_noisy || !t_hat || !x_out) return px_fail(PX_ERR_INPUT, "%s: NULL argument", who);
   /* On the CPU backend, "device" memory is host memory. */
   if (d->be == px_cpu_backend() && !t_shared) return px_denoise(m, d, n_sample, x_noisy, t_hat, x_out);
@@ -618,17 +615,22 @@ static int denoise_device(const px_model *m, px_design *d, int n_sample, const f
   be->copy(be, x_out, io.out, sizeof(float) * nx);
   if (ext && be->join_external)
     be->join_external(be, ext, 1); /* the caller's stream waits for this call; no host wait */
-  else if (be->sync)
+  else if (wait && be->sync)
     be->sync(be);
   return be->status ? be->status(be) : 0;
 }
 
 int px_denoise_device(const px_model *m, px_design *d, int n_sample, const float *x_noisy,
                       const float *t_hat, float *x_out) {
-  return denoise_device(m, d, n_sample, x_noisy, t_hat, 0, x_out, "px_denoise_device");
+  return denoise_device(m, d, n_sample, x_noisy, t_hat, 0, 1, x_out, "px_denoise_device");
 }
 
 int px_denoise_device_shared_t(const px_model *m, px_design *d, int n_sample, const float *x_noisy,
                                const float *t_hat, float *x_out) {
-  return denoise_device(m, d, n_sample, x_noisy, t_hat, 1, x_out, "px_denoise_device_shared_t");
+  return denoise_device(m, d, n_sample, x_noisy, t_hat, 1, 1, x_out, "px_denoise_device_shared_t");
+}
+
+int px_denoise_device_queued(const px_model *m, px_design *d, int n_sample, const float *x_noisy,
+                             const float *t_hat, float *x_out) {
+  return denoise_device(m, d, n_sample, x_noisy, t_hat, 1, 0, x_out, "px_denoise_device_queued");
 }

@@ -144,6 +144,10 @@ typedef struct {
 } px_weight_source;
 
 int px_model_build(const px_weight_source *src, px_model **out);
+/* px_denoise_device_shared_t without the final host wait: the work is queued on the
+ * backend's stream and the caller synchronises (the device sampler loop, one wait per step). */
+int px_denoise_device_queued(const px_model *m, px_design *d, int n_sample, const float *x_noisy,
+                             const float *t_hat, float *x_out);
 
 /* Calls fn on the address of every weight pointer of the model (a NULL one included),
  * e.g. to build a device mirror. transformer block arrays are visited element-wise. */

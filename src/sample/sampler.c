@@ -73,7 +73,7 @@ int px_sampler_step(const px_model *m, px_design *d, const px_sampler_config *c,
 
 /* A whole chunk on a backend with the sampler's kernels (the GPU): the coordinates stay in
  * device memory from the initial noise to the last step; each step is three small kernels
- * around one px_denoise_device_shared_t call, and nothing crosses to the host but the
+ * around one shared-level device-pointer denoise call, and nothing crosses to the host but the
  * final coordinates. Same randomness and arithmetic as the host loop below (see
  * backend.h); the host waits once per step, for the progress report. */
 static int sample_chunk_device(const px_model *m, px_design *d, const px_sampler_config *c, const float *t,
@@ -98,7 +98,7 @@ static int sample_chunk_device(const px_model *m, px_design *d, const px_sampler
     const float t_hat = th_host[k];
     const float sd = c->noise_scale_lambda * sqrtf(t_hat * t_hat - t[k] * t[k]);
     be->sampler_noise(be, S, N, c->seed, sample0, (uint32_t)k, sd, x, xn);
-    rc = px_denoise_device_shared_t(m, d, S, xn, th + k, xd);
+    rc = px_denoise_device_queued(m, d, S, xn, th + k, xd);
     if (rc) break;
     be->sampler_euler(be, (int64_t)nx, xn, xd, t_hat, px_eta(c, k) * (t[k + 1] - t_hat), x);
     be->sync(be);

@@ -201,6 +201,29 @@ def sampler(model):
     check("sampler cuda-tf32 vs cpu-fp32 designs", rel(res["cuda-tf32"], res["cpu-fp32"]), 2e-3)
 
 
+def lanes(model):
+    """Large calls run their two sample halves in concurrent lanes: same result as one lane
+    (fp32: within rounding, GEMMs of half the rows round differently; tf32 likewise)."""
+    print("== lanes: two concurrent halves vs one lane (250+80 tokens, 10 samples)", flush=True)
+    inp = features(250, 80, seed=5)
+    N = inp.feats["ref_pos"].shape[0]
+    x = fx.random_coords(10, N, scale=20.0, seed=6)
+    t = torch.full((10,), 9.0)
+    for prec, bound in (("fp32", 1e-5), ("tf32", 2e-3)):
+        got = {}
+        for n in ("1", "2"):
+            os.environ["PXDIFF_LANES"] = n
+            try:
+                e = engine(model, "cuda", prec)  # a fresh engine: graphs are per design
+                got[n] = e(x, t, inp.feats, inp.s_inputs, inp.s_trunk, inp.z_trunk)
+                got[n + "dev"] = e(x.cuda(), torch.full((1,), 9.0, device="cuda").expand(10), inp.feats,
+                                   inp.s_inputs, inp.s_trunk, inp.z_trunk).cpu()
+            finally:
+                os.environ.pop("PXDIFF_LANES", None)
+        check(f"{prec}: two lanes vs one lane (host path)", rel(got["2"], got["1"]), bound)
+        check(f"{prec}: two lanes vs one lane (device path)", rel(got["2dev"], got["1dev"]), bound)
+
+
 def upstream_module(model):
     import check_pxref
     return check_pxref.upstream_like(model)
@@ -268,6 +291,7 @@ def main():
     if not args.skip_accuracy:
         out["accuracy"] = accuracy(model)
         sampler(model)
+        lanes(model)
         out["policy"] = {}
         for size in args.policy_sizes.split(","):
             nt, nb = (int(v) for v in size.split("+"))

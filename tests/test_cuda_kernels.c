@@ -49,7 +49,7 @@ static void compare(const char *what, const float *got_dev, const float *want, s
 /* Variants: 0 plain, 1 bias + accumulate, 2 bias with padded rows (ldx, ldy > width),
  * 3 bias + fused ReLU with padded rows, 4 bias with operands only 4-byte aligned (cuBLASLt
  * picks kernels by alignment). */
-static void test_linear(int prec, double tol) {
+static void test_linear(int prec, double tol, int half_weights) {
   px_backend *g = px_cuda_backend(prec);
   int shapes[][3] = {{1, 3, 3}, {7, 33, 19}, {130, 257, 128}, {331, 768, 384}, {65, 1536, 768}};
   for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
@@ -60,6 +60,8 @@ static void test_linear(int prec, double tol) {
       float *X = rnd((size_t)M * ldx, 1.0), *W = rnd((size_t)N * K, 1.0 / sqrt(K)), *b = rnd(N, 0.5);
       float *Y = rnd((size_t)M * ldy, 1.0);
       float *dXb = gpu->alloc(gpu, sizeof(float) * ((size_t)M * ldx + off)), *dW = up(W, (size_t)N * K);
+      /* 16-bit copy of W: the GEMM then runs on 16-bit operands (K >= 16) */
+      if (half_weights) CHECK_MSG(px_cuda_half_weight(dW, (size_t)N * K, prec) == 0, "half weight: %s", px_last_error());
       float *db = up(b, N);
       gpu->upload(gpu, dXb + off, X, sizeof(float) * (size_t)M * ldx);
       float *dYb = variant == 1 ? up(Y, (size_t)M * ldy) : dev_poison((size_t)M * ldy + off);
@@ -377,9 +379,12 @@ int main(void) {
   tu_seed();
   cpu = px_cpu_backend();
   gpu = px_cuda_backend(PX_PRECISION_FP32);
-  test_linear(PX_PRECISION_FP32, 1e-5);
-  test_linear(PX_PRECISION_TF32, 2e-3);
-  test_linear(PX_PRECISION_BF16, 2e-3); /* unregistered weights: the cuBLAS fallback path */
+  test_linear(PX_PRECISION_FP32, 1e-5, 0);
+  test_linear(PX_PRECISION_TF32, 2e-3, 0);
+  test_linear(PX_PRECISION_BF16, 2e-3, 0); /* no 16-bit weight copy: the TF32 path */
+  test_linear(PX_PRECISION_FP16, 2e-3, 0);
+  test_linear(PX_PRECISION_FP16, 2e-3, 1); /* fp16 operands: 10-bit mantissa like TF32 */
+  test_linear(PX_PRECISION_BF16, 1e-2, 1); /* bf16 operands: 7-bit mantissa */
   test_linear_batched(PX_PRECISION_FP32, 1e-5);
   test_linear_batched(PX_PRECISION_TF32, 2e-3);
   test_rowwise();

@@ -33,10 +33,10 @@ for p in fp32 tf32 bf16; do
   ./build/pxdiff bench --device cuda --precision $p --tokens 330 --binder 80 --atoms 2320 --samples 10 --reps 20 \
     --sampler-steps 40 | grep -E "backend|median|sampler"
 done
-for sz in "150 50 1000" "620 120 4480"; do
-  set -- $sz
-  ./build/pxdiff bench --device cuda --precision tf32 --tokens $1 --binder $2 --atoms $3 --samples 10 --reps 20 \
-    --sampler-steps 40 | grep -E "backend|median|sampler"
+for sz in 150:50:1000 620:120:4480; do  # tokens:binder:atoms ("$@" stays check_cuda.py's)
+  tk=${sz%%:*} rest=${sz#*:}
+  ./build/pxdiff bench --device cuda --precision tf32 --tokens "$tk" --binder "${rest%%:*}" --atoms "${rest#*:}" \
+    --samples 10 --reps 20 --sampler-steps 40 | grep -E "backend|median|sampler"
 done
 echo "== accuracy, precision policy, timings against PyTorch"
 python3 tests/gpu/check_cuda.py --json "$OUTDIR/check.json" "$@" || status=1

@@ -121,13 +121,13 @@ class DiffusionModule:
 
     def set_backend(self, device="auto", precision=None):
         """Compute on "cpu", "cuda" or "auto" (CUDA when a GPU is present), at precision
-        "fp32", "tf32", "bf16" or None (the backend's default). Rebuilds the design cache."""
+        "fp32", "tf32", "bf16", "fp16" or None (the backend's default). Rebuilds the design cache."""
         dev = lib.px_device_from_name(str(device).split(":")[0].encode())
         if dev < 0:
             raise PxdiffError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda'")
         prec = lib.px_precision_from_name((precision or "default").encode())
         if prec < -1:
-            raise PxdiffError(f"unknown precision {precision!r}; use 'fp32', 'tf32' or 'bf16'")
+            raise PxdiffError(f"unknown precision {precision!r}; use 'fp32', 'tf32', 'bf16' or 'fp16'")
         if self._design:
             lib.px_design_free(self._design)
             self._design = None

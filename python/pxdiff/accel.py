@@ -72,7 +72,7 @@ for _name, (_res, _args) in _optional_sig.items():
         _f.argtypes = _args
 
 _DEVICE = {"auto": 0, "cpu": 1, "cuda": 2}
-_PRECISION = {None: -1, "default": -1, "fp32": 0, "tf32": 1, "bf16": 2}
+_PRECISION = {None: -1, "default": -1, "fp32": 0, "tf32": 1, "bf16": 2, "fp16": 3}
 
 
 def check(rc, _lib=None):
@@ -192,7 +192,7 @@ def _resolve_precision(precision):
         precision = os.environ.get("PXDIFF_PRECISION") or None
     p = precision.strip().lower() if isinstance(precision, str) else precision
     if p not in _PRECISION:
-        raise PxdiffError(f"unknown precision {precision!r} (fp32, tf32, bf16 or default)")
+        raise PxdiffError(f"unknown precision {precision!r} (fp32, tf32, bf16, fp16 or default)")
     return p
 
 

@@ -17,7 +17,7 @@ Before it runs, three upstream functions are patched (install() below; docs/drop
    accelerated module and otherwise calls upstream's original function unchanged.
 
 PXDIFF_DISABLE=1 patches nothing: the run is exactly `pxdesign ...`.
-PXDIFF_BACKEND (auto|cpu|cuda) and PXDIFF_PRECISION (fp32|tf32|bf16) choose the engine.
+PXDIFF_BACKEND (auto|cpu|cuda) and PXDIFF_PRECISION (fp32|tf32|bf16|fp16) choose the engine.
 """
 import functools
 import logging

@@ -1,6 +1,6 @@
 """pxdiff's integration check, step by step; exit status 0 only when every step passes.
 
-    python -m pxdiff.selftest [--backend auto|cpu|cuda] [--precision fp32|tf32|bf16]
+    python -m pxdiff.selftest [--backend auto|cpu|cuda] [--precision fp32|tf32|bf16|fp16]
                               [--checkpoint pxdesign_v0.1.0.pt] [--tokens 16]
 
 Steps: imports; backend availability and device; weights loaded (random small weights, or a
@@ -16,7 +16,7 @@ import sys
 import time
 import traceback
 
-TOL = {"fp32": 1e-4, "tf32": 5e-3, "bf16": 3e-2}
+TOL = {"fp32": 1e-4, "tf32": 5e-3, "bf16": 3e-2, "fp16": 5e-3}
 
 
 class Check:
@@ -56,7 +56,7 @@ def _find_ref():
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m pxdiff.selftest", description=__doc__.split("\n")[0])
     ap.add_argument("--backend", default=None, help="auto (default: follows the device), cpu, cuda")
-    ap.add_argument("--precision", default=None, help="fp32, tf32, bf16 (default: the backend's)")
+    ap.add_argument("--precision", default=None, help="fp32, tf32, bf16, fp16 (default: the backend's)")
     ap.add_argument("--checkpoint", default=None, help="a PXDesign checkpoint (released dims)")
     ap.add_argument("--tokens", type=int, default=16)
     ap.add_argument("--device", default=None, help="torch device of the PyTorch module "

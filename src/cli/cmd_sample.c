@@ -55,7 +55,7 @@ void cmd_sample_usage(void *file) {
           "      --noise-scale-lambda X (1.003)\n"
           "      --schedule-precision bf16|fp32 (bf16: the schedule rounded per operation as\n"
           "                                    PXDesign's default GPU run; fp32: plain float32)\n"
-          "      --device auto|cpu|cuda (auto) --precision fp32|tf32|bf16|default (default)\n"
+          "      --device auto|cpu|cuda (auto) --precision fp32|tf32|bf16|fp16|default (default)\n"
           "      --threads K (0 = library default) --pdb (also write sample_<i>.pdb; fails on\n"
           "                                    coordinates beyond the PDB columns)\n"
           "      --quiet (errors only) --resume (keep finished samples of the same run; refuses\n"
@@ -210,7 +210,7 @@ static int parse_opts(const char *cmd, int argc, char **argv, opts_t *o, int dem
       if (o->device < 0) return bad_value(flag, v, "auto, cpu or cuda");
     } else if (!strcmp(flag, "--precision")) {
       o->precision = px_precision_from_name(v);
-      if (o->precision == -2) return bad_value(flag, v, "fp32, tf32, bf16 or default");
+      if (o->precision == -2) return bad_value(flag, v, "fp32, tf32, bf16, fp16 or default");
     }
   }
   if (!demo && (!o->ckpt || !o->bundle)) {

@@ -27,7 +27,7 @@ static int usage(FILE *o) {
           "  convert IN OUT.safetensors        rewrite a checkpoint's diffusion module as safetensors\n"
           "  bench [--checkpoint CKPT] [--tokens T] [--binder B] [--atoms N] [--samples S]\n"
           "        [--reps R] [--threads K] [--steps K] [--device auto|cpu|cuda]\n"
-          "        [--precision fp32|tf32|bf16] [--sampler-steps K]\n"
+          "        [--precision fp32|tf32|bf16|fp16] [--sampler-steps K]\n"
           "                                    time one denoise call (synthetic weights unless\n"
           "                                    a checkpoint is given; synthetic inputs); with\n"
           "                                    --sampler-steps, also K steps of the whole sampler\n"
@@ -135,7 +135,7 @@ static int cmd_bench(int argc, char **argv) {
       i++;
       continue;
     } else if (!strcmp(a, "--precision")) {
-      if ((precision = px_precision_from_name(v)) < -1) return die("--precision must be fp32, tf32, bf16 or default");
+      if ((precision = px_precision_from_name(v)) < -1) return die("--precision must be fp32, tf32, bf16, fp16 or default");
       i++;
       continue;
     } else if (!strcmp(a, "--tokens")) dst = &tokens;

@@ -8,6 +8,7 @@
 // Reductions never use atomics, so results are deterministic run to run.
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -51,10 +52,11 @@ struct Ctx {
   // Scratch reused across calls (attention logits, bf16 operand copies), one per lane.
   float *logits[MAX_LANES] = {};
   size_t logits_n[MAX_LANES] = {};
-  __nv_bfloat16 *xbf[MAX_LANES] = {};
-  size_t xbf_n[MAX_LANES] = {};
-  // bf16 copies of weight matrices, keyed by the fp32 device pointer.
-  std::unordered_map<const float *, __nv_bfloat16 *> wbf;
+  uint16_t *xh[MAX_LANES] = {};  // GEMM inputs converted to bf16 / fp16
+  size_t xh_n[MAX_LANES] = {};
+  // bf16 (BF16 precision) or fp16 (FP16 precision) copies of weight matrices, keyed by
+  // the fp32 device pointer: a GEMM whose weight has one runs on those operands.
+  std::unordered_map<const float *, uint16_t *> whalf;
   // Bumped whenever scratch that captured graphs point into is reallocated.
   uint64_t generation = 1;
   // Fixed cuBLAS/cuBLASLt workspaces, one per lane (required for graph capture; GEMMs
@@ -140,6 +142,15 @@ void *dev_alloc(size_t bytes) {
 
 void dev_free(void *p) {
   if (!p) return;
+  // A weight matrix leaving takes its 16-bit copy along (a later buffer at the same
+  // address must not find it).
+  auto hw = g.whalf.find((const float *)p);
+  if (hw != g.whalf.end()) {
+    uint16_t *h = hw->second;
+    g.whalf.erase(hw);
+    g.generation++;
+    dev_free(h);
+  }
   {
     std::lock_guard<std::mutex> lk(g.mu);
     auto it = g.sizes.find(p);
@@ -755,14 +766,55 @@ bool attention_fused(int S, int L, int H, int d, int ld, const float *Q, const f
   }
 }
 
-__global__ void k_to_bf16(int M, int K, const float *X, int ldx, __nv_bfloat16 *Y) {
-  int64_t total = (int64_t)M * K;
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
-       i += (int64_t)gridDim.x * blockDim.x) {
-    int64_t r = i / K;
-    int c = (int)(i % K);
-    Y[i] = __float2bfloat16_rn(X[r * ldx + c]);
+// Two floats to a packed pair of 16-bit values (round to nearest even), bf16 or fp16.
+template <int AB>
+__device__ __forceinline__ uint32_t pack_half2(float a, float b) {
+  if (AB == 1) {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+    return *reinterpret_cast<const uint32_t *>(&h);
   }
+  const __half2 h = __floats2half2_rn(a, b);
+  return *reinterpret_cast<const uint32_t *>(&h);
+}
+template <int AB>
+__device__ __forceinline__ uint16_t to_half1(float a) {
+  return (uint16_t)(pack_half2<AB>(a, 0.0f) & 0xffffu);
+}
+
+// Y [M, K] (contiguous) = X [M, K] (row stride ldx) in bf16 (AB = 1) or fp16 (AB = 2);
+// four values per thread when the rows allow 16-byte loads.
+template <int AB>
+__global__ void k_to_half(int M, int K, const float *X, int ldx, uint16_t *Y) {
+  const bool v4 = ((K | ldx) & 3) == 0 && ((uintptr_t)X & 15) == 0 && ((uintptr_t)Y & 7) == 0;
+  for (int r = blockIdx.y; r < M; r += gridDim.y) {
+    const float *x = X + (size_t)r * ldx;
+    uint16_t *y = Y + (size_t)r * K;
+    if (v4) {
+      for (int c = (blockIdx.x * blockDim.x + threadIdx.x) * 4; c < K; c += gridDim.x * blockDim.x * 4) {
+        const float4 v = *reinterpret_cast<const float4 *>(x + c);
+        *reinterpret_cast<uint2 *>(y + c) = make_uint2(pack_half2<AB>(v.x, v.y), pack_half2<AB>(v.z, v.w));
+      }
+    } else {
+      for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < K; c += gridDim.x * blockDim.x) y[c] = to_half1<AB>(x[c]);
+    }
+  }
+}
+
+// n floats to bf16 / fp16 (weights, once).
+template <int AB>
+__global__ void k_to_half_flat(int64_t n, const float *X, uint16_t *Y) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+    Y[i] = to_half1<AB>(X[i]);
+}
+
+void to_half(int ab, int M, int K, const float *X, int ldx, uint16_t *Y) {
+  const int threads = 256;
+  const dim3 grid((unsigned)((K + 4 * threads - 1) / (4 * threads)), (unsigned)(M < 65535 ? M : 65535));
+  if (ab == 1)
+    k_to_half<1><<<grid, threads, 0, g.stream>>>(M, K, X, ldx, Y);
+  else
+    k_to_half<2><<<grid, threads, 0, g.stream>>>(M, K, X, ldx, Y);
+  LAUNCHED("to_half");
 }
 
 // ------------------------------------------------------------- interface --
@@ -788,18 +840,57 @@ void gemm_math_mode(int precision) {
 // cuBLASLt with the bias (and ReLU) in the epilogue; 1 when it took the GEMM.
 bool linear_lt(int precision, const PxGemm &p) {
   static const bool disabled = getenv("PXDIFF_NO_CUBLASLT") != nullptr;  // A/B switch
-  if (precision == PX_PRECISION_BF16 || disabled) return false;
+  if (disabled) return false;
   void *ws = g.blas_ws[g.cur_lane];
   const int r = px_gemm_lt(g.stream, ws, ws ? g.blas_ws_bytes : 0, precision != PX_PRECISION_FP32, p);
   if (r < 0) fail_blas(CUBLAS_STATUS_EXECUTION_FAILED, "cublasLtMatmul");
   return r != 0;
 }
 
+void relu_rows(int M, int N, float *Y, int ldy) {
+  for (int r = 0; r < M; r += 65535) {  // rows may be strided (ldy > N)
+    const int rows = M - r < 65535 ? M - r : 65535;
+    k_relu_rows<<<dim3((N + 255) / 256, rows), 256, 0, g.stream>>>(N, Y + (size_t)r * ldy, ldy);
+  }
+  LAUNCHED("relu_rows");
+}
+
+// A GEMM on 16-bit operands (BF16 / FP16 precisions) when W has a 16-bit copy: X is
+// converted into per-lane scratch, accumulation stays fp32. False: the caller runs it in fp32/tf32.
+bool linear_half(int prec, int M, int N, int K, const float *X, int ldx, const float *W, const float *bias,
+                 float *Y, int ldy, int accumulate, int relu) {
+  if (prec != PX_PRECISION_BF16 && prec != PX_PRECISION_FP16) return false;
+  auto it = g.whalf.find(W);
+  if (it == g.whalf.end() || K < 16) return false;
+  const int ab = prec == PX_PRECISION_BF16 ? 1 : 2;
+  uint16_t *xh = grow(g.xh[g.cur_lane], g.xh_n[g.cur_lane], (size_t)M * K);
+  if (!xh) return false;
+  to_half(ab, M, K, X, ldx, xh);
+  if (linear_lt(prec, PxGemm{1, M, N, K, xh, K, 0, it->second, 0, bias, 0, relu, accumulate, Y, ldy, 0, ab}))
+    return true;
+  // No cuBLASLt algorithm: cublasGemmEx after a bias fill, ReLU after.
+  float beta = accumulate ? 1.0f : 0.0f;
+  if (bias) {
+    k_fill_bias<<<grid2d(M, N, threads_for(N)), threads_for(N), 0, g.stream>>>(M, N, Y, ldy, bias, accumulate);
+    LAUNCHED("fill_bias");
+    beta = 1.0f;
+  }
+  const float one = 1.0f;
+  const cudaDataType_t t = ab == 1 ? CUDA_R_16BF : CUDA_R_16F;
+  CKB(cublasGemmEx(g.blas, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, it->second, t, K, xh, t, K, &beta, Y,
+                   CUDA_R_32F, ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  if (relu) relu_rows(M, N, Y, ldy);
+  return true;
+}
+
 void linear_impl(px_backend *b, int M, int N, int K, const float *X, int ldx, const float *W,
                  const float *bias, float *Y, int ldy, int accumulate, int relu) {
   if (M <= 0 || N <= 0) return;
   const int prec = precision_of(b);
-  if (linear_lt(prec, PxGemm{1, M, N, K, X, ldx, 0, W, 0, bias, 0, relu, accumulate, Y, ldy, 0})) return;
+  if (linear_half(prec, M, N, K, X, ldx, W, bias, Y, ldy, accumulate, relu)) return;
+  // fp32 operands: exact fp32, or TF32 tensor cores for every reduced precision.
+  const int fprec = prec == PX_PRECISION_FP32 ? PX_PRECISION_FP32 : PX_PRECISION_TF32;
+  if (linear_lt(fprec, PxGemm{1, M, N, K, X, ldx, 0, W, 0, bias, 0, relu, accumulate, Y, ldy, 0, 0})) return;
   float beta = accumulate ? 1.0f : 0.0f;
   if (bias) {
     k_fill_bias<<<grid2d(M, N, threads_for(N)), threads_for(N), 0, g.stream>>>(M, N, Y, ldy, bias, accumulate);
@@ -808,31 +899,9 @@ void linear_impl(px_backend *b, int M, int N, int K, const float *X, int ldx, co
   }
   const float one = 1.0f;
   // Row-major Y = X W^T is column-major Y^T = W X^T: cuBLAS(op_T on W, op_N on X).
-  bool done = false;
-  if (prec == PX_PRECISION_BF16 && K >= 16) {
-    auto it = g.wbf.find(W);
-    if (it != g.wbf.end()) {
-      __nv_bfloat16 *xb = grow(g.xbf[g.cur_lane], g.xbf_n[g.cur_lane], (size_t)M * K);
-      if (!xb) return;
-      k_to_bf16<<<blocks_for((int64_t)M * K, 256), 256, 0, g.stream>>>(M, K, X, ldx, xb);
-      LAUNCHED("to_bf16");
-      CKB(cublasGemmEx(g.blas, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, it->second, CUDA_R_16BF, K,
-                       xb, CUDA_R_16BF, K, &beta, Y, CUDA_R_32F, ldy, CUBLAS_COMPUTE_32F,
-                       CUBLAS_GEMM_DEFAULT));
-      done = true;
-    }
-  }
-  if (!done) {
-    gemm_math_mode(prec);
-    CKB(cublasSgemm(g.blas, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, W, K, X, ldx, &beta, Y, ldy));
-  }
-  if (relu) {
-    for (int r = 0; r < M; r += 65535) {  // rows may be strided (ldy > N)
-      const int rows = M - r < 65535 ? M - r : 65535;
-      k_relu_rows<<<dim3((N + 255) / 256, rows), 256, 0, g.stream>>>(N, Y + (size_t)r * ldy, ldy);
-    }
-    LAUNCHED("relu_rows");
-  }
+  gemm_math_mode(fprec);
+  CKB(cublasSgemm(g.blas, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, W, K, X, ldx, &beta, Y, ldy));
+  if (relu) relu_rows(M, N, Y, ldy);
 }
 
 void be_linear(px_backend *b, int M, int N, int K, const float *X, int ldx, const float *W,
@@ -1237,8 +1306,8 @@ CudaBackend make_backend(int precision) {
   c.precision = precision;
   return c;
 }
-CudaBackend g_backends[3] = {make_backend(PX_PRECISION_FP32), make_backend(PX_PRECISION_TF32),
-                             make_backend(PX_PRECISION_BF16)};
+CudaBackend g_backends[4] = {make_backend(PX_PRECISION_FP32), make_backend(PX_PRECISION_TF32),
+                             make_backend(PX_PRECISION_BF16), make_backend(PX_PRECISION_FP16)};
 
 // --------------------------------------------------------- model mirror --
 
@@ -1268,23 +1337,57 @@ void free_mirror(px_model *mir) {
   free(mir);
 }
 
-void drop_bf16_weights() {
-  for (auto &kv : g.wbf) dev_free(kv.second);
-  g.wbf.clear();
-  g.generation++;
+// Drop the 16-bit copies of one mirror's weights (other models' copies stay: several
+// models may live in one process, each at its own precision).
+void drop_half_weights(const px_model *mir) {
+  if (!mir) return;
+  for (int i = 0; i < mir->n_owned; i++) {
+    auto it = g.whalf.find(mir->owned[i]);
+    if (it == g.whalf.end()) continue;
+    dev_free(it->second);
+    g.whalf.erase(it);
+    g.generation++;
+  }
 }
 
-int make_bf16_weights(px_model *mir, const px_model *host) {
-  // bf16 copies of every weight matrix with at least 16 input features (the GEMM operands).
-  for (int i = 0; i < host->n_owned; i++) {
-    size_t n = host->owned_n[i];
-    std::vector<__nv_bfloat16> tmp(n);
-    for (size_t k = 0; k < n; k++) tmp[k] = __float2bfloat16_rn(host->owned[i][k]);
-    auto *dst = (__nv_bfloat16 *)dev_alloc(n * sizeof(__nv_bfloat16) + 2);
-    if (!dst) return PX_ERR_NOMEM;
-    CK(cudaMemcpy(dst, tmp.data(), n * sizeof(__nv_bfloat16), cudaMemcpyHostToDevice));
-    g.wbf[mir->owned[i]] = dst;
+// A 16-bit copy of a device weight matrix (converted on the device), used by linear_half.
+int add_half_weight(const float *W, size_t n, int precision) {
+  if (g.whalf.count(W)) return 0;
+  auto *dst = (uint16_t *)dev_alloc(n * sizeof(uint16_t) + 16);
+  if (!dst) return PX_ERR_NOMEM;
+  const unsigned blocks = (unsigned)((n + 255) / 256 < 4096 ? (n + 255) / 256 : 4096);
+  if (precision == PX_PRECISION_BF16)
+    k_to_half_flat<1><<<blocks, 256, 0, g.stream>>>((int64_t)n, W, dst);
+  else
+    k_to_half_flat<2><<<blocks, 256, 0, g.stream>>>((int64_t)n, W, dst);
+  LAUNCHED("to_half_flat");
+  g.whalf[W] = dst;
+  return g.sticky;
+}
+
+// BF16: a copy of every weight array (each GEMM with K >= 16 uses one). FP16: only the
+// token blocks' four GEMM matrices (K = 768 or 1536: ~85% of the call's GEMM work, where
+// 16-bit operands halve the time). The atom blocks' K = 128/256 GEMMs are memory-bound, so
+// converting their inputs would cost more than it saves; they stay TF32.
+int make_half_weights(px_model *mir, const px_model *host, int precision) {
+  if (precision == PX_PRECISION_BF16) {
+    for (int i = 0; i < mir->n_owned; i++) {  // the mirror's buffer i is the host's buffer i
+      int rc = add_half_weight(mir->owned[i], host->owned_n[i], precision);
+      if (rc) return rc;
+    }
+  } else {
+    const px_transformer_w *tf = &mir->tok_tf;
+    const size_t C = (size_t)tf->c, h = (size_t)tf->hidden;
+    for (int k = 0; k < tf->n_blocks; k++) {
+      const px_block_w *B = &tf->blocks[k];
+      int rc = add_half_weight(B->w_proj1, 4 * C * C, precision);
+      if (!rc) rc = add_half_weight(B->o.w, C * C, precision);
+      if (!rc) rc = add_half_weight(B->w_a12, 2 * h * C, precision);
+      if (!rc) rc = add_half_weight(B->ctb_b.w, C * h, precision);
+      if (rc) return rc;
+    }
   }
+  CK(cudaStreamSynchronize(g.main));
   return g.sticky;
 }
 
@@ -1302,7 +1405,7 @@ extern "C" int px_cuda_count(void) {
 }
 
 extern "C" px_backend *px_cuda_backend(int precision) {
-  if (precision < 0 || precision > 2) precision = PX_PRECISION_FP32;
+  if (precision < 0 || precision > PX_PRECISION_FP16) precision = PX_PRECISION_FP32;
   return &g_backends[precision].base;
 }
 
@@ -1350,11 +1453,11 @@ extern "C" int px_cuda_model_prepare(px_model *m, int precision) {
     }
     m->cuda_mirror = mir;
   }
-  drop_bf16_weights();
-  if (precision == PX_PRECISION_BF16) {
-    rc = make_bf16_weights(m->cuda_mirror, m);
+  drop_half_weights(m->cuda_mirror);
+  if (precision == PX_PRECISION_BF16 || precision == PX_PRECISION_FP16) {
+    rc = make_half_weights(m->cuda_mirror, m, precision);
     if (rc) {
-      drop_bf16_weights();
+      drop_half_weights(m->cuda_mirror);
       g.sticky = 0;
       return rc;
     }
@@ -1366,8 +1469,8 @@ extern "C" int px_cuda_model_prepare(px_model *m, int precision) {
 
 extern "C" void px_cuda_model_release(px_model *m) {
   if (!m || !m->cuda_mirror) return;
-  cudaStreamSynchronize(g.stream);
-  drop_bf16_weights();
+  cudaStreamSynchronize(g.main);
+  drop_half_weights(m->cuda_mirror);
   free_mirror(m->cuda_mirror);
   m->cuda_mirror = nullptr;
   m->device = PX_DEVICE_CPU;
@@ -1430,3 +1533,11 @@ extern "C" int px_cuda_design_upload(const px_model *m, px_design *d) {
 extern "C" int64_t px_cuda_memory_in_use(void) { return g.in_use; }
 extern "C" int64_t px_cuda_memory_peak(void) { return g.peak; }
 extern "C" void px_cuda_memory_reset_peak(void) { g.peak = g.in_use; }
+
+extern "C" int px_cuda_half_weight(const float *W, size_t n, int precision) {
+  if (precision != PX_PRECISION_BF16 && precision != PX_PRECISION_FP16)
+    return px_fail(PX_ERR_INPUT, "px_cuda_half_weight: precision %d has no 16-bit weights", precision);
+  int rc = add_half_weight(W, n, precision);
+  g.sticky = 0;
+  return rc;
+}

@@ -22,7 +22,7 @@
 namespace {
 
 struct Key {
-  int64_t v[16];
+  int64_t v[17];
   bool operator==(const Key &o) const { return memcmp(v, o.v, sizeof v) == 0; }
 };
 struct KeyHash {
@@ -74,7 +74,8 @@ void destroy(Plan &pl) {
 // B = X (K x M, ld ldx), C = D = Y (N x M, ld ldy).
 Plan make_plan(const PxGemm &p, int tf32, size_t ws_bytes) {
   Plan pl;
-  const cublasComputeType_t ct = tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  const cublasComputeType_t ct = p.ab_type ? CUBLAS_COMPUTE_32F : tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  const cudaDataType_t ab = p.ab_type == 1 ? CUDA_R_16BF : p.ab_type == 2 ? CUDA_R_16F : CUDA_R_32F;
   if (cublasLtMatmulDescCreate(&pl.op, ct, CUDA_R_32F) != CUBLAS_STATUS_SUCCESS) return destroy(pl), pl;
   const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
   cublasLtEpilogue_t ep = p.bias ? (p.relu ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_BIAS)
@@ -89,8 +90,8 @@ Plan make_plan(const PxGemm &p, int tf32, size_t ws_bytes) {
     if (ok && p.count > 1)
       ok = cublasLtMatmulDescSetAttribute(pl.op, CUBLASLT_MATMUL_DESC_BIAS_BATCH_STRIDE, &p.sb, sizeof p.sb) == 0;
   }
-  ok = ok && cublasLtMatrixLayoutCreate(&pl.a, CUDA_R_32F, p.K, p.N, p.K) == 0 &&
-       cublasLtMatrixLayoutCreate(&pl.b, CUDA_R_32F, p.K, p.M, p.ldx) == 0 &&
+  ok = ok && cublasLtMatrixLayoutCreate(&pl.a, ab, p.K, p.N, p.K) == 0 &&
+       cublasLtMatrixLayoutCreate(&pl.b, ab, p.K, p.M, p.ldx) == 0 &&
        cublasLtMatrixLayoutCreate(&pl.c, CUDA_R_32F, p.N, p.M, p.ldy) == 0 && set_batch(pl.a, p.count, p.sw) &&
        set_batch(pl.b, p.count, p.sx) && set_batch(pl.c, p.count, p.sy);
   if (!ok) return destroy(pl), pl;
@@ -140,6 +141,7 @@ int px_gemm_lt(cudaStream_t stream, void *workspace, size_t ws_bytes, int tf32, 
   v[9] = p.bias ? 1 + (p.count > 1 ? p.sb : 0) : 0;
   v[10] = p.relu; v[11] = tf32;
   v[12] = alignment(p.X); v[13] = alignment(p.W); v[14] = alignment(p.Y); v[15] = p.bias ? alignment(p.bias) : 0;
+  v[16] = p.ab_type;
   auto it = plans.find(k);
   if (it == plans.end()) it = plans.emplace(k, make_plan(p, tf32, ws_bytes)).first;
   Plan &pl = it->second;

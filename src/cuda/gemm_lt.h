@@ -11,10 +11,10 @@
 struct PxGemm {
   int count;             // batch count (1: a single GEMM)
   int M, N, K;           // Y [M, N] = X [M, K] W[N, K]^T
-  const float *X;
+  const void *X;         // float, or ab_type's half type
   int ldx;
   int64_t sx;            // batch strides in elements
-  const float *W;
+  const void *W;
   int64_t sw;
   const float *bias;     // [N] per batch (stride sb), or null
   int64_t sb;
@@ -23,9 +23,10 @@ struct PxGemm {
   float *Y;
   int ldy;
   int64_t sy;
+  int ab_type;           // X and W: 0 float, 1 bfloat16, 2 half (then fp32 accumulation, Y float)
 };
 
-// tf32: TF32 tensor cores (fp32 accumulation), else exact fp32. Returns 1 when the GEMM was
+// Float operands: tf32 selects TF32 tensor cores (fp32 accumulation), else exact fp32. Returns 1 when the GEMM was
 // queued on `stream`, 0 when cuBLASLt has no algorithm for it (the caller falls back);
 // a failure of a queued GEMM is returned as -1.
 int px_gemm_lt(cudaStream_t stream, void *workspace, size_t ws_bytes, int tf32, const PxGemm &p);

@@ -45,6 +45,7 @@ int px_precision_from_name(const char *name) {
   if (!strcmp(name, "fp32")) return PX_PRECISION_FP32;
   if (!strcmp(name, "tf32")) return PX_PRECISION_TF32;
   if (!strcmp(name, "bf16")) return PX_PRECISION_BF16;
+  if (!strcmp(name, "fp16")) return PX_PRECISION_FP16;
   return -2;
 }
 
@@ -52,13 +53,13 @@ int px_model_set_backend(px_model *m, int device, int precision) {
   if (!m) return px_fail(PX_ERR_INPUT, "px_model_set_backend: NULL model");
   if (device != PX_DEVICE_AUTO && device != PX_DEVICE_CPU && device != PX_DEVICE_CUDA)
     return px_fail(PX_ERR_INPUT, "unknown device %d", device);
-  if (precision < PX_PRECISION_DEFAULT || precision > PX_PRECISION_BF16)
+  if (precision < PX_PRECISION_DEFAULT || precision > PX_PRECISION_FP16)
     return px_fail(PX_ERR_INPUT, "unknown precision %d", precision);
   if (device == PX_DEVICE_AUTO) device = px_cuda_device_count() > 0 ? PX_DEVICE_CUDA : PX_DEVICE_CPU;
   if (device == PX_DEVICE_CPU) {
     if (precision != PX_PRECISION_DEFAULT && precision != PX_PRECISION_FP32)
       return px_fail(PX_ERR_BACKEND, "the CPU backend computes in fp32 only (asked for %s)",
-                     precision == PX_PRECISION_TF32 ? "tf32" : "bf16");
+                     precision == PX_PRECISION_TF32 ? "tf32" : precision == PX_PRECISION_BF16 ? "bf16" : "fp16");
 #ifdef PX_HAVE_CUDA
     px_cuda_model_release(m);
 #endif
@@ -82,6 +83,7 @@ const char *px_model_precision_name(const px_model *m) {
   switch (m->precision) {
     case PX_PRECISION_TF32: return "tf32";
     case PX_PRECISION_BF16: return "bf16";
+    case PX_PRECISION_FP16: return "fp16";
     default: return "fp32";
   }
 }

@@ -68,7 +68,9 @@ enum px_precision {
   PX_PRECISION_DEFAULT = -1, /* the backend's documented default */
   PX_PRECISION_FP32 = 0,     /* true float32 everywhere */
   PX_PRECISION_TF32 = 1,     /* TF32 tensor-core GEMMs (CUDA) */
-  PX_PRECISION_BF16 = 2      /* bfloat16 tensor-core GEMMs, fp32 accumulate (CUDA) */
+  PX_PRECISION_BF16 = 2,     /* bfloat16 tensor-core GEMMs, fp32 accumulate (CUDA) */
+  PX_PRECISION_FP16 = 3      /* token-block GEMMs on fp16 operands (TF32's 10-bit mantissa, at
+                                twice TF32's tensor-core rate), fp32 accumulate; the rest as tf32 */
 };
 /* Number of usable CUDA devices (0 when none or when built without CUDA). */
 int px_cuda_device_count(void);
@@ -76,11 +78,11 @@ int px_cuda_device_count(void);
  * (message says why) when the device asked for is unavailable or the precision is not
  * supported there (the CPU computes in fp32 only). */
 int px_model_set_backend(px_model *m, int device, int precision);
-/* "cpu" or "cuda:0"; and the precision in use ("fp32", "tf32", "bf16"). */
+/* "cpu" or "cuda:0"; and the precision in use ("fp32", "tf32", "bf16", "fp16"). */
 const char *px_model_backend_name(const px_model *m);
 const char *px_model_precision_name(const px_model *m);
 int px_device_from_name(const char *name);    /* "auto" | "cpu" | "cuda"; -1 if unknown */
-int px_precision_from_name(const char *name); /* "fp32" | "tf32" | "bf16" | "default"; -2 if unknown */
+int px_precision_from_name(const char *name); /* "fp32" | "tf32" | "bf16" | "fp16" | "default"; -2 if unknown */
 
 /* Threads for the CPU backend (0 = library default). Results do not depend on it. */
 void px_set_num_threads(int n);

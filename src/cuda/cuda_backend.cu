@@ -855,6 +855,15 @@ void relu_rows(int M, int N, float *Y, int ldy) {
   LAUNCHED("relu_rows");
 }
 
+// For the cuBLAS fallbacks (no epilogue): Y = bias (or Y += bias), then the GEMM with the
+// returned beta accumulates onto it.
+float prefill_bias(int M, int N, float *Y, int ldy, const float *bias, int accumulate) {
+  if (!bias) return accumulate ? 1.0f : 0.0f;
+  k_fill_bias<<<grid2d(M, N, threads_for(N)), threads_for(N), 0, g.stream>>>(M, N, Y, ldy, bias, accumulate);
+  LAUNCHED("fill_bias");
+  return 1.0f;
+}
+
 // A GEMM on 16-bit operands (BF16 / FP16 precisions) when W has a 16-bit copy: X is
 // converted into per-lane scratch, accumulation stays fp32. False: the caller runs it in fp32/tf32.
 bool linear_half(int prec, int M, int N, int K, const float *X, int ldx, const float *W, const float *bias,
@@ -869,12 +878,7 @@ bool linear_half(int prec, int M, int N, int K, const float *X, int ldx, const f
   if (linear_lt(prec, PxGemm{1, M, N, K, xh, K, 0, it->second, 0, bias, 0, relu, accumulate, Y, ldy, 0, ab}))
     return true;
   // No cuBLASLt algorithm: cublasGemmEx after a bias fill, ReLU after.
-  float beta = accumulate ? 1.0f : 0.0f;
-  if (bias) {
-    k_fill_bias<<<grid2d(M, N, threads_for(N)), threads_for(N), 0, g.stream>>>(M, N, Y, ldy, bias, accumulate);
-    LAUNCHED("fill_bias");
-    beta = 1.0f;
-  }
+  const float beta = prefill_bias(M, N, Y, ldy, bias, accumulate);
   const float one = 1.0f;
   const cudaDataType_t t = ab == 1 ? CUDA_R_16BF : CUDA_R_16F;
   CKB(cublasGemmEx(g.blas, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, it->second, t, K, xh, t, K, &beta, Y,
@@ -891,12 +895,7 @@ void linear_impl(px_backend *b, int M, int N, int K, const float *X, int ldx, co
   // fp32 operands: exact fp32, or TF32 tensor cores for every reduced precision.
   const int fprec = prec == PX_PRECISION_FP32 ? PX_PRECISION_FP32 : PX_PRECISION_TF32;
   if (linear_lt(fprec, PxGemm{1, M, N, K, X, ldx, 0, W, 0, bias, 0, relu, accumulate, Y, ldy, 0, 0})) return;
-  float beta = accumulate ? 1.0f : 0.0f;
-  if (bias) {
-    k_fill_bias<<<grid2d(M, N, threads_for(N)), threads_for(N), 0, g.stream>>>(M, N, Y, ldy, bias, accumulate);
-    LAUNCHED("fill_bias");
-    beta = 1.0f;
-  }
+  const float beta = prefill_bias(M, N, Y, ldy, bias, accumulate);
   const float one = 1.0f;
   // Row-major Y = X W^T is column-major Y^T = W X^T: cuBLAS(op_T on W, op_N on X).
   gemm_math_mode(fprec);

@@ -125,6 +125,13 @@ def test_device_entry_points_on_cpu(small):
         out = torch.full_like(x, float("nan"))
         assert getattr(lib, name)(small.dm._m, design, 3, fp(x), fp(t), fp(out)) == 0, lib.px_last_error()
         assert torch.equal(out, want), name
+    # Bad calls fail with a message, on this entry point too.
+    out = torch.full_like(x, float("nan"))
+    assert lib.px_denoise_device_shared_t(small.dm._m, design, 0, fp(x), fp(t3), fp(out)) != 0
+    assert b"n_sample" in lib.px_last_error()
+    assert lib.px_denoise_device_shared_t(small.dm._m, design, 3, None, fp(t3), fp(out)) != 0
+    assert b"NULL" in lib.px_last_error()
+    assert torch.isnan(out).all()
     # An expanded (stride-0) t_hat through the module on the CPU: same result.
     out = small.dm(x, torch.tensor([6.0]).expand(3), inp.feats, inp.s_inputs, inp.s_trunk, inp.z_trunk)
     assert torch.equal(out, want)

@@ -433,3 +433,18 @@ def test_biotite_reads_cif_and_pdb(problem, tmp_path):
     pdb = biotite_pdb.PDBFile.read(str(out / "sample_0000.pdb")).get_structure(model=1)
     assert np.abs(pdb.coord - ref).max() <= 0.0005 + 1e-6 * np.abs(ref).max()
     assert list(pdb.atom_name) == list(p.arr.atom_name)
+
+
+def test_bench_reports_call_and_sampler_step():
+    """`pxdiff bench` on synthetic weights (CPU here): one call's median and, with
+    --sampler-steps, the whole sampler's time per step; bad values fail with one line."""
+    rc, so, se = run("bench", "--device", "cpu", "--tokens", "10", "--binder", "3", "--atoms", "40",
+                     "--samples", "2", "--reps", "2", "--sampler-steps", "2")
+    assert rc == 0, se
+    lines = so.splitlines()
+    assert any(l.strip().startswith("denoise call: median") for l in lines), so
+    step = [l for l in lines if l.strip().startswith("sampler: 2 steps")]
+    assert len(step) == 1 and "ms per step" in step[0] and "s per design at 400 steps" in step[0], so
+    for bad in (["--sampler-steps", "-1"], ["--precision", "fp8"], ["--device", "cpu", "--precision", "fp16"]):
+        rc, so, se = run("bench", "--tokens", "10", "--binder", "3", "--atoms", "40", *bad)
+        assert rc != 0 and se.count("\n") == 1 and se.startswith("pxdiff: "), (bad, se)

@@ -166,7 +166,7 @@ int px_sample_schedule(const px_model *m, px_design *d, const px_sampler_config 
   for (int c0 = 0; c0 < n && !rc; c0 += chunk) {
     const int S = n - c0 < chunk ? n - c0 : chunk;
     float *x = x_out + (size_t)c0 * n3;
-    if (use_device_loop(d)) {
+    if (use_device_loop(d) && S <= 65535) { /* (the kernels put samples on a grid axis) */
       rc = sample_chunk_device(m, d, c, t, (uint32_t)(first + c0), S, x, c0, n, progress, user);
       if (!rc && progress && progress(user, c0 + S, n, c->n_step, c->n_step))
         rc = px_fail(PX_ERR_CANCELLED, "sampling cancelled");

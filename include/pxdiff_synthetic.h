@@ -15,6 +15,12 @@ void px_dims_released(px_dims *d);
 /* A model with the given dimensions and PyTorch-default-scaled random weights. */
 int px_model_synthetic(const px_dims *d, uint64_t seed, px_model **out);
 
+/* Every array of a px_features for T tokens and N atoms, zero-filled (n_token, n_atom set):
+ * for callers that build features in memory. PX_ERR_NOMEM (nothing left allocated) on
+ * failure; px_features_free releases them. */
+int px_features_alloc(const px_dims *d, int T, int N, px_features *f);
+void px_features_free(px_features *f);
+
 /* Synthetic inputs: a target chain of n_target tokens and a binder chain of n_binder
  * tokens, n_atom atoms spread over tokens; s_trunk = 0 as PXDesign passes it. */
 typedef struct {

@@ -17,32 +17,7 @@
 
 static char dir[256];
 
-static int one_line(const char *m) { return m[0] != 0 && strchr(m, '\n') == NULL; }
-
 static void pathof(char *buf, size_t cap, const char *name) { snprintf(buf, cap, "%s/%s", dir, name); }
-
-static unsigned char *slurp(const char *path, size_t *n) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  long l = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  unsigned char *b = malloc(l > 0 ? (size_t)l : 1);
-  if (b && fread(b, 1, (size_t)l, f) != (size_t)l) {
-    free(b);
-    b = NULL;
-  }
-  fclose(f);
-  *n = (size_t)l;
-  return b;
-}
-
-static int spit(const char *path, const void *b, size_t n) {
-  FILE *f = fopen(path, "wb");
-  if (!f) return -1;
-  int ok = fwrite(b, 1, n, f) == n;
-  return (fclose(f) == 0 && ok) ? 0 : -1;
-}
 
 /* ------------------------------------------------------------ a small bundle ---- */
 enum { T = 5, N = 12, CSI = 6, CS = 4, CZ = 3 };
@@ -146,7 +121,7 @@ static void expect_fail(const char *path, const char *want, const char *what) {
   const char *m = px_last_error();
   CHECK_MSG(rc != 0, "%s: opened", what);
   CHECK_MSG(b == NULL, "%s: out not cleared", what);
-  CHECK_MSG(one_line(m), "%s: message '%s'", what, m);
+  CHECK_MSG(tu_one_line(m), "%s: message '%s'", what, m);
   CHECK_MSG(strncmp(m, path, strlen(path)) == 0, "%s: message '%s' does not start with the path", what, m);
   CHECK_MSG(!want || strstr(m, want), "%s: message '%s' lacks '%s'", what, m, want);
   if (rc == 0) px_bundle_free(b);
@@ -201,7 +176,7 @@ static void test_canonical(void) {
   px_bundle_summary(b, o);
   fclose(o);
   size_t sl;
-  char *sum = (char *)slurp(sp, &sl);
+  char *sum = (char *)tu_slurp(sp, &sl);
   CHECK(sum && strstr(sum, "tokens: 5 (2 designed, 3 condition)"));
   CHECK(sum && strstr(sum, "atoms: 12"));
   CHECK(sum && strstr(sum, "1 tokens without atoms"));
@@ -459,22 +434,22 @@ static void put_header(const char *path, const char *json, const void *data, siz
   for (int i = 0; i < 8; i++) buf[i] = (unsigned char)((uint64_t)hl >> (8 * i));
   memcpy(buf + 8, json, hl);
   if (dn) memcpy(buf + 8 + hl, data, dn);
-  spit(path, buf, 8 + hl + dn);
+  tu_spit(path, buf, 8 + hl + dn);
   free(buf);
 }
 
 static void test_hostile(void) {
   char p[512];
   pathof(p, sizeof p, "hostile.bundle");
-  spit(p, "", 0);
+  tu_spit(p, "", 0);
   expect_fail(p, NULL, "empty file");
-  spit(p, "hello, this is a text file and not a bundle\n", 44);
+  tu_spit(p, "hello, this is a text file and not a bundle\n", 44);
   expect_fail(p, "not a PyTorch checkpoint or safetensors", "text file");
-  spit(p, "PK\x03\x04 not really a zip archive, truncated", 40);
+  tu_spit(p, "PK\x03\x04 not really a zip archive, truncated", 40);
   expect_fail(p, NULL, "zip magic");
   {
     unsigned char b[64] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, '{', '}'};
-    spit(p, b, sizeof b);
+    tu_spit(p, b, sizeof b);
     expect_fail(p, "header length", "absurd header length");
   }
   static const char meta[] = "\"__metadata__\":{\"format\":\"pxdiff-bundle\",\"version\":\"1\"}";
@@ -515,17 +490,17 @@ static void test_fault_injection(void) {
   pathof(good, sizeof good, "canon.bundle");
   pathof(p, sizeof p, "fault.bundle");
   size_t n;
-  unsigned char *b = slurp(good, &n);
+  unsigned char *b = tu_slurp(good, &n);
   CHECK(b != NULL);
   if (!b) return;
   int bad_msgs = 0, opened = 0;
   for (size_t cut = 0; cut < n; cut += (cut < 600 ? 1 : 7)) {
-    spit(p, b, cut);
+    tu_spit(p, b, cut);
     px_bundle *x = NULL;
     if (px_bundle_open(p, &x) == 0) {
       opened++;
       px_bundle_free(x);
-    } else if (!one_line(px_last_error())) {
+    } else if (!tu_one_line(px_last_error())) {
       bad_msgs++;
     }
   }
@@ -541,7 +516,7 @@ static void test_fault_injection(void) {
       if (trial % 2) at = at % (n < 700 ? n : 700); /* half in or near the header */
       m[at] ^= (unsigned char)(1u << (tu_u64() % 8));
     }
-    spit(p, m, n);
+    tu_spit(p, m, n);
     px_bundle *x = NULL;
     if (px_bundle_open(p, &x) == 0) {
       accepted++;
@@ -558,7 +533,7 @@ static void test_fault_injection(void) {
       px_bundle_summary(x, o);
       fclose(o);
       px_bundle_free(x);
-    } else if (!one_line(px_last_error())) {
+    } else if (!tu_one_line(px_last_error())) {
       bad_msgs++;
     }
   }
@@ -673,7 +648,7 @@ static void test_model(void) {
       const px_features *bf = (const px_features *)0x1;
       CHECK(px_bundle_check_model(b, m2) != 0);
       CHECK_MSG(strstr(px_last_error(), "z_trunk has width 16 but the model expects c_z = 8") &&
-                    one_line(px_last_error()), "%s", px_last_error());
+                    tu_one_line(px_last_error()), "%s", px_last_error());
       CHECK(px_bundle_features_for_model(b, m2, &bf) != 0 && bf == NULL);
       px_bundle_free(b);
     }

@@ -13,31 +13,6 @@
 static char dir[256];
 static char errbuf[1024];
 
-static int one_line(const char *m) { return m[0] != 0 && strchr(m, '\n') == NULL; }
-
-static unsigned char *slurp(const char *path, size_t *n) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  long l = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  unsigned char *b = malloc(l > 0 ? (size_t)l : 1);
-  if (b && fread(b, 1, (size_t)l, f) != (size_t)l) {
-    free(b);
-    b = NULL;
-  }
-  fclose(f);
-  *n = (size_t)l;
-  return b;
-}
-
-static int spit(const char *path, const unsigned char *b, size_t n) {
-  FILE *f = fopen(path, "wb");
-  if (!f) return -1;
-  int ok = fwrite(b, 1, n, f) == n;
-  return (fclose(f) == 0 && ok) ? 0 : -1;
-}
-
 static int is_float(px_dtype d) {
   return d == PX_DT_F32 || d == PX_DT_F16 || d == PX_DT_BF16 || d == PX_DT_F64;
 }
@@ -106,7 +81,7 @@ static void check_good(const char *fixdir, const char *file, const char *stem, i
     } else {
       errbuf[0] = 0;
       rc = px_tensorfile_read_f32(&tf, e, a, errbuf, sizeof errbuf);
-      CHECK_MSG(rc != 0 && one_line(errbuf) && strstr(errbuf, name),
+      CHECK_MSG(rc != 0 && tu_one_line(errbuf) && strstr(errbuf, name),
                 "%s: integer tensor %s read as float (rc %d, '%s')", file, name, rc, errbuf);
     }
     free(a);
@@ -125,7 +100,7 @@ static void check_bad(const char *file, const char *must_contain) {
   errbuf[0] = 0;
   int rc = px_tensorfile_open(path, &tf, errbuf, sizeof errbuf);
   CHECK_MSG(rc < 0 && rc >= PX_ERR_CANCELLED, "%s: opened (rc %d)", file, rc);
-  CHECK_MSG(one_line(errbuf), "%s: message '%s'", file, errbuf);
+  CHECK_MSG(tu_one_line(errbuf), "%s: message '%s'", file, errbuf);
   CHECK_MSG(strstr(errbuf, file) != NULL, "%s: message does not name the file: %s", file, errbuf);
   if (must_contain)
     CHECK_MSG(strstr(errbuf, must_contain) != NULL, "%s: message lacks '%s': %s", file,
@@ -141,7 +116,7 @@ static int open_and_read_all(const char *path) {
   e[0] = 0;
   int rc = px_tensorfile_open(path, &tf, e, sizeof e);
   if (rc) {
-    if (!one_line(e)) {
+    if (!tu_one_line(e)) {
       tu_failures++;
       fprintf(stderr, "%s: bad message for rc %d: '%s'\n", path, rc, e);
     }
@@ -155,7 +130,7 @@ static int open_and_read_all(const char *path) {
     float *a = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
     if (px_tensorfile_read_f32(&tf, &tf.t[i], a, e, sizeof e) != 0) {
       bad = 1;
-      if (!one_line(e)) {
+      if (!tu_one_line(e)) {
         tu_failures++;
         fprintf(stderr, "%s: bad read message '%s'\n", path, e);
       }
@@ -171,14 +146,14 @@ static void fault_injection(const char *file) {
   snprintf(src, sizeof src, "%s", file);
   snprintf(mut, sizeof mut, "%s/mutant.bin", dir);
   size_t n;
-  unsigned char *b = slurp(src, &n);
+  unsigned char *b = tu_slurp(src, &n);
   CHECK_MSG(b != NULL, "cannot read %s", src);
   if (!b) return;
   unsigned char *c = malloc(n);
   int opened = 0, tried = 0;
   /* truncations: every 7th length, plus the last 300 bytes one by one */
   for (size_t k = 0; k < n; k += (k + 300 >= n ? 1 : 7)) {
-    spit(mut, b, k);
+    tu_spit(mut, b, k);
     opened += open_and_read_all(mut) == 0;
     tried++;
   }
@@ -189,7 +164,7 @@ static void fault_injection(const char *file) {
       if (!pick) continue;
       memcpy(c, b, n);
       c[k] ^= pass == 2 ? (unsigned char)(1u << (tu_u64() % 8)) : 0xFF;
-      spit(mut, c, n);
+      tu_spit(mut, c, n);
       opened += open_and_read_all(mut) == 0;
       tried++;
     }
@@ -201,7 +176,7 @@ static void fault_injection(const char *file) {
     if (r % 3 == 0) v = 0xFFFFFFFFu;
     if (r % 3 == 1) v &= 0xFF;
     memcpy(c + k, &v, n >= 4 ? 4 : n);
-    spit(mut, c, n);
+    tu_spit(mut, c, n);
     opened += open_and_read_all(mut) == 0;
     tried++;
   }
@@ -229,7 +204,7 @@ static void test_write_roundtrip(void) {
   int rc = px_safetensors_write(path, items, 4, errbuf, sizeof errbuf);
   CHECK_MSG(rc == 0, "write: %s", errbuf);
   size_t n;
-  unsigned char *raw = slurp(path, &n);
+  unsigned char *raw = tu_slurp(path, &n);
   CHECK(raw != NULL);
   if (raw) {
     uint64_t hl = 0;
@@ -259,14 +234,14 @@ static void test_write_roundtrip(void) {
   /* bad arguments */
   px_st_write_item dup[] = {{"x", 0, NULL, &s0}, {"x", 0, NULL, &s0}};
   errbuf[0] = 0;
-  CHECK(px_safetensors_write(path, dup, 2, errbuf, sizeof errbuf) == PX_ERR_INPUT && one_line(errbuf));
+  CHECK(px_safetensors_write(path, dup, 2, errbuf, sizeof errbuf) == PX_ERR_INPUT && tu_one_line(errbuf));
   int64_t neg[1] = {-1};
   px_st_write_item badshape[] = {{"x", 1, neg, &s0}};
   CHECK(px_safetensors_write(path, badshape, 1, errbuf, sizeof errbuf) == PX_ERR_INPUT);
   char nodir[600];
   snprintf(nodir, sizeof nodir, "%s/no/such/dir/x.safetensors", dir);
   errbuf[0] = 0;
-  CHECK(px_safetensors_write(nodir, items, 1, errbuf, sizeof errbuf) == PX_ERR_IO && one_line(errbuf));
+  CHECK(px_safetensors_write(nodir, items, 1, errbuf, sizeof errbuf) == PX_ERR_IO && tu_one_line(errbuf));
   /* empty file list */
   CHECK(px_safetensors_write(path, NULL, 0, errbuf, sizeof errbuf) == 0);
   rc = px_tensorfile_open(path, &tf, errbuf, sizeof errbuf);
@@ -366,7 +341,7 @@ int main(void) {
   {
     px_tensorfile tf;
     CHECK(px_tensorfile_open("/nonexistent/dir/x.pt", &tf, errbuf, sizeof errbuf) == PX_ERR_IO);
-    CHECK(one_line(errbuf) && strstr(errbuf, "/nonexistent/dir/x.pt"));
+    CHECK(tu_one_line(errbuf) && strstr(errbuf, "/nonexistent/dir/x.pt"));
     CHECK(px_tensorfile_open("/tmp", &tf, errbuf, sizeof errbuf) == PX_ERR_IO);
   }
 

@@ -87,4 +87,33 @@ static inline double tu_rel_err_ff(const float *a, const float *ref, size_t n) {
   return den > 0 ? sqrt(num / den) : (num > 0 ? INFINITY : 0.0);
 }
 
+/* ---- files (tests that write and read fixtures) ---- */
+/* A message is one non-empty line (the engine's error convention). */
+static inline int tu_one_line(const char *m) { return m[0] != 0 && strchr(m, '\n') == NULL; }
+
+/* A whole file in memory (malloc'd; *n its size), or NULL. */
+static inline unsigned char *tu_slurp(const char *path, size_t *n) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  fseek(f, 0, SEEK_END);
+  long l = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  unsigned char *b = malloc(l > 0 ? (size_t)l : 1);
+  if (b && fread(b, 1, (size_t)l, f) != (size_t)l) {
+    free(b);
+    b = NULL;
+  }
+  fclose(f);
+  *n = (size_t)l;
+  return b;
+}
+
+/* Write n bytes to path; 0 on success. */
+static inline int tu_spit(const char *path, const void *b, size_t n) {
+  FILE *f = fopen(path, "wb");
+  if (!f) return -1;
+  int ok = fwrite(b, 1, n, f) == n;
+  return (fclose(f) == 0 && ok) ? 0 : -1;
+}
+
 #endif

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli/cmd_sample.h"
+#include "pxdiff_synthetic.h"
 
 /* A helical-bundle-like target sequence without glycine (every residue has a CB). */
 static const char target_seq[PX_DEMO_TARGET + 1] =
@@ -26,6 +27,7 @@ static const float conformer[PX_DEMO_ATOMS_PER_RES][3] = {
 
 void px_demo_design_free(px_demo_design *d) {
   if (!d) return;
+  px_features_free(&d->f);
   for (int i = 0; i < 24; i++) free(d->mem[i]);
   memset(d, 0, sizeof *d);
 }
@@ -36,25 +38,18 @@ int px_demo_design_make(const px_dims *D, px_demo_design *d) {
   const uint64_t seed = 0x5EED;
   d->n_target = PX_DEMO_TARGET;
   d->n_binder = PX_DEMO_BINDER;
+  /* The feature arrays (zero-filled; s_trunk stays 0, as PXDesign passes it). */
+  px_features *f = &d->f;
+  if (px_features_alloc(D, T, N, f)) return PX_ERR_NOMEM;
+  float *s_inputs = (float *)f->s_inputs, *z_trunk = (float *)f->z_trunk, *ref_pos = (float *)f->ref_pos;
+  float *ref_charge = (float *)f->ref_charge, *ref_mask = (float *)f->ref_mask;
+  float *ref_element = (float *)f->ref_element, *ref_chars = (float *)f->ref_atom_name_chars;
+  int64_t *uid = (int64_t *)f->ref_space_uid, *a2t = (int64_t *)f->atom_to_token_idx;
+  int64_t *asym = (int64_t *)f->asym_id, *res = (int64_t *)f->residue_index, *ent = (int64_t *)f->entity_id;
+  int64_t *tok = (int64_t *)f->token_index, *sym = (int64_t *)f->sym_id;
+  /* The structure writers' per-atom fields. */
   int k = 0;
 #define ALLOC(ptr, count, type) (d->mem[k++] = (ptr) = calloc((size_t)(count), sizeof(type)))
-  float *s_inputs, *s_trunk, *z_trunk, *ref_pos, *ref_charge, *ref_mask, *ref_element, *ref_chars;
-  int64_t *uid, *a2t, *asym, *res, *ent, *tok, *sym;
-  ALLOC(s_inputs, (size_t)T * D->c_s_inputs, float);
-  ALLOC(s_trunk, (size_t)T * D->c_s, float); /* PXDesign passes s_trunk = 0 */
-  ALLOC(z_trunk, (size_t)T * T * D->c_z, float);
-  ALLOC(ref_pos, (size_t)N * 3, float);
-  ALLOC(ref_charge, N, float);
-  ALLOC(ref_mask, N, float);
-  ALLOC(ref_element, (size_t)N * 128, float);
-  ALLOC(ref_chars, (size_t)N * 256, float);
-  ALLOC(uid, N, int64_t);
-  ALLOC(a2t, N, int64_t);
-  ALLOC(asym, T, int64_t);
-  ALLOC(res, T, int64_t);
-  ALLOC(ent, T, int64_t);
-  ALLOC(tok, T, int64_t);
-  ALLOC(sym, T, int64_t);
   ALLOC(d->atom_name, N, char *);
   ALLOC(d->element, N, char *);
   ALLOC(d->res_name, N, char *);
@@ -126,23 +121,5 @@ int px_demo_design_make(const px_dims *D, px_demo_design *d) {
       d->designed[n] = is_b ? 1.0f : 0.0f;
     }
   }
-  px_features *f = &d->f;
-  f->n_token = T;
-  f->n_atom = N;
-  f->s_inputs = s_inputs;
-  f->s_trunk = s_trunk;
-  f->z_trunk = z_trunk;
-  f->ref_pos = ref_pos;
-  f->ref_charge = ref_charge;
-  f->ref_mask = ref_mask;
-  f->ref_element = ref_element;
-  f->ref_atom_name_chars = ref_chars;
-  f->ref_space_uid = uid;
-  f->atom_to_token_idx = a2t;
-  f->asym_id = asym;
-  f->residue_index = res;
-  f->entity_id = ent;
-  f->token_index = tok;
-  f->sym_id = sym;
   return PX_OK;
 }

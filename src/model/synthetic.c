@@ -250,15 +250,49 @@ done:
 
 /* ------------------------------------------------------------------ inputs -- */
 
+int px_features_alloc(const px_dims *D, int T, int N, px_features *f) {
+  memset(f, 0, sizeof *f);
+  f->n_token = T;
+  f->n_atom = N;
+  f->s_inputs = calloc((size_t)T * D->c_s_inputs, sizeof(float));
+  f->s_trunk = calloc((size_t)T * D->c_s, sizeof(float));
+  f->z_trunk = calloc((size_t)T * T * D->c_z, sizeof(float));
+  f->ref_pos = calloc((size_t)N * 3, sizeof(float));
+  f->ref_charge = calloc((size_t)N, sizeof(float));
+  f->ref_mask = calloc((size_t)N, sizeof(float));
+  f->ref_element = calloc((size_t)N * 128, sizeof(float));
+  f->ref_atom_name_chars = calloc((size_t)N * 256, sizeof(float));
+  f->ref_space_uid = calloc((size_t)N, sizeof(int64_t));
+  f->atom_to_token_idx = calloc((size_t)N, sizeof(int64_t));
+  f->asym_id = calloc((size_t)T, sizeof(int64_t));
+  f->residue_index = calloc((size_t)T, sizeof(int64_t));
+  f->entity_id = calloc((size_t)T, sizeof(int64_t));
+  f->token_index = calloc((size_t)T, sizeof(int64_t));
+  f->sym_id = calloc((size_t)T, sizeof(int64_t));
+  if (!f->s_inputs || !f->s_trunk || !f->z_trunk || !f->ref_pos || !f->ref_charge || !f->ref_mask ||
+      !f->ref_element || !f->ref_atom_name_chars || !f->ref_space_uid || !f->atom_to_token_idx ||
+      !f->asym_id || !f->residue_index || !f->entity_id || !f->token_index || !f->sym_id) {
+    px_features_free(f);
+    return PX_ERR_NOMEM;
+  }
+  return PX_OK;
+}
+
+void px_features_free(px_features *f) {
+  if (!f) return;
+  void *bufs[] = {(void *)f->s_inputs, (void *)f->s_trunk, (void *)f->z_trunk, (void *)f->ref_pos,
+                  (void *)f->ref_charge, (void *)f->ref_mask, (void *)f->ref_element,
+                  (void *)f->ref_atom_name_chars, (void *)f->ref_space_uid, (void *)f->atom_to_token_idx,
+                  (void *)f->asym_id, (void *)f->residue_index, (void *)f->entity_id,
+                  (void *)f->token_index, (void *)f->sym_id};
+  for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+  memset(f, 0, sizeof *f);
+}
+
 void px_synthetic_free(px_synthetic_design *s) {
   if (!s) return;
-  void *bufs[] = {(void *)s->f.s_inputs, (void *)s->f.s_trunk, (void *)s->f.z_trunk,
-                  (void *)s->f.ref_pos, (void *)s->f.ref_charge, (void *)s->f.ref_mask,
-                  (void *)s->f.ref_element, (void *)s->f.ref_atom_name_chars,
-                  (void *)s->f.ref_space_uid, (void *)s->f.atom_to_token_idx, (void *)s->f.asym_id,
-                  (void *)s->f.residue_index, (void *)s->f.entity_id, (void *)s->f.token_index,
-                  (void *)s->f.sym_id, (void *)s->is_binder};
-  for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+  px_features_free(&s->f);
+  free(s->is_binder);
   memset(s, 0, sizeof *s);
 }
 
@@ -270,42 +304,18 @@ int px_synthetic_design_make(const px_dims *D, int n_target, int n_binder, int n
     return px_fail(PX_ERR_INPUT, "synthetic design needs tokens > 0 and atoms >= tokens (got %d tokens, %d atoms)", T, n_atom);
   const int N = n_atom;
   px_features *f = &s->f;
-  f->n_token = T;
-  f->n_atom = N;
-  float *s_inputs = malloc(sizeof(float) * (size_t)T * D->c_s_inputs);
-  float *s_trunk = calloc((size_t)T * D->c_s, sizeof(float)); /* PXDesign passes s_trunk = 0 */
-  float *z_trunk = malloc(sizeof(float) * (size_t)T * T * D->c_z);
-  float *ref_pos = malloc(sizeof(float) * (size_t)N * 3);
-  float *ref_charge = calloc((size_t)N, sizeof(float));
-  float *ref_mask = malloc(sizeof(float) * (size_t)N);
-  float *ref_element = calloc((size_t)N * 128, sizeof(float));
-  float *ref_chars = calloc((size_t)N * 256, sizeof(float));
-  int64_t *uid = malloc(sizeof(int64_t) * (size_t)N), *a2t = malloc(sizeof(int64_t) * (size_t)N);
-  int64_t *asym = malloc(sizeof(int64_t) * (size_t)T), *res = malloc(sizeof(int64_t) * (size_t)T);
-  int64_t *ent = malloc(sizeof(int64_t) * (size_t)T), *tok = malloc(sizeof(int64_t) * (size_t)T);
-  int64_t *sym = malloc(sizeof(int64_t) * (size_t)T);
-  unsigned char *binder = malloc((size_t)T);
-  f->s_inputs = s_inputs;
-  f->s_trunk = s_trunk;
-  f->z_trunk = z_trunk;
-  f->ref_pos = ref_pos;
-  f->ref_charge = ref_charge;
-  f->ref_mask = ref_mask;
-  f->ref_element = ref_element;
-  f->ref_atom_name_chars = ref_chars;
-  f->ref_space_uid = uid;
-  f->atom_to_token_idx = a2t;
-  f->asym_id = asym;
-  f->residue_index = res;
-  f->entity_id = ent;
-  f->token_index = tok;
-  f->sym_id = sym;
-  s->is_binder = binder;
-  if (!s_inputs || !s_trunk || !z_trunk || !ref_pos || !ref_charge || !ref_mask || !ref_element ||
-      !ref_chars || !uid || !a2t || !asym || !res || !ent || !tok || !sym || !binder) {
+  s->is_binder = malloc((size_t)T);
+  if (!s->is_binder || px_features_alloc(D, T, N, f)) { /* s_trunk stays 0, as PXDesign passes it */
     px_synthetic_free(s);
     return px_fail(PX_ERR_NOMEM, "out of memory for synthetic inputs");
   }
+  unsigned char *binder = s->is_binder;
+  float *s_inputs = (float *)f->s_inputs, *z_trunk = (float *)f->z_trunk, *ref_pos = (float *)f->ref_pos;
+  float *ref_charge = (float *)f->ref_charge, *ref_mask = (float *)f->ref_mask;
+  float *ref_element = (float *)f->ref_element, *ref_chars = (float *)f->ref_atom_name_chars;
+  int64_t *uid = (int64_t *)f->ref_space_uid, *a2t = (int64_t *)f->atom_to_token_idx;
+  int64_t *asym = (int64_t *)f->asym_id, *res = (int64_t *)f->residue_index, *ent = (int64_t *)f->entity_id;
+  int64_t *tok = (int64_t *)f->token_index, *sym = (int64_t *)f->sym_id;
   px_rng_normal(seed, 0, 0xD00D, 8, s_inputs, (int64_t)T * D->c_s_inputs);
   px_rng_normal(seed, 1, 0xD00D, 8, z_trunk, (int64_t)T * T * D->c_z);
   /* Tokens: chain 0 the target, chain 1 the binder; atoms spread as evenly as possible

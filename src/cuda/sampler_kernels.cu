@@ -2,64 +2,23 @@
 // sampler_euler), so that `pxdiff sample` keeps coordinates on the device for a whole chunk:
 // no host randomness, uploads or downloads between steps.
 //
-// Same numbers as the host sampler (src/sample/sampler.c, src/sample/rng.c): the same
-// Philox-4x32-10 counters, Box-Muller in double, the same float operation order with
-// explicitly rounded operations (__fmul_rn / __fadd_rn: no FMA contraction, as the host
-// C code is compiled without it). What can differ: CUDA's double log/sin/cos against the
-// platform libm (both within about an ulp of double, so a float differs only when the
-// double straddles a float rounding boundary, ~2^-29 per value) and the order of the
-// per-sample centring sum (in double, then rounded to float).
+// Same numbers as the host sampler (src/sample/sampler.c, src/sample/rng.c): the random
+// streams are the very functions rng.c uses (sample/rng_core.h), and the float arithmetic
+// follows sampler.c's operation order with explicitly rounded operations (__fmul_rn /
+// __fadd_rn: no FMA contraction, as the host C code is compiled without it). What can
+// differ, each only in the double result before it is rounded to float (so the float
+// differs only when it straddles a rounding boundary, ~2^-29 per value): CUDA's double
+// log/sin/cos against the platform libm (both within about an ulp), nvcc's FMA contraction
+// in the rotation's double arithmetic, and the order of the per-sample centring sum.
 #include "cuda/sampler_kernels.h"
 
 #include <cstdint>
 
+#include "sample/rng_core.h"  // the host generator's arithmetic, shared
+
 namespace {
 
-constexpr double kTwoPi = 6.283185307179586476925286766559;
 constexpr int kInit = 0, kRot = 1, kTrans = 2, kNoise = 3;  // pxdiff.h px_rng_purpose
-
-__device__ void philox(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0, uint32_t k1,
-                       uint32_t w[4]) {
-#pragma unroll
-  for (int r = 0; r < 10; r++) {
-    if (r > 0) {
-      k0 += 0x9E3779B9u;
-      k1 += 0xBB67AE85u;
-    }
-    const uint32_t hi0 = __umulhi(0xD2511F53u, c0), lo0 = 0xD2511F53u * c0;
-    const uint32_t hi1 = __umulhi(0xCD9E8D57u, c2), lo1 = 0xCD9E8D57u * c2;
-    const uint32_t n0 = hi1 ^ c1 ^ k0, n2 = hi0 ^ c3 ^ k1;
-    c0 = n0;
-    c1 = lo1;
-    c2 = n2;
-    c3 = lo0;
-  }
-  w[0] = c0;
-  w[1] = c1;
-  w[2] = c2;
-  w[3] = c3;
-}
-
-// Normal pair number b of stream (seed, sample, step, purpose): rng.c's block() and pair().
-__device__ void normal_pair(uint64_t seed, uint32_t sample, uint32_t step, uint32_t purpose, uint64_t b,
-                            double *z0, double *z1) {
-  uint32_t w[4];
-  philox((uint32_t)b, (uint32_t)((b >> 32) & 0x00ffffffu) | ((purpose & 0xffu) << 24), sample, step,
-         (uint32_t)seed, (uint32_t)(seed >> 32), w);
-  const double two_m53 = 1.0 / 9007199254740992.0;
-  const uint64_t a = ((uint64_t)w[0] << 21) ^ (w[1] >> 11);
-  const uint64_t c = ((uint64_t)w[2] << 21) ^ (w[3] >> 11);
-  const double u1 = ((double)a + 1.0) * two_m53, u2 = (double)c * two_m53;
-  const double r = sqrt(-2.0 * log(u1)), th = kTwoPi * u2;
-  *z0 = r * cos(th);
-  *z1 = r * sin(th);
-}
-
-__device__ double normal_at(uint64_t seed, uint32_t sample, uint32_t step, uint32_t purpose, uint64_t i) {
-  double z0, z1;
-  normal_pair(seed, sample, step, purpose, i >> 1, &z0, &z1);
-  return (i & 1) ? z1 : z0;
-}
 
 // x[s] = t0 * normals, one thread per normal pair.
 __global__ void k_init(int S, int64_t n3, uint64_t seed, uint32_t sample0, float t0, float *x) {
@@ -68,7 +27,7 @@ __global__ void k_init(int S, int64_t n3, uint64_t seed, uint32_t sample0, float
   float *xs = x + (size_t)s * n3;
   for (int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; b < npairs; b += (int64_t)gridDim.x * blockDim.x) {
     double z0, z1;
-    normal_pair(seed, sample0 + s, 0, kInit, (uint64_t)b, &z0, &z1);
+    px_rng_pair_at(seed, sample0 + s, 0, kInit, (uint64_t)b, &z0, &z1);
     xs[2 * b] = __fmul_rn((float)z0, t0);
     if (2 * b + 1 < n3) xs[2 * b + 1] = __fmul_rn((float)z1, t0);
   }
@@ -83,27 +42,8 @@ __global__ void k_augment(int N, uint64_t seed, uint32_t sample0, uint32_t step,
   const uint32_t sample = sample0 + s;
   float *xs = x + (size_t)s * N * 3;
   if (tid == 0) {
-    double q[4], n2 = 0.0;
-    for (uint64_t base = 0;; base += 4) {
-      n2 = 0.0;
-      for (int k = 0; k < 4; k++) {
-        q[k] = normal_at(seed, sample, step, kRot, base + (uint64_t)k);
-        n2 += q[k] * q[k];
-      }
-      if (n2 > 1e-300) break;
-    }
-    const double sc = 1.0 / sqrt(n2);
-    const double w = q[0] * sc, xq = q[1] * sc, y = q[2] * sc, z = q[3] * sc;
-    R[0] = (float)(1.0 - 2.0 * (y * y + z * z));
-    R[1] = (float)(2.0 * (xq * y - w * z));
-    R[2] = (float)(2.0 * (xq * z + w * y));
-    R[3] = (float)(2.0 * (xq * y + w * z));
-    R[4] = (float)(1.0 - 2.0 * (xq * xq + z * z));
-    R[5] = (float)(2.0 * (y * z - w * xq));
-    R[6] = (float)(2.0 * (xq * z - w * y));
-    R[7] = (float)(2.0 * (y * z + w * xq));
-    R[8] = (float)(1.0 - 2.0 * (xq * xq + y * y));
-    for (int k = 0; k < 3; k++) u[k] = (float)normal_at(seed, sample, step, kTrans, (uint64_t)k);
+    px_rng_rotation_from(seed, sample, step, kRot, R);
+    for (int k = 0; k < 3; k++) u[k] = (float)px_rng_at(seed, sample, step, kTrans, (uint64_t)k);
   }
   // Mean over atoms in double (the host sums in order; this sums in a tree: the float
   // mean agrees unless the double straddles a float rounding boundary).
@@ -143,7 +83,7 @@ __global__ void k_noisy(int64_t n3, uint64_t seed, uint32_t sample0, uint32_t st
   float *ys = xn + (size_t)s * n3;
   for (int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; b < npairs; b += (int64_t)gridDim.x * blockDim.x) {
     double z0, z1;
-    normal_pair(seed, sample0 + s, step, kNoise, (uint64_t)b, &z0, &z1);
+    px_rng_pair_at(seed, sample0 + s, step, kNoise, (uint64_t)b, &z0, &z1);
     ys[2 * b] = __fadd_rn(xs[2 * b], __fmul_rn(sd, (float)z0));
     if (2 * b + 1 < n3) ys[2 * b + 1] = __fadd_rn(xs[2 * b + 1], __fmul_rn(sd, (float)z1));
   }

@@ -266,11 +266,10 @@ typedef struct {
 /* Lanes (backend.h): a call's samples split in two halves that run concurrently, when the
  * backend has lanes, no probe is attached, all samples share one noise level, every token
  * block's s-side terms fit at once (computed before the split, shared by both halves) and
- * the call is large: measured on an
- * H200 (tf32, 10 samples), two lanes took 12.07 ms against 12.66 at 620 tokens, 6.45
- * against 6.51 at 330, but 3.85 against 3.69 at 150 (each half's kernels then no longer
- * fill the GPU, and the two halves' kernels mostly cannot run side by side anyway).
- * PXDIFF_LANES=1 / 2 forces one / two lanes. */
+ * the call is large. Measured on an H200 (tf32, 10 samples): two lanes took 12.07 ms
+ * against 12.66 at 620 tokens, 6.45 against 6.51 at 330, but 3.85 against 3.69 at 150
+ * (each half's kernels then no longer fill the GPU, and the two halves' kernels mostly
+ * cannot run side by side anyway). PXDIFF_LANES=1 / 2 forces one / two lanes. */
 static int lanes_planned(px_backend *be, const px_transformer_w *tt, int S, int T, int R, px_probe_fn probe) {
   const char *e = getenv("PXDIFF_LANES"); /* read per call: tests switch it within a process */
   const int env = e && *e ? atoi(e) : 0;

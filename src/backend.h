@@ -134,6 +134,27 @@ struct px_backend {
   /* x = x_noisy + step_size * (x_noisy - x_den) / t_hat over n values. */
   void (*sampler_euler)(px_backend *b, int64_t n, const float *x_noisy, const float *x_den, float t_hat,
                         float step_size, float *x);
+
+  /* ---- optional: 16-bit GEMM inputs (CUDA at fp16 / bf16; NULL elsewhere). A kernel
+   * whose output only feeds a GEMM stores it as 16-bit values of the precision's type
+   * ([M, C] contiguous, in a buffer sized for floats), so that no conversion pass runs
+   * before the GEMM. ---- */
+  /* -1 when linear_x16 cannot take W [*, K] (no 16-bit copy); else e >= 0: the GEMM's
+   * input must be stored times 2^-e (linear_x16 multiplies by 2^e; fp16_range.c). */
+  int (*x16_weight)(px_backend *b, const float *W, int K);
+  /* linear (no accumulate) with a 16-bit X [M, K] (ldx = K) stored times 2^-e. */
+  void (*linear_x16)(px_backend *b, int M, int N, int K, const void *X16, const float *W,
+                     const float *bias, float *Y, int ldy);
+  /* adaln, residual_adaln, attention_full, with their output (Y, An, O) in 16 bits. */
+  void (*adaln_x16)(px_backend *b, int M, int C, const float *X, const float *G, const float *B,
+                    int g_rows, void *Y16);
+  void (*residual_adaln_x16)(px_backend *b, int M, int C, float *A, const float *Gr, int gr_rows,
+                             const float *Y, const float *Gn, const float *Bn, int gn_rows, void *An16);
+  void (*attention_full_x16)(px_backend *b, int S, int T, int H, int d, const float *Q,
+                             const float *K, const float *V, int ld, const float *bias, float scale,
+                             void *O16, const float *G, int ldg);
+  /* swiglu with Y16 = silu(X[:, :H]) * X[:, H:] * 2^-e. */
+  void (*swiglu_x16)(px_backend *b, int M, int H, const float *X, void *Y16, int e);
 };
 
 enum { PX_ACT_SIGMOID = 0, PX_ACT_RELU = 1 };

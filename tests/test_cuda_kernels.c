@@ -61,7 +61,7 @@ static void test_linear(int prec, double tol, int half_weights) {
       float *Y = rnd((size_t)M * ldy, 1.0);
       float *dXb = gpu->alloc(gpu, sizeof(float) * ((size_t)M * ldx + off)), *dW = up(W, (size_t)N * K);
       /* 16-bit copy of W: the GEMM then runs on 16-bit operands (K >= 16) */
-      if (half_weights) CHECK_MSG(px_cuda_half_weight(dW, (size_t)N * K, prec) == 0, "half weight: %s", px_last_error());
+      if (half_weights) CHECK_MSG(px_cuda_half_weight(dW, (size_t)N * K, prec, 0) == 0, "half weight: %s", px_last_error());
       float *db = up(b, N);
       gpu->upload(gpu, dXb + off, X, sizeof(float) * (size_t)M * ldx);
       float *dYb = variant == 1 ? up(Y, (size_t)M * ldy) : dev_poison((size_t)M * ldy + off);
@@ -316,6 +316,145 @@ static void test_attention_tc_gated(void) {
   gpu->free(gpu, dP); gpu->free(gpu, dbias); gpu->free(gpu, dO);
 }
 
+/* ---- 16-bit GEMM inputs (backend.h x16_*), fp16 (ab 2) and bf16 (ab 1) ---- */
+static float half_value(uint16_t h, int ab) {
+  if (ab == 1) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+  }
+  const int e = (h >> 10) & 31, man = h & 1023;
+  float v = e == 0 ? ldexpf((float)man, -24) : e == 31 ? (man ? NAN : INFINITY) : ldexpf((float)(man | 1024), e - 25);
+  return (h & 0x8000) ? -v : v;
+}
+/* x rounded to the 16-bit type, nearest even (|x| well inside fp16's range here). */
+static uint16_t half_bits(float x, int ab) {
+  uint32_t u;
+  memcpy(&u, &x, sizeof u);
+  if (ab == 1) return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+  const uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+  const float a = fabsf(x);
+  if (a < 6.103515625e-05f) return (uint16_t)(sign | (uint16_t)rintf(a * 16777216.0f));
+  uint32_t au = u & 0x7FFFFFFFu;
+  au += 0x0FFFu + ((au >> 13) & 1u);
+  return (uint16_t)(sign | ((((au >> 23) - 112u) << 10) | ((au >> 13) & 1023u)));
+}
+/* A 16-bit device buffer of n values, every one poisoned (0xFFFF is NaN in both types). */
+static uint16_t *dev_poison16(size_t n) {
+  uint16_t *h = malloc(sizeof(uint16_t) * (n ? n : 1));
+  for (size_t i = 0; i < n; i++) h[i] = 0xFFFFu;
+  uint16_t *d = gpu->alloc(gpu, sizeof(uint16_t) * (n ? n : 1));
+  gpu->upload(gpu, d, h, sizeof(uint16_t) * n);
+  free(h);
+  return d;
+}
+/* Compare a 16-bit device result, times 2^e, with an fp32 reference. */
+static void compare16(const char *what, const uint16_t *got_dev, int ab, int e, const float *want, size_t n, double tol) {
+  uint16_t *h = malloc(sizeof(uint16_t) * (n ? n : 1));
+  float *got = malloc(sizeof(float) * (n ? n : 1));
+  gpu->download(gpu, h, got_dev, sizeof(uint16_t) * n);
+  for (size_t i = 0; i < n; i++) got[i] = ldexpf(half_value(h[i], ab), e);
+  double err = tu_rel_err_ff(got, want, n);
+  CHECK_MSG(err <= tol, "%s: rel err %.3g (tol %.1g)", what, err, tol);
+  CHECK_MSG(gpu->status(gpu) == 0, "%s: CUDA error %s", what, px_last_error());
+  free(h);
+  free(got);
+}
+
+static void test_x16(int prec) {
+  px_backend *g = px_cuda_backend(prec);
+  const int ab = prec == PX_PRECISION_BF16 ? 1 : 2;
+  /* one rounding of each stored value: relative ~2^-11 (fp16) or 2^-8 (bf16) */
+  const double tol = ab == 2 ? 1e-3 : 1e-2;
+  CHECK(g->x16_weight && g->linear_x16 && g->adaln_x16 && g->residual_adaln_x16 && g->swiglu_x16 &&
+        g->attention_full_x16);
+  char what[128];
+  /* AdaLN and residual + AdaLN: C % 4 == 0 takes the row kernel, others the fallback */
+  int rows[][2] = {{5, 768}, {333, 768}, {7, 20}, {3, 13}};
+  for (size_t t = 0; t < sizeof rows / sizeof rows[0]; t++) {
+    const int M = rows[t][0], C = rows[t][1], gr = M > 3 ? M / 3 + 1 : 1;
+    const size_t n = (size_t)M * C;
+    float *X = rnd(n, 2.0), *G = rnd((size_t)gr * C, 1.0), *B = rnd((size_t)gr * C, 1.0), *Y = rnd(n, 1.0);
+    float *Gr = rnd((size_t)gr * C, 1.0), *want = malloc(sizeof(float) * n), *A = malloc(sizeof(float) * n);
+    float *dX = up(X, n), *dG = up(G, (size_t)gr * C), *dB = up(B, (size_t)gr * C), *dY = up(Y, n), *dGr = up(Gr, (size_t)gr * C);
+    uint16_t *d16 = dev_poison16(n);
+    cpu->adaln(cpu, M, C, X, G, B, gr, want);
+    g->adaln_x16(g, M, C, dX, dG, dB, gr, d16);
+    snprintf(what, sizeof what, "adaln_x16 ab %d M=%d C=%d", ab, M, C);
+    compare16(what, d16, ab, 0, want, n, tol);
+    memcpy(A, X, sizeof(float) * n);
+    cpu->residual_adaln(cpu, M, C, A, Gr, gr, Y, G, B, gr, want);
+    gpu->free(gpu, d16);
+    d16 = dev_poison16(n);
+    g->residual_adaln_x16(g, M, C, dX, dGr, gr, dY, dG, dB, gr, d16);
+    snprintf(what, sizeof what, "residual_adaln_x16 ab %d M=%d C=%d", ab, M, C);
+    compare16(what, d16, ab, 0, want, n, tol);
+    snprintf(what, sizeof what, "residual_adaln_x16 residual ab %d M=%d C=%d", ab, M, C);
+    compare(what, dX, A, n, 1e-6); /* the residual stream stays fp32 */
+    free(X); free(G); free(B); free(Y); free(Gr); free(want); free(A);
+    gpu->free(gpu, dX); gpu->free(gpu, dG); gpu->free(gpu, dB); gpu->free(gpu, dY); gpu->free(gpu, dGr);
+    gpu->free(gpu, d16);
+  }
+  /* SwiGLU stored times 2^-e */
+  int sw[][3] = {{5, 1536, 0}, {333, 1536, 3}, {4, 10, 2}, {9, 7, 0}};
+  for (size_t t = 0; t < sizeof sw / sizeof sw[0]; t++) {
+    const int M = sw[t][0], H = sw[t][1], e = sw[t][2];
+    float *X = rnd((size_t)M * 2 * H, 3.0), *want = malloc(sizeof(float) * (size_t)M * H);
+    float *dX = up(X, (size_t)M * 2 * H);
+    uint16_t *d16 = dev_poison16((size_t)M * H);
+    cpu->swiglu(cpu, M, H, X, want);
+    g->swiglu_x16(g, M, H, dX, d16, e);
+    snprintf(what, sizeof what, "swiglu_x16 ab %d M=%d H=%d e=%d", ab, M, H, e);
+    compare16(what, d16, ab, e, want, (size_t)M * H, tol);
+    free(X); free(want);
+    gpu->free(gpu, dX); gpu->free(gpu, d16);
+  }
+  /* gated full attention (tensor cores, or the exact kernel for d = 24, then converted) */
+  int at[][4] = {{2, 77, 4, 48}, {1, 33, 3, 32}, {3, 130, 16, 48}, {2, 40, 2, 24}};
+  for (size_t t = 0; t < sizeof at / sizeof at[0]; t++) {
+    const int S = at[t][0], T = at[t][1], H = at[t][2], d = at[t][3], C = H * d, ld = 4 * C;
+    const size_t nq = (size_t)S * T * ld, no = (size_t)S * T * C;
+    float *P = rnd(nq, 1.0), *bias = rnd((size_t)H * T * T, 2.0), *want = malloc(sizeof(float) * no);
+    float *dP = up(P, nq), *dbias = up(bias, (size_t)H * T * T);
+    uint16_t *d16 = dev_poison16(no);
+    const float scale = 1.0f / sqrtf((float)d);
+    cpu->attention_full(cpu, S, T, H, d, P, P + C, P + 2 * C, ld, bias, scale, want, P + 3 * C, ld);
+    g->attention_full_x16(g, S, T, H, d, dP, dP + C, dP + 2 * C, ld, dbias, scale, d16, dP + 3 * C, ld);
+    snprintf(what, sizeof what, "attention_full_x16 ab %d S=%d T=%d H=%d d=%d", ab, S, T, H, d);
+    compare16(what, d16, ab, 0, want, no, ab == 2 ? 3e-3 : 1e-2); /* tf32 attention, then one rounding */
+    free(P); free(bias); free(want);
+    gpu->free(gpu, dP); gpu->free(gpu, dbias); gpu->free(gpu, d16);
+  }
+  /* linear_x16: X given in 16 bits times 2^-e; the result is 2^e X W^T + b */
+  int ln[][4] = {{7, 33, 19, 0}, {331, 768, 384, 0}, {65, 768, 1536, 4}, {130, 257, 128, 1}};
+  for (size_t t = 0; t < sizeof ln / sizeof ln[0]; t++) {
+    const int M = ln[t][0], N = ln[t][1], K = ln[t][2], e = ln[t][3];
+    float *X = rnd((size_t)M * K, 1.0), *W = rnd((size_t)N * K, 1.0 / sqrt(K)), *b = rnd(N, 0.5);
+    float *want = malloc(sizeof(float) * (size_t)M * N);
+    uint16_t *X16 = malloc(sizeof(uint16_t) * (size_t)M * K);
+    for (size_t i = 0; i < (size_t)M * K; i++) {
+      X16[i] = half_bits(ldexpf(X[i], -e), ab);
+      X[i] = ldexpf(half_value(X16[i], ab), e); /* the reference sees the stored values */
+    }
+    float *dW = up(W, (size_t)N * K), *db = up(b, N), *dY = dev_poison((size_t)M * N);
+    float *dWno = up(W, (size_t)N * K);
+    uint16_t *dX16 = gpu->alloc(gpu, sizeof(uint16_t) * (size_t)M * K);
+    gpu->upload(gpu, dX16, X16, sizeof(uint16_t) * (size_t)M * K);
+    CHECK_MSG(px_cuda_half_weight(dW, (size_t)N * K, prec, e) == 0, "half weight: %s", px_last_error());
+    CHECK_MSG(g->x16_weight(g, dW, K) == e, "x16_weight: %d, expected %d", g->x16_weight(g, dW, K), e);
+    CHECK(g->x16_weight(g, dWno, K) == -1); /* no 16-bit copy */
+    CHECK(g->x16_weight(g, dW, 8) == -1);   /* K < 16 */
+    CHECK(px_cuda_backend(PX_PRECISION_TF32)->x16_weight == NULL);
+    cpu->linear(cpu, M, N, K, X, K, W, b, want, N, 0, 0);
+    g->linear_x16(g, M, N, K, dX16, dW, db, dY, N);
+    snprintf(what, sizeof what, "linear_x16 ab %d M=%d N=%d K=%d e=%d", ab, M, N, K, e);
+    compare(what, dY, want, (size_t)M * N, tol); /* W's rounding only */
+    free(X); free(W); free(b); free(want); free(X16);
+    gpu->free(gpu, dW); gpu->free(gpu, db); gpu->free(gpu, dY); gpu->free(gpu, dWno); gpu->free(gpu, dX16);
+  }
+}
+
 /* The sampler's kernels against the host sampler's arithmetic (src/sample/sampler.c) on the
  * host RNG streams: expected equal up to libm-vs-CUDA double rounding (~2^-29 per value). */
 static void test_sampler_kernels(void) {
@@ -391,6 +530,8 @@ int main(void) {
   test_token_atom_maps();
   test_attention();
   test_attention_tc_gated();
+  test_x16(PX_PRECISION_FP16);
+  test_x16(PX_PRECISION_BF16);
   test_sampler_kernels();
   return tu_finish("test_cuda_kernels");
 }

@@ -34,6 +34,9 @@
 // ~2.6e-3, so this kernel keeps tf32 operands for the BF16 precision too).
 #include "cuda/attention_tc.h"
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
 #include <cstdint>
 #include <cstdlib>
 
@@ -224,10 +227,26 @@ __device__ __forceinline__ void tile_math(float (&sc)[KT / 8][4], const uint32_t
   }
 }
 
+// Four floats at O + i: OT 0 float, 1 / 2 bf16 / fp16 (a GEMM input, 8 bytes).
+template <int OT>
+__device__ __forceinline__ void store4(void *O, size_t i, float4 v) {
+  if (OT == 0) {
+    *reinterpret_cast<float4 *>(reinterpret_cast<float *>(O) + i) = v;
+  } else if (OT == 1) {
+    const __nv_bfloat162 a = __floats2bfloat162_rn(v.x, v.y), b = __floats2bfloat162_rn(v.z, v.w);
+    *reinterpret_cast<uint2 *>(reinterpret_cast<uint16_t *>(O) + i) =
+        make_uint2(*reinterpret_cast<const uint32_t *>(&a), *reinterpret_cast<const uint32_t *>(&b));
+  } else {
+    const __half2 a = __floats2half2_rn(v.x, v.y), b = __floats2half2_rn(v.z, v.w);
+    *reinterpret_cast<uint2 *>(reinterpret_cast<uint16_t *>(O) + i) =
+        make_uint2(*reinterpret_cast<const uint32_t *>(&a), *reinterpret_cast<const uint32_t *>(&b));
+  }
+}
+
 // Normalise and store rows i0, i1 (those < L) of sample base / L, head h, times the
-// attention gate sigmoid(G) when one is given (fused gating).
-template <int D>
-__device__ __forceinline__ void store_rows(const float (&o)[D / 8][4], float l0, float l1, float *O,
+// attention gate sigmoid(G) when one is given (fused gating); O's elements are OT (store4).
+template <int D, int OT>
+__device__ __forceinline__ void store_rows(const float (&o)[D / 8][4], float l0, float l1, void *O,
                                            const float *G, int ldg, size_t base, int L, int H, int h,
                                            int i0, int i1, int t) {
   constexpr int DG = D / 16;
@@ -244,23 +263,23 @@ __device__ __forceinline__ void store_rows(const float (&o)[D / 8][4], float l0,
                        __frcp_rn(1.0f + __expf(-gv.z)), __frcp_rn(1.0f + __expf(-gv.w)));
   };
   if (i0 < L) {
-    float *out = O + (base + i0) * C + h * D + 4 * t;
+    const size_t out = (base + i0) * C + h * D + 4 * t;
 #pragma unroll
     for (int m = 0; m < DG; m++) {
       const float4 gs = gate(i0, m);
-      *reinterpret_cast<float4 *>(out + 16 * m) =
-          make_float4(o[2 * m][0] * inv0 * gs.x, o[2 * m + 1][0] * inv0 * gs.y, o[2 * m][1] * inv0 * gs.z,
-                      o[2 * m + 1][1] * inv0 * gs.w);
+      store4<OT>(O, out + 16 * m,
+                 make_float4(o[2 * m][0] * inv0 * gs.x, o[2 * m + 1][0] * inv0 * gs.y, o[2 * m][1] * inv0 * gs.z,
+                             o[2 * m + 1][1] * inv0 * gs.w));
     }
   }
   if (i1 < L) {
-    float *out = O + (base + i1) * C + h * D + 4 * t;
+    const size_t out = (base + i1) * C + h * D + 4 * t;
 #pragma unroll
     for (int m = 0; m < DG; m++) {
       const float4 gs = gate(i1, m);
-      *reinterpret_cast<float4 *>(out + 16 * m) =
-          make_float4(o[2 * m][2] * inv1 * gs.x, o[2 * m + 1][2] * inv1 * gs.y, o[2 * m][3] * inv1 * gs.z,
-                      o[2 * m + 1][3] * inv1 * gs.w);
+      store4<OT>(O, out + 16 * m,
+                 make_float4(o[2 * m][2] * inv1 * gs.x, o[2 * m + 1][2] * inv1 * gs.y, o[2 * m][3] * inv1 * gs.z,
+                             o[2 * m + 1][3] * inv1 * gs.w));
     }
   }
 }
@@ -269,11 +288,12 @@ __device__ __forceinline__ void store_rows(const float (&o)[D / 8][4], float l0,
 // K/V tiles stream through a two-stage cp.async ring; each thread rounds the chunks it
 // copied to tf32 in place once they land. Full tiles whose bias rows allow 8-byte loads
 // (every tile but the last when L is even) take a path without per-key predicates.
-template <int D>
+// O's elements are OT (store4): 16-bit when the output only feeds a 16-bit GEMM.
+template <int D, int OT>
 __global__ void __launch_bounds__(256, 2)
 k_attention_tc(int L, int H, int ld, const float *__restrict__ Q, const float *__restrict__ K,
                const float *__restrict__ V, const float *__restrict__ bias, float scale,
-               float *__restrict__ O, const float *__restrict__ G, int ldg) {
+               void *__restrict__ O, const float *__restrict__ G, int ldg) {
   constexpr int QT = 128, NT = QT * 2, DK = D / 8, CH = D / 4;
   constexpr int CPT = KT * CH / NT;  // 16-byte chunks of K (and of V) per thread per tile
   static_assert(KT * CH % NT == 0, "chunks must divide evenly among the threads");
@@ -357,7 +377,7 @@ k_attention_tc(int L, int H, int ld, const float *__restrict__ Q, const float *_
     else
       tile_step(it, Flag<false>());
   }
-  store_rows<D>(o, l0, l1, O, G, ldg, base, L, H, h, i0, i1, t);
+  store_rows<D, OT>(o, l0, l1, O, G, ldg, base, L, H, h, i0, i1, t);
 }
 
 // Local attention: query trunks of 32 see windows of nkw keys starting 32 tr - off,
@@ -459,7 +479,7 @@ k_attention_tc_local(int L, int H, int ld, const float *__restrict__ Q, const fl
       tile_math<D, false>(sc, Kw + k0 * DPK, Vw + k0 * DPV, nk, qa, o, m0, m1, l0, l1, g, t);
     }
   }
-  store_rows<D>(o, l0, l1, O, G, ldg, base, L, H, h, i0, i1, t);
+  store_rows<D, 0>(o, l0, l1, O, G, ldg, base, L, H, h, i0, i1, t);
 }
 
 // Shared bytes of a local block of tpb trunks and windows of nk keys.
@@ -470,8 +490,8 @@ constexpr int64_t local_smem(int tpb, int nk) {
 
 template <int D>
 cudaError_t launch(cudaStream_t st, int S, int L, int H, int ld, const float *Q, const float *K,
-                   const float *V, const float *bias, int local, int nk, float scale, float *O,
-                   const float *G, int ldg) {
+                   const float *V, const float *bias, int local, int nk, float scale, void *O,
+                   const float *G, int ldg, int ot) {
   // Once per D: the full kernel gets its fixed size, the local kernel the device's opt-in
   // maximum (the size a launch passes decides occupancy, not this limit).
   struct Lim {
@@ -483,7 +503,11 @@ cudaError_t launch(cudaStream_t st, int S, int L, int H, int ld, const float *Q,
         cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess ||
         cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev) != cudaSuccess ||
         optin < TcCfg<D>::SMEM ||
-        cudaFuncSetAttribute(k_attention_tc<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        cudaFuncSetAttribute(k_attention_tc<D, 0>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             TcCfg<D>::SMEM) != cudaSuccess ||
+        cudaFuncSetAttribute(k_attention_tc<D, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             TcCfg<D>::SMEM) != cudaSuccess ||
+        cudaFuncSetAttribute(k_attention_tc<D, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              TcCfg<D>::SMEM) != cudaSuccess ||
         cudaFuncSetAttribute(k_attention_tc_local<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              optin) != cudaSuccess) {
@@ -511,12 +535,17 @@ cudaError_t launch(cudaStream_t st, int S, int L, int H, int ld, const float *Q,
     if (!tpb) return cudaErrorInvalidValue;
     dim3 grid((ntr + tpb - 1) / tpb, H, S);
     k_attention_tc_local<D><<<grid, 64 * tpb, (size_t)local_smem<D>(tpb, nk), st>>>(
-        L, H, ld, Q, K, V, bias, nk, tpb, scale, O, G, ldg);
+        L, H, ld, Q, K, V, bias, nk, tpb, scale, (float *)O, G, ldg);
   } else {
     // 128 queries (8 warps) per block: each staged K/V tile serves twice the rows of a
     // 64-query block (H200, T=330, H=16, S=10: 58 us per call against 68 us).
     dim3 grid((L + 127) / 128, H, S);
-    k_attention_tc<D><<<grid, 256, TcCfg<D>::SMEM, st>>>(L, H, ld, Q, K, V, bias, scale, O, G, ldg);
+    if (ot == 0)
+      k_attention_tc<D, 0><<<grid, 256, TcCfg<D>::SMEM, st>>>(L, H, ld, Q, K, V, bias, scale, O, G, ldg);
+    else if (ot == 1)
+      k_attention_tc<D, 1><<<grid, 256, TcCfg<D>::SMEM, st>>>(L, H, ld, Q, K, V, bias, scale, O, G, ldg);
+    else
+      k_attention_tc<D, 2><<<grid, 256, TcCfg<D>::SMEM, st>>>(L, H, ld, Q, K, V, bias, scale, O, G, ldg);
   }
   return cudaSuccess;
 }
@@ -525,10 +554,10 @@ cudaError_t launch(cudaStream_t st, int S, int L, int H, int ld, const float *Q,
 
 int px_attention_tc(cudaStream_t stream, int S, int L, int H, int d, int ld, const float *Q,
                     const float *K, const float *V, const float *bias, int local, int nq, int nk,
-                    float scale, float *O, const float *G, int ldg) {
+                    float scale, void *O, const float *G, int ldg, int out_type) {
   static const int disabled = getenv("PXDIFF_NO_TC_ATTENTION") != nullptr;
   if (disabled) return 0;
-  if (local && (nq != 32 || nk < nq)) return 0;
+  if (local && (nq != 32 || nk < nq || out_type)) return 0;
   if ((ld % 4) || ((uintptr_t)Q % 16) || ((uintptr_t)K % 16) || ((uintptr_t)V % 16) ||
       ((uintptr_t)O % 16) || (G && ((ldg % 4) || ((uintptr_t)G % 16))))
     return 0;
@@ -536,10 +565,10 @@ int px_attention_tc(cudaStream_t stream, int S, int L, int H, int d, int ld, con
   if (S <= 0 || L <= 0 || H <= 0) return 1;  // nothing to compute
   cudaError_t e;
   switch (d) {
-    case 16: e = launch<16>(stream, S, L, H, ld, Q, K, V, bias, local, nk, scale, O, G, ldg); break;
-    case 32: e = launch<32>(stream, S, L, H, ld, Q, K, V, bias, local, nk, scale, O, G, ldg); break;
-    case 48: e = launch<48>(stream, S, L, H, ld, Q, K, V, bias, local, nk, scale, O, G, ldg); break;
-    case 64: e = launch<64>(stream, S, L, H, ld, Q, K, V, bias, local, nk, scale, O, G, ldg); break;
+    case 16: e = launch<16>(stream, S, L, H, ld, Q, K, V, bias, local, nk, scale, O, G, ldg, out_type); break;
+    case 32: e = launch<32>(stream, S, L, H, ld, Q, K, V, bias, local, nk, scale, O, G, ldg, out_type); break;
+    case 48: e = launch<48>(stream, S, L, H, ld, Q, K, V, bias, local, nk, scale, O, G, ldg, out_type); break;
+    case 64: e = launch<64>(stream, S, L, H, ld, Q, K, V, bias, local, nk, scale, O, G, ldg, out_type); break;
     default: return 0;
   }
   return e == cudaSuccess ? 1 : 0;  // attribute refused: the exact kernel instead

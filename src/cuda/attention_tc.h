@@ -9,11 +9,13 @@
 // nq = 32, windows of nk keys starting (nk - nq) / 2 before the trunk, bias
 // [H, n_trunks, 32, nk]) on `stream`, with the contracts of backend.h's attention_full /
 // attention_local. Returns 1 when launched (the caller checks cudaGetLastError), 0 when
-// With G (row stride ldg) the output is multiplied by sigmoid(G) (the fused attention gate).
 // the shape or alignment is not one it handles (d not in {16, 32, 48, 64}, ld not a
 // multiple of 4, unaligned Q/K/V, local nq != 32) or PXDIFF_NO_TC_ATTENTION is set.
+// With G (row stride ldg) the output is multiplied by sigmoid(G) (the fused attention gate).
+// out_type: O's elements, 0 float, 1 bf16, 2 fp16 (full attention only: 16-bit outputs
+// feed a 16-bit GEMM).
 int px_attention_tc(cudaStream_t stream, int S, int L, int H, int d, int ld, const float *Q,
                     const float *K, const float *V, const float *bias, int local, int nq, int nk,
-                    float scale, float *O, const float *G, int ldg);
+                    float scale, void *O, const float *G, int ldg, int out_type);
 
 #endif

@@ -54,9 +54,16 @@ struct Ctx {
   size_t logits_n[MAX_LANES] = {};
   uint16_t *xh[MAX_LANES] = {};  // GEMM inputs converted to bf16 / fp16
   size_t xh_n[MAX_LANES] = {};
+  float *ftmp[MAX_LANES] = {};  // fp32 results of the 16-bit producers' fallbacks
+  size_t ftmp_n[MAX_LANES] = {};
   // bf16 (BF16 precision) or fp16 (FP16 precision) copies of weight matrices, keyed by
   // the fp32 device pointer: a GEMM whose weight has one runs on those operands.
-  std::unordered_map<const float *, uint16_t *> whalf;
+  // e: the GEMM's 16-bit input is stored times 2^-e (fp16_range.c), undone by alpha = 2^e.
+  struct HalfW {
+    uint16_t *p;
+    int e;
+  };
+  std::unordered_map<const float *, HalfW> whalf;
   // Bumped whenever scratch that captured graphs point into is reallocated.
   uint64_t generation = 1;
   // Fixed cuBLAS/cuBLASLt workspaces, one per lane (required for graph capture; GEMMs
@@ -146,7 +153,7 @@ void dev_free(void *p) {
   // address must not find it).
   auto hw = g.whalf.find((const float *)p);
   if (hw != g.whalf.end()) {
-    uint16_t *h = hw->second;
+    uint16_t *h = hw->second.p;
     g.whalf.erase(hw);
     g.generation++;
     dev_free(h);
@@ -262,6 +269,21 @@ inline int blocks_for(int64_t n, int threads) {
 
 __device__ __forceinline__ float sigmoidf_(float x) { return 1.0f / (1.0f + __expf(-x)); }
 
+// Two floats to a packed pair of 16-bit values (round to nearest even), bf16 or fp16.
+template <int AB>
+__device__ __forceinline__ uint32_t pack_half2(float a, float b) {
+  if (AB == 1) {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+    return *reinterpret_cast<const uint32_t *>(&h);
+  }
+  const __half2 h = __floats2half2_rn(a, b);
+  return *reinterpret_cast<const uint32_t *>(&h);
+}
+template <int AB>
+__device__ __forceinline__ uint16_t to_half1(float a) {
+  return (uint16_t)(pack_half2<AB>(a, 0.0f) & 0xffffu);
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
@@ -309,14 +331,24 @@ __global__ void k_layernorm(int M, int C, const float *X, const float *w, const 
   }
 }
 
+// Four floats stored at Y + i (OT 0: float; 1 / 2: bf16 / fp16 values, 8 bytes).
+template <int OT>
+__device__ __forceinline__ void store4(void *Y, size_t i, float4 v) {
+  if (OT == 0)
+    *reinterpret_cast<float4 *>(reinterpret_cast<float *>(Y) + i) = v;
+  else
+    *reinterpret_cast<uint2 *>(reinterpret_cast<uint16_t *>(Y) + i) =
+        make_uint2(pack_half2<OT>(v.x, v.y), pack_half2<OT>(v.z, v.w));
+}
+
 // Register-resident row kernels for C <= 128 * NV with C % 4 == 0 (one warp per row,
 // float4 loads, the row read once): LayerNorm / AdaLN, and the fused residual + AdaLN.
 // mode 0: Y = LN(X) * w + b; mode 1: Y = LN(X) * G + B; mode 2: X += Gr * R, then mode 1
-// on the updated X (written back).
-template <int NV>
+// on the updated X (written back). Y is stored as OT (store4): 16-bit for GEMM inputs.
+template <int NV, int OT>
 __global__ void k_row_ln(int M, int C, float *X, const float *w, const float *b, const float *G,
                          const float *B, int g_rows, const float *Gr, int gr_rows, const float *Rr,
-                         float *Y, int mode) {
+                         void *Y, int mode) {
   const int warps = blockDim.x / 32, lane = threadIdx.x % 32;
   const int C4 = C / 4;
   for (int row = blockIdx.x * warps + threadIdx.x / 32; row < M; row += gridDim.x * warps) {
@@ -351,7 +383,6 @@ __global__ void k_row_ln(int M, int C, float *X, const float *w, const float *b,
       }
     }
     const float rstd = rsqrtf(warp_sum(ss) / C + 1e-5f);
-    float4 *y4 = reinterpret_cast<float4 *>(Y + (size_t)row * C);
 #pragma unroll
     for (int k = 0; k < NV; k++) {
       const int c = lane + 32 * k;
@@ -372,41 +403,41 @@ __global__ void k_row_ln(int M, int C, float *X, const float *w, const float *b,
           o = make_float4(o.x + bb.x, o.y + bb.y, o.z + bb.z, o.w + bb.w);
         }
       }
-      y4[c] = o;
+      store4<OT>(Y, (size_t)row * C + 4 * c, o);
     }
   }
 }
 
+template <int NV>
+void launch_row_ln(int ot, int blocks, int M, int C, float *X, const float *w, const float *b, const float *G,
+                   const float *B, int g_rows, const float *Gr, int gr_rows, const float *Rr, void *Y, int mode) {
+  if (ot == 0)
+    k_row_ln<NV, 0><<<blocks, 256, 0, g.stream>>>(M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, Y, mode);
+  else if (ot == 1)
+    k_row_ln<NV, 1><<<blocks, 256, 0, g.stream>>>(M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, Y, mode);
+  else
+    k_row_ln<NV, 2><<<blocks, 256, 0, g.stream>>>(M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, Y, mode);
+}
+
 // Launch k_row_ln when the row fits registers and is float4-aligned; false otherwise.
+// ot: Y's type (0 float, 1 bf16, 2 fp16).
 bool row_ln(int M, int C, float *X, const float *w, const float *b, const float *G, const float *B,
-            int g_rows, const float *Gr, int gr_rows, const float *Rr, float *Y, int mode) {
+            int g_rows, const float *Gr, int gr_rows, const float *Rr, void *Y, int mode, int ot = 0) {
   auto al = [](const void *p) { return p == nullptr || ((uintptr_t)p % 16) == 0; };
   if (C % 4 || C > 1024 || !al(X) || !al(w) || !al(b) || !al(G) || !al(B) || !al(Gr) || !al(Rr) || !al(Y))
     return false;
   const int nv = (C / 4 + 31) / 32;
   const int blocks = (M + 7) / 8 > 65535 * 4 ? 65535 * 4 : (M + 7) / 8;
-#define PX_ROW_LN(NV)                                                                          \
-  case NV:                                                                                     \
-    k_row_ln<NV><<<blocks, 256, 0, g.stream>>>(M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, Y, \
-                                               mode);                                          \
-    break;
-  switch (nv) {
-    PX_ROW_LN(1)
-    PX_ROW_LN(2)
-    PX_ROW_LN(4)
-    PX_ROW_LN(6)
-    PX_ROW_LN(8)
-    case 3:
-      k_row_ln<4><<<blocks, 256, 0, g.stream>>>(M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, Y, mode);
-      break;
-    case 5:
-      k_row_ln<6><<<blocks, 256, 0, g.stream>>>(M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, Y, mode);
-      break;
-    default:
-      k_row_ln<8><<<blocks, 256, 0, g.stream>>>(M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, Y, mode);
-      break;
-  }
-#undef PX_ROW_LN
+  if (nv <= 1)
+    launch_row_ln<1>(ot, blocks, M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, Y, mode);
+  else if (nv <= 2)
+    launch_row_ln<2>(ot, blocks, M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, Y, mode);
+  else if (nv <= 4)
+    launch_row_ln<4>(ot, blocks, M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, Y, mode);
+  else if (nv <= 6)
+    launch_row_ln<6>(ot, blocks, M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, Y, mode);
+  else
+    launch_row_ln<8>(ot, blocks, M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, Y, mode);
   LAUNCHED("row_ln");
   return true;
 }
@@ -451,17 +482,22 @@ __global__ void k_sigmoid_mul(int M, int C, float *O, int ldo, const float *P, i
   }
 }
 
-__global__ void k_swiglu(int M, int C, const float *X, float *Y) {
+// Y = silu(X[:, :C]) * X[:, C:]; OT != 0: Y stored in 16 bits times sc (a power of two),
+// four values per thread (C % 4 == 0 there, checked by the caller).
+template <int OT>
+__global__ void k_swiglu(int M, int C, const float *X, void *Y, float sc) {
   for (int r = blockIdx.y; r < M; r += gridDim.y) {
     const float *xa = X + (size_t)r * 2 * C, *xb = xa + C;
-    float *y = Y + (size_t)r * C;
     if ((C & 3) == 0) {
       for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < C / 4; c += gridDim.x * blockDim.x) {
         const float4 a = reinterpret_cast<const float4 *>(xa)[c], b = reinterpret_cast<const float4 *>(xb)[c];
-        reinterpret_cast<float4 *>(y)[c] = make_float4(a.x * sigmoidf_(a.x) * b.x, a.y * sigmoidf_(a.y) * b.y,
-                                                       a.z * sigmoidf_(a.z) * b.z, a.w * sigmoidf_(a.w) * b.w);
+        float4 y = make_float4(a.x * sigmoidf_(a.x) * b.x, a.y * sigmoidf_(a.y) * b.y, a.z * sigmoidf_(a.z) * b.z,
+                               a.w * sigmoidf_(a.w) * b.w);
+        if (OT) y = make_float4(y.x * sc, y.y * sc, y.z * sc, y.w * sc);
+        store4<OT>(Y, (size_t)r * C + 4 * c, y);
       }
-    } else {
+    } else if (OT == 0) {
+      float *y = reinterpret_cast<float *>(Y) + (size_t)r * C;
       for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < C; c += gridDim.x * blockDim.x) {
         const float a = xa[c];
         y[c] = a * sigmoidf_(a) * xb[c];
@@ -766,25 +802,11 @@ bool attention_fused(int S, int L, int H, int d, int ld, const float *Q, const f
   }
 }
 
-// Two floats to a packed pair of 16-bit values (round to nearest even), bf16 or fp16.
-template <int AB>
-__device__ __forceinline__ uint32_t pack_half2(float a, float b) {
-  if (AB == 1) {
-    const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
-    return *reinterpret_cast<const uint32_t *>(&h);
-  }
-  const __half2 h = __floats2half2_rn(a, b);
-  return *reinterpret_cast<const uint32_t *>(&h);
-}
-template <int AB>
-__device__ __forceinline__ uint16_t to_half1(float a) {
-  return (uint16_t)(pack_half2<AB>(a, 0.0f) & 0xffffu);
-}
-
 // Y [M, K] (contiguous) = X [M, K] (row stride ldx) in bf16 (AB = 1) or fp16 (AB = 2);
 // four values per thread when the rows allow 16-byte loads.
+// Times sc (a power of two: exact), as GEMM inputs stored times 2^-e are.
 template <int AB>
-__global__ void k_to_half(int M, int K, const float *X, int ldx, uint16_t *Y) {
+__global__ void k_to_half(int M, int K, const float *X, int ldx, uint16_t *Y, float sc) {
   const bool v4 = ((K | ldx) & 3) == 0 && ((uintptr_t)X & 15) == 0 && ((uintptr_t)Y & 7) == 0;
   for (int r = blockIdx.y; r < M; r += gridDim.y) {
     const float *x = X + (size_t)r * ldx;
@@ -792,10 +814,12 @@ __global__ void k_to_half(int M, int K, const float *X, int ldx, uint16_t *Y) {
     if (v4) {
       for (int c = (blockIdx.x * blockDim.x + threadIdx.x) * 4; c < K; c += gridDim.x * blockDim.x * 4) {
         const float4 v = *reinterpret_cast<const float4 *>(x + c);
-        *reinterpret_cast<uint2 *>(y + c) = make_uint2(pack_half2<AB>(v.x, v.y), pack_half2<AB>(v.z, v.w));
+        *reinterpret_cast<uint2 *>(y + c) =
+            make_uint2(pack_half2<AB>(v.x * sc, v.y * sc), pack_half2<AB>(v.z * sc, v.w * sc));
       }
     } else {
-      for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < K; c += gridDim.x * blockDim.x) y[c] = to_half1<AB>(x[c]);
+      for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < K; c += gridDim.x * blockDim.x)
+        y[c] = to_half1<AB>(x[c] * sc);
     }
   }
 }
@@ -807,13 +831,14 @@ __global__ void k_to_half_flat(int64_t n, const float *X, uint16_t *Y) {
     Y[i] = to_half1<AB>(X[i]);
 }
 
-void to_half(int ab, int M, int K, const float *X, int ldx, uint16_t *Y) {
+void to_half(int ab, int M, int K, const float *X, int ldx, uint16_t *Y, int e = 0) {
   const int threads = 256;
   const dim3 grid((unsigned)((K + 4 * threads - 1) / (4 * threads)), (unsigned)(M < 65535 ? M : 65535));
+  const float sc = ldexpf(1.0f, -e);
   if (ab == 1)
-    k_to_half<1><<<grid, threads, 0, g.stream>>>(M, K, X, ldx, Y);
+    k_to_half<1><<<grid, threads, 0, g.stream>>>(M, K, X, ldx, Y, sc);
   else
-    k_to_half<2><<<grid, threads, 0, g.stream>>>(M, K, X, ldx, Y);
+    k_to_half<2><<<grid, threads, 0, g.stream>>>(M, K, X, ldx, Y, sc);
   LAUNCHED("to_half");
 }
 
@@ -864,26 +889,35 @@ float prefill_bias(int M, int N, float *Y, int ldy, const float *bias, int accum
   return 1.0f;
 }
 
+// The 16-bit type of a precision's GEMM operands: 1 bf16, 2 fp16, 0 none.
+int half_type(int prec) { return prec == PX_PRECISION_BF16 ? 1 : prec == PX_PRECISION_FP16 ? 2 : 0; }
+
+// Y = 2^w.e X16 W16^T (+ bias) on 16-bit operands, fp32 accumulation; X16 [M, K] contiguous.
+void gemm_half(int ab, int M, int N, int K, const uint16_t *xh, const Ctx::HalfW &w, const float *bias, float *Y,
+               int ldy, int accumulate, int relu) {
+  const int prec = ab == 1 ? PX_PRECISION_BF16 : PX_PRECISION_FP16;
+  if (linear_lt(prec, PxGemm{1, M, N, K, xh, K, 0, w.p, 0, bias, 0, relu, accumulate, Y, ldy, 0, ab, w.e})) return;
+  // No cuBLASLt algorithm: cublasGemmEx after a bias fill, ReLU after.
+  const float beta = prefill_bias(M, N, Y, ldy, bias, accumulate);
+  const float alpha = ldexpf(1.0f, w.e);
+  const cudaDataType_t t = ab == 1 ? CUDA_R_16BF : CUDA_R_16F;
+  CKB(cublasGemmEx(g.blas, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &alpha, w.p, t, K, xh, t, K, &beta, Y, CUDA_R_32F,
+                   ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  if (relu) relu_rows(M, N, Y, ldy);
+}
+
 // A GEMM on 16-bit operands (BF16 / FP16 precisions) when W has a 16-bit copy: X is
 // converted into per-lane scratch, accumulation stays fp32. False: the caller runs it in fp32/tf32.
 bool linear_half(int prec, int M, int N, int K, const float *X, int ldx, const float *W, const float *bias,
                  float *Y, int ldy, int accumulate, int relu) {
-  if (prec != PX_PRECISION_BF16 && prec != PX_PRECISION_FP16) return false;
+  const int ab = half_type(prec);
+  if (!ab) return false;
   auto it = g.whalf.find(W);
   if (it == g.whalf.end() || K < 16) return false;
-  const int ab = prec == PX_PRECISION_BF16 ? 1 : 2;
   uint16_t *xh = grow(g.xh[g.cur_lane], g.xh_n[g.cur_lane], (size_t)M * K);
   if (!xh) return false;
-  to_half(ab, M, K, X, ldx, xh);
-  if (linear_lt(prec, PxGemm{1, M, N, K, xh, K, 0, it->second, 0, bias, 0, relu, accumulate, Y, ldy, 0, ab}))
-    return true;
-  // No cuBLASLt algorithm: cublasGemmEx after a bias fill, ReLU after.
-  const float beta = prefill_bias(M, N, Y, ldy, bias, accumulate);
-  const float one = 1.0f;
-  const cudaDataType_t t = ab == 1 ? CUDA_R_16BF : CUDA_R_16F;
-  CKB(cublasGemmEx(g.blas, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, it->second, t, K, xh, t, K, &beta, Y,
-                   CUDA_R_32F, ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-  if (relu) relu_rows(M, N, Y, ldy);
+  to_half(ab, M, K, X, ldx, xh, it->second.e);
+  gemm_half(ab, M, N, K, xh, it->second, bias, Y, ldy, accumulate, relu);
   return true;
 }
 
@@ -983,7 +1017,7 @@ void be_sigmoid_mul(px_backend *, int M, int C, float *O, int ldo, const float *
 void be_swiglu(px_backend *, int M, int H, const float *X, float *Y) {
   PROF("swiglu");
   const int cols = (H & 3) ? H : H / 4;
-  k_swiglu<<<grid2d(M, cols, threads_for(cols)), threads_for(cols), 0, g.stream>>>(M, H, X, Y);
+  k_swiglu<0><<<grid2d(M, cols, threads_for(cols)), threads_for(cols), 0, g.stream>>>(M, H, X, Y, 1.0f);
   LAUNCHED("swiglu");
 }
 void be_activation(px_backend *, int64_t n, float *X, int kind) {
@@ -1022,7 +1056,7 @@ void be_attention_full(px_backend *b, int S, int T, int H, int d, const float *Q
                        const float *G, int ldg) {
   PROF("attention_full");
   if (precision_of(b) != PX_PRECISION_FP32 &&
-      px_attention_tc(g.stream, S, T, H, d, ld, Q, K, V, bias, 0, 0, 0, scale, O, G, ldg)) {
+      px_attention_tc(g.stream, S, T, H, d, ld, Q, K, V, bias, 0, 0, 0, scale, O, G, ldg, 0)) {
     LAUNCHED("attention_tc");  // tensor cores (tf32) for the reduced precisions
     return;
   }
@@ -1047,12 +1081,93 @@ void be_attention_full(px_backend *b, int S, int T, int H, int d, const float *Q
   if (G) be_sigmoid_mul(b, S * T, C, O, C, G, ldg);
 }
 
+// ------------------------------------------- 16-bit GEMM inputs (x16) --
+// At fp16 / bf16 the token blocks' GEMM inputs are written in 16 bits by the kernels that
+// produce them (AdaLN, residual + AdaLN, attention, SwiGLU), so that no conversion pass
+// reads them back in fp32 before each GEMM. Each producer has a fallback for shapes its
+// fast kernel does not take: the fp32 result into scratch, then converted.
+
+int be_x16_weight(px_backend *b, const float *W, int K) {
+  if (!half_type(precision_of(b)) || K < 16) return -1;
+  auto it = g.whalf.find(W);
+  return it == g.whalf.end() ? -1 : it->second.e;
+}
+
+void be_linear_x16(px_backend *b, int M, int N, int K, const void *X16, const float *W, const float *bias,
+                   float *Y, int ldy) {
+  PROF("linear_x16");
+  if (M <= 0 || N <= 0) return;
+  const int ab = half_type(precision_of(b));
+  auto it = g.whalf.find(W);
+  if (!ab || it == g.whalf.end()) {
+    if (!g.sticky) g.sticky = px_fail(PX_ERR_BACKEND, "internal: linear_x16 on a weight without a 16-bit copy");
+    return;
+  }
+  gemm_half(ab, M, N, K, (const uint16_t *)X16, it->second, bias, Y, ldy, 0, 0);
+}
+
+float *f32_scratch(size_t n) { return grow(g.ftmp[g.cur_lane], g.ftmp_n[g.cur_lane], n); }
+
+void be_adaln_x16(px_backend *b, int M, int C, const float *X, const float *G, const float *B, int g_rows,
+                  void *Y16) {
+  PROF("adaln_x16");
+  const int ab = half_type(precision_of(b));
+  if (row_ln(M, C, const_cast<float *>(X), nullptr, nullptr, G, B, g_rows, nullptr, 1, nullptr, Y16, 1, ab)) return;
+  float *t = f32_scratch((size_t)M * C);
+  if (!t) return;
+  be_adaln(b, M, C, X, G, B, g_rows, t);
+  to_half(ab, M, C, t, C, (uint16_t *)Y16);
+}
+
+void be_residual_adaln_x16(px_backend *b, int M, int C, float *A, const float *Gr, int gr_rows, const float *Y,
+                           const float *Gn, const float *Bn, int gn_rows, void *An16) {
+  PROF("residual_adaln_x16");
+  if (row_ln(M, C, A, nullptr, nullptr, Gn, Bn, gn_rows, Gr, gr_rows, Y, An16, 2, half_type(precision_of(b))))
+    return;
+  be_gated_residual(b, M, C, A, Gr, gr_rows, Y);
+  be_adaln_x16(b, M, C, A, Gn, Bn, gn_rows, An16);
+}
+
+void be_swiglu_x16(px_backend *b, int M, int H, const float *X, void *Y16, int e) {
+  PROF("swiglu_x16");
+  const int ab = half_type(precision_of(b));
+  if (H % 4 == 0 && (uintptr_t)X % 16 == 0 && (uintptr_t)Y16 % 8 == 0) {
+    const int cols = H / 4;
+    const float sc = ldexpf(1.0f, -e);
+    if (ab == 1)
+      k_swiglu<1><<<grid2d(M, cols, threads_for(cols)), threads_for(cols), 0, g.stream>>>(M, H, X, Y16, sc);
+    else
+      k_swiglu<2><<<grid2d(M, cols, threads_for(cols)), threads_for(cols), 0, g.stream>>>(M, H, X, Y16, sc);
+    LAUNCHED("swiglu_x16");
+    return;
+  }
+  float *t = f32_scratch((size_t)M * H);
+  if (!t) return;
+  be_swiglu(b, M, H, X, t);
+  to_half(ab, M, H, t, H, (uint16_t *)Y16, e);
+}
+
+void be_attention_full_x16(px_backend *b, int S, int T, int H, int d, const float *Q, const float *K,
+                           const float *V, int ld, const float *bias, float scale, void *O16, const float *G,
+                           int ldg) {
+  PROF("attention_full_x16");
+  const int ab = half_type(precision_of(b));
+  if (px_attention_tc(g.stream, S, T, H, d, ld, Q, K, V, bias, 0, 0, 0, scale, O16, G, ldg, ab)) {
+    LAUNCHED("attention_tc_x16");
+    return;
+  }
+  float *t = f32_scratch((size_t)S * T * H * d);
+  if (!t) return;
+  be_attention_full(b, S, T, H, d, Q, K, V, ld, bias, scale, t, G, ldg);
+  to_half(ab, S * T, H * d, t, H * d, (uint16_t *)O16);
+}
+
 void be_attention_local(px_backend *b, int S, int N, int H, int d, int nq, int nk, const float *Q,
                         const float *K, const float *V, int ld, const float *bias, float scale,
                         float *O, const float *G, int ldg) {
   PROF("attention_local");
   if (precision_of(b) != PX_PRECISION_FP32 &&
-      px_attention_tc(g.stream, S, N, H, d, ld, Q, K, V, bias, 1, nq, nk, scale, O, G, ldg)) {
+      px_attention_tc(g.stream, S, N, H, d, ld, Q, K, V, bias, 1, nq, nk, scale, O, G, ldg, 0)) {
     LAUNCHED("attention_tc_local");
     return;
   }
@@ -1302,6 +1417,14 @@ CudaBackend make_backend(int precision) {
   c.base.graph_launch = be_graph_launch;
   c.base.graph_free = be_graph_free;
   c.base.generation = be_generation;
+  if (half_type(precision)) {
+    c.base.x16_weight = be_x16_weight;
+    c.base.linear_x16 = be_linear_x16;
+    c.base.adaln_x16 = be_adaln_x16;
+    c.base.residual_adaln_x16 = be_residual_adaln_x16;
+    c.base.attention_full_x16 = be_attention_full_x16;
+    c.base.swiglu_x16 = be_swiglu_x16;
+  }
   c.precision = precision;
   return c;
 }
@@ -1343,14 +1466,15 @@ void drop_half_weights(const px_model *mir) {
   for (int i = 0; i < mir->n_owned; i++) {
     auto it = g.whalf.find(mir->owned[i]);
     if (it == g.whalf.end()) continue;
-    dev_free(it->second);
+    dev_free(it->second.p);
     g.whalf.erase(it);
     g.generation++;
   }
 }
 
-// A 16-bit copy of a device weight matrix (converted on the device), used by linear_half.
-int add_half_weight(const float *W, size_t n, int precision) {
+// A 16-bit copy of a device weight matrix (converted on the device), used by linear_half
+// and linear_x16; its GEMM input is stored times 2^-e.
+int add_half_weight(const float *W, size_t n, int precision, int e) {
   if (g.whalf.count(W)) return 0;
   auto *dst = (uint16_t *)dev_alloc(n * sizeof(uint16_t) + 16);
   if (!dst) return PX_ERR_NOMEM;
@@ -1360,29 +1484,33 @@ int add_half_weight(const float *W, size_t n, int precision) {
   else
     k_to_half_flat<2><<<blocks, 256, 0, g.stream>>>((int64_t)n, W, dst);
   LAUNCHED("to_half_flat");
-  g.whalf[W] = dst;
+  g.whalf[W] = Ctx::HalfW{dst, e};
   return g.sticky;
 }
 
 // BF16: a copy of every weight array (each GEMM with K >= 16 uses one). FP16: only the
 // token blocks' four GEMM matrices (K = 768 or 1536: ~85% of the call's GEMM work, where
-// 16-bit operands halve the time). The atom blocks' K = 128/256 GEMMs are memory-bound, so
-// converting their inputs would cost more than it saves; they stay TF32.
+// 16-bit operands halve the time), and only for blocks whose GEMM inputs provably stay in
+// fp16's range (fp16_range.c; the others keep TF32). The atom blocks' K = 128/256 GEMMs are
+// memory-bound, so converting their inputs would cost more than it saves; they stay TF32.
 int make_half_weights(px_model *mir, const px_model *host, int precision) {
   if (precision == PX_PRECISION_BF16) {
     for (int i = 0; i < mir->n_owned; i++) {  // the mirror's buffer i is the host's buffer i
-      int rc = add_half_weight(mir->owned[i], host->owned_n[i], precision);
+      int rc = add_half_weight(mir->owned[i], host->owned_n[i], precision, 0);
       if (rc) return rc;
     }
   } else {
     const px_transformer_w *tf = &mir->tok_tf;
     const size_t C = (size_t)tf->c, h = (size_t)tf->hidden;
+    std::vector<int> exps((size_t)tf->n_blocks + 1);
+    px_token_fp16_exps(host, exps.data());
     for (int k = 0; k < tf->n_blocks; k++) {
+      if (exps[(size_t)k] < 0) continue;
       const px_block_w *B = &tf->blocks[k];
-      int rc = add_half_weight(B->w_proj1, 4 * C * C, precision);
-      if (!rc) rc = add_half_weight(B->o.w, C * C, precision);
-      if (!rc) rc = add_half_weight(B->w_a12, 2 * h * C, precision);
-      if (!rc) rc = add_half_weight(B->ctb_b.w, C * h, precision);
+      int rc = add_half_weight(B->w_proj1, 4 * C * C, precision, 0);
+      if (!rc) rc = add_half_weight(B->o.w, C * C, precision, 0);
+      if (!rc) rc = add_half_weight(B->w_a12, 2 * h * C, precision, 0);
+      if (!rc) rc = add_half_weight(B->ctb_b.w, C * h, precision, exps[(size_t)k]);
       if (rc) return rc;
     }
   }
@@ -1533,10 +1661,11 @@ extern "C" int64_t px_cuda_memory_in_use(void) { return g.in_use; }
 extern "C" int64_t px_cuda_memory_peak(void) { return g.peak; }
 extern "C" void px_cuda_memory_reset_peak(void) { g.peak = g.in_use; }
 
-extern "C" int px_cuda_half_weight(const float *W, size_t n, int precision) {
+extern "C" int px_cuda_half_weight(const float *W, size_t n, int precision, int e) {
   if (precision != PX_PRECISION_BF16 && precision != PX_PRECISION_FP16)
     return px_fail(PX_ERR_INPUT, "px_cuda_half_weight: precision %d has no 16-bit weights", precision);
-  int rc = add_half_weight(W, n, precision);
+  if (e < 0 || e > 30) return px_fail(PX_ERR_INPUT, "px_cuda_half_weight: exponent %d out of range", e);
+  int rc = add_half_weight(W, n, precision, e);
   g.sticky = 0;
   return rc;
 }

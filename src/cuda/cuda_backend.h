@@ -28,9 +28,10 @@ int px_cuda_design_upload(const px_model *m, px_design *d);
 px_backend *px_cuda_backend(int precision);
 
 /* Give the device weight matrix W (n floats) a 16-bit copy (bf16 or fp16, per precision):
- * GEMMs with W then run on 16-bit operands at that precision. Done by
- * px_cuda_model_prepare for the model's matrices; exposed for the kernel tests. */
-int px_cuda_half_weight(const float *W, size_t n, int precision);
+ * GEMMs with W then run on 16-bit operands at that precision, their input stored times
+ * 2^-e (backend.h x16_weight). Done by px_cuda_model_prepare for the model's matrices;
+ * exposed for the kernel tests. */
+int px_cuda_half_weight(const float *W, size_t n, int precision, int e);
 
 /* Device memory in use by pxdiff and the peak since the last reset, in bytes. */
 int64_t px_cuda_memory_in_use(void);

@@ -15,6 +15,7 @@
 
 #include <cublasLt.h>
 
+#include <cmath>
 #include <cstring>
 #include <mutex>
 #include <unordered_map>
@@ -149,8 +150,8 @@ int px_gemm_lt(cudaStream_t stream, void *workspace, size_t ws_bytes, int tf32, 
   if (p.bias &&
       cublasLtMatmulDescSetAttribute(pl.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &p.bias, sizeof p.bias) != 0)
     return -1;
-  const float one = 1.0f, beta = p.accumulate ? 1.0f : 0.0f;
-  cublasStatus_t s = cublasLtMatmul(lt, pl.op, &one, p.W, pl.a, p.X, pl.b, &beta, p.Y, pl.c, p.Y, pl.c, &pl.algo,
+  const float alpha = ldexpf(1.0f, p.alpha_exp), beta = p.accumulate ? 1.0f : 0.0f;
+  cublasStatus_t s = cublasLtMatmul(lt, pl.op, &alpha, p.W, pl.a, p.X, pl.b, &beta, p.Y, pl.c, p.Y, pl.c, &pl.algo,
                                     pl.ws ? workspace : nullptr, pl.ws, stream);
   return s == CUBLAS_STATUS_SUCCESS ? 1 : -1;
 }

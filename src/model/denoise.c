@@ -96,8 +96,39 @@ static void token_sterms(px_backend *be, const px_transformer_w *tf, int R, int 
   be->activation(be, (int64_t)nm * RC, st->gate_raw, PX_ACT_SIGMOID);
 }
 
+/* 16-bit GEMM inputs (backend.h x16_*): -1 when block k's GEMMs take fp32 inputs, else the
+ * exponent e of its SwiGLU output's scale 2^-e (its other inputs are stored unscaled). The
+ * CUDA backend gives a block 16-bit copies of all four matrices or none. */
+static int block_x16(px_backend *be, const px_transformer_w *tf, int k) {
+  if (!be->x16_weight || k >= tf->n_blocks) return -1;
+  const px_block_w *B = &tf->blocks[k];
+  const int C = tf->c, h = tf->hidden;
+  if (be->x16_weight(be, B->w_proj1, C) != 0 || be->x16_weight(be, B->o.w, C) != 0 ||
+      be->x16_weight(be, B->w_a12, C) != 0)
+    return -1;
+  return be->x16_weight(be, B->ctb_b.w, h);
+}
+
+/* The producers and consumers of a token block's GEMM inputs, 16-bit when x >= 0. */
+static void tb_linear(px_backend *be, int x, int M, int N, int K, const float *X, const float *W,
+                      const float *bias, float *Y, int seg) {
+  if (x >= 0) be->linear_x16(be, M, N, K, X, W, bias, Y, N);
+  else be->linear(be, M, N, K, X, K, W, bias, Y, N, 0, seg);
+}
+static void tb_adaln(px_backend *be, int x, int M, int C, const float *X, const float *G, const float *B,
+                     int g_rows, float *Y) {
+  if (x >= 0) be->adaln_x16(be, M, C, X, G, B, g_rows, Y);
+  else be->adaln(be, M, C, X, G, B, g_rows, Y);
+}
+static void tb_residual_adaln(px_backend *be, int x, int M, int C, float *A, const float *Gr, int g_rows,
+                              const float *Y, const float *Gn, const float *Bn, float *An) {
+  if (x >= 0) be->residual_adaln_x16(be, M, C, A, Gr, g_rows, Y, Gn, Bn, g_rows, An);
+  else be->residual_adaln(be, M, C, A, Gr, g_rows, Y, Gn, Bn, g_rows, An);
+}
+
 /* Token blocks [k0, k0 + g) over a [S*T, C] in place. Block k0 + j's s-side terms are
- * matrix 2j / 2j+1 of st, starting `off` floats in, and a row r uses term row r % g_rows. */
+ * matrix 2j / 2j+1 of st, starting `off` floats in, and a row r uses term row r % g_rows.
+ * an, att and hs only feed GEMMs: at fp16 / bf16 they are stored in 16 bits (tb_*). */
 static void token_blocks(px_backend *be, const px_transformer_w *tf, const float *pair_bias, int S, int T,
                          int k0, int g, const sterms *st, size_t RC, size_t off, int g_rows, float *a,
                          bump *ws) {
@@ -110,27 +141,34 @@ static void token_blocks(px_backend *be, const px_transformer_w *tf, const float
   float *att = take(ws, (size_t)M * C), *y = take(ws, (size_t)M * C), *hs = take(ws, (size_t)M * h);
   const size_t TT = (size_t)T * T;
   if (!ws->base) return; /* sizing pass */
+  int x = block_x16(be, tf, k0);
   for (int j = 0; j < g; j++) {
-    const int k = k0 + j;
+    const int k = k0 + j, xn = block_x16(be, tf, k + 1);
     const px_block_w *B = &tf->blocks[k];
     const float *g_a = st->gate_ln + (size_t)(2 * j) * RC + off, *g_c = st->gate_ln + (size_t)(2 * j + 1) * RC + off;
     const float *b_a = st->shift_ln + (size_t)(2 * j) * RC + off, *b_c = st->shift_ln + (size_t)(2 * j + 1) * RC + off;
     const float *gl = st->gate_raw + (size_t)(2 * j) * RC + off, *gc = st->gate_raw + (size_t)(2 * j + 1) * RC + off;
-    if (j == 0) be->adaln(be, M, C, a, g_a, b_a, g_rows, an); /* else fused into the last residual */
+    if (j == 0) tb_adaln(be, x, M, C, a, g_a, b_a, g_rows, an); /* else fused into the last residual */
     /* [q | k v g] in one GEMM; the bias is linear_q's, zeros elsewhere (see atom_transformer). */
-    be->linear(be, M, 4 * C, C, an, C, B->w_proj1, B->b_proj1, proj, 4 * C, 0, T);
-    be->attention_full(be, S, T, H, dh, proj, proj + C, proj + 2 * C, 4 * C, pair_bias + (size_t)k * H * TT,
-                       scale, att, proj + 3 * C, 4 * C);
-    be->linear(be, M, C, C, att, C, B->o.w, NULL, y, C, 0, T);
-    be->residual_adaln(be, M, C, a, gl, g_rows, y, g_c, b_c, g_rows, an);
-    be->linear(be, M, 2 * h, C, an, C, B->w_a12, NULL, proj, 2 * h, 0, T);
-    be->swiglu(be, M, h, proj, hs);
-    be->linear(be, M, C, h, hs, h, B->ctb_b.w, NULL, y, C, 0, T);
+    tb_linear(be, x, M, 4 * C, C, an, B->w_proj1, B->b_proj1, proj, T);
+    if (x >= 0)
+      be->attention_full_x16(be, S, T, H, dh, proj, proj + C, proj + 2 * C, 4 * C, pair_bias + (size_t)k * H * TT,
+                             scale, att, proj + 3 * C, 4 * C);
+    else
+      be->attention_full(be, S, T, H, dh, proj, proj + C, proj + 2 * C, 4 * C, pair_bias + (size_t)k * H * TT,
+                         scale, att, proj + 3 * C, 4 * C);
+    tb_linear(be, x, M, C, C, att, B->o.w, NULL, y, T);
+    tb_residual_adaln(be, x, M, C, a, gl, g_rows, y, g_c, b_c, an);
+    tb_linear(be, x, M, 2 * h, C, an, B->w_a12, NULL, proj, T);
+    if (x >= 0) be->swiglu_x16(be, M, h, proj, hs, x);
+    else be->swiglu(be, M, h, proj, hs);
+    tb_linear(be, x, M, C, h, hs, B->ctb_b.w, NULL, y, T);
     if (j + 1 < g) /* the residual, fused with the next block's attention AdaLN */
-      be->residual_adaln(be, M, C, a, gc, g_rows, y, st->gate_ln + (size_t)(2 * j + 2) * RC + off,
-                         st->shift_ln + (size_t)(2 * j + 2) * RC + off, g_rows, an);
+      tb_residual_adaln(be, xn, M, C, a, gc, g_rows, y, st->gate_ln + (size_t)(2 * j + 2) * RC + off,
+                        st->shift_ln + (size_t)(2 * j + 2) * RC + off, an);
     else
       be->gated_residual(be, M, C, a, gc, g_rows, y);
+    x = xn;
   }
   ws->used = mark;
 }

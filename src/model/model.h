@@ -149,6 +149,19 @@ int px_model_build(const px_weight_source *src, px_model **out);
 int px_denoise_device_queued(const px_model *m, px_design *d, int n_sample, const float *x_noisy,
                              const float *t_hat, float *x_out);
 
+/* fp16 operands of the token blocks (fp16_range.c): bounds on the largest magnitude of
+ * each GEMM input of block k (an[0], an[1]: the attention and transition AdaLN outputs;
+ * att: the gated attention output; swiglu: the SwiGLU output), from host weights. */
+typedef struct {
+  double an[2], att, swiglu;
+} px_fp16_bounds;
+int px_token_block_fp16_bounds(const px_model *m, int k, px_fp16_bounds *out); /* -1: no block k */
+/* -1: block k keeps fp32 operands (a bound over fp16's range, or weights that lose
+ * precision in fp16); else e in [0, PX_FP16_MAX_EXP]: its SwiGLU output is stored times 2^-e. */
+#define PX_FP16_MAX_EXP 10
+int px_token_block_fp16_exp(const px_model *m, int k);
+void px_token_fp16_exps(const px_model *m, int *exps); /* every block, in parallel */
+
 /* Calls fn on the address of every weight pointer of the model (a NULL one included),
  * e.g. to build a device mirror. transformer block arrays are visited element-wise. */
 typedef void (*px_weight_visitor)(float **slot, void *user);

@@ -187,6 +187,16 @@ static void uniform01(float *x, int64_t n, uint64_t seed, uint32_t idx) {
   }
 }
 
+/* Whether `name` is a LayerNorm's own parameter ("...layernorm_s.weight"), not that of a
+ * linear inside an AdaLN module named layernorm_* ("...layernorm_a.linear_s.weight"). */
+static int layernorm_param(const char *name, const char *suffix) {
+  if (!ends_with(name, suffix)) return 0;
+  const size_t n = strlen(name) - strlen(suffix);
+  size_t b = n;
+  while (b > 0 && name[b - 1] != '.') b--;
+  return strncmp(name + b, "layernorm", 9) == 0;
+}
+
 static void fill(float *x, int64_t n, const char *name, int64_t fan_in, uint64_t seed, uint32_t idx) {
   if (ends_with(name, "fourier_embedding.w")) {
     px_rng_normal(seed, idx, 0x5EED, 7, x, n); /* N(0, 1) as upstream */
@@ -195,9 +205,9 @@ static void fill(float *x, int64_t n, const char *name, int64_t fan_in, uint64_t
   uniform01(x, n, seed, idx);
   if (ends_with(name, "fourier_embedding.b")) {
     /* U(0, 1) */
-  } else if (strstr(name, "layernorm") && ends_with(name, ".weight")) {
+  } else if (layernorm_param(name, ".weight")) {
     for (int64_t i = 0; i < n; i++) x[i] = 1.0f + 0.2f * (x[i] - 0.5f);
-  } else if (strstr(name, "layernorm") && ends_with(name, ".bias")) {
+  } else if (layernorm_param(name, ".bias")) {
     for (int64_t i = 0; i < n; i++) x[i] = 0.1f * (x[i] - 0.5f);
   } else {
     /* PyTorch's Linear default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)); bias likewise. */

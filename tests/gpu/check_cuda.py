@@ -228,6 +228,39 @@ def lanes(model):
         check(f"{prec}: two lanes vs one lane (device path)", rel(got["2dev"], got["1dev"]), bound)
 
 
+def fp16_guard(model):
+    """fp16 stores a token block's GEMM inputs in 16 bits only when bounds from its weights
+    (src/model/fp16_range.c) keep them in fp16's range. Blowing up the transition AdaLN's
+    shift of every block makes every block fall back to TF32 operands: fp16 must then give
+    TF32's result exactly. With every other block refused, it stays within the bound."""
+    import re
+    print("== fp16 range guard (blocks whose inputs could leave fp16's range keep TF32)", flush=True)
+    pat = re.compile(r"^(diffusion_module\.)?diffusion_transformer\.blocks\.(\d+)\.conditioned_transition_block"
+                     r"\.adaln\.linear_nobias_s\.weight$")
+    inp = features(60, 20, seed=21)
+    N = inp.feats["ref_pos"].shape[0]
+    x = fx.random_coords(3, N, scale=10.0, seed=22)
+    t = torch.full((3,), 4.0)
+    for every, label in ((1, "every block refused"), (2, "every other block refused")):
+        m2 = fx.random_model(None, seed=0).eval()
+        sd = {k: v.clone() for k, v in model.state_dict().items()}
+        hit = 0
+        for k in sd:
+            mt = pat.match(k)
+            if mt and int(mt.group(2)) % every == 0:
+                sd[k] *= 300.0  # the SwiGLU bound grows 9e4x: past 2^10 * 65504
+                hit += 1
+        assert hit > 0, "no transition AdaLN shift weights found"
+        m2.load_state_dict(sd)
+        y = {p: engine(m2, "cuda", p)(x, t, inp.feats, inp.s_inputs, inp.s_trunk, inp.z_trunk)
+             for p in ("fp32", "tf32", "fp16")}
+        assert all(torch.isfinite(v).all() for v in y.values()), label
+        if every == 1:
+            check(f"fp16 with {label} vs tf32 (identical)", rel(y["fp16"], y["tf32"]), 0.0)
+        else:
+            check(f"fp16 with {label} vs fp32", rel(y["fp16"], y["fp32"]), 2e-3)
+
+
 def upstream_module(model):
     import check_pxref
     return check_pxref.upstream_like(model)
@@ -303,6 +336,7 @@ def main():
         out["accuracy"] = accuracy(model)
         sampler(model)
         lanes(model)
+        fp16_guard(model)
         out["policy"] = {}
         for size in args.policy_sizes.split(","):
             nt, nb = (int(v) for v in size.split("+"))

@@ -1,0 +1,119 @@
+/* Which token blocks may store their GEMM inputs as fp16, and at which scale.
+ *
+ * At fp16 precision the CUDA backend writes a token block's GEMM inputs (the two AdaLN
+ * outputs, the gated attention output, the SwiGLU output) as fp16, whose largest finite
+ * value is 65504. Instead of watching for overflow while running (a host wait per call,
+ * and a rerun), every block's inputs are bounded from its weights alone, once, when the
+ * model is prepared. With LN(x) the LayerNorm without affine, ||LN(x)||_2 <= sqrt(width)
+ * (its squares sum to width * var / (var + eps)):
+ *
+ *   AdaLN      an = g * LN(a) + W_shift LN(s), g a sigmoid in (0, 1), so
+ *              |an_c| <= sqrt(C) + ||W_shift[c]||_2 sqrt(c_s),
+ *              ||an||_2 <= sqrt(C) + ||W_shift||_F sqrt(c_s);
+ *   attention  a convex combination of value rows v = W_v an (no bias) times a sigmoid
+ *              gate: |o_c| <= max_c ||W_v[c]||_2 ||an||_2;
+ *   SwiGLU     |silu(x) y| <= |x| |y|, x = W_1[c] an, y = W_2[c] an (no bias):
+ *              |h_c| <= ||W_1[c]||_2 ||W_2[c]||_2 ||an||_2^2.
+ *
+ * The SwiGLU bound is the loose one (a product of two projections); its output may be
+ * stored times 2^-e, which the next GEMM undoes exactly with alpha = 2^e (values that
+ * become subnormal keep an absolute error under 2^-25 * 2^e, below the rounding of
+ * ordinary values). A block whose bounds do not fit even at e = PX_FP16_MAX_EXP, or whose
+ * weights lose precision in fp16 (relative Frobenius error over 1e-3: weights near
+ * fp16's subnormal range), keeps fp32/TF32 operands. These are bounds of exact
+ * arithmetic; the 2% margin covers float rounding in the kernels. */
+#include <math.h>
+#include <string.h>
+
+#include "model/model.h"
+
+#define FP16_MAX 65504.0
+#define FP16_MARGIN 1.02
+
+/* x rounded to fp16 (round to nearest even), for |x| <= 65504. */
+static float round_fp16(float x) {
+  if (fabsf(x) < 6.103515625e-05f) /* fp16 subnormals: multiples of 2^-24 */
+    return rintf(x * 16777216.0f) / 16777216.0f;
+  uint32_t u;
+  memcpy(&u, &x, sizeof u);
+  u += 0x0FFFu + ((u >> 13) & 1u); /* 13 dropped mantissa bits, ties to even */
+  u &= ~0x1FFFu;
+  memcpy(&x, &u, sizeof u);
+  return x;
+}
+
+/* Whether an fp16 copy of n weights keeps them: all within range, relative Frobenius
+ * error <= 1e-3 (rounding alone gives ~3e-4). */
+static int fp16_keeps(const float *w, size_t n) {
+  double err = 0, ref = 0;
+  for (size_t i = 0; i < n; i++) {
+    const double v = w[i];
+    if (!(fabs(v) <= FP16_MAX)) return 0;
+    const double d = v - (double)round_fp16(w[i]);
+    err += d * d;
+    ref += v * v;
+  }
+  return err <= 1e-6 * ref;
+}
+
+/* ||W[r]||_2 of rows [r0, r1) of W [*, K]: largest, and the Frobenius norm over them. */
+static void row_norms(const float *W, int r0, int r1, int K, double *max_row, double *frob) {
+  double mx = 0, tot = 0;
+  for (int r = r0; r < r1; r++) {
+    double s = 0;
+    for (int k = 0; k < K; k++) s += (double)W[(size_t)r * K + k] * W[(size_t)r * K + k];
+    tot += s;
+    if (s > mx) mx = s;
+  }
+  *max_row = sqrt(mx);
+  *frob = sqrt(tot);
+}
+
+int px_token_block_fp16_bounds(const px_model *m, int k, px_fp16_bounds *out) {
+  const px_transformer_w *tf = &m->tok_tf;
+  if (k < 0 || k >= tf->n_blocks || !tf->st_w_shift_ln) return -1;
+  const px_block_w *B = &tf->blocks[k];
+  const int C = tf->c, cs = tf->c_s, h = tf->hidden;
+  const double sC = sqrt((double)C), sS = sqrt((double)cs);
+  double an_norm[2];
+  for (int i = 0; i < 2; i++) { /* matrix 2k: attention AdaLN, 2k+1: transition AdaLN */
+    double mx, fr;
+    row_norms(tf->st_w_shift_ln + (size_t)(2 * k + i) * C * cs, 0, C, cs, &mx, &fr);
+    out->an[i] = sC + mx * sS;
+    an_norm[i] = sC + fr * sS;
+  }
+  double v_row, fr, w1, w2;
+  row_norms(B->w_proj1, 2 * C, 3 * C, C, &v_row, &fr); /* [q k v g]: the value rows */
+  out->att = v_row * an_norm[0];
+  double hmax = 0;
+  for (int c = 0; c < h; c++) {
+    row_norms(B->w_a12, c, c + 1, C, &w1, &fr);
+    row_norms(B->w_a12, h + c, h + c + 1, C, &w2, &fr);
+    if (w1 * w2 > hmax) hmax = w1 * w2;
+  }
+  out->swiglu = hmax * an_norm[1] * an_norm[1];
+  return 0;
+}
+
+int px_token_block_fp16_exp(const px_model *m, int k) {
+  px_fp16_bounds b;
+  if (px_token_block_fp16_bounds(m, k, &b)) return -1;
+  const double lim = FP16_MAX / FP16_MARGIN;
+  if (!(b.an[0] <= lim && b.an[1] <= lim && b.att <= lim)) return -1;
+  int e = 0;
+  while (!(b.swiglu <= lim * ldexp(1.0, e))) /* also stops on NaN */
+    if (++e > PX_FP16_MAX_EXP) return -1;
+  const px_transformer_w *tf = &m->tok_tf;
+  const px_block_w *B = &tf->blocks[k];
+  const size_t C = (size_t)tf->c, h = (size_t)tf->hidden;
+  if (!fp16_keeps(B->w_proj1, 4 * C * C) || !fp16_keeps(B->o.w, C * C) || !fp16_keeps(B->w_a12, 2 * h * C) ||
+      !fp16_keeps(B->ctb_b.w, C * h))
+    return -1;
+  return e;
+}
+
+void px_token_fp16_exps(const px_model *m, int *exps) {
+  const int nb = m->tok_tf.n_blocks;
+#pragma omp parallel for schedule(dynamic)
+  for (int k = 0; k < nb; k++) exps[k] = px_token_block_fp16_exp(m, k);
+}

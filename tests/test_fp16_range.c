@@ -1,0 +1,146 @@
+/* The fp16 range bounds of the token blocks' GEMM inputs (src/model/fp16_range.c), on the
+ * CPU: every bound holds for random and for adversarial conditioning and activations
+ * (computed with the CPU backend's kernels, the same algebra as the model), the
+ * adversarial inputs come close to the AdaLN bound (so it is not vacuous), and blocks
+ * whose weights cannot be fp16 are refused. */
+#include "testutil.h"
+
+#include "backend.h"
+#include "model/model.h"
+#include "pxdiff_synthetic.h"
+
+static px_dims small_dims(void) {
+  px_dims d;
+  px_dims_released(&d);
+  d.c_s = 48;
+  d.c_token = 64;
+  d.n_token_blocks = 3;
+  d.n_token_heads = 4;
+  d.c_atom = 16;
+  d.c_atompair = 8;
+  d.c_z = 16;
+  d.n_enc_blocks = d.n_dec_blocks = 1;
+  return d;
+}
+
+static double max_abs(const float *x, size_t n) {
+  double m = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (!isfinite(x[i])) return INFINITY;
+    if (fabs(x[i]) > m) m = fabs(x[i]);
+  }
+  return m;
+}
+
+/* One token block's GEMM inputs for M rows of a and s (the model's algebra on the CPU
+ * backend); returns the largest magnitudes of an (attention, transition), att, hs. */
+static void block_inputs(const px_model *m, int k, int M, const float *a, const float *s, double out[4]) {
+  px_backend *cpu = px_cpu_backend();
+  const px_transformer_w *tf = &m->tok_tf;
+  const px_block_w *B = &tf->blocks[k];
+  const int C = tf->c, cs = tf->c_s, h = tf->hidden, H = tf->n_heads, dh = C / H;
+  const size_t CS = (size_t)C * cs;
+  float *sn = malloc(sizeof(float) * (size_t)M * cs), *gate = malloc(sizeof(float) * (size_t)M * C);
+  float *shift = malloc(sizeof(float) * (size_t)M * C), *an = malloc(sizeof(float) * (size_t)M * C);
+  float *proj = malloc(sizeof(float) * (size_t)M * (4 * C > 2 * h ? 4 * C : 2 * h));
+  float *att = malloc(sizeof(float) * (size_t)M * C), *hs = malloc(sizeof(float) * (size_t)M * h);
+  float *bias = malloc(sizeof(float) * (size_t)H * M * M);
+  tu_fill_normal(bias, (size_t)H * M * M, 3.0);
+  cpu->layernorm(cpu, M, cs, s, NULL, NULL, sn);
+  for (int i = 0; i < 2; i++) {
+    cpu->linear(cpu, M, C, cs, sn, cs, tf->st_w_gate_ln + (size_t)(2 * k + i) * CS, tf->st_b_gate_ln + (size_t)(2 * k + i) * C,
+                gate, C, 0, 0);
+    cpu->activation(cpu, (int64_t)M * C, gate, PX_ACT_SIGMOID);
+    cpu->linear(cpu, M, C, cs, sn, cs, tf->st_w_shift_ln + (size_t)(2 * k + i) * CS, NULL, shift, C, 0, 0);
+    cpu->adaln(cpu, M, C, a, gate, shift, M, an);
+    out[i] = max_abs(an, (size_t)M * C);
+    if (i == 0) { /* the attention: one sample of M tokens, gate columns of proj */
+      cpu->linear(cpu, M, 4 * C, C, an, C, B->w_proj1, B->b_proj1, proj, 4 * C, 0, 0);
+      cpu->attention_full(cpu, 1, M, H, dh, proj, proj + C, proj + 2 * C, 4 * C, bias, 1.0f / sqrtf((float)dh), att,
+                          proj + 3 * C, 4 * C);
+      out[2] = max_abs(att, (size_t)M * C);
+    } else {
+      cpu->linear(cpu, M, 2 * h, C, an, C, B->w_a12, NULL, proj, 2 * h, 0, 0);
+      cpu->swiglu(cpu, M, h, proj, hs);
+      out[3] = max_abs(hs, (size_t)M * h);
+    }
+  }
+  free(sn); free(gate); free(shift); free(an); free(proj); free(att); free(hs); free(bias);
+}
+
+static void scale_all(float *w, size_t n, float f) {
+  for (size_t i = 0; i < n; i++) w[i] *= f;
+}
+
+int main(void) {
+  tu_seed();
+  px_dims d = small_dims();
+  px_model *m = NULL;
+  CHECK_MSG(px_model_synthetic(&d, tu_u64(), &m) == PX_OK, "synthetic model: %s", px_last_error());
+  if (!m) return tu_finish("test_fp16_range");
+  const px_transformer_w *tf = &m->tok_tf;
+  const int C = tf->c, cs = tf->c_s, M = 9;
+  /* larger weights than the synthetic default make the bounds (and the test) bite */
+  scale_all(tf->st_w_shift_ln, (size_t)2 * tf->n_blocks * C * cs, 4.0f);
+  for (int k = 0; k < tf->n_blocks; k++) {
+    px_fp16_bounds b;
+    CHECK(px_token_block_fp16_bounds(m, k, &b) == 0);
+    double worst[4] = {0, 0, 0, 0}, seen[4];
+    for (int trial = 0; trial < 6; trial++) {
+      float *a = malloc(sizeof(float) * (size_t)M * C), *s = malloc(sizeof(float) * (size_t)M * cs);
+      tu_fill_normal(a, (size_t)M * C, trial < 3 ? 1.0 : 1e3);
+      tu_fill_normal(s, (size_t)M * cs, trial < 3 ? 1.0 : 50.0);
+      if (trial % 3 == 2) { /* adversarial: LN(s) along a row of W_shift, a spiking at that channel */
+        const float *W = tf->st_w_shift_ln + (size_t)(2 * k) * C * cs;
+        for (int r = 0; r < M; r++) {
+          const int c = (r * 7) % C;
+          double mean = 0;
+          for (int j = 0; j < cs; j++) mean += W[(size_t)c * cs + j];
+          mean /= cs;
+          for (int j = 0; j < cs; j++) s[(size_t)r * cs + j] = (float)(W[(size_t)c * cs + j] - mean);
+          for (int j = 0; j < C; j++) a[(size_t)r * C + j] = j == c ? 1.0f : 0.0f;
+        }
+      }
+      block_inputs(m, k, M, a, s, seen);
+      for (int i = 0; i < 4; i++)
+        if (seen[i] > worst[i]) worst[i] = seen[i];
+      free(a);
+      free(s);
+    }
+    const double bound[4] = {b.an[0], b.an[1], b.att, b.swiglu};
+    const char *name[4] = {"attention AdaLN", "transition AdaLN", "attention output", "SwiGLU"};
+    for (int i = 0; i < 4; i++)
+      CHECK_MSG(worst[i] <= bound[i], "block %d %s: max |x| %.4g over the bound %.4g", k, name[i], worst[i], bound[i]);
+    /* the adversarial rows reach the AdaLN bound up to the sigmoid gate on LN(a) */
+    CHECK_MSG(worst[0] >= 0.4 * b.an[0], "block %d: AdaLN bound %.4g far above what inputs reach (%.4g)", k, b.an[0],
+              worst[0]);
+    CHECK_MSG(px_token_block_fp16_exp(m, k) >= 0, "block %d: synthetic weights refused fp16", k);
+  }
+  CHECK(px_token_block_fp16_bounds(m, tf->n_blocks, &(px_fp16_bounds){{0, 0}, 0, 0}) == -1);
+
+  /* The SwiGLU bound grows with the square of the AdaLN shift: a larger shift is absorbed
+   * by a larger exponent, then refused. */
+  const int e0 = px_token_block_fp16_exp(m, 0);
+  float *shift1 = tf->st_w_shift_ln + (size_t)1 * C * cs; /* block 0, transition AdaLN */
+  scale_all(shift1, (size_t)C * cs, 64.0f);
+  const int e1 = px_token_block_fp16_exp(m, 0);
+  CHECK_MSG(e1 > e0, "exponent %d after scaling the shift 64x (was %d)", e1, e0);
+  scale_all(shift1, (size_t)C * cs, 1e4f);
+  CHECK_MSG(px_token_block_fp16_exp(m, 0) == -1, "shift 6.4e5x larger: block still accepted");
+  scale_all(shift1, (size_t)C * cs, 1.0f / 6.4e5f);
+  CHECK(px_token_block_fp16_exp(m, 0) == e0);
+  /* weights fp16 cannot hold: out of range, or so small that fp16 loses their precision */
+  float *o = tf->blocks[1].o.w;
+  const float keep = o[5];
+  o[5] = 1e5f;
+  CHECK_MSG(px_token_block_fp16_exp(m, 1) == -1, "a weight of 1e5 accepted");
+  o[5] = keep;
+  CHECK(px_token_block_fp16_exp(m, 1) >= 0);
+  scale_all(tf->blocks[2].w_a12, (size_t)2 * tf->hidden * C, 1e-6f);
+  CHECK_MSG(px_token_block_fp16_exp(m, 2) == -1, "weights near fp16's subnormal range accepted");
+  int exps[3] = {-7, -7, -7};
+  px_token_fp16_exps(m, exps);
+  CHECK(exps[0] == e0 && exps[1] >= 0 && exps[2] == -1);
+  px_model_free(m);
+  return tu_finish("test_fp16_range");
+}

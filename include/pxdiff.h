@@ -81,6 +81,10 @@ int px_model_set_backend(px_model *m, int device, int precision);
 /* "cpu" or "cuda:0"; and the precision in use ("fp32", "tf32", "bf16", "fp16"). */
 const char *px_model_backend_name(const px_model *m);
 const char *px_model_precision_name(const px_model *m);
+/* Token blocks whose GEMMs take 16-bit inputs (CUDA fp16 / bf16). At fp16 only blocks whose
+ * inputs are proven, from their weights, to stay inside fp16's range (the others run TF32);
+ * 0 on the CPU and at fp32 / tf32. Out of px_dims.n_token_blocks. */
+int px_model_x16_blocks(const px_model *m);
 int px_device_from_name(const char *name);    /* "auto" | "cpu" | "cuda"; -1 if unknown */
 int px_precision_from_name(const char *name); /* "fp32" | "tf32" | "bf16" | "fp16" | "default"; -2 if unknown */
 

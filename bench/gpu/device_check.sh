@@ -14,7 +14,7 @@ echo "== CUDA kernels vs CPU backend"
 [ -x ./build/tests/test_cuda_attention ] && { ./build/tests/test_cuda_attention || status=1; }
 echo "== compute-sanitizer memcheck, small end-to-end runs (eager and graph replay, both lane"
 echo "   layouts, the device sampler loop)"
-for p in fp32 tf32 bf16; do
+for p in fp32 tf32 bf16 fp16; do
   for lanes in 1 2; do
     PXDIFF_LANES=$lanes compute-sanitizer --tool memcheck --error-exitcode 3 ./build/pxdiff bench --device cuda \
       --precision $p --tokens 21 --binder 5 --atoms 143 --samples 3 --reps 3 --sampler-steps 3 \
@@ -24,18 +24,18 @@ for p in fp32 tf32 bf16; do
   done
 done
 echo "== compute-sanitizer racecheck (shared memory of the attention kernels)"
-compute-sanitizer --tool racecheck --error-exitcode 3 ./build/pxdiff bench --device cuda --precision tf32 \
+compute-sanitizer --tool racecheck --error-exitcode 3 ./build/pxdiff bench --device cuda --precision fp16 \
   --tokens 150 --binder 30 --atoms 700 --samples 2 --reps 1 > "$OUTDIR/racecheck.log" 2>&1 \
   || { status=1; echo "racecheck FAILED"; tail -30 "$OUTDIR/racecheck.log"; }
 grep -E "RACECHECK SUMMARY" "$OUTDIR/racecheck.log"
 echo "== pxdiff bench (CLI), 10 samples: one call (host arrays) and 40 steps of the whole sampler"
-for p in fp32 tf32 bf16; do
+for p in fp32 tf32 fp16 bf16; do
   ./build/pxdiff bench --device cuda --precision $p --tokens 330 --binder 80 --atoms 2320 --samples 10 --reps 20 \
     --sampler-steps 40 | grep -E "backend|median|sampler"
 done
 for sz in 150:50:1000 620:120:4480; do  # tokens:binder:atoms ("$@" stays check_cuda.py's)
   tk=${sz%%:*} rest=${sz#*:}
-  ./build/pxdiff bench --device cuda --precision tf32 --tokens "$tk" --binder "${rest%%:*}" --atoms "${rest#*:}" \
+  ./build/pxdiff bench --device cuda --precision fp16 --tokens "$tk" --binder "${rest%%:*}" --atoms "${rest#*:}" \
     --samples 10 --reps 20 --sampler-steps 40 | grep -E "backend|median|sampler"
 done
 echo "== accuracy, precision policy, timings against PyTorch"

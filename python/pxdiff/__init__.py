@@ -145,6 +145,11 @@ class DiffusionModule:
         return lib.px_model_precision_name(self._m).decode()
 
     @property
+    def x16_blocks(self):
+        """Token blocks whose GEMMs take 16-bit inputs (fp16 / bf16 on CUDA; 0 otherwise)."""
+        return int(lib.px_model_x16_blocks(self._m))
+
+    @property
     def n_params(self):
         return int(lib.px_model_n_params(self._m))
 

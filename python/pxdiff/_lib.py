@@ -100,6 +100,7 @@ _sig = {
     "px_model_set_backend": (ctypes.c_int, [_vp, ctypes.c_int, ctypes.c_int]),
     "px_model_backend_name": (ctypes.c_char_p, [_vp]),
     "px_model_precision_name": (ctypes.c_char_p, [_vp]),
+    "px_model_x16_blocks": (ctypes.c_int, [_vp]),
     "px_device_from_name": (ctypes.c_int, [ctypes.c_char_p]),
     "px_precision_from_name": (ctypes.c_int, [ctypes.c_char_p]),
     "px_denoise_probe": (ctypes.c_int, [_vp, _vp, ctypes.c_int, c_float_p, c_float_p, c_float_p,

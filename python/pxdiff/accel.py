@@ -43,6 +43,7 @@ _optional_sig = {
     "px_model_set_backend": (ctypes.c_int, [_vp, ctypes.c_int, ctypes.c_int]),
     "px_model_backend_name": (ctypes.c_char_p, [_vp]),
     "px_model_precision_name": (ctypes.c_char_p, [_vp]),
+    "px_model_x16_blocks": (ctypes.c_int, [_vp]),
     "px_device_from_name": (ctypes.c_int, [ctypes.c_char_p]),
     "px_precision_from_name": (ctypes.c_int, [ctypes.c_char_p]),
     # Requested of the C library (docs/dropin.md, "C support"); used when present.
@@ -261,7 +262,7 @@ def _make_class():
             if self.pxdiff_failed:
                 return f"pxdiff: off ({self.pxdiff_failed})"
             i = self.pxdiff_info
-            return f"pxdiff: {i.get('backend', '?')} {i.get('precision', '?')}"
+            return f"pxdiff: {i.get('backend', '?')} {_precision_label(i)}"
 
         # -- engine ---------------------------------------------------------------
         @property
@@ -292,6 +293,8 @@ def _make_class():
                 n_params=eng.n_params, setup_s=time.monotonic() - t0,
                 token_blocks=d.n_token_blocks, enc_blocks=d.n_enc_blocks,
                 dec_blocks=d.n_dec_blocks, device_pointers=has_symbol("px_denoise_device"),
+                # token blocks on 16-bit GEMM inputs (fp16: those whose range is proven)
+                x16_blocks=(lib.px_model_x16_blocks(eng._m) if has_symbol("px_model_x16_blocks") else 0),
                 engine_device=("cuda" if bname.startswith("cuda") else "cpu"))
             self._pxdiff_stale = False
 
@@ -445,6 +448,15 @@ def _banner(lines, stream=None):
     stream.flush()
 
 
+def _precision_label(info):
+    """"tf32", or "fp16, 16-bit GEMM inputs in 24/24 token blocks" (at fp16 the blocks whose
+    inputs fp16's range cannot be proven to hold run TF32)."""
+    p = info.get("precision", "?")
+    if p in ("fp16", "bf16"):
+        p += f", 16-bit GEMM inputs in {info.get('x16_blocks', 0)}/{info.get('token_blocks', '?')} token blocks"
+    return p
+
+
 def enable_acceleration(model, backend=None, precision=None, verbose=True):
     """Replace model.diffusion_module by the engine-backed module (call it after the
     checkpoint is loaded). Returns the AcceleratedDiffusionModule, or None when acceleration
@@ -473,7 +485,7 @@ def enable_acceleration(model, backend=None, precision=None, verbose=True):
         i = acc.pxdiff_info
         _banner([
             "pxdiff: engine-backed diffusion module enabled",
-            f"  backend {i['backend']} ({i['precision']}): {i['reason']}",
+            f"  backend {i['backend']} ({_precision_label(i)}): {i['reason']}",
             f"  weights copied once: {i['n_params'] / 1e6:.1f} M values, "
             f"{i['token_blocks']} token blocks, {i['enc_blocks']}+{i['dec_blocks']} atom blocks, "
             f"{i['setup_s']:.1f} s",

@@ -80,6 +80,18 @@ typedef struct {
   int steps_given;
 } opts_t;
 
+
+const char *cmd_precision_label(const px_model *m) {
+  static char buf[96];
+  const char *name = px_model_precision_name(m);
+  px_dims D;
+  if (strcmp(name, "fp16") && strcmp(name, "bf16")) return name;
+  if (px_model_get_dims(m, &D)) return name;
+  snprintf(buf, sizeof buf, "%s, 16-bit GEMM inputs in %d/%d token blocks", name, px_model_x16_blocks(m),
+           D.n_token_blocks);
+  return buf;
+}
+
 static int bad_value(const char *flag, const char *v, const char *want) {
   fprintf(stderr, "pxdiff: %s: '%s' is not %s\n", flag, v, want);
   return 2;
@@ -427,8 +439,9 @@ static int write_summary(const char *path, const opts_t *o, const problem_t *pb,
             fl[3], fl[4]);
   px_sb_printf(&b, "    \"schedule_precision\": \"%s\",\n    \"s_max\": %s,\n    \"s_min\": %s,\n    \"rho\": %s,\n",
             c->schedule_bf16 ? "bf16" : "fp32", fl[5], fl[6], fl[7]);
-  px_sb_printf(&b, "    \"device\": \"%s\",\n    \"precision\": \"%s\",\n    \"threads\": %ld,\n",
-            px_model_backend_name(m), px_model_precision_name(m), o->threads);
+  px_sb_printf(&b, "    \"device\": \"%s\",\n    \"precision\": \"%s\",\n    \"x16_token_blocks\": %d,\n",
+            px_model_backend_name(m), px_model_precision_name(m), px_model_x16_blocks(m));
+  px_sb_printf(&b, "    \"threads\": %ld,\n", o->threads);
   px_sb_printf(&b, "    \"pdb\": %s\n  },\n", o->pdb ? "true" : "false");
   px_sb_printf(&b, "  \"timings\": {\n    \"model_load_s\": %.3f,\n    \"design_s\": %.3f,\n", pb->t_load,
             pb->t_design);
@@ -763,7 +776,7 @@ int cmd_sample(int argc, char **argv) {
   if (!o.quiet)
     fprintf(stderr, "pxdiff: %s: %d tokens, %d atoms; %ld sample%s x %d steps, seed %llu, backend %s (%s)\n",
             o.bundle, pb.n_token, N, o.samples, o.samples == 1 ? "" : "s", o.cfg.n_step,
-            (unsigned long long)o.cfg.seed, px_model_backend_name(m), px_model_precision_name(m));
+            (unsigned long long)o.cfg.seed, px_model_backend_name(m), cmd_precision_label(m));
   rc = run_sampling(&o, m, d, &pb, t_start);
 done:
   free(atom_name);
@@ -838,7 +851,7 @@ int cmd_demo(int argc, char **argv) {
   if (!o.quiet) {
     printf("  model: %.1f M parameters generated in %.2f s; design cache %.3f s; backend %s (%s)\n",
            (double)pb.n_params / 1e6, pb.t_load, pb.t_design, px_model_backend_name(m),
-           px_model_precision_name(m));
+           cmd_precision_label(m));
     fflush(stdout);
   }
   rc = run_sampling(&o, m, d, &pb, t_start);

@@ -7,6 +7,9 @@
 
 int cmd_sample(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
+/* The model's precision for messages: "tf32", or at fp16 / bf16 "fp16, 16-bit GEMM inputs
+ * in 24/24 token blocks" (blocks that fp16's range cannot hold run TF32). Static buffer. */
+const char *cmd_precision_label(const px_model *m);
 /* Usage lines of both commands, for `pxdiff help`. */
 void cmd_sample_usage(void *file);
 

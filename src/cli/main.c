@@ -216,7 +216,7 @@ static int cmd_bench(int argc, char **argv) {
   double med = times[reps / 2];
   printf("pxdiff bench: %s weights, %ld tokens (%ld binder), %ld atoms, %ld samples, backend %s (%s)%s%s\n",
          ckpt ? "checkpoint" : "synthetic", tokens, binder, atoms, samples, px_model_backend_name(m),
-         px_model_precision_name(m), px_cuda_device_count() ? "" : ", ",
+         cmd_precision_label(m), px_cuda_device_count() ? "" : ", ",
          px_cuda_device_count() ? "" : px_blas_name());
   printf("  load %.2f s, design cache %.3f s (%.1f MB)\n", t_load, t_design,
          (double)px_design_bytes(d) / 1048576.0);

@@ -19,6 +19,8 @@ int px_cuda_count(void);
 int px_cuda_model_prepare(px_model *m, int precision);
 /* Free the device copy; the model computes on the CPU again. */
 void px_cuda_model_release(px_model *m);
+/* px_model_x16_blocks for a model on the GPU. */
+int px_cuda_x16_blocks(const px_model *m);
 
 /* Move a design built on the CPU to the device (called by px_design_create when the model
  * is on CUDA): every backend buffer is replaced by a device copy. */

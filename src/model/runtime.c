@@ -74,6 +74,14 @@ int px_model_set_backend(px_model *m, int device, int precision) {
 #endif
 }
 
+int px_model_x16_blocks(const px_model *m) {
+#ifdef PX_HAVE_CUDA
+  if (m && m->device == PX_DEVICE_CUDA) return px_cuda_x16_blocks(m);
+#endif
+  (void)m;
+  return 0;
+}
+
 const char *px_model_backend_name(const px_model *m) {
   return m && m->device == PX_DEVICE_CUDA ? "cuda:0" : "cpu";
 }

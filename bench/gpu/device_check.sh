@@ -24,7 +24,11 @@ for p in fp32 tf32 bf16 fp16; do
   done
 done
 echo "== compute-sanitizer racecheck (shared memory of the attention kernels)"
-compute-sanitizer --tool racecheck --error-exitcode 3 ./build/pxdiff bench --device cuda --precision fp16 \
+# cuBLAS's own Hopper GEMM kernels (nvjet_*, fp16 operands) synchronise shared memory with
+# mbarriers and TMA, which racecheck does not model: it reports hazards inside them in every
+# run (measured 2026-11-26, H100, CUDA 13.0), none in pxdiff's kernels. They are excluded.
+compute-sanitizer --tool racecheck --kernel-name-exclude kns=nvjet --error-exitcode 3 \
+  ./build/pxdiff bench --device cuda --precision fp16 \
   --tokens 150 --binder 30 --atoms 700 --samples 2 --reps 1 > "$OUTDIR/racecheck.log" 2>&1 \
   || { status=1; echo "racecheck FAILED"; tail -30 "$OUTDIR/racecheck.log"; }
 grep -E "RACECHECK SUMMARY" "$OUTDIR/racecheck.log"

@@ -12,8 +12,8 @@ GROUPS = [  # first match wins
     ("full attention (token blocks)", r"k_attention_tc<"),
     ("LayerNorm / AdaLN / residual+AdaLN", r"k_row_ln|k_layernorm|k_gated_residual"),
     ("SwiGLU", r"k_swiglu"),
-    ("token<->atom maps, s-side gates, EDM, misc", r"k_atoms_to_tokens|k_tokens_to_atoms|k_add_rows|k_activation|k_edm|k_fourier|k_rows_plus|k_relu"),
-    ("GEMMs (cuBLASLt / cuBLAS)", r"gemm|Kernel2|cutlass|xmma"),
+    ("token<->atom maps, s-side gates, EDM, misc", r"k_atoms_to_tokens|k_tokens_to_atoms|k_add_rows|k_activation|k_edm|k_fourier|k_rows_plus|k_relu|k_to_half"),
+    ("GEMMs (cuBLASLt / cuBLAS)", r"gemm|Kernel2|cutlass|xmma|nvjet"),
 ]
 
 

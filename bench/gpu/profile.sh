@@ -1,12 +1,12 @@
 #!/bin/sh
 # Where one denoise call's GPU time goes (used for docs/benchmarks.md's breakdown):
-#   sh bench/gpu/profile.sh [tokens binder atoms]        (default 330 80 2320, 10 samples)
+#   [PREC=fp16] sh bench/gpu/profile.sh [tokens binder atoms]   (default 330 80 2320, 10 samples)
 # Needs build/ (made with nvcc) and ncu on PATH. Writes per-kernel summaries to $OUT (or /tmp).
 set -u
 T=${1:-330} B=${2:-80} A=${3:-2320}
 OUTDIR=${OUT:-/tmp}
 NCU=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
-BENCH="./build/pxdiff bench --device cuda --precision tf32 --tokens $T --binder $B --atoms $A --samples 10"
+BENCH="./build/pxdiff bench --device cuda --precision ${PREC:-fp16} --tokens $T --binder $B --atoms $A --samples 10"
 if [ -z "${SKIP_SUMMARY:-}" ]; then
 echo "== per-kernel GPU time, one eager call (PXDIFF_NO_GRAPHS=1)"
 PXDIFF_NO_GRAPHS=1 $NCU --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel \

@@ -142,9 +142,10 @@ struct px_backend {
   /* -1 when linear_x16 cannot take W [*, K] (no 16-bit copy); else e >= 0: the GEMM's
    * input must be stored times 2^-e (linear_x16 multiplies by 2^e; fp16_range.c). */
   int (*x16_weight)(px_backend *b, const float *W, int K);
-  /* linear (no accumulate) with a 16-bit X [M, K] (ldx = K) stored times 2^-e. */
+  /* linear (no accumulate) with a 16-bit X [M, K] (ldx = K) stored times 2^-e; y16 != 0:
+   * Y is 16-bit too (the input of a 16-bit SwiGLU; then no bias). */
   void (*linear_x16)(px_backend *b, int M, int N, int K, const void *X16, const float *W,
-                     const float *bias, float *Y, int ldy);
+                     const float *bias, void *Y, int ldy, int y16);
   /* adaln, residual_adaln, attention_full, with their output (Y, An, O) in 16 bits. */
   void (*adaln_x16)(px_backend *b, int M, int C, const float *X, const float *G, const float *B,
                     int g_rows, void *Y16);
@@ -153,8 +154,8 @@ struct px_backend {
   void (*attention_full_x16)(px_backend *b, int S, int T, int H, int d, const float *Q,
                              const float *K, const float *V, int ld, const float *bias, float scale,
                              void *O16, const float *G, int ldg);
-  /* swiglu with Y16 = silu(X[:, :H]) * X[:, H:] * 2^-e. */
-  void (*swiglu_x16)(px_backend *b, int M, int H, const float *X, void *Y16, int e);
+  /* swiglu with Y16 = silu(X[:, :H]) * X[:, H:] * 2^-e; X is 16-bit when x16 != 0. */
+  void (*swiglu_x16)(px_backend *b, int M, int H, const void *X, int x16, void *Y16, int e);
 };
 
 enum { PX_ACT_SIGMOID = 0, PX_ACT_RELU = 1 };

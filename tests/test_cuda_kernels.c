@@ -396,19 +396,34 @@ static void test_x16(int prec) {
     gpu->free(gpu, dX); gpu->free(gpu, dG); gpu->free(gpu, dB); gpu->free(gpu, dY); gpu->free(gpu, dGr);
     gpu->free(gpu, d16);
   }
-  /* SwiGLU stored times 2^-e */
+  /* SwiGLU stored times 2^-e, from fp32 or 16-bit inputs (vector and scalar paths) */
   int sw[][3] = {{5, 1536, 0}, {333, 1536, 3}, {4, 10, 2}, {9, 7, 0}};
   for (size_t t = 0; t < sizeof sw / sizeof sw[0]; t++) {
     const int M = sw[t][0], H = sw[t][1], e = sw[t][2];
-    float *X = rnd((size_t)M * 2 * H, 3.0), *want = malloc(sizeof(float) * (size_t)M * H);
-    float *dX = up(X, (size_t)M * 2 * H);
+    const size_t nx = (size_t)M * 2 * H;
+    float *X = rnd(nx, 3.0), *want = malloc(sizeof(float) * (size_t)M * H);
+    float *dX = up(X, nx);
     uint16_t *d16 = dev_poison16((size_t)M * H);
     cpu->swiglu(cpu, M, H, X, want);
-    g->swiglu_x16(g, M, H, dX, d16, e);
+    g->swiglu_x16(g, M, H, dX, 0, d16, e);
     snprintf(what, sizeof what, "swiglu_x16 ab %d M=%d H=%d e=%d", ab, M, H, e);
     compare16(what, d16, ab, e, want, (size_t)M * H, tol);
-    free(X); free(want);
-    gpu->free(gpu, dX); gpu->free(gpu, d16);
+    /* the same from a 16-bit X: the reference sees the stored values */
+    uint16_t *X16 = malloc(sizeof(uint16_t) * nx);
+    for (size_t i = 0; i < nx; i++) {
+      X16[i] = half_bits(X[i], ab);
+      X[i] = half_value(X16[i], ab);
+    }
+    uint16_t *dX16 = gpu->alloc(gpu, sizeof(uint16_t) * nx);
+    gpu->upload(gpu, dX16, X16, sizeof(uint16_t) * nx);
+    cpu->swiglu(cpu, M, H, X, want);
+    gpu->free(gpu, d16);
+    d16 = dev_poison16((size_t)M * H);
+    g->swiglu_x16(g, M, H, dX16, 1, d16, e);
+    snprintf(what, sizeof what, "swiglu_x16 16-bit input ab %d M=%d H=%d e=%d", ab, M, H, e);
+    compare16(what, d16, ab, e, want, (size_t)M * H, tol);
+    free(X); free(want); free(X16);
+    gpu->free(gpu, dX); gpu->free(gpu, d16); gpu->free(gpu, dX16);
   }
   /* gated full attention (tensor cores, or the exact kernel for d = 24, then converted) */
   int at[][4] = {{2, 77, 4, 48}, {1, 33, 3, 32}, {3, 130, 16, 48}, {2, 40, 2, 24}};
@@ -447,9 +462,16 @@ static void test_x16(int prec) {
     CHECK(g->x16_weight(g, dW, 8) == -1);   /* K < 16 */
     CHECK(px_cuda_backend(PX_PRECISION_TF32)->x16_weight == NULL);
     cpu->linear(cpu, M, N, K, X, K, W, b, want, N, 0, 0);
-    g->linear_x16(g, M, N, K, dX16, dW, db, dY, N);
+    g->linear_x16(g, M, N, K, dX16, dW, db, dY, N, 0);
     snprintf(what, sizeof what, "linear_x16 ab %d M=%d N=%d K=%d e=%d", ab, M, N, K, e);
     compare(what, dY, want, (size_t)M * N, tol); /* W's rounding only */
+    /* a 16-bit Y (no bias): one more rounding */
+    cpu->linear(cpu, M, N, K, X, K, W, NULL, want, N, 0, 0);
+    uint16_t *dY16 = dev_poison16((size_t)M * N);
+    g->linear_x16(g, M, N, K, dX16, dW, NULL, dY16, N, 1);
+    snprintf(what, sizeof what, "linear_x16 16-bit Y ab %d M=%d N=%d K=%d e=%d", ab, M, N, K, e);
+    compare16(what, dY16, ab, 0, want, (size_t)M * N, 2 * tol);
+    gpu->free(gpu, dY16);
     free(X); free(W); free(b); free(want); free(X16);
     gpu->free(gpu, dW); gpu->free(gpu, db); gpu->free(gpu, dY); gpu->free(gpu, dWno); gpu->free(gpu, dX16);
   }

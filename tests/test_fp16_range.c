@@ -33,8 +33,9 @@ static double max_abs(const float *x, size_t n) {
 }
 
 /* One token block's GEMM inputs for M rows of a and s (the model's algebra on the CPU
- * backend); returns the largest magnitudes of an (attention, transition), att, hs. */
-static void block_inputs(const px_model *m, int k, int M, const float *a, const float *s, double out[4]) {
+ * backend); returns the largest magnitudes of an (attention, transition), att, the SwiGLU's
+ * input [x1 | x2] and its output hs. */
+static void block_inputs(const px_model *m, int k, int M, const float *a, const float *s, double out[5]) {
   px_backend *cpu = px_cpu_backend();
   const px_transformer_w *tf = &m->tok_tf;
   const px_block_w *B = &tf->blocks[k];
@@ -61,8 +62,9 @@ static void block_inputs(const px_model *m, int k, int M, const float *a, const 
       out[2] = max_abs(att, (size_t)M * C);
     } else {
       cpu->linear(cpu, M, 2 * h, C, an, C, B->w_a12, NULL, proj, 2 * h, 0, 0);
+      out[3] = max_abs(proj, (size_t)M * 2 * h);
       cpu->swiglu(cpu, M, h, proj, hs);
-      out[3] = max_abs(hs, (size_t)M * h);
+      out[4] = max_abs(hs, (size_t)M * h);
     }
   }
   free(sn); free(gate); free(shift); free(an); free(proj); free(att); free(hs); free(bias);
@@ -85,7 +87,7 @@ int main(void) {
   for (int k = 0; k < tf->n_blocks; k++) {
     px_fp16_bounds b;
     CHECK(px_token_block_fp16_bounds(m, k, &b) == 0);
-    double worst[4] = {0, 0, 0, 0}, seen[4];
+    double worst[5] = {0, 0, 0, 0, 0}, seen[5];
     for (int trial = 0; trial < 6; trial++) {
       float *a = malloc(sizeof(float) * (size_t)M * C), *s = malloc(sizeof(float) * (size_t)M * cs);
       tu_fill_normal(a, (size_t)M * C, trial < 3 ? 1.0 : 1e3);
@@ -102,21 +104,21 @@ int main(void) {
         }
       }
       block_inputs(m, k, M, a, s, seen);
-      for (int i = 0; i < 4; i++)
+      for (int i = 0; i < 5; i++)
         if (seen[i] > worst[i]) worst[i] = seen[i];
       free(a);
       free(s);
     }
-    const double bound[4] = {b.an[0], b.an[1], b.att, b.swiglu};
-    const char *name[4] = {"attention AdaLN", "transition AdaLN", "attention output", "SwiGLU"};
-    for (int i = 0; i < 4; i++)
+    const double bound[5] = {b.an[0], b.an[1], b.att, b.swiglu_in, b.swiglu};
+    const char *name[5] = {"attention AdaLN", "transition AdaLN", "attention output", "SwiGLU input", "SwiGLU"};
+    for (int i = 0; i < 5; i++)
       CHECK_MSG(worst[i] <= bound[i], "block %d %s: max |x| %.4g over the bound %.4g", k, name[i], worst[i], bound[i]);
     /* the adversarial rows reach the AdaLN bound up to the sigmoid gate on LN(a) */
     CHECK_MSG(worst[0] >= 0.4 * b.an[0], "block %d: AdaLN bound %.4g far above what inputs reach (%.4g)", k, b.an[0],
               worst[0]);
     CHECK_MSG(px_token_block_fp16_exp(m, k) >= 0, "block %d: synthetic weights refused fp16", k);
   }
-  CHECK(px_token_block_fp16_bounds(m, tf->n_blocks, &(px_fp16_bounds){{0, 0}, 0, 0}) == -1);
+  CHECK(px_token_block_fp16_bounds(m, tf->n_blocks, &(px_fp16_bounds){{0, 0}, 0, 0, 0}) == -1);
 
   /* The SwiGLU bound grows with the square of the AdaLN shift: a larger shift is absorbed
    * by a larger exponent, then refused. */

@@ -341,6 +341,35 @@ __device__ __forceinline__ void store4(void *Y, size_t i, float4 v) {
         make_uint2(pack_half2<OT>(v.x, v.y), pack_half2<OT>(v.z, v.w));
 }
 
+// Four / one values of X at element i (IT 0: float; 1 / 2: bf16 / fp16), as floats.
+template <int IT>
+__device__ __forceinline__ float4 load4(const void *X, size_t i) {
+  if (IT == 0) return *reinterpret_cast<const float4 *>(reinterpret_cast<const float *>(X) + i);
+  const uint2 u = *reinterpret_cast<const uint2 *>(reinterpret_cast<const uint16_t *>(X) + i);
+  if (IT == 1) {
+    const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&u.x));
+    const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&u.y));
+    return make_float4(a.x, a.y, b.x, b.y);
+  }
+  const float2 a = __half22float2(*reinterpret_cast<const __half2 *>(&u.x));
+  const float2 b = __half22float2(*reinterpret_cast<const __half2 *>(&u.y));
+  return make_float4(a.x, a.y, b.x, b.y);
+}
+template <int IT>
+__device__ __forceinline__ float load1(const void *X, size_t i) {
+  if (IT == 0) return reinterpret_cast<const float *>(X)[i];
+  const uint16_t u = reinterpret_cast<const uint16_t *>(X)[i];
+  if (IT == 1) return __bfloat162float(*reinterpret_cast<const __nv_bfloat16 *>(&u));
+  return __half2float(*reinterpret_cast<const __half *>(&u));
+}
+template <int OT>
+__device__ __forceinline__ void store1(void *Y, size_t i, float v) {
+  if (OT == 0)
+    reinterpret_cast<float *>(Y)[i] = v;
+  else
+    reinterpret_cast<uint16_t *>(Y)[i] = to_half1<OT>(v);
+}
+
 // Register-resident row kernels for C <= 128 * NV with C % 4 == 0 (one warp per row,
 // float4 loads, the row read once): LayerNorm / AdaLN, and the fused residual + AdaLN.
 // mode 0: Y = LN(X) * w + b; mode 1: Y = LN(X) * G + B; mode 2: X += Gr * R, then mode 1
@@ -482,28 +511,48 @@ __global__ void k_sigmoid_mul(int M, int C, float *O, int ldo, const float *P, i
   }
 }
 
-// Y = silu(X[:, :C]) * X[:, C:]; OT != 0: Y stored in 16 bits times sc (a power of two),
-// four values per thread (C % 4 == 0 there, checked by the caller).
-template <int OT>
-__global__ void k_swiglu(int M, int C, const float *X, void *Y, float sc) {
+// Y = silu(X[:, :C]) * X[:, C:] * sc (sc a power of two: exact; 1 for fp32 outputs), X of
+// type IT and Y of type OT (load4 / store4: 16-bit GEMM inputs and outputs); four values per
+// thread when vec (C % 4 == 0 and aligned rows, checked by the caller).
+template <int IT, int OT>
+__global__ void k_swiglu(int M, int C, const void *X, void *Y, float sc, int vec) {
   for (int r = blockIdx.y; r < M; r += gridDim.y) {
-    const float *xa = X + (size_t)r * 2 * C, *xb = xa + C;
-    if ((C & 3) == 0) {
+    const size_t xa = (size_t)r * 2 * C, xb = xa + C;
+    if (vec) {
       for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < C / 4; c += gridDim.x * blockDim.x) {
-        const float4 a = reinterpret_cast<const float4 *>(xa)[c], b = reinterpret_cast<const float4 *>(xb)[c];
+        const float4 a = load4<IT>(X, xa + 4 * c), b = load4<IT>(X, xb + 4 * c);
         float4 y = make_float4(a.x * sigmoidf_(a.x) * b.x, a.y * sigmoidf_(a.y) * b.y, a.z * sigmoidf_(a.z) * b.z,
                                a.w * sigmoidf_(a.w) * b.w);
         if (OT) y = make_float4(y.x * sc, y.y * sc, y.z * sc, y.w * sc);
         store4<OT>(Y, (size_t)r * C + 4 * c, y);
       }
-    } else if (OT == 0) {
-      float *y = reinterpret_cast<float *>(Y) + (size_t)r * C;
+    } else {
       for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < C; c += gridDim.x * blockDim.x) {
-        const float a = xa[c];
-        y[c] = a * sigmoidf_(a) * xb[c];
+        const float a = load1<IT>(X, xa + c);
+        float y = a * sigmoidf_(a) * load1<IT>(X, xb + c);
+        if (OT) y *= sc;
+        store1<OT>(Y, (size_t)r * C + c, y);
       }
     }
   }
+}
+
+// Launch k_swiglu for X of type it and Y of type ot (0 float, 1 bf16, 2 fp16).
+void swiglu_typed(int it, int ot, int M, int H, const void *X, void *Y, float sc) {
+  const size_t xa = it ? 8 : 16, ya = ot ? 8 : 16;  // alignment the vector loads / stores need
+  const int vec = H % 4 == 0 && (uintptr_t)X % xa == 0 && (uintptr_t)Y % ya == 0;
+  const int cols = vec ? H / 4 : H;
+  const dim3 grid = grid2d(M, cols, threads_for(cols));
+  const int thr = threads_for(cols);
+#define PX_SWIGLU(I, O) \
+  if (it == I && ot == O) k_swiglu<I, O><<<grid, thr, 0, g.stream>>>(M, H, X, Y, sc, vec);
+  PX_SWIGLU(0, 0)
+  PX_SWIGLU(0, 1)
+  PX_SWIGLU(0, 2)
+  PX_SWIGLU(1, 1)
+  PX_SWIGLU(2, 2)
+#undef PX_SWIGLU
+  LAUNCHED("swiglu");
 }
 
 __global__ void k_relu_rows(int N, float *Y, int ldy) {
@@ -893,17 +942,20 @@ float prefill_bias(int M, int N, float *Y, int ldy, const float *bias, int accum
 int half_type(int prec) { return prec == PX_PRECISION_BF16 ? 1 : prec == PX_PRECISION_FP16 ? 2 : 0; }
 
 // Y = 2^w.e X16 W16^T (+ bias) on 16-bit operands, fp32 accumulation; X16 [M, K] contiguous.
-void gemm_half(int ab, int M, int N, int K, const uint16_t *xh, const Ctx::HalfW &w, const float *bias, float *Y,
-               int ldy, int accumulate, int relu) {
+// yt: Y's type, 0 float or the operands' 16-bit type (then no bias, accumulate or ReLU).
+void gemm_half(int ab, int M, int N, int K, const uint16_t *xh, const Ctx::HalfW &w, const float *bias, void *Y,
+               int ldy, int accumulate, int relu, int yt = 0) {
   const int prec = ab == 1 ? PX_PRECISION_BF16 : PX_PRECISION_FP16;
-  if (linear_lt(prec, PxGemm{1, M, N, K, xh, K, 0, w.p, 0, bias, 0, relu, accumulate, Y, ldy, 0, ab, w.e})) return;
+  if (linear_lt(prec, PxGemm{1, M, N, K, xh, K, 0, w.p, 0, bias, 0, relu, accumulate, (float *)Y, ldy, 0, ab, w.e,
+                             yt}))
+    return;
   // No cuBLASLt algorithm: cublasGemmEx after a bias fill, ReLU after.
-  const float beta = prefill_bias(M, N, Y, ldy, bias, accumulate);
+  const float beta = yt ? 0.0f : prefill_bias(M, N, (float *)Y, ldy, bias, accumulate);
   const float alpha = ldexpf(1.0f, w.e);
   const cudaDataType_t t = ab == 1 ? CUDA_R_16BF : CUDA_R_16F;
-  CKB(cublasGemmEx(g.blas, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &alpha, w.p, t, K, xh, t, K, &beta, Y, CUDA_R_32F,
-                   ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-  if (relu) relu_rows(M, N, Y, ldy);
+  CKB(cublasGemmEx(g.blas, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &alpha, w.p, t, K, xh, t, K, &beta, Y,
+                   yt ? t : CUDA_R_32F, ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  if (relu) relu_rows(M, N, (float *)Y, ldy);
 }
 
 // A GEMM on 16-bit operands (BF16 / FP16 precisions) when W has a 16-bit copy: X is
@@ -1016,9 +1068,7 @@ void be_sigmoid_mul(px_backend *, int M, int C, float *O, int ldo, const float *
 }
 void be_swiglu(px_backend *, int M, int H, const float *X, float *Y) {
   PROF("swiglu");
-  const int cols = (H & 3) ? H : H / 4;
-  k_swiglu<0><<<grid2d(M, cols, threads_for(cols)), threads_for(cols), 0, g.stream>>>(M, H, X, Y, 1.0f);
-  LAUNCHED("swiglu");
+  swiglu_typed(0, 0, M, H, X, Y, 1.0f);
 }
 void be_activation(px_backend *, int64_t n, float *X, int kind) {
   PROF("activation");
@@ -1094,16 +1144,16 @@ int be_x16_weight(px_backend *b, const float *W, int K) {
 }
 
 void be_linear_x16(px_backend *b, int M, int N, int K, const void *X16, const float *W, const float *bias,
-                   float *Y, int ldy) {
+                   void *Y, int ldy, int y16) {
   PROF("linear_x16");
   if (M <= 0 || N <= 0) return;
   const int ab = half_type(precision_of(b));
   auto it = g.whalf.find(W);
-  if (!ab || it == g.whalf.end()) {
-    if (!g.sticky) g.sticky = px_fail(PX_ERR_BACKEND, "internal: linear_x16 on a weight without a 16-bit copy");
+  if (!ab || it == g.whalf.end() || (y16 && bias)) {
+    if (!g.sticky) g.sticky = px_fail(PX_ERR_BACKEND, "internal: linear_x16 without a 16-bit weight, or a 16-bit Y with a bias");
     return;
   }
-  gemm_half(ab, M, N, K, (const uint16_t *)X16, it->second, bias, Y, ldy, 0, 0);
+  gemm_half(ab, M, N, K, (const uint16_t *)X16, it->second, bias, Y, ldy, 0, 0, y16 ? ab : 0);
 }
 
 float *f32_scratch(size_t n) { return grow(g.ftmp[g.cur_lane], g.ftmp_n[g.cur_lane], n); }
@@ -1128,23 +1178,10 @@ void be_residual_adaln_x16(px_backend *b, int M, int C, float *A, const float *G
   be_adaln_x16(b, M, C, A, Gn, Bn, gn_rows, An16);
 }
 
-void be_swiglu_x16(px_backend *b, int M, int H, const float *X, void *Y16, int e) {
+void be_swiglu_x16(px_backend *b, int M, int H, const void *X, int x16, void *Y16, int e) {
   PROF("swiglu_x16");
   const int ab = half_type(precision_of(b));
-  if (H % 4 == 0 && (uintptr_t)X % 16 == 0 && (uintptr_t)Y16 % 8 == 0) {
-    const int cols = H / 4;
-    const float sc = ldexpf(1.0f, -e);
-    if (ab == 1)
-      k_swiglu<1><<<grid2d(M, cols, threads_for(cols)), threads_for(cols), 0, g.stream>>>(M, H, X, Y16, sc);
-    else
-      k_swiglu<2><<<grid2d(M, cols, threads_for(cols)), threads_for(cols), 0, g.stream>>>(M, H, X, Y16, sc);
-    LAUNCHED("swiglu_x16");
-    return;
-  }
-  float *t = f32_scratch((size_t)M * H);
-  if (!t) return;
-  be_swiglu(b, M, H, X, t);
-  to_half(ab, M, H, t, H, (uint16_t *)Y16, e);
+  swiglu_typed(x16 ? ab : 0, ab, M, H, X, Y16, ldexpf(1.0f, -e));
 }
 
 void be_attention_full_x16(px_backend *b, int S, int T, int H, int d, const float *Q, const float *K,

@@ -23,7 +23,7 @@
 namespace {
 
 struct Key {
-  int64_t v[17];
+  int64_t v[18];
   bool operator==(const Key &o) const { return memcmp(v, o.v, sizeof v) == 0; }
 };
 struct KeyHash {
@@ -93,7 +93,8 @@ Plan make_plan(const PxGemm &p, int tf32, size_t ws_bytes) {
   }
   ok = ok && cublasLtMatrixLayoutCreate(&pl.a, ab, p.K, p.N, p.K) == 0 &&
        cublasLtMatrixLayoutCreate(&pl.b, ab, p.K, p.M, p.ldx) == 0 &&
-       cublasLtMatrixLayoutCreate(&pl.c, CUDA_R_32F, p.N, p.M, p.ldy) == 0 && set_batch(pl.a, p.count, p.sw) &&
+       cublasLtMatrixLayoutCreate(&pl.c, p.y_type == 1 ? CUDA_R_16BF : p.y_type == 2 ? CUDA_R_16F : CUDA_R_32F, p.N,
+                                  p.M, p.ldy) == 0 && set_batch(pl.a, p.count, p.sw) &&
        set_batch(pl.b, p.count, p.sx) && set_batch(pl.c, p.count, p.sy);
   if (!ok) return destroy(pl), pl;
   cublasLtMatmulPreference_t pref = nullptr;
@@ -142,7 +143,7 @@ int px_gemm_lt(cudaStream_t stream, void *workspace, size_t ws_bytes, int tf32, 
   v[9] = p.bias ? 1 + (p.count > 1 ? p.sb : 0) : 0;
   v[10] = p.relu; v[11] = tf32;
   v[12] = alignment(p.X); v[13] = alignment(p.W); v[14] = alignment(p.Y); v[15] = p.bias ? alignment(p.bias) : 0;
-  v[16] = p.ab_type;
+  v[16] = p.ab_type; v[17] = p.y_type;
   auto it = plans.find(k);
   if (it == plans.end()) it = plans.emplace(k, make_plan(p, tf32, ws_bytes)).first;
   Plan &pl = it->second;

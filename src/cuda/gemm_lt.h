@@ -25,6 +25,7 @@ struct PxGemm {
   int64_t sy;
   int ab_type;           // X and W: 0 float, 1 bfloat16, 2 half (then fp32 accumulation, Y float)
   int alpha_exp;         // Y = 2^alpha_exp X W^T (+ bias): undoes an input stored times 2^-alpha_exp
+  int y_type;            // Y: 0 float, or ab_type's 16-bit type (a GEMM input of the next layer)
 };
 
 // Float operands: tf32 selects TF32 tensor cores (fp32 accumulation), else exact fp32. Returns 1 when the GEMM was

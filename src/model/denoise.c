@@ -112,7 +112,7 @@ static int block_x16(px_backend *be, const px_transformer_w *tf, int k) {
 /* The producers and consumers of a token block's GEMM inputs, 16-bit when x >= 0. */
 static void tb_linear(px_backend *be, int x, int M, int N, int K, const float *X, const float *W,
                       const float *bias, float *Y, int seg) {
-  if (x >= 0) be->linear_x16(be, M, N, K, X, W, bias, Y, N);
+  if (x >= 0) be->linear_x16(be, M, N, K, X, W, bias, Y, N, 0);
   else be->linear(be, M, N, K, X, K, W, bias, Y, N, 0, seg);
 }
 static void tb_adaln(px_backend *be, int x, int M, int C, const float *X, const float *G, const float *B,
@@ -128,7 +128,8 @@ static void tb_residual_adaln(px_backend *be, int x, int M, int C, float *A, con
 
 /* Token blocks [k0, k0 + g) over a [S*T, C] in place. Block k0 + j's s-side terms are
  * matrix 2j / 2j+1 of st, starting `off` floats in, and a row r uses term row r % g_rows.
- * an, att and hs only feed GEMMs: at fp16 / bf16 they are stored in 16 bits (tb_*). */
+ * an, att, hs and the SwiGLU's input only feed GEMMs or the SwiGLU: at fp16 / bf16 they are
+ * stored in 16 bits (tb_*). */
 static void token_blocks(px_backend *be, const px_transformer_w *tf, const float *pair_bias, int S, int T,
                          int k0, int g, const sterms *st, size_t RC, size_t off, int g_rows, float *a,
                          bump *ws) {
@@ -159,9 +160,13 @@ static void token_blocks(px_backend *be, const px_transformer_w *tf, const float
                          scale, att, proj + 3 * C, 4 * C);
     tb_linear(be, x, M, C, C, att, B->o.w, NULL, y, T);
     tb_residual_adaln(be, x, M, C, a, gl, g_rows, y, g_c, b_c, an);
-    tb_linear(be, x, M, 2 * h, C, an, B->w_a12, NULL, proj, T);
-    if (x >= 0) be->swiglu_x16(be, M, h, proj, hs, x);
-    else be->swiglu(be, M, h, proj, hs);
+    if (x >= 0) { /* [x1 | x2] in 16 bits too: the SwiGLU reads half the bytes */
+      be->linear_x16(be, M, 2 * h, C, an, B->w_a12, NULL, proj, 2 * h, 1);
+      be->swiglu_x16(be, M, h, proj, 1, hs, x);
+    } else {
+      be->linear(be, M, 2 * h, C, an, C, B->w_a12, NULL, proj, 2 * h, 0, T);
+      be->swiglu(be, M, h, proj, hs);
+    }
     tb_linear(be, x, M, C, h, hs, B->ctb_b.w, NULL, y, T);
     if (j + 1 < g) /* the residual, fused with the next block's attention AdaLN */
       tb_residual_adaln(be, xn, M, C, a, gc, g_rows, y, st->gate_ln + (size_t)(2 * j + 2) * RC + off,

@@ -12,8 +12,9 @@
  *              ||an||_2 <= sqrt(C) + ||W_shift||_F sqrt(c_s);
  *   attention  a convex combination of value rows v = W_v an (no bias) times a sigmoid
  *              gate: |o_c| <= max_c ||W_v[c]||_2 ||an||_2;
- *   SwiGLU     |silu(x) y| <= |x| |y|, x = W_1[c] an, y = W_2[c] an (no bias):
- *              |h_c| <= ||W_1[c]||_2 ||W_2[c]||_2 ||an||_2^2.
+ *   SwiGLU     its inputs x = W_1[c] an, y = W_2[c] an (no bias, also stored in 16 bits):
+ *              |x|, |y| <= max_c ||W_12[c]||_2 ||an||_2; its output
+ *              |silu(x) y| <= |x| |y| <= ||W_1[c]||_2 ||W_2[c]||_2 ||an||_2^2.
  *
  * The SwiGLU bound is the loose one (a product of two projections); its output may be
  * stored times 2^-e, which the next GEMM undoes exactly with alpha = 2^e (values that
@@ -85,12 +86,15 @@ int px_token_block_fp16_bounds(const px_model *m, int k, px_fp16_bounds *out) {
   double v_row, fr, w1, w2;
   row_norms(B->w_proj1, 2 * C, 3 * C, C, &v_row, &fr); /* [q k v g]: the value rows */
   out->att = v_row * an_norm[0];
-  double hmax = 0;
+  double hmax = 0, rmax = 0;
   for (int c = 0; c < h; c++) {
     row_norms(B->w_a12, c, c + 1, C, &w1, &fr);
     row_norms(B->w_a12, h + c, h + c + 1, C, &w2, &fr);
     if (w1 * w2 > hmax) hmax = w1 * w2;
+    if (w1 > rmax) rmax = w1;
+    if (w2 > rmax) rmax = w2;
   }
+  out->swiglu_in = rmax * an_norm[1];
   out->swiglu = hmax * an_norm[1] * an_norm[1];
   return 0;
 }
@@ -99,7 +103,7 @@ int px_token_block_fp16_exp(const px_model *m, int k) {
   px_fp16_bounds b;
   if (px_token_block_fp16_bounds(m, k, &b)) return -1;
   const double lim = FP16_MAX / FP16_MARGIN;
-  if (!(b.an[0] <= lim && b.an[1] <= lim && b.att <= lim)) return -1;
+  if (!(b.an[0] <= lim && b.an[1] <= lim && b.att <= lim && b.swiglu_in <= lim)) return -1;
   int e = 0;
   while (!(b.swiglu <= lim * ldexp(1.0, e))) /* also stops on NaN */
     if (++e > PX_FP16_MAX_EXP) return -1;

@@ -8,8 +8,8 @@ OUTDIR=${OUT:-/tmp}
 NCU=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
 BENCH="./build/pxdiff bench --device cuda --precision ${PREC:-fp16} --tokens $T --binder $B --atoms $A --samples 10"
 if [ -z "${SKIP_SUMMARY:-}" ]; then
-echo "== per-kernel GPU time, one eager call (PXDIFF_NO_GRAPHS=1)"
-PXDIFF_NO_GRAPHS=1 $NCU --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel \
+echo "== per-kernel GPU time, one eager call (PXDIFF_NO_GRAPHS=1; L2 left warm between kernels, as in a run)"
+PXDIFF_NO_GRAPHS=1 $NCU --clock-control none --cache-control none --metrics gpu__time_duration.sum --print-summary per-kernel \
   $BENCH --reps 1 > "$OUTDIR/ncu_summary.txt" 2>&1
 grep -cE "gpu__time_duration" "$OUTDIR/ncu_summary.txt"
 fi

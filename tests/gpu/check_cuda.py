@@ -213,7 +213,7 @@ def lanes(model):
     N = inp.feats["ref_pos"].shape[0]
     x = fx.random_coords(10, N, scale=20.0, seed=6)
     t = torch.full((10,), 9.0)
-    for prec, bound in (("fp32", 1e-5), ("tf32", 2e-3)):
+    for prec, bound in (("fp32", 1e-5), ("tf32", 2e-3), ("fp16", 2e-3)):
         got = {}
         for n in ("1", "2"):
             os.environ["PXDIFF_LANES"] = n

@@ -64,6 +64,15 @@ struct Ctx {
     int e;
   };
   std::unordered_map<const float *, HalfW> whalf;
+  // FP16 token matrices whose fp32 device copy was freed (their GEMMs only ever read the
+  // 16-bit copy): the mirror's slot holds the 16-bit buffer's address, which is also its
+  // whalf key (a live allocation, so no later buffer can share it). Restored from the
+  // host model when the precision changes. Per mirror.
+  struct Dropped {
+    float **slot;
+    int owned;  // index in the mirror's (and the host model's) owned buffers
+  };
+  std::unordered_map<const px_model *, std::vector<Dropped>> dropped;
   // Bumped whenever scratch that captured graphs point into is reallocated.
   uint64_t generation = 1;
   // Fixed cuBLAS/cuBLASLt workspaces, one per lane (required for graph capture; GEMMs
@@ -156,7 +165,7 @@ void dev_free(void *p) {
     uint16_t *h = hw->second.p;
     g.whalf.erase(hw);
     g.generation++;
-    dev_free(h);
+    if ((void *)h != p) dev_free(h);  // else p is the 16-bit copy itself (a dropped fp32 matrix)
   }
   {
     std::lock_guard<std::mutex> lk(g.mu);
@@ -1497,16 +1506,57 @@ void free_mirror(px_model *mir) {
 }
 
 // Drop the 16-bit copies of one mirror's weights (other models' copies stay: several
-// models may live in one process, each at its own precision).
-void drop_half_weights(const px_model *mir) {
-  if (!mir) return;
+// models may live in one process, each at its own precision). Matrices whose fp32 copy was
+// freed get it back from the host model when `restore` (a precision change), else their
+// slots are cleared (the mirror is being freed).
+int drop_half_weights(px_model *mir, const px_model *host, bool restore) {
+  if (!mir) return 0;
+  int rc = 0;
+  auto dr = g.dropped.find(mir);
+  if (dr != g.dropped.end()) {
+    for (const Ctx::Dropped &d : dr->second) {
+      float *h = *d.slot;
+      float *w = nullptr;
+      if (restore && !rc) {
+        const size_t bytes = sizeof(float) * (host->owned_n[d.owned] ? host->owned_n[d.owned] : 1);
+        w = (float *)dev_alloc(bytes);
+        if (!w) rc = PX_ERR_NOMEM;
+        else CK(cudaMemcpy(w, host->owned[d.owned], bytes, cudaMemcpyHostToDevice));
+      }
+      *d.slot = w;
+      mir->owned[d.owned] = w;
+      dev_free(h);  // the 16-bit copy, and its whalf entry
+    }
+    g.dropped.erase(dr);
+  }
   for (int i = 0; i < mir->n_owned; i++) {
     auto it = g.whalf.find(mir->owned[i]);
-    if (it == g.whalf.end()) continue;
+    if (!mir->owned[i] || it == g.whalf.end()) continue;
     dev_free(it->second.p);
     g.whalf.erase(it);
     g.generation++;
   }
+  return rc ? rc : g.sticky;
+}
+
+// Free the fp32 device copy of the token matrix in *slot, which has a 16-bit copy that its
+// GEMMs use instead (FP16: every GEMM on it goes through linear_x16). The slot then holds
+// the 16-bit buffer's address. Kept when the matrix is not one whole owned buffer.
+void drop_fp32_copy(px_model *mir, float **slot) {
+  auto it = g.whalf.find(*slot);
+  if (it == g.whalf.end()) return;
+  int idx = -1;
+  for (int i = 0; i < mir->n_owned && idx < 0; i++)
+    if (mir->owned[i] == *slot) idx = i;
+  if (idx < 0) return;
+  const Ctx::HalfW hw = it->second;
+  g.whalf.erase(it);
+  dev_free(*slot);
+  mir->owned[idx] = nullptr;
+  *slot = reinterpret_cast<float *>(hw.p);
+  g.whalf[*slot] = hw;
+  g.dropped[mir].push_back(Ctx::Dropped{slot, idx});
+  g.generation++;
 }
 
 // A 16-bit copy of a device weight matrix (converted on the device), used by linear_half
@@ -1541,14 +1591,23 @@ int make_half_weights(px_model *mir, const px_model *host, int precision) {
     const size_t C = (size_t)tf->c, h = (size_t)tf->hidden;
     std::vector<int> exps((size_t)tf->n_blocks + 1);
     px_token_fp16_exps(host, exps.data());
+    // These blocks' four matrices are only read through their fp16 copies: each block's
+    // fp32 device copies go once converted (0.39 GiB at 16 blocks of width 768; block by
+    // block, so the peak holds one block's both copies), and fp16 needs less memory than tf32.
     for (int k = 0; k < tf->n_blocks; k++) {
       if (exps[(size_t)k] < 0) continue;
-      const px_block_w *B = &tf->blocks[k];
+      px_block_w *B = &mir->tok_tf.blocks[k];
       int rc = add_half_weight(B->w_proj1, 4 * C * C, precision, 0);
       if (!rc) rc = add_half_weight(B->o.w, C * C, precision, 0);
       if (!rc) rc = add_half_weight(B->w_a12, 2 * h * C, precision, 0);
       if (!rc) rc = add_half_weight(B->ctb_b.w, C * h, precision, exps[(size_t)k]);
       if (rc) return rc;
+      CK(cudaStreamSynchronize(g.main));  // the conversions have read the fp32 copies
+      if (g.sticky) return g.sticky;
+      drop_fp32_copy(mir, &B->w_proj1);
+      drop_fp32_copy(mir, &B->o.w);
+      drop_fp32_copy(mir, &B->w_a12);
+      drop_fp32_copy(mir, &B->ctb_b.w);
     }
   }
   CK(cudaStreamSynchronize(g.main));
@@ -1620,14 +1679,15 @@ extern "C" int px_cuda_model_prepare(px_model *m, int precision) {
     }
     m->cuda_mirror = mir;
   }
-  drop_half_weights(m->cuda_mirror);
-  if (precision == PX_PRECISION_BF16 || precision == PX_PRECISION_FP16) {
+  rc = drop_half_weights(m->cuda_mirror, m, true);  // back to fp32 copies only
+  if (!rc && (precision == PX_PRECISION_BF16 || precision == PX_PRECISION_FP16))
     rc = make_half_weights(m->cuda_mirror, m, precision);
-    if (rc) {
-      drop_half_weights(m->cuda_mirror);
-      g.sticky = 0;
-      return rc;
-    }
+  if (rc) {
+    // Out of memory half-way (an fp32 copy may be missing): the model goes back to the
+    // CPU, its designs must be made again (px_denoise says so), and the error is returned.
+    g.sticky = 0;
+    px_cuda_model_release(m);
+    return rc;
   }
   m->device = PX_DEVICE_CUDA;
   m->precision = precision;
@@ -1645,7 +1705,7 @@ extern "C" int px_cuda_x16_blocks(const px_model *m) {
 extern "C" void px_cuda_model_release(px_model *m) {
   if (!m || !m->cuda_mirror) return;
   cudaStreamSynchronize(g.main);
-  drop_half_weights(m->cuda_mirror);
+  drop_half_weights(m->cuda_mirror, m, false);
   free_mirror(m->cuda_mirror);
   m->cuda_mirror = nullptr;
   m->device = PX_DEVICE_CPU;

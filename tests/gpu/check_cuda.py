@@ -261,6 +261,24 @@ def fp16_guard(model):
             check(f"fp16 with {label} vs fp32", rel(y["fp16"], y["fp32"]), 2e-3)
 
 
+def precision_switch(model):
+    """At fp16 the token matrices' fp32 device copies are freed (only their fp16 copies are
+    read); switching one engine fp16 -> tf32 -> fp16 -> fp32 must restore them exactly: each
+    result equals a fresh engine's at that precision."""
+    print("== precision switches on one engine (fp16 frees fp32 token matrices, others restore them)", flush=True)
+    inp = features(40, 12, seed=31)
+    N = inp.feats["ref_pos"].shape[0]
+    x = fx.random_coords(3, N, scale=8.0, seed=32)
+    t = torch.full((3,), 2.5)
+    run = lambda e: e(x, t, inp.feats, inp.s_inputs, inp.s_trunk, inp.z_trunk)
+    fresh = {p: run(engine(model, "cuda", p)) for p in ("fp16", "tf32", "fp32")}
+    e = engine(model, "cuda", "fp16")
+    assert e.x16_blocks > 0, "no token block runs fp16 operands"
+    for p in ("fp16", "tf32", "fp16", "fp32", "fp16"):
+        e.set_backend("cuda", p)
+        check(f"switched engine at {p} vs a fresh {p} engine (identical)", rel(run(e), fresh[p]), 0.0)
+
+
 def upstream_module(model):
     import check_pxref
     return check_pxref.upstream_like(model)
@@ -337,6 +355,7 @@ def main():
         sampler(model)
         lanes(model)
         fp16_guard(model)
+        precision_switch(model)
         out["policy"] = {}
         for size in args.policy_sizes.split(","):
             nt, nb = (int(v) for v in size.split("+"))

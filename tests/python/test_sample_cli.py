@@ -101,8 +101,10 @@ def px_sample(p, n, first=0, chunk=4, **cfg):
 
 
 def sample_args(p, out, *extra, samples=3, steps=5, seed=7, chunk=2):
-    return ["sample", "--checkpoint", p.ck, "--bundle", p.bundle, "--out", out, "--samples", samples,
-            "--steps", steps, "--seed", seed, "--chunk", chunk, *extra]
+    # --device cpu: these tests compare files with px_sample on the CPU engine bit for bit or
+    # within float32 rounding, also on a GPU machine (GPU designs: tests/gpu/check_cuda.py)
+    return ["sample", "--device", "cpu", "--checkpoint", p.ck, "--bundle", p.bundle, "--out", out,
+            "--samples", samples, "--steps", steps, "--seed", seed, "--chunk", chunk, *extra]
 
 
 # --------------------------------------------------------- minimal readers ----
@@ -224,8 +226,8 @@ def test_default_sampler_settings_are_pxdesigns(problem, tmp_path):
     """No sampler flags: 400 steps, eta const 2.5, gamma0 1, gamma_min 0.01, lambda 1.003,
     chunk 10, bf16 schedule (one sample, checked through summary.json and px_sample)."""
     p = problem
-    rc, _, se = run("sample", "--checkpoint", p.ck, "--bundle", p.bundle, "--out", tmp_path / "d",
-                    "--quiet")
+    rc, _, se = run("sample", "--device", "cpu", "--checkpoint", p.ck, "--bundle", p.bundle, "--out",
+                    tmp_path / "d", "--quiet")
     assert rc == 0, se
     s = json.load(open(tmp_path / "d" / "summary.json"))["settings"]
     assert (s["samples"], s["steps"], s["seed"], s["chunk"], s["eta_type"], s["eta_min"], s["eta_max"],

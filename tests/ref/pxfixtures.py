@@ -13,7 +13,9 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pxref  # noqa: E402
 
-TSV_PATH = os.environ.get("PXDIFF_PARAMS_TSV", "/work/shared/reference/pxdesign_v0.1.0_params.tsv")
+# ../shared/reference of this workplace; PXDIFF_REFERENCE_DIR points elsewhere (a GPU machine).
+REFERENCE_DIR = os.environ.get("PXDIFF_REFERENCE_DIR", "/work/shared/reference")
+TSV_PATH = os.environ.get("PXDIFF_PARAMS_TSV", os.path.join(REFERENCE_DIR, "pxdesign_v0.1.0_params.tsv"))
 
 DEFAULT_DIMS = dict(
     c_s=384, c_z=128, c_s_inputs=449, c_token=768, c_atom=128, c_atompair=16,

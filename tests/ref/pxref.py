@@ -29,6 +29,7 @@ Conventions (facts read off upstream):
 """
 
 import math
+import os
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -705,7 +706,7 @@ def noise_schedule(
     return v
 
 
-SCHEDULE_FILE = "/work/shared/reference/noise_schedules_cuda.txt"
+SCHEDULE_FILE = os.path.join(os.environ.get("PXDIFF_REFERENCE_DIR", "/work/shared/reference"), "noise_schedules_cuda.txt")
 
 
 def cuda_schedule_table(n_step: int, dtype: str = "float32", path: str = SCHEDULE_FILE) -> torch.Tensor:

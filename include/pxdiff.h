@@ -65,12 +65,13 @@ int64_t px_model_n_params(const px_model *m);
  * px_model_set_backend use the chosen backend (weights are copied to the device once). */
 enum px_device { PX_DEVICE_AUTO = 0, PX_DEVICE_CPU = 1, PX_DEVICE_CUDA = 2 };
 enum px_precision {
-  PX_PRECISION_DEFAULT = -1, /* the backend's documented default */
+  PX_PRECISION_DEFAULT = -1, /* the backend's documented default: fp32 on the CPU, fp16 on CUDA */
   PX_PRECISION_FP32 = 0,     /* true float32 everywhere */
   PX_PRECISION_TF32 = 1,     /* TF32 tensor-core GEMMs (CUDA) */
   PX_PRECISION_BF16 = 2,     /* bfloat16 tensor-core GEMMs, fp32 accumulate (CUDA) */
   PX_PRECISION_FP16 = 3      /* token-block GEMMs on fp16 operands (TF32's 10-bit mantissa, at
-                                twice TF32's tensor-core rate), fp32 accumulate; the rest as tf32 */
+                                twice TF32's tensor-core rate), fp32 accumulate, for blocks whose
+                                inputs are proven inside fp16's range; the rest as tf32 */
 };
 /* Number of usable CUDA devices (0 when none or when built without CUDA). */
 int px_cuda_device_count(void);

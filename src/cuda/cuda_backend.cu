@@ -1633,9 +1633,10 @@ extern "C" px_backend *px_cuda_backend(int precision) {
 }
 
 extern "C" int px_cuda_model_prepare(px_model *m, int precision) {
-  // The default, fp16 operands for the token blocks' GEMMs, is TF32's accuracy (2.8e-4 of fp32
-  // at every noise level, against 2.8e-4 for tf32) at 12% less time per call; blocks whose
-  // inputs fp16's range cannot be proven to hold run TF32 (docs/benchmarks.md, docs/cuda.md).
+  // The default, fp16 operands for the token blocks' GEMMs, has TF32's accuracy (3.1e-4 of
+  // fp32 at every noise level, against 3.0e-4 for tf32), 20-27% less time per call and the
+  // least memory; blocks whose inputs fp16's range cannot be proven to hold run TF32
+  // (docs/benchmarks.md, docs/cuda.md).
   if (precision == PX_PRECISION_DEFAULT) precision = PX_PRECISION_FP16;
   int rc = ensure_init();
   if (rc) return rc;

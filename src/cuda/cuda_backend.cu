@@ -390,7 +390,7 @@ __global__ void k_row_ln(int M, int C, float *X, const float *w, const float *b,
   const int warps = blockDim.x / 32, lane = threadIdx.x % 32;
   const int C4 = C / 4;
   for (int row = blockIdx.x * warps + threadIdx.x / 32; row < M; row += gridDim.x * warps) {
-    float4 v[NV];
+    float4 v[NV], ga[NV], ba[NV];
     float4 *x4 = reinterpret_cast<float4 *>(X + (size_t)row * C);
     float s = 0.0f;
 #pragma unroll
@@ -398,6 +398,16 @@ __global__ void k_row_ln(int M, int C, float *X, const float *w, const float *b,
       const int c = lane + 32 * k;
       if (c < C4) {
         v[k] = x4[c];
+        // The output's scale and shift are loaded here, with the row, not after the two
+        // reductions: a warp then has all its loads in flight at once (the token rows are
+        // only ~12 warps per SM, too few to hide three dependent rounds of memory latency).
+        if (mode != 0) {
+          ga[k] = reinterpret_cast<const float4 *>(G + (size_t)(row % g_rows) * C)[c];
+          ba[k] = reinterpret_cast<const float4 *>(B + (size_t)(row % g_rows) * C)[c];
+        } else {
+          ga[k] = w ? reinterpret_cast<const float4 *>(w)[c] : make_float4(1.0f, 1.0f, 1.0f, 1.0f);
+          ba[k] = b ? reinterpret_cast<const float4 *>(b)[c] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
         if (mode == 2) {
           const float4 g = reinterpret_cast<const float4 *>(Gr + (size_t)(row % gr_rows) * C)[c];
           const float4 y = reinterpret_cast<const float4 *>(Rr + (size_t)row * C)[c];
@@ -427,19 +437,12 @@ __global__ void k_row_ln(int M, int C, float *X, const float *w, const float *b,
       if (c >= C4) continue;
       float4 o = make_float4((v[k].x - mean) * rstd, (v[k].y - mean) * rstd, (v[k].z - mean) * rstd,
                              (v[k].w - mean) * rstd);
+      const float4 g = ga[k], bb = ba[k];
       if (mode != 0) {
-        const float4 g = reinterpret_cast<const float4 *>(G + (size_t)(row % g_rows) * C)[c];
-        const float4 bb = reinterpret_cast<const float4 *>(B + (size_t)(row % g_rows) * C)[c];
         o = make_float4(g.x * o.x + bb.x, g.y * o.y + bb.y, g.z * o.z + bb.z, g.w * o.w + bb.w);
       } else {
-        if (w) {
-          const float4 ww = reinterpret_cast<const float4 *>(w)[c];
-          o = make_float4(o.x * ww.x, o.y * ww.y, o.z * ww.z, o.w * ww.w);
-        }
-        if (b) {
-          const float4 bb = reinterpret_cast<const float4 *>(b)[c];
-          o = make_float4(o.x + bb.x, o.y + bb.y, o.z + bb.z, o.w + bb.w);
-        }
+        if (w) o = make_float4(o.x * g.x, o.y * g.y, o.z * g.z, o.w * g.w);
+        if (b) o = make_float4(o.x + bb.x, o.y + bb.y, o.z + bb.z, o.w + bb.w);
       }
       store4<OT>(Y, (size_t)row * C + 4 * c, o);
     }

@@ -143,6 +143,33 @@ int main(void) {
   int exps[3] = {-7, -7, -7};
   px_token_fp16_exps(m, exps);
   CHECK(exps[0] == e0 && exps[1] >= 0 && exps[2] == -1);
+
+  /* At fp16 some token matrices exist on the device only as fp16 copies, so a design made
+   * at another precision must be refused, not run (here the precision is changed by hand:
+   * px_model_set_backend does it on a GPU). */
+  px_synthetic_design sd;
+  memset(&sd, 0, sizeof sd);
+  px_design *dz = NULL;
+  int made = px_synthetic_design_make(&d, 6, 2, 30, tu_u64(), &sd) == PX_OK;
+  made = made && px_design_create(m, &sd.f, &dz) == PX_OK;
+  CHECK_MSG(made, "synthetic design: %s", px_last_error());
+  if (made) {
+    const int N = sd.f.n_atom;
+    float *x = malloc(sizeof(float) * 2 * N * 3), *y = malloc(sizeof(float) * 2 * N * 3), t[2] = {2.0f, 30.0f};
+    tu_fill_normal(x, (size_t)2 * N * 3, 5.0);
+    CHECK(px_denoise(m, dz, 2, x, t, y) == PX_OK);
+    m->precision = PX_PRECISION_FP16;
+    CHECK(px_denoise(m, dz, 2, x, t, y) == PX_ERR_INPUT);
+    CHECK_MSG(strstr(px_last_error(), "precision fp32") && strstr(px_last_error(), "now at fp16") &&
+                  tu_one_line(px_last_error()),
+              "message: %s", px_last_error());
+    m->precision = PX_PRECISION_FP32;
+    CHECK(px_denoise(m, dz, 2, x, t, y) == PX_OK);
+    free(x);
+    free(y);
+  }
+  px_design_free(dz);
+  px_synthetic_free(&sd);
   px_model_free(m);
   return tu_finish("test_fp16_range");
 }

@@ -544,6 +544,11 @@ static int check_call(const px_model *m, const px_design *d, int n_sample, const
   if ((m->device == PX_DEVICE_CUDA) != (d->be != px_cpu_backend()) ||
       (m->device == PX_DEVICE_CUDA && d->W != m->cuda_mirror))
     return px_fail(PX_ERR_INPUT, "%s: the design was built for another backend; create it again", who);
+  /* At fp16 some device weights exist only as fp16 copies: a design made at another
+   * precision would run kernels that read them as fp32. */
+  if (d->precision != m->precision)
+    return px_fail(PX_ERR_INPUT, "%s: the design was built at precision %s, the model is now at %s; create it again",
+                   who, px_precision_label(d->precision), px_model_precision_name(m));
   return PX_OK;
 }
 

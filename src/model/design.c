@@ -179,6 +179,7 @@ int px_design_create_probe(const px_model *m, const px_features *f, px_probe_fn 
   d->be = be;
   d->W = m;
   d->model_id = m;
+  d->precision = m->precision;
   d->key = px_features_hash(m, f);
   const px_transformer_w *tt = &m->tok_tf, *te = &m->enc_tf, *td = &m->dec_tf;
   const int nbh = tt->n_blocks * tt->n_heads;

@@ -108,6 +108,7 @@ typedef struct {
 
 struct px_design {
   int T, N, n_trunks;
+  int precision; /* the model's precision when the design was made (calls need the same) */
   uint64_t key;
   px_backend *be;
   const px_model *W;     /* weights the kernels read: the model, or its device mirror */
@@ -144,6 +145,8 @@ typedef struct {
 } px_weight_source;
 
 int px_model_build(const px_weight_source *src, px_model **out);
+/* "fp32", "tf32", "bf16" or "fp16" for an enum px_precision in use. */
+const char *px_precision_label(int precision);
 /* px_denoise_device_shared_t without the final host wait: the work is queued on the
  * backend's stream and the caller synchronises (the device sampler loop, one wait per step). */
 int px_denoise_device_queued(const px_model *m, px_design *d, int n_sample, const float *x_noisy,

@@ -86,12 +86,13 @@ const char *px_model_backend_name(const px_model *m) {
   return m && m->device == PX_DEVICE_CUDA ? "cuda:0" : "cpu";
 }
 
-const char *px_model_precision_name(const px_model *m) {
-  if (!m) return "fp32";
-  switch (m->precision) {
+const char *px_precision_label(int precision) {
+  switch (precision) {
     case PX_PRECISION_TF32: return "tf32";
     case PX_PRECISION_BF16: return "bf16";
     case PX_PRECISION_FP16: return "fp16";
     default: return "fp32";
   }
 }
+
+const char *px_model_precision_name(const px_model *m) { return px_precision_label(m ? m->precision : PX_PRECISION_FP32); }

@@ -33,9 +33,7 @@
 // Error vs the fp32 CPU kernels: ~3.2e-4 relative (a CPU emulation of bf16 operands gives
 // ~2.6e-3, so this kernel keeps tf32 operands for the BF16 precision too).
 #include "cuda/attention_tc.h"
-
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
+#include "cuda/half_io.cuh"
 
 #include <cstdint>
 #include <cstdlib>
@@ -224,22 +222,6 @@ __device__ __forceinline__ void tile_math(float (&sc)[KT / 8][4], const uint32_t
         mma_tf32(o[2 * m + 1], pa, a.y, b.y);
       }
     }
-  }
-}
-
-// Four floats at O + i: OT 0 float, 1 / 2 bf16 / fp16 (a GEMM input, 8 bytes).
-template <int OT>
-__device__ __forceinline__ void store4(void *O, size_t i, float4 v) {
-  if (OT == 0) {
-    *reinterpret_cast<float4 *>(reinterpret_cast<float *>(O) + i) = v;
-  } else if (OT == 1) {
-    const __nv_bfloat162 a = __floats2bfloat162_rn(v.x, v.y), b = __floats2bfloat162_rn(v.z, v.w);
-    *reinterpret_cast<uint2 *>(reinterpret_cast<uint16_t *>(O) + i) =
-        make_uint2(*reinterpret_cast<const uint32_t *>(&a), *reinterpret_cast<const uint32_t *>(&b));
-  } else {
-    const __half2 a = __floats2half2_rn(v.x, v.y), b = __floats2half2_rn(v.z, v.w);
-    *reinterpret_cast<uint2 *>(reinterpret_cast<uint16_t *>(O) + i) =
-        make_uint2(*reinterpret_cast<const uint32_t *>(&a), *reinterpret_cast<const uint32_t *>(&b));
   }
 }
 

@@ -27,6 +27,7 @@ extern "C" {
 }
 #include "cuda/attention_tc.h"
 #include "cuda/gemm_lt.h"
+#include "cuda/half_io.cuh"
 #include "cuda/sampler_kernels.h"
 
 namespace {
@@ -278,21 +279,6 @@ inline int blocks_for(int64_t n, int threads) {
 
 __device__ __forceinline__ float sigmoidf_(float x) { return 1.0f / (1.0f + __expf(-x)); }
 
-// Two floats to a packed pair of 16-bit values (round to nearest even), bf16 or fp16.
-template <int AB>
-__device__ __forceinline__ uint32_t pack_half2(float a, float b) {
-  if (AB == 1) {
-    const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
-    return *reinterpret_cast<const uint32_t *>(&h);
-  }
-  const __half2 h = __floats2half2_rn(a, b);
-  return *reinterpret_cast<const uint32_t *>(&h);
-}
-template <int AB>
-__device__ __forceinline__ uint16_t to_half1(float a) {
-  return (uint16_t)(pack_half2<AB>(a, 0.0f) & 0xffffu);
-}
-
 __device__ __forceinline__ float warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
@@ -338,45 +324,6 @@ __global__ void k_layernorm(int M, int C, const float *X, const float *w, const 
       y[c] = v;
     }
   }
-}
-
-// Four floats stored at Y + i (OT 0: float; 1 / 2: bf16 / fp16 values, 8 bytes).
-template <int OT>
-__device__ __forceinline__ void store4(void *Y, size_t i, float4 v) {
-  if (OT == 0)
-    *reinterpret_cast<float4 *>(reinterpret_cast<float *>(Y) + i) = v;
-  else
-    *reinterpret_cast<uint2 *>(reinterpret_cast<uint16_t *>(Y) + i) =
-        make_uint2(pack_half2<OT>(v.x, v.y), pack_half2<OT>(v.z, v.w));
-}
-
-// Four / one values of X at element i (IT 0: float; 1 / 2: bf16 / fp16), as floats.
-template <int IT>
-__device__ __forceinline__ float4 load4(const void *X, size_t i) {
-  if (IT == 0) return *reinterpret_cast<const float4 *>(reinterpret_cast<const float *>(X) + i);
-  const uint2 u = *reinterpret_cast<const uint2 *>(reinterpret_cast<const uint16_t *>(X) + i);
-  if (IT == 1) {
-    const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&u.x));
-    const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&u.y));
-    return make_float4(a.x, a.y, b.x, b.y);
-  }
-  const float2 a = __half22float2(*reinterpret_cast<const __half2 *>(&u.x));
-  const float2 b = __half22float2(*reinterpret_cast<const __half2 *>(&u.y));
-  return make_float4(a.x, a.y, b.x, b.y);
-}
-template <int IT>
-__device__ __forceinline__ float load1(const void *X, size_t i) {
-  if (IT == 0) return reinterpret_cast<const float *>(X)[i];
-  const uint16_t u = reinterpret_cast<const uint16_t *>(X)[i];
-  if (IT == 1) return __bfloat162float(*reinterpret_cast<const __nv_bfloat16 *>(&u));
-  return __half2float(*reinterpret_cast<const __half *>(&u));
-}
-template <int OT>
-__device__ __forceinline__ void store1(void *Y, size_t i, float v) {
-  if (OT == 0)
-    reinterpret_cast<float *>(Y)[i] = v;
-  else
-    reinterpret_cast<uint16_t *>(Y)[i] = to_half1<OT>(v);
 }
 
 // Register-resident row kernels for C <= 128 * NV with C % 4 == 0 (one warp per row,
@@ -871,16 +818,15 @@ __global__ void k_to_half(int M, int K, const float *X, int ldx, uint16_t *Y, fl
   const bool v4 = ((K | ldx) & 3) == 0 && ((uintptr_t)X & 15) == 0 && ((uintptr_t)Y & 7) == 0;
   for (int r = blockIdx.y; r < M; r += gridDim.y) {
     const float *x = X + (size_t)r * ldx;
-    uint16_t *y = Y + (size_t)r * K;
+    const size_t y = (size_t)r * K;
     if (v4) {
       for (int c = (blockIdx.x * blockDim.x + threadIdx.x) * 4; c < K; c += gridDim.x * blockDim.x * 4) {
         const float4 v = *reinterpret_cast<const float4 *>(x + c);
-        *reinterpret_cast<uint2 *>(y + c) =
-            make_uint2(pack_half2<AB>(v.x * sc, v.y * sc), pack_half2<AB>(v.z * sc, v.w * sc));
+        store4<AB>(Y, y + c, make_float4(v.x * sc, v.y * sc, v.z * sc, v.w * sc));
       }
     } else {
       for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < K; c += gridDim.x * blockDim.x)
-        y[c] = to_half1<AB>(x[c] * sc);
+        store1<AB>(Y, y + c, x[c] * sc);
     }
   }
 }

@@ -57,16 +57,22 @@ static int fp16_keeps(const float *w, size_t n) {
   return err <= 1e-6 * ref;
 }
 
-/* ||W[r]||_2 of rows [r0, r1) of W [*, K]: largest, and the Frobenius norm over them. */
+/* ||w||_2 of one row of K weights. */
+static double row_norm(const float *w, int K) {
+  double s = 0;
+  for (int k = 0; k < K; k++) s += (double)w[k] * w[k];
+  return sqrt(s);
+}
+
+/* Rows [r0, r1) of W [*, K]: the largest ||W[r]||_2, and their Frobenius norm. */
 static void row_norms(const float *W, int r0, int r1, int K, double *max_row, double *frob) {
   double mx = 0, tot = 0;
   for (int r = r0; r < r1; r++) {
-    double s = 0;
-    for (int k = 0; k < K; k++) s += (double)W[(size_t)r * K + k] * W[(size_t)r * K + k];
-    tot += s;
-    if (s > mx) mx = s;
+    const double n = row_norm(W + (size_t)r * K, K);
+    tot += n * n;
+    if (n > mx) mx = n;
   }
-  *max_row = sqrt(mx);
+  *max_row = mx;
   *frob = sqrt(tot);
 }
 
@@ -83,13 +89,12 @@ int px_token_block_fp16_bounds(const px_model *m, int k, px_fp16_bounds *out) {
     out->an[i] = sC + mx * sS;
     an_norm[i] = sC + fr * sS;
   }
-  double v_row, fr, w1, w2;
+  double v_row, fr;
   row_norms(B->w_proj1, 2 * C, 3 * C, C, &v_row, &fr); /* [q k v g]: the value rows */
   out->att = v_row * an_norm[0];
   double hmax = 0, rmax = 0;
-  for (int c = 0; c < h; c++) {
-    row_norms(B->w_a12, c, c + 1, C, &w1, &fr);
-    row_norms(B->w_a12, h + c, h + c + 1, C, &w2, &fr);
+  for (int c = 0; c < h; c++) { /* w_a12 stacks W_1 (rows 0..h-1) and W_2 (rows h..2h-1) */
+    const double w1 = row_norm(B->w_a12 + (size_t)c * C, C), w2 = row_norm(B->w_a12 + (size_t)(h + c) * C, C);
     if (w1 * w2 > hmax) hmax = w1 * w2;
     if (w1 > rmax) rmax = w1;
     if (w2 > rmax) rmax = w2;

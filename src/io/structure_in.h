@@ -1,0 +1,78 @@
+/* Structure readers: a target's mmCIF or PDB file in, the atoms PXDesign's featurizer
+ * reads out (docs/design-spec.md, "The target": sections 2.1 and 2.4 of the design
+ * specification).
+ *
+ * What the reader already does (so the featurizer never sees it): the first model only;
+ * altloc "first" (atoms whose alt id is '.' or the alphabetically first id present in the
+ * whole file); MSE -> MET (atom SE -> SD, element SE -> S) in atoms and in entity
+ * sequences; water (HOH, DOD) and hydrogens (H, D) dropped; ARG NH1/NH2 swapped when
+ * |NH2-CD| < |NH1-CD|. PDB input is converted as upstream converts it (chains split at
+ * ATOM/HETATM changes and HETATM residue-number jumps, relabelled A, B, ...; residues
+ * renumbered 1..n per chain in order of appearance; one entity per distinct residue-name
+ * sequence; the entity sequence is the observed residues). Each atom keeps its author
+ * chain id and author residue number, which is what a task names for PDB input.
+ *
+ * Every failure returns a px_status code and leaves one line naming the file (and the
+ * line number where there is one) in px_last_error(). */
+#ifndef PX_IO_STRUCTURE_IN_H
+#define PX_IO_STRUCTURE_IN_H
+
+#include <stdint.h>
+
+#define PX_SIN_NAME 8 /* atom, residue, chain and entity ids: at most 7 bytes + NUL */
+
+typedef struct {
+  char atom_name[PX_SIN_NAME]; /* auth_atom_id ("CA", "SD" after MSE -> MET) */
+  char res_name[PX_SIN_NAME];  /* auth_comp_id ("MET" after MSE -> MET) */
+  char element[4];             /* type_symbol, upper case ("C", "SE" -> "S") */
+  int chain;                   /* index into px_structure_in.chain */
+  int seq_id;                  /* label_seq_id (mmCIF; -1 where '.'); PDB: 1..n renumbered */
+  int auth_seq_id;             /* author residue number (auth_seq_id / PDB resSeq) */
+  char ins_code;               /* author insertion code, 0 when none */
+  float xyz[3];
+} px_sin_atom;
+
+typedef struct {
+  char id[PX_SIN_NAME];      /* label_asym_id (mmCIF) or the new id A, B, ... (PDB) */
+  char auth_id[PX_SIN_NAME]; /* author chain id (auth_asym_id / PDB chain column) */
+  int entity;                /* index into px_structure_in.entity */
+} px_sin_chain;
+
+enum { PX_SIN_POLY_NONE = 0, PX_SIN_POLY_PEPTIDE_L, PX_SIN_POLY_OTHER };
+
+typedef struct {
+  char id[PX_SIN_NAME];     /* _entity.id / label_entity_id */
+  int poly;                 /* PX_SIN_POLY_*: from _entity_poly.type ("polypeptide(L)") */
+  int n_seq;                /* _entity_poly_seq rows (one per num; heterogeneity resolved) */
+  char (*seq)[PX_SIN_NAME]; /* [n_seq] mon_id, MSE -> MET; seq[k] is residue number k + 1 */
+} px_sin_entity;
+
+/* One _struct_conn row (mmCIF input only; PDB input has none). */
+typedef struct {
+  char conn_type[16];          /* conn_type_id: "covale", "disulf", ... */
+  char asym[2][PX_SIN_NAME];   /* ptnr{1,2}_label_asym_id */
+  char comp[2][PX_SIN_NAME];   /* ptnr{1,2}_label_comp_id */
+  int seq[2];                  /* ptnr{1,2}_label_seq_id (-1 where '.') */
+  char atom[2][PX_SIN_NAME];   /* ptnr{1,2}_label_atom_id */
+} px_sin_conn;
+
+typedef struct {
+  int n_atom;
+  px_sin_atom *atom; /* file order */
+  int n_chain;
+  px_sin_chain *chain;
+  int n_entity;
+  px_sin_entity *entity;
+  int n_conn;
+  px_sin_conn *conn;
+  int from_pdb; /* 1: converted from PDB (task chain ids and numbers are author ones) */
+} px_structure_in;
+
+/* Read an mmCIF (.cif) or PDB (.pdb, .ent) file, told apart by content (a "data_" block
+ * vs ATOM/HETATM records). */
+int px_structure_read(const char *path, px_structure_in **out);
+/* The same from memory (fuzzing, tests); name is used in messages. */
+int px_structure_parse(const char *text, size_t len, const char *name, px_structure_in **out);
+void px_structure_in_free(px_structure_in *s);
+
+#endif

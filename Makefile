@@ -26,7 +26,7 @@ endif
 CFLAGS  := $(CFLAGS_BASE) $(OPT) $(BLAS_CFLAGS) $(OMP_FLAGS)
 LDLIBS  := $(BLAS_LIBS) $(OMP_LIBS) -lm $(LDLIBS_EXTRA)
 
-LIB_SRC := $(wildcard src/*.c src/io/*.c src/model/*.c src/cpu/*.c src/sample/*.c)
+LIB_SRC := $(wildcard src/*.c src/io/*.c src/featurize/*.c src/model/*.c src/cpu/*.c src/sample/*.c)
 LIB_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC))
 
 # The CUDA backend is built whenever nvcc is found (no GPU needed to build);

@@ -1,9 +1,12 @@
 /* Sampler defaults, eta schedules and the noise schedule against upstream's values
- * (../shared/reference/noise_schedules_cuda.txt: torch on an H200, bfloat16 and float32). */
+ * (tests/data/reference/noise_schedules_cuda.txt: torch on an H200, bfloat16 and float32;
+ * the file is part of the repository, so a missing one fails the test). */
 #include "pxdiff.h"
 #include "testutil.h"
 
-#define REF_PATH "../shared/reference/noise_schedules_cuda.txt"
+/* Relative to the repository root, where the suite runs; PXDIFF_TEST_DATA names another
+ * copy of tests/data. */
+#define REF_FILE "reference/noise_schedules_cuda.txt"
 
 static uint32_t bits(float f) {
   uint32_t u;
@@ -114,7 +117,7 @@ static void test_validation(void) {
   CHECK(t[0] == 2544.0f && t[1] == 0.0f);
 }
 
-/* Properties SPEC.md states for the default 400-step schedule, and the float32 formula. */
+/* Properties docs/spec.md states for the default 400-step schedule, and the float32 formula. */
 static void test_properties(void) {
   px_sampler_config c;
   px_sampler_config_default(&c);
@@ -143,11 +146,14 @@ static void test_properties(void) {
 }
 
 static void test_reference(void) {
-  FILE *f = fopen(REF_PATH, "r");
-  if (!f) {
-    printf("SKIP: %s not found; reference comparison not run\n", REF_PATH);
-    return;
-  }
+  const char *dir = getenv("PXDIFF_TEST_DATA");
+  char path[4096];
+  snprintf(path, sizeof path, "%s/%s", dir && dir[0] ? dir : "tests/data", REF_FILE);
+  FILE *f = fopen(path, "r");
+  /* The table ships with the repository: without it the comparison cannot run, which is a
+   * failure (run from the repository root, or set PXDIFF_TEST_DATA). */
+  CHECK_MSG(f != NULL, "%s not found: the reference comparison cannot run", path);
+  if (!f) return;
   static float ref[2][5][401];
   static int seen[2][5][401];
   const int ns[5] = {400, 200, 100, 50, 10};

@@ -13,9 +13,10 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pxref  # noqa: E402
 
-# ../shared/reference of this workplace; PXDIFF_REFERENCE_DIR points elsewhere (a GPU machine).
-REFERENCE_DIR = os.environ.get("PXDIFF_REFERENCE_DIR", "/work/shared/reference")
-TSV_PATH = os.environ.get("PXDIFF_PARAMS_TSV", os.path.join(REFERENCE_DIR, "pxdesign_v0.1.0_params.tsv"))
+# The repository's copy of the reference tables (tests/data/reference/README.md says where each
+# came from). Nothing outside the repository is read: a missing file is an error, never a skip.
+REFERENCE_DIR = pxref.REFERENCE_DIR
+TSV_PATH = os.path.join(REFERENCE_DIR, "pxdesign_v0.1.0_params.tsv")
 
 DEFAULT_DIMS = dict(
     c_s=384, c_z=128, c_s_inputs=449, c_token=768, c_atom=128, c_atompair=16,

@@ -706,11 +706,13 @@ def noise_schedule(
     return v
 
 
-SCHEDULE_FILE = os.path.join(os.environ.get("PXDIFF_REFERENCE_DIR", "/work/shared/reference"), "noise_schedules_cuda.txt")
+# tests/data/reference of this repository (its README says where each table came from).
+REFERENCE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "reference")
+SCHEDULE_FILE = os.path.join(REFERENCE_DIR, "noise_schedules_cuda.txt")
 
 
 def cuda_schedule_table(n_step: int, dtype: str = "float32", path: str = SCHEDULE_FILE) -> torch.Tensor:
-    """Upstream's schedule exactly as computed on CUDA (from reference/noise_schedules_cuda.txt;
+    """Upstream's schedule exactly as computed on CUDA (from tests/data/reference/noise_schedules_cuda.txt;
     only the step counts listed there).  The float32 column differs from `noise_schedule(n, "float32")`
     by 1 ulp at a few entries: CUDA's powf is not correctly rounded (errors up to ~0.8 ulp) and
     differs from the CPU pow; the bfloat16 column is reproduced exactly by `noise_schedule`."""

@@ -89,8 +89,14 @@ int px_model_x16_blocks(const px_model *m);
 int px_device_from_name(const char *name);    /* "auto" | "cpu" | "cuda"; -1 if unknown */
 int px_precision_from_name(const char *name); /* "fp32" | "tf32" | "bf16" | "fp16" | "default"; -2 if unknown */
 
-/* Threads for the CPU backend (0 = library default). Results do not depend on it. */
+/* Threads of the CPU backend; n <= 0 returns to the default. Results do not depend on it.
+ * The engine keeps its own count: it never changes the process's OpenMP setting, and what
+ * the host did to OpenMP (e.g. PyTorch's set_num_threads) does not change it. */
 void px_set_num_threads(int n);
+/* The thread count the CPU backend runs on: px_set_num_threads's value if set, else
+ * $PXDIFF_NUM_THREADS (a positive integer, read once), else the CPUs this process may use
+ * (affinity mask and cgroup CPU quota on Linux). */
+int px_num_threads(void);
 
 /* ------------------------------------------------------------- features ---- */
 

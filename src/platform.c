@@ -1,5 +1,10 @@
 /* POSIX implementation of platform.h. */
+#if defined(__linux__)
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT_S */
+#include <sched.h>
+#else
 #define _POSIX_C_SOURCE 200809L
+#endif
 #include "platform.h"
 
 #include <errno.h>
@@ -84,6 +89,133 @@ double px_time_now(void) {
 int px_cpu_count(void) {
   long n = sysconf(_SC_NPROCESSORS_ONLN);
   return n > 0 ? (int)n : 1;
+}
+
+/* The whole of a small text file, NUL-terminated; 0 or -1. */
+static int read_small(const char *path, char *buf, size_t cap) {
+  FILE *f = fopen(path, "r");
+  if (!f) return -1;
+  size_t n = fread(buf, 1, cap - 1, f);
+  int bad = ferror(f);
+  fclose(f);
+  if (bad) return -1;
+  buf[n] = '\0';
+  return 0;
+}
+
+/* ceil(quota / period) for a quota in force, else 0. */
+static int quota_cpus(long long quota, long long period) {
+  if (quota <= 0 || period <= 0) return 0;
+  long long c = (quota + period - 1) / period;
+  return c > 1000000 ? 1000000 : (int)c;
+}
+
+/* The quota of one cgroup directory: v2 "cpu.max" ("max 100000" or "200000 100000") or v1
+ * cpu.cfs_quota_us (-1: none) over cpu.cfs_period_us. */
+static int dir_cpu_limit(const char *dir, int v2) {
+  char path[4096], buf[256];
+  if (v2) {
+    if (snprintf(path, sizeof path, "%s/cpu.max", dir) >= (int)sizeof path) return 0;
+    if (read_small(path, buf, sizeof buf) != 0) return 0;
+    long long q, p;
+    if (sscanf(buf, "%lld %lld", &q, &p) != 2) return 0; /* "max ..." does not parse: none */
+    return quota_cpus(q, p);
+  }
+  long long q, p;
+  if (snprintf(path, sizeof path, "%s/cpu.cfs_quota_us", dir) >= (int)sizeof path) return 0;
+  if (read_small(path, buf, sizeof buf) != 0 || sscanf(buf, "%lld", &q) != 1) return 0;
+  if (snprintf(path, sizeof path, "%s/cpu.cfs_period_us", dir) >= (int)sizeof path) return 0;
+  if (read_small(path, buf, sizeof buf) != 0 || sscanf(buf, "%lld", &p) != 1) return 0;
+  return quota_cpus(q, p);
+}
+
+/* The tightest quota on `rel` (a cgroup path, "/a/b") and its parents under `mount`. Walking
+ * up also covers a container whose own cgroup is mounted at the root while /proc/self/cgroup
+ * still names the host's path. */
+static int tree_cpu_limit(const char *mount, const char *rel, int v2) {
+  char dir[4096];
+  int best = 0;
+  if (snprintf(dir, sizeof dir, "%s%s", mount, rel) >= (int)sizeof dir) return 0;
+  size_t root_len = strlen(mount);
+  for (;;) {
+    size_t len = strlen(dir);
+    while (len > root_len && dir[len - 1] == '/') dir[--len] = '\0';
+    int c = dir_cpu_limit(dir, v2);
+    if (c > 0 && (best == 0 || c < best)) best = c;
+    if (len <= root_len) break;
+    char *slash = strrchr(dir + root_len, '/');
+    if (!slash) slash = dir + root_len;
+    *slash = '\0';
+  }
+  return best;
+}
+
+int px_cgroup_cpu_limit(const char *proc_cgroup, const char *cgroup_root) {
+  char buf[16384];
+  if (!proc_cgroup || !cgroup_root || read_small(proc_cgroup, buf, sizeof buf) != 0) return 0;
+  int best = 0;
+  char *save = NULL;
+  for (char *line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+    /* "hierarchy-id:controller,list:/path" */
+    char *c1 = strchr(line, ':');
+    if (!c1) continue;
+    char *c2 = strchr(c1 + 1, ':');
+    if (!c2) continue;
+    *c1 = '\0';
+    *c2 = '\0';
+    const char *ctrls = c1 + 1, *rel = c2 + 1;
+    char mount[4096];
+    int c = 0;
+    if (!strcmp(line, "0") && !*ctrls) { /* cgroup v2, unified */
+      c = tree_cpu_limit(cgroup_root, rel, 1);
+      if (snprintf(mount, sizeof mount, "%s/unified", cgroup_root) < (int)sizeof mount) {
+        int u = tree_cpu_limit(mount, rel, 1); /* hybrid layout */
+        if (u > 0 && (c == 0 || u < c)) c = u;
+      }
+    } else { /* cgroup v1: the hierarchy that has the "cpu" controller */
+      int has_cpu = 0;
+      for (const char *p = ctrls; *p;) {
+        size_t n = strcspn(p, ",");
+        if (n == 3 && !strncmp(p, "cpu", 3)) has_cpu = 1;
+        p += n;
+        if (*p == ',') p++;
+      }
+      if (!has_cpu) continue;
+      const char *names[2] = {ctrls, "cpu"}; /* mounted as "cpu,cpuacct" (+ a "cpu" link) */
+      for (int k = 0; k < 2; k++) {
+        if (snprintf(mount, sizeof mount, "%s/%s", cgroup_root, names[k]) >= (int)sizeof mount) continue;
+        int v = tree_cpu_limit(mount, rel, 0);
+        if (v > 0 && (c == 0 || v < c)) c = v;
+      }
+    }
+    if (c > 0 && (best == 0 || c < best)) best = c;
+  }
+  return best;
+}
+
+int px_usable_cpus(void) {
+  int n = px_cpu_count();
+#if defined(__linux__)
+  /* The affinity mask (taskset, a batch scheduler's cpuset, os.sched_setaffinity). */
+  for (int ncpu = 1024; ncpu <= (1 << 20); ncpu *= 2) {
+    cpu_set_t *set = CPU_ALLOC(ncpu);
+    if (!set) break;
+    size_t sz = CPU_ALLOC_SIZE(ncpu);
+    CPU_ZERO_S(sz, set);
+    if (sched_getaffinity(0, sz, set) == 0) {
+      int c = CPU_COUNT_S(sz, set);
+      if (c > 0) n = c;
+      CPU_FREE(set);
+      break;
+    }
+    CPU_FREE(set);
+    if (errno != EINVAL) break; /* EINVAL: the kernel's mask is larger, retry bigger */
+  }
+  /* A CPU quota (docker --cpus, Kubernetes limits, systemd CPUQuota). */
+  int q = px_cgroup_cpu_limit("/proc/self/cgroup", "/sys/fs/cgroup");
+  if (q > 0 && q < n) n = q;
+#endif
+  return n > 0 ? n : 1;
 }
 
 int px_isatty(int fd) { return isatty(fd) ? 1 : 0; }

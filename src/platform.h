@@ -19,8 +19,16 @@ int px_file_write_atomic(const char *path, const void *buf, size_t n);
 int px_file_rename(const char *from, const char *to);
 /* Monotonic seconds. */
 double px_time_now(void);
-/* Logical CPUs. */
+/* Logical CPUs online. */
 int px_cpu_count(void);
+/* CPUs this process may actually use: px_cpu_count() narrowed by the CPU affinity mask and
+ * by a cgroup CPU quota (rounded up) on Linux; px_cpu_count() elsewhere. At least 1. */
+int px_usable_cpus(void);
+/* The cgroup CPU quota in CPUs (rounded up) read from a /proc/self/cgroup-style file and a
+ * cgroup mount root (v2 cpu.max, v1 cpu.cfs_quota_us / cpu.cfs_period_us, the tightest
+ * along the process's cgroup and its parents); 0 when there is none or nothing is readable.
+ * Takes the paths so that a test can point it at a fake tree. */
+int px_cgroup_cpu_limit(const char *proc_cgroup, const char *cgroup_root);
 /* 1 when fd is a terminal. */
 int px_isatty(int fd);
 /* Create a directory and its missing parents (mode 0755); 0 when it exists as a

@@ -1,5 +1,7 @@
 /* The CPU backend: GEMMs through cblas, everything else in plain C with OpenMP over
- * rows. No kernel reduces across threads, so results do not depend on the thread count. */
+ * rows. No kernel reduces across threads, so results do not depend on the thread count.
+ * Every parallel region asks for px_num_threads() threads explicitly: the engine's count,
+ * independent of the host process's OpenMP setting (which it never changes). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,6 +9,7 @@
 #include "backend.h"
 #include "cpu/blas.h"
 #include "cpu/mathfn.h"
+#include "pxdiff.h"
 
 #define LN_EPS 1e-5
 
@@ -42,21 +45,19 @@ static int tile_size(int n, int target) {
   return (t + 15) & ~15;
 }
 
-static int blas_single_threaded = 0;
-
 static void cpu_linear(px_backend *b, int M, int N, int K, const float *X, int ldx, const float *W,
                        const float *bias, float *Y, int ldy, int accumulate, int seg) {
   (void)b;
   if (M <= 0 || N <= 0) return;
-  if (!blas_single_threaded) {
-    px_blas_set_threads(1);
-    blas_single_threaded = 1;
-  }
+  /* One BLAS thread per tile, for this call only: OpenBLAS's count is process-wide and the
+   * host's (PyTorch on Debian calls the same libopenblas), so it is restored afterwards. */
+  const int blas_prev = px_blas_get_threads();
+  if (blas_prev != 1) px_blas_set_threads(1);
   if (seg <= 0 || seg > M) seg = M;
   const int nseg = (M + seg - 1) / seg;
   const int TM = tile_size(seg, GEMM_TARGET_M), TN = tile_size(N, GEMM_TARGET_N);
   const int tm = (seg + TM - 1) / TM, tn = (N + TN - 1) / TN;
-#pragma omp parallel for schedule(dynamic, 1) if (nseg * tm * tn > 1)
+#pragma omp parallel for num_threads(px_num_threads()) schedule(dynamic, 1) if (nseg * tm * tn > 1)
   for (int task = 0; task < nseg * tm * tn; task++) {
     const int sg = task / (tm * tn), tt = task % (tm * tn);
     const int s0 = sg * seg, s_end = s0 + seg < M ? s0 + seg : M;
@@ -84,6 +85,7 @@ static void cpu_linear(px_backend *b, int M, int N, int K, const float *X, int l
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, mr, nc, K, 1.0f, X + (size_t)r0 * ldx, ldx,
                 W + (size_t)c0 * K, K, beta, y, ldy);
   }
+  if (blas_prev != 1) px_blas_set_threads(blas_prev);
 }
 
 static void cpu_linear_batched(px_backend *b, int count, int M, int N, int K, const float *X,
@@ -109,7 +111,7 @@ static inline void row_stats(const float *x, int C, float *mean, float *rstd) {
 static void cpu_layernorm(px_backend *b, int M, int C, const float *X, const float *w,
                           const float *bias, float *Y) {
   (void)b;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
   for (int r = 0; r < M; r++) {
     const float *x = X + (size_t)r * C;
     float *y = Y + (size_t)r * C;
@@ -127,7 +129,7 @@ static void cpu_layernorm(px_backend *b, int M, int C, const float *X, const flo
 static void cpu_adaln(px_backend *b, int M, int C, const float *X, const float *G, const float *B,
                       int g_rows, float *Y) {
   (void)b;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
   for (int r = 0; r < M; r++) {
     const float *x = X + (size_t)r * C;
     const float *g = G + (size_t)(r % g_rows) * C;
@@ -142,7 +144,7 @@ static void cpu_adaln(px_backend *b, int M, int C, const float *X, const float *
 static void cpu_gated_residual(px_backend *b, int M, int C, float *A, const float *G, int g_rows,
                                const float *Y) {
   (void)b;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
   for (int r = 0; r < M; r++) {
     float *a = A + (size_t)r * C;
     const float *g = G + (size_t)(r % g_rows) * C;
@@ -161,7 +163,7 @@ static void cpu_residual_adaln(px_backend *b, int M, int C, float *A, const floa
 static void cpu_sigmoid_mul(px_backend *b, int M, int C, float *O, int ldo, const float *P,
                             int ldp) {
   (void)b;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
   for (int r = 0; r < M; r++) {
     float *o = O + (size_t)r * ldo;
     const float *p = P + (size_t)r * ldp;
@@ -171,7 +173,7 @@ static void cpu_sigmoid_mul(px_backend *b, int M, int C, float *O, int ldo, cons
 
 static void cpu_swiglu(px_backend *b, int M, int H, const float *X, float *Y) {
   (void)b;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
   for (int r = 0; r < M; r++) {
     const float *xa = X + (size_t)r * 2 * H;
     const float *xb = xa + H;
@@ -232,7 +234,7 @@ static void cpu_attention_full(px_backend *b, int S, int T, int H, int d, const 
   const int C = H * d;
   const int RB = 16; /* query rows per task */
   const int nrb = (T + RB - 1) / RB;
-#pragma omp parallel
+#pragma omp parallel num_threads(px_num_threads())
   {
     float *Kt = malloc(sizeof(float) * (size_t)d * T);
     float *L = malloc(sizeof(float) * (size_t)T);
@@ -267,7 +269,7 @@ static void cpu_attention_local(px_backend *b, int S, int N, int H, int d, int n
   const int C = H * d;
   const int n_trunks = (N + nq - 1) / nq;
   const int off = (nk - nq) / 2;
-#pragma omp parallel
+#pragma omp parallel num_threads(px_num_threads())
   {
     float *Kt = malloc(sizeof(float) * (size_t)d * nk);
     float *L = malloc(sizeof(float) * (size_t)nk);
@@ -298,7 +300,7 @@ static void cpu_attention_local(px_backend *b, int S, int N, int H, int d, int n
 static void cpu_linear_relu(px_backend *b, int M, int N, int K, const float *X, int ldx, const float *W,
                             const float *bias, float *Y, int ldy, int seg) {
   cpu_linear(b, M, N, K, X, ldx, W, bias, Y, ldy, 0, seg);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
   for (int r = 0; r < M; r++) {
     float *y = Y + (size_t)r * ldy;
     for (int c = 0; c < N; c++) y[c] = y[c] > 0.0f ? y[c] : 0.0f;
@@ -308,10 +310,10 @@ static void cpu_linear_relu(px_backend *b, int M, int N, int K, const float *X, 
 static void cpu_activation(px_backend *b, int64_t n, float *X, int kind) {
   (void)b;
   if (kind == PX_ACT_SIGMOID) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
     for (int64_t i = 0; i < n; i++) X[i] = px_sigmoidf(X[i]);
   } else {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
     for (int64_t i = 0; i < n; i++) X[i] = X[i] > 0.0f ? X[i] : 0.0f;
   }
 }
@@ -319,7 +321,7 @@ static void cpu_activation(px_backend *b, int64_t n, float *X, int kind) {
 static void cpu_atoms_to_tokens(px_backend *b, int S, int N, int T, int C, const float *X,
                                 const int64_t *atom_to_token, const float *inv_count, float *Y) {
   (void)b;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
   for (int s = 0; s < S; s++) {
     float *ys = Y + (size_t)s * T * C;
     memset(ys, 0, sizeof(float) * (size_t)T * C);
@@ -339,7 +341,7 @@ static void cpu_atoms_to_tokens(px_backend *b, int S, int N, int T, int C, const
 static void cpu_tokens_to_atoms_add(px_backend *b, int S, int N, int T, int C, int a_samples,
                                     const float *A, const int64_t *atom_to_token, float *Y) {
   (void)b;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
   for (int r = 0; r < S * N; r++) {
     int s = r / N, n = r % N;
     const float *a = A + ((size_t)(s % a_samples) * T + (size_t)atom_to_token[n]) * C;
@@ -350,7 +352,7 @@ static void cpu_tokens_to_atoms_add(px_backend *b, int S, int N, int T, int C, i
 
 static void cpu_add_rows(px_backend *b, int M, int C, float *Y, const float *A, int a_rows) {
   (void)b;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
   for (int r = 0; r < M; r++) {
     float *y = Y + (size_t)r * C;
     const float *a = A + (size_t)(r % a_rows) * C;
@@ -384,7 +386,7 @@ static void cpu_fourier(px_backend *b, int S, int nf, const float *t, float sigm
 
 static void cpu_rows_plus_vec(px_backend *b, int S, int T, int C, const float *A, const float *v, float *Y) {
   (void)b;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
   for (int r = 0; r < S * T; r++) {
     const float *a = A + (size_t)(r % T) * C, *vv = v + (size_t)(r / T) * C;
     float *y = Y + (size_t)r * C;

@@ -86,8 +86,11 @@ static void transition_add(px_backend *be, const px_transition_w *t, int64_t M, 
 /* relpe one-hot classes (SPEC.md, Algorithm 3). */
 static inline int clampi(int64_t v, int lo, int hi) { return v < lo ? lo : (v > hi ? hi : (int)v); }
 
-static int atom_block_cache(px_backend *be, const px_transformer_w *tf, int N, const float *c,
-                            float *scratch, px_atom_block_cache *out, int64_t *bytes) {
+/* ---- the atom encoder's per-design work, shared with the design condition embedder
+ * (model/embedder.c: the same AtomAttentionEncoder without coordinates) ---- */
+
+int px_atom_block_cache_build(px_backend *be, const px_transformer_w *tf, int N, const float *c,
+                              float *scratch, px_atom_block_cache *out, int64_t *bytes) {
   const int C = tf->c;
   for (int k = 0; k < tf->n_blocks; k++) {
     const px_block_w *B = &tf->blocks[k];
@@ -112,6 +115,150 @@ static int atom_block_cache(px_backend *be, const px_transformer_w *tf, int N, c
     be->activation(be, (int64_t)N * C, o->gate_ctb, PX_ACT_SIGMOID);
   }
   return PX_OK;
+}
+
+void px_atom_ref_single(const px_atom_ref_w *w, const px_features *f, float *c) {
+  const int N = f->n_atom, ca = w->f.out, cf = w->f.in;
+  /* linear_no_bias_f over [ref_mask, ref_element, ref_atom_name_chars] as sums over the
+   * one-hot rows, without building the [N, 385] feature matrix. */
+#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
+  for (int n = 0; n < N; n++) {
+    float *cr = c + (size_t)n * ca;
+    const float *pos = f->ref_pos + (size_t)n * 3;
+    const float ch = asinhf(f->ref_charge[n]);
+    const float *el = f->ref_element + (size_t)n * 128;
+    const float *nc = f->ref_atom_name_chars + (size_t)n * 256;
+    for (int o = 0; o < ca; o++) {
+      const float *wp = w->ref_pos.w + (size_t)o * 3;
+      float a = wp[0] * pos[0] + wp[1] * pos[1] + wp[2] * pos[2];
+      float b = w->ref_charge.w[o] * ch;
+      const float *wfr = w->f.w + (size_t)o * cf;
+      float s = wfr[0] * f->ref_mask[n];
+      for (int e = 0; e < 128; e++) s += wfr[1 + e] * el[e];
+      for (int e = 0; e < 256; e++) s += wfr[129 + e] * nc[e];
+      cr[o] = (a + b + s) * f->ref_mask[n];
+    }
+  }
+}
+
+int px_atom_pair_build(px_backend *be, const px_atom_ref_w *w, const px_features *f, const float *c,
+                       const float *zproj, float *p) {
+  const int N = f->n_atom, T = f->n_token, ca = w->cl.in, cp = w->d.out;
+  const int n_trunks = (N + PX_ATOM_NQ - 1) / PX_ATOM_NQ;
+  const int64_t P = (int64_t)n_trunks * PX_ATOM_NQ * PX_ATOM_NK;
+  float *scratch = malloc(sizeof(float) * ((size_t)N * (2 * cp + ca) + (size_t)2 * PAIR_CHUNK * cp));
+  if (!scratch) return px_fail(PX_ERR_NOMEM, "out of memory for the atom pair features (%d atoms)", N);
+  float *cl = scratch, *cm = scratch + (size_t)N * cp, *rc = scratch + (size_t)N * cp * 2;
+  float *ph = rc + (size_t)N * ca;
+  memcpy(rc, c, sizeof(float) * (size_t)N * ca);
+  be->activation(be, (int64_t)N * ca, rc, PX_ACT_RELU);
+  be->linear(be, N, cp, ca, rc, ca, w->cl.w, NULL, cl, cp, 0, 0);
+  be->linear(be, N, cp, ca, rc, ca, w->cm.w, NULL, cm, cp, 0, 0);
+  const int off = (PX_ATOM_NK - PX_ATOM_NQ) / 2;
+#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
+  for (int bq = 0; bq < n_trunks * PX_ATOM_NQ; bq++) {
+    int b = bq / PX_ATOM_NQ, i = bq % PX_ATOM_NQ;
+    int qa = b * PX_ATOM_NQ + i;
+    int q_real = qa < N;
+    float pq[3] = {0, 0, 0};
+    int64_t uq = 0, tq = 0;
+    if (q_real) {
+      memcpy(pq, f->ref_pos + (size_t)qa * 3, sizeof pq);
+      uq = f->ref_space_uid[qa];
+      tq = f->atom_to_token_idx[qa];
+    }
+    for (int mk = 0; mk < PX_ATOM_NK; mk++) {
+      int ka = b * PX_ATOM_NQ - off + mk;
+      int k_real = ka >= 0 && ka < N;
+      float pk[3] = {0, 0, 0};
+      int64_t uk = 0, tk = 0;
+      if (k_real) {
+        memcpy(pk, f->ref_pos + (size_t)ka * 3, sizeof pk);
+        uk = f->ref_space_uid[ka];
+        tk = f->atom_to_token_idx[ka];
+      }
+      float dv[3] = {pq[0] - pk[0], pq[1] - pk[1], pq[2] - pk[2]};
+      float v = uq == uk ? 1.0f : 0.0f;
+      float mask = (q_real && k_real) ? 1.0f : 0.0f;
+      float invd = 1.0f / (1.0f + dv[0] * dv[0] + dv[1] * dv[1] + dv[2] * dv[2]);
+      float *pr = p + ((size_t)bq * PX_ATOM_NK + mk) * cp;
+      const float *zp = zproj ? zproj + ((size_t)tq * T + (size_t)tk) * cp : NULL;
+      for (int o = 0; o < cp; o++) {
+        const float *wd = w->d.w + (size_t)o * 3;
+        float val = (wd[0] * dv[0] + wd[1] * dv[1] + wd[2] * dv[2]) * v * mask;
+        val += w->invd.w[o] * invd * v;
+        val += w->v.w[o] * v;
+        if (zp) val += zp[o];
+        if (q_real) val += cl[(size_t)qa * cp + o];
+        if (k_real) val += cm[(size_t)ka * cp + o];
+        pr[o] = val;
+      }
+    }
+  }
+  /* p += MLP(p) = L5(relu(L3(relu(L1(relu(p)))))) in chunks */
+  for (int64_t r0 = 0; r0 < P; r0 += PAIR_CHUNK) {
+    int rows = (int)(P - r0 < PAIR_CHUNK ? P - r0 : PAIR_CHUNK);
+    float *x = p + (size_t)r0 * cp;
+    float *h1 = ph, *h2 = ph + (size_t)PAIR_CHUNK * cp;
+    memcpy(h1, x, sizeof(float) * (size_t)rows * cp);
+    be->activation(be, (int64_t)rows * cp, h1, PX_ACT_RELU);
+    be->linear(be, rows, cp, cp, h1, cp, w->mlp1.w, NULL, h2, cp, 0, 0);
+    be->activation(be, (int64_t)rows * cp, h2, PX_ACT_RELU);
+    be->linear(be, rows, cp, cp, h2, cp, w->mlp3.w, NULL, h1, cp, 0, 0);
+    be->activation(be, (int64_t)rows * cp, h1, PX_ACT_RELU);
+    be->linear(be, rows, cp, cp, h1, cp, w->mlp5.w, NULL, x, cp, 1, 0);
+  }
+  free(scratch);
+  return PX_OK;
+}
+
+int px_atom_pair_biases(px_backend *be, const px_transformer_w *const *tfs, px_atom_block_cache *const *caches,
+                        int n_tf, const float *p, int64_t P, int64_t *bytes) {
+  const int cp = tfs[0]->c_z;
+  int nah = 0;
+  for (int w = 0; w < n_tf; w++) nah += tfs[w]->n_blocks * tfs[w]->n_heads;
+  float *wf = malloc(sizeof(float) * ((size_t)(nah > 0 ? nah : 1) * cp + (size_t)PAIR_CHUNK * (cp + (nah > 0 ? nah : 1))));
+  if (!wf) return px_fail(PX_ERR_NOMEM, "out of memory for the atom pair biases");
+  float *ph = wf + (size_t)(nah > 0 ? nah : 1) * cp, *pb = ph + (size_t)PAIR_CHUNK * cp;
+  /* LN(p) * w_k then W_k equals LN(p) times W_k with w_k folded in: one GEMM for every
+   * head of every block (rows in transformer, block, head order). */
+  int row = 0;
+  for (int w = 0; w < n_tf; w++)
+    for (int k = 0; k < tfs[w]->n_blocks; k++)
+      for (int h = 0; h < tfs[w]->n_heads; h++, row++)
+        for (int c = 0; c < cp; c++)
+          wf[(size_t)row * cp + c] = tfs[w]->blocks[k].z.w[(size_t)h * cp + c] * tfs[w]->blocks[k].ln_z_w[c];
+  for (int w = 0; w < n_tf; w++)
+    for (int k = 0; k < tfs[w]->n_blocks; k++) {
+      caches[w][k].pair_bias = be->alloc(be, sizeof(float) * (size_t)tfs[w]->n_heads * P);
+      if (!caches[w][k].pair_bias) {
+        free(wf);
+        return px_fail(PX_ERR_NOMEM, "out of memory for the design cache");
+      }
+      *bytes += (int64_t)sizeof(float) * tfs[w]->n_heads * P;
+    }
+  for (int64_t r0 = 0; r0 < P; r0 += PAIR_CHUNK) {
+    int rows = (int)(P - r0 < PAIR_CHUNK ? P - r0 : PAIR_CHUNK);
+    be->layernorm(be, rows, cp, p + (size_t)r0 * cp, NULL, NULL, ph);
+    be->linear(be, rows, nah, cp, ph, cp, wf, NULL, pb, nah, 0, 0);
+#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
+    for (int r = 0; r < rows; r++) {
+      int col = 0;
+      for (int w = 0; w < n_tf; w++)
+        for (int k = 0; k < tfs[w]->n_blocks; k++)
+          for (int h = 0; h < tfs[w]->n_heads; h++, col++)
+            caches[w][k].pair_bias[(size_t)h * P + r0 + r] = pb[(size_t)r * nah + col];
+    }
+  }
+  free(wf);
+  return PX_OK;
+}
+
+/* The diffusion module's atom encoder weights, as the shared functions take them. */
+static px_atom_ref_w model_ref_w(const px_model *m) {
+  px_atom_ref_w w = {m->enc_ref_pos, m->enc_ref_charge, m->enc_f, m->enc_d, m->enc_invd, m->enc_v,
+                     m->enc_cl, m->enc_cm, m->enc_mlp1, m->enc_mlp3, m->enc_mlp5};
+  return w;
 }
 
 /* FNV-1a style mixing over 8-byte words: a pass over the inputs, cheap next to a call. */
@@ -183,7 +330,6 @@ int px_design_create_probe(const px_model *m, const px_features *f, px_probe_fn 
   d->key = px_features_hash(m, f);
   const px_transformer_w *tt = &m->tok_tf, *te = &m->enc_tf, *td = &m->dec_tf;
   const int nbh = tt->n_blocks * tt->n_heads;
-  const int nah = te->n_blocks * te->n_heads + td->n_blocks * td->n_heads;
 
   /* Scratch: the largest of the chunked pair work and the atom-level work. */
   size_t scratch_n = (size_t)PAIR_CHUNK * (2 * cz + 4 * 2 * cz + 2 * cz);
@@ -197,9 +343,7 @@ int px_design_create_probe(const px_model *m, const px_features *f, px_probe_fn 
   float *pair_z = malloc(sizeof(float) * (size_t)TT * cz);
   float *zproj = malloc(sizeof(float) * (size_t)TT * cp);
   float *p = malloc(sizeof(float) * (size_t)P * cp);
-  float *ph = malloc(sizeof(float) * (size_t)(P > 2 * PAIR_CHUNK ? P : 2 * PAIR_CHUNK) * cp);
-  float *pb = malloc(sizeof(float) * (size_t)(nah > 0 ? nah : 1) * PAIR_CHUNK);
-  float *wf = malloc(sizeof(float) * (size_t)(nbh + cp + nah) * (cz > cp ? cz : cp));
+  float *wf = malloc(sizeof(float) * (size_t)(nbh + cp) * cz);
   d->s0 = malloc(sizeof(float) * (size_t)T * cs); /* host: the per-call conditioning reads it there */
   d->tok_pair_bias = be->alloc(be, sizeof(float) * (size_t)nbh * TT);
   d->c = be->alloc(be, sizeof(float) * (size_t)N * ca);
@@ -210,7 +354,7 @@ int px_design_create_probe(const px_model *m, const px_features *f, px_probe_fn 
   d->dec_blocks_hint = td->n_blocks;
   d->atom_to_token = be->alloc(be, sizeof(int64_t) * (size_t)N);
   d->inv_count = be->alloc(be, sizeof(float) * (size_t)T);
-  if (!scratch || !pair_z || !zproj || !p || !ph || !pb || !wf || !d->s0 || !d->tok_pair_bias ||
+  if (!scratch || !pair_z || !zproj || !p || !wf || !d->s0 || !d->tok_pair_bias ||
       !d->c || !d->enc || !d->dec || !d->atom_to_token || !d->inv_count) {
     rc = px_fail(PX_ERR_NOMEM, "out of memory building the design cache (%d tokens, %d atoms)", T, N);
     goto done;
@@ -236,7 +380,7 @@ int px_design_create_probe(const px_model *m, const px_features *f, px_probe_fn 
     int rows = (int)(TT - r0 < PAIR_CHUNK ? TT - r0 : PAIR_CHUNK);
     float *cat = scratch;
     const float *W = m->relpe.w; /* [cz, 139] */
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
     for (int r = 0; r < rows; r++) {
       int64_t ij = r0 + r;
       int i = (int)(ij / T), j = (int)(ij % T);
@@ -284,7 +428,7 @@ int px_design_create_probe(const px_model *m, const px_features *f, px_probe_fn 
       float *zn = scratch, *o = scratch + (size_t)PAIR_CHUNK * 2 * cz;
       be->layernorm(be, rows, cz, pair_z + (size_t)r0 * cz, NULL, NULL, zn);
       be->linear(be, rows, nout, cz, zn, cz, wf, NULL, o, nout, 0, 0);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
       for (int r = 0; r < rows; r++) {
         const float *orow = o + (size_t)r * nout;
         for (int kh = 0; kh < nbh; kh++) d->tok_pair_bias[(size_t)kh * TT + r0 + r] = orow[kh];
@@ -304,29 +448,10 @@ int px_design_create_probe(const px_model *m, const px_features *f, px_probe_fn 
   for (int t = 0; t < T; t++) d->inv_count[t] = d->inv_count[t] > 0 ? 1.0f / d->inv_count[t] : 0.0f;
 
   /* ---- encoder c ---- */
+  const px_atom_ref_w ref_w = model_ref_w(m);
   {
     float *c = d->c;
-    /* linear_no_bias_f over [ref_mask, ref_element, ref_atom_name_chars] as sums over the
-     * one-hot rows, without building the [N, 385] feature matrix. */
-    const int cf = D->c_ref_f;
-#pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; n++) {
-      float *cr = c + (size_t)n * ca;
-      const float *pos = f->ref_pos + (size_t)n * 3;
-      const float ch = asinhf(f->ref_charge[n]);
-      const float *el = f->ref_element + (size_t)n * 128;
-      const float *nc = f->ref_atom_name_chars + (size_t)n * 256;
-      for (int o = 0; o < ca; o++) {
-        const float *wp = m->enc_ref_pos.w + (size_t)o * 3;
-        float a = wp[0] * pos[0] + wp[1] * pos[1] + wp[2] * pos[2];
-        float b = m->enc_ref_charge.w[o] * ch;
-        const float *wfr = m->enc_f.w + (size_t)o * cf;
-        float s = wfr[0] * f->ref_mask[n];
-        for (int e = 0; e < 128; e++) s += wfr[1 + e] * el[e];
-        for (int e = 0; e < 256; e++) s += wfr[129 + e] * nc[e];
-        cr[o] = (a + b + s) * f->ref_mask[n];
-      }
-    }
+    px_atom_ref_single(&ref_w, f, c);
     /* c += broadcast(Lin_s(LN(s_trunk))) */
     float *sn = scratch, *st = scratch + (size_t)T * cs;
     be->layernorm(be, T, cs, f->s_trunk, m->enc_ln_s_w, NULL, sn);
@@ -335,68 +460,8 @@ int px_design_create_probe(const px_model *m, const px_features *f, px_probe_fn 
   }
 
   /* ---- encoder p, trunk layout [n_trunks, 32, 128, cp] ---- */
-  {
-    const float *c = d->c;
-    float *cl = scratch, *cm = scratch + (size_t)N * cp, *rc = scratch + (size_t)N * cp * 2;
-    memcpy(rc, c, sizeof(float) * (size_t)N * ca);
-    be->activation(be, (int64_t)N * ca, rc, PX_ACT_RELU);
-    be->linear(be, N, cp, ca, rc, ca, m->enc_cl.w, NULL, cl, cp, 0, 0);
-    be->linear(be, N, cp, ca, rc, ca, m->enc_cm.w, NULL, cm, cp, 0, 0);
-    const int off = (PX_ATOM_NK - PX_ATOM_NQ) / 2;
-#pragma omp parallel for schedule(static)
-    for (int bq = 0; bq < n_trunks * PX_ATOM_NQ; bq++) {
-      int b = bq / PX_ATOM_NQ, i = bq % PX_ATOM_NQ;
-      int qa = b * PX_ATOM_NQ + i;
-      int q_real = qa < N;
-      float pq[3] = {0, 0, 0};
-      int64_t uq = 0, tq = 0;
-      if (q_real) {
-        memcpy(pq, f->ref_pos + (size_t)qa * 3, sizeof pq);
-        uq = f->ref_space_uid[qa];
-        tq = f->atom_to_token_idx[qa];
-      }
-      for (int mk = 0; mk < PX_ATOM_NK; mk++) {
-        int ka = b * PX_ATOM_NQ - off + mk;
-        int k_real = ka >= 0 && ka < N;
-        float pk[3] = {0, 0, 0};
-        int64_t uk = 0, tk = 0;
-        if (k_real) {
-          memcpy(pk, f->ref_pos + (size_t)ka * 3, sizeof pk);
-          uk = f->ref_space_uid[ka];
-          tk = f->atom_to_token_idx[ka];
-        }
-        float dv[3] = {pq[0] - pk[0], pq[1] - pk[1], pq[2] - pk[2]};
-        float v = uq == uk ? 1.0f : 0.0f;
-        float mask = (q_real && k_real) ? 1.0f : 0.0f;
-        float invd = 1.0f / (1.0f + dv[0] * dv[0] + dv[1] * dv[1] + dv[2] * dv[2]);
-        float *pr = p + ((size_t)bq * PX_ATOM_NK + mk) * cp;
-        const float *zp = zproj + ((size_t)tq * T + (size_t)tk) * cp;
-        for (int o = 0; o < cp; o++) {
-          const float *wd = m->enc_d.w + (size_t)o * 3;
-          float val = (wd[0] * dv[0] + wd[1] * dv[1] + wd[2] * dv[2]) * v * mask;
-          val += m->enc_invd.w[o] * invd * v;
-          val += m->enc_v.w[o] * v;
-          val += zp[o];
-          if (q_real) val += cl[(size_t)qa * cp + o];
-          if (k_real) val += cm[(size_t)ka * cp + o];
-          pr[o] = val;
-        }
-      }
-    }
-    /* p += MLP(p) = L5(relu(L3(relu(L1(relu(p)))))) in chunks */
-    for (int64_t r0 = 0; r0 < P; r0 += PAIR_CHUNK) {
-      int rows = (int)(P - r0 < PAIR_CHUNK ? P - r0 : PAIR_CHUNK);
-      float *x = p + (size_t)r0 * cp;
-      float *h1 = ph, *h2 = ph + (size_t)PAIR_CHUNK * cp;
-      memcpy(h1, x, sizeof(float) * (size_t)rows * cp);
-      be->activation(be, (int64_t)rows * cp, h1, PX_ACT_RELU);
-      be->linear(be, rows, cp, cp, h1, cp, m->enc_mlp1.w, NULL, h2, cp, 0, 0);
-      be->activation(be, (int64_t)rows * cp, h2, PX_ACT_RELU);
-      be->linear(be, rows, cp, cp, h2, cp, m->enc_mlp3.w, NULL, h1, cp, 0, 0);
-      be->activation(be, (int64_t)rows * cp, h1, PX_ACT_RELU);
-      be->linear(be, rows, cp, cp, h1, cp, m->enc_mlp5.w, NULL, x, cp, 1, 0);
-    }
-  }
+  rc = px_atom_pair_build(be, &ref_w, f, d->c, zproj, p);
+  if (rc) goto done;
   free(zproj);
   zproj = NULL;
   if (probe) {
@@ -406,49 +471,21 @@ int px_design_create_probe(const px_model *m, const px_features *f, px_probe_fn 
 
   /* ---- atom blocks' pair biases from LN(p), folded weights as above ---- */
   {
-    int row = 0;
     const px_transformer_w *tfs[2] = {te, td};
-    for (int w = 0; w < 2; w++)
-      for (int k = 0; k < tfs[w]->n_blocks; k++)
-        for (int h = 0; h < tfs[w]->n_heads; h++, row++)
-          for (int c = 0; c < cp; c++)
-            wf[(size_t)row * cp + c] = tfs[w]->blocks[k].z.w[(size_t)h * cp + c] * tfs[w]->blocks[k].ln_z_w[c];
     px_atom_block_cache *caches[2] = {d->enc, d->dec};
-    for (int w = 0; w < 2; w++)
-      for (int k = 0; k < tfs[w]->n_blocks; k++) {
-        caches[w][k].pair_bias = be->alloc(be, sizeof(float) * (size_t)tfs[w]->n_heads * P);
-        if (!caches[w][k].pair_bias) {
-          rc = px_fail(PX_ERR_NOMEM, "out of memory for the design cache");
-          goto done;
-        }
-        d->bytes += (int64_t)sizeof(float) * tfs[w]->n_heads * P;
-      }
-    for (int64_t r0 = 0; r0 < P; r0 += PAIR_CHUNK) {
-      int rows = (int)(P - r0 < PAIR_CHUNK ? P - r0 : PAIR_CHUNK);
-      be->layernorm(be, rows, cp, p + (size_t)r0 * cp, NULL, NULL, ph);
-      be->linear(be, rows, nah, cp, ph, cp, wf, NULL, pb, nah, 0, 0);
-#pragma omp parallel for schedule(static)
-      for (int r = 0; r < rows; r++) {
-        int col = 0;
-        for (int w = 0; w < 2; w++)
-          for (int k = 0; k < tfs[w]->n_blocks; k++)
-            for (int h = 0; h < tfs[w]->n_heads; h++, col++)
-              caches[w][k].pair_bias[(size_t)h * P + r0 + r] = pb[(size_t)r * nah + col];
-      }
-    }
+    rc = px_atom_pair_biases(be, tfs, caches, 2, p, P, &d->bytes);
+    if (rc) goto done;
   }
 
   /* ---- atom blocks' s-side terms (s = c) ---- */
-  rc = atom_block_cache(be, te, N, d->c, scratch, d->enc, &d->bytes);
-  if (!rc) rc = atom_block_cache(be, td, N, d->c, scratch, d->dec, &d->bytes);
+  rc = px_atom_block_cache_build(be, te, N, d->c, scratch, d->enc, &d->bytes);
+  if (!rc) rc = px_atom_block_cache_build(be, td, N, d->c, scratch, d->dec, &d->bytes);
 
 done:
   free(scratch);
   free(pair_z);
   free(zproj);
   free(p);
-  free(ph);
-  free(pb);
   free(wf);
   if (rc) {
     px_design_free(d);

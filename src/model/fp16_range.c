@@ -123,6 +123,6 @@ int px_token_block_fp16_exp(const px_model *m, int k) {
 
 void px_token_fp16_exps(const px_model *m, int *exps) {
   const int nb = m->tok_tf.n_blocks;
-#pragma omp parallel for schedule(dynamic)
+#pragma omp parallel for num_threads(px_num_threads()) schedule(dynamic)
   for (int k = 0; k < nb; k++) exps[k] = px_token_block_fp16_exp(m, k);
 }

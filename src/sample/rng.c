@@ -25,7 +25,7 @@ void px_rng_normal(uint64_t seed, uint32_t sample, uint32_t step, uint32_t purpo
   /* Element j depends only on its index, so the blocks can be drawn in any order: large
    * draws are spread over threads (the values do not depend on the thread count). */
   const int64_t npairs = (n + 1) / 2;
-#pragma omp parallel for schedule(static) if (npairs >= 8192)
+#pragma omp parallel for num_threads(px_num_threads()) schedule(static) if (npairs >= 8192)
   for (int64_t b = 0; b < npairs; b++) {
     double z0, z1;
     const int64_t j = 2 * b;

@@ -1,24 +1,44 @@
 # pxdiff build. `make` builds build/pxdiff and build/libpxdiff.so; `make test` runs every test.
-# Missing Debian packages (OpenBLAS, python3-torch for the reference tests) are installed
-# on first use by scripts/ensure-deps.sh.
+# `make` never installs anything: `make deps` installs the missing Debian packages (OpenBLAS,
+# pkg-config; python3-torch, numpy and pytest for the reference tests) with apt-get and sets
+# up the test venv, through scripts/ensure-deps.sh.
+#   OPT=...       optimisation flags (default -O3, plus -march=x86-64-v3 -mtune=native on x86_64)
+#   BLAS=name     the cblas to link, by its pkg-config name (default openblas; -l<name> when
+#                 pkg-config does not know it)
+#   PXDIFF_NO_CUDA=1  no CUDA backend even when nvcc is found
 CC      ?= cc
 BUILD   ?= build
-OPT     ?= -O3 -march=x86-64-v3 -mtune=native
 UNAME_S := $(shell uname -s)
+UNAME_M := $(shell uname -m)
+# x86-64-v3 (AVX2, FMA) only where the host is x86_64: aarch64 (e.g. GH200) and macOS get
+# the compiler's baseline for their architecture.
+ifeq ($(UNAME_S)-$(UNAME_M),Linux-x86_64)
+  OPT   ?= -O3 -march=x86-64-v3 -mtune=native
+else
+  OPT   ?= -O3
+endif
+BLAS    ?= openblas
 
 CFLAGS_BASE := -std=c11 -fno-trapping-math -Wall -Wextra -Wno-unused-parameter -fPIC -Iinclude -Isrc $(EXTRA_CFLAGS)
 # -fno-trapping-math lets branch-free math (sigmoid, exp) vectorize; it changes no result.
+# Each object also writes the headers it includes (.d next to the .o, read below): a changed
+# header rebuilds exactly the objects that include it. -MP keeps a deleted header from
+# breaking the build.
+DEPFLAGS = -MMD -MP -MF $(@:.o=.d)
 ifeq ($(UNAME_S),Darwin)
   # Accelerate's cblas on macOS.
-  OPT       := -O3
   BLAS_CFLAGS := -DPX_BLAS_ACCELERATE -DACCELERATE_NEW_LAPACK
   BLAS_LIBS   := -framework Accelerate
   OMP_FLAGS   := -Xpreprocessor -fopenmp
   OMP_LIBS    := -lomp
   SO_FLAGS    := -dynamiclib
 else
-  BLAS_CFLAGS := -DPX_BLAS_OPENBLAS $(shell pkg-config --cflags openblas 2>/dev/null)
-  BLAS_LIBS   := -lopenblas
+  # The cblas as pkg-config describes it (include and library dirs differ between Debian's
+  # OpenBLAS variants); -l$(BLAS) when pkg-config is missing or does not know it.
+  BLAS_PC_CFLAGS := $(shell pkg-config --cflags $(BLAS) 2>/dev/null)
+  BLAS_PC_LIBS   := $(shell pkg-config --libs $(BLAS) 2>/dev/null)
+  BLAS_CFLAGS := $(if $(filter openblas,$(BLAS)),-DPX_BLAS_OPENBLAS) $(BLAS_PC_CFLAGS)
+  BLAS_LIBS   := $(or $(strip $(BLAS_PC_LIBS)),-l$(BLAS))
   OMP_FLAGS   := -fopenmp
   OMP_LIBS    := -fopenmp
   SO_FLAGS    := -shared
@@ -52,18 +72,21 @@ TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
 
 .PHONY: all deps test test-c test-py test-san clean bench sanitize fuzz
-all: deps $(BUILD)/libpxdiff.so $(BUILD)/libpxdiff.a $(BUILD)/pxdiff
+all: $(BUILD)/libpxdiff.so $(BUILD)/libpxdiff.a $(BUILD)/pxdiff
 
+# The only target that installs anything (apt-get through sudo when not root; pip into the
+# test venv $(BUILD)/venv-test, which sees Debian's torch).
 deps:
 	@sh scripts/ensure-deps.sh build
+	@PXDIFF_TEST_VENV=$(BUILD)/venv-test sh scripts/ensure-deps.sh test
 
-$(BUILD)/obj/%.o: %.c $(wildcard include/*.h src/*.h src/*/*.h)
+$(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c $< -o $@
+	$(CC) $(CFLAGS) $(DEPFLAGS) -c $< -o $@
 
-$(BUILD)/obj/%.o: %.cu $(wildcard include/*.h src/*.h src/*/*.h)
+$(BUILD)/obj/%.o: %.cu
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+	$(NVCC) $(NVCCFLAGS) $(DEPFLAGS) -c $< -o $@
 
 $(BUILD)/libpxdiff.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)
@@ -75,19 +98,17 @@ $(BUILD)/libpxdiff.so: $(LIB_OBJ)
 $(BUILD)/pxdiff: $(CLI_OBJ) $(BUILD)/libpxdiff.a
 	$(CC) -o $@ $(CLI_OBJ) $(BUILD)/libpxdiff.a $(LDLIBS)
 
-$(BUILD)/tests/%: tests/%.c tests/testutil.h $(BUILD)/libpxdiff.a
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests -o $@ $< $(BUILD)/libpxdiff.a $(LDLIBS)
+$(BUILD)/tests/%: tests/%.c $(BUILD)/libpxdiff.a
+	@mkdir -p $(dir $@) $(BUILD)/obj/tests
+	$(CC) $(CFLAGS) -MMD -MP -MF $(BUILD)/obj/tests/$*.d -MT $@ -Itests -o $@ $< $(BUILD)/libpxdiff.a $(LDLIBS)
 
 test: all $(TEST_BIN)
-	@PXDIFF_TEST_VENV=$(BUILD)/venv-test sh scripts/ensure-deps.sh test
 	@sh scripts/run-tests.sh $(BUILD)
 
 test-c: all $(TEST_BIN)
 	@sh scripts/run-tests.sh $(BUILD) c
 
 bench: all
-	@sh scripts/ensure-deps.sh test
 	PYTHONPATH=python:tests/ref /usr/bin/python3 bench/bench_cpu.py
 
 # The built-in demo (synthetic weights, no downloads): structures and summary.json in build/demo.
@@ -112,3 +133,10 @@ fuzz:
 
 clean:
 	rm -rf build build-san build-fuzz
+
+# Headers each object and test includes, as the compiler recorded them. An object compiled
+# before it had a .d (a build dir from an older Makefile) depends on every header until it
+# is rebuilt once, so that no stale object survives a header change.
+LEGACY_OBJ := $(foreach o,$(LIB_OBJ) $(CLI_OBJ),$(if $(wildcard $(o:.o=.d)),,$(o)))
+$(LEGACY_OBJ): $(wildcard include/*.h src/*.h src/*/*.h)
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(patsubst tests/%.c,$(BUILD)/obj/tests/%.d,$(TEST_SRC))

@@ -4,7 +4,7 @@
  * The FP32 backend must still give the exact kernel (1e-5). Also prints, without
  * checking, a CPU emulation of the error that tf32 and bf16 operands give (to compare
  * with the measured tf32 error), and with PXDIFF_ATT_BENCH=1 times the model's shapes.
- * Without a GPU (or without the CUDA build) it prints SKIP and passes. */
+ * Without a GPU (or without the CUDA build) it exits 77 (skipped). */
 #include "testutil.h"
 
 #include "backend.h"
@@ -15,8 +15,7 @@
 
 #ifndef PX_HAVE_CUDA
 int main(void) {
-  printf("SKIP: test_cuda_attention: pxdiff was built without CUDA\n");
-  return tu_finish("test_cuda_attention");
+  return tu_skip("test_cuda_attention", "pxdiff was built without CUDA");
 }
 #else
 
@@ -203,8 +202,7 @@ static void bench(void) {
 
 int main(void) {
   if (px_cuda_device_count() <= 0) {
-    printf("SKIP: test_cuda_attention: no CUDA device\n");
-    return tu_finish("test_cuda_attention");
+    return tu_skip("test_cuda_attention", "no CUDA device");
   }
   tu_seed();
   cpu = px_cpu_backend();

@@ -1,6 +1,6 @@
 /* Every CUDA kernel against the CPU backend (itself tested against double precision in
  * test_cpu_kernels.c) on fresh random inputs at awkward sizes, outputs poisoned with NaN
- * before each run. Without a GPU (or without the CUDA build) it prints SKIP and passes. */
+ * before each run. Without a GPU (or without the CUDA build) it exits 77 (skipped). */
 #include "testutil.h"
 
 #include "backend.h"
@@ -11,8 +11,7 @@
 
 #ifndef PX_HAVE_CUDA
 int main(void) {
-  printf("SKIP: test_cuda_kernels: pxdiff was built without CUDA\n");
-  return tu_finish("test_cuda_kernels");
+  return tu_skip("test_cuda_kernels", "pxdiff was built without CUDA");
 }
 #else
 
@@ -534,8 +533,7 @@ static void test_sampler_kernels(void) {
 
 int main(void) {
   if (px_cuda_device_count() <= 0) {
-    printf("SKIP: test_cuda_kernels: no CUDA device\n");
-    return tu_finish("test_cuda_kernels");
+    return tu_skip("test_cuda_kernels", "no CUDA device");
   }
   tu_seed();
   cpu = px_cpu_backend();

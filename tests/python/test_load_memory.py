@@ -13,7 +13,9 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-EXE = os.path.join(ROOT, "build", "pxdiff")
+# The CLI next to the library under test (PXDIFF_LIB), else build/.
+_LIB = os.environ.get("PXDIFF_LIB")
+EXE = os.path.join(os.path.dirname(_LIB), "pxdiff") if _LIB else os.path.join(ROOT, "build", "pxdiff")
 
 
 def child_peak_rss_kib(args):
@@ -41,7 +43,7 @@ def released_layout_checkpoint(tmp_path_factory):
     return str(path)
 
 
-@pytest.mark.skipif(not os.path.exists(EXE), reason="build/pxdiff not built")
+@pytest.mark.skipif(not os.path.exists(EXE), reason="the pxdiff CLI is not built")
 @pytest.mark.skipif(bool(os.environ.get("PXDIFF_SANITIZED")),
                     reason="memory is not measurable under AddressSanitizer (shadow memory)")
 @pytest.mark.parametrize("fmt", ["pt", "safetensors"])

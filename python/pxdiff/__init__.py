@@ -9,10 +9,12 @@ The call takes the arguments of upstream's DiffusionModule.forward, with torch t
 shaped as PXDesign passes them, and returns a torch tensor.
 """
 import ctypes
+import os
 
 from ._lib import Dims, Features, PxdiffError, SamplerConfig, c_float_p, c_int64_p, check, lib, shared_level
 
-__all__ = ["DiffusionModule", "PxdiffError", "set_num_threads", "blas_name", "__version__"]
+__all__ = ["DiffusionModule", "PxdiffError", "set_num_threads", "num_threads", "blas_name",
+           "__version__"]
 __version__ = "0.1.0"
 
 _FLOAT_FEATURES = {  # name: width per atom (None: per-atom scalar)
@@ -23,9 +25,37 @@ _INT_ATOM_FEATURES = ("ref_space_uid", "atom_to_token_idx")
 _INT_TOKEN_FEATURES = ("asym_id", "residue_index", "entity_id", "token_index", "sym_id")
 
 
-def set_num_threads(n: int) -> None:
-    """Threads of the CPU backend; results do not depend on it."""
-    lib.px_set_num_threads(int(n))
+def set_num_threads(n) -> None:
+    """Threads of the CPU backend (None or 0: back to the default); results do not depend on
+    it. Only the engine's own count changes: torch's and the process's OpenMP setting stay."""
+    global _threads_set
+    _threads_set = max(0, min(4096, int(n or 0)))
+    lib.px_set_num_threads(_threads_set)
+
+
+_threads_set = 0  # the last set_num_threads value (0: none)
+
+
+def _threads_source():
+    """Why num_threads() is what it is (for banners and reports)."""
+    if _threads_set > 0:
+        return "pxdiff.set_num_threads"
+    env = os.environ.get("PXDIFF_NUM_THREADS", "").strip()
+    if env.isdigit() and 1 <= int(env) <= 4096:
+        return "PXDIFF_NUM_THREADS"
+    return "all usable cores"
+
+
+def num_threads() -> int:
+    """Threads the CPU backend runs on: set_num_threads's value, else $PXDIFF_NUM_THREADS
+    (read once), else the CPUs this process may use (affinity mask, cgroup quota). None
+    with a libpxdiff older than px_num_threads."""
+    try:
+        f = lib.px_num_threads
+    except AttributeError:
+        return None
+    f.restype, f.argtypes = ctypes.c_int, []
+    return int(f())
 
 
 def blas_name() -> str:

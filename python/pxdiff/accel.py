@@ -295,7 +295,8 @@ def _make_class():
                 dec_blocks=d.n_dec_blocks, device_pointers=has_symbol("px_denoise_device"),
                 # token blocks on 16-bit GEMM inputs (fp16: those whose range is proven)
                 x16_blocks=(lib.px_model_x16_blocks(eng._m) if has_symbol("px_model_x16_blocks") else 0),
-                engine_device=("cuda" if bname.startswith("cuda") else "cpu"))
+                engine_device=("cuda" if bname.startswith("cuda") else "cpu"),
+                **{"threads_" + k: v for k, v in thread_info().items()})
             self._pxdiff_stale = False
 
         def pxdiff_fail(self, cause):
@@ -457,6 +458,22 @@ def _precision_label(info):
     return p
 
 
+def thread_info():
+    """The CPU backend's threads: {"engine": n, "source": why, "torch": torch's own count
+    (None when torch is not imported)}. The engine keeps its own count (px_num_threads), so
+    torch's setting (1 after `import torch` on a small machine) neither lowers it nor is
+    changed by it."""
+    from . import _threads_source, num_threads
+    torch = sys.modules.get("torch")
+    return dict(engine=num_threads(), source=_threads_source(),
+                torch=(torch.get_num_threads() if torch is not None else None))
+
+
+def _threads_label(info):
+    return (f"{info.get('threads_engine')} CPU threads ({info.get('threads_source')}; "
+            f"torch's own setting, {info.get('threads_torch')}, is left as it is)")
+
+
 def enable_acceleration(model, backend=None, precision=None, verbose=True):
     """Replace model.diffusion_module by the engine-backed module (call it after the
     checkpoint is loaded). Returns the AcceleratedDiffusionModule, or None when acceleration
@@ -489,6 +506,7 @@ def enable_acceleration(model, backend=None, precision=None, verbose=True):
             f"  weights copied once: {i['n_params'] / 1e6:.1f} M values, "
             f"{i['token_blocks']} token blocks, {i['enc_blocks']}+{i['dec_blocks']} atom blocks, "
             f"{i['setup_s']:.1f} s",
+        ] + ([f"  engine: {_threads_label(i)}"] if i.get("engine_device") == "cpu" else []) + [
             "  sampling runs whole chunks in the engine; on any failure PyTorch takes over",
             f"  turn off with {DISABLE_ENV}=1; check with `python -m pxdiff.selftest`",
         ])

@@ -3,9 +3,12 @@
     python -m pxdiff.selftest [--backend auto|cpu|cuda] [--precision fp32|tf32|bf16|fp16]
                               [--checkpoint pxdesign_v0.1.0.pt] [--tokens 16]
 
-Steps: imports; backend availability and device; weights loaded (random small weights, or a
+Steps: imports; backend availability and device; threads (the engine's count against the
+CPUs this process may use, with torch's own settings as a real PXDesign process has them:
+the self-test never sets torch's threads); weights loaded (random small weights, or a
 checkpoint's diffusion_module.* at the released dims); engine active in place of a model's
-diffusion_module; one call compared with PyTorch (relative error <= 1e-4 at fp32).
+diffusion_module; one call compared with PyTorch (relative error <= 1e-4 at fp32), and on the
+CPU how many OS threads really computed during engine calls.
 
 The PyTorch side is a DiffusionModule with upstream's parameter names: the repository's
 reference (tests/ref/pxref.py), found next to this package or through $PXDIFF_REF.
@@ -41,6 +44,110 @@ class Check:
         sys.stdout.flush()
 
 
+def _cgroup_cpus():
+    """The cgroup CPU quota in CPUs (rounded up), or None: v2 cpu.max or v1
+    cpu.cfs_quota_us/cpu.cfs_period_us along this process's cgroup and its parents (read
+    here independently of the engine's own reader)."""
+    best = None
+    try:
+        with open("/proc/self/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        hid, ctrls, rel = parts
+        if hid == "0" and not ctrls:
+            mounts, v2 = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"], True
+        elif "cpu" in ctrls.split(","):
+            mounts, v2 = [f"/sys/fs/cgroup/{ctrls}", "/sys/fs/cgroup/cpu"], False
+        else:
+            continue
+        for m in mounts:
+            d = m + rel.rstrip("/")
+            while True:
+                try:
+                    if v2:
+                        with open(d + "/cpu.max") as f:
+                            q, per = f.read().split()[:2]
+                    else:
+                        with open(d + "/cpu.cfs_quota_us") as f:
+                            q = f.read().strip()
+                        with open(d + "/cpu.cfs_period_us") as f:
+                            per = f.read().strip()
+                    if q not in ("max", "-1") and int(q) > 0 and int(per) > 0:
+                        c = -(-int(q) // int(per))
+                        best = c if best is None else min(best, c)
+                except (OSError, ValueError, IndexError):
+                    pass
+                if len(d) <= len(m):
+                    break
+                d = d[:d.rfind("/")] if d.rfind("/") >= len(m) else m
+    return best
+
+
+def expected_threads():
+    """(count, why) the engine should run on: PXDIFF_NUM_THREADS when set, else the CPUs
+    this process may use."""
+    env = os.environ.get("PXDIFF_NUM_THREADS", "").strip()
+    if env.isdigit() and 1 <= int(env) <= 4096:
+        return int(env), "PXDIFF_NUM_THREADS"
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    why = f"{n} CPUs in this process's affinity mask"
+    q = _cgroup_cpus()
+    if q is not None and q < n:
+        n, why = q, f"cgroup CPU quota of {q}"
+    return n, why
+
+
+def _thread_ticks():
+    """CPU time (clock ticks) of each OS thread of this process, {} where /proc is absent."""
+    out = {}
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out[tid] = int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
+
+
+def busy_threads(fn, seconds=0.5):
+    """OS threads that computed while fn() ran repeatedly for `seconds` (a thread counts when
+    it used at least a tenth of the busiest one's CPU time); None without /proc."""
+    before = _thread_ticks()
+    if not before:
+        return None
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        fn()
+    after = _thread_ticks()
+    d = sorted((after[k] - before.get(k, 0) for k in after), reverse=True)
+    if not d or d[0] <= 0:
+        return None
+    return sum(1 for x in d if x >= 0.1 * d[0])
+
+
+def _omp_and_blas_threads():
+    """(OpenMP's omp_get_max_threads, OpenBLAS's count) of this process, None where unknown."""
+    import ctypes
+    out = []
+    for lib, fn in (("libgomp.so.1", "omp_get_max_threads"),
+                    ("libopenblas.so.0", "openblas_get_num_threads")):
+        try:
+            out.append(int(getattr(ctypes.CDLL(lib), fn)()))
+        except (OSError, AttributeError):
+            out.append(None)
+    return out
+
+
 def _find_ref():
     here = os.path.dirname(os.path.abspath(__file__))
     cands = [os.environ.get("PXDIFF_REF"), os.path.join(here, "..", "..", "tests", "ref")]
@@ -62,7 +169,7 @@ def main(argv=None):
     ap.add_argument("--device", default=None, help="torch device of the PyTorch module "
                     "(default: cuda when the backend is cuda, else cpu)")
     a = ap.parse_args(argv)
-    chk = Check(6)
+    chk = Check(7)
     print("=" * 64)
     print("pxdiff self-test")
     print("=" * 64)
@@ -106,6 +213,25 @@ def main(argv=None):
         chk.ok(f"backend request '{backend}'", *info)
 
     # 3 ---------------------------------------------------------------------
+    # As PXDesign runs: torch imported, its threads never set (after `import torch` its OpenMP
+    # count may be 1 on a small machine); the engine must use its own count regardless.
+    chk.step("Threads")
+    want, why = expected_threads()
+    omp, blas = _omp_and_blas_threads()
+    host = (f"torch.get_num_threads() {torch.get_num_threads()}, OpenMP max threads "
+            f"{omp if omp is not None else '?'}, OpenBLAS threads {blas if blas is not None else '?'}"
+            " (the host's; the engine leaves them as they are)")
+    have = pxdiff.num_threads()
+    if have is None:
+        chk.fail("this libpxdiff has no px_num_threads: it runs on the process's OpenMP setting "
+                 f"({omp}), not on its own count; rebuild it", host)
+    elif tdev.type == "cpu" and have < want:
+        chk.fail(f"the engine would run on {have} threads, fewer than it should ({want}: {why})")
+        print(f"       {host}")
+    else:
+        chk.ok(f"engine threads: {have} (expected {want}: {why})", host)
+
+    # 4 ---------------------------------------------------------------------
     chk.step("Weights loaded")
     ref_dir = _find_ref()
     holder = None
@@ -113,7 +239,6 @@ def main(argv=None):
         if ref_dir is None:
             raise RuntimeError("no PyTorch reference module (tests/ref/pxref.py; set PXDIFF_REF)")
         import pxfixtures
-        torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
         if a.checkpoint:
             dims = dict(pxfixtures.DEFAULT_DIMS)
             module = pxfixtures.build_model(dims)
@@ -137,7 +262,7 @@ def main(argv=None):
         chk.fail(f"{type(e).__name__}: {e}", e)
         return _summary(chk)
 
-    # 4 ---------------------------------------------------------------------
+    # 5 ---------------------------------------------------------------------
     chk.step("Engine set-up (enable_acceleration)")
     acc = pxdiff.enable_acceleration(holder, backend=a.backend, precision=a.precision,
                                      verbose=False)
@@ -149,14 +274,14 @@ def main(argv=None):
            f"backend {i['backend']}, precision {i['precision']} ({i['reason']})",
            f"device pointers (px_denoise_device): {'yes' if i['device_pointers'] else 'no'}")
 
-    # 5 ---------------------------------------------------------------------
+    # 6 ---------------------------------------------------------------------
     chk.step("Engine active")
     if accel.engine_of(holder) is acc and acc.active:
         chk.ok("model.diffusion_module is the engine-backed module")
     else:
         chk.fail(f"engine not active ({acc.pxdiff_failed})")
 
-    # 6 ---------------------------------------------------------------------
+    # 7 ---------------------------------------------------------------------
     chk.step("One call compared with PyTorch")
     try:
         inp = pxfixtures.random_features_for(dims, n_token=a.tokens, seed=3)
@@ -179,10 +304,24 @@ def main(argv=None):
         tol = TOL.get(i["precision"], 1e-4)
         line = (f"relative error {err:.2e} (bound {tol:g}); PyTorch {t_ref * 1e3:.1f} ms, "
                 f"engine {t_eng * 1e3:.1f} ms (2 samples, {N} atoms)")
+        extra, short = [], None
+        if i.get("engine_device") == "cpu" and have:
+            def again():
+                with torch.no_grad():
+                    acc(x, t, *args)
+            busy = busy_threads(again)
+            if busy is not None:
+                extra.append(f"OS threads computing during engine calls: {busy} "
+                             f"(engine threads {have})")
+                if busy < min(have, want):
+                    short = (f"the engine computed on {busy} OS threads, fewer than "
+                             f"{min(have, want)}")
         if err <= tol and torch.isfinite(out).all():
-            chk.ok(line)
+            chk.ok(line, *extra)
         else:
             chk.fail(line)
+        if short:
+            chk.fail(short)
     except Exception as e:  # noqa: BLE001
         chk.fail(f"{type(e).__name__}: {e}", e)
     return _summary(chk)

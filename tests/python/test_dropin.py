@@ -468,9 +468,25 @@ def test_selftest():
     p = subprocess.run([sys.executable, "-m", "pxdiff.selftest"], env=_env(), capture_output=True,
                        text=True, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
-    for k in range(1, 7):
-        assert f"[{k}/6]" in p.stdout
+    for k in range(1, 8):
+        assert f"[{k}/7]" in p.stdout
     assert "self-test passed" in p.stdout and "relative error" in p.stdout
+    # the thread settings of the process as they are (torch's never set by the self-test)
+    assert "engine threads: " in p.stdout and "torch.get_num_threads()" in p.stdout
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 if hasattr(os, "sched_getaffinity") else True,
+                    reason="needs at least 2 usable CPUs")
+def test_selftest_fails_when_engine_threads_are_too_few():
+    """An engine held below the usable cores (set_num_threads(1) before the self-test) is a
+    failure the self-test reports, not hides."""
+    code = ("import sys, pxdiff; pxdiff.set_num_threads(1); from pxdiff import selftest; "
+            "sys.exit(selftest.main([]))")
+    env = _env()
+    env.pop("PXDIFF_NUM_THREADS", None)
+    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode != 0 and "fewer than it should" in p.stdout, p.stdout
 
 
 def test_selftest_fails_nonzero():

@@ -65,6 +65,18 @@ static void atom_transformer(px_backend *be, const px_transformer_w *tf,
   ws->used = mark;
 }
 
+size_t px_atom_transformer_scratch(const px_transformer_w *tf, int S, int N) {
+  bump b = {NULL, 0};
+  atom_transformer(NULL, tf, NULL, S, N, NULL, &b);
+  return b.used;
+}
+
+void px_atom_transformer(px_backend *be, const px_transformer_w *tf, const px_atom_block_cache *cache, int S,
+                         int N, float *q, float *scratch) {
+  bump b = {scratch, 0};
+  atom_transformer(be, tf, cache, S, N, q, &b);
+}
+
 /* Token blocks processed per batch of s-side terms: all of them when the terms of every
  * block fit in ~256 MB (the usual case: one noise level per call, so R = T rows), fewer
  * when each sample has its own noise level and T is large. */

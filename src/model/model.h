@@ -171,6 +171,37 @@ void px_token_fp16_exps(const px_model *m, int *exps); /* every block, in parall
 typedef void (*px_weight_visitor)(float **slot, void *user);
 void px_model_visit_weights(px_model *m, px_weight_visitor fn, void *user);
 
+/* ---- The atom encoder's per-design work (design.c) and its atom transformer (denoise.c),
+ * shared by the diffusion module's encoder and the design condition embedder (embedder.c:
+ * the same AtomAttentionEncoder without coordinates, SPEC_DESIGN.md section 8.1). ---- */
+
+/* The reference-feature weights of an atom encoder (copies of handles owned elsewhere). */
+typedef struct {
+  px_linear ref_pos, ref_charge, f, d, invd, v, cl, cm, mlp1, mlp3, mlp5;
+} px_atom_ref_w;
+
+/* c[n] = (Lin_ref_pos(ref_pos) + Lin_ref_charge(asinh(ref_charge)) + Lin_f([mask, element,
+ * name chars])) * ref_mask over f's n_atom atoms: [N, c_atom], host memory. */
+void px_atom_ref_single(const px_atom_ref_w *w, const px_features *f, float *c);
+/* The pair features p [n_trunks * 32 * 128, c_atompair] (trunk layout) from the reference
+ * positions and space uids, plus zproj[tok(q), tok(k)] when zproj ([T, T, c_atompair]) is
+ * not NULL, Lin_cl(relu(c_q)) + Lin_cm(relu(c_k)), then p += small_mlp(p). Host memory. */
+int px_atom_pair_build(px_backend *be, const px_atom_ref_w *w, const px_features *f, const float *c,
+                       const float *zproj, float *p);
+/* Every block's pair bias Lin_z(LN(p)) [H, n_trunks, 32, 128] for n_tf atom transformers, into
+ * caches[w][k].pair_bias (allocated with be; their bytes added to *bytes). */
+int px_atom_pair_biases(px_backend *be, const px_transformer_w *const *tfs, px_atom_block_cache *const *caches,
+                        int n_tf, const float *p, int64_t P, int64_t *bytes);
+/* The s-side AdaLN and gate terms of every block of an atom transformer with s = c [N, C]
+ * (scratch: N * C floats). */
+int px_atom_block_cache_build(px_backend *be, const px_transformer_w *tf, int N, const float *c,
+                              float *scratch, px_atom_block_cache *out, int64_t *bytes);
+/* The atom transformer over q [S * N, C] in place (backend memory), with the scratch
+ * px_atom_transformer_scratch says (floats, backend memory). */
+size_t px_atom_transformer_scratch(const px_transformer_w *tf, int S, int N);
+void px_atom_transformer(px_backend *be, const px_transformer_w *tf, const px_atom_block_cache *cache, int S,
+                         int N, float *q, float *scratch);
+
 /* Name of the diffusion module's tensor `suffix` in the source's convention. */
 #define PX_DM_PREFIX "diffusion_module."
 

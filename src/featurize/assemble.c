@@ -1,0 +1,490 @@
+/* px_featurize: chain selection, crops, hotspots, the binder, tokens and ids, annotations and
+ * bonds (featurize.h; upstream: pxdesign/data/infer_data_pipeline.py, json_parser.py,
+ * json_to_feature.py, parser.py unique_chain_and_add_ids / add_ref_space_uid,
+ * pxdesign/utils/infer.py for PDB chain and residue mapping). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "featurize/featurize_internal.h"
+
+/* Upstream relabels the binder through chain ids sorted as strings (infer_data_pipeline.py
+ * change_fake_sequence_to_mask); from the 27th chain on ("AA0" sorts before "B0") that
+ * renames a target chain's residues instead, so more target chains than this are refused. */
+#define MAX_TARGET_CHAINS 25
+
+void px_design_input_free(px_design_input *d) {
+  if (!d) return;
+  free(d->ref_pos);
+  free(d->ref_charge);
+  free(d->ref_mask);
+  free(d->ref_element);
+  free(d->ref_atom_name_chars);
+  free(d->ref_space_uid);
+  free(d->atom_to_token_idx);
+  free(d->asym_id);
+  free(d->residue_index);
+  free(d->entity_id);
+  free(d->token_index);
+  free(d->sym_id);
+  free(d->restype);
+  free(d->hotspot);
+  free(d->conditional_templ);
+  free(d->conditional_templ_mask);
+  free(d->deletion_mean);
+  free(d->atom_name);
+  free(d->element);
+  free(d->res_name);
+  free(d->atom_chain);
+  free(d->atom_res_id);
+  free(d->is_resolved);
+  free(d->xyz_in);
+  free(d->token_atom_start);
+  free(d->token_chain);
+  free(d->chain);
+  free(d->bond);
+  free(d);
+}
+
+/* int_to_letters (protenix data/utils.py): 1 -> A, 26 -> Z, 27 -> AA. */
+static void chain_letters(int k, char *out, size_t cap) {
+  char tmp[8];
+  int n = 0;
+  while (k > 0 && n < 7) {
+    k--;
+    tmp[n++] = (char)('A' + k % 26);
+    k /= 26;
+  }
+  size_t j = 0;
+  while (n > 0 && j + 1 < cap) out[j++] = tmp[--n];
+  out[j] = 0;
+}
+
+/* One task chain resolved: the structure chain, the residues kept, their hotspot marks. */
+typedef struct {
+  px_fchain fc;
+  uint8_t *hot; /* [fc.n_res] */
+} sel_chain;
+
+/* Which structure chain a task chain names (mmCIF: label_asym_id; PDB: the author chain, which
+ * must map to a single converted chain as upstream's build_chain_mapping demands). */
+static int find_chain(const px_structure_in *s, const char *id, const char *file) {
+  int found = -1, n = 0;
+  for (int c = 0; c < s->n_chain; c++) {
+    const char *cid = s->from_pdb ? s->chain[c].auth_id : s->chain[c].id;
+    if (strcmp(cid, id)) continue;
+    if (found < 0) found = c;
+    n++;
+  }
+  if (n == 1) return found;
+  if (n > 1)
+    return px_fail(PX_ERR_INPUT,
+                   "%s: author chain %s was split into several chains (ATOM and HETATM records); as "
+                   "upstream, such a PDB chain cannot be selected (use an mmCIF file)",
+                   file, id);
+  char list[256];
+  size_t k = 0;
+  list[0] = 0;
+  for (int c = 0; c < s->n_chain && k + 12 < sizeof list; c++) {
+    const char *cid = s->from_pdb ? s->chain[c].auth_id : s->chain[c].id;
+    int dup = 0;
+    for (int e = 0; e < c; e++)
+      if (!strcmp(s->from_pdb ? s->chain[e].auth_id : s->chain[e].id, cid)) dup = 1;
+    if (dup) continue;
+    k += (size_t)snprintf(list + k, sizeof list - k, "%s%s", k ? ", " : "", cid);
+  }
+  return px_fail(PX_ERR_INPUT, "chain %s is not in %s (chains: %s)", id, file, list);
+}
+
+/* PDB input: author residue numbers of the file -> the converted numbering of chain c. Upstream
+ * (build_residue_maps) demands that every (author chain, author number) of the whole file maps
+ * to one residue, which insertion codes break. map[k] for author number lo + k, 0 = none. */
+static int pdb_residue_map(const px_structure_in *s, int c, const char *file, int **map, int *lo, int *n) {
+  *map = NULL;
+  for (int i = 0; i < s->n_atom; i++)
+    for (int j = i + 1; j < s->n_atom && j < i + 64; j++) {
+      /* Residues are contiguous in a PDB file: a nearby atom with the same author chain and
+       * number but another converted residue is the conflict upstream reports. */
+      const px_sin_atom *a = &s->atom[i], *b = &s->atom[j];
+      if (a->auth_seq_id == b->auth_seq_id &&
+          !strcmp(s->chain[a->chain].auth_id, s->chain[b->chain].auth_id) &&
+          (a->chain != b->chain || a->seq_id != b->seq_id))
+        return px_fail(PX_ERR_INPUT,
+                       "%s: author residue %s %d names two residues (insertion code %c?); as upstream, "
+                       "such a PDB file cannot be used (use an mmCIF file)",
+                       file, s->chain[a->chain].auth_id, a->auth_seq_id, a->ins_code ? a->ins_code : b->ins_code);
+    }
+  int mn = 0, mx = -1, any = 0;
+  for (int i = 0; i < s->n_atom; i++) {
+    if (s->atom[i].chain != c) continue;
+    const int r = s->atom[i].auth_seq_id;
+    if (!any || r < mn) mn = r;
+    if (!any || r > mx) mx = r;
+    any = 1;
+  }
+  if (!any) return px_fail(PX_ERR_INPUT, "%s: chain %s has no atoms", file, s->chain[c].auth_id);
+  if ((int64_t)mx - mn > 10000000)
+    return px_fail(PX_ERR_INPUT, "%s: chain %s: author residue numbers span more than 10^7", file,
+                   s->chain[c].auth_id);
+  *lo = mn;
+  *n = mx - mn + 1;
+  *map = calloc((size_t)*n, sizeof **map);
+  if (!*map) return px_fail(PX_ERR_NOMEM, "out of memory mapping residue numbers");
+  for (int i = 0; i < s->n_atom; i++)
+    if (s->atom[i].chain == c) (*map)[s->atom[i].auth_seq_id - mn] = s->atom[i].seq_id;
+  return PX_OK;
+}
+
+/* Residue numbers of the task (crop ranges, hotspots) in the chain's numbering: mark[r] = 1 for
+ * r in 1..n_seq. mmCIF: label_seq_id directly; a crop range must overlap the chain and a
+ * hotspot lie inside it. PDB: author numbers, each of which must exist (upstream's strict
+ * mapping). */
+static int mark_crop(const px_structure_in *s, const px_task_chain *tc, const int *pmap, int plo, int pn,
+                     int n_seq, uint8_t *keep) {
+  for (int k = 0; k < tc->n_crop; k++) {
+    const px_task_range *rg = &tc->crop[k];
+    if (rg->lo > rg->hi)
+      return px_fail(PX_ERR_INPUT, "chain %s: crop range %d-%d is reversed", tc->id, rg->lo, rg->hi);
+    if (!s->from_pdb) {
+      if (rg->hi < 1 || rg->lo > n_seq)
+        return px_fail(PX_ERR_INPUT, "chain %s: crop %d-%d lies outside the chain (residues 1-%d)", tc->id,
+                       rg->lo, rg->hi, n_seq);
+      for (int r = rg->lo < 1 ? 1 : rg->lo; r <= rg->hi && r <= n_seq; r++) keep[r] = 1;
+    } else {
+      for (int64_t a = rg->lo; a <= rg->hi; a++) {
+        const int64_t o = a - plo;
+        const int r = (o >= 0 && o < pn) ? pmap[o] : 0;
+        if (r < 1 || r > n_seq)
+          return px_fail(PX_ERR_INPUT, "chain %s: crop residue %lld is not in the file", tc->id, (long long)a);
+        keep[r] = 1;
+      }
+    }
+  }
+  return PX_OK;
+}
+
+static int mark_hotspots(const px_structure_in *s, const px_task_chain *tc, const int *pmap, int plo, int pn,
+                         int n_seq, uint8_t *hot) {
+  for (int k = 0; k < tc->n_hotspot; k++) {
+    const int h = tc->hotspot[k];
+    int r = h;
+    if (s->from_pdb) {
+      const int64_t o = (int64_t)h - plo;
+      r = (o >= 0 && o < pn) ? pmap[o] : 0;
+      if (r < 1 || r > n_seq)
+        return px_fail(PX_ERR_INPUT, "chain %s: hotspot residue %d is not in the file", tc->id, h);
+    } else if (r < 1 || r > n_seq) {
+      return px_fail(PX_ERR_INPUT, "chain %s: hotspot %d lies outside the chain (residues 1-%d)", tc->id, h,
+                     n_seq);
+    }
+    hot[r] = 1;
+  }
+  return PX_OK;
+}
+
+/* Rebuild, crop and mark one task chain. */
+static int select_chain(const px_structure_in *s, const px_task *t, int k, sel_chain *out) {
+  const px_task_chain *tc = &t->chain[k];
+  const char *file = t->structure_file ? t->structure_file : "the structure";
+  int rc = find_chain(s, tc->id, file);
+  if (rc < 0) return rc;
+  const int c = rc;
+  rc = px_feat_rebuild_chain(s, c, &out->fc);
+  if (rc) return rc;
+  const int n_seq = out->fc.n_seq;
+  int *pmap = NULL, plo = 0, pn = 0;
+  uint8_t *keep = calloc((size_t)n_seq + 1, 1), *hot = calloc((size_t)n_seq + 1, 1);
+  if (!keep || !hot) {
+    rc = px_fail(PX_ERR_NOMEM, "out of memory selecting chain %s", tc->id);
+    goto done;
+  }
+  if (s->from_pdb && (tc->n_crop || tc->n_hotspot)) {
+    rc = pdb_residue_map(s, c, file, &pmap, &plo, &pn);
+    if (rc) goto done;
+  }
+  if (tc->n_crop) {
+    rc = mark_crop(s, tc, pmap, plo, pn, n_seq, keep);
+    if (rc) goto done;
+  } else {
+    memset(keep, 1, (size_t)n_seq + 1);
+  }
+  rc = mark_hotspots(s, tc, pmap, plo, pn, n_seq, hot);
+  if (rc) goto done;
+  int m = 0;
+  for (int j = 0; j < out->fc.n_res; j++)
+    if (keep[out->fc.res[j].seq_id]) out->fc.res[m++] = out->fc.res[j];
+  out->fc.n_res = m;
+  if (!m) {
+    rc = px_fail(PX_ERR_INPUT, "chain %s: no resolved residue %s", tc->id,
+                 tc->n_crop ? "inside the crop" : "in the file");
+    goto done;
+  }
+  out->hot = calloc((size_t)m, 1);
+  if (!out->hot) {
+    rc = px_fail(PX_ERR_NOMEM, "out of memory selecting chain %s", tc->id);
+    goto done;
+  }
+  for (int j = 0; j < m; j++) out->hot[j] = hot[out->fc.res[j].seq_id];
+done:
+  free(pmap);
+  free(keep);
+  free(hot);
+  return rc;
+}
+
+#define ALLOC(p, n)                                                          \
+  do {                                                                       \
+    (p) = calloc((size_t)(n) > 0 ? (size_t)(n) : 1, sizeof *(p));              \
+    if (!(p)) goto oom;                                                      \
+  } while (0)
+
+static int is_covalent_conn(const char *type) {
+  /* biotite's PDBX_COVALENT_TYPES without "metalc", which Protenix removes (parser.py). */
+  static const char *const types[] = {"covale", "covale_base", "covale_phosphate", "covale_sugar",
+                                      "disulf", "modres",      "modres_link"};
+  for (size_t k = 0; k < sizeof types / sizeof *types; k++)
+    if (!strcmp(type, types[k])) return 1;
+  return 0;
+}
+
+static int bond_cmp(const void *pa, const void *pb) {
+  const px_design_bond *a = pa, *b = pb;
+  if (a->a != b->a) return a->a < b->a ? -1 : 1;
+  return (a->b > b->b) - (a->b < b->b);
+}
+
+/* The input's covalent _struct_conn bonds that survive: upstream parses them (distance < 2.4 A),
+ * keeps those between matched atoms, and then takes each task chain as a slice of the atom
+ * array, which keeps only bonds inside the chain; the crop is another slice. Only bonds
+ * between different residues are written (biotite's struct_conn). */
+static int collect_bonds(const px_structure_in *s, px_design_input *d, const sel_chain *sel, int n_sel) {
+  if (s->from_pdb || s->n_conn <= 0) return PX_OK;
+  d->bond = calloc((size_t)s->n_conn, sizeof *d->bond);
+  if (!d->bond) return px_fail(PX_ERR_NOMEM, "out of memory collecting bonds");
+  int nb = 0;
+  for (int q = 0; q < s->n_conn; q++) {
+    const px_sin_conn *cn = &s->conn[q];
+    if (!is_covalent_conn(cn->conn_type) || strcmp(cn->asym[0], cn->asym[1])) continue;
+    if (cn->seq[0] == cn->seq[1]) continue;
+    int atom[2] = {-1, -1};
+    for (int k = 0; k < n_sel; k++) {
+      if (strcmp(s->chain[sel[k].fc.chain].id, cn->asym[0])) continue;
+      const px_design_chain *dc = &d->chain[k];
+      for (int p = 0; p < 2; p++)
+        for (int i = dc->atom_start; i < dc->atom_start + dc->n_atom; i++)
+          if (d->atom_res_id[i] == cn->seq[p] && !strcmp(d->atom_name[i], cn->atom[p]) && d->is_resolved[i]) {
+            atom[p] = i;
+            break;
+          }
+    }
+    if (atom[0] < 0 || atom[1] < 0) continue;
+    const float *x = &d->xyz_in[(size_t)atom[0] * 3], *y = &d->xyz_in[(size_t)atom[1] * 3];
+    const float dx = x[0] - y[0], dy = x[1] - y[1], dz = x[2] - y[2];
+    if (!(sqrtf(dx * dx + dy * dy + dz * dz) < 2.4f)) continue;
+    px_design_bond *b = &d->bond[nb];
+    b->a = atom[0] < atom[1] ? atom[0] : atom[1];
+    b->b = atom[0] < atom[1] ? atom[1] : atom[0];
+    snprintf(b->conn_type, sizeof b->conn_type, "%s", cn->conn_type);
+    int dup = 0;
+    for (int e = 0; e < nb; e++)
+      if (d->bond[e].a == b->a && d->bond[e].b == b->b) dup = 1;
+    if (!dup) nb++;
+  }
+  qsort(d->bond, (size_t)nb, sizeof *d->bond, bond_cmp);
+  d->n_bond = nb;
+  return PX_OK;
+}
+
+int px_featurize(const px_structure_in *s, const px_task *t, const px_conformers *conf, uint64_t seed,
+                 int augment, px_design_input **out) {
+  if (!out) return px_fail(PX_ERR_INPUT, "px_featurize: NULL output");
+  *out = NULL;
+  if (!s || !t) return px_fail(PX_ERR_INPUT, "px_featurize: NULL structure or task");
+  const char *tname = t->name ? t->name : "task";
+  if (t->n_chain <= 0 || !t->chain)
+    return px_fail(PX_ERR_INPUT, "task %s: no target chain selected", tname);
+  if (t->n_chain > MAX_TARGET_CHAINS)
+    return px_fail(PX_ERR_INPUT, "task %s: %d target chains; at most %d are supported (upstream mislabels "
+                   "the binder beyond that)", tname, t->n_chain, MAX_TARGET_CHAINS);
+  if (t->binder_length < 1 || t->binder_length > PX_FEAT_MAX_BINDER)
+    return px_fail(PX_ERR_INPUT, "task %s: binder_length %d is outside 1..%d", tname, t->binder_length,
+                   PX_FEAT_MAX_BINDER);
+  for (int k = 0; k < t->n_chain; k++) {
+    if (!t->chain[k].id || !t->chain[k].id[0])
+      return px_fail(PX_ERR_INPUT, "task %s: target chain %d has no id", tname, k + 1);
+    for (int j = 0; j < k; j++)
+      if (!strcmp(t->chain[j].id, t->chain[k].id))
+        return px_fail(PX_ERR_INPUT, "task %s: chain %s is selected twice", tname, t->chain[k].id);
+  }
+
+  const int nsel = t->n_chain, L = t->binder_length;
+  sel_chain *sel = calloc((size_t)nsel, sizeof *sel);
+  px_design_input *d = NULL;
+  const px_res_template **tmpl = NULL;
+  int *tmpl_atom = NULL, *rep = NULL;
+  int rc = PX_OK;
+  if (!sel) return px_fail(PX_ERR_NOMEM, "out of memory featurizing %s", tname);
+  for (int k = 0; k < nsel; k++) {
+    rc = select_chain(s, t, k, &sel[k]);
+    if (rc) goto fail;
+  }
+
+  int T = L, N = 4 * L + 1;
+  for (int k = 0; k < nsel; k++) {
+    T += sel[k].fc.n_res;
+    for (int j = 0; j < sel[k].fc.n_res; j++) N += sel[k].fc.res[j].n_atom;
+  }
+  const int nc = nsel + 1;
+  d = calloc(1, sizeof *d);
+  if (!d) goto oom;
+  d->n_token = T;
+  d->n_atom = N;
+  d->n_chain = nc;
+  d->binder_length = L;
+  ALLOC(d->ref_pos, (size_t)N * 3);
+  ALLOC(d->ref_charge, N);
+  ALLOC(d->ref_mask, N);
+  ALLOC(d->ref_element, (size_t)N * 128);
+  ALLOC(d->ref_atom_name_chars, (size_t)N * 256);
+  ALLOC(d->ref_space_uid, N);
+  ALLOC(d->atom_to_token_idx, N);
+  ALLOC(d->asym_id, T);
+  ALLOC(d->residue_index, T);
+  ALLOC(d->entity_id, T);
+  ALLOC(d->token_index, T);
+  ALLOC(d->sym_id, T);
+  ALLOC(d->restype, (size_t)T * PX_FEAT_N_RESTYPE);
+  ALLOC(d->hotspot, T);
+  ALLOC(d->conditional_templ, (size_t)T * T);
+  ALLOC(d->conditional_templ_mask, (size_t)T * T);
+  ALLOC(d->deletion_mean, T);
+  ALLOC(d->atom_name, N);
+  ALLOC(d->element, N);
+  ALLOC(d->res_name, N);
+  ALLOC(d->atom_chain, N);
+  ALLOC(d->atom_res_id, N);
+  ALLOC(d->is_resolved, N);
+  ALLOC(d->xyz_in, (size_t)N * 3);
+  ALLOC(d->token_atom_start, T + 1);
+  ALLOC(d->token_chain, T);
+  ALLOC(d->chain, nc);
+  ALLOC(tmpl, N);
+  ALLOC(tmpl_atom, N);
+  ALLOC(rep, T);
+
+  /* entity_id = rank of the entity strings "1".."nc" sorted as strings (upstream sorts
+   * label_entity_id with np.sort on strings: "10" < "2"). */
+  int *ent_rank = NULL;
+  ALLOC(ent_rank, nc);
+  for (int k = 0; k < nc; k++) {
+    char a[16], b[16];
+    snprintf(a, sizeof a, "%d", k + 1);
+    int r = 0;
+    for (int j = 0; j < nc; j++) {
+      snprintf(b, sizeof b, "%d", j + 1);
+      r += strcmp(b, a) < 0;
+    }
+    ent_rank[k] = r;
+  }
+
+  const px_res_template *gly = px_res_template_find("GLY");
+  int tok = 0, at = 0;
+  for (int k = 0; k < nc; k++) {
+    px_design_chain *dc = &d->chain[k];
+    chain_letters(k + 1, dc->label, sizeof dc->label - 1);
+    strcat(dc->label, "0");
+    snprintf(dc->entity, sizeof dc->entity, "%d", k + 1);
+    dc->is_binder = k == nsel;
+    if (!dc->is_binder) snprintf(dc->source, sizeof dc->source, "%s", t->chain[k].id);
+    dc->token_start = tok;
+    dc->atom_start = at;
+    const int nres = dc->is_binder ? L : sel[k].fc.n_res;
+    for (int j = 0; j < nres; j++) {
+      const px_fres *x = dc->is_binder ? NULL : &sel[k].fc.res[j];
+      const px_res_template *tp = x ? x->tmpl : gly;
+      const int na = x ? x->n_atom : (j == L - 1 ? 5 : 4);
+      const int res_id = x ? x->seq_id : j + 1;
+      d->token_index[tok] = tok;
+      d->residue_index[tok] = res_id;
+      d->asym_id[tok] = k;
+      d->entity_id[tok] = ent_rank[k];
+      d->sym_id[tok] = 0;
+      d->restype[(size_t)tok * PX_FEAT_N_RESTYPE + (size_t)(x ? tp->restype : PX_FEAT_RESTYPE_BINDER)] = 1.0f;
+      d->hotspot[tok] = x && sel[k].hot[j] ? 1.0f : 0.0f;
+      d->token_atom_start[tok] = at;
+      d->token_chain[tok] = k;
+      rep[tok] = -1;
+      for (int a = 0; a < na; a++) {
+        /* The binder's atoms are GLY's N CA C O (+ OXT, the template's last atom). */
+        const int ta = (!x && a == 4) ? tp->n_atom - 1 : a;
+        snprintf(d->atom_name[at], sizeof d->atom_name[at], "%s", tp->atom[ta]);
+        snprintf(d->element[at], sizeof d->element[at], "%s", tp->element[ta]);
+        snprintf(d->res_name[at], sizeof d->res_name[at], "%s", x ? tp->name : "xpb");
+        d->atom_chain[at] = k;
+        d->atom_res_id[at] = res_id;
+        d->is_resolved[at] = x ? x->resolved[ta] : 1;
+        if (x && x->resolved[ta]) memcpy(&d->xyz_in[(size_t)at * 3], x->xyz[ta], 3 * sizeof(float));
+        d->ref_space_uid[at] = tok;
+        d->atom_to_token_idx[at] = tok;
+        tmpl[at] = tp;
+        tmpl_atom[at] = ta;
+        /* Representative atom: CB, CA for GLY; binder tokens are never templated. */
+        if (x && !strcmp(tp->atom[ta], strcmp(tp->name, "GLY") ? "CB" : "CA")) rep[tok] = at;
+        at++;
+      }
+      tok++;
+    }
+    dc->n_token = tok - dc->token_start;
+    dc->n_atom = at - dc->atom_start;
+  }
+  d->token_atom_start[T] = at;
+  free(ent_rank);
+
+  rc = px_feat_reference(d, tmpl, tmpl_atom, conf, seed, augment);
+  if (rc) goto fail;
+  px_feat_template_bins(d, rep);
+  rc = collect_bonds(s, d, sel, nsel);
+  if (rc) goto fail;
+
+  d->f.n_token = T;
+  d->f.n_atom = N;
+  d->f.ref_pos = d->ref_pos;
+  d->f.ref_charge = d->ref_charge;
+  d->f.ref_mask = d->ref_mask;
+  d->f.ref_element = d->ref_element;
+  d->f.ref_atom_name_chars = d->ref_atom_name_chars;
+  d->f.ref_space_uid = d->ref_space_uid;
+  d->f.atom_to_token_idx = d->atom_to_token_idx;
+  d->f.asym_id = d->asym_id;
+  d->f.residue_index = d->residue_index;
+  d->f.entity_id = d->entity_id;
+  d->f.token_index = d->token_index;
+  d->f.sym_id = d->sym_id;
+
+  for (int k = 0; k < nsel; k++) {
+    px_feat_fchain_free(&sel[k].fc);
+    free(sel[k].hot);
+  }
+  free(sel);
+  free(tmpl);
+  free(tmpl_atom);
+  free(rep);
+  *out = d;
+  return PX_OK;
+
+oom:
+  rc = px_fail(PX_ERR_NOMEM, "out of memory featurizing %s", tname);
+fail:
+  for (int k = 0; k < nsel; k++) {
+    px_feat_fchain_free(&sel[k].fc);
+    free(sel[k].hot);
+  }
+  free(sel);
+  free(tmpl);
+  free(tmpl_atom);
+  free(rep);
+  px_design_input_free(d);
+  return rc;
+}

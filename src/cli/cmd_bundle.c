@@ -3,35 +3,24 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cli/options.h"
 #include "io/bundle.h"
 #include "pxdiff.h"
 
 int cmd_bundle_info(int argc, char **argv);
 
 int cmd_bundle_info(int argc, char **argv) {
-  const char *file = NULL, *ckpt = NULL;
-  for (int i = 0; i < argc; i++) {
-    if (!strcmp(argv[i], "--checkpoint")) {
-      if (i + 1 >= argc) {
-        fprintf(stderr, "pxdiff: bundle-info: --checkpoint needs a value\n");
-        return 2;
-      }
-      ckpt = argv[++i];
-    } else if (argv[i][0] == '-' && argv[i][1]) {
-      fprintf(stderr, "pxdiff: bundle-info: unknown option '%s'\n", argv[i]);
-      return 2;
-    } else if (file) {
-      fprintf(stderr, "pxdiff: bundle-info: one bundle at a time (got '%s' and '%s')\n", file,
-              argv[i]);
-      return 2;
-    } else {
-      file = argv[i];
-    }
-  }
-  if (!file) {
-    fprintf(stderr, "pxdiff: bundle-info: usage: pxdiff bundle-info FILE [--checkpoint CKPT]\n");
-    return 2;
-  }
+  const char *ckpt = NULL, *file = NULL;
+  const cli_opt opts[] = {
+      {.name = "--checkpoint", .kind = CLI_PATH, .dst = &ckpt, .meta = "CKPT",
+       .help = "also check the bundle's widths against this checkpoint"},
+  };
+  const cli_command c = {.name = "bundle-info", .args = "FILE [--checkpoint CKPT]",
+                         .summary = "Validate a feature bundle (docs/bundle.md) and summarize it.",
+                         .opts = opts, .n_opts = 1, .pos_name = "FILE", .min_pos = 1,
+                         .max_pos = 1};
+  int st = cli_parse(&c, argc, argv, &file, NULL);
+  if (st != CLI_RUN) return st;
   px_bundle *b = NULL;
   if (px_bundle_open(file, &b) != 0) {
     fprintf(stderr, "pxdiff: %s\n", px_last_error());

@@ -1,73 +1,43 @@
 /* `pxdiff sample` and `pxdiff demo`: run the sampler for a design and write one mmCIF
- * (and optionally PDB) per sample plus summary.json; progress display; resume.
+ * (and optionally PDB) per sample plus summary.json.
  *
- * Output protocol (also in the usage text):
+ * The pieces shared with other commands live beside this file: the option table parser
+ * (options.h), the output protocol (run_output.h: fingerprint, resume, overwrite, the
+ * completeness trailer, summary.json last) and the progress display (progress.h). This
+ * file holds what is particular to sampling: the options, the fingerprint's settings, the
+ * chunk loop and the summary's fields.
+ *
  *   DIR/sample_<i>.cif   one per sample, zero-padded index (4 digits, more when needed),
  *                        written atomically; its last line is "# pxdiff-complete run=<id>"
  *                        where <id> fingerprints every setting and input that changes
  *                        coordinates (not --chunk, --threads or the sample count).
  *   DIR/sample_<i>.pdb   with --pdb, written before the .cif.
- *   DIR/summary.json     written last, atomically, only when every sample is written.
- *                        Any run first deletes an existing summary.json, so a directory
- *                        with no summary.json holds an unfinished run.
- * Ctrl-C (SIGINT/SIGTERM) stops after the current denoise step: finished samples stay,
- * the unfinished chunk is dropped, no summary.json is written, exit status 130.
- * --resume keeps every sample file whose trailer names this run's id and computes only
- * the others; because a sample's noise depends only on (seed, sample index, step), the
- * result equals an uninterrupted run's files byte for byte. */
+ *   DIR/summary.json     written last, only when every sample is written.
+ * Because a sample's noise depends only on (seed, sample index, step) and samples run in
+ * the chunks an uninterrupted run uses, a resumed run's files equal an uninterrupted run's
+ * byte for byte. */
 #define _POSIX_C_SOURCE 200809L
-#include "io/strbuf.h"
 #include "cli/cmd_sample.h"
 
-#include <errno.h>
-#include <math.h>
-#include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/options.h"
+#include "cli/progress.h"
+#include "cli/run_output.h"
 #include "error.h"
 #include "io/bundle.h"
+#include "io/strbuf.h"
 #include "io/structure.h"
 #include "platform.h"
 #include "pxdiff_synthetic.h"
 
 #define DEMO_MODEL_SEED 2024
-#define DEMO_SAMPLES 4
-#define DEMO_STEPS 40
+#define DEMO_SAMPLES "4"
+#define DEMO_STEPS "40"
 #define SYNTH_LABEL_ASCII "SYNTHETIC WEIGHTS -- not a trained model"
 #define SYNTH_LABEL "SYNTHETIC WEIGHTS \xe2\x80\x94 not a trained model"
-
-/* ---------------------------------------------------------------- usage ---- */
-
-void cmd_sample_usage(void *file) {
-  FILE *o = file;
-  fprintf(o,
-          "  sample --checkpoint CKPT --bundle B --out DIR [options]\n"
-          "                                    sample designs; one mmCIF per sample + summary.json\n"
-          "  demo --out DIR [options]          built-in synthetic problem and SYNTHETIC weights (no\n"
-          "                                    downloads; %d samples x %d steps unless told)\n"
-          "    sampler options (defaults = `pxdesign infer`/`pipeline`):\n"
-          "      --samples N (%s) --steps K (400; demo %d) --seed S (0) --chunk C (10)\n"
-          "      --eta-type const|linear|poly|cos|piecewise|piecewise_65|piecewise_70 (const)\n"
-          "      --eta-min X (2.5) --eta-max X (2.5) --gamma0 X (1.0) --gamma-min X (0.01)\n"
-          "      --noise-scale-lambda X (1.003)\n"
-          "      --schedule-precision bf16|fp32 (bf16: the schedule rounded per operation as\n"
-          "                                    PXDesign's default GPU run; fp32: plain float32)\n"
-          "      --device auto|cpu|cuda (auto) --precision fp32|tf32|bf16|fp16|default (default)\n"
-          "      --threads K (0 = library default) --pdb (also write sample_<i>.pdb; fails on\n"
-          "                                    coordinates beyond the PDB columns)\n"
-          "      --quiet (errors only) --resume (keep finished samples of the same run; refuses\n"
-          "                                    a DIR holding samples of other settings)\n"
-          "    output: DIR/sample_0000.cif ... (atomic; B_iso_or_equiv 1.00 = designed atom,\n"
-          "      0.00 = condition atom), DIR/summary.json written last and only when all\n"
-          "      samples exist; a run first deletes summary.json, so none = unfinished.\n"
-          "      Ctrl-C keeps finished samples, writes no summary.json, exits 130; rerun with\n"
-          "      --resume to finish (the result equals an uninterrupted run). Progress goes to\n"
-          "      stderr (a bar on a terminal, periodic lines otherwise).\n",
-          DEMO_SAMPLES, DEMO_STEPS, "1; demo 4", DEMO_STEPS);
-}
 
 /* ---------------------------------------------------------------- options -- */
 
@@ -75,11 +45,115 @@ typedef struct {
   const char *ckpt, *bundle, *out;
   long samples, chunk, threads;
   px_sampler_config cfg;
-  int device, precision;
-  int pdb, quiet, resume;
-  int steps_given;
+  long steps;
+  int device, precision, eta_type, sched_bf16;
+  int pdb, quiet, resume, overwrite;
 } opts_t;
 
+static const char *const eta_names[] = {"const", "linear", "poly", "cos", "piecewise", "piecewise_65",
+                                        "piecewise_70", NULL};
+static int eta_values[8];
+static const char *const sched_names[] = {"bf16", "fp32", NULL};
+static const int sched_values[] = {1, 0};
+
+static const char SAMPLE_DETAILS[] =
+    "Defaults are what PXDesign's `pxdesign infer` / `pipeline` run.\n"
+    "\n"
+    "output (DIR):\n"
+    "  sample_0000.cif ...  one per sample, written atomically; B_iso_or_equiv 1.00 = designed\n"
+    "                       atom, 0.00 = condition atom; the last line names the run\n"
+    "  sample_0000.pdb ...  with --pdb\n"
+    "  summary.json         written last, only when every sample exists: no summary.json\n"
+    "                       means an unfinished run\n"
+    "  A run writes only these names and never touches other files in DIR. Nothing is\n"
+    "  created before every input is checked. A DIR holding an earlier run's files is\n"
+    "  refused unless --resume (finish the same run: kept files are reused, the result\n"
+    "  equals an uninterrupted run byte for byte; refused, changing nothing, when the files\n"
+    "  came from other settings) or --overwrite (remove that run's files first).\n"
+    "  Ctrl-C (SIGINT/SIGTERM) stops after the current step: finished samples stay, no\n"
+    "  summary.json, exit status 130; rerun with --resume to finish.\n"
+    "  Progress goes to stderr (a bar on a terminal, periodic lines otherwise).\n"
+    "\n"
+    "devices: auto = cuda when a CUDA device is usable, else cpu; cuda = the first CUDA\n"
+    "  device (fails when there is none); precision default = fp32 on the CPU (the only\n"
+    "  one there), fp16 on CUDA.\n";
+
+/* The table of both commands (demo: no --checkpoint / --bundle, other defaults). */
+static int sample_options(cli_opt *t, opts_t *o, int demo) {
+  for (int i = 0; eta_names[i]; i++) eta_values[i] = px_eta_type_from_name(eta_names[i]);
+  int n = 0;
+  if (!demo) {
+    t[n++] = (cli_opt){.name = "--checkpoint", .kind = CLI_PATH, .dst = &o->ckpt, .meta = "CKPT",
+                       .flags = CLI_REQUIRED, .help = "PXDesign checkpoint (.pt) or pxdiff safetensors"};
+    t[n++] = (cli_opt){.name = "--bundle", .kind = CLI_PATH, .dst = &o->bundle, .meta = "B",
+                       .flags = CLI_REQUIRED, .help = "feature bundle of the design (docs/bundle.md)"};
+  }
+  t[n++] = (cli_opt){.name = "--out", .kind = CLI_PATH, .dst = &o->out, .meta = "DIR", .flags = CLI_REQUIRED,
+                     .help = "output directory (created when missing)"};
+  t[n++] = (cli_opt){.name = "--samples", .kind = CLI_INT, .dst = &o->samples, .meta = "N",
+                     .def = demo ? DEMO_SAMPLES : "1", .lo = 1, .hi = 1000000, .help = "designs to sample"};
+  t[n++] = (cli_opt){.name = "--steps", .kind = CLI_INT, .dst = &o->steps, .meta = "K",
+                     .def = demo ? DEMO_STEPS : "400", .lo = 1, .hi = 100000,
+                     .help = demo ? "sampler steps (PXDesign's default is 400)" : "sampler steps"};
+  t[n++] = (cli_opt){.name = "--seed", .kind = CLI_U64, .dst = &o->cfg.seed, .meta = "S", .def = "0",
+                     .help = "random seed"};
+  t[n++] = (cli_opt){.name = "--chunk", .kind = CLI_INT, .dst = &o->chunk, .meta = "C", .def = "10", .lo = 1,
+                     .hi = 4096, .help = "samples per engine call (memory and speed)"};
+  t[n++] = (cli_opt){.name = "--eta-type", .kind = CLI_ENUM, .dst = &o->eta_type, .def = "const",
+                     .enum_names = eta_names, .enum_values = eta_values, .help = "noise-scale schedule"};
+  t[n++] = (cli_opt){.name = "--eta-min", .kind = CLI_FLOAT, .dst = &o->cfg.eta_min, .meta = "X", .def = "2.5",
+                     .lo = -1e6, .hi = 1e6, .help = "step scale at the start"};
+  t[n++] = (cli_opt){.name = "--eta-max", .kind = CLI_FLOAT, .dst = &o->cfg.eta_max, .meta = "X", .def = "2.5",
+                     .lo = -1e6, .hi = 1e6, .help = "step scale at the end"};
+  t[n++] = (cli_opt){.name = "--gamma0", .kind = CLI_FLOAT, .dst = &o->cfg.gamma0, .meta = "X", .def = "1.0",
+                     .lo = 0, .hi = 1e6, .help = "noise injection factor"};
+  t[n++] = (cli_opt){.name = "--gamma-min", .kind = CLI_FLOAT, .dst = &o->cfg.gamma_min, .meta = "X",
+                     .def = "0.01", .lo = 0, .hi = 1e6, .help = "noise injected only above this level"};
+  t[n++] = (cli_opt){.name = "--noise-scale-lambda", .kind = CLI_FLOAT, .dst = &o->cfg.noise_scale_lambda,
+                     .meta = "X", .def = "1.003", .lo = 0, .hi = 1e6, .help = "injected noise scale"};
+  t[n++] = (cli_opt){.name = "--schedule-precision", .kind = CLI_ENUM, .dst = &o->sched_bf16, .def = "bf16",
+                     .enum_names = sched_names, .enum_values = sched_values,
+                     .help = "bf16: the noise schedule rounded per operation as PXDesign's "
+                             "default GPU run; fp32: plain float32"};
+  t[n++] = (cli_opt){.name = "--device", .kind = CLI_ENUM, .dst = &o->device, .def = "auto",
+                     .enum_names = cli_device_names, .enum_values = cli_device_values,
+                     .help = "where to compute (see devices below)"};
+  t[n++] = (cli_opt){.name = "--precision", .kind = CLI_ENUM, .dst = &o->precision, .def = "default",
+                     .enum_names = cli_precision_names, .enum_values = cli_precision_values,
+                     .help = "GEMM precision (CUDA); the CPU computes fp32"};
+  t[n++] = (cli_opt){.name = "--threads", .kind = CLI_INT, .dst = &o->threads, .meta = "K", .def = "0", .lo = 0,
+                     .hi = 4096, .help = "CPU threads (0: the library's default)"};
+  t[n++] = (cli_opt){.name = "--pdb", .kind = CLI_FLAG, .dst = &o->pdb,
+                     .help = "also write sample_<i>.pdb (fails on coordinates beyond the PDB columns)"};
+  t[n++] = (cli_opt){.name = "--resume", .kind = CLI_FLAG, .dst = &o->resume,
+                     .help = "finish the run in DIR (same settings): keep its samples"};
+  t[n++] = (cli_opt){.name = "--overwrite", .kind = CLI_FLAG, .dst = &o->overwrite,
+                     .help = "remove an earlier run's files from DIR first"};
+  t[n++] = (cli_opt){.name = "--quiet", .alias = "-q", .kind = CLI_FLAG, .dst = &o->quiet,
+                     .help = "errors only"};
+  return n;
+}
+
+static int parse_opts(const char *cmd, int argc, char **argv, opts_t *o, int demo, cli_command *c,
+                      cli_opt *table) {
+  memset(o, 0, sizeof *o);
+  px_sampler_config_default(&o->cfg);
+  *c = (cli_command){.name = cmd,
+                     .args = demo ? "--out DIR [options]" : "--checkpoint CKPT --bundle B --out DIR [options]",
+                     .summary = demo ? "The built-in synthetic problem with SYNTHETIC weights (no downloads): one\n"
+                                       "mmCIF per sample + summary.json."
+                                     : "Sample designs for a feature bundle: one mmCIF per sample + summary.json.",
+                     .details = SAMPLE_DETAILS,
+                     .opts = table,
+                     .n_opts = sample_options(table, o, demo)};
+  int st = cli_parse(c, argc, argv, NULL, NULL);
+  if (st != CLI_RUN) return st;
+  if (o->resume && o->overwrite) return cli_usage_error(c, "--resume and --overwrite exclude each other");
+  o->cfg.n_step = (int)o->steps;
+  o->cfg.eta_type = o->eta_type;
+  o->cfg.schedule_bf16 = o->sched_bf16;
+  return CLI_RUN;
+}
 
 const char *cmd_precision_label(const px_model *m) {
   static char buf[96];
@@ -92,203 +166,9 @@ const char *cmd_precision_label(const px_model *m) {
   return buf;
 }
 
-static int bad_value(const char *flag, const char *v, const char *want) {
-  fprintf(stderr, "pxdiff: %s: '%s' is not %s\n", flag, v, want);
-  return 2;
-}
-
-static int parse_long(const char *flag, const char *v, long lo, long hi, long *out) {
-  char *end;
-  errno = 0;
-  long x = strtol(v, &end, 10);
-  if (errno || *end || end == v || x < lo || x > hi) {
-    char want[96];
-    snprintf(want, sizeof want, "an integer in [%ld, %ld]", lo, hi);
-    return bad_value(flag, v, want);
-  }
-  *out = x;
-  return 0;
-}
-
-static int parse_float(const char *flag, const char *v, double lo, double hi, float *out) {
-  char *end;
-  errno = 0;
-  double x = strtod(v, &end);
-  if (errno || *end || end == v || !isfinite(x) || x < lo || x > hi) {
-    char want[96];
-    snprintf(want, sizeof want, "a number in [%g, %g]", lo, hi);
-    return bad_value(flag, v, want);
-  }
-  *out = (float)x;
-  return 0;
-}
-
-/* Returns 0, or the exit status (2) after printing one line. */
-static int parse_opts(const char *cmd, int argc, char **argv, opts_t *o, int demo) {
-  memset(o, 0, sizeof *o);
-  px_sampler_config_default(&o->cfg);
-  o->samples = demo ? DEMO_SAMPLES : 1;
-  o->chunk = 10;
-  o->device = PX_DEVICE_AUTO;
-  o->precision = PX_PRECISION_DEFAULT;
-  if (demo) o->cfg.n_step = DEMO_STEPS;
-  for (int i = 0; i < argc; i++) {
-    char flag[64];
-    const char *a = argv[i], *v = NULL;
-    const char *eq = strncmp(a, "--", 2) == 0 ? strchr(a, '=') : NULL;
-    if (eq && (size_t)(eq - a) < sizeof flag) {
-      memcpy(flag, a, (size_t)(eq - a));
-      flag[eq - a] = '\0';
-      v = eq + 1;
-    } else {
-      snprintf(flag, sizeof flag, "%s", a);
-    }
-    /* switches */
-    if (!strcmp(flag, "--pdb") || !strcmp(flag, "--quiet") || !strcmp(flag, "-q") ||
-        !strcmp(flag, "--resume")) {
-      if (v) {
-        fprintf(stderr, "pxdiff: %s takes no value\n", flag);
-        return 2;
-      }
-      if (!strcmp(flag, "--pdb")) o->pdb = 1;
-      else if (!strcmp(flag, "--resume")) o->resume = 1;
-      else o->quiet = 1;
-      continue;
-    }
-    static const char *const valued[] = {
-        "--checkpoint", "--bundle", "--out", "--samples", "--steps", "--seed", "--chunk",
-        "--eta-type", "--eta-min", "--eta-max", "--gamma0", "--gamma-min", "--noise-scale-lambda",
-        "--schedule-precision", "--device", "--precision", "--threads", NULL};
-    int known = 0;
-    for (int k = 0; valued[k]; k++) known |= !strcmp(flag, valued[k]);
-    if (!known || (demo && (!strcmp(flag, "--checkpoint") || !strcmp(flag, "--bundle")))) {
-      fprintf(stderr, "pxdiff: %s: unknown option '%s' (try 'pxdiff help')\n", cmd, a);
-      return 2;
-    }
-    if (!v) {
-      if (i + 1 >= argc) {
-        fprintf(stderr, "pxdiff: %s needs a value\n", flag);
-        return 2;
-      }
-      v = argv[++i];
-    }
-    if (!strcmp(flag, "--checkpoint") || !strcmp(flag, "--bundle") || !strcmp(flag, "--out")) {
-      if (!*v) {
-        fprintf(stderr, "pxdiff: %s needs a non-empty path\n", flag);
-        return 2;
-      }
-      if (!strcmp(flag, "--checkpoint")) o->ckpt = v;
-      else if (!strcmp(flag, "--bundle")) o->bundle = v;
-      else o->out = v;
-    } else if (!strcmp(flag, "--samples")) {
-      if (parse_long(flag, v, 1, 1000000, &o->samples)) return 2;
-    } else if (!strcmp(flag, "--steps")) {
-      long x;
-      if (parse_long(flag, v, 1, 100000, &x)) return 2;
-      o->cfg.n_step = (int)x;
-      o->steps_given = 1;
-    } else if (!strcmp(flag, "--seed")) {
-      char *end;
-      errno = 0;
-      unsigned long long x = strtoull(v, &end, 10);
-      if (errno || *end || end == v || v[0] == '-' || v[0] == '+')
-        return bad_value(flag, v, "an integer in [0, 18446744073709551615]");
-      o->cfg.seed = (uint64_t)x;
-    } else if (!strcmp(flag, "--chunk")) {
-      if (parse_long(flag, v, 1, 4096, &o->chunk)) return 2;
-    } else if (!strcmp(flag, "--threads")) {
-      if (parse_long(flag, v, 0, 4096, &o->threads)) return 2;
-    } else if (!strcmp(flag, "--eta-type")) {
-      int t = px_eta_type_from_name(v);
-      if (t < 0)
-        return bad_value(flag, v, "one of const, linear, poly, cos, piecewise, piecewise_65, piecewise_70");
-      o->cfg.eta_type = t;
-    } else if (!strcmp(flag, "--eta-min")) {
-      if (parse_float(flag, v, -1e6, 1e6, &o->cfg.eta_min)) return 2;
-    } else if (!strcmp(flag, "--eta-max")) {
-      if (parse_float(flag, v, -1e6, 1e6, &o->cfg.eta_max)) return 2;
-    } else if (!strcmp(flag, "--gamma0")) {
-      if (parse_float(flag, v, 0, 1e6, &o->cfg.gamma0)) return 2;
-    } else if (!strcmp(flag, "--gamma-min")) {
-      if (parse_float(flag, v, 0, 1e6, &o->cfg.gamma_min)) return 2;
-    } else if (!strcmp(flag, "--noise-scale-lambda")) {
-      if (parse_float(flag, v, 0, 1e6, &o->cfg.noise_scale_lambda)) return 2;
-    } else if (!strcmp(flag, "--schedule-precision")) {
-      if (!strcmp(v, "bf16")) o->cfg.schedule_bf16 = 1;
-      else if (!strcmp(v, "fp32")) o->cfg.schedule_bf16 = 0;
-      else return bad_value(flag, v, "bf16 or fp32");
-    } else if (!strcmp(flag, "--device")) {
-      o->device = px_device_from_name(v);
-      if (o->device < 0) return bad_value(flag, v, "auto, cpu or cuda");
-    } else if (!strcmp(flag, "--precision")) {
-      o->precision = px_precision_from_name(v);
-      if (o->precision == -2) return bad_value(flag, v, "fp32, tf32, bf16, fp16 or default");
-    }
-  }
-  if (!demo && (!o->ckpt || !o->bundle)) {
-    fprintf(stderr, "pxdiff: sample needs --checkpoint CKPT and --bundle B (try 'pxdiff help')\n");
-    return 2;
-  }
-  if (!o->out) {
-    fprintf(stderr, "pxdiff: %s needs --out DIR\n", cmd);
-    return 2;
-  }
-  return 0;
-}
-
-/* --------------------------------------------------------------- helpers -- */
-
-static volatile sig_atomic_t g_interrupted = 0;
-
-static void on_signal(int sig) {
-  g_interrupted = 1;
-  signal(sig, SIG_DFL); /* a second Ctrl-C ends the process at once */
-}
-
-static char *path_join(const char *dir, const char *name) {
-  size_t a = strlen(dir), b = strlen(name);
-  char *p = malloc(a + b + 2);
-  if (!p) return NULL;
-  memcpy(p, dir, a);
-  size_t k = a;
-  if (a && dir[a - 1] != '/') p[k++] = '/';
-  memcpy(p + k, name, b + 1);
-  return p;
-}
-
-static uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
-  const unsigned char *p = data;
-  for (size_t i = 0; i < n; i++) {
-    h ^= p[i];
-    h *= 1099511628211ull;
-  }
-  return h;
-}
-
-/* Shortest decimal that reads back as the same float. */
-static void fmt_float(char *buf, size_t cap, float v) {
-  for (int prec = 6; prec <= 9; prec++) {
-    snprintf(buf, cap, "%.*g", prec, (double)v);
-    if (strtof(buf, NULL) == v) return;
-  }
-}
-
-static void fmt_duration(char *buf, size_t cap, double s) {
-  if (!(s >= 0) || s > 1e8) {
-    snprintf(buf, cap, "--:--");
-    return;
-  }
-  long t = (long)(s + 0.5);
-  if (t >= 3600) snprintf(buf, cap, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
-  else snprintf(buf, cap, "%ld:%02ld", t / 60, t % 60);
-}
-
-/* summary.json is built in a px_strbuf (io/strbuf.h); a NULL string is written as null. */
-static void jb_str(px_strbuf *b, const char *s) {
-  if (s)
-    px_sb_json_string(b, s);
-  else
-    px_sb_str(b, "null");
+static int say(const char *what) {
+  fprintf(stderr, "pxdiff: %s\n", what);
+  return 1;
 }
 
 /* ------------------------------------------------------------- the run ---- */
@@ -300,78 +180,21 @@ typedef struct {
   const char *model_desc; /* checkpoint path or "synthetic (seed 2024)" */
   int synthetic;
   int n_token, n_atom;
-  px_structure tmpl;      /* annotations; xyz filled per sample */
+  px_structure tmpl; /* annotations; xyz filled per sample */
   double t_load, t_design;
   int64_t n_params;
   double sampling_s_per_design; /* set by run_sampling when it computed samples */
 } problem_t;
 
-typedef struct {
-  double t0, last_print;
-  int total, done, cur; /* samples to compute, finished, in the current call */
-  int n_step;
-  int tty, quiet;
-  int line_open;
-} progress_t;
-
-static void progress_show(progress_t *p, double frac_done, int step, int force) {
-  if (p->quiet) return;
-  double now = px_time_now(), el = now - p->t0;
-  if (!force && now - p->last_print < (p->tty ? 0.25 : 15.0)) return;
-  p->last_print = now;
-  double spd = frac_done > 0 ? el / frac_done : NAN;
-  char e1[32], e2[32], rate[32];
-  fmt_duration(e1, sizeof e1, el);
-  fmt_duration(e2, sizeof e2, frac_done > 0 ? spd * (p->total - frac_done) : NAN);
-  if (frac_done > 0) snprintf(rate, sizeof rate, "%.2f s/design", spd);
-  else snprintf(rate, sizeof rate, "-- s/design");
-  int done_whole = p->done;
-  if (p->tty) {
-    char bar[31];
-    int fill = p->total > 0 ? (int)(30.0 * frac_done / p->total) : 30;
-    for (int i = 0; i < 30; i++) bar[i] = i < fill ? '#' : '-';
-    bar[30] = '\0';
-    fprintf(stderr, "\r\x1b[Ksampling [%s] %d/%d designs | %s elapsed | ETA %s | %s", bar, done_whole,
-            p->total, e1, e2, rate);
-    p->line_open = 1;
-  } else if (step > 0 && step < p->n_step) {
-    fprintf(stderr, "pxdiff: %d/%d designs done (chunk of %d at step %d/%d), %s elapsed, ETA %s, %s\n",
-            done_whole, p->total, p->cur, step, p->n_step, e1, e2, rate);
-  } else {
-    fprintf(stderr, "pxdiff: %d/%d designs done, %s elapsed, ETA %s, %s\n", done_whole, p->total, e1,
-            e2, rate);
-  }
-  fflush(stderr);
-}
-
-static int progress_cb(void *user, int samples_done, int samples_total, int step, int n_step) {
-  progress_t *p = user;
-  if (g_interrupted) return 1;
-  if (step < n_step) {
-    double frac = p->done + (double)p->cur * step / n_step;
-    progress_show(p, frac, step, 0);
-  }
-  (void)samples_done;
-  (void)samples_total;
-  return 0;
-}
-
-static void progress_close(progress_t *p) {
-  if (p->line_open) {
-    fputc('\n', stderr);
-    p->line_open = 0;
-  }
-}
-
-static uint64_t run_fingerprint(const px_model *m, const px_design *d, const px_sampler_config *c,
-                                const problem_t *pb) {
+static uint64_t sample_fingerprint(const px_model *m, const px_design *d, const px_sampler_config *c,
+                                   const problem_t *pb) {
   char buf[1024], f[6][24];
-  fmt_float(f[0], sizeof f[0], c->gamma0);
-  fmt_float(f[1], sizeof f[1], c->gamma_min);
-  fmt_float(f[2], sizeof f[2], c->noise_scale_lambda);
-  fmt_float(f[3], sizeof f[3], c->eta_min);
-  fmt_float(f[4], sizeof f[4], c->eta_max);
-  fmt_float(f[5], sizeof f[5], c->sigma_data);
+  run_fmt_float(f[0], sizeof f[0], c->gamma0);
+  run_fmt_float(f[1], sizeof f[1], c->gamma_min);
+  run_fmt_float(f[2], sizeof f[2], c->noise_scale_lambda);
+  run_fmt_float(f[3], sizeof f[3], c->eta_min);
+  run_fmt_float(f[4], sizeof f[4], c->eta_max);
+  run_fmt_float(f[5], sizeof f[5], c->sigma_data);
   const char *backend = px_model_backend_name(m);
   snprintf(buf, sizeof buf,
            "pxdiff-run v1|seed=%llu|steps=%d|eta=%s:%s:%s|gamma0=%s|gamma_min=%s|lambda=%s|sched=%s|"
@@ -380,40 +203,31 @@ static uint64_t run_fingerprint(const px_model *m, const px_design *d, const px_
            f[2], c->schedule_bf16 ? "bf16" : "fp32", (double)c->s_max, (double)c->s_min, (double)c->rho,
            f[5], (unsigned long long)px_design_key(d), pb->model_desc, (long long)pb->n_params,
            backend ? backend : "?", px_model_precision_name(m));
-  return fnv1a(14695981039346656037ull, buf, strlen(buf));
+  return run_fingerprint(buf);
 }
 
-/* "sample_<idx>.<ext>", idx zero-padded to width digits. */
-static void sample_file(char *buf, size_t cap, int width, long idx, const char *ext) {
-  char digits[32];
-  int k = snprintf(digits, sizeof digits, "%ld", idx);
-  int pad = width > k ? width - k : 0;
-  snprintf(buf, cap, "sample_%.*s%s.%s", pad, "00000000000000000000", digits, ext);
+static void jb_str(px_strbuf *b, const char *s) {
+  if (s) px_sb_json_string(b, s);
+  else px_sb_str(b, "null");
 }
 
-/* File names: sample_<i>.cif with at least 4 digits. */
-static int index_width(long n) {
-  int w = 4;
-  for (long x = 10000; x < n; x *= 10) w++;
-  return w;
-}
+static long eff_chunk(const opts_t *o) { return o->chunk < o->samples ? o->chunk : o->samples; }
 
-static int write_summary(const char *path, const opts_t *o, const problem_t *pb, const px_model *m,
-                         const px_design *d, uint64_t run_id, double t_sampling, int sampled,
-                         int computed, int resumed, double t_total, int width) {
+static char *summary_text(const opts_t *o, const problem_t *pb, const px_model *m, const px_design *d,
+                          const run_out *r, double t_sampling, int sampled, int computed, double t_total) {
   px_strbuf b = {0};
   char fl[8][32];
   const px_sampler_config *c = &o->cfg;
-  fmt_float(fl[0], 32, c->eta_min);
-  fmt_float(fl[1], 32, c->eta_max);
-  fmt_float(fl[2], 32, c->gamma0);
-  fmt_float(fl[3], 32, c->gamma_min);
-  fmt_float(fl[4], 32, c->noise_scale_lambda);
-  fmt_float(fl[5], 32, c->s_max);
-  fmt_float(fl[6], 32, c->s_min);
-  fmt_float(fl[7], 32, c->rho);
+  run_fmt_float(fl[0], 32, c->eta_min);
+  run_fmt_float(fl[1], 32, c->eta_max);
+  run_fmt_float(fl[2], 32, c->gamma0);
+  run_fmt_float(fl[3], 32, c->gamma_min);
+  run_fmt_float(fl[4], 32, c->noise_scale_lambda);
+  run_fmt_float(fl[5], 32, c->s_max);
+  run_fmt_float(fl[6], 32, c->s_min);
+  run_fmt_float(fl[7], 32, c->rho);
   px_sb_printf(&b, "{\n  \"pxdiff_version\": \"%s\",\n  \"command\": \"%s\",\n  \"complete\": true,\n",
-            PXDIFF_VERSION, pb->command);
+               PXDIFF_VERSION, pb->command);
   px_sb_printf(&b, "  \"synthetic_weights\": %s,\n", pb->synthetic ? "true" : "false");
   if (pb->synthetic) px_sb_printf(&b, "  \"note\": \"%s\",\n", SYNTH_LABEL);
   px_sb_printf(&b, "  \"checkpoint\": ");
@@ -424,295 +238,252 @@ static int write_summary(const char *path, const opts_t *o, const problem_t *pb,
   jb_str(&b, o->bundle);
   px_sb_printf(&b, ",\n  \"design\": {\"name\": ");
   jb_str(&b, pb->name);
-  px_sb_printf(&b, ", \"n_tokens\": %d, \"n_atoms\": %d, \"key\": \"%016llx\"},\n", pb->n_token,
-            pb->n_atom, (unsigned long long)px_design_key(d));
-  px_sb_printf(&b, "  \"run_id\": \"%016llx\",\n", (unsigned long long)run_id);
+  px_sb_printf(&b, ", \"n_tokens\": %d, \"n_atoms\": %d, \"key\": \"%016llx\"},\n", pb->n_token, pb->n_atom,
+               (unsigned long long)px_design_key(d));
+  px_sb_printf(&b, "  \"run_id\": \"%016llx\",\n", (unsigned long long)r->run_id);
   px_sb_printf(&b, "  \"settings\": {\n    \"samples\": %ld,\n    \"steps\": %d,\n", o->samples, c->n_step);
   if (!strcmp(pb->command, "demo") && c->n_step != 400)
-    px_sb_printf(&b, "    \"steps_note\": \"%d steps, fewer than PXDesign's default 400 (the demo's default is %d, "
-                  "chosen so the demo finishes in under a minute on 2 CPU cores)\",\n",
-              c->n_step, DEMO_STEPS);
-  px_sb_printf(&b, "    \"seed\": %llu,\n    \"chunk\": %ld,\n", (unsigned long long)c->seed, o->chunk);
+    px_sb_printf(&b,
+                 "    \"steps_note\": \"%d steps, fewer than PXDesign's default 400 (the demo's default is %s, "
+                 "chosen so the demo finishes in under a minute on 2 CPU cores)\",\n",
+                 c->n_step, DEMO_STEPS);
+  /* the chunk the engine ran: --chunk, or the sample count when smaller */
+  px_sb_printf(&b, "    \"seed\": %llu,\n    \"chunk\": %ld,\n", (unsigned long long)c->seed, eff_chunk(o));
   px_sb_printf(&b, "    \"eta_type\": \"%s\",\n    \"eta_min\": %s,\n    \"eta_max\": %s,\n",
-            px_eta_type_name(c->eta_type), fl[0], fl[1]);
-  px_sb_printf(&b, "    \"gamma0\": %s,\n    \"gamma_min\": %s,\n    \"noise_scale_lambda\": %s,\n", fl[2],
-            fl[3], fl[4]);
+               px_eta_type_name(c->eta_type), fl[0], fl[1]);
+  px_sb_printf(&b, "    \"gamma0\": %s,\n    \"gamma_min\": %s,\n    \"noise_scale_lambda\": %s,\n", fl[2], fl[3],
+               fl[4]);
   px_sb_printf(&b, "    \"schedule_precision\": \"%s\",\n    \"s_max\": %s,\n    \"s_min\": %s,\n    \"rho\": %s,\n",
-            c->schedule_bf16 ? "bf16" : "fp32", fl[5], fl[6], fl[7]);
+               c->schedule_bf16 ? "bf16" : "fp32", fl[5], fl[6], fl[7]);
   px_sb_printf(&b, "    \"device\": \"%s\",\n    \"precision\": \"%s\",\n    \"x16_token_blocks\": %d,\n",
-            px_model_backend_name(m), px_model_precision_name(m), px_model_x16_blocks(m));
+               px_model_backend_name(m), px_model_precision_name(m), px_model_x16_blocks(m));
   px_sb_printf(&b, "    \"threads\": %ld,\n", o->threads);
   px_sb_printf(&b, "    \"pdb\": %s\n  },\n", o->pdb ? "true" : "false");
   px_sb_printf(&b, "  \"timings\": {\n    \"model_load_s\": %.3f,\n    \"design_s\": %.3f,\n", pb->t_load,
-            pb->t_design);
+               pb->t_design);
   px_sb_printf(&b, "    \"sampling_s\": %.3f,\n    \"s_per_design\": ", t_sampling);
   if (sampled) px_sb_printf(&b, "%.4f", t_sampling / sampled);
   else px_sb_printf(&b, "null");
   px_sb_printf(&b, ",\n    \"total_s\": %.3f\n  },\n", t_total);
-  px_sb_printf(&b, "  \"samples_computed\": %d,\n  \"samples_resumed\": %d,\n  \"samples_sampled\": %d,\n",
-            computed, resumed, sampled);
-  px_sb_printf(&b, "  \"b_factor\": \"1.00 = designed atom, 0.00 = condition atom\",\n  \"files\": [");
-  for (long i = 0; i < o->samples; i++) {
-    px_sb_printf(&b, "%s\n    {\"index\": %ld, \"cif\": \"sample_%0*ld.cif\"", i ? "," : "", i, width, i);
-    if (o->pdb) px_sb_printf(&b, ", \"pdb\": \"sample_%0*ld.pdb\"", width, i);
-    px_sb_printf(&b, "}");
-  }
-  px_sb_printf(&b, "\n  ]\n}\n");
+  px_sb_printf(&b, "  \"samples_computed\": %d,\n  \"samples_resumed\": %ld,\n  \"samples_sampled\": %d,\n",
+               computed, r->n_have, sampled);
+  px_sb_printf(&b, "  \"b_factor\": \"1.00 = designed atom, 0.00 = condition atom\",\n  \"files\": ");
+  run_summary_files(&b, r);
+  px_sb_printf(&b, "\n}\n");
   if (b.oom) {
     free(b.p);
-    return px_fail(PX_ERR_NOMEM, "out of memory writing summary.json");
+    px_fail(PX_ERR_NOMEM, "out of memory writing summary.json");
+    return NULL;
   }
-  int rc = px_write_file_atomic_msg(path, b.p, b.n);
-  free(b.p);
-  return rc;
+  return b.p;
 }
 
-/* Creates DIR and checks it takes files; prints one line and returns 1 when not. */
-static int prepare_out_dir(const char *dir) {
-  errno = 0;
-  if (px_mkdir_p(dir) != 0) {
-    fprintf(stderr, "pxdiff: cannot create output directory %s: %s\n", dir, strerror(errno));
-    return 1;
+/* The layout of sample/demo output (run_output.h). */
+static run_layout sample_layout(const opts_t *o, const char *command) {
+  run_layout L = {.dir = o->out, .command = command, .n_samples = o->samples, .prefix = "sample_",
+                  .width = run_index_width(o->samples), .markers = {"summary.json"}, .n_markers = 1};
+  if (o->pdb) {
+    L.ext[0] = "pdb"; /* the .cif, written last, proves the sample complete */
+    L.ext[1] = "cif";
+    L.n_ext = 2;
+  } else {
+    L.ext[0] = "cif";
+    L.n_ext = 1;
+    L.other_ext[0] = "pdb";
+    L.n_other_ext = 1;
   }
-  char *probe = path_join(dir, ".pxdiff-write-test");
-  if (!probe) {
-    fprintf(stderr, "pxdiff: out of memory\n");
-    return 1;
-  }
-  static const char text[] = "pxdiff\n";
-  int rc = px_file_write_atomic(probe, text, sizeof text - 1);
-  int e = errno;
-  remove(probe);
-  free(probe);
-  if (rc) {
-    fprintf(stderr, "pxdiff: cannot write to output directory %s: %s\n", dir, strerror(e));
-    return 1;
-  }
+  return L;
+}
+
+static run_mode mode_of(const opts_t *o) {
+  return o->resume ? RUN_RESUME : o->overwrite ? RUN_OVERWRITE : RUN_FRESH;
+}
+
+/* Annotation problems surface before anything is written, not after the first chunk. */
+static int check_template(const opts_t *o, const problem_t *pb) {
+  const size_t n3 = (size_t)pb->n_atom * 3;
+  float *zero = calloc(n3 ? n3 : 1, sizeof(float));
+  px_structure t = pb->tmpl;
+  t.xyz = zero;
+  char *text = NULL;
+  int bad = !zero || px_structure_cif(&t, "check", NULL, 0, NULL, &text, NULL);
+  free(text);
+  text = NULL;
+  if (!bad && o->pdb) bad = px_structure_pdb(&t, NULL, 0, &text, NULL);
+  free(text);
+  free(zero);
+  if (bad) return say(zero ? px_last_error() : "out of memory");
   return 0;
 }
 
-/* The sampling loop shared by `sample` and `demo`. Returns the exit status. */
-static int run_sampling(const opts_t *o, const px_model *m, px_design *d, problem_t *pb, double t_start) {
+/* The sampling loop shared by `sample` and `demo`, after run_out_open. Returns the exit
+ * status. */
+static int run_sampling(const opts_t *o, const px_model *m, px_design *d, problem_t *pb, run_out *r,
+                        double t_start) {
   const long S = o->samples;
-  const int width = index_width(S);
-  const int N = pb->n_atom;
-  const size_t n3 = (size_t)N * 3;
-  uint64_t run_id = run_fingerprint(m, d, &o->cfg, pb);
-  char trailer[64], trailer_line[80], name[64];
-  snprintf(trailer, sizeof trailer, "pxdiff-complete run=%016llx", (unsigned long long)run_id);
-  snprintf(trailer_line, sizeof trailer_line, "# %s", trailer);
-  char *summary = path_join(o->out, "summary.json");
-  unsigned char *have = calloc((size_t)S, 1);
-  float *x = malloc(sizeof(float) * n3 * (size_t)(o->chunk < S ? o->chunk : S));
-  char *cif = NULL, *pdb = NULL;
+  const size_t n3 = (size_t)pb->n_atom * 3;
+  const long C = o->chunk;
+  float *x = malloc(sizeof(float) * n3 * (size_t)eff_chunk(o));
+  char path[4096], name[96];
   int rc = 0;
-  if (!summary || !have || !x) {
-    fprintf(stderr, "pxdiff: out of memory\n");
-    rc = 1;
-    goto done;
-  }
-  /* Annotation problems surface now, not after the first chunk. */
-  {
-    float *zero = calloc(n3 ? n3 : 1, sizeof(float));
-    px_structure t = pb->tmpl;
-    t.xyz = zero;
-    char *text = NULL;
-    int bad = !zero || px_structure_cif(&t, "check", NULL, 0, NULL, &text, NULL);
-    free(text);
-    text = NULL;
-    if (!bad && o->pdb) bad = px_structure_pdb(&t, NULL, 0, &text, NULL);
-    free(text);
-    free(zero);
-    if (bad) {
-      fprintf(stderr, "pxdiff: %s\n", px_last_error());
-      rc = 1;
-      goto done;
-    }
-  }
-  remove(summary); /* from here on the directory holds an unfinished run */
-  int resumed = 0;
-  if (o->resume) {
-    for (long i = 0; i < S; i++) {
-      char fname[64];
-      sample_file(fname, sizeof fname, width, i, "cif");
-      char *p = path_join(o->out, fname);
-      if (!p) continue;
-      char last[128];
-      if (px_structure_file_last_line(p, last, sizeof last) == 0) {
-        if (!strcmp(last, trailer_line)) {
-          have[i] = 1;
-          if (o->pdb) { /* the .pdb is written before the .cif; check it anyway */
-            p[strlen(p) - 3] = '\0';
-            strcat(p, "pdb");
-            have[i] = (unsigned char)px_structure_file_has_trailer(p, "END");
-          }
-        } else if (!strncmp(last, "# pxdiff-complete run=", 22)) {
-          fprintf(stderr,
-                  "pxdiff: --resume: %s was written by a run with other settings or inputs "
-                  "(this run's id is %016llx); use another --out, or drop --resume to overwrite\n",
-                  p, (unsigned long long)run_id);
-          free(p);
-          rc = 1;
-          goto done;
-        }
-      }
-      resumed += have[i];
-      free(p);
-    }
-  }
+  if (!x) return say("out of memory");
   /* Samples run in the chunks an uninterrupted run uses ([k*C, (k+1)*C)), so each sample
    * meets the same batch on resume: bitwise equal files also where a backend's rounding
    * depends on the batch (GPU). A chunk with any sample missing is sampled whole; only
    * its missing files are written. */
-  const long C = o->chunk;
   int todo = 0;
   for (long c0 = 0; c0 < S; c0 += C) {
     const long n = S - c0 < C ? S - c0 : C;
     int missing = 0;
-    for (long s = 0; s < n; s++) missing |= !have[c0 + s];
+    for (long s = 0; s < n; s++) missing |= !r->have[c0 + s];
     if (missing) todo += (int)n;
   }
-  int written = 0;
-  if (!o->quiet) {
-    if (o->resume)
-      fprintf(stderr, "pxdiff: resume: %d of %ld samples already written, %ld to compute\n", resumed, S,
-              S - resumed);
-  }
-  progress_t pr = {0};
-  pr.t0 = px_time_now();
-  pr.total = todo;
-  pr.n_step = o->cfg.n_step;
-  pr.tty = px_isatty(2);
-  pr.quiet = o->quiet;
-  g_interrupted = 0;
-  void (*old_int)(int) = signal(SIGINT, on_signal);
-  void (*old_term)(int) = signal(SIGTERM, on_signal);
-  if (todo > 0) progress_show(&pr, 0, 0, 1);
-  const char *synth_comment[4];
+  if (!o->quiet && o->resume)
+    fprintf(stderr, "pxdiff: resume: %ld of %ld samples already written, %ld to compute\n", r->n_have, S,
+            S - r->n_have);
+  cli_progress pr;
+  cli_progress_start(&pr, "sampling", "designs", todo, o->cfg.n_step, o->quiet);
+  pr.should_stop = run_out_interrupted;
+  if (todo > 0) cli_progress_show(&pr, 0, 0, 1);
+  const char *comment[4];
   int n_comment = 0;
-  char c0[256], c1[160];
-  char eta_min[32], eta_max[32];
-  fmt_float(eta_min, sizeof eta_min, o->cfg.eta_min);
-  fmt_float(eta_max, sizeof eta_max, o->cfg.eta_max);
-  if (pb->synthetic) synth_comment[n_comment++] = SYNTH_LABEL_ASCII;
-  synth_comment[n_comment++] = c0;
-  synth_comment[n_comment++] = c1;
-  synth_comment[n_comment++] = "B_iso_or_equiv: 1.00 = designed atom, 0.00 = condition atom";
+  char c0[256], c1[160], eta_min[32], eta_max[32];
+  run_fmt_float(eta_min, sizeof eta_min, o->cfg.eta_min);
+  run_fmt_float(eta_max, sizeof eta_max, o->cfg.eta_max);
+  if (pb->synthetic) comment[n_comment++] = SYNTH_LABEL_ASCII;
+  comment[n_comment++] = c0;
+  comment[n_comment++] = c1;
+  comment[n_comment++] = "B_iso_or_equiv: 1.00 = designed atom, 0.00 = condition atom";
+  int written = 0;
   for (long i = 0; i < S && !rc; i += C) {
     const long n = S - i < C ? S - i : C;
     int missing = 0;
-    for (long s = 0; s < n; s++) missing |= !have[i + s];
+    for (long s = 0; s < n; s++) missing |= !r->have[i + s];
     if (!missing) continue;
     pr.cur = (int)n;
-    int st = px_sample(m, d, &o->cfg, (int)i, (int)n, (int)C, x, progress_cb, &pr);
-    if (st == PX_ERR_CANCELLED || g_interrupted) {
+    int st = px_sample(m, d, &o->cfg, (int)i, (int)n, (int)C, x, cli_progress_cb, &pr);
+    if (st == PX_ERR_CANCELLED || run_out_interrupted()) {
       rc = 130;
       break;
     }
     if (st) {
-      progress_close(&pr);
-      fprintf(stderr, "pxdiff: %s\n", px_last_error());
-      rc = 1;
+      cli_progress_close(&pr);
+      rc = say(px_last_error());
       break;
     }
     for (long s = 0; s < n && !rc; s++) {
       long idx = i + s;
-      if (have[idx]) continue;
-      char fname[64];
+      if (r->have[idx]) continue;
       snprintf(c0, sizeof c0, "pxdiff %s %s: sample %ld, seed %llu, %d steps, eta %s %s..%s, schedule %s",
                PXDIFF_VERSION, pb->command, idx, (unsigned long long)o->cfg.seed, o->cfg.n_step,
                px_eta_type_name(o->cfg.eta_type), eta_min, eta_max, o->cfg.schedule_bf16 ? "bf16" : "fp32");
       snprintf(c1, sizeof c1, "model: %s; design: %s", pb->model_desc, pb->name);
       px_structure t = pb->tmpl;
       t.xyz = x + (size_t)s * n3;
-      const char *failed = NULL;
-      if (o->pdb) {
-        sample_file(fname, sizeof fname, width, idx, "pdb");
-        free(pdb);
-        pdb = path_join(o->out, fname);
-        if (!pdb || px_structure_write_pdb(pdb, &t, synth_comment, n_comment)) failed = pdb ? pdb : "";
+      int failed = 0;
+      for (int k = 0; k < r->L.n_ext && !failed; k++) {
+        if (run_out_path(r, idx, k, path, sizeof path)) {
+          failed = px_fail(PX_ERR_INPUT, "output path too long under %s", o->out);
+          break;
+        }
+        if (!strcmp(r->L.ext[k], "pdb")) {
+          failed = px_structure_write_pdb(path, &t, comment, n_comment);
+        } else {
+          char stem[64];
+          run_out_relpath(r, idx, k, stem, sizeof stem);
+          stem[strlen(stem) - 4] = '\0'; /* ".cif" */
+          snprintf(name, sizeof name, "%.40s_%s", pb->name, stem);
+          failed = px_structure_write_cif(path, &t, name, comment, n_comment, r->trailer);
+        }
+        if (failed) {
+          cli_progress_close(&pr);
+          const char *err = px_last_error();
+          if (!strncmp(err, "cannot write", 12) || strstr(err, path)) fprintf(stderr, "pxdiff: %s\n", err);
+          else fprintf(stderr, "pxdiff: cannot write %s: %s\n", path, err);
+          rc = 1;
+        }
       }
-      if (!failed) {
-        char base[64];
-        sample_file(base, sizeof base, width, idx, "cif");
-        base[strlen(base) - 4] = '\0';
-        snprintf(name, sizeof name, "%.40s_%s", pb->name, base);
-        sample_file(fname, sizeof fname, width, idx, "cif");
-        free(cif);
-        cif = path_join(o->out, fname);
-        if (!cif || px_structure_write_cif(cif, &t, name, synth_comment, n_comment, trailer))
-          failed = cif ? cif : "";
-      }
-      if (failed) {
-        rc = 1;
-        progress_close(&pr);
-        const char *err = *failed ? px_last_error() : "out of memory";
-        if (!strncmp(err, "cannot write", 12)) fprintf(stderr, "pxdiff: %s\n", err);
-        else fprintf(stderr, "pxdiff: cannot write %s: %s\n", failed, err);
-      } else {
-        written++;
-      }
+      if (!failed) written++;
     }
     pr.done += (int)n;
-    if (!rc) progress_show(&pr, pr.done, o->cfg.n_step, 1);
+    if (!rc) cli_progress_show(&pr, pr.done, o->cfg.n_step, 1);
   }
-  signal(SIGINT, old_int == SIG_ERR ? SIG_DFL : old_int);
-  signal(SIGTERM, old_term == SIG_ERR ? SIG_DFL : old_term);
-  progress_close(&pr);
+  cli_progress_close(&pr);
+  free(x);
   double t_sampling = px_time_now() - pr.t0;
   if (rc == 130) {
     fprintf(stderr,
-            "pxdiff: interrupted: %d of %ld samples written to %s (no summary.json); rerun with "
+            "pxdiff: interrupted: %ld of %ld samples written to %s (no summary.json); rerun with "
             "--resume to finish\n",
-            resumed + written, S, o->out);
-    goto done;
+            r->n_have + written, S, o->out);
+    return rc;
   }
-  if (rc) goto done;
-  if (write_summary(summary, o, pb, m, d, run_id, t_sampling, pr.done, written, resumed,
-                    px_time_now() - t_start, width)) {
-    fprintf(stderr, "pxdiff: %s\n", px_last_error());
-    rc = 1;
-    goto done;
+  if (rc) return rc;
+  char *text = summary_text(o, pb, m, d, r, t_sampling, pr.done, written, px_time_now() - t_start);
+  if (!text || run_out_write_marker(r, 0, text, strlen(text))) {
+    free(text);
+    return say(px_last_error());
   }
+  free(text);
   if (pr.done) pb->sampling_s_per_design = t_sampling / pr.done;
   if (!o->quiet) {
-    printf("wrote %ld sample%s to %s (sample_%0*d.cif%s", S, S == 1 ? "" : "s", o->out, width, 0,
-           S > 1 ? " ..." : "");
-    printf("%s) and summary.json\n", o->pdb ? ", .pdb" : "");
+    char first[64];
+    run_out_relpath(r, 0, r->L.n_ext - 1, first, sizeof first);
+    printf("wrote %ld sample%s to %s (%s%s%s) and summary.json\n", S, S == 1 ? "" : "s", o->out, first,
+           S > 1 ? " ..." : "", o->pdb ? ", .pdb" : "");
     if (pr.done)
       printf("  sampling %.2f s for %d sample%s: %.2f s/design at %d steps (chunks of %ld)%s\n", t_sampling,
-             pr.done, pr.done == 1 ? "" : "s", t_sampling / pr.done, o->cfg.n_step, o->chunk,
-             resumed ? "; the rest resumed" : "");
+             pr.done, pr.done == 1 ? "" : "s", t_sampling / pr.done, o->cfg.n_step, eff_chunk(o),
+             r->n_have ? "; the rest resumed" : "");
     else
       printf("  all samples were already written (resumed)\n");
   }
-done:
-  free(summary);
-  free(have);
-  free(x);
-  free(cif);
-  free(pdb);
+  return 0;
+}
+
+/* Opens the output (after every input is checked), runs, closes. */
+static int open_and_run(const opts_t *o, const px_model *m, px_design *d, problem_t *pb, double t_start,
+                        void (*header)(const opts_t *, const px_model *, const problem_t *)) {
+  if (check_template(o, pb)) return 1;
+  run_layout L = sample_layout(o, pb->command);
+  run_out r;
+  if (run_out_open(&r, &L, mode_of(o), sample_fingerprint(m, d, &o->cfg, pb))) return say(px_last_error());
+  if (header && !o->quiet) header(o, m, pb);
+  run_out_catch_signals();
+  int rc = run_sampling(o, m, d, pb, &r, t_start);
+  run_out_release_signals();
+  run_out_close(&r, rc == 0);
   return rc;
 }
 
 static int setup_backend(const opts_t *o, px_model *m) {
-  if (o->device == PX_DEVICE_AUTO && o->precision == PX_PRECISION_DEFAULT) {
-    if (px_model_set_backend(m, PX_DEVICE_AUTO, PX_PRECISION_DEFAULT) == PX_OK) return 0;
-  } else if (px_model_set_backend(m, o->device, o->precision) == PX_OK) {
-    return 0;
-  }
-  fprintf(stderr, "pxdiff: %s\n", px_last_error());
-  return 1;
+  if (px_model_set_backend(m, o->device, o->precision) == PX_OK) return 0;
+  return say(px_last_error());
+}
+
+/* Before anything is loaded: options, and whether --out can take this run. */
+static int precheck(const opts_t *o, const char *command) {
+  run_layout L = sample_layout(o, command);
+  if (run_out_check(&L, mode_of(o), NULL)) return say(px_last_error());
+  return 0;
 }
 
 /* ---------------------------------------------------------------- sample -- */
 
+static void sample_header(const opts_t *o, const px_model *m, const problem_t *pb) {
+  fprintf(stderr, "pxdiff: %s: %d tokens, %d atoms; %ld sample%s x %d steps, seed %llu, backend %s (%s)\n",
+          o->bundle, pb->n_token, pb->n_atom, o->samples, o->samples == 1 ? "" : "s", o->cfg.n_step,
+          (unsigned long long)o->cfg.seed, px_model_backend_name(m), cmd_precision_label(m));
+}
+
 int cmd_sample(int argc, char **argv) {
   opts_t o;
-  int st = parse_opts("sample", argc, argv, &o, 0);
-  if (st) return st;
+  cli_command c;
+  cli_opt table[32];
+  int st = parse_opts("sample", argc, argv, &o, 0, &c, table);
+  if (st != CLI_RUN) return st;
   const double t_start = px_time_now();
-  if (prepare_out_dir(o.out)) return 1;
+  if (precheck(&o, "sample")) return 1;
   if (o.threads) px_set_num_threads((int)o.threads);
   problem_t pb = {0};
   pb.command = "sample";
@@ -726,24 +497,24 @@ int cmd_sample(int argc, char **argv) {
   float *bf = NULL;
   double t0 = px_time_now();
   if (px_model_load(o.ckpt, &m)) {
-    fprintf(stderr, "pxdiff: %s\n", px_last_error());
+    say(px_last_error());
     goto done;
   }
   pb.t_load = px_time_now() - t0;
   pb.n_params = px_model_n_params(m);
   if (setup_backend(&o, m)) goto done;
   if (px_bundle_open(o.bundle, &b)) {
-    fprintf(stderr, "pxdiff: %s\n", px_last_error());
+    say(px_last_error());
     goto done;
   }
   const px_features *f = NULL;
   if (px_bundle_features_for_model(b, m, &f)) {
-    fprintf(stderr, "pxdiff: %s\n", px_last_error());
+    say(px_last_error());
     goto done;
   }
   t0 = px_time_now();
   if (px_design_create(m, f, &d)) {
-    fprintf(stderr, "pxdiff: %s\n", px_last_error());
+    say(px_last_error());
     goto done;
   }
   pb.t_design = px_time_now() - t0;
@@ -759,7 +530,7 @@ int cmd_sample(int argc, char **argv) {
   res_seq = malloc(sizeof(int) * (size_t)N);
   bf = malloc(sizeof(float) * (size_t)N);
   if (!atom_name || !element || !res_name || !chain_id || !res_seq || !bf) {
-    fprintf(stderr, "pxdiff: out of memory\n");
+    say("out of memory");
     goto done;
   }
   for (int i = 0; i < N; i++) {
@@ -773,11 +544,7 @@ int cmd_sample(int argc, char **argv) {
   }
   pb.tmpl = (px_structure){.n_atom = N, .atom_name = atom_name, .element = element, .res_name = res_name,
                            .chain_id = chain_id, .res_seq = res_seq, .b_factor = bf};
-  if (!o.quiet)
-    fprintf(stderr, "pxdiff: %s: %d tokens, %d atoms; %ld sample%s x %d steps, seed %llu, backend %s (%s)\n",
-            o.bundle, pb.n_token, N, o.samples, o.samples == 1 ? "" : "s", o.cfg.n_step,
-            (unsigned long long)o.cfg.seed, px_model_backend_name(m), cmd_precision_label(m));
-  rc = run_sampling(&o, m, d, &pb, t_start);
+  rc = open_and_run(&o, m, d, &pb, t_start, sample_header);
 done:
   free(atom_name);
   free(element);
@@ -793,12 +560,26 @@ done:
 
 /* ------------------------------------------------------------------ demo -- */
 
+static void demo_header(const opts_t *o, const px_model *m, const problem_t *pb) {
+  printf("pxdiff demo: %s\n", SYNTH_LABEL);
+  printf("  built-in problem: %d-residue target (chain A) + %d-residue designed binder (chain B), %d atoms\n",
+         PX_DEMO_TARGET, PX_DEMO_BINDER, pb->n_atom);
+  printf("  %ld sample%s x %d steps%s, seed %llu\n", o->samples, o->samples == 1 ? "" : "s", o->cfg.n_step,
+         o->cfg.n_step == 400 ? "" : " (PXDesign's default is 400; the demo uses fewer to finish quickly)",
+         (unsigned long long)o->cfg.seed);
+  printf("  model: %.1f M parameters generated in %.2f s; design cache %.3f s; backend %s (%s)\n",
+         (double)pb->n_params / 1e6, pb->t_load, pb->t_design, px_model_backend_name(m), cmd_precision_label(m));
+  fflush(stdout);
+}
+
 int cmd_demo(int argc, char **argv) {
   opts_t o;
-  int st = parse_opts("demo", argc, argv, &o, 1);
-  if (st) return st;
+  cli_command c;
+  cli_opt table[32];
+  int st = parse_opts("demo", argc, argv, &o, 1, &c, table);
+  if (st != CLI_RUN) return st;
   const double t_start = px_time_now();
-  if (prepare_out_dir(o.out)) return 1;
+  if (precheck(&o, "demo")) return 1;
   if (o.threads) px_set_num_threads((int)o.threads);
   problem_t pb = {0};
   pb.command = "demo";
@@ -807,16 +588,6 @@ int cmd_demo(int argc, char **argv) {
   char desc[96];
   snprintf(desc, sizeof desc, "synthetic weights, released PXDesign v0.1.0 shapes, seed %d", DEMO_MODEL_SEED);
   pb.model_desc = desc;
-  if (!o.quiet) {
-    printf("pxdiff demo: %s\n", SYNTH_LABEL);
-    printf("  built-in problem: %d-residue target (chain A) + %d-residue designed binder (chain B), "
-           "%d atoms\n",
-           PX_DEMO_TARGET, PX_DEMO_BINDER, (PX_DEMO_TARGET + PX_DEMO_BINDER) * PX_DEMO_ATOMS_PER_RES);
-    printf("  %ld sample%s x %d steps%s, seed %llu\n", o.samples, o.samples == 1 ? "" : "s", o.cfg.n_step,
-           o.cfg.n_step == 400 ? "" : " (PXDesign's default is 400; the demo uses fewer to finish quickly)",
-           (unsigned long long)o.cfg.seed);
-    fflush(stdout);
-  }
   px_dims D;
   px_dims_released(&D);
   px_model *m = NULL;
@@ -826,7 +597,7 @@ int cmd_demo(int argc, char **argv) {
   int rc = 1;
   double t0 = px_time_now();
   if (px_model_synthetic(&D, DEMO_MODEL_SEED, &m)) {
-    fprintf(stderr, "pxdiff: %s\n", px_last_error());
+    say(px_last_error());
     goto done;
   }
   pb.t_load = px_time_now() - t0;
@@ -834,12 +605,12 @@ int cmd_demo(int argc, char **argv) {
   if (setup_backend(&o, m)) goto done;
   px_model_get_dims(m, &D);
   if (px_demo_design_make(&D, &dd)) {
-    fprintf(stderr, "pxdiff: out of memory building the demo design\n");
+    say("out of memory building the demo design");
     goto done;
   }
   t0 = px_time_now();
   if (px_design_create(m, &dd.f, &d)) {
-    fprintf(stderr, "pxdiff: %s\n", px_last_error());
+    say(px_last_error());
     goto done;
   }
   pb.t_design = px_time_now() - t0;
@@ -848,13 +619,7 @@ int cmd_demo(int argc, char **argv) {
   pb.tmpl = (px_structure){.n_atom = dd.f.n_atom, .atom_name = dd.atom_name, .element = dd.element,
                            .res_name = dd.res_name, .chain_id = dd.chain_id, .res_seq = dd.res_seq,
                            .b_factor = dd.designed};
-  if (!o.quiet) {
-    printf("  model: %.1f M parameters generated in %.2f s; design cache %.3f s; backend %s (%s)\n",
-           (double)pb.n_params / 1e6, pb.t_load, pb.t_design, px_model_backend_name(m),
-           cmd_precision_label(m));
-    fflush(stdout);
-  }
-  rc = run_sampling(&o, m, d, &pb, t_start);
+  rc = open_and_run(&o, m, d, &pb, t_start, demo_header);
   if (!rc && !o.quiet) {
     if (o.cfg.n_step != 400 && pb.sampling_s_per_design > 0)
       printf("  (at PXDesign's default 400 steps this would be about %.0f s/design here)\n",

@@ -10,8 +10,6 @@ int cmd_demo(int argc, char **argv);
 /* The model's precision for messages: "tf32", or at fp16 / bf16 "fp16, 16-bit GEMM inputs
  * in 24/24 token blocks" (blocks that fp16's range cannot hold run TF32). Static buffer. */
 const char *cmd_precision_label(const px_model *m);
-/* Usage lines of both commands, for `pxdiff help`. */
-void cmd_sample_usage(void *file);
 
 /* The demo's design problem: a 60-residue target (chain A) and a 20-residue designed
  * binder (chain B), atoms N, CA, C, O, CB per residue with an idealized reference

@@ -1,75 +1,36 @@
-/* pxdiff command-line tool.
- *
- *   pxdiff info                          version, backends, BLAS, threads
- *   pxdiff convert IN.pt OUT.safetensors the diffusion module's tensors as float32 safetensors
- *   pxdiff bench [options]               time one denoise call on synthetic inputs
- *   pxdiff sample / demo [options]       sampling to mmCIF/PDB + summary.json (cmd_sample.c)
- *
- * Every failure prints one line "pxdiff: <what>" on stderr and exits nonzero. */
+/* pxdiff command-line tool: the command table and the small commands (info, convert,
+ * bench). sample / demo: cmd_sample.c; bundle-info: cmd_bundle.c. Every command parses
+ * its options with options.h (so every one answers --help), and every failure prints one
+ * line "pxdiff: <what>" on stderr and exits nonzero (2 for usage errors). */
 #define _POSIX_C_SOURCE 200809L
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/cmd_sample.h"
+#include "cli/options.h"
 #include "platform.h"
 #include "pxdiff.h"
 #include "pxdiff_synthetic.h"
 
 int cmd_bundle_info(int argc, char **argv); /* cmd_bundle.c */
 
-static int usage(FILE *o) {
-  fprintf(o,
-          "usage: pxdiff <command> [options]\n"
-          "commands:\n"
-          "  info [--checkpoint CKPT]          version, compiled backends, BLAS; a checkpoint's dims\n"
-          "  convert IN OUT.safetensors        rewrite a checkpoint's diffusion module as safetensors\n"
-          "  bench [--checkpoint CKPT] [--tokens T] [--binder B] [--atoms N] [--samples S]\n"
-          "        [--reps R] [--threads K] [--steps K] [--device auto|cpu|cuda]\n"
-          "        [--precision fp32|tf32|bf16|fp16] [--sampler-steps K]\n"
-          "                                    time one denoise call (synthetic weights unless\n"
-          "                                    a checkpoint is given; synthetic inputs); with\n"
-          "                                    --sampler-steps, also K steps of the whole sampler\n"
-          "  bundle-info FILE [--checkpoint CKPT]\n"
-          "                                    validate a feature bundle (docs/bundle.md), summarize it\n"
-          );
-  cmd_sample_usage(o);
-  fprintf(o, "  help                              this text\n");
-  return o == stderr ? 2 : 0;
-}
-
 static int die(const char *what) {
   fprintf(stderr, "pxdiff: %s\n", what);
   return 1;
 }
 
-static int parse_int(const char *flag, const char *v, long lo, long hi, long *out) {
-  if (!v) {
-    fprintf(stderr, "pxdiff: %s needs a value\n", flag);
-    return -1;
-  }
-  char *end;
-  errno = 0;
-  long x = strtol(v, &end, 10);
-  if (errno || *end || end == v || x < lo || x > hi) {
-    fprintf(stderr, "pxdiff: %s: '%s' is not an integer in [%ld, %ld]\n", flag, v, lo, hi);
-    return -1;
-  }
-  *out = x;
-  return 0;
-}
-
 static int cmd_info(int argc, char **argv) {
   const char *ckpt = NULL;
-  for (int i = 0; i < argc; i++) {
-    if (!strcmp(argv[i], "--checkpoint") && i + 1 < argc) {
-      ckpt = argv[++i];
-    } else {
-      fprintf(stderr, "pxdiff: info: unknown option '%s'\n", argv[i]);
-      return 2;
-    }
-  }
+  const cli_opt opts[] = {
+      {.name = "--checkpoint", .kind = CLI_PATH, .dst = &ckpt, .meta = "CKPT",
+       .help = "also load this checkpoint and print its dimensions"},
+  };
+  const cli_command c = {.name = "info", .args = "[--checkpoint CKPT]",
+                         .summary = "Version, compiled backends, devices, BLAS; a checkpoint's dimensions.",
+                         .opts = opts, .n_opts = 1};
+  int st = cli_parse(&c, argc, argv, NULL, NULL);
+  if (st != CLI_RUN) return st;
   /* Load first: a bad checkpoint gives its one-line error and nothing else. */
   px_model *m = NULL;
   double t0 = px_time_now();
@@ -102,13 +63,17 @@ static int cmd_info(int argc, char **argv) {
 }
 
 static int cmd_convert(int argc, char **argv) {
-  if (argc != 2) {
-    fprintf(stderr, "pxdiff: convert needs IN and OUT paths\n");
-    return 2;
-  }
+  const char *pos[2];
+  int n_pos = 0;
+  const cli_command c = {.name = "convert", .args = "IN.pt OUT.safetensors",
+                         .summary = "Rewrite a checkpoint's diffusion module as float32 safetensors (the\n"
+                                    "tensors the engine keeps; loads faster than the .pt).",
+                         .pos_name = "IN and OUT paths", .min_pos = 2, .max_pos = 2};
+  int st = cli_parse(&c, argc, argv, pos, &n_pos);
+  if (st != CLI_RUN) return st;
   double t0 = px_time_now();
-  if (px_convert_to_safetensors(argv[0], argv[1])) return die(px_last_error());
-  fprintf(stderr, "pxdiff: wrote %s (%.1f s)\n", argv[1], px_time_now() - t0);
+  if (px_convert_to_safetensors(pos[0], pos[1])) return die(px_last_error());
+  fprintf(stderr, "pxdiff: wrote %s (%.1f s)\n", pos[1], px_time_now() - t0);
   return 0;
 }
 
@@ -121,42 +86,41 @@ static int cmd_bench(int argc, char **argv) {
   const char *ckpt = NULL;
   long tokens = 80, binder = -1, atoms = -1, samples = 2, reps = 5, threads = 0, steps = 400, sampler_steps = 0;
   int device = PX_DEVICE_AUTO, precision = PX_PRECISION_DEFAULT;
-  for (int i = 0; i < argc; i++) {
-    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-    long *dst = NULL;
-    long lo = 1, hi = 1 << 20;
-    if (!strcmp(a, "--checkpoint")) {
-      if (!v) return die("--checkpoint needs a path");
-      ckpt = v;
-      i++;
-      continue;
-    } else if (!strcmp(a, "--device")) {
-      if ((device = px_device_from_name(v)) < 0) return die("--device must be auto, cpu or cuda");
-      i++;
-      continue;
-    } else if (!strcmp(a, "--precision")) {
-      if ((precision = px_precision_from_name(v)) < -1) return die("--precision must be fp32, tf32, bf16, fp16 or default");
-      i++;
-      continue;
-    } else if (!strcmp(a, "--tokens")) dst = &tokens;
-    else if (!strcmp(a, "--binder")) { dst = &binder; lo = 0; }
-    else if (!strcmp(a, "--atoms")) dst = &atoms;
-    else if (!strcmp(a, "--samples")) { dst = &samples; hi = 4096; }
-    else if (!strcmp(a, "--reps")) { dst = &reps; hi = 100000; }
-    else if (!strcmp(a, "--threads")) { dst = &threads; lo = 0; hi = 4096; }
-    else if (!strcmp(a, "--steps")) dst = &steps;
-    else if (!strcmp(a, "--sampler-steps")) { dst = &sampler_steps; lo = 0; hi = 100000; }
-    else {
-      fprintf(stderr, "pxdiff: bench: unknown option '%s'\n", a);
-      return 2;
-    }
-    if (parse_int(a, v, lo, hi, dst)) return 2;
-    i++;
-  }
+  const cli_opt opts[] = {
+      {.name = "--checkpoint", .kind = CLI_PATH, .dst = &ckpt, .meta = "CKPT",
+       .help = "weights to time (default: synthetic weights of the released shapes)"},
+      {.name = "--tokens", .kind = CLI_INT, .dst = &tokens, .meta = "T", .def = "80", .lo = 1, .hi = 1 << 20,
+       .help = "tokens of the synthetic design"},
+      {.name = "--binder", .kind = CLI_INT, .dst = &binder, .meta = "B", .lo = 0, .hi = 1 << 20,
+       .help = "designed tokens among them (default: a quarter of --tokens)"},
+      {.name = "--atoms", .kind = CLI_INT, .dst = &atoms, .meta = "N", .lo = 1, .hi = 1 << 20,
+       .help = "atoms (default: 7 per token)"},
+      {.name = "--samples", .kind = CLI_INT, .dst = &samples, .meta = "S", .def = "2", .lo = 1, .hi = 4096,
+       .help = "samples per call"},
+      {.name = "--reps", .kind = CLI_INT, .dst = &reps, .meta = "R", .def = "5", .lo = 1, .hi = 100000,
+       .help = "timed calls (after one warm-up call)"},
+      {.name = "--threads", .kind = CLI_INT, .dst = &threads, .meta = "K", .def = "0", .lo = 0, .hi = 4096,
+       .help = "CPU threads (0: the library's default)"},
+      {.name = "--steps", .kind = CLI_INT, .dst = &steps, .meta = "K", .def = "400", .lo = 1, .hi = 1 << 20,
+       .help = "steps for the per-design estimate"},
+      {.name = "--device", .kind = CLI_ENUM, .dst = &device, .def = "auto", .enum_names = cli_device_names,
+       .enum_values = cli_device_values, .help = "auto: cuda when usable, else cpu"},
+      {.name = "--precision", .kind = CLI_ENUM, .dst = &precision, .def = "default",
+       .enum_names = cli_precision_names, .enum_values = cli_precision_values,
+       .help = "GEMM precision (CUDA; default fp16 there); the CPU computes fp32"},
+      {.name = "--sampler-steps", .kind = CLI_INT, .dst = &sampler_steps, .meta = "K", .def = "0", .lo = 0,
+       .hi = 100000, .help = "also time K steps of the whole sampler"},
+  };
+  const cli_command c = {.name = "bench", .args = "[options]",
+                         .summary = "Time one denoise call on synthetic inputs (synthetic weights unless a\n"
+                                    "checkpoint is given); with --sampler-steps, the whole sampler too.",
+                         .opts = opts, .n_opts = (int)(sizeof opts / sizeof opts[0])};
+  int st = cli_parse(&c, argc, argv, NULL, NULL);
+  if (st != CLI_RUN) return st;
   if (binder < 0) binder = tokens / 4;
-  if (binder >= tokens) return die("bench: --binder must be smaller than --tokens");
+  if (binder >= tokens) return cli_usage_error(&c, "--binder must be smaller than --tokens");
   if (atoms < 0) atoms = 7 * tokens;
-  if (atoms < tokens) return die("bench: --atoms must be at least --tokens");
+  if (atoms < tokens) return cli_usage_error(&c, "--atoms must be at least --tokens");
   if (threads) px_set_num_threads((int)threads);
 
   px_model *m = NULL;
@@ -255,20 +219,50 @@ done:
   return rc;
 }
 
+/* The commands. `pxdiff CMD --help` prints each one's options (from its option table). */
+static const struct {
+  const char *name, *line;
+  int (*run)(int argc, char **argv);
+} commands[] = {
+    {"info", "version, compiled backends, devices, BLAS; a checkpoint's dimensions", cmd_info},
+    {"sample", "sample designs for a feature bundle: one mmCIF per sample + summary.json", cmd_sample},
+    {"demo", "the built-in synthetic problem with SYNTHETIC weights (no downloads)", cmd_demo},
+    {"bundle-info", "validate a feature bundle (docs/bundle.md) and summarize it", cmd_bundle_info},
+    {"convert", "rewrite a checkpoint's diffusion module as float32 safetensors", cmd_convert},
+    {"bench", "time one denoise call (and the sampler) on synthetic inputs", cmd_bench},
+};
+#define N_COMMANDS ((int)(sizeof commands / sizeof commands[0]))
+
+static int usage(FILE *o) {
+  fprintf(o, "usage: pxdiff <command> [options]\ncommands:\n");
+  for (int i = 0; i < N_COMMANDS; i++) fprintf(o, "  %-13s %s\n", commands[i].name, commands[i].line);
+  fprintf(o, "  %-13s %s\n", "help", "this text; `pxdiff help CMD` = `pxdiff CMD --help`");
+  fprintf(o, "  %-13s %s\n", "version", "the version");
+  fprintf(o, "Every command answers --help with its options and defaults.\n");
+  return o == stderr ? 2 : 0;
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) return usage(stderr);
   const char *cmd = argv[1];
-  if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) return usage(stdout);
+  if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+    if (argc > 2) { /* pxdiff help CMD */
+      for (int i = 0; i < N_COMMANDS; i++) {
+        if (strcmp(argv[2], commands[i].name)) continue;
+        char *h[] = {"--help", NULL};
+        return commands[i].run(1, h);
+      }
+      fprintf(stderr, "pxdiff: unknown command '%s'; see `pxdiff help`\n", argv[2]);
+      return 2;
+    }
+    return usage(stdout);
+  }
   if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
     printf("pxdiff %s\n", PXDIFF_VERSION);
     return 0;
   }
-  if (!strcmp(cmd, "info")) return cmd_info(argc - 2, argv + 2);
-  if (!strcmp(cmd, "convert")) return cmd_convert(argc - 2, argv + 2);
-  if (!strcmp(cmd, "bench")) return cmd_bench(argc - 2, argv + 2);
-  if (!strcmp(cmd, "sample")) return cmd_sample(argc - 2, argv + 2);
-  if (!strcmp(cmd, "demo")) return cmd_demo(argc - 2, argv + 2);
-  if (!strcmp(cmd, "bundle-info")) return cmd_bundle_info(argc - 2, argv + 2);
-  fprintf(stderr, "pxdiff: unknown command '%s' (try 'pxdiff help')\n", cmd);
+  for (int i = 0; i < N_COMMANDS; i++)
+    if (!strcmp(cmd, commands[i].name)) return commands[i].run(argc - 2, argv + 2);
+  fprintf(stderr, "pxdiff: unknown command '%s'; see `pxdiff help`\n", cmd);
   return 2;
 }

@@ -230,12 +230,19 @@ def test_default_sampler_settings_are_pxdesigns(problem, tmp_path):
                     tmp_path / "d", "--quiet")
     assert rc == 0, se
     s = json.load(open(tmp_path / "d" / "summary.json"))["settings"]
+    # "chunk" is the batch the engine ran: min(--chunk, --samples)
     assert (s["samples"], s["steps"], s["seed"], s["chunk"], s["eta_type"], s["eta_min"], s["eta_max"],
             s["gamma0"], s["gamma_min"], s["noise_scale_lambda"], s["schedule_precision"]) == (
-        1, 400, 0, 10, "const", 2.5, 2.5, 1.0, 0.01, 1.003, "bf16")
+        1, 400, 0, 1, "const", 2.5, 2.5, 1.0, 0.01, 1.003, "bf16")
     ref = px_sample(p, 1, seed=0)
     got = cif_xyz(read_cif_atoms(tmp_path / "d" / "sample_0000.cif")[1])
     assert np.abs(got - ref[0]).max() <= 0.0005 + 1e-6 * np.abs(ref).max()
+    # the default chunk is 10: 11 samples run as 10 + 1
+    rc, so, se = run("sample", "--device", "cpu", "--checkpoint", p.ck, "--bundle", p.bundle, "--out",
+                     tmp_path / "c", "--samples", 11, "--steps", 1)
+    assert rc == 0, se
+    assert json.load(open(tmp_path / "c" / "summary.json"))["settings"]["chunk"] == 10
+    assert "(chunks of 10)" in so, so
 
 
 def test_resume_gives_identical_files(problem, tmp_path):
@@ -269,7 +276,9 @@ def test_resume_gives_identical_files(problem, tmp_path):
     # a resume with other settings refuses to mix runs
     rc, so, se = run(*sample_args(p, out, "--pdb", samples=5, steps=20, chunk=2, seed=8), "--resume", "--quiet")
     assert rc == 1 and se.count("\n") == 1 and "other settings" in se, se
-    assert not os.path.exists(out / "summary.json")  # the run started: no stale summary
+    # refused before anything changed: the finished run is intact
+    assert {f: open(out / f, "rb").read() for f in os.listdir(out) if f != "summary.json"} == before
+    assert json.load(open(out / "summary.json"))["complete"] is True
 
 
 def test_interrupt_then_resume(problem, tmp_path):

@@ -65,6 +65,12 @@ ifneq ($(PXDIFF_NO_CUDA),1)
   LIB_OBJ   += $(CUDA_OBJ)
 endif
 endif
+# The library's own objects see the declarations of its test hooks (pxdiff_testing.h,
+# included by pxdiff.h under this macro) so that those are exported too.
+$(LIB_OBJ): CFLAGS += -DPXDIFF_BUILDING_LIBRARY
+ifneq ($(strip $(CUDA_OBJ)),)
+$(CUDA_OBJ): NVCCFLAGS += -DPXDIFF_BUILDING_LIBRARY
+endif
 CLI_SRC := $(wildcard src/cli/*.c)
 CLI_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(CLI_SRC))
 TEST_SRC := $(wildcard tests/test_*.c)

@@ -1,21 +1,64 @@
-/* pxdiff: PXDesign's diffusion module and sampler, in C.
+/* pxdiff: PXDesign's diffusion module and sampler, in C (what it computes: docs/spec.md).
  *
- * This header is the only surface the CLI, the Python binding and the tests use.
- * Handles are opaque. Every function that can fail returns PX_OK (0) or a negative
- * error code and leaves a one-line message in px_last_error() (thread-local).
+ * This header is the library's public API: libpxdiff.so exports exactly the functions
+ * declared with PXDIFF_API here, in pxdiff_synthetic.h and in pxdiff_testing.h (hooks for
+ * tests and the Python package, not a stable API). Handles are opaque. Every function that
+ * can fail returns PX_OK (0) or a negative error code and leaves a one-line message in
+ * px_last_error() (thread-local).
  *
- * Shapes follow PyTorch's row-major layout, with S = samples, T = tokens, N = atoms. */
+ * Shapes follow PyTorch's row-major layout, with S = samples, T = tokens, N = atoms.
+ *
+ * Ownership and threads, for every handle:
+ *   px_model   created by px_model_load / px_model_from_arrays / px_model_synthetic, owned by
+ *              the caller, released by px_model_free (NULL is a no-op) after every design made
+ *              from it. Its weights never change after creation; px_model_set_backend and
+ *              px_set_cuda_stream change how it computes and must not overlap any other call
+ *              on the model or its designs.
+ *   px_design  created by px_design_create from one model, owned by the caller, released by
+ *              px_design_free before that model. It holds scratch memory that every call
+ *              writes: one call at a time per design. It works only with the model (and the
+ *              precision) it was made with.
+ *   Threads:   on the CPU backend, calls on different designs may run concurrently on one
+ *              model (the model is only read). On the CUDA backend, serialize all calls on a
+ *              model and its designs (they share its device state and stream). The CPU
+ *              backend's own parallelism is OpenMP with px_num_threads() threads.
+ *   Inputs     (px_features, arrays, paths) are borrowed for the duration of the call only;
+ *              nothing keeps a pointer to them after it returns.
+ *   Strings    returned (px_last_error, names) are owned by the library: px_last_error's until
+ *              the next failing call on the same thread, the others for the process (or, for
+ *              px_model_*_name, the model's) lifetime. Never free them. */
 #ifndef PXDIFF_H
 #define PXDIFF_H
 
 #include <stddef.h>
 #include <stdint.h>
 
+/* Marks the exported API. The library is built with -fvisibility=hidden, so everything
+ * without it stays internal to libpxdiff.so. */
+#if defined(_WIN32)
+#define PXDIFF_API
+#elif defined(__GNUC__) || defined(__clang__)
+#define PXDIFF_API __attribute__((visibility("default")))
+#else
+#define PXDIFF_API
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
+#define PXDIFF_VERSION_MAJOR 0
+#define PXDIFF_VERSION_MINOR 1
+#define PXDIFF_VERSION_PATCH 0
 #define PXDIFF_VERSION "0.1.0"
+/* MAJOR * 10000 + MINOR * 100 + PATCH, for compile-time checks. */
+#define PXDIFF_VERSION_NUMBER \
+  (PXDIFF_VERSION_MAJOR * 10000 + PXDIFF_VERSION_MINOR * 100 + PXDIFF_VERSION_PATCH)
+
+/* The version of the library actually loaded (may differ from the header's):
+ * "MAJOR.MINOR.PATCH", and the same as PXDIFF_VERSION_NUMBER computes it. */
+PXDIFF_API const char *px_version(void);
+PXDIFF_API int px_version_number(void);
 
 enum px_status {
   PX_OK = 0,
@@ -29,7 +72,7 @@ enum px_status {
 };
 
 /* Message of the last failure on this thread ("" if none). */
-const char *px_last_error(void);
+PXDIFF_API const char *px_last_error(void);
 
 /* ---------------------------------------------------------------- model ---- */
 
@@ -48,23 +91,29 @@ typedef struct {
 /* Load a checkpoint (.pt written by torch.save, or .safetensors; detected by content).
  * Names may carry "module."; a top-level {"model": {...}} dict is unwrapped; tensors
  * outside "diffusion_module." are ignored. */
-int px_model_load(const char *path, px_model **out);
+PXDIFF_API int px_model_load(const char *path, px_model **out);
 
 /* Build a model from named float32 tensors already in memory (the Python binding's
  * from_torch path). names are as in the released checkpoint (prefix optional);
  * data are contiguous float32 arrays that are copied. */
-int px_model_from_arrays(int n, const char *const *names, const float *const *data,
-                         const int *ndims, const int64_t *const *shapes, px_model **out);
+PXDIFF_API int px_model_from_arrays(int n, const char *const *names, const float *const *data,
+                                    const int *ndims, const int64_t *const *shapes, px_model **out);
 
-void px_model_free(px_model *m);
-int px_model_get_dims(const px_model *m, px_dims *out);
+PXDIFF_API void px_model_free(px_model *m);
+PXDIFF_API int px_model_get_dims(const px_model *m, px_dims *out);
 /* Number of float32 values the engine keeps for the model's weights. */
-int64_t px_model_n_params(const px_model *m);
+PXDIFF_API int64_t px_model_n_params(const px_model *m);
 
 /* Backends. A model computes on the CPU until told otherwise; designs created after
  * px_model_set_backend use the chosen backend (weights are copied to the device once). */
-enum px_device { PX_DEVICE_AUTO = 0, PX_DEVICE_CPU = 1, PX_DEVICE_CUDA = 2 };
+enum px_device {
+  PX_DEVICE_INVALID = -1, /* what px_device_from_name returns for an unknown name */
+  PX_DEVICE_AUTO = 0,
+  PX_DEVICE_CPU = 1,
+  PX_DEVICE_CUDA = 2
+};
 enum px_precision {
+  PX_PRECISION_INVALID = -2, /* what px_precision_from_name returns for an unknown name */
   PX_PRECISION_DEFAULT = -1, /* the backend's documented default: fp32 on the CPU, fp16 on CUDA */
   PX_PRECISION_FP32 = 0,     /* true float32 everywhere */
   PX_PRECISION_TF32 = 1,     /* TF32 tensor-core GEMMs (CUDA) */
@@ -74,29 +123,32 @@ enum px_precision {
                                 inputs are proven inside fp16's range; the rest as tf32 */
 };
 /* Number of usable CUDA devices (0 when none or when built without CUDA). */
-int px_cuda_device_count(void);
+PXDIFF_API int px_cuda_device_count(void);
 /* "auto" picks CUDA when a device is present, else the CPU. Fails with PX_ERR_BACKEND
  * (message says why) when the device asked for is unavailable or the precision is not
  * supported there (the CPU computes in fp32 only). */
-int px_model_set_backend(px_model *m, int device, int precision);
+PXDIFF_API int px_model_set_backend(px_model *m, enum px_device device, enum px_precision precision);
 /* "cpu" or "cuda:0"; and the precision in use ("fp32", "tf32", "bf16", "fp16"). */
-const char *px_model_backend_name(const px_model *m);
-const char *px_model_precision_name(const px_model *m);
+PXDIFF_API const char *px_model_backend_name(const px_model *m);
+PXDIFF_API const char *px_model_precision_name(const px_model *m);
 /* Token blocks whose GEMMs take 16-bit inputs (CUDA fp16 / bf16). At fp16 only blocks whose
  * inputs are proven, from their weights, to stay inside fp16's range (the others run TF32);
  * 0 on the CPU and at fp32 / tf32. Out of px_dims.n_token_blocks. */
-int px_model_x16_blocks(const px_model *m);
-int px_device_from_name(const char *name);    /* "auto" | "cpu" | "cuda"; -1 if unknown */
-int px_precision_from_name(const char *name); /* "fp32" | "tf32" | "bf16" | "fp16" | "default"; -2 if unknown */
+PXDIFF_API int px_model_x16_blocks(const px_model *m);
+/* "auto" | "cpu" | "cuda" ("gpu" and "cuda:0" are accepted as "cuda"); PX_DEVICE_INVALID for
+ * anything else, NULL included. */
+PXDIFF_API enum px_device px_device_from_name(const char *name);
+/* "fp32" | "tf32" | "bf16" | "fp16" | "default"; PX_PRECISION_INVALID for anything else. */
+PXDIFF_API enum px_precision px_precision_from_name(const char *name);
 
 /* Threads of the CPU backend; n <= 0 returns to the default. Results do not depend on it.
  * The engine keeps its own count: it never changes the process's OpenMP setting, and what
  * the host did to OpenMP (e.g. PyTorch's set_num_threads) does not change it. */
-void px_set_num_threads(int n);
+PXDIFF_API void px_set_num_threads(int n);
 /* The thread count the CPU backend runs on: px_set_num_threads's value if set, else
  * $PXDIFF_NUM_THREADS (a positive integer, read once), else the CPUs this process may use
  * (affinity mask and cgroup CPU quota on Linux). */
-int px_num_threads(void);
+PXDIFF_API int px_num_threads(void);
 
 /* ------------------------------------------------------------- features ---- */
 
@@ -122,28 +174,28 @@ typedef struct {
 } px_features;
 
 /* Everything about one design that does not depend on noise level or sample
- * (SPEC.md, "computed once per design"): built once, reused by every call. */
+ * (docs/spec.md, "computed once per design"): built once, reused by every call. */
 typedef struct px_design px_design;
 
-int px_design_create(const px_model *m, const px_features *f, px_design **out);
-void px_design_free(px_design *d);
-int px_design_n_atoms(const px_design *d);
-int px_design_n_tokens(const px_design *d);
+PXDIFF_API int px_design_create(const px_model *m, const px_features *f, px_design **out);
+PXDIFF_API void px_design_free(px_design *d);
+PXDIFF_API int px_design_n_atoms(const px_design *d);
+PXDIFF_API int px_design_n_tokens(const px_design *d);
 /* Bytes held by the design cache. */
-int64_t px_design_bytes(const px_design *d);
+PXDIFF_API int64_t px_design_bytes(const px_design *d);
 
 /* A 64-bit fingerprint of a design's inputs (every array, with the model's widths):
  * equal inputs give equal keys. It keys the design cache (python binding, drop-in). */
-uint64_t px_features_hash(const px_model *m, const px_features *f);
+PXDIFF_API uint64_t px_features_hash(const px_model *m, const px_features *f);
 /* The fingerprint of the inputs a design was built from. */
-uint64_t px_design_key(const px_design *d);
+PXDIFF_API uint64_t px_design_key(const px_design *d);
 
 /* --------------------------------------------------------------- denoise --- */
 
 /* x_denoised = DiffusionModule(x_noisy, t_hat) for S samples.
  * x_noisy, x_out: [S, N, 3]; t_hat: [S] (> 0). x_out may alias x_noisy. */
-int px_denoise(const px_model *m, px_design *d, int n_sample, const float *x_noisy,
-               const float *t_hat, float *x_out);
+PXDIFF_API int px_denoise(const px_model *m, px_design *d, int n_sample, const float *x_noisy,
+                          const float *t_hat, float *x_out);
 
 /* The same call with x_noisy, t_hat and x_out in the backend's memory (CUDA device
  * pointers on the GPU backend; host pointers on the CPU): coordinates stay on the device.
@@ -152,32 +204,21 @@ int px_denoise(const px_model *m, px_design *d, int n_sample, const float *x_noi
  * synchronous. Nothing is read back to the host: the noise embedding is computed on the
  * device for each sample, and t_hat and x_noisy are not checked (positive, finite) on this
  * path. Errors of the queued work surface at a later call or synchronisation. */
-int px_denoise_device(const px_model *m, px_design *d, int n_sample, const float *x_noisy,
-                      const float *t_hat, float *x_out);
+PXDIFF_API int px_denoise_device(const px_model *m, px_design *d, int n_sample, const float *x_noisy,
+                                 const float *t_hat, float *x_out);
 /* px_denoise_device with one noise level for every sample: t_hat points to a single float
  * in device memory. PXDesign's sampler always shares the level within a chunk (upstream
  * passes it as an expanded tensor); the token-level conditioning is then computed once per
  * call rather than once per sample, as on the host path. */
-int px_denoise_device_shared_t(const px_model *m, px_design *d, int n_sample, const float *x_noisy,
-                               const float *t_hat, float *x_out);
+PXDIFF_API int px_denoise_device_shared_t(const px_model *m, px_design *d, int n_sample, const float *x_noisy,
+                                          const float *t_hat, float *x_out);
 /* The caller's cudaStream_t for px_denoise_device (NULL: none). */
-int px_set_cuda_stream(px_model *m, void *stream);
-
-/* Inspection hooks (tests, debugging): the probe is called with named intermediates
- * as the engine produces them, in host memory, row-major:
- *   design: "s0" [T,c_s], "pair_z" [T,T,c_z], "c" [N,c_atom], "p" [n_trunks,32,128,c_atompair]
- *   call:   "s" [Ss,T,c_s] (Ss = 1 when all t_hat are equal), "a_enc" [S,T,c_token],
- *           "q_skip" [S,N,c_atom], "a_in", "a_trans", "a_ln" [S,T,c_token],
- *           "r_update" [S,N,3]. */
-typedef void (*px_probe_fn)(void *user, const char *name, const float *data, int64_t n);
-int px_design_create_probe(const px_model *m, const px_features *f, px_probe_fn probe, void *user,
-                           px_design **out);
-int px_denoise_probe(const px_model *m, px_design *d, int n_sample, const float *x_noisy,
-                     const float *t_hat, float *x_out, px_probe_fn probe, void *user);
+PXDIFF_API int px_set_cuda_stream(px_model *m, void *stream);
 
 /* --------------------------------------------------------------- sampler --- */
 
 enum px_eta_type {
+  PX_ETA_INVALID = -1, /* what px_eta_type_from_name returns for an unknown name */
   PX_ETA_CONST = 0, PX_ETA_LINEAR, PX_ETA_POLY, PX_ETA_COS,
   PX_ETA_PIECEWISE, PX_ETA_PIECEWISE_65, PX_ETA_PIECEWISE_70
 };
@@ -194,15 +235,17 @@ typedef struct {
   uint64_t seed;
 } px_sampler_config;
 
-void px_sampler_config_default(px_sampler_config *c);
-/* Parse "const", "linear", ..., or NULL -> -1. */
-int px_eta_type_from_name(const char *name);
-const char *px_eta_type_name(int eta_type);
+PXDIFF_API void px_sampler_config_default(px_sampler_config *c);
+/* "const", "linear", "poly", "cos", "piecewise", "piecewise_65", "piecewise_70";
+ * PX_ETA_INVALID for anything else, NULL included. */
+PXDIFF_API enum px_eta_type px_eta_type_from_name(const char *name);
+/* The name of an eta type; "unknown" for values outside the enum. */
+PXDIFF_API const char *px_eta_type_name(enum px_eta_type eta_type);
 
 /* The noise schedule t[0..n_step] (t[n_step] = 0). */
-int px_noise_schedule(const px_sampler_config *c, float *t);
+PXDIFF_API int px_noise_schedule(const px_sampler_config *c, float *t);
 /* eta for step k (0-based). */
-float px_eta(const px_sampler_config *c, int k);
+PXDIFF_API float px_eta(const px_sampler_config *c, int k);
 
 /* Progress: called after each step and after each finished chunk; return nonzero to cancel. */
 typedef int (*px_progress_fn)(void *user, int samples_done, int samples_total, int step,
@@ -211,42 +254,48 @@ typedef int (*px_progress_fn)(void *user, int samples_done, int samples_total, i
 /* Run the whole sampler for samples [first, first + n) of a run with this seed.
  * Noise depends only on (seed, sample index, step), so any split into calls or chunks
  * gives the same coordinates. x_out: [n, N, 3]. chunk: samples per denoise batch. */
-int px_sample(const px_model *m, px_design *d, const px_sampler_config *c, int first, int n,
-              int chunk, float *x_out, px_progress_fn progress, void *user);
+PXDIFF_API int px_sample(const px_model *m, px_design *d, const px_sampler_config *c, int first, int n,
+                         int chunk, float *x_out, px_progress_fn progress, void *user);
 
 /* px_sample over a caller-given schedule t[0..c->n_step] (levels > 0, the last may be 0)
  * instead of the one c describes (the drop-in passes PXDesign's own tensor). */
-int px_sample_schedule(const px_model *m, px_design *d, const px_sampler_config *c,
-                       const float *schedule, int first, int n, int chunk, float *x_out,
-                       px_progress_fn progress, void *user);
+PXDIFF_API int px_sample_schedule(const px_model *m, px_design *d, const px_sampler_config *c,
+                                  const float *schedule, int first, int n, int chunk, float *x_out,
+                                  px_progress_fn progress, void *user);
 
 /* One sampler step with caller-provided randomness (tests, drop-in loops):
  * x [S, N, 3] is updated in place: centre, x = R x + u, add noise, denoise, Euler step.
  * rot: [S, 3, 3] (x_new = R @ x per atom), trans: [S, 3], noise: [S, N, 3].
  * When rot is NULL no centring/augmentation is applied. */
-int px_sampler_step(const px_model *m, px_design *d, const px_sampler_config *c, int n_sample,
-                    float *x, float t_prev, float t_cur, float eta, const float *rot,
-                    const float *trans, const float *noise);
+PXDIFF_API int px_sampler_step(const px_model *m, px_design *d, const px_sampler_config *c, int n_sample,
+                               float *x, float t_prev, float t_cur, float eta, const float *rot,
+                               const float *trans, const float *noise);
 
 /* The counter-based generator (Philox-4x32-10 + Box-Muller), exposed for tests:
  * fills out[0..n) with N(0,1) values of stream (seed, sample, step, purpose). */
 enum px_rng_purpose { PX_RNG_INIT = 0, PX_RNG_ROT = 1, PX_RNG_TRANS = 2, PX_RNG_NOISE = 3 };
-void px_rng_normal(uint64_t seed, uint32_t sample, uint32_t step, uint32_t purpose, float *out,
-                   int64_t n);
+PXDIFF_API void px_rng_normal(uint64_t seed, uint32_t sample, uint32_t step, uint32_t purpose, float *out,
+                              int64_t n);
 /* The sampler's per-step augmentation for (seed, sample, step): a uniformly random rotation
  * (row-major, x_new = R x) and a translation u ~ N(0, I_3). */
-void px_rng_rotation(uint64_t seed, uint32_t sample, uint32_t step, float R[9]);
-void px_rng_translation(uint64_t seed, uint32_t sample, uint32_t step, float u[3]);
+PXDIFF_API void px_rng_rotation(uint64_t seed, uint32_t sample, uint32_t step, float R[9]);
+PXDIFF_API void px_rng_translation(uint64_t seed, uint32_t sample, uint32_t step, float u[3]);
 
 /* ---------------------------------------------------------------- convert -- */
 
 /* Rewrite a checkpoint's diffusion-module tensors as float32 safetensors. */
-int px_convert_to_safetensors(const char *in_path, const char *out_path);
+PXDIFF_API int px_convert_to_safetensors(const char *in_path, const char *out_path);
 
 /* "openblas (pthread)", "accelerate", ... */
-const char *px_blas_name(void);
+PXDIFF_API const char *px_blas_name(void);
 
 #ifdef __cplusplus
 }
+#endif
+
+/* The library's own sources (built with -DPXDIFF_BUILDING_LIBRARY) see the declarations of
+ * the test hooks too, so that their definitions are exported. */
+#ifdef PXDIFF_BUILDING_LIBRARY
+#include "pxdiff_testing.h"
 #endif
 #endif

@@ -11,9 +11,15 @@ shaped as PXDesign passes them, and returns a torch tensor.
 import ctypes
 import os
 
-from ._lib import Dims, Features, PxdiffError, SamplerConfig, c_float_p, c_int64_p, check, lib, shared_level
+from ._lib import (PX_DEVICE_INVALID, PX_PRECISION_INVALID, Dims, Features, SamplerConfig, _torch,
+                   c_float_p, c_int64_p, lib, shared_level)
+from .errors import (PxdiffBackendError, PxdiffCancelledError, PxdiffError, PxdiffFileNotFoundError,
+                     PxdiffFormatError, PxdiffInputError, PxdiffIOError, PxdiffMemoryError,
+                     PxdiffWeightsError, check)
 
-__all__ = ["DiffusionModule", "PxdiffError", "set_num_threads", "num_threads", "blas_name",
+__all__ = ["DiffusionModule", "PxdiffError", "PxdiffIOError", "PxdiffFileNotFoundError",
+           "PxdiffFormatError", "PxdiffWeightsError", "PxdiffInputError", "PxdiffMemoryError",
+           "PxdiffBackendError", "PxdiffCancelledError", "version", "set_num_threads", "num_threads", "blas_name",
            "__version__"]
 __version__ = "0.1.0"
 
@@ -62,9 +68,10 @@ def blas_name() -> str:
     return lib.px_blas_name().decode()
 
 
-def _torch():
-    import torch
-    return torch
+def version() -> str:
+    """The version of the libpxdiff actually loaded (px_version); __version__ is the package's."""
+    f = getattr(lib, "px_version", None)
+    return f().decode() if f is not None else "unknown (libpxdiff without px_version)"
 
 
 def _squeeze_to(t, ndim, name):
@@ -72,7 +79,7 @@ def _squeeze_to(t, ndim, name):
     while t.dim() > ndim and t.shape[0] == 1:
         t = t[0]
     if t.dim() != ndim:
-        raise PxdiffError(f"{name} has shape {tuple(t.shape)}; expected {ndim} dimensions")
+        raise PxdiffInputError(f"{name} has shape {tuple(t.shape)}; expected {ndim} dimensions")
     return t
 
 
@@ -112,7 +119,7 @@ class DiffusionModule:
     def from_checkpoint(cls, path):
         """Load a .pt (torch.save) or .safetensors checkpoint, detected by content."""
         h = ctypes.c_void_p()
-        check(lib.px_model_load(str(path).encode(), ctypes.byref(h)))
+        check(lib.px_model_load(os.fspath(path).encode(), ctypes.byref(h)), path=path)
         return cls(h.value)
 
     @classmethod
@@ -153,11 +160,11 @@ class DiffusionModule:
         """Compute on "cpu", "cuda" or "auto" (CUDA when a GPU is present), at precision
         "fp32", "tf32", "bf16", "fp16" or None (the backend's default). Rebuilds the design cache."""
         dev = lib.px_device_from_name(str(device).split(":")[0].encode())
-        if dev < 0:
-            raise PxdiffError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda'")
+        if dev == PX_DEVICE_INVALID:
+            raise PxdiffInputError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda'")
         prec = lib.px_precision_from_name((precision or "default").encode())
-        if prec < -1:
-            raise PxdiffError(f"unknown precision {precision!r}; use 'fp32', 'tf32', 'bf16' or 'fp16'")
+        if prec == PX_PRECISION_INVALID:
+            raise PxdiffInputError(f"unknown precision {precision!r}; use 'fp32', 'tf32', 'bf16' or 'fp16'")
         if self._design:
             lib.px_design_free(self._design)
             self._design = None
@@ -191,7 +198,7 @@ class DiffusionModule:
         try:
             a2t = _squeeze_to(_i64(f["atom_to_token_idx"], torch), 1, "atom_to_token_idx")
         except KeyError as e:
-            raise PxdiffError(f"input_feature_dict lacks {e.args[0]}") from None
+            raise PxdiffInputError(f"input_feature_dict lacks {e.args[0]}") from None
         N = a2t.shape[0]
         s_inputs = _squeeze_to(_f32(s_inputs, torch), 2, "s_inputs")
         T = s_inputs.shape[0]
@@ -200,28 +207,28 @@ class DiffusionModule:
                 "z_trunk": _squeeze_to(_f32(z_trunk, torch), 3, "z_trunk")}
         for name, width in _FLOAT_FEATURES.items():
             if name not in f:
-                raise PxdiffError(f"input_feature_dict lacks {name}")
+                raise PxdiffInputError(f"input_feature_dict lacks {name}")
             t = _f32(f[name], torch)
             want = (N, width) if width is not None else (N,)
             if t.numel() != N * (width or 1):
-                raise PxdiffError(f"{name} has shape {tuple(f[name].shape)}; expected {want}")
+                raise PxdiffInputError(f"{name} has shape {tuple(f[name].shape)}; expected {want}")
             t = t.reshape(N, -1) if width is not None else t.reshape(-1)
             if tuple(t.shape) != want:
-                raise PxdiffError(f"{name} has shape {tuple(f[name].shape)}; expected {want}")
+                raise PxdiffInputError(f"{name} has shape {tuple(f[name].shape)}; expected {want}")
             keep[name] = t.contiguous()
         for name in _INT_ATOM_FEATURES[:1] + _INT_TOKEN_FEATURES:
             if name not in f:
-                raise PxdiffError(f"input_feature_dict lacks {name}")
+                raise PxdiffInputError(f"input_feature_dict lacks {name}")
             t = _i64(f[name], torch).reshape(-1)
             want = N if name in _INT_ATOM_FEATURES else T
             if t.shape[0] != want:
-                raise PxdiffError(f"{name} has {t.shape[0]} entries; expected {want}")
+                raise PxdiffInputError(f"{name} has {t.shape[0]} entries; expected {want}")
             keep[name] = t
         d = self.dims
         checks = {"s_inputs": (T, d.c_s_inputs), "s_trunk": (T, d.c_s), "z_trunk": (T, T, d.c_z)}
         for name, want in checks.items():
             if tuple(keep[name].shape) != want:
-                raise PxdiffError(f"{name} has shape {tuple(keep[name].shape)}; expected {want}")
+                raise PxdiffInputError(f"{name} has shape {tuple(keep[name].shape)}; expected {want}")
         feats = Features(n_token=T, n_atom=N)
         for name in _FLOAT_FEATURES:
             setattr(feats, name, _fptr(keep[name]))
@@ -276,7 +283,7 @@ class DiffusionModule:
             z_trunk = torch.zeros_like(z_trunk)
         design, N = self.design(input_feature_dict, s_inputs, s_trunk, z_trunk)
         if x_noisy.dim() < 2 or x_noisy.shape[-1] != 3 or x_noisy.shape[-2] != N:
-            raise PxdiffError(f"x_noisy has shape {tuple(x_noisy.shape)}; expected [..., {N}, 3]")
+            raise PxdiffInputError(f"x_noisy has shape {tuple(x_noisy.shape)}; expected [..., {N}, 3]")
         lead = x_noisy.shape[:-2]
         # CUDA tensors and a model on the GPU: by device pointer on the current stream.
         on_gpu = x_noisy.is_cuda and self.backend.startswith("cuda")
@@ -285,7 +292,7 @@ class DiffusionModule:
         S = x.shape[0]
         t = torch.as_tensor(t_hat_noise_level).detach().to(device=where, dtype=torch.float32).reshape(-1)
         if t.numel() not in (1, S):
-            raise PxdiffError(f"t_hat_noise_level has {t.numel()} values for {S} samples")
+            raise PxdiffInputError(f"t_hat_noise_level has {t.numel()} values for {S} samples")
         # One level for every sample (a scalar, or upstream's expanded tensor): on the GPU
         # it is passed once and the token conditioning is computed once per call.
         shared = on_gpu and shared_level(t)

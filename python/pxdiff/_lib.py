@@ -1,10 +1,14 @@
 """ctypes declarations of libpxdiff (include/pxdiff.h), found without any setup.
 
-Search order: $PXDIFF_LIB; the package folder; the repository's build/ folder (so that
-after `make`, PYTHONPATH=python is all that is needed)."""
+Search order: $PXDIFF_LIB (a path to libpxdiff.so); a copy bundled in the package folder
+(python/pxdiff/libpxdiff.so, installed by `pip install ./python` when it is there at install
+time); the repository's build/ folder (so that after `make`, PYTHONPATH=python is all that is
+needed)."""
 import ctypes
 import os
 import sys
+
+from .errors import PxdiffError, check  # noqa: F401  (re-exported: the package's one copy)
 
 _here = os.path.dirname(os.path.abspath(__file__))
 _libname = "libpxdiff.dylib" if sys.platform == "darwin" else "libpxdiff.so"
@@ -26,11 +30,19 @@ def _load():
                 return ctypes.CDLL(os.path.abspath(path))
             except OSError as e:  # wrong architecture, missing BLAS, ...
                 errors.append(f"{path}: {e}")
-    hint = "; ".join(errors) if errors else "run `make` in the pxdiff repository or set PXDIFF_LIB"
+    hint = "; ".join(errors) if errors else (
+        "set PXDIFF_LIB to the path of libpxdiff.so (built by `make` in the pxdiff repository), "
+        "or copy it into the installed package's folder " + _here)
     raise ImportError(f"pxdiff: cannot load {_libname}: {hint}")
 
 
 lib = _load()
+
+# include/pxdiff.h's enums.
+PX_DEVICE_INVALID, PX_DEVICE_AUTO, PX_DEVICE_CPU, PX_DEVICE_CUDA = -1, 0, 1, 2
+PX_PRECISION_INVALID, PX_PRECISION_DEFAULT = -2, -1
+PX_PRECISION_FP32, PX_PRECISION_TF32, PX_PRECISION_BF16, PX_PRECISION_FP16 = 0, 1, 2, 3
+PX_ETA_INVALID = -1
 
 c_float_p = ctypes.POINTER(ctypes.c_float)
 c_int64_p = ctypes.POINTER(ctypes.c_int64)
@@ -112,10 +124,16 @@ for _name, (_res, _args) in _sig.items():
     _f = getattr(lib, _name)
     _f.restype = _res
     _f.argtypes = _args
-
-
-class PxdiffError(RuntimeError):
-    """A failure reported by the engine, with its one-line message."""
+# Newer entry points, declared when the library has them.
+_optional = {
+    "px_version": (ctypes.c_char_p, []),
+    "px_version_number": (ctypes.c_int, []),
+}
+for _name, (_res, _args) in _optional.items():
+    _f = getattr(lib, _name, None)
+    if _f is not None:
+        _f.restype = _res
+        _f.argtypes = _args
 
 
 def shared_level(t):
@@ -125,7 +143,7 @@ def shared_level(t):
     return t.dim() == 1 and (t.numel() == 1 or t.stride(0) == 0)
 
 
-def check(rc):
-    if rc != 0:
-        raise PxdiffError(lib.px_last_error().decode("utf-8", "replace"))
-    return rc
+def _torch():
+    """torch, imported on first use (the package imports without it)."""
+    import torch
+    return torch

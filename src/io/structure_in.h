@@ -17,6 +17,7 @@
 #ifndef PX_IO_STRUCTURE_IN_H
 #define PX_IO_STRUCTURE_IN_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #define PX_SIN_NAME 8 /* atom, residue, chain and entity ids: at most 7 bytes + NUL */
@@ -26,7 +27,8 @@ typedef struct {
   char res_name[PX_SIN_NAME];  /* auth_comp_id ("MET" after MSE -> MET) */
   char element[4];             /* type_symbol, upper case ("C", "SE" -> "S") */
   int chain;                   /* index into px_structure_in.chain */
-  int seq_id;                  /* label_seq_id (mmCIF; -1 where '.'); PDB: 1..n renumbered */
+  int seq_id;                  /* label_seq_id (mmCIF); chains whose label_seq_id is '.'
+                                  (ligands) renumbered 1..n as upstream does; PDB: 1..n */
   int auth_seq_id;             /* author residue number (auth_seq_id / PDB resSeq) */
   char ins_code;               /* author insertion code, 0 when none */
   float xyz[3];
@@ -47,14 +49,31 @@ typedef struct {
   char (*seq)[PX_SIN_NAME]; /* [n_seq] mon_id, MSE -> MET; seq[k] is residue number k + 1 */
 } px_sin_entity;
 
-/* One _struct_conn row (mmCIF input only; PDB input has none). */
+/* One _struct_conn row (mmCIF input only; PDB input has none). Text fields hold "."
+ * where the file has '.' or '?' or lacks the column (symmetry: "1_555" then, as biotite
+ * reads it). */
 typedef struct {
   char conn_type[16];          /* conn_type_id: "covale", "disulf", ... */
   char asym[2][PX_SIN_NAME];   /* ptnr{1,2}_label_asym_id */
   char comp[2][PX_SIN_NAME];   /* ptnr{1,2}_label_comp_id */
-  int seq[2];                  /* ptnr{1,2}_label_seq_id (-1 where '.') */
+  int seq[2];                  /* ptnr{1,2}_label_seq_id (-1 where '.' or '?') */
   char atom[2][PX_SIN_NAME];   /* ptnr{1,2}_label_atom_id */
+  char alt[2][PX_SIN_NAME];    /* pdbx_ptnr{1,2}_label_alt_id */
+  char symmetry[2][16];        /* ptnr{1,2}_symmetry */
 } px_sin_conn;
+
+/* PDB input: one residue of the converted file as upstream's pdb_to_cif made it, before
+ * water and hydrogens were dropped (upstream maps a task's author numbering through all
+ * of them). */
+typedef struct {
+  char auth_chain[PX_SIN_NAME]; /* PDB chain column, "" when blank */
+  int auth_seq;                 /* PDB resSeq (hybrid-36 decoded); insertion code apart */
+  char ins_code;                /* 0 when none */
+  char chain_id[PX_SIN_NAME];   /* the converted chain id (A, B, ..., AA, ...) */
+  int chain;                    /* index into px_structure_in.chain; -1 when the residue
+                                   was dropped (water, or hydrogens only) */
+  int seq_id;                   /* 1..n in its converted chain */
+} px_sin_pdb_res;
 
 typedef struct {
   int n_atom;
@@ -66,6 +85,10 @@ typedef struct {
   int n_conn;
   px_sin_conn *conn;
   int from_pdb; /* 1: converted from PDB (task chain ids and numbers are author ones) */
+  int n_pdb_res;
+  px_sin_pdb_res *pdb_res; /* PDB input: every converted residue, file order */
+  int pdb_dup[2];          /* PDB input: two pdb_res entries with the same author chain and
+                              number (upstream refuses any such file), or -1 -1 */
 } px_structure_in;
 
 /* Read an mmCIF (.cif) or PDB (.pdb, .ent) file, told apart by content (a "data_" block
@@ -74,5 +97,26 @@ int px_structure_read(const char *path, px_structure_in **out);
 /* The same from memory (fuzzing, tests); name is used in messages. */
 int px_structure_parse(const char *text, size_t len, const char *name, px_structure_in **out);
 void px_structure_in_free(px_structure_in *s);
+
+/* Task ids for PDB input (s->from_pdb). Upstream's infer (pxdesign/utils/infer.py:
+ * build_chain_mapping, build_residue_maps, rewrite_input_dict_inplace) rewrites the task's
+ * author chain ids and author residue numbers into the converted file's before anything
+ * else; these two functions are that rewrite, with its refusals:
+ *  - every call fails when two residues anywhere in the file share an author chain id and
+ *    residue number (insertion codes, a ligand or water numbered like a residue of its
+ *    chain): upstream refuses such a PDB file whatever the task;
+ *  - an author chain must have become exactly one converted chain: a chain id whose
+ *    HETATM records (ligands, waters) follow its ATOM records was split by the conversion
+ *    and upstream refuses to map it ("inconsistent mapping"). Only the task's chains are
+ *    checked, as upstream does;
+ *  - a crop or hotspot residue must exist (each number of a crop range is looked up).
+ * mmCIF input needs neither: task chain ids are label_asym_id and numbers label_seq_id. */
+
+/* The converted chain (index into s->chain) the task's author chain names. */
+int px_sin_pdb_chain(const px_structure_in *s, const char *auth_chain, int *chain);
+/* (author chain, author residue number) -> (index into s->chain, seq_id): what a crop
+ * number or a hotspot becomes. */
+int px_sin_pdb_residue(const px_structure_in *s, const char *auth_chain, int auth_seq,
+                       int *chain, int *seq_id);
 
 #endif

@@ -15,6 +15,12 @@ void px_dims_released(px_dims *d);
 /* A model with the given dimensions and PyTorch-default-scaled random weights. */
 int px_model_synthetic(const px_dims *d, uint64_t seed, px_model **out);
 
+/* A design condition embedder (src/model/embedder.h) with the given widths and
+ * PyTorch-default-scaled random weights (nn.Embedding: N(0, 1)); for the demo and tests. */
+struct px_embedder;
+struct px_embedder_dims;
+int px_embedder_synthetic(const struct px_embedder_dims *d, uint64_t seed, struct px_embedder **out);
+
 /* Every array of a px_features for T tokens and N atoms, zero-filled (n_token, n_atom set):
  * for callers that build features in memory. PX_ERR_NOMEM (nothing left allocated) on
  * failure; px_features_free releases them. */

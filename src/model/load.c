@@ -6,6 +6,7 @@
 
 #include "error.h"
 #include "io/tensorfile.h"
+#include "model/embedder.h"
 #include "model/model.h"
 
 /* ------------------------------------------------------------------ file ---- */
@@ -50,6 +51,23 @@ int px_model_load(const char *path, px_model **out) {
   rc = px_model_build(&src, out);
   if (rc) {
     /* Prefix the file name so the message stands alone. */
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", px_last_error());
+    if (!strstr(msg, path)) px_fail(rc, "%s: %s", path, msg);
+  }
+  px_tensorfile_close(&tf);
+  return rc;
+}
+
+int px_embedder_w_load(const char *path, px_embedder_w *w) {
+  memset(w, 0, sizeof *w);
+  px_tensorfile tf;
+  char err[512];
+  int rc = px_tensorfile_open(path, &tf, err, sizeof err);
+  if (rc) return px_fail(rc, "%s", err);
+  px_weight_source src = {&tf, file_find, file_read};
+  rc = px_embedder_w_build(&src, w);
+  if (rc) {
     char msg[1024];
     snprintf(msg, sizeof msg, "%s", px_last_error());
     if (!strstr(msg, path)) px_fail(rc, "%s: %s", path, msg);
@@ -115,6 +133,19 @@ int px_model_from_arrays(int n, const char *const *names, const float *const *da
   arrays A = {n, names, data, ndims, shapes};
   px_weight_source src = {&A, arrays_find, arrays_read};
   return px_model_build(&src, out);
+}
+
+int px_embedder_w_from_arrays(int n, const char *const *names, const float *const *data, const int *ndims,
+                              const int64_t *const *shapes, px_embedder_w *w) {
+  memset(w, 0, sizeof *w);
+  if (n < 0 || (n > 0 && (!names || !data || !ndims || !shapes)))
+    return px_fail(PX_ERR_INPUT, "px_embedder_from_arrays: invalid arguments");
+  for (int i = 0; i < n; i++)
+    if (ndims[i] < 0 || ndims[i] > 8)
+      return px_fail(PX_ERR_INPUT, "tensor %s has %d dimensions", names[i] ? names[i] : "?", ndims[i]);
+  arrays A = {n, names, data, ndims, shapes};
+  px_weight_source src = {&A, arrays_find, arrays_read};
+  return px_embedder_w_build(&src, w);
 }
 
 /* --------------------------------------------------------------- convert ---- */

@@ -173,7 +173,7 @@ void px_model_visit_weights(px_model *m, px_weight_visitor fn, void *user);
 
 /* ---- The atom encoder's per-design work (design.c) and its atom transformer (denoise.c),
  * shared by the diffusion module's encoder and the design condition embedder (embedder.c:
- * the same AtomAttentionEncoder without coordinates, SPEC_DESIGN.md section 8.1). ---- */
+ * the same AtomAttentionEncoder without coordinates, docs/design-spec.md section 8.1). ---- */
 
 /* The reference-feature weights of an atom encoder (copies of handles owned elsewhere). */
 typedef struct {

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "model/embedder.h"
 #include "pxdiff_synthetic.h"
 #include "sample/rng.h"
 
@@ -198,8 +199,8 @@ static int layernorm_param(const char *name, const char *suffix) {
 }
 
 static void fill(float *x, int64_t n, const char *name, int64_t fan_in, uint64_t seed, uint32_t idx) {
-  if (ends_with(name, "fourier_embedding.w")) {
-    px_rng_normal(seed, idx, 0x5EED, 7, x, n); /* N(0, 1) as upstream */
+  if (ends_with(name, "fourier_embedding.w") || ends_with(name, "template_embedder.embedder.weight")) {
+    px_rng_normal(seed, idx, 0x5EED, 7, x, n); /* N(0, 1) as upstream (nn.Embedding's default too) */
     return;
   }
   uniform01(x, n, seed, idx);
@@ -216,11 +217,34 @@ static void fill(float *x, int64_t n, const char *name, int64_t fan_in, uint64_t
   }
 }
 
-int px_model_synthetic(const px_dims *D, uint64_t seed, px_model **out) {
-  if (!D || !out) return px_fail(PX_ERR_INPUT, "px_model_synthetic: NULL argument");
-  *out = NULL;
-  name_table t = {0};
-  all_names(&t, D);
+/* The condition embedder's tensors (docs/design-spec.md 8.3) at the widths d. */
+static void embedder_names(name_table *t, const px_embedder_dims *d) {
+  const int ca = d->c_atom, cp = d->c_atompair, ct = d->c_token;
+  const char *E = PX_EMBED_PREFIX "input_embedder.atom_attention_encoder";
+  add(t, ca, 3, "%s.linear_no_bias_ref_pos.weight", E);
+  add(t, ca, 1, "%s.linear_no_bias_ref_charge.weight", E);
+  add(t, ca, 385, "%s.linear_no_bias_f.weight", E);
+  add(t, cp, 3, "%s.linear_no_bias_d.weight", E);
+  add(t, cp, 1, "%s.linear_no_bias_invd.weight", E);
+  add(t, cp, 1, "%s.linear_no_bias_v.weight", E);
+  add(t, cp, ca, "%s.linear_no_bias_cl.weight", E);
+  add(t, cp, ca, "%s.linear_no_bias_cm.weight", E);
+  add(t, cp, cp, "%s.small_mlp.1.weight", E);
+  add(t, cp, cp, "%s.small_mlp.3.weight", E);
+  add(t, cp, cp, "%s.small_mlp.5.weight", E);
+  transformer_names(t, PX_EMBED_PREFIX "input_embedder.atom_attention_encoder.atom_transformer.diffusion_transformer",
+                    d->n_blocks, d->n_heads, ca, ca, cp, 1);
+  add(t, ct, ca, "%s.linear_no_bias_q.weight", E);
+  add(t, d->c_s_inputs, ct + PX_EMBED_N_EXTRA, PX_EMBED_PREFIX "input_embedder.input_map.weight");
+  add(t, d->c_s_inputs, -1, PX_EMBED_PREFIX "input_embedder.input_map.bias");
+  add(t, PX_EMBED_TEMPL_BINS + 1, d->c_z, PX_EMBED_PREFIX "condition_template_embedder.embedder.weight");
+}
+
+typedef int (*from_arrays_fn)(int n, const char *const *names, const float *const *data, const int *ndims,
+                              const int64_t *const *shapes, void *out);
+
+/* Fill every tensor of t (freed here) and hand them to build. */
+static int synth_build(name_table t, uint64_t seed, from_arrays_fn build, void *out) {
   int rc = PX_OK;
   float **data = calloc((size_t)t.n, sizeof(float *));
   const int64_t **shapes = calloc((size_t)t.n, sizeof(int64_t *));
@@ -240,11 +264,7 @@ int px_model_synthetic(const px_dims *D, uint64_t seed, px_model **out) {
     fill(data[i], n, t.names[i], fan_in, seed, (uint32_t)i);
     shapes[i] = t.shapes[i];
   }
-  rc = px_model_from_arrays(t.n, (const char *const *)t.names, (const float *const *)data, t.ndims,
-                            shapes, out);
-  if (!rc) {
-    /* sigma_data is not a weight; keep the caller's. */
-  }
+  rc = build(t.n, (const char *const *)t.names, (const float *const *)data, t.ndims, shapes, out);
 done:
   for (int i = 0; i < t.n; i++) {
     if (data) free(data[i]);
@@ -256,6 +276,35 @@ done:
   free(t.ndims);
   free(t.shapes);
   return rc;
+}
+
+static int model_from_arrays(int n, const char *const *names, const float *const *data, const int *ndims,
+                             const int64_t *const *shapes, void *out) {
+  return px_model_from_arrays(n, names, data, ndims, shapes, (px_model **)out);
+}
+
+static int embedder_from_arrays(int n, const char *const *names, const float *const *data, const int *ndims,
+                                const int64_t *const *shapes, void *out) {
+  return px_embedder_from_arrays(n, names, data, ndims, shapes, (px_embedder **)out);
+}
+
+int px_model_synthetic(const px_dims *D, uint64_t seed, px_model **out) {
+  if (!D || !out) return px_fail(PX_ERR_INPUT, "px_model_synthetic: NULL argument");
+  *out = NULL;
+  name_table t = {0};
+  all_names(&t, D);
+  return synth_build(t, seed, model_from_arrays, out);
+}
+
+int px_embedder_synthetic(const px_embedder_dims *d, uint64_t seed, px_embedder **out) {
+  if (!d || !out) return px_fail(PX_ERR_INPUT, "px_embedder_synthetic: NULL argument");
+  *out = NULL;
+  if (d->c_atom <= 0 || d->c_atompair <= 0 || d->c_token <= 0 || d->c_s_inputs <= 0 || d->c_z <= 0 ||
+      d->n_blocks <= 0 || d->n_heads <= 0 || d->c_atom % d->n_heads)
+    return px_fail(PX_ERR_INPUT, "px_embedder_synthetic: invalid widths");
+  name_table t = {0};
+  embedder_names(&t, d);
+  return synth_build(t, seed, embedder_from_arrays, out);
 }
 
 /* ------------------------------------------------------------------ inputs -- */

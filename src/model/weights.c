@@ -6,32 +6,45 @@
 #include <string.h>
 
 #include "error.h"
+#include "model/embedder.h"
 #include "model/model.h"
+
+/* Where a loader keeps the buffers it allocates: a model's or an embedder's list. */
+typedef struct {
+  float ***owned;
+  size_t **owned_n;
+  int *n_owned, *cap_owned;
+  int64_t *n_params;
+} owner;
 
 typedef struct {
   const px_weight_source *src;
-  px_model *m;
+  const char *prefix; /* every name is prefix + suffix */
+  px_model *m;        /* the model being built (token transformers), NULL for the embedder */
+  owner o;
   int status;
 } loader;
 
-static float *own(px_model *m, size_t n) {
-  if (m->n_owned == m->cap_owned) {
-    int cap = m->cap_owned ? 2 * m->cap_owned : 256;
-    float **p = realloc(m->owned, sizeof(float *) * (size_t)cap);
+static float *own_in(const owner *o, size_t n) {
+  if (*o->n_owned == *o->cap_owned) {
+    int cap = *o->cap_owned ? 2 * *o->cap_owned : 256;
+    float **p = realloc(*o->owned, sizeof(float *) * (size_t)cap);
     if (!p) return NULL;
-    m->owned = p;
-    size_t *pn = realloc(m->owned_n, sizeof(size_t) * (size_t)cap);
+    *o->owned = p;
+    size_t *pn = realloc(*o->owned_n, sizeof(size_t) * (size_t)cap);
     if (!pn) return NULL;
-    m->owned_n = pn;
-    m->cap_owned = cap;
+    *o->owned_n = pn;
+    *o->cap_owned = cap;
   }
   float *buf = malloc(sizeof(float) * (n ? n : 1));
   if (buf) {
-    m->owned_n[m->n_owned] = n;
-    m->owned[m->n_owned++] = buf;
+    (*o->owned_n)[*o->n_owned] = n;
+    (*o->owned)[(*o->n_owned)++] = buf;
   }
   return buf;
 }
+
+static float *own(loader *L, size_t n) { return own_in(&L->o, n); }
 
 /* Free an owned buffer that is no longer needed (a per-block copy folded elsewhere). */
 static void disown(px_model *m, float **p) {
@@ -150,12 +163,12 @@ static int probe(loader *L, const char *name, int64_t *shape) {
   return ndim;
 }
 
-/* Read tensor `name` (under diffusion_module.) with the expected shape (d1 < 0 for 1-D)
- * into dst (or a new buffer). */
+/* Read tensor prefix + suffix with the expected shape (d1 < 0 for 1-D) into dst (or a new
+ * buffer). */
 static float *load_into(loader *L, float *dst, const char *suffix, int64_t d0, int64_t d1) {
   if (L->status) return NULL;
   char name[512];
-  snprintf(name, sizeof name, PX_DM_PREFIX "%s", suffix);
+  snprintf(name, sizeof name, "%s%s", L->prefix, suffix);
   int64_t shape[8];
   int ndim = probe(L, name, shape);
   if (ndim < 0) {
@@ -178,7 +191,7 @@ static float *load_into(loader *L, float *dst, const char *suffix, int64_t d0, i
   }
   size_t n = (size_t)d0 * (size_t)(d1 < 0 ? 1 : d1);
   if (!dst) {
-    dst = own(L->m, n);
+    dst = own(L, n);
     if (!dst) {
       L->status = px_fail(PX_ERR_NOMEM, "out of memory loading %s", name);
       return NULL;
@@ -189,7 +202,7 @@ static float *load_into(loader *L, float *dst, const char *suffix, int64_t d0, i
     L->status = rc;
     return NULL;
   }
-  L->m->n_params += (int64_t)n;
+  *L->o.n_params += (int64_t)n;
   return dst;
 }
 
@@ -223,7 +236,7 @@ static px_linear lin(loader *L, int out, int in, int bias, const char *fmt, ...)
 /* Leading dimension of a tensor, or -1. */
 static int64_t dim_of(loader *L, const char *suffix, int axis) {
   char name[512];
-  snprintf(name, sizeof name, PX_DM_PREFIX "%s", suffix);
+  snprintf(name, sizeof name, "%s%s", L->prefix, suffix);
   int64_t shape[8];
   int ndim = probe(L, name, shape);
   if (ndim <= axis) {
@@ -257,7 +270,7 @@ static int count_blocks(loader *L, const char *base) {
   for (;; n++) {
     char name[512];
     int64_t shape[8];
-    snprintf(name, sizeof name, PX_DM_PREFIX "%s.blocks.%d.attention_pair_bias.linear_nobias_z.weight",
+    snprintf(name, sizeof name, "%s%s.blocks.%d.attention_pair_bias.linear_nobias_z.weight", L->prefix,
              base, n);
     if (probe(L, name, shape) < 0) break;
   }
@@ -274,7 +287,7 @@ static void transformer_w(loader *L, px_transformer_w *tf, const char *base, int
   tf->hidden = 2 * c;
   if (tf->n_blocks == 0) {
     if (!L->status)
-      L->status = px_fail(PX_ERR_WEIGHTS, "missing tensor " PX_DM_PREFIX "%s.blocks.0.* (no blocks)", base);
+      L->status = px_fail(PX_ERR_WEIGHTS, "missing tensor %s%s.blocks.0.* (no blocks)", L->prefix, base);
     return;
   }
   char nb[400];
@@ -293,11 +306,11 @@ static void transformer_w(loader *L, px_transformer_w *tf, const char *base, int
   const int H = tf->n_heads, h = tf->hidden;
   if (!cross) {
     const size_t nm = (size_t)2 * tf->n_blocks;
-    tf->st_w_gate_ln = own(L->m, nm * c * c_s);
-    tf->st_b_gate_ln = own(L->m, nm * c);
-    tf->st_w_shift_ln = own(L->m, nm * c * c_s);
-    tf->st_w_gate_raw = own(L->m, nm * c * c_s);
-    tf->st_b_gate_raw = own(L->m, nm * c);
+    tf->st_w_gate_ln = own(L, nm * c * c_s);
+    tf->st_b_gate_ln = own(L, nm * c);
+    tf->st_w_shift_ln = own(L, nm * c * c_s);
+    tf->st_w_gate_raw = own(L, nm * c * c_s);
+    tf->st_b_gate_raw = own(L, nm * c);
     if (!tf->st_w_gate_ln || !tf->st_b_gate_ln || !tf->st_w_shift_ln || !tf->st_w_gate_raw ||
         !tf->st_b_gate_raw) {
       L->status = px_fail(PX_ERR_NOMEM, "out of memory");
@@ -317,9 +330,9 @@ static void transformer_w(loader *L, px_transformer_w *tf, const char *base, int
     }
     /* Fused projections: rows [q; k; v; g] (token) or [q; g] and [k; v] (atom). */
     int np1 = cross ? 2 : 4;
-    B->w_proj1 = own(L->m, (size_t)np1 * c * c);
-    B->b_proj1 = own(L->m, (size_t)np1 * c);
-    if (cross) B->w_proj2 = own(L->m, (size_t)2 * c * c);
+    B->w_proj1 = own(L, (size_t)np1 * c * c);
+    B->b_proj1 = own(L, (size_t)np1 * c);
+    if (cross) B->w_proj2 = own(L, (size_t)2 * c * c);
     if (!B->w_proj1 || !B->b_proj1 || (cross && !B->w_proj2)) {
       L->status = px_fail(PX_ERR_NOMEM, "out of memory");
       return;
@@ -343,7 +356,7 @@ static void transformer_w(loader *L, px_transformer_w *tf, const char *base, int
     B->a_last = lin(L, c, c_s, 1, "%s.linear_a_last", apb);
     snprintf(s, sizeof s, "%s.adaln", ctb);
     B->ctb_adaln = adaln_w(L, c, c_s, s);
-    B->w_a12 = own(L->m, (size_t)2 * h * c);
+    B->w_a12 = own(L, (size_t)2 * h * c);
     if (!B->w_a12) {
       L->status = px_fail(PX_ERR_NOMEM, "out of memory");
       return;
@@ -354,7 +367,7 @@ static void transformer_w(loader *L, px_transformer_w *tf, const char *base, int
     load_into(L, B->w_a12 + (size_t)h * c, s, h, c);
     B->ctb_b = lin(L, c, h, 0, "%s.linear_nobias_b", ctb);
     B->ctb_s = lin(L, c, c_s, 1, "%s.linear_s", ctb);
-    if (!cross && !L->status) stack_sterms(L->m, tf, k);
+    if (!cross && L->m && !L->status) stack_sterms(L->m, tf, k);
   }
 }
 
@@ -362,7 +375,7 @@ int px_model_build(const px_weight_source *src, px_model **out) {
   *out = NULL;
   px_model *m = calloc(1, sizeof *m);
   if (!m) return px_fail(PX_ERR_NOMEM, "out of memory");
-  loader L = {src, m, 0};
+  loader L = {src, PX_DM_PREFIX, m, {&m->owned, &m->owned_n, &m->n_owned, &m->cap_owned, &m->n_params}, 0};
   m->device = PX_DEVICE_CPU;
   m->precision = PX_PRECISION_FP32;
   px_dims *D = &m->dims;
@@ -470,3 +483,114 @@ int px_model_get_dims(const px_model *m, px_dims *out) {
 }
 
 int64_t px_model_n_params(const px_model *m) { return m ? m->n_params : 0; }
+
+/* ------------------------------------------------------------------ embedder -- */
+
+void px_embedder_w_visit(px_embedder_w *w, px_weight_visitor fn, void *u) {
+  px_linear *ls[] = {&w->ref.ref_pos, &w->ref.ref_charge, &w->ref.f, &w->ref.d, &w->ref.invd, &w->ref.v,
+                     &w->ref.cl, &w->ref.cm, &w->ref.mlp1, &w->ref.mlp3, &w->ref.mlp5, &w->q,
+                     &w->map_a, &w->map_x};
+  for (size_t i = 0; i < sizeof ls / sizeof ls[0]; i++) visit_linear(ls[i], fn, u);
+  fn(&w->templ, u);
+  visit_transformer(&w->tf, fn, u);
+}
+
+void px_embedder_w_free(px_embedder_w *w) {
+  if (!w) return;
+  for (int i = 0; i < w->n_owned; i++) free(w->owned[i]);
+  free(w->owned);
+  free(w->owned_n);
+  free(w->tf.blocks);
+  memset(w, 0, sizeof *w);
+}
+
+/* docs/design-spec.md 8.3: the DesignConditionEmbedder's 96 tensors; every width is read off
+ * them (the released ones: c_atom 128, c_atompair 16, c_token 384, c_s_inputs 449, c_z 128;
+ * 3 blocks of 4 heads). */
+int px_embedder_w_build(const px_weight_source *src, px_embedder_w *w) {
+  memset(w, 0, sizeof *w);
+  loader L = {src, PX_EMBED_PREFIX, NULL, {&w->owned, &w->owned_n, &w->n_owned, &w->cap_owned, &w->n_params}, 0};
+  px_embedder_dims *D = &w->dims;
+  const char *E = "input_embedder.atom_attention_encoder";
+  char s[400];
+#define EMB_DIM(var, fmt, axis)                        \
+  do {                                                 \
+    snprintf(s, sizeof s, fmt, E);                     \
+    var = (int)dim_of(&L, s, axis);                    \
+  } while (0)
+  EMB_DIM(D->c_atom, "%s.linear_no_bias_ref_pos.weight", 0);
+  EMB_DIM(D->c_atompair, "%s.linear_no_bias_d.weight", 0);
+  EMB_DIM(D->c_token, "%s.linear_no_bias_q.weight", 0);
+  int c_ref_f = 0;
+  EMB_DIM(c_ref_f, "%s.linear_no_bias_f.weight", 1);
+#undef EMB_DIM
+  D->c_s_inputs = (int)dim_of(&L, "input_embedder.input_map.weight", 0);
+  const int map_in = (int)dim_of(&L, "input_embedder.input_map.weight", 1);
+  const int n_rows = (int)dim_of(&L, "condition_template_embedder.embedder.weight", 0);
+  D->c_z = (int)dim_of(&L, "condition_template_embedder.embedder.weight", 1);
+  if (L.status) goto fail;
+  if (D->c_atom <= 0 || D->c_atompair <= 0 || D->c_token <= 0 || D->c_s_inputs <= 0 || D->c_z <= 0) {
+    L.status = px_fail(PX_ERR_WEIGHTS, "inconsistent dimensions in the condition embedder's tensors (c_atom %d, c_atompair %d, c_token %d, c_s_inputs %d, c_z %d)",
+                       D->c_atom, D->c_atompair, D->c_token, D->c_s_inputs, D->c_z);
+    goto fail;
+  }
+  if (c_ref_f != 1 + 128 + 256) {
+    L.status = px_fail(PX_ERR_WEIGHTS, "tensor " PX_EMBED_PREFIX "%s.linear_no_bias_f.weight has %d input features, expected 385", E, c_ref_f);
+    goto fail;
+  }
+  if (map_in != D->c_token + PX_EMBED_N_EXTRA) {
+    L.status = px_fail(PX_ERR_WEIGHTS, "tensor " PX_EMBED_PREFIX "input_embedder.input_map.weight has %d input features, expected %d (c_token %d + %d)",
+                       map_in, D->c_token + PX_EMBED_N_EXTRA, D->c_token, PX_EMBED_N_EXTRA);
+    goto fail;
+  }
+  if (n_rows != PX_EMBED_TEMPL_BINS + 1) {
+    L.status = px_fail(PX_ERR_WEIGHTS, "tensor " PX_EMBED_PREFIX "condition_template_embedder.embedder.weight has %d rows, expected %d (64 distance bins + 1)",
+                       n_rows, PX_EMBED_TEMPL_BINS + 1);
+    goto fail;
+  }
+  const int ca = D->c_atom, cp = D->c_atompair, ct = D->c_token, cs = D->c_s_inputs;
+  px_atom_ref_w *r = &w->ref;
+  r->ref_pos = lin(&L, ca, 3, 0, "%s.linear_no_bias_ref_pos", E);
+  r->ref_charge = lin(&L, ca, 1, 0, "%s.linear_no_bias_ref_charge", E);
+  r->f = lin(&L, ca, c_ref_f, 0, "%s.linear_no_bias_f", E);
+  r->d = lin(&L, cp, 3, 0, "%s.linear_no_bias_d", E);
+  r->invd = lin(&L, cp, 1, 0, "%s.linear_no_bias_invd", E);
+  r->v = lin(&L, cp, 1, 0, "%s.linear_no_bias_v", E);
+  r->cl = lin(&L, cp, ca, 0, "%s.linear_no_bias_cl", E);
+  r->cm = lin(&L, cp, ca, 0, "%s.linear_no_bias_cm", E);
+  r->mlp1 = lin(&L, cp, cp, 0, "%s.small_mlp.1", E);
+  r->mlp3 = lin(&L, cp, cp, 0, "%s.small_mlp.3", E);
+  r->mlp5 = lin(&L, cp, cp, 0, "%s.small_mlp.5", E);
+  snprintf(s, sizeof s, "%s.atom_transformer.diffusion_transformer", E);
+  transformer_w(&L, &w->tf, s, ca, ca, cp, 1);
+  w->q = lin(&L, ct, ca, 0, "%s.linear_no_bias_q", E);
+  /* input_map [cs, c_token + 46] kept as two matrices: the columns over the token mean a
+   * (with the bias) and those over the 46 token features, one GEMM each. */
+  w->map_a.out = w->map_x.out = cs;
+  w->map_a.in = ct;
+  w->map_x.in = PX_EMBED_N_EXTRA;
+  w->map_a.w = own(&L, (size_t)cs * ct);
+  w->map_x.w = own(&L, (size_t)cs * PX_EMBED_N_EXTRA);
+  float *full = malloc(sizeof(float) * (size_t)cs * map_in);
+  if (!w->map_a.w || !w->map_x.w || !full) {
+    free(full);
+    if (!L.status) L.status = px_fail(PX_ERR_NOMEM, "out of memory");
+    goto fail;
+  }
+  if (load_into(&L, full, "input_embedder.input_map.weight", cs, map_in))
+    for (int o = 0; o < cs; o++) {
+      memcpy(w->map_a.w + (size_t)o * ct, full + (size_t)o * map_in, sizeof(float) * (size_t)ct);
+      memcpy(w->map_x.w + (size_t)o * PX_EMBED_N_EXTRA, full + (size_t)o * map_in + ct,
+             sizeof(float) * PX_EMBED_N_EXTRA);
+    }
+  free(full);
+  w->map_a.b = vec(&L, "input_embedder.input_map.bias", cs);
+  w->templ = load_into(&L, NULL, "condition_template_embedder.embedder.weight", n_rows, D->c_z);
+  if (L.status) goto fail;
+  D->n_blocks = w->tf.n_blocks;
+  D->n_heads = w->tf.n_heads;
+  return PX_OK;
+fail:
+  px_embedder_w_free(w);
+  return L.status ? L.status : PX_ERR_WEIGHTS;
+}

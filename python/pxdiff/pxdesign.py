@@ -20,7 +20,9 @@ PXDIFF_DISABLE=1 patches nothing: the run is exactly `pxdesign ...`.
 PXDIFF_BACKEND (auto|cpu|cuda) and PXDIFF_PRECISION (fp32|tf32|bf16|fp16) choose the engine.
 """
 import functools
+import inspect
 import logging
+import math
 import os
 import sys
 
@@ -57,9 +59,14 @@ def install(verbose=True, backend=None, precision=None):
 
     upstream_sample = generator.sample_diffusion
     sampler.upstream_sample_diffusion = upstream_sample
+    try:
+        upstream_sig = inspect.signature(upstream_sample)
+    except (TypeError, ValueError):
+        upstream_sig = None
 
     @functools.wraps(upstream_sample)
     def sample_diffusion(*args, **kwargs):
+        _upstream_prints(upstream_sig, args, kwargs)
         return sampler.sample_diffusion(*args, **kwargs)
 
     sample_diffusion.__pxdiff_upstream__ = upstream_sample
@@ -73,6 +80,27 @@ def install(verbose=True, backend=None, precision=None):
                     "function; whole-loop sampling not patched there (calls still go through "
                     "the accelerated diffusion module)")
     return list(PATCHED)
+
+
+def _upstream_prints(sig, args, kwargs):
+    """Upstream's sample_diffusion prints its eta schedule (and, when chunked, the chunk size)
+    before sampling; when the engine runs the loop instead, the same lines are printed here,
+    so a run's log reads as PXDesign's. (When upstream's function runs, it prints them.)"""
+    if sig is None:
+        return
+    try:
+        b = sig.bind(*args, **kwargs)
+        b.apply_defaults()
+        a = b.arguments
+        s_inputs = a["s_inputs"]
+        if math.prod(tuple(s_inputs.shape[:-2])) != 1 or sampler._accelerated(a["denoise_net"]) is None:
+            return  # upstream's loop runs and prints for itself
+        eta, chunk = a["step_scale_eta"], a["diffusion_chunk_size"]
+    except Exception:  # noqa: BLE001 - arguments upstream itself would reject: it reports them
+        return
+    print("sampling eta schedule: ", eta)
+    if chunk is not None:
+        print("diffusion_chunk_size: ", chunk)
 
 
 def uninstall():

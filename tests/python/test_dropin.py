@@ -399,7 +399,14 @@ def _env(**extra):
 def cli_inputs(tmp_path_factory):
     d = tmp_path_factory.mktemp("standin")
     sd = pxfixtures.random_state_dict(SMALL, seed=0)
-    torch.save({"model": {"module.diffusion_module." + k: v for k, v in sd.items()}}, d / "ckpt.pt")
+    # PXDesign's checkpoint directory: <model_name>.pt, and the Protenix checkpoints its
+    # download step looks for (empty placeholders: they are not read by `infer`)
+    (d / "ckpt").mkdir()
+    torch.save({"model": {"module.diffusion_module." + k: v for k, v in sd.items()}},
+               d / "ckpt" / "pxdesign_v0.1.0.pt")
+    for name in ("protenix_base_default_v0.5.0", "protenix_mini_default_v0.5.0",
+                 "protenix_mini_tmpl_v0.5.0"):
+        (d / "ckpt" / f"{name}.pt").touch()
     with open(d / "in.json", "w") as f:
         json.dump([{"name": "d1", "n_token": 9, "seed": 3}, {"name": "d2", "n_token": 5, "seed": 4}], f)
     return d
@@ -407,7 +414,7 @@ def cli_inputs(tmp_path_factory):
 
 def _run_cli(d, out, module="pxdiff.pxdesign", **env):
     cmd = [sys.executable, "-m", module, "infer", "-i", str(d / "in.json"), "-o", str(d / out),
-           "--N_sample", "3", "--N_step", "6", "--load_checkpoint_path", str(d / "ckpt.pt"),
+           "--N_sample", "3", "--N_step", "6", "--load_checkpoint_dir", str(d / "ckpt"),
            "--sample_diffusion_chunk_size", "2", "--seeds", "5"]
     p = subprocess.run(cmd, env=_env(**env), capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
@@ -423,7 +430,13 @@ def test_cli_standin(cli_inputs):
     _, acc2 = _run_cli(d, "acc2")
     p_off, off = _run_cli(d, "off", PXDIFF_DISABLE="1")
     assert "engine-backed" not in p_off.stderr
-    _, up = _run_cli(d, "up", module="pxdesign.runner.cli")  # PXDesign's own entry point
+    p_up, up = _run_cli(d, "up", module="pxdesign.runner.cli")  # PXDesign's own entry point
+    # upstream's own prints during sampling appear under the drop-in too (the eta schedule is
+    # the ConfigDict's YAML block, the chunk size), as often as in the plain run
+    for line in ("Design inference with 6 N_step", "sampling eta schedule:  max: 2.5",
+                 "diffusion_chunk_size:  2"):
+        assert p_up.stdout.count(line) == 2, (line, p_up.stdout)  # 2 tasks
+        assert p.stdout.count(line) == p_up.stdout.count(line), (line, p.stdout)
     for n in ("d1", "d2"):
         assert torch.equal(acc1[n], acc2[n])  # seeded: repeatable
         assert torch.equal(off[n], up[n])  # PXDIFF_DISABLE=1: exactly upstream

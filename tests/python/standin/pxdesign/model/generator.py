@@ -1,24 +1,12 @@
-"""Stand-in for pxdesign.model.generator: the noise scheduler and sample_diffusion with
-upstream's signatures and loop semantics, written on tests/ref/pxref.py."""
+"""Stand-in for pxdesign.model.generator: sample_diffusion with upstream's signature, loop
+semantics and prints (the eta schedule, the chunk size), written on tests/ref/pxref.py.
+(The noise scheduler PXDesign's model uses comes from protenix.model.generator.)"""
 import math
 from typing import Any, Callable, Optional, Union
 
 import torch
 
 import pxref
-
-
-class InferenceNoiseScheduler:
-    def __init__(self, s_max: float = 160.0, s_min: float = 4e-4, rho: float = 7,
-                 sigma_data: float = 16.0) -> None:
-        self.sigma_data, self.s_max, self.s_min, self.rho = sigma_data, s_max, s_min, rho
-
-    def __call__(self, N_step: int = 200, device=torch.device("cpu"), dtype=torch.float32):
-        i = torch.arange(N_step + 1, device=device, dtype=dtype)
-        hi = self.s_max ** (1 / self.rho)
-        t = self.sigma_data * (hi + i * (1 / N_step) * (self.s_min ** (1 / self.rho) - hi)) ** self.rho
-        t[..., -1] = 0
-        return t
 
 
 def _eta(step_scale_eta, k, T):
@@ -46,6 +34,7 @@ def sample_diffusion(
     N_atom = input_feature_dict["atom_to_token_idx"].size(-1)
     device, dtype = s_inputs.device, s_inputs.dtype
     T = len(noise_schedule)
+    print("sampling eta schedule: ", step_scale_eta)  # upstream prints these two lines
 
     def chunk(n):
         x = noise_schedule[0] * torch.randn((n, N_atom, 3), device=device, dtype=dtype)
@@ -68,6 +57,7 @@ def sample_diffusion(
 
     if diffusion_chunk_size is None:
         return chunk(N_sample)
+    print("diffusion_chunk_size: ", diffusion_chunk_size)
     n_chunks = math.ceil(N_sample / diffusion_chunk_size)
     return torch.cat([chunk(min(diffusion_chunk_size, N_sample - i * diffusion_chunk_size))
                       for i in range(n_chunks)], -3)

@@ -174,13 +174,30 @@ static float bf16_ref(float x) {
 
 /* ------------------------------------------------------------ upstream ---- */
 
+static void test_upstream_on(const char *name, int device);
+
 static void test_upstream(const char *name) {
+  test_upstream_on(name, PX_DEVICE_CPU);
+  /* The same on the GPU when there is one (fp32 there: the same bound). */
+  if (px_cuda_device_count() > 0) test_upstream_on(name, PX_DEVICE_CUDA);
+}
+
+static void test_upstream_on(const char *name, int device) {
   char path[4600];
   snprintf(path, sizeof path, "%s/weights.safetensors", data_dir);
   px_embedder *e = NULL;
   int rc = px_embedder_load(path, &e);
   CHECK_MSG(rc == 0, "px_embedder_load(%s): %s", path, px_last_error());
   if (rc) return;
+  if (device != PX_DEVICE_CPU) {
+    rc = px_embedder_set_backend(e, device);
+    CHECK_MSG(rc == 0, "px_embedder_set_backend: %s", px_last_error());
+    CHECK(!strcmp(px_embedder_backend_name(e), "cuda:0"));
+    if (rc) {
+      px_embedder_free(e);
+      return;
+    }
+  }
   px_embedder_dims D;
   CHECK(px_embedder_get_dims(e, &D) == 0);
   CHECK(D.c_atom == 32 && D.c_atompair == 8 && D.c_token == 48 && D.c_s_inputs == 40 && D.c_z == 16 &&
@@ -238,7 +255,7 @@ static void test_upstream(const char *name) {
   double e16 = tu_rel_err_ff(s16, t.s_expect, ns);
   CHECK_MSG(e16 <= 4e-3 && e16 > 1e-5, "%s: bf16 s_inputs relative error %.3g", name, e16);
   CHECK(memcmp(z, z16, sizeof(float) * nz) == 0);
-  printf("%s (T %d, N %d): s_inputs rel err %.2e, z_trunk %.2e; bf16 s_inputs %.2e\n", name, T, t.N, es, ez, e16);
+  printf("%s [%s] (T %d, N %d): s_inputs rel err %.2e, z_trunk %.2e; bf16 s_inputs %.2e\n", name, px_embedder_backend_name(e), T, t.N, es, ez, e16);
   free(s);
   free(z);
   free(s16);
@@ -451,6 +468,15 @@ static void test_bad_inputs(void) {
   for (size_t i = 0; i < ns; i++) touched += s[i] != 7.0f;
   for (size_t i = 0; i < nz; i++) touched += z[i] != 7.0f;
   CHECK_MSG(touched == 0, "%zu output values written by failed calls", touched);
+  /* Without a GPU, asking for CUDA fails and leaves the embedder on the CPU, working. */
+  if (px_cuda_device_count() == 0) {
+    CHECK(px_embedder_set_backend(e, PX_DEVICE_CUDA) == PX_ERR_BACKEND);
+    CHECK(tu_one_line(px_last_error()));
+    CHECK(!strcmp(px_embedder_backend_name(e), "cpu"));
+    CHECK(px_embedder_set_backend(e, PX_DEVICE_AUTO) == 0);
+    CHECK(!strcmp(px_embedder_backend_name(e), "cpu"));
+  }
+  CHECK(px_embedder_set_backend(e, 7) == PX_ERR_INPUT);
   /* z_trunk is optional */
   CHECK(px_embed(e, &t.f, t.restype, t.hotspot, NULL, NULL, PX_EMBED_FP32, s, NULL) == 0);
   free(s);

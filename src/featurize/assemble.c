@@ -68,72 +68,35 @@ typedef struct {
   uint8_t *hot; /* [fc.n_res] */
 } sel_chain;
 
-/* Which structure chain a task chain names (mmCIF: label_asym_id; PDB: the author chain, which
- * must map to a single converted chain as upstream's build_chain_mapping demands). */
+/* Which structure chain a task chain names: mmCIF label_asym_id; PDB an author chain, mapped
+ * by the reader's px_sin_pdb_chain with upstream's refusals (io/structure_in.h). */
 static int find_chain(const px_structure_in *s, const char *id, const char *file) {
-  int found = -1, n = 0;
-  for (int c = 0; c < s->n_chain; c++) {
-    const char *cid = s->from_pdb ? s->chain[c].auth_id : s->chain[c].id;
-    if (strcmp(cid, id)) continue;
-    if (found < 0) found = c;
-    n++;
+  if (s->from_pdb) {
+    int c = -1;
+    const int rc = px_sin_pdb_chain(s, id, &c);
+    return rc ? rc : c;
   }
-  if (n == 1) return found;
-  if (n > 1)
-    return px_fail(PX_ERR_INPUT,
-                   "%s: author chain %s was split into several chains (ATOM and HETATM records); as "
-                   "upstream, such a PDB chain cannot be selected (use an mmCIF file)",
-                   file, id);
+  for (int c = 0; c < s->n_chain; c++)
+    if (!strcmp(s->chain[c].id, id)) return c;
   char list[256];
   size_t k = 0;
   list[0] = 0;
-  for (int c = 0; c < s->n_chain && k + 12 < sizeof list; c++) {
-    const char *cid = s->from_pdb ? s->chain[c].auth_id : s->chain[c].id;
-    int dup = 0;
-    for (int e = 0; e < c; e++)
-      if (!strcmp(s->from_pdb ? s->chain[e].auth_id : s->chain[e].id, cid)) dup = 1;
-    if (dup) continue;
-    k += (size_t)snprintf(list + k, sizeof list - k, "%s%s", k ? ", " : "", cid);
-  }
+  for (int c = 0; c < s->n_chain && k + 12 < sizeof list; c++)
+    k += (size_t)snprintf(list + k, sizeof list - k, "%s%s", k ? ", " : "", s->chain[c].id);
   return px_fail(PX_ERR_INPUT, "chain %s is not in %s (chains: %s)", id, file, list);
 }
 
-/* PDB input: author residue numbers of the file -> the converted numbering of chain c. Upstream
- * (build_residue_maps) demands that every (author chain, author number) of the whole file maps
- * to one residue, which insertion codes break. map[k] for author number lo + k, 0 = none. */
-static int pdb_residue_map(const px_structure_in *s, int c, const char *file, int **map, int *lo, int *n) {
-  *map = NULL;
-  for (int i = 0; i < s->n_atom; i++)
-    for (int j = i + 1; j < s->n_atom && j < i + 64; j++) {
-      /* Residues are contiguous in a PDB file: a nearby atom with the same author chain and
-       * number but another converted residue is the conflict upstream reports. */
-      const px_sin_atom *a = &s->atom[i], *b = &s->atom[j];
-      if (a->auth_seq_id == b->auth_seq_id &&
-          !strcmp(s->chain[a->chain].auth_id, s->chain[b->chain].auth_id) &&
-          (a->chain != b->chain || a->seq_id != b->seq_id))
-        return px_fail(PX_ERR_INPUT,
-                       "%s: author residue %s %d names two residues (insertion code %c?); as upstream, "
-                       "such a PDB file cannot be used (use an mmCIF file)",
-                       file, s->chain[a->chain].auth_id, a->auth_seq_id, a->ins_code ? a->ins_code : b->ins_code);
-    }
-  int mn = 0, mx = -1, any = 0;
-  for (int i = 0; i < s->n_atom; i++) {
-    if (s->atom[i].chain != c) continue;
-    const int r = s->atom[i].auth_seq_id;
-    if (!any || r < mn) mn = r;
-    if (!any || r > mx) mx = r;
-    any = 1;
-  }
-  if (!any) return px_fail(PX_ERR_INPUT, "%s: chain %s has no atoms", file, s->chain[c].auth_id);
-  if ((int64_t)mx - mn > 10000000)
-    return px_fail(PX_ERR_INPUT, "%s: chain %s: author residue numbers span more than 10^7", file,
-                   s->chain[c].auth_id);
-  *lo = mn;
-  *n = mx - mn + 1;
-  *map = calloc((size_t)*n, sizeof **map);
-  if (!*map) return px_fail(PX_ERR_NOMEM, "out of memory mapping residue numbers");
-  for (int i = 0; i < s->n_atom; i++)
-    if (s->atom[i].chain == c) (*map)[s->atom[i].auth_seq_id - mn] = s->atom[i].seq_id;
+/* PDB input: an author residue number of task chain tc -> its residue number in chain c. */
+static int pdb_residue(const px_structure_in *s, const px_task_chain *tc, int c, int64_t auth, const char *what,
+                       int *r) {
+  if (auth < INT32_MIN || auth > INT32_MAX)
+    return px_fail(PX_ERR_INPUT, "chain %s: %s residue %lld is not in the file", tc->id, what, (long long)auth);
+  int cc = -1;
+  const int rc = px_sin_pdb_residue(s, tc->id, (int)auth, &cc, r);
+  if (rc) return rc;
+  if (cc != c)
+    return px_fail(PX_ERR_INPUT, "chain %s: %s residue %lld lies in another chain of the converted file", tc->id,
+                   what, (long long)auth);
   return PX_OK;
 }
 
@@ -141,8 +104,7 @@ static int pdb_residue_map(const px_structure_in *s, int c, const char *file, in
  * r in 1..n_seq. mmCIF: label_seq_id directly; a crop range must overlap the chain and a
  * hotspot lie inside it. PDB: author numbers, each of which must exist (upstream's strict
  * mapping). */
-static int mark_crop(const px_structure_in *s, const px_task_chain *tc, const int *pmap, int plo, int pn,
-                     int n_seq, uint8_t *keep) {
+static int mark_crop(const px_structure_in *s, const px_task_chain *tc, int c, int n_seq, uint8_t *keep) {
   for (int k = 0; k < tc->n_crop; k++) {
     const px_task_range *rg = &tc->crop[k];
     if (rg->lo > rg->hi)
@@ -153,28 +115,27 @@ static int mark_crop(const px_structure_in *s, const px_task_chain *tc, const in
                        rg->lo, rg->hi, n_seq);
       for (int r = rg->lo < 1 ? 1 : rg->lo; r <= rg->hi && r <= n_seq; r++) keep[r] = 1;
     } else {
+      /* Every number must exist, so a range longer than the file's residue list fails within
+       * n_pdb_res + 1 lookups. */
       for (int64_t a = rg->lo; a <= rg->hi; a++) {
-        const int64_t o = a - plo;
-        const int r = (o >= 0 && o < pn) ? pmap[o] : 0;
-        if (r < 1 || r > n_seq)
-          return px_fail(PX_ERR_INPUT, "chain %s: crop residue %lld is not in the file", tc->id, (long long)a);
-        keep[r] = 1;
+        int r = 0;
+        const int rc = pdb_residue(s, tc, c, a, "crop", &r);
+        if (rc) return rc;
+        if (r >= 1 && r <= n_seq) keep[r] = 1;
       }
     }
   }
   return PX_OK;
 }
 
-static int mark_hotspots(const px_structure_in *s, const px_task_chain *tc, const int *pmap, int plo, int pn,
-                         int n_seq, uint8_t *hot) {
+static int mark_hotspots(const px_structure_in *s, const px_task_chain *tc, int c, int n_seq, uint8_t *hot) {
   for (int k = 0; k < tc->n_hotspot; k++) {
     const int h = tc->hotspot[k];
     int r = h;
     if (s->from_pdb) {
-      const int64_t o = (int64_t)h - plo;
-      r = (o >= 0 && o < pn) ? pmap[o] : 0;
-      if (r < 1 || r > n_seq)
-        return px_fail(PX_ERR_INPUT, "chain %s: hotspot residue %d is not in the file", tc->id, h);
+      const int rc = pdb_residue(s, tc, c, h, "hotspot", &r);
+      if (rc) return rc;
+      if (r < 1 || r > n_seq) continue;
     } else if (r < 1 || r > n_seq) {
       return px_fail(PX_ERR_INPUT, "chain %s: hotspot %d lies outside the chain (residues 1-%d)", tc->id, h,
                      n_seq);
@@ -194,23 +155,18 @@ static int select_chain(const px_structure_in *s, const px_task *t, int k, sel_c
   rc = px_feat_rebuild_chain(s, c, &out->fc);
   if (rc) return rc;
   const int n_seq = out->fc.n_seq;
-  int *pmap = NULL, plo = 0, pn = 0;
   uint8_t *keep = calloc((size_t)n_seq + 1, 1), *hot = calloc((size_t)n_seq + 1, 1);
   if (!keep || !hot) {
     rc = px_fail(PX_ERR_NOMEM, "out of memory selecting chain %s", tc->id);
     goto done;
   }
-  if (s->from_pdb && (tc->n_crop || tc->n_hotspot)) {
-    rc = pdb_residue_map(s, c, file, &pmap, &plo, &pn);
-    if (rc) goto done;
-  }
   if (tc->n_crop) {
-    rc = mark_crop(s, tc, pmap, plo, pn, n_seq, keep);
+    rc = mark_crop(s, tc, c, n_seq, keep);
     if (rc) goto done;
   } else {
     memset(keep, 1, (size_t)n_seq + 1);
   }
-  rc = mark_hotspots(s, tc, pmap, plo, pn, n_seq, hot);
+  rc = mark_hotspots(s, tc, c, n_seq, hot);
   if (rc) goto done;
   int m = 0;
   for (int j = 0; j < out->fc.n_res; j++)
@@ -228,7 +184,6 @@ static int select_chain(const px_structure_in *s, const px_task *t, int k, sel_c
   }
   for (int j = 0; j < m; j++) out->hot[j] = hot[out->fc.res[j].seq_id];
 done:
-  free(pmap);
   free(keep);
   free(hot);
   return rc;
@@ -267,6 +222,8 @@ static int collect_bonds(const px_structure_in *s, px_design_input *d, const sel
   for (int q = 0; q < s->n_conn; q++) {
     const px_sin_conn *cn = &s->conn[q];
     if (!is_covalent_conn(cn->conn_type) || strcmp(cn->asym[0], cn->asym[1])) continue;
+    /* biotite takes only rows between atoms of the asymmetric unit (symmetry 1_555). */
+    if (strcmp(cn->symmetry[0], "1_555") || strcmp(cn->symmetry[1], "1_555")) continue;
     if (cn->seq[0] == cn->seq[1]) continue;
     int atom[2] = {-1, -1};
     for (int k = 0; k < n_sel; k++) {

@@ -26,7 +26,9 @@ import os
 import sys
 import time
 
-from ._lib import PROGRESS_FN, PxdiffError, SamplerConfig, c_float_p, lib, shared_level
+from ._lib import PROGRESS_FN, SamplerConfig, _torch, c_float_p, lib, shared_level
+from . import errors
+from .errors import PxdiffBackendError, PxdiffError, PxdiffInputError  # noqa: F401
 
 __all__ = ["enable_acceleration", "disable_acceleration", "AcceleratedDiffusionModule",
            "acceleration_disabled", "cuda_device_count", "engine_of"]
@@ -77,12 +79,8 @@ _PRECISION = {None: -1, "default": -1, "fp32": 0, "tf32": 1, "bf16": 2, "fp16": 
 
 
 def check(rc, _lib=None):
-    """Raise PxdiffError with the engine's message (or the code) when rc is an error."""
-    if rc != 0:
-        msg = (_lib or lib).px_last_error()
-        msg = msg.decode("utf-8", "replace") if msg else ""
-        raise PxdiffError(msg or f"libpxdiff error code {rc}")
-    return rc
+    """errors.check against this module's library (tests substitute `lib`)."""
+    return errors.check(rc, _lib or lib)
 
 
 def acceleration_disabled():
@@ -92,11 +90,6 @@ def acceleration_disabled():
 def cuda_device_count():
     """CUDA devices the engine can use (0 when built without CUDA)."""
     return int(lib.px_cuda_device_count()) if has_symbol("px_cuda_device_count") else 0
-
-
-def _torch():
-    import torch
-    return torch
 
 
 def _ptr(t):
@@ -129,7 +122,7 @@ def engine_tensor(t, where, name, stats=None):
     the tensor itself (zero copy) when it already is one, else one conversion (noted)."""
     torch = _torch()
     if not torch.is_tensor(t):
-        raise PxdiffError(f"{name} is not a tensor ({type(t).__name__})")
+        raise PxdiffInputError(f"{name} is not a tensor ({type(t).__name__})")
     t = t.detach()
     dev = torch.device(where)
     reasons = []
@@ -172,19 +165,19 @@ def _resolve_backend(backend, module_device):
     if b in ("gpu", "cuda:0"):
         b = "cuda"
     if b not in _DEVICE:
-        raise PxdiffError(f"unknown backend {backend!r} (auto, cpu or cuda)")
+        raise PxdiffInputError(f"unknown backend {backend!r} (auto, cpu or cuda)")
     if b == "auto":
         if module_device.type == "cuda":
             n = cuda_device_count()
             if n == 0:
-                raise PxdiffError(
+                raise PxdiffBackendError(
                     f"the module is on {module_device} but this libpxdiff has no usable CUDA "
                     "device (built without CUDA?); the CPU engine would be slower than PyTorch "
                     "on the GPU")
             return "cuda", f"module parameters on {module_device}"
         return "cpu", f"module parameters on {module_device}"
     if b == "cuda" and cuda_device_count() == 0:
-        raise PxdiffError("backend 'cuda' asked for, but this libpxdiff has no usable CUDA device")
+        raise PxdiffBackendError("backend 'cuda' asked for, but this libpxdiff has no usable CUDA device")
     return b, f"backend {b!r} asked for"
 
 
@@ -193,7 +186,7 @@ def _resolve_precision(precision):
         precision = os.environ.get("PXDIFF_PRECISION") or None
     p = precision.strip().lower() if isinstance(precision, str) else precision
     if p not in _PRECISION:
-        raise PxdiffError(f"unknown precision {precision!r} (fp32, tf32, bf16, fp16 or default)")
+        raise PxdiffInputError(f"unknown precision {precision!r} (fp32, tf32, bf16, fp16 or default)")
     return p
 
 
@@ -283,7 +276,7 @@ def _make_class():
                 bname = lib.px_model_backend_name(eng._m).decode()
                 pname = lib.px_model_precision_name(eng._m).decode()
             elif name != "cpu" or prec not in (None, "default", "fp32"):
-                raise PxdiffError("this libpxdiff has no backend selection (px_model_set_backend)")
+                raise PxdiffBackendError("this libpxdiff has no backend selection (px_model_set_backend)")
             else:
                 bname, pname = "cpu", "fp32"
             d = eng.dims
@@ -365,7 +358,7 @@ def _make_class():
             if not torch.is_tensor(x_noisy) or x_noisy.dim() < 2 or x_noisy.shape[-1] != 3 \
                     or x_noisy.shape[-2] != N:
                 shape = tuple(x_noisy.shape) if torch.is_tensor(x_noisy) else type(x_noisy)
-                raise PxdiffError(f"x_noisy has shape {shape}; expected [..., {N}, 3]")
+                raise PxdiffInputError(f"x_noisy has shape {shape}; expected [..., {N}, 3]")
             lead = tuple(x_noisy.shape[:-2])
             S = 1
             for v in lead:
@@ -378,7 +371,7 @@ def _make_class():
             t = torch.as_tensor(t_hat, device=x_noisy.device if torch.is_tensor(x_noisy) else None)
             t = t.detach().reshape(-1)
             if t.numel() not in (1, S):
-                raise PxdiffError(f"t_hat_noise_level has {t.numel()} values for {S} samples")
+                raise PxdiffInputError(f"t_hat_noise_level has {t.numel()} values for {S} samples")
             # One level for all samples (upstream expands a scalar): pass it once, so the
             # engine computes the token conditioning once per call.
             shared = on_device and shared_level(t) and has_symbol("px_denoise_device_shared_t")

@@ -20,7 +20,8 @@ import struct
 
 import numpy as np
 
-from ._lib import Features, PxdiffError, lib
+from ._lib import Features, lib
+from .errors import PxdiffError, PxdiffInputError, PxdiffIOError, error_for
 
 __all__ = ["write", "read", "FORMAT", "VERSION"]
 
@@ -59,7 +60,7 @@ def _is_torch(x):
 def _array(x, name):
     """(numpy array, safetensors dtype) of a tensor/array; bfloat16 kept as raw bits."""
     if x is None:
-        raise PxdiffError(f"{name} is missing")
+        raise PxdiffInputError(f"{name} is missing")
     if _is_torch(x):
         import torch
         t = x.detach().cpu().contiguous()
@@ -78,14 +79,14 @@ def _array(x, name):
         return a.astype(np.int64, copy=False), "I64"
     if a.dtype.kind == "b":
         return a.astype(np.uint8), "U8"
-    raise PxdiffError(f"{name} has dtype {a.dtype}; expected numbers")
+    raise PxdiffInputError(f"{name} has dtype {a.dtype}; expected numbers")
 
 
 def _squeeze(a, ndim, name):
     while a.ndim > ndim and a.shape[0] == 1:
         a = a[0]
     if a.ndim != ndim:
-        raise PxdiffError(f"{name} has shape {tuple(a.shape)}; expected {ndim} dimensions")
+        raise PxdiffInputError(f"{name} has shape {tuple(a.shape)}; expected {ndim} dimensions")
     return a
 
 
@@ -104,7 +105,7 @@ def _onehot_index(x, name, groups, width, N):
     while tuple(a.shape) not in forms and a.ndim > 1 and a.shape[0] == 1:
         a = a[0]
     if tuple(a.shape) not in forms:
-        raise PxdiffError(f"{name} has shape {tuple(a.shape)}; expected "
+        raise PxdiffInputError(f"{name} has shape {tuple(a.shape)}; expected "
                           + " or ".join(str(list(s)) for s in forms))
     a = a.reshape(N, groups, width)
     ok01 = ((a == 0) | (a == 1)).all(axis=2)
@@ -112,7 +113,7 @@ def _onehot_index(x, name, groups, width, N):
     bad = ~ok01 | (ones > 1)
     if bad.any():
         n = int(np.nonzero(bad.any(axis=1))[0][0])
-        raise PxdiffError(f"{name} row {n} is not one-hot")
+        raise PxdiffInputError(f"{name} row {n} is not one-hot")
     idx = np.where(ones == 1, a.argmax(axis=2), -1).astype(np.int64)
     return idx.reshape(N) if groups == 1 else idx
 
@@ -126,9 +127,9 @@ def _strings(values, name, min_width):
         try:
             b = s.encode("ascii")
         except UnicodeEncodeError:
-            raise PxdiffError(f"{name}[{i}] = {s!r} is not ASCII") from None
+            raise PxdiffInputError(f"{name}[{i}] = {s!r} is not ASCII") from None
         if not 1 <= len(b) <= _STR_MAX:
-            raise PxdiffError(f"{name}[{i}] = {s!r} must hold 1 to {_STR_MAX} characters")
+            raise PxdiffInputError(f"{name}[{i}] = {s!r} must hold 1 to {_STR_MAX} characters")
         enc.append(b)
     W = max([min_width] + [len(b) for b in enc])
     out = np.zeros((len(enc), W), dtype=np.uint8)
@@ -146,7 +147,7 @@ def _annotations_from_atoms(atom_array, a2t, T, residue_index):
     except TypeError:
         n_atoms = len(getattr(atom_array, "atom_name"))
     if n_atoms != N:
-        raise PxdiffError(f"atom_array has {n_atoms} atoms; the features have {N}")
+        raise PxdiffInputError(f"atom_array has {n_atoms} atoms; the features have {N}")
     first = np.searchsorted(a2t, np.arange(T))  # first atom of each token (N when none)
     has = (first < N)
     has[has] = a2t[first[has]] == np.arange(T)[has]
@@ -222,7 +223,7 @@ def write(path, input_feature_dict, s_inputs, s_trunk, z_trunk, atom_array=None,
     missing = [k for k in ("ref_pos", "ref_charge", "ref_mask", "ref_element", "ref_atom_name_chars")
                + _ATOM_INT + _TOKEN_INT if k not in f]
     if missing:
-        raise PxdiffError(f"input_feature_dict lacks {missing[0]}")
+        raise PxdiffInputError(f"input_feature_dict lacks {missing[0]}")
     t = {}
     a2t, _ = _array(f["atom_to_token_idx"], "atom_to_token_idx")
     a2t = _squeeze(a2t, 1, "atom_to_token_idx")
@@ -232,7 +233,7 @@ def write(path, input_feature_dict, s_inputs, s_trunk, z_trunk, atom_array=None,
     for k in _ATOM_INT + _TOKEN_INT:
         a, dt = _array(f[k], k)
         if dt != "I64":
-            raise PxdiffError(f"{k} must hold integers (got {a.dtype})")
+            raise PxdiffInputError(f"{k} must hold integers (got {a.dtype})")
         t[k] = (_squeeze(a, 1, k), "I64")
     for k, tail in _ATOM_FLOAT.items():
         a, dt = _array(f[k], k)
@@ -264,7 +265,7 @@ def write(path, input_feature_dict, s_inputs, s_trunk, z_trunk, atom_array=None,
         d, _ = _array(designed_mask, "designed_mask")
         d = _squeeze(d, 1, "designed_mask")
         if d.shape[0] != T:
-            raise PxdiffError(f"designed_mask has {d.shape[0]} entries; expected {T} (tokens)")
+            raise PxdiffInputError(f"designed_mask has {d.shape[0]} entries; expected {T} (tokens)")
         t["token_is_designed"] = ((d != 0).astype(np.uint8), "U8")
     meta = {"format": FORMAT, "version": VERSION}
     if name is not None:
@@ -278,9 +279,9 @@ def write(path, input_feature_dict, s_inputs, s_trunk, z_trunk, atom_array=None,
         lib.px_bundle_free(h)
         os.replace(tmp, path)
     except PxdiffError as e:
-        raise PxdiffError(str(e).replace(tmp, path)) from None
+        raise type(e)(str(e).replace(tmp, path), e.code) from None
     except OSError as e:
-        raise PxdiffError(f"{path}: cannot write: {e.strerror or e}") from None
+        raise PxdiffIOError(f"{path}: cannot write: {e.strerror or e}") from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -289,8 +290,9 @@ def write(path, input_feature_dict, s_inputs, s_trunk, z_trunk, atom_array=None,
 # ------------------------------------------------------------------------ read ----
 def _open(path):
     h = _vp()
-    if lib.px_bundle_open(os.fspath(path).encode(), ctypes.byref(h)) != 0:
-        raise PxdiffError(lib.px_last_error().decode("utf-8", "replace"))
+    rc = lib.px_bundle_open(os.fspath(path).encode(), ctypes.byref(h))
+    if rc != 0:
+        raise error_for(rc, lib.px_last_error().decode("utf-8", "replace"), path)
     return h
 
 

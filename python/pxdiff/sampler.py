@@ -31,7 +31,8 @@ import logging
 import math
 import weakref
 
-from ._lib import PROGRESS_FN, PxdiffError, SamplerConfig, c_float_p, lib
+from ._lib import PROGRESS_FN, SamplerConfig, _torch, c_float_p, lib
+from .errors import PxdiffError, PxdiffInputError  # noqa: F401
 from . import accel
 from .progress import Progress
 
@@ -54,11 +55,6 @@ upstream_sample_diffusion = None
 
 def check(rc):
     return accel.check(rc, lib)
-
-
-def _torch():
-    import torch
-    return torch
 
 
 def _ptr(t):
@@ -221,7 +217,7 @@ def _engine_sample(acc, input_feature_dict, s_inputs, s_trunk, z_trunk, noise_sc
     sched = noise_schedule.detach().to("cpu", torch.float32).reshape(-1)
     n_step = sched.numel() - 1
     if n_step < 1:
-        raise PxdiffError("noise_schedule needs at least 2 entries")
+        raise PxdiffInputError("noise_schedule needs at least 2 entries")
     c = make_config(n_step, gamma0, gamma_min, noise_scale_lambda, step_scale_eta, seed,
                     sigma_data=eng.dims.sigma_data, schedule_bf16=True)
     whole = False
@@ -232,7 +228,7 @@ def _engine_sample(acc, input_feature_dict, s_inputs, s_trunk, z_trunk, noise_sc
             break
     chunk = int(diffusion_chunk_size) if diffusion_chunk_size else N_sample
     if chunk <= 0:
-        raise PxdiffError(f"diffusion_chunk_size must be positive, got {diffusion_chunk_size}")
+        raise PxdiffInputError(f"diffusion_chunk_size must be positive, got {diffusion_chunk_size}")
     out = torch.empty((N_sample, N, 3), dtype=torch.float32)
     state = {"base": 0, "S": 0, "stop": None}
 

@@ -11,12 +11,12 @@ OUT=build-fuzz
 mkdir -p "$OUT"
 FLAGS="-std=c11 -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Iinclude -Isrc"
 SRC="src/platform.c src/io/zip.c src/io/pickle.c src/io/safetensors.c src/io/tensorfile.c src/io/strbuf.c"
-for k in pt safetensors bundle task_yaml task_json; do
+for k in pt safetensors bundle task_yaml task_json cif pdb; do
   echo "== building fuzz_$k"
   $CC $FLAGS -o "$OUT/fuzz_$k" "fuzz/fuzz_$k.c" $SRC
 done
 status=0
-for k in pt safetensors bundle task_yaml task_json; do
+for k in pt safetensors bundle task_yaml task_json cif pdb; do
   mkdir -p "$OUT/corpus-$k"
   echo "== fuzz_$k for ${SECS}s"
   if ! "$OUT/fuzz_$k" -max_total_time="$SECS" -max_len=65536 -rss_limit_mb=2048 -timeout=10 \

@@ -1005,6 +1005,7 @@ static int read_atoms(rd *r, sin_raw **out, int *n_out) {
 }
 
 int px_cif_parse(const char *text, size_t len, const char *name, px_structure_in **out) {
+  *out = NULL;
   rd r;
   memset(&r, 0, sizeof r);
   r.c.s = text;

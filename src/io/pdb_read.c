@@ -169,7 +169,7 @@ static int new_residue(const patom *a, const patom *b) {
 typedef struct {
   uint64_t hash;
   size_t off, len; /* its residue-name string in the names buffer */
-} ekey;
+} seqkey;
 
 typedef struct {
   int rix;
@@ -287,7 +287,7 @@ int px_pdb_parse(const char *text, size_t len, const char *name, px_structure_in
   sin_raw *raw = malloc(sizeof *raw * (size_t)n);
   px_sin_pdb_res *res = malloc(sizeof *res * (size_t)n);
   px_sin_entity *ent = NULL;
-  ekey *ek = NULL;
+  seqkey *ek = NULL;
   px_strbuf names = {0};
   int n_ent = 0, n_res = 0;
   if (!cstart || !raw || !res) {
@@ -387,7 +387,7 @@ int px_pdb_parse(const char *text, size_t len, const char *name, px_structure_in
         cap_ent = cap_ent ? cap_ent * 2 : 8;
         px_sin_entity *ne = realloc(ent, sizeof *ne * (size_t)cap_ent);
         if (ne) ent = ne;
-        ekey *nk = realloc(ek, sizeof *nk * (size_t)cap_ent);
+        seqkey *nk = realloc(ek, sizeof *nk * (size_t)cap_ent);
         if (nk) ek = nk;
         if (!ne || !nk) {
           rc = px_fail(PX_ERR_NOMEM, "%s: out of memory", f);
@@ -406,7 +406,7 @@ int px_pdb_parse(const char *text, size_t len, const char *name, px_structure_in
                                 (cnt[2] >= 2 && !cnt[0] && !cnt[1])
                             ? PX_SIN_POLY_OTHER
                             : PX_SIN_POLY_NONE;
-      ek[ent_i] = (ekey){h, name0, nl};
+      ek[ent_i] = (seqkey){h, name0, nl};
     } else {
       names.n = name0; /* a known sequence: its string is not kept twice */
     }

@@ -2,15 +2,29 @@
  * reads out (docs/design-spec.md, "The target": sections 2.1 and 2.4 of the design
  * specification).
  *
- * What the reader already does (so the featurizer never sees it): the first model only;
- * altloc "first" (atoms whose alt id is '.' or the alphabetically first id present in the
- * whole file); MSE -> MET (atom SE -> SD, element SE -> S) in atoms and in entity
- * sequences; water (HOH, DOD) and hydrogens (H, D) dropped; ARG NH1/NH2 swapped when
- * |NH2-CD| < |NH1-CD|. PDB input is converted as upstream converts it (chains split at
- * ATOM/HETATM changes and HETATM residue-number jumps, relabelled A, B, ...; residues
- * renumbered 1..n per chain in order of appearance; one entity per distinct residue-name
- * sequence; the entity sequence is the observed residues). Each atom keeps its author
- * chain id and author residue number, which is what a task names for PDB input.
+ * What the reader already does (so the featurizer never sees it), as Protenix's
+ * DistillationMMCIFParser does it on top of biotite 1.0.1:
+ *  - mmCIF: the first model (the leading run of rows with the first row's
+ *    pdbx_PDB_model_num); altloc "first" (atoms whose label_alt_id is '.' or the smallest
+ *    other id present in that model, compared as strings); atom/residue names from
+ *    auth_atom_id/auth_comp_id; chain = label_asym_id; residue number = label_seq_id, and a
+ *    chain whose first atom has '.' (a ligand) numbered 1.. per residue;
+ *  - MSE -> MET (atom SE -> SD with element S) in atoms and in entity sequences;
+ *  - ARG: NH1/NH2 coordinates swapped when |NH2-CD| < |NH1-CD| (float32, upstream's order);
+ *  - water (HOH, DOD) and hydrogens (element exactly "H" or "D") dropped, after the above;
+ *  - _entity_poly_seq per polymer entity, a repeated number (microheterogeneity) resolved
+ *    to the residue the atoms show (else the first listed).
+ * PDB input is read as biotite's PDBFile reads it (first model; altloc "first" per
+ * residue: blank ids and the first letter id met in the residue; a blank element column
+ * guessed from the atom name) and converted as pxdesign's pdb_to_cif converts it: chains
+ * split where the chain id changes or the residue number drops, again at the first
+ * ATOM/HETATM change inside each, and inside HETATM runs wherever the residue number
+ * rises; relabelled A, B, ..., Z, AA, ... in order (waters and ligands use up labels too);
+ * residues renumbered 1..n per chain in order of appearance; one entity per distinct
+ * residue-name sequence (ids "1", "2", ... in order of first appearance), polypeptide(L)
+ * when it has at least 2 standard amino-acid names and no nucleotide; the entity sequence
+ * is the observed residues. Atoms keep their author chain id and residue number; a task's
+ * ids for PDB input go through px_sin_pdb_chain / px_sin_pdb_residue below.
  *
  * Every failure returns a px_status code and leaves one line naming the file (and the
  * line number where there is one) in px_last_error(). */
@@ -19,6 +33,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "pxdiff.h"
 
 #define PX_SIN_NAME 8 /* atom, residue, chain and entity ids: at most 7 bytes + NUL */
 
@@ -91,12 +107,13 @@ typedef struct {
                               number (upstream refuses any such file), or -1 -1 */
 } px_structure_in;
 
-/* Read an mmCIF (.cif) or PDB (.pdb, .ent) file, told apart by content (a "data_" block
- * vs ATOM/HETATM records). */
-int px_structure_read(const char *path, px_structure_in **out);
+/* Read an mmCIF or PDB file, told apart by content: mmCIF when the first thing that is
+ * neither blank nor a '#' comment is a data_ block, else PDB (upstream goes by the .cif /
+ * .pdb extension and refuses others). At most 1 GiB. */
+PXDIFF_API int px_structure_read(const char *path, px_structure_in **out);
 /* The same from memory (fuzzing, tests); name is used in messages. */
-int px_structure_parse(const char *text, size_t len, const char *name, px_structure_in **out);
-void px_structure_in_free(px_structure_in *s);
+PXDIFF_API int px_structure_parse(const char *text, size_t len, const char *name, px_structure_in **out);
+PXDIFF_API void px_structure_in_free(px_structure_in *s);
 
 /* Task ids for PDB input (s->from_pdb). Upstream's infer (pxdesign/utils/infer.py:
  * build_chain_mapping, build_residue_maps, rewrite_input_dict_inplace) rewrites the task's
@@ -113,10 +130,10 @@ void px_structure_in_free(px_structure_in *s);
  * mmCIF input needs neither: task chain ids are label_asym_id and numbers label_seq_id. */
 
 /* The converted chain (index into s->chain) the task's author chain names. */
-int px_sin_pdb_chain(const px_structure_in *s, const char *auth_chain, int *chain);
+PXDIFF_API int px_sin_pdb_chain(const px_structure_in *s, const char *auth_chain, int *chain);
 /* (author chain, author residue number) -> (index into s->chain, seq_id): what a crop
  * number or a hotspot becomes. */
-int px_sin_pdb_residue(const px_structure_in *s, const char *auth_chain, int auth_seq,
+PXDIFF_API int px_sin_pdb_residue(const px_structure_in *s, const char *auth_chain, int auth_seq,
                        int *chain, int *seq_id);
 
 #endif

@@ -44,9 +44,19 @@ $MK -q all || fail "make -q: a fresh build is not up to date"
 # Every compiled source and the headers the compiler says it includes (repository headers).
 find "$B/obj" -name '*.o' | sed -e "s|^$B/obj/||" -e 's|\.o$|.c|' | sort >"$T/sources"
 [ -s "$T/sources" ] || fail "no objects in $B/obj"
+# The preprocessor flags make uses for a library object and for a CLI object (defines decide
+# which headers are included), from the compile lines themselves.
+cpp_flags() {
+  $MK -n -B "$1" 2>/dev/null | grep ' -c ' | tr ' ' '\n' | grep -E '^-(I|D|std)' | tr '\n' ' '
+}
+LIBF=$(cpp_flags "$B/obj/src/error.o")
+CLIF=$(cpp_flags "$B/obj/src/cli/main.o")
+case "$LIBF" in *-Iinclude*) ;; *) fail "cannot read the compile flags from make -n: '$LIBF'" ;; esac
 while read -r src; do
   [ -f "$src" ] || continue
-  $CC -MM -Iinclude -Isrc "$src" 2>/dev/null | tr ' \\' '\n\n' | grep '\.h$' |
+  case "$src" in src/cli/*) flags=$CLIF ;; *) flags=$LIBF ;; esac
+  # shellcheck disable=SC2086
+  $CC -MM $flags "$src" 2>/dev/null | tr ' \\' '\n\n' | grep '\.h$' |
     sed "s|^|$src |" >>"$T/deps"
 done <"$T/sources"
 n_headers=0

@@ -302,6 +302,51 @@ static void test_case(const char *cs) {
   }
   free(xyz);
 
+  /* Bonds between residues: upstream's atom array holds the peptide bonds between
+   * consecutive residues (residue numbers differing by 1) of a chain, binder included, plus
+   * the input's covalent _struct_conn bonds that survived; pxdiff hands the writer the
+   * latter (d->bond) and the former follow from the annotations. */
+  const px_tensor_entry *be = px_tensorfile_find(&tf, "inter_bonds");
+  CHECK_MSG(be && be->ndim == 2 && be->shape[1] == 3, "%s: no inter_bonds [n,3]", cs);
+  if (be && be->ndim == 2 && be->shape[1] == 3) {
+    const int64_t nb = be->shape[0];
+    int64_t *ub = fx_ints(&tf, "inter_bonds", nb * 3);
+    int64_t(*mb)[2] = malloc(((size_t)T + (size_t)d->n_bond + 1) * sizeof *mb);
+    int64_t n = 0;
+    for (int tk = 0; tk + 1 < T; tk++) {
+      if (d->token_chain[tk] != d->token_chain[tk + 1] || d->residue_index[tk + 1] != d->residue_index[tk] + 1)
+        continue;
+      int c = -1, nn = -1;
+      for (int i = d->token_atom_start[tk]; i < d->token_atom_start[tk + 1]; i++)
+        if (!strcmp(d->atom_name[i], "C")) c = i;
+      for (int i = d->token_atom_start[tk + 1]; i < d->token_atom_start[tk + 2]; i++)
+        if (!strcmp(d->atom_name[i], "N")) nn = i;
+      if (c >= 0 && nn >= 0) {
+        mb[n][0] = c;
+        mb[n][1] = nn;
+        n++;
+      }
+    }
+    for (int k = 0; k < d->n_bond; k++) {
+      CHECK(d->bond[k].a < d->bond[k].b && d->atom_res_id[d->bond[k].a] != d->atom_res_id[d->bond[k].b]);
+      /* insert in order (peptide pairs are already ascending) */
+      int64_t j = n++;
+      while (j > 0 && (mb[j - 1][0] > d->bond[k].a || (mb[j - 1][0] == d->bond[k].a && mb[j - 1][1] > d->bond[k].b))) {
+        mb[j][0] = mb[j - 1][0];
+        mb[j][1] = mb[j - 1][1];
+        j--;
+      }
+      mb[j][0] = d->bond[k].a;
+      mb[j][1] = d->bond[k].b;
+    }
+    int same = ub && n == nb;
+    for (int64_t k = 0; same && k < n; k++) same = mb[k][0] == ub[k * 3] && mb[k][1] == ub[k * 3 + 1];
+    CHECK_MSG(same, "%s: bonds between residues: %lld here (%d from _struct_conn), %lld upstream", cs,
+              (long long)n, d->n_bond, (long long)nb);
+    free(ub);
+    free(mb);
+  }
+
   /* Structure of the result: tokens contiguous, the binder last. */
   CHECK(d->chain[d->n_chain - 1].is_binder && d->chain[d->n_chain - 1].n_token == d->binder_length);
   CHECK(d->token_atom_start[0] == 0 && d->token_atom_start[d->n_token] == d->n_atom);

@@ -15,8 +15,9 @@ coordinates, i.e. pxdiff's built-in conformer table). From the repository root:
    off (as the harness's NO_AUG=1), in a child process on third_party/fullport/venv/bin/python
    with this file's --upstream mode;
 3. writes tests/data/featurize/<case>.safetensors: integer features as small ints (one-hot
-   features as the index of their one, checked to be one-hot here), ref_pos float32, and the
-   atom annotations the output writer needs.
+   features as the index of their one, checked to be one-hot here), ref_pos float32, the
+   atom annotations the output writer needs, and the bonds between residues of upstream's
+   atom array (inter_bonds [n, 3]: atom i < atom j, biotite bond type).
 
 The YAML files name their structure relative to the repository root (upstream resolves a
 relative path against the current directory; so does pxdiff).
@@ -75,6 +76,12 @@ def run_upstream(yaml_path, out_npz):
     out["annot_res_id"] = np.asarray(atom_array.res_id)
     out["annot_is_resolved"] = np.asarray(atom_array.is_resolved)
     out["annot_coord_from_cif"] = np.asarray(atom_array.coord_from_cif, dtype=np.float32)
+    # Bonds between residues (what biotite writes as _struct_conn): peptide bonds and the
+    # input's covalent _struct_conn rows that survived.
+    b = atom_array.bonds.as_array()
+    inter = [(min(i, j), max(i, j), t) for i, j, t in b
+             if atom_array.res_id[i] != atom_array.res_id[j] or atom_array.chain_id[i] != atom_array.chain_id[j]]
+    out["inter_bonds"] = np.array(sorted(inter), dtype=np.int64).reshape(-1, 3)
     np.savez(out_npz, **out)
 
 
@@ -273,6 +280,7 @@ def make_fixture(case):
         "res_id": i32(f["annot_res_id"]),
         "is_resolved": u8(f["annot_is_resolved"]),
         "coord_from_cif": np.ascontiguousarray(f["annot_coord_from_cif"], dtype=np.float32),
+        "inter_bonds": i32(f["inter_bonds"]),
     }
     assert t["ref_pos"].shape == (N, 3) and t["conditional_templ"].shape == (T, T)
     meta = {"case": case, "task": open(yaml_path).read(),

@@ -228,7 +228,7 @@ typedef struct {
   float gamma0;          /* 1.0 */
   float gamma_min;       /* 0.01 */
   float noise_scale_lambda; /* 1.003 */
-  int eta_type;          /* PX_ETA_CONST */
+  enum px_eta_type eta_type; /* PX_ETA_CONST */
   float eta_min, eta_max;   /* 2.5, 2.5 */
   int schedule_bf16;     /* 1: round each op to bfloat16 as PXDesign's default GPU run */
   float s_max, s_min, rho, sigma_data; /* 160, 4e-4, 7, 16 */

@@ -38,11 +38,12 @@ static void test_names(void) {
     CHECK(px_eta_type_from_name(names[i]) == types[i]);
     CHECK(strcmp(px_eta_type_name(types[i]), names[i]) == 0);
   }
-  CHECK(px_eta_type_from_name(NULL) == -1);
-  CHECK(px_eta_type_from_name("") == -1);
-  CHECK(px_eta_type_from_name("Const") == -1);
-  CHECK(px_eta_type_from_name("piecewise_6") == -1);
-  CHECK(px_eta_type_name(-1) != NULL && px_eta_type_name(7) != NULL);
+  CHECK(px_eta_type_from_name(NULL) == PX_ETA_INVALID);
+  CHECK(px_eta_type_from_name("") == PX_ETA_INVALID);
+  CHECK(px_eta_type_from_name("Const") == PX_ETA_INVALID);
+  CHECK(px_eta_type_from_name("piecewise_6") == PX_ETA_INVALID);
+  CHECK(PX_ETA_INVALID == -1);
+  CHECK(px_eta_type_name(PX_ETA_INVALID) != NULL && px_eta_type_name(7) != NULL);
 }
 
 static int near(float a, double b) { return fabs((double)a - b) <= 1e-6 * fmax(1.0, fabs(b)); }

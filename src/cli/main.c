@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/cmd_design.h"
 #include "cli/cmd_sample.h"
 #include "cli/options.h"
 #include "platform.h"
@@ -225,6 +226,8 @@ static const struct {
   int (*run)(int argc, char **argv);
 } commands[] = {
     {"info", "version, compiled backends, devices, BLAS; a checkpoint's dimensions", cmd_info},
+    {"design", "design binders for a target: PXDesign's `pxdesign infer` (task + structure in)", cmd_design},
+    {"featurize", "one task's features and condition embedding as a feature bundle", cmd_featurize},
     {"sample", "sample designs for a feature bundle: one mmCIF per sample + summary.json", cmd_sample},
     {"demo", "the built-in synthetic problem with SYNTHETIC weights (no downloads)", cmd_demo},
     {"bundle-info", "validate a feature bundle (docs/bundle.md) and summarize it", cmd_bundle_info},

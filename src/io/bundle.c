@@ -1010,7 +1010,16 @@ static int pack_strings(const char *path, const char *what, const char *const *s
 
 int px_bundle_write(const char *path, const px_features *f, int c_s_inputs, int c_s, int c_z,
                     const px_bundle_annotations *a, const char *name) {
-  if (!path || !f) return px_fail(PX_ERR_INPUT, "px_bundle_write: NULL argument");
+  return px_bundle_write_ex(path, f, c_s_inputs, c_s, c_z, a, name, NULL, 0, NULL, NULL, 0);
+}
+
+int px_bundle_write_ex(const char *path, const px_features *f, int c_s_inputs, int c_s, int c_z,
+                       const px_bundle_annotations *a, const char *name, const px_bundle_item *extra,
+                       int n_extra, const char *const *meta_keys, const char *const *meta_values,
+                       int n_meta) {
+  if (!path || !f || n_extra < 0 || n_extra > 32 || n_meta < 0 || n_meta > 16 || (n_extra && !extra) ||
+      (n_meta && (!meta_keys || !meta_values)))
+    return px_fail(PX_ERR_INPUT, "px_bundle_write: bad argument");
   const int T = f->n_token, N = f->n_atom;
   if (T <= 0 || N <= 0 || c_s_inputs <= 0 || c_z <= 0 || (f->s_trunk && c_s <= 0))
     return px_fail(PX_ERR_INPUT, "%s: bad sizes (%d tokens, %d atoms, widths %d/%d/%d)", path, T, N,
@@ -1057,7 +1066,7 @@ int px_bundle_write(const char *path, const px_features *f, int c_s_inputs, int 
     int64_t sT[1] = {T}, sN[1] = {N}, sN3[2] = {N, 3}, sN4[2] = {N, N_CHARPOS},
             sSi[2] = {T, c_s_inputs}, sSt[2] = {T, c_s}, sZ[3] = {T, T, c_z};
     int64_t sW[4][2];
-    px_bundle_item it[32];
+    px_bundle_item it[64];
     int k = 0;
     it[k++] = (px_bundle_item){"s_inputs", "F32", 2, sSi, f->s_inputs};
     if (f->s_trunk) it[k++] = (px_bundle_item){"s_trunk", "F32", 2, sSt, f->s_trunk};
@@ -1089,10 +1098,14 @@ int px_bundle_write(const char *path, const px_features *f, int c_s_inputs, int 
       if (a->res_num) it[k++] = (px_bundle_item){"token_res_num", "I64", 1, sT, a->res_num};
       if (a->is_designed) it[k++] = (px_bundle_item){"token_is_designed", "U8", 1, sT, a->is_designed};
     }
-    const char *mk[3] = {"format", "version", "name"};
-    const char *mv[3] = {PX_BUNDLE_FORMAT, PX_BUNDLE_VERSION, name};
+    for (int i = 0; i < n_extra; i++) it[k++] = extra[i];
+    const char *mk[19] = {"format", "version"};
+    const char *mv[19] = {PX_BUNDLE_FORMAT, PX_BUNDLE_VERSION};
+    int nm = 2;
+    if (name) mk[nm] = "name", mv[nm++] = name;
+    for (int i = 0; i < n_meta; i++) mk[nm] = meta_keys[i], mv[nm++] = meta_values[i];
     sprintf(part, "%s.partial", path);
-    if ((rc = px_bundle_write_tensors(part, it, k, mk, mv, name ? 3 : 2))) goto out;
+    if ((rc = px_bundle_write_tensors(part, it, k, mk, mv, nm))) goto out;
     px_bundle *chk = NULL;
     if ((rc = px_bundle_open(part, &chk)) != 0) {
       char msg[1024];

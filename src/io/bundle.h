@@ -114,6 +114,15 @@ typedef struct {
 int px_bundle_write(const char *path, const px_features *f, int c_s_inputs, int c_s, int c_z,
                     const px_bundle_annotations *a, const char *name);
 
+/* px_bundle_write plus extra tensors (stored as given, after the canonical ones; names must
+ * not repeat theirs; at most 32) and extra metadata (at most 16 pairs, keys other than
+ * format/version/name). `pxdiff featurize` stores the condition embedder's inputs this way
+ * (docs/bundle.md, "Design inputs"). */
+int px_bundle_write_ex(const char *path, const px_features *f, int c_s_inputs, int c_s, int c_z,
+                       const px_bundle_annotations *a, const char *name, const px_bundle_item *extra,
+                       int n_extra, const char *const *meta_keys, const char *const *meta_values,
+                       int n_meta);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,573 @@
+/* `pxdiff design`: PXDesign's `pxdesign infer`, in C. A task file (PXDesign's YAML or JSON task
+ * list) and the target structures it names in, designed binder backbones out, in PXDesign's
+ * output tree (docs/design.md):
+ *
+ *   DUMP/config.yaml, DUMP/<stem>.json (YAML input), DUMP/input_tasks.json, DUMP/ERR/
+ *   DUMP/<task>/seed_<s>/predictions/<task>_sample_<i>.cif     atomic; last line "# pxdiff-complete run=<id>"
+ *   DUMP/<task>/seed_<s>/summary.json                          pxdiff's record of the run
+ *   DUMP/<task>/seed_<s>/SUCCESS_FILE                          {"prediction": true}, written last
+ *
+ * Each (task, seed) directory follows the run-output protocol (run_output.h): nothing is
+ * created before every input is checked, runs are never mixed silently (--resume completes
+ * one, --overwrite replaces it), and SUCCESS_FILE exists only beside a complete set of samples.
+ * `pxdiff demo` runs the same path on the built-in PD-L1 task with SYNTHETIC weights. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cmd_design.h"
+#include "cli/cmd_sample.h"
+#include "cli/design_run.h"
+#include "cli/options.h"
+#include "cli/progress.h"
+#include "cli/run_output.h"
+#include "error.h"
+#include "io/strbuf.h"
+#include "platform.h"
+
+#define DEMO_MODEL_SEED 2024
+#define SYNTH_LABEL "SYNTHETIC WEIGHTS -- not a trained model: the structures mean nothing"
+
+extern const unsigned char px_demo_task_yaml[], px_demo_target_cif[];
+extern const size_t px_demo_task_yaml_len, px_demo_target_cif_len;
+
+typedef struct {
+  const char *input, *dump_dir, *ckpt, *ckpt_dir, *seeds, *conformers, *use_fast_ln;
+  long n_sample, n_step, chunk, threads;
+  int dtype, eta_type, device, precision;
+  float eta_min, eta_max;
+  int resume, overwrite, quiet, no_augment;
+  int demo;
+  /* derived */
+  uint64_t *seed;
+  int n_seed;
+  char ckpt_buf[4096];
+  px_sampler_config cfg;
+} design_opts;
+
+static const char *const dtype_names[] = {"bf16", "fp32", NULL};
+static const int dtype_values[] = {DESIGN_DTYPE_BF16, DESIGN_DTYPE_FP32};
+static const char *const eta_names[] = {"const", "linear", "poly", "cos", "piecewise", "piecewise_65",
+                                        "piecewise_70", NULL};
+static const int eta_values[] = {PX_ETA_CONST, PX_ETA_LINEAR, PX_ETA_POLY, PX_ETA_COS,
+                                 PX_ETA_PIECEWISE, PX_ETA_PIECEWISE_65, PX_ETA_PIECEWISE_70};
+
+static const char DESIGN_DETAILS[] =
+    "PXDesign's options keep their names and defaults, so `pxdesign infer ARGS` becomes\n"
+    "`pxdiff design ARGS`. Output (PXDesign's tree under DUMP_DIR):\n"
+    "  config.yaml, <task file stem>.json (YAML input), input_tasks.json, ERR/\n"
+    "  <task>/seed_<s>/predictions/<task>_sample_<i>.cif   one per sample, written atomically\n"
+    "  <task>/seed_<s>/summary.json                        pxdiff's record (settings, timings, files)\n"
+    "  <task>/seed_<s>/SUCCESS_FILE                        written last: the seed's samples are complete\n"
+    "A directory holding another run's files is refused (--resume completes a run with the same\n"
+    "settings, --overwrite replaces it). Ctrl-C keeps finished samples and exits 130; --resume\n"
+    "then finishes with files identical to an uninterrupted run's. A design depends only on the\n"
+    "task, the checkpoint, the seed, the sample index and the settings (not on the thread count,\n"
+    "nor on the chunk on the CPU).\n"
+    "Reference conformers: the CCD ideal coordinates built in (upstream uses RDKit conformers from\n"
+    "its CCD cache; docs/conformers.md: --conformers FILE and how to export them from PXDesign's).";
+
+static int design_option_table(cli_opt *t, design_opts *o) {
+  int k = 0;
+  t[k++] = (cli_opt){.name = "--input", .alias = "-i", .kind = CLI_PATH, .dst = &o->input, .meta = "TASK",
+                     .flags = o->demo ? CLI_HIDDEN : CLI_REQUIRED,
+                     .help = "PXDesign task: YAML (.yaml/.yml) or JSON task list (.json)"};
+  t[k++] = (cli_opt){.name = "--dump_dir", .alias = "-o", .kind = CLI_PATH, .dst = &o->dump_dir,
+                     .meta = "DIR", .flags = o->demo ? 0 : CLI_REQUIRED, .help = "output directory (PXDesign's tree)"};
+  if (o->demo) /* the demo's earlier spelling */
+    t[k++] = (cli_opt){.name = "--out", .kind = CLI_PATH, .dst = &o->dump_dir, .meta = "DIR", .flags = CLI_HIDDEN,
+                       .help = "the same as --dump_dir"};
+  if (!o->demo) {
+    t[k++] = (cli_opt){.name = "--checkpoint", .kind = CLI_PATH, .dst = &o->ckpt, .meta = "CKPT",
+                       .help = "pxdesign_v0.1.0.pt (or a .safetensors conversion)"};
+    t[k++] = (cli_opt){.name = "--load_checkpoint_dir", .kind = CLI_PATH, .dst = &o->ckpt_dir, .meta = "DIR",
+                       .help = "or, as PXDesign: the directory holding pxdesign_v0.1.0.pt"};
+  }
+  t[k++] = (cli_opt){.name = "--N_sample", .kind = CLI_INT, .dst = &o->n_sample, .meta = "N",
+                     .def = o->demo ? "2" : "5", .lo = 1, .hi = 1000000, .help = "designs per task and seed"};
+  t[k++] = (cli_opt){.name = "--N_step", .kind = CLI_INT, .dst = &o->n_step, .meta = "K",
+                     .def = o->demo ? "20" : "400", .lo = 1, .hi = 100000,
+                     .help = o->demo ? "sampler steps (PXDesign's default is 400; the demo uses fewer)"
+                                     : "sampler steps"};
+  t[k++] = (cli_opt){.name = "--seeds", .kind = CLI_STRING, .dst = &o->seeds, .meta = "S1,S2,...",
+                     .def = o->demo ? "101" : "",
+                     .help = "comma-separated seeds (none: one seed from the clock, as PXDesign)"};
+  t[k++] = (cli_opt){.name = "--dtype", .kind = CLI_ENUM, .dst = &o->dtype, .meta = "bf16|fp32", .def = "bf16",
+                     .enum_names = dtype_names, .enum_values = dtype_values,
+                     .help = "as PXDesign's: bf16 rounds s_inputs and the noise schedule to bfloat16 as its\n"
+                             "default GPU run does; fp32 keeps float32"};
+  t[k++] = (cli_opt){.name = "--eta_type", .kind = CLI_ENUM, .dst = &o->eta_type, .meta = "TYPE",
+                     .def = "const", .enum_names = eta_names, .enum_values = eta_values,
+                     .help = "step-scale schedule"};
+  t[k++] = (cli_opt){.name = "--eta_min", .kind = CLI_FLOAT, .dst = &o->eta_min, .meta = "X", .def = "2.5",
+                     .lo = 0, .hi = 1000, .help = "step scale at the start"};
+  t[k++] = (cli_opt){.name = "--eta_max", .kind = CLI_FLOAT, .dst = &o->eta_max, .meta = "X", .def = "2.5",
+                     .lo = 0, .hi = 1000, .help = "step scale at the end"};
+  t[k++] = (cli_opt){.name = "--use_fast_ln", .kind = CLI_STRING, .dst = &o->use_fast_ln, .meta = "BOOL",
+                     .flags = CLI_HIDDEN, .help = "accepted for PXDesign's command lines; no effect"};
+  t[k++] = (cli_opt){.name = "--chunk", .kind = CLI_INT, .dst = &o->chunk, .meta = "C", .def = "10", .lo = 1,
+                     .hi = 4096, .help = "samples per engine batch (PXDesign: 10)"};
+  t[k++] = (cli_opt){.name = "--device", .kind = CLI_ENUM, .dst = &o->device, .meta = "auto|cpu|cuda",
+                     .def = "auto", .enum_names = cli_device_names, .enum_values = cli_device_values,
+                     .help = "where the engine runs (auto: CUDA when a GPU is present)"};
+  t[k++] = (cli_opt){.name = "--precision", .kind = CLI_ENUM, .dst = &o->precision,
+                     .meta = "default|fp32|tf32|bf16|fp16", .def = "default", .enum_names = cli_precision_names,
+                     .enum_values = cli_precision_values,
+                     .help = "GPU arithmetic (default: fp16 on CUDA, fp32 on the CPU)"};
+  t[k++] = (cli_opt){.name = "--threads", .kind = CLI_INT, .dst = &o->threads, .meta = "K", .def = "0", .lo = 0,
+                     .hi = 4096, .help = "CPU threads (0: every usable core)"};
+  t[k++] = (cli_opt){.name = "--conformers", .kind = CLI_PATH, .dst = &o->conformers, .meta = "FILE",
+                     .help = "reference conformer table (docs/conformers.md; default: built in)"};
+  t[k++] = (cli_opt){.name = "--no-augment", .kind = CLI_FLAG, .dst = &o->no_augment,
+                     .help = "reference positions only centred, not randomly moved (comparisons)"};
+  t[k++] = (cli_opt){.name = "--resume", .kind = CLI_FLAG, .dst = &o->resume,
+                     .help = "keep finished samples of the same run and compute the rest"};
+  t[k++] = (cli_opt){.name = "--overwrite", .kind = CLI_FLAG, .dst = &o->overwrite,
+                     .help = "replace an earlier run's files in DIR"};
+  t[k++] = (cli_opt){.name = "--quiet", .alias = "-q", .kind = CLI_FLAG, .dst = &o->quiet,
+                     .help = "errors only"};
+  return k;
+}
+
+static int say(const char *what) {
+  fprintf(stderr, "pxdiff: %s\n", what);
+  return 1;
+}
+
+static int parse_design_opts(int argc, char **argv, design_opts *o, int demo) {
+  memset(o, 0, sizeof *o);
+  o->demo = demo;
+  cli_opt t[32];
+  int n = design_option_table(t, o);
+  const cli_command c = {
+      .name = demo ? "demo" : "design",
+      .args = demo ? "-o DIR [options]" : "-i TASK -o DUMP_DIR (--checkpoint CKPT | --load_checkpoint_dir DIR) [options]",
+      .summary = demo ? "PXDesign's quick-start target (PD-L1, built in) designed with SYNTHETIC weights: the\n"
+                        "whole `pxdiff design` path, no downloads."
+                      : "Design binders for a target: PXDesign's `pxdesign infer` in C (task + structure in,\n"
+                        "binder backbones out, PXDesign's output tree).",
+      .details = DESIGN_DETAILS,
+      .opts = t,
+      .n_opts = n};
+  int st = cli_parse(&c, argc, argv, NULL, NULL);
+  if (st != CLI_RUN) return st;
+  if (o->resume && o->overwrite) return cli_usage_error(&c, "--resume and --overwrite exclude each other");
+  if (!o->dump_dir) return cli_usage_error(&c, "give the output directory: -o DIR");
+  if (!demo) {
+    if (!o->ckpt && !o->ckpt_dir)
+      return cli_usage_error(&c, "give the checkpoint: --checkpoint CKPT or --load_checkpoint_dir DIR");
+    if (o->ckpt && o->ckpt_dir) return cli_usage_error(&c, "give --checkpoint or --load_checkpoint_dir, not both");
+    if (o->ckpt_dir) {
+      /* PXDesign's InferenceRunner looks for <model_name>.pt there. */
+      size_t l = strlen(o->ckpt_dir);
+      snprintf(o->ckpt_buf, sizeof o->ckpt_buf, "%s%spxdesign_v0.1.0.pt", o->ckpt_dir,
+               l && o->ckpt_dir[l - 1] == '/' ? "" : "/");
+      o->ckpt = o->ckpt_buf;
+    }
+  }
+  if (design_parse_seeds(o->seeds, &o->seed, &o->n_seed)) {
+    fprintf(stderr, "pxdiff: %s\n", px_last_error());
+    return 2;
+  }
+  px_sampler_config_default(&o->cfg);
+  o->cfg.n_step = (int)o->n_step;
+  o->cfg.eta_type = o->eta_type;
+  o->cfg.eta_min = o->eta_min;
+  o->cfg.eta_max = o->eta_max;
+  o->cfg.schedule_bf16 = o->dtype == DESIGN_DTYPE_BF16;
+  return CLI_RUN;
+}
+
+static run_mode mode_of(const design_opts *o) {
+  return o->resume ? RUN_RESUME : o->overwrite ? RUN_OVERWRITE : RUN_FRESH;
+}
+
+/* -------------------------------------------------------------- the tree -- */
+
+/* A task name becomes a directory and file-name prefix: refuse what cannot be one. */
+static int check_task_name(const char *name) {
+  if (!name || !*name || !strcmp(name, ".") || !strcmp(name, "..") || strlen(name) > 200)
+    return px_fail(PX_ERR_INPUT, "task name '%s' cannot name a directory", name ? name : "");
+  for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+    if (*p == '/' || *p == '\\' || *p < ' ' || *p == 127)
+      return px_fail(PX_ERR_INPUT, "task name '%s' holds a character a directory name cannot", name);
+  return PX_OK;
+}
+
+typedef struct {
+  char dir[4096];    /* DUMP/<task>/seed_<s> */
+  char prefix[256];  /* <task>_sample_ */
+  run_layout L;
+} case_layout;
+
+static int make_layout(case_layout *cl, const design_opts *o, const char *task, uint64_t seed) {
+  memset(cl, 0, sizeof *cl);
+  size_t l = strlen(o->dump_dir);
+  int n = snprintf(cl->dir, sizeof cl->dir, "%s%s%s/seed_%llu", o->dump_dir,
+                   l && o->dump_dir[l - 1] == '/' ? "" : "/", task, (unsigned long long)seed);
+  if (n < 0 || (size_t)n >= sizeof cl->dir) return px_fail(PX_ERR_INPUT, "output path too long under %s", o->dump_dir);
+  snprintf(cl->prefix, sizeof cl->prefix, "%s_sample_", task);
+  cl->L = (run_layout){.dir = cl->dir, .command = o->demo ? "demo" : "design", .n_samples = o->n_sample,
+                       .ext = {"cif"}, .n_ext = 1, .markers = {"summary.json", "SUCCESS_FILE"},
+                       .n_markers = 2, .subdir = "predictions", .prefix = cl->prefix, .width = 0};
+  return PX_OK;
+}
+
+static int write_text(const char *path, const char *text) {
+  return px_write_file_atomic_msg(path, text, strlen(text));
+}
+
+static char *join(const char *a, const char *b) {
+  size_t la = strlen(a), lb = strlen(b);
+  char *p = malloc(la + lb + 2);
+  if (!p) return NULL;
+  memcpy(p, a, la);
+  size_t k = la;
+  if (la && a[la - 1] != '/') p[k++] = '/';
+  memcpy(p + k, b, lb + 1);
+  return p;
+}
+
+/* DUMP's top-level files, as `pxdesign infer` writes them (after every input was checked). */
+static int write_top_level(const design_opts *o, const design_job *J) {
+  if (px_mkdir_p(o->dump_dir)) return px_fail(PX_ERR_IO, "cannot create %s: %s", o->dump_dir, strerror(errno));
+  char *err = join(o->dump_dir, "ERR");
+  if (!err) return px_fail(PX_ERR_NOMEM, "out of memory");
+  int rc = px_mkdir_p(err) ? px_fail(PX_ERR_IO, "cannot create %s: %s", err, strerror(errno)) : PX_OK;
+  free(err);
+  if (rc) return rc;
+  char *json = NULL;
+  size_t len = 0;
+  if ((rc = px_task_list_json(&J->tasks, &json, &len))) return rc;
+  /* YAML input: PXDesign writes the converted task list beside the outputs as <stem>.json. */
+  const char *in = o->demo ? "pdl1_demo.yaml" : o->input;
+  const char *base = strrchr(in, '/');
+  base = base ? base + 1 : in;
+  const char *dot = strrchr(base, '.');
+  if (dot && (!strcmp(dot, ".yaml") || !strcmp(dot, ".yml"))) {
+    char name[512];
+    snprintf(name, sizeof name, "%.*s.json", (int)(dot - base) > 400 ? 400 : (int)(dot - base), base);
+    char *p = join(o->dump_dir, name);
+    rc = p ? px_write_file_atomic_msg(p, json, len) : px_fail(PX_ERR_NOMEM, "out of memory");
+    free(p);
+  }
+  if (!rc) {
+    char *p = join(o->dump_dir, "input_tasks.json");
+    rc = p ? px_write_file_atomic_msg(p, json, len) : px_fail(PX_ERR_NOMEM, "out of memory");
+    free(p);
+  }
+  free(json);
+  if (rc) return rc;
+  /* config.yaml: the settings of this run (PXDesign writes its whole config; these are the
+   * values that decide the designs, under PXDesign's names, plus pxdiff's own). */
+  px_strbuf b = {0};
+  char f1[32], f2[32];
+  run_fmt_float(f1, sizeof f1, o->eta_min);
+  run_fmt_float(f2, sizeof f2, o->eta_max);
+  px_sb_printf(&b, "# pxdiff %s design: the settings of this run\n", PXDIFF_VERSION);
+  px_sb_printf(&b, "input_json_path: %s\ndump_dir: %s\n", o->demo ? "(built-in demo task)" : o->input,
+               o->dump_dir);
+  px_sb_printf(&b, "load_checkpoint_path: %s\n", o->demo ? "(synthetic weights)" : o->ckpt);
+  px_sb_printf(&b, "dtype: %s\nseeds:", o->dtype == DESIGN_DTYPE_BF16 ? "bf16" : "fp32");
+  for (int i = 0; i < o->n_seed; i++) px_sb_printf(&b, "%s%llu", i ? ", " : " [", (unsigned long long)o->seed[i]);
+  px_sb_printf(&b, "]\nsample_diffusion:\n  N_sample: %ld\n  N_step: %ld\n", o->n_sample, o->n_step);
+  px_sb_printf(&b, "  eta_schedule:\n    type: %s\n    min: %s\n    max: %s\n", px_eta_type_name(o->eta_type), f1, f2);
+  px_sb_printf(&b, "  gamma0: 1.0\n  gamma_min: 0.01\n  noise_scale_lambda: 1.003\n");
+  px_sb_printf(&b, "diffusion_chunk_size: %ld\n", o->chunk);
+  px_sb_printf(&b, "pxdiff:\n  reference_conformers: %s\n  augment_ref_pos: %s\n",
+               o->conformers ? o->conformers : "built-in (CCD ideal coordinates)", o->no_augment ? "false" : "true");
+  if (b.oom) {
+    free(b.p);
+    return px_fail(PX_ERR_NOMEM, "out of memory");
+  }
+  char *p = join(o->dump_dir, "config.yaml");
+  rc = p ? write_text(p, b.p) : px_fail(PX_ERR_NOMEM, "out of memory");
+  free(p);
+  free(b.p);
+  return rc;
+}
+
+/* ------------------------------------------------------------- one case -- */
+
+static uint64_t case_fingerprint(const design_opts *o, const design_models *M, const design_case *C,
+                                 uint64_t seed, const char *model_desc) {
+  const px_sampler_config *c = &o->cfg;
+  char buf[1400], f[6][24];
+  run_fmt_float(f[0], sizeof f[0], c->gamma0);
+  run_fmt_float(f[1], sizeof f[1], c->gamma_min);
+  run_fmt_float(f[2], sizeof f[2], c->noise_scale_lambda);
+  run_fmt_float(f[3], sizeof f[3], c->eta_min);
+  run_fmt_float(f[4], sizeof f[4], c->eta_max);
+  run_fmt_float(f[5], sizeof f[5], c->sigma_data);
+  const char *backend = px_model_backend_name(M->model);
+  snprintf(buf, sizeof buf,
+           "pxdiff-design v1|seed=%llu|steps=%d|eta=%s:%s:%s|gamma0=%s|gamma_min=%s|lambda=%s|sched=%s|"
+           "smax=%a|smin=%a|rho=%a|sd=%s|features=%016llx|model=%s|params=%lld|device=%.4s|prec=%s|dtype=%s",
+           (unsigned long long)seed, c->n_step, px_eta_type_name(c->eta_type), f[3], f[4], f[0], f[1], f[2],
+           c->schedule_bf16 ? "bf16" : "fp32", (double)c->s_max, (double)c->s_min, (double)c->rho, f[5],
+           (unsigned long long)px_features_hash(M->model, &C->f), model_desc, (long long)M->n_params,
+           backend ? backend : "?", px_model_precision_name(M->model), o->dtype == DESIGN_DTYPE_BF16 ? "bf16" : "fp32");
+  return run_fingerprint(buf);
+}
+
+static char *case_summary(const design_opts *o, const design_models *M, const design_case *C, const run_out *r,
+                          const px_task *task, uint64_t seed, const char *model_desc, double t_sampling,
+                          int sampled, int computed) {
+  px_strbuf b = {0};
+  char fl[2][32];
+  run_fmt_float(fl[0], 32, o->eta_min);
+  run_fmt_float(fl[1], 32, o->eta_max);
+  px_sb_printf(&b, "{\n  \"pxdiff_version\": \"%s\",\n  \"command\": \"%s\",\n  \"complete\": true,\n",
+               PXDIFF_VERSION, o->demo ? "demo" : "design");
+  px_sb_printf(&b, "  \"synthetic_weights\": %s,\n", o->demo ? "true" : "false");
+  if (o->demo) px_sb_printf(&b, "  \"note\": \"%s\",\n", SYNTH_LABEL);
+  px_sb_printf(&b, "  \"model\": ");
+  px_sb_json_string(&b, model_desc);
+  px_sb_printf(&b, ",\n  \"model_parameters\": %lld,\n  \"task\": ", (long long)M->n_params);
+  px_sb_json_string(&b, task->name);
+  px_sb_printf(&b, ",\n  \"structure_file\": ");
+  px_sb_json_string(&b, o->demo ? "(built-in PD-L1, PDB 5O45 chain A)" : task->structure_file);
+  px_sb_printf(&b, ",\n  \"seed\": %llu,\n  \"n_tokens\": %d,\n  \"n_atoms\": %d,\n  \"binder_length\": %d,\n",
+               (unsigned long long)seed, C->in->n_token, C->in->n_atom, task->binder_length);
+  px_sb_printf(&b, "  \"run_id\": \"%016llx\",\n", (unsigned long long)r->run_id);
+  px_sb_printf(&b, "  \"settings\": {\n    \"N_sample\": %ld,\n    \"N_step\": %d,\n    \"dtype\": \"%s\",\n",
+               o->n_sample, o->cfg.n_step, o->dtype == DESIGN_DTYPE_BF16 ? "bf16" : "fp32");
+  px_sb_printf(&b, "    \"eta_type\": \"%s\",\n    \"eta_min\": %s,\n    \"eta_max\": %s,\n",
+               px_eta_type_name(o->eta_type), fl[0], fl[1]);
+  px_sb_printf(&b, "    \"chunk\": %ld,\n", o->chunk < o->n_sample ? o->chunk : o->n_sample);
+  px_sb_printf(&b, "    \"device\": \"%s\",\n    \"precision\": \"%s\",\n    \"x16_token_blocks\": %d,\n",
+               px_model_backend_name(M->model), px_model_precision_name(M->model), px_model_x16_blocks(M->model));
+  px_sb_printf(&b, "    \"threads\": %d,\n", px_num_threads());
+  px_sb_printf(&b, "    \"reference_conformers\": ");
+  px_sb_json_string(&b, o->conformers ? o->conformers : "built-in (CCD ideal coordinates)");
+  px_sb_printf(&b, ",\n    \"augment_ref_pos\": %s\n  },\n", o->no_augment ? "false" : "true");
+  px_sb_printf(&b, "  \"timings\": {\n    \"featurize_s\": %.4f,\n    \"embed_s\": %.4f,\n    \"design_s\": %.4f,\n",
+               C->t_featurize, C->t_embed, C->t_design);
+  px_sb_printf(&b, "    \"sampling_s\": %.3f,\n    \"s_per_design\": ", t_sampling);
+  if (sampled) px_sb_printf(&b, "%.4f", t_sampling / sampled);
+  else px_sb_printf(&b, "null");
+  px_sb_printf(&b, "\n  },\n  \"samples_computed\": %d,\n  \"samples_resumed\": %ld,\n  \"files\": ", computed,
+               r->n_have);
+  run_summary_files(&b, r);
+  px_sb_printf(&b, "\n}\n");
+  if (b.oom) {
+    free(b.p);
+    px_fail(PX_ERR_NOMEM, "out of memory writing summary.json");
+    return NULL;
+  }
+  return b.p;
+}
+
+/* Sample task k for one seed into its directory. Returns the exit status (0, 1, 130). */
+static int run_case(const design_opts *o, const design_job *J, int k, const design_models *M,
+                    const px_conformers *conf, uint64_t seed, const char *model_desc, int *n_written) {
+  const px_task *task = &J->tasks.task[k];
+  design_case C;
+  int rc = design_case_make(&C, J, k, M, seed, !o->no_augment, o->dtype, conf, 0);
+  if (rc) {
+    design_case_free(&C);
+    return say(px_last_error());
+  }
+  case_layout cl;
+  if (make_layout(&cl, o, task->name, seed)) {
+    design_case_free(&C);
+    return say(px_last_error());
+  }
+  const uint64_t id = case_fingerprint(o, M, &C, seed, model_desc);
+  run_out r;
+  if (run_out_open(&r, &cl.L, mode_of(o), id)) {
+    design_case_free(&C);
+    return say(px_last_error());
+  }
+  const long S = o->n_sample, CH = o->chunk;
+  if (!o->quiet)
+    fprintf(stderr, "pxdiff: %s, seed %llu: %d chains, %d tokens, %d atoms (binder %d)%s\n", task->name,
+            (unsigned long long)seed, C.in->n_chain, C.in->n_token, C.in->n_atom, task->binder_length,
+            r.n_have ? "; resuming" : "");
+  int todo = 0;
+  for (long c0 = 0; c0 < S; c0 += CH) {
+    const long n = S - c0 < CH ? S - c0 : CH;
+    int missing = 0;
+    for (long s = 0; s < n; s++) missing |= !r.have[c0 + s];
+    if (missing) todo += (int)n;
+  }
+  float *x = NULL;
+  int written = 0;
+  double t_sampling = 0;
+  if (todo) {
+    double t0 = px_time_now();
+    rc = px_design_create(M->model, &C.f, &C.design);
+    C.t_design = px_time_now() - t0;
+    if (rc) rc = say(px_last_error());
+    const size_t n3 = (size_t)C.in->n_atom * 3;
+    if (!rc && !(x = malloc(sizeof(float) * n3 * (size_t)(CH < S ? CH : S)))) rc = say("out of memory");
+    cli_progress pr;
+    cli_progress_start(&pr, "sampling", "designs", todo, o->cfg.n_step, o->quiet);
+    pr.should_stop = run_out_interrupted;
+    if (!rc) cli_progress_show(&pr, 0, 0, 1);
+    px_sampler_config cfg = o->cfg;
+    cfg.seed = seed;
+    for (long i = 0; i < S && !rc; i += CH) {
+      const long n = S - i < CH ? S - i : CH;
+      int missing = 0;
+      for (long s = 0; s < n; s++) missing |= !r.have[i + s];
+      if (!missing) continue;
+      if (run_out_interrupted()) {
+        rc = 130;
+        break;
+      }
+      pr.cur = (int)n;
+      int st = px_sample(M->model, C.design, &cfg, (int)i, (int)n, (int)CH, x, cli_progress_cb, &pr);
+      if (st == PX_ERR_CANCELLED || run_out_interrupted()) {
+        rc = 130;
+        break;
+      }
+      if (st) {
+        cli_progress_close(&pr);
+        rc = say(px_last_error());
+        break;
+      }
+      for (long s = 0; s < n && !rc; s++) {
+        const long idx = i + s;
+        if (r.have[idx]) continue;
+        char path[4096];
+        if (run_out_path(&r, idx, 0, path, sizeof path)) {
+          rc = say("output path too long");
+          break;
+        }
+        if (design_write_cif(path, C.in, x + (size_t)s * n3, task->name, idx, r.trailer)) {
+          cli_progress_close(&pr);
+          rc = say(px_last_error());
+        } else {
+          written++;
+        }
+      }
+      pr.done += (int)n;
+      if (!rc) cli_progress_show(&pr, pr.done, o->cfg.n_step, 1);
+    }
+    cli_progress_close(&pr);
+    t_sampling = px_time_now() - pr.t0;
+  }
+  free(x);
+  if (rc == 130) {
+    fprintf(stderr, "pxdiff: interrupted: %ld of %ld samples of %s seed %llu written (no SUCCESS_FILE); rerun with "
+                    "--resume to finish\n", r.n_have + written, S, task->name, (unsigned long long)seed);
+  } else if (!rc) {
+    char *sum = case_summary(o, M, &C, &r, task, seed, model_desc, t_sampling, todo, written);
+    static const char success[] = "{\"prediction\": true}";
+    if (!sum || run_out_write_marker(&r, 0, sum, strlen(sum)) ||
+        run_out_write_marker(&r, 1, success, sizeof success - 1))
+      rc = say(px_last_error());
+    free(sum);
+    if (!rc && !o->quiet) {
+      if (todo)
+        fprintf(stderr, "pxdiff: %s, seed %llu: %ld samples in %s/predictions (%.2f s/design at %d steps)\n",
+                task->name, (unsigned long long)seed, S, cl.dir, t_sampling / todo, o->cfg.n_step);
+      else
+        fprintf(stderr, "pxdiff: %s, seed %llu: all %ld samples were already written\n", task->name,
+                (unsigned long long)seed, S);
+    }
+  }
+  *n_written += written;
+  run_out_close(&r, rc == 0);
+  design_case_free(&C);
+  return rc;
+}
+
+/* ---------------------------------------------------------------- command -- */
+
+static int run_design(design_opts *o, const design_job *J, const design_models *M, const px_conformers *conf,
+                      const char *model_desc, double t_start) {
+  if (write_top_level(o, J)) return say(px_last_error());
+  int rc = 0, written = 0;
+  run_out_catch_signals();
+  /* PXDesign's order: every task for the first seed, then the next seed. */
+  for (int si = 0; si < o->n_seed && !rc; si++)
+    for (int k = 0; k < J->tasks.n && !rc; k++) rc = run_case(o, J, k, M, conf, o->seed[si], model_desc, &written);
+  run_out_release_signals();
+  if (!rc && !o->quiet) {
+    printf("pxdiff %s: %d task%s x %d seed%s x %ld samples in %s (%d computed) in %.1f s\n",
+           o->demo ? "demo" : "design", J->tasks.n, J->tasks.n == 1 ? "" : "s", o->n_seed, o->n_seed == 1 ? "" : "s",
+           o->n_sample, o->dump_dir, written, px_time_now() - t_start);
+    if (o->demo) printf("  %s\n", SYNTH_LABEL);
+  }
+  return rc;
+}
+
+/* Every (task, seed) directory can take this run: checked before anything is loaded. */
+static int precheck_outputs(const design_opts *o, const design_job *J) {
+  for (int k = 0; k < J->tasks.n; k++) {
+    if (check_task_name(J->tasks.task[k].name)) return say(px_last_error());
+    for (int j = 0; j < k; j++)
+      if (!strcmp(J->tasks.task[j].name, J->tasks.task[k].name)) {
+        fprintf(stderr, "pxdiff: two tasks are named '%s': their outputs would share a directory\n",
+                J->tasks.task[k].name);
+        return 1;
+      }
+    for (int si = 0; si < o->n_seed; si++) {
+      case_layout cl;
+      if (make_layout(&cl, o, J->tasks.task[k].name, o->seed[si]) || run_out_check(&cl.L, mode_of(o), NULL))
+        return say(px_last_error());
+    }
+  }
+  return 0;
+}
+
+static int design_main(int argc, char **argv, int demo) {
+  design_opts o;
+  int st = parse_design_opts(argc, argv, &o, demo);
+  if (st != CLI_RUN) {
+    free(o.seed);
+    return st;
+  }
+  const double t_start = px_time_now();
+  if (o.threads) px_set_num_threads((int)o.threads);
+  px_conformers *conf = NULL;
+  design_job J;
+  design_models M;
+  memset(&J, 0, sizeof J);
+  memset(&M, 0, sizeof M);
+  int rc = 1;
+  if (o.conformers && px_conformers_read(o.conformers, &conf)) {
+    say(px_last_error());
+    goto done;
+  }
+  if (demo ? design_job_parse(&J, (const char *)px_demo_task_yaml, px_demo_task_yaml_len, 0, "pdl1_demo",
+                              (const char *)px_demo_target_cif, px_demo_target_cif_len, "pdl1_5o45_A.cif", conf)
+           : design_job_read(&J, o.input, conf)) {
+    say(px_last_error());
+    goto done;
+  }
+  for (int i = 0; i < J.tasks.n_warning && !o.quiet; i++) fprintf(stderr, "pxdiff: warning: %s\n", J.tasks.warning[i]);
+  if (precheck_outputs(&o, &J)) goto done;
+  if (demo ? design_models_synthetic(&M, DEMO_MODEL_SEED, o.device, o.precision)
+           : design_models_load(&M, o.ckpt, o.device, o.precision)) {
+    say(px_last_error());
+    goto done;
+  }
+  char model_desc[1024];
+  if (demo) snprintf(model_desc, sizeof model_desc, "synthetic weights, released shapes, seed %d", DEMO_MODEL_SEED);
+  else snprintf(model_desc, sizeof model_desc, "%s", o.ckpt);
+  if (!o.quiet) {
+    if (demo) printf("pxdiff demo: %s\n", SYNTH_LABEL);
+    printf("pxdiff %s: %d task%s, seeds", demo ? "demo" : "design", J.tasks.n, J.tasks.n == 1 ? "" : "s");
+    for (int i = 0; i < o.n_seed; i++) printf("%s%llu", i ? "," : " ", (unsigned long long)o.seed[i]);
+    printf("; %ld sample%s x %ld steps, chunks of %ld; %.1f M parameters (%.2f s); %s (%s), %d CPU threads\n",
+           o.n_sample, o.n_sample == 1 ? "" : "s", o.n_step, o.chunk < o.n_sample ? o.chunk : o.n_sample,
+           (double)M.n_params / 1e6, M.t_load, px_model_backend_name(M.model), cmd_precision_label(M.model),
+           px_num_threads());
+    fflush(stdout);
+  }
+  rc = run_design(&o, &J, &M, conf, model_desc, t_start);
+done:
+  design_models_free(&M);
+  design_job_free(&J);
+  px_conformers_free(conf);
+  free(o.seed);
+  return rc;
+}
+
+int cmd_design(int argc, char **argv) { return design_main(argc, argv, 0); }
+int cmd_design_demo(int argc, char **argv) { return design_main(argc, argv, 1); }

@@ -344,6 +344,7 @@ int main(void) {
   static const char *const files[][2] = {{"5o45.cif", "5o45"},         {"rules.cif", "rules"},
                                          {"two_chains.pdb", "two_chains"}, {"hetero.pdb", "hetero"},
                                          {"insertion.pdb", "insertion"}, {"5o45_A.pdb", "5o45_A"},
+                                         {"restart.pdb", "restart"}, {"blank_chain.pdb", "blank_chain"},
                                          };
   for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) check_expected(files[i][0], files[i][1]);
   test_rules();

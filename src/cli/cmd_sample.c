@@ -360,6 +360,10 @@ static int run_sampling(const opts_t *o, const px_model *m, px_design *d, proble
     int missing = 0;
     for (long s = 0; s < n; s++) missing |= !r->have[i + s];
     if (!missing) continue;
+    if (run_out_interrupted()) {
+      rc = 130;
+      break;
+    }
     pr.cur = (int)n;
     int st = px_sample(m, d, &o->cfg, (int)i, (int)n, (int)C, x, cli_progress_cb, &pr);
     if (st == PX_ERR_CANCELLED || run_out_interrupted()) {
@@ -447,9 +451,14 @@ static int open_and_run(const opts_t *o, const px_model *m, px_design *d, proble
   if (check_template(o, pb)) return 1;
   run_layout L = sample_layout(o, pb->command);
   run_out r;
-  if (run_out_open(&r, &L, mode_of(o), sample_fingerprint(m, d, &o->cfg, pb))) return say(px_last_error());
-  if (header && !o->quiet) header(o, m, pb);
+  /* Signals are caught from before the directory exists: an interrupt at any point after
+   * this ends in run_sampling's orderly stop (exit 130, no empty directory left behind). */
   run_out_catch_signals();
+  if (run_out_open(&r, &L, mode_of(o), sample_fingerprint(m, d, &o->cfg, pb))) {
+    run_out_release_signals();
+    return say(px_last_error());
+  }
+  if (header && !o->quiet) header(o, m, pb);
   int rc = run_sampling(o, m, d, pb, &r, t_start);
   run_out_release_signals();
   run_out_close(&r, rc == 0);

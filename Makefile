@@ -42,6 +42,8 @@ else
   OMP_FLAGS   := -fopenmp
   OMP_LIBS    := -fopenmp
   SO_FLAGS    := -shared
+  SO_VERSION_SCRIPT = $(BUILD)/libpxdiff.ver
+  SO_EXPORTS  = -Wl,--version-script=$(SO_VERSION_SCRIPT)
 endif
 CFLAGS  := $(CFLAGS_BASE) $(OPT) $(BLAS_CFLAGS) $(OMP_FLAGS)
 LDLIBS  := $(BLAS_LIBS) $(OMP_LIBS) -lm $(LDLIBS_EXTRA)
@@ -98,8 +100,14 @@ $(BUILD)/libpxdiff.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/libpxdiff.so: $(LIB_OBJ)
-	$(CC) $(SO_FLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/libpxdiff.so: $(LIB_OBJ) $(SO_VERSION_SCRIPT)
+	$(CC) $(SO_FLAGS) -o $@ $(LIB_OBJ) $(SO_EXPORTS) $(LDLIBS)
+
+# Only px_* leave the shared library: the C++ template instantiations of the CUDA backend
+# (std:: containers) would otherwise be exported as weak symbols despite -fvisibility=hidden.
+$(BUILD)/libpxdiff.ver:
+	@mkdir -p $(dir $@)
+	printf '{\n  global: px_*;\n  local: *;\n};\n' >$@
 
 $(BUILD)/pxdiff: $(CLI_OBJ) $(BUILD)/libpxdiff.a
 	$(CC) -o $@ $(CLI_OBJ) $(BUILD)/libpxdiff.a $(LDLIBS)

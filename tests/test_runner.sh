@@ -38,7 +38,7 @@ def test_no_data():
 EOF
 
 # 1. All pass or skip: exit 0; 4 passed (C pass, check_pxref, two pytest), 4 skipped.
-sh "$RUNNER" b all >out.txt 2>&1
+CI=false sh "$RUNNER" b all >out.txt 2>&1
 rc=$?
 DESC="exit status 0 with skips only (got $rc)"; check test $rc -eq 0
 DESC="closing line '4 passed, 0 failed, 4 skipped'"
@@ -60,7 +60,7 @@ check test "$(tail -n 1 out.txt)" = "4 passed, 2 failed, 2 skipped"
 printf '#!/bin/sh\nexit 1\n' >b/tests/test_fail
 chmod +x b/tests/test_fail
 printf '\ndef test_bad():\n    assert False\n' >>tests/python/test_stand_in.py
-sh "$RUNNER" b all >out.txt 2>&1
+CI=false sh "$RUNNER" b all >out.txt 2>&1
 rc=$?
 DESC="nonzero exit with failures"; check test $rc -ne 0
 DESC="closing line '4 passed, 2 failed, 4 skipped'"
@@ -69,7 +69,7 @@ check test "$(tail -n 1 out.txt)" = "4 passed, 2 failed, 4 skipped"
 # 4. pytest that cannot even collect is a failure, not a silent pass.
 rm b/tests/test_fail
 printf 'import no_such_module_pxdiff\n' >tests/python/test_stand_in.py
-sh "$RUNNER" b all >out.txt 2>&1
+CI=false sh "$RUNNER" b all >out.txt 2>&1
 rc=$?
 DESC="collection error fails the run"; check test $rc -ne 0
 

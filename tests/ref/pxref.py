@@ -1,6 +1,6 @@
-"""PyTorch reference for pxdiff: PXDesign's diffusion module and sampler (SPEC.md).
+"""PyTorch reference for pxdiff: PXDesign's diffusion module and sampler (docs/spec.md).
 
-Written for this project from SPEC.md and from reading the upstream sources
+Written for this project from docs/spec.md and from reading the upstream sources
 (Protenix tag v0.5.0+pxd, PXDesign v0.1.0) for facts.  Runs with torch 1.13
 (Debian's /usr/bin/python3).  Everything is computed in the dtype of the module
 parameters, so `DiffusionModule(...).double()` gives a float64 reference, and

@@ -401,3 +401,482 @@ int px_structure_file_has_trailer(const char *path, const char *line) {
   free(buf);
   return ok;
 }
+
+/* ----------------------------------------------- PXDesign's output mmCIF -- */
+
+/* Shortest digits of v (|v| > 0, finite) that read back to v as a float32: the digit string
+ * into d (no sign, no point), the decimal exponent of its first digit returned in *e10.
+ * Among the shortest candidates the one nearest v, as numpy's Dragon4 picks it. */
+static void f32_shortest(float v, char *d, int *e10) {
+  char tmp[48];
+  double x = fabs((double)v);
+  for (int p = 1; p <= 9; p++) {
+    snprintf(tmp, sizeof tmp, "%.*e", p - 1, x);
+    char *ep = strchr(tmp, 'e');
+    int s = atoi(ep + 1) - (p - 1); /* x ~ m * 10^s with m of p digits */
+    long long m = 0;
+    for (char *c = tmp; c < ep; c++)
+      if (*c >= '0' && *c <= '9') m = m * 10 + (*c - '0');
+    /* The correctly rounded m and its two neighbours: near a power of two the rounding
+     * interval is lopsided and the nearest p-digit decimal may fall outside it while a
+     * neighbour falls inside. Any p-digit decimal inside lies among these three. */
+    long long best = -1;
+    double best_err = 0;
+    for (int k = 0; k < 3; k++) {
+      long long mm = m + (k == 0 ? 0 : k == 1 ? -1 : 1);
+      if (mm <= 0) continue;
+      char cand[48];
+      snprintf(cand, sizeof cand, "%lldE%d", mm, s);
+      if (strtof(cand, NULL) != (float)x) continue;
+      double err = fabs(strtod(cand, NULL) - x);
+      if (best < 0 || err < best_err) {
+        best = mm;
+        best_err = err;
+      }
+      /* the correctly rounded one (printf breaks exact ties to even, as Dragon4 does) is
+       * the nearest: take it when it reads back */
+      if (k == 0) break;
+    }
+    if (best >= 0) {
+      int n = snprintf(d, 24, "%lld", best);
+      *e10 = s + n - 1;
+      while (n > 1 && d[n - 1] == '0') d[--n] = 0; /* 10 * 10^s is "1" at s + 1 */
+      return;
+    }
+  }
+  /* not reached: 9 significant digits identify every float32 */
+  snprintf(tmp, sizeof tmp, "%.8e", x);
+  char *ep = strchr(tmp, 'e');
+  *e10 = atoi(ep + 1);
+  size_t n = 0;
+  for (char *c = tmp; c < ep; c++)
+    if (*c >= '0' && *c <= '9') d[n++] = *c;
+  d[n] = 0;
+}
+
+int px_fmt_float32(float v, char *buf) {
+  if (isnan(v)) return sprintf(buf, "nan");
+  if (isinf(v)) return sprintf(buf, v < 0 ? "-inf" : "inf");
+  if (v == 0) return sprintf(buf, signbit(v) ? "-0.0" : "0.0");
+  char d[24];
+  int e;
+  f32_shortest(v, d, &e);
+  int n = (int)strlen(d), k = 0;
+  if (v < 0) buf[k++] = '-';
+  double a = fabs((double)v);
+  if (a >= 1e-4 && a < 1e16) {
+    if (e >= 0) {
+      for (int i = 0; i <= e; i++) buf[k++] = i < n ? d[i] : '0';
+      buf[k++] = '.';
+      if (n > e + 1)
+        for (int i = e + 1; i < n; i++) buf[k++] = d[i];
+      else
+        buf[k++] = '0';
+    } else {
+      buf[k++] = '0';
+      buf[k++] = '.';
+      for (int i = 0; i < -e - 1; i++) buf[k++] = '0';
+      for (int i = 0; i < n; i++) buf[k++] = d[i];
+    }
+    buf[k] = 0;
+    return k;
+  }
+  buf[k++] = d[0];
+  if (n > 1) {
+    buf[k++] = '.';
+    for (int i = 1; i < n; i++) buf[k++] = d[i];
+  }
+  k += sprintf(buf + k, "e%c%02d", e < 0 ? '-' : '+', e < 0 ? -e : e);
+  return k;
+}
+
+/* One column of a category: escaped values, NUL-separated, and the widest in characters. */
+typedef struct {
+  px_strbuf text;
+  size_t *off;
+  int n, cap;
+  size_t width;
+} pxd_col;
+
+static size_t utf8_chars(const char *s) {
+  size_t n = 0;
+  for (; *s; s++) n += ((unsigned char)*s & 0xC0) != 0x80;
+  return n;
+}
+
+/* biotite's pdbx _escape: the quoting of a value (the multi-line form is refused earlier). */
+static void pxd_add(pxd_col *c, const char *v) {
+  if (c->n == c->cap) {
+    int nc = c->cap ? c->cap * 2 : 64;
+    size_t *no = realloc(c->off, (size_t)nc * sizeof *no);
+    if (!no) {
+      c->text.oom = 1;
+      return;
+    }
+    c->off = no;
+    c->cap = nc;
+  }
+  size_t start = c->text.n;
+  if (!v[0]) px_sb_str(&c->text, "''");
+  else if (v[0] == '_') {
+    px_sb_str(&c->text, "'");
+    px_sb_str(&c->text, v);
+    px_sb_str(&c->text, "'");
+  } else if (strchr(v, '\'')) {
+    px_sb_str(&c->text, "\"");
+    px_sb_str(&c->text, v);
+    px_sb_str(&c->text, "\"");
+  } else if (strchr(v, '"') || strchr(v, ' ') || strchr(v, '\t')) {
+    px_sb_str(&c->text, "'");
+    px_sb_str(&c->text, v);
+    px_sb_str(&c->text, "'");
+  } else
+    px_sb_str(&c->text, v);
+  px_sb_put(&c->text, "", 1); /* the separating NUL */
+  if (c->text.oom) return;
+  c->off[c->n++] = start;
+  size_t w = utf8_chars(c->text.p + start);
+  if (w > c->width) c->width = w;
+}
+
+static const char *pxd_get(const pxd_col *c, int i) { return c->text.p + c->off[i]; }
+
+static void pxd_cols_free(pxd_col *c, int n) {
+  for (int j = 0; j < n; j++) {
+    free(c[j].text.p);
+    free(c[j].off);
+  }
+}
+
+/* biotite CIFCategory.serialize, then CIFBlock's "#" line. */
+static void pxd_category(px_strbuf *b, const char *cat, const char *const *keys, pxd_col *cols, int ncol) {
+  int nrow = cols[0].n;
+  char key[96];
+  if (nrow == 1) {
+    size_t maxlen = 0;
+    for (int j = 0; j < ncol; j++) {
+      size_t l = strlen(cat) + strlen(keys[j]) + 2;
+      if (l > maxlen) maxlen = l;
+    }
+    for (int j = 0; j < ncol; j++) {
+      snprintf(key, sizeof key, "_%s.%s", cat, keys[j]);
+      px_sb_str(b, key);
+      px_sb_pad(b, maxlen + 3 - strlen(key));
+      px_sb_str(b, pxd_get(&cols[j], 0));
+      px_sb_str(b, "\n");
+    }
+  } else {
+    px_sb_str(b, "loop_\n");
+    for (int j = 0; j < ncol; j++) px_sb_printf(b, "_%s.%s \n", cat, keys[j]);
+    for (int i = 0; i < nrow; i++) {
+      for (int j = 0; j < ncol; j++) {
+        const char *v = pxd_get(&cols[j], i);
+        px_sb_str(b, v);
+        if (j + 1 < ncol) px_sb_pad(b, cols[j].width + 1 - utf8_chars(v));
+      }
+      px_sb_str(b, "\n");
+    }
+  }
+  px_sb_str(b, "#\n");
+}
+
+static int str_cmp_p(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
+
+static int pxd_check(const px_pxd_structure *s) {
+  if (!s || s->n_atom < 1 || !s->xyz || !s->atom_name || !s->element || !s->res_name || !s->chain_id ||
+      !s->entity_id || !s->res_id || (s->n_bond > 0 && !s->bond) || s->n_bond < 0)
+    return px_fail(PX_ERR_INPUT, "design structure: no atoms or a NULL array");
+  const char *const *fields[6] = {s->atom_name, s->element, s->res_name, s->chain_id, s->entity_id, s->strand_id};
+  static const char *const what[6] = {"atom name", "element", "residue name", "chain id", "entity id", "strand id"};
+  for (int i = 0; i < s->n_atom; i++) {
+    for (int f = 0; f < 6; f++) {
+      if (!fields[f]) continue;
+      const char *v = fields[f][i];
+      if (!v) return px_fail(PX_ERR_INPUT, "design structure: atom %d has no %s", i + 1, what[f]);
+      if (strchr(v, '\n') || strchr(v, '\r') || (strchr(v, '\'') && strchr(v, '"')) ||
+          (f != 1 && f != 0 && !v[0])) {
+        char sh[40];
+        px_shown_name(sh, sizeof sh, v);
+        return px_fail(PX_ERR_INPUT, "design structure: atom %d: %s '%s' cannot be written to mmCIF", i + 1,
+                       what[f], sh);
+      }
+    }
+    for (int k = 0; k < 3; k++)
+      if (!isfinite(s->xyz[3 * i + k]))
+        return px_fail(PX_ERR_INPUT, "design structure: atom %d (%s %s %d %s) has a non-finite coordinate", i + 1,
+                       s->chain_id[i], s->res_name[i], s->res_id[i], s->atom_name[i]);
+    /* a chain is one run of atoms (the bonds are grouped by chain) */
+    if (i > 0 && strcmp(s->chain_id[i], s->chain_id[i - 1]))
+      for (int j = 0; j < i; j++)
+        if (!strcmp(s->chain_id[j], s->chain_id[i])) {
+          char sh[40];
+          px_shown_name(sh, sizeof sh, s->chain_id[i]);
+          return px_fail(PX_ERR_INPUT, "design structure: chain %s is not one run of atoms (atom %d)", sh, i + 1);
+        }
+  }
+  for (int k = 0; k < s->n_bond; k++) {
+    const px_pxd_bond *bd = &s->bond[k];
+    if (bd->a < 0 || bd->b < 0 || bd->a >= s->n_atom || bd->b >= s->n_atom || bd->order < 0 || bd->order > 4)
+      return px_fail(PX_ERR_INPUT, "design structure: bond %d: atom index or order out of range", k + 1);
+    if (strcmp(s->chain_id[bd->a], s->chain_id[bd->b]))
+      return px_fail(PX_ERR_INPUT, "design structure: bond %d joins chains %s and %s (upstream keeps none)", k + 1,
+                     s->chain_id[bd->a], s->chain_id[bd->b]);
+    if (s->res_id[bd->a] == s->res_id[bd->b] && !strcmp(s->res_name[bd->a], s->res_name[bd->b]))
+      return px_fail(PX_ERR_INPUT, "design structure: bond %d lies within one residue", k + 1);
+  }
+  return PX_OK;
+}
+
+/* biotite's residue starts: chain, number or name changes. */
+static int pxd_new_res(const px_pxd_structure *s, int i) {
+  return i == 0 || strcmp(s->chain_id[i], s->chain_id[i - 1]) || s->res_id[i] != s->res_id[i - 1] ||
+         strcmp(s->res_name[i], s->res_name[i - 1]);
+}
+
+static const char *const pxd_order_name[5] = {"?", "sing", "doub", "trip", "quad"};
+
+int px_pxd_cif(const px_pxd_structure *s, const char *task_name, int sample, char **out, size_t *len) {
+  int r = pxd_check(s);
+  if (r) return r;
+  if (!task_name || strchr(task_name, '\n') || strchr(task_name, '\r') ||
+      (strchr(task_name, '\'') && strchr(task_name, '"')))
+    return px_fail(PX_ERR_INPUT, "design structure: the task name cannot be written to mmCIF");
+  const int N = s->n_atom;
+  const char *const *strand = s->strand_id ? s->strand_id : s->chain_id;
+  px_strbuf b = {0};
+  char num[40];
+
+  /* data block: basename "<task>_sample_<i>.cif" with every ".cif" removed, + suffix */
+  {
+    px_strbuf nm = {0};
+    px_sb_printf(&nm, "%s_sample_%d.cif", task_name, sample);
+    if (nm.oom) return px_fail(PX_ERR_NOMEM, "out of memory writing a structure");
+    px_sb_str(&b, "data_");
+    for (const char *c = nm.p; *c;) {
+      if (!strncmp(c, ".cif", 4)) {
+        c += 4;
+        continue;
+      }
+      px_sb_put(&b, c, 1);
+      c++;
+    }
+    free(nm.p);
+    px_sb_str(&b, "_predicted_by_protenix\n#\n");
+  }
+
+  pxd_col cols[21];
+  memset(cols, 0, sizeof cols);
+  /* _entry */
+  pxd_add(&cols[0], task_name);
+  static const char *const entry_keys[] = {"id"};
+  if (!cols[0].text.oom) pxd_category(&b, "entry", entry_keys, cols, 1);
+  pxd_cols_free(cols, 1);
+  memset(cols, 0, sizeof cols);
+
+  /* entities in order of appearance, then sorted as strings */
+  const char **ent = malloc((size_t)N * sizeof *ent);
+  const char **sorted = malloc((size_t)N * sizeof *sorted);
+  int n_ent = 0;
+  if (!ent || !sorted) {
+    free(ent);
+    free(sorted);
+    free(b.p);
+    return px_fail(PX_ERR_NOMEM, "out of memory writing a structure");
+  }
+  for (int i = 0; i < N; i++) {
+    int seen = 0;
+    for (int e = n_ent - 1; e >= 0 && !seen; e--) seen = !strcmp(ent[e], s->entity_id[i]);
+    if (!seen) ent[n_ent++] = s->entity_id[i];
+  }
+  memcpy(sorted, ent, (size_t)n_ent * sizeof *sorted);
+  qsort(sorted, (size_t)n_ent, sizeof *sorted, str_cmp_p);
+  for (int e = 0; e < n_ent; e++) {
+    pxd_add(&cols[0], sorted[e]);
+    pxd_add(&cols[1], ".");
+    pxd_add(&cols[2], "polymer");
+  }
+  static const char *const entity_keys[] = {"id", "pdbx_description", "type"};
+  pxd_category(&b, "entity", entity_keys, cols, 3);
+  for (int j = 0; j < 3; j++) b.oom |= cols[j].text.oom;
+  pxd_cols_free(cols, 3);
+  memset(cols, 0, sizeof cols);
+
+  /* _entity_poly: strand ids = sorted distinct strand ids of the entity's atoms */
+  char **first_strand = calloc((size_t)n_ent, sizeof *first_strand);
+  const char **tmp = malloc((size_t)N * sizeof *tmp);
+  if (!first_strand || !tmp) b.oom = 1;
+  for (int e = 0; e < n_ent && !b.oom; e++) {
+    int nt = 0;
+    for (int i = 0; i < N; i++) {
+      if (strcmp(s->entity_id[i], ent[e])) continue;
+      int seen = 0;
+      for (int q = 0; q < nt && !seen; q++) seen = !strcmp(tmp[q], strand[i]);
+      if (!seen) tmp[nt++] = strand[i];
+    }
+    qsort(tmp, (size_t)nt, sizeof *tmp, str_cmp_p);
+    px_strbuf j = {0};
+    for (int q = 0; q < nt; q++) {
+      if (q) px_sb_str(&j, ",");
+      px_sb_str(&j, tmp[q]);
+    }
+    first_strand[e] = (char *)tmp[0];
+    pxd_add(&cols[0], ent[e]);
+    pxd_add(&cols[1], j.oom ? "" : j.p);
+    pxd_add(&cols[2], "polypeptide(L)");
+    b.oom |= j.oom;
+    free(j.p);
+  }
+  static const char *const poly_keys[] = {"entity_id", "pdbx_strand_id", "type"};
+  if (!b.oom) pxd_category(&b, "entity_poly", poly_keys, cols, 3);
+  for (int j = 0; j < 3; j++) b.oom |= cols[j].text.oom;
+  pxd_cols_free(cols, 3);
+  memset(cols, 0, sizeof cols);
+
+  /* _entity_poly_seq: the residues of the first chain run of the entity's first strand
+   * (biotite's chain starts: chain id change or residue number decrease) */
+  for (int e = 0; e < n_ent && !b.oom; e++) {
+    int prev = -1;
+    for (int i = 0; i < N; i++) {
+      if (strcmp(strand[i], first_strand[e])) continue;
+      if (prev >= 0 && (strcmp(s->chain_id[i], s->chain_id[prev]) || s->res_id[i] < s->res_id[prev])) break;
+      if (prev < 0 || strcmp(s->chain_id[i], s->chain_id[prev]) || s->res_id[i] != s->res_id[prev] ||
+          strcmp(s->res_name[i], s->res_name[prev])) {
+        pxd_add(&cols[0], s->entity_id[i]);
+        pxd_add(&cols[1], s->hetero && s->hetero[i] ? "y" : "n");
+        pxd_add(&cols[2], s->res_name[i]);
+        snprintf(num, sizeof num, "%d", s->res_id[i]);
+        pxd_add(&cols[3], num);
+      }
+      prev = i;
+    }
+  }
+  static const char *const seq_keys[] = {"entity_id", "hetero", "mon_id", "num"};
+  if (!b.oom && cols[0].n) pxd_category(&b, "entity_poly_seq", seq_keys, cols, 4);
+  for (int j = 0; j < 4; j++) b.oom |= cols[j].text.oom;
+  pxd_cols_free(cols, 4);
+  memset(cols, 0, sizeof cols);
+  free(first_strand);
+  free(tmp);
+  free(ent);
+  free(sorted);
+
+  /* _struct_conn, chain by chain: C-N bonds of consecutive residues, then extra bonds */
+  int cap_pairs = N + s->n_bond + 1, n_pairs = 0;
+  int *pa = malloc((size_t)cap_pairs * sizeof *pa), *pb = malloc((size_t)cap_pairs * sizeof *pb),
+      *po = malloc((size_t)cap_pairs * sizeof *po);
+  if (!pa || !pb || !po) b.oom = 1;
+  for (int c0 = 0; c0 < N && !b.oom;) {
+    int c1 = c0;
+    while (c1 < N && !strcmp(s->chain_id[c1], s->chain_id[c0])) c1++;
+    int first_pair = n_pairs;
+    /* residues of the chain: [rs, re) */
+    for (int rs = c0; rs < c1;) {
+      int re = rs + 1;
+      while (re < c1 && !pxd_new_res(s, re)) re++;
+      if (re >= c1) break;
+      int ne = re + 1;
+      while (ne < c1 && !pxd_new_res(s, ne)) ne++;
+      if (s->res_id[re] - s->res_id[rs] <= 1) {
+        int ci = -1, ni = -1;
+        for (int i = rs; i < re && ci < 0; i++)
+          if (!strcmp(s->atom_name[i], "C")) ci = i;
+        for (int i = re; i < ne && ni < 0; i++)
+          if (!strcmp(s->atom_name[i], "N")) ni = i;
+        if (ci >= 0 && ni >= 0) {
+          pa[n_pairs] = ci < ni ? ci : ni;
+          pb[n_pairs] = ci < ni ? ni : ci;
+          po[n_pairs++] = 1;
+        }
+      }
+      rs = re;
+    }
+    for (int k = 0; k < s->n_bond; k++) {
+      const px_pxd_bond *bd = &s->bond[k];
+      if (bd->a < c0 || bd->a >= c1) continue;
+      int a = bd->a < bd->b ? bd->a : bd->b, bb = bd->a < bd->b ? bd->b : bd->a, dup = 0;
+      for (int q = first_pair; q < n_pairs && !dup; q++) dup = pa[q] == a && pb[q] == bb;
+      if (dup) continue;
+      pa[n_pairs] = a;
+      pb[n_pairs] = bb;
+      po[n_pairs++] = bd->order;
+    }
+    c0 = c1;
+  }
+  if (n_pairs > 0 && !b.oom) {
+    for (int q = 0; q < n_pairs; q++) {
+      snprintf(num, sizeof num, "%d", q + 1);
+      pxd_add(&cols[0], num);
+      pxd_add(&cols[1], "covale");
+      pxd_add(&cols[2], pxd_order_name[po[q]]);
+      pxd_add(&cols[3], s->chain_id[pa[q]]);
+      pxd_add(&cols[4], s->chain_id[pb[q]]);
+      pxd_add(&cols[5], s->res_name[pa[q]]);
+      pxd_add(&cols[6], s->res_name[pb[q]]);
+      snprintf(num, sizeof num, "%d", s->res_id[pa[q]]);
+      pxd_add(&cols[7], num);
+      snprintf(num, sizeof num, "%d", s->res_id[pb[q]]);
+      pxd_add(&cols[8], num);
+      pxd_add(&cols[9], s->atom_name[pa[q]]);
+      pxd_add(&cols[10], s->atom_name[pb[q]]);
+      pxd_add(&cols[11], ".");
+      pxd_add(&cols[12], ".");
+    }
+    static const char *const conn_keys[] = {
+        "id", "conn_type_id", "pdbx_value_order", "ptnr1_label_asym_id", "ptnr2_label_asym_id",
+        "ptnr1_label_comp_id", "ptnr2_label_comp_id", "ptnr1_label_seq_id", "ptnr2_label_seq_id",
+        "ptnr1_label_atom_id", "ptnr2_label_atom_id", "pdbx_ptnr1_PDB_ins_code", "pdbx_ptnr2_PDB_ins_code"};
+    for (int j = 0; j < 13; j++) b.oom |= cols[j].text.oom;
+    if (!b.oom) pxd_category(&b, "struct_conn", conn_keys, cols, 13);
+    pxd_cols_free(cols, 13);
+    memset(cols, 0, sizeof cols);
+  }
+  free(pa);
+  free(pb);
+  free(po);
+
+  /* _atom_site */
+  for (int i = 0; i < N && !b.oom; i++) {
+    pxd_add(&cols[0], s->hetero && s->hetero[i] ? "HETATM" : "ATOM");
+    pxd_add(&cols[1], s->element[i]);
+    pxd_add(&cols[2], s->atom_name[i]);
+    pxd_add(&cols[3], ".");
+    pxd_add(&cols[4], s->res_name[i]);
+    pxd_add(&cols[5], s->chain_id[i]);
+    pxd_add(&cols[6], s->entity_id[i]);
+    snprintf(num, sizeof num, "%d", s->res_id[i]);
+    pxd_add(&cols[7], num);
+    pxd_add(&cols[8], ".");
+    pxd_add(&cols[9], num);
+    pxd_add(&cols[10], s->res_name[i]);
+    pxd_add(&cols[11], s->chain_id[i]);
+    pxd_add(&cols[12], s->atom_name[i]);
+    pxd_add(&cols[13], "0.0");
+    pxd_add(&cols[14], "1.0");
+    for (int k = 0; k < 3; k++) {
+      px_fmt_float32(s->xyz[3 * i + k], num);
+      pxd_add(&cols[15 + k], num);
+    }
+    pxd_add(&cols[18], "1");
+    snprintf(num, sizeof num, "%d", i + 1);
+    pxd_add(&cols[19], num);
+  }
+  static const char *const site_keys[] = {
+      "group_PDB", "type_symbol", "label_atom_id", "label_alt_id", "label_comp_id", "label_asym_id",
+      "label_entity_id", "label_seq_id", "pdbx_PDB_ins_code", "auth_seq_id", "auth_comp_id",
+      "auth_asym_id", "auth_atom_id", "B_iso_or_equiv", "occupancy", "Cartn_x", "Cartn_y", "Cartn_z",
+      "pdbx_PDB_model_num", "id"};
+  for (int j = 0; j < 20; j++) b.oom |= cols[j].text.oom;
+  if (!b.oom) pxd_category(&b, "atom_site", site_keys, cols, 20);
+  pxd_cols_free(cols, 20);
+  return sb_finish(&b, out, len);
+}
+
+int px_pxd_write_cif(const char *path, const px_pxd_structure *s, const char *task_name, int sample) {
+  char *text;
+  size_t n;
+  int r = px_pxd_cif(s, task_name, sample, &text, &n);
+  if (r) return r;
+  r = px_write_file_atomic_msg(path, text, n);
+  free(text);
+  return r;
+}

@@ -34,13 +34,25 @@ def lib_path():
     return os.path.abspath(lib._name)
 
 
+API_DECL = re.compile(r"^\s*PXDIFF_API\b[^;(]*?\b([A-Za-z_]\w*)\s*\(", flags=re.M)
+
+
 def declared_api():
-    """{name: header} of every function declared with PXDIFF_API in include/*.h."""
+    """{name: header} of every function declared with PXDIFF_API in include/*.h, plus the
+    internal functions pxdiff_testing.h lists as exported ("internal: name (src/header.h)"):
+    their types live in internal headers, which declare them with PXDIFF_API (checked)."""
     out = {}
     for h in HEADERS:
-        text = re.sub(r"/\*.*?\*/", " ", open(h).read(), flags=re.S)  # comments out
-        for m in re.finditer(r"^\s*PXDIFF_API\b[^;(]*?\b([A-Za-z_]\w*)\s*\(", text, flags=re.M):
+        raw = open(h).read()
+        text = re.sub(r"/\*.*?\*/", " ", raw, flags=re.S)  # comments out
+        for m in API_DECL.finditer(text):
             out[m.group(1)] = os.path.basename(h)
+        for m in re.finditer(r"internal: (px_\w+) \((src/[\w/]+\.h)\)", raw):
+            name, where = m.groups()
+            src = re.sub(r"/\*.*?\*/", " ", open(os.path.join(ROOT, where)).read(), flags=re.S)
+            assert name in {d.group(1) for d in API_DECL.finditer(src)}, \
+                f"{os.path.basename(h)} lists {name} as exported by {where}, which does not declare it with PXDIFF_API"
+            out[name] = where
     return out
 
 

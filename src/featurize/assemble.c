@@ -49,7 +49,7 @@ void px_design_input_free(px_design_input *d) {
 }
 
 /* int_to_letters (protenix data/utils.py): 1 -> A, 26 -> Z, 27 -> AA. */
-static void chain_letters(int k, char *out, size_t cap) {
+static void feat_chain_letters(int k, char *out, size_t cap) {
   char tmp[8];
   int n = 0;
   while (k > 0 && n < 7) {
@@ -66,11 +66,11 @@ static void chain_letters(int k, char *out, size_t cap) {
 typedef struct {
   px_fchain fc;
   uint8_t *hot; /* [fc.n_res] */
-} sel_chain;
+} feat_sel_chain;
 
 /* Which structure chain a task chain names: mmCIF label_asym_id; PDB an author chain, mapped
  * by the reader's px_sin_pdb_chain with upstream's refusals (io/structure_in.h). */
-static int find_chain(const px_structure_in *s, const char *id, const char *file) {
+static int feat_find_chain(const px_structure_in *s, const char *id, const char *file) {
   if (s->from_pdb) {
     int c = -1;
     const int rc = px_sin_pdb_chain(s, id, &c);
@@ -87,7 +87,7 @@ static int find_chain(const px_structure_in *s, const char *id, const char *file
 }
 
 /* PDB input: an author residue number of task chain tc -> its residue number in chain c. */
-static int pdb_residue(const px_structure_in *s, const px_task_chain *tc, int c, int64_t auth, const char *what,
+static int feat_pdb_residue(const px_structure_in *s, const px_task_chain *tc, int c, int64_t auth, const char *what,
                        int *r) {
   if (auth < INT32_MIN || auth > INT32_MAX)
     return px_fail(PX_ERR_INPUT, "chain %s: %s residue %lld is not in the file", tc->id, what, (long long)auth);
@@ -104,7 +104,7 @@ static int pdb_residue(const px_structure_in *s, const px_task_chain *tc, int c,
  * r in 1..n_seq. mmCIF: label_seq_id directly; a crop range must overlap the chain and a
  * hotspot lie inside it. PDB: author numbers, each of which must exist (upstream's strict
  * mapping). */
-static int mark_crop(const px_structure_in *s, const px_task_chain *tc, int c, int n_seq, uint8_t *keep) {
+static int feat_mark_crop(const px_structure_in *s, const px_task_chain *tc, int c, int n_seq, uint8_t *keep) {
   for (int k = 0; k < tc->n_crop; k++) {
     const px_task_range *rg = &tc->crop[k];
     if (rg->lo > rg->hi)
@@ -119,7 +119,7 @@ static int mark_crop(const px_structure_in *s, const px_task_chain *tc, int c, i
        * n_pdb_res + 1 lookups. */
       for (int64_t a = rg->lo; a <= rg->hi; a++) {
         int r = 0;
-        const int rc = pdb_residue(s, tc, c, a, "crop", &r);
+        const int rc = feat_pdb_residue(s, tc, c, a, "crop", &r);
         if (rc) return rc;
         if (r >= 1 && r <= n_seq) keep[r] = 1;
       }
@@ -128,12 +128,12 @@ static int mark_crop(const px_structure_in *s, const px_task_chain *tc, int c, i
   return PX_OK;
 }
 
-static int mark_hotspots(const px_structure_in *s, const px_task_chain *tc, int c, int n_seq, uint8_t *hot) {
+static int feat_mark_hotspots(const px_structure_in *s, const px_task_chain *tc, int c, int n_seq, uint8_t *hot) {
   for (int k = 0; k < tc->n_hotspot; k++) {
     const int h = tc->hotspot[k];
     int r = h;
     if (s->from_pdb) {
-      const int rc = pdb_residue(s, tc, c, h, "hotspot", &r);
+      const int rc = feat_pdb_residue(s, tc, c, h, "hotspot", &r);
       if (rc) return rc;
       if (r < 1 || r > n_seq) continue;
     } else if (r < 1 || r > n_seq) {
@@ -146,10 +146,10 @@ static int mark_hotspots(const px_structure_in *s, const px_task_chain *tc, int 
 }
 
 /* Rebuild, crop and mark one task chain. */
-static int select_chain(const px_structure_in *s, const px_task *t, int k, sel_chain *out) {
+static int feat_select_chain(const px_structure_in *s, const px_task *t, int k, feat_sel_chain *out) {
   const px_task_chain *tc = &t->chain[k];
   const char *file = t->structure_file ? t->structure_file : "the structure";
-  int rc = find_chain(s, tc->id, file);
+  int rc = feat_find_chain(s, tc->id, file);
   if (rc < 0) return rc;
   const int c = rc;
   rc = px_feat_rebuild_chain(s, c, &out->fc);
@@ -161,12 +161,12 @@ static int select_chain(const px_structure_in *s, const px_task *t, int k, sel_c
     goto done;
   }
   if (tc->n_crop) {
-    rc = mark_crop(s, tc, c, n_seq, keep);
+    rc = feat_mark_crop(s, tc, c, n_seq, keep);
     if (rc) goto done;
   } else {
     memset(keep, 1, (size_t)n_seq + 1);
   }
-  rc = mark_hotspots(s, tc, c, n_seq, hot);
+  rc = feat_mark_hotspots(s, tc, c, n_seq, hot);
   if (rc) goto done;
   int m = 0;
   for (int j = 0; j < out->fc.n_res; j++)
@@ -195,7 +195,7 @@ done:
     if (!(p)) goto oom;                                                      \
   } while (0)
 
-static int is_covalent_conn(const char *type) {
+static int feat_is_covalent_conn(const char *type) {
   /* biotite's PDBX_COVALENT_TYPES without "metalc", which Protenix removes (parser.py). */
   static const char *const types[] = {"covale", "covale_base", "covale_phosphate", "covale_sugar",
                                       "disulf", "modres",      "modres_link"};
@@ -204,7 +204,7 @@ static int is_covalent_conn(const char *type) {
   return 0;
 }
 
-static int bond_cmp(const void *pa, const void *pb) {
+static int feat_bond_cmp(const void *pa, const void *pb) {
   const px_design_bond *a = pa, *b = pb;
   if (a->a != b->a) return a->a < b->a ? -1 : 1;
   return (a->b > b->b) - (a->b < b->b);
@@ -214,14 +214,14 @@ static int bond_cmp(const void *pa, const void *pb) {
  * keeps those between matched atoms, and then takes each task chain as a slice of the atom
  * array, which keeps only bonds inside the chain; the crop is another slice. Only bonds
  * between different residues are written (biotite's struct_conn). */
-static int collect_bonds(const px_structure_in *s, px_design_input *d, const sel_chain *sel, int n_sel) {
+static int feat_collect_bonds(const px_structure_in *s, px_design_input *d, const feat_sel_chain *sel, int n_sel) {
   if (s->from_pdb || s->n_conn <= 0) return PX_OK;
   d->bond = calloc((size_t)s->n_conn, sizeof *d->bond);
   if (!d->bond) return px_fail(PX_ERR_NOMEM, "out of memory collecting bonds");
   int nb = 0;
   for (int q = 0; q < s->n_conn; q++) {
     const px_sin_conn *cn = &s->conn[q];
-    if (!is_covalent_conn(cn->conn_type) || strcmp(cn->asym[0], cn->asym[1])) continue;
+    if (!feat_is_covalent_conn(cn->conn_type) || strcmp(cn->asym[0], cn->asym[1])) continue;
     /* biotite takes only rows between atoms of the asymmetric unit (symmetry 1_555). */
     if (strcmp(cn->symmetry[0], "1_555") || strcmp(cn->symmetry[1], "1_555")) continue;
     if (cn->seq[0] == cn->seq[1]) continue;
@@ -249,7 +249,7 @@ static int collect_bonds(const px_structure_in *s, px_design_input *d, const sel
       if (d->bond[e].a == b->a && d->bond[e].b == b->b) dup = 1;
     if (!dup) nb++;
   }
-  qsort(d->bond, (size_t)nb, sizeof *d->bond, bond_cmp);
+  qsort(d->bond, (size_t)nb, sizeof *d->bond, feat_bond_cmp);
   d->n_bond = nb;
   return PX_OK;
 }
@@ -277,14 +277,14 @@ int px_featurize(const px_structure_in *s, const px_task *t, const px_conformers
   }
 
   const int nsel = t->n_chain, L = t->binder_length;
-  sel_chain *sel = calloc((size_t)nsel, sizeof *sel);
+  feat_sel_chain *sel = calloc((size_t)nsel, sizeof *sel);
   px_design_input *d = NULL;
   const px_res_template **tmpl = NULL;
   int *tmpl_atom = NULL, *rep = NULL;
   int rc = PX_OK;
   if (!sel) return px_fail(PX_ERR_NOMEM, "out of memory featurizing %s", tname);
   for (int k = 0; k < nsel; k++) {
-    rc = select_chain(s, t, k, &sel[k]);
+    rc = feat_select_chain(s, t, k, &sel[k]);
     if (rc) goto fail;
   }
 
@@ -350,7 +350,7 @@ int px_featurize(const px_structure_in *s, const px_task *t, const px_conformers
   int tok = 0, at = 0;
   for (int k = 0; k < nc; k++) {
     px_design_chain *dc = &d->chain[k];
-    chain_letters(k + 1, dc->label, sizeof dc->label - 1);
+    feat_chain_letters(k + 1, dc->label, sizeof dc->label - 1);
     strcat(dc->label, "0");
     snprintf(dc->entity, sizeof dc->entity, "%d", k + 1);
     dc->is_binder = k == nsel;
@@ -402,7 +402,7 @@ int px_featurize(const px_structure_in *s, const px_task *t, const px_conformers
   rc = px_feat_reference(d, tmpl, tmpl_atom, conf, seed, augment);
   if (rc) goto fail;
   px_feat_template_bins(d, rep);
-  rc = collect_bonds(s, d, sel, nsel);
+  rc = feat_collect_bonds(s, d, sel, nsel);
   if (rc) goto fail;
 
   d->f.n_token = T;

@@ -14,7 +14,7 @@ struct px_conformers {
   int from_file[PX_N_RES_TEMPLATES];
 };
 
-static px_conformers *builtin_new(void) {
+static px_conformers *conf_builtin_new(void) {
   px_conformers *c = calloc(1, sizeof *c);
   if (!c) return NULL;
   for (int r = 0; r < PX_N_RES_TEMPLATES; r++)
@@ -23,7 +23,7 @@ static px_conformers *builtin_new(void) {
 }
 
 int px_conformers_builtin(px_conformers **out) {
-  *out = builtin_new();
+  *out = conf_builtin_new();
   return *out ? PX_OK : px_fail(PX_ERR_NOMEM, "out of memory for the conformer table");
 }
 
@@ -45,7 +45,7 @@ const float *px_conformers_get(const px_conformers *c, const char *res, const ch
 }
 
 /* Split a line into at most 6 blank-separated fields; returns the count (7 = too many). */
-static int split(char *line, char **f) {
+static int conf_split(char *line, char **f) {
   int n = 0;
   char *p = line;
   for (;;) {
@@ -59,7 +59,7 @@ static int split(char *line, char **f) {
   return n;
 }
 
-static int parse_coord(const char *s, float *v) {
+static int conf_parse_coord(const char *s, float *v) {
   char *end;
   const double d = strtod(s, &end);
   if (end == s || *end || !isfinite(d) || fabs(d) > 1e4) return -1;
@@ -70,7 +70,7 @@ static int parse_coord(const char *s, float *v) {
 int px_conformers_parse(const char *text, size_t len, const char *name, px_conformers **out) {
   *out = NULL;
   if (!text && len) return px_fail(PX_ERR_INPUT, "%s: no text", name);
-  px_conformers *c = builtin_new();
+  px_conformers *c = conf_builtin_new();
   /* Atoms seen per residue, to demand each template atom exactly once. */
   unsigned char seen[PX_N_RES_TEMPLATES][PX_RES_MAX_ATOM];
   memset(seen, 0, sizeof seen);
@@ -98,7 +98,7 @@ int px_conformers_parse(const char *text, size_t len, const char *name, px_confo
     char *hash = strchr(line, '#');
     if (hash) *hash = 0;
     char *f[6];
-    const int nf = split(line, f);
+    const int nf = conf_split(line, f);
     if (nf == 0) continue;
     if (nf != 5) {
       rc = px_fail(PX_ERR_FORMAT, "%s:%d: expected 5 fields \"RES ATOM x y z\", found %d", name, lineno,
@@ -123,7 +123,7 @@ int px_conformers_parse(const char *text, size_t len, const char *name, px_confo
     }
     float v[3];
     for (int k = 0; k < 3; k++)
-      if (parse_coord(f[2 + k], &v[k])) {
+      if (conf_parse_coord(f[2 + k], &v[k])) {
         rc = px_fail(PX_ERR_FORMAT, "%s:%d: bad coordinate %.20s", name, lineno, f[2 + k]);
         goto done;
       }

@@ -27,7 +27,7 @@ void px_feat_fchain_free(px_fchain *c) {
 }
 
 /* The residue number a file atom belongs to, 1..n_seq, or 0 when out of range. */
-static int atom_res(const px_sin_atom *a, int n_seq) {
+static int feat_atom_res(const px_sin_atom *a, int n_seq) {
   return (a->seq_id >= 1 && a->seq_id <= n_seq) ? a->seq_id : 0;
 }
 
@@ -53,7 +53,7 @@ int px_feat_rebuild_chain(const px_structure_in *s, int chain, px_fchain *out) {
   for (int i = 0; i < s->n_atom; i++) {
     const px_sin_atom *a = &s->atom[i];
     if (a->chain != chain) continue;
-    const int r = atom_res(a, n_seq);
+    const int r = feat_atom_res(a, n_seq);
     if (!r) {
       free(count);
       if (a->seq_id < 0)

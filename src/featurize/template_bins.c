@@ -45,8 +45,14 @@ void px_feat_template_bins(px_design_input *d, const int *rep_atom) {
       const float *xj = &d->xyz_in[(size_t)aj * 3];
       const double dx = (double)xi[0] - xj[0], dy = (double)xi[1] - xj[1], dz = (double)xi[2] - xj[2];
       const double dist = sqrt(dx * dx + dy * dy + dz * dz);
-      int b = 0;
-      while (b < PX_FEAT_N_TEMPL_BIN - 1 && dist > (double)px_feat_templ_edges[b]) b++;
+      /* Edges ascend: the count of edges below dist is the first edge >= dist. */
+      int lo = 0, hi = PX_FEAT_N_TEMPL_BIN - 1;
+      while (lo < hi) {
+        const int mid = (lo + hi) / 2;
+        if (dist > (double)px_feat_templ_edges[mid]) lo = mid + 1;
+        else hi = mid;
+      }
+      const int b = lo;
       d->conditional_templ[(size_t)i * T + j] = b;
       d->conditional_templ_mask[(size_t)i * T + j] = 1;
     }

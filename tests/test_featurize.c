@@ -376,6 +376,17 @@ static void test_augmentation(void) {
   int64_t same = 0;
   for (int i = 0; i < N * 3; i++) same += a->ref_pos[i] == c->ref_pos[i];
   CHECK_MSG(same == 0, "seeds 42 and 43 share %lld ref_pos values", (long long)same);
+  /* Another task under the same seed draws its own streams. */
+  px_task other = *t;
+  other.name = "another task";
+  px_design_input *e = NULL;
+  CHECK(px_featurize(L.s, &other, NULL, 42, 1, &e) == PX_OK);
+  if (e) {
+    same = 0;
+    for (int i = 0; i < N * 3; i++) same += a->ref_pos[i] == e->ref_pos[i];
+    CHECK_MSG(same == 0, "two task names under one seed share %lld ref_pos values", (long long)same);
+  }
+  px_design_input_free(e);
   /* Everything but ref_pos is independent of the draw. */
   CHECK(!memcmp(a->ref_element, d0->ref_element, (size_t)N * 128 * sizeof(float)));
   CHECK(!memcmp(a->conditional_templ, d0->conditional_templ, (size_t)T * T * sizeof(int64_t)));

@@ -399,7 +399,11 @@ int px_featurize(const px_structure_in *s, const px_task *t, const px_conformers
   d->token_atom_start[T] = at;
   free(ent_rank);
 
-  rc = px_feat_reference(d, tmpl, tmpl_atom, conf, seed, augment);
+  /* The augmentation's streams: (seed, task name's FNV-1a hash, ref_space_uid). */
+  uint32_t task_hash = 2166136261u;
+  for (const unsigned char *c = (const unsigned char *)(t->name ? t->name : ""); *c; c++)
+    task_hash = (task_hash ^ *c) * 16777619u;
+  rc = px_feat_reference(d, tmpl, tmpl_atom, conf, seed, task_hash, augment);
   if (rc) goto fail;
   px_feat_template_bins(d, rep);
   rc = feat_collect_bonds(s, d, sel, nsel);

@@ -22,7 +22,7 @@
  *    entity_id = rank of "k" sorted as strings), sym_id 0; one token per residue;
  *  - reference features from the conformer table (built-in: CCD ideal coordinates), each residue
  *    centred on its mean and, with augment, moved by t ~ U(-1,1)^3 and rotated by a uniform
- *    random rotation drawn from (seed, residue) -- see featurize_ref.c;
+ *    random rotation drawn from (seed, task name, residue) -- see ref_features.c;
  *  - conditional_templ: distance bins of the target tokens' CB (CA for GLY) input coordinates.
  *
  * PDB input (s->from_pdb): the task's chain ids and residue numbers are author ones and are
@@ -49,8 +49,9 @@
 
 /* Random-stream purposes of the ref_pos augmentation (rng.h's counter layout), far from the
  * sampler's (0..3) so the streams never meet: rotation from 4 normals of stream
- * (seed, ref_space_uid, 0, PX_RNG_FEAT_ROT); translation from 3 uniforms of blocks of
- * (seed, ref_space_uid, 0, PX_RNG_FEAT_TRANS). */
+ * (seed, ref_space_uid, H, PX_RNG_FEAT_ROT); translation from 3 uniforms of blocks of
+ * (seed, ref_space_uid, H, PX_RNG_FEAT_TRANS); H = 32-bit FNV-1a hash of the task name.
+ * Upstream draws ref_pos once per (task, seed) and shares it across that seed's samples. */
 #define PX_RNG_FEAT_ROT 0x40u
 #define PX_RNG_FEAT_TRANS 0x41u
 
@@ -127,8 +128,9 @@ typedef struct {
 
 /* Featurize task t on structure s. conf NULL = built-in conformers. With augment = 0 the
  * reference positions are only centred per residue (upstream with the augmentation off, the
- * reference harness's NO_AUG=1); with augment = 1 they are drawn from seed: the same seed gives
- * the same features bit for bit. */
+ * reference harness's NO_AUG=1); with augment = 1 they are drawn from (seed, t->name): the same
+ * seed gives the same features bit for bit. Call it once per (task, seed), as upstream
+ * featurizes a task afresh for every seed; all samples of that seed share the result. */
 int px_featurize(const px_structure_in *s, const px_task *t, const px_conformers *conf,
                  uint64_t seed, int augment, px_design_input **out);
 void px_design_input_free(px_design_input *d);

@@ -33,9 +33,10 @@ void px_feat_fchain_free(px_fchain *c);
 
 /* Reference features of every atom and the per-residue augmentation (ref_features.c): fills
  * ref_pos, ref_charge, ref_mask, ref_element, ref_atom_name_chars of d from d's atom_name,
- * res_name (the template each atom came from is tmpl[atom]) and ref_space_uid. */
+ * res_name (the template each atom came from is tmpl[atom]) and ref_space_uid; task selects
+ * the random streams (a hash of the task name). */
 int px_feat_reference(px_design_input *d, const px_res_template *const *tmpl, const int *tmpl_atom,
-                      const px_conformers *conf, uint64_t seed, int augment);
+                      const px_conformers *conf, uint64_t seed, uint32_t task, int augment);
 
 /* conditional_templ and its mask (template_bins.c) from d's tokens: representative atom
  * rep_atom[t] (-1 for binder tokens), its input coordinates and is_resolved. */

@@ -4,9 +4,11 @@
  *
  * Upstream draws ref_pos afresh every time a task is featurized, which `pxdesign infer` does
  * once per (task, seed) (runner/inference.py: the data loader is iterated again for each seed)
- * and shares across that seed's samples. Here the draw is a pure function of (seed,
- * ref_space_uid) through pxdiff's counter-based Philox streams, under purposes of its own, so
- * one seed reproduces the features exactly and never meets the sampler's streams. */
+ * and shares across that seed's samples. Here the draw is a pure function of (seed, task,
+ * ref_space_uid) through pxdiff's counter-based Philox streams (rng.h: sample = ref_space_uid,
+ * step = a 32-bit hash of the task name, so two tasks run under one seed draw independently),
+ * under purposes of their own, so one seed reproduces the features exactly and never meets
+ * the sampler's streams. */
 #include <math.h>
 #include <string.h>
 
@@ -15,13 +17,13 @@
 #include "sample/rng_core.h"
 
 /* Uniform rotation in double: a unit quaternion from 4 normals of stream
- * (seed, uid, 0, PX_RNG_FEAT_ROT) (the same construction as the sampler's, kept in double). */
-static void feat_rotation(uint64_t seed, uint32_t uid, double R[9]) {
+ * (seed, uid, task, PX_RNG_FEAT_ROT) (the same construction as the sampler's, kept in double). */
+static void feat_rotation(uint64_t seed, uint32_t uid, uint32_t task, double R[9]) {
   double q[4], n2;
   for (uint64_t base = 0;; base += 4) {
     n2 = 0.0;
     for (int k = 0; k < 4; k++) {
-      q[k] = px_rng_at(seed, uid, 0, PX_RNG_FEAT_ROT, base + (uint64_t)k);
+      q[k] = px_rng_at(seed, uid, task, PX_RNG_FEAT_ROT, base + (uint64_t)k);
       n2 += q[k] * q[k];
     }
     if (n2 > 1e-300) break;
@@ -40,12 +42,12 @@ static void feat_rotation(uint64_t seed, uint32_t uid, double R[9]) {
 }
 
 /* t ~ U(-1, 1)^3 as upstream's np.random.uniform(-1, 1, 3): three 53-bit uniforms from Philox
- * blocks 0 and 1 of counter (block, PX_RNG_FEAT_TRANS << 24, uid, 0) (rng.h's layout). */
-static void feat_translation(uint64_t seed, uint32_t uid, double t[3]) {
+ * blocks 0 and 1 of counter (block, PX_RNG_FEAT_TRANS << 24, uid, task) (rng.h's layout). */
+static void feat_translation(uint64_t seed, uint32_t uid, uint32_t task, double t[3]) {
   const uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)};
   uint32_t w[8];
   for (uint32_t b = 0; b < 2; b++) {
-    const uint32_t ctr[4] = {b, (PX_RNG_FEAT_TRANS & 0xffu) << 24, uid, 0};
+    const uint32_t ctr[4] = {b, (PX_RNG_FEAT_TRANS & 0xffu) << 24, uid, task};
     px_philox_block(ctr, key, w + 4 * b);
   }
   const double two_m53 = 1.0 / 9007199254740992.0;
@@ -56,7 +58,7 @@ static void feat_translation(uint64_t seed, uint32_t uid, double t[3]) {
 }
 
 int px_feat_reference(px_design_input *d, const px_res_template *const *tmpl, const int *tmpl_atom,
-                      const px_conformers *conf, uint64_t seed, int augment) {
+                      const px_conformers *conf, uint64_t seed, uint32_t task, int augment) {
   const int N = d->n_atom;
   memset(d->ref_element, 0, (size_t)N * 128 * sizeof *d->ref_element);
   memset(d->ref_atom_name_chars, 0, (size_t)N * 256 * sizeof *d->ref_atom_name_chars);
@@ -93,8 +95,8 @@ int px_feat_reference(px_design_input *d, const px_res_template *const *tmpl, co
     double R[9], t[3] = {0, 0, 0};
     if (augment) {
       const uint32_t uid = (uint32_t)d->ref_space_uid[i0];
-      feat_rotation(seed, uid, R);
-      feat_translation(seed, uid, t);
+      feat_rotation(seed, uid, task, R);
+      feat_translation(seed, uid, task, t);
     }
     for (int i = i0; i < i1; i++) {
       float *p = &d->ref_pos[(size_t)i * 3];

@@ -91,11 +91,9 @@ static int next_content(yp *p) {
     while (p->pos < p->n && (p->s[p->pos] == ' ' || p->s[p->pos] == '\t' || p->s[p->pos] == '\r'))
       p->pos++;
     int c = ch(p, p->pos);
-    if (c == '#') {
-      if (p->pos == p->line_start || p->s[p->pos - 1] == ' ' || p->s[p->pos - 1] == '\t') {
-        while (p->pos < p->n && p->s[p->pos] != '\n') p->pos++;
-        c = ch(p, p->pos);
-      }
+    if (c == '#') { /* at a token boundary '#' starts a comment, as PyYAML scans it */
+      while (p->pos < p->n && p->s[p->pos] != '\n') p->pos++;
+      c = ch(p, p->pos);
     }
     if (c == '\n') {
       newline(p);
@@ -358,8 +356,9 @@ static int scalar(yp *p, int flow, px_doc *out) {
   if (c == '|' || c == '>') return yfail(p, "YAML block scalars ('%c') are not supported", c);
   if (c == '%' || c == '@' || c == '`') return yfail(p, "a plain value cannot start with '%c'", c);
   if (is_flow_ind(c)) return yfail(p, "unexpected '%c'", c);
-  if ((c == '-' || c == '?' || c == ':') && (is_blank_or_end(ch(p, p->pos + 1)) ||
-                                             (flow && is_flow_ind(ch(p, p->pos + 1)))))
+  /* PyYAML's check_plain: '-' starts a plain scalar when a non-blank follows; '?' and ':'
+   * too, but only outside flow collections. */
+  if ((c == '-' || c == '?' || c == ':') && (is_blank_or_end(ch(p, p->pos + 1)) || (flow && c != '-')))
     return yfail(p, c == '-' ? "a '- ' list item cannot start here"
                              : c == '?' ? "complex mapping keys ('? ') are not supported"
                                         : "unexpected ':'");
@@ -413,7 +412,7 @@ static void flow_skip(yp *p) {
   for (;;) {
     skip_inline(p);
     int c = ch(p, p->pos);
-    if (c == '#' && (p->pos == p->line_start || p->s[p->pos - 1] == ' ' || p->s[p->pos - 1] == '\t')) {
+    if (c == '#') {
       while (p->pos < p->n && p->s[p->pos] != '\n') p->pos++;
       continue;
     }
@@ -447,7 +446,7 @@ static int flow(yp *p, px_doc *out, int depth) {
     if (is_map) {
       if (c == '[' || c == '{') return yfail(p, "complex mapping keys are not supported");
       if (scalar(p, 1, &k)) return -1;
-      flow_skip(p);
+      skip_inline(p); /* PyYAML wants a key's ':' on the key's line */
       if (ch(p, p->pos) == ':') {
         p->pos++;
         flow_skip(p);
@@ -471,16 +470,44 @@ static int flow(yp *p, px_doc *out, int depth) {
         if (flow(p, &v, depth + 1)) { px_doc_free(&v); return -1; }
       } else if (scalar(p, 1, &v))
         return -1;
-      flow_skip(p);
-      if (ch(p, p->pos) == ':') {
-        px_doc_free(&v);
-        return yfail(p, "'key: value' pairs inside a flow list are not supported");
+      skip_inline(p);
+      if (ch(p, p->pos) == ':') { /* [a: 1]: a one-pair mapping, as PyYAML reads it */
+        if (v.type == PX_DOC_LIST || v.type == PX_DOC_MAP) {
+          px_doc_free(&v);
+          return yfail(p, "complex mapping keys are not supported");
+        }
+        px_doc pair, pv;
+        int pcap = 0;
+        memset(&pair, 0, sizeof pair);
+        memset(&pv, 0, sizeof pv);
+        pair.type = PX_DOC_MAP;
+        pair.line = v.line;
+        p->pos++;
+        flow_skip(p);
+        c = ch(p, p->pos);
+        int r = 0;
+        if (c == ',' || c == ']') {
+          pv.type = PX_DOC_NULL;
+          pv.line = p->line;
+        } else if (c == '[' || c == '{')
+          r = flow(p, &pv, depth + 1);
+        else
+          r = scalar(p, 1, &pv);
+        if (r || px_doc_append(&pair, &pcap, &v, &pv)) {
+          int oom = !r;
+          px_doc_free(&v);
+          px_doc_free(&pv);
+          px_doc_free(&pair);
+          return oom ? yoom(p) : -1;
+        }
+        v = pair;
       }
       if (px_doc_append(out, &cap, NULL, &v)) {
         px_doc_free(&v);
         return yoom(p);
       }
     }
+    int item_line = p->line;
     flow_skip(p);
     c = ch(p, p->pos);
     if (c == ',') {
@@ -489,8 +516,9 @@ static int flow(yp *p, px_doc *out, int depth) {
     }
     if (c == close) continue;
     if (c == -1) return yfail(p, "unterminated flow %s (missing '%c')", is_map ? "mapping" : "list", close);
-    return yfail(p, "expected ',' or '%c' in a flow %s, found '%c'", close, is_map ? "mapping" : "list",
-                 c >= 0x20 && c < 0x7f ? c : '?');
+    return yfail(p, "expected ',' or '%c' in a flow %s, found '%c'%s", close, is_map ? "mapping" : "list",
+                 c >= 0x20 && c < 0x7f ? c : '?',
+                 p->line != item_line ? " (multi-line values are not supported)" : "");
   }
 }
 
@@ -637,7 +665,8 @@ int px_yaml_parse(const char *text, size_t len, const char *name, px_doc *out, c
     if (!r) {
       c = next_content(&p);
       if (c == -2) r = -1;
-      else if (c != YEOF) r = yfail(&p, "unexpected content after the document");
+      else if (c != YEOF)
+        r = yfail(&p, "unexpected content after the document (multi-line values are not supported)");
       else if (p.pos < p.n) { /* at a marker */
         if (p.s[p.pos] == '-') r = yfail(&p, "several YAML documents in one file");
         else {

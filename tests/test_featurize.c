@@ -233,8 +233,9 @@ static void test_case(const char *cs) {
 
   /* Atom features. */
   float *pos = fx_floats(&tf, "ref_pos", N * 3);
+  double worst = -1;
   if (pos) {
-    double worst = 0;
+    worst = 0;
     int64_t at = -1;
     for (int64_t i = 0; i < N * 3; i++) {
       const double e = fabs((double)d->ref_pos[i] - pos[i]);
@@ -350,7 +351,8 @@ static void test_case(const char *cs) {
   /* Structure of the result: tokens contiguous, the binder last. */
   CHECK(d->chain[d->n_chain - 1].is_binder && d->chain[d->n_chain - 1].n_token == d->binder_length);
   CHECK(d->token_atom_start[0] == 0 && d->token_atom_start[d->n_token] == d->n_atom);
-  printf("  %s: T=%d N=%d, %d bonds\n", cs, d->n_token, d->n_atom, d->n_bond);
+  printf("  %s: T=%d N=%d, %d _struct_conn bonds, ref_pos max |diff| %.2g A\n", cs, d->n_token, d->n_atom,
+         d->n_bond, worst);
 out:
   px_tensorfile_close(&tf);
   px_design_input_free(d);

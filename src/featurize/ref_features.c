@@ -82,17 +82,19 @@ int px_feat_reference(px_design_input *d, const px_res_template *const *tmpl, co
   }
 
   /* Per ref_space_uid (ascending; for protein inputs = tokens, contiguous atoms): centre on the
-   * mean in float32 as numpy does for a float32 array (a row-by-row sum, then one division),
-   * then, with augment, (X - mu + t) R^T in double, stored float32. */
+   * mean and, with augment, apply (X - mu + t) R^T, all in double, stored float32. Upstream's
+   * ref_pos annotation holds the float32 conformer values but is float64 by the time the
+   * featurizer centres it (the mean and the difference are taken in float64, rounded to float32
+   * once at the end; a float32 mean is an ulp off for some residues). */
   int i0 = 0;
   while (i0 < N) {
     int i1 = i0 + 1;
     while (i1 < N && d->ref_space_uid[i1] == d->ref_space_uid[i0]) i1++;
-    float mu[3] = {0, 0, 0};
+    double mu[3] = {0, 0, 0};
     for (int i = i0; i < i1; i++)
       for (int k = 0; k < 3; k++) mu[k] += d->ref_pos[(size_t)i * 3 + k];
-    for (int k = 0; k < 3; k++) mu[k] /= (float)(i1 - i0);
-    double R[9], t[3] = {0, 0, 0};
+    for (int k = 0; k < 3; k++) mu[k] /= (double)(i1 - i0);
+    double R[9] = {1, 0, 0, 0, 1, 0, 0, 0, 1}, t[3] = {0, 0, 0};
     if (augment) {
       const uint32_t uid = (uint32_t)d->ref_space_uid[i0];
       feat_rotation(seed, uid, task, R);
@@ -100,13 +102,11 @@ int px_feat_reference(px_design_input *d, const px_res_template *const *tmpl, co
     }
     for (int i = i0; i < i1; i++) {
       float *p = &d->ref_pos[(size_t)i * 3];
-      float c[3];
-      for (int k = 0; k < 3; k++) c[k] = p[k] - mu[k];
+      const double v[3] = {(double)p[0] - mu[0] + t[0], (double)p[1] - mu[1] + t[1], (double)p[2] - mu[2] + t[2]};
       if (!augment) {
-        memcpy(p, c, sizeof c);
+        for (int k = 0; k < 3; k++) p[k] = (float)v[k];
         continue;
       }
-      const double v[3] = {(double)c[0] + t[0], (double)c[1] + t[1], (double)c[2] + t[2]};
       for (int k = 0; k < 3; k++) p[k] = (float)(R[3 * k] * v[0] + R[3 * k + 1] * v[1] + R[3 * k + 2] * v[2]);
     }
     i0 = i1;

@@ -228,13 +228,20 @@ fail:
 
 /* ------------------------------------------------------------- tokenizer -- */
 
-enum { TK_VAL, TK_QVAL, TK_TAG, TK_LOOP, TK_DATA };
+/* TK_SKIP stands for len consecutive values of a category the target does not need: they
+ * are counted (a loop's value count must be a multiple of its columns) but not stored, so
+ * memory follows the wanted categories. A token is 12 bytes; offsets fit 32 bits because a
+ * file is at most SIN_MAX_BYTES (1 GiB). */
+enum { TK_VAL, TK_QVAL, TK_TAG, TK_LOOP, TK_DATA, TK_SKIP };
+
+#define TOK_MAX_LEN ((1u << 29) - 1)
+#define TOK_MAX_COUNT ((size_t)1 << 28)
 
 typedef struct {
-  size_t off;
-  uint32_t len;
+  uint32_t off;
+  unsigned len : 29;
+  unsigned kind : 3;
   uint32_t line;
-  uint32_t kind;
 } tok;
 
 typedef struct {
@@ -256,6 +263,12 @@ static int ci_prefix(const char *p, size_t n, const char *pre) {
 }
 
 static int push(cif *c, size_t off, size_t len, uint32_t line, uint32_t kind) {
+  if (len > TOK_MAX_LEN)
+    return px_fail(PX_ERR_FORMAT, "%s: line %u: a value longer than %u bytes", c->shown, line,
+                   TOK_MAX_LEN);
+  if (c->nt == TOK_MAX_COUNT)
+    return px_fail(PX_ERR_FORMAT, "%s: line %u: more than %zu values", c->shown, line,
+                   TOK_MAX_COUNT);
   if (c->nt == c->cap) {
     size_t cap = c->cap ? c->cap * 2 : 4096;
     tok *t = realloc(c->t, cap * sizeof *t);
@@ -263,8 +276,52 @@ static int push(cif *c, size_t off, size_t len, uint32_t line, uint32_t kind) {
     c->t = t;
     c->cap = cap;
   }
-  c->t[c->nt++] = (tok){off, (uint32_t)len, line, kind};
+  c->t[c->nt++] = (tok){(uint32_t)off, (unsigned)len, kind, line};
   return 0;
+}
+
+static int tag_lookup(const char *p, size_t n, int *col);
+
+/* Values of unwanted categories: counted into one TK_SKIP per run. */
+typedef struct {
+  int wanted;      /* values now belong to a wanted category */
+  int loop_header; /* after loop_, before its first value */
+  int first_tag;   /* the next tag is the loop's first */
+  size_t skipped;
+  uint32_t skip_line;
+} tctx;
+
+static int flush_skip(cif *c, tctx *x) {
+  if (!x->skipped) return 0;
+  int rc = push(c, 0, x->skipped, x->skip_line, TK_SKIP);
+  x->skipped = 0;
+  return rc;
+}
+
+/* Route one token through the context: structure tokens are always kept. */
+static int emit(cif *c, tctx *x, size_t off, size_t len, uint32_t line, uint32_t kind) {
+  if (kind == TK_VAL || kind == TK_QVAL) {
+    x->loop_header = 0;
+    if (x->wanted) return push(c, off, len, line, kind);
+    if (!x->skipped) x->skip_line = line;
+    if (++x->skipped == TOK_MAX_LEN) return flush_skip(c, x);
+    return 0;
+  }
+  int rc = flush_skip(c, x);
+  if (rc) return rc;
+  if (kind == TK_LOOP) {
+    x->loop_header = 1;
+    x->first_tag = 1;
+    x->wanted = 0;
+  } else if (kind == TK_TAG) {
+    int col;
+    if (!x->loop_header || x->first_tag) x->wanted = tag_lookup(c->s + off, len, &col) >= 0;
+    x->first_tag = 0;
+  } else {
+    x->loop_header = 0;
+    x->wanted = 0;
+  }
+  return push(c, off, len, line, kind);
 }
 
 static int tokenize(cif *c) {
@@ -283,6 +340,7 @@ static int tokenize(cif *c) {
   }
   line = 1;
   size_t p = 0;
+  tctx x = {0, 0, 0, 0, 0};
   while (p < n) {
     char ch = s[p];
     if (ch == '\n') {
@@ -314,7 +372,8 @@ static int tokenize(cif *c) {
       }
       size_t end = q;
       if (end > p + 1 && s[end - 1] == '\r') end--;
-      if (push(c, p + 1, end - (p + 1), l0, TK_QVAL)) return PX_ERR_NOMEM;
+      int rc = emit(c, &x, p + 1, end - (p + 1), l0, TK_QVAL);
+      if (rc) return rc;
       p = q + 2;
       continue;
     }
@@ -326,7 +385,8 @@ static int tokenize(cif *c) {
           return px_fail(PX_ERR_FORMAT, "%s: line %u: quoted value never closed", c->shown, line);
         if (s[q] == ch && (q + 1 == n || is_ws(s[q + 1]))) break;
       }
-      if (push(c, p + 1, q - (p + 1), line, TK_QVAL)) return PX_ERR_NOMEM;
+      int rc = emit(c, &x, p + 1, q - (p + 1), line, TK_QVAL);
+      if (rc) return rc;
       p = q + 1;
       continue;
     }
@@ -341,10 +401,11 @@ static int tokenize(cif *c) {
              (len == 5 && ci_prefix(s + p, len, "stop_")))
       return px_fail(PX_ERR_FORMAT, "%s: line %u: save frames and global_/stop_ are not mmCIF data",
                      c->shown, line);
-    if (push(c, p, len, line, kind)) return PX_ERR_NOMEM;
+    int rc = emit(c, &x, p, len, line, kind);
+    if (rc) return rc;
     p = q;
   }
-  return 0;
+  return flush_skip(c, &x);
 }
 
 /* ------------------------------------------------------------ categories -- */
@@ -454,9 +515,9 @@ static int index_categories(cif *c, cat cats[N_CAT]) {
       while (i < nt && t[i].kind == TK_TAG) i++;
       size_t ncol = i - t0;
       if (!ncol) return px_fail(PX_ERR_FORMAT, "%s: line %u: loop_ without tags", c->shown, x->line);
-      size_t v0 = i;
-      while (i < nt && (t[i].kind == TK_VAL || t[i].kind == TK_QVAL)) i++;
-      size_t nv = i - v0;
+      size_t v0 = i, nv = 0;
+      for (; i < nt && (t[i].kind == TK_VAL || t[i].kind == TK_QVAL || t[i].kind == TK_SKIP); i++)
+        nv += t[i].kind == TK_SKIP ? t[i].len : 1;
       if (nv % ncol)
         return px_fail(PX_ERR_FORMAT,
                        "%s: line %u: loop_ of %zu columns holds %zu values (not a multiple)",
@@ -490,8 +551,11 @@ static int index_categories(cif *c, cat cats[N_CAT]) {
       continue;
     }
     if (x->kind == TK_TAG) {
-      if (i + 1 >= nt || (t[i + 1].kind != TK_VAL && t[i + 1].kind != TK_QVAL))
+      if (i + 1 >= nt || (t[i + 1].kind != TK_VAL && t[i + 1].kind != TK_QVAL &&
+                          t[i + 1].kind != TK_SKIP))
         return px_fail(PX_ERR_FORMAT, "%s: line %u: tag without a value", c->shown, x->line);
+      if (t[i + 1].kind == TK_SKIP && t[i + 1].len > 1)
+        return px_fail(PX_ERR_FORMAT, "%s: line %u: value without a tag", c->shown, t[i + 1].line);
       int col, k = tag_lookup(xp, x->len, &col);
       if (k >= 0) {
         if (cats[k].loop)

@@ -291,6 +291,14 @@ static void test_errors(void) {
   expect_fail("e.pdb", "ATOM      1  CA  GLY A  #1       1.000   2.000   3.000\n", "line 1");
   expect_fail("e.pdb", "HETATM    1  O   HOH A   1       1.000   2.000   3.000\n", "no atoms");
   expect_fail("e.pdb", "ATOM      1  CA  GLY A   1       1.000   2.\xc3\xa9" "0   3.000\n", "non-ASCII");
+  /* absurd sizes are refused before a byte is read */
+  {
+    px_structure_in *t = NULL;
+    CHECK(px_structure_parse("data_x\n", (size_t)1 << 31, "big.cif", &t) != 0 && t == NULL &&
+          strstr(px_last_error(), "big.cif") && tu_one_line(px_last_error()));
+  }
+  /* a stray value after an item of a category the reader skips */
+  expect_fail("e.cif", "data_x\n_skipped.item 1\n2\n_atom_site.id 1\n", "line 3");
   /* file errors name the file */
   px_structure_in *s = NULL;
   CHECK(px_structure_read("/nonexistent/x.cif", &s) == PX_ERR_IO && s == NULL &&

@@ -287,6 +287,8 @@ typedef struct {
   int wanted;      /* values now belong to a wanted category */
   int loop_header; /* after loop_, before its first value */
   int first_tag;   /* the next tag is the loop's first */
+  int in_loop;     /* values belong to a loop (else to one item: skipped one by one, so a
+                      stray value keeps its own line for the message) */
   size_t skipped;
   uint32_t skip_line;
 } tctx;
@@ -304,7 +306,7 @@ static int emit(cif *c, tctx *x, size_t off, size_t len, uint32_t line, uint32_t
     x->loop_header = 0;
     if (x->wanted) return push(c, off, len, line, kind);
     if (!x->skipped) x->skip_line = line;
-    if (++x->skipped == TOK_MAX_LEN) return flush_skip(c, x);
+    if (++x->skipped == TOK_MAX_LEN || !x->in_loop) return flush_skip(c, x);
     return 0;
   }
   int rc = flush_skip(c, x);
@@ -313,13 +315,16 @@ static int emit(cif *c, tctx *x, size_t off, size_t len, uint32_t line, uint32_t
     x->loop_header = 1;
     x->first_tag = 1;
     x->wanted = 0;
+    x->in_loop = 1;
   } else if (kind == TK_TAG) {
     int col;
+    if (!x->loop_header) x->in_loop = 0;
     if (!x->loop_header || x->first_tag) x->wanted = tag_lookup(c->s + off, len, &col) >= 0;
     x->first_tag = 0;
   } else {
     x->loop_header = 0;
     x->wanted = 0;
+    x->in_loop = 0;
   }
   return push(c, off, len, line, kind);
 }
@@ -340,7 +345,7 @@ static int tokenize(cif *c) {
   }
   line = 1;
   size_t p = 0;
-  tctx x = {0, 0, 0, 0, 0};
+  tctx x = {0, 0, 0, 0, 0, 0};
   while (p < n) {
     char ch = s[p];
     if (ch == '\n') {

@@ -203,9 +203,31 @@ def test_bf16_mode(small_pair):
     assert 1e-5 < rel_err(s16, s_ref) < 4e-3
 
 
+def load_file(path):
+    """A safetensors file's F32 / F16 tensors (the format: u64 header length, JSON header,
+    raw little-endian data), read here so that the test needs no safetensors package."""
+    import json
+    import struct
+
+    import numpy as np
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    (hlen,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + hlen])
+    base = 8 + hlen
+    out = {}
+    for name, e in header.items():
+        if name == "__metadata__":
+            continue
+        dt = {"F32": np.float32, "F16": np.float16}[e["dtype"]]
+        a, b = e["data_offsets"]
+        arr = np.frombuffer(raw[base + a:base + b], dtype=dt).reshape(e["shape"])
+        out[name] = torch.from_numpy(arr.astype(np.float32))
+    return out
+
+
 def test_reference_matches_upstream():
     """The reference itself against upstream's outputs (the fixtures the C test uses)."""
-    from safetensors.torch import load_file
     d = os.path.join(ROOT, "tests", "data", "embedder")
     state = load_file(os.path.join(d, "weights.safetensors"))
     m = pxembed_ref.model_from_state(state)

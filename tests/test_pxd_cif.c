@@ -154,7 +154,8 @@ static void show_diff(const char *a, const char *b) {
 static const struct {
   const char *name, *task;
   int sample;
-} cases[] = {{"pdl1_quick_start", "PDL1_quick_start", 0}, {"small", "small", 3}, {"one_bond", "one_bond", 1}};
+} cases[] = {{"pdl1_quick_start", "PDL1_quick_start", 0}, {"small", "small", 3}, {"one_bond", "one_bond", 1},
+                {"two_chains", "two_chains", 0}};
 
 static void test_upstream_files(void) {
   for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {

@@ -18,7 +18,8 @@ from pxdiff._lib import lib  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA = os.path.join(ROOT, "tests", "data", "output")
-CASES = [("pdl1_quick_start", "PDL1_quick_start", 0), ("small", "small", 3), ("one_bond", "one_bond", 1)]
+CASES = [("pdl1_quick_start", "PDL1_quick_start", 0), ("small", "small", 3), ("one_bond", "one_bond", 1),
+         ("two_chains", "two_chains", 0)]
 
 _cpp = ctypes.POINTER(ctypes.c_char_p)
 

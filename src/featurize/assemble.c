@@ -214,6 +214,34 @@ static int feat_bond_cmp(const void *pa, const void *pb) {
  * keeps those between matched atoms, and then takes each task chain as a slice of the atom
  * array, which keeps only bonds inside the chain; the crop is another slice. Only bonds
  * between different residues are written (biotite's struct_conn). */
+/* The kept, resolved atom of chain k named by a _struct_conn partner (residue number, residue
+ * name, atom name), or -1. Tokens of a chain ascend in residue number: binary search. The
+ * reader renamed MSE to MET (SE to SD) in atom_site but not in _struct_conn, where biotite
+ * matched the file's names. */
+static int feat_conn_atom(const px_design_input *d, int k, int seq, const char *comp, const char *atom) {
+  const px_design_chain *dc = &d->chain[k];
+  int lo = dc->token_start, hi = dc->token_start + dc->n_token;
+  while (lo < hi) {
+    const int mid = lo + (hi - lo) / 2;
+    if (d->residue_index[mid] < seq) lo = mid + 1;
+    else hi = mid;
+  }
+  if (lo >= dc->token_start + dc->n_token || d->residue_index[lo] != seq) return -1;
+  const int mse = !strcmp(comp, "MSE");
+  const char *want_res = mse ? "MET" : comp, *want_atom = mse && !strcmp(atom, "SE") ? "SD" : atom;
+  for (int i = d->token_atom_start[lo]; i < d->token_atom_start[lo + 1]; i++) {
+    if (strcmp(d->res_name[i], want_res)) return -1;
+    if (!strcmp(d->atom_name[i], want_atom)) return d->is_resolved[i] ? i : -1;
+  }
+  return -1;
+}
+
+/* The input's covalent _struct_conn bonds that survive: upstream parses them (distance < 2.4 A),
+ * keeps those between matched atoms, and then takes each task chain as a slice of the atom
+ * array, which keeps only bonds inside the chain; the crop is another slice. Only bonds
+ * between different residues are written (biotite's struct_conn). Not reproduced: biotite also
+ * matches the rows' alt ids against atom_site's (a row naming no altloc misses an atom that
+ * has one); the reader does not keep atoms' alt ids. */
 static int feat_collect_bonds(const px_structure_in *s, px_design_input *d, const feat_sel_chain *sel, int n_sel) {
   if (s->from_pdb || s->n_conn <= 0) return PX_OK;
   d->bond = calloc((size_t)s->n_conn, sizeof *d->bond);
@@ -228,29 +256,24 @@ static int feat_collect_bonds(const px_structure_in *s, px_design_input *d, cons
     int atom[2] = {-1, -1};
     for (int k = 0; k < n_sel; k++) {
       if (strcmp(s->chain[sel[k].fc.chain].id, cn->asym[0])) continue;
-      const px_design_chain *dc = &d->chain[k];
-      for (int p = 0; p < 2; p++)
-        for (int i = dc->atom_start; i < dc->atom_start + dc->n_atom; i++)
-          if (d->atom_res_id[i] == cn->seq[p] && !strcmp(d->atom_name[i], cn->atom[p]) && d->is_resolved[i]) {
-            atom[p] = i;
-            break;
-          }
+      for (int p = 0; p < 2; p++) atom[p] = feat_conn_atom(d, k, cn->seq[p], cn->comp[p], cn->atom[p]);
+      break;
     }
     if (atom[0] < 0 || atom[1] < 0) continue;
     const float *x = &d->xyz_in[(size_t)atom[0] * 3], *y = &d->xyz_in[(size_t)atom[1] * 3];
     const float dx = x[0] - y[0], dy = x[1] - y[1], dz = x[2] - y[2];
     if (!(sqrtf(dx * dx + dy * dy + dz * dz) < 2.4f)) continue;
-    px_design_bond *b = &d->bond[nb];
-    b->a = atom[0] < atom[1] ? atom[0] : atom[1];
-    b->b = atom[0] < atom[1] ? atom[1] : atom[0];
-    snprintf(b->conn_type, sizeof b->conn_type, "%s", cn->conn_type);
-    int dup = 0;
-    for (int e = 0; e < nb; e++)
-      if (d->bond[e].a == b->a && d->bond[e].b == b->b) dup = 1;
-    if (!dup) nb++;
+    px_design_bond *bd = &d->bond[nb++];
+    bd->a = atom[0] < atom[1] ? atom[0] : atom[1];
+    bd->b = atom[0] < atom[1] ? atom[1] : atom[0];
+    snprintf(bd->conn_type, sizeof bd->conn_type, "%s", cn->conn_type);
   }
+  /* Sorted, one entry per atom pair (a BondList holds a pair once). */
   qsort(d->bond, (size_t)nb, sizeof *d->bond, feat_bond_cmp);
-  d->n_bond = nb;
+  int m = 0;
+  for (int e = 0; e < nb; e++)
+    if (!m || d->bond[m - 1].a != d->bond[e].a || d->bond[m - 1].b != d->bond[e].b) d->bond[m++] = d->bond[e];
+  d->n_bond = m;
   return PX_OK;
 }
 

@@ -1,7 +1,7 @@
 """Expected JSON task lists for tests/test_task.c, from upstream PXDesign's own YAML reader.
 
-Runs pxdesign.utils.inputs.parse_yaml_to_json (what `pxdesign infer` calls through
-process_input_file to write <dump_dir>/<yaml_stem>.json) on every tests/data/tasks/*.yaml|yml
+Runs pxdesign.utils.inputs.process_input_file (what `pxdesign infer` calls to write
+<dump_dir>/<yaml_stem>.json; parse_yaml_to_json for the .yml file, which it refuses) on every tests/data/tasks/*.yaml|yml
 and writes tests/data/tasks/<name>.expected.json; and PyYAML's safe_load of
 tests/data/tasks/yaml_types.yaml (scalar typing, layouts) as yaml_types.expected.json. Development-time only: it needs the
 upstream sources and venv under third_party/fullport (git-ignored), e.g.
@@ -16,7 +16,7 @@ import glob, os, sys, shutil, tempfile
 FP = os.environ.get("FULLPORT", os.path.abspath("third_party/fullport"))
 os.environ.setdefault("PROTENIX_DATA_ROOT_DIR", os.path.join(FP, "ccd"))
 sys.path.insert(0, os.path.join(FP, "src"))
-from pxdesign.utils.inputs import parse_yaml_to_json  # noqa: E402
+from pxdesign.utils.inputs import parse_yaml_to_json, process_input_file  # noqa: E402
 
 made = []
 struct = "tests/data/structures/5o45.cif"
@@ -30,7 +30,14 @@ try:
             continue
         stem = os.path.splitext(os.path.basename(y))[0]
         out = f"tests/data/tasks/{stem}.expected.json"
-        parse_yaml_to_json(y, out)
+        if y.endswith(".yaml"):
+            # what `pxdesign infer` runs: <dump_dir>/<stem>.json
+            d = tempfile.mkdtemp()
+            shutil.copyfile(process_input_file(y, out_dir=d), out)
+            shutil.rmtree(d)
+        else:
+            # process_input_file takes .yaml only; the reader it calls takes any name
+            parse_yaml_to_json(y, out)
         print(out)
     import json, yaml
     with open("tests/data/tasks/yaml_types.yaml") as f:

@@ -583,6 +583,8 @@ static void test_refusals(void) {
   t.n_chain = 1;
   ch[0].id = "Z";
   expect_refusal(L.s, &t, "chain Z is not in", "missing chain");
+  ch[0].id = "";
+  expect_refusal(L.s, &t, "has no id", "empty chain id");
   ch[0].id = "B"; /* 5o45's macrocycle: 9KK, CCS, MEA, NH2, SAR */
   expect_refusal(L.s, &t, "non-standard", "non-standard residue");
   ch[0].id = "A";
@@ -651,6 +653,10 @@ static void test_refusals(void) {
   s->entity[ent].poly = PX_SIN_POLY_NONE;
   expect_refusal(s, &t, "not a protein chain", "ligand chain");
   s->entity[ent].poly = poly;
+  const int n_seq = s->entity[ent].n_seq;
+  s->entity[ent].n_seq = 0;
+  expect_refusal(s, &t, "has no sequence", "entity without a sequence");
+  s->entity[ent].n_seq = n_seq;
   int a0 = -1;
   for (int i = 0; i < s->n_atom && a0 < 0; i++)
     if (s->atom[i].chain == c) a0 = i;
@@ -666,6 +672,9 @@ static void test_refusals(void) {
   px_design_input_free(d);
   d = (px_design_input *)1;
   CHECK(px_featurize(NULL, &t, NULL, 0, 0, &d) == PX_ERR_INPUT && d == NULL);
+  d = (px_design_input *)1;
+  CHECK(px_featurize(s, NULL, NULL, 0, 0, &d) == PX_ERR_INPUT && d == NULL);
+  CHECK(px_featurize(s, &t, NULL, 0, 0, NULL) == PX_ERR_INPUT);
   unload(&L);
 
   /* PDB input: author ids and numbers, mapped with upstream's refusals. */

@@ -26,13 +26,17 @@
  *  - conditional_templ: distance bins of the target tokens' CB (CA for GLY) input coordinates.
  *
  * PDB input (s->from_pdb): the task's chain ids and residue numbers are author ones and are
- * mapped to the converted chains as upstream maps them (infer.py: build_chain_mapping,
- * build_residue_maps).
+ * mapped to the converted chains as upstream maps them (px_sin_pdb_chain, px_sin_pdb_residue).
  *
  * Refused with one line (PX_ERR_INPUT) and no output: a task chain not in the file, named
  * twice, not a protein chain, or holding a resolved non-standard residue (MSE is read as MET
- * by the reader); crop ranges or hotspots outside the chain; an empty selection; a binder
- * length outside [1, PX_FEAT_MAX_BINDER]. */
+ * by the reader); crop ranges or hotspots outside the chain (mmCIF: a crop range must overlap
+ * 1..n_seq and a hotspot lie in it; PDB: every number must exist, as upstream demands); a
+ * chain left with no resolved residue; an empty selection; more than 25 target chains; a
+ * binder length outside [1, PX_FEAT_MAX_BINDER].
+ *
+ * Checked against upstream's own featurizer (tests/test_featurize.c, 8 tasks): every integer
+ * and one-hot feature, ref_pos (bit-equal with the same conformers) and the annotations equal. */
 #ifndef PX_FEATURIZE_FEATURIZE_H
 #define PX_FEATURIZE_FEATURIZE_H
 

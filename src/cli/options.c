@@ -245,7 +245,7 @@ void cli_help(const cli_command *c, FILE *o) {
       snprintf(left, sizeof left, "%s%s%s %s", op->alias ? op->alias : "", op->alias ? ", " : "", op->name,
                meta);
     const char *req = (op->flags & CLI_REQUIRED) ? " (required)" : "";
-    if (op->def && op->kind != CLI_FLAG)
+    if (op->def && *op->def && op->kind != CLI_FLAG) /* "" defaults: the help says what none means */
       snprintf(text, sizeof text, "%s (default %s)%s", op->help ? op->help : "", op->def, req);
     else
       snprintf(text, sizeof text, "%s%s", op->help ? op->help : "", req);

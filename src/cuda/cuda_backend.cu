@@ -10,6 +10,9 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#ifdef __linux__
+#include <dlfcn.h>
+#endif
 
 #include <cmath>
 #include <cstdio>
@@ -114,14 +117,39 @@ int fail_blas(cublasStatus_t s, const char *what) {
     if (e_ != cudaSuccess) fail_cuda(e_, name);         \
   } while (0)
 
+// Why no CUDA device can be used, named by its real cause. The runtime answers a machine
+// with no driver at all with "CUDA driver version is insufficient", which sends users to
+// upgrade a driver they do not have: whether libcuda.so.1 loads tells the two apart.
+int fail_no_device(cudaError_t e) {
+  int rt = 0, drv = 0;
+  cudaRuntimeGetVersion(&rt);
+  cudaDriverGetVersion(&drv);  // 0 when no driver is loaded
+#ifdef __linux__
+  if (e == cudaErrorInsufficientDriver || e == cudaErrorNoDevice) {
+    void *h = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL);
+    if (!h)
+      return px_fail(PX_ERR_BACKEND, "no CUDA driver found (libcuda.so.1 could not be loaded): no NVIDIA "
+                     "driver is installed or visible here");
+    dlclose(h);
+  }
+#endif
+  if (e == cudaErrorInsufficientDriver)
+    return px_fail(PX_ERR_BACKEND, "the NVIDIA driver supports CUDA %d.%d, older than the CUDA %d.%d runtime this "
+                   "pxdiff was built with: update the driver", drv / 1000, drv % 1000 / 10, rt / 1000, rt % 1000 / 10);
+  if (e == cudaSuccess || e == cudaErrorNoDevice)
+    return px_fail(PX_ERR_BACKEND, "no CUDA device found (NVIDIA driver for CUDA %d.%d loaded, no GPU visible)",
+                   drv / 1000, drv % 1000 / 10);
+  return px_fail(PX_ERR_BACKEND, "no usable CUDA device: %s", cudaGetErrorString(e));
+}
+
 int ensure_init() {
   if (g.init) return g.init_status;
   g.init = true;
   int n = 0;
   cudaError_t e = cudaGetDeviceCount(&n);
   if (e != cudaSuccess || n == 0) {
-    g.init_status = px_fail(PX_ERR_BACKEND, "no CUDA device: %s",
-                            e != cudaSuccess ? cudaGetErrorString(e) : "none found");
+    cudaGetLastError();  // not sticky: later probes ask again
+    g.init_status = fail_no_device(e);
     return g.init_status;
   }
   if ((e = cudaStreamCreateWithFlags(&g.main, cudaStreamNonBlocking)) != cudaSuccess) {

@@ -80,7 +80,7 @@ static int doc_eq(const px_doc *a, const px_doc *b) {
   }
 }
 
-static const char *const fixtures[] = {"pdl1_quick_start.yaml", "multi_chain.yaml", "crop_string.yaml",
+static const char *const fixtures[] = {"PDL1_quick_start.yaml", "multi_chain.yaml", "crop_string.yaml",
                                        "unicode_name.yaml", "block_seq.yml", NULL};
 
 static void test_fixtures(void) {
@@ -129,14 +129,14 @@ static void test_fixtures(void) {
 static void test_quick_start_fields(void) {
   px_task_list l;
   size_t n;
-  char *y = slurp("tests/data/tasks/pdl1_quick_start.yaml", &n);
+  char *y = slurp("tests/data/tasks/PDL1_quick_start.yaml", &n);
   CHECK(y != NULL);
   if (!y) return;
-  CHECK(px_task_parse(y, n, 0, "tests/data/tasks/pdl1_quick_start.yaml", &l) == 0);
+  CHECK(px_task_parse(y, n, 0, "tests/data/tasks/PDL1_quick_start.yaml", &l) == 0);
   free(y);
   if (l.n != 1) return;
   const px_task *t = &l.task[0];
-  CHECK(!strcmp(t->name, "pdl1_quick_start"));
+  CHECK(!strcmp(t->name, "PDL1_quick_start"));
   CHECK(!strcmp(t->structure_file, "tests/data/structures/5o45.cif"));
   CHECK(t->binder_length == 80);
   CHECK(t->n_chain == 1 && !strcmp(t->chain[0].id, "A"));
@@ -477,7 +477,7 @@ static void test_read(void) {
   FILE *f = fopen("tests/data/structures/5o45.cif", "rb");
   if (f) {
     fclose(f);
-    CHECK_MSG(px_task_read("tests/data/tasks/pdl1_quick_start.yaml", &l) == 0, "%s", px_last_error());
+    CHECK_MSG(px_task_read("tests/data/tasks/PDL1_quick_start.yaml", &l) == 0, "%s", px_last_error());
     px_task_list_free(&l);
   } else
     printf("note: tests/data/structures/5o45.cif absent; px_task_read of the quick-start task skipped\n");

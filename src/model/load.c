@@ -152,8 +152,8 @@ int px_embedder_w_from_arrays(int n, const char *const *names, const float *cons
 
 int px_convert_to_safetensors(const char *in_path, const char *out_path) {
   if (!in_path || !out_path) return px_fail(PX_ERR_INPUT, "convert: NULL path");
-  /* Load (validates the whole model), then write exactly the tensors the model uses,
-   * under their canonical names, read back from the source file. */
+  /* Load (validates the whole model), then write the diffusion module's tensors under
+   * their canonical names, read back from the source file. */
   px_model *m = NULL;
   int rc = px_model_load(in_path, &m);
   if (rc) return rc;
@@ -162,6 +162,23 @@ int px_convert_to_safetensors(const char *in_path, const char *out_path) {
   char err[512];
   rc = px_tensorfile_open(in_path, &tf, err, sizeof err);
   if (rc) return px_fail(rc, "%s", err);
+  /* The design condition embedder's tensors too when the checkpoint has them (pxdiff design
+   * reads both from one file); they must then load as well. */
+  int with_embedder = 0;
+  for (int i = 0; i < tf.n; i++) {
+    const char *nm = tf.t[i].name;
+    if (strncmp(nm, "module.", 7) == 0) nm += 7;
+    if (strncmp(nm, PX_EMBED_PREFIX, strlen(PX_EMBED_PREFIX)) == 0) with_embedder = 1;
+  }
+  if (with_embedder) {
+    px_embedder_w ew;
+    rc = px_embedder_w_load(in_path, &ew);
+    if (rc) {
+      px_tensorfile_close(&tf);
+      return rc;
+    }
+    px_embedder_w_free(&ew);
+  }
   int cap = tf.n, k = 0;
   px_st_write_item *items = calloc((size_t)(cap ? cap : 1), sizeof *items);
   char **names = calloc((size_t)(cap ? cap : 1), sizeof *names);
@@ -174,7 +191,9 @@ int px_convert_to_safetensors(const char *in_path, const char *out_path) {
     const px_tensor_entry *e = &tf.t[i];
     const char *nm = e->name;
     if (strncmp(nm, "module.", 7) == 0) nm += 7;
-    if (strncmp(nm, PX_DM_PREFIX, strlen(PX_DM_PREFIX)) != 0) continue;
+    if (strncmp(nm, PX_DM_PREFIX, strlen(PX_DM_PREFIX)) != 0 &&
+        !(with_embedder && strncmp(nm, PX_EMBED_PREFIX, strlen(PX_EMBED_PREFIX)) == 0))
+      continue;
     int64_t numel = px_entry_numel(e);
     if (numel < 0 || numel > ((int64_t)1 << 31)) {
       rc = px_fail(PX_ERR_FORMAT, "%s: tensor %s has an invalid size", in_path, nm);

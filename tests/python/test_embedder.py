@@ -281,3 +281,38 @@ def test_load_pt_with_module_prefix(tmp_path):
         msg = _l.px_last_error().decode()
         assert rc == PX_ERR_WEIGHTS and not h.value, (variant, rc)
         assert name in msg and "\n" not in msg, msg
+
+
+def test_convert_keeps_the_embedder(tmp_path):
+    """pxdiff convert writes the embedder's tensors beside the diffusion module's when the
+    checkpoint has them (the converted file gives the same embeddings), none when it has
+    none, and refuses a checkpoint whose embedder tensors do not load."""
+    import pxfixtures
+    from pxdiff._lib import lib as _l
+    lib.px_convert_to_safetensors.restype = ctypes.c_int
+    lib.px_convert_to_safetensors.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    dm_state = pxfixtures.random_state_dict(pxfixtures.SMALL_DIMS, seed=4)
+    src = str(tmp_path / "ck.pt")
+    pxfixtures.save_released_layout(src, dm_state, extra=True)  # embedder tensors at the tsv's shapes
+    dst = str(tmp_path / "ck.safetensors")
+    assert lib.px_convert_to_safetensors(src.encode(), dst.encode()) == 0, _l.px_last_error().decode()
+    a, b = Embedder(path=src), Embedder(path=dst)
+    inp = random_inputs([4, 7, 1, 5, 9], seed=9)
+    sa, za = a(inp, 449, 128)
+    sb, zb = b(inp, 449, 128)
+    assert torch.isfinite(sa).all() and torch.equal(sa, sb) and torch.equal(za, zb)
+    # without the subtree: converted as before, and the embedder is not in the output
+    src2, dst2 = str(tmp_path / "dm.pt"), str(tmp_path / "dm.safetensors")
+    pxfixtures.save_released_layout(src2, dm_state, extra=False)
+    assert lib.px_convert_to_safetensors(src2.encode(), dst2.encode()) == 0, _l.px_last_error().decode()
+    h = _vp()
+    assert lib.px_embedder_load(dst2.encode(), ctypes.byref(h)) == PX_ERR_WEIGHTS and not h.value
+    # a broken subtree: refused, naming the tensor, no output written
+    bad = torch.load(src)
+    name = "design_condition_embedder.input_embedder.input_map.bias"
+    del bad["model"]["module." + name]
+    src3, dst3 = str(tmp_path / "bad.pt"), str(tmp_path / "bad.safetensors")
+    torch.save(bad, src3)
+    assert lib.px_convert_to_safetensors(src3.encode(), dst3.encode()) == PX_ERR_WEIGHTS
+    assert name in _l.px_last_error().decode()
+    assert not os.path.exists(dst3)

@@ -678,8 +678,8 @@ int px_pxd_cif(const px_pxd_structure *s, const char *task_name, int sample, cha
   const char **sorted = malloc((size_t)N * sizeof *sorted);
   int n_ent = 0;
   if (!ent || !sorted) {
-    free(ent);
-    free(sorted);
+    free((void *)ent);
+    free((void *)sorted);
     free(b.p);
     return px_fail(PX_ERR_NOMEM, "out of memory writing a structure");
   }
@@ -702,7 +702,7 @@ int px_pxd_cif(const px_pxd_structure *s, const char *task_name, int sample, cha
   memset(cols, 0, sizeof cols);
 
   /* _entity_poly: strand ids = sorted distinct strand ids of the entity's atoms */
-  char **first_strand = calloc((size_t)n_ent, sizeof *first_strand);
+  const char **first_strand = calloc((size_t)n_ent, sizeof *first_strand);
   const char **tmp = malloc((size_t)N * sizeof *tmp);
   if (!first_strand || !tmp) b.oom = 1;
   for (int e = 0; e < n_ent && !b.oom; e++) {
@@ -719,7 +719,7 @@ int px_pxd_cif(const px_pxd_structure *s, const char *task_name, int sample, cha
       if (q) px_sb_str(&j, ",");
       px_sb_str(&j, tmp[q]);
     }
-    first_strand[e] = (char *)tmp[0];
+    first_strand[e] = tmp[0];
     pxd_add(&cols[0], ent[e]);
     pxd_add(&cols[1], j.oom ? "" : j.p);
     pxd_add(&cols[2], "polypeptide(L)");
@@ -755,10 +755,10 @@ int px_pxd_cif(const px_pxd_structure *s, const char *task_name, int sample, cha
   for (int j = 0; j < 4; j++) b.oom |= cols[j].text.oom;
   pxd_cols_free(cols, 4);
   memset(cols, 0, sizeof cols);
-  free(first_strand);
-  free(tmp);
-  free(ent);
-  free(sorted);
+  free((void *)first_strand);
+  free((void *)tmp);
+  free((void *)ent);
+  free((void *)sorted);
 
   /* _struct_conn, chain by chain: C-N bonds of consecutive residues, then extra bonds */
   int cap_pairs = N + s->n_bond + 1, n_pairs = 0;

@@ -657,13 +657,11 @@ int px_task_read(const char *path, px_task_list *out) {
   memset(out, 0, sizeof *out);
   char sh[200];
   px_shown_name(sh, sizeof sh, path);
-  size_t pl = strlen(path);
   int is_json;
   const char *dot = strrchr(path, '.');
   if (dot && (ieq(dot, ".json"))) is_json = 1;
   else if (dot && (ieq(dot, ".yaml") || ieq(dot, ".yml"))) is_json = 0;
   else return px_fail(PX_ERR_INPUT, "%s: a task file ends in .yaml, .yml or .json", sh);
-  (void)pl;
   int fd = px_file_open_read(path);
   if (fd < 0) return px_fail(PX_ERR_IO, "cannot open task file %s", sh);
   int64_t size = px_file_size(fd);

@@ -38,11 +38,17 @@ class Entity(ctypes.Structure):
                 ("seq", ctypes.POINTER(N8))]
 
 
+class Conn(ctypes.Structure):
+    _fields_ = [("conn_type", ctypes.c_char * 16), ("asym", N8 * 2), ("comp", N8 * 2),
+                ("seq", ctypes.c_int * 2), ("atom", N8 * 2), ("alt", N8 * 2),
+                ("symmetry", (ctypes.c_char * 16) * 2)]
+
+
 class Structure(ctypes.Structure):
     _fields_ = [("n_atom", ctypes.c_int), ("atom", ctypes.POINTER(Atom)),
                 ("n_chain", ctypes.c_int), ("chain", ctypes.POINTER(Chain)),
                 ("n_entity", ctypes.c_int), ("entity", ctypes.POINTER(Entity)),
-                ("n_conn", ctypes.c_int), ("conn", ctypes.c_void_p),
+                ("n_conn", ctypes.c_int), ("conn", ctypes.POINTER(Conn)),
                 ("from_pdb", ctypes.c_int), ("n_pdb_res", ctypes.c_int),
                 ("pdb_res", ctypes.c_void_p), ("pdb_dup", ctypes.c_int * 2)]
 
@@ -158,3 +164,37 @@ def test_entity_sequence_5o45():
     for r in t:
         ref.setdefault(r[0], []).append("MET" if r[2] == "MSE" else r[2])
     assert seqs == ref
+
+
+def test_struct_conn_5o45():
+    path = os.path.join(DATA, "5o45.cif")
+    p = ctypes.POINTER(Structure)()
+    assert lib.px_structure_read(path.encode(), ctypes.byref(p)) == 0
+    s = p.contents
+    got = []
+    for i in range(s.n_conn):
+        c = s.conn[i]
+        got.append((c.conn_type.decode(),) + tuple(
+            (c.asym[k].value.decode(), c.comp[k].value.decode(), c.seq[k], c.atom[k].value.decode(),
+             c.alt[k].value.decode(), c.symmetry[k].value.decode()) for k in range(2)))
+    lib.px_structure_in_free(p)
+    block = gemmi.cif.read(path).sole_block()
+    t = block.find("_struct_conn.", ["conn_type_id",
+                                     "ptnr1_label_asym_id", "ptnr1_label_comp_id", "ptnr1_label_seq_id",
+                                     "ptnr1_label_atom_id", "pdbx_ptnr1_label_alt_id", "ptnr1_symmetry",
+                                     "ptnr2_label_asym_id", "ptnr2_label_comp_id", "ptnr2_label_seq_id",
+                                     "ptnr2_label_atom_id", "pdbx_ptnr2_label_alt_id", "ptnr2_symmetry"])
+
+    def txt(v, dflt="."):
+        return dflt if v in (".", "?") else gemmi.cif.as_string(v)
+
+    ref = []
+    for r in t:
+        parts = []
+        for k in range(2):
+            o = 1 + 6 * k
+            seq = int(r[o + 2]) if r[o + 2] not in (".", "?") else -1
+            parts.append((txt(r[o]), txt(r[o + 1]), seq, txt(r[o + 3]), txt(r[o + 4]), txt(r[o + 5], "1_555")))
+        ref.append((txt(r[0]),) + tuple(parts))
+    assert len(got) == len(ref) > 0
+    assert got == ref

@@ -260,7 +260,7 @@ static int scan(scan_t *s) {
     free(dir);
     if (s->failed) return s->failed;
   }
-  for (int m = 0; m < L->n_markers; m++) {
+  for (int m = L->n_markers - 1; m >= 0; m--) {
     char *p = join(L->dir, L->markers[m]);
     if (!p) return px_fail(PX_ERR_NOMEM, "out of memory");
     char *t = malloc(strlen(p) + 5);
@@ -467,9 +467,9 @@ int run_out_open(run_out *r, const run_layout *L, run_mode mode, uint64_t run_id
     rm.L = L;
     rm.remove_all = mode == RUN_OVERWRITE;
     rm.remove_tmp = 1;
-    /* the markers go first: an interrupted removal leaves a directory without markers, an
-     * unfinished run */
-    for (int m = 0; m < L->n_markers; m++) {
+    /* the markers go first, the last written (the proof of completion) first of all: an
+     * interrupted removal leaves a directory that reads as an unfinished run */
+    for (int m = L->n_markers - 1; m >= 0; m--) {
       char *p = join(L->dir, L->markers[m]);
       if (!p) {
         rc = px_fail(PX_ERR_NOMEM, "out of memory");

@@ -19,7 +19,7 @@ int px_model_synthetic(const px_dims *d, uint64_t seed, px_model **out);
  * PyTorch-default-scaled random weights (nn.Embedding: N(0, 1)); for the demo and tests. */
 struct px_embedder;
 struct px_embedder_dims;
-int px_embedder_synthetic(const struct px_embedder_dims *d, uint64_t seed, struct px_embedder **out);
+PXDIFF_API int px_embedder_synthetic(const struct px_embedder_dims *d, uint64_t seed, struct px_embedder **out);
 
 /* Every array of a px_features for T tokens and N atoms, zero-filled (n_token, n_atom set):
  * for callers that build features in memory. PX_ERR_NOMEM (nothing left allocated) on

@@ -18,7 +18,12 @@
  *   px_embedder_free(e);
  *
  * Widths are read off the weights (released: c_atom 128, c_atompair 16, c_token 384,
- * c_s_inputs 449, c_z 128, 3 blocks of 4 heads); px_embedder_get_dims reports them. */
+ * c_s_inputs 449, c_z 128, 3 blocks of 4 heads); px_embedder_get_dims reports them.
+ *
+ * The functions marked PXDIFF_API are exported by libpxdiff.so (the Python tests call them);
+ * px_embedder handles follow pxdiff.h's rules for px_model: owned by the caller, freed by
+ * px_embedder_free; px_embed only reads the embedder (concurrent calls are fine on the CPU;
+ * serialize them on CUDA); px_embedder_set_backend must not overlap another call. */
 #ifndef PX_MODEL_EMBEDDER_H
 #define PX_MODEL_EMBEDDER_H
 
@@ -55,23 +60,23 @@ enum { PX_EMBED_FP32 = 0, PX_EMBED_BF16 = 1 };
 /* Load the embedder's tensors from a checkpoint (.pt or .safetensors, detected by content;
  * names with or without "module."). Every tensor must be present with its shape, else
  * PX_ERR_WEIGHTS with the tensor's name; other tensors (the diffusion module's) are ignored. */
-int px_embedder_load(const char *path, px_embedder **out);
+PXDIFF_API int px_embedder_load(const char *path, px_embedder **out);
 /* The same from named float32 arrays in memory (full names, "module." optional; copied). */
-int px_embedder_from_arrays(int n, const char *const *names, const float *const *data, const int *ndims,
+PXDIFF_API int px_embedder_from_arrays(int n, const char *const *names, const float *const *data, const int *ndims,
                             const int64_t *const *shapes, px_embedder **out);
-void px_embedder_free(px_embedder *e);
-int px_embedder_get_dims(const px_embedder *e, px_embedder_dims *out);
+PXDIFF_API void px_embedder_free(px_embedder *e);
+PXDIFF_API int px_embedder_get_dims(const px_embedder *e, px_embedder_dims *out);
 /* Float values the embedder keeps for its weights. */
-int64_t px_embedder_n_params(const px_embedder *e);
+PXDIFF_API int64_t px_embedder_n_params(const px_embedder *e);
 /* The released PXDesign v0.1.0 embedder's widths. */
-void px_embedder_dims_released(px_embedder_dims *d);
+PXDIFF_API void px_embedder_dims_released(px_embedder_dims *d);
 
 /* Where px_embed runs its atom transformer, token mean and input_map: PX_DEVICE_CPU (the
  * default), PX_DEVICE_CUDA (weights copied to the device once; float32 arithmetic, no TF32)
  * or PX_DEVICE_AUTO. The per-design preparation (reference features, pair features, pair
  * biases, AdaLN terms) is computed on the host either way, as for the diffusion module. */
-int px_embedder_set_backend(px_embedder *e, int device);
-const char *px_embedder_backend_name(const px_embedder *e); /* "cpu" or "cuda:0" */
+PXDIFF_API int px_embedder_set_backend(px_embedder *e, int device);
+PXDIFF_API const char *px_embedder_backend_name(const px_embedder *e); /* "cpu" or "cuda:0" */
 
 /* One design's conditioning. From f: n_token (T), n_atom (N), ref_pos, ref_charge, ref_mask,
  * ref_element, ref_atom_name_chars, ref_space_uid, atom_to_token_idx (ascending, in [0, T),
@@ -84,7 +89,7 @@ const char *px_embedder_backend_name(const px_embedder *e); /* "cpu" or "cuda:0"
  * Outputs: s_inputs [T, c_s_inputs] and z_trunk [T, T, c_z] (NULL: not computed; templ and
  * templ_mask may then be NULL too). On failure (bad inputs: one-line message, PX_ERR_INPUT)
  * the outputs are left untouched. */
-int px_embed(const px_embedder *e, const px_features *f, const float *restype, const float *hotspot,
+PXDIFF_API int px_embed(const px_embedder *e, const px_features *f, const float *restype, const float *hotspot,
              const int64_t *templ, const uint8_t *templ_mask, int dtype, float *s_inputs, float *z_trunk);
 
 /* ---- internal: the weights (model/weights.c, model/load.c) ---- */

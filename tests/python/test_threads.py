@@ -138,7 +138,9 @@ def test_default_is_all_usable_cores_whatever_torch_set():
     # torch's settings are untouched by the engine: its thread count, OpenMP's, OpenBLAS's
     assert r["torch_after"] == r["torch_before"], r
     if LINUX and r["engine"] > 1:
-        assert busy_threads(r) >= min(r["engine"], AFFINITY), r  # the engine really ran on them
+        # the engine really ran on them (up to 4: at this size a region may not have work
+        # for more)
+        assert busy_threads(r) >= min(r["engine"], AFFINITY, 4), r
 
 
 def test_env_and_set_num_threads_override():

@@ -5,7 +5,7 @@ Dev time only (needs upstream's sources and a venv to run them, as docs/design-s
 section 12.3 describes; neither is part of this repository):
 
   1. features: upstream's featurizer (12.3, step 2) with NO_AUG=1 (no ref_pos augmentation)
-     on two tasks: quick_start = PXDesign's PDL1 quick-start task (tests/data/tasks), small =
+     on two tasks: quick_start = PXDesign's PDL1 quick-start task (tests/data/tasks/PDL1_quick_start.yaml), small =
      tests/data/embedder/small.yaml (the same target cropped to residues 20-60, hotspots
      40 and 54, binder length 12); each
      run saves RUN_DIR/features.pt (the input_feature_dict's tensors under "features")

@@ -196,9 +196,8 @@ def test_featurize_bundle_contents(ckpt, tmp_path):
     out = tmp_path / "f.bundle"
     rc, so, se = run("featurize", "-i", TASK, "--checkpoint", ckpt, "--out", out, "--no-augment", "--dtype", "fp32")
     assert rc == 0, se
-    from safetensors.numpy import load_file  # noqa: F401  (the venv has it; the reader below is pxdiff's)
     b = pxdiff.bundle.read(str(out))
-    feats = b["input_feature_dict"] if isinstance(b, dict) else b.input_feature_dict
+    feats = b["input_feature_dict"]
     # the featurizer's own fixture from upstream (tests/data/featurize/qs.safetensors) holds the
     # same task's features: the bundle must carry them unchanged
     from safetensors.torch import load_file as load_t

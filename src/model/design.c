@@ -128,14 +128,23 @@ void px_atom_ref_single(const px_atom_ref_w *w, const px_features *f, float *c) 
     const float ch = asinhf(f->ref_charge[n]);
     const float *el = f->ref_element + (size_t)n * 128;
     const float *nc = f->ref_atom_name_chars + (size_t)n * 256;
+    /* The row's nonzero columns, in order: a one-hot row has 5 of 384, and a term w * 0
+     * adds nothing to a finite sum, so summing only these (in the same order) gives the same
+     * float as the whole dot product at a hundredth of the work. */
+    int nzi[384];
+    float nzv[384];
+    int nz = 0;
+    for (int e = 0; e < 128; e++)
+      if (el[e] != 0.0f) nzi[nz] = 1 + e, nzv[nz++] = el[e];
+    for (int e = 0; e < 256; e++)
+      if (nc[e] != 0.0f) nzi[nz] = 129 + e, nzv[nz++] = nc[e];
     for (int o = 0; o < ca; o++) {
       const float *wp = w->ref_pos.w + (size_t)o * 3;
       float a = wp[0] * pos[0] + wp[1] * pos[1] + wp[2] * pos[2];
       float b = w->ref_charge.w[o] * ch;
       const float *wfr = w->f.w + (size_t)o * cf;
       float s = wfr[0] * f->ref_mask[n];
-      for (int e = 0; e < 128; e++) s += wfr[1 + e] * el[e];
-      for (int e = 0; e < 256; e++) s += wfr[129 + e] * nc[e];
+      for (int k = 0; k < nz; k++) s += wfr[nzi[k]] * nzv[k];
       cr[o] = (a + b + s) * f->ref_mask[n];
     }
   }

@@ -303,17 +303,17 @@ static run_mode mode_of(const opts_t *o) {
 static int check_template(const opts_t *o, const problem_t *pb) {
   const size_t n3 = (size_t)pb->n_atom * 3;
   float *zero = calloc(n3 ? n3 : 1, sizeof(float));
+  if (!zero) return say("out of memory");
   px_structure t = pb->tmpl;
   t.xyz = zero;
   char *text = NULL;
-  int bad = !zero || px_structure_cif(&t, "check", NULL, 0, NULL, &text, NULL);
+  int bad = px_structure_cif(&t, "check", NULL, 0, NULL, &text, NULL);
   free(text);
   text = NULL;
   if (!bad && o->pdb) bad = px_structure_pdb(&t, NULL, 0, &text, NULL);
   free(text);
   free(zero);
-  if (bad) return say(zero ? px_last_error() : "out of memory");
-  return 0;
+  return bad ? say(px_last_error()) : 0;
 }
 
 /* The sampling loop shared by `sample` and `demo`, after run_out_open. Returns the exit

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/campaign.h"
 #include "cli/cmd_design.h"
 #include "cli/cmd_sample.h"
 #include "cli/options.h"
@@ -65,13 +66,25 @@ static int cmd_info(int argc, char **argv) {
 
 static int cmd_convert(int argc, char **argv) {
   const char *pos[2];
-  int n_pos = 0;
-  const cli_command c = {.name = "convert", .args = "IN.pt OUT.safetensors",
-                         .summary = "Rewrite a checkpoint's diffusion module as float32 safetensors (the\n"
-                                    "tensors the engine keeps; loads faster than the .pt).",
-                         .pos_name = "IN and OUT paths", .min_pos = 2, .max_pos = 2};
+  int n_pos = 0, overwrite = 0;
+  const cli_opt opts[] = {
+      {.name = "--overwrite", .kind = CLI_FLAG, .dst = &overwrite, .help = "replace OUT when it exists"},
+  };
+  const cli_command c = {.name = "convert", .args = "IN.pt OUT.safetensors [--overwrite]",
+                         .summary = "Rewrite a checkpoint's diffusion module as float32 safetensors (the "
+                                    "tensors the engine keeps; loads faster than the .pt). OUT is written "
+                                    "atomically and an existing OUT is kept unless --overwrite.",
+                         .opts = opts, .n_opts = 1, .pos_name = "IN and OUT paths", .min_pos = 2, .max_pos = 2};
   int st = cli_parse(&c, argc, argv, pos, &n_pos);
   if (st != CLI_RUN) return st;
+  /* Swapped arguments (`convert model.safetensors model.pt`) must not replace a finished
+   * file: an existing OUT is refused unless asked for. */
+  FILE *f = overwrite ? NULL : fopen(pos[1], "rb");
+  if (f) {
+    fclose(f);
+    fprintf(stderr, "pxdiff: convert: %s exists; pass --overwrite to replace it, or choose another OUT\n", pos[1]);
+    return 1;
+  }
   double t0 = px_time_now();
   if (px_convert_to_safetensors(pos[0], pos[1])) return die(px_last_error());
   fprintf(stderr, "pxdiff: wrote %s (%.1f s)\n", pos[1], px_time_now() - t0);
@@ -228,6 +241,7 @@ static const struct {
     {"info", "version, compiled backends, devices, BLAS; a checkpoint's dimensions", cmd_info},
     {"design", "design binders for a target: PXDesign's `pxdesign infer` (task + structure in)", cmd_design},
     {"featurize", "one task's features and condition embedding as a feature bundle", cmd_featurize},
+    {"status", "what a `pxdiff design` run (every shard) has done, is doing and still misses", cmd_status},
     {"sample", "sample designs for a feature bundle: one mmCIF per sample + summary.json", cmd_sample},
     {"demo", "the built-in synthetic problem with SYNTHETIC weights (no downloads)", cmd_demo},
     {"bundle-info", "validate a feature bundle (docs/bundle.md) and summarize it", cmd_bundle_info},

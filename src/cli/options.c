@@ -17,6 +17,13 @@ const char *const cli_precision_names[] = {"default", "fp32", "tf32", "bf16", "f
 const int cli_precision_values[] = {PX_PRECISION_DEFAULT, PX_PRECISION_FP32, PX_PRECISION_TF32,
                                     PX_PRECISION_BF16, PX_PRECISION_FP16};
 
+void cli_paths_free(cli_paths *p) {
+  if (!p) return;
+  free(p->v);
+  p->v = NULL;
+  p->n = p->cap = 0;
+}
+
 static void see_help(const cli_command *c) {
   fprintf(stderr, "; see `pxdiff %s --help`\n", c->name);
 }
@@ -57,6 +64,19 @@ static int store(const cli_command *c, const cli_opt *o, const char *v) {
     case CLI_STRING:
       *(const char **)o->dst = v;
       return 0;
+    case CLI_PATHS: {
+      if (!*v) return cli_usage_error(c, "%s needs a non-empty %s", o->name, o->meta ? o->meta : "value");
+      cli_paths *p = o->dst;
+      if (p->n == p->cap) {
+        int cap = p->cap ? 2 * p->cap : 8;
+        const char **nv = realloc(p->v, sizeof *nv * (size_t)cap);
+        if (!nv) return cli_usage_error(c, "out of memory reading %s", o->name);
+        p->v = nv;
+        p->cap = cap;
+      }
+      p->v[p->n++] = v;
+      return 0;
+    }
     case CLI_INT: {
       char *end;
       errno = 0;
@@ -178,6 +198,10 @@ int cli_parse(const cli_command *c, int argc, char **argv, const char **pos, int
       v = argv[++i];
     }
     if (store(c, o, v)) return 2;
+    /* `--input A B C`: the values up to the next option ("-" alone is a value) */
+    if (o->kind == CLI_PATHS && !eq)
+      while (i + 1 < argc && (argv[i + 1][0] != '-' || !argv[i + 1][1]))
+        if (store(c, o, argv[++i])) return 2;
   }
   for (int i = 0; i < c->n_opts && i < (int)sizeof seen; i++) {
     const cli_opt *o = &c->opts[i];
@@ -197,38 +221,39 @@ int cli_parse(const cli_command *c, int argc, char **argv, const char **pos, int
 #define HELP_COL 30
 #define HELP_WIDTH 80
 
-static void help_line(FILE *o, const char *left, const char *text) {
-  int w = fprintf(o, "  %s", left);
-  if (w + 1 > HELP_COL) {
-    fputc('\n', o);
-    w = 0;
-  }
+/* Writes text from column `col` (already used on the current line) on, each line starting
+ * at column `indent`, broken at spaces before HELP_WIDTH and at every '\n'. */
+static void wrap(FILE *o, const char *text, int col, int indent) {
   const char *p = text;
   while (*p) {
-    const int room = HELP_WIDTH - HELP_COL;
+    const int room = HELP_WIDTH - indent;
     size_t len = strcspn(p, "\n");
     if (len > (size_t)room) { /* break at the last space that fits */
       size_t cut = (size_t)room;
       while (cut > 0 && p[cut] != ' ') cut--;
       if (cut > 0) len = cut;
     }
-    fprintf(o, "%*s%.*s\n", HELP_COL - w, "", (int)len, p);
-    w = 0;
+    fprintf(o, "%*s%.*s\n", indent > col ? indent - col : 0, "", (int)len, p);
+    col = 0;
     p += len;
-    while (*p == ' ' || *p == '\n') {
-      if (*p == '\n') {
-        p++;
-        break;
-      }
-      p++;
-    }
+    while (*p == ' ') p++;
+    if (*p == '\n') p++;
   }
-  if (!*text) fputc('\n', o);
+}
+
+static void help_line(FILE *o, const char *left, const char *text) {
+  int w = fprintf(o, "  %s", left);
+  if (w + 1 > HELP_COL) {
+    fputc('\n', o);
+    w = 0;
+  }
+  if (*text) wrap(o, text, w, HELP_COL);
+  else fputc('\n', o);
 }
 
 void cli_help(const cli_command *c, FILE *o) {
   fprintf(o, "usage: pxdiff %s %s\n", c->name, c->args ? c->args : "[options]");
-  if (c->summary) fprintf(o, "%s\n", c->summary);
+  if (c->summary) wrap(o, c->summary, 0, 0);
   fprintf(o, "\noptions:\n");
   for (int i = 0; i < c->n_opts; i++) {
     const cli_opt *op = &c->opts[i];

@@ -354,10 +354,10 @@ static int check_scan(const run_layout *L, run_mode mode, const uint64_t *run_id
     if (n == 0 && s->markers == 0) return 0;
     char what[700];
     if (s->markers && s->n_files)
-      snprintf(what, sizeof what, "a finished-looking earlier run (%ld sample file%s, e.g. %s, and %s)", s->n_files,
+      snprintf(what, sizeof what, "a finished earlier run (%ld sample file%s, e.g. %s, and %s)", s->n_files,
                s->n_files == 1 ? "" : "s", s->first, L->markers[L->n_markers - 1]);
     else if (s->n_files || s->n_tmp)
-      snprintf(what, sizeof what, "an unfinished earlier run (%ld sample file%s, e.g. %s; no %s)", n, n == 1 ? "" : "s",
+      snprintf(what, sizeof what, "an unfinished earlier run (%ld file%s, e.g. %s; no %s)", n, n == 1 ? "" : "s",
                s->n_files ? s->first : s->first_tmp, L->n_markers ? L->markers[L->n_markers - 1] : "summary");
     else
       snprintf(what, sizeof what, "an earlier run's %s", L->markers[L->n_markers - 1]);

@@ -300,3 +300,26 @@ def test_kill_between_last_sample_and_summary_is_resumable(problem, reference, t
     assert s["samples_computed"] == 0 and s["samples_resumed"] == N_INT
     assert assert_consistent(out) and not os.path.exists(out / "summary.json.tmp")
     assert {k: v for k, v in snapshot(out).items() if k != "summary.json"} == reference
+
+
+# ------------------------------------------------------------------ convert ----
+def test_convert_never_replaces_a_file_unasked(problem, tmp_path):
+    """`pxdiff convert` writes OUT atomically and refuses an existing OUT without
+    --overwrite, so swapped arguments cannot destroy the checkpoint."""
+    ck = tmp_path / "model.pt"
+    ck.write_bytes(open(problem.ck, "rb").read())
+    before = ck.read_bytes()
+    st = tmp_path / "model.safetensors"
+    rc, so, se = run("convert", ck, st)
+    assert rc == 0, se
+    converted = st.read_bytes()
+    rc, so, se = run("convert", st, ck)  # swapped
+    one_line_error(rc, so, se)
+    assert "--overwrite" in se and str(ck) in se, se
+    assert ck.read_bytes() == before
+    rc, so, se = run("convert", ck, st)
+    one_line_error(rc, so, se)
+    rc, so, se = run("convert", ck, st, "--overwrite")
+    assert rc == 0, se
+    assert st.read_bytes() == converted
+    assert sorted(os.listdir(tmp_path)) == ["model.pt", "model.safetensors"]  # no .tmp left

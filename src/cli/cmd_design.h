@@ -15,4 +15,13 @@ int cmd_featurize(int argc, char **argv);
 int design_write_cif(const char *path, const px_design_input *in, const float *xyz, const char *task_name,
                      long sample, const char *trailer);
 
+/* --pdb: one-character chain ids for the design's chains (letter[c] for chain c; the
+ * rule in design_output.c); refused above 62 chains. */
+int design_pdb_chains(const px_design_input *in, int binder_first, char (*letter)[2]);
+/* The sample as a PDB file (binder residues GLY; REMARK 1 lines name the task, the sample
+ * and the chain-id mapping; the binder's chain first with binder_first). A value that does
+ * not fit PDB's columns is refused with one line naming the design; nothing is written. */
+int design_write_pdb(const char *path, const px_design_input *in, const float *xyz, const char *task_name,
+                     long sample, int binder_first, const char (*letter)[2]);
+
 #endif

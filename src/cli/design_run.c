@@ -39,11 +39,9 @@ static int job_validate(design_job *J, const px_conformers *conf) {
   return PX_OK;
 }
 
-int design_job_read(design_job *J, const char *task_path, const px_conformers *conf) {
-  memset(J, 0, sizeof *J);
-  int rc = px_task_read(task_path, &J->tasks);
-  if (rc) return rc;
-  if (J->tasks.n < 1) return px_fail(PX_ERR_INPUT, "%s: no task", task_path);
+/* Reads every structure the tasks name, one read per distinct path. */
+static int job_read_targets(design_job *J) {
+  int rc;
   if ((rc = job_alloc(J))) return rc;
   for (int k = 0; k < J->tasks.n; k++) {
     const char *path = J->tasks.task[k].structure_file;
@@ -53,6 +51,63 @@ int design_job_read(design_job *J, const char *task_path, const px_conformers *c
     if ((rc = px_structure_read(path, &J->target[k]))) return rc;
     J->target_owner[k] = 1;
   }
+  return PX_OK;
+}
+
+int design_job_read(design_job *J, const char *task_path, const px_conformers *conf) {
+  memset(J, 0, sizeof *J);
+  int rc = px_task_read(task_path, &J->tasks);
+  if (rc) return rc;
+  if (J->tasks.n < 1) return px_fail(PX_ERR_INPUT, "%s: no task", task_path);
+  if ((rc = job_read_targets(J))) return rc;
+  return job_validate(J, conf);
+}
+
+/* Moves list b's tasks and warnings to the end of a (b's containers are freed, its
+ * contents now belong to a). */
+static int task_list_append(px_task_list *a, px_task_list *b) {
+  px_task *t = realloc(a->task, sizeof *t * (size_t)(a->n + b->n ? a->n + b->n : 1));
+  if (!t) return px_fail(PX_ERR_NOMEM, "out of memory reading the tasks");
+  a->task = t;
+  char **w = realloc(a->warning, sizeof *w * (size_t)(a->n_warning + b->n_warning ? a->n_warning + b->n_warning : 1));
+  if (!w) return px_fail(PX_ERR_NOMEM, "out of memory reading the tasks");
+  a->warning = w;
+  memcpy(a->task + a->n, b->task, sizeof *t * (size_t)b->n);
+  a->n += b->n;
+  if (b->n_warning) memcpy(a->warning + a->n_warning, b->warning, sizeof *w * (size_t)b->n_warning);
+  a->n_warning += b->n_warning;
+  free(b->task);
+  free(b->warning);
+  memset(b, 0, sizeof *b);
+  return PX_OK;
+}
+
+int design_job_read_many(design_job *J, const char *const *paths, int n_path, const px_conformers *conf) {
+  memset(J, 0, sizeof *J);
+  if (n_path < 1) return px_fail(PX_ERR_INPUT, "no task file given");
+  int rc = PX_OK, *from = NULL;
+  for (int i = 0; i < n_path && !rc; i++) {
+    px_task_list one;
+    memset(&one, 0, sizeof one);
+    if ((rc = px_task_read(paths[i], &one))) break;
+    if (one.n < 1) {
+      px_task_list_free(&one);
+      rc = px_fail(PX_ERR_INPUT, "%s: no task", paths[i]);
+      break;
+    }
+    int *f = realloc(from, sizeof *f * (size_t)(J->tasks.n + one.n));
+    if (!f) {
+      px_task_list_free(&one);
+      rc = px_fail(PX_ERR_NOMEM, "out of memory reading the tasks");
+      break;
+    }
+    from = f;
+    for (int k = 0; k < one.n; k++) from[J->tasks.n + k] = i;
+    if ((rc = task_list_append(&J->tasks, &one))) px_task_list_free(&one);
+  }
+  J->task_input = from;
+  if (rc) return rc;
+  if ((rc = job_read_targets(J))) return rc;
   return job_validate(J, conf);
 }
 
@@ -77,6 +132,7 @@ void design_job_free(design_job *J) {
     if (J->target_owner && J->target_owner[k]) px_structure_in_free(J->target[k]);
   free(J->target);
   free(J->target_owner);
+  free(J->task_input);
   px_task_list_free(&J->tasks);
   memset(J, 0, sizeof *J);
 }

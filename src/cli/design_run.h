@@ -28,11 +28,16 @@ typedef struct {
   px_task_list tasks;
   px_structure_in **target; /* [tasks.n]; targets read from one path are shared */
   int *target_owner;        /* [tasks.n] 1 where target[k] is freed with the job */
+  int *task_input;          /* [tasks.n] index of the task file task k came from (read_many), or NULL */
 } design_job;
 
 /* Read a task file and every structure it names, and featurize each task once without
  * augmentation to find every input problem before anything runs. */
 int design_job_read(design_job *J, const char *task_path, const px_conformers *conf);
+/* Several task files as one job (`pxdiff design -i a.yaml b.json ...`): their tasks in the
+ * order given, each structure read once however many tasks name it; task_input records
+ * which file each task came from. Warnings name their file. */
+int design_job_read_many(design_job *J, const char *const *paths, int n_path, const px_conformers *conf);
 /* The same from memory: a task text (YAML, or JSON when is_json) whose tasks all use the one
  * structure text given (the demo's built-in copy). */
 int design_job_parse(design_job *J, const char *task_text, size_t task_len, int is_json,

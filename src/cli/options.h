@@ -30,6 +30,9 @@
  *   CLI_ENUM   int*         one of enum_names (NULL-terminated); stores enum_values[k]
  *   CLI_PATH   const char** non-empty string (the argv pointer itself, not copied)
  *   CLI_STRING const char** any string
+ *   CLI_PATHS  cli_paths*   one or more non-empty strings: `--name A B C` takes the values up to
+ *                           the next argument starting with '-'; repeating the option appends
+ *                           (free with cli_paths_free; a default is not allowed)
  */
 #ifndef PX_CLI_OPTIONS_H
 #define PX_CLI_OPTIONS_H
@@ -37,7 +40,14 @@
 #include <stdint.h>
 #include <stdio.h>
 
-typedef enum { CLI_FLAG, CLI_INT, CLI_U64, CLI_FLOAT, CLI_ENUM, CLI_PATH, CLI_STRING } cli_kind;
+typedef enum { CLI_FLAG, CLI_INT, CLI_U64, CLI_FLOAT, CLI_ENUM, CLI_PATH, CLI_STRING, CLI_PATHS } cli_kind;
+
+/* CLI_PATHS' destination: the argv pointers themselves, in command-line order. */
+typedef struct {
+  const char **v;
+  int n, cap;
+} cli_paths;
+void cli_paths_free(cli_paths *p);
 
 enum {
   CLI_REQUIRED = 1u, /* the command refuses to run without it */

@@ -21,6 +21,7 @@
 #include "cli/options.h"
 #include "cli/progress.h"
 #include "error.h"
+#include "io/doc.h"
 #include "io/strbuf.h"
 #include "io/structure.h"
 #include "platform.h"
@@ -361,13 +362,72 @@ int campaign_csv_row(campaign_csv *c, const char *task, uint64_t seed, long samp
   csv_field(&b, task);
   px_sb_printf(&b, ",%llu,%ld,", (unsigned long long)seed, sample);
   csv_field(&b, file);
-  px_sb_printf(&b, ",%d,%.3f\n", binder_length, seconds);
+  if (seconds >= 0) px_sb_printf(&b, ",%d,%.3f\n", binder_length, seconds);
+  else px_sb_printf(&b, ",%d,\n", binder_length);
   int rc = PX_OK;
   if (b.oom) rc = px_fail(PX_ERR_NOMEM, "out of memory");
   /* one write() of the whole line: O_APPEND places it at the end in one piece */
   else if (write(c->fd, b.p, b.n) != (ssize_t)b.n) rc = px_fail(PX_ERR_IO, "cannot append to designs.csv: %s", strerror(errno));
   free(b.p);
   return rc;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static char *read_text(const char *path);
+
+int campaign_csv_listed(const char *dump_dir, campaign_listed *out) {
+  memset(out, 0, sizeof *out);
+  char *p = join(dump_dir, "designs.csv");
+  if (!p) return px_fail(PX_ERR_NOMEM, "out of memory");
+  char *text = sys_exists(p) ? read_text(p) : NULL;
+  free(p);
+  if (!text) return PX_OK;
+  int cap = 0, rc = PX_OK;
+  /* rows as campaign_csv_row writes them: fields quoted when they hold , " or a newline */
+  const char *q = strchr(text, '\n');
+  while (q && *++q && !rc) {
+    px_strbuf f = {0};
+    int field = 0, quoted = 0;
+    for (; *q; q++) {
+      if (quoted) {
+        if (*q == '"' && q[1] == '"') {
+          if (field == 3) px_sb_put(&f, q, 1);
+          q++;
+        } else if (*q == '"') {
+          quoted = 0;
+        } else if (field == 3) {
+          px_sb_put(&f, q, 1);
+        }
+      } else if (*q == '"') {
+        quoted = 1;
+      } else if (*q == ',') {
+        field++;
+      } else if (*q == '\n') {
+        break;
+      } else if (field == 3) {
+        px_sb_put(&f, q, 1);
+      }
+    }
+    if (*q != '\n') { /* a last line without its newline is not a row */
+      free(f.p);
+      break;
+    }
+    if (field >= 5 && f.p && !f.oom) rc = push(&out->file, &out->n, &cap, f.p);
+    free(f.p);
+  }
+  free(text);
+  if (!rc && out->n) qsort(out->file, (size_t)out->n, sizeof *out->file, cmp_str);
+  return rc;
+}
+
+int campaign_listed_has(const campaign_listed *l, const char *file) {
+  return l->n && bsearch(&file, l->file, (size_t)l->n, sizeof *l->file, cmp_str) != NULL;
+}
+
+void campaign_listed_free(campaign_listed *l) {
+  campaign_free_strings(l->file, l->n);
+  memset(l, 0, sizeof *l);
 }
 
 void campaign_csv_close(campaign_csv *c) {
@@ -487,20 +547,6 @@ static char *read_text(const char *path) {
   return b.p;
 }
 
-/* A JSON string value after `key": "` (escapes \" and \\ only, as the writers here need). */
-static int json_str_after(const char *s, const char *key, char *out, size_t cap) {
-  const char *p = strstr(s, key);
-  if (!p) return -1;
-  p += strlen(key);
-  size_t k = 0;
-  for (; *p && *p != '"'; p++) {
-    if (*p == '\\' && p[1]) p++;
-    if (k + 1 < cap) out[k++] = *p;
-  }
-  out[k] = '\0';
-  return *p == '"' ? 0 : -1;
-}
-
 typedef struct {
   long n_sample;
   char **task;
@@ -514,54 +560,70 @@ static void plan_free(run_plan *p) {
   free(p->seed);
 }
 
+/* A JSON or YAML file of the run as a tree (the project's own parsers). */
+static int read_doc(const char *path, int yaml, px_doc *d) {
+  memset(d, 0, sizeof *d);
+  char *text = read_text(path);
+  if (!text) return px_fail(PX_ERR_IO, "cannot read %s: %s", path, strerror(errno));
+  char err[512];
+  int rc = yaml ? px_yaml_parse(text, strlen(text), path, d, err, sizeof err)
+                : px_json_parse(text, strlen(text), path, d, err, sizeof err);
+  free(text);
+  return rc ? px_fail(rc, "%s", err) : PX_OK;
+}
+
 /* The run's tasks (input_tasks.json), seeds and N_sample (config.yaml). */
 static int plan_read(const char *dir, run_plan *P) {
   memset(P, 0, sizeof *P);
   char *cp = join(dir, "config.yaml"), *tp = join(dir, "input_tasks.json");
-  char *conf = cp ? read_text(cp) : NULL, *tasks = tp ? read_text(tp) : NULL;
+  if (!cp || !tp) {
+    free(cp);
+    free(tp);
+    return px_fail(PX_ERR_NOMEM, "out of memory");
+  }
+  px_doc conf, tasks;
+  memset(&conf, 0, sizeof conf);
+  memset(&tasks, 0, sizeof tasks);
   int rc = PX_OK;
-  if (!conf || !tasks) {
-    rc = px_fail(PX_ERR_INPUT, "%s holds no pxdiff design run (no %s)", dir, !conf ? "config.yaml" : "input_tasks.json");
+  if (!sys_exists(cp) || !sys_exists(tp)) {
+    rc = px_fail(PX_ERR_INPUT, "%s holds no pxdiff design run (no %s)", dir,
+                 !sys_exists(cp) ? "config.yaml" : "input_tasks.json");
     goto out;
   }
-  const char *s = strstr(conf, "\n  N_sample: ");
-  P->n_sample = s ? strtol(s + 13, NULL, 10) : 0;
-  const char *q = strstr(conf, "\nseeds: [");
-  if (!q || P->n_sample < 1) {
-    rc = px_fail(PX_ERR_FORMAT, "%s: no seeds or N_sample", cp);
+  if ((rc = read_doc(cp, 1, &conf)) || (rc = read_doc(tp, 0, &tasks))) goto out;
+  const px_doc *seeds = px_doc_get(&conf, "seeds");
+  const px_doc *n = px_doc_get(px_doc_get(&conf, "sample_diffusion"), "N_sample");
+  if (!seeds || seeds->type != PX_DOC_LIST || !n || n->type != PX_DOC_INT || n->i < 1 || tasks.type != PX_DOC_LIST) {
+    rc = px_fail(PX_ERR_FORMAT, "%s: not a pxdiff design run's config.yaml / input_tasks.json", dir);
     goto out;
   }
-  q += 9;
-  int cap = 0;
-  while (*q && *q != ']') {
-    char *end;
-    unsigned long long v = strtoull(q, &end, 10);
-    if (end == q) break;
-    if (P->n_seed == cap) {
-      cap = cap ? 2 * cap : 4;
-      unsigned long long *ns = realloc(P->seed, sizeof *ns * (size_t)cap);
-      if (!ns) {
-        rc = px_fail(PX_ERR_NOMEM, "out of memory");
-        goto out;
-      }
-      P->seed = ns;
+  P->n_sample = (long)n->i;
+  P->seed = calloc((size_t)seeds->n + 1, sizeof *P->seed);
+  P->task = calloc((size_t)tasks.n + 1, sizeof *P->task);
+  if (!P->seed || !P->task) {
+    rc = px_fail(PX_ERR_NOMEM, "out of memory");
+    goto out;
+  }
+  for (int i = 0; i < seeds->n; i++) {
+    if (seeds->item[i].type != PX_DOC_INT || seeds->item[i].i < 0) {
+      rc = px_fail(PX_ERR_FORMAT, "%s: seeds hold a value that is not a seed", cp);
+      goto out;
     }
-    P->seed[P->n_seed++] = v;
-    q = end;
-    while (*q == ',' || *q == ' ') q++;
+    P->seed[P->n_seed++] = (unsigned long long)seeds->item[i].i;
   }
-  int tcap = 0;
-  for (const char *p = tasks; (p = strstr(p, "{\"name\": \"")) != NULL;) {
-    char name[512];
-    if (json_str_after(p, "{\"name\": \"", name, sizeof name)) break;
-    p += 10;
-    if ((rc = push(&P->task, &P->n_task, &tcap, name))) goto out;
+  for (int i = 0; i < tasks.n; i++) {
+    const px_doc *name = px_doc_get(&tasks.item[i], "name");
+    if (!name || name->type != PX_DOC_STR || !(P->task[P->n_task] = strdup(name->text))) {
+      rc = px_fail(PX_ERR_FORMAT, "%s: task %d has no name", tp, i + 1);
+      goto out;
+    }
+    P->n_task++;
   }
 out:
+  px_doc_free(&conf);
+  px_doc_free(&tasks);
   free(cp);
   free(tp);
-  free(conf);
-  free(tasks);
   return rc;
 }
 
@@ -583,26 +645,26 @@ static int status_main(const char *dir) {
          P.n_seed == 1 ? "" : "s", P.n_sample);
   for (int si = 0; si < P.n_seed; si++)
     for (int t = 0; t < P.n_task; t++) {
-      char rel[1024], path[4400];
+      char rel[1024], path[4400], tmp[4410];
       snprintf(rel, sizeof rel, "%s/seed_%llu", P.task[t], P.seed[si]);
       snprintf(path, sizeof path, "%s/%s/SUCCESS_FILE", dir, rel);
       const int success = sys_exists(path);
-      long have = 0, tmp = 0;
+      long have = 0, n_tmp = 0;
       for (long i = 0; i < P.n_sample; i++) {
         snprintf(path, sizeof path, "%s/%s/predictions/%s_sample_%ld.cif", dir, rel, P.task[t], i);
         if (complete_cif(path)) have++;
-        strcat(path, ".tmp");
-        if (sys_exists(path)) tmp++;
+        snprintf(tmp, sizeof tmp, "%s.tmp", path);
+        if (sys_exists(tmp)) n_tmp++;
       }
       total += P.n_sample;
       done += have;
       cases_done += success;
       const char *state = success ? "done"
                           : have == P.n_sample ? "samples complete, no SUCCESS_FILE yet (rerun any shard with --resume)"
-                          : have || tmp ? "in progress or interrupted"
+                          : have || n_tmp ? "in progress or interrupted"
                                         : "not started";
       printf("  %-32s seed %-8llu %6ld/%-6ld %s%s\n", P.task[t], P.seed[si], have, P.n_sample, state,
-             tmp ? " (a sample being written)" : "");
+             n_tmp ? " (a sample being written)" : "");
     }
   printf("designs: %ld of %ld done, %ld missing; cases: %d of %d done\n", done, total, total - done, cases_done,
          n_case);
@@ -619,12 +681,16 @@ static int status_main(const char *dir) {
       if (!is_status && !is_plain) continue;
       if (is_plain) k = n = 1;
       char *sp = join(dir, nm);
-      char *text = sp ? read_text(sp) : NULL;
-      char state[32] = "?", err[300] = "";
-      if (text) {
-        json_str_after(text, "\"state\": \"", state, sizeof state);
-        json_str_after(text, "\"last_error\": \"", err, sizeof err);
-      }
+      px_doc sd;
+      memset(&sd, 0, sizeof sd);
+      const int have_doc = sp && read_doc(sp, 0, &sd) == PX_OK;
+      const px_doc *d_state = have_doc ? px_doc_get(&sd, "state") : NULL;
+      const px_doc *d_err = have_doc ? px_doc_get(&sd, "last_error") : NULL;
+      const px_doc *d_units = have_doc ? px_doc_get(&sd, "units") : NULL;
+      const px_doc *d_rate = have_doc ? px_doc_get(&sd, "designs_per_hour") : NULL;
+      const px_doc *d_eta = have_doc ? px_doc_get(&sd, "eta_s") : NULL;
+      const px_doc *ud = px_doc_get(d_units, "done"), *ut = px_doc_get(d_units, "total");
+      const char *state = d_state && d_state->type == PX_DOC_STR ? d_state->text : "unreadable";
       char lk[128];
       if (n == 1) snprintf(lk, sizeof lk, "run.lock");
       else snprintf(lk, sizeof lk, "shard_%d_of_%d.lock", k, n);
@@ -632,11 +698,6 @@ static int status_main(const char *dir) {
       long pid = 0;
       char host[256] = "";
       int alive = lp ? campaign_lock_probe(lp, &pid, host, sizeof host) : -1;
-      const char *rate = text ? strstr(text, "\"designs_per_hour\": ") : NULL;
-      const char *eta = text ? strstr(text, "\"eta_s\": ") : NULL;
-      const char *units = text ? strstr(text, "\"units\": {\"done\": ") : NULL;
-      long ud = 0, ut = 0;
-      if (units) sscanf(units, "\"units\": {\"done\": %ld, \"total\": %ld", &ud, &ut);
       printf("shard %d/%d: ", k, n);
       if (!strcmp(state, "running") || !strcmp(state, "starting")) {
         if (alive == 1) printf("running (pid %ld)", pid);
@@ -645,17 +706,17 @@ static int status_main(const char *dir) {
       } else {
         printf("%s", state);
       }
-      printf(", %ld/%ld units", ud, ut);
-      if (rate && strncmp(rate + 20, "null", 4)) printf(", %.1f designs/h", strtod(rate + 20, NULL));
-      if (eta && strncmp(eta + 9, "null", 4) && (alive == 1 || alive == 2)) {
-        char d[32];
-        cli_fmt_duration(d, sizeof d, strtod(eta + 9, NULL));
-        printf(", ETA %s", d);
+      if (ud && ut && ud->type == PX_DOC_INT && ut->type == PX_DOC_INT) printf(", %lld/%lld units", ud->i, ut->i);
+      if (d_rate && (d_rate->type == PX_DOC_FLOAT || d_rate->type == PX_DOC_INT)) printf(", %.1f designs/h", d_rate->f);
+      if (d_eta && (d_eta->type == PX_DOC_FLOAT || d_eta->type == PX_DOC_INT) && (alive == 1 || alive == 2)) {
+        char dd[32];
+        cli_fmt_duration(dd, sizeof dd, d_eta->f);
+        printf(", ETA %s", dd);
       }
-      if (*err) printf("; last error: %s", err);
+      if (d_err && d_err->type == PX_DOC_STR) printf("; last error: %s", d_err->text);
       printf("\n");
+      px_doc_free(&sd);
       free(sp);
-      free(text);
       free(lp);
     }
     campaign_free_strings(names, m);

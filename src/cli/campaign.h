@@ -91,10 +91,20 @@ typedef struct {
 
 /* Opens (creates with its header line when absent) DUMP/designs.csv for appending. */
 int campaign_csv_open(campaign_csv *c, const char *dump_dir, const char *tag);
-/* One row: task,seed,sample,file,binder_length,seconds (file relative to DUMP). */
+/* One row: task,seed,sample,file,binder_length,seconds (file relative to DUMP; seconds < 0:
+ * unknown, written empty). */
 int campaign_csv_row(campaign_csv *c, const char *task, uint64_t seed, long sample, const char *file,
                      int binder_length, double seconds);
 void campaign_csv_close(campaign_csv *c);
+/* The files designs.csv lists (its 4th column), sorted, for --resume: a design whose file
+ * was renamed into place just before a kill, without its row, gets the row then. */
+typedef struct {
+  char **file;
+  int n;
+} campaign_listed;
+int campaign_csv_listed(const char *dump_dir, campaign_listed *out);
+int campaign_listed_has(const campaign_listed *l, const char *file);
+void campaign_listed_free(campaign_listed *l);
 
 /* ------------------------------------------------------------ status.json -- */
 

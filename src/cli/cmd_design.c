@@ -76,7 +76,10 @@ static const char DESIGN_DETAILS[] =
     "task, the checkpoint, the seed, the sample index and the settings (not on the thread count,\n"
     "nor on the chunk on the CPU).\n"
     "Reference conformers: the CCD ideal coordinates built in (upstream uses RDKit conformers from\n"
-    "its CCD cache; docs/conformers.md: --conformers FILE and how to export them from PXDesign's).";
+    "its CCD cache; docs/conformers.md: --conformers FILE and how to export them from PXDesign's).\n"
+    "Campaigns (docs/campaign.md): several task files or a directory in one process; --shard K/N\n"
+    "for N processes or nodes writing one tree (together the unsharded run's files); status.json\n"
+    "and designs.csv as the run goes; `pxdiff status DIR`; --pdb for AF2/ProteinMPNN pipelines.";
 
 static int design_option_table(cli_opt *t, design_opts *o) {
   int k = 0;
@@ -484,7 +487,15 @@ static char *case_summary(const design_opts *o, const design_models *M, const de
 typedef struct {
   campaign_status *st;
   campaign_csv *csv;
+  campaign_listed listed; /* --resume: the files designs.csv lists already */
 } campaign_io;
+
+/* designs.csv's name for sample idx of a case. */
+static void csv_file(char *buf, size_t cap, const run_out *r, const char *task, uint64_t seed, long idx) {
+  char rel[1024];
+  run_out_relpath(r, idx, r->L.n_ext - 1, rel, sizeof rel);
+  snprintf(buf, cap, "%s/seed_%llu/%s", task, (unsigned long long)seed, rel);
+}
 
 typedef struct {
   cli_progress *pr;
@@ -560,6 +571,20 @@ static int run_case(const design_opts *o, const design_job *J, int k, const desi
     return say_io(io, px_last_error());
   }
   const long S = o->n_sample, CH = o->chunk;
+  /* --resume: a design of the earlier run without its row (killed between the rename and
+   * the append) gets it now, its time unknown */
+  for (long i = 0; i < S && io->csv && r.n_have; i++) {
+    char file[1400];
+    if (!r.have[i]) continue;
+    csv_file(file, sizeof file, &r, task->name, seed, i);
+    if (!campaign_listed_has(&io->listed, file) &&
+        campaign_csv_row(io->csv, task->name, seed, i, file, task->binder_length, -1.0)) {
+      run_out_close(&r, 0);
+      free(letter);
+      design_case_free(&C);
+      return say_io(io, px_last_error());
+    }
+  }
   int todo = 0;
   for (long c = 0; c < per; c++) {
     const campaign_unit *u = &units[c];
@@ -647,9 +672,8 @@ static int run_case(const design_opts *o, const design_job *J, int k, const desi
         } else {
           written++;
           if (io->csv) {
-            char rel[1024], file[1400];
-            run_out_relpath(&r, idx, cl.L.n_ext - 1, rel, sizeof rel);
-            snprintf(file, sizeof file, "%s/seed_%llu/%s", task->name, (unsigned long long)seed, rel);
+            char file[1400];
+            csv_file(file, sizeof file, &r, task->name, seed, idx);
             if (campaign_csv_row(io->csv, task->name, seed, idx, file, task->binder_length, dt / (double)n)) {
               cli_progress_close(&pr);
               rc = say_io(io, px_last_error());
@@ -739,7 +763,8 @@ static int run_design(design_opts *o, const design_job *J, const design_models *
   if (o->status_files) {
     if (campaign_lock_take(&lock, o->dump_dir, &o->shard) ||
         campaign_status_init(&st, o->dump_dir, &o->shard, J->tasks.n, o->status_interval) ||
-        campaign_csv_open(&csv, o->dump_dir, o->shard.tag)) {
+        campaign_csv_open(&csv, o->dump_dir, o->shard.tag) ||
+        (o->resume && campaign_csv_listed(o->dump_dir, &io.listed))) {
       rc = say(px_last_error());
       goto out;
     }
@@ -779,6 +804,7 @@ static int run_design(design_opts *o, const design_job *J, const design_models *
     if (o->demo) printf("  %s\n", SYNTH_LABEL);
   }
 out:
+  campaign_listed_free(&io.listed);
   campaign_csv_close(&csv);
   campaign_status_free(&st);
   campaign_lock_release(&lock);

@@ -445,3 +445,70 @@ def test_pdb_resume_with_other_order_refused(ckpt, tmp_path):
     rc, so, se = run(*args, "--binder-first", "--resume")
     assert rc != 0 and se.count("\n") == 1 and "other settings" in se, se
     assert {r: open(p, "rb").read() for r, p in files(out).items()} == before
+
+
+# ------------------------------------------------------------ docs/campaign.md -------
+
+def doc_block(start):
+    """The fenced bash block of docs/campaign.md whose first line starts with `start`."""
+    text = open(os.path.join(ROOT, "docs", "campaign.md")).read()
+    for block in text.split("```bash\n")[1:]:
+        body = block.split("```")[0]
+        if body.startswith(start):
+            return body
+    raise AssertionError(f"docs/campaign.md has no bash block starting {start!r}")
+
+
+def test_doc_slurm_script(ckpt, reference, tmp_path):
+    """The job-array script as the page prints it, its array tasks run as concurrent processes."""
+    _, both = reference
+    script = tmp_path / "pxdiff-campaign.sbatch"
+    script.write_text(doc_block("#!/bin/bash\n# pxdiff-campaign.sbatch"))
+    out = tmp_path / "campaign"
+    n = 3
+    env = dict(os.environ, TASKS=TASKS, OUT=str(out), CKPT=str(ckpt), PXDIFF=_cli(),
+               SETTINGS=" ".join(BASE + ("--device", "cpu")), SLURM_ARRAY_TASK_COUNT=str(n))
+    procs = [subprocess.Popen(["bash", str(script)], cwd=ROOT, env=dict(env, SLURM_ARRAY_TASK_ID=str(k)),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in range(1, n + 1)]
+    for p in procs:
+        so, se = p.communicate(timeout=600)
+        assert p.returncode == 0, se
+    assert_same_run(both, out)
+    # a requeued array task (the script always passes --resume) changes nothing
+    before = {r: open(p, "rb").read() for r, p in files(out).items() if r.endswith(".cif")}
+    r = subprocess.run(["bash", str(script)], cwd=ROOT, env=dict(env, SLURM_ARRAY_TASK_ID="2"), capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert {r: open(p, "rb").read() for r, p in files(out).items() if r.endswith(".cif")} == before
+    assert_same_run(both, out)
+
+
+def test_doc_parallel_line(ckpt, reference, tmp_path):
+    """The GNU parallel line, its jobs run concurrently as parallel would start them
+    ({} replaced by each argument after :::)."""
+    _, both = reference
+    line = doc_block("parallel ").strip()
+    assert line.startswith("parallel -j 4 pxdiff design ") and " ::: 1 2 3 4" in line
+    cmd, args = line[len("parallel -j 4 "):].split(" ::: ")
+    out = tmp_path / "campaign"
+    words = cmd.split()
+    assert words[:2] == ["pxdiff", "design"] and "--shard" in words and "--resume" in words
+    # the same command on this machine's inputs: our tasks, tree, checkpoint and small settings
+    keep = []
+    skip = {"-i": 1, "-o": 1, "--checkpoint": 1, "--N_sample": 1, "--seeds": 1}
+    i = 2
+    while i < len(words):
+        if words[i] in skip:
+            i += 2
+            continue
+        keep.append(words[i])
+        i += 1
+    procs = []
+    for a in args.split():
+        argv = [_cli(), "design", "-i", TASKS, "-o", str(out), "--checkpoint", str(ckpt), "--device", "cpu",
+                *BASE] + [w.replace("{}", a) for w in keep]
+        procs.append(subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for p in procs:
+        so, se = p.communicate(timeout=600)
+        assert p.returncode == 0, se
+    assert_same_run(both, out)

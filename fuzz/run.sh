@@ -11,7 +11,7 @@ CC=${FUZZ_CC:-clang}
 OUT=build-fuzz
 mkdir -p "$OUT"
 FLAGS="-std=c11 -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Iinclude -Isrc"
-SRC="src/platform.c src/io/zip.c src/io/pickle.c src/io/safetensors.c src/io/tensorfile.c src/io/strbuf.c"
+SRC="src/platform.c src/io/zip.c src/io/pickle.c src/io/safetensors.c src/io/tensorfile.c src/io/tensor_types.c src/io/strbuf.c"
 for k in pt safetensors bundle task_yaml task_json cif pdb conformers featurize; do
   echo "== building fuzz_$k"
   $CC $FLAGS -o "$OUT/fuzz_$k" "fuzz/fuzz_$k.c" $SRC

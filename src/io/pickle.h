@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "io/tensorfile.h"
+#include "io/tensor_types.h"
 
 /* Where the bytes of storage `key` lie in the file: absolute offset and byte count.
  * Returns 0 or a px_status code with a message in err. */

@@ -6,7 +6,6 @@
 
 #include "io/safetensors.h"
 #include "io/strbuf.h"
-#include "io/tensorfile.h"
 #include "platform.h"
 #include "pxdiff.h"
 

@@ -10,35 +10,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PX_MAX_DIMS 8
-
-typedef enum {
-  PX_DT_F32 = 0, PX_DT_F16, PX_DT_BF16, PX_DT_F64,
-  PX_DT_I64, PX_DT_I32, PX_DT_I16, PX_DT_I8, PX_DT_U8, PX_DT_BOOL
-} px_dtype;
-
-size_t px_dtype_size(px_dtype t);
-const char *px_dtype_name(px_dtype t);
-
-typedef struct {
-  char *name;                 /* full name as stored (prefix not stripped) */
-  px_dtype dtype;
-  int ndim;
-  int64_t shape[PX_MAX_DIMS];
-  int64_t stride[PX_MAX_DIMS]; /* in elements; contiguous row-major for safetensors */
-  uint64_t offset;             /* absolute byte offset in the file of element [0,...,0] */
-  uint64_t span;               /* bytes from offset that the view may touch (bounds-checked) */
-} px_tensor_entry;
+#include "io/safetensors.h" /* px_st_meta, and the safetensors writer for callers */
+#include "io/tensor_types.h"
 
 typedef enum { PX_FILE_PT = 1, PX_FILE_SAFETENSORS = 2 } px_file_kind;
-
-/* A safetensors file's "__metadata__" (string to string, by the format's definition). */
-typedef struct {
-  int n;
-  char **key, **value;
-  int malformed;      /* 1: not an object; 2: a value is not a string (bad_key says which) */
-  char bad_key[64];
-} px_st_meta;
 
 typedef struct {
   px_file_kind kind;
@@ -65,18 +40,5 @@ const px_tensor_entry *px_tensorfile_find(const px_tensorfile *tf, const char *n
  * f16/bf16/f64 and following strides. Errors on integer dtypes and out-of-file spans. */
 int px_tensorfile_read_f32(const px_tensorfile *tf, const px_tensor_entry *e, float *dst,
                            char *err, size_t errlen);
-
-int64_t px_entry_numel(const px_tensor_entry *e);
-
-/* Write float32 tensors as safetensors (names in the order given; header JSON,
- * 8-byte aligned data). Written to path.tmp then renamed. */
-typedef struct {
-  const char *name;
-  int ndim;
-  const int64_t *shape;
-  const float *data;
-} px_st_write_item;
-int px_safetensors_write(const char *path, const px_st_write_item *items, int n, char *err,
-                         size_t errlen);
 
 #endif

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Build the fuzzers of every reader (checkpoints, bundles, task files, mmCIF/PDB targets,
-# conformer tables, and the featurizer on parsed targets) with clang (libFuzzer + ASan + UBSan) and run each for
+# conformer tables, the featurizer on parsed targets, the campaign formats) with clang (libFuzzer + ASan + UBSan) and run each for
 # $1 seconds (default 20). Seeds come from fuzz/corpus/<kind>/; new inputs go to
 # build-fuzz/corpus-<kind>/ and crashes to build-fuzz/. Needs clang and libclang-rt-dev
 # (Debian: apt-get install -y clang libclang-rt-14-dev).
@@ -12,12 +12,12 @@ OUT=build-fuzz
 mkdir -p "$OUT"
 FLAGS="-std=c11 -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Iinclude -Isrc"
 SRC="src/platform.c src/io/zip.c src/io/pickle.c src/io/safetensors.c src/io/tensorfile.c src/io/tensor_types.c src/io/strbuf.c"
-for k in pt safetensors bundle task_yaml task_json cif pdb conformers featurize; do
+for k in pt safetensors bundle task_yaml task_json cif pdb conformers featurize campaign; do
   echo "== building fuzz_$k"
   $CC $FLAGS -o "$OUT/fuzz_$k" "fuzz/fuzz_$k.c" $SRC
 done
 status=0
-for k in pt safetensors bundle task_yaml task_json cif pdb conformers featurize; do
+for k in pt safetensors bundle task_yaml task_json cif pdb conformers featurize campaign; do
   mkdir -p "$OUT/corpus-$k"
   echo "== fuzz_$k for ${SECS}s"
   if ! "$OUT/fuzz_$k" -max_total_time="$SECS" -max_len=65536 -rss_limit_mb=2048 -timeout=10 \

@@ -106,30 +106,7 @@ static char *join(const char *a, const char *b) {
   return p;
 }
 
-int campaign_parse_shard(const char *text, campaign_shard *s) {
-  s->k = s->n = 1;
-  if (text && *text) {
-    char *end;
-    errno = 0;
-    long k = (text[0] >= '0' && text[0] <= '9') ? strtol(text, &end, 10) : -1;
-    long n = -1;
-    if (k >= 0 && !errno && *end == '/' && end[1] >= '0' && end[1] <= '9') n = strtol(end + 1, &end, 10);
-    if (errno || n < 1 || *end || n > 100000 || k < 1 || k > n)
-      return px_fail(PX_ERR_INPUT, "--shard: '%s' is not K/N with 1 <= K <= N <= 100000 (shard K of N, e.g. 2/8)",
-                     text);
-    s->k = (int)k;
-    s->n = (int)n;
-  }
-  snprintf(s->tag, sizeof s->tag, "shard_%d_of_%d", s->k, s->n);
-  return PX_OK;
-}
 
-int campaign_owns(const campaign_shard *s, long unit) { return unit % s->n == s->k - 1; }
-
-void campaign_free_strings(char **v, int n) {
-  for (int i = 0; i < n && v; i++) free(v[i]);
-  free(v);
-}
 
 static int is_task_file(const char *name) {
   if (name[0] == '.') return 0;
@@ -137,25 +114,13 @@ static int is_task_file(const char *name) {
   return dot && (!strcmp(dot, ".yaml") || !strcmp(dot, ".yml") || !strcmp(dot, ".json"));
 }
 
-static int push(char ***v, int *n, int *cap, const char *s) {
-  if (*n == *cap) {
-    int c = *cap ? 2 * *cap : 8;
-    char **nv = realloc(*v, sizeof *nv * (size_t)c);
-    if (!nv) return px_fail(PX_ERR_NOMEM, "out of memory");
-    *v = nv;
-    *cap = c;
-  }
-  if (!((*v)[*n] = strdup(s))) return px_fail(PX_ERR_NOMEM, "out of memory");
-  (*n)++;
-  return PX_OK;
-}
 
 int campaign_expand_inputs(const char *const *in, int n_in, char ***out, int *n_out) {
   char **v = NULL;
   int n = 0, cap = 0, rc = PX_OK;
   for (int i = 0; i < n_in && !rc; i++) {
     if (!sys_is_dir(in[i])) {
-      rc = push(&v, &n, &cap, in[i]);
+      rc = campaign_push_string(&v, &n, &cap, in[i]);
       continue;
     }
     char **names;
@@ -172,7 +137,7 @@ int campaign_expand_inputs(const char *const *in, int n_in, char ***out, int *n_
         break;
       }
       if (!sys_is_dir(p)) {
-        rc = push(&v, &n, &cap, p);
+        rc = campaign_push_string(&v, &n, &cap, p);
         found++;
       }
       free(p);
@@ -341,29 +306,12 @@ int campaign_csv_open(campaign_csv *c, const char *dump_dir, const char *tag) {
   return rc;
 }
 
-/* A CSV field: quoted when it holds a comma, quote or line break. */
-static void csv_field(px_strbuf *b, const char *s) {
-  if (!strpbrk(s, ",\"\n\r")) {
-    px_sb_str(b, s);
-    return;
-  }
-  px_sb_str(b, "\"");
-  for (const char *p = s; *p; p++) {
-    px_sb_put(b, p, 1);
-    if (*p == '"') px_sb_put(b, p, 1); /* a quote is doubled */
-  }
-  px_sb_str(b, "\"");
-}
 
 int campaign_csv_row(campaign_csv *c, const char *task, uint64_t seed, long sample, const char *file,
                      int binder_length, double seconds) {
   if (c->fd < 0) return PX_OK;
   px_strbuf b = {0};
-  csv_field(&b, task);
-  px_sb_printf(&b, ",%llu,%ld,", (unsigned long long)seed, sample);
-  csv_field(&b, file);
-  if (seconds >= 0) px_sb_printf(&b, ",%d,%.3f\n", binder_length, seconds);
-  else px_sb_printf(&b, ",%d,\n", binder_length);
+  campaign_csv_format(&b, task, seed, sample, file, binder_length, seconds);
   int rc = PX_OK;
   if (b.oom) rc = px_fail(PX_ERR_NOMEM, "out of memory");
   /* one write() of the whole line: O_APPEND places it at the end in one piece */
@@ -371,8 +319,6 @@ int campaign_csv_row(campaign_csv *c, const char *task, uint64_t seed, long samp
   free(b.p);
   return rc;
 }
-
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 static char *read_text(const char *path);
 
@@ -383,51 +329,9 @@ int campaign_csv_listed(const char *dump_dir, campaign_listed *out) {
   char *text = sys_exists(p) ? read_text(p) : NULL;
   free(p);
   if (!text) return PX_OK;
-  int cap = 0, rc = PX_OK;
-  /* rows as campaign_csv_row writes them: fields quoted when they hold , " or a newline */
-  const char *q = strchr(text, '\n');
-  while (q && *++q && !rc) {
-    px_strbuf f = {0};
-    int field = 0, quoted = 0;
-    for (; *q; q++) {
-      if (quoted) {
-        if (*q == '"' && q[1] == '"') {
-          if (field == 3) px_sb_put(&f, q, 1);
-          q++;
-        } else if (*q == '"') {
-          quoted = 0;
-        } else if (field == 3) {
-          px_sb_put(&f, q, 1);
-        }
-      } else if (*q == '"') {
-        quoted = 1;
-      } else if (*q == ',') {
-        field++;
-      } else if (*q == '\n') {
-        break;
-      } else if (field == 3) {
-        px_sb_put(&f, q, 1);
-      }
-    }
-    if (*q != '\n') { /* a last line without its newline is not a row */
-      free(f.p);
-      break;
-    }
-    if (field >= 5 && f.p && !f.oom) rc = push(&out->file, &out->n, &cap, f.p);
-    free(f.p);
-  }
+  int rc = campaign_csv_parse(text, strlen(text), out);
   free(text);
-  if (!rc && out->n) qsort(out->file, (size_t)out->n, sizeof *out->file, cmp_str);
   return rc;
-}
-
-int campaign_listed_has(const campaign_listed *l, const char *file) {
-  return l->n && bsearch(&file, l->file, (size_t)l->n, sizeof *l->file, cmp_str) != NULL;
-}
-
-void campaign_listed_free(campaign_listed *l) {
-  campaign_free_strings(l->file, l->n);
-  memset(l, 0, sizeof *l);
 }
 
 void campaign_csv_close(campaign_csv *c) {

@@ -32,6 +32,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "io/strbuf.h"
+
 typedef struct {
   int k, n;      /* shard k of n, 1 <= k <= n; 1/1 is the whole run */
   char tag[48];  /* "shard_K_of_N" */
@@ -46,6 +48,8 @@ int campaign_owns(const campaign_shard *s, long unit);
  * campaign_free_strings. A directory without task files is refused. */
 int campaign_expand_inputs(const char *const *in, int n_in, char ***out, int *n_out);
 void campaign_free_strings(char **v, int n);
+/* Appends a copy of s to the growable list (*v, *n, *cap). */
+int campaign_push_string(char ***v, int *n, int *cap, const char *s);
 
 /* Writes PATH through PATH.<tag>.tmp and a rename (tag distinguishes concurrent writers). */
 int campaign_write_atomic(const char *path, const void *data, size_t n, const char *tag);
@@ -89,6 +93,9 @@ typedef struct {
   int fd;
 } campaign_csv;
 
+/* One row's text (with its newline) as campaign_csv_row appends it. */
+void campaign_csv_format(px_strbuf *b, const char *task, uint64_t seed, long sample, const char *file,
+                         int binder_length, double seconds);
 /* Opens (creates with its header line when absent) DUMP/designs.csv for appending. */
 int campaign_csv_open(campaign_csv *c, const char *dump_dir, const char *tag);
 /* One row: task,seed,sample,file,binder_length,seconds (file relative to DUMP; seconds < 0:
@@ -103,6 +110,8 @@ typedef struct {
   int n;
 } campaign_listed;
 int campaign_csv_listed(const char *dump_dir, campaign_listed *out);
+/* The same from designs.csv's text (header line first); rows not of 6 fields are skipped. */
+int campaign_csv_parse(const char *text, size_t len, campaign_listed *out);
 int campaign_listed_has(const campaign_listed *l, const char *file);
 void campaign_listed_free(campaign_listed *l);
 

@@ -2,6 +2,9 @@
 """CPU benchmark: one denoise call, pxdiff vs the project's PyTorch reference, same run.
 
     make && /usr/bin/python3 bench/bench_cpu.py [--sizes 60+20:560:2,250+80:2320:10] [--reps 5]
+        [--threads N] [--skip-reference] [--no-header]
+
+(bench/cpu_device.sh runs it for 1, 4 and 16 threads on a many-core machine.)
 
 Both sides get the same random weights (written once with torch.save in the released
 layout and loaded by pxdiff from that file) and inputs of the same size. PyTorch runs
@@ -54,7 +57,7 @@ def upstream_model(model):
 
 
 def pxdiff_call_ms(ckpt, n_target, n_binder, n_atom, n_sample, reps, threads):
-    exe = os.path.join(ROOT, "build", "pxdiff")
+    exe = os.environ.get("PXDIFF_CLI") or os.path.join(ROOT, "build", "pxdiff")  # another build: PXDIFF_CLI
     cmd = [exe, "bench", "--checkpoint", ckpt, "--tokens", str(n_target + n_binder),
            "--binder", str(n_binder), "--atoms", str(n_atom), "--samples", str(n_sample),
            "--reps", str(reps), "--threads", str(threads)]
@@ -71,6 +74,9 @@ def main():
                     help="comma-separated TARGET+BINDER:ATOMS:SAMPLES")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--skip-reference", action="store_true",
+                    help="do not time the project's PyTorch reference (when upstream Protenix is timed)")
+    ap.add_argument("--no-header", action="store_true", help="print the table's rows only")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model = fx.random_model(None, seed=0)
@@ -85,25 +91,44 @@ def main():
             n_target, n_binder = (int(v) for v in toks.split("+"))
             n_atom, n_sample = int(n_atom), int(n_sample)
             px = pxdiff_call_ms(ckpt, n_target, n_binder, n_atom, n_sample, args.reps, args.threads)
-            pt = torch_call_ms(model, n_target, n_binder, n_atom, n_sample, args.reps)
             up = torch_call_ms(upstream, n_target, n_binder, n_atom, n_sample, args.reps) if upstream else None
+            pt = None if args.skip_reference and up else torch_call_ms(model, n_target, n_binder, n_atom, n_sample,
+                                                                        args.reps)
             rows.append((n_target, n_binder, n_atom, n_sample, pt, px, up))
-            print(f"# {spec}: torch reference {pt:.1f} ms, upstream {up} ms, pxdiff {px:.1f} ms",
+            fmt = lambda v: f"{v:.1f}" if v else "not run"  # noqa: E731
+            print(f"# {spec}, {args.threads} threads: torch reference {fmt(pt)} ms, upstream {fmt(up)} ms, "
+                  f"pxdiff {px:.1f} ms",
                   file=sys.stderr, flush=True)
     # The BLAS torch actually resolved (Debian's torch links libblas.so.3 through alternatives).
     libs = sorted({ln.split()[-1] for ln in open("/proc/self/maps") if "blas" in ln.lower()}) \
         if os.path.exists("/proc/self/maps") else []
     blas = ", ".join(os.path.basename(p) for p in libs) or "unknown"
-    print(f"CPU: {os.cpu_count()} cores, {args.threads} threads; torch {torch.__version__} ({blas}); "
-          f"median of {args.reps} calls after a warm-up\n")
-    print("| tokens (target+binder) | atoms | samples | upstream Protenix ms/call | project's PyTorch reference ms/call | pxdiff ms/call | pxdiff/reference | pxdiff/upstream | pxdiff s/design (400 steps) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    exe = os.environ.get("PXDIFF_CLI") or os.path.join(ROOT, "build", "pxdiff")
+    info = subprocess.run([exe, "info"], capture_output=True, text=True).stdout
+    px_blas = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("blas:")), "unknown")
+    if not args.no_header:
+        print(f"CPU: {cpu_model()}, {os.cpu_count()} logical cores; torch {torch.__version__} ({blas}); "
+              f"pxdiff BLAS: {px_blas}; median of {args.reps} calls after a warm-up\n")
+        print("| threads | tokens (target+binder) | atoms | samples | upstream Protenix ms/call | project's PyTorch reference ms/call | pxdiff ms/call | pxdiff/reference | pxdiff/upstream | pxdiff s/design (400 steps) |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
     for n_target, n_binder, n_atom, n_sample, pt, px, up in rows:
         ups = f"{up:.1f}" if up else "not run"
+        pts = f"{pt:.1f}" if pt else "not run"
+        ptr = f"{px / pt:.3f}" if pt else "-"
         upr = f"{px / up:.3f}" if up else "-"
-        print(f"| {n_target}+{n_binder} | {n_atom} | {n_sample} | {ups} | {pt:.1f} | {px:.1f} | {px / pt:.3f} | {upr} | "
-              f"{px * 400 / n_sample / 1e3:.2f} |")
+        print(f"| {args.threads} | {n_target}+{n_binder} | {n_atom} | {n_sample} | {ups} | {pts} | {px:.1f} | {ptr} | {upr} | "
+              f"{px * 400 / n_sample / 1e3:.2f} |", flush=True)
 
+
+def cpu_model():
+    try:
+        for ln in open("/proc/cpuinfo"):
+            if ln.startswith("model name"):
+                return ln.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or platform.machine()
 
 if __name__ == "__main__":
     main()

@@ -3,11 +3,13 @@
  * Every parallel region asks for px_num_threads() threads explicitly: the engine's count,
  * independent of the host process's OpenMP setting (which it never changes). */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend.h"
 #include "cpu/blas.h"
+#include "cpu/gemm.h"
 #include "cpu/mathfn.h"
 #include "pxdiff.h"
 
@@ -45,10 +47,65 @@ static int tile_size(int n, int target) {
   return (t + 15) & ~15;
 }
 
-static void cpu_linear(px_backend *b, int M, int N, int K, const float *X, int ldx, const float *W,
-                       const float *bias, float *Y, int ldy, int accumulate, int seg) {
-  (void)b;
+/* Our own GEMM (cpu/gemm.h) for depths of at least this: below, its per-output reduction
+ * costs more than cblas's packing saves. PXDIFF_CPU_GEMM=blas forces cblas (A/B timing). */
+#define OWN_GEMM_MIN_K 256
+
+static int own_gemm(int K) {
+  if (K < OWN_GEMM_MIN_K) return PX_GEMM_BLAS;
+  const char *e = getenv("PXDIFF_CPU_GEMM");
+  if (e && strcmp(e, "blas") == 0) return PX_GEMM_BLAS;
+  return px_gemm_isa();
+}
+
+/* Round n / parts up to a multiple of `mult`. */
+static int split_up(int n, int parts, int mult) {
+  int t = (n + parts - 1) / parts;
+  return (t + mult - 1) / mult * mult;
+}
+
+/* Y = X W^T (+ bias) through gemm.h's kernel, for `count` GEMMs of one shape at once (X_i =
+ * X + i*sx, ...). Its per-output arithmetic depends on K alone, so the tiles are cut for the
+ * cache and the threads, across samples. A task owns a tile of W rows (~256 KB, L2) and
+ * runs all rows of X past it, so every weight is read from memory once per call; when that
+ * gives fewer than ~4 tasks per thread, the columns are cut finer (down to 12) and then the
+ * rows into groups. One parallel region for all `count` GEMMs. */
+static void own_linear(int isa, int count, int M, int N, int K, const float *X, int ldx, int64_t sx,
+                       const float *W, int64_t sw, const float *bias, int64_t sb, float *Y, int ldy, int64_t sy,
+                       int accumulate, int relu) {
+  const int P = px_num_threads();
+  int64_t want = (4 * (int64_t)P + count - 1) / count; /* tasks per GEMM */
+  const int64_t work = (int64_t)M * N * K;
+  if (want > work / 65536) want = work / 65536;
+  if (want < 1) want = 1;
+  const int max_cols = (64 * 1024) / K / 12 * 12 > 12 ? (64 * 1024) / K / 12 * 12 : 12;
+  int tn_parts = (N + max_cols - 1) / max_cols;
+  const int max_parts = (N + 11) / 12;
+  if (tn_parts < want) tn_parts = want < max_parts ? (int)want : max_parts;
+  const int TN = split_up(N, tn_parts, 12), tn = (N + TN - 1) / TN;
+  int tm_parts = (int)((want + tn - 1) / tn);
+  if (tm_parts > (M + 11) / 12) tm_parts = (M + 11) / 12;
+  const int TM = split_up(M, tm_parts, 12), tm = (M + TM - 1) / TM;
+  const int per = tm * tn;
+#pragma omp parallel for num_threads(P) schedule(dynamic, 1) if (count * per > 1)
+  for (int task = 0; task < count * per; task++) {
+    const int i = task / per, t = task % per;
+    const int r0 = (t % tm) * TM, c0 = (t / tm) * TN;
+    const int mr = M - r0 < TM ? M - r0 : TM, nc = N - c0 < TN ? N - c0 : TN;
+    const float *bi = bias ? bias + i * sb + c0 : NULL;
+    px_gemm_tile(isa, mr, nc, K, X + i * sx + (size_t)r0 * ldx, ldx, W + i * sw + (size_t)c0 * K, bi,
+                 Y + i * sy + (size_t)r0 * ldy + c0, ldy, accumulate, relu);
+  }
+}
+
+static void gemm(int M, int N, int K, const float *X, int ldx, const float *W, const float *bias, float *Y,
+                 int ldy, int accumulate, int seg, int relu) {
   if (M <= 0 || N <= 0) return;
+  const int isa = own_gemm(K);
+  if (isa != PX_GEMM_BLAS) {
+    own_linear(isa, 1, M, N, K, X, ldx, 0, W, 0, bias, 0, Y, ldy, 0, accumulate, relu);
+    return;
+  }
   /* One BLAS thread per tile, for this call only: OpenBLAS's count is process-wide and the
    * host's (PyTorch on Debian calls the same libopenblas), so it is restored afterwards. */
   const int blas_prev = px_blas_get_threads();
@@ -80,17 +137,34 @@ static void cpu_linear(px_backend *b, int M, int N, int K, const float *X, int l
     if (K == 0) {
       if (beta == 0.0f)
         for (int r = 0; r < mr; r++) memset(y + (size_t)r * ldy, 0, sizeof(float) * (size_t)nc);
-      continue;
+    } else {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, mr, nc, K, 1.0f, X + (size_t)r0 * ldx, ldx,
+                  W + (size_t)c0 * K, K, beta, y, ldy);
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, mr, nc, K, 1.0f, X + (size_t)r0 * ldx, ldx,
-                W + (size_t)c0 * K, K, beta, y, ldy);
+    if (relu)
+      for (int r = 0; r < mr; r++) {
+        float *yr = y + (size_t)r * ldy;
+        for (int c = 0; c < nc; c++) yr[c] = yr[c] > 0.0f ? yr[c] : 0.0f;
+      }
   }
   if (blas_prev != 1) px_blas_set_threads(blas_prev);
+}
+
+static void cpu_linear(px_backend *b, int M, int N, int K, const float *X, int ldx, const float *W,
+                       const float *bias, float *Y, int ldy, int accumulate, int seg) {
+  (void)b;
+  gemm(M, N, K, X, ldx, W, bias, Y, ldy, accumulate, seg, 0);
 }
 
 static void cpu_linear_batched(px_backend *b, int count, int M, int N, int K, const float *X,
                                int64_t sx, const float *W, int64_t sw, const float *bias, int64_t sb,
                                float *Y, int64_t sy, int seg) {
+  if (count <= 0 || M <= 0 || N <= 0) return;
+  const int isa = own_gemm(K);
+  if (isa != PX_GEMM_BLAS) { /* one parallel region for all of them */
+    own_linear(isa, count, M, N, K, X, K, sx, W, sw, bias, sb, Y, N, sy, 0, 0);
+    return;
+  }
   for (int i = 0; i < count; i++)
     cpu_linear(b, M, N, K, X + i * sx, K, W + i * sw, bias ? bias + i * sb : NULL, Y + i * sy, N, 0, seg);
 }
@@ -153,11 +227,25 @@ static void cpu_gated_residual(px_backend *b, int M, int C, float *A, const floa
   }
 }
 
+/* One pass per row: the residual update, then that row's AdaLN (same arithmetic as the two
+ * kernels in turn; one parallel region instead of two, the row still in L1). */
 static void cpu_residual_adaln(px_backend *b, int M, int C, float *A, const float *Gr, int gr_rows,
                                const float *Y, const float *Gn, const float *Bn, int gn_rows,
                                float *An) {
-  cpu_gated_residual(b, M, C, A, Gr, gr_rows, Y);
-  cpu_adaln(b, M, C, A, Gn, Bn, gn_rows, An);
+  (void)b;
+#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
+  for (int r = 0; r < M; r++) {
+    float *a = A + (size_t)r * C;
+    const float *gr = Gr + (size_t)(r % gr_rows) * C;
+    const float *y = Y + (size_t)r * C;
+    for (int c = 0; c < C; c++) a[c] += gr[c] * y[c];
+    const float *g = Gn + (size_t)(r % gn_rows) * C;
+    const float *bb = Bn + (size_t)(r % gn_rows) * C;
+    float *o = An + (size_t)r * C;
+    float m, rs;
+    row_stats(a, C, &m, &rs);
+    for (int c = 0; c < C; c++) o[c] = g[c] * ((a[c] - m) * rs) + bb[c];
+  }
 }
 
 static void cpu_sigmoid_mul(px_backend *b, int M, int C, float *O, int ldo, const float *P,
@@ -197,10 +285,11 @@ static inline void softmax_row(float *l, int n) {
  *   L[i, j] = scale * q_i . k_j + bias[i, j]
  *   o_i = sum_j softmax(L_i)_j v_j
  * Kt holds the keys transposed, [d][ldkt], so the key loop vectorizes. Masked keys are
- * simply not passed: their softmax weight is exactly 0, as upstream's -1e10 gives. */
+ * simply not passed: their softmax weight is exactly 0, as upstream's -1e10 gives. With G
+ * (row stride ldg; NULL for none) the output row is then multiplied by sigmoid(G). */
 static void attend_rows(int nr, int n, int d, const float *Q, int ldq, const float *Kt, int ldkt,
                         const float *V, int ldv, const float *bias, int ldb, float scale,
-                        float *O, int ldo, float *L) {
+                        float *O, int ldo, const float *G, int ldg, float *L) {
   for (int i = 0; i < nr; i++) {
     const float *q = Q + (size_t)i * ldq;
     float *l = L;
@@ -222,10 +311,12 @@ static void attend_rows(int nr, int n, int d, const float *Q, int ldq, const flo
 #pragma omp simd
       for (int c = 0; c < d; c++) o[c] += p * v[c];
     }
+    if (G) { /* the attention gate, o * sigmoid(g), while the row is in L1 */
+      const float *g = G + (size_t)i * ldg;
+      for (int c = 0; c < d; c++) o[c] *= px_sigmoidf(g[c]);
+    }
   }
 }
-
-static void cpu_sigmoid_mul(px_backend *b, int M, int C, float *O, int ldo, const float *P, int ldp);
 
 static void cpu_attention_full(px_backend *b, int S, int T, int H, int d, const float *Q,
                                const float *K, const float *V, int ld, const float *bias,
@@ -254,12 +345,12 @@ static void cpu_attention_full(px_backend *b, int S, int T, int H, int d, const 
       int r0 = rb * RB, nr = T - r0 < RB ? T - r0 : RB;
       attend_rows(nr, T, d, Qs + (size_t)r0 * ld, ld, Kt, T, Vs, ld,
                   bias + (size_t)h * T * T + (size_t)r0 * T, T, scale,
-                  O + ((size_t)s * T + r0) * C + (size_t)h * d, C, L);
+                  O + ((size_t)s * T + r0) * C + (size_t)h * d, C,
+                  G ? G + ((size_t)s * T + r0) * ldg + (size_t)h * d : NULL, ldg, L);
     }
     free(Kt);
     free(L);
   }
-  if (G) cpu_sigmoid_mul(b, S * T, C, O, C, G, ldg);
 }
 
 static void cpu_attention_local(px_backend *b, int S, int N, int H, int d, int nq, int nk,
@@ -289,22 +380,18 @@ static void cpu_attention_local(px_backend *b, int S, int N, int H, int d, int n
         for (int c = 0; c < d; c++) Kt[(size_t)c * nk + j] = Ks[(size_t)(a0 + j) * ld + c];
       attend_rows(nr, n, d, Q + ((size_t)s * N + q0) * ld + (size_t)h * d, ld, Kt, nk,
                   Vs + (size_t)a0 * ld, ld, bias + (((size_t)h * n_trunks + t) * nq) * nk + kbeg,
-                  nk, scale, O + ((size_t)s * N + q0) * C + (size_t)h * d, C, L);
+                  nk, scale, O + ((size_t)s * N + q0) * C + (size_t)h * d, C,
+                  G ? G + ((size_t)s * N + q0) * ldg + (size_t)h * d : NULL, ldg, L);
     }
     free(Kt);
     free(L);
   }
-  if (G) cpu_sigmoid_mul(b, S * N, C, O, C, G, ldg);
 }
 
 static void cpu_linear_relu(px_backend *b, int M, int N, int K, const float *X, int ldx, const float *W,
                             const float *bias, float *Y, int ldy, int seg) {
-  cpu_linear(b, M, N, K, X, ldx, W, bias, Y, ldy, 0, seg);
-#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
-  for (int r = 0; r < M; r++) {
-    float *y = Y + (size_t)r * ldy;
-    for (int c = 0; c < N; c++) y[c] = y[c] > 0.0f ? y[c] : 0.0f;
-  }
+  (void)b;
+  gemm(M, N, K, X, ldx, W, bias, Y, ldy, 0, seg, 1); /* the ReLU inside each tile, while it is in cache */
 }
 
 static void cpu_activation(px_backend *b, int64_t n, float *X, int kind) {
@@ -422,3 +509,35 @@ static px_backend cpu_backend = {
 };
 
 px_backend *px_cpu_backend(void) { return &cpu_backend; }
+
+const char *px_cpu_blas_describe(void) {
+  static char line[512];
+  static int done;
+  if (done) return line; /* threads racing here write the same bytes */
+  char lib[320];
+#if defined(PX_BLAS_ACCELERATE)
+  snprintf(lib, sizeof lib, "Accelerate");
+#else
+  if (PX_OPENBLAS_LOADED) {
+    const int par = openblas_get_parallel();
+    snprintf(lib, sizeof lib, "%s (%s)", openblas_get_config(),
+             par == 0 ? "sequential" : par == 1 ? "pthreads" : par == 2 ? "OpenMP" : "threading unknown");
+  } else if (mkl_get_version_string) {
+    char v[200];
+    mkl_get_version_string(v, (int)sizeof v);
+    snprintf(lib, sizeof lib, "MKL (%s)", v);
+  } else if (bli_info_get_version_str) {
+    snprintf(lib, sizeof lib, "BLIS %s", bli_info_get_version_str());
+  } else {
+    snprintf(lib, sizeof lib, "cblas (library not identified)");
+  }
+#endif
+  const int isa = px_gemm_isa();
+  if (isa == PX_GEMM_BLAS)
+    snprintf(line, sizeof line, "%s", lib);
+  else
+    snprintf(line, sizeof line, "%s; GEMMs of depth >= %d: pxdiff's %s kernel", lib, OWN_GEMM_MIN_K,
+             isa == PX_GEMM_AVX512 ? "AVX-512" : "AVX2");
+  done = 1;
+  return line;
+}

@@ -80,6 +80,16 @@ static long sys_pid(void) { return (long)getpid(); }
 /* 1 alive, 0 gone. */
 static int sys_pid_alive(long pid) { return pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM); }
 
+/* Seconds since the file was last modified (0 when unknown). */
+static double sys_age_s(const char *p) {
+  struct stat st;
+  if (stat(p, &st) != 0) return 0;
+  return difftime(time(NULL), st.st_mtime);
+}
+
+/* Sets the file's modification time to now. */
+static void sys_touch(const char *p) { utimensat(AT_FDCWD, p, NULL, 0); }
+
 static int sys_write_all(int fd, const char *p, size_t n) {
   while (n) {
     ssize_t w = write(fd, p, n);
@@ -221,7 +231,7 @@ int campaign_lock_probe(const char *path, long *pid, char *host, size_t cap) {
   snprintf(host, cap, "%s", h);
   char me[256];
   sys_host(me, sizeof me);
-  if (strcmp(me, h)) return 2;
+  if (strcmp(me, h)) return sys_age_s(path) > CAMPAIGN_LOCK_STALE_S ? 0 : 2;
   return sys_pid_alive(*pid);
 }
 
@@ -256,9 +266,9 @@ int campaign_lock_take(campaign_lock *L, const char *dump_dir, const campaign_sh
                      pid, h, L->path);
     if (st == 2)
       return px_fail(PX_ERR_INPUT,
-                     "%s of %s is held by pid %ld on host %s (%s); not started. If that process is gone, remove "
-                     "the lock file and rerun with --resume",
-                     who, dump_dir, pid, h, L->path);
+                     "%s of %s is held by pid %ld on host %s (%s, alive within the last %d minutes); not started. "
+                     "If that process is gone, remove the lock file and rerun with --resume",
+                     who, dump_dir, pid, h, L->path, CAMPAIGN_LOCK_STALE_S / 60);
     if (st == -1)
       return px_fail(PX_ERR_INPUT, "%s exists but names no process; if no run of %s is going, remove it", L->path,
                      dump_dir);
@@ -424,6 +434,7 @@ int campaign_status_write(campaign_status *st, int force) {
   else px_sb_str(&b, "null");
   px_sb_str(&b, "\n}\n");
   int rc = b.oom ? px_fail(PX_ERR_NOMEM, "out of memory") : campaign_write_atomic(st->path, b.p, b.n, st->tag);
+  if (st->lock_path) sys_touch(st->lock_path);
   free(b.p);
   return rc;
 }

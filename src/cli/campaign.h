@@ -84,7 +84,11 @@ typedef struct {
 int campaign_lock_take(campaign_lock *L, const char *dump_dir, const campaign_shard *s);
 void campaign_lock_release(campaign_lock *L);
 /* A lock file's holder: 1 alive (this host, the pid exists), 0 stale (this host, no such
- * pid), 2 unknown (another host); -1 unreadable. pid/host filled when readable. */
+ * pid; or another host and no heartbeat for CAMPAIGN_LOCK_STALE_S), 2 another host, recently
+ * alive; -1 unreadable. pid/host filled when readable. A running shard touches its lock at
+ * every status rewrite (every few seconds while it samples), so that a shard requeued on
+ * another node after its node died takes the lock over. */
+#define CAMPAIGN_LOCK_STALE_S 900
 int campaign_lock_probe(const char *path, long *pid, char *host, size_t cap);
 
 /* ------------------------------------------------------------ designs.csv -- */
@@ -126,6 +130,7 @@ typedef struct {
 typedef struct {
   char path[4096];
   const char *tag, *command, *device;
+  const char *lock_path; /* touched at each rewrite: the lock's heartbeat (or NULL) */
   campaign_shard shard;
   int n_task;
   campaign_task_status *task; /* [n_task], this shard's share */

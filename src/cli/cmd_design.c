@@ -751,7 +751,6 @@ static int case_is_mine(const design_opts *o, const campaign_unit *units, long p
 
 static int run_design(design_opts *o, const design_job *J, const design_models *M, const px_conformers *conf,
                       const char *model_desc, double t_start, const campaign_queue *q) {
-  if (write_top_level(o, J)) return say(px_last_error());
   const long per = (o->n_sample + o->chunk - 1) / o->chunk;
   campaign_lock lock;
   campaign_status st;
@@ -760,9 +759,20 @@ static int run_design(design_opts *o, const design_job *J, const design_models *
   memset(&lock, 0, sizeof lock);
   memset(&st, 0, sizeof st);
   int rc = 0, written = 0;
+  /* the shard's lock comes first: a second process of the same K/N writes nothing at all */
   if (o->status_files) {
-    if (campaign_lock_take(&lock, o->dump_dir, &o->shard) ||
-        campaign_status_init(&st, o->dump_dir, &o->shard, J->tasks.n, o->status_interval) ||
+    if (px_mkdir_p(o->dump_dir)) {
+      px_fail(PX_ERR_IO, "cannot create %s: %s", o->dump_dir, strerror(errno));
+      return say(px_last_error());
+    }
+    if (campaign_lock_take(&lock, o->dump_dir, &o->shard)) return say(px_last_error());
+  }
+  if (write_top_level(o, J)) {
+    campaign_lock_release(&lock);
+    return say(px_last_error());
+  }
+  if (o->status_files) {
+    if (campaign_status_init(&st, o->dump_dir, &o->shard, J->tasks.n, o->status_interval) ||
         campaign_csv_open(&csv, o->dump_dir, o->shard.tag) ||
         (o->resume && campaign_csv_listed(o->dump_dir, &io.listed))) {
       rc = say(px_last_error());
@@ -778,6 +788,7 @@ static int run_design(design_opts *o, const design_job *J, const design_models *
       t->units_total++;
       t->designs_total += q->u[u].n;
     }
+    st.lock_path = lock.path;
     io.st = &st;
     io.csv = &csv;
     campaign_status_write(&st, 1);

@@ -286,11 +286,19 @@ def test_same_shard_twice_refused(ckpt, tmp_path):
 
 
 def test_stale_lock_taken_over(ckpt, reference, tmp_path):
-    """A lock whose process is gone (here: a pid that cannot exist) does not block a rerun."""
+    """A lock whose process is gone (here: a pid that cannot exist) does not block a rerun; a
+    lock of another host blocks while its heartbeat is recent, not after 15 minutes."""
     _, both = reference
     out = tmp_path / "run"
     out.mkdir()
     (out / "shard_2_of_2.lock").write_text(f"pid 999999999 host {os.uname().nodename}\n")
+    other = out / "shard_1_of_2.lock"
+    other.write_text("pid 4242 host some-other-node\n")
+    rc, so, se = run(*design_args(ckpt, out, [TASKS], *BASE, "--shard", "1/2", "-q"))
+    assert rc != 0 and se.count("\n") == 1 and "pid 4242 on host some-other-node" in se, se
+    assert sorted(os.listdir(out)) == ["shard_1_of_2.lock", "shard_2_of_2.lock"]  # nothing written
+    old = time.time() - 16 * 60
+    os.utime(other, (old, old))
     for k in (1, 2):
         rc, so, se = run(*design_args(ckpt, out, [TASKS], *BASE, "--shard", f"{k}/2", "-q"))
         assert rc == 0, se

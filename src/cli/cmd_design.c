@@ -85,7 +85,7 @@ static int design_option_table(cli_opt *t, design_opts *o) {
   int k = 0;
   t[k++] = (cli_opt){.name = "--input", .alias = "-i", .kind = CLI_PATHS, .dst = &o->inputs, .meta = "TASK...",
                      .flags = o->demo ? CLI_HIDDEN : CLI_REQUIRED,
-                     .help = "PXDesign task: YAML (.yaml/.yml) or JSON task list (.json); several files\n"
+                     .help = "PXDesign task: YAML (.yaml/.yml) or JSON task list (.json); several files "
                              "(-i a.yaml b.yaml, or -i repeated) or a directory of them run as one campaign"};
   t[k++] = (cli_opt){.name = "--dump_dir", .alias = "-o", .kind = CLI_PATH, .dst = &o->dump_dir,
                      .meta = "DIR", .flags = o->demo ? 0 : CLI_REQUIRED, .help = "output directory (PXDesign's tree)"};
@@ -109,7 +109,7 @@ static int design_option_table(cli_opt *t, design_opts *o) {
                      .help = "comma-separated seeds (none: one seed from the clock, as PXDesign)"};
   t[k++] = (cli_opt){.name = "--dtype", .kind = CLI_ENUM, .dst = &o->dtype, .meta = "bf16|fp32", .def = "bf16",
                      .enum_names = dtype_names, .enum_values = dtype_values,
-                     .help = "as PXDesign's: bf16 rounds s_inputs and the noise schedule to bfloat16 as its\n"
+                     .help = "as PXDesign's: bf16 rounds s_inputs and the noise schedule to bfloat16 as its "
                              "default GPU run does; fp32 keeps float32"};
   t[k++] = (cli_opt){.name = "--eta_type", .kind = CLI_ENUM, .dst = &o->eta_type, .meta = "TYPE",
                      .def = "const", .enum_names = eta_names, .enum_values = eta_values,
@@ -137,10 +137,10 @@ static int design_option_table(cli_opt *t, design_opts *o) {
                      .help = "reference positions only centred, not randomly moved (comparisons)"};
   if (!o->demo) {
     t[k++] = (cli_opt){.name = "--shard", .kind = CLI_STRING, .dst = &o->shard_text, .meta = "K/N",
-                       .help = "run shard K of N (1 <= K <= N) of the work into a tree shared by all N\n"
+                       .help = "run shard K of N (1 <= K <= N) of the work into a tree shared by all N "
                                "(docs/campaign.md); the N shards' files are the unsharded run's"};
     t[k++] = (cli_opt){.name = "--status", .kind = CLI_FLAG, .dst = &o->status_files,
-                       .help = "write DUMP_DIR/status.json and designs.csv as the run goes (on with\n"
+                       .help = "write DUMP_DIR/status.json and designs.csv as the run goes (on with "
                                "--shard or several task files)"};
     t[k++] = (cli_opt){.name = "--status-interval", .kind = CLI_FLOAT, .dst = &o->status_interval, .meta = "S",
                        .def = "5", .lo = 0, .hi = 86400, .flags = CLI_HIDDEN,
@@ -171,10 +171,10 @@ static int parse_design_opts(int argc, char **argv, design_opts *o, int demo) {
   int n = design_option_table(t, o);
   const cli_command c = {
       .name = demo ? "demo" : "design",
-      .args = demo ? "-o DIR [options]" : "-i TASK -o DUMP_DIR (--checkpoint CKPT | --load_checkpoint_dir DIR) [options]",
-      .summary = demo ? "PXDesign's quick-start target (PD-L1, built in) designed with SYNTHETIC weights: the\n"
+      .args = demo ? "-o DIR [options]" : "-i TASK... -o DUMP_DIR (--checkpoint CKPT | --load_checkpoint_dir DIR) [options]",
+      .summary = demo ? "PXDesign's quick-start target (PD-L1, built in) designed with SYNTHETIC weights: the "
                         "whole `pxdiff design` path, no downloads."
-                      : "Design binders for a target: PXDesign's `pxdesign infer` in C (task + structure in,\n"
+                      : "Design binders for a target: PXDesign's `pxdesign infer` in C (task + structure in, "
                         "binder backbones out, PXDesign's output tree).",
       .details = DESIGN_DETAILS,
       .opts = t,

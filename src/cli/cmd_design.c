@@ -164,6 +164,17 @@ static int say(const char *what) {
   return 1;
 }
 
+/* The file name of a YAML task path (its <stem>.json goes to DUMP_DIR), and the length of
+ * its stem; 0 for a path that is not YAML. */
+static const char *yaml_stem(const char *path) {
+  const char *b = strrchr(path, '/');
+  return b ? b + 1 : path;
+}
+static size_t yaml_stem_len(const char *base) {
+  const char *dot = strrchr(base, '.');
+  return dot && dot != base && (!strcmp(dot, ".yaml") || !strcmp(dot, ".yml")) ? (size_t)(dot - base) : 0;
+}
+
 static int parse_design_opts(int argc, char **argv, design_opts *o, int demo) {
   memset(o, 0, sizeof *o);
   o->demo = demo;
@@ -208,6 +219,17 @@ static int parse_design_opts(int argc, char **argv, design_opts *o, int demo) {
     o->input = o->paths[0];
   }
   if (o->shard.n > 1 || o->n_paths > 1) o->status_files = 1;
+  /* YAML inputs each leave <stem>.json in DUMP_DIR: two of one stem would write one file */
+  for (int i = 0; i < o->n_paths; i++)
+    for (int j = 0; j < i; j++) {
+      const char *a = yaml_stem(o->paths[i]), *b = yaml_stem(o->paths[j]);
+      const size_t la = yaml_stem_len(a);
+      if (la && la == yaml_stem_len(b) && !strncmp(a, b, la)) {
+        fprintf(stderr, "pxdiff: %s and %s both become %.*s.json in the output directory; rename one\n",
+                o->paths[j], o->paths[i], (int)la, a);
+        return 1;
+      }
+    }
   if (o->resume && o->overwrite) return cli_usage_error(&c, "--resume and --overwrite exclude each other");
   if (!o->dump_dir) return cli_usage_error(&c, "give the output directory: -o DIR");
   if (!demo) {

@@ -208,7 +208,10 @@ def test_bad_inputs_one_line(ckpt, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "notes.txt").write_text("x")
-    for inputs, want in (([str(empty)], "holds no task file"), ([TASK_A, TASK_A], "two tasks are named"),
+    renamed = tmp_path / "renamed.yaml"  # another file, the same task name
+    renamed.write_text("task_name: pdl1_small_a\n" + open(TASK_A).read())
+    for inputs, want in (([str(empty)], "holds no task file"), ([TASK_A, TASK_A], "both become pdl1_small_a.json"),
+                         ([TASK_A, str(renamed)], "two tasks are named 'pdl1_small_a'"),
                          ([TASK_A, str(tmp_path / "missing.yaml")], "missing.yaml")):
         out = tmp_path / "o"
         rc, so, se = run(*design_args(ckpt, out, inputs, *BASE))

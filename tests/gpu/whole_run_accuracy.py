@@ -17,7 +17,7 @@ from $PXDIFF_UPSTREAM_PROTENIX, never committed) with PXDesign's defaults (gamma
 gamma_min 0.01, lambda 1.003, eta const 2.5, bfloat16 noise schedule, one chunk of 10
 samples), once with upstream Protenix's DiffusionModule in eager fp32 (TF32 off) as the
 denoiser -- the reference -- and once per pxdiff precision (fp32, tf32, fp16, bf16) through
-the Python module, re-seeding torch and numpy before each run so the loop draws the same
+the Python module (--via dropin: through the drop-in, AcceleratedDiffusionModule), re-seeding torch and numpy before each run so the loop draws the same
 noise, rotations and translations. Weights: random, of the released shapes
 (pxfixtures.random_model); features: synthetic (pxfixtures.random_features), PXDesign-like
 (s_trunk zero, s_inputs rounded to bfloat16 as in the default run). The default sizes are
@@ -243,6 +243,9 @@ def main():
     ap.add_argument("--precisions", default=None,
                     help="pxdiff precisions (default: fp32,tf32,fp16,bf16 on cuda, fp32 on cpu)")
     ap.add_argument("--seed", type=int, default=101)
+    ap.add_argument("--via", default="module", choices=("module", "dropin"),
+                    help="pxdiff.DiffusionModule as the denoiser, or the drop-in (AcceleratedDiffusionModule "
+                         "around upstream's module, as pxdiff.enable_acceleration installs it)")
     ap.add_argument("--skip-per-call", action="store_true", help="leave out check_cuda's per-call sweep")
     ap.add_argument("--per-call-every", type=int, default=1, help="per-call sweep: every k-th noise level")
     ap.add_argument("--gate-default", type=float, default=GATES["default"],
@@ -277,7 +280,7 @@ def main():
     print(f"pxdiff default precision on {device}: {default_name}", flush=True)
     schedule = pxref.noise_schedule(args.steps, "bfloat16").to(device)
 
-    report = {"device": card, "torch": torch.__version__, "pxdiff": pxdiff.version(), "steps": args.steps,
+    report = {"via": args.via, "device": card, "torch": torch.__version__, "pxdiff": pxdiff.version(), "steps": args.steps,
               "samples": args.samples, "seed": args.seed, "default_precision": default_name,
               "scipy": "real" if have_scipy else "stand-in",
               "gates_angstrom": {p: gate_for(p, default_name) for p in precisions}, "sizes": []}
@@ -295,8 +298,18 @@ def main():
         entry = {"tokens": nt + nb, "target_binder": label, "atoms": N, "reference_s": ref_s,
                  "scale_rms_between_samples": scale, "rows": {}}
         for p in precisions:
-            dm = pxdiff_engine(model, device, p)
-            got, s = run_loop(sample_diffusion, dm, inputs, schedule, args.samples, args.seed, device)
+            if args.via == "dropin":
+                # As pxdiff.enable_acceleration installs it: the original module kept for
+                # fallback, which would make the row agree with the reference trivially.
+                net = pxdiff.accel.AcceleratedDiffusionModule(um, backend=device,
+                                                              precision=None if p == "default" else p)
+                dm = net.pxdiff_engine
+            else:
+                net = dm = pxdiff_engine(model, device, p)
+            got, s = run_loop(sample_diffusion, net, inputs, schedule, args.samples, args.seed, device)
+            if args.via == "dropin" and (not net.active or net.pxdiff_stats.calls != args.steps):
+                FAIL.append(f"{p} at {label}: the drop-in fell back to PyTorch ({net.pxdiff_failed}) or "
+                            f"made {net.pxdiff_stats.calls} engine calls, not {args.steps}")
             d = rms_per_sample(got, ref)
             mean, worst = d.mean().item(), d.max().item()
             gate = gate_for(dm.precision, default_name)
@@ -310,8 +323,8 @@ def main():
             entry["rows"][dm.precision] = {"default": dm.precision == default_name, "backend": dm.backend,
                                            "rms_mean": mean, "rms_max": worst, "per_sample": d.tolist(),
                                            "gate": gate, "pass": ok if gate is not None else None,
-                                           "seconds": s}
-            del dm
+                                           "seconds": s, "via": args.via}
+            del dm, net
         report["sizes"].append(entry)
     del um
     if device == "cuda" and not args.skip_per_call:

@@ -291,31 +291,29 @@ static const char CSV_HEADER[] = "task,seed,sample,file,binder_length,seconds\n"
 int campaign_csv_open(campaign_csv *c, const char *dump_dir, const char *tag) {
   c->fd = -1;
   char *p = join(dump_dir, "designs.csv");
-  if (!p) return px_fail(PX_ERR_NOMEM, "out of memory");
+  size_t l = p ? strlen(p) + strlen(tag) + 8 : 0;
+  char *tmp = p ? malloc(l) : NULL;
+  if (!p || !tmp) {
+    free(p);
+    return px_fail(PX_ERR_NOMEM, "out of memory");
+  }
+  snprintf(tmp, l, "%s.%s.tmp", p, tag);
   int rc = PX_OK;
   if (!sys_exists(p)) {
     /* Created whole with its header: a temporary file linked into place (link fails when
      * another shard created it first), so no reader or appender sees a file without it. */
-    size_t l = strlen(p) + strlen(tag) + 8;
-    char *tmp = malloc(l);
-    if (!tmp) rc = px_fail(PX_ERR_NOMEM, "out of memory");
-    if (!rc) {
-      snprintf(tmp, l, "%s.%s.tmp", p, tag);
-      int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      if (fd < 0 || sys_write_all(fd, CSV_HEADER, sizeof CSV_HEADER - 1) || close(fd)) {
-        rc = px_fail(PX_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
-      } else if (link(tmp, p) != 0 && errno != EEXIST) {
-        rc = px_fail(PX_ERR_IO, "cannot create %s: %s", p, strerror(errno));
-      }
-      unlink(tmp);
-      free(tmp);
-    }
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int bad = fd < 0 || sys_write_all(fd, CSV_HEADER, sizeof CSV_HEADER - 1) != 0;
+    if (fd >= 0 && close(fd) != 0) bad = 1;
+    if (bad) rc = px_fail(PX_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
+    else if (link(tmp, p) != 0 && errno != EEXIST) rc = px_fail(PX_ERR_IO, "cannot create %s: %s", p, strerror(errno));
   }
+  unlink(tmp); /* also a leftover of this shard killed while creating the file */
   if (!rc && (c->fd = open(p, O_WRONLY | O_APPEND)) < 0) rc = px_fail(PX_ERR_IO, "cannot open %s: %s", p, strerror(errno));
+  free(tmp);
   free(p);
   return rc;
 }
-
 
 int campaign_csv_row(campaign_csv *c, const char *task, uint64_t seed, long sample, const char *file,
                      int binder_length, double seconds) {

@@ -523,3 +523,20 @@ def test_doc_parallel_line(ckpt, reference, tmp_path):
         so, se = p.communicate(timeout=600)
         assert p.returncode == 0, se
     assert_same_run(both, out)
+
+
+def test_resume_lists_a_design_missing_from_the_csv(ckpt, reference, tmp_path):
+    """A kill between a design's rename and its row leaves a file without a row: --resume
+    appends the row (time unknown), and lists nothing twice."""
+    _, both = reference
+    out = tmp_path / "run"
+    rc, so, se = run(*design_args(ckpt, out, [TASKS], *BASE, "--status", "-q"))
+    assert rc == 0, se
+    lines = open(out / "designs.csv").read().splitlines(keepends=True)
+    dropped = lines.pop(7)
+    open(out / "designs.csv", "w").write("".join(lines))
+    rc, so, se = run(*design_args(ckpt, out, [TASKS], *BASE, "--status", "--resume", "-q"))
+    assert rc == 0, se
+    rows = csv_rows(out / "designs.csv")
+    assert rows[-1][:5] == next(csv.reader([dropped]))[:5] and rows[-1][5] == ""
+    assert_same_run(both, out)

@@ -15,7 +15,10 @@
 typedef struct px_backend px_backend;
 
 struct px_backend {
-  const char *name;
+  const char *name; /* "cpu", "cuda:0", ...: the device, as users name it */
+  /* 1 when the buffers alloc returns are device memory the host cannot read (CUDA): the
+   * model then reads results through download. 0 (the CPU backend): they are host memory. */
+  int device_memory;
   void *(*alloc)(px_backend *b, size_t bytes); /* NULL on failure */
   void (*free)(px_backend *b, void *p);
   void (*upload)(px_backend *b, void *dst, const void *src, size_t bytes);
@@ -97,9 +100,12 @@ struct px_backend {
               float sigma, const float *rup, float *out);
 
   /* ---- optional: asynchronous execution and graph replay (NULL on the CPU) ---- */
+  /* The caller's stream (a cudaStream_t; NULL: none) this context orders its work with. The
+   * stream belongs to the backend context, shared by every view and user of it. */
+  void (*set_external_stream)(px_backend *b, void *stream);
   /* Order this backend's work after (direction 0) or before (direction 1) the work queued
-   * so far on a caller's stream (a cudaStream_t), without waiting on the host. */
-  void (*join_external)(px_backend *b, void *stream, int direction);
+   * so far on the caller's stream, without waiting on the host; 0 when no stream is set. */
+  int (*join_external)(px_backend *b, int direction);
   /* Host memory that upload/download_async can use asynchronously (pinned on CUDA). */
   void *(*host_alloc)(px_backend *b, size_t bytes);
   void (*host_free)(px_backend *b, void *p);

@@ -4,8 +4,10 @@
 // accumulation); LayerNorm/AdaLN, gates, SwiGLU and the token<->atom reductions are
 // small kernels here; full attention is two strided-batched GEMMs around a fused
 // bias+softmax kernel; the 32x128 local atom attention is one fused kernel per
-// (trunk, head, sample). Everything runs on one stream; only download() synchronises.
-// Reductions never use atomics, so results are deterministic run to run.
+// (trunk, head, sample). A context (struct Ctx) holds all the backend's state for one
+// device, with no globals: its work runs on its own stream (two lanes when the model forks),
+// only download() and sync() wait. Reductions never use atomics, so results are
+// deterministic run to run and context to context.
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -18,6 +20,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <atomic>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -39,9 +42,25 @@ namespace {
 
 constexpr int MAX_LANES = 2;
 
+struct Ctx;
+
+// One view of a context per precision: the px_backend a model or a test holds. The
+// context (streams, cuBLAS handle, scratch, 16-bit weight copies) is shared by its views,
+// so a model re-prepared at another precision keeps its weights on the device.
+struct CudaBackend {
+  px_backend base;  // first member: a px_backend* points here
+  Ctx *ctx;
+  int precision;
+};
+
+// A CUDA backend context: everything the backend keeps, for one device. Contexts are
+// independent (own streams, handle, scratch, allocation tally), so several can live in one
+// process, on one device or on several (tests/test_cuda_contexts.c).
 struct Ctx {
-  bool init = false;
+  int device = 0;  // the CUDA device every operation of this context runs on
+  char name[16] = "cuda";  // "cuda:N", every view's px_backend.name
   int init_status = 0;
+  CudaBackend views[4] = {};  // indexed by enum px_precision (FP32..FP16)
   // `stream` is where work is queued now: `main` (everything ordered with the caller,
   // graph capture, sync) or, between lanes_fork and lanes_join, one of the lanes.
   cudaStream_t stream = nullptr, main = nullptr;
@@ -83,20 +102,42 @@ struct Ctx {
   // running concurrently must not share one).
   void *blas_ws[MAX_LANES] = {};
   size_t blas_ws_bytes = 32u << 20;
+  // Read once at creation (A/B switches for the benchmarks).
+  bool no_lt = false;              // PXDIFF_NO_CUBLASLT: cuBLAS instead of cuBLASLt epilogues
+  size_t local_smem_configured = 0;  // k_attention_local's dynamic shared memory, set per device
+  cudaEvent_t ev_ext = nullptr;      // orders work with the caller's stream
+  cudaStream_t external = nullptr;   // the caller's stream (set_external_stream), or none
 };
-Ctx g;
 
-struct CudaBackend {
-  px_backend base;  // first member: a px_backend* points here
-  int precision;
+// Device memory of every context together, for the testing API's process-wide numbers
+// (px_cuda_memory_in_use / _peak); each context keeps its own tally beside it.
+std::atomic<int64_t> all_in_use{0}, all_peak{0};
+
+Ctx &ctx_of(px_backend *b) { return *((CudaBackend *)b)->ctx; }
+
+// Operations run on their context's device; the caller's current device (a PyTorch
+// process's, for one) is restored on return. Nothing is switched when it already matches:
+// the common one-device case costs one cudaGetDevice per operation.
+struct DeviceGuard {
+  int prev = -1;
+  explicit DeviceGuard(int dev) {
+    int cur = 0;
+    if (cudaGetDevice(&cur) == cudaSuccess && cur != dev && cudaSetDevice(dev) == cudaSuccess) prev = cur;
+  }
+  ~DeviceGuard() {
+    if (prev >= 0) cudaSetDevice(prev);
+  }
 };
+#define CTX(b)          \
+  Ctx &g = ctx_of(b);   \
+  DeviceGuard dev_guard_(g.device)
 
-int fail_cuda(cudaError_t e, const char *what) {
+int fail_cuda(Ctx &g, cudaError_t e, const char *what) {
   int rc = px_fail(PX_ERR_BACKEND, "CUDA error in %s: %s", what, cudaGetErrorString(e));
   if (!g.sticky) g.sticky = rc;
   return rc;
 }
-int fail_blas(cublasStatus_t s, const char *what) {
+int fail_blas(Ctx &g, cublasStatus_t s, const char *what) {
   int rc = px_fail(PX_ERR_BACKEND, "cuBLAS error %d in %s", (int)s, what);
   if (!g.sticky) g.sticky = rc;
   return rc;
@@ -104,17 +145,17 @@ int fail_blas(cublasStatus_t s, const char *what) {
 #define CK(call)                                        \
   do {                                                  \
     cudaError_t e_ = (call);                            \
-    if (e_ != cudaSuccess) fail_cuda(e_, #call);        \
+    if (e_ != cudaSuccess) fail_cuda(g, e_, #call);        \
   } while (0)
 #define CKB(call)                                       \
   do {                                                  \
     cublasStatus_t s_ = (call);                         \
-    if (s_ != CUBLAS_STATUS_SUCCESS) fail_blas(s_, #call); \
+    if (s_ != CUBLAS_STATUS_SUCCESS) fail_blas(g, s_, #call); \
   } while (0)
 #define LAUNCHED(name)                                  \
   do {                                                  \
     cudaError_t e_ = cudaGetLastError();                \
-    if (e_ != cudaSuccess) fail_cuda(e_, name);         \
+    if (e_ != cudaSuccess) fail_cuda(g, e_, name);         \
   } while (0)
 
 // Why no CUDA device can be used, named by its real cause. The runtime answers a machine
@@ -142,24 +183,17 @@ int fail_no_device(cudaError_t e) {
   return px_fail(PX_ERR_BACKEND, "no usable CUDA device: %s", cudaGetErrorString(e));
 }
 
-int ensure_init() {
-  if (g.init) return g.init_status;
-  g.init = true;
-  int n = 0;
-  cudaError_t e = cudaGetDeviceCount(&n);
-  if (e != cudaSuccess || n == 0) {
-    cudaGetLastError();  // not sticky: later probes ask again
-    g.init_status = fail_no_device(e);
-    return g.init_status;
-  }
+// Streams, cuBLAS handle and workspace of a new context on g.device (the current device).
+int ctx_init(Ctx &g) {
+  cudaError_t e;
   if ((e = cudaStreamCreateWithFlags(&g.main, cudaStreamNonBlocking)) != cudaSuccess) {
-    g.init_status = fail_cuda(e, "cudaStreamCreate");
+    g.init_status = fail_cuda(g, e, "cudaStreamCreate");
     return g.init_status;
   }
   g.stream = g.lane[0] = g.main;
   cublasStatus_t s = cublasCreate(&g.blas);
   if (s != CUBLAS_STATUS_SUCCESS) {
-    g.init_status = fail_blas(s, "cublasCreate");
+    g.init_status = fail_blas(g, s, "cublasCreate");
     return g.init_status;
   }
   cublasSetStream(g.blas, g.stream);
@@ -169,8 +203,7 @@ int ensure_init() {
   return 0;
 }
 
-void *dev_alloc(size_t bytes) {
-  if (ensure_init()) return nullptr;
+void *dev_alloc(Ctx &g, size_t bytes) {
   void *p = nullptr;
   if (bytes == 0) bytes = 256;
   cudaError_t e = cudaMalloc(&p, bytes);
@@ -182,10 +215,13 @@ void *dev_alloc(size_t bytes) {
   g.sizes[p] = bytes;
   g.in_use += (int64_t)bytes;
   if (g.in_use > g.peak) g.peak = g.in_use;
+  const int64_t all = all_in_use += (int64_t)bytes;
+  for (int64_t pk = all_peak.load(); all > pk && !all_peak.compare_exchange_weak(pk, all);) {
+  }
   return p;
 }
 
-void dev_free(void *p) {
+void dev_free(Ctx &g, void *p) {
   if (!p) return;
   // A weight matrix leaving takes its 16-bit copy along (a later buffer at the same
   // address must not find it).
@@ -194,13 +230,14 @@ void dev_free(void *p) {
     uint16_t *h = hw->second.p;
     g.whalf.erase(hw);
     g.generation++;
-    if ((void *)h != p) dev_free(h);  // else p is the 16-bit copy itself (a dropped fp32 matrix)
+    if ((void *)h != p) dev_free(g, h);  // else p is the 16-bit copy itself (a dropped fp32 matrix)
   }
   {
     std::lock_guard<std::mutex> lk(g.mu);
     auto it = g.sizes.find(p);
     if (it != g.sizes.end()) {
       g.in_use -= (int64_t)it->second;
+      all_in_use -= (int64_t)it->second;
       g.sizes.erase(it);
     }
   }
@@ -208,13 +245,13 @@ void dev_free(void *p) {
 }
 
 template <typename T>
-T *grow(T *&buf, size_t &have, size_t need) {
+T *grow(Ctx &g, T *&buf, size_t &have, size_t need) {
   if (need <= have && buf) return buf;
   for (int k = 0; k < MAX_LANES; k++)  // the old buffer may still be read by queued work
     if (g.lane[k]) cudaStreamSynchronize(g.lane[k]);
-  dev_free(buf);
+  dev_free(g, buf);
   g.generation++;
-  buf = (T *)dev_alloc(need * sizeof(T));
+  buf = (T *)dev_alloc(g, need * sizeof(T));
   have = buf ? need : 0;
   return buf;
 }
@@ -274,22 +311,24 @@ Profiler prof;
 struct ProfScope {
   ProfRec rec{};
   bool live = false;
-  explicit ProfScope(const char *name) {
+  cudaStream_t stream = nullptr;
+  ProfScope(const char *name, cudaStream_t s) {
     if (!prof.enabled()) return;
     rec.name = name;
+    stream = s;
     cudaEventCreate(&rec.a);
     cudaEventCreate(&rec.b);
-    cudaEventRecord(rec.a, g.stream);
+    cudaEventRecord(rec.a, stream);
     live = true;
   }
   ~ProfScope() {
     if (!live) return;
-    cudaEventRecord(rec.b, g.stream);
+    cudaEventRecord(rec.b, stream);
     prof.pending.push_back(rec);
     if (prof.pending.size() > 4096) prof.flush();
   }
 };
-#define PROF(name) ProfScope prof_scope_(name)
+#define PROF(name) ProfScope prof_scope_(name, g.stream)
 
 // Grid for the row/column kernels: x covers the columns, y the rows (looped past 65535).
 inline dim3 grid2d(int M, int C, int threads) {
@@ -425,7 +464,7 @@ __global__ void k_row_ln(int M, int C, float *X, const float *w, const float *b,
 }
 
 template <int NV>
-void launch_row_ln(int ot, int blocks, int M, int C, float *X, const float *w, const float *b, const float *G,
+void launch_row_ln(Ctx &g, int ot, int blocks, int M, int C, float *X, const float *w, const float *b, const float *G,
                    const float *B, int g_rows, const float *Gr, int gr_rows, const float *Rr, void *Y, int mode) {
   if (ot == 0)
     k_row_ln<NV, 0><<<blocks, 256, 0, g.stream>>>(M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, Y, mode);
@@ -437,7 +476,7 @@ void launch_row_ln(int ot, int blocks, int M, int C, float *X, const float *w, c
 
 // Launch k_row_ln when the row fits registers and is float4-aligned; false otherwise.
 // ot: Y's type (0 float, 1 bf16, 2 fp16).
-bool row_ln(int M, int C, float *X, const float *w, const float *b, const float *G, const float *B,
+bool row_ln(Ctx &g, int M, int C, float *X, const float *w, const float *b, const float *G, const float *B,
             int g_rows, const float *Gr, int gr_rows, const float *Rr, void *Y, int mode, int ot = 0) {
   auto al = [](const void *p) { return p == nullptr || ((uintptr_t)p % 16) == 0; };
   if (C % 4 || C > 1024 || !al(X) || !al(w) || !al(b) || !al(G) || !al(B) || !al(Gr) || !al(Rr) || !al(Y))
@@ -445,15 +484,15 @@ bool row_ln(int M, int C, float *X, const float *w, const float *b, const float 
   const int nv = (C / 4 + 31) / 32;
   const int blocks = (M + 7) / 8 > 65535 * 4 ? 65535 * 4 : (M + 7) / 8;
   if (nv <= 1)
-    launch_row_ln<1>(ot, blocks, M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, Y, mode);
+    launch_row_ln<1>(g, ot, blocks, M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, Y, mode);
   else if (nv <= 2)
-    launch_row_ln<2>(ot, blocks, M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, Y, mode);
+    launch_row_ln<2>(g, ot, blocks, M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, Y, mode);
   else if (nv <= 4)
-    launch_row_ln<4>(ot, blocks, M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, Y, mode);
+    launch_row_ln<4>(g, ot, blocks, M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, Y, mode);
   else if (nv <= 6)
-    launch_row_ln<6>(ot, blocks, M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, Y, mode);
+    launch_row_ln<6>(g, ot, blocks, M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, Y, mode);
   else
-    launch_row_ln<8>(ot, blocks, M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, Y, mode);
+    launch_row_ln<8>(g, ot, blocks, M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, Y, mode);
   LAUNCHED("row_ln");
   return true;
 }
@@ -525,7 +564,7 @@ __global__ void k_swiglu(int M, int C, const void *X, void *Y, float sc, int vec
 }
 
 // Launch k_swiglu for X of type it and Y of type ot (0 float, 1 bf16, 2 fp16).
-void swiglu_typed(int it, int ot, int M, int H, const void *X, void *Y, float sc) {
+void swiglu_typed(Ctx &g, int it, int ot, int M, int H, const void *X, void *Y, float sc) {
   const size_t xa = it ? 8 : 16, ya = ot ? 8 : 16;  // alignment the vector loads / stores need
   const int vec = H % 4 == 0 && (uintptr_t)X % xa == 0 && (uintptr_t)Y % ya == 0;
   const int cols = vec ? H / 4 : H;
@@ -814,7 +853,7 @@ k_attention_fused(int L, int H, int ld, const float *__restrict__ Q, const float
 }
 
 // Launch the fused kernel for head widths it is compiled for; false otherwise.
-bool attention_fused(int S, int L, int H, int d, int ld, const float *Q, const float *K,
+bool attention_fused(Ctx &g, int S, int L, int H, int d, int ld, const float *Q, const float *K,
                      const float *V, const float *bias, int local, float scale, float *O,
                      const float *G, int ldg) {
   const int tiles = (L + AQ - 1) / AQ;
@@ -866,7 +905,7 @@ __global__ void k_to_half_flat(int64_t n, const float *X, uint16_t *Y) {
     Y[i] = to_half1<AB>(X[i]);
 }
 
-void to_half(int ab, int M, int K, const float *X, int ldx, uint16_t *Y, int e = 0) {
+void to_half(Ctx &g, int ab, int M, int K, const float *X, int ldx, uint16_t *Y, int e = 0) {
   const int threads = 256;
   const dim3 grid((unsigned)((K + 4 * threads - 1) / (4 * threads)), (unsigned)(M < 65535 ? M : 65535));
   const float sc = ldexpf(1.0f, -e);
@@ -881,33 +920,40 @@ void to_half(int ab, int M, int K, const float *X, int ldx, uint16_t *Y, int e =
 
 int precision_of(px_backend *b) { return ((CudaBackend *)b)->precision; }
 
-void *be_alloc(px_backend *, size_t bytes) { return dev_alloc(bytes); }
-void be_free(px_backend *, void *p) { dev_free(p); }
-void be_upload(px_backend *, void *dst, const void *src, size_t bytes) {
+void *be_alloc(px_backend *b, size_t bytes) {
+  CTX(b);
+  return dev_alloc(g, bytes);
+}
+void be_free(px_backend *b, void *p) {
+  CTX(b);
+  dev_free(g, p);
+}
+void be_upload(px_backend *b, void *dst, const void *src, size_t bytes) {
+  CTX(b);
   if (bytes) CK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, g.stream));
 }
-void be_download(px_backend *, void *dst, const void *src, size_t bytes) {
+void be_download(px_backend *b, void *dst, const void *src, size_t bytes) {
+  CTX(b);
   if (bytes) CK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, g.stream));
   CK(cudaStreamSynchronize(g.stream));
 }
 
-void gemm_math_mode(int precision) {
+void gemm_math_mode(Ctx &g, int precision) {
   cublasSetMathMode(g.blas, precision == PX_PRECISION_FP32
                                 ? (cublasMath_t)(CUBLAS_DEFAULT_MATH | CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)
                                 : CUBLAS_TF32_TENSOR_OP_MATH);
 }
 
 // cuBLASLt with the bias (and ReLU) in the epilogue; 1 when it took the GEMM.
-bool linear_lt(int precision, const PxGemm &p) {
-  static const bool disabled = getenv("PXDIFF_NO_CUBLASLT") != nullptr;  // A/B switch
-  if (disabled) return false;
+bool linear_lt(Ctx &g, int precision, const PxGemm &p) {
+  if (g.no_lt) return false;
   void *ws = g.blas_ws[g.cur_lane];
   const int r = px_gemm_lt(g.stream, ws, ws ? g.blas_ws_bytes : 0, precision != PX_PRECISION_FP32, p);
-  if (r < 0) fail_blas(CUBLAS_STATUS_EXECUTION_FAILED, "cublasLtMatmul");
+  if (r < 0) fail_blas(g, CUBLAS_STATUS_EXECUTION_FAILED, "cublasLtMatmul");
   return r != 0;
 }
 
-void relu_rows(int M, int N, float *Y, int ldy) {
+void relu_rows(Ctx &g, int M, int N, float *Y, int ldy) {
   for (int r = 0; r < M; r += 65535) {  // rows may be strided (ldy > N)
     const int rows = M - r < 65535 ? M - r : 65535;
     k_relu_rows<<<dim3((N + 255) / 256, rows), 256, 0, g.stream>>>(N, Y + (size_t)r * ldy, ldy);
@@ -917,7 +963,7 @@ void relu_rows(int M, int N, float *Y, int ldy) {
 
 // For the cuBLAS fallbacks (no epilogue): Y = bias (or Y += bias), then the GEMM with the
 // returned beta accumulates onto it.
-float prefill_bias(int M, int N, float *Y, int ldy, const float *bias, int accumulate) {
+float prefill_bias(Ctx &g, int M, int N, float *Y, int ldy, const float *bias, int accumulate) {
   if (!bias) return accumulate ? 1.0f : 0.0f;
   k_fill_bias<<<grid2d(M, N, threads_for(N)), threads_for(N), 0, g.stream>>>(M, N, Y, ldy, bias, accumulate);
   LAUNCHED("fill_bias");
@@ -929,60 +975,63 @@ int half_type(int prec) { return prec == PX_PRECISION_BF16 ? 1 : prec == PX_PREC
 
 // Y = 2^w.e X16 W16^T (+ bias) on 16-bit operands, fp32 accumulation; X16 [M, K] contiguous.
 // yt: Y's type, 0 float or the operands' 16-bit type (then no bias, accumulate or ReLU).
-void gemm_half(int ab, int M, int N, int K, const uint16_t *xh, const Ctx::HalfW &w, const float *bias, void *Y,
+void gemm_half(Ctx &g, int ab, int M, int N, int K, const uint16_t *xh, const Ctx::HalfW &w, const float *bias, void *Y,
                int ldy, int accumulate, int relu, int yt = 0) {
   const int prec = ab == 1 ? PX_PRECISION_BF16 : PX_PRECISION_FP16;
-  if (linear_lt(prec, PxGemm{1, M, N, K, xh, K, 0, w.p, 0, bias, 0, relu, accumulate, (float *)Y, ldy, 0, ab, w.e,
+  if (linear_lt(g, prec, PxGemm{1, M, N, K, xh, K, 0, w.p, 0, bias, 0, relu, accumulate, (float *)Y, ldy, 0, ab, w.e,
                              yt}))
     return;
   // No cuBLASLt algorithm: cublasGemmEx after a bias fill, ReLU after.
-  const float beta = yt ? 0.0f : prefill_bias(M, N, (float *)Y, ldy, bias, accumulate);
+  const float beta = yt ? 0.0f : prefill_bias(g, M, N, (float *)Y, ldy, bias, accumulate);
   const float alpha = ldexpf(1.0f, w.e);
   const cudaDataType_t t = ab == 1 ? CUDA_R_16BF : CUDA_R_16F;
   CKB(cublasGemmEx(g.blas, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &alpha, w.p, t, K, xh, t, K, &beta, Y,
                    yt ? t : CUDA_R_32F, ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-  if (relu) relu_rows(M, N, (float *)Y, ldy);
+  if (relu) relu_rows(g, M, N, (float *)Y, ldy);
 }
 
 // A GEMM on 16-bit operands (BF16 / FP16 precisions) when W has a 16-bit copy: X is
 // converted into per-lane scratch, accumulation stays fp32. False: the caller runs it in fp32/tf32.
-bool linear_half(int prec, int M, int N, int K, const float *X, int ldx, const float *W, const float *bias,
+bool linear_half(Ctx &g, int prec, int M, int N, int K, const float *X, int ldx, const float *W, const float *bias,
                  float *Y, int ldy, int accumulate, int relu) {
   const int ab = half_type(prec);
   if (!ab) return false;
   auto it = g.whalf.find(W);
   if (it == g.whalf.end() || K < 16) return false;
-  uint16_t *xh = grow(g.xh[g.cur_lane], g.xh_n[g.cur_lane], (size_t)M * K);
+  uint16_t *xh = grow(g, g.xh[g.cur_lane], g.xh_n[g.cur_lane], (size_t)M * K);
   if (!xh) return false;
-  to_half(ab, M, K, X, ldx, xh, it->second.e);
-  gemm_half(ab, M, N, K, xh, it->second, bias, Y, ldy, accumulate, relu);
+  to_half(g, ab, M, K, X, ldx, xh, it->second.e);
+  gemm_half(g, ab, M, N, K, xh, it->second, bias, Y, ldy, accumulate, relu);
   return true;
 }
 
 void linear_impl(px_backend *b, int M, int N, int K, const float *X, int ldx, const float *W,
                  const float *bias, float *Y, int ldy, int accumulate, int relu) {
+  Ctx &g = ctx_of(b);
   if (M <= 0 || N <= 0) return;
   const int prec = precision_of(b);
-  if (linear_half(prec, M, N, K, X, ldx, W, bias, Y, ldy, accumulate, relu)) return;
+  if (linear_half(g, prec, M, N, K, X, ldx, W, bias, Y, ldy, accumulate, relu)) return;
   // fp32 operands: exact fp32, or TF32 tensor cores for every reduced precision.
   const int fprec = prec == PX_PRECISION_FP32 ? PX_PRECISION_FP32 : PX_PRECISION_TF32;
-  if (linear_lt(fprec, PxGemm{1, M, N, K, X, ldx, 0, W, 0, bias, 0, relu, accumulate, Y, ldy, 0, 0})) return;
-  const float beta = prefill_bias(M, N, Y, ldy, bias, accumulate);
+  if (linear_lt(g, fprec, PxGemm{1, M, N, K, X, ldx, 0, W, 0, bias, 0, relu, accumulate, Y, ldy, 0, 0})) return;
+  const float beta = prefill_bias(g, M, N, Y, ldy, bias, accumulate);
   const float one = 1.0f;
   // Row-major Y = X W^T is column-major Y^T = W X^T: cuBLAS(op_T on W, op_N on X).
-  gemm_math_mode(fprec);
+  gemm_math_mode(g, fprec);
   CKB(cublasSgemm(g.blas, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, W, K, X, ldx, &beta, Y, ldy));
-  if (relu) relu_rows(M, N, Y, ldy);
+  if (relu) relu_rows(g, M, N, Y, ldy);
 }
 
 void be_linear(px_backend *b, int M, int N, int K, const float *X, int ldx, const float *W,
                const float *bias, float *Y, int ldy, int accumulate, int /*seg*/) {
+  CTX(b);
   PROF("linear");
   linear_impl(b, M, N, K, X, ldx, W, bias, Y, ldy, accumulate, 0);
 }
 
 void be_linear_relu(px_backend *b, int M, int N, int K, const float *X, int ldx, const float *W,
                     const float *bias, float *Y, int ldy, int /*seg*/) {
+  CTX(b);
   PROF("linear_relu");
   linear_impl(b, M, N, K, X, ldx, W, bias, Y, ldy, 0, 1);
 }
@@ -1000,10 +1049,11 @@ __global__ void k_fill_bias_batched(int count, int M, int N, float *Y, int64_t s
 void be_linear_batched(px_backend *b, int count, int M, int N, int K, const float *X, int64_t sx,
                        const float *W, int64_t sw, const float *bias, int64_t sb, float *Y, int64_t sy,
                        int /*seg*/) {
+  CTX(b);
   PROF("linear_batched");
   if (count <= 0 || M <= 0 || N <= 0) return;
   const int prec = precision_of(b) == PX_PRECISION_FP32 ? PX_PRECISION_FP32 : PX_PRECISION_TF32;
-  if (linear_lt(prec, PxGemm{count, M, N, K, X, K, sx, W, sw, bias, sb, 0, 0, Y, N, sy})) return;
+  if (linear_lt(g, prec, PxGemm{count, M, N, K, X, K, sx, W, sw, bias, sb, 0, 0, Y, N, sy})) return;
   float beta = 0.0f;
   if (bias) {
     k_fill_bias_batched<<<grid2d(count * M, N, threads_for(N)), threads_for(N), 0, g.stream>>>(count, M, N, Y, sy, bias, sb);
@@ -1011,28 +1061,31 @@ void be_linear_batched(px_backend *b, int count, int M, int N, int K, const floa
     beta = 1.0f;
   }
   const float one = 1.0f;
-  gemm_math_mode(precision_of(b) == PX_PRECISION_FP32 ? PX_PRECISION_FP32 : PX_PRECISION_TF32);
+  gemm_math_mode(g, precision_of(b) == PX_PRECISION_FP32 ? PX_PRECISION_FP32 : PX_PRECISION_TF32);
   CKB(cublasSgemmStridedBatched(g.blas, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, W, K, sw, X, K, sx, &beta,
                                 Y, N, sy, count));
 }
 
-void be_layernorm(px_backend *, int M, int C, const float *X, const float *w, const float *bias,
+void be_layernorm(px_backend *b, int M, int C, const float *X, const float *w, const float *bias,
                   float *Y) {
+  CTX(b);
   PROF("layernorm");
-  if (X != Y && row_ln(M, C, const_cast<float *>(X), w, bias, nullptr, nullptr, 1, nullptr, 1, nullptr, Y, 0)) return;
-  if (X == Y && row_ln(M, C, Y, w, bias, nullptr, nullptr, 1, nullptr, 1, nullptr, Y, 0)) return;
+  if (X != Y && row_ln(g, M, C, const_cast<float *>(X), w, bias, nullptr, nullptr, 1, nullptr, 1, nullptr, Y, 0)) return;
+  if (X == Y && row_ln(g, M, C, Y, w, bias, nullptr, nullptr, 1, nullptr, 1, nullptr, Y, 0)) return;
   k_layernorm<<<(M + 7) / 8, 256, 0, g.stream>>>(M, C, X, w, bias, nullptr, nullptr, 1, Y);
   LAUNCHED("layernorm");
 }
-void be_adaln(px_backend *, int M, int C, const float *X, const float *G, const float *B,
+void be_adaln(px_backend *b, int M, int C, const float *X, const float *G, const float *B,
               int g_rows, float *Y) {
+  CTX(b);
   PROF("adaln");
-  if (row_ln(M, C, const_cast<float *>(X), nullptr, nullptr, G, B, g_rows, nullptr, 1, nullptr, Y, 1)) return;
+  if (row_ln(g, M, C, const_cast<float *>(X), nullptr, nullptr, G, B, g_rows, nullptr, 1, nullptr, Y, 1)) return;
   k_layernorm<<<(M + 7) / 8, 256, 0, g.stream>>>(M, C, X, nullptr, nullptr, G, B, g_rows, Y);
   LAUNCHED("adaln");
 }
-void be_gated_residual(px_backend *, int M, int C, float *A, const float *G, int g_rows,
+void be_gated_residual(px_backend *b, int M, int C, float *A, const float *G, int g_rows,
                        const float *Y) {
+  CTX(b);
   PROF("gated_residual");
   const int cols = (C & 3) ? C : C / 4;
   k_gated_residual<<<grid2d(M, cols, threads_for(cols)), threads_for(cols), 0, g.stream>>>(M, C, A, G, g_rows, Y);
@@ -1040,23 +1093,27 @@ void be_gated_residual(px_backend *, int M, int C, float *A, const float *G, int
 }
 void be_residual_adaln(px_backend *b, int M, int C, float *A, const float *Gr, int gr_rows,
                        const float *Y, const float *Gn, const float *Bn, int gn_rows, float *An) {
+  CTX(b);
   PROF("residual_adaln");
-  if (row_ln(M, C, A, nullptr, nullptr, Gn, Bn, gn_rows, Gr, gr_rows, Y, An, 2)) return;
+  if (row_ln(g, M, C, A, nullptr, nullptr, Gn, Bn, gn_rows, Gr, gr_rows, Y, An, 2)) return;
   be_gated_residual(b, M, C, A, Gr, gr_rows, Y);
   be_adaln(b, M, C, A, Gn, Bn, gn_rows, An);
 }
 
-void be_sigmoid_mul(px_backend *, int M, int C, float *O, int ldo, const float *P, int ldp) {
+void be_sigmoid_mul(px_backend *b, int M, int C, float *O, int ldo, const float *P, int ldp) {
+  CTX(b);
   PROF("sigmoid_mul");
   const int cols = ((C | ldo | ldp) & 3) ? C : C / 4;
   k_sigmoid_mul<<<grid2d(M, cols, threads_for(cols)), threads_for(cols), 0, g.stream>>>(M, C, O, ldo, P, ldp);
   LAUNCHED("sigmoid_mul");
 }
-void be_swiglu(px_backend *, int M, int H, const float *X, float *Y) {
+void be_swiglu(px_backend *b, int M, int H, const float *X, float *Y) {
+  CTX(b);
   PROF("swiglu");
-  swiglu_typed(0, 0, M, H, X, Y, 1.0f);
+  swiglu_typed(g, 0, 0, M, H, X, Y, 1.0f);
 }
-void be_activation(px_backend *, int64_t n, float *X, int kind) {
+void be_activation(px_backend *b, int64_t n, float *X, int kind) {
+  CTX(b);
   PROF("activation");
   if (n > 0 && n % 4 == 0 && (uintptr_t)X % 16 == 0) {
     k_activation4<<<blocks_for(n / 4, 256), 256, 0, g.stream>>>(n / 4, reinterpret_cast<float4 *>(X), kind);
@@ -1066,20 +1123,23 @@ void be_activation(px_backend *, int64_t n, float *X, int kind) {
   k_activation<<<blocks_for(n, 256), 256, 0, g.stream>>>(n, X, kind);
   LAUNCHED("activation");
 }
-void be_add_rows(px_backend *, int M, int C, float *Y, const float *A, int a_rows) {
+void be_add_rows(px_backend *b, int M, int C, float *Y, const float *A, int a_rows) {
+  CTX(b);
   PROF("add_rows");
   k_add_rows<<<grid2d(M, C, threads_for(C)), threads_for(C), 0, g.stream>>>(M, C, Y, A, a_rows);
   LAUNCHED("add_rows");
 }
-void be_atoms_to_tokens(px_backend *, int S, int N, int T, int C, const float *X,
+void be_atoms_to_tokens(px_backend *b, int S, int N, int T, int C, const float *X,
                         const int64_t *a2t, const float *inv_count, float *Y) {
+  CTX(b);
   PROF("atoms_to_tokens");
   dim3 grid(T, S);
   k_atoms_to_tokens<<<grid, 256, 0, g.stream>>>(N, T, C, X, a2t, inv_count, Y);
   LAUNCHED("atoms_to_tokens");
 }
-void be_tokens_to_atoms_add(px_backend *, int S, int N, int T, int C, int a_samples,
+void be_tokens_to_atoms_add(px_backend *b, int S, int N, int T, int C, int a_samples,
                             const float *A, const int64_t *a2t, float *Y) {
+  CTX(b);
   PROF("tokens_to_atoms_add");
   k_tokens_to_atoms_add<<<grid2d(S * N, C, threads_for(C)), threads_for(C), 0, g.stream>>>(S, N, T, C, a_samples, A, a2t, Y);
   LAUNCHED("tokens_to_atoms_add");
@@ -1090,17 +1150,18 @@ void be_sigmoid_mul(px_backend *, int M, int C, float *O, int ldo, const float *
 void be_attention_full(px_backend *b, int S, int T, int H, int d, const float *Q, const float *K,
                        const float *V, int ld, const float *bias, float scale, float *O,
                        const float *G, int ldg) {
+  CTX(b);
   PROF("attention_full");
   if (precision_of(b) != PX_PRECISION_FP32 &&
       px_attention_tc(g.stream, S, T, H, d, ld, Q, K, V, bias, 0, 0, 0, scale, O, G, ldg, 0)) {
     LAUNCHED("attention_tc");  // tensor cores (tf32) for the reduced precisions
     return;
   }
-  if (!getenv("PXDIFF_CUBLAS_ATTENTION") && attention_fused(S, T, H, d, ld, Q, K, V, bias, 0, scale, O, G, ldg)) return;
+  if (!getenv("PXDIFF_CUBLAS_ATTENTION") && attention_fused(g, S, T, H, d, ld, Q, K, V, bias, 0, scale, O, G, ldg)) return;
   const size_t per = (size_t)H * T * T;
-  float *L = grow(g.logits[g.cur_lane], g.logits_n[g.cur_lane], per);
+  float *L = grow(g, g.logits[g.cur_lane], g.logits_n[g.cur_lane], per);
   if (!L) return;
-  gemm_math_mode(precision_of(b));
+  gemm_math_mode(g, precision_of(b));
   const float zero = 0.0f, one = 1.0f;
   const int C = H * d;
   for (int s = 0; s < S; s++) {
@@ -1124,6 +1185,7 @@ void be_attention_full(px_backend *b, int S, int T, int H, int d, const float *Q
 // fast kernel does not take: the fp32 result into scratch, then converted.
 
 int be_x16_weight(px_backend *b, const float *W, int K) {
+  CTX(b);
   if (!half_type(precision_of(b)) || K < 16) return -1;
   auto it = g.whalf.find(W);
   return it == g.whalf.end() ? -1 : it->second.e;
@@ -1131,6 +1193,7 @@ int be_x16_weight(px_backend *b, const float *W, int K) {
 
 void be_linear_x16(px_backend *b, int M, int N, int K, const void *X16, const float *W, const float *bias,
                    void *Y, int ldy, int y16) {
+  CTX(b);
   PROF("linear_x16");
   if (M <= 0 || N <= 0) return;
   const int ab = half_type(precision_of(b));
@@ -1139,68 +1202,72 @@ void be_linear_x16(px_backend *b, int M, int N, int K, const void *X16, const fl
     if (!g.sticky) g.sticky = px_fail(PX_ERR_BACKEND, "internal: linear_x16 without a 16-bit weight, or a 16-bit Y with a bias");
     return;
   }
-  gemm_half(ab, M, N, K, (const uint16_t *)X16, it->second, bias, Y, ldy, 0, 0, y16 ? ab : 0);
+  gemm_half(g, ab, M, N, K, (const uint16_t *)X16, it->second, bias, Y, ldy, 0, 0, y16 ? ab : 0);
 }
 
-float *f32_scratch(size_t n) { return grow(g.ftmp[g.cur_lane], g.ftmp_n[g.cur_lane], n); }
+float *f32_scratch(Ctx &g, size_t n) { return grow(g, g.ftmp[g.cur_lane], g.ftmp_n[g.cur_lane], n); }
 
 void be_adaln_x16(px_backend *b, int M, int C, const float *X, const float *G, const float *B, int g_rows,
                   void *Y16) {
+  CTX(b);
   PROF("adaln_x16");
   const int ab = half_type(precision_of(b));
-  if (row_ln(M, C, const_cast<float *>(X), nullptr, nullptr, G, B, g_rows, nullptr, 1, nullptr, Y16, 1, ab)) return;
-  float *t = f32_scratch((size_t)M * C);
+  if (row_ln(g, M, C, const_cast<float *>(X), nullptr, nullptr, G, B, g_rows, nullptr, 1, nullptr, Y16, 1, ab)) return;
+  float *t = f32_scratch(g, (size_t)M * C);
   if (!t) return;
   be_adaln(b, M, C, X, G, B, g_rows, t);
-  to_half(ab, M, C, t, C, (uint16_t *)Y16);
+  to_half(g, ab, M, C, t, C, (uint16_t *)Y16);
 }
 
 void be_residual_adaln_x16(px_backend *b, int M, int C, float *A, const float *Gr, int gr_rows, const float *Y,
                            const float *Gn, const float *Bn, int gn_rows, void *An16) {
+  CTX(b);
   PROF("residual_adaln_x16");
-  if (row_ln(M, C, A, nullptr, nullptr, Gn, Bn, gn_rows, Gr, gr_rows, Y, An16, 2, half_type(precision_of(b))))
+  if (row_ln(g, M, C, A, nullptr, nullptr, Gn, Bn, gn_rows, Gr, gr_rows, Y, An16, 2, half_type(precision_of(b))))
     return;
   be_gated_residual(b, M, C, A, Gr, gr_rows, Y);
   be_adaln_x16(b, M, C, A, Gn, Bn, gn_rows, An16);
 }
 
 void be_swiglu_x16(px_backend *b, int M, int H, const void *X, int x16, void *Y16, int e) {
+  CTX(b);
   PROF("swiglu_x16");
   const int ab = half_type(precision_of(b));
-  swiglu_typed(x16 ? ab : 0, ab, M, H, X, Y16, ldexpf(1.0f, -e));
+  swiglu_typed(g, x16 ? ab : 0, ab, M, H, X, Y16, ldexpf(1.0f, -e));
 }
 
 void be_attention_full_x16(px_backend *b, int S, int T, int H, int d, const float *Q, const float *K,
                            const float *V, int ld, const float *bias, float scale, void *O16, const float *G,
                            int ldg) {
+  CTX(b);
   PROF("attention_full_x16");
   const int ab = half_type(precision_of(b));
   if (px_attention_tc(g.stream, S, T, H, d, ld, Q, K, V, bias, 0, 0, 0, scale, O16, G, ldg, ab)) {
     LAUNCHED("attention_tc_x16");
     return;
   }
-  float *t = f32_scratch((size_t)S * T * H * d);
+  float *t = f32_scratch(g, (size_t)S * T * H * d);
   if (!t) return;
   be_attention_full(b, S, T, H, d, Q, K, V, ld, bias, scale, t, G, ldg);
-  to_half(ab, S * T, H * d, t, H * d, (uint16_t *)O16);
+  to_half(g, ab, S * T, H * d, t, H * d, (uint16_t *)O16);
 }
 
 void be_attention_local(px_backend *b, int S, int N, int H, int d, int nq, int nk, const float *Q,
                         const float *K, const float *V, int ld, const float *bias, float scale,
                         float *O, const float *G, int ldg) {
+  CTX(b);
   PROF("attention_local");
   if (precision_of(b) != PX_PRECISION_FP32 &&
       px_attention_tc(g.stream, S, N, H, d, ld, Q, K, V, bias, 1, nq, nk, scale, O, G, ldg, 0)) {
     LAUNCHED("attention_tc_local");
     return;
   }
-  if (nq == AQ && nk == 128 && attention_fused(S, N, H, d, ld, Q, K, V, bias, 1, scale, O, G, ldg)) return;
+  if (nq == AQ && nk == 128 && attention_fused(g, S, N, H, d, ld, Q, K, V, bias, 1, scale, O, G, ldg)) return;
   const int n_trunks = (N + nq - 1) / nq;
   const size_t smem = sizeof(float) * ((size_t)(2 * nk + nq) * (d + 1) + (size_t)nq * nk);
-  static size_t configured = 0;
-  if (smem > 48 * 1024 && smem > configured) {
+  if (smem > 48 * 1024 && smem > g.local_smem_configured) {
     CK(cudaFuncSetAttribute(k_attention_local, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    configured = smem;
+    g.local_smem_configured = smem;
   }
   dim3 grid(n_trunks, H, S);
   k_attention_local<<<grid, nk, smem, g.stream>>>(N, H, d, nq, nk, Q, K, V, ld, bias, scale, O);
@@ -1208,8 +1275,8 @@ void be_attention_local(px_backend *b, int S, int N, int H, int d, int nq, int n
   if (G) be_sigmoid_mul(b, S * N, H * d, O, H * d, G, ldg);
 }
 
-void *be_host_alloc(px_backend *, size_t bytes) {
-  if (ensure_init()) return nullptr;
+void *be_host_alloc(px_backend *b, size_t bytes) {
+  CTX(b);
   void *p = nullptr;
   if (cudaMallocHost(&p, bytes ? bytes : 64) != cudaSuccess) {
     cudaGetLastError();
@@ -1217,19 +1284,25 @@ void *be_host_alloc(px_backend *, size_t bytes) {
   }
   return p;
 }
-void be_host_free(px_backend *, void *p) {
+void be_host_free(px_backend *b, void *p) {
+  CTX(b);
   if (p) cudaFreeHost(p);
 }
-void be_download_async(px_backend *, void *dst, const void *src, size_t bytes) {
+void be_download_async(px_backend *b, void *dst, const void *src, size_t bytes) {
+  CTX(b);
   if (bytes) CK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, g.stream));
 }
-void be_sync(px_backend *) { CK(cudaStreamSynchronize(g.main)); }
+void be_sync(px_backend *b) {
+  CTX(b);
+  CK(cudaStreamSynchronize(g.main));
+}
 
 // Lanes: the model runs independent halves of a batch on two streams, so that one half's
 // kernels fill the gaps and tails of the other's (launch gaps, the last partial wave of a
 // GEMM, latency-bound attention). Fork and join are event edges, so a captured graph gets
 // two parallel branches.
-int be_lanes_fork(px_backend *, int n) {
+int be_lanes_fork(px_backend *b, int n) {
+  CTX(b);
   if (n > MAX_LANES) n = MAX_LANES;
   if (n < 2) return 1;
   for (int k = 1; k < n; k++) {
@@ -1259,7 +1332,8 @@ int be_lanes_fork(px_backend *, int n) {
   g.n_lanes = n;
   return n;
 }
-void be_lane_select(px_backend *, int k) {
+void be_lane_select(px_backend *b, int k) {
+  CTX(b);
   if (k < 0 || k >= g.n_lanes) k = 0;
   g.cur_lane = k;
   g.stream = g.lane[k];
@@ -1267,6 +1341,7 @@ void be_lane_select(px_backend *, int k) {
   if (g.blas_ws[k]) cublasSetWorkspace(g.blas, g.blas_ws[k], g.blas_ws_bytes);
 }
 void be_lanes_join(px_backend *b) {
+  CTX(b);
   for (int k = 1; k < g.n_lanes; k++) {
     CK(cudaEventRecord(g.ev_join[k], g.lane[k]));
     CK(cudaStreamWaitEvent(g.main, g.ev_join[k], 0));
@@ -1275,22 +1350,26 @@ void be_lanes_join(px_backend *b) {
   be_lane_select(b, 0);
 }
 
-void be_sampler_init(px_backend *, int S, int N, uint64_t seed, uint32_t sample0, float t0, float *x) {
+void be_sampler_init(px_backend *b, int S, int N, uint64_t seed, uint32_t sample0, float t0, float *x) {
+  CTX(b);
   PROF("sampler_init");
   CK(px_sampler_init_gpu(g.stream, S, N, seed, sample0, t0, x));
 }
-void be_sampler_noise(px_backend *, int S, int N, uint64_t seed, uint32_t sample0, uint32_t step, float sd, float *x,
+void be_sampler_noise(px_backend *b, int S, int N, uint64_t seed, uint32_t sample0, uint32_t step, float sd, float *x,
                       float *x_noisy) {
+  CTX(b);
   PROF("sampler_noise");
   CK(px_sampler_noise_gpu(g.stream, S, N, seed, sample0, step, sd, x, x_noisy));
 }
-void be_sampler_euler(px_backend *, int64_t n, const float *x_noisy, const float *x_den, float t_hat,
+void be_sampler_euler(px_backend *b, int64_t n, const float *x_noisy, const float *x_den, float t_hat,
                       float step_size, float *x) {
+  CTX(b);
   PROF("sampler_euler");
   CK(px_sampler_euler_gpu(g.stream, n, x_noisy, x_den, t_hat, step_size, x));
 }
 
-int be_capture_begin(px_backend *) {
+int be_capture_begin(px_backend *b) {
+  CTX(b);
   cudaError_t e = cudaStreamBeginCapture(g.main, cudaStreamCaptureModeThreadLocal);
   if (e != cudaSuccess) {
     cudaGetLastError();
@@ -1298,7 +1377,8 @@ int be_capture_begin(px_backend *) {
   }
   return 0;
 }
-void *be_capture_end(px_backend *) {
+void *be_capture_end(px_backend *b) {
+  CTX(b);
   cudaGraph_t graph = nullptr;
   cudaError_t e = cudaStreamEndCapture(g.main, &graph);
   if (e != cudaSuccess || !graph || g.sticky) {
@@ -1317,15 +1397,17 @@ void *be_capture_end(px_backend *) {
   }
   return (void *)exec;
 }
-int be_graph_launch(px_backend *, void *graph) {
+int be_graph_launch(px_backend *b, void *graph) {
+  CTX(b);
   cudaError_t e = cudaGraphLaunch((cudaGraphExec_t)graph, g.main);
-  if (e != cudaSuccess) return fail_cuda(e, "cudaGraphLaunch");
+  if (e != cudaSuccess) return fail_cuda(g, e, "cudaGraphLaunch");
   return 0;
 }
-void be_graph_free(px_backend *, void *graph) {
+void be_graph_free(px_backend *b, void *graph) {
+  CTX(b);
   if (graph) cudaGraphExecDestroy((cudaGraphExec_t)graph);
 }
-uint64_t be_generation(px_backend *) { return g.generation; }
+uint64_t be_generation(px_backend *b) { return ctx_of(b).generation; }
 
 __global__ void k_edm(int mode, int S, int N, const float *x, const float *t, int t_stride, float sigma,
                       const float *rup, float *out) {
@@ -1356,29 +1438,35 @@ __global__ void k_rows_plus_vec(int S, int T, int C, const float *A, const float
     for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < C; c += gridDim.x * blockDim.x) y[c] = a[c] + vv[c];
   }
 }
-void be_fourier(px_backend *, int S, int nf, const float *t, float sigma, const float *w, const float *bias,
+void be_fourier(px_backend *b, int S, int nf, const float *t, float sigma, const float *w, const float *bias,
                 float *F) {
+  CTX(b);
   k_fourier<<<blocks_for((int64_t)S * nf, 256), 256, 0, g.stream>>>(S, nf, t, sigma, w, bias, F);
   LAUNCHED("fourier");
 }
-void be_rows_plus_vec(px_backend *, int S, int T, int C, const float *A, const float *v, float *Y) {
+void be_rows_plus_vec(px_backend *b, int S, int T, int C, const float *A, const float *v, float *Y) {
+  CTX(b);
   k_rows_plus_vec<<<grid2d(S * T, C, threads_for(C)), threads_for(C), 0, g.stream>>>(S, T, C, A, v, Y);
   LAUNCHED("rows_plus_vec");
 }
-void be_copy(px_backend *, void *dst, const void *src, size_t bytes) {
+void be_copy(px_backend *b, void *dst, const void *src, size_t bytes) {
+  CTX(b);
   if (bytes) CK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, g.stream));
 }
-void be_edm(px_backend *, int mode, int S, int N, const float *x, const float *t, int t_stride, float sigma,
+void be_edm(px_backend *b, int mode, int S, int N, const float *x, const float *t, int t_stride, float sigma,
             const float *rup, float *out) {
+  CTX(b);
   PROF("edm");
   k_edm<<<blocks_for((int64_t)S * N * 3, 256), 256, 0, g.stream>>>(mode, S, N, x, t, t_stride, sigma, rup, out);
   LAUNCHED("edm");
 }
-void be_join_external(px_backend *, void *stream, int direction) {
-  if (!stream) return;
-  static cudaEvent_t ev = nullptr;
-  if (!ev) CK(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
-  cudaStream_t ext = (cudaStream_t)stream;
+void be_set_external_stream(px_backend *b, void *stream) { ctx_of(b).external = (cudaStream_t)stream; }
+int be_join_external(px_backend *b, int direction) {
+  CTX(b);
+  if (!g.external) return 0;
+  if (!g.ev_ext) CK(cudaEventCreateWithFlags(&g.ev_ext, cudaEventDisableTiming));
+  cudaEvent_t ev = g.ev_ext;
+  cudaStream_t ext = g.external;
   if (direction == 0) {
     CK(cudaEventRecord(ev, ext));
     CK(cudaStreamWaitEvent(g.main, ev, 0));
@@ -1386,20 +1474,24 @@ void be_join_external(px_backend *, void *stream, int direction) {
     CK(cudaEventRecord(ev, g.main));
     CK(cudaStreamWaitEvent(ext, ev, 0));
   }
+  return 1;
 }
 
-int be_status(px_backend *) {
+int be_status(px_backend *b) {
+  CTX(b);
   cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess) fail_cuda(e, "asynchronous work");
+  if (e != cudaSuccess) fail_cuda(g, e, "asynchronous work");
   int rc = g.sticky;
   g.sticky = 0;
   return rc;
 }
 
-CudaBackend make_backend(int precision) {
+CudaBackend make_backend(Ctx *ctx, int precision) {
   CudaBackend c;
   std::memset(&c, 0, sizeof c);
-  c.base.name = "cuda";
+  c.base.name = ctx->name;
+  c.base.device_memory = 1;
+  c.base.set_external_stream = be_set_external_stream;
   c.base.alloc = be_alloc;
   c.base.free = be_free;
   c.base.upload = be_upload;
@@ -1449,10 +1541,97 @@ CudaBackend make_backend(int precision) {
     c.base.swiglu_x16 = be_swiglu_x16;
   }
   c.precision = precision;
+  c.ctx = ctx;
   return c;
 }
-CudaBackend g_backends[4] = {make_backend(PX_PRECISION_FP32), make_backend(PX_PRECISION_TF32),
-                             make_backend(PX_PRECISION_BF16), make_backend(PX_PRECISION_FP16)};
+
+void ctx_destroy(Ctx *g);
+
+// A new context on `device` (its streams and cuBLAS handle made there); nullptr with the
+// reason set (px_fail) when the device cannot be used.
+Ctx *ctx_create(int device) {
+  int n = 0;
+  cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess || n == 0) {
+    cudaGetLastError();  // not sticky: later probes ask again
+    fail_no_device(e);
+    return nullptr;
+  }
+  if (device < 0 || device >= n) {
+    px_fail(PX_ERR_BACKEND, "no CUDA device cuda:%d (%d visible)", device, n);
+    return nullptr;
+  }
+  Ctx *g = new (std::nothrow) Ctx();
+  if (!g) {
+    px_fail(PX_ERR_NOMEM, "out of memory creating a CUDA context");
+    return nullptr;
+  }
+  g->device = device;
+  snprintf(g->name, sizeof g->name, "cuda:%d", device);
+  g->no_lt = getenv("PXDIFF_NO_CUBLASLT") != nullptr;
+  for (int p = 0; p < 4; p++) g->views[p] = make_backend(g, p);
+  DeviceGuard guard(device);
+  if (ctx_init(*g)) {
+    const int rc = g->init_status;
+    const std::string why = px_last_error();
+    ctx_destroy(g);
+    px_fail(rc, "CUDA context on cuda:%d: %s", device, why.c_str());
+    return nullptr;
+  }
+  return g;
+}
+
+// Everything the context holds; its users have freed their buffers (the scratch and the
+// 16-bit weight copies go here).
+void ctx_destroy(Ctx *gp) {
+  if (!gp) return;
+  Ctx &g = *gp;
+  DeviceGuard guard(g.device);
+  for (int k = 0; k < MAX_LANES; k++)
+    if (g.lane[k]) cudaStreamSynchronize(g.lane[k]);
+  for (int k = 0; k < MAX_LANES; k++) {
+    dev_free(g, g.logits[k]);
+    dev_free(g, g.xh[k]);
+    dev_free(g, g.ftmp[k]);
+  }
+  std::vector<uint16_t *> halves;
+  for (auto &kv : g.whalf)
+    if ((const void *)kv.second.p != (const void *)kv.first) halves.push_back(kv.second.p);
+  g.whalf.clear();
+  for (uint16_t *h : halves) dev_free(g, h);
+  {
+    std::lock_guard<std::mutex> lk(g.mu);
+    for (auto &kv : g.sizes) all_in_use -= (int64_t)kv.second;  // buffers its users leaked
+  }
+  if (g.blas) cublasDestroy(g.blas);
+  for (int k = 0; k < MAX_LANES; k++) {
+    if (g.blas_ws[k]) cudaFree(g.blas_ws[k]);
+    if (g.ev_join[k]) cudaEventDestroy(g.ev_join[k]);
+    if (k > 0 && g.lane[k]) cudaStreamDestroy(g.lane[k]);
+  }
+  if (g.ev_fork) cudaEventDestroy(g.ev_fork);
+  if (g.ev_ext) cudaEventDestroy(g.ev_ext);
+  if (g.main) cudaStreamDestroy(g.main);
+  cudaGetLastError();
+  delete gp;
+}
+
+// The process's shared context per device (px_cuda_device_backend): models and the
+// condition embedder on one device share it, as they share the device. Made on first use,
+// kept until exit.
+constexpr int MAX_DEVICES = 64;
+std::mutex shared_mu;
+Ctx *shared_ctx[MAX_DEVICES] = {};
+
+Ctx *shared_context(int device) {
+  if (device < 0 || device >= MAX_DEVICES) {
+    px_fail(PX_ERR_BACKEND, "no CUDA device cuda:%d", device);
+    return nullptr;
+  }
+  std::lock_guard<std::mutex> lk(shared_mu);
+  if (!shared_ctx[device]) shared_ctx[device] = ctx_create(device);
+  return shared_ctx[device];
+}
 
 // --------------------------------------------------------- model mirror --
 
@@ -1472,9 +1651,9 @@ void remap(float **slot, void *user) {
   *slot = it->second;
 }
 
-void free_mirror(px_model *mir) {
+void free_mirror(Ctx &g, px_model *mir) {
   if (!mir) return;
-  for (int i = 0; i < mir->n_owned; i++) dev_free(mir->owned[i]);
+  for (int i = 0; i < mir->n_owned; i++) dev_free(g, mir->owned[i]);
   free(mir->owned);
   free(mir->enc_tf.blocks);
   free(mir->tok_tf.blocks);
@@ -1486,7 +1665,7 @@ void free_mirror(px_model *mir) {
 // models may live in one process, each at its own precision). Matrices whose fp32 copy was
 // freed get it back from the host model when `restore` (a precision change), else their
 // slots are cleared (the mirror is being freed).
-int drop_half_weights(px_model *mir, const px_model *host, bool restore) {
+int drop_half_weights(Ctx &g, px_model *mir, const px_model *host, bool restore) {
   if (!mir) return 0;
   int rc = 0;
   auto dr = g.dropped.find(mir);
@@ -1496,20 +1675,20 @@ int drop_half_weights(px_model *mir, const px_model *host, bool restore) {
       float *w = nullptr;
       if (restore && !rc) {
         const size_t bytes = sizeof(float) * (host->owned_n[d.owned] ? host->owned_n[d.owned] : 1);
-        w = (float *)dev_alloc(bytes);
+        w = (float *)dev_alloc(g, bytes);
         if (!w) rc = PX_ERR_NOMEM;
         else CK(cudaMemcpy(w, host->owned[d.owned], bytes, cudaMemcpyHostToDevice));
       }
       *d.slot = w;
       mir->owned[d.owned] = w;
-      dev_free(h);  // the 16-bit copy, and its whalf entry
+      dev_free(g, h);  // the 16-bit copy, and its whalf entry
     }
     g.dropped.erase(dr);
   }
   for (int i = 0; i < mir->n_owned; i++) {
     auto it = g.whalf.find(mir->owned[i]);
     if (!mir->owned[i] || it == g.whalf.end()) continue;
-    dev_free(it->second.p);
+    dev_free(g, it->second.p);
     g.whalf.erase(it);
     g.generation++;
   }
@@ -1519,7 +1698,7 @@ int drop_half_weights(px_model *mir, const px_model *host, bool restore) {
 // Free the fp32 device copy of the token matrix in *slot, which has a 16-bit copy that its
 // GEMMs use instead (FP16: every GEMM on it goes through linear_x16). The slot then holds
 // the 16-bit buffer's address. Kept when the matrix is not one whole owned buffer.
-void drop_fp32_copy(px_model *mir, float **slot) {
+void drop_fp32_copy(Ctx &g, px_model *mir, float **slot) {
   auto it = g.whalf.find(*slot);
   if (it == g.whalf.end()) return;
   int idx = -1;
@@ -1528,7 +1707,7 @@ void drop_fp32_copy(px_model *mir, float **slot) {
   if (idx < 0) return;
   const Ctx::HalfW hw = it->second;
   g.whalf.erase(it);
-  dev_free(*slot);
+  dev_free(g, *slot);
   mir->owned[idx] = nullptr;
   *slot = reinterpret_cast<float *>(hw.p);
   g.whalf[*slot] = hw;
@@ -1538,9 +1717,9 @@ void drop_fp32_copy(px_model *mir, float **slot) {
 
 // A 16-bit copy of a device weight matrix (converted on the device), used by linear_half
 // and linear_x16; its GEMM input is stored times 2^-e.
-int add_half_weight(const float *W, size_t n, int precision, int e) {
+int add_half_weight(Ctx &g, const float *W, size_t n, int precision, int e) {
   if (g.whalf.count(W)) return 0;
-  auto *dst = (uint16_t *)dev_alloc(n * sizeof(uint16_t) + 16);
+  auto *dst = (uint16_t *)dev_alloc(g, n * sizeof(uint16_t) + 16);
   if (!dst) return PX_ERR_NOMEM;
   const unsigned blocks = (unsigned)((n + 255) / 256 < 4096 ? (n + 255) / 256 : 4096);
   if (precision == PX_PRECISION_BF16)
@@ -1557,10 +1736,10 @@ int add_half_weight(const float *W, size_t n, int precision, int e) {
 // 16-bit operands halve the time), and only for blocks whose GEMM inputs provably stay in
 // fp16's range (fp16_range.c; the others keep TF32). The atom blocks' K = 128/256 GEMMs are
 // memory-bound, so converting their inputs would cost more than it saves; they stay TF32.
-int make_half_weights(px_model *mir, const px_model *host, int precision) {
+int make_half_weights(Ctx &g, px_model *mir, const px_model *host, int precision) {
   if (precision == PX_PRECISION_BF16) {
     for (int i = 0; i < mir->n_owned; i++) {  // the mirror's buffer i is the host's buffer i
-      int rc = add_half_weight(mir->owned[i], host->owned_n[i], precision, 0);
+      int rc = add_half_weight(g, mir->owned[i], host->owned_n[i], precision, 0);
       if (rc) return rc;
     }
   } else {
@@ -1574,17 +1753,17 @@ int make_half_weights(px_model *mir, const px_model *host, int precision) {
     for (int k = 0; k < tf->n_blocks; k++) {
       if (exps[(size_t)k] < 0) continue;
       px_block_w *B = &mir->tok_tf.blocks[k];
-      int rc = add_half_weight(B->w_proj1, 4 * C * C, precision, 0);
-      if (!rc) rc = add_half_weight(B->o.w, C * C, precision, 0);
-      if (!rc) rc = add_half_weight(B->w_a12, 2 * h * C, precision, 0);
-      if (!rc) rc = add_half_weight(B->ctb_b.w, C * h, precision, exps[(size_t)k]);
+      int rc = add_half_weight(g, B->w_proj1, 4 * C * C, precision, 0);
+      if (!rc) rc = add_half_weight(g, B->o.w, C * C, precision, 0);
+      if (!rc) rc = add_half_weight(g, B->w_a12, 2 * h * C, precision, 0);
+      if (!rc) rc = add_half_weight(g, B->ctb_b.w, C * h, precision, exps[(size_t)k]);
       if (rc) return rc;
       CK(cudaStreamSynchronize(g.main));  // the conversions have read the fp32 copies
       if (g.sticky) return g.sticky;
-      drop_fp32_copy(mir, &B->w_proj1);
-      drop_fp32_copy(mir, &B->o.w);
-      drop_fp32_copy(mir, &B->w_a12);
-      drop_fp32_copy(mir, &B->ctb_b.w);
+      drop_fp32_copy(g, mir, &B->w_proj1);
+      drop_fp32_copy(g, mir, &B->o.w);
+      drop_fp32_copy(g, mir, &B->w_a12);
+      drop_fp32_copy(g, mir, &B->ctb_b.w);
     }
   }
   CK(cudaStreamSynchronize(g.main));
@@ -1604,19 +1783,59 @@ extern "C" int px_cuda_count(void) {
   return n;
 }
 
-extern "C" px_backend *px_cuda_backend(int precision) {
-  if (precision < 0 || precision > PX_PRECISION_FP16) precision = PX_PRECISION_FP32;
-  return &g_backends[precision].base;
+namespace {
+int clamp_precision(int precision) {
+  return precision < 0 || precision > PX_PRECISION_FP16 ? PX_PRECISION_FP32 : precision;
+}
+// The context a model's weights live on (set while it has a device mirror).
+Ctx &model_ctx(const px_model *m) { return ctx_of(m->be); }
+}  // namespace
+
+extern "C" px_backend *px_cuda_backend_create(int device, int precision) {
+  Ctx *g = ctx_create(device);
+  return g ? &g->views[clamp_precision(precision)].base : nullptr;
 }
 
+extern "C" void px_cuda_backend_destroy(px_backend *b) {
+  if (!b) return;
+  Ctx *g = &ctx_of(b);
+  {
+    std::lock_guard<std::mutex> lk(shared_mu);
+    for (Ctx *&s : shared_ctx)
+      if (s == g) return;  // a shared context lives until exit
+  }
+  ctx_destroy(g);
+}
+
+extern "C" px_backend *px_cuda_backend_view(px_backend *b, int precision) {
+  return b ? &ctx_of(b).views[clamp_precision(precision)].base : nullptr;
+}
+
+extern "C" px_backend *px_cuda_device_backend(int device, int precision) {
+  Ctx *g = shared_context(device);
+  return g ? &g->views[clamp_precision(precision)].base : nullptr;
+}
+
+extern "C" px_backend *px_cuda_backend(int precision) { return px_cuda_device_backend(0, precision); }
+
+extern "C" int px_cuda_backend_device(const px_backend *b) { return b ? ((const CudaBackend *)b)->ctx->device : -1; }
+
 extern "C" int px_cuda_model_prepare(px_model *m, int precision) {
+  return px_cuda_model_prepare_on(m, m->cuda_mirror ? m->be : nullptr, precision);
+}
+
+extern "C" int px_cuda_model_prepare_on(px_model *m, px_backend *be, int precision) {
   // The default, fp16 operands for the token blocks' GEMMs, has TF32's accuracy (3.1e-4 of
   // fp32 at every noise level, against 3.0e-4 for tf32), 20-27% less time per call and the
   // least memory; blocks whose inputs fp16's range cannot be proven to hold run TF32
   // (docs/benchmarks.md, docs/cuda.md).
   if (precision == PX_PRECISION_DEFAULT) precision = PX_PRECISION_FP16;
-  int rc = ensure_init();
-  if (rc) return rc;
+  if (!be && !(be = px_cuda_device_backend(0, PX_PRECISION_FP32))) return PX_ERR_BACKEND;  // reason set
+  Ctx &g = ctx_of(be);
+  // A mirror lives in one context: moving to another frees it first.
+  if (m->cuda_mirror && &model_ctx(m) != &g) px_cuda_model_release(m);
+  DeviceGuard guard(g.device);
+  int rc = 0;
   if (!m->cuda_mirror) {
     auto *mir = (px_model *)calloc(1, sizeof(px_model));
     if (!mir) return px_fail(PX_ERR_NOMEM, "out of memory");
@@ -1633,15 +1852,15 @@ extern "C" int px_cuda_model_prepare(px_model *m, int precision) {
       tf->blocks = blk;
     }
     if (!mir->owned || !mir->enc_tf.blocks || !mir->tok_tf.blocks || !mir->dec_tf.blocks) {
-      free_mirror(mir);
+      free_mirror(g, mir);
       return px_fail(PX_ERR_NOMEM, "out of memory");
     }
     MirrorBuild mb;
     for (int i = 0; i < m->n_owned; i++) {
       size_t bytes = sizeof(float) * (m->owned_n[i] ? m->owned_n[i] : 1);
-      float *dptr = (float *)dev_alloc(bytes);
+      float *dptr = (float *)dev_alloc(g, bytes);
       if (!dptr) {
-        free_mirror(mir);
+        free_mirror(g, mir);
         return PX_ERR_NOMEM;
       }
       mir->owned[mir->n_owned++] = dptr;
@@ -1652,14 +1871,15 @@ extern "C" int px_cuda_model_prepare(px_model *m, int precision) {
     if (mb.status || g.sticky) {
       int e = mb.status ? mb.status : g.sticky;
       g.sticky = 0;
-      free_mirror(mir);
+      free_mirror(g, mir);
       return e;
     }
     m->cuda_mirror = mir;
+    m->be = &g.views[PX_PRECISION_FP32].base;  // the context, for release on failure below
   }
-  rc = drop_half_weights(m->cuda_mirror, m, true);  // back to fp32 copies only
+  rc = drop_half_weights(g, m->cuda_mirror, m, true);  // back to fp32 copies only
   if (!rc && (precision == PX_PRECISION_BF16 || precision == PX_PRECISION_FP16))
-    rc = make_half_weights(m->cuda_mirror, m, precision);
+    rc = make_half_weights(g, m->cuda_mirror, m, precision);
   if (rc) {
     // Out of memory half-way (an fp32 copy may be missing): the model goes back to the
     // CPU, its designs must be made again (px_denoise says so), and the error is returned.
@@ -1669,11 +1889,13 @@ extern "C" int px_cuda_model_prepare(px_model *m, int precision) {
   }
   m->device = PX_DEVICE_CUDA;
   m->precision = precision;
+  m->be = &g.views[precision].base;
   return PX_OK;
 }
 
 extern "C" int px_cuda_x16_blocks(const px_model *m) {
   if (!m || !m->cuda_mirror || !half_type(m->precision)) return 0;
+  Ctx &g = model_ctx(m);
   const px_transformer_w *tf = &m->cuda_mirror->tok_tf;
   int n = 0;
   for (int k = 0; k < tf->n_blocks; k++) n += g.whalf.count(tf->blocks[k].w_proj1) ? 1 : 0;
@@ -1682,19 +1904,22 @@ extern "C" int px_cuda_x16_blocks(const px_model *m) {
 
 extern "C" void px_cuda_model_release(px_model *m) {
   if (!m || !m->cuda_mirror) return;
+  Ctx &g = model_ctx(m);
+  DeviceGuard guard(g.device);
   cudaStreamSynchronize(g.main);
-  drop_half_weights(m->cuda_mirror, m, false);
-  free_mirror(m->cuda_mirror);
+  drop_half_weights(g, m->cuda_mirror, m, false);
+  free_mirror(g, m->cuda_mirror);
   m->cuda_mirror = nullptr;
+  m->be = nullptr;
   m->device = PX_DEVICE_CPU;
   m->precision = PX_PRECISION_FP32;
 }
 
 namespace {
 template <typename T>
-int move_to_device(px_backend *cpu, T **slot, size_t n) {
+int move_to_device(Ctx &g, px_backend *cpu, T **slot, size_t n) {
   if (!*slot) return 0;
-  T *dptr = (T *)dev_alloc(sizeof(T) * (n ? n : 1));
+  T *dptr = (T *)dev_alloc(g, sizeof(T) * (n ? n : 1));
   if (!dptr) return PX_ERR_NOMEM;
   CK(cudaMemcpy(dptr, *slot, sizeof(T) * n, cudaMemcpyHostToDevice));
   cpu->free(cpu, *slot);
@@ -1705,28 +1930,30 @@ int move_to_device(px_backend *cpu, T **slot, size_t n) {
 
 extern "C" int px_cuda_design_upload(const px_model *m, px_design *d) {
   if (!m->cuda_mirror) return px_fail(PX_ERR_BACKEND, "model is not on the GPU");
+  Ctx &g = model_ctx(m);
+  DeviceGuard guard(g.device);
   px_backend *cpu = px_cpu_backend();
   const px_dims *D = &m->dims;
   const size_t T = (size_t)d->T, N = (size_t)d->N;
   const size_t P = (size_t)d->n_trunks * PX_ATOM_NQ * PX_ATOM_NK;
   int rc = 0;
-  rc = rc ? rc : move_to_device(cpu, &d->tok_pair_bias, (size_t)m->tok_tf.n_blocks * m->tok_tf.n_heads * T * T);
-  rc = rc ? rc : move_to_device(cpu, &d->c, N * D->c_atom);
+  rc = rc ? rc : move_to_device(g, cpu, &d->tok_pair_bias, (size_t)m->tok_tf.n_blocks * m->tok_tf.n_heads * T * T);
+  rc = rc ? rc : move_to_device(g, cpu, &d->c, N * D->c_atom);
   if (!rc) { /* s0 stays on the host too (the host computes s for host-pointer calls) */
-    d->s0_dev = (float *)dev_alloc(sizeof(float) * T * D->c_s);
+    d->s0_dev = (float *)dev_alloc(g, sizeof(float) * T * D->c_s);
     if (!d->s0_dev) rc = PX_ERR_NOMEM;
     else CK(cudaMemcpy(d->s0_dev, d->s0, sizeof(float) * T * D->c_s, cudaMemcpyHostToDevice));
   }
-  rc = rc ? rc : move_to_device(cpu, &d->atom_to_token, N);
-  rc = rc ? rc : move_to_device(cpu, &d->inv_count, T);
+  rc = rc ? rc : move_to_device(g, cpu, &d->atom_to_token, N);
+  rc = rc ? rc : move_to_device(g, cpu, &d->inv_count, T);
   const px_transformer_w *tfs[2] = {&m->enc_tf, &m->dec_tf};
   px_atom_block_cache *caches[2] = {d->enc, d->dec};
   for (int w = 0; w < 2 && !rc; w++)
     for (int k = 0; k < tfs[w]->n_blocks && !rc; k++) {
       px_atom_block_cache *c = &caches[w][k];
       float **bufs[8] = {&c->g_a, &c->b_a, &c->g_kv, &c->b_kv, &c->gate_last, &c->g_c, &c->b_c, &c->gate_ctb};
-      for (int i = 0; i < 8 && !rc; i++) rc = move_to_device(cpu, bufs[i], N * tfs[w]->c);
-      if (!rc) rc = move_to_device(cpu, &c->pair_bias, (size_t)tfs[w]->n_heads * P);
+      for (int i = 0; i < 8 && !rc; i++) rc = move_to_device(g, cpu, bufs[i], N * tfs[w]->c);
+      if (!rc) rc = move_to_device(g, cpu, &c->pair_bias, (size_t)tfs[w]->n_heads * P);
     }
   if (d->ws) {
     cpu->free(cpu, d->ws);
@@ -1734,7 +1961,7 @@ extern "C" int px_cuda_design_upload(const px_model *m, px_design *d) {
     d->ws_bytes = 0;
   }
   // From here on the design's buffers are the device's, whatever happened above.
-  d->be = px_cuda_backend(m->precision);
+  d->be = &g.views[clamp_precision(m->precision)].base;
   d->W = m->cuda_mirror;
   if (rc) {
     g.sticky = 0;
@@ -1743,15 +1970,19 @@ extern "C" int px_cuda_design_upload(const px_model *m, px_design *d) {
   return PX_OK;
 }
 
-extern "C" int64_t px_cuda_memory_in_use(void) { return g.in_use; }
-extern "C" int64_t px_cuda_memory_peak(void) { return g.peak; }
-extern "C" void px_cuda_memory_reset_peak(void) { g.peak = g.in_use; }
+extern "C" int64_t px_cuda_memory_in_use(void) { return all_in_use.load(); }
+extern "C" int64_t px_cuda_memory_peak(void) { return all_peak.load(); }
+extern "C" void px_cuda_memory_reset_peak(void) { all_peak.store(all_in_use.load()); }
 
 extern "C" int px_cuda_half_weight(const float *W, size_t n, int precision, int e) {
   if (precision != PX_PRECISION_BF16 && precision != PX_PRECISION_FP16)
     return px_fail(PX_ERR_INPUT, "px_cuda_half_weight: precision %d has no 16-bit weights", precision);
   if (e < 0 || e > 30) return px_fail(PX_ERR_INPUT, "px_cuda_half_weight: exponent %d out of range", e);
-  int rc = add_half_weight(W, n, precision, e);
+  Ctx *gp = shared_context(0);
+  if (!gp) return PX_ERR_BACKEND;
+  Ctx &g = *gp;
+  DeviceGuard guard(g.device);
+  int rc = add_half_weight(g, W, n, precision, e);
   g.sticky = 0;
   return rc;
 }

@@ -17,6 +17,10 @@ int px_cuda_count(void);
  * designs use the CUDA backend at `precision` (PX_PRECISION_DEFAULT picks the backend's
  * default). Re-preparing at another precision keeps the weights. */
 int px_cuda_model_prepare(px_model *m, int precision);
+/* px_cuda_model_prepare on the context of `be` (a px_cuda_backend_create or
+ * px_cuda_device_backend view; NULL: the model's present context, else cuda:0's shared one).
+ * A model on another context is moved. The context must outlive the model's designs. */
+int px_cuda_model_prepare_on(px_model *m, px_backend *be, int precision);
 /* Free the device copy; the model computes on the CPU again. */
 void px_cuda_model_release(px_model *m);
 /* px_model_x16_blocks for a model on the GPU. */
@@ -26,7 +30,24 @@ int px_cuda_x16_blocks(const px_model *m);
  * is on CUDA): every backend buffer is replaced by a device copy. */
 int px_cuda_design_upload(const px_model *m, px_design *d);
 
-/* The backend object for a precision (fp32, tf32, bf16, fp16). */
+/* Backend contexts. A context owns everything the CUDA backend keeps for one device (its
+ * streams, cuBLAS handle, scratch, 16-bit weight copies, the caller's stream); it has one
+ * px_backend view per precision (fp32, tf32, bf16, fp16), which share it. Contexts are
+ * independent: several may live in one process, on one device or on several.
+ *
+ * A new context on cuda:`device`, viewed at `precision`; NULL with the reason set. */
+px_backend *px_cuda_backend_create(int device, int precision);
+/* Free a context made by px_cuda_backend_create (after its buffers are freed); the shared
+ * contexts below are kept until exit. */
+void px_cuda_backend_destroy(px_backend *b);
+/* The same context at another precision. */
+px_backend *px_cuda_backend_view(px_backend *b, int precision);
+/* The CUDA device a context runs on. */
+int px_cuda_backend_device(const px_backend *b);
+/* The process's shared context of cuda:`device` (made on first use; NULL with the reason
+ * set when the device cannot be used): models and the condition embedder use cuda:0's. */
+px_backend *px_cuda_device_backend(int device, int precision);
+/* px_cuda_device_backend(0, precision). */
 px_backend *px_cuda_backend(int precision);
 
 /* Give the device weight matrix W (n floats) a 16-bit copy (bf16 or fp16, per precision):

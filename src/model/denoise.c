@@ -231,7 +231,7 @@ static void transition_rows(px_backend *be, const px_transition_w *t, int R, int
 static void probe_out(px_backend *be, px_probe_fn probe, void *user, const char *name,
                       const float *data, int64_t n) {
   if (!probe) return;
-  if (be == px_cpu_backend()) {
+  if (!be->device_memory) {
     probe(user, name, data, n);
     return;
   }
@@ -553,7 +553,7 @@ static int check_call(const px_model *m, const px_design *d, int n_sample, const
   if (n_sample <= 0) return px_fail(PX_ERR_INPUT, "%s: n_sample must be positive, got %d", who, n_sample);
   if (d->model_id != (const void *)m)
     return px_fail(PX_ERR_INPUT, "%s: the design was built for another model", who);
-  if ((m->device == PX_DEVICE_CUDA) != (d->be != px_cpu_backend()) ||
+  if ((m->device == PX_DEVICE_CUDA) != (d->be->device_memory != 0) ||
       (m->device == PX_DEVICE_CUDA && d->W != m->cuda_mirror))
     return px_fail(PX_ERR_INPUT, "%s: the design was built for another backend; create it again", who);
   /* At fp16 some device weights exist only as fp16 copies: a design made at another
@@ -639,7 +639,9 @@ int px_denoise_probe(const px_model *m, px_design *d, int n_sample, const float 
 
 int px_set_cuda_stream(px_model *m, void *stream) {
   if (!m) return px_fail(PX_ERR_INPUT, "px_set_cuda_stream: NULL model");
-  m->ext_stream = stream;
+  /* The stream belongs to the backend context the model's weights live on (on the CPU
+   * there is nothing to order with). */
+  if (m->be && m->be->set_external_stream) m->be->set_external_stream(m->be, stream);
   return PX_OK;
 }
 
@@ -647,8 +649,8 @@ static int denoise_device(const px_model *m, px_design *d, int n_sample, const f
                           const float *t_hat, int t_shared, int wait, float *x_out, const char *who) {
   if (!m || !d || !x_noisy || !t_hat || !x_out) return px_fail(PX_ERR_INPUT, "%s: NULL argument", who);
   /* On the CPU backend, "device" memory is host memory. */
-  if (d->be == px_cpu_backend() && !t_shared) return px_denoise(m, d, n_sample, x_noisy, t_hat, x_out);
-  if (d->be == px_cpu_backend()) {
+  if (!d->be->device_memory && !t_shared) return px_denoise(m, d, n_sample, x_noisy, t_hat, x_out);
+  if (!d->be->device_memory) {
     if (n_sample <= 0) return px_fail(PX_ERR_INPUT, "%s: n_sample must be positive, got %d", who, n_sample);
     float *t = malloc(sizeof(float) * (size_t)n_sample);
     if (!t) return px_fail(PX_ERR_NOMEM, "out of memory");
@@ -660,13 +662,12 @@ static int denoise_device(const px_model *m, px_design *d, int n_sample, const f
   int rc = check_call(m, d, n_sample, who);
   if (rc) return rc;
   px_backend *be = d->be;
-  void *ext = m->ext_stream;
   /* Nothing is read back: coordinates and noise levels stay on the device, and the noise
    * embedding is computed there, once per level. */
   const int Ss = t_shared ? 1 : n_sample;
   bump ws;
   if ((rc = prepare(m, d, n_sample, Ss, &ws))) return rc;
-  if (ext && be->join_external) be->join_external(be, ext, 0); /* after the caller's queued work */
+  if (be->join_external) be->join_external(be, 0); /* after the caller's queued work, if any */
   bump io_ws = ws;
   const io_bufs io = take_io(&io_ws, n_sample, d->N); /* where forward_device expects them */
   const size_t nx = (size_t)n_sample * d->N * 3;
@@ -675,10 +676,9 @@ static int denoise_device(const px_model *m, px_design *d, int n_sample, const f
   host_bufs hb = host_layout(d->host, &m->dims, n_sample, d->T, d->N);
   run_device(m, d, n_sample, Ss, 1, &ws, &hb, NULL, NULL);
   be->copy(be, x_out, io.out, sizeof(float) * nx);
-  if (ext && be->join_external)
-    be->join_external(be, ext, 1); /* the caller's stream waits for this call; no host wait */
-  else if (wait && be->sync)
-    be->sync(be);
+  /* The caller's stream (when one is set) waits for this call, with no host wait. */
+  const int joined = be->join_external && be->join_external(be, 1);
+  if (!joined && wait && be->sync) be->sync(be);
   return be->status ? be->status(be) : 0;
 }
 

@@ -139,6 +139,7 @@ int px_embedder_set_backend(px_embedder *e, int device) {
   if (px_cuda_count() <= 0) return px_fail(PX_ERR_BACKEND, "no CUDA device for the condition embedder");
   /* fp32: true float32 GEMMs, the embedder's results as the CPU computes them. */
   px_backend *be = px_cuda_backend(PX_PRECISION_FP32);
+  if (!be) return PX_ERR_BACKEND; /* the reason is set (px_last_error) */
   int rc = mirror_make(be, &e->w, &e->mirror);
   if (rc) return rc;
   e->be = be;

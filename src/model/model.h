@@ -65,7 +65,7 @@ struct px_model {
   int precision; /* enum px_precision in use */
   /* CUDA: the same struct with every weight pointer on the device (NULL on the CPU). */
   struct px_model *cuda_mirror;
-  void *ext_stream; /* caller's cudaStream_t for device-pointer calls (NULL: synchronous) */
+  px_backend *be; /* the backend context the weights live on (NULL: the CPU) */
   size_t *owned_n; /* float count of each owned buffer */
   int64_t n_params;
   float **owned; /* every buffer below, for freeing */

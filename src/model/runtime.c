@@ -110,7 +110,7 @@ int px_model_x16_blocks(const px_model *m) {
 }
 
 const char *px_model_backend_name(const px_model *m) {
-  return m && m->device == PX_DEVICE_CUDA ? "cuda:0" : "cpu";
+  return m && m->device == PX_DEVICE_CUDA && m->be ? m->be->name : "cpu";
 }
 
 const char *px_precision_label(int precision) {

@@ -1,0 +1,115 @@
+/* Two CUDA backend contexts in one process, side by side: each holds a copy of the same
+ * synthetic model and runs the same small denoise, interleaved with the other's calls.
+ * On one device the two contexts must give bit-identical results (fp32 kernels are
+ * deterministic and neither context may see the other's state: streams, scratch, weight
+ * copies); the second context goes to cuda:1 when the machine has one. Both are checked
+ * against the CPU backend (relative Frobenius <= 1e-4), and destroying the contexts must
+ * return every byte they held. Without a GPU (or without the CUDA build) it exits 77. */
+#include "testutil.h"
+
+#include "backend.h"
+#include "pxdiff.h"
+#include "pxdiff_synthetic.h"
+#include "pxdiff_testing.h"
+#ifdef PX_HAVE_CUDA
+#include "cuda/cuda_backend.h"
+#endif
+
+#ifndef PX_HAVE_CUDA
+int main(void) { return tu_skip("test_cuda_contexts", "pxdiff was built without CUDA"); }
+#else
+
+enum { S = 3, N_TARGET = 30, N_BINDER = 12, N_ATOM = 330 };
+
+static px_dims dims(void) {
+  px_dims D;
+  px_dims_released(&D);
+  D.n_token_blocks = 2; /* the released widths, fewer blocks: a quick call */
+  D.n_enc_blocks = D.n_dec_blocks = 1;
+  return D;
+}
+
+/* One denoise of the synthetic design on model m (on whatever backend it is): out [S, N, 3]. */
+static int run(const px_model *m, const px_features *f, const float *x, const float *t, float *out) {
+  px_design *d = NULL;
+  int rc = px_design_create(m, f, &d);
+  CHECK_MSG(rc == PX_OK, "design: %s", px_last_error());
+  if (rc) return rc;
+  rc = px_denoise(m, d, S, x, t, out);
+  CHECK_MSG(rc == PX_OK, "denoise: %s", px_last_error());
+  px_design_free(d);
+  return rc;
+}
+
+int main(void) {
+  const int ndev = px_cuda_device_count();
+  if (ndev <= 0) return tu_skip("test_cuda_contexts", "no CUDA device");
+  tu_seed();
+  const px_dims D = dims();
+  px_synthetic_design sd;
+  if (px_synthetic_design_make(&D, N_TARGET, N_BINDER, N_ATOM, 7, &sd) != PX_OK) {
+    CHECK_MSG(0, "synthetic design: %s", px_last_error());
+    return tu_finish("test_cuda_contexts");
+  }
+  const size_t nx = (size_t)S * N_ATOM * 3;
+  float *x = malloc(sizeof(float) * nx), *want = malloc(sizeof(float) * nx);
+  float *got[2] = {malloc(sizeof(float) * nx), malloc(sizeof(float) * nx)};
+  tu_fill_normal(x, nx, 10.0);
+  const float t[S] = {80.0f, 4.0f, 0.3f};
+
+  /* A device that does not exist: refused with one line naming it. */
+  CHECK(px_cuda_backend_create(ndev + 7, PX_PRECISION_FP32) == NULL);
+  CHECK_MSG(strstr(px_last_error(), "cuda:") != NULL, "message: %s", px_last_error());
+
+  px_model *cpu_m = NULL, *m[2] = {NULL, NULL};
+  CHECK(px_model_synthetic(&D, 5, &cpu_m) == PX_OK);
+  for (int k = 0; k < 2; k++) CHECK(px_model_synthetic(&D, 5, &m[k]) == PX_OK);
+  if (!cpu_m || !m[0] || !m[1]) return tu_finish("test_cuda_contexts");
+  run(cpu_m, &sd.f, x, t, want);
+
+  const int64_t base = px_cuda_memory_in_use();
+  const int dev2 = ndev > 1 ? 1 : 0;
+  px_backend *ctx[2] = {px_cuda_backend_create(0, PX_PRECISION_FP32),
+                        px_cuda_backend_create(dev2, PX_PRECISION_FP32)};
+  CHECK_MSG(ctx[0] && ctx[1], "context: %s", px_last_error());
+  if (!ctx[0] || !ctx[1]) return tu_finish("test_cuda_contexts");
+  CHECK(ctx[0] != ctx[1]);
+  CHECK(px_cuda_backend_device(ctx[0]) == 0 && px_cuda_backend_device(ctx[1]) == dev2);
+  CHECK(ctx[0]->device_memory && ctx[1]->device_memory && !px_cpu_backend()->device_memory);
+  CHECK(px_cuda_backend_view(ctx[1], PX_PRECISION_TF32) != ctx[1]);
+  CHECK(px_cuda_backend_view(px_cuda_backend_view(ctx[1], PX_PRECISION_TF32), PX_PRECISION_FP32) == ctx[1]);
+  for (int k = 0; k < 2; k++)
+    CHECK_MSG(px_cuda_model_prepare_on(m[k], ctx[k], PX_PRECISION_FP32) == PX_OK, "prepare %d: %s", k,
+              px_last_error());
+
+  /* Interleaved: context 0, context 1, then context 0 again (its state untouched by 1's). */
+  for (int round = 0; round < 2; round++) {
+    for (int k = 0; k < 2; k++) {
+      tu_poison(got[k], nx);
+      if (run(m[k], &sd.f, x, t, got[k])) continue;
+      const double e = tu_rel_err_ff(got[k], want, nx);
+      CHECK_MSG(e <= 1e-4, "round %d context %d (cuda:%d) vs CPU: rel err %.3g", round, k,
+                px_cuda_backend_device(ctx[k]), e);
+    }
+    if (dev2 == 0)
+      CHECK_MSG(memcmp(got[0], got[1], sizeof(float) * nx) == 0,
+                "round %d: two contexts on one device differ", round);
+    else
+      CHECK_MSG(tu_rel_err_ff(got[1], got[0], nx) <= 1e-6, "round %d: cuda:0 and cuda:1 differ", round);
+  }
+
+  /* Releasing the models and destroying the contexts returns every byte. */
+  for (int k = 0; k < 2; k++) px_model_free(m[k]);
+  for (int k = 0; k < 2; k++) px_cuda_backend_destroy(ctx[k]);
+  CHECK_MSG(px_cuda_memory_in_use() == base, "device memory %lld bytes after, %lld before",
+            (long long)px_cuda_memory_in_use(), (long long)base);
+
+  px_model_free(cpu_m);
+  px_synthetic_free(&sd);
+  free(x);
+  free(want);
+  free(got[0]);
+  free(got[1]);
+  return tu_finish("test_cuda_contexts");
+}
+#endif

@@ -206,6 +206,16 @@ int campaign_queue_make(campaign_queue *q, int n_task, int n_seed, long n_sample
   return PX_OK;
 }
 
+const campaign_unit *campaign_queue_next(const campaign_queue *q, int shard_k, long *cursor) {
+  for (long u = *cursor; u < q->n; u++)
+    if (q->u[u].owner == shard_k) {
+      *cursor = u + 1;
+      return &q->u[u];
+    }
+  *cursor = q->n;
+  return NULL;
+}
+
 void campaign_queue_free(campaign_queue *q) {
   free(q->u);
   memset(q, 0, sizeof *q);

@@ -72,6 +72,10 @@ typedef struct {
 int campaign_queue_make(campaign_queue *q, int n_task, int n_seed, long n_sample, long chunk,
                         const campaign_shard *s);
 void campaign_queue_free(campaign_queue *q);
+/* The next unit of shard k at or after *cursor, or NULL; *cursor moves past it. A worker
+ * pulls its units this way; workers of one process (one per device, later) would share the
+ * cursor (then atomic) and each keep the design cache of the case it is in. */
+const campaign_unit *campaign_queue_next(const campaign_queue *q, int shard_k, long *cursor);
 
 /* ------------------------------------------------------------------- lock -- */
 

@@ -816,13 +816,16 @@ static int run_design(design_opts *o, const design_job *J, const design_models *
     campaign_status_write(&st, 1);
   }
   run_out_catch_signals();
-  /* PXDesign's order: every task for the first seed, then the next seed (the queue's order). */
-  for (int si = 0; si < o->n_seed && !rc; si++)
-    for (int k = 0; k < J->tasks.n && !rc; k++) {
-      const campaign_unit *units = q->u + ((long)si * J->tasks.n + k) * per;
-      if (case_is_mine(o, units, per))
-        rc = run_case(o, J, k, M, conf, o->seed[si], model_desc, units, per, &io, &written);
-    }
+  /* The queue's order is PXDesign's (every task for the first seed, then the next seed). This
+   * shard pulls its next unit; the case it belongs to is then run for all of the shard's units
+   * in it (one design cache per case), and the pull resumes after the case. */
+  long cursor = 0;
+  const campaign_unit *u;
+  while (!rc && (u = campaign_queue_next(q, o->shard.k, &cursor)) != NULL) {
+    const long first = ((long)u->seed_index * J->tasks.n + u->task) * per;
+    rc = run_case(o, J, u->task, M, conf, o->seed[u->seed_index], model_desc, q->u + first, per, &io, &written);
+    cursor = first + per;
+  }
   run_out_release_signals();
   if (io.st) {
     st.state = rc == 0 ? "done" : rc == 130 ? "interrupted" : "failed";

@@ -99,6 +99,18 @@ struct px_backend {
   void (*edm)(px_backend *b, int mode, int S, int N, const float *x, const float *t, int t_stride,
               float sigma, const float *rup, float *out);
 
+  /* ---- optional: device backends with several precisions (NULL on the CPU) ---- */
+  /* The same context (memory, streams, 16-bit weights) seen at another precision. */
+  px_backend *(*at_precision)(px_backend *b, int precision);
+  /* Give the weight matrix W (n floats, this backend's memory) a 16-bit copy of this
+   * view's type (bf16 / fp16): GEMMs with W then run on 16-bit operands, their input stored
+   * times 2^-e (x16_weight). 0, or a px_status code with the op named in the message. */
+  int (*weight_x16_make)(px_backend *b, const float *W, size_t n, int e);
+  /* Free W's fp32 copy, keeping its 16-bit one (for matrices only ever read by 16-bit
+   * GEMMs): returns the address that names the matrix from now on, NULL when W has no
+   * 16-bit copy (then nothing changed). Freeing that address frees the 16-bit copy. */
+  float *(*weight_drop_fp32)(px_backend *b, float *W);
+
   /* ---- optional: asynchronous execution and graph replay (NULL on the CPU) ---- */
   /* The caller's stream (a cudaStream_t; NULL: none) this context orders its work with. The
    * stream belongs to the backend context, shared by every view and user of it. */
@@ -168,5 +180,14 @@ enum { PX_ACT_SIGMOID = 0, PX_ACT_RELU = 1 };
 
 /* The CPU backend (cblas + OpenMP); a static singleton. */
 px_backend *px_cpu_backend(void);
+
+/* The backend registry (src/backends.c): the one place that knows which backends this
+ * build has. kind is an enum px_device (PX_DEVICE_CPU, PX_DEVICE_CUDA). */
+/* Devices of a kind (CPU: 1; CUDA: visible GPUs, 0 without the CUDA build). */
+int px_backend_device_count(int kind);
+/* The process's shared backend of device `index` of a kind, seen at `precision` (an enum
+ * px_precision; the CPU has fp32 only); NULL with the reason set (px_fail) when the build or
+ * the machine lacks it. */
+px_backend *px_backend_get(int kind, int index, int precision);
 
 #endif

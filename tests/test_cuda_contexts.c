@@ -8,6 +8,7 @@
 #include "testutil.h"
 
 #include "backend.h"
+#include "model/model.h"
 #include "pxdiff.h"
 #include "pxdiff_synthetic.h"
 #include "pxdiff_testing.h"
@@ -78,8 +79,9 @@ int main(void) {
   CHECK(ctx[0]->device_memory && ctx[1]->device_memory && !px_cpu_backend()->device_memory);
   CHECK(px_cuda_backend_view(ctx[1], PX_PRECISION_TF32) != ctx[1]);
   CHECK(px_cuda_backend_view(px_cuda_backend_view(ctx[1], PX_PRECISION_TF32), PX_PRECISION_FP32) == ctx[1]);
+  CHECK(ctx[1]->at_precision(ctx[1], PX_PRECISION_FP16) == px_cuda_backend_view(ctx[1], PX_PRECISION_FP16));
   for (int k = 0; k < 2; k++)
-    CHECK_MSG(px_cuda_model_prepare_on(m[k], ctx[k], PX_PRECISION_FP32) == PX_OK, "prepare %d: %s", k,
+    CHECK_MSG(px_model_to_device(m[k], ctx[k], PX_PRECISION_FP32) == PX_OK, "prepare %d: %s", k,
               px_last_error());
 
   /* Interleaved: context 0, context 1, then context 0 again (its state untouched by 1's). */

@@ -29,7 +29,7 @@
 extern "C" {
 #include "cuda/cuda_backend.h"
 #include "error.h"
-#include "model/model.h"
+#include "pxdiff.h"
 }
 #include "cuda/attention_tc.h"
 #include "cuda/gemm_lt.h"
@@ -59,6 +59,8 @@ struct CudaBackend {
 struct Ctx {
   int device = 0;  // the CUDA device every operation of this context runs on
   char name[16] = "cuda";  // "cuda:N", every view's px_backend.name
+  const char *op = "setup";  // the operation running now (named in error messages)
+  char sticky_msg[256] = {};  // the message of the first kept failure (sticky)
   int init_status = 0;
   CudaBackend views[4] = {};  // indexed by enum px_precision (FP32..FP16)
   // `stream` is where work is queued now: `main` (everything ordered with the caller,
@@ -87,15 +89,6 @@ struct Ctx {
     int e;
   };
   std::unordered_map<const float *, HalfW> whalf;
-  // FP16 token matrices whose fp32 device copy was freed (their GEMMs only ever read the
-  // 16-bit copy): the mirror's slot holds the 16-bit buffer's address, which is also its
-  // whalf key (a live allocation, so no later buffer can share it). Restored from the
-  // host model when the precision changes. Per mirror.
-  struct Dropped {
-    float **slot;
-    int owned;  // index in the mirror's (and the host model's) owned buffers
-  };
-  std::unordered_map<const px_model *, std::vector<Dropped>> dropped;
   // Bumped whenever scratch that captured graphs point into is reallocated.
   uint64_t generation = 1;
   // Fixed cuBLAS/cuBLASLt workspaces, one per lane (required for graph capture; GEMMs
@@ -128,19 +121,32 @@ struct DeviceGuard {
     if (prev >= 0) cudaSetDevice(prev);
   }
 };
-#define CTX(b)          \
-  Ctx &g = ctx_of(b);   \
+// Opens every operation be_NAME: its context as g, on its device, named NAME in errors.
+#define CTX(b)           \
+  Ctx &g = ctx_of(b);    \
+  g.op = __func__ + 3;   \
   DeviceGuard dev_guard_(g.device)
 
-int fail_cuda(Ctx &g, cudaError_t e, const char *what) {
-  int rc = px_fail(PX_ERR_BACKEND, "CUDA error in %s: %s", what, cudaGetErrorString(e));
-  if (!g.sticky) g.sticky = rc;
+// Errors. Work is asynchronous, so a failure inside an operation is kept (code and message,
+// the operation named) and status() reports the first one; a later failure under another
+// operation's name never replaces it. An allocation failure is PX_ERR_NOMEM wherever it is
+// met: in an operation's scratch, or as an asynchronous out-of-memory of the runtime.
+int keep_failure(Ctx &g, int rc) {
+  if (!g.sticky) {
+    g.sticky = rc;
+    snprintf(g.sticky_msg, sizeof g.sticky_msg, "%s", px_last_error());
+  }
   return rc;
 }
+int fail_cuda(Ctx &g, cudaError_t e, const char *what) {
+  if (e == cudaErrorMemoryAllocation)
+    return keep_failure(g, px_fail(PX_ERR_NOMEM, "CUDA out of memory in %s (%s) on %s", g.op, what, g.name));
+  return keep_failure(g, px_fail(PX_ERR_BACKEND, "CUDA error in %s (%s) on %s: %s", g.op, what, g.name,
+                                 cudaGetErrorString(e)));
+}
 int fail_blas(Ctx &g, cublasStatus_t s, const char *what) {
-  int rc = px_fail(PX_ERR_BACKEND, "cuBLAS error %d in %s", (int)s, what);
-  if (!g.sticky) g.sticky = rc;
-  return rc;
+  const int code = s == CUBLAS_STATUS_ALLOC_FAILED ? PX_ERR_NOMEM : PX_ERR_BACKEND;
+  return keep_failure(g, px_fail(code, "cuBLAS error %d in %s (%s) on %s", (int)s, g.op, what, g.name));
 }
 #define CK(call)                                        \
   do {                                                  \
@@ -208,7 +214,11 @@ void *dev_alloc(Ctx &g, size_t bytes) {
   if (bytes == 0) bytes = 256;
   cudaError_t e = cudaMalloc(&p, bytes);
   if (e != cudaSuccess) {
-    px_fail(PX_ERR_NOMEM, "CUDA out of memory allocating %zu MB: %s", bytes >> 20, cudaGetErrorString(e));
+    // Reported here, naming the operation; cleared, so that the next launch check does
+    // not report it again under another operation's name.
+    cudaGetLastError();
+    px_fail(PX_ERR_NOMEM, "CUDA out of memory in %s on %s allocating %zu MB: %s", g.op, g.name, bytes >> 20,
+            cudaGetErrorString(e));
     return nullptr;
   }
   std::lock_guard<std::mutex> lk(g.mu);
@@ -253,6 +263,9 @@ T *grow(Ctx &g, T *&buf, size_t &have, size_t need) {
   g.generation++;
   buf = (T *)dev_alloc(g, need * sizeof(T));
   have = buf ? need : 0;
+  if (!buf)  // the operation cannot run: reported as its out-of-memory, by status()
+    keep_failure(g, px_fail(PX_ERR_NOMEM, "CUDA out of memory in %s on %s: %zu MB of scratch", g.op, g.name,
+                            (need * sizeof(T)) >> 20));
   return buf;
 }
 
@@ -1199,7 +1212,7 @@ void be_linear_x16(px_backend *b, int M, int N, int K, const void *X16, const fl
   const int ab = half_type(precision_of(b));
   auto it = g.whalf.find(W);
   if (!ab || it == g.whalf.end() || (y16 && bias)) {
-    if (!g.sticky) g.sticky = px_fail(PX_ERR_BACKEND, "internal: linear_x16 without a 16-bit weight, or a 16-bit Y with a bias");
+    keep_failure(g, px_fail(PX_ERR_BACKEND, "internal: linear_x16 without a 16-bit weight, or a 16-bit Y with a bias"));
     return;
   }
   gemm_half(g, ab, M, N, K, (const uint16_t *)X16, it->second, bias, Y, ldy, 0, 0, y16 ? ab : 0);
@@ -1482,9 +1495,14 @@ int be_status(px_backend *b) {
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) fail_cuda(g, e, "asynchronous work");
   int rc = g.sticky;
+  if (rc) px_fail(rc, "%s", g.sticky_msg);  // the first failure's own message
   g.sticky = 0;
   return rc;
 }
+
+int be_weight_x16_make(px_backend *b, const float *W, size_t n, int e);
+float *be_weight_drop_fp32(px_backend *b, float *W);
+px_backend *be_at_precision(px_backend *b, int precision);
 
 CudaBackend make_backend(Ctx *ctx, int precision) {
   CudaBackend c;
@@ -1492,6 +1510,9 @@ CudaBackend make_backend(Ctx *ctx, int precision) {
   c.base.name = ctx->name;
   c.base.device_memory = 1;
   c.base.set_external_stream = be_set_external_stream;
+  c.base.at_precision = be_at_precision;
+  c.base.weight_x16_make = be_weight_x16_make;
+  c.base.weight_drop_fp32 = be_weight_drop_fp32;
   c.base.alloc = be_alloc;
   c.base.free = be_free;
   c.base.upload = be_upload;
@@ -1633,87 +1654,9 @@ Ctx *shared_context(int device) {
   return shared_ctx[device];
 }
 
-// --------------------------------------------------------- model mirror --
-
-struct MirrorBuild {
-  std::unordered_map<float *, float *> map;
-  int status = 0;
-};
-
-void remap(float **slot, void *user) {
-  auto *mb = (MirrorBuild *)user;
-  if (!*slot) return;
-  auto it = mb->map.find(*slot);
-  if (it == mb->map.end()) {
-    if (!mb->status) mb->status = px_fail(PX_ERR_BACKEND, "internal: a weight buffer has no device copy");
-    return;
-  }
-  *slot = it->second;
-}
-
-void free_mirror(Ctx &g, px_model *mir) {
-  if (!mir) return;
-  for (int i = 0; i < mir->n_owned; i++) dev_free(g, mir->owned[i]);
-  free(mir->owned);
-  free(mir->enc_tf.blocks);
-  free(mir->tok_tf.blocks);
-  free(mir->dec_tf.blocks);
-  free(mir);
-}
-
-// Drop the 16-bit copies of one mirror's weights (other models' copies stay: several
-// models may live in one process, each at its own precision). Matrices whose fp32 copy was
-// freed get it back from the host model when `restore` (a precision change), else their
-// slots are cleared (the mirror is being freed).
-int drop_half_weights(Ctx &g, px_model *mir, const px_model *host, bool restore) {
-  if (!mir) return 0;
-  int rc = 0;
-  auto dr = g.dropped.find(mir);
-  if (dr != g.dropped.end()) {
-    for (const Ctx::Dropped &d : dr->second) {
-      float *h = *d.slot;
-      float *w = nullptr;
-      if (restore && !rc) {
-        const size_t bytes = sizeof(float) * (host->owned_n[d.owned] ? host->owned_n[d.owned] : 1);
-        w = (float *)dev_alloc(g, bytes);
-        if (!w) rc = PX_ERR_NOMEM;
-        else CK(cudaMemcpy(w, host->owned[d.owned], bytes, cudaMemcpyHostToDevice));
-      }
-      *d.slot = w;
-      mir->owned[d.owned] = w;
-      dev_free(g, h);  // the 16-bit copy, and its whalf entry
-    }
-    g.dropped.erase(dr);
-  }
-  for (int i = 0; i < mir->n_owned; i++) {
-    auto it = g.whalf.find(mir->owned[i]);
-    if (!mir->owned[i] || it == g.whalf.end()) continue;
-    dev_free(g, it->second.p);
-    g.whalf.erase(it);
-    g.generation++;
-  }
-  return rc ? rc : g.sticky;
-}
-
-// Free the fp32 device copy of the token matrix in *slot, which has a 16-bit copy that its
-// GEMMs use instead (FP16: every GEMM on it goes through linear_x16). The slot then holds
-// the 16-bit buffer's address. Kept when the matrix is not one whole owned buffer.
-void drop_fp32_copy(Ctx &g, px_model *mir, float **slot) {
-  auto it = g.whalf.find(*slot);
-  if (it == g.whalf.end()) return;
-  int idx = -1;
-  for (int i = 0; i < mir->n_owned && idx < 0; i++)
-    if (mir->owned[i] == *slot) idx = i;
-  if (idx < 0) return;
-  const Ctx::HalfW hw = it->second;
-  g.whalf.erase(it);
-  dev_free(g, *slot);
-  mir->owned[idx] = nullptr;
-  *slot = reinterpret_cast<float *>(hw.p);
-  g.whalf[*slot] = hw;
-  g.dropped[mir].push_back(Ctx::Dropped{slot, idx});
-  g.generation++;
-}
+// ------------------------------------------------------ 16-bit weights --
+// The model decides which matrices get a 16-bit copy (src/model/device.c); the backend
+// keeps the copies, keyed by the matrix's device address, for linear / linear_x16.
 
 // A 16-bit copy of a device weight matrix (converted on the device), used by linear_half
 // and linear_x16; its GEMM input is stored times 2^-e.
@@ -1731,43 +1674,34 @@ int add_half_weight(Ctx &g, const float *W, size_t n, int precision, int e) {
   return g.sticky;
 }
 
-// BF16: a copy of every weight array (each GEMM with K >= 16 uses one). FP16: only the
-// token blocks' four GEMM matrices (K = 768 or 1536: ~85% of the call's GEMM work, where
-// 16-bit operands halve the time), and only for blocks whose GEMM inputs provably stay in
-// fp16's range (fp16_range.c; the others keep TF32). The atom blocks' K = 128/256 GEMMs are
-// memory-bound, so converting their inputs would cost more than it saves; they stay TF32.
-int make_half_weights(Ctx &g, px_model *mir, const px_model *host, int precision) {
-  if (precision == PX_PRECISION_BF16) {
-    for (int i = 0; i < mir->n_owned; i++) {  // the mirror's buffer i is the host's buffer i
-      int rc = add_half_weight(g, mir->owned[i], host->owned_n[i], precision, 0);
-      if (rc) return rc;
-    }
-  } else {
-    const px_transformer_w *tf = &mir->tok_tf;
-    const size_t C = (size_t)tf->c, h = (size_t)tf->hidden;
-    std::vector<int> exps((size_t)tf->n_blocks + 1);
-    px_token_fp16_exps(host, exps.data());
-    // These blocks' four matrices are only read through their fp16 copies: each block's
-    // fp32 device copies go once converted (0.39 GiB at 16 blocks of width 768; block by
-    // block, so the peak holds one block's both copies), and fp16 needs less memory than tf32.
-    for (int k = 0; k < tf->n_blocks; k++) {
-      if (exps[(size_t)k] < 0) continue;
-      px_block_w *B = &mir->tok_tf.blocks[k];
-      int rc = add_half_weight(g, B->w_proj1, 4 * C * C, precision, 0);
-      if (!rc) rc = add_half_weight(g, B->o.w, C * C, precision, 0);
-      if (!rc) rc = add_half_weight(g, B->w_a12, 2 * h * C, precision, 0);
-      if (!rc) rc = add_half_weight(g, B->ctb_b.w, C * h, precision, exps[(size_t)k]);
-      if (rc) return rc;
-      CK(cudaStreamSynchronize(g.main));  // the conversions have read the fp32 copies
-      if (g.sticky) return g.sticky;
-      drop_fp32_copy(g, mir, &B->w_proj1);
-      drop_fp32_copy(g, mir, &B->o.w);
-      drop_fp32_copy(g, mir, &B->w_a12);
-      drop_fp32_copy(g, mir, &B->ctb_b.w);
-    }
-  }
-  CK(cudaStreamSynchronize(g.main));
-  return g.sticky;
+int be_weight_x16_make(px_backend *b, const float *W, size_t n, int e) {
+  CTX(b);
+  const int prec = precision_of(b);
+  if (!half_type(prec)) return px_fail(PX_ERR_INPUT, "weight_x16_make: the %s view has no 16-bit weights", g.name);
+  int rc = add_half_weight(g, W, n, prec, e);
+  if (rc) g.sticky = 0;  // reported here, by this op
+  return rc;
+}
+
+// Free the fp32 copy of W, which has a 16-bit copy that its GEMMs use instead (FP16: every
+// GEMM on it goes through linear_x16). The 16-bit buffer's address then names the matrix
+// (a live allocation, so no later buffer can share it): returned, for the caller's slot.
+float *be_weight_drop_fp32(px_backend *b, float *W) {
+  CTX(b);
+  auto it = g.whalf.find(W);
+  if (it == g.whalf.end()) return nullptr;
+  const Ctx::HalfW hw = it->second;
+  CK(cudaStreamSynchronize(g.main));  // queued conversions have read the fp32 copy
+  g.whalf.erase(it);
+  dev_free(g, W);
+  float *key = reinterpret_cast<float *>(hw.p);
+  g.whalf[key] = hw;
+  g.generation++;
+  return key;
+}
+
+px_backend *be_at_precision(px_backend *b, int precision) {
+  return precision >= 0 && precision <= PX_PRECISION_FP16 ? &ctx_of(b).views[precision].base : nullptr;
 }
 
 }  // namespace
@@ -1787,8 +1721,6 @@ namespace {
 int clamp_precision(int precision) {
   return precision < 0 || precision > PX_PRECISION_FP16 ? PX_PRECISION_FP32 : precision;
 }
-// The context a model's weights live on (set while it has a device mirror).
-Ctx &model_ctx(const px_model *m) { return ctx_of(m->be); }
 }  // namespace
 
 extern "C" px_backend *px_cuda_backend_create(int device, int precision) {
@@ -1819,156 +1751,6 @@ extern "C" px_backend *px_cuda_device_backend(int device, int precision) {
 extern "C" px_backend *px_cuda_backend(int precision) { return px_cuda_device_backend(0, precision); }
 
 extern "C" int px_cuda_backend_device(const px_backend *b) { return b ? ((const CudaBackend *)b)->ctx->device : -1; }
-
-extern "C" int px_cuda_model_prepare(px_model *m, int precision) {
-  return px_cuda_model_prepare_on(m, m->cuda_mirror ? m->be : nullptr, precision);
-}
-
-extern "C" int px_cuda_model_prepare_on(px_model *m, px_backend *be, int precision) {
-  // The default, fp16 operands for the token blocks' GEMMs, has TF32's accuracy (3.1e-4 of
-  // fp32 at every noise level, against 3.0e-4 for tf32), 20-27% less time per call and the
-  // least memory; blocks whose inputs fp16's range cannot be proven to hold run TF32
-  // (docs/benchmarks.md, docs/cuda.md).
-  if (precision == PX_PRECISION_DEFAULT) precision = PX_PRECISION_FP16;
-  if (!be && !(be = px_cuda_device_backend(0, PX_PRECISION_FP32))) return PX_ERR_BACKEND;  // reason set
-  Ctx &g = ctx_of(be);
-  // A mirror lives in one context: moving to another frees it first.
-  if (m->cuda_mirror && &model_ctx(m) != &g) px_cuda_model_release(m);
-  DeviceGuard guard(g.device);
-  int rc = 0;
-  if (!m->cuda_mirror) {
-    auto *mir = (px_model *)calloc(1, sizeof(px_model));
-    if (!mir) return px_fail(PX_ERR_NOMEM, "out of memory");
-    *mir = *m;
-    mir->cuda_mirror = nullptr;
-    mir->owned_n = nullptr;
-    mir->owned = (float **)calloc((size_t)m->n_owned + 1, sizeof(float *));
-    mir->n_owned = 0;
-    mir->cap_owned = m->n_owned;
-    px_transformer_w *tfs[3] = {&mir->enc_tf, &mir->tok_tf, &mir->dec_tf};
-    for (auto *tf : tfs) {
-      px_block_w *blk = (px_block_w *)malloc(sizeof(px_block_w) * (size_t)tf->n_blocks);
-      if (blk) memcpy(blk, tf->blocks, sizeof(px_block_w) * (size_t)tf->n_blocks);
-      tf->blocks = blk;
-    }
-    if (!mir->owned || !mir->enc_tf.blocks || !mir->tok_tf.blocks || !mir->dec_tf.blocks) {
-      free_mirror(g, mir);
-      return px_fail(PX_ERR_NOMEM, "out of memory");
-    }
-    MirrorBuild mb;
-    for (int i = 0; i < m->n_owned; i++) {
-      size_t bytes = sizeof(float) * (m->owned_n[i] ? m->owned_n[i] : 1);
-      float *dptr = (float *)dev_alloc(g, bytes);
-      if (!dptr) {
-        free_mirror(g, mir);
-        return PX_ERR_NOMEM;
-      }
-      mir->owned[mir->n_owned++] = dptr;
-      CK(cudaMemcpy(dptr, m->owned[i], bytes, cudaMemcpyHostToDevice));
-      mb.map[m->owned[i]] = dptr;
-    }
-    px_model_visit_weights(mir, remap, &mb);
-    if (mb.status || g.sticky) {
-      int e = mb.status ? mb.status : g.sticky;
-      g.sticky = 0;
-      free_mirror(g, mir);
-      return e;
-    }
-    m->cuda_mirror = mir;
-    m->be = &g.views[PX_PRECISION_FP32].base;  // the context, for release on failure below
-  }
-  rc = drop_half_weights(g, m->cuda_mirror, m, true);  // back to fp32 copies only
-  if (!rc && (precision == PX_PRECISION_BF16 || precision == PX_PRECISION_FP16))
-    rc = make_half_weights(g, m->cuda_mirror, m, precision);
-  if (rc) {
-    // Out of memory half-way (an fp32 copy may be missing): the model goes back to the
-    // CPU, its designs must be made again (px_denoise says so), and the error is returned.
-    g.sticky = 0;
-    px_cuda_model_release(m);
-    return rc;
-  }
-  m->device = PX_DEVICE_CUDA;
-  m->precision = precision;
-  m->be = &g.views[precision].base;
-  return PX_OK;
-}
-
-extern "C" int px_cuda_x16_blocks(const px_model *m) {
-  if (!m || !m->cuda_mirror || !half_type(m->precision)) return 0;
-  Ctx &g = model_ctx(m);
-  const px_transformer_w *tf = &m->cuda_mirror->tok_tf;
-  int n = 0;
-  for (int k = 0; k < tf->n_blocks; k++) n += g.whalf.count(tf->blocks[k].w_proj1) ? 1 : 0;
-  return n;
-}
-
-extern "C" void px_cuda_model_release(px_model *m) {
-  if (!m || !m->cuda_mirror) return;
-  Ctx &g = model_ctx(m);
-  DeviceGuard guard(g.device);
-  cudaStreamSynchronize(g.main);
-  drop_half_weights(g, m->cuda_mirror, m, false);
-  free_mirror(g, m->cuda_mirror);
-  m->cuda_mirror = nullptr;
-  m->be = nullptr;
-  m->device = PX_DEVICE_CPU;
-  m->precision = PX_PRECISION_FP32;
-}
-
-namespace {
-template <typename T>
-int move_to_device(Ctx &g, px_backend *cpu, T **slot, size_t n) {
-  if (!*slot) return 0;
-  T *dptr = (T *)dev_alloc(g, sizeof(T) * (n ? n : 1));
-  if (!dptr) return PX_ERR_NOMEM;
-  CK(cudaMemcpy(dptr, *slot, sizeof(T) * n, cudaMemcpyHostToDevice));
-  cpu->free(cpu, *slot);
-  *slot = dptr;
-  return g.sticky;
-}
-}  // namespace
-
-extern "C" int px_cuda_design_upload(const px_model *m, px_design *d) {
-  if (!m->cuda_mirror) return px_fail(PX_ERR_BACKEND, "model is not on the GPU");
-  Ctx &g = model_ctx(m);
-  DeviceGuard guard(g.device);
-  px_backend *cpu = px_cpu_backend();
-  const px_dims *D = &m->dims;
-  const size_t T = (size_t)d->T, N = (size_t)d->N;
-  const size_t P = (size_t)d->n_trunks * PX_ATOM_NQ * PX_ATOM_NK;
-  int rc = 0;
-  rc = rc ? rc : move_to_device(g, cpu, &d->tok_pair_bias, (size_t)m->tok_tf.n_blocks * m->tok_tf.n_heads * T * T);
-  rc = rc ? rc : move_to_device(g, cpu, &d->c, N * D->c_atom);
-  if (!rc) { /* s0 stays on the host too (the host computes s for host-pointer calls) */
-    d->s0_dev = (float *)dev_alloc(g, sizeof(float) * T * D->c_s);
-    if (!d->s0_dev) rc = PX_ERR_NOMEM;
-    else CK(cudaMemcpy(d->s0_dev, d->s0, sizeof(float) * T * D->c_s, cudaMemcpyHostToDevice));
-  }
-  rc = rc ? rc : move_to_device(g, cpu, &d->atom_to_token, N);
-  rc = rc ? rc : move_to_device(g, cpu, &d->inv_count, T);
-  const px_transformer_w *tfs[2] = {&m->enc_tf, &m->dec_tf};
-  px_atom_block_cache *caches[2] = {d->enc, d->dec};
-  for (int w = 0; w < 2 && !rc; w++)
-    for (int k = 0; k < tfs[w]->n_blocks && !rc; k++) {
-      px_atom_block_cache *c = &caches[w][k];
-      float **bufs[8] = {&c->g_a, &c->b_a, &c->g_kv, &c->b_kv, &c->gate_last, &c->g_c, &c->b_c, &c->gate_ctb};
-      for (int i = 0; i < 8 && !rc; i++) rc = move_to_device(g, cpu, bufs[i], N * tfs[w]->c);
-      if (!rc) rc = move_to_device(g, cpu, &c->pair_bias, (size_t)tfs[w]->n_heads * P);
-    }
-  if (d->ws) {
-    cpu->free(cpu, d->ws);
-    d->ws = nullptr;
-    d->ws_bytes = 0;
-  }
-  // From here on the design's buffers are the device's, whatever happened above.
-  d->be = &g.views[clamp_precision(m->precision)].base;
-  d->W = m->cuda_mirror;
-  if (rc) {
-    g.sticky = 0;
-    return rc;
-  }
-  return PX_OK;
-}
 
 extern "C" int64_t px_cuda_memory_in_use(void) { return all_in_use.load(); }
 extern "C" int64_t px_cuda_memory_peak(void) { return all_peak.load(); }

@@ -1,10 +1,10 @@
-/* The CUDA backend (compiled when nvcc is found; see Makefile). C linkage, so the model
- * layer can call it without knowing CUDA. */
+/* The CUDA backend (compiled when nvcc is found; see Makefile). C linkage. It knows the
+ * kernel interface (backend.h) and nothing of the model: src/backends.c is the one place
+ * the library calls in here from; the model reaches it through px_backend operations. */
 #ifndef PX_CUDA_BACKEND_H
 #define PX_CUDA_BACKEND_H
 
 #include "backend.h"
-#include "pxdiff.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -12,23 +12,6 @@ extern "C" {
 
 /* Usable CUDA devices (0 when the driver or a device is missing). */
 int px_cuda_count(void);
-
-/* Copy the model's weights to the device (a mirror of the weight struct) and make new
- * designs use the CUDA backend at `precision` (PX_PRECISION_DEFAULT picks the backend's
- * default). Re-preparing at another precision keeps the weights. */
-int px_cuda_model_prepare(px_model *m, int precision);
-/* px_cuda_model_prepare on the context of `be` (a px_cuda_backend_create or
- * px_cuda_device_backend view; NULL: the model's present context, else cuda:0's shared one).
- * A model on another context is moved. The context must outlive the model's designs. */
-int px_cuda_model_prepare_on(px_model *m, px_backend *be, int precision);
-/* Free the device copy; the model computes on the CPU again. */
-void px_cuda_model_release(px_model *m);
-/* px_model_x16_blocks for a model on the GPU. */
-int px_cuda_x16_blocks(const px_model *m);
-
-/* Move a design built on the CPU to the device (called by px_design_create when the model
- * is on CUDA): every backend buffer is replaced by a device copy. */
-int px_cuda_design_upload(const px_model *m, px_design *d);
 
 /* Backend contexts. A context owns everything the CUDA backend keeps for one device (its
  * streams, cuBLAS handle, scratch, 16-bit weight copies, the caller's stream); it has one
@@ -52,8 +35,8 @@ px_backend *px_cuda_backend(int precision);
 
 /* Give the device weight matrix W (n floats) a 16-bit copy (bf16 or fp16, per precision):
  * GEMMs with W then run on 16-bit operands at that precision, their input stored times
- * 2^-e (backend.h x16_weight). Done by px_cuda_model_prepare for the model's matrices;
- * exposed for the kernel tests. */
+ * 2^-e (backend.h x16_weight), on cuda:0's shared context: weight_x16_make for the
+ * kernel tests. */
 int px_cuda_half_weight(const float *W, size_t n, int precision, int e);
 
 /* Device memory in use by pxdiff and the peak since the last reset, in bytes. */

@@ -8,9 +8,6 @@
 
 #include "error.h"
 #include "model/model.h"
-#ifdef PX_HAVE_CUDA
-#include "cuda/cuda_backend.h"
-#endif
 
 /* Rows of pair tensors processed at a time: bounds temporaries at large T. */
 #define PAIR_CHUNK 8192
@@ -500,15 +497,13 @@ done:
     px_design_free(d);
     return rc;
   }
-#ifdef PX_HAVE_CUDA
   if (m->device == PX_DEVICE_CUDA) {
-    rc = px_cuda_design_upload(m, d);
+    rc = px_design_to_device(m, d);
     if (rc) {
       px_design_free(d);
       return rc;
     }
   }
-#endif
   *out = d;
   return PX_OK;
 }

@@ -8,9 +8,6 @@
 
 #include "error.h"
 #include "model/embedder.h"
-#ifdef PX_HAVE_CUDA
-#include "cuda/cuda_backend.h"
-#endif
 
 struct px_embedder {
   px_embedder_w w; /* host weights (the per-design preparation reads them) */
@@ -53,7 +50,6 @@ int px_embedder_from_arrays(int n, const char *const *names, const float *const 
 
 /* ------------------------------------------------------------ device mirror -- */
 
-#ifdef PX_HAVE_CUDA
 typedef struct {
   const px_embedder_w *host;
   float **dev; /* dev[i]: the copy of host->owned[i] */
@@ -70,8 +66,6 @@ static void remap(float **slot, void *user) {
   *slot = NULL; /* not an owned buffer: cannot happen (every weight is loaded into one) */
 }
 
-#endif
-
 static void mirror_free(px_backend *be, px_embedder_w *m) {
   if (!m) return;
   for (int i = 0; i < m->n_owned; i++)
@@ -81,7 +75,6 @@ static void mirror_free(px_backend *be, px_embedder_w *m) {
   free(m);
 }
 
-#ifdef PX_HAVE_CUDA
 /* A copy of the weights in be's memory. */
 static int mirror_make(px_backend *be, const px_embedder_w *w, px_embedder_w **out) {
   *out = NULL;
@@ -120,7 +113,6 @@ static int mirror_make(px_backend *be, const px_embedder_w *w, px_embedder_w **o
   *out = m;
   return PX_OK;
 }
-#endif
 
 int px_embedder_set_backend(px_embedder *e, int device) {
   if (!e) return px_fail(PX_ERR_INPUT, "px_embedder_set_backend: NULL embedder");
@@ -135,19 +127,14 @@ int px_embedder_set_backend(px_embedder *e, int device) {
   e->device = PX_DEVICE_CPU;
   e->be = px_cpu_backend();
   if (device == PX_DEVICE_CPU) return PX_OK;
-#ifdef PX_HAVE_CUDA
-  if (px_cuda_count() <= 0) return px_fail(PX_ERR_BACKEND, "no CUDA device for the condition embedder");
   /* fp32: true float32 GEMMs, the embedder's results as the CPU computes them. */
-  px_backend *be = px_cuda_backend(PX_PRECISION_FP32);
-  if (!be) return PX_ERR_BACKEND; /* the reason is set (px_last_error) */
+  px_backend *be = px_backend_get(PX_DEVICE_CUDA, 0, PX_PRECISION_FP32);
+  if (!be) return PX_ERR_BACKEND; /* the reason is set: no CUDA build, no device */
   int rc = mirror_make(be, &e->w, &e->mirror);
   if (rc) return rc;
   e->be = be;
   e->device = PX_DEVICE_CUDA;
   return PX_OK;
-#else
-  return px_fail(PX_ERR_BACKEND, "this pxdiff was built without CUDA (rebuild with nvcc on PATH)");
-#endif
 }
 
 const char *px_embedder_backend_name(const px_embedder *e) {

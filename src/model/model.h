@@ -166,6 +166,19 @@ int px_token_block_fp16_bounds(const px_model *m, int k, px_fp16_bounds *out); /
 int px_token_block_fp16_exp(const px_model *m, int k);
 void px_token_fp16_exps(const px_model *m, int *exps); /* every block, in parallel */
 
+/* The model on a device backend (device.c). px_model_to_device copies the weights into be's
+ * memory (any view of its context) and makes the 16-bit copies `precision` asks for
+ * (PX_PRECISION_DEFAULT: fp16 for the token blocks whose range is proven); designs made
+ * afterwards use that backend. A model on another context, or at another precision, is
+ * copied again. The context must outlive the model's designs. */
+int px_model_to_device(px_model *m, px_backend *be, int precision);
+/* Free the device copy; the model computes on the CPU again. */
+void px_model_release_device(px_model *m);
+/* Token blocks whose GEMMs run on 16-bit operands. */
+int px_model_device_x16_blocks(const px_model *m);
+/* Move a design built on the CPU to the model's device backend (px_design_create does). */
+int px_design_to_device(const px_model *m, px_design *d);
+
 /* Calls fn on the address of every weight pointer of the model (a NULL one included),
  * e.g. to build a device mirror. transformer block arrays are visited element-wise. */
 typedef void (*px_weight_visitor)(float **slot, void *user);

@@ -8,10 +8,6 @@
 #include "model/model.h"
 #include "platform.h"
 
-#ifdef PX_HAVE_CUDA
-#include "cuda/cuda_backend.h"
-#endif
-
 /* The engine's own thread count. Every OpenMP region of the library names it in a
  * num_threads clause, so what the host process did to OpenMP (PyTorch sets its OpenMP
  * threads to 1 on a 2-core machine, omp_set_num_threads anywhere in the process) neither
@@ -50,13 +46,7 @@ void px_set_num_threads(int n) {
 
 const char *px_blas_name(void) { return PX_BLAS_NAME; }
 
-int px_cuda_device_count(void) {
-#ifdef PX_HAVE_CUDA
-  return px_cuda_count();
-#else
-  return 0;
-#endif
-}
+int px_cuda_device_count(void) { return px_backend_device_count(PX_DEVICE_CUDA); }
 
 int px_device_from_name(const char *name) {
   if (!name) return -1;
@@ -84,29 +74,20 @@ int px_model_set_backend(px_model *m, int device, int precision) {
     return px_fail(PX_ERR_INPUT, "unknown precision %d", precision);
   if (device == PX_DEVICE_AUTO) device = px_cuda_device_count() > 0 ? PX_DEVICE_CUDA : PX_DEVICE_CPU;
   if (device == PX_DEVICE_CPU) {
-    if (precision != PX_PRECISION_DEFAULT && precision != PX_PRECISION_FP32)
-      return px_fail(PX_ERR_BACKEND, "the CPU backend computes in fp32 only (asked for %s)",
-                     precision == PX_PRECISION_TF32 ? "tf32" : precision == PX_PRECISION_BF16 ? "bf16" : "fp16");
-#ifdef PX_HAVE_CUDA
-    px_cuda_model_release(m);
-#endif
+    if (!px_backend_get(PX_DEVICE_CPU, 0, precision)) return PX_ERR_BACKEND; /* fp32 only; reason set */
+    px_model_release_device(m);
     m->device = PX_DEVICE_CPU;
     m->precision = PX_PRECISION_FP32;
     return PX_OK;
   }
-#ifdef PX_HAVE_CUDA
-  return px_cuda_model_prepare(m, precision);
-#else
-  return px_fail(PX_ERR_BACKEND, "this pxdiff was built without CUDA (rebuild with nvcc on PATH)");
-#endif
+  /* The context the model is on, else cuda:0's shared one. */
+  px_backend *be = m->cuda_mirror ? m->be : px_backend_get(PX_DEVICE_CUDA, 0, PX_PRECISION_FP32);
+  if (!be) return PX_ERR_BACKEND; /* the reason is set */
+  return px_model_to_device(m, be, precision);
 }
 
 int px_model_x16_blocks(const px_model *m) {
-#ifdef PX_HAVE_CUDA
-  if (m && m->device == PX_DEVICE_CUDA) return px_cuda_x16_blocks(m);
-#endif
-  (void)m;
-  return 0;
+  return m && m->device == PX_DEVICE_CUDA ? px_model_device_x16_blocks(m) : 0;
 }
 
 const char *px_model_backend_name(const px_model *m) {

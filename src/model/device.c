@@ -1,0 +1,255 @@
+/* A model on a device backend: the weight mirror, which matrices get 16-bit copies, and
+ * designs moved to the device. These are model decisions (they know the weight struct and
+ * the fp16 range proof of fp16_range.c); the backend only gets plain buffers and ops
+ * (alloc, upload, weight_x16_make, weight_drop_fp32), so no backend knows what a block is. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "model/model.h"
+
+/* ------------------------------------------------------------------ mirror ---- */
+
+typedef struct {
+  const px_model *host;
+  float **dev; /* dev[i]: the device copy of host->owned[i] */
+  int status;
+} remap_ctx;
+
+static void remap(float **slot, void *user) {
+  remap_ctx *r = (remap_ctx *)user;
+  if (!*slot) return;
+  for (int i = 0; i < r->host->n_owned; i++)
+    if (r->host->owned[i] == *slot) {
+      *slot = r->dev[i];
+      return;
+    }
+  if (!r->status) r->status = px_fail(PX_ERR_BACKEND, "internal: a weight buffer has no device copy");
+}
+
+static void mirror_free(px_backend *be, px_model *mir) {
+  if (!mir) return;
+  for (int i = 0; i < mir->n_owned; i++)
+    if (mir->owned[i]) be->free(be, mir->owned[i]); /* a 16-bit copy goes with its matrix */
+  free(mir->owned);
+  free(mir->enc_tf.blocks);
+  free(mir->tok_tf.blocks);
+  free(mir->dec_tf.blocks);
+  free(mir);
+}
+
+/* The same struct with every weight pointer in be's memory. */
+static int mirror_make(px_backend *be, const px_model *m, px_model **out) {
+  *out = NULL;
+  px_model *mir = calloc(1, sizeof *mir);
+  if (!mir) return px_fail(PX_ERR_NOMEM, "out of memory");
+  *mir = *m;
+  mir->cuda_mirror = NULL;
+  mir->be = NULL;
+  mir->owned_n = NULL;
+  mir->owned = calloc((size_t)m->n_owned + 1, sizeof(float *));
+  mir->n_owned = 0;
+  mir->cap_owned = m->n_owned;
+  px_transformer_w *tfs[3] = {&mir->enc_tf, &mir->tok_tf, &mir->dec_tf};
+  int ok = mir->owned != NULL;
+  for (int k = 0; k < 3; k++) {
+    px_block_w *blk = malloc(sizeof(px_block_w) * (size_t)(tfs[k]->n_blocks > 0 ? tfs[k]->n_blocks : 1));
+    if (blk) memcpy(blk, tfs[k]->blocks, sizeof(px_block_w) * (size_t)tfs[k]->n_blocks);
+    else ok = 0;
+    tfs[k]->blocks = blk;
+  }
+  if (!ok) {
+    mirror_free(be, mir);
+    return px_fail(PX_ERR_NOMEM, "out of memory");
+  }
+  for (int i = 0; i < m->n_owned; i++) {
+    const size_t bytes = sizeof(float) * (m->owned_n[i] ? m->owned_n[i] : 1);
+    float *d = be->alloc(be, bytes); /* on failure the op has said so, naming the size */
+    if (!d) {
+      mirror_free(be, mir);
+      return PX_ERR_NOMEM;
+    }
+    mir->owned[mir->n_owned++] = d;
+    be->upload(be, d, m->owned[i], bytes);
+  }
+  remap_ctx r = {m, mir->owned, 0};
+  px_model_visit_weights(mir, remap, &r);
+  if (be->sync) be->sync(be);
+  int rc = r.status ? r.status : be->status ? be->status(be) : 0;
+  if (rc) {
+    mirror_free(be, mir);
+    return rc;
+  }
+  *out = mir;
+  return PX_OK;
+}
+
+/* ------------------------------------------------------------ 16-bit weights ---- */
+
+/* The fp32 copy of the matrix in *slot goes (its GEMMs read only the 16-bit copy); the slot
+ * and the owned entry then hold the address that names it. Kept when the matrix is not one
+ * whole owned buffer. */
+static void drop_fp32(px_backend *be, px_model *mir, float **slot) {
+  int idx = -1;
+  for (int i = 0; i < mir->n_owned && idx < 0; i++)
+    if (mir->owned[i] == *slot) idx = i;
+  if (idx < 0) return;
+  float *k = be->weight_drop_fp32(be, *slot);
+  if (!k) return;
+  *slot = k;
+  mir->owned[idx] = k;
+}
+
+/* BF16: a copy of every weight array (each GEMM with K >= 16 uses one). FP16: only the
+ * token blocks' four GEMM matrices (K = 768 or 1536: ~85% of the call's GEMM work, where
+ * 16-bit operands halve the time), and only for blocks whose GEMM inputs provably stay in
+ * fp16's range (fp16_range.c; the others keep TF32). The atom blocks' K = 128/256 GEMMs are
+ * memory-bound, so converting their inputs would cost more than it saves; they stay TF32.
+ * be is the view at the precision. */
+static int make_half_weights(px_backend *be, px_model *mir, const px_model *host, int precision) {
+  if (!be->weight_x16_make) return px_fail(PX_ERR_BACKEND, "%s has no 16-bit weights", be->name);
+  if (precision == PX_PRECISION_BF16) {
+    for (int i = 0; i < mir->n_owned; i++) { /* the mirror's buffer i is the host's buffer i */
+      int rc = be->weight_x16_make(be, mir->owned[i], host->owned_n[i], 0);
+      if (rc) return rc;
+    }
+    return PX_OK;
+  }
+  px_transformer_w *tf = &mir->tok_tf;
+  const size_t C = (size_t)tf->c, h = (size_t)tf->hidden;
+  int *exps = malloc(sizeof(int) * (size_t)(tf->n_blocks + 1));
+  if (!exps) return px_fail(PX_ERR_NOMEM, "out of memory");
+  px_token_fp16_exps(host, exps);
+  /* These blocks' four matrices are only read through their fp16 copies: each block's fp32
+   * device copies go once converted (0.39 GiB at 16 blocks of width 768; block by block, so
+   * the peak holds one block's both copies), and fp16 needs less memory than tf32. */
+  int rc = PX_OK;
+  for (int k = 0; k < tf->n_blocks && !rc; k++) {
+    if (exps[k] < 0) continue;
+    px_block_w *B = &tf->blocks[k];
+    rc = be->weight_x16_make(be, B->w_proj1, 4 * C * C, 0);
+    if (!rc) rc = be->weight_x16_make(be, B->o.w, C * C, 0);
+    if (!rc) rc = be->weight_x16_make(be, B->w_a12, 2 * h * C, 0);
+    if (!rc) rc = be->weight_x16_make(be, B->ctb_b.w, C * h, exps[k]);
+    if (rc) break;
+    drop_fp32(be, mir, &B->w_proj1);
+    drop_fp32(be, mir, &B->o.w);
+    drop_fp32(be, mir, &B->w_a12);
+    drop_fp32(be, mir, &B->ctb_b.w);
+    rc = be->status ? be->status(be) : 0;
+  }
+  free(exps);
+  return rc;
+}
+
+/* ------------------------------------------------------------------- model ---- */
+
+void px_model_release_device(px_model *m) {
+  if (!m || !m->cuda_mirror) return;
+  px_backend *be = m->be;
+  if (be->sync) be->sync(be);
+  mirror_free(be, m->cuda_mirror);
+  m->cuda_mirror = NULL;
+  m->be = NULL;
+  m->device = PX_DEVICE_CPU;
+  m->precision = PX_PRECISION_FP32;
+}
+
+int px_model_to_device(px_model *m, px_backend *be, int precision) {
+  /* The default, fp16 operands for the token blocks' GEMMs, has TF32's accuracy (3.1e-4 of
+   * fp32 at every noise level, against 3.0e-4 for tf32), 20-27% less time per call and the
+   * least memory; blocks whose inputs fp16's range cannot be proven to hold run TF32
+   * (docs/benchmarks.md, docs/cuda.md). */
+  if (precision == PX_PRECISION_DEFAULT) precision = PX_PRECISION_FP16;
+  px_backend *view = be->at_precision ? be->at_precision(be, precision) : be;
+  if (!view) return px_fail(PX_ERR_BACKEND, "%s cannot compute at precision %d", be->name, precision);
+  if (m->cuda_mirror) {
+    const int same_ctx = m->be->at_precision && view->at_precision &&
+                         m->be->at_precision(m->be, PX_PRECISION_FP32) == view->at_precision(view, PX_PRECISION_FP32);
+    if (same_ctx && m->precision == precision) return PX_OK;
+    /* Another context, or other 16-bit copies: the mirror is made again. */
+    px_model_release_device(m);
+  }
+  px_model *mir = NULL;
+  int rc = mirror_make(view, m, &mir);
+  if (rc) return rc;
+  m->cuda_mirror = mir;
+  m->be = view;
+  if (precision == PX_PRECISION_BF16 || precision == PX_PRECISION_FP16)
+    rc = make_half_weights(view, mir, m, precision);
+  if (!rc && view->sync) view->sync(view);
+  if (!rc && view->status) rc = view->status(view);
+  if (rc) {
+    /* Out of memory half-way: the model goes back to the CPU, its designs must be made
+     * again (px_denoise says so), and the error is returned. */
+    px_model_release_device(m);
+    return rc;
+  }
+  m->device = PX_DEVICE_CUDA;
+  m->precision = precision;
+  return PX_OK;
+}
+
+int px_model_device_x16_blocks(const px_model *m) {
+  if (!m || !m->cuda_mirror || !m->be->x16_weight) return 0;
+  const px_transformer_w *tf = &m->cuda_mirror->tok_tf;
+  int n = 0;
+  for (int k = 0; k < tf->n_blocks; k++) n += m->be->x16_weight(m->be, tf->blocks[k].w_proj1, tf->c) >= 0;
+  return n;
+}
+
+/* ------------------------------------------------------------------ design ---- */
+
+/* Replace the host buffer *slot (bytes, from the CPU backend) by a copy in be's memory. */
+static int to_device(px_backend *be, void **slot, size_t bytes, int keep_host, void **dev) {
+  if (!*slot) return PX_OK;
+  void *p = be->alloc(be, bytes ? bytes : 4); /* on failure the op has said so */
+  if (!p) return PX_ERR_NOMEM;
+  be->upload(be, p, *slot, bytes);
+  if (keep_host) {
+    *dev = p;
+    return PX_OK;
+  }
+  /* The host buffer is freed: the copy must have read it. */
+  if (be->sync) be->sync(be);
+  px_backend *cpu = px_cpu_backend();
+  cpu->free(cpu, *slot);
+  *slot = p;
+  return be->status ? be->status(be) : PX_OK;
+}
+
+int px_design_to_device(const px_model *m, px_design *d) {
+  if (!m->cuda_mirror) return px_fail(PX_ERR_BACKEND, "model is not on a device");
+  px_backend *be = m->be;
+  const px_dims *D = &m->dims;
+  const size_t T = (size_t)d->T, N = (size_t)d->N, f = sizeof(float);
+  const size_t P = (size_t)d->n_trunks * PX_ATOM_NQ * PX_ATOM_NK;
+  int rc = to_device(be, (void **)&d->tok_pair_bias, f * (size_t)m->tok_tf.n_blocks * m->tok_tf.n_heads * T * T, 0,
+                     NULL);
+  if (!rc) rc = to_device(be, (void **)&d->c, f * N * D->c_atom, 0, NULL);
+  /* s0 stays on the host too (the host computes s for host-pointer calls) */
+  if (!rc) rc = to_device(be, (void **)&d->s0, f * T * D->c_s, 1, (void **)&d->s0_dev);
+  if (!rc) rc = to_device(be, (void **)&d->atom_to_token, sizeof(int64_t) * N, 0, NULL);
+  if (!rc) rc = to_device(be, (void **)&d->inv_count, f * T, 0, NULL);
+  const px_transformer_w *tfs[2] = {&m->enc_tf, &m->dec_tf};
+  px_atom_block_cache *caches[2] = {d->enc, d->dec};
+  for (int w = 0; w < 2 && !rc; w++)
+    for (int k = 0; k < tfs[w]->n_blocks && !rc; k++) {
+      px_atom_block_cache *c = &caches[w][k];
+      float **bufs[8] = {&c->g_a, &c->b_a, &c->g_kv, &c->b_kv, &c->gate_last, &c->g_c, &c->b_c, &c->gate_ctb};
+      for (int i = 0; i < 8 && !rc; i++) rc = to_device(be, (void **)bufs[i], f * N * tfs[w]->c, 0, NULL);
+      if (!rc) rc = to_device(be, (void **)&c->pair_bias, f * (size_t)tfs[w]->n_heads * P, 0, NULL);
+    }
+  if (d->ws) {
+    px_backend *cpu = px_cpu_backend();
+    cpu->free(cpu, d->ws);
+    d->ws = NULL;
+    d->ws_bytes = 0;
+  }
+  if (be->sync) be->sync(be);
+  /* From here on the design's buffers are the device's, whatever happened above. */
+  d->be = be;
+  d->W = m->cuda_mirror;
+  if (!rc && be->status) rc = be->status(be);
+  return rc;
+}

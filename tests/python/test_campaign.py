@@ -278,6 +278,11 @@ def test_same_shard_twice_refused(ckpt, tmp_path):
     assert lock.exists(), "the shard never took its lock"
     rc, so, se = run(*design_args(ckpt, out, [TASKS], *slow, "--shard", "1/2", "--resume", "-q"))
     assert rc != 0 and se.count("\n") == 1 and "already running" in se and str(first.pid) in se, se
+    st = out / "status_shard_1_of_2.json"
+    while not st.exists() and first.poll() is None:
+        time.sleep(0.02)
+    rc, so, se = run("status", out)
+    assert rc == 0 and (f"shard 1/2: running (pid {first.pid})" in so or first.poll() is not None), so
     so, se = first.communicate(timeout=600)
     assert first.returncode == 0, se
     rc, so, se = run(*design_args(ckpt, out, [TASKS], *slow, "--shard", "2/2", "-q"))

@@ -1,5 +1,5 @@
 // Tensor-core (TF32 mma.sync) flash attention for the CUDA backend's reduced precisions
-// (TF32 and BF16); PX_PRECISION_FP32 keeps the exact fp32 kernel in cuda_backend.cu.
+// (TF32 and BF16); PX_PRECISION_FP32 keeps the exact fp32 kernels in attention.cu.
 #ifndef PX_CUDA_ATTENTION_TC_H
 #define PX_CUDA_ATTENTION_TC_H
 

@@ -1,0 +1,467 @@
+// Row kernels: everything that reads a row (or a few values) and writes it back, between
+// the GEMMs. LayerNorm and AdaLN keep the row in registers (one warp per row, float4
+// loads, the conditioning loaded with the row so that all loads are in flight at once);
+// the residual + AdaLN of two consecutive block stages is one pass; at fp16/bf16 the
+// producers of GEMM inputs store 16-bit values directly, so no conversion pass runs
+// before the GEMM (each has a fallback for shapes its fast kernel does not take: the fp32
+// result into scratch, then converted). No atomics: results are deterministic. Also the noise embedding and the
+// EDM mix (the sampler's per-call scalings) on the device.
+#include "cuda/context.cuh"
+#include "cuda/half_io.cuh"
+
+namespace pxcuda {
+
+// One warp per row: mean and variance in two passes over the row (fp32).
+// mode 0: Y = LN(X) * w + b (w, b optional); mode 1: Y = LN(X) * G[r % g] + B[r % g].
+__global__ void k_layernorm(int M, int C, const float *X, const float *w, const float *b,
+                            const float *G, const float *B, int g_rows, float *Y) {
+  int warps = blockDim.x / 32;
+  int row = blockIdx.x * warps + threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (row >= M) return;
+  const float *x = X + (size_t)row * C;
+  float s = 0;
+  for (int c = lane; c < C; c += 32) s += x[c];
+  const float mean = warp_sum(s) / C;
+  float ss = 0;
+  for (int c = lane; c < C; c += 32) {
+    float d = x[c] - mean;
+    ss += d * d;
+  }
+  const float rstd = rsqrtf(warp_sum(ss) / C + 1e-5f);
+  float *y = Y + (size_t)row * C;
+  if (G) {
+    const float *g = G + (size_t)(row % g_rows) * C, *bb = B + (size_t)(row % g_rows) * C;
+    for (int c = lane; c < C; c += 32) y[c] = g[c] * ((x[c] - mean) * rstd) + bb[c];
+  } else {
+    for (int c = lane; c < C; c += 32) {
+      float v = (x[c] - mean) * rstd;
+      if (w) v *= w[c];
+      if (b) v += b[c];
+      y[c] = v;
+    }
+  }
+}
+
+// Register-resident row kernels for C <= 128 * NV with C % 4 == 0 (one warp per row,
+// float4 loads, the row read once): LayerNorm / AdaLN, and the fused residual + AdaLN.
+// mode 0: Y = LN(X) * w + b; mode 1: Y = LN(X) * G + B; mode 2: X += Gr * R, then mode 1
+// on the updated X (written back). Y is stored as OT (store4): 16-bit for GEMM inputs.
+template <int NV, int OT>
+__global__ void k_row_ln(int M, int C, float *X, const float *w, const float *b, const float *G,
+                         const float *B, int g_rows, const float *Gr, int gr_rows, const float *Rr,
+                         void *Y, int mode) {
+  const int warps = blockDim.x / 32, lane = threadIdx.x % 32;
+  const int C4 = C / 4;
+  for (int row = blockIdx.x * warps + threadIdx.x / 32; row < M; row += gridDim.x * warps) {
+    float4 v[NV], ga[NV], ba[NV];
+    float4 *x4 = reinterpret_cast<float4 *>(X + (size_t)row * C);
+    float s = 0.0f;
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+      const int c = lane + 32 * k;
+      if (c < C4) {
+        v[k] = x4[c];
+        // The output's scale and shift are loaded here, with the row, not after the two
+        // reductions: a warp then has all its loads in flight at once (the token rows are
+        // only ~12 warps per SM, too few to hide three dependent rounds of memory latency).
+        if (mode != 0) {
+          ga[k] = reinterpret_cast<const float4 *>(G + (size_t)(row % g_rows) * C)[c];
+          ba[k] = reinterpret_cast<const float4 *>(B + (size_t)(row % g_rows) * C)[c];
+        } else {
+          ga[k] = w ? reinterpret_cast<const float4 *>(w)[c] : make_float4(1.0f, 1.0f, 1.0f, 1.0f);
+          ba[k] = b ? reinterpret_cast<const float4 *>(b)[c] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
+        if (mode == 2) {
+          const float4 g = reinterpret_cast<const float4 *>(Gr + (size_t)(row % gr_rows) * C)[c];
+          const float4 y = reinterpret_cast<const float4 *>(Rr + (size_t)row * C)[c];
+          v[k].x += g.x * y.x;
+          v[k].y += g.y * y.y;
+          v[k].z += g.z * y.z;
+          v[k].w += g.w * y.w;
+          x4[c] = v[k];
+        }
+        s += (v[k].x + v[k].y) + (v[k].z + v[k].w);
+      }
+    }
+    const float mean = warp_sum(s) / C;
+    float ss = 0.0f;
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+      const int c = lane + 32 * k;
+      if (c < C4) {
+        const float a = v[k].x - mean, bb = v[k].y - mean, cc = v[k].z - mean, d = v[k].w - mean;
+        ss += (a * a + bb * bb) + (cc * cc + d * d);
+      }
+    }
+    const float rstd = rsqrtf(warp_sum(ss) / C + 1e-5f);
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+      const int c = lane + 32 * k;
+      if (c >= C4) continue;
+      float4 o = make_float4((v[k].x - mean) * rstd, (v[k].y - mean) * rstd, (v[k].z - mean) * rstd,
+                             (v[k].w - mean) * rstd);
+      const float4 g = ga[k], bb = ba[k];
+      if (mode != 0) {
+        o = make_float4(g.x * o.x + bb.x, g.y * o.y + bb.y, g.z * o.z + bb.z, g.w * o.w + bb.w);
+      } else {
+        if (w) o = make_float4(o.x * g.x, o.y * g.y, o.z * g.z, o.w * g.w);
+        if (b) o = make_float4(o.x + bb.x, o.y + bb.y, o.z + bb.z, o.w + bb.w);
+      }
+      store4<OT>(Y, (size_t)row * C + 4 * c, o);
+    }
+  }
+}
+
+template <int NV>
+void launch_row_ln(Ctx &g, int ot, int blocks, int M, int C, float *X, const float *w, const float *b, const float *G,
+                   const float *B, int g_rows, const float *Gr, int gr_rows, const float *Rr, void *Y, int mode) {
+  if (ot == 0)
+    k_row_ln<NV, 0><<<blocks, 256, 0, g.stream>>>(M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, Y, mode);
+  else if (ot == 1)
+    k_row_ln<NV, 1><<<blocks, 256, 0, g.stream>>>(M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, Y, mode);
+  else
+    k_row_ln<NV, 2><<<blocks, 256, 0, g.stream>>>(M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, Y, mode);
+}
+
+// Launch k_row_ln when the row fits registers and is float4-aligned; false otherwise.
+// ot: Y's type (0 float, 1 bf16, 2 fp16).
+bool row_ln(Ctx &g, int M, int C, float *X, const float *w, const float *b, const float *G, const float *B,
+            int g_rows, const float *Gr, int gr_rows, const float *Rr, void *Y, int mode, int ot = 0) {
+  auto al = [](const void *p) { return p == nullptr || ((uintptr_t)p % 16) == 0; };
+  if (C % 4 || C > 1024 || !al(X) || !al(w) || !al(b) || !al(G) || !al(B) || !al(Gr) || !al(Rr) || !al(Y))
+    return false;
+  const int nv = (C / 4 + 31) / 32;
+  const int blocks = (M + 7) / 8 > 65535 * 4 ? 65535 * 4 : (M + 7) / 8;
+  if (nv <= 1)
+    launch_row_ln<1>(g, ot, blocks, M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, Y, mode);
+  else if (nv <= 2)
+    launch_row_ln<2>(g, ot, blocks, M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, Y, mode);
+  else if (nv <= 4)
+    launch_row_ln<4>(g, ot, blocks, M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, Y, mode);
+  else if (nv <= 6)
+    launch_row_ln<6>(g, ot, blocks, M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, Y, mode);
+  else
+    launch_row_ln<8>(g, ot, blocks, M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, Y, mode);
+  LAUNCHED("row_ln");
+  return true;
+}
+
+__global__ void k_gated_residual(int M, int C, float *A, const float *G, int g_rows, const float *Y) {
+  for (int r = blockIdx.y; r < M; r += gridDim.y) {
+    float *a = A + (size_t)r * C;
+    const float *g = G + (size_t)(r % g_rows) * C, *y = Y + (size_t)r * C;
+    if ((C & 3) == 0) { /* float4 path (buffers are 16-byte aligned, rows C floats) */
+      for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < C / 4; c += gridDim.x * blockDim.x) {
+        float4 av = reinterpret_cast<float4 *>(a)[c];
+        const float4 gv = reinterpret_cast<const float4 *>(g)[c], yv = reinterpret_cast<const float4 *>(y)[c];
+        av.x += gv.x * yv.x;
+        av.y += gv.y * yv.y;
+        av.z += gv.z * yv.z;
+        av.w += gv.w * yv.w;
+        reinterpret_cast<float4 *>(a)[c] = av;
+      }
+    } else {
+      for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < C; c += gridDim.x * blockDim.x) a[c] += g[c] * y[c];
+    }
+  }
+}
+
+__global__ void k_sigmoid_mul(int M, int C, float *O, int ldo, const float *P, int ldp) {
+  for (int r = blockIdx.y; r < M; r += gridDim.y) {
+    float *o = O + (size_t)r * ldo;
+    const float *p = P + (size_t)r * ldp;
+    if (((C | ldo | ldp) & 3) == 0) {
+      for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < C / 4; c += gridDim.x * blockDim.x) {
+        float4 ov = reinterpret_cast<float4 *>(o)[c];
+        const float4 pv = reinterpret_cast<const float4 *>(p)[c];
+        ov.x *= sigmoidf_(pv.x);
+        ov.y *= sigmoidf_(pv.y);
+        ov.z *= sigmoidf_(pv.z);
+        ov.w *= sigmoidf_(pv.w);
+        reinterpret_cast<float4 *>(o)[c] = ov;
+      }
+    } else {
+      for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < C; c += gridDim.x * blockDim.x) o[c] *= sigmoidf_(p[c]);
+    }
+  }
+}
+
+// Y = silu(X[:, :C]) * X[:, C:] * sc (sc a power of two: exact; 1 for fp32 outputs), X of
+// type IT and Y of type OT (load4 / store4: 16-bit GEMM inputs and outputs); four values per
+// thread when vec (C % 4 == 0 and aligned rows, checked by the caller).
+template <int IT, int OT>
+__global__ void k_swiglu(int M, int C, const void *X, void *Y, float sc, int vec) {
+  for (int r = blockIdx.y; r < M; r += gridDim.y) {
+    const size_t xa = (size_t)r * 2 * C, xb = xa + C;
+    if (vec) {
+      for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < C / 4; c += gridDim.x * blockDim.x) {
+        const float4 a = load4<IT>(X, xa + 4 * c), b = load4<IT>(X, xb + 4 * c);
+        float4 y = make_float4(a.x * sigmoidf_(a.x) * b.x, a.y * sigmoidf_(a.y) * b.y, a.z * sigmoidf_(a.z) * b.z,
+                               a.w * sigmoidf_(a.w) * b.w);
+        if (OT) y = make_float4(y.x * sc, y.y * sc, y.z * sc, y.w * sc);
+        store4<OT>(Y, (size_t)r * C + 4 * c, y);
+      }
+    } else {
+      for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < C; c += gridDim.x * blockDim.x) {
+        const float a = load1<IT>(X, xa + c);
+        float y = a * sigmoidf_(a) * load1<IT>(X, xb + c);
+        if (OT) y *= sc;
+        store1<OT>(Y, (size_t)r * C + c, y);
+      }
+    }
+  }
+}
+
+// Launch k_swiglu for X of type it and Y of type ot (0 float, 1 bf16, 2 fp16).
+void swiglu_typed(Ctx &g, int it, int ot, int M, int H, const void *X, void *Y, float sc) {
+  const size_t xa = it ? 8 : 16, ya = ot ? 8 : 16;  // alignment the vector loads / stores need
+  const int vec = H % 4 == 0 && (uintptr_t)X % xa == 0 && (uintptr_t)Y % ya == 0;
+  const int cols = vec ? H / 4 : H;
+  const dim3 grid = grid2d(M, cols, threads_for(cols));
+  const int thr = threads_for(cols);
+#define PX_SWIGLU(I, O) \
+  if (it == I && ot == O) k_swiglu<I, O><<<grid, thr, 0, g.stream>>>(M, H, X, Y, sc, vec);
+  PX_SWIGLU(0, 0)
+  PX_SWIGLU(0, 1)
+  PX_SWIGLU(0, 2)
+  PX_SWIGLU(1, 1)
+  PX_SWIGLU(2, 2)
+#undef PX_SWIGLU
+  LAUNCHED("swiglu");
+}
+
+// Four values per thread when X is 16-byte aligned (the s-side gates: ~8M values per call).
+__global__ void k_activation4(int64_t n4, float4 *X, int kind) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n4; i += (int64_t)gridDim.x * blockDim.x) {
+    float4 v = X[i];
+    if (kind == PX_ACT_SIGMOID) {
+      v.x = sigmoidf_(v.x); v.y = sigmoidf_(v.y); v.z = sigmoidf_(v.z); v.w = sigmoidf_(v.w);
+    } else {
+      v.x = fmaxf(v.x, 0.0f); v.y = fmaxf(v.y, 0.0f); v.z = fmaxf(v.z, 0.0f); v.w = fmaxf(v.w, 0.0f);
+    }
+    X[i] = v;
+  }
+}
+
+__global__ void k_activation(int64_t n, float *X, int kind) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+       i += (int64_t)gridDim.x * blockDim.x)
+    X[i] = kind == PX_ACT_SIGMOID ? sigmoidf_(X[i]) : fmaxf(X[i], 0.0f);
+}
+
+__global__ void k_add_rows(int M, int C, float *Y, const float *A, int a_rows) {
+  for (int r = blockIdx.y; r < M; r += gridDim.y) {
+    float *y = Y + (size_t)r * C;
+    const float *a = A + (size_t)(r % a_rows) * C;
+    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < C; c += gridDim.x * blockDim.x) y[c] += a[c];
+  }
+}
+
+// First atom index with token >= t (atoms of a token are contiguous and ascending).
+__device__ int lower_bound_tok(const int64_t *a2t, int N, int64_t t) {
+  int lo = 0, hi = N;
+  while (lo < hi) {
+    int mid = (lo + hi) / 2;
+    if (a2t[mid] < t) lo = mid + 1; else hi = mid;
+  }
+  return lo;
+}
+
+// grid (T, S): each block sums its token's atoms in atom order (deterministic).
+__global__ void k_atoms_to_tokens(int N, int T, int C, const float *X, const int64_t *a2t,
+                                  const float *inv_count, float *Y) {
+  int t = blockIdx.x, s = blockIdx.y;
+  __shared__ int range[2];
+  if (threadIdx.x == 0) {
+    range[0] = lower_bound_tok(a2t, N, t);
+    range[1] = lower_bound_tok(a2t, N, t + 1);
+  }
+  __syncthreads();
+  for (int c = threadIdx.x; c < C; c += blockDim.x) {
+    float acc = 0;
+    for (int n = range[0]; n < range[1]; n++) acc += X[((size_t)s * N + n) * C + c];
+    Y[((size_t)s * T + t) * C + c] = acc * inv_count[t];
+  }
+}
+
+__global__ void k_tokens_to_atoms_add(int S, int N, int T, int C, int a_samples, const float *A,
+                                      const int64_t *a2t, float *Y) {
+  const int M = S * N;
+  for (int r = blockIdx.y; r < M; r += gridDim.y) {
+    const int s = r / N, n = r % N;
+    const float *a = A + ((size_t)(s % a_samples) * T + (size_t)a2t[n]) * C;
+    float *y = Y + (size_t)r * C;
+    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < C; c += gridDim.x * blockDim.x) y[c] += a[c];
+  }
+}
+
+void be_layernorm(px_backend *b, int M, int C, const float *X, const float *w, const float *bias,
+                  float *Y) {
+  CTX(b);
+  PROF("layernorm");
+  if (X != Y && row_ln(g, M, C, const_cast<float *>(X), w, bias, nullptr, nullptr, 1, nullptr, 1, nullptr, Y, 0)) return;
+  if (X == Y && row_ln(g, M, C, Y, w, bias, nullptr, nullptr, 1, nullptr, 1, nullptr, Y, 0)) return;
+  k_layernorm<<<(M + 7) / 8, 256, 0, g.stream>>>(M, C, X, w, bias, nullptr, nullptr, 1, Y);
+  LAUNCHED("layernorm");
+}
+
+void be_adaln(px_backend *b, int M, int C, const float *X, const float *G, const float *B,
+              int g_rows, float *Y) {
+  CTX(b);
+  PROF("adaln");
+  if (row_ln(g, M, C, const_cast<float *>(X), nullptr, nullptr, G, B, g_rows, nullptr, 1, nullptr, Y, 1)) return;
+  k_layernorm<<<(M + 7) / 8, 256, 0, g.stream>>>(M, C, X, nullptr, nullptr, G, B, g_rows, Y);
+  LAUNCHED("adaln");
+}
+
+void be_gated_residual(px_backend *b, int M, int C, float *A, const float *G, int g_rows,
+                       const float *Y) {
+  CTX(b);
+  PROF("gated_residual");
+  const int cols = (C & 3) ? C : C / 4;
+  k_gated_residual<<<grid2d(M, cols, threads_for(cols)), threads_for(cols), 0, g.stream>>>(M, C, A, G, g_rows, Y);
+  LAUNCHED("gated_residual");
+}
+
+void be_residual_adaln(px_backend *b, int M, int C, float *A, const float *Gr, int gr_rows,
+                       const float *Y, const float *Gn, const float *Bn, int gn_rows, float *An) {
+  CTX(b);
+  PROF("residual_adaln");
+  if (row_ln(g, M, C, A, nullptr, nullptr, Gn, Bn, gn_rows, Gr, gr_rows, Y, An, 2)) return;
+  be_gated_residual(b, M, C, A, Gr, gr_rows, Y);
+  be_adaln(b, M, C, A, Gn, Bn, gn_rows, An);
+}
+
+void be_sigmoid_mul(px_backend *b, int M, int C, float *O, int ldo, const float *P, int ldp) {
+  CTX(b);
+  PROF("sigmoid_mul");
+  const int cols = ((C | ldo | ldp) & 3) ? C : C / 4;
+  k_sigmoid_mul<<<grid2d(M, cols, threads_for(cols)), threads_for(cols), 0, g.stream>>>(M, C, O, ldo, P, ldp);
+  LAUNCHED("sigmoid_mul");
+}
+
+void be_swiglu(px_backend *b, int M, int H, const float *X, float *Y) {
+  CTX(b);
+  PROF("swiglu");
+  swiglu_typed(g, 0, 0, M, H, X, Y, 1.0f);
+}
+
+void be_activation(px_backend *b, int64_t n, float *X, int kind) {
+  CTX(b);
+  PROF("activation");
+  if (n > 0 && n % 4 == 0 && (uintptr_t)X % 16 == 0) {
+    k_activation4<<<blocks_for(n / 4, 256), 256, 0, g.stream>>>(n / 4, reinterpret_cast<float4 *>(X), kind);
+    LAUNCHED("activation4");
+    return;
+  }
+  k_activation<<<blocks_for(n, 256), 256, 0, g.stream>>>(n, X, kind);
+  LAUNCHED("activation");
+}
+
+void be_add_rows(px_backend *b, int M, int C, float *Y, const float *A, int a_rows) {
+  CTX(b);
+  PROF("add_rows");
+  k_add_rows<<<grid2d(M, C, threads_for(C)), threads_for(C), 0, g.stream>>>(M, C, Y, A, a_rows);
+  LAUNCHED("add_rows");
+}
+
+void be_atoms_to_tokens(px_backend *b, int S, int N, int T, int C, const float *X,
+                        const int64_t *a2t, const float *inv_count, float *Y) {
+  CTX(b);
+  PROF("atoms_to_tokens");
+  dim3 grid(T, S);
+  k_atoms_to_tokens<<<grid, 256, 0, g.stream>>>(N, T, C, X, a2t, inv_count, Y);
+  LAUNCHED("atoms_to_tokens");
+}
+
+void be_tokens_to_atoms_add(px_backend *b, int S, int N, int T, int C, int a_samples,
+                            const float *A, const int64_t *a2t, float *Y) {
+  CTX(b);
+  PROF("tokens_to_atoms_add");
+  k_tokens_to_atoms_add<<<grid2d(S * N, C, threads_for(C)), threads_for(C), 0, g.stream>>>(S, N, T, C, a_samples, A, a2t, Y);
+  LAUNCHED("tokens_to_atoms_add");
+}
+
+void be_adaln_x16(px_backend *b, int M, int C, const float *X, const float *G, const float *B, int g_rows,
+                  void *Y16) {
+  CTX(b);
+  PROF("adaln_x16");
+  const int ab = half_type(precision_of(b));
+  if (row_ln(g, M, C, const_cast<float *>(X), nullptr, nullptr, G, B, g_rows, nullptr, 1, nullptr, Y16, 1, ab)) return;
+  float *t = f32_scratch(g, (size_t)M * C);
+  if (!t) return;
+  be_adaln(b, M, C, X, G, B, g_rows, t);
+  to_half(g, ab, M, C, t, C, (uint16_t *)Y16);
+}
+
+void be_residual_adaln_x16(px_backend *b, int M, int C, float *A, const float *Gr, int gr_rows, const float *Y,
+                           const float *Gn, const float *Bn, int gn_rows, void *An16) {
+  CTX(b);
+  PROF("residual_adaln_x16");
+  if (row_ln(g, M, C, A, nullptr, nullptr, Gn, Bn, gn_rows, Gr, gr_rows, Y, An16, 2, half_type(precision_of(b))))
+    return;
+  be_gated_residual(b, M, C, A, Gr, gr_rows, Y);
+  be_adaln_x16(b, M, C, A, Gn, Bn, gn_rows, An16);
+}
+
+void be_swiglu_x16(px_backend *b, int M, int H, const void *X, int x16, void *Y16, int e) {
+  CTX(b);
+  PROF("swiglu_x16");
+  const int ab = half_type(precision_of(b));
+  swiglu_typed(g, x16 ? ab : 0, ab, M, H, X, Y16, ldexpf(1.0f, -e));
+}
+
+__global__ void k_edm(int mode, int S, int N, const float *x, const float *t, int t_stride, float sigma,
+                      const float *rup, float *out) {
+  const int64_t total = (int64_t)S * N * 3;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    const float th = t[i / (3 * (int64_t)N) * t_stride], sr = th / sigma;
+    if (mode == 0) {
+      out[i] = x[i] / sqrtf(sigma * sigma + th * th);
+    } else {
+      out[i] = 1.0f / (1.0f + sr * sr) * x[i] + th / sqrtf(1.0f + sr * sr) * rup[i];
+    }
+  }
+}
+
+__global__ void k_fourier(int S, int nf, const float *t, float sigma, const float *w, const float *b,
+                          float *F) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < S * nf; i += gridDim.x * blockDim.x) {
+    const int u = i / nf, f = i % nf;
+    const float tau = logf(t[u] / sigma) / 4.0f;
+    F[i] = cosf(2.0f * 3.14159265358979323846f * (tau * w[f] + b[f]));
+  }
+}
+
+__global__ void k_rows_plus_vec(int S, int T, int C, const float *A, const float *v, float *Y) {
+  const int M = S * T;
+  for (int r = blockIdx.y; r < M; r += gridDim.y) {
+    const float *a = A + (size_t)(r % T) * C, *vv = v + (size_t)(r / T) * C;
+    float *y = Y + (size_t)r * C;
+    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < C; c += gridDim.x * blockDim.x) y[c] = a[c] + vv[c];
+  }
+}
+
+void be_fourier(px_backend *b, int S, int nf, const float *t, float sigma, const float *w, const float *bias,
+                float *F) {
+  CTX(b);
+  k_fourier<<<blocks_for((int64_t)S * nf, 256), 256, 0, g.stream>>>(S, nf, t, sigma, w, bias, F);
+  LAUNCHED("fourier");
+}
+
+void be_rows_plus_vec(px_backend *b, int S, int T, int C, const float *A, const float *v, float *Y) {
+  CTX(b);
+  k_rows_plus_vec<<<grid2d(S * T, C, threads_for(C)), threads_for(C), 0, g.stream>>>(S, T, C, A, v, Y);
+  LAUNCHED("rows_plus_vec");
+}
+
+void be_edm(px_backend *b, int mode, int S, int N, const float *x, const float *t, int t_stride, float sigma,
+            const float *rup, float *out) {
+  CTX(b);
+  PROF("edm");
+  k_edm<<<blocks_for((int64_t)S * N * 3, 256), 256, 0, g.stream>>>(mode, S, N, x, t, t_stride, sigma, rup, out);
+  LAUNCHED("edm");
+}
+
+}  // namespace pxcuda

@@ -208,6 +208,8 @@ static int parse_design_opts(int argc, char **argv, design_opts *o, int demo) {
   if (st != CLI_RUN) return st;
   if (campaign_parse_shard(o->shard_text, &o->shard)) return cli_usage_error(&c, "%s", px_last_error());
   if (o->binder_first && !o->pdb) return cli_usage_error(&c, "--binder-first orders the PDB files: give --pdb too");
+  if (o->shard.n > 1 && (!o->seeds || !o->seeds[strspn(o->seeds, " ")]))
+    return cli_usage_error(&c, "--shard needs --seeds: without them each shard would draw its own seed from the clock");
   if (o->overwrite && o->shard.n > 1)
     return cli_usage_error(&c, "--overwrite with --shard: the shards share the tree; remove the earlier run (or "
                                "use another -o) instead");

@@ -795,6 +795,16 @@ static int run_design(design_opts *o, const design_job *J, const design_models *
     campaign_lock_release(&lock);
     return say(px_last_error());
   }
+  if (o->status_files && o->overwrite) { /* the replaced run's rows go with its files */
+    char *p = join(o->dump_dir, "designs.csv");
+    if (!p || (remove(p) != 0 && errno != ENOENT)) {
+      px_fail(p ? PX_ERR_IO : PX_ERR_NOMEM, "cannot remove %s: %s", p ? p : "designs.csv", strerror(errno));
+      free(p);
+      campaign_lock_release(&lock);
+      return say(px_last_error());
+    }
+    free(p);
+  }
   if (o->status_files) {
     if (campaign_status_init(&st, o->dump_dir, &o->shard, J->tasks.n, o->status_interval) ||
         campaign_csv_open(&csv, o->dump_dir, o->shard.tag) ||

@@ -380,6 +380,15 @@ def test_status_and_csv_consistent_while_running(ckpt, tmp_path):
     assert not (out / "run.lock").exists()
 
 
+def test_overwrite_replaces_the_csv(ckpt, reference, tmp_path):
+    _, both = reference
+    out = tmp_path / "run"
+    for extra in ((), ("--overwrite",)):
+        rc, so, se = run(*design_args(ckpt, out, [TASKS], *BASE, "-q", *extra))
+        assert rc == 0, se
+    assert_same_run(both, out)  # 20 rows, none twice
+
+
 def test_status_command(ckpt, tmp_path):
     rc, so, se = run("status", tmp_path)
     assert rc == 1 and se.count("\n") == 1 and "no pxdiff design run" in se, se

@@ -555,3 +555,22 @@ def test_resume_lists_a_design_missing_from_the_csv(ckpt, reference, tmp_path):
     rows = csv_rows(out / "designs.csv")
     assert rows[-1][:5] == next(csv.reader([dropped]))[:5] and rows[-1][5] == ""
     assert_same_run(both, out)
+
+
+def test_task_name_with_comma_quote_unicode(ckpt, tmp_path):
+    """designs.csv quotes what needs it (Python's csv reads it back), pxdiff status finds the
+    task's directory from input_tasks.json's escaped name."""
+    name = 'PD-L1 \u03b1, "v2"'
+    task = tmp_path / "odd.yaml"
+    task.write_text('task_name: "PD-L1 \\u03b1, \\"v2\\""\nbinder_length: 7\ntarget:\n'
+                    '  file: tests/data/structures/5o45.cif\n  chains:\n    A:\n      crop: ["1-30"]\n')
+    out = tmp_path / "run"
+    rc, so, se = run(*design_args(ckpt, out, [task], "--N_sample", "2", "--N_step", "3", "--seeds", "1", "--status",
+                                  "-q"))
+    assert rc == 0, se
+    rows = csv_rows(out / "designs.csv")
+    assert [r[:4] for r in rows] == [[name, "1", str(i), f"{name}/seed_1/predictions/{name}_sample_{i}.cif"]
+                                     for i in range(2)]
+    assert all(complete(out / r[3]) for r in rows)
+    rc, so, se = run("status", out)
+    assert rc == 0 and "designs: 2 of 2 done, 0 missing; cases: 1 of 1 done" in so and name in so, so

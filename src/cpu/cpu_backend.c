@@ -270,50 +270,130 @@ static void cpu_swiglu(px_backend *b, int M, int H, const float *X, float *Y) {
   }
 }
 
-/* Softmax of one row of n logits in place (fp32, max-subtracted). */
+/* Softmax of one row of n logits in place (fp32, max-subtracted). The max and the sum run
+ * in 16 lanes (lane k takes j = k mod 16) and the sum's lanes are added by one fixed tree:
+ * vectorized, and the same arithmetic for a row wherever it is computed. (A single running
+ * sum was a chain of dependent scalar adds: at 128-196 keys it cost more than the logits.) */
+#define SM_LANES 16
 static inline void softmax_row(float *l, int n) {
-  float mx = l[0];
-  for (int j = 1; j < n; j++) mx = l[j] > mx ? l[j] : mx;
-  for (int j = 0; j < n; j++) l[j] = px_expf(l[j] - mx);
-  float sum = 0;
-  for (int j = 0; j < n; j++) sum += l[j];
-  float inv = 1.0f / sum;
-  for (int j = 0; j < n; j++) l[j] *= inv;
+  float mx[SM_LANES], sp[SM_LANES];
+  for (int k = 0; k < SM_LANES; k++) mx[k] = l[0], sp[k] = 0.0f;
+  int j = 0;
+  for (; j + SM_LANES <= n; j += SM_LANES)
+    for (int k = 0; k < SM_LANES; k++) mx[k] = l[j + k] > mx[k] ? l[j + k] : mx[k];
+  for (int k = 0; j + k < n; k++) mx[k] = l[j + k] > mx[k] ? l[j + k] : mx[k];
+  float m = mx[0];
+  for (int k = 1; k < SM_LANES; k++) m = mx[k] > m ? mx[k] : m;
+  j = 0;
+  for (; j + SM_LANES <= n; j += SM_LANES)
+    for (int k = 0; k < SM_LANES; k++) {
+      const float e = px_expf(l[j + k] - m);
+      l[j + k] = e;
+      sp[k] += e;
+    }
+  for (int k = 0; j + k < n; k++) {
+    const float e = px_expf(l[j + k] - m);
+    l[j + k] = e;
+    sp[k] += e;
+  }
+  for (int w = SM_LANES / 2; w >= 1; w /= 2)
+    for (int k = 0; k < w; k++) sp[k] += sp[k + w];
+  const float inv = 1.0f / sp[0];
+  for (j = 0; j < n; j++) l[j] *= inv;
 }
+
+/* a * b + c: one rounding where the hardware fuses it (the build's -march), else two. */
+#if defined(__FMA__) || defined(__aarch64__)
+#define PX_MADD(a, b, c) fmaf((a), (b), (c))
+#else
+#define PX_MADD(a, b, c) ((a) * (b) + (c))
+#endif
+
+/* Register blocks of attend_rows: AR query rows at a time, logits AJ keys at a time, the
+ * output AC channels at a time (the accumulators, AR x 16 floats, stay in registers). */
+#define AR 4
+#define AJ 16
+#define AC 16
+
+/* Keys per row of the logit scratch and of the transposed keys: rounded up to AJ, so logit
+ * blocks never need a tail (the extra columns are computed from zero keys and not used). */
+static int keys_ld(int n) { return (n + AJ - 1) / AJ * AJ; }
 
 /* One head's attention for `nr` query rows against `n` keys:
  *   L[i, j] = scale * q_i . k_j + bias[i, j]
  *   o_i = sum_j softmax(L_i)_j v_j
- * Kt holds the keys transposed, [d][ldkt], so the key loop vectorizes. Masked keys are
- * simply not passed: their softmax weight is exactly 0, as upstream's -1e10 gives. With G
- * (row stride ldg; NULL for none) the output row is then multiplied by sigmoid(G). */
+ * Kt holds the keys transposed, [d][ldkt] with ldkt >= keys_ld(n) (columns past n are
+ * read, any finite values, and their logits dropped), so the key loop vectorizes; L is
+ * AR x keys_ld(n) scratch. Masked keys are simply not passed:
+ * their softmax weight is exactly 0, as upstream's -1e10 gives. With G (row stride ldg; NULL
+ * for none) the output row is then multiplied by sigmoid(G). Every output's arithmetic is a
+ * fixed sequence over c (logits) and j (output), whatever the blocking. */
 static void attend_rows(int nr, int n, int d, const float *Q, int ldq, const float *Kt, int ldkt,
                         const float *V, int ldv, const float *bias, int ldb, float scale,
                         float *O, int ldo, const float *G, int ldg, float *L) {
-  for (int i = 0; i < nr; i++) {
-    const float *q = Q + (size_t)i * ldq;
-    float *l = L;
-    for (int j = 0; j < n; j++) l[j] = 0.0f;
-    for (int c = 0; c < d; c++) {
-      const float qc = q[c];
-      const float *kt = Kt + (size_t)c * ldkt;
+  const int ldl = keys_ld(n);
+  for (int i0 = 0; i0 < nr; i0 += AR) {
+    const int rr = nr - i0 < AR ? nr - i0 : AR;
+    const float *q[AR];
+    for (int r = 0; r < AR; r++) q[r] = Q + (size_t)(i0 + (r < rr ? r : 0)) * ldq; /* spare rows: row 0 again */
+    for (int j0 = 0; j0 < n; j0 += AJ) {
+      float acc[AR][AJ];
+      for (int r = 0; r < AR; r++)
+        for (int jj = 0; jj < AJ; jj++) acc[r][jj] = 0.0f;
+      for (int c = 0; c < d; c++) {
+        const float *kt = Kt + (size_t)c * ldkt + j0;
+        for (int r = 0; r < AR; r++) {
+          const float qv = q[r][c];
 #pragma omp simd
-      for (int j = 0; j < n; j++) l[j] += qc * kt[j];
+          for (int jj = 0; jj < AJ; jj++) acc[r][jj] = PX_MADD(qv, kt[jj], acc[r][jj]);
+        }
+      }
+      for (int r = 0; r < AR; r++) memcpy(L + (size_t)r * ldl + j0, acc[r], sizeof acc[r]);
     }
-    const float *bi = bias + (size_t)i * ldb;
-    for (int j = 0; j < n; j++) l[j] = l[j] * scale + bi[j];
-    softmax_row(l, n);
-    float *o = O + (size_t)i * ldo;
-    for (int c = 0; c < d; c++) o[c] = 0.0f;
-    for (int j = 0; j < n; j++) {
-      const float p = l[j];
-      const float *v = V + (size_t)j * ldv;
+    for (int r = 0; r < rr; r++) {
+      float *l = L + (size_t)r * ldl;
+      const float *bi = bias + (size_t)(i0 + r) * ldb;
+      for (int j = 0; j < n; j++) l[j] = l[j] * scale + bi[j];
+      softmax_row(l, n);
+    }
+    for (int c0 = 0; c0 < d; c0 += AC) {
+      float acc[AR][AC];
+      for (int r = 0; r < AR; r++)
+        for (int cc = 0; cc < AC; cc++) acc[r][cc] = 0.0f;
+      const int cw = d - c0 < AC ? d - c0 : AC;
+      if (cw == AC && rr == AR) {
+        for (int j = 0; j < n; j++) {
+          const float *v = V + (size_t)j * ldv + c0;
+          for (int r = 0; r < AR; r++) {
+            const float p = L[(size_t)r * ldl + j];
 #pragma omp simd
-      for (int c = 0; c < d; c++) o[c] += p * v[c];
-    }
-    if (G) { /* the attention gate, o * sigmoid(g), while the row is in L1 */
-      const float *g = G + (size_t)i * ldg;
-      for (int c = 0; c < d; c++) o[c] *= px_sigmoidf(g[c]);
+            for (int cc = 0; cc < AC; cc++) acc[r][cc] = PX_MADD(p, v[cc], acc[r][cc]);
+          }
+        }
+      } else { /* the same sums, rows or channels short */
+        for (int j = 0; j < n; j++) {
+          const float *v = V + (size_t)j * ldv + c0;
+          for (int r = 0; r < rr; r++) {
+            const float p = L[(size_t)r * ldl + j];
+            for (int cc = 0; cc < cw; cc++) acc[r][cc] = PX_MADD(p, v[cc], acc[r][cc]);
+          }
+        }
+      }
+      for (int r = 0; r < rr; r++) {
+        float *o = O + (size_t)(i0 + r) * ldo + c0;
+        if (G) { /* the attention gate, o * sigmoid(g), while the block is in registers */
+          const float *g = G + (size_t)(i0 + r) * ldg + c0;
+          if (cw == AC) { /* the sigmoids first, in a loop of their own, so that they vectorize */
+            float gs[AC];
+            for (int cc = 0; cc < AC; cc++) gs[cc] = px_sigmoidf(g[cc]);
+            for (int cc = 0; cc < AC; cc++) o[cc] = acc[r][cc] * gs[cc];
+          } else {
+            for (int cc = 0; cc < cw; cc++) o[cc] = acc[r][cc] * px_sigmoidf(g[cc]);
+          }
+        } else {
+          for (int cc = 0; cc < cw; cc++) o[cc] = acc[r][cc];
+        }
+      }
     }
   }
 }
@@ -327,8 +407,9 @@ static void cpu_attention_full(px_backend *b, int S, int T, int H, int d, const 
   const int nrb = (T + RB - 1) / RB;
 #pragma omp parallel num_threads(px_num_threads())
   {
-    float *Kt = malloc(sizeof(float) * (size_t)d * T);
-    float *L = malloc(sizeof(float) * (size_t)T);
+    const int ldk = keys_ld(T);
+    float *Kt = calloc((size_t)d * ldk, sizeof(float)); /* columns past T stay zero */
+    float *L = malloc(sizeof(float) * (size_t)AR * ldk);
     int cur = -1;
 #pragma omp for schedule(static)
     for (int task = 0; task < S * H * nrb; task++) {
@@ -339,11 +420,11 @@ static void cpu_attention_full(px_backend *b, int S, int T, int H, int d, const 
       const float *Vs = V + (size_t)s * T * ld + (size_t)h * d;
       if (sh != cur) { /* transpose this head's keys once per (sample, head) run */
         for (int j = 0; j < T; j++)
-          for (int c = 0; c < d; c++) Kt[(size_t)c * T + j] = Ks[(size_t)j * ld + c];
+          for (int c = 0; c < d; c++) Kt[(size_t)c * ldk + j] = Ks[(size_t)j * ld + c];
         cur = sh;
       }
       int r0 = rb * RB, nr = T - r0 < RB ? T - r0 : RB;
-      attend_rows(nr, T, d, Qs + (size_t)r0 * ld, ld, Kt, T, Vs, ld,
+      attend_rows(nr, T, d, Qs + (size_t)r0 * ld, ld, Kt, ldk, Vs, ld,
                   bias + (size_t)h * T * T + (size_t)r0 * T, T, scale,
                   O + ((size_t)s * T + r0) * C + (size_t)h * d, C,
                   G ? G + ((size_t)s * T + r0) * ldg + (size_t)h * d : NULL, ldg, L);
@@ -362,8 +443,9 @@ static void cpu_attention_local(px_backend *b, int S, int N, int H, int d, int n
   const int off = (nk - nq) / 2;
 #pragma omp parallel num_threads(px_num_threads())
   {
-    float *Kt = malloc(sizeof(float) * (size_t)d * nk);
-    float *L = malloc(sizeof(float) * (size_t)nk);
+    const int ldk = keys_ld(nk);
+    float *Kt = calloc((size_t)d * ldk, sizeof(float));
+    float *L = malloc(sizeof(float) * (size_t)AR * ldk);
 #pragma omp for schedule(static)
     for (int task = 0; task < S * n_trunks * H; task++) {
       int h = task % H;
@@ -377,8 +459,8 @@ static void cpu_attention_local(px_backend *b, int S, int N, int H, int d, int n
       const float *Vs = V + (size_t)s * N * ld + (size_t)h * d;
       const int n = kend - kbeg, a0 = kstart + kbeg; /* valid keys: atoms a0 .. a0+n-1 */
       for (int j = 0; j < n; j++)
-        for (int c = 0; c < d; c++) Kt[(size_t)c * nk + j] = Ks[(size_t)(a0 + j) * ld + c];
-      attend_rows(nr, n, d, Q + ((size_t)s * N + q0) * ld + (size_t)h * d, ld, Kt, nk,
+        for (int c = 0; c < d; c++) Kt[(size_t)c * ldk + j] = Ks[(size_t)(a0 + j) * ld + c];
+      attend_rows(nr, n, d, Q + ((size_t)s * N + q0) * ld + (size_t)h * d, ld, Kt, ldk,
                   Vs + (size_t)a0 * ld, ld, bias + (((size_t)h * n_trunks + t) * nq) * nk + kbeg,
                   nk, scale, O + ((size_t)s * N + q0) * C + (size_t)h * d, C,
                   G ? G + ((size_t)s * N + q0) * ldg + (size_t)h * d : NULL, ldg, L);

@@ -3,12 +3,15 @@
  * and the CLI ask for a backend here and then use its px_backend operations. A new backend
  * (Metal, ROCm) adds its kind here and nowhere else above src/<backend>/. */
 #include "backend.h"
+#include "cpu/blas.h"
 #include "error.h"
 #include "pxdiff.h"
 
 #ifdef PX_HAVE_CUDA
 #include "cuda/cuda_backend.h"
 #endif
+
+const char *px_blas_name(void) { return PX_BLAS_NAME; }
 
 int px_backend_device_count(int kind) {
   if (kind == PX_DEVICE_CPU) return 1;
@@ -17,6 +20,8 @@ int px_backend_device_count(int kind) {
 #endif
   return 0;
 }
+
+int px_cuda_device_count(void) { return px_backend_device_count(PX_DEVICE_CUDA); }
 
 px_backend *px_backend_get(int kind, int index, int precision) {
   if (kind == PX_DEVICE_CPU) {

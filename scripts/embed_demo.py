@@ -1,8 +1,10 @@
 """Regenerate src/cli/demo_data.c, the demo task and target built into the pxdiff binary,
 from data/demo/ (the source of truth; tests check that the two agree).
 
-    python3 scripts/embed_demo.py        (from the repository root; plain Python 3)"""
+    python3 scripts/embed_demo.py          (from the repository root; plain Python 3)
+    python3 scripts/embed_demo.py --check  (exit 1 when src/cli/demo_data.c is stale)"""
 import os
+import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FILES = [("px_demo_task_yaml", "data/demo/pdl1_demo.yaml"),
@@ -19,6 +21,14 @@ for sym, rel in FILES:
     out.append("  0};")
     out.append(f"const size_t {sym}_len = {len(data)};")
     out.append("")
-with open(os.path.join(ROOT, "src/cli/demo_data.c"), "w") as f:
-    f.write("\n".join(out))
-print("wrote src/cli/demo_data.c")
+text = "\n".join(out)
+path = os.path.join(ROOT, "src/cli/demo_data.c")
+if "--check" in sys.argv[1:]:
+    current = open(path).read() if os.path.exists(path) else ""
+    if current != text:
+        sys.exit("src/cli/demo_data.c is stale: run python3 scripts/embed_demo.py")
+    print("src/cli/demo_data.c matches data/demo/")
+else:
+    with open(path, "w") as f:
+        f.write(text)
+    print("wrote src/cli/demo_data.c")

@@ -104,6 +104,12 @@ static int design_option_table(cli_opt *t, design_opts *o) {
                      .def = o->demo ? "20" : "400", .lo = 1, .hi = 100000,
                      .help = o->demo ? "sampler steps (PXDesign's default is 400; the demo uses fewer)"
                                      : "sampler steps"};
+  if (o->demo) { /* the demo's earlier spellings */
+    t[k++] = (cli_opt){.name = "--samples", .kind = CLI_INT, .dst = &o->n_sample, .meta = "N", .lo = 1,
+                       .hi = 1000000, .flags = CLI_HIDDEN, .help = "the same as --N_sample"};
+    t[k++] = (cli_opt){.name = "--steps", .kind = CLI_INT, .dst = &o->n_step, .meta = "K", .lo = 1, .hi = 100000,
+                       .flags = CLI_HIDDEN, .help = "the same as --N_step"};
+  }
   t[k++] = (cli_opt){.name = "--seeds", .kind = CLI_STRING, .dst = &o->seeds, .meta = "S1,S2,...",
                      .def = o->demo ? "101" : "",
                      .help = "comma-separated seeds (none: one seed from the clock, as PXDesign)"};

@@ -1,4 +1,4 @@
-/* `pxdiff sample` and `pxdiff demo`: run the sampler for a design and write one mmCIF
+/* `pxdiff sample`: run the sampler for a design and write one mmCIF
  * (and optionally PDB) per sample plus summary.json.
  *
  * The pieces shared with other commands live beside this file: the option table parser
@@ -33,9 +33,6 @@
 #include "platform.h"
 #include "pxdiff_synthetic.h"
 
-#define DEMO_MODEL_SEED 2024
-#define DEMO_SAMPLES "4"
-#define DEMO_STEPS "40"
 #define SYNTH_LABEL_ASCII "SYNTHETIC WEIGHTS -- not a trained model"
 #define SYNTH_LABEL "SYNTHETIC WEIGHTS \xe2\x80\x94 not a trained model"
 
@@ -78,23 +75,20 @@ static const char SAMPLE_DETAILS[] =
     "  device (fails when there is none); precision default = fp32 on the CPU (the only\n"
     "  one there), fp16 on CUDA.\n";
 
-/* The table of both commands (demo: no --checkpoint / --bundle, other defaults). */
-static int sample_options(cli_opt *t, opts_t *o, int demo) {
+/* The command's option table. */
+static int sample_options(cli_opt *t, opts_t *o) {
   for (int i = 0; eta_names[i]; i++) eta_values[i] = px_eta_type_from_name(eta_names[i]);
   int n = 0;
-  if (!demo) {
-    t[n++] = (cli_opt){.name = "--checkpoint", .kind = CLI_PATH, .dst = &o->ckpt, .meta = "CKPT",
-                       .flags = CLI_REQUIRED, .help = "PXDesign checkpoint (.pt) or pxdiff safetensors"};
-    t[n++] = (cli_opt){.name = "--bundle", .kind = CLI_PATH, .dst = &o->bundle, .meta = "B",
-                       .flags = CLI_REQUIRED, .help = "feature bundle of the design (docs/bundle.md)"};
-  }
+  t[n++] = (cli_opt){.name = "--checkpoint", .kind = CLI_PATH, .dst = &o->ckpt, .meta = "CKPT",
+                     .flags = CLI_REQUIRED, .help = "PXDesign checkpoint (.pt) or pxdiff safetensors"};
+  t[n++] = (cli_opt){.name = "--bundle", .kind = CLI_PATH, .dst = &o->bundle, .meta = "B",
+                     .flags = CLI_REQUIRED, .help = "feature bundle of the design (docs/bundle.md)"};
   t[n++] = (cli_opt){.name = "--out", .kind = CLI_PATH, .dst = &o->out, .meta = "DIR", .flags = CLI_REQUIRED,
                      .help = "output directory (created when missing)"};
   t[n++] = (cli_opt){.name = "--samples", .kind = CLI_INT, .dst = &o->samples, .meta = "N",
-                     .def = demo ? DEMO_SAMPLES : "1", .lo = 1, .hi = 1000000, .help = "designs to sample"};
+                     .def = "1", .lo = 1, .hi = 1000000, .help = "designs to sample"};
   t[n++] = (cli_opt){.name = "--steps", .kind = CLI_INT, .dst = &o->steps, .meta = "K",
-                     .def = demo ? DEMO_STEPS : "400", .lo = 1, .hi = 100000,
-                     .help = demo ? "sampler steps (PXDesign's default is 400)" : "sampler steps"};
+                     .def = "400", .lo = 1, .hi = 100000, .help = "sampler steps"};
   t[n++] = (cli_opt){.name = "--seed", .kind = CLI_U64, .dst = &o->cfg.seed, .meta = "S", .def = "0",
                      .help = "random seed"};
   t[n++] = (cli_opt){.name = "--chunk", .kind = CLI_INT, .dst = &o->chunk, .meta = "C", .def = "10", .lo = 1,
@@ -134,18 +128,15 @@ static int sample_options(cli_opt *t, opts_t *o, int demo) {
   return n;
 }
 
-static int parse_opts(const char *cmd, int argc, char **argv, opts_t *o, int demo, cli_command *c,
-                      cli_opt *table) {
+static int parse_opts(const char *cmd, int argc, char **argv, opts_t *o, cli_command *c, cli_opt *table) {
   memset(o, 0, sizeof *o);
   px_sampler_config_default(&o->cfg);
   *c = (cli_command){.name = cmd,
-                     .args = demo ? "--out DIR [options]" : "--checkpoint CKPT --bundle B --out DIR [options]",
-                     .summary = demo ? "The built-in synthetic problem with SYNTHETIC weights (no downloads): one\n"
-                                       "mmCIF per sample + summary.json."
-                                     : "Sample designs for a feature bundle: one mmCIF per sample + summary.json.",
+                     .args = "--checkpoint CKPT --bundle B --out DIR [options]",
+                     .summary = "Sample designs for a feature bundle: one mmCIF per sample + summary.json.",
                      .details = SAMPLE_DETAILS,
                      .opts = table,
-                     .n_opts = sample_options(table, o, demo)};
+                     .n_opts = sample_options(table, o)};
   int st = cli_parse(c, argc, argv, NULL, NULL);
   if (st != CLI_RUN) return st;
   if (o->resume && o->overwrite) return cli_usage_error(c, "--resume and --overwrite exclude each other");
@@ -175,7 +166,7 @@ static int say(const char *what) {
 
 /* What the run needs to know about the design besides the model and cache. */
 typedef struct {
-  const char *command;    /* "sample" | "demo" */
+  const char *command;    /* "sample" */
   const char *name;       /* data block prefix, e.g. "pxdiff-demo" */
   const char *model_desc; /* checkpoint path or "synthetic (seed 2024)" */
   int synthetic;
@@ -242,11 +233,6 @@ static char *summary_text(const opts_t *o, const problem_t *pb, const px_model *
                (unsigned long long)px_design_key(d));
   px_sb_printf(&b, "  \"run_id\": \"%016llx\",\n", (unsigned long long)r->run_id);
   px_sb_printf(&b, "  \"settings\": {\n    \"samples\": %ld,\n    \"steps\": %d,\n", o->samples, c->n_step);
-  if (!strcmp(pb->command, "demo") && c->n_step != 400)
-    px_sb_printf(&b,
-                 "    \"steps_note\": \"%d steps, fewer than PXDesign's default 400 (the demo's default is %s, "
-                 "chosen so the demo finishes in under a minute on 2 CPU cores)\",\n",
-                 c->n_step, DEMO_STEPS);
   /* the chunk the engine ran: --chunk, or the sample count when smaller */
   px_sb_printf(&b, "    \"seed\": %llu,\n    \"chunk\": %ld,\n", (unsigned long long)c->seed, eff_chunk(o));
   px_sb_printf(&b, "    \"eta_type\": \"%s\",\n    \"eta_min\": %s,\n    \"eta_max\": %s,\n",
@@ -278,7 +264,7 @@ static char *summary_text(const opts_t *o, const problem_t *pb, const px_model *
   return b.p;
 }
 
-/* The layout of sample/demo output (run_output.h). */
+/* The layout of sample output (run_output.h). */
 static run_layout sample_layout(const opts_t *o, const char *command) {
   run_layout L = {.dir = o->out, .command = command, .n_samples = o->samples, .prefix = "sample_",
                   .width = run_index_width(o->samples), .markers = {"summary.json"}, .n_markers = 1};
@@ -316,7 +302,7 @@ static int check_template(const opts_t *o, const problem_t *pb) {
   return bad ? say(px_last_error()) : 0;
 }
 
-/* The sampling loop shared by `sample` and `demo`, after run_out_open. Returns the exit
+/* The sampling loop, after run_out_open. Returns the exit
  * status. */
 static int run_sampling(const opts_t *o, const px_model *m, px_design *d, problem_t *pb, run_out *r,
                         double t_start) {
@@ -489,7 +475,7 @@ int cmd_sample(int argc, char **argv) {
   opts_t o;
   cli_command c;
   cli_opt table[32];
-  int st = parse_opts("sample", argc, argv, &o, 0, &c, table);
+  int st = parse_opts("sample", argc, argv, &o, &c, table);
   if (st != CLI_RUN) return st;
   const double t_start = px_time_now();
   if (precheck(&o, "sample")) return 1;
@@ -563,81 +549,6 @@ done:
   free(bf);
   px_design_free(d);
   px_bundle_free(b);
-  px_model_free(m);
-  return rc;
-}
-
-/* ------------------------------------------------------------------ demo -- */
-
-static void demo_header(const opts_t *o, const px_model *m, const problem_t *pb) {
-  printf("pxdiff demo: %s\n", SYNTH_LABEL);
-  printf("  built-in problem: %d-residue target (chain A) + %d-residue designed binder (chain B), %d atoms\n",
-         PX_DEMO_TARGET, PX_DEMO_BINDER, pb->n_atom);
-  printf("  %ld sample%s x %d steps%s, seed %llu\n", o->samples, o->samples == 1 ? "" : "s", o->cfg.n_step,
-         o->cfg.n_step == 400 ? "" : " (PXDesign's default is 400; the demo uses fewer to finish quickly)",
-         (unsigned long long)o->cfg.seed);
-  printf("  model: %.1f M parameters generated in %.2f s; design cache %.3f s; backend %s (%s)\n",
-         (double)pb->n_params / 1e6, pb->t_load, pb->t_design, px_model_backend_name(m), cmd_precision_label(m));
-  fflush(stdout);
-}
-
-int cmd_demo(int argc, char **argv) {
-  opts_t o;
-  cli_command c;
-  cli_opt table[32];
-  int st = parse_opts("demo", argc, argv, &o, 1, &c, table);
-  if (st != CLI_RUN) return st;
-  const double t_start = px_time_now();
-  if (precheck(&o, "demo")) return 1;
-  if (o.threads) px_set_num_threads((int)o.threads);
-  problem_t pb = {0};
-  pb.command = "demo";
-  pb.name = "pxdiff-demo";
-  pb.synthetic = 1;
-  char desc[96];
-  snprintf(desc, sizeof desc, "synthetic weights, released PXDesign v0.1.0 shapes, seed %d", DEMO_MODEL_SEED);
-  pb.model_desc = desc;
-  px_dims D;
-  px_dims_released(&D);
-  px_model *m = NULL;
-  px_design *d = NULL;
-  px_demo_design dd;
-  memset(&dd, 0, sizeof dd);
-  int rc = 1;
-  double t0 = px_time_now();
-  if (px_model_synthetic(&D, DEMO_MODEL_SEED, &m)) {
-    say(px_last_error());
-    goto done;
-  }
-  pb.t_load = px_time_now() - t0;
-  pb.n_params = px_model_n_params(m);
-  if (setup_backend(&o, m)) goto done;
-  px_model_get_dims(m, &D);
-  if (px_demo_design_make(&D, &dd)) {
-    say("out of memory building the demo design");
-    goto done;
-  }
-  t0 = px_time_now();
-  if (px_design_create(m, &dd.f, &d)) {
-    say(px_last_error());
-    goto done;
-  }
-  pb.t_design = px_time_now() - t0;
-  pb.n_atom = dd.f.n_atom;
-  pb.n_token = dd.f.n_token;
-  pb.tmpl = (px_structure){.n_atom = dd.f.n_atom, .atom_name = dd.atom_name, .element = dd.element,
-                           .res_name = dd.res_name, .chain_id = dd.chain_id, .res_seq = dd.res_seq,
-                           .b_factor = dd.designed};
-  rc = open_and_run(&o, m, d, &pb, t_start, demo_header);
-  if (!rc && !o.quiet) {
-    if (o.cfg.n_step != 400 && pb.sampling_s_per_design > 0)
-      printf("  (at PXDesign's default 400 steps this would be about %.0f s/design here)\n",
-             pb.sampling_s_per_design * 400.0 / o.cfg.n_step);
-    printf("  total %.1f s. %s\n", px_time_now() - t_start, SYNTH_LABEL);
-  }
-done:
-  px_design_free(d);
-  px_demo_design_free(&dd);
   px_model_free(m);
   return rc;
 }

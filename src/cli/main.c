@@ -243,7 +243,7 @@ static const struct {
     {"featurize", "one task's features and condition embedding as a feature bundle", cmd_featurize},
     {"status", "what a `pxdiff design` run (every shard) has done, is doing and still misses", cmd_status},
     {"sample", "sample designs for a feature bundle: one mmCIF per sample + summary.json", cmd_sample},
-    {"demo", "the built-in synthetic problem with SYNTHETIC weights (no downloads)", cmd_demo},
+    {"demo", "PXDesign's quick-start target designed with SYNTHETIC weights (no downloads)", cmd_design_demo},
     {"bundle-info", "validate a feature bundle (docs/bundle.md) and summarize it", cmd_bundle_info},
     {"convert", "rewrite a checkpoint's diffusion module as float32 safetensors", cmd_convert},
     {"bench", "time one denoise call (and the sampler) on synthetic inputs", cmd_bench},

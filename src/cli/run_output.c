@@ -333,6 +333,7 @@ static int check_dir_usable(const char *dir) {
 /* ------------------------------------------------------------------ check ---- */
 
 static int check_scan(const run_layout *L, run_mode mode, const uint64_t *run_id, scan_t *s) {
+  memset(s, 0, sizeof *s); /* the callers free s's arrays whatever this returns */
   if (!L->dir || !*L->dir) return px_fail(PX_ERR_INPUT, "%s needs --out DIR", L->command);
   if (L->n_ext < 1 || L->n_ext > RUN_MAX_EXT || L->n_samples < 1)
     return px_fail(PX_ERR_INPUT, "run_output: bad layout");

@@ -142,8 +142,8 @@ def test_device_cuda_names_the_real_cause(tmp_path):
 
 def test_failing_demo_prints_no_header(tmp_path):
     out = tmp_path / "d"
-    out.mkdir()
-    (out / "summary.json").write_text("{}")
+    (out / "pdl1_demo" / "seed_101").mkdir(parents=True)
+    (out / "pdl1_demo" / "seed_101" / "summary.json").write_text("{}")  # another run's file
     rc, so, se = run("demo", "--out", out, "--steps", "1", "--samples", "1")
     assert rc == 1 and so == "" and se.count("\n") == 1, (so, se)
     rc, so, se = run("demo", "--out", tmp_path / "e", "--device", "cpu", "--precision", "bf16")

@@ -1,4 +1,4 @@
-"""`pxdiff sample` and `pxdiff demo` end to end (src/cli/cmd_sample.c, src/io/structure.c).
+"""`pxdiff sample` end to end (src/cli/cmd_sample.c, src/io/structure.c).
 
 A small random model is saved as a checkpoint in the released layout and a design as a
 feature bundle; the CLI's files are then checked against px_sample run directly through
@@ -363,32 +363,6 @@ def test_bad_inputs_fail_with_one_line(problem, tmp_path):
     assert rc == 1 and se.count("\n") == 1 and not os.path.exists(tmp_path / "o" / "summary.json"), se
 
 
-def test_demo(tmp_path):
-    out = tmp_path / "demo"
-    rc, so, se = run("demo", "--out", out, "--samples", 2, "--steps", 2, "--chunk", 1)
-    assert rc == 0, se
-    assert "SYNTHETIC WEIGHTS \u2014 not a trained model" in so
-    s = json.load(open(out / "summary.json"))
-    assert s["synthetic_weights"] is True and "SYNTHETIC WEIGHTS" in s["note"]
-    assert s["command"] == "demo" and s["settings"]["steps"] == 2 and "steps_note" in s["settings"]
-    assert s["model_parameters"] > 130_000_000  # the released shapes
-    assert s["timings"]["model_load_s"] > 0 and s["timings"]["s_per_design"] > 0
-    for i in range(2):
-        cols, rows, lines = read_cif_atoms(out / f"sample_{i:04d}.cif")
-        assert len(rows) == 400
-        assert any("SYNTHETIC WEIGHTS" in ln for ln in lines[:10])
-        chains = {}
-        for r in rows:
-            chains.setdefault(r["auth_asym_id"], set()).add(int(r["auth_seq_id"]))
-        assert {k: len(v) for k, v in chains.items()} == {"A": 60, "B": 20}
-        assert all(r["B_iso_or_equiv"] == ("1.00" if r["auth_asym_id"] == "B" else "0.00") for r in rows)
-        assert np.isfinite(cif_xyz(rows)).all()
-    # deterministic: the same run gives the same files
-    rc, _, se = run("demo", "--out", tmp_path / "demo2", "--samples", 1, "--steps", 2, "--quiet")
-    assert rc == 0, se
-    assert open(out / "sample_0000.cif").read() == open(tmp_path / "demo2" / "sample_0000.cif").read()
-
-
 # ------------------------------------------------------- independent parsers ----
 @need_gemmi
 def test_gemmi_reads_cif_and_pdb(problem, tmp_path):
@@ -415,16 +389,6 @@ def test_gemmi_reads_cif_and_pdb(problem, tmp_path):
         assert block.find_value("_entry.id") == block.name
         seq = list(block.find_values("_atom_site.label_seq_id"))
         assert seq[0] == "1"
-
-
-@need_gemmi
-def test_gemmi_reads_demo(tmp_path):
-    rc, _, se = run("demo", "--out", tmp_path, "--samples", 1, "--steps", 2, "--quiet")
-    assert rc == 0, se
-    st = gemmi.read_structure(str(tmp_path / "sample_0000.cif"))
-    assert [ch.name for ch in st[0]] == ["A", "B"]
-    assert [len(ch) for ch in st[0]] == [60, 20]
-    assert st[0]["B"][0].name == "ALA" and [a.name for a in st[0]["A"][0]] == ["N", "CA", "C", "O", "CB"]
 
 
 @need_biotite

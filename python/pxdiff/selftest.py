@@ -229,7 +229,14 @@ def main(argv=None):
         chk.fail(f"the engine would run on {have} threads, fewer than it should ({want}: {why})")
         print(f"       {host}")
     else:
-        chk.ok(f"engine threads: {have} (expected {want}: {why})", host)
+        wp = os.environ.get("OMP_WAIT_POLICY")
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        note = (f"OMP_WAIT_POLICY {wp or 'unset (busy wait)'}"
+                + (f"; load average {load:.1f} on {want} usable CPUs" if load is not None else ""))
+        if not wp and load is not None and load > want + 0.5:
+            note += (": on a machine shared with other work, OMP_WAIT_POLICY=passive in the "
+                     "environment is faster (docs/dropin.md, Threads)")
+        chk.ok(f"engine threads: {have} (expected {want}: {why})", host, note)
 
     # 4 ---------------------------------------------------------------------
     chk.step("Weights loaded")

@@ -48,8 +48,10 @@ static int tile_size(int n, int target) {
 }
 
 /* Our own GEMM (cpu/gemm.h) for depths of at least this: below, its per-output reduction
- * costs more than cblas's packing saves. PXDIFF_CPU_GEMM=blas forces cblas (A/B timing). */
-#define OWN_GEMM_MIN_K 256
+ * costs more than cblas's packing saves (at K = 128, in the atom transformer, the two are
+ * even on one core; the own kernel's free tiling then wins on many). PXDIFF_CPU_GEMM=blas
+ * forces cblas (A/B timing). */
+#define OWN_GEMM_MIN_K 128
 
 static int own_gemm(int K) {
   if (K < OWN_GEMM_MIN_K) return PX_GEMM_BLAS;

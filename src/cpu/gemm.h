@@ -69,14 +69,58 @@ PX_TGT512 static inline float px_hsum512(__m512 v) {
       for (int i = 0; i < MR; i++) acc[i][j] = _mm512_fmadd_ps(xv[i], wv, acc[i][j]);           \
     }                                                                                           \
   }                                                                                             \
+  PX_DOT512_REDUCE(MR, NR)
+
+#define PX_DOT512_REDUCE(MR, NR)                                                                \
   for (int i = 0; i < MR; i++)                                                                  \
     for (int j = 0; j < NR; j++) out[i * PX_GEMM_MAXNR + j] = px_hsum512(acc[i][j]);
 
 #define PX_GEMM_MAXNR 6
 
+/* px_hsum512 of 16 vectors at once, the same tree for each (so the same bits): r[4 l + g] is
+ * the sum of v[4 g + l]. Two vectors' quarters are paired before each add, so one add works
+ * for 2, 4, 8 and 16 sums in turn: 45 instructions for 16 sums instead of ~130. */
+PX_TGT512 static inline void px_hsum512_x16(const __m512 *v, float *r) {
+  __m512 t[4], u[2];
+  for (int g = 0; g < 4; g++) {
+    __m512 s[2];
+    for (int p = 0; p < 2; p++) { /* [a8.lo a8.hi b8.lo b8.hi], a8 = lo256(a) + hi256(a) */
+      const __m512 a = v[4 * g + 2 * p], b = v[4 * g + 2 * p + 1];
+      s[p] = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(1, 0, 1, 0)),
+                           _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 2, 3, 2)));
+    }
+    /* [a4 b4 c4 d4], a4 = a8.lo + a8.hi */
+    t[g] = _mm512_add_ps(_mm512_shuffle_f32x4(s[0], s[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f32x4(s[0], s[1], _MM_SHUFFLE(3, 1, 3, 1)));
+  }
+  for (int p = 0; p < 2; p++) /* per 128-bit lane l: [x0 + x2, x1 + x3] of groups 2p and 2p + 1 */
+    u[p] = _mm512_add_ps(_mm512_shuffle_ps(t[2 * p], t[2 * p + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm512_shuffle_ps(t[2 * p], t[2 * p + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  /* per lane l: [g0, g1, g2, g3] of member l */
+  _mm512_storeu_ps(r, _mm512_add_ps(_mm512_shuffle_ps(u[0], u[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                    _mm512_shuffle_ps(u[0], u[1], _MM_SHUFFLE(3, 1, 3, 1))));
+}
+
 PX_TGT512 static inline __attribute__((always_inline)) void px_dot512_4x6(int K, const float *X, int ldx,
                                                                         const float *W, float *out) {
+#undef PX_DOT512_REDUCE
+#define PX_DOT512_REDUCE(MR, NR)                                                                \
+  {                                                                                             \
+    __m512 v[16];                                                                               \
+    float r[16];                                                                                \
+    for (int k2 = 0; k2 < 16; k2++) v[k2] = acc[k2 / 4][k2 % 4];                                \
+    px_hsum512_x16(v, r);                                                                       \
+    for (int k2 = 0; k2 < 16; k2++) out[(k2 / 4) * PX_GEMM_MAXNR + k2 % 4] = r[4 * (k2 % 4) + k2 / 4]; \
+    for (int k2 = 0; k2 < 8; k2++) v[k2] = acc[k2 / 2][4 + k2 % 2];                            \
+    for (int k2 = 8; k2 < 16; k2++) v[k2] = _mm512_setzero_ps();                                \
+    px_hsum512_x16(v, r);                                                                       \
+    for (int k2 = 0; k2 < 8; k2++) out[(k2 / 2) * PX_GEMM_MAXNR + 4 + k2 % 2] = r[4 * (k2 % 4) + k2 / 4]; \
+  }
   PX_DOT512_BODY(4, 6)
+#undef PX_DOT512_REDUCE
+#define PX_DOT512_REDUCE(MR, NR)                                                                \
+  for (int i = 0; i < MR; i++)                                                                  \
+    for (int j = 0; j < NR; j++) out[i * PX_GEMM_MAXNR + j] = px_hsum512(acc[i][j]);
 }
 /* Edge blocks: the same per-output arithmetic, fewer outputs. */
 PX_TGT512 static void px_dot512_1x1(int K, const float *X, int ldx, const float *W, float *out) {

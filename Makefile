@@ -67,11 +67,13 @@ ifneq ($(PXDIFF_NO_CUDA),1)
   LIB_OBJ   += $(CUDA_OBJ)
 endif
 endif
-# The library's own objects see the declarations of its test hooks (pxdiff_testing.h,
-# included by pxdiff.h under this macro) so that those are exported too.
-$(LIB_OBJ): CFLAGS += -DPXDIFF_BUILDING_LIBRARY
+# Only the API leaves libpxdiff.so: everything is hidden but what a header declares with
+# PXDIFF_API (include/pxdiff.h). The library's own objects also see the declarations of its
+# test hooks (pxdiff_testing.h, included by pxdiff.h under this macro), so those are exported
+# too. The CLI and the C tests link libpxdiff.a and see everything.
+$(LIB_OBJ): CFLAGS += -DPXDIFF_BUILDING_LIBRARY -fvisibility=hidden
 ifneq ($(strip $(CUDA_OBJ)),)
-$(CUDA_OBJ): NVCCFLAGS += -DPXDIFF_BUILDING_LIBRARY
+$(CUDA_OBJ): NVCCFLAGS += -DPXDIFF_BUILDING_LIBRARY -Xcompiler -fvisibility=hidden
 endif
 CLI_SRC := $(wildcard src/cli/*.c)
 CLI_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(CLI_SRC))

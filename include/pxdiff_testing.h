@@ -7,7 +7,8 @@
  *     float64 reference);
  *   - the feature-bundle reader (src/io/bundle.h), which python/pxdiff/bundle.py uses to
  *     validate a bundle with the engine's own checks before writing it;
- *   - the CUDA backend's memory counters (tests/gpu; present only in builds with CUDA). */
+ *   - the CUDA backend's memory counters (tests/gpu; present only in builds with CUDA);
+ *   - internal functions the Python tests call, listed at the end with their headers. */
 #ifndef PXDIFF_TESTING_H
 #define PXDIFF_TESTING_H
 
@@ -52,6 +53,30 @@ PXDIFF_API const int64_t *px_bundle_res_nums(const px_bundle *b);
 PXDIFF_API const uint8_t *px_bundle_designed_flags(const px_bundle *b);
 /* Bit i set when annotation i was stored in the file (else synthesized). */
 PXDIFF_API int px_bundle_annotations_present(const px_bundle *b);
+
+/* ------------------------------------------------------------- internals ---- */
+
+/* Internal functions the Python tests call through ctypes (tests/python/test_embedder.py,
+ * test_structure_in.py, test_pxd_cif.py, ...). Their argument types live in internal
+ * headers, which declare them with PXDIFF_API; they are listed here so that everything
+ * libpxdiff.so exports is written down under include/ (tests/python/test_api.py checks the
+ * list against those headers and against the library, both ways):
+ *   internal: px_pxd_write_cif (src/io/structure.h)
+ *   internal: px_sin_pdb_chain (src/io/structure_in.h)
+ *   internal: px_sin_pdb_residue (src/io/structure_in.h)
+ *   internal: px_structure_in_free (src/io/structure_in.h)
+ *   internal: px_structure_parse (src/io/structure_in.h)
+ *   internal: px_structure_read (src/io/structure_in.h)
+ *   internal: px_embed (src/model/embedder.h)
+ *   internal: px_embedder_backend_name (src/model/embedder.h)
+ *   internal: px_embedder_dims_released (src/model/embedder.h)
+ *   internal: px_embedder_free (src/model/embedder.h)
+ *   internal: px_embedder_from_arrays (src/model/embedder.h)
+ *   internal: px_embedder_get_dims (src/model/embedder.h)
+ *   internal: px_embedder_load (src/model/embedder.h)
+ *   internal: px_embedder_n_params (src/model/embedder.h)
+ *   internal: px_embedder_set_backend (src/model/embedder.h)
+ */
 
 /* ------------------------------------------------------------------ CUDA ---- */
 

@@ -64,7 +64,7 @@ struct px_backend {
   void (*attention_full)(px_backend *b, int S, int T, int H, int d, const float *Q,
                          const float *K, const float *V, int ld, const float *bias, float scale,
                          float *O, const float *G, int ldg);
-  /* Local atom attention (SPEC.md): atoms cut into query trunks of nq, each seeing the
+  /* Local atom attention (docs/spec.md): atoms cut into query trunks of nq, each seeing the
    * window of nk keys starting at nq*trunk - (nk - nq)/2; out-of-range keys get weight 0.
    * bias [H, n_trunks, nq, nk]; O [S*N, H*d]; gate G as for attention_full. */
   void (*attention_local)(px_backend *b, int S, int N, int H, int d, int nq, int nk,

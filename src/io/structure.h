@@ -16,6 +16,8 @@
 
 #include <stddef.h>
 
+#include "pxdiff.h" /* PXDIFF_API */
+
 typedef struct {
   int n_atom;
   const float *xyz;              /* [N, 3] Angstrom */
@@ -118,7 +120,7 @@ typedef struct {
 int px_pxd_cif(const px_pxd_structure *s, const char *task_name, int sample, char **out,
                size_t *len);
 /* Written atomically (PATH.tmp, then rename). */
-int px_pxd_write_cif(const char *path, const px_pxd_structure *s, const char *task_name,
+PXDIFF_API int px_pxd_write_cif(const char *path, const px_pxd_structure *s, const char *task_name,
                      int sample);
 /* numpy's str() of a float32 (see px_pxd_cif) into buf (at least 32 bytes); its length.
  * Non-finite values as numpy writes them ("nan", "inf", "-inf"). */

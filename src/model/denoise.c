@@ -1,4 +1,4 @@
-/* DiffusionModule.forward (SPEC.md, Algorithm 20) over a design cache.
+/* DiffusionModule.forward (docs/spec.md, Algorithm 20) over a design cache.
  *
  * Rows are sample-major: token activations are [S*T, C], atom activations [S*N, C],
  * so every projection is one GEMM over all samples. Token-level conditioning s depends

@@ -1,4 +1,4 @@
-/* The per-design cache: everything SPEC.md lists as independent of noise level and
+/* The per-design cache: everything docs/spec.md lists as independent of noise level and
  * sample, computed once per design (upstream recomputes it at every step):
  * s0, pair_z and every token block's pair bias, the encoder's c and p, every atom
  * block's pair bias and the s-side AdaLN/gate terms of the atom transformers (s = c). */
@@ -61,7 +61,7 @@ static int validate(const px_model *m, const px_features *f) {
   return PX_OK;
 }
 
-/* Y[M, C] = silu(A x) * (B x) then W: one Transition (SPEC.md), added into X in place,
+/* Y[M, C] = silu(A x) * (B x) then W: one Transition (docs/spec.md), added into X in place,
  * processed in row chunks with scratch [chunk, C] + 2 * [chunk, 2C]. */
 static void transition_add(px_backend *be, const px_transition_w *t, int64_t M, int C, float *X,
                            float *scratch) {
@@ -80,7 +80,7 @@ static void transition_add(px_backend *be, const px_transition_w *t, int64_t M, 
   }
 }
 
-/* relpe one-hot classes (SPEC.md, Algorithm 3). */
+/* relpe one-hot classes (docs/spec.md, Algorithm 3). */
 static inline int clampi(int64_t v, int lo, int hi) { return v < lo ? lo : (v > hi ? hi : (int)v); }
 
 /* ---- the atom encoder's per-design work, shared with the design condition embedder

@@ -1,5 +1,5 @@
 /* The DiffusionModule's weights as typed structs, and the per-design cache.
- * SPEC.md names every tensor; model/weights.c maps names to these fields. */
+ * docs/spec.md names every tensor; model/weights.c maps names to these fields. */
 #ifndef PX_MODEL_H
 #define PX_MODEL_H
 

@@ -1,4 +1,4 @@
-/* PXDesign's sampler (SPEC.md, "Sampler"; AF3 Algorithm 18 variant) over px_denoise.
+/* PXDesign's sampler (docs/spec.md, "Sampler"; AF3 Algorithm 18 variant) over px_denoise.
  *
  * Randomness comes from the counter-based generator (sample/rng.h): sample i's initial
  * noise, and at step k its rotation, translation and noise, are pure functions of

@@ -21,7 +21,7 @@
  * where bf() is the identity for the float32 schedule. powf_cuda below is an emulation of
  * CUDA's single-precision powf (libdevice __nv_powf, transcribed from the PTX that NVRTC 13.0
  * emits for it): it is not correctly rounded (errors up to ~0.8 ulp here), and with it the
- * float32 schedules of reference/noise_schedules_cuda.txt are reproduced bit for bit, where a
+ * float32 schedules of tests/data/reference/noise_schedules_cuda.txt are reproduced bit for bit, where a
  * correctly rounded pow misses 53 of 765 values by one ulp (see powf_cuda_abs for the one
  * instruction it cannot model exactly). (The bfloat16 column is insensitive to this choice.) The
  * emulation uses only IEEE float32 add/mul/fma in round-to-nearest, so it gives the same bits on

@@ -185,8 +185,9 @@ PX_TGT256 static void px_dot256_1x4(int K, const float *X, int ldx, const float 
 
 /* Store an mr x nr block of sums: y = sum (+ bias) (or y = (y + bias) + sum when accumulating),
  * ReLU'd when asked. */
-static inline void px_gemm_store(const float *out, int mr, int nr, float *Y, int ldy, const float *bias,
-                                 int accumulate, int relu) {
+static inline __attribute__((always_inline)) void px_gemm_store(const float *out, int mr, int nr, float *Y,
+                                                                int ldy, const float *bias, int accumulate,
+                                                                int relu) {
   for (int i = 0; i < mr; i++) {
     float *y = Y + (size_t)i * ldy;
     for (int j = 0; j < nr; j++) {

@@ -1,5 +1,6 @@
-/* The CPU backend: GEMMs through cblas, everything else in plain C with OpenMP over
- * rows. No kernel reduces across threads, so results do not depend on the thread count.
+/* The CPU backend: GEMMs through its own x86 kernel (cpu/gemm.h; K >= 128) or cblas,
+ * everything else in plain C with OpenMP over rows. No kernel reduces across threads, so
+ * results do not depend on the thread count.
  * Every parallel region asks for px_num_threads() threads explicitly: the engine's count,
  * independent of the host process's OpenMP setting (which it never changes). */
 #include <math.h>

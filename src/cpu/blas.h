@@ -26,7 +26,9 @@ static inline int px_blas_get_threads(void) { return 1; }
  * linkable against OpenBLAS, BLIS or MKL (only OpenBLAS's were strong before: another cblas
  * failed to link). */
 #if defined(__GNUC__) || defined(__clang__)
-#define PX_WEAK __attribute__((weak))
+/* default visibility: under -fvisibility=hidden a weak reference would otherwise be bound to
+ * NULL at link time instead of to the library loaded at run time */
+#define PX_WEAK __attribute__((weak, visibility("default")))
 #else
 #define PX_WEAK
 #endif

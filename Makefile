@@ -127,10 +127,11 @@ test-c: all $(TEST_BIN)
 bench: all
 	PYTHONPATH=python:tests/ref /usr/bin/python3 bench/bench_cpu.py
 
-# The built-in demo (synthetic weights, no downloads): structures and summary.json in build/demo.
+# The built-in demo: pxdiff design on PXDesign's quick-start target with SYNTHETIC weights (no
+# downloads), PXDesign's output tree in build/demo (replaced on every `make demo`).
 .PHONY: demo
 demo: all
-	$(BUILD)/pxdiff demo --out $(BUILD)/demo
+	$(BUILD)/pxdiff demo -o $(BUILD)/demo --overwrite
 
 # The whole suite (C tests, then the Python tests with the runtimes preloaded) under
 # AddressSanitizer + UndefinedBehaviorSanitizer, in a separate build dir.

@@ -58,15 +58,18 @@ static void check_shape(int isa, int M, int N, int K, int pad, int with_bias, in
   float *g = gather(Y, M, N, ldy);
   const double e = tu_rel_err_fd(g, ref, (size_t)M * N);
   /* Each output within a few fp32 roundings of its terms' magnitude (16-lane partial sums of
-   * ~K/16 terms and a 4-level tree: (K/16 + 6) * 2^-24 bounds it), and the whole block
-   * within 1e-5 relative (cancellation can make a single output's relative error large). */
+   * ~K/16 terms and a 4-level tree: (K/16 + 6) * 2^-24 bounds it), and a block of at least 64
+   * outputs within 1e-5 relative. Cancellation can make a single output's relative error
+   * large, and so a tiny block's: at M = N = 1 one output whose terms nearly cancel gave
+   * 3.7e-5 at 8e-9 of its terms' magnitude (seed 8461653442713), so there the per-output
+   * bound alone decides. */
   double worst = 0;
   for (size_t i = 0; i < (size_t)M * N; i++) {
     const double d = fabs(g[i] - ref[i]) / (mag[i] > 0 ? mag[i] : 1);
     worst = d > worst || d != d ? d : worst;
   }
   const double bound = (K / 16.0 + 6.0) * 5.97e-8;
-  CHECK_MSG(worst <= bound && e <= 1e-5, "%s M=%d N=%d K=%d pad=%d bias=%d acc=%d relu=%d: worst error %.3g of the "
+  CHECK_MSG(worst <= bound && (M * N < 64 || e <= 1e-5), "%s M=%d N=%d K=%d pad=%d bias=%d acc=%d relu=%d: worst error %.3g of the "
             "terms' magnitude (bound %.3g), rel err %.3g", isa_name(isa), M, N, K, pad, with_bias, accumulate, relu,
             worst, bound, e);
   /* the padding between rows is untouched */

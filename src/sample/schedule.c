@@ -35,6 +35,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "error.h"
 #include "pxdiff.h"
 
 #ifdef __clang__
@@ -217,11 +218,11 @@ static float torch_pow_scalar(float x, float y, int bf) {
 static int finite_pos(float v) { return isfinite(v) && v > 0.0f; }
 
 int px_noise_schedule(const px_sampler_config *c, float *t) {
-  if (!c || !t) return PX_ERR_INPUT;
-  if (c->n_step < 1) return PX_ERR_INPUT;
+  if (!c || !t) return px_fail(PX_ERR_INPUT, "px_noise_schedule: NULL argument");
+  if (c->n_step < 1) return px_fail(PX_ERR_INPUT, "px_noise_schedule: n_step %d is below 1", c->n_step);
   if (!finite_pos(c->s_max) || !finite_pos(c->s_min) || !finite_pos(c->rho) ||
       !finite_pos(c->sigma_data))
-    return PX_ERR_INPUT;
+    return px_fail(PX_ERR_INPUT, "px_noise_schedule: s_max, s_min, rho and sigma_data must be finite and positive");
   const int n = c->n_step;
   const int bf = c->schedule_bf16 != 0;
   /* Python-level doubles, as in upstream's __call__ */

@@ -165,11 +165,6 @@ static int design_option_table(cli_opt *t, design_opts *o) {
   return k;
 }
 
-static int say(const char *what) {
-  fprintf(stderr, "pxdiff: %s\n", what);
-  return 1;
-}
-
 /* The file name of a YAML task path (its <stem>.json goes to DUMP_DIR), and the length of
  * its stem; 0 for a path that is not YAML. */
 static const char *yaml_stem(const char *path) {
@@ -431,21 +426,11 @@ static int write_top_level(const design_opts *o, const design_job *J) {
 
 static uint64_t case_fingerprint(const design_opts *o, const design_models *M, const design_case *C,
                                  uint64_t seed, const char *model_desc) {
-  const px_sampler_config *c = &o->cfg;
-  char buf[1400], f[6][24];
-  run_fmt_float(f[0], sizeof f[0], c->gamma0);
-  run_fmt_float(f[1], sizeof f[1], c->gamma_min);
-  run_fmt_float(f[2], sizeof f[2], c->noise_scale_lambda);
-  run_fmt_float(f[3], sizeof f[3], c->eta_min);
-  run_fmt_float(f[4], sizeof f[4], c->eta_max);
-  run_fmt_float(f[5], sizeof f[5], c->sigma_data);
+  char buf[2048], fields[400];
+  run_sampler_fields(fields, sizeof fields, &o->cfg, seed);
   const char *backend = px_model_backend_name(M->model);
-  snprintf(buf, sizeof buf,
-           "pxdiff-design v1|seed=%llu|steps=%d|eta=%s:%s:%s|gamma0=%s|gamma_min=%s|lambda=%s|sched=%s|"
-           "smax=%a|smin=%a|rho=%a|sd=%s|features=%016llx|model=%s|params=%lld|device=%.4s|prec=%s|dtype=%s",
-           (unsigned long long)seed, c->n_step, px_eta_type_name(c->eta_type), f[3], f[4], f[0], f[1], f[2],
-           c->schedule_bf16 ? "bf16" : "fp32", (double)c->s_max, (double)c->s_min, (double)c->rho, f[5],
-           (unsigned long long)px_features_hash(M->model, &C->f), model_desc, (long long)M->n_params,
+  snprintf(buf, sizeof buf, "pxdiff-design v1|%s|features=%016llx|model=%s|params=%lld|device=%.4s|prec=%s|dtype=%s",
+           fields, (unsigned long long)px_features_hash(M->model, &C->f), model_desc, (long long)M->n_params,
            backend ? backend : "?", px_model_precision_name(M->model), o->dtype == DESIGN_DTYPE_BF16 ? "bf16" : "fp32");
   /* --pdb files are part of the run: a resume must write them the same way */
   if (o->pdb) {
@@ -546,7 +531,7 @@ static void note_error(campaign_io *io, const char *msg) {
 
 static int say_io(campaign_io *io, const char *what) {
   note_error(io, what);
-  return say(what);
+  return cli_fail(what);
 }
 
 /* Every sample file of the case is complete and of this run (any shard's). */
@@ -793,13 +778,13 @@ static int run_design(design_opts *o, const design_job *J, const design_models *
   if (o->status_files) {
     if (px_mkdir_p(o->dump_dir)) {
       px_fail(PX_ERR_IO, "cannot create %s: %s", o->dump_dir, strerror(errno));
-      return say(px_last_error());
+      return cli_fail(px_last_error());
     }
-    if (campaign_lock_take(&lock, o->dump_dir, &o->shard)) return say(px_last_error());
+    if (campaign_lock_take(&lock, o->dump_dir, &o->shard)) return cli_fail(px_last_error());
   }
   if (write_top_level(o, J)) {
     campaign_lock_release(&lock);
-    return say(px_last_error());
+    return cli_fail(px_last_error());
   }
   if (o->status_files && o->overwrite) { /* the replaced run's rows go with its files */
     char *p = join(o->dump_dir, "designs.csv");
@@ -807,7 +792,7 @@ static int run_design(design_opts *o, const design_job *J, const design_models *
       px_fail(p ? PX_ERR_IO : PX_ERR_NOMEM, "cannot remove %s: %s", p ? p : "designs.csv", strerror(errno));
       free(p);
       campaign_lock_release(&lock);
-      return say(px_last_error());
+      return cli_fail(px_last_error());
     }
     free(p);
   }
@@ -815,7 +800,7 @@ static int run_design(design_opts *o, const design_job *J, const design_models *
     if (campaign_status_init(&st, o->dump_dir, &o->shard, J->tasks.n, o->status_interval) ||
         campaign_csv_open(&csv, o->dump_dir, o->shard.tag) ||
         (o->resume && campaign_csv_listed(o->dump_dir, &io.listed))) {
-      rc = say(px_last_error());
+      rc = cli_fail(px_last_error());
       goto out;
     }
     st.command = o->demo ? "demo" : "design";
@@ -869,7 +854,7 @@ out:
 static int precheck_outputs(const design_opts *o, const design_job *J, const campaign_queue *q) {
   const long per = (o->n_sample + o->chunk - 1) / o->chunk;
   for (int k = 0; k < J->tasks.n; k++) {
-    if (check_task_name(J->tasks.task[k].name)) return say(px_last_error());
+    if (check_task_name(J->tasks.task[k].name)) return cli_fail(px_last_error());
     for (int j = 0; j < k; j++)
       if (!strcmp(J->tasks.task[j].name, J->tasks.task[k].name)) {
         fprintf(stderr, "pxdiff: two tasks are named '%s': their outputs would share a directory\n",
@@ -881,7 +866,7 @@ static int precheck_outputs(const design_opts *o, const design_job *J, const cam
       if (!case_is_mine(o, units, per)) continue;
       case_layout cl;
       if (make_layout(&cl, o, J->tasks.task[k].name, o->seed[si], units) || run_out_check(&cl.L, mode_of(o), NULL))
-        return say(px_last_error());
+        return cli_fail(px_last_error());
     }
   }
   return 0;
@@ -906,24 +891,24 @@ static int design_main(int argc, char **argv, int demo) {
   memset(&M, 0, sizeof M);
   int rc = 1;
   if (o.conformers && px_conformers_read(o.conformers, &conf)) {
-    say(px_last_error());
+    cli_fail(px_last_error());
     goto done;
   }
   if (demo ? design_job_parse(&J, (const char *)px_demo_task_yaml, px_demo_task_yaml_len, 0, "pdl1_demo",
                               (const char *)px_demo_target_cif, px_demo_target_cif_len, "pdl1_5o45_A.cif", conf)
            : design_job_read_many(&J, (const char *const *)o.paths, o.n_paths, conf)) {
-    say(px_last_error());
+    cli_fail(px_last_error());
     goto done;
   }
   for (int i = 0; i < J.tasks.n_warning && !o.quiet; i++) fprintf(stderr, "pxdiff: warning: %s\n", J.tasks.warning[i]);
   if (campaign_queue_make(&q, J.tasks.n, o.n_seed, o.n_sample, o.chunk, &o.shard)) {
-    say(px_last_error());
+    cli_fail(px_last_error());
     goto done;
   }
   if (precheck_outputs(&o, &J, &q)) goto done;
   if (demo ? design_models_synthetic(&M, DEMO_MODEL_SEED, o.device, o.precision)
            : design_models_load(&M, o.ckpt, o.device, o.precision)) {
-    say(px_last_error());
+    cli_fail(px_last_error());
     goto done;
   }
   char model_desc[1024];

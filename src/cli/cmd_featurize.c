@@ -16,11 +16,6 @@
 static const char *const dtype_names[] = {"bf16", "fp32", NULL};
 static const int dtype_values[] = {DESIGN_DTYPE_BF16, DESIGN_DTYPE_FP32};
 
-static int say(const char *what) {
-  fprintf(stderr, "pxdiff: %s\n", what);
-  return 1;
-}
-
 static int write_bundle(const char *path, const design_case *C, const design_models *M, const px_task *task,
                         uint64_t seed, int augment, int dtype, const char *conformers) {
   const px_design_input *in = C->in;
@@ -123,11 +118,11 @@ int cmd_featurize(int argc, char **argv) {
   memset(&C, 0, sizeof C);
   int rc = 1, k = 0;
   if (conformers && px_conformers_read(conformers, &conf)) {
-    say(px_last_error());
+    cli_fail(px_last_error());
     goto done;
   }
   if (design_job_read(&J, input, conf)) {
-    say(px_last_error());
+    cli_fail(px_last_error());
     goto done;
   }
   if (task_name) {
@@ -144,7 +139,7 @@ int cmd_featurize(int argc, char **argv) {
   if (design_models_load(&M, ckpt, device, PX_PRECISION_DEFAULT) ||
       design_case_make(&C, &J, k, &M, seed, !no_augment, dtype, conf, 0) ||
       write_bundle(out, &C, &M, &J.tasks.task[k], seed, !no_augment, dtype, conformers)) {
-    say(px_last_error());
+    cli_fail(px_last_error());
     goto done;
   }
   fprintf(stderr, "pxdiff: wrote %s: task %s, %d tokens, %d atoms (featurize %.3f s, embed %.3f s)\n", out,

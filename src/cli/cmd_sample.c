@@ -157,11 +157,6 @@ const char *cmd_precision_label(const px_model *m) {
   return buf;
 }
 
-static int say(const char *what) {
-  fprintf(stderr, "pxdiff: %s\n", what);
-  return 1;
-}
-
 /* ------------------------------------------------------------- the run ---- */
 
 /* What the run needs to know about the design besides the model and cache. */
@@ -179,21 +174,12 @@ typedef struct {
 
 static uint64_t sample_fingerprint(const px_model *m, const px_design *d, const px_sampler_config *c,
                                    const problem_t *pb) {
-  char buf[1024], f[6][24];
-  run_fmt_float(f[0], sizeof f[0], c->gamma0);
-  run_fmt_float(f[1], sizeof f[1], c->gamma_min);
-  run_fmt_float(f[2], sizeof f[2], c->noise_scale_lambda);
-  run_fmt_float(f[3], sizeof f[3], c->eta_min);
-  run_fmt_float(f[4], sizeof f[4], c->eta_max);
-  run_fmt_float(f[5], sizeof f[5], c->sigma_data);
+  char buf[1024], fields[400];
+  run_sampler_fields(fields, sizeof fields, c, c->seed);
   const char *backend = px_model_backend_name(m);
-  snprintf(buf, sizeof buf,
-           "pxdiff-run v1|seed=%llu|steps=%d|eta=%s:%s:%s|gamma0=%s|gamma_min=%s|lambda=%s|sched=%s|"
-           "smax=%a|smin=%a|rho=%a|sd=%s|design=%016llx|model=%s|params=%lld|device=%.4s|prec=%s",
-           (unsigned long long)c->seed, c->n_step, px_eta_type_name(c->eta_type), f[3], f[4], f[0], f[1],
-           f[2], c->schedule_bf16 ? "bf16" : "fp32", (double)c->s_max, (double)c->s_min, (double)c->rho,
-           f[5], (unsigned long long)px_design_key(d), pb->model_desc, (long long)pb->n_params,
-           backend ? backend : "?", px_model_precision_name(m));
+  snprintf(buf, sizeof buf, "pxdiff-run v1|%s|design=%016llx|model=%s|params=%lld|device=%.4s|prec=%s", fields,
+           (unsigned long long)px_design_key(d), pb->model_desc, (long long)pb->n_params, backend ? backend : "?",
+           px_model_precision_name(m));
   return run_fingerprint(buf);
 }
 
@@ -289,7 +275,7 @@ static run_mode mode_of(const opts_t *o) {
 static int check_template(const opts_t *o, const problem_t *pb) {
   const size_t n3 = (size_t)pb->n_atom * 3;
   float *zero = calloc(n3 ? n3 : 1, sizeof(float));
-  if (!zero) return say("out of memory");
+  if (!zero) return cli_fail("out of memory");
   px_structure t = pb->tmpl;
   t.xyz = zero;
   char *text = NULL;
@@ -299,7 +285,7 @@ static int check_template(const opts_t *o, const problem_t *pb) {
   if (!bad && o->pdb) bad = px_structure_pdb(&t, NULL, 0, &text, NULL);
   free(text);
   free(zero);
-  return bad ? say(px_last_error()) : 0;
+  return bad ? cli_fail(px_last_error()) : 0;
 }
 
 /* The sampling loop, after run_out_open. Returns the exit
@@ -312,7 +298,7 @@ static int run_sampling(const opts_t *o, const px_model *m, px_design *d, proble
   float *x = malloc(sizeof(float) * n3 * (size_t)eff_chunk(o));
   char path[4096], name[96];
   int rc = 0;
-  if (!x) return say("out of memory");
+  if (!x) return cli_fail("out of memory");
   /* Samples run in the chunks an uninterrupted run uses ([k*C, (k+1)*C)), so each sample
    * meets the same batch on resume: bitwise equal files also where a backend's rounding
    * depends on the batch (GPU). A chunk with any sample missing is sampled whole; only
@@ -358,7 +344,7 @@ static int run_sampling(const opts_t *o, const px_model *m, px_design *d, proble
     }
     if (st) {
       cli_progress_close(&pr);
-      rc = say(px_last_error());
+      rc = cli_fail(px_last_error());
       break;
     }
     for (long s = 0; s < n && !rc; s++) {
@@ -412,7 +398,7 @@ static int run_sampling(const opts_t *o, const px_model *m, px_design *d, proble
   char *text = summary_text(o, pb, m, d, r, t_sampling, pr.done, written, px_time_now() - t_start);
   if (!text || run_out_write_marker(r, 0, text, strlen(text))) {
     free(text);
-    return say(px_last_error());
+    return cli_fail(px_last_error());
   }
   free(text);
   if (pr.done) pb->sampling_s_per_design = t_sampling / pr.done;
@@ -442,7 +428,7 @@ static int open_and_run(const opts_t *o, const px_model *m, px_design *d, proble
   run_out_catch_signals();
   if (run_out_open(&r, &L, mode_of(o), sample_fingerprint(m, d, &o->cfg, pb))) {
     run_out_release_signals();
-    return say(px_last_error());
+    return cli_fail(px_last_error());
   }
   if (header && !o->quiet) header(o, m, pb);
   int rc = run_sampling(o, m, d, pb, &r, t_start);
@@ -453,13 +439,13 @@ static int open_and_run(const opts_t *o, const px_model *m, px_design *d, proble
 
 static int setup_backend(const opts_t *o, px_model *m) {
   if (px_model_set_backend(m, o->device, o->precision) == PX_OK) return 0;
-  return say(px_last_error());
+  return cli_fail(px_last_error());
 }
 
 /* Before anything is loaded: options, and whether --out can take this run. */
 static int precheck(const opts_t *o, const char *command) {
   run_layout L = sample_layout(o, command);
-  if (run_out_check(&L, mode_of(o), NULL)) return say(px_last_error());
+  if (run_out_check(&L, mode_of(o), NULL)) return cli_fail(px_last_error());
   return 0;
 }
 
@@ -492,24 +478,24 @@ int cmd_sample(int argc, char **argv) {
   float *bf = NULL;
   double t0 = px_time_now();
   if (px_model_load(o.ckpt, &m)) {
-    say(px_last_error());
+    cli_fail(px_last_error());
     goto done;
   }
   pb.t_load = px_time_now() - t0;
   pb.n_params = px_model_n_params(m);
   if (setup_backend(&o, m)) goto done;
   if (px_bundle_open(o.bundle, &b)) {
-    say(px_last_error());
+    cli_fail(px_last_error());
     goto done;
   }
   const px_features *f = NULL;
   if (px_bundle_features_for_model(b, m, &f)) {
-    say(px_last_error());
+    cli_fail(px_last_error());
     goto done;
   }
   t0 = px_time_now();
   if (px_design_create(m, f, &d)) {
-    say(px_last_error());
+    cli_fail(px_last_error());
     goto done;
   }
   pb.t_design = px_time_now() - t0;
@@ -525,7 +511,7 @@ int cmd_sample(int argc, char **argv) {
   res_seq = malloc(sizeof(int) * (size_t)N);
   bf = malloc(sizeof(float) * (size_t)N);
   if (!atom_name || !element || !res_name || !chain_id || !res_seq || !bf) {
-    say("out of memory");
+    cli_fail("out of memory");
     goto done;
   }
   for (int i = 0; i < N; i++) {

@@ -17,11 +17,6 @@
 
 int cmd_bundle_info(int argc, char **argv); /* cmd_bundle.c */
 
-static int die(const char *what) {
-  fprintf(stderr, "pxdiff: %s\n", what);
-  return 1;
-}
-
 static int cmd_info(int argc, char **argv) {
   const char *ckpt = NULL;
   const cli_opt opts[] = {
@@ -36,7 +31,7 @@ static int cmd_info(int argc, char **argv) {
   /* Load first: a bad checkpoint gives its one-line error and nothing else. */
   px_model *m = NULL;
   double t0 = px_time_now();
-  if (ckpt && px_model_load(ckpt, &m)) return die(px_last_error());
+  if (ckpt && px_model_load(ckpt, &m)) return cli_fail(px_last_error());
   const double t_load = px_time_now() - t0;
   printf("pxdiff %s\n", PXDIFF_VERSION);
 #ifdef PX_HAVE_CUDA
@@ -86,7 +81,7 @@ static int cmd_convert(int argc, char **argv) {
     return 1;
   }
   double t0 = px_time_now();
-  if (px_convert_to_safetensors(pos[0], pos[1])) return die(px_last_error());
+  if (px_convert_to_safetensors(pos[0], pos[1])) return cli_fail(px_last_error());
   fprintf(stderr, "pxdiff: wrote %s (%.1f s)\n", pos[1], px_time_now() - t0);
   return 0;
 }
@@ -140,15 +135,15 @@ static int cmd_bench(int argc, char **argv) {
   px_model *m = NULL;
   double t0 = px_time_now();
   if (ckpt) {
-    if (px_model_load(ckpt, &m)) return die(px_last_error());
+    if (px_model_load(ckpt, &m)) return cli_fail(px_last_error());
   } else {
     px_dims D;
     px_dims_released(&D);
-    if (px_model_synthetic(&D, 1, &m)) return die(px_last_error());
+    if (px_model_synthetic(&D, 1, &m)) return cli_fail(px_last_error());
   }
   if (px_model_set_backend(m, device, precision)) {
     px_model_free(m);
-    return die(px_last_error());
+    return cli_fail(px_last_error());
   }
   double t_load = px_time_now() - t0;
   px_dims D;
@@ -156,14 +151,14 @@ static int cmd_bench(int argc, char **argv) {
   px_synthetic_design sd;
   if (px_synthetic_design_make(&D, (int)(tokens - binder), (int)binder, (int)atoms, 7, &sd)) {
     px_model_free(m);
-    return die(px_last_error());
+    return cli_fail(px_last_error());
   }
   px_design *d = NULL;
   t0 = px_time_now();
   if (px_design_create(m, &sd.f, &d)) {
     px_synthetic_free(&sd);
     px_model_free(m);
-    return die(px_last_error());
+    return cli_fail(px_last_error());
   }
   double t_design = px_time_now() - t0;
   const size_t n3 = (size_t)atoms * 3 * (size_t)samples;
@@ -172,20 +167,20 @@ static int cmd_bench(int argc, char **argv) {
   double *times = malloc(sizeof(double) * (size_t)reps);
   int rc = 0;
   if (!x || !y || !t || !times) {
-    rc = die("out of memory");
+    rc = cli_fail("out of memory");
     goto done;
   }
   px_rng_normal(3, 0, 0, PX_RNG_INIT, x, (int64_t)n3);
   for (size_t i = 0; i < n3; i++) x[i] *= 20.0f;
   for (long s = 0; s < samples; s++) t[s] = 12.5f;
   if (px_denoise(m, d, (int)samples, x, t, y)) { /* warm-up: workspace, BLAS buffers */
-    rc = die(px_last_error());
+    rc = cli_fail(px_last_error());
     goto done;
   }
   for (long r = 0; r < reps; r++) {
     double a = px_time_now();
     if (px_denoise(m, d, (int)samples, x, t, y)) {
-      rc = die(px_last_error());
+      rc = cli_fail(px_last_error());
       goto done;
     }
     times[r] = px_time_now() - a;
@@ -209,13 +204,13 @@ static int cmd_bench(int argc, char **argv) {
     c.n_step = 2;
     c.seed = 11;
     if (px_sample(m, d, &c, 0, (int)samples, (int)samples, y, NULL, NULL)) {
-      rc = die(px_last_error());
+      rc = cli_fail(px_last_error());
       goto done;
     }
     c.n_step = (int)sampler_steps;
     double a = px_time_now();
     if (px_sample(m, d, &c, 0, (int)samples, (int)samples, y, NULL, NULL)) {
-      rc = die(px_last_error());
+      rc = cli_fail(px_last_error());
       goto done;
     }
     const double per_step = (px_time_now() - a) / (double)sampler_steps;

@@ -279,3 +279,8 @@ void cli_help(const cli_command *c, FILE *o) {
   help_line(o, "-h, --help", "this help");
   if (c->details) fprintf(o, "\n%s", c->details);
 }
+
+int cli_fail(const char *what) {
+  fprintf(stderr, "pxdiff: %s\n", what);
+  return 1;
+}

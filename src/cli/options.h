@@ -100,6 +100,10 @@ int cli_usage_error(const cli_command *c, const char *fmt, ...)
 #endif
     ;
 
+/* A command's failure after parsing: "pxdiff: <what>" on stderr, one line; returns 1 (the exit
+ * status of a run that failed). */
+int cli_fail(const char *what);
+
 /* Enum names shared by the commands. Lists are NULL-terminated; values parallel. */
 extern const char *const cli_device_names[];      /* auto, cpu, cuda */
 extern const int cli_device_values[];

@@ -70,6 +70,23 @@ static char *join(const char *a, const char *b) {
   return p;
 }
 
+int run_sampler_fields(char *buf, size_t cap, const px_sampler_config *c, uint64_t seed) {
+  char f[6][24];
+  run_fmt_float(f[0], sizeof f[0], c->gamma0);
+  run_fmt_float(f[1], sizeof f[1], c->gamma_min);
+  run_fmt_float(f[2], sizeof f[2], c->noise_scale_lambda);
+  run_fmt_float(f[3], sizeof f[3], c->eta_min);
+  run_fmt_float(f[4], sizeof f[4], c->eta_max);
+  run_fmt_float(f[5], sizeof f[5], c->sigma_data);
+  int n = snprintf(buf, cap,
+                   "seed=%llu|steps=%d|eta=%s:%s:%s|gamma0=%s|gamma_min=%s|lambda=%s|sched=%s|smax=%a|smin=%a|"
+                   "rho=%a|sd=%s",
+                   (unsigned long long)seed, c->n_step, px_eta_type_name(c->eta_type), f[3], f[4], f[0], f[1],
+                   f[2], c->schedule_bf16 ? "bf16" : "fp32", (double)c->s_max, (double)c->s_min, (double)c->rho,
+                   f[5]);
+  return n < 0 || (size_t)n >= cap ? -1 : 0;
+}
+
 uint64_t run_fingerprint(const char *canonical) {
   uint64_t h = 14695981039346656037ull;
   for (const unsigned char *p = (const unsigned char *)canonical; *p; p++) {

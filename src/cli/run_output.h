@@ -46,6 +46,7 @@
 #include <stdint.h>
 
 #include "io/strbuf.h"
+#include "pxdiff.h"
 
 typedef enum { RUN_FRESH = 0, RUN_RESUME = 1, RUN_OVERWRITE = 2 } run_mode;
 
@@ -121,6 +122,10 @@ int run_out_interrupted(void);
 /* The run fingerprint: FNV-1a 64 of a canonical text naming every setting and input that
  * changes a sample's coordinates ("pxdiff-run v1|seed=...|..."). */
 uint64_t run_fingerprint(const char *canonical);
+/* The sampler settings that change a sample's coordinates, as fingerprint fields:
+ * "seed=S|steps=K|eta=TYPE:MIN:MAX|gamma0=..|gamma_min=..|lambda=..|sched=bf16|smax=..|smin=..|rho=..|sd=..".
+ * The seed is given apart (design runs one config over several seeds). -1 when cap is too small. */
+int run_sampler_fields(char *buf, size_t cap, const px_sampler_config *c, uint64_t seed);
 /* Shortest decimal that reads back as the same float (for fingerprints and summaries). */
 void run_fmt_float(char *buf, size_t cap, float v);
 /* Digits of the sample index in file names: at least 4, more when n needs them. */

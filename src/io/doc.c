@@ -1,7 +1,11 @@
 #include "io/doc.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "io/strbuf.h"
+#include "pxdiff.h"
 
 void px_doc_free(px_doc *d) {
   if (!d) return;
@@ -79,6 +83,24 @@ int px_doc_find_key(const px_doc *map, const px_doc *k) {
     default:
       if (o->text_len == k->text_len && memcmp(o->text, k->text, k->text_len) == 0) return j;
     }
+  }
+  return -1;
+}
+
+int px_doc_failv(px_doc_err *e, int line, const char *fmt, va_list ap) {
+  if (e->code) return -1;
+  char msg[256], nm[160];
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  px_shown_name(nm, sizeof nm, e->name);
+  e->code = PX_ERR_FORMAT;
+  px_errf(e->err, e->errlen, PX_ERR_FORMAT, "%s:%d: %s", nm, line, msg);
+  return -1;
+}
+
+int px_doc_oom(px_doc_err *e) {
+  if (!e->code) {
+    e->code = PX_ERR_NOMEM;
+    px_errf(e->err, e->errlen, PX_ERR_NOMEM, "%s: out of memory", e->name);
   }
   return -1;
 }

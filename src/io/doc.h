@@ -9,6 +9,7 @@
 #ifndef PX_IO_DOC_H
 #define PX_IO_DOC_H
 
+#include <stdarg.h>
 #include <stddef.h>
 
 typedef enum {
@@ -40,6 +41,18 @@ int px_json_parse(const char *text, size_t len, const char *name, px_doc *out, c
 int px_yaml_parse(const char *text, size_t len, const char *name, px_doc *out, char *err,
                   size_t errlen);
 void px_doc_free(px_doc *d);
+
+/* The parsers' error slot (json.c, yaml.c): the first failure is kept, later ones ignored. */
+typedef struct {
+  const char *name; /* the document's name in messages */
+  char *err;        /* the caller's message buffer */
+  size_t errlen;
+  int code;         /* 0 until a failure */
+} px_doc_err;
+/* PX_ERR_FORMAT with "NAME:LINE: <message>"; returns -1 (the parsers' failure value). */
+int px_doc_failv(px_doc_err *e, int line, const char *fmt, va_list ap);
+/* PX_ERR_NOMEM with "NAME: out of memory"; returns -1. */
+int px_doc_oom(px_doc_err *e);
 
 /* For the parsers: append val (and key, for maps; both are moved, the caller's copies
  * are cleared) to a LIST or MAP node; capacity grows geometrically. -1 when out of memory

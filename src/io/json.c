@@ -16,33 +16,18 @@ typedef struct {
   const char *s;
   size_t n, pos;
   int line;
-  const char *name;
-  char *err;
-  size_t errlen;
-  int code;
+  px_doc_err e;
 } jp;
 
 static int jfail(jp *p, const char *fmt, ...) {
-  char msg[256], nm[160];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
+  px_doc_failv(&p->e, p->line, fmt, ap);
   va_end(ap);
-  px_shown_name(nm, sizeof nm, p->name);
-  if (!p->code) {
-    p->code = PX_ERR_FORMAT;
-    px_errf(p->err, p->errlen, PX_ERR_FORMAT, "%s:%d: %s", nm, p->line, msg);
-  }
   return -1;
 }
 
-static int joom(jp *p) {
-  if (!p->code) {
-    p->code = PX_ERR_NOMEM;
-    px_errf(p->err, p->errlen, PX_ERR_NOMEM, "%s: out of memory", p->name ? p->name : "?");
-  }
-  return -1;
-}
+static int joom(jp *p) { return px_doc_oom(&p->e); }
 
 static void jskip(jp *p) {
   while (p->pos < p->n) {
@@ -286,7 +271,7 @@ static int jvalue(jp *p, px_doc *out, int depth) {
 
 int px_json_parse(const char *text, size_t len, const char *name, px_doc *out, char *err,
                   size_t errlen) {
-  jp p = {text, len, 0, 1, name ? name : "?", err, errlen, 0};
+  jp p = {text, len, 0, 1, {name ? name : "?", err, errlen, 0}};
   if (err && errlen) err[0] = 0;
   /* A UTF-8 byte-order mark is tolerated, as editors write one. */
   if (len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0) p.pos = 3;
@@ -297,5 +282,5 @@ int px_json_parse(const char *text, size_t len, const char *name, px_doc *out, c
     jfail(&p, "unexpected %s after the document", jshow(&p, sh, sizeof sh));
   }
   px_doc_free(out);
-  return p.code ? p.code : PX_ERR_FORMAT;
+  return p.e.code ? p.e.code : PX_ERR_FORMAT;
 }

@@ -25,33 +25,18 @@ typedef struct {
   const char *s;
   size_t n, pos, line_start;
   int line;
-  const char *name;
-  char *err;
-  size_t errlen;
-  int code;
+  px_doc_err e;
 } yp;
 
 static int yfail(yp *p, const char *fmt, ...) {
-  char msg[256], nm[160];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
+  px_doc_failv(&p->e, p->line, fmt, ap);
   va_end(ap);
-  px_shown_name(nm, sizeof nm, p->name);
-  if (!p->code) {
-    p->code = PX_ERR_FORMAT;
-    px_errf(p->err, p->errlen, PX_ERR_FORMAT, "%s:%d: %s", nm, p->line, msg);
-  }
   return -1;
 }
 
-static int yoom(yp *p) {
-  if (!p->code) {
-    p->code = PX_ERR_NOMEM;
-    px_errf(p->err, p->errlen, PX_ERR_NOMEM, "%s: out of memory", p->name);
-  }
-  return -1;
-}
+static int yoom(yp *p) { return px_doc_oom(&p->e); }
 
 static int ch(const yp *p, size_t at) { return at < p->n ? (unsigned char)p->s[at] : -1; }
 static int is_blank_or_end(int c) { return c == -1 || c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
@@ -637,7 +622,7 @@ static int node_at(yp *p, int c, px_doc *out, int depth) {
 
 int px_yaml_parse(const char *text, size_t len, const char *name, px_doc *out, char *err,
                   size_t errlen) {
-  yp p = {text, len, 0, 0, 1, name ? name : "?", err, errlen, 0};
+  yp p = {text, len, 0, 0, 1, {name ? name : "?", err, errlen, 0}};
   if (err && errlen) err[0] = 0;
   memset(out, 0, sizeof *out);
   if (len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0) p.pos = p.line_start = 3;
@@ -646,7 +631,7 @@ int px_yaml_parse(const char *text, size_t len, const char *name, px_doc *out, c
     for (const char *q = text; q < z; q++)
       if (*q == '\n') p.line++;
     yfail(&p, "NUL byte in a text file");
-    return p.code;
+    return p.e.code;
   }
   int c = next_content(&p);
   if (c == YEOF && p.pos < p.n && p.s[p.pos] == '-') { /* "---": the document starts */
@@ -678,7 +663,7 @@ int px_yaml_parse(const char *text, size_t len, const char *name, px_doc *out, c
   }
   if (r) {
     px_doc_free(out);
-    return p.code ? p.code : PX_ERR_FORMAT;
+    return p.e.code ? p.e.code : PX_ERR_FORMAT;
   }
   return 0;
 }

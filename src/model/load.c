@@ -40,17 +40,16 @@ static int file_read(void *ctx, const char *name, float *dst) {
   return PX_OK;
 }
 
-int px_model_load(const char *path, px_model **out) {
-  if (!path || !out) return px_fail(PX_ERR_INPUT, "px_model_load: NULL argument");
-  *out = NULL;
+/* Opens a checkpoint, builds from it through build(src, target), closes it; a failure's
+ * message is prefixed with the file name so that it stands alone. */
+static int load_file(const char *path, int (*build)(const px_weight_source *src, void *target), void *target) {
   px_tensorfile tf;
   char err[512];
   int rc = px_tensorfile_open(path, &tf, err, sizeof err);
   if (rc) return px_fail(rc, "%s", err);
   px_weight_source src = {&tf, file_find, file_read};
-  rc = px_model_build(&src, out);
+  rc = build(&src, target);
   if (rc) {
-    /* Prefix the file name so the message stands alone. */
     char msg[1024];
     snprintf(msg, sizeof msg, "%s", px_last_error());
     if (!strstr(msg, path)) px_fail(rc, "%s: %s", path, msg);
@@ -59,21 +58,18 @@ int px_model_load(const char *path, px_model **out) {
   return rc;
 }
 
+static int build_model(const px_weight_source *src, void *out) { return px_model_build(src, (px_model **)out); }
+static int build_embedder(const px_weight_source *src, void *w) { return px_embedder_w_build(src, (px_embedder_w *)w); }
+
+int px_model_load(const char *path, px_model **out) {
+  if (!path || !out) return px_fail(PX_ERR_INPUT, "px_model_load: NULL argument");
+  *out = NULL;
+  return load_file(path, build_model, out);
+}
+
 int px_embedder_w_load(const char *path, px_embedder_w *w) {
   memset(w, 0, sizeof *w);
-  px_tensorfile tf;
-  char err[512];
-  int rc = px_tensorfile_open(path, &tf, err, sizeof err);
-  if (rc) return px_fail(rc, "%s", err);
-  px_weight_source src = {&tf, file_find, file_read};
-  rc = px_embedder_w_build(&src, w);
-  if (rc) {
-    char msg[1024];
-    snprintf(msg, sizeof msg, "%s", px_last_error());
-    if (!strstr(msg, path)) px_fail(rc, "%s: %s", path, msg);
-  }
-  px_tensorfile_close(&tf);
-  return rc;
+  return load_file(path, build_embedder, w);
 }
 
 /* ---------------------------------------------------------------- arrays ---- */

@@ -447,20 +447,15 @@ int px_featurize(const px_structure_in *s, const px_task *t, const px_conformers
   d->f.token_index = d->token_index;
   d->f.sym_id = d->sym_id;
 
-  for (int k = 0; k < nsel; k++) {
-    px_feat_fchain_free(&sel[k].fc);
-    free(sel[k].hot);
-  }
-  free(sel);
-  free(tmpl);
-  free(tmpl_atom);
-  free(rep);
   *out = d;
-  return PX_OK;
+  d = NULL; /* the caller's now */
+  rc = PX_OK;
+  goto done;
 
 oom:
   rc = px_fail(PX_ERR_NOMEM, "out of memory featurizing %s", tname);
 fail:
+done:
   for (int k = 0; k < nsel; k++) {
     px_feat_fchain_free(&sel[k].fc);
     free(sel[k].hot);

@@ -73,6 +73,26 @@ static void transition_names(name_table *t, const char *base, int c) {
   add(t, c, 2 * c, "%s.linear_no_bias.weight", base);
 }
 
+/* The atom encoder's reference-feature and pair-feature projections, which the diffusion
+ * module's encoder and the condition embedder's share (in table order: the synthetic weights
+ * are drawn in it). */
+static void atom_ref_names(name_table *t, const char *E, int ca, int cp) {
+  add(t, ca, 3, "%s.linear_no_bias_ref_pos.weight", E);
+  add(t, ca, 1, "%s.linear_no_bias_ref_charge.weight", E);
+  add(t, ca, 385, "%s.linear_no_bias_f.weight", E);
+  add(t, cp, 3, "%s.linear_no_bias_d.weight", E);
+  add(t, cp, 1, "%s.linear_no_bias_invd.weight", E);
+  add(t, cp, 1, "%s.linear_no_bias_v.weight", E);
+}
+
+static void atom_pair_names(name_table *t, const char *E, int ca, int cp) {
+  add(t, cp, ca, "%s.linear_no_bias_cl.weight", E);
+  add(t, cp, ca, "%s.linear_no_bias_cm.weight", E);
+  add(t, cp, cp, "%s.small_mlp.1.weight", E);
+  add(t, cp, cp, "%s.small_mlp.3.weight", E);
+  add(t, cp, cp, "%s.small_mlp.5.weight", E);
+}
+
 static void transformer_names(name_table *t, const char *base, int nb, int H, int c, int cs,
                               int cz, int cross) {
   for (int k = 0; k < nb; k++) {
@@ -122,22 +142,13 @@ static void all_names(name_table *t, const px_dims *D) {
   transition_names(t, DM "diffusion_conditioning.transition_s1", cs);
   transition_names(t, DM "diffusion_conditioning.transition_s2", cs);
   const char *E = DM "atom_attention_encoder";
-  add(t, ca, 3, "%s.linear_no_bias_ref_pos.weight", E);
-  add(t, ca, 1, "%s.linear_no_bias_ref_charge.weight", E);
-  add(t, ca, 385, "%s.linear_no_bias_f.weight", E);
-  add(t, cp, 3, "%s.linear_no_bias_d.weight", E);
-  add(t, cp, 1, "%s.linear_no_bias_invd.weight", E);
-  add(t, cp, 1, "%s.linear_no_bias_v.weight", E);
+  atom_ref_names(t, E, ca, cp);
   add(t, cs, -1, "%s.layernorm_s.weight", E);
   add(t, ca, cs, "%s.linear_no_bias_s.weight", E);
   add(t, cz, -1, "%s.layernorm_z.weight", E);
   add(t, cp, cz, "%s.linear_no_bias_z.weight", E);
   add(t, ca, 3, "%s.linear_no_bias_r.weight", E);
-  add(t, cp, ca, "%s.linear_no_bias_cl.weight", E);
-  add(t, cp, ca, "%s.linear_no_bias_cm.weight", E);
-  add(t, cp, cp, "%s.small_mlp.1.weight", E);
-  add(t, cp, cp, "%s.small_mlp.3.weight", E);
-  add(t, cp, cp, "%s.small_mlp.5.weight", E);
+  atom_pair_names(t, E, ca, cp);
   transformer_names(t, DM "atom_attention_encoder.atom_transformer.diffusion_transformer",
                     D->n_enc_blocks, D->n_enc_heads, ca, ca, cp, 1);
   add(t, ct, ca, "%s.linear_no_bias_q.weight", E);
@@ -221,17 +232,8 @@ static void fill(float *x, int64_t n, const char *name, int64_t fan_in, uint64_t
 static void embedder_names(name_table *t, const px_embedder_dims *d) {
   const int ca = d->c_atom, cp = d->c_atompair, ct = d->c_token;
   const char *E = PX_EMBED_PREFIX "input_embedder.atom_attention_encoder";
-  add(t, ca, 3, "%s.linear_no_bias_ref_pos.weight", E);
-  add(t, ca, 1, "%s.linear_no_bias_ref_charge.weight", E);
-  add(t, ca, 385, "%s.linear_no_bias_f.weight", E);
-  add(t, cp, 3, "%s.linear_no_bias_d.weight", E);
-  add(t, cp, 1, "%s.linear_no_bias_invd.weight", E);
-  add(t, cp, 1, "%s.linear_no_bias_v.weight", E);
-  add(t, cp, ca, "%s.linear_no_bias_cl.weight", E);
-  add(t, cp, ca, "%s.linear_no_bias_cm.weight", E);
-  add(t, cp, cp, "%s.small_mlp.1.weight", E);
-  add(t, cp, cp, "%s.small_mlp.3.weight", E);
-  add(t, cp, cp, "%s.small_mlp.5.weight", E);
+  atom_ref_names(t, E, ca, cp);
+  atom_pair_names(t, E, ca, cp);
   transformer_names(t, PX_EMBED_PREFIX "input_embedder.atom_attention_encoder.atom_transformer.diffusion_transformer",
                     d->n_blocks, d->n_heads, ca, ca, cp, 1);
   add(t, ct, ca, "%s.linear_no_bias_q.weight", E);

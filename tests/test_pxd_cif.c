@@ -14,25 +14,6 @@
 #include "pxdiff.h"
 #include "testutil.h"
 
-static char *slurp(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *b = malloc((size_t)n + 1);
-  if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-    free(b);
-    b = NULL;
-  }
-  fclose(f);
-  if (b) {
-    b[n] = 0;
-    if (len) *len = (size_t)n;
-  }
-  return b;
-}
-
 typedef struct {
   int n, n_bond;
   char **name, **elem, **res, **chain, **strand, **entity;
@@ -51,7 +32,7 @@ static char *dupstr(const char *s) {
 
 static int load_fixture(const char *path, fixture *fx) {
   size_t len;
-  char *t = slurp(path, &len);
+  char *t = (char *)tu_slurp(path, &len);
   if (!t) return -1;
   memset(fx, 0, sizeof *fx);
   int cap = 0;
@@ -165,7 +146,7 @@ static void test_upstream_files(void) {
     CHECK_MSG(load_fixture(p, &fx) == 0, "cannot read %s", p);
     snprintf(p, sizeof p, "tests/data/output/%s.cif", cases[c].name);
     size_t wlen = 0;
-    char *want = slurp(p, &wlen);
+    char *want = (char *)tu_slurp(p, &wlen);
     CHECK_MSG(want != NULL, "cannot read %s", p);
     if (!want || !fx.n) {
       free(want);
@@ -186,7 +167,7 @@ static void test_upstream_files(void) {
         close(fd);
         CHECK(px_pxd_write_cif(tmpl, &fx.s, cases[c].task, cases[c].sample) == 0);
         size_t fl;
-        char *ft = slurp(tmpl, &fl);
+        char *ft = (char *)tu_slurp(tmpl, &fl);
         CHECK(ft && fl == wlen && !memcmp(ft, want, wlen));
         free(ft);
         char tmp2[300];

@@ -14,25 +14,6 @@
 #include "pxdiff.h"
 #include "testutil.h"
 
-static char *slurp(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *b = malloc((size_t)n + 1);
-  if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-    free(b);
-    b = NULL;
-  }
-  fclose(f);
-  if (b) {
-    b[n] = 0;
-    if (len) *len = (size_t)n;
-  }
-  return b;
-}
-
 static void spit(const char *path, const char *text) {
   FILE *f = fopen(path, "wb");
   if (!f) return;
@@ -91,7 +72,7 @@ static void test_fixtures(void) {
     *strrchr(stem, '.') = 0;
     snprintf(jp, sizeof jp, "tests/data/tasks/%s.expected.json", stem);
     size_t ylen = 0, jlen = 0;
-    char *y = slurp(yp, &ylen), *j = slurp(jp, &jlen);
+    char *y = (char *)tu_slurp(yp, &ylen), *j = (char *)tu_slurp(jp, &jlen);
     CHECK_MSG(y && j, "fixture %s or %s missing", yp, jp);
     if (!y || !j) continue;
     px_task_list ly, lj;
@@ -129,7 +110,7 @@ static void test_fixtures(void) {
 static void test_quick_start_fields(void) {
   px_task_list l;
   size_t n;
-  char *y = slurp("tests/data/tasks/PDL1_quick_start.yaml", &n);
+  char *y = (char *)tu_slurp("tests/data/tasks/PDL1_quick_start.yaml", &n);
   CHECK(y != NULL);
   if (!y) return;
   CHECK(px_task_parse(y, n, 0, "tests/data/tasks/PDL1_quick_start.yaml", &l) == 0);
@@ -147,7 +128,7 @@ static void test_quick_start_fields(void) {
   px_task_list_free(&l);
 
   /* multi_chain: the crop list and the other chains' forms */
-  y = slurp("tests/data/tasks/multi_chain.yaml", &n);
+  y = (char *)tu_slurp("tests/data/tasks/multi_chain.yaml", &n);
   if (!y || px_task_parse(y, n, 0, "multi_chain.yaml", &l)) {
     CHECK(0);
     free(y);
@@ -167,7 +148,7 @@ static void test_quick_start_fields(void) {
   px_task_list_free(&l);
 
   /* crop_string: spaces inside pieces, as Python's int() reads them */
-  y = slurp("tests/data/tasks/crop_string.yaml", &n);
+  y = (char *)tu_slurp("tests/data/tasks/crop_string.yaml", &n);
   if (y && px_task_parse(y, n, 0, "crop_string.yaml", &l) == 0) {
     a = &l.task[0].chain[0];
     CHECK(a->n_crop == 3 && a->crop[1].lo == 40 && a->crop[1].hi == 132 && a->crop[2].lo == 140);
@@ -180,7 +161,7 @@ static void test_quick_start_fields(void) {
 
 static void test_yaml_types(void) {
   size_t yl, jl;
-  char *y = slurp("tests/data/tasks/yaml_types.yaml", &yl), *j = slurp("tests/data/tasks/yaml_types.expected.json", &jl);
+  char *y = (char *)tu_slurp("tests/data/tasks/yaml_types.yaml", &yl), *j = (char *)tu_slurp("tests/data/tasks/yaml_types.expected.json", &jl);
   CHECK(y && j);
   if (y && j) {
     px_doc a, b;

@@ -101,20 +101,23 @@ static inline double tu_rel_err_ff(const float *a, const float *ref, size_t n) {
 /* A message is one non-empty line (the engine's error convention). */
 static inline int tu_one_line(const char *m) { return m[0] != 0 && strchr(m, '\n') == NULL; }
 
-/* A whole file in memory (malloc'd; *n its size), or NULL. */
+/* A whole file in memory (malloc'd, with a NUL after its last byte so text can be read as a
+ * string; *n its size when n is not NULL), or NULL. */
 static inline unsigned char *tu_slurp(const char *path, size_t *n) {
   FILE *f = fopen(path, "rb");
   if (!f) return NULL;
   fseek(f, 0, SEEK_END);
   long l = ftell(f);
   fseek(f, 0, SEEK_SET);
-  unsigned char *b = malloc(l > 0 ? (size_t)l : 1);
+  if (l < 0) l = 0;
+  unsigned char *b = malloc((size_t)l + 1);
   if (b && fread(b, 1, (size_t)l, f) != (size_t)l) {
     free(b);
     b = NULL;
   }
   fclose(f);
-  *n = (size_t)l;
+  if (b) b[l] = 0;
+  if (n) *n = (size_t)l;
   return b;
 }
 

@@ -12,7 +12,7 @@ import ctypes
 import os
 
 from ._lib import (PX_DEVICE_INVALID, PX_PRECISION_INVALID, Dims, Features, SamplerConfig, _torch,
-                   c_float_p, c_int64_p, lib, shared_level)
+                   c_float_p, c_int64_p, lib, shared_level, torch_stream)
 from .errors import (PxdiffBackendError, PxdiffCancelledError, PxdiffError, PxdiffFileNotFoundError,
                      PxdiffFormatError, PxdiffInputError, PxdiffIOError, PxdiffMemoryError,
                      PxdiffWeightsError, check)
@@ -302,7 +302,7 @@ class DiffusionModule:
             t = (t.expand(S) if t.numel() == 1 else t).contiguous()
         out = torch.empty_like(x)
         if on_gpu:
-            check(lib.px_set_cuda_stream(self._m, ctypes.c_void_p(torch.cuda.current_stream(where).cuda_stream)))
+            check(lib.px_set_cuda_stream(self._m, ctypes.c_void_p(torch_stream(torch, where))))
             call = lib.px_denoise_device_shared_t if shared else lib.px_denoise_device
             check(call(self._m, design, S, _fptr(x), _fptr(t), _fptr(out)))
         else:

@@ -143,6 +143,19 @@ def shared_level(t):
     return t.dim() == 1 and (t.numel() == 1 or t.stride(0) == 0)
 
 
+# cudaStreamLegacy: the handle that names CUDA's legacy default stream explicitly.
+CUDA_STREAM_LEGACY = 1
+
+
+def torch_stream(torch, device):
+    """The cudaStream_t of torch's current stream on `device`, for px_set_cuda_stream. torch's
+    default stream is CUDA's legacy default stream, whose handle torch reports as 0; passed
+    as 0 (NULL: no stream) the engine would neither order its work after torch's (its own
+    streams do not wait for the legacy stream) nor return without a host wait, so it is
+    passed as cudaStreamLegacy instead."""
+    return torch.cuda.current_stream(device).cuda_stream or CUDA_STREAM_LEGACY
+
+
 def _torch():
     """torch, imported on first use (the package imports without it)."""
     import torch

@@ -26,7 +26,7 @@ import os
 import sys
 import time
 
-from ._lib import PROGRESS_FN, SamplerConfig, _torch, c_float_p, lib, shared_level
+from ._lib import PROGRESS_FN, SamplerConfig, _torch, c_float_p, lib, shared_level, torch_stream
 from . import errors
 from .errors import PxdiffBackendError, PxdiffError, PxdiffInputError  # noqa: F401
 
@@ -384,7 +384,7 @@ def _make_class():
             out = torch.empty((S, N, 3), device=where, dtype=torch.float32)
             if on_device:
                 with torch.cuda.device(dev):
-                    stream = torch.cuda.current_stream(dev).cuda_stream
+                    stream = torch_stream(torch, dev)
                     if has_symbol("px_set_cuda_stream"):
                         check(lib.px_set_cuda_stream(eng._m, ctypes.c_void_p(stream)))
                     call = lib.px_denoise_device_shared_t if shared else lib.px_denoise_device

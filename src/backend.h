@@ -5,12 +5,41 @@
  * Broadcast convention ("g_rows"): per-row conditioning tensors G with g_rows rows are
  * applied to row r of an [M, C] activation as G[r % g_rows]. With rows ordered
  * sample-major ([S, T, C] flattened), g_rows = T shares one G across samples and
- * g_rows = S*T gives each sample its own. */
+ * g_rows = S*T gives each sample its own.
+ *
+ * Element types: every activation buffer is float32 unless an op's trailing px_etype
+ * argument says otherwise. A backend with 16-bit GEMM operands (CUDA at the bf16 / fp16
+ * precisions) lets the kernels that produce a GEMM's input write it in 16 bits, so that no
+ * conversion pass runs before the GEMM; a backend without them (the CPU) takes PX_F32 only
+ * and reports any other type as an error (px_fail with the op named; nothing is written). */
 #ifndef PX_BACKEND_H
 #define PX_BACKEND_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+/* Element type of an activation buffer (16-bit buffers: [M, C] contiguous, ld = C). Not
+ * io/tensor_types.h px_dtype, the checkpoint readers' on-disk types. */
+typedef enum { PX_F32 = 0, PX_BF16 = 1, PX_F16 = 2 } px_etype;
+
+/* A GEMM weight W [N, K] as the model passes it: the fp32 matrix and/or a 16-bit copy, both in
+ * the backend's memory and owned by the model (which decides, once when it is prepared for a
+ * backend, which matrices get a copy: src/model/device.c). A GEMM runs on 16-bit operands when
+ * W has a copy and the backend's view is at a 16-bit precision; its 16-bit input is then stored
+ * times 2^-e and the product scaled back by 2^e (exact: a power of two; src/model/fp16_range.c
+ * proves the range). f32 may be NULL when every GEMM with W takes a 16-bit input. */
+typedef struct {
+  const float *f32;
+  const void *h16;  /* NULL: no 16-bit copy */
+  px_etype h16_type; /* PX_BF16 or PX_F16 when h16 is set */
+  int e;
+} px_weight;
+
+/* An fp32-only weight. */
+static inline px_weight px_weight_f32(const float *W) {
+  px_weight w = {W, NULL, PX_F32, 0};
+  return w;
+}
 
 typedef struct px_backend px_backend;
 
@@ -28,11 +57,13 @@ struct px_backend {
    * accumulate != 0 adds into Y instead. seg (0 = M) is the number of rows of one
    * independent segment (one sample): the CPU backend never lets a GEMM tile cross a
    * segment and sizes tiles by seg alone, so a sample's result is bit-identical whatever
-   * other samples share the call (BLAS kernels round differently for different M). */
-  void (*linear)(px_backend *b, int M, int N, int K, const float *X, int ldx, const float *W,
-                 const float *bias, float *Y, int ldy, int accumulate, int seg);
-  /* Y = max(X W^T + bias, 0): linear with the ReLU fused (no accumulate). */
-  void (*linear_relu)(px_backend *b, int M, int N, int K, const float *X, int ldx, const float *W,
+   * other samples share the call (BLAS kernels round differently for different M).
+   * xt, yt: X's and Y's types. A 16-bit X (stored times 2^-W.e) needs W.h16 of the same type;
+   * a 16-bit Y (the input of a 16-bit SwiGLU) needs a 16-bit X, no bias and no accumulate. */
+  void (*linear)(px_backend *b, int M, int N, int K, const void *X, int ldx, px_weight W,
+                 const float *bias, void *Y, int ldy, int accumulate, int seg, px_etype xt, px_etype yt);
+  /* Y = max(X W^T + bias, 0): linear with the ReLU fused (no accumulate; fp32 X and Y). */
+  void (*linear_relu)(px_backend *b, int M, int N, int K, const float *X, int ldx, px_weight W,
                       const float *bias, float *Y, int ldy, int seg);
   /* count GEMMs of one shape: Y_i[M, N] = X_i[M, K] W_i[N, K]^T + bias_i with X_i = X + i*sx,
    * W_i = W + i*sw, bias_i = bias + i*sb (bias may be NULL), Y_i = Y + i*sy; X, Y rows are
@@ -43,27 +74,29 @@ struct px_backend {
   /* Y = LN(X) * w + bias over the last axis (eps 1e-5, biased variance); w, bias may be NULL. */
   void (*layernorm)(px_backend *b, int M, int C, const float *X, const float *w,
                     const float *bias, float *Y);
-  /* Y = LN(X) * G[r % g_rows] + B[r % g_rows] (AdaLN with precomputed conditioning). */
+  /* Y = LN(X) * G[r % g_rows] + B[r % g_rows] (AdaLN with precomputed conditioning); Y of type yt. */
   void (*adaln)(px_backend *b, int M, int C, const float *X, const float *G, const float *B,
-                int g_rows, float *Y);
+                int g_rows, void *Y, px_etype yt);
   /* A[r] += G[r % g_rows] * Y[r] (adaLN-zero gated residual). */
   void (*gated_residual)(px_backend *b, int M, int C, float *A, const float *G, int g_rows,
                          const float *Y);
   /* Fused: A[r] += Gr[r % gr_rows] * Y[r]; then An = LN(A) * Gn[r % gn_rows] + Bn[r % gn_rows]
-   * (a gated residual followed by the next AdaLN). */
+   * (a gated residual followed by the next AdaLN); An of type ant. */
   void (*residual_adaln)(px_backend *b, int M, int C, float *A, const float *Gr, int gr_rows,
-                         const float *Y, const float *Gn, const float *Bn, int gn_rows, float *An);
+                         const float *Y, const float *Gn, const float *Bn, int gn_rows, void *An,
+                         px_etype ant);
   /* O[r, c] *= sigmoid(P[r, c]); O has row stride ldo, P row stride ldp. */
   void (*sigmoid_mul)(px_backend *b, int M, int C, float *O, int ldo, const float *P, int ldp);
-  /* Y[M, H] = silu(X[:, :H]) * X[:, H:2H] with X [M, 2H]. */
-  void (*swiglu)(px_backend *b, int M, int H, const float *X, float *Y);
+  /* Y[M, H] = silu(X[:, :H]) * X[:, H:2H] with X [M, 2H] of type xt; a 16-bit Y (yt) is stored
+   * times 2^-e (the next GEMM's W.e), an fp32 Y unscaled (e = 0). */
+  void (*swiglu)(px_backend *b, int M, int H, const void *X, void *Y, px_etype xt, px_etype yt, int e);
   /* Full attention over T tokens per sample, H heads of width d (head h owns channels
    * h*d..h*d+d-1): O = softmax(scale * Q K^T + bias[h]) V. Q, K, V rows have stride ld;
    * bias [H, T, T]; O [S*T, H*d] contiguous. With a gate G (row stride ldg, NULL for
-   * none) the output is O * sigmoid(G), the attention gate applied in the same pass. */
+   * none) the output is O * sigmoid(G), the attention gate applied in the same pass. O of type ot. */
   void (*attention_full)(px_backend *b, int S, int T, int H, int d, const float *Q,
                          const float *K, const float *V, int ld, const float *bias, float scale,
-                         float *O, const float *G, int ldg);
+                         void *O, const float *G, int ldg, px_etype ot);
   /* Local atom attention (docs/spec.md): atoms cut into query trunks of nq, each seeing the
    * window of nk keys starting at nq*trunk - (nk - nq)/2; out-of-range keys get weight 0.
    * bias [H, n_trunks, nq, nk]; O [S*N, H*d]; gate G as for attention_full. */
@@ -100,16 +133,11 @@ struct px_backend {
               float sigma, const float *rup, float *out);
 
   /* ---- optional: device backends with several precisions (NULL on the CPU) ---- */
-  /* The same context (memory, streams, 16-bit weights) seen at another precision. */
+  /* The same context (memory, streams) seen at another precision. */
   px_backend *(*at_precision)(px_backend *b, int precision);
-  /* Give the weight matrix W (n floats, this backend's memory) a 16-bit copy of this
-   * view's type (bf16 / fp16): GEMMs with W then run on 16-bit operands, their input stored
-   * times 2^-e (x16_weight). 0, or a px_status code with the op named in the message. */
-  int (*weight_x16_make)(px_backend *b, const float *W, size_t n, int e);
-  /* Free W's fp32 copy, keeping its 16-bit one (for matrices only ever read by 16-bit
-   * GEMMs): returns the address that names the matrix from now on, NULL when W has no
-   * 16-bit copy (then nothing changed). Freeing that address frees the 16-bit copy. */
-  float *(*weight_drop_fp32)(px_backend *b, float *W);
+  /* Y[i] = X[i] rounded to nearest in type yt (PX_BF16 / PX_F16), n values in this backend's
+   * memory: how the model makes a weight's 16-bit copy. NULL: no 16-bit operands. */
+  void (*convert)(px_backend *b, int64_t n, const float *X, void *Y, px_etype yt);
 
   /* ---- optional: asynchronous execution and graph replay (NULL on the CPU) ---- */
   /* The caller's stream (a cudaStream_t; NULL: none) this context orders its work with. The
@@ -152,28 +180,6 @@ struct px_backend {
   /* x = x_noisy + step_size * (x_noisy - x_den) / t_hat over n values. */
   void (*sampler_euler)(px_backend *b, int64_t n, const float *x_noisy, const float *x_den, float t_hat,
                         float step_size, float *x);
-
-  /* ---- optional: 16-bit GEMM inputs (CUDA at fp16 / bf16; NULL elsewhere). A kernel
-   * whose output only feeds a GEMM stores it as 16-bit values of the precision's type
-   * ([M, C] contiguous, in a buffer sized for floats), so that no conversion pass runs
-   * before the GEMM. ---- */
-  /* -1 when linear_x16 cannot take W [*, K] (no 16-bit copy); else e >= 0: the GEMM's
-   * input must be stored times 2^-e (linear_x16 multiplies by 2^e; fp16_range.c). */
-  int (*x16_weight)(px_backend *b, const float *W, int K);
-  /* linear (no accumulate) with a 16-bit X [M, K] (ldx = K) stored times 2^-e; y16 != 0:
-   * Y is 16-bit too (the input of a 16-bit SwiGLU; then no bias). */
-  void (*linear_x16)(px_backend *b, int M, int N, int K, const void *X16, const float *W,
-                     const float *bias, void *Y, int ldy, int y16);
-  /* adaln, residual_adaln, attention_full, with their output (Y, An, O) in 16 bits. */
-  void (*adaln_x16)(px_backend *b, int M, int C, const float *X, const float *G, const float *B,
-                    int g_rows, void *Y16);
-  void (*residual_adaln_x16)(px_backend *b, int M, int C, float *A, const float *Gr, int gr_rows,
-                             const float *Y, const float *Gn, const float *Bn, int gn_rows, void *An16);
-  void (*attention_full_x16)(px_backend *b, int S, int T, int H, int d, const float *Q,
-                             const float *K, const float *V, int ld, const float *bias, float scale,
-                             void *O16, const float *G, int ldg);
-  /* swiglu with Y16 = silu(X[:, :H]) * X[:, H:] * 2^-e; X is 16-bit when x16 != 0. */
-  void (*swiglu_x16)(px_backend *b, int M, int H, const void *X, int x16, void *Y16, int e);
 };
 
 enum { PX_ACT_SIGMOID = 0, PX_ACT_RELU = 1 };

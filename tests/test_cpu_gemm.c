@@ -117,18 +117,18 @@ static void test_backend(void) {
   for (int th = 1; th <= 3; th++) {
     out[th - 1] = malloc(sizeof(float) * (size_t)M * N);
     omp_set_num_threads(th);
-    be->linear(be, M, N, K, X, K, W, b, out[th - 1], N, 0, seg);
+    be->linear(be, M, N, K, X, K, px_weight_f32(W), b, out[th - 1], N, 0, seg, PX_F32, PX_F32);
   }
   CHECK_MSG(memcmp(out[0], out[1], sizeof(float) * (size_t)M * N) == 0, "linear: 1 vs 2 threads differ");
   CHECK_MSG(memcmp(out[0], out[2], sizeof(float) * (size_t)M * N) == 0, "linear: 1 vs 3 threads differ");
   /* sample 1 alone */
   float *one = malloc(sizeof(float) * (size_t)seg * N);
-  be->linear(be, seg, N, K, X + (size_t)seg * K, K, W, b, one, N, 0, seg);
+  be->linear(be, seg, N, K, X + (size_t)seg * K, K, px_weight_f32(W), b, one, N, 0, seg, PX_F32, PX_F32);
   CHECK_MSG(memcmp(one, out[0] + (size_t)seg * N, sizeof(float) * (size_t)seg * N) == 0,
             "linear: a sample alone differs from the same sample in a batch");
   /* linear_relu = relu(linear) exactly */
   float *rl = malloc(sizeof(float) * (size_t)M * N);
-  be->linear_relu(be, M, N, K, X, K, W, b, rl, N, seg);
+  be->linear_relu(be, M, N, K, X, K, px_weight_f32(W), b, rl, N, seg);
   int same = 1;
   for (size_t i = 0; i < (size_t)M * N; i++) same &= rl[i] == (out[0][i] > 0.0f ? out[0][i] : 0.0f);
   CHECK_MSG(same, "linear_relu differs from max(linear, 0)");

@@ -77,7 +77,7 @@ static void check_linear(int M, int N, int K, int ldx_pad, int ldy_pad, int with
       ref[(size_t)r * N + n] = acc;
     }
   }
-  be->linear(be, M, N, K, X, ldx, W, b, Y, ldy, accumulate, 0);
+  be->linear(be, M, N, K, X, ldx, px_weight_f32(W), b, Y, ldy, accumulate, 0, PX_F32, PX_F32);
   float *y = gather(Y, M, N, ldy);
   double e = tu_rel_err_fd(y, ref, (size_t)M * N);
   CHECK_MSG(e <= TOL, "linear M=%d N=%d K=%d ldx=%d ldy=%d bias=%d acc=%d: rel err %.3g", M, N, K,
@@ -178,7 +178,7 @@ static void test_adaln(void) {
     }
     float *Y = fbuf((size_t)M * C);
     tu_poison(Y, (size_t)M * C);
-    be->adaln(be, M, C, X, G, B, g_rows, Y);
+    be->adaln(be, M, C, X, G, B, g_rows, Y, PX_F32);
     double e = tu_rel_err_fd(Y, ref, (size_t)M * C);
     CHECK_MSG(e <= TOL, "adaln M=%d g_rows=%d C=%d: rel err %.3g", M, g_rows, C, e);
     free(X), free(G), free(B), free(ref), free(Y);
@@ -239,7 +239,7 @@ static void test_swiglu(void) {
       }
     float *Y = fbuf((size_t)M * H);
     tu_poison(Y, (size_t)M * H);
-    be->swiglu(be, M, H, X, Y);
+    be->swiglu(be, M, H, X, Y, PX_F32, PX_F32, 0);
     double e = tu_rel_err_fd(Y, ref, (size_t)M * H);
     CHECK_MSG(e <= TOL, "swiglu M=%d H=%d: rel err %.3g", M, H, e);
     free(X), free(ref), free(Y);
@@ -295,7 +295,7 @@ static void run_attention_full(int S, int T, int H, int d, int ld_pad, float *ou
   float *O = out_O ? out_O : fbuf(rows * C + tail);
   tu_poison(O, rows * C);
   fill_guard(O + rows * C, tail);
-  be->attention_full(be, S, T, H, d, Q, K, V, ld, bias, scale, O, NULL, 0);
+  be->attention_full(be, S, T, H, d, Q, K, V, ld, bias, scale, O, NULL, 0, PX_F32);
   if (check) {
     double *ref = dbuf(rows * C);
     ref_attention_full(S, T, H, d, Q, K, V, ld, bias, scale, ref);
@@ -652,7 +652,7 @@ static void test_threads(void) {
       out[th] = fbuf((size_t)M * N);
       tu_poison(out[th], (size_t)M * N);
       omp_set_num_threads(th + 1);
-      be->linear(be, M, N, K, X, K, W, b, out[th], N, 0, 0);
+      be->linear(be, M, N, K, X, K, px_weight_f32(W), b, out[th], N, 0, 0, PX_F32, PX_F32);
       free(X), free(W), free(b);
     }
     CHECK_MSG(memcmp(out[0], out[1], sizeof(float) * (size_t)M * N) == 0,

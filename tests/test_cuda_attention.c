@@ -63,8 +63,8 @@ static void run_full(int prec, int S, int T, int H, int d, int ld_extra, double 
   float *P = rnd(nq, 1.0), *bias = rnd(nb, 2.0), *want = malloc(sizeof(float) * no);
   float *dP = up(g, P, nq), *dbias = up(g, bias, nb), *dO = dev_poison(g, no);
   const float scale = 1.0f / sqrtf((float)d);
-  cpu->attention_full(cpu, S, T, H, d, P, P + C, P + 2 * C, ld, bias, scale, want, NULL, 0);
-  g->attention_full(g, S, T, H, d, dP, dP + C, dP + 2 * C, ld, dbias, scale, dO, NULL, 0);
+  cpu->attention_full(cpu, S, T, H, d, P, P + C, P + 2 * C, ld, bias, scale, want, NULL, 0, PX_F32);
+  g->attention_full(g, S, T, H, d, dP, dP + C, dP + 2 * C, ld, dbias, scale, dO, NULL, 0, PX_F32);
   char what[128];
   snprintf(what, sizeof what, "%s full S=%d T=%d H=%d d=%d ld=%d", prec_name(prec), S, T, H, d, ld);
   compare(g, what, dO, want, no, tol);
@@ -145,7 +145,7 @@ static void emulation_report(void) {
   float *P = rnd(nq, 1.0), *bias = rnd((size_t)H * T * T, 2.0);
   float *want = malloc(sizeof(float) * no), *got = malloc(sizeof(float) * no);
   const float scale = 1.0f / sqrtf((float)d);
-  cpu->attention_full(cpu, S, T, H, d, P, P + C, P + 2 * C, ld, bias, scale, want, NULL, 0);
+  cpu->attention_full(cpu, S, T, H, d, P, P + C, P + 2 * C, ld, bias, scale, want, NULL, 0, PX_F32);
   emulate_full(S, T, H, d, P, P + C, P + 2 * C, ld, bias, scale, round_tf32, got);
   const double e_tf = tu_rel_err_ff(got, want, no);
   emulate_full(S, T, H, d, P, P + C, P + 2 * C, ld, bias, scale, round_bf16, got);
@@ -170,10 +170,10 @@ static void bench(void) {
       const size_t nq = (size_t)S * T * ld, nb = (size_t)H * T * T;
       float *P = rnd(nq, 1.0), *bias = rnd(nb, 2.0);
       float *dP = up(g, P, nq), *dbias = up(g, bias, nb), *dO = dev_poison(g, (size_t)S * T * C);
-      for (int r = 0; r < 3; r++) g->attention_full(g, S, T, H, d, dP, dP + C, dP + 2 * C, ld, dbias, 0.144f, dO, NULL, 0);
+      for (int r = 0; r < 3; r++) g->attention_full(g, S, T, H, d, dP, dP + C, dP + 2 * C, ld, dbias, 0.144f, dO, NULL, 0, PX_F32);
       g->sync(g);
       double t0 = now_s();
-      for (int r = 0; r < reps; r++) g->attention_full(g, S, T, H, d, dP, dP + C, dP + 2 * C, ld, dbias, 0.144f, dO, NULL, 0);
+      for (int r = 0; r < reps; r++) g->attention_full(g, S, T, H, d, dP, dP + C, dP + 2 * C, ld, dbias, 0.144f, dO, NULL, 0, PX_F32);
       g->sync(g);
       printf("  bench %s attention_full S=%d T=%d H=%d d=%d: %.1f us/call\n", prec_name(prec), S, T, H, d,
              (now_s() - t0) / reps * 1e6);

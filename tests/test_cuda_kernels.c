@@ -45,6 +45,15 @@ static void compare(const char *what, const float *got_dev, const float *want, s
   free(got);
 }
 
+/* The handle of device matrix dW (n floats) with a 16-bit copy of type t made by g's convert,
+ * as the model makes them (src/model/device.c); *h16 is the copy, for freeing. */
+static px_weight half_weight(px_backend *g, const float *dW, size_t n, px_etype t, int e, void **h16) {
+  *h16 = gpu->alloc(gpu, n * sizeof(uint16_t) + 16);
+  g->convert(g, (int64_t)n, dW, *h16, t);
+  px_weight w = {dW, *h16, t, e};
+  return w;
+}
+
 /* Variants: 0 plain, 1 bias + accumulate, 2 bias with padded rows (ldx, ldy > width),
  * 3 bias + fused ReLU with padded rows, 4 bias with operands only 4-byte aligned (cuBLASLt
  * picks kernels by alignment). */
@@ -60,23 +69,29 @@ static void test_linear(int prec, double tol, int half_weights) {
       float *Y = rnd((size_t)M * ldy, 1.0);
       float *dXb = gpu->alloc(gpu, sizeof(float) * ((size_t)M * ldx + off)), *dW = up(W, (size_t)N * K);
       /* 16-bit copy of W: the GEMM then runs on 16-bit operands (K >= 16) */
-      if (half_weights) CHECK_MSG(px_cuda_half_weight(dW, (size_t)N * K, prec, 0) == 0, "half weight: %s", px_last_error());
+      void *dW16 = NULL;
+      px_weight hW = px_weight_f32(dW);
+      if (half_weights) {
+        hW = half_weight(g, dW, (size_t)N * K, prec == PX_PRECISION_BF16 ? PX_BF16 : PX_F16, 0, &dW16);
+        CHECK_MSG(g->status(g) == 0, "half weight: %s", px_last_error());
+      }
       float *db = up(b, N);
       gpu->upload(gpu, dXb + off, X, sizeof(float) * (size_t)M * ldx);
       float *dYb = variant == 1 ? up(Y, (size_t)M * ldy) : dev_poison((size_t)M * ldy + off);
       float *dX = dXb + off, *dY = dYb + off;
       const float *bias = variant == 0 ? NULL : db;
       if (relu)
-        g->linear_relu(g, M, N, K, dX, ldx, dW, bias, dY, ldy, 0);
+        g->linear_relu(g, M, N, K, dX, ldx, hW, bias, dY, ldy, 0);
       else
-        g->linear(g, M, N, K, dX, ldx, dW, bias, dY, ldy, variant == 1, 0);
+        g->linear(g, M, N, K, dX, ldx, hW, bias, dY, ldy, variant == 1, 0, PX_F32, PX_F32);
       if (variant != 1) /* poisoned padding columns must stay untouched: compare full rows only */
         for (int r = 0; r < M; r++)
           for (int c = N; c < ldy; c++) Y[(size_t)r * ldy + c] = NAN;
       if (relu)
-        cpu->linear_relu(cpu, M, N, K, X, ldx, W, b, Y, ldy, 0);
+        cpu->linear_relu(cpu, M, N, K, X, ldx, px_weight_f32(W), b, Y, ldy, 0);
       else
-        cpu->linear(cpu, M, N, K, X, ldx, W, variant == 0 ? NULL : b, Y, ldy, variant == 1, 0);
+        cpu->linear(cpu, M, N, K, X, ldx, px_weight_f32(W), variant == 0 ? NULL : b, Y, ldy, variant == 1, 0, PX_F32,
+                    PX_F32);
       float *got = malloc(sizeof(float) * (size_t)M * ldy);
       down(got, dY, (size_t)M * ldy);
       double num = 0, den = 0;
@@ -98,7 +113,7 @@ static void test_linear(int prec, double tol, int half_weights) {
                 variant, e, negative ? ", negative after ReLU" : "");
       free(got);
       free(X); free(W); free(b); free(Y);
-      gpu->free(gpu, dXb); gpu->free(gpu, dW); gpu->free(gpu, db); gpu->free(gpu, dYb);
+      gpu->free(gpu, dXb); gpu->free(gpu, dW); gpu->free(gpu, db); gpu->free(gpu, dYb); gpu->free(gpu, dW16);
     }
   }
 }
@@ -148,8 +163,8 @@ static void test_rowwise(void) {
       cpu->layernorm(cpu, M, C, X, NULL, NULL, want);
       gpu->layernorm(gpu, M, C, dX, NULL, NULL, dO);
       compare(what, dO, want, n, 1e-5);
-      cpu->adaln(cpu, M, C, X, G, B, g_rows, want);
-      gpu->adaln(gpu, M, C, dX, dG, dB, g_rows, dO);
+      cpu->adaln(cpu, M, C, X, G, B, g_rows, want, PX_F32);
+      gpu->adaln(gpu, M, C, dX, dG, dB, g_rows, dO, PX_F32);
       snprintf(what, sizeof what, "adaln M=%d C=%d g_rows=%d", M, C, g_rows);
       compare(what, dO, want, n, 1e-5);
       /* gated residual (in place on a copy of X) */
@@ -164,10 +179,10 @@ static void test_rowwise(void) {
         int gr_rows = M > 2 ? M / 2 : 1;
         float *Gr = rnd((size_t)gr_rows * C, 1.0), *Ah = malloc(sizeof(float) * n), *dGr = up(Gr, (size_t)gr_rows * C);
         memcpy(Ah, X, sizeof(float) * n);
-        cpu->residual_adaln(cpu, M, C, Ah, Gr, gr_rows, Y, G, B, g_rows, want);
+        cpu->residual_adaln(cpu, M, C, Ah, Gr, gr_rows, Y, G, B, g_rows, want, PX_F32);
         gpu->upload(gpu, dO, X, sizeof(float) * n);
         float *dAn = dev_poison(n);
-        gpu->residual_adaln(gpu, M, C, dO, dGr, gr_rows, dY, dG, dB, g_rows, dAn);
+        gpu->residual_adaln(gpu, M, C, dO, dGr, gr_rows, dY, dG, dB, g_rows, dAn, PX_F32);
         snprintf(what, sizeof what, "residual_adaln (A) M=%d C=%d", M, C);
         compare(what, dO, Ah, n, 1e-6);
         snprintf(what, sizeof what, "residual_adaln (LN) M=%d C=%d", M, C);
@@ -206,8 +221,8 @@ static void test_rowwise(void) {
       /* swiglu: X2 [M, 2C] -> [M, C] */
       {
         float *X2 = rnd(2 * n, 2.0), *dX2 = up(X2, 2 * n);
-        cpu->swiglu(cpu, M, C, X2, want);
-        gpu->swiglu(gpu, M, C, dX2, dO);
+        cpu->swiglu(cpu, M, C, X2, want, PX_F32, PX_F32, 0);
+        gpu->swiglu(gpu, M, C, dX2, dO, PX_F32, PX_F32, 0);
         snprintf(what, sizeof what, "swiglu M=%d H=%d", M, C);
         compare(what, dO, want, n, 1e-6);
         free(X2);
@@ -262,15 +277,15 @@ static void test_attention(void) {
     float *P = rnd(nq, 1.0), *bias = rnd((size_t)H * T * T, 2.0), *want = malloc(sizeof(float) * (size_t)S * T * C);
     float *dP = up(P, nq), *dbias = up(bias, (size_t)H * T * T), *dO = dev_poison((size_t)S * T * C);
     float scale = 1.0f / sqrtf((float)d);
-    cpu->attention_full(cpu, S, T, H, d, P, P + C, P + 2 * C, ld, bias, scale, want, NULL, 0);
-    gpu->attention_full(gpu, S, T, H, d, dP, dP + C, dP + 2 * C, ld, dbias, scale, dO, NULL, 0);
+    cpu->attention_full(cpu, S, T, H, d, P, P + C, P + 2 * C, ld, bias, scale, want, NULL, 0, PX_F32);
+    gpu->attention_full(gpu, S, T, H, d, dP, dP + C, dP + 2 * C, ld, dbias, scale, dO, NULL, 0, PX_F32);
     char what[96];
     snprintf(what, sizeof what, "attention_full S=%d T=%d H=%d d=%d", S, T, H, d);
     compare(what, dO, want, (size_t)S * T * C, 1e-5);
     /* with the fused gate: O * sigmoid(G), G the 4th quarter of each row */
-    cpu->attention_full(cpu, S, T, H, d, P, P + C, P + 2 * C, ld, bias, scale, want, P + 3 * C, ld);
+    cpu->attention_full(cpu, S, T, H, d, P, P + C, P + 2 * C, ld, bias, scale, want, P + 3 * C, ld, PX_F32);
     float *dOg = dev_poison((size_t)S * T * C);
-    gpu->attention_full(gpu, S, T, H, d, dP, dP + C, dP + 2 * C, ld, dbias, scale, dOg, dP + 3 * C, ld);
+    gpu->attention_full(gpu, S, T, H, d, dP, dP + C, dP + 2 * C, ld, dbias, scale, dOg, dP + 3 * C, ld, PX_F32);
     snprintf(what, sizeof what, "attention_full gated S=%d T=%d H=%d d=%d", S, T, H, d);
     compare(what, dOg, want, (size_t)S * T * C, 1e-5);
     gpu->free(gpu, dOg);
@@ -308,14 +323,14 @@ static void test_attention_tc_gated(void) {
   size_t nq = (size_t)S * T * ld;
   float *P = rnd(nq, 1.0), *bias = rnd((size_t)H * T * T, 2.0), *want = malloc(sizeof(float) * (size_t)S * T * C);
   float *dP = up(P, nq), *dbias = up(bias, (size_t)H * T * T), *dO = dev_poison((size_t)S * T * C);
-  cpu->attention_full(cpu, S, T, H, d, P, P + C, P + 2 * C, ld, bias, 0.144f, want, P + 3 * C, ld);
-  g->attention_full(g, S, T, H, d, dP, dP + C, dP + 2 * C, ld, dbias, 0.144f, dO, dP + 3 * C, ld);
+  cpu->attention_full(cpu, S, T, H, d, P, P + C, P + 2 * C, ld, bias, 0.144f, want, P + 3 * C, ld, PX_F32);
+  g->attention_full(g, S, T, H, d, dP, dP + C, dP + 2 * C, ld, dbias, 0.144f, dO, dP + 3 * C, ld, PX_F32);
   compare("attention_full tf32 gated", dO, want, (size_t)S * T * C, 2e-3);
   free(P); free(bias); free(want);
   gpu->free(gpu, dP); gpu->free(gpu, dbias); gpu->free(gpu, dO);
 }
 
-/* ---- 16-bit GEMM inputs (backend.h x16_*), fp16 (ab 2) and bf16 (ab 1) ---- */
+/* ---- 16-bit GEMM inputs (backend.h px_etype), fp16 (ab 2) and bf16 (ab 1) ---- */
 static float half_value(uint16_t h, int ab) {
   if (ab == 1) {
     uint32_t u = (uint32_t)h << 16;
@@ -364,10 +379,10 @@ static void compare16(const char *what, const uint16_t *got_dev, int ab, int e, 
 static void test_x16(int prec) {
   px_backend *g = px_cuda_backend(prec);
   const int ab = prec == PX_PRECISION_BF16 ? 1 : 2;
+  const px_etype t16 = ab == 1 ? PX_BF16 : PX_F16;
   /* one rounding of each stored value: relative ~2^-11 (fp16) or 2^-8 (bf16) */
   const double tol = ab == 2 ? 1e-3 : 1e-2;
-  CHECK(g->x16_weight && g->linear_x16 && g->adaln_x16 && g->residual_adaln_x16 && g->swiglu_x16 &&
-        g->attention_full_x16);
+  CHECK(g->convert && cpu->convert == NULL);
   char what[128];
   /* AdaLN and residual + AdaLN: C % 4 == 0 takes the row kernel, others the fallback */
   int rows[][2] = {{5, 768}, {333, 768}, {7, 20}, {3, 13}};
@@ -378,15 +393,15 @@ static void test_x16(int prec) {
     float *Gr = rnd((size_t)gr * C, 1.0), *want = malloc(sizeof(float) * n), *A = malloc(sizeof(float) * n);
     float *dX = up(X, n), *dG = up(G, (size_t)gr * C), *dB = up(B, (size_t)gr * C), *dY = up(Y, n), *dGr = up(Gr, (size_t)gr * C);
     uint16_t *d16 = dev_poison16(n);
-    cpu->adaln(cpu, M, C, X, G, B, gr, want);
-    g->adaln_x16(g, M, C, dX, dG, dB, gr, d16);
+    cpu->adaln(cpu, M, C, X, G, B, gr, want, PX_F32);
+    g->adaln(g, M, C, dX, dG, dB, gr, d16, t16);
     snprintf(what, sizeof what, "adaln_x16 ab %d M=%d C=%d", ab, M, C);
     compare16(what, d16, ab, 0, want, n, tol);
     memcpy(A, X, sizeof(float) * n);
-    cpu->residual_adaln(cpu, M, C, A, Gr, gr, Y, G, B, gr, want);
+    cpu->residual_adaln(cpu, M, C, A, Gr, gr, Y, G, B, gr, want, PX_F32);
     gpu->free(gpu, d16);
     d16 = dev_poison16(n);
-    g->residual_adaln_x16(g, M, C, dX, dGr, gr, dY, dG, dB, gr, d16);
+    g->residual_adaln(g, M, C, dX, dGr, gr, dY, dG, dB, gr, d16, t16);
     snprintf(what, sizeof what, "residual_adaln_x16 ab %d M=%d C=%d", ab, M, C);
     compare16(what, d16, ab, 0, want, n, tol);
     snprintf(what, sizeof what, "residual_adaln_x16 residual ab %d M=%d C=%d", ab, M, C);
@@ -403,8 +418,8 @@ static void test_x16(int prec) {
     float *X = rnd(nx, 3.0), *want = malloc(sizeof(float) * (size_t)M * H);
     float *dX = up(X, nx);
     uint16_t *d16 = dev_poison16((size_t)M * H);
-    cpu->swiglu(cpu, M, H, X, want);
-    g->swiglu_x16(g, M, H, dX, 0, d16, e);
+    cpu->swiglu(cpu, M, H, X, want, PX_F32, PX_F32, 0);
+    g->swiglu(g, M, H, dX, d16, PX_F32, t16, e);
     snprintf(what, sizeof what, "swiglu_x16 ab %d M=%d H=%d e=%d", ab, M, H, e);
     compare16(what, d16, ab, e, want, (size_t)M * H, tol);
     /* the same from a 16-bit X: the reference sees the stored values */
@@ -415,10 +430,10 @@ static void test_x16(int prec) {
     }
     uint16_t *dX16 = gpu->alloc(gpu, sizeof(uint16_t) * nx);
     gpu->upload(gpu, dX16, X16, sizeof(uint16_t) * nx);
-    cpu->swiglu(cpu, M, H, X, want);
+    cpu->swiglu(cpu, M, H, X, want, PX_F32, PX_F32, 0);
     gpu->free(gpu, d16);
     d16 = dev_poison16((size_t)M * H);
-    g->swiglu_x16(g, M, H, dX16, 1, d16, e);
+    g->swiglu(g, M, H, dX16, d16, t16, t16, e);
     snprintf(what, sizeof what, "swiglu_x16 16-bit input ab %d M=%d H=%d e=%d", ab, M, H, e);
     compare16(what, d16, ab, e, want, (size_t)M * H, tol);
     free(X); free(want); free(X16);
@@ -433,14 +448,14 @@ static void test_x16(int prec) {
     float *dP = up(P, nq), *dbias = up(bias, (size_t)H * T * T);
     uint16_t *d16 = dev_poison16(no);
     const float scale = 1.0f / sqrtf((float)d);
-    cpu->attention_full(cpu, S, T, H, d, P, P + C, P + 2 * C, ld, bias, scale, want, P + 3 * C, ld);
-    g->attention_full_x16(g, S, T, H, d, dP, dP + C, dP + 2 * C, ld, dbias, scale, d16, dP + 3 * C, ld);
+    cpu->attention_full(cpu, S, T, H, d, P, P + C, P + 2 * C, ld, bias, scale, want, P + 3 * C, ld, PX_F32);
+    g->attention_full(g, S, T, H, d, dP, dP + C, dP + 2 * C, ld, dbias, scale, d16, dP + 3 * C, ld, t16);
     snprintf(what, sizeof what, "attention_full_x16 ab %d S=%d T=%d H=%d d=%d", ab, S, T, H, d);
     compare16(what, d16, ab, 0, want, no, ab == 2 ? 3e-3 : 1e-2); /* tf32 attention, then one rounding */
     free(P); free(bias); free(want);
     gpu->free(gpu, dP); gpu->free(gpu, dbias); gpu->free(gpu, d16);
   }
-  /* linear_x16: X given in 16 bits times 2^-e; the result is 2^e X W^T + b */
+  /* linear with a 16-bit X given times 2^-e: the result is 2^e X W^T + b */
   int ln[][4] = {{7, 33, 19, 0}, {331, 768, 384, 0}, {65, 768, 1536, 4}, {130, 257, 128, 1}};
   for (size_t t = 0; t < sizeof ln / sizeof ln[0]; t++) {
     const int M = ln[t][0], N = ln[t][1], K = ln[t][2], e = ln[t][3];
@@ -452,27 +467,34 @@ static void test_x16(int prec) {
       X[i] = ldexpf(half_value(X16[i], ab), e); /* the reference sees the stored values */
     }
     float *dW = up(W, (size_t)N * K), *db = up(b, N), *dY = dev_poison((size_t)M * N);
-    float *dWno = up(W, (size_t)N * K);
     uint16_t *dX16 = gpu->alloc(gpu, sizeof(uint16_t) * (size_t)M * K);
     gpu->upload(gpu, dX16, X16, sizeof(uint16_t) * (size_t)M * K);
-    CHECK_MSG(px_cuda_half_weight(dW, (size_t)N * K, prec, e) == 0, "half weight: %s", px_last_error());
-    CHECK_MSG(g->x16_weight(g, dW, K) == e, "x16_weight: %d, expected %d", g->x16_weight(g, dW, K), e);
-    CHECK(g->x16_weight(g, dWno, K) == -1); /* no 16-bit copy */
-    CHECK(g->x16_weight(g, dW, 8) == -1);   /* K < 16 */
-    CHECK(px_cuda_backend(PX_PRECISION_TF32)->x16_weight == NULL);
-    cpu->linear(cpu, M, N, K, X, K, W, b, want, N, 0, 0);
-    g->linear_x16(g, M, N, K, dX16, dW, db, dY, N, 0);
-    snprintf(what, sizeof what, "linear_x16 ab %d M=%d N=%d K=%d e=%d", ab, M, N, K, e);
+    void *dW16 = NULL;
+    const px_weight hW = half_weight(g, dW, (size_t)N * K, t16, e, &dW16);
+    CHECK_MSG(g->status(g) == 0, "half weight: %s", px_last_error());
+    /* A 16-bit X with a weight that has no 16-bit copy (or one of the other type) is refused,
+     * as that op's failure, and nothing is written. */
+    const px_weight other = {dW, dW16, ab == 1 ? PX_F16 : PX_BF16, e};
+    g->linear(g, M, N, K, dX16, K, px_weight_f32(dW), db, dY, N, 0, 0, t16, PX_F32);
+    CHECK_MSG(g->status(g) == PX_ERR_BACKEND && strstr(px_last_error(), "linear"), "no 16-bit copy: %s",
+              px_last_error());
+    g->linear(g, M, N, K, dX16, K, other, db, dY, N, 0, 0, t16, PX_F32);
+    CHECK(g->status(g) == PX_ERR_BACKEND);
+    cpu->linear(cpu, M, N, K, X, K, px_weight_f32(W), b, want, N, 0, 0, t16, PX_F32); /* the CPU: fp32 only */
+    CHECK(strstr(px_last_error(), "CPU") != NULL);
+    cpu->linear(cpu, M, N, K, X, K, px_weight_f32(W), b, want, N, 0, 0, PX_F32, PX_F32);
+    g->linear(g, M, N, K, dX16, K, hW, db, dY, N, 0, 0, t16, PX_F32);
+    snprintf(what, sizeof what, "linear 16-bit X ab %d M=%d N=%d K=%d e=%d", ab, M, N, K, e);
     compare(what, dY, want, (size_t)M * N, tol); /* W's rounding only */
     /* a 16-bit Y (no bias): one more rounding */
-    cpu->linear(cpu, M, N, K, X, K, W, NULL, want, N, 0, 0);
+    cpu->linear(cpu, M, N, K, X, K, px_weight_f32(W), NULL, want, N, 0, 0, PX_F32, PX_F32);
     uint16_t *dY16 = dev_poison16((size_t)M * N);
-    g->linear_x16(g, M, N, K, dX16, dW, NULL, dY16, N, 1);
-    snprintf(what, sizeof what, "linear_x16 16-bit Y ab %d M=%d N=%d K=%d e=%d", ab, M, N, K, e);
+    g->linear(g, M, N, K, dX16, K, hW, NULL, dY16, N, 0, 0, t16, t16);
+    snprintf(what, sizeof what, "linear 16-bit X and Y ab %d M=%d N=%d K=%d e=%d", ab, M, N, K, e);
     compare16(what, dY16, ab, 0, want, (size_t)M * N, 2 * tol);
     gpu->free(gpu, dY16);
     free(X); free(W); free(b); free(want); free(X16);
-    gpu->free(gpu, dW); gpu->free(gpu, db); gpu->free(gpu, dY); gpu->free(gpu, dWno); gpu->free(gpu, dX16);
+    gpu->free(gpu, dW); gpu->free(gpu, db); gpu->free(gpu, dY); gpu->free(gpu, dW16); gpu->free(gpu, dX16);
   }
 }
 

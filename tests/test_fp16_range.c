@@ -49,21 +49,21 @@ static void block_inputs(const px_model *m, int k, int M, const float *a, const 
   tu_fill_normal(bias, (size_t)H * M * M, 3.0);
   cpu->layernorm(cpu, M, cs, s, NULL, NULL, sn);
   for (int i = 0; i < 2; i++) {
-    cpu->linear(cpu, M, C, cs, sn, cs, tf->st_w_gate_ln + (size_t)(2 * k + i) * CS, tf->st_b_gate_ln + (size_t)(2 * k + i) * C,
-                gate, C, 0, 0);
+    cpu->linear(cpu, M, C, cs, sn, cs, px_weight_f32(tf->st_w_gate_ln + (size_t)(2 * k + i) * CS), tf->st_b_gate_ln + (size_t)(2 * k + i) * C,
+                gate, C, 0, 0, PX_F32, PX_F32);
     cpu->activation(cpu, (int64_t)M * C, gate, PX_ACT_SIGMOID);
-    cpu->linear(cpu, M, C, cs, sn, cs, tf->st_w_shift_ln + (size_t)(2 * k + i) * CS, NULL, shift, C, 0, 0);
-    cpu->adaln(cpu, M, C, a, gate, shift, M, an);
+    cpu->linear(cpu, M, C, cs, sn, cs, px_weight_f32(tf->st_w_shift_ln + (size_t)(2 * k + i) * CS), NULL, shift, C, 0, 0, PX_F32, PX_F32);
+    cpu->adaln(cpu, M, C, a, gate, shift, M, an, PX_F32);
     out[i] = max_abs(an, (size_t)M * C);
     if (i == 0) { /* the attention: one sample of M tokens, gate columns of proj */
-      cpu->linear(cpu, M, 4 * C, C, an, C, B->w_proj1, B->b_proj1, proj, 4 * C, 0, 0);
+      cpu->linear(cpu, M, 4 * C, C, an, C, px_weight_f32(B->proj1.w), B->proj1.b, proj, 4 * C, 0, 0, PX_F32, PX_F32);
       cpu->attention_full(cpu, 1, M, H, dh, proj, proj + C, proj + 2 * C, 4 * C, bias, 1.0f / sqrtf((float)dh), att,
-                          proj + 3 * C, 4 * C);
+                          proj + 3 * C, 4 * C, PX_F32);
       out[2] = max_abs(att, (size_t)M * C);
     } else {
-      cpu->linear(cpu, M, 2 * h, C, an, C, B->w_a12, NULL, proj, 2 * h, 0, 0);
+      cpu->linear(cpu, M, 2 * h, C, an, C, px_weight_f32(B->a12.w), NULL, proj, 2 * h, 0, 0, PX_F32, PX_F32);
       out[3] = max_abs(proj, (size_t)M * 2 * h);
-      cpu->swiglu(cpu, M, h, proj, hs);
+      cpu->swiglu(cpu, M, h, proj, hs, PX_F32, PX_F32, 0);
       out[4] = max_abs(hs, (size_t)M * h);
     }
   }
@@ -138,7 +138,7 @@ int main(void) {
   CHECK_MSG(px_token_block_fp16_exp(m, 1) == -1, "a weight of 1e5 accepted");
   o[5] = keep;
   CHECK(px_token_block_fp16_exp(m, 1) >= 0);
-  scale_all(tf->blocks[2].w_a12, (size_t)2 * tf->hidden * C, 1e-6f);
+  scale_all(tf->blocks[2].a12.w, (size_t)2 * tf->hidden * C, 1e-6f);
   CHECK_MSG(px_token_block_fp16_exp(m, 2) == -1, "weights near fp16's subnormal range accepted");
   int exps[3] = {-7, -7, -7};
   px_token_fp16_exps(m, exps);

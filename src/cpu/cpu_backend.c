@@ -4,6 +4,7 @@
  * Every parallel region asks for px_num_threads() threads explicitly: the engine's count,
  * independent of the host process's OpenMP setting (which it never changes). */
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include "cpu/blas.h"
 #include "cpu/gemm.h"
 #include "cpu/mathfn.h"
+#include "error.h"
 #include "pxdiff.h"
 
 #define LN_EPS 1e-5
@@ -153,10 +155,29 @@ static void gemm(int M, int N, int K, const float *X, int ldx, const float *W, c
   if (blas_prev != 1) px_blas_set_threads(blas_prev);
 }
 
-static void cpu_linear(px_backend *b, int M, int N, int K, const float *X, int ldx, const float *W,
-                       const float *bias, float *Y, int ldy, int accumulate, int seg) {
+/* The CPU computes in fp32 only: another element type, or a weight without its fp32 matrix,
+ * is the caller's error (the model never prepares 16-bit operands for a backend without
+ * convert). Nothing is written; 1 when the op must not run. */
+static int not_f32(const char *op, int n, ...) {
+  va_list ap;
+  va_start(ap, n);
+  int bad = 0;
+  for (int i = 0; i < n; i++) bad |= va_arg(ap, int) != PX_F32;
+  va_end(ap);
+  if (bad) px_fail(PX_ERR_BACKEND, "%s on the CPU: 16-bit operands are not supported (fp32 only)", op);
+  return bad;
+}
+static int no_f32_weight(const char *op, px_weight W) {
+  if (W.f32) return 0;
+  px_fail(PX_ERR_BACKEND, "%s on the CPU: the weight has no fp32 matrix", op);
+  return 1;
+}
+
+static void cpu_linear(px_backend *b, int M, int N, int K, const void *X, int ldx, px_weight W,
+                       const float *bias, void *Y, int ldy, int accumulate, int seg, px_etype xt, px_etype yt) {
   (void)b;
-  gemm(M, N, K, X, ldx, W, bias, Y, ldy, accumulate, seg, 0);
+  if (not_f32("linear", 2, (int)xt, (int)yt) || no_f32_weight("linear", W)) return;
+  gemm(M, N, K, (const float *)X, ldx, W.f32, bias, (float *)Y, ldy, accumulate, seg, 0);
 }
 
 static void cpu_linear_batched(px_backend *b, int count, int M, int N, int K, const float *X,
@@ -169,7 +190,7 @@ static void cpu_linear_batched(px_backend *b, int count, int M, int N, int K, co
     return;
   }
   for (int i = 0; i < count; i++)
-    cpu_linear(b, M, N, K, X + i * sx, K, W + i * sw, bias ? bias + i * sb : NULL, Y + i * sy, N, 0, seg);
+    gemm(M, N, K, X + i * sx, K, W + i * sw, bias ? bias + i * sb : NULL, Y + i * sy, N, 0, seg, 0);
 }
 
 /* Mean and 1/std of one row, accumulated in double (C <= a few thousand). */
@@ -204,8 +225,10 @@ static void cpu_layernorm(px_backend *b, int M, int C, const float *X, const flo
 }
 
 static void cpu_adaln(px_backend *b, int M, int C, const float *X, const float *G, const float *B,
-                      int g_rows, float *Y) {
+                      int g_rows, void *Yv, px_etype yt) {
   (void)b;
+  if (not_f32("adaln", 1, (int)yt)) return;
+  float *Y = (float *)Yv;
 #pragma omp parallel for num_threads(px_num_threads()) schedule(static)
   for (int r = 0; r < M; r++) {
     const float *x = X + (size_t)r * C;
@@ -234,8 +257,10 @@ static void cpu_gated_residual(px_backend *b, int M, int C, float *A, const floa
  * kernels in turn; one parallel region instead of two, the row still in L1). */
 static void cpu_residual_adaln(px_backend *b, int M, int C, float *A, const float *Gr, int gr_rows,
                                const float *Y, const float *Gn, const float *Bn, int gn_rows,
-                               float *An) {
+                               void *Anv, px_etype ant) {
   (void)b;
+  if (not_f32("residual_adaln", 1, (int)ant)) return;
+  float *An = (float *)Anv;
 #pragma omp parallel for num_threads(px_num_threads()) schedule(static)
   for (int r = 0; r < M; r++) {
     float *a = A + (size_t)r * C;
@@ -262,8 +287,15 @@ static void cpu_sigmoid_mul(px_backend *b, int M, int C, float *O, int ldo, cons
   }
 }
 
-static void cpu_swiglu(px_backend *b, int M, int H, const float *X, float *Y) {
+static void cpu_swiglu(px_backend *b, int M, int H, const void *Xv, void *Yv, px_etype xt, px_etype yt, int e) {
   (void)b;
+  if (not_f32("swiglu", 2, (int)xt, (int)yt)) return;
+  if (e) { /* only 16-bit outputs are scaled */
+    px_fail(PX_ERR_BACKEND, "swiglu on the CPU: an fp32 output takes no scale (e = %d)", e);
+    return;
+  }
+  const float *X = (const float *)Xv;
+  float *Y = (float *)Yv;
 #pragma omp parallel for num_threads(px_num_threads()) schedule(static)
   for (int r = 0; r < M; r++) {
     const float *xa = X + (size_t)r * 2 * H;
@@ -403,8 +435,10 @@ static void attend_rows(int nr, int n, int d, const float *Q, int ldq, const flo
 
 static void cpu_attention_full(px_backend *b, int S, int T, int H, int d, const float *Q,
                                const float *K, const float *V, int ld, const float *bias,
-                               float scale, float *O, const float *G, int ldg) {
+                               float scale, void *Ov, const float *G, int ldg, px_etype ot) {
   (void)b;
+  if (not_f32("attention_full", 1, (int)ot)) return;
+  float *O = (float *)Ov;
   const int C = H * d;
   const int RB = 16; /* query rows per task */
   const int nrb = (T + RB - 1) / RB;
@@ -473,10 +507,11 @@ static void cpu_attention_local(px_backend *b, int S, int N, int H, int d, int n
   }
 }
 
-static void cpu_linear_relu(px_backend *b, int M, int N, int K, const float *X, int ldx, const float *W,
+static void cpu_linear_relu(px_backend *b, int M, int N, int K, const float *X, int ldx, px_weight W,
                             const float *bias, float *Y, int ldy, int seg) {
   (void)b;
-  gemm(M, N, K, X, ldx, W, bias, Y, ldy, 0, seg, 1); /* the ReLU inside each tile, while it is in cache */
+  if (no_f32_weight("linear_relu", W)) return;
+  gemm(M, N, K, X, ldx, W.f32, bias, Y, ldy, 0, seg, 1); /* the ReLU inside each tile, while it is in cache */
 }
 
 static void cpu_activation(px_backend *b, int64_t n, float *X, int kind) {

@@ -234,11 +234,10 @@ bool attention_fused(Ctx &g, int S, int L, int H, int d, int ld, const float *Q,
   }
 }
 
-void be_attention_full(px_backend *b, int S, int T, int H, int d, const float *Q, const float *K,
-                       const float *V, int ld, const float *bias, float scale, float *O,
-                       const float *G, int ldg) {
-  CTX(b);
-  PROF("attention_full");
+// The fp32 attention (tensor cores at the reduced precisions, else exact fp32).
+static void attention_full_f32(px_backend *b, Ctx &g, int S, int T, int H, int d, const float *Q, const float *K,
+                               const float *V, int ld, const float *bias, float scale, float *O, const float *G,
+                               int ldg) {
   if (precision_of(b) != PX_PRECISION_FP32 &&
       px_attention_tc(g.stream, S, T, H, d, ld, Q, K, V, bias, 0, 0, 0, scale, O, G, ldg, 0)) {
     LAUNCHED("attention_tc");  // tensor cores (tf32) for the reduced precisions
@@ -262,23 +261,35 @@ void be_attention_full(px_backend *b, int S, int T, int H, int d, const float *Q
     CKB(cublasSgemmStridedBatched(g.blas, CUBLAS_OP_N, CUBLAS_OP_N, d, T, T, &one, V + off, ld, d,
                                   L, T, (long long)T * T, &zero, O + (size_t)s * T * C, C, d, H));
   }
-  if (G) be_sigmoid_mul(b, S * T, C, O, C, G, ldg);
+  if (G) {
+    be_sigmoid_mul(b, S * T, C, O, C, G, ldg);
+    g.op = "attention_full";
+  }
 }
 
-void be_attention_full_x16(px_backend *b, int S, int T, int H, int d, const float *Q, const float *K,
-                           const float *V, int ld, const float *bias, float scale, void *O16, const float *G,
-                           int ldg) {
+// O of type ot: a 16-bit O is written by the tensor-core kernel's epilogue (no conversion
+// pass) when it takes the shape, else converted from an fp32 result.
+void be_attention_full(px_backend *b, int S, int T, int H, int d, const float *Q, const float *K, const float *V,
+                       int ld, const float *bias, float scale, void *O, const float *G, int ldg, px_etype ot) {
   CTX(b);
+  if (ot == PX_F32) {
+    PROF("attention_full");
+    attention_full_f32(b, g, S, T, H, d, Q, K, V, ld, bias, scale, (float *)O, G, ldg);
+    return;
+  }
   PROF("attention_full_x16");
-  const int ab = half_type(precision_of(b));
-  if (px_attention_tc(g.stream, S, T, H, d, ld, Q, K, V, bias, 0, 0, 0, scale, O16, G, ldg, ab)) {
+  if (ot != PX_BF16 && ot != PX_F16) {
+    keep_failure(g, px_fail(PX_ERR_BACKEND, "attention_full on %s: unknown output type %d", g.name, (int)ot));
+    return;
+  }
+  if (px_attention_tc(g.stream, S, T, H, d, ld, Q, K, V, bias, 0, 0, 0, scale, O, G, ldg, (int)ot)) {
     LAUNCHED("attention_tc_x16");
     return;
   }
   float *t = f32_scratch(g, (size_t)S * T * H * d);
   if (!t) return;
-  be_attention_full(b, S, T, H, d, Q, K, V, ld, bias, scale, t, G, ldg);
-  to_half(g, ab, S * T, H * d, t, H * d, (uint16_t *)O16);
+  attention_full_f32(b, g, S, T, H, d, Q, K, V, ld, bias, scale, t, G, ldg);
+  to_half(g, (int)ot, S * T, H * d, t, H * d, (uint16_t *)O);
 }
 
 void be_attention_local(px_backend *b, int S, int N, int H, int d, int nq, int nk, const float *Q,

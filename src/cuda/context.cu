@@ -111,15 +111,6 @@ void *dev_alloc(Ctx &g, size_t bytes) {
 
 void dev_free(Ctx &g, void *p) {
   if (!p) return;
-  // A weight matrix leaving takes its 16-bit copy along (a later buffer at the same
-  // address must not find it).
-  auto hw = g.whalf.find((const float *)p);
-  if (hw != g.whalf.end()) {
-    uint16_t *h = hw->second.p;
-    g.whalf.erase(hw);
-    g.generation++;
-    if ((void *)h != p) dev_free(g, h);  // else p is the 16-bit copy itself (a dropped fp32 matrix)
-  }
   {
     std::lock_guard<std::mutex> lk(g.mu);
     auto it = g.sizes.find(p);
@@ -344,8 +335,7 @@ CudaBackend make_backend(Ctx *ctx, int precision) {
   c.base.device_memory = 1;
   c.base.set_external_stream = be_set_external_stream;
   c.base.at_precision = be_at_precision;
-  c.base.weight_x16_make = be_weight_x16_make;
-  c.base.weight_drop_fp32 = be_weight_drop_fp32;
+  c.base.convert = be_convert;
   c.base.alloc = be_alloc;
   c.base.free = be_free;
   c.base.upload = be_upload;
@@ -386,14 +376,6 @@ CudaBackend make_backend(Ctx *ctx, int precision) {
   c.base.graph_launch = be_graph_launch;
   c.base.graph_free = be_graph_free;
   c.base.generation = be_generation;
-  if (half_type(precision)) {
-    c.base.x16_weight = be_x16_weight;
-    c.base.linear_x16 = be_linear_x16;
-    c.base.adaln_x16 = be_adaln_x16;
-    c.base.residual_adaln_x16 = be_residual_adaln_x16;
-    c.base.attention_full_x16 = be_attention_full_x16;
-    c.base.swiglu_x16 = be_swiglu_x16;
-  }
   c.precision = precision;
   c.ctx = ctx;
   return c;
@@ -448,11 +430,6 @@ void ctx_destroy(Ctx *gp) {
     dev_free(g, g.xh[k]);
     dev_free(g, g.ftmp[k]);
   }
-  std::vector<uint16_t *> halves;
-  for (auto &kv : g.whalf)
-    if ((const void *)kv.second.p != (const void *)kv.first) halves.push_back(kv.second.p);
-  g.whalf.clear();
-  for (uint16_t *h : halves) dev_free(g, h);
   {
     std::lock_guard<std::mutex> lk(g.mu);
     for (auto &kv : g.sizes) all_in_use -= (int64_t)kv.second;  // buffers its users leaked
@@ -542,16 +519,3 @@ extern "C" int px_cuda_backend_device(const px_backend *b) { return b ? ((const 
 extern "C" int64_t px_cuda_memory_in_use(void) { return all_in_use.load(); }
 extern "C" int64_t px_cuda_memory_peak(void) { return all_peak.load(); }
 extern "C" void px_cuda_memory_reset_peak(void) { all_peak.store(all_in_use.load()); }
-
-extern "C" int px_cuda_half_weight(const float *W, size_t n, int precision, int e) {
-  if (precision != PX_PRECISION_BF16 && precision != PX_PRECISION_FP16)
-    return px_fail(PX_ERR_INPUT, "px_cuda_half_weight: precision %d has no 16-bit weights", precision);
-  if (e < 0 || e > 30) return px_fail(PX_ERR_INPUT, "px_cuda_half_weight: exponent %d out of range", e);
-  Ctx *gp = shared_context(0);
-  if (!gp) return PX_ERR_BACKEND;
-  Ctx &g = *gp;
-  DeviceGuard guard(g.device);
-  int rc = add_half_weight(g, W, n, precision, e);
-  g.sticky = 0;
-  return rc;
-}

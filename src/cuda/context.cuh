@@ -6,7 +6,7 @@
 //   row_kernels.cu  LayerNorm/AdaLN, gated residuals, SwiGLU, activations, token<->atom maps,
 //                   noise embedding, EDM mix
 //   attention.cu    the exact fp32 attention (fused kernels; cuBLAS + softmax fallback)
-//   gemm.cu         projections: cuBLASLt/cuBLAS glue, 16-bit operands and weight copies
+//   gemm.cu         projections: cuBLASLt/cuBLAS glue, 16-bit operands, weight conversion
 //   attention_tc.cu, gemm_lt.cu, sampler_kernels.cu: as before.
 #ifndef PX_CUDA_CONTEXT_CUH
 #define PX_CUDA_CONTEXT_CUH
@@ -40,8 +40,8 @@ constexpr int MAX_LANES = 2;
 struct Ctx;
 
 // One view of a context per precision: the px_backend a model or a test holds. The
-// context (streams, cuBLAS handle, scratch, 16-bit weight copies) is shared by its views,
-// so a model re-prepared at another precision keeps its weights on the device.
+// context (streams, cuBLAS handle, scratch) is shared by its views, so a model re-prepared
+// at another precision keeps its weights on the device.
 struct CudaBackend {
   px_backend base;  // first member: a px_backend* points here
   Ctx *ctx;
@@ -76,14 +76,6 @@ struct Ctx {
   size_t xh_n[MAX_LANES] = {};
   float *ftmp[MAX_LANES] = {};  // fp32 results of the 16-bit producers' fallbacks
   size_t ftmp_n[MAX_LANES] = {};
-  // bf16 (BF16 precision) or fp16 (FP16 precision) copies of weight matrices, keyed by
-  // the fp32 device pointer: a GEMM whose weight has one runs on those operands.
-  // e: the GEMM's 16-bit input is stored times 2^-e (fp16_range.c), undone by alpha = 2^e.
-  struct HalfW {
-    uint16_t *p;
-    int e;
-  };
-  std::unordered_map<const float *, HalfW> whalf;
   // Bumped whenever scratch that captured graphs point into is reallocated.
   uint64_t generation = 1;
   // Fixed cuBLAS/cuBLASLt workspaces, one per lane (required for graph capture; GEMMs
@@ -271,7 +263,6 @@ inline float *f32_scratch(Ctx &g, size_t n) { return grow(g, g.ftmp[g.cur_lane],
 void to_half(Ctx &g, int ab, int M, int K, const float *X, int ldx, uint16_t *Y, int e = 0);
 // cuBLAS math mode for fp32 operands: exact fp32 (no reduced-precision reductions) or TF32.
 void gemm_math_mode(Ctx &g, int precision);
-int add_half_weight(Ctx &g, const float *W, size_t n, int precision, int e);
 
 // ------------------------------------------------------------------ operations --
 // context.cu
@@ -305,25 +296,20 @@ void be_sampler_euler(px_backend *b, int64_t n, const float *x_noisy, const floa
 // row_kernels.cu
 void be_layernorm(px_backend *b, int M, int C, const float *X, const float *w, const float *bias,
                   float *Y);
-void be_adaln(px_backend *b, int M, int C, const float *X, const float *G, const float *B,
-              int g_rows, float *Y);
+void be_adaln(px_backend *b, int M, int C, const float *X, const float *G, const float *B, int g_rows, void *Y,
+              px_etype yt);
 void be_gated_residual(px_backend *b, int M, int C, float *A, const float *G, int g_rows,
                        const float *Y);
 void be_residual_adaln(px_backend *b, int M, int C, float *A, const float *Gr, int gr_rows,
-                       const float *Y, const float *Gn, const float *Bn, int gn_rows, float *An);
+                       const float *Y, const float *Gn, const float *Bn, int gn_rows, void *An, px_etype ant);
 void be_sigmoid_mul(px_backend *b, int M, int C, float *O, int ldo, const float *P, int ldp);
-void be_swiglu(px_backend *b, int M, int H, const float *X, float *Y);
+void be_swiglu(px_backend *b, int M, int H, const void *X, void *Y, px_etype xt, px_etype yt, int e);
 void be_activation(px_backend *b, int64_t n, float *X, int kind);
 void be_add_rows(px_backend *b, int M, int C, float *Y, const float *A, int a_rows);
 void be_atoms_to_tokens(px_backend *b, int S, int N, int T, int C, const float *X,
                         const int64_t *a2t, const float *inv_count, float *Y);
 void be_tokens_to_atoms_add(px_backend *b, int S, int N, int T, int C, int a_samples,
                             const float *A, const int64_t *a2t, float *Y);
-void be_adaln_x16(px_backend *b, int M, int C, const float *X, const float *G, const float *B, int g_rows,
-                  void *Y16);
-void be_residual_adaln_x16(px_backend *b, int M, int C, float *A, const float *Gr, int gr_rows, const float *Y,
-                           const float *Gn, const float *Bn, int gn_rows, void *An16);
-void be_swiglu_x16(px_backend *b, int M, int H, const void *X, int x16, void *Y16, int e);
 void be_fourier(px_backend *b, int S, int nf, const float *t, float sigma, const float *w, const float *bias,
                 float *F);
 void be_rows_plus_vec(px_backend *b, int S, int T, int C, const float *A, const float *v, float *Y);
@@ -331,29 +317,21 @@ void be_edm(px_backend *b, int mode, int S, int N, const float *x, const float *
             const float *rup, float *out);
 
 // attention.cu
-void be_attention_full(px_backend *b, int S, int T, int H, int d, const float *Q, const float *K,
-                       const float *V, int ld, const float *bias, float scale, float *O,
-                       const float *G, int ldg);
-void be_attention_full_x16(px_backend *b, int S, int T, int H, int d, const float *Q, const float *K,
-                           const float *V, int ld, const float *bias, float scale, void *O16, const float *G,
-                           int ldg);
+void be_attention_full(px_backend *b, int S, int T, int H, int d, const float *Q, const float *K, const float *V,
+                       int ld, const float *bias, float scale, void *O, const float *G, int ldg, px_etype ot);
 void be_attention_local(px_backend *b, int S, int N, int H, int d, int nq, int nk, const float *Q,
                         const float *K, const float *V, int ld, const float *bias, float scale,
                         float *O, const float *G, int ldg);
 
 // gemm.cu
-void be_linear(px_backend *b, int M, int N, int K, const float *X, int ldx, const float *W,
-               const float *bias, float *Y, int ldy, int accumulate, int /*seg*/);
-void be_linear_relu(px_backend *b, int M, int N, int K, const float *X, int ldx, const float *W,
-                    const float *bias, float *Y, int ldy, int /*seg*/);
+void be_linear(px_backend *b, int M, int N, int K, const void *X, int ldx, px_weight W, const float *bias, void *Y,
+               int ldy, int accumulate, int seg, px_etype xt, px_etype yt);
+void be_linear_relu(px_backend *b, int M, int N, int K, const float *X, int ldx, px_weight W, const float *bias,
+                    float *Y, int ldy, int seg);
 void be_linear_batched(px_backend *b, int count, int M, int N, int K, const float *X, int64_t sx,
                        const float *W, int64_t sw, const float *bias, int64_t sb, float *Y, int64_t sy,
                        int /*seg*/);
-int be_x16_weight(px_backend *b, const float *W, int K);
-void be_linear_x16(px_backend *b, int M, int N, int K, const void *X16, const float *W, const float *bias,
-                   void *Y, int ldy, int y16);
-int be_weight_x16_make(px_backend *b, const float *W, size_t n, int e);
-float *be_weight_drop_fp32(px_backend *b, float *W);
+void be_convert(px_backend *b, int64_t n, const float *X, void *Y, px_etype yt);
 
 }  // namespace pxcuda
 

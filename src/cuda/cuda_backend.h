@@ -14,7 +14,7 @@ extern "C" {
 int px_cuda_count(void);
 
 /* Backend contexts. A context owns everything the CUDA backend keeps for one device (its
- * streams, cuBLAS handle, scratch, 16-bit weight copies, the caller's stream); it has one
+ * streams, cuBLAS handle, scratch, the caller's stream); it has one
  * px_backend view per precision (fp32, tf32, bf16, fp16), which share it. Contexts are
  * independent: several may live in one process, on one device or on several.
  *
@@ -32,12 +32,6 @@ int px_cuda_backend_device(const px_backend *b);
 px_backend *px_cuda_device_backend(int device, int precision);
 /* px_cuda_device_backend(0, precision). */
 px_backend *px_cuda_backend(int precision);
-
-/* Give the device weight matrix W (n floats) a 16-bit copy (bf16 or fp16, per precision):
- * GEMMs with W then run on 16-bit operands at that precision, their input stored times
- * 2^-e (backend.h x16_weight), on cuda:0's shared context: weight_x16_make for the
- * kernel tests. */
-int px_cuda_half_weight(const float *W, size_t n, int precision, int e);
 
 /* Device memory in use by pxdiff and the peak since the last reset, in bytes. */
 int64_t px_cuda_memory_in_use(void);

@@ -1,9 +1,8 @@
 // Projections: Y = X W^T + bias. cuBLASLt with the bias (and ReLU) in the epilogue
 // (gemm_lt.cu), cuBLAS after a bias fill when Lt has no algorithm. fp32 (exact), TF32, or
-// 16-bit operands with fp32 accumulation when the model gave a weight a 16-bit copy
-// (weight_x16_make; the copies live here, keyed by the fp32 matrix's device address). At
-// fp16 a GEMM input is stored times 2^-e and the product scaled back by alpha = 2^e
-// (fp16_range.c proves the range).
+// 16-bit operands with fp32 accumulation when the model's weight handle carries a 16-bit
+// copy (backend.h px_weight; the model owns it). A 16-bit GEMM input is stored times 2^-e and
+// the product scaled back by alpha = 2^e (fp16_range.c proves the range).
 #include "cuda/context.cuh"
 #include "cuda/gemm_lt.h"
 #include "cuda/half_io.cuh"
@@ -94,67 +93,83 @@ float prefill_bias(Ctx &g, int M, int N, float *Y, int ldy, const float *bias, i
   return 1.0f;
 }
 
-// Y = 2^w.e X16 W16^T (+ bias) on 16-bit operands, fp32 accumulation; X16 [M, K] contiguous.
-// yt: Y's type, 0 float or the operands' 16-bit type (then no bias, accumulate or ReLU).
-void gemm_half(Ctx &g, int ab, int M, int N, int K, const uint16_t *xh, const Ctx::HalfW &w, const float *bias, void *Y,
-               int ldy, int accumulate, int relu, int yt = 0) {
-  const int prec = ab == 1 ? PX_PRECISION_BF16 : PX_PRECISION_FP16;
-  if (linear_lt(g, prec, PxGemm{1, M, N, K, xh, K, 0, w.p, 0, bias, 0, relu, accumulate, (float *)Y, ldy, 0, ab, w.e,
+// Y = 2^w.e X16 W16^T (+ bias) on 16-bit operands (type ab = w.h16_type), fp32 accumulation;
+// X16 [M, K] contiguous. yt: Y's type, 0 float or ab (then no bias, accumulate or ReLU).
+void gemm_half(Ctx &g, int M, int N, int K, const uint16_t *xh, const px_weight &w, const float *bias, void *Y,
+               int ldy, int accumulate, int relu, int yt) {
+  const int ab = (int)w.h16_type;
+  const int prec = ab == PX_BF16 ? PX_PRECISION_BF16 : PX_PRECISION_FP16;
+  if (linear_lt(g, prec, PxGemm{1, M, N, K, xh, K, 0, w.h16, 0, bias, 0, relu, accumulate, (float *)Y, ldy, 0, ab, w.e,
                              yt}))
     return;
   // No cuBLASLt algorithm: cublasGemmEx after a bias fill, ReLU after.
   const float beta = yt ? 0.0f : prefill_bias(g, M, N, (float *)Y, ldy, bias, accumulate);
   const float alpha = ldexpf(1.0f, w.e);
-  const cudaDataType_t t = ab == 1 ? CUDA_R_16BF : CUDA_R_16F;
-  CKB(cublasGemmEx(g.blas, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &alpha, w.p, t, K, xh, t, K, &beta, Y,
+  const cudaDataType_t t = ab == PX_BF16 ? CUDA_R_16BF : CUDA_R_16F;
+  CKB(cublasGemmEx(g.blas, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &alpha, w.h16, t, K, xh, t, K, &beta, Y,
                    yt ? t : CUDA_R_32F, ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   if (relu) relu_rows(g, M, N, (float *)Y, ldy);
 }
 
-// A GEMM on 16-bit operands (BF16 / FP16 precisions) when W has a 16-bit copy: X is
-// converted into per-lane scratch, accumulation stays fp32. False: the caller runs it in fp32/tf32.
-bool linear_half(Ctx &g, int prec, int M, int N, int K, const float *X, int ldx, const float *W, const float *bias,
-                 float *Y, int ldy, int accumulate, int relu) {
-  const int ab = half_type(prec);
-  if (!ab) return false;
-  auto it = g.whalf.find(W);
-  if (it == g.whalf.end() || K < 16) return false;
-  uint16_t *xh = grow(g, g.xh[g.cur_lane], g.xh_n[g.cur_lane], (size_t)M * K);
-  if (!xh) return false;
-  to_half(g, ab, M, K, X, ldx, xh, it->second.e);
-  gemm_half(g, ab, M, N, K, xh, it->second, bias, Y, ldy, accumulate, relu);
-  return true;
-}
+bool is_half(int t) { return t == PX_BF16 || t == PX_F16; }
 
-void linear_impl(px_backend *b, int M, int N, int K, const float *X, int ldx, const float *W,
-                 const float *bias, float *Y, int ldy, int accumulate, int relu) {
+// Y = X W^T + bias with the operand types the handle and xt / yt give:
+//  - a 16-bit X (written so by the kernel that produced it): W's 16-bit copy, of X's type;
+//  - an fp32 X and a W with a 16-bit copy, at a 16-bit precision (K >= 16): X converted into
+//    per-lane scratch, then the same 16-bit GEMM (the bf16 precision's every GEMM);
+//  - else fp32 operands: exact fp32, or TF32 tensor cores for every reduced precision.
+void linear_impl(px_backend *b, int M, int N, int K, const void *X, int ldx, const px_weight &W, const float *bias,
+                 void *Y, int ldy, int accumulate, int relu, int xt, int yt) {
   Ctx &g = ctx_of(b);
   if (M <= 0 || N <= 0) return;
   const int prec = precision_of(b);
-  if (linear_half(g, prec, M, N, K, X, ldx, W, bias, Y, ldy, accumulate, relu)) return;
-  // fp32 operands: exact fp32, or TF32 tensor cores for every reduced precision.
+  if (xt != PX_F32 || yt != PX_F32) {
+    if (!is_half(xt) || !W.h16 || (int)W.h16_type != xt || ldx != K ||
+        (yt != PX_F32 && (yt != xt || bias || accumulate || relu))) {
+      keep_failure(g, px_fail(PX_ERR_BACKEND,
+                              "%s on %s: a 16-bit input needs the weight's 16-bit copy of its type (ldx = K); a "
+                              "16-bit output, a 16-bit input and no bias or accumulation",
+                              g.op, g.name));
+      return;
+    }
+    gemm_half(g, M, N, K, (const uint16_t *)X, W, bias, Y, ldy, accumulate, relu, yt);
+    return;
+  }
+  if (half_type(prec) && W.h16 && is_half(W.h16_type) && K >= 16) {
+    uint16_t *xh = grow(g, g.xh[g.cur_lane], g.xh_n[g.cur_lane], (size_t)M * K);
+    if (!xh) return;  // reported as this op's out-of-memory
+    to_half(g, (int)W.h16_type, M, K, (const float *)X, ldx, xh, W.e);
+    gemm_half(g, M, N, K, xh, W, bias, Y, ldy, accumulate, relu, 0);
+    return;
+  }
+  if (!W.f32) {
+    keep_failure(g, px_fail(PX_ERR_BACKEND, "%s on %s: the weight has no fp32 matrix for fp32 operands", g.op, g.name));
+    return;
+  }
   const int fprec = prec == PX_PRECISION_FP32 ? PX_PRECISION_FP32 : PX_PRECISION_TF32;
-  if (linear_lt(g, fprec, PxGemm{1, M, N, K, X, ldx, 0, W, 0, bias, 0, relu, accumulate, Y, ldy, 0, 0})) return;
-  const float beta = prefill_bias(g, M, N, Y, ldy, bias, accumulate);
+  if (linear_lt(g, fprec, PxGemm{1, M, N, K, X, ldx, 0, W.f32, 0, bias, 0, relu, accumulate, (float *)Y, ldy, 0, 0}))
+    return;
+  const float beta = prefill_bias(g, M, N, (float *)Y, ldy, bias, accumulate);
   const float one = 1.0f;
   // Row-major Y = X W^T is column-major Y^T = W X^T: cuBLAS(op_T on W, op_N on X).
   gemm_math_mode(g, fprec);
-  CKB(cublasSgemm(g.blas, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, W, K, X, ldx, &beta, Y, ldy));
-  if (relu) relu_rows(g, M, N, Y, ldy);
+  CKB(cublasSgemm(g.blas, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, W.f32, K, (const float *)X, ldx, &beta,
+                  (float *)Y, ldy));
+  if (relu) relu_rows(g, M, N, (float *)Y, ldy);
 }
 
-void be_linear(px_backend *b, int M, int N, int K, const float *X, int ldx, const float *W,
-               const float *bias, float *Y, int ldy, int accumulate, int /*seg*/) {
+void be_linear(px_backend *b, int M, int N, int K, const void *X, int ldx, px_weight W, const float *bias, void *Y,
+               int ldy, int accumulate, int /*seg*/, px_etype xt, px_etype yt) {
   CTX(b);
-  PROF("linear");
-  linear_impl(b, M, N, K, X, ldx, W, bias, Y, ldy, accumulate, 0);
+  PROF(xt != PX_F32 ? "linear_x16" : "linear");
+  linear_impl(b, M, N, K, X, ldx, W, bias, Y, ldy, accumulate, 0, (int)xt, (int)yt);
 }
 
-void be_linear_relu(px_backend *b, int M, int N, int K, const float *X, int ldx, const float *W,
-                    const float *bias, float *Y, int ldy, int /*seg*/) {
+void be_linear_relu(px_backend *b, int M, int N, int K, const float *X, int ldx, px_weight W, const float *bias,
+                    float *Y, int ldy, int /*seg*/) {
   CTX(b);
   PROF("linear_relu");
-  linear_impl(b, M, N, K, X, ldx, W, bias, Y, ldy, 0, 1);
+  linear_impl(b, M, N, K, X, ldx, W, bias, Y, ldy, 0, 1, PX_F32, PX_F32);
 }
 
 __global__ void k_fill_bias_batched(int count, int M, int N, float *Y, int64_t sy, const float *bias,
@@ -187,67 +202,20 @@ void be_linear_batched(px_backend *b, int count, int M, int N, int K, const floa
                                 Y, N, sy, count));
 }
 
-int be_x16_weight(px_backend *b, const float *W, int K) {
+// A weight's 16-bit copy (the model calls this once per matrix when it is prepared).
+void be_convert(px_backend *b, int64_t n, const float *X, void *Y, px_etype yt) {
   CTX(b);
-  if (!half_type(precision_of(b)) || K < 16) return -1;
-  auto it = g.whalf.find(W);
-  return it == g.whalf.end() ? -1 : it->second.e;
-}
-
-void be_linear_x16(px_backend *b, int M, int N, int K, const void *X16, const float *W, const float *bias,
-                   void *Y, int ldy, int y16) {
-  CTX(b);
-  PROF("linear_x16");
-  if (M <= 0 || N <= 0) return;
-  const int ab = half_type(precision_of(b));
-  auto it = g.whalf.find(W);
-  if (!ab || it == g.whalf.end() || (y16 && bias)) {
-    keep_failure(g, px_fail(PX_ERR_BACKEND, "internal: linear_x16 without a 16-bit weight, or a 16-bit Y with a bias"));
+  if (!is_half(yt)) {
+    keep_failure(g, px_fail(PX_ERR_BACKEND, "convert on %s: type %d is not a 16-bit type", g.name, (int)yt));
     return;
   }
-  gemm_half(g, ab, M, N, K, (const uint16_t *)X16, it->second, bias, Y, ldy, 0, 0, y16 ? ab : 0);
-}
-
-// A 16-bit copy of a device weight matrix (converted on the device), used by linear_half
-// and linear_x16; its GEMM input is stored times 2^-e.
-int add_half_weight(Ctx &g, const float *W, size_t n, int precision, int e) {
-  if (g.whalf.count(W)) return 0;
-  auto *dst = (uint16_t *)dev_alloc(g, n * sizeof(uint16_t) + 16);
-  if (!dst) return PX_ERR_NOMEM;
+  if (n <= 0) return;
   const unsigned blocks = (unsigned)((n + 255) / 256 < 4096 ? (n + 255) / 256 : 4096);
-  if (precision == PX_PRECISION_BF16)
-    k_to_half_flat<1><<<blocks, 256, 0, g.stream>>>((int64_t)n, W, dst);
+  if (yt == PX_BF16)
+    k_to_half_flat<1><<<blocks, 256, 0, g.stream>>>(n, X, (uint16_t *)Y);
   else
-    k_to_half_flat<2><<<blocks, 256, 0, g.stream>>>((int64_t)n, W, dst);
+    k_to_half_flat<2><<<blocks, 256, 0, g.stream>>>(n, X, (uint16_t *)Y);
   LAUNCHED("to_half_flat");
-  g.whalf[W] = Ctx::HalfW{dst, e};
-  return g.sticky;
-}
-
-int be_weight_x16_make(px_backend *b, const float *W, size_t n, int e) {
-  CTX(b);
-  const int prec = precision_of(b);
-  if (!half_type(prec)) return px_fail(PX_ERR_INPUT, "weight_x16_make: the %s view has no 16-bit weights", g.name);
-  int rc = add_half_weight(g, W, n, prec, e);
-  if (rc) g.sticky = 0;  // reported here, by this op
-  return rc;
-}
-
-// Free the fp32 copy of W, which has a 16-bit copy that its GEMMs use instead (FP16: every
-// GEMM on it goes through linear_x16). The 16-bit buffer's address then names the matrix
-// (a live allocation, so no later buffer can share it): returned, for the caller's slot.
-float *be_weight_drop_fp32(px_backend *b, float *W) {
-  CTX(b);
-  auto it = g.whalf.find(W);
-  if (it == g.whalf.end()) return nullptr;
-  const Ctx::HalfW hw = it->second;
-  CK(cudaStreamSynchronize(g.main));  // queued conversions have read the fp32 copy
-  g.whalf.erase(it);
-  dev_free(g, W);
-  float *key = reinterpret_cast<float *>(hw.p);
-  g.whalf[key] = hw;
-  g.generation++;
-  return key;
 }
 
 }  // namespace pxcuda

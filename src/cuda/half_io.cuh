@@ -1,6 +1,6 @@
 // Loads and stores of GEMM operands that may be 16-bit, shared by the CUDA kernels: a type
 // code T is 0 for float, 1 for bf16, 2 for fp16 (rounding to nearest even). Kernels that
-// write a GEMM's input directly in 16 bits (backend.h x16_*) store through these.
+// write a GEMM's input directly in 16 bits (backend.h px_dtype) store through these.
 #pragma once
 
 #include <cuda_bf16.h>

@@ -305,13 +305,33 @@ void be_layernorm(px_backend *b, int M, int C, const float *X, const float *w, c
   LAUNCHED("layernorm");
 }
 
-void be_adaln(px_backend *b, int M, int C, const float *X, const float *G, const float *B,
-              int g_rows, float *Y) {
-  CTX(b);
-  PROF("adaln");
-  if (row_ln(g, M, C, const_cast<float *>(X), nullptr, nullptr, G, B, g_rows, nullptr, 1, nullptr, Y, 1)) return;
-  k_layernorm<<<(M + 7) / 8, 256, 0, g.stream>>>(M, C, X, nullptr, nullptr, G, B, g_rows, Y);
+// An output type the row kernels can write: fp32, bf16 or fp16 (else the op's failure, kept).
+static bool out_type_ok(Ctx &g, int t) {
+  if (t == PX_F32 || t == PX_BF16 || t == PX_F16) return true;
+  keep_failure(g, px_fail(PX_ERR_BACKEND, "%s on %s: unknown element type %d", g.op, g.name, t));
+  return false;
+}
+
+// AdaLN into Y of type ot; a 16-bit Y is written by the row kernel itself (no conversion pass)
+// unless the row is too wide for it.
+static void adaln_typed(Ctx &g, int M, int C, const float *X, const float *G, const float *B, int g_rows, void *Y,
+                        int ot) {
+  if (row_ln(g, M, C, const_cast<float *>(X), nullptr, nullptr, G, B, g_rows, nullptr, 1, nullptr, Y, 1, ot)) return;
+  float *y = (float *)Y;
+  if (ot) {
+    y = f32_scratch(g, (size_t)M * C);
+    if (!y) return;
+  }
+  k_layernorm<<<(M + 7) / 8, 256, 0, g.stream>>>(M, C, X, nullptr, nullptr, G, B, g_rows, y);
   LAUNCHED("adaln");
+  if (ot) to_half(g, ot, M, C, y, C, (uint16_t *)Y);
+}
+
+void be_adaln(px_backend *b, int M, int C, const float *X, const float *G, const float *B, int g_rows, void *Y,
+              px_etype yt) {
+  CTX(b);
+  PROF(yt != PX_F32 ? "adaln_x16" : "adaln");
+  if (out_type_ok(g, yt)) adaln_typed(g, M, C, X, G, B, g_rows, Y, (int)yt);
 }
 
 void be_gated_residual(px_backend *b, int M, int C, float *A, const float *G, int g_rows,
@@ -324,12 +344,14 @@ void be_gated_residual(px_backend *b, int M, int C, float *A, const float *G, in
 }
 
 void be_residual_adaln(px_backend *b, int M, int C, float *A, const float *Gr, int gr_rows,
-                       const float *Y, const float *Gn, const float *Bn, int gn_rows, float *An) {
+                       const float *Y, const float *Gn, const float *Bn, int gn_rows, void *An, px_etype ant) {
   CTX(b);
-  PROF("residual_adaln");
-  if (row_ln(g, M, C, A, nullptr, nullptr, Gn, Bn, gn_rows, Gr, gr_rows, Y, An, 2)) return;
+  PROF(ant != PX_F32 ? "residual_adaln_x16" : "residual_adaln");
+  if (!out_type_ok(g, ant)) return;
+  if (row_ln(g, M, C, A, nullptr, nullptr, Gn, Bn, gn_rows, Gr, gr_rows, Y, An, 2, (int)ant)) return;
   be_gated_residual(b, M, C, A, Gr, gr_rows, Y);
-  be_adaln(b, M, C, A, Gn, Bn, gn_rows, An);
+  g.op = "residual_adaln";
+  adaln_typed(g, M, C, A, Gn, Bn, gn_rows, An, (int)ant);
 }
 
 void be_sigmoid_mul(px_backend *b, int M, int C, float *O, int ldo, const float *P, int ldp) {
@@ -340,10 +362,19 @@ void be_sigmoid_mul(px_backend *b, int M, int C, float *O, int ldo, const float 
   LAUNCHED("sigmoid_mul");
 }
 
-void be_swiglu(px_backend *b, int M, int H, const float *X, float *Y) {
+void be_swiglu(px_backend *b, int M, int H, const void *X, void *Y, px_etype xt, px_etype yt, int e) {
   CTX(b);
-  PROF("swiglu");
-  swiglu_typed(g, 0, 0, M, H, X, Y, 1.0f);
+  PROF(yt != PX_F32 ? "swiglu_x16" : "swiglu");
+  // The kernel's instances: fp32 -> any type, or a 16-bit input to the same 16-bit type;
+  // only a 16-bit output is scaled.
+  const bool ok = (xt == PX_F32 ? (yt == PX_F32 || yt == PX_BF16 || yt == PX_F16) : (xt == PX_BF16 || xt == PX_F16) && yt == xt) &&
+                  (yt != PX_F32 || e == 0);
+  if (!ok) {
+    keep_failure(g, px_fail(PX_ERR_BACKEND, "swiglu on %s: no kernel for input type %d, output type %d, e = %d", g.name,
+                            (int)xt, (int)yt, e));
+    return;
+  }
+  swiglu_typed(g, (int)xt, (int)yt, M, H, X, Y, ldexpf(1.0f, -e));
 }
 
 void be_activation(px_backend *b, int64_t n, float *X, int kind) {
@@ -380,35 +411,6 @@ void be_tokens_to_atoms_add(px_backend *b, int S, int N, int T, int C, int a_sam
   PROF("tokens_to_atoms_add");
   k_tokens_to_atoms_add<<<grid2d(S * N, C, threads_for(C)), threads_for(C), 0, g.stream>>>(S, N, T, C, a_samples, A, a2t, Y);
   LAUNCHED("tokens_to_atoms_add");
-}
-
-void be_adaln_x16(px_backend *b, int M, int C, const float *X, const float *G, const float *B, int g_rows,
-                  void *Y16) {
-  CTX(b);
-  PROF("adaln_x16");
-  const int ab = half_type(precision_of(b));
-  if (row_ln(g, M, C, const_cast<float *>(X), nullptr, nullptr, G, B, g_rows, nullptr, 1, nullptr, Y16, 1, ab)) return;
-  float *t = f32_scratch(g, (size_t)M * C);
-  if (!t) return;
-  be_adaln(b, M, C, X, G, B, g_rows, t);
-  to_half(g, ab, M, C, t, C, (uint16_t *)Y16);
-}
-
-void be_residual_adaln_x16(px_backend *b, int M, int C, float *A, const float *Gr, int gr_rows, const float *Y,
-                           const float *Gn, const float *Bn, int gn_rows, void *An16) {
-  CTX(b);
-  PROF("residual_adaln_x16");
-  if (row_ln(g, M, C, A, nullptr, nullptr, Gn, Bn, gn_rows, Gr, gr_rows, Y, An16, 2, half_type(precision_of(b))))
-    return;
-  be_gated_residual(b, M, C, A, Gr, gr_rows, Y);
-  be_adaln_x16(b, M, C, A, Gn, Bn, gn_rows, An16);
-}
-
-void be_swiglu_x16(px_backend *b, int M, int H, const void *X, int x16, void *Y16, int e) {
-  CTX(b);
-  PROF("swiglu_x16");
-  const int ab = half_type(precision_of(b));
-  swiglu_typed(g, x16 ? ab : 0, ab, M, H, X, Y16, ldexpf(1.0f, -e));
 }
 
 __global__ void k_edm(int mode, int S, int N, const float *x, const float *t, int t_stride, float sigma,

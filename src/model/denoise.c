@@ -39,26 +39,26 @@ static void atom_transformer(px_backend *be, const px_transformer_w *tf,
   if (!ws->base) return; /* sizing pass */
   /* Each gated residual is fused with the AdaLN that follows it (the block's transition
    * AdaLN, or the next block's attention AdaLN). */
-  be->adaln(be, M, C, q, cache[0].g_a, cache[0].b_a, N, an);
+  be->adaln(be, M, C, q, cache[0].g_a, cache[0].b_a, N, an, PX_F32);
   for (int k = 0; k < tf->n_blocks; k++) {
     const px_block_w *B = &tf->blocks[k];
     const px_atom_block_cache *cb = &cache[k];
     /* AttentionPairBias, cross-attention mode: kv = AdaLN_kv(a_n, s). */
-    be->adaln(be, M, C, an, cb->g_kv, cb->b_kv, N, kvin);
-    /* [q | g] in one GEMM: b_proj1 holds linear_q's bias and zeros for g (adding 0 is exact). */
-    be->linear(be, M, 2 * C, C, an, C, B->w_proj1, B->b_proj1, qg, 2 * C, 0, N);
-    be->linear(be, M, 2 * C, C, kvin, C, B->w_proj2, NULL, kv, 2 * C, 0, N);
+    be->adaln(be, M, C, an, cb->g_kv, cb->b_kv, N, kvin, PX_F32);
+    /* [q | g] in one GEMM: proj1's bias holds linear_q's bias and zeros for g (adding 0 is exact). */
+    be->linear(be, M, 2 * C, C, an, C, px_lw(&B->proj1), B->proj1.b, qg, 2 * C, 0, N, PX_F32, PX_F32);
+    be->linear(be, M, 2 * C, C, kvin, C, px_lw(&B->proj2), NULL, kv, 2 * C, 0, N, PX_F32, PX_F32);
     /* att = softmax(...) V, times sigmoid(g) (the gate columns of qg) in the same kernel. */
     be->attention_local(be, S, N, H, dh, PX_ATOM_NQ, PX_ATOM_NK, qg, kv, kv + C, 2 * C,
                         cb->pair_bias, scale, att, qg + C, 2 * C);
-    be->linear(be, M, C, C, att, C, B->o.w, NULL, y, C, 0, N);
+    be->linear(be, M, C, C, att, C, px_lw(&B->o), NULL, y, C, 0, N, PX_F32, PX_F32);
     /* q += gate * y, then the ConditionedTransitionBlock's AdaLN. */
-    be->residual_adaln(be, M, C, q, cb->gate_last, N, y, cb->g_c, cb->b_c, N, an);
-    be->linear(be, M, 2 * h, C, an, C, B->w_a12, NULL, a12, 2 * h, 0, N);
-    be->swiglu(be, M, h, a12, hs);
-    be->linear(be, M, C, h, hs, h, B->ctb_b.w, NULL, y, C, 0, N);
+    be->residual_adaln(be, M, C, q, cb->gate_last, N, y, cb->g_c, cb->b_c, N, an, PX_F32);
+    be->linear(be, M, 2 * h, C, an, C, px_lw(&B->a12), NULL, a12, 2 * h, 0, N, PX_F32, PX_F32);
+    be->swiglu(be, M, h, a12, hs, PX_F32, PX_F32, 0);
+    be->linear(be, M, C, h, hs, h, px_lw(&B->ctb_b), NULL, y, C, 0, N, PX_F32, PX_F32);
     if (k + 1 < tf->n_blocks)
-      be->residual_adaln(be, M, C, q, cb->gate_ctb, N, y, cache[k + 1].g_a, cache[k + 1].b_a, N, an);
+      be->residual_adaln(be, M, C, q, cb->gate_ctb, N, y, cache[k + 1].g_a, cache[k + 1].b_a, N, an, PX_F32);
     else
       be->gated_residual(be, M, C, q, cb->gate_ctb, N, y);
   }
@@ -108,40 +108,24 @@ static void token_sterms(px_backend *be, const px_transformer_w *tf, int R, int 
   be->activation(be, (int64_t)nm * RC, st->gate_raw, PX_ACT_SIGMOID);
 }
 
-/* 16-bit GEMM inputs (backend.h x16_*): -1 when block k's GEMMs take fp32 inputs, else the
- * exponent e of its SwiGLU output's scale 2^-e (its other inputs are stored unscaled). The
- * CUDA backend gives a block 16-bit copies of all four matrices or none. */
-static int block_x16(px_backend *be, const px_transformer_w *tf, int k) {
-  if (!be->x16_weight || k >= tf->n_blocks) return -1;
+/* The element type of token block k's GEMM inputs: 16-bit when the model gave all four of its
+ * matrices a 16-bit copy (device.c: all or none per block), else fp32 (also past the last
+ * block). Only the SwiGLU output is stored scaled (times 2^-ctb_b.e): the kernels producing
+ * the other three inputs write them unscaled, so those matrices must have e = 0. */
+static px_etype block_dtype(const px_transformer_w *tf, int k) {
+  if (k >= tf->n_blocks) return PX_F32;
   const px_block_w *B = &tf->blocks[k];
-  const int C = tf->c, h = tf->hidden;
-  if (be->x16_weight(be, B->w_proj1, C) != 0 || be->x16_weight(be, B->o.w, C) != 0 ||
-      be->x16_weight(be, B->w_a12, C) != 0)
-    return -1;
-  return be->x16_weight(be, B->ctb_b.w, h);
-}
-
-/* The producers and consumers of a token block's GEMM inputs, 16-bit when x >= 0. */
-static void tb_linear(px_backend *be, int x, int M, int N, int K, const float *X, const float *W,
-                      const float *bias, float *Y, int seg) {
-  if (x >= 0) be->linear_x16(be, M, N, K, X, W, bias, Y, N, 0);
-  else be->linear(be, M, N, K, X, K, W, bias, Y, N, 0, seg);
-}
-static void tb_adaln(px_backend *be, int x, int M, int C, const float *X, const float *G, const float *B,
-                     int g_rows, float *Y) {
-  if (x >= 0) be->adaln_x16(be, M, C, X, G, B, g_rows, Y);
-  else be->adaln(be, M, C, X, G, B, g_rows, Y);
-}
-static void tb_residual_adaln(px_backend *be, int x, int M, int C, float *A, const float *Gr, int g_rows,
-                              const float *Y, const float *Gn, const float *Bn, float *An) {
-  if (x >= 0) be->residual_adaln_x16(be, M, C, A, Gr, g_rows, Y, Gn, Bn, g_rows, An);
-  else be->residual_adaln(be, M, C, A, Gr, g_rows, Y, Gn, Bn, g_rows, An);
+  const px_etype t = B->proj1.w16 ? B->proj1.w16_type : PX_F32;
+  if (t == PX_F32 || !B->o.w16 || !B->a12.w16 || !B->ctb_b.w16 || B->o.w16_type != t || B->a12.w16_type != t ||
+      B->ctb_b.w16_type != t || B->proj1.e || B->o.e || B->a12.e)
+    return PX_F32;
+  return t;
 }
 
 /* Token blocks [k0, k0 + g) over a [S*T, C] in place. Block k0 + j's s-side terms are
  * matrix 2j / 2j+1 of st, starting `off` floats in, and a row r uses term row r % g_rows.
- * an, att, hs and the SwiGLU's input only feed GEMMs or the SwiGLU: at fp16 / bf16 they are
- * stored in 16 bits (tb_*). */
+ * an, att, hs and the SwiGLU's input only feed GEMMs or the SwiGLU: in blocks with 16-bit
+ * weights (block_dtype) the kernels producing them write them in 16 bits. */
 static void token_blocks(px_backend *be, const px_transformer_w *tf, const float *pair_bias, int S, int T,
                          int k0, int g, const sterms *st, size_t RC, size_t off, int g_rows, float *a,
                          bump *ws) {
@@ -154,35 +138,29 @@ static void token_blocks(px_backend *be, const px_transformer_w *tf, const float
   float *att = take(ws, (size_t)M * C), *y = take(ws, (size_t)M * C), *hs = take(ws, (size_t)M * h);
   const size_t TT = (size_t)T * T;
   if (!ws->base) return; /* sizing pass */
-  int x = block_x16(be, tf, k0);
+  px_etype x = block_dtype(tf, k0);
   for (int j = 0; j < g; j++) {
-    const int k = k0 + j, xn = block_x16(be, tf, k + 1);
+    const int k = k0 + j;
+    const px_etype xn = block_dtype(tf, k + 1);
     const px_block_w *B = &tf->blocks[k];
     const float *g_a = st->gate_ln + (size_t)(2 * j) * RC + off, *g_c = st->gate_ln + (size_t)(2 * j + 1) * RC + off;
     const float *b_a = st->shift_ln + (size_t)(2 * j) * RC + off, *b_c = st->shift_ln + (size_t)(2 * j + 1) * RC + off;
     const float *gl = st->gate_raw + (size_t)(2 * j) * RC + off, *gc = st->gate_raw + (size_t)(2 * j + 1) * RC + off;
-    if (j == 0) tb_adaln(be, x, M, C, a, g_a, b_a, g_rows, an); /* else fused into the last residual */
+    if (j == 0) be->adaln(be, M, C, a, g_a, b_a, g_rows, an, x); /* else fused into the last residual */
     /* [q | k v g] in one GEMM; the bias is linear_q's, zeros elsewhere (see atom_transformer). */
-    tb_linear(be, x, M, 4 * C, C, an, B->w_proj1, B->b_proj1, proj, T);
-    if (x >= 0)
-      be->attention_full_x16(be, S, T, H, dh, proj, proj + C, proj + 2 * C, 4 * C, pair_bias + (size_t)k * H * TT,
-                             scale, att, proj + 3 * C, 4 * C);
-    else
-      be->attention_full(be, S, T, H, dh, proj, proj + C, proj + 2 * C, 4 * C, pair_bias + (size_t)k * H * TT,
-                         scale, att, proj + 3 * C, 4 * C);
-    tb_linear(be, x, M, C, C, att, B->o.w, NULL, y, T);
-    tb_residual_adaln(be, x, M, C, a, gl, g_rows, y, g_c, b_c, an);
-    if (x >= 0) { /* [x1 | x2] in 16 bits too: the SwiGLU reads half the bytes */
-      be->linear_x16(be, M, 2 * h, C, an, B->w_a12, NULL, proj, 2 * h, 1);
-      be->swiglu_x16(be, M, h, proj, 1, hs, x);
-    } else {
-      be->linear(be, M, 2 * h, C, an, C, B->w_a12, NULL, proj, 2 * h, 0, T);
-      be->swiglu(be, M, h, proj, hs);
-    }
-    tb_linear(be, x, M, C, h, hs, B->ctb_b.w, NULL, y, T);
+    be->linear(be, M, 4 * C, C, an, C, px_lw(&B->proj1), B->proj1.b, proj, 4 * C, 0, T, x, PX_F32);
+    be->attention_full(be, S, T, H, dh, proj, proj + C, proj + 2 * C, 4 * C, pair_bias + (size_t)k * H * TT, scale,
+                       att, proj + 3 * C, 4 * C, x);
+    be->linear(be, M, C, C, att, C, px_lw(&B->o), NULL, y, C, 0, T, x, PX_F32);
+    be->residual_adaln(be, M, C, a, gl, g_rows, y, g_c, b_c, g_rows, an, x);
+    /* With 16-bit inputs [x1 | x2] is 16-bit too: the SwiGLU reads half the bytes, and writes
+     * the last GEMM's input times 2^-e. */
+    be->linear(be, M, 2 * h, C, an, C, px_lw(&B->a12), NULL, proj, 2 * h, 0, T, x, x);
+    be->swiglu(be, M, h, proj, hs, x, x, x != PX_F32 ? B->ctb_b.e : 0);
+    be->linear(be, M, C, h, hs, h, px_lw(&B->ctb_b), NULL, y, C, 0, T, x, PX_F32);
     if (j + 1 < g) /* the residual, fused with the next block's attention AdaLN */
-      tb_residual_adaln(be, xn, M, C, a, gc, g_rows, y, st->gate_ln + (size_t)(2 * j + 2) * RC + off,
-                        st->shift_ln + (size_t)(2 * j + 2) * RC + off, an);
+      be->residual_adaln(be, M, C, a, gc, g_rows, y, st->gate_ln + (size_t)(2 * j + 2) * RC + off,
+                         st->shift_ln + (size_t)(2 * j + 2) * RC + off, g_rows, an, xn);
     else
       be->gated_residual(be, M, C, a, gc, g_rows, y);
     x = xn;
@@ -220,10 +198,10 @@ static void transition_rows(px_backend *be, const px_transition_w *t, int R, int
   float *xn = take(ws, (size_t)R * C), *ab = take(ws, (size_t)R * 4 * C), *hh = take(ws, (size_t)R * 2 * C);
   if (!ws->base) return; /* sizing pass */
   be->layernorm(be, R, C, x, t->ln_w, t->ln_b, xn);
-  be->linear(be, R, 2 * C, C, xn, C, t->a.w, NULL, ab, 4 * C, 0, T);
-  be->linear(be, R, 2 * C, C, xn, C, t->b.w, NULL, ab + 2 * C, 4 * C, 0, T);
-  be->swiglu(be, R, 2 * C, ab, hh);
-  be->linear(be, R, C, 2 * C, hh, 2 * C, t->out.w, NULL, x, C, 1, T);
+  be->linear(be, R, 2 * C, C, xn, C, px_lw(&t->a), NULL, ab, 4 * C, 0, T, PX_F32, PX_F32);
+  be->linear(be, R, 2 * C, C, xn, C, px_lw(&t->b), NULL, ab + 2 * C, 4 * C, 0, T, PX_F32, PX_F32);
+  be->swiglu(be, R, 2 * C, ab, hh, PX_F32, PX_F32, 0);
+  be->linear(be, R, C, 2 * C, hh, 2 * C, px_lw(&t->out), NULL, x, C, 1, T, PX_F32, PX_F32);
   ws->used = mark;
 }
 
@@ -376,10 +354,10 @@ static void forward_lane(const px_model *m, px_design *d, int S, int Ss, int s0,
   const size_t srow = Ss == 1 ? 0 : (size_t)s0 * T; /* first conditioning row of this lane */
   const int g_rows = Ss == 1 ? T : Sk * T;
   /* ---- encoder: q = c + W_r r, atom transformer, mean of relu(W_q q) per token ---- */
-  be->linear(be, Sk * N, ca, 3, r, 3, W->enc_r.w, NULL, q, ca, 0, N);
+  be->linear(be, Sk * N, ca, 3, r, 3, px_lw(&W->enc_r), NULL, q, ca, 0, N, PX_F32, PX_F32);
   be->add_rows(be, Sk * N, ca, q, d->c, N);
   atom_transformer(be, &W->enc_tf, d->enc, Sk, N, q, lw);
-  be->linear_relu(be, Sk * N, ct, ca, q, ca, W->enc_q.w, NULL, big, ct, N);
+  be->linear_relu(be, Sk * N, ct, ca, q, ca, px_lw(&W->enc_q), NULL, big, ct, N);
   be->atoms_to_tokens(be, Sk, N, T, ct, big, d->atom_to_token, d->inv_count, a);
   probe_out(be, probe, user, "a_enc", a, (int64_t)Sk * T * ct);
   probe_out(be, probe, user, "q_skip", q, (int64_t)Sk * N * ca);
@@ -395,11 +373,11 @@ static void forward_lane(const px_model *m, px_design *d, int S, int Ss, int s0,
   be->layernorm(be, Sk * T, ct, a, W->ln_a_w, NULL, a);
   probe_out(be, probe, user, "a_ln", a, (int64_t)Sk * T * ct);
   /* ---- decoder: q = broadcast(Lin_a(a)) + q_skip; atom transformer; Lin_out(LN(q)) ---- */
-  be->linear(be, Sk * T, ca, ct, a, ct, W->dec_a.w, NULL, big, ca, 0, T);
+  be->linear(be, Sk * T, ca, ct, a, ct, px_lw(&W->dec_a), NULL, big, ca, 0, T, PX_F32, PX_F32);
   be->tokens_to_atoms_add(be, Sk, N, T, ca, Sk, big, d->atom_to_token, q);
   atom_transformer(be, &W->dec_tf, d->dec, Sk, N, q, lw);
   be->layernorm(be, Sk * N, ca, q, W->dec_ln_q_w, NULL, big);
-  be->linear(be, Sk * N, 3, ca, big, ca, W->dec_out.w, NULL, rup, 3, 0, N);
+  be->linear(be, Sk * N, 3, ca, big, ca, px_lw(&W->dec_out), NULL, rup, 3, 0, N, PX_F32, PX_F32);
   if (dev_io)
     be->edm(be, 1, Sk, N, cb->io.x + (size_t)s0 * N * 3, cb->io.t + (size_t)s0 * cb->t_stride, cb->t_stride,
             D->sigma_data, rup, cb->io.out + (size_t)s0 * N * 3);
@@ -451,7 +429,7 @@ static void forward_device(const px_model *m, px_design *d, int S, int Ss, int d
     /* t_hat stays on the device, so the noise embedding is computed there, per level. */
     be->fourier(be, Ss, D->n_fourier, cb.io.t, D->sigma_data, W->fourier_w, W->fourier_b, nf);
     be->layernorm(be, Ss, D->n_fourier, nf, W->cond_ln_n_w, NULL, nv);
-    be->linear(be, Ss, cs, D->n_fourier, nv, D->n_fourier, W->cond_n.w, NULL, v, cs, 0, 1);
+    be->linear(be, Ss, cs, D->n_fourier, nv, D->n_fourier, px_lw(&W->cond_n), NULL, v, cs, 0, 1, PX_F32, PX_F32);
     be->rows_plus_vec(be, Ss, T, cs, d->s0_dev ? d->s0_dev : d->s0, v, cb.s);
   } else {
     be->upload(be, cb.s, hb->s, sizeof(float) * (size_t)R * cs);
@@ -465,7 +443,7 @@ static void forward_device(const px_model *m, px_design *d, int S, int Ss, int d
     be->upload(be, cb.r, hb->r, sizeof(float) * (size_t)S * N * 3);
   /* Token-level conditioning terms, shared by every sample (and both lanes). */
   be->layernorm(be, R, cs, cb.s, W->ln_s_w, NULL, sn);
-  be->linear(be, R, ct, cs, sn, cs, W->lin_s.w, NULL, cb.tok, ct, 0, T);
+  be->linear(be, R, ct, cs, sn, cs, px_lw(&W->lin_s), NULL, cb.tok, ct, 0, T, PX_F32, PX_F32);
   if (cb.hoisted) {
     be->layernorm(be, R, cs, cb.s, NULL, NULL, snt); /* each AdaLN's scale is folded into its weights */
     token_sterms(be, tt, R, T, cb.s, snt, 0, tt->n_blocks, &cb.st);

@@ -73,10 +73,10 @@ static void transition_add(px_backend *be, const px_transition_w *t, int64_t M, 
     float *x = X + (size_t)r0 * C;
     be->layernorm(be, rows, C, x, t->ln_w, t->ln_b, xn);
     /* [A x ; B x] side by side: the swiglu kernel reads halves of one row. */
-    be->linear(be, rows, 2 * C, C, xn, C, t->a.w, NULL, ab, 4 * C, 0, 0);
-    be->linear(be, rows, 2 * C, C, xn, C, t->b.w, NULL, ab + 2 * C, 4 * C, 0, 0);
-    be->swiglu(be, rows, 2 * C, ab, h);
-    be->linear(be, rows, C, 2 * C, h, 2 * C, t->out.w, NULL, x, C, 1, 0);
+    be->linear(be, rows, 2 * C, C, xn, C, px_lw(&t->a), NULL, ab, 4 * C, 0, 0, PX_F32, PX_F32);
+    be->linear(be, rows, 2 * C, C, xn, C, px_lw(&t->b), NULL, ab + 2 * C, 4 * C, 0, 0, PX_F32, PX_F32);
+    be->swiglu(be, rows, 2 * C, ab, h, PX_F32, PX_F32, 0);
+    be->linear(be, rows, C, 2 * C, h, 2 * C, px_lw(&t->out), NULL, x, C, 1, 0, PX_F32, PX_F32);
   }
 }
 
@@ -102,13 +102,13 @@ int px_atom_block_cache_build(px_backend *be, const px_transformer_w *tf, int N,
     float *gs[3] = {o->g_a, o->g_kv, o->g_c}, *bs[3] = {o->b_a, o->b_kv, o->b_c};
     for (int i = 0; i < 3; i++) {
       be->layernorm(be, N, C, c, ad[i]->ln_s_w, NULL, scratch);
-      be->linear(be, N, C, C, scratch, C, ad[i]->lin_s.w, ad[i]->lin_s.b, gs[i], C, 0, 0);
+      be->linear(be, N, C, C, scratch, C, px_lw(&ad[i]->lin_s), ad[i]->lin_s.b, gs[i], C, 0, 0, PX_F32, PX_F32);
       be->activation(be, (int64_t)N * C, gs[i], PX_ACT_SIGMOID);
-      be->linear(be, N, C, C, scratch, C, ad[i]->lin_nobias_s.w, NULL, bs[i], C, 0, 0);
+      be->linear(be, N, C, C, scratch, C, px_lw(&ad[i]->lin_nobias_s), NULL, bs[i], C, 0, 0, PX_F32, PX_F32);
     }
-    be->linear(be, N, C, C, c, C, B->a_last.w, B->a_last.b, o->gate_last, C, 0, 0);
+    be->linear(be, N, C, C, c, C, px_lw(&B->a_last), B->a_last.b, o->gate_last, C, 0, 0, PX_F32, PX_F32);
     be->activation(be, (int64_t)N * C, o->gate_last, PX_ACT_SIGMOID);
-    be->linear(be, N, C, C, c, C, B->ctb_s.w, B->ctb_s.b, o->gate_ctb, C, 0, 0);
+    be->linear(be, N, C, C, c, C, px_lw(&B->ctb_s), B->ctb_s.b, o->gate_ctb, C, 0, 0, PX_F32, PX_F32);
     be->activation(be, (int64_t)N * C, o->gate_ctb, PX_ACT_SIGMOID);
   }
   return PX_OK;
@@ -158,8 +158,8 @@ int px_atom_pair_build(px_backend *be, const px_atom_ref_w *w, const px_features
   float *ph = rc + (size_t)N * ca;
   memcpy(rc, c, sizeof(float) * (size_t)N * ca);
   be->activation(be, (int64_t)N * ca, rc, PX_ACT_RELU);
-  be->linear(be, N, cp, ca, rc, ca, w->cl.w, NULL, cl, cp, 0, 0);
-  be->linear(be, N, cp, ca, rc, ca, w->cm.w, NULL, cm, cp, 0, 0);
+  be->linear(be, N, cp, ca, rc, ca, px_lw(&w->cl), NULL, cl, cp, 0, 0, PX_F32, PX_F32);
+  be->linear(be, N, cp, ca, rc, ca, px_lw(&w->cm), NULL, cm, cp, 0, 0, PX_F32, PX_F32);
   const int off = (PX_ATOM_NK - PX_ATOM_NQ) / 2;
 #pragma omp parallel for num_threads(px_num_threads()) schedule(static)
   for (int bq = 0; bq < n_trunks * PX_ATOM_NQ; bq++) {
@@ -208,11 +208,11 @@ int px_atom_pair_build(px_backend *be, const px_atom_ref_w *w, const px_features
     float *h1 = ph, *h2 = ph + (size_t)PAIR_CHUNK * cp;
     memcpy(h1, x, sizeof(float) * (size_t)rows * cp);
     be->activation(be, (int64_t)rows * cp, h1, PX_ACT_RELU);
-    be->linear(be, rows, cp, cp, h1, cp, w->mlp1.w, NULL, h2, cp, 0, 0);
+    be->linear(be, rows, cp, cp, h1, cp, px_lw(&w->mlp1), NULL, h2, cp, 0, 0, PX_F32, PX_F32);
     be->activation(be, (int64_t)rows * cp, h2, PX_ACT_RELU);
-    be->linear(be, rows, cp, cp, h2, cp, w->mlp3.w, NULL, h1, cp, 0, 0);
+    be->linear(be, rows, cp, cp, h2, cp, px_lw(&w->mlp3), NULL, h1, cp, 0, 0, PX_F32, PX_F32);
     be->activation(be, (int64_t)rows * cp, h1, PX_ACT_RELU);
-    be->linear(be, rows, cp, cp, h1, cp, w->mlp5.w, NULL, x, cp, 1, 0);
+    be->linear(be, rows, cp, cp, h1, cp, px_lw(&w->mlp5), NULL, x, cp, 1, 0, PX_F32, PX_F32);
   }
   free(scratch);
   return PX_OK;
@@ -246,7 +246,7 @@ int px_atom_pair_biases(px_backend *be, const px_transformer_w *const *tfs, px_a
   for (int64_t r0 = 0; r0 < P; r0 += PAIR_CHUNK) {
     int rows = (int)(P - r0 < PAIR_CHUNK ? P - r0 : PAIR_CHUNK);
     be->layernorm(be, rows, cp, p + (size_t)r0 * cp, NULL, NULL, ph);
-    be->linear(be, rows, nah, cp, ph, cp, wf, NULL, pb, nah, 0, 0);
+    be->linear(be, rows, nah, cp, ph, cp, px_weight_f32(wf), NULL, pb, nah, 0, 0, PX_F32, PX_F32);
 #pragma omp parallel for num_threads(px_num_threads()) schedule(static)
     for (int r = 0; r < rows; r++) {
       int col = 0;
@@ -378,7 +378,7 @@ int px_design_create_probe(const px_model *m, const px_features *f, px_probe_fn 
              sizeof(float) * D->c_s_inputs);
     }
     be->layernorm(be, T, cc, cat, m->cond_ln_s_w, NULL, cat);
-    be->linear(be, T, cs, cc, cat, cc, m->cond_s.w, NULL, d->s0, cs, 0, 0);
+    be->linear(be, T, cs, cc, cat, cc, px_lw(&m->cond_s), NULL, d->s0, cs, 0, 0, PX_F32, PX_F32);
   }
 
   /* ---- pair_z = Lin_z(LN([z_trunk, relpe])) ---- */
@@ -407,7 +407,8 @@ int px_design_create_probe(const px_model *m, const px_features *f, px_probe_fn 
       }
     }
     be->layernorm(be, rows, 2 * cz, cat, m->cond_ln_z_w, NULL, cat);
-    be->linear(be, rows, cz, 2 * cz, cat, 2 * cz, m->cond_z.w, NULL, pair_z + (size_t)r0 * cz, cz, 0, 0);
+    be->linear(be, rows, cz, 2 * cz, cat, 2 * cz, px_lw(&m->cond_z), NULL, pair_z + (size_t)r0 * cz, cz, 0, 0, PX_F32,
+               PX_F32);
   }
   transition_add(be, &m->tr_z1, TT, cz, pair_z, scratch);
   transition_add(be, &m->tr_z2, TT, cz, pair_z, scratch);
@@ -433,7 +434,7 @@ int px_design_create_probe(const px_model *m, const px_features *f, px_probe_fn 
       int rows = (int)(TT - r0 < PAIR_CHUNK ? TT - r0 : PAIR_CHUNK);
       float *zn = scratch, *o = scratch + (size_t)PAIR_CHUNK * 2 * cz;
       be->layernorm(be, rows, cz, pair_z + (size_t)r0 * cz, NULL, NULL, zn);
-      be->linear(be, rows, nout, cz, zn, cz, wf, NULL, o, nout, 0, 0);
+      be->linear(be, rows, nout, cz, zn, cz, px_weight_f32(wf), NULL, o, nout, 0, 0, PX_F32, PX_F32);
 #pragma omp parallel for num_threads(px_num_threads()) schedule(static)
       for (int r = 0; r < rows; r++) {
         const float *orow = o + (size_t)r * nout;
@@ -461,7 +462,7 @@ int px_design_create_probe(const px_model *m, const px_features *f, px_probe_fn 
     /* c += broadcast(Lin_s(LN(s_trunk))) */
     float *sn = scratch, *st = scratch + (size_t)T * cs;
     be->layernorm(be, T, cs, f->s_trunk, m->enc_ln_s_w, NULL, sn);
-    be->linear(be, T, ca, cs, sn, cs, m->enc_s.w, NULL, st, ca, 0, 0);
+    be->linear(be, T, ca, cs, sn, cs, px_lw(&m->enc_s), NULL, st, ca, 0, 0, PX_F32, PX_F32);
     be->tokens_to_atoms_add(be, 1, N, T, ca, 1, st, d->atom_to_token, c);
   }
 

@@ -1,7 +1,8 @@
 /* A model on a device backend: the weight mirror, which matrices get 16-bit copies, and
  * designs moved to the device. These are model decisions (they know the weight struct and
- * the fp16 range proof of fp16_range.c); the backend only gets plain buffers and ops
- * (alloc, upload, weight_x16_make, weight_drop_fp32), so no backend knows what a block is. */
+ * the fp16 range proof of fp16_range.c), made once here; the backend only gets plain buffers
+ * and ops (alloc, upload, convert), and later the 16-bit copies as px_weight handles in the
+ * GEMM ops' arguments, so no backend knows what a block is or keeps a weight table. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,8 +30,8 @@ static void remap(float **slot, void *user) {
 
 static void mirror_free(px_backend *be, px_model *mir) {
   if (!mir) return;
-  for (int i = 0; i < mir->n_owned; i++)
-    if (mir->owned[i]) be->free(be, mir->owned[i]); /* a 16-bit copy goes with its matrix */
+  for (int i = 0; i < mir->n_owned; i++) /* fp32 matrices, then the 16-bit copies */
+    if (mir->owned[i]) be->free(be, mir->owned[i]);
   free(mir->owned);
   free(mir->enc_tf.blocks);
   free(mir->tok_tf.blocks);
@@ -47,9 +48,10 @@ static int mirror_make(px_backend *be, const px_model *m, px_model **out) {
   mir->cuda_mirror = NULL;
   mir->be = NULL;
   mir->owned_n = NULL;
-  mir->owned = calloc((size_t)m->n_owned + 1, sizeof(float *));
+  /* Room for a 16-bit copy of every buffer after the fp32 ones (make_half_weights). */
+  mir->owned = calloc(2 * (size_t)m->n_owned + 1, sizeof(float *));
   mir->n_owned = 0;
-  mir->cap_owned = m->n_owned;
+  mir->cap_owned = 2 * m->n_owned;
   px_transformer_w *tfs[3] = {&mir->enc_tf, &mir->tok_tf, &mir->dec_tf};
   int ok = mir->owned != NULL;
   for (int k = 0; k < 3; k++) {
@@ -86,37 +88,69 @@ static int mirror_make(px_backend *be, const px_model *m, px_model **out) {
 
 /* ------------------------------------------------------------ 16-bit weights ---- */
 
-/* The fp32 copy of the matrix in *slot goes (its GEMMs read only the 16-bit copy); the slot
- * and the owned entry then hold the address that names it. Kept when the matrix is not one
- * whole owned buffer. */
-static void drop_fp32(px_backend *be, px_model *mir, float **slot) {
-  int idx = -1;
-  for (int i = 0; i < mir->n_owned && idx < 0; i++)
-    if (mir->owned[i] == *slot) idx = i;
-  if (idx < 0) return;
-  float *k = be->weight_drop_fp32(be, *slot);
-  if (!k) return;
-  *slot = k;
-  mir->owned[idx] = k;
+/* Give l's matrix (n floats, in be's memory) a 16-bit copy of type t, owned by the mirror;
+ * its GEMM input is stored times 2^-e. */
+static int half_copy(px_backend *be, px_model *mir, px_linear *l, size_t n, px_etype t, int e) {
+  if (!l->w || l->w16) return PX_OK;
+  if (mir->n_owned >= mir->cap_owned) return px_fail(PX_ERR_BACKEND, "internal: more 16-bit copies than buffers");
+  void *h = be->alloc(be, n * 2 + 16); /* on failure the op has said so, naming the size */
+  if (!h) return PX_ERR_NOMEM;
+  mir->owned[mir->n_owned++] = h;
+  be->convert(be, (int64_t)n, l->w, h, t);
+  l->w16 = h;
+  l->w16_type = t;
+  l->e = e;
+  return be->status ? be->status(be) : PX_OK;
 }
 
-/* BF16: a copy of every weight array (each GEMM with K >= 16 uses one). FP16: only the
- * token blocks' four GEMM matrices (K = 768 or 1536: ~85% of the call's GEMM work, where
- * 16-bit operands halve the time), and only for blocks whose GEMM inputs provably stay in
- * fp16's range (fp16_range.c; the others keep TF32). The atom blocks' K = 128/256 GEMMs are
- * memory-bound, so converting their inputs would cost more than it saves; they stay TF32.
- * be is the view at the precision. */
-static int make_half_weights(px_backend *be, px_model *mir, const px_model *host, int precision) {
-  if (!be->weight_x16_make) return px_fail(PX_ERR_BACKEND, "%s has no 16-bit weights", be->name);
-  if (precision == PX_PRECISION_BF16) {
-    for (int i = 0; i < mir->n_owned; i++) { /* the mirror's buffer i is the host's buffer i */
-      int rc = be->weight_x16_make(be, mir->owned[i], host->owned_n[i], 0);
-      if (rc) return rc;
+/* Free the fp32 matrix of l (its GEMMs read only the 16-bit copy); kept when it is not one
+ * whole owned buffer. */
+static void drop_fp32(px_backend *be, px_model *mir, px_linear *l) {
+  for (int i = 0; i < mir->n_owned; i++)
+    if (mir->owned[i] == l->w) {
+      if (be->sync) be->sync(be); /* queued conversions have read it */
+      be->free(be, l->w);
+      mir->owned[i] = NULL;
+      l->w = NULL;
+      return;
     }
-    return PX_OK;
-  }
-  px_transformer_w *tf = &mir->tok_tf;
+}
+
+/* The matrices of one transformer block that its GEMMs read. */
+static int block_half(px_backend *be, px_model *mir, const px_transformer_w *tf, px_block_w *B, px_etype t, int e) {
   const size_t C = (size_t)tf->c, h = (size_t)tf->hidden;
+  int rc = half_copy(be, mir, &B->proj1, (size_t)B->proj1.out * C, t, 0);
+  if (!rc && tf->cross) rc = half_copy(be, mir, &B->proj2, 2 * C * C, t, 0);
+  if (!rc) rc = half_copy(be, mir, &B->o, C * C, t, 0);
+  if (!rc) rc = half_copy(be, mir, &B->a12, 2 * h * C, t, 0);
+  if (!rc) rc = half_copy(be, mir, &B->ctb_b, C * h, t, e);
+  return rc;
+}
+
+static int linear_half(px_backend *be, px_model *mir, px_linear *l, px_etype t) {
+  return half_copy(be, mir, l, (size_t)l->out * l->in, t, 0);
+}
+
+/* BF16: a copy of every matrix the call's GEMMs read (the backend then runs each GEMM with
+ * K >= 16 on bf16 operands; enc_r, K = 3, keeps fp32). FP16: only the token blocks' four
+ * GEMM matrices (K = 768 or 1536: ~85% of the call's GEMM work, where 16-bit operands halve
+ * the time), and only for blocks whose GEMM inputs provably stay in fp16's range
+ * (fp16_range.c; the others keep TF32). The atom blocks' K = 128/256 GEMMs are memory-bound,
+ * so converting their inputs would cost more than it saves; they stay TF32. be is the view
+ * at the precision. */
+static int make_half_weights(px_backend *be, px_model *mir, const px_model *host, int precision) {
+  if (!be->convert) return px_fail(PX_ERR_BACKEND, "%s has no 16-bit weights", be->name);
+  px_transformer_w *tf = &mir->tok_tf;
+  if (precision == PX_PRECISION_BF16) {
+    px_transformer_w *tfs[3] = {&mir->enc_tf, &mir->tok_tf, &mir->dec_tf};
+    int rc = PX_OK;
+    for (int w = 0; w < 3 && !rc; w++)
+      for (int k = 0; k < tfs[w]->n_blocks && !rc; k++) rc = block_half(be, mir, tfs[w], &tfs[w]->blocks[k], PX_BF16, 0);
+    px_linear *ls[] = {&mir->tr_s1.a, &mir->tr_s1.b, &mir->tr_s1.out, &mir->tr_s2.a, &mir->tr_s2.b, &mir->tr_s2.out,
+                       &mir->cond_n, &mir->lin_s, &mir->enc_q, &mir->dec_a, &mir->dec_out};
+    for (size_t i = 0; i < sizeof ls / sizeof ls[0] && !rc; i++) rc = linear_half(be, mir, ls[i], PX_BF16);
+    return rc;
+  }
   int *exps = malloc(sizeof(int) * (size_t)(tf->n_blocks + 1));
   if (!exps) return px_fail(PX_ERR_NOMEM, "out of memory");
   px_token_fp16_exps(host, exps);
@@ -127,15 +161,12 @@ static int make_half_weights(px_backend *be, px_model *mir, const px_model *host
   for (int k = 0; k < tf->n_blocks && !rc; k++) {
     if (exps[k] < 0) continue;
     px_block_w *B = &tf->blocks[k];
-    rc = be->weight_x16_make(be, B->w_proj1, 4 * C * C, 0);
-    if (!rc) rc = be->weight_x16_make(be, B->o.w, C * C, 0);
-    if (!rc) rc = be->weight_x16_make(be, B->w_a12, 2 * h * C, 0);
-    if (!rc) rc = be->weight_x16_make(be, B->ctb_b.w, C * h, exps[k]);
+    rc = block_half(be, mir, tf, B, PX_F16, exps[k]);
     if (rc) break;
-    drop_fp32(be, mir, &B->w_proj1);
-    drop_fp32(be, mir, &B->o.w);
-    drop_fp32(be, mir, &B->w_a12);
-    drop_fp32(be, mir, &B->ctb_b.w);
+    drop_fp32(be, mir, &B->proj1);
+    drop_fp32(be, mir, &B->o);
+    drop_fp32(be, mir, &B->a12);
+    drop_fp32(be, mir, &B->ctb_b);
     rc = be->status ? be->status(be) : 0;
   }
   free(exps);
@@ -191,10 +222,10 @@ int px_model_to_device(px_model *m, px_backend *be, int precision) {
 }
 
 int px_model_device_x16_blocks(const px_model *m) {
-  if (!m || !m->cuda_mirror || !m->be->x16_weight) return 0;
+  if (!m || !m->cuda_mirror) return 0;
   const px_transformer_w *tf = &m->cuda_mirror->tok_tf;
   int n = 0;
-  for (int k = 0; k < tf->n_blocks; k++) n += m->be->x16_weight(m->be, tf->blocks[k].w_proj1, tf->c) >= 0;
+  for (int k = 0; k < tf->n_blocks; k++) n += tf->blocks[k].proj1.w16 != NULL;
   return n;
 }
 

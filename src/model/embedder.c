@@ -370,10 +370,10 @@ int px_embed(const px_embedder *e, const px_features *f, const float *restype, c
 /* ---- backend: q = c; atom transformer (s = c, z = p); a = mean relu(Lin_q(q)); input_map ---- */
   be->copy(be, q, d.c, sizeof(float) * (size_t)N * ca);
   px_atom_transformer(be, &W->tf, d.cache, 1, N, q, ws);
-  be->linear_relu(be, N, ct, ca, q, ca, W->q.w, NULL, big, ct, N);
+  be->linear_relu(be, N, ct, ca, q, ca, px_lw(&W->q), NULL, big, ct, N);
   be->atoms_to_tokens(be, 1, N, T, ct, big, d.a2t, d.inv_count, a);
-  be->linear(be, T, cs, ct, a, ct, W->map_a.w, W->map_a.b, y, cs, 0, T);
-  be->linear(be, T, cs, nx, d.x, nx, W->map_x.w, NULL, y, cs, 1, T);
+  be->linear(be, T, cs, ct, a, ct, px_lw(&W->map_a), W->map_a.b, y, cs, 0, T, PX_F32, PX_F32);
+  be->linear(be, T, cs, nx, d.x, nx, px_lw(&W->map_x), NULL, y, cs, 1, T, PX_F32, PX_F32);
   be->download(be, y_host, y, sizeof(float) * (size_t)T * cs);
   if (be->sync) be->sync(be);
   rc = be->status ? be->status(be) : 0;

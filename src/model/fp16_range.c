@@ -90,11 +90,11 @@ int px_token_block_fp16_bounds(const px_model *m, int k, px_fp16_bounds *out) {
     an_norm[i] = sC + fr * sS;
   }
   double v_row, fr;
-  row_norms(B->w_proj1, 2 * C, 3 * C, C, &v_row, &fr); /* [q k v g]: the value rows */
+  row_norms(B->proj1.w, 2 * C, 3 * C, C, &v_row, &fr); /* [q k v g]: the value rows */
   out->att = v_row * an_norm[0];
   double hmax = 0, rmax = 0;
   for (int c = 0; c < h; c++) { /* w_a12 stacks W_1 (rows 0..h-1) and W_2 (rows h..2h-1) */
-    const double w1 = row_norm(B->w_a12 + (size_t)c * C, C), w2 = row_norm(B->w_a12 + (size_t)(h + c) * C, C);
+    const double w1 = row_norm(B->a12.w + (size_t)c * C, C), w2 = row_norm(B->a12.w + (size_t)(h + c) * C, C);
     if (w1 * w2 > hmax) hmax = w1 * w2;
     if (w1 > rmax) rmax = w1;
     if (w2 > rmax) rmax = w2;
@@ -115,7 +115,7 @@ int px_token_block_fp16_exp(const px_model *m, int k) {
   const px_transformer_w *tf = &m->tok_tf;
   const px_block_w *B = &tf->blocks[k];
   const size_t C = (size_t)tf->c, h = (size_t)tf->hidden;
-  if (!fp16_keeps(B->w_proj1, 4 * C * C) || !fp16_keeps(B->o.w, C * C) || !fp16_keeps(B->w_a12, 2 * h * C) ||
+  if (!fp16_keeps(B->proj1.w, 4 * C * C) || !fp16_keeps(B->o.w, C * C) || !fp16_keeps(B->a12.w, 2 * h * C) ||
       !fp16_keeps(B->ctb_b.w, C * h))
     return -1;
   return e;

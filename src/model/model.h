@@ -8,11 +8,23 @@
 #include "backend.h"
 #include "pxdiff.h"
 
-/* y = x W^T (+ b); W [out, in] row-major. */
+/* y = x W^T (+ b); W [out, in] row-major. On a device backend at a 16-bit precision, the
+ * model may give W a 16-bit copy w16 of type w16_type (its own buffer; device.c decides which
+ * matrices get one), whose GEMM input is stored times 2^-e; w is then NULL when every GEMM
+ * with W takes a 16-bit input. */
 typedef struct {
   float *w, *b;
   int out, in;
+  void *w16;
+  px_etype w16_type;
+  int e;
 } px_linear;
+
+/* The weight handle a GEMM op takes (backend.h px_weight) for a linear's matrix. */
+static inline px_weight px_lw(const px_linear *l) {
+  px_weight h = {l->w, l->w16, l->w16_type, l->e};
+  return h;
+}
 
 /* AdaLN conditioning weights (layernorm_s scale, linear_s with bias, linear_nobias_s). */
 typedef struct {
@@ -30,15 +42,15 @@ typedef struct {
   px_adaln_w ln_a, ln_kv; /* ln_kv only in the atom transformers (cross-attention mode) */
   /* Projections fused for one GEMM each. Token blocks: qkvg [4c, c] over a_n.
    * Atom blocks: qg [2c, c] over a_n and kv [2c, c] over AdaLN_kv(a_n).
-   * The bias holds linear_q.bias in the q rows and 0 elsewhere. */
-  float *w_proj1, *b_proj1; /* qkvg or qg */
-  float *w_proj2;           /* kv (atom blocks) */
+   * proj1's bias holds linear_q.bias in the q rows and 0 elsewhere. */
+  px_linear proj1; /* qkvg or qg */
+  px_linear proj2; /* kv (atom blocks; no bias) */
   px_linear o;
   float *ln_z_w;
   px_linear z;       /* linear_nobias_z [H, c_z] */
   px_linear a_last;  /* linear_a_last (bias) over raw s */
   px_adaln_w ctb_adaln;
-  float *w_a12;      /* linear_nobias_a1 ; linear_nobias_a2 stacked: [2h, c] */
+  px_linear a12;     /* linear_nobias_a1 ; linear_nobias_a2 stacked: [2h, c], no bias */
   px_linear ctb_b;   /* linear_nobias_b [c, h] */
   px_linear ctb_s;   /* linear_s (bias) over raw s */
 } px_block_w;
@@ -168,7 +180,8 @@ void px_token_fp16_exps(const px_model *m, int *exps); /* every block, in parall
 
 /* The model on a device backend (device.c). px_model_to_device copies the weights into be's
  * memory (any view of its context) and makes the 16-bit copies `precision` asks for
- * (PX_PRECISION_DEFAULT: fp16 for the token blocks whose range is proven); designs made
+ * (PX_PRECISION_DEFAULT: fp16 for the token blocks whose range is proven; the copies are the
+ * model's, in px_linear.w16, passed to the GEMM ops as px_weight handles); designs made
  * afterwards use that backend. A model on another context, or at another precision, is
  * copied again. The context must outlive the model's designs. */
 int px_model_to_device(px_model *m, px_backend *be, int precision);

@@ -111,15 +111,14 @@ static void visit_transformer(px_transformer_w *tf, px_weight_visitor fn, void *
     px_block_w *B = &tf->blocks[k];
     visit_adaln(&B->ln_a, fn, u);
     visit_adaln(&B->ln_kv, fn, u);
-    fn(&B->w_proj1, u);
-    fn(&B->b_proj1, u);
-    fn(&B->w_proj2, u);
+    visit_linear(&B->proj1, fn, u);
+    visit_linear(&B->proj2, fn, u);
     visit_linear(&B->o, fn, u);
     fn(&B->ln_z_w, u);
     visit_linear(&B->z, fn, u);
     visit_linear(&B->a_last, fn, u);
     visit_adaln(&B->ctb_adaln, fn, u);
-    fn(&B->w_a12, u);
+    visit_linear(&B->a12, fn, u);
     visit_linear(&B->ctb_b, fn, u);
     visit_linear(&B->ctb_s, fn, u);
   }
@@ -330,22 +329,28 @@ static void transformer_w(loader *L, px_transformer_w *tf, const char *base, int
     }
     /* Fused projections: rows [q; k; v; g] (token) or [q; g] and [k; v] (atom). */
     int np1 = cross ? 2 : 4;
-    B->w_proj1 = own(L, (size_t)np1 * c * c);
-    B->b_proj1 = own(L, (size_t)np1 * c);
-    if (cross) B->w_proj2 = own(L, (size_t)2 * c * c);
-    if (!B->w_proj1 || !B->b_proj1 || (cross && !B->w_proj2)) {
+    B->proj1.w = own(L, (size_t)np1 * c * c);
+    B->proj1.b = own(L, (size_t)np1 * c);
+    if (cross) B->proj2.w = own(L, (size_t)2 * c * c);
+    if (!B->proj1.w || !B->proj1.b || (cross && !B->proj2.w)) {
       L->status = px_fail(PX_ERR_NOMEM, "out of memory");
       return;
     }
-    memset(B->b_proj1, 0, sizeof(float) * (size_t)np1 * c);
+    memset(B->proj1.b, 0, sizeof(float) * (size_t)np1 * c);
+    B->proj1.out = np1 * c;
+    B->proj1.in = c;
+    if (cross) {
+      B->proj2.out = 2 * c;
+      B->proj2.in = c;
+    }
     const size_t cc = (size_t)c * c;
     snprintf(s, sizeof s, "%s.attention.linear_q.weight", apb);
-    load_into(L, B->w_proj1, s, c, c);
+    load_into(L, B->proj1.w, s, c, c);
     snprintf(s, sizeof s, "%s.attention.linear_q.bias", apb);
-    load_into(L, B->b_proj1, s, c, -1);
+    load_into(L, B->proj1.b, s, c, -1);
     snprintf(s, sizeof s, "%s.attention.linear_g.weight", apb);
-    load_into(L, B->w_proj1 + (cross ? 1 : 3) * cc, s, c, c);
-    float *kv = cross ? B->w_proj2 : B->w_proj1 + cc;
+    load_into(L, B->proj1.w + (cross ? 1 : 3) * cc, s, c, c);
+    float *kv = cross ? B->proj2.w : B->proj1.w + cc;
     snprintf(s, sizeof s, "%s.attention.linear_k.weight", apb);
     load_into(L, kv, s, c, c);
     snprintf(s, sizeof s, "%s.attention.linear_v.weight", apb);
@@ -356,15 +361,17 @@ static void transformer_w(loader *L, px_transformer_w *tf, const char *base, int
     B->a_last = lin(L, c, c_s, 1, "%s.linear_a_last", apb);
     snprintf(s, sizeof s, "%s.adaln", ctb);
     B->ctb_adaln = adaln_w(L, c, c_s, s);
-    B->w_a12 = own(L, (size_t)2 * h * c);
-    if (!B->w_a12) {
+    B->a12.w = own(L, (size_t)2 * h * c);
+    if (!B->a12.w) {
       L->status = px_fail(PX_ERR_NOMEM, "out of memory");
       return;
     }
     snprintf(s, sizeof s, "%s.linear_nobias_a1.weight", ctb);
-    load_into(L, B->w_a12, s, h, c);
+    load_into(L, B->a12.w, s, h, c);
     snprintf(s, sizeof s, "%s.linear_nobias_a2.weight", ctb);
-    load_into(L, B->w_a12 + (size_t)h * c, s, h, c);
+    load_into(L, B->a12.w + (size_t)h * c, s, h, c);
+    B->a12.out = 2 * h;
+    B->a12.in = c;
     B->ctb_b = lin(L, c, h, 0, "%s.linear_nobias_b", ctb);
     B->ctb_s = lin(L, c, c_s, 1, "%s.linear_s", ctb);
     if (!cross && L->m && !L->status) stack_sterms(L->m, tf, k);

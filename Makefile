@@ -3,9 +3,13 @@
 # pkg-config; python3-torch, numpy and pytest for the reference tests) with apt-get and sets
 # up the test venv, through scripts/ensure-deps.sh.
 #   OPT=...       optimisation flags (default -O3, plus -march=x86-64-v3 -mtune=native on x86_64)
-#   BLAS=name     the cblas to link, by its pkg-config name (default openblas; -l<name> when
-#                 pkg-config does not know it)
+#   BLAS=name     the cblas to link, by its pkg-config name (-l<name> when pkg-config does not
+#                 know it; BLAS=accelerate on macOS). Without it the build takes the first this
+#                 machine has (scripts/detect-blas.sh, cached in $(BUILD)/blas.mk): Accelerate
+#                 on macOS, else MKL's cblas, BLIS, OpenBLAS, -lblas. `pxdiff info` names it.
 #   PXDIFF_NO_CUDA=1  no CUDA backend even when nvcc is found
+# (the rules for the BLAS choice and the flags stamp come before `all`)
+.DEFAULT_GOAL := all
 CC      ?= cc
 BUILD   ?= build
 UNAME_S := $(shell uname -s)
@@ -17,7 +21,6 @@ ifeq ($(UNAME_S)-$(UNAME_M),Linux-x86_64)
 else
   OPT   ?= -O3
 endif
-BLAS    ?= openblas
 
 CFLAGS_BASE := -std=c11 -fno-trapping-math -Wall -Wextra -Wno-unused-parameter -fPIC -Iinclude -Isrc $(EXTRA_CFLAGS)
 # -fno-trapping-math lets branch-free math (sigmoid, exp) vectorize; it changes no result.
@@ -26,25 +29,56 @@ CFLAGS_BASE := -std=c11 -fno-trapping-math -Wall -Wextra -Wno-unused-parameter -
 # breaking the build.
 DEPFLAGS = -MMD -MP -MF $(@:.o=.d)
 ifeq ($(UNAME_S),Darwin)
-  # Accelerate's cblas on macOS.
-  BLAS_CFLAGS := -DPX_BLAS_ACCELERATE -DACCELERATE_NEW_LAPACK
-  BLAS_LIBS   := -framework Accelerate
   OMP_FLAGS   := -Xpreprocessor -fopenmp
   OMP_LIBS    := -lomp
   SO_FLAGS    := -dynamiclib
 else
-  # The cblas as pkg-config describes it (include and library dirs differ between Debian's
-  # OpenBLAS variants); -l$(BLAS) when pkg-config is missing or does not know it.
-  BLAS_PC_CFLAGS := $(shell pkg-config --cflags $(BLAS) 2>/dev/null)
-  BLAS_PC_LIBS   := $(shell pkg-config --libs $(BLAS) 2>/dev/null)
-  BLAS_CFLAGS := $(if $(filter openblas,$(BLAS)),-DPX_BLAS_OPENBLAS) $(BLAS_PC_CFLAGS)
-  BLAS_LIBS   := $(or $(strip $(BLAS_PC_LIBS)),-l$(BLAS))
   OMP_FLAGS   := -fopenmp
   OMP_LIBS    := -fopenmp
   SO_FLAGS    := -shared
   SO_VERSION_SCRIPT = $(BUILD)/libpxdiff.ver
   SO_EXPORTS  = -Wl,--version-script=$(SO_VERSION_SCRIPT)
 endif
+# The cblas. BLAS_KIND becomes a define (PX_BLAS_<KIND>, cpu/blas.h) that `pxdiff info`
+# reports beside the library found loaded at run time.
+#  - BLAS=accelerate: Accelerate (macOS);
+#  - BLAS=<a name pkg-config knows>: as pkg-config describes it (include and library dirs
+#    differ between Debian's OpenBLAS variants), the kind read from the name;
+#  - BLAS=mkl|blis|openblas|blas otherwise, or no BLAS: scripts/detect-blas.sh finds it (that
+#    kind only, or the first the machine has), checked by a test link and cached in
+#    $(BUILD)/blas.mk until BLAS changes (delete the file to detect again after installing
+#    another library);
+#  - any other name: -l$(BLAS).
+BLAS_REQUEST := $(or $(strip $(BLAS)),auto)
+BLAS_PC      := $(if $(filter auto accelerate,$(BLAS_REQUEST)),,$(shell pkg-config --exists $(BLAS) 2>/dev/null && echo yes))
+ifeq ($(BLAS_REQUEST),accelerate)
+  BLAS_KIND   := accelerate
+  BLAS_CFLAGS := -DPX_BLAS_ACCELERATE -DACCELERATE_NEW_LAPACK
+  BLAS_LIBS   := -framework Accelerate
+else ifeq ($(BLAS_PC)$(filter auto mkl blis openblas blas,$(BLAS_REQUEST)),)
+  BLAS_KIND   := blas
+  BLAS_CFLAGS := -DPX_BLAS_GENERIC
+  BLAS_LIBS   := -l$(BLAS)
+else ifeq ($(BLAS_PC),yes)
+  BLAS_KIND   := $(or $(if $(filter openblas%,$(BLAS)),openblas),$(if $(filter mkl%,$(BLAS)),mkl),$(if $(filter blis%,$(BLAS)),blis),blas)
+  BLAS_DEFINE := $(if $(filter blas,$(BLAS_KIND)),-DPX_BLAS_GENERIC,-DPX_BLAS_$(shell echo $(BLAS_KIND) | tr a-z A-Z))
+  BLAS_CFLAGS := $(BLAS_DEFINE) $(shell pkg-config --cflags $(BLAS) 2>/dev/null)
+  BLAS_LIBS   := $(shell pkg-config --libs $(BLAS) 2>/dev/null)
+else
+  # `make deps` and `make clean` need no BLAS (deps installs one).
+  ifneq ($(filter-out clean deps,$(or $(MAKECMDGOALS),all)),)
+    include $(BUILD)/blas.mk
+    # made for another BLAS= than this one: detect again (make then restarts)
+    ifneq ($(BLAS_FOR),$(BLAS_REQUEST))
+$(BUILD)/blas.mk: px-blas-changed
+    endif
+  endif
+endif
+.PHONY: px-blas-changed
+$(BUILD)/blas.mk: scripts/detect-blas.sh
+	@mkdir -p $(dir $@)
+	sh scripts/detect-blas.sh "$(CC)" $(BLAS_REQUEST) >$@.tmp && mv $@.tmp $@
+
 CFLAGS  := $(CFLAGS_BASE) $(OPT) $(BLAS_CFLAGS) $(OMP_FLAGS)
 LDLIBS  := $(BLAS_LIBS) $(OMP_LIBS) -lm $(LDLIBS_EXTRA)
 
@@ -75,6 +109,22 @@ $(LIB_OBJ): CFLAGS += -DPXDIFF_BUILDING_LIBRARY -fvisibility=hidden
 ifneq ($(strip $(CUDA_OBJ)),)
 $(CUDA_OBJ): NVCCFLAGS += -DPXDIFF_BUILDING_LIBRARY -Xcompiler -fvisibility=hidden
 endif
+
+# The flags stamp: everything that decides what an object or a binary contains (compilers,
+# flags, BLAS, CUDA or not) in one line, $(BUILD)/.flags. When the line differs from the one
+# stored, the stamp is rewritten and every object and binary, which depend on it, is rebuilt:
+# a build dir never mixes objects of two configurations (e.g. after BLAS=, OPT= or
+# PXDIFF_NO_CUDA=1 changed). Under make -n / -q it only reports that.
+FLAGS_STAMP := $(BUILD)/.flags
+FLAGS_LINE  := $(strip cc=$(CC) cflags=$(CFLAGS) ldlibs=$(LDLIBS) blas=$(BLAS_KIND) nvcc=$(if $(CUDA_OBJ),$(NVCC) $(NVCCFLAGS),none))
+ifneq ($(strip $(shell cat $(FLAGS_STAMP) 2>/dev/null)),$(FLAGS_LINE))
+$(FLAGS_STAMP): px-flags-changed
+endif
+.PHONY: px-flags-changed
+$(FLAGS_STAMP):
+	@mkdir -p $(dir $@)
+	@printf '%s\n' '$(subst ','\'',$(FLAGS_LINE))' >$@
+	@echo "pxdiff: configuration: BLAS $(BLAS_KIND) ($(BLAS_LIBS)), CUDA $(if $(CUDA_OBJ),$(NVCC),off); objects rebuilt"
 CLI_SRC := $(wildcard src/cli/*.c)
 CLI_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(CLI_SRC))
 TEST_SRC := $(wildcard tests/test_*.c)
@@ -90,19 +140,20 @@ deps:
 	@sh scripts/ensure-deps.sh build
 	@PXDIFF_TEST_VENV=$(BUILD)/venv-test sh scripts/ensure-deps.sh test
 
-$(BUILD)/obj/%.o: %.c
+$(BUILD)/obj/%.o: %.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(DEPFLAGS) -c $< -o $@
 
-$(BUILD)/obj/%.o: %.cu
+$(BUILD)/obj/%.o: %.cu $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) $(DEPFLAGS) -c $< -o $@
 
 $(BUILD)/libpxdiff.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)
-	rm -f $@ && ar rcs $@ $^
+	rm -f $@ && ar rcs $@ $(LIB_OBJ)
 
-$(BUILD)/libpxdiff.so: $(LIB_OBJ) $(SO_VERSION_SCRIPT)
+$(BUILD)/libpxdiff.so: $(LIB_OBJ) $(SO_VERSION_SCRIPT) $(FLAGS_STAMP)
+	@echo "pxdiff: BLAS: $(BLAS_KIND) ($(BLAS_LIBS))"
 	$(CC) $(SO_FLAGS) -o $@ $(LIB_OBJ) $(SO_EXPORTS) $(LDLIBS)
 
 # Only px_* leave the shared library: the C++ template instantiations of the CUDA backend
@@ -111,10 +162,11 @@ $(BUILD)/libpxdiff.ver:
 	@mkdir -p $(dir $@)
 	printf '{\n  global: px_*;\n  local: *;\n};\n' >$@
 
-$(BUILD)/pxdiff: $(CLI_OBJ) $(BUILD)/libpxdiff.a
+$(BUILD)/pxdiff: $(CLI_OBJ) $(BUILD)/libpxdiff.a $(FLAGS_STAMP)
+	@echo "pxdiff: BLAS: $(BLAS_KIND) ($(BLAS_LIBS))"
 	$(CC) -o $@ $(CLI_OBJ) $(BUILD)/libpxdiff.a $(LDLIBS)
 
-$(BUILD)/tests/%: tests/%.c $(BUILD)/libpxdiff.a
+$(BUILD)/tests/%: tests/%.c $(BUILD)/libpxdiff.a $(FLAGS_STAMP)
 	@mkdir -p $(dir $@) $(BUILD)/obj/tests
 	$(CC) $(CFLAGS) -MMD -MP -MF $(BUILD)/obj/tests/$*.d -MT $@ -Itests -o $@ $< $(BUILD)/libpxdiff.a $(LDLIBS)
 

@@ -1,13 +1,15 @@
 #!/bin/sh
 # Install the Debian packages pxdiff needs when they are missing.
 #   build: a C compiler, make, OpenBLAS (pthread build) with cblas headers.
-#   test:  Debian's python3-torch (the reference), numpy, pytest.
+#   test:  Debian's python3-torch (the reference), numpy, pytest; BLIS, a second cblas that
+#          tests/test_build.sh builds with (a BLIS build is also what the Makefile then
+#          detects first: scripts/detect-blas.sh).
 set -e
 need=""
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
 case "$1" in
   build) pkgs="libopenblas-pthread-dev libopenblas0-pthread pkg-config" ;;
-  test)  pkgs="python3-torch python3-numpy python3-pytest python3-venv libopenblas0-pthread" ;;
+  test)  pkgs="python3-torch python3-numpy python3-pytest python3-venv libopenblas0-pthread libblis-dev" ;;
   *) echo "usage: ensure-deps.sh build|test" >&2; exit 2 ;;
 esac
 if command -v dpkg-query >/dev/null 2>&1; then   # not Debian: the user provides them

@@ -186,6 +186,8 @@ enum { PX_ACT_SIGMOID = 0, PX_ACT_RELU = 1 };
 
 /* The CPU backend (cblas + OpenMP); a static singleton. */
 px_backend *px_cpu_backend(void);
+/* The CPU backend's BLAS and GEMM kernels in one line (`pxdiff info`, px_blas_name). */
+const char *px_cpu_blas_describe(void);
 
 /* The backend registry (src/backends.c): the one place that knows which backends this
  * build has. kind is an enum px_device (PX_DEVICE_CPU, PX_DEVICE_CUDA). */

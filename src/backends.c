@@ -3,7 +3,6 @@
  * and the CLI ask for a backend here and then use its px_backend operations. A new backend
  * (Metal, ROCm) adds its kind here and nowhere else above src/<backend>/. */
 #include "backend.h"
-#include "cpu/blas.h"
 #include "error.h"
 #include "pxdiff.h"
 
@@ -11,7 +10,7 @@
 #include "cuda/cuda_backend.h"
 #endif
 
-const char *px_blas_name(void) { return PX_BLAS_NAME; }
+const char *px_blas_name(void) { return px_cpu_blas_describe(); }
 
 int px_backend_device_count(int kind) {
   if (kind == PX_DEVICE_CPU) return 1;

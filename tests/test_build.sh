@@ -6,7 +6,10 @@
 #    every header, `make -n -W header` recompiles exactly the sources whose preprocessor
 #    dependencies (asked of the compiler directly, `cc -MM`) include it;
 #  - -march=x86-64-v3 only on x86_64 hosts, OPT overridable;
-#  - BLAS flags and libraries from pkg-config, -l$(BLAS) when pkg-config does not know it.
+#  - BLAS flags and libraries from pkg-config, -l$(BLAS) when pkg-config does not know it;
+#  - without BLAS= the machine's library is detected and `pxdiff info` names it; every other
+#    library detect-blas.sh finds builds too (the same dir: the flags stamp rebuilds it);
+#  - a changed configuration (OPT=, BLAS=) makes the build out of date.
 # Builds the library without CUDA at -O0 in a scratch dir (~20 s on 2 cores).
 #   sh tests/test_build.sh   (from the repository root)
 [ -f Makefile ] && [ -d src ] || { echo "test_build: run from the repository root" >&2; exit 1; }
@@ -85,15 +88,65 @@ cc_lines OPT=-O1 | grep -q -- '-march' && fail "OPT=-O1 still adds -march"
 
 # --- 4. BLAS through pkg-config ----------------------------------------------------------
 if [ "$(uname -s)" = Linux ]; then
-  link=$($MK -n -B "$B/libpxdiff.so" 2>/dev/null | grep -- ' -shared ')
   if pkg_libs=$(pkg-config --libs openblas 2>/dev/null) && [ -n "$pkg_libs" ]; then
+    link=$($MK BLAS=openblas -n -B "$B/libpxdiff.so" 2>/dev/null | grep -- ' -shared ')
     for w in $pkg_libs; do
-      printf '%s\n' "$link" | grep -q -- "$w" || fail "link line lacks pkg-config's '$w': $link"
+      printf '%s\n' "$link" | grep -q -- "$w" || fail "BLAS=openblas: link line lacks pkg-config's '$w': $link"
     done
   fi
   $MK BLAS=pxdiff_no_such_blas -n -B "$B/libpxdiff.so" 2>/dev/null | grep -q -- '-lpxdiff_no_such_blas' ||
     fail "BLAS=name unknown to pkg-config does not link -lname"
 fi
+
+# --- 5. the detected BLAS, named by `pxdiff info`; the flags stamp -------------------------
+# blas_label KIND: how `pxdiff info` names a kind (cpu/blas.h PX_BLAS_BUILT).
+blas_label() {
+  case "$1" in
+    openblas) echo OpenBLAS ;; blis) echo BLIS ;; mkl) echo MKL ;; accelerate) echo Accelerate ;; *) echo cblas ;;
+  esac
+}
+# check_info KIND WHAT: the blas line of $B/pxdiff info names KIND's library.
+check_info() {
+  want=$(blas_label "$1")
+  line=$("$B/pxdiff" info 2>&1 | sed -n 's/^blas: //p')
+  case "$line" in
+    "$want;"*) ;;
+    *) fail "$2: built with $1 but pxdiff info says 'blas: $line'" ;;
+  esac
+}
+kind=$(sed -n 's/^BLAS_KIND := //p' "$B/blas.mk" 2>/dev/null)
+libs=$(sed -n 's/^BLAS_LIBS := //p' "$B/blas.mk" 2>/dev/null)
+if [ -z "$kind" ]; then
+  fail "the default build left no BLAS choice in $B/blas.mk"
+else
+  check_info "$kind" "the default build"
+  link=$($MK -n -B "$B/libpxdiff.so" 2>/dev/null | grep -- ' -shared ')
+  for w in $libs; do
+    printf '%s\n' "$link" | grep -q -- "$w" || fail "link line lacks the detected $kind's '$w': $link"
+  done
+fi
+# Another configuration makes the build out of date (the stamp $B/.flags), and asking does
+# not change the stamp.
+$MK -q OPT=-O1 all && fail "make -q OPT=-O1 after an -O0 build: up to date (flags stamp ignored)"
+$MK -q all || fail "make -q after make -q OPT=-O1: no longer up to date"
+# Every other library this machine has (scripts/detect-blas.sh --list): the same build dir
+# rebuilt with it (the stamp rebuilds every object), named by pxdiff info; then the default
+# again.
+others=$(sh scripts/detect-blas.sh "$CC" --list 2>/dev/null | grep -v -x -e "$kind" -e blas)
+for other in $others; do
+  if $MK -j2 BLAS="$other" >"$T/build-$other.log" 2>&1; then
+    check_info "$other" "BLAS=$other"
+    $MK -q BLAS="$other" all || fail "BLAS=$other: a fresh build is not up to date"
+  else
+    fail "BLAS=$other (detect-blas.sh --list says it links) did not build"
+    tail -n 20 "$T/build-$other.log" >&2
+  fi
+done
+if [ -n "$others" ]; then
+  $MK -j2 >"$T/build-again.log" 2>&1 || fail "the default build again after BLAS=..."
+  check_info "$kind" "the default build after BLAS=$others"
+fi
+echo "test_build: BLAS $kind${others:+, also built with $(echo $others)}"
 
 echo "test_build: $n_headers headers checked, $failures failed"
 [ $failures -eq 0 ]

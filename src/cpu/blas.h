@@ -1,14 +1,24 @@
-/* Which cblas: chosen by the Makefile (BLAS=<pkg-config name>; Accelerate on macOS), and
+/* Which cblas: chosen by the Makefile (BLAS=<pkg-config name>, else the first of Accelerate,
+ * MKL, BLIS, OpenBLAS, -lblas the machine has: scripts/detect-blas.sh), and
  * identified again at run time, since on Debian libblas.so.3 / libopenblas can be any of
- * several builds through alternatives. PX_BLAS_NAME (px_blas_name(), `pxdiff info`) names
- * the library actually loaded, its version and threading, and the GEMM kernel the CPU
- * backend uses for deep GEMMs (cpu/gemm.h). */
+ * several builds through alternatives. px_cpu_blas_describe() (backend.h; px_blas_name(),
+ * `pxdiff info`) names both: the build's choice (PX_BLAS_BUILT), the library actually loaded
+ * (version, threading), and the GEMM kernel the CPU backend uses for deep GEMMs (cpu/gemm.h). */
 #ifndef PX_CPU_BLAS_H
 #define PX_CPU_BLAS_H
 
-/* One line: library, version, threading; built once (cpu_backend.c). */
-const char *px_cpu_blas_describe(void);
-#define PX_BLAS_NAME px_cpu_blas_describe()
+/* The build's choice (Makefile: BLAS=, or scripts/detect-blas.sh), as its define names it. */
+#if defined(PX_BLAS_ACCELERATE)
+#define PX_BLAS_BUILT "Accelerate"
+#elif defined(PX_BLAS_MKL)
+#define PX_BLAS_BUILT "MKL"
+#elif defined(PX_BLAS_BLIS)
+#define PX_BLAS_BUILT "BLIS"
+#elif defined(PX_BLAS_OPENBLAS)
+#define PX_BLAS_BUILT "OpenBLAS"
+#else
+#define PX_BLAS_BUILT "cblas"
+#endif
 
 #if defined(PX_BLAS_ACCELERATE)
 #include <Accelerate/Accelerate.h>
@@ -17,6 +27,17 @@ static inline int px_blas_get_threads(void) { return 1; }
 #else
 #if defined(PX_BLAS_MKL)
 #include <mkl_cblas.h>
+#elif defined(PX_BLAS_BLIS)
+/* BLIS's cblas.h carries BLIS's own headers: unused static functions, and POSIX types
+ * (pthread_barrier_t) that -std=c11 hides, so its includer defines _POSIX_C_SOURCE first. */
+#if defined(__GNUC__) || defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#endif
+#include <cblas.h>
+#if defined(__GNUC__) || defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 #else
 #include <cblas.h>
 #endif

@@ -3,6 +3,9 @@
  * results do not depend on the thread count.
  * Every parallel region asks for px_num_threads() threads explicitly: the engine's count,
  * independent of the host process's OpenMP setting (which it never changes). */
+#if defined(PX_BLAS_BLIS) && !defined(_POSIX_C_SOURCE)
+#define _POSIX_C_SOURCE 200809L /* BLIS's cblas.h needs pthread_barrier_t (cpu/blas.h) */
+#endif
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -654,10 +657,10 @@ const char *px_cpu_blas_describe(void) {
 #endif
   const int isa = px_gemm_isa();
   if (isa == PX_GEMM_BLAS)
-    snprintf(line, sizeof line, "%s", lib);
+    snprintf(line, sizeof line, "%s; loaded: %s", PX_BLAS_BUILT, lib);
   else
-    snprintf(line, sizeof line, "%s; GEMMs of depth >= %d: pxdiff's %s kernel", lib, OWN_GEMM_MIN_K,
-             isa == PX_GEMM_AVX512 ? "AVX-512" : "AVX2");
+    snprintf(line, sizeof line, "%s; loaded: %s; GEMMs of depth >= %d: pxdiff's %s kernel", PX_BLAS_BUILT, lib,
+             OWN_GEMM_MIN_K, isa == PX_GEMM_AVX512 ? "AVX-512" : "AVX2");
   done = 1;
   return line;
 }

@@ -104,6 +104,25 @@ def test_version():
     assert lib.px_version_number() == parts["MAJOR"] * 10000 + parts["MINOR"] * 100 + parts["PATCH"]
 
 
+def test_blas_name_names_the_build_choice():
+    """px_blas_name (pxdiff.blas_name, `pxdiff info`) starts with the cblas the build chose:
+    the one scripts/detect-blas.sh wrote into the build dir's blas.mk when the build detected
+    it; one of the known labels otherwise (an explicit BLAS=). Then the library loaded."""
+    labels = {"openblas": "OpenBLAS", "blis": "BLIS", "mkl": "MKL", "accelerate": "Accelerate", "blas": "cblas"}
+    name = pxdiff.blas_name()
+    built, _, rest = name.partition("; ")
+    assert rest.startswith("loaded: "), name
+    blas_mk = os.path.join(os.path.dirname(os.path.abspath(lib._name)), "blas.mk")
+    kind = None
+    if os.path.exists(blas_mk):
+        kind = next((ln.split(":=", 1)[1].strip() for ln in open(blas_mk) if ln.startswith("BLAS_KIND :=")), None)
+    if kind is not None and os.path.exists(os.path.join(os.path.dirname(blas_mk), ".flags")) and \
+            f"blas={kind} " in open(os.path.join(os.path.dirname(blas_mk), ".flags")).read():
+        assert built == labels[kind], (kind, name)
+    else:
+        assert built in labels.values(), name
+
+
 def test_name_parsers_return_invalid_enumerators():
     text = open(os.path.join(INCLUDE, "pxdiff.h")).read()
 

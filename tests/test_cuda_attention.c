@@ -207,11 +207,15 @@ int main(void) {
   tu_seed();
   cpu = px_cpu_backend();
   const double tol = 2e-3;
-  /* full attention: awkward T, d in {16, 32, 48, 64}; d = 24 takes the exact fallback */
+  /* full attention: awkward T, d in {16, 32, 48, 64}; d = 24 takes the exact fallback. The
+   * launches of {10, 150, 16, 48} and {9, 190, 16, 32} take 64-query blocks on an H100 or
+   * H200 (132 SMs, 228 KB of shared memory each: fewer waves than 128-query blocks,
+   * attention_tc.cu), the others 128. */
   static const int full[][5] = {
       {1, 1, 2, 32, 0},   {2, 7, 3, 48, 0},   {1, 31, 2, 32, 4}, {2, 33, 4, 48, 0},
       {3, 64, 2, 48, 0},  {2, 65, 2, 64, 8},  {1, 130, 3, 16, 0}, {10, 330, 16, 48, 0},
-      {1, 620, 4, 48, 4}, {2, 620, 2, 32, 0}, {2, 40, 2, 24, 0},  {1, 1, 1, 48, 4}};
+      {1, 620, 4, 48, 4}, {2, 620, 2, 32, 0}, {2, 40, 2, 24, 0},  {1, 1, 1, 48, 4},
+      {10, 150, 16, 48, 0}, {9, 190, 16, 32, 4}};
   for (size_t i = 0; i < sizeof full / sizeof full[0]; i++)
     run_full(PX_PRECISION_TF32, full[i][0], full[i][1], full[i][2], full[i][3], full[i][4], tol);
   /* local attention: trunks of 32, windows of 128 (the model's) and other widths; blocks

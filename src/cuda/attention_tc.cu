@@ -6,7 +6,8 @@
 // accumulator's initial value (so the bias is added in fp32, exactly), keys outside the
 // sequence / window get -inf, the online softmax (running max and sum per row) is fp32,
 // and O += P V again on the tensor cores.
-//  - Full attention (k_attention_tc): one block per (128 queries, head, sample), 8 warps;
+//  - Full attention (k_attention_tc): one block per (128 queries, head, sample), 8 warps
+//    (64 queries, 4 warps, when that takes fewer waves of blocks);
 //    K/V tiles of 64 keys stream through a two-stage cp.async ring.
 //  - Local attention (k_attention_tc_local): one block per (4 query trunks of 32, head,
 //    sample), 8 warps. The trunks' windows (nk keys each, 32 apart) overlap, so the block
@@ -266,17 +267,17 @@ __device__ __forceinline__ void store_rows(const float (&o)[D / 8][4], float l0,
   }
 }
 
-// Full attention: QT = 128 queries per block (8 warps of 16 rows), bias [H, L, L].
+// Full attention: QT = 128 or 64 queries per block (8 or 4 warps of 16 rows), bias [H, L, L].
 // K/V tiles stream through a two-stage cp.async ring; each thread rounds the chunks it
 // copied to tf32 in place once they land. Full tiles whose bias rows allow 8-byte loads
 // (every tile but the last when L is even) take a path without per-key predicates.
 // O's elements are OT (store4): 16-bit when the output only feeds a 16-bit GEMM.
-template <int D, int OT>
-__global__ void __launch_bounds__(256, 2)
+template <int D, int OT, int QT>
+__global__ void __launch_bounds__(QT * 2, 256 / QT)
 k_attention_tc(int L, int H, int ld, const float *__restrict__ Q, const float *__restrict__ K,
                const float *__restrict__ V, const float *__restrict__ bias, float scale,
                void *__restrict__ O, const float *__restrict__ G, int ldg) {
-  constexpr int QT = 128, NT = QT * 2, DK = D / 8, CH = D / 4;
+  constexpr int NT = QT * 2, DK = D / 8, CH = D / 4;
   constexpr int CPT = KT * CH / NT;  // 16-byte chunks of K (and of V) per thread per tile
   static_assert(KT * CH % NT == 0, "chunks must divide evenly among the threads");
   constexpr int DPK = TcCfg<D>::DPK, DPV = TcCfg<D>::DPV, STAGE = TcCfg<D>::STAGE;
@@ -477,26 +478,26 @@ cudaError_t launch(cudaStream_t st, int S, int L, int H, int ld, const float *Q,
   // Once per D: the full kernel gets its fixed size, the local kernel the device's opt-in
   // maximum (the size a launch passes decides occupancy, not this limit).
   struct Lim {
-    int optin, per_sm;  // shared bytes per block (opt-in), per SM; optin 0: unusable
+    int optin, per_sm, sms;  // shared bytes per block (opt-in), per SM; optin 0: unusable; SMs
   };
   static const Lim lim = [] {
-    int dev = 0, optin = 0, per_sm = 0;
+    int dev = 0, optin = 0, per_sm = 0, sms = 0;
+    auto full = [](auto kernel) {
+      return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, TcCfg<D>::SMEM) == cudaSuccess;
+    };
     if (cudaGetDevice(&dev) != cudaSuccess ||
         cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess ||
         cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev) != cudaSuccess ||
-        optin < TcCfg<D>::SMEM ||
-        cudaFuncSetAttribute(k_attention_tc<D, 0>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             TcCfg<D>::SMEM) != cudaSuccess ||
-        cudaFuncSetAttribute(k_attention_tc<D, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             TcCfg<D>::SMEM) != cudaSuccess ||
-        cudaFuncSetAttribute(k_attention_tc<D, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             TcCfg<D>::SMEM) != cudaSuccess ||
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+        optin < TcCfg<D>::SMEM || !full(k_attention_tc<D, 0, 128>) || !full(k_attention_tc<D, 1, 128>) ||
+        !full(k_attention_tc<D, 2, 128>) || !full(k_attention_tc<D, 0, 64>) || !full(k_attention_tc<D, 1, 64>) ||
+        !full(k_attention_tc<D, 2, 64>) ||
         cudaFuncSetAttribute(k_attention_tc_local<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              optin) != cudaSuccess) {
       cudaGetLastError();  // not a sticky error: the exact kernels run instead
-      return Lim{0, 0};
+      return Lim{0, 0, 0};
     }
-    return Lim{optin, per_sm};
+    return Lim{optin, per_sm, sms};
   }();
   if (lim.optin == 0) return cudaErrorInvalidValue;
   if (local) {
@@ -520,14 +521,32 @@ cudaError_t launch(cudaStream_t st, int S, int L, int H, int ld, const float *Q,
         L, H, ld, Q, K, V, bias, nk, tpb, scale, (float *)O, G, ldg);
   } else {
     // 128 queries (8 warps) per block: each staged K/V tile serves twice the rows of a
-    // 64-query block (H200, T=330, H=16, S=10: 58 us per call against 68 us).
-    dim3 grid((L + 127) / 128, H, S);
-    if (ot == 0)
-      k_attention_tc<D, 0><<<grid, 256, TcCfg<D>::SMEM, st>>>(L, H, ld, Q, K, V, bias, scale, O, G, ldg);
-    else if (ot == 1)
-      k_attention_tc<D, 1><<<grid, 256, TcCfg<D>::SMEM, st>>>(L, H, ld, Q, K, V, bias, scale, O, G, ldg);
-    else
-      k_attention_tc<D, 2><<<grid, 256, TcCfg<D>::SMEM, st>>>(L, H, ld, Q, K, V, bias, scale, O, G, ldg);
+    // 64-query block (H200, T=330, H=16, S=10: 58 us per call against 68 us). But a block
+    // lasts one sweep over all keys whatever its rows, so the launch takes about as many
+    // sweeps as it has waves of blocks: 64-query blocks (4 warps, up to 4 per SM by
+    // registers, fewer where shared memory is short) are taken when they need fewer waves
+    // (d = 48, T=150, S=10: 320 blocks of 128 queries are two waves of 2 x 132, 480 of 64
+    // one wave of 4 x 132).
+    auto waves = [&](int qt) {
+      const int by_smem = lim.per_sm / (TcCfg<D>::SMEM + 1024);  // 1 KB per block is the system's
+      const int per_sm = by_smem < 256 / qt ? by_smem : 256 / qt;
+      const int64_t blocks = (int64_t)((L + qt - 1) / qt) * H * S, slots = (int64_t)lim.sms * (per_sm > 0 ? per_sm : 1);
+      return (blocks + slots - 1) / slots;
+    };
+    const int qt = lim.sms > 0 && waves(64) < waves(128) ? 64 : 128;
+#define PX_FULL_ATT(OT_, QT_)                                                                          \
+  k_attention_tc<D, OT_, QT_><<<dim3((L + QT_ - 1) / QT_, H, S), 2 * QT_, TcCfg<D>::SMEM, st>>>( \
+      L, H, ld, Q, K, V, bias, scale, O, G, ldg)
+    if (qt == 128) {
+      if (ot == 0) PX_FULL_ATT(0, 128);
+      else if (ot == 1) PX_FULL_ATT(1, 128);
+      else PX_FULL_ATT(2, 128);
+    } else {
+      if (ot == 0) PX_FULL_ATT(0, 64);
+      else if (ot == 1) PX_FULL_ATT(1, 64);
+      else PX_FULL_ATT(2, 64);
+    }
+#undef PX_FULL_ATT
   }
   return cudaSuccess;
 }

@@ -48,9 +48,9 @@ extern "C" {
 #endif
 
 #define PXDIFF_VERSION_MAJOR 0
-#define PXDIFF_VERSION_MINOR 1
+#define PXDIFF_VERSION_MINOR 2
 #define PXDIFF_VERSION_PATCH 0
-#define PXDIFF_VERSION "0.1.0"
+#define PXDIFF_VERSION "0.2.0"
 /* MAJOR * 10000 + MINOR * 100 + PATCH, for compile-time checks. */
 #define PXDIFF_VERSION_NUMBER \
   (PXDIFF_VERSION_MAJOR * 10000 + PXDIFF_VERSION_MINOR * 100 + PXDIFF_VERSION_PATCH)
@@ -140,6 +140,47 @@ PXDIFF_API int px_model_x16_blocks(const px_model *m);
 PXDIFF_API enum px_device px_device_from_name(const char *name);
 /* "fp32" | "tf32" | "bf16" | "fp16" | "default"; PX_PRECISION_INVALID for anything else. */
 PXDIFF_API enum px_precision px_precision_from_name(const char *name);
+
+/* Several devices and contexts in one process (0.2): one model handle per backend context,
+ * each driven by its own thread. A device is a kind and an index: "cpu" is
+ * {PX_DEVICE_CPU, 0}, "cuda:1" {PX_DEVICE_CUDA, 1}. */
+typedef struct {
+  enum px_device kind;
+  int index;
+} px_device_ref;
+
+/* Parses a device list: "auto", "cpu", "cuda" (= cuda:0), "cuda:N", "cuda:N,M,..." (a device
+ * may repeat: one context per entry, "cuda:0,0" is two on one GPU), "cuda:all" (every visible
+ * GPU), or full entries separated by commas ("cuda:0,cuda:2"; "cpu,cpu": two CPU workers, which
+ * share the cores: for tests). Writes at most cap entries and their count to *n. PX_ERR_INPUT
+ * with one line naming the entry for a malformed list ("cuda:x", "cuda:-1", ""), a CUDA index
+ * this machine does not have (or any CUDA entry in a build without CUDA), or more than cap
+ * entries. "auto" is {PX_DEVICE_AUTO, 0}: px_model_set_device resolves it. */
+PXDIFF_API int px_device_list_parse(const char *text, px_device_ref *out, int cap, int *n);
+
+/* Another handle on m's weights, which are not copied: it starts on the CPU and
+ * px_model_set_device gives it a device copy of its own. m must outlive it. Handles of one
+ * model are independent models for every other function (designs are made per handle). */
+PXDIFF_API int px_model_share(const px_model *m, px_model **out);
+
+/* px_model_set_backend on device `index` of the kind (the CPU has index 0 only; AUTO picks
+ * cuda:index when a GPU is present, else the CPU). With own_context != 0 the handle computes
+ * on a backend context of its own on that device (its streams, scratch and cuBLAS handle,
+ * freed with the handle) instead of the one the process shares per device, so that handles
+ * on one GPU can compute at the same time from different threads. Free the handle's designs
+ * before calling it again. */
+PXDIFF_API int px_model_set_device(px_model *m, enum px_device device, int index, int own_context,
+                                   enum px_precision precision);
+/* The device index the model computes on (0 on the CPU). */
+PXDIFF_API int px_model_device_index(const px_model *m);
+
+/* Free and total memory of a device, in bytes (the CPU reports 0 and 0). */
+PXDIFF_API int px_device_memory(enum px_device device, int index, int64_t *free_bytes, int64_t *total_bytes);
+/* Bytes of the model's device memory that one design of n_token tokens and n_atom atoms and
+ * px_sample with chunks of `chunk` samples take together: the design cache, the workspace of a
+ * denoise call of `chunk` samples and the sampler's coordinates (computed as the engine lays
+ * them out, before anything is allocated). For choosing a chunk that fits; -1 on bad input. */
+PXDIFF_API int64_t px_sample_bytes(const px_model *m, int n_token, int n_atom, int chunk);
 
 /* Threads of the CPU backend; n <= 0 returns to the default. Results do not depend on it.
  * The engine keeps its own count: it never changes the process's OpenMP setting, and what

@@ -193,9 +193,19 @@ const char *px_cpu_blas_describe(void);
  * build has. kind is an enum px_device (PX_DEVICE_CPU, PX_DEVICE_CUDA). */
 /* Devices of a kind (CPU: 1; CUDA: visible GPUs, 0 without the CUDA build). */
 int px_backend_device_count(int kind);
+/* 1 when this build has the backend of a kind (CUDA: compiled with nvcc), else 0. */
+int px_backend_built(int kind);
 /* The process's shared backend of device `index` of a kind, seen at `precision` (an enum
  * px_precision; the CPU has fp32 only); NULL with the reason set (px_fail) when the build or
  * the machine lacks it. */
 px_backend *px_backend_get(int kind, int index, int precision);
+/* A context of its own on device `index` (CUDA: new streams, scratch, cuBLAS handle), seen at
+ * `precision`, for a model handle that computes concurrently with others on the same device;
+ * the CPU's is its one shared backend. Freed by px_backend_destroy after every buffer made
+ * on it (a no-op for the CPU and for the shared contexts). */
+px_backend *px_backend_create(int kind, int index, int precision);
+void px_backend_destroy(px_backend *b);
+/* The device index a backend runs on (0 for the CPU). */
+int px_backend_index(const px_backend *b);
 
 #endif

@@ -20,6 +20,13 @@ int px_backend_device_count(int kind) {
   return 0;
 }
 
+int px_backend_built(int kind) {
+#ifdef PX_HAVE_CUDA
+  if (kind == PX_DEVICE_CUDA) return 1;
+#endif
+  return kind == PX_DEVICE_CPU;
+}
+
 int px_cuda_device_count(void) { return px_backend_device_count(PX_DEVICE_CUDA); }
 
 px_backend *px_backend_get(int kind, int index, int precision) {
@@ -42,4 +49,47 @@ px_backend *px_backend_get(int kind, int index, int precision) {
   }
   px_fail(PX_ERR_INPUT, "unknown device %d", kind);
   return NULL;
+}
+
+px_backend *px_backend_create(int kind, int index, int precision) {
+  if (kind == PX_DEVICE_CPU) return px_backend_get(kind, index, precision); /* no context to own */
+  if (kind == PX_DEVICE_CUDA) {
+#ifdef PX_HAVE_CUDA
+    return px_cuda_backend_create(index, precision == PX_PRECISION_DEFAULT ? PX_PRECISION_FP32 : precision);
+#else
+    (void)index;
+    px_fail(PX_ERR_BACKEND, "this pxdiff was built without CUDA (rebuild with nvcc on PATH)");
+    return NULL;
+#endif
+  }
+  px_fail(PX_ERR_INPUT, "unknown device %d", kind);
+  return NULL;
+}
+
+void px_backend_destroy(px_backend *b) {
+  if (!b || b == px_cpu_backend()) return;
+#ifdef PX_HAVE_CUDA
+  px_cuda_backend_destroy(b);
+#endif
+}
+
+int px_backend_index(const px_backend *b) {
+#ifdef PX_HAVE_CUDA
+  if (b && b->device_memory) return px_cuda_backend_device(b);
+#endif
+  (void)b;
+  return 0;
+}
+
+int px_device_memory(enum px_device device, int index, int64_t *free_bytes, int64_t *total_bytes) {
+  if (!free_bytes || !total_bytes) return px_fail(PX_ERR_INPUT, "px_device_memory: NULL argument");
+  *free_bytes = *total_bytes = 0;
+  if (device == PX_DEVICE_CPU) return PX_OK; /* not reported: the CPU's memory is the host's */
+  if (device != PX_DEVICE_CUDA) return px_fail(PX_ERR_INPUT, "px_device_memory: unknown device %d", (int)device);
+#ifdef PX_HAVE_CUDA
+  return px_cuda_mem_info(index, free_bytes, total_bytes);
+#else
+  (void)index;
+  return px_fail(PX_ERR_BACKEND, "this pxdiff was built without CUDA (rebuild with nvcc on PATH)");
+#endif
 }

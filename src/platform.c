@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -251,4 +252,57 @@ int px_mkdir_p(const char *path) {
     return -1;
   }
   return 0;
+}
+
+/* ---------------------------------------------------------------- threads -- */
+
+struct px_thread {
+  pthread_t t;
+};
+struct px_mutex {
+  pthread_mutex_t m;
+};
+
+int px_thread_start(px_thread **out, void *(*fn)(void *), void *arg) {
+  *out = NULL;
+  px_thread *t = malloc(sizeof *t);
+  if (!t) return -1;
+  if (pthread_create(&t->t, NULL, fn, arg) != 0) {
+    free(t);
+    return -1;
+  }
+  *out = t;
+  return 0;
+}
+
+void px_thread_join(px_thread *t) {
+  if (!t) return;
+  pthread_join(t->t, NULL);
+  free(t);
+}
+
+px_mutex *px_mutex_new(void) {
+  px_mutex *m = malloc(sizeof *m);
+  if (m && pthread_mutex_init(&m->m, NULL) != 0) {
+    free(m);
+    return NULL;
+  }
+  return m;
+}
+
+void px_mutex_lock(px_mutex *m) { pthread_mutex_lock(&m->m); }
+void px_mutex_unlock(px_mutex *m) { pthread_mutex_unlock(&m->m); }
+int px_mutex_trylock(px_mutex *m) { return pthread_mutex_trylock(&m->m) == 0; }
+
+void px_sleep(double s) {
+  if (!(s > 0)) return;
+  struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  }
+}
+
+void px_mutex_free(px_mutex *m) {
+  if (!m) return;
+  pthread_mutex_destroy(&m->m);
+  free(m);
 }

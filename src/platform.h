@@ -34,5 +34,20 @@ int px_isatty(int fd);
 /* Create a directory and its missing parents (mode 0755); 0 when it exists as a
  * directory afterwards, -1 otherwise (errno set; ENOTDIR when a component is a file). */
 int px_mkdir_p(const char *path);
+/* Threads and a mutex (POSIX threads): `pxdiff design`'s one worker per backend context. */
+typedef struct px_thread px_thread;
+typedef struct px_mutex px_mutex;
+/* Starts fn(arg) on a new thread; 0, or -1 when no thread could be made. */
+int px_thread_start(px_thread **out, void *(*fn)(void *), void *arg);
+/* Waits for the thread to end and frees it (NULL: no-op). */
+void px_thread_join(px_thread *t);
+px_mutex *px_mutex_new(void); /* NULL when out of memory */
+void px_mutex_lock(px_mutex *m);
+void px_mutex_unlock(px_mutex *m);
+/* 1 when the lock was taken, 0 when another thread holds it (no wait). */
+int px_mutex_trylock(px_mutex *m);
+/* Sleeps about s seconds. */
+void px_sleep(double s);
+void px_mutex_free(px_mutex *m);
 
 #endif

@@ -21,7 +21,7 @@ __all__ = ["DiffusionModule", "PxdiffError", "PxdiffIOError", "PxdiffFileNotFoun
            "PxdiffFormatError", "PxdiffWeightsError", "PxdiffInputError", "PxdiffMemoryError",
            "PxdiffBackendError", "PxdiffCancelledError", "version", "set_num_threads", "num_threads", "blas_name",
            "__version__"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _FLOAT_FEATURES = {  # name: width per atom (None: per-atom scalar)
     "ref_pos": 3, "ref_charge": None, "ref_mask": None, "ref_element": 128,

@@ -128,6 +128,13 @@ for _name, (_res, _args) in _sig.items():
 _optional = {
     "px_version": (ctypes.c_char_p, []),
     "px_version_number": (ctypes.c_int, []),
+    "px_device_list_parse": (ctypes.c_int, [ctypes.c_char_p, _vp, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]),
+    "px_model_share": (ctypes.c_int, [_vp, ctypes.POINTER(_vp)]),
+    "px_model_set_device": (ctypes.c_int, [_vp, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int]),
+    "px_model_device_index": (ctypes.c_int, [_vp]),
+    "px_device_memory": (ctypes.c_int, [ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_int64),
+                                        ctypes.POINTER(ctypes.c_int64)]),
+    "px_sample_bytes": (ctypes.c_int64, [_vp, ctypes.c_int, ctypes.c_int, ctypes.c_int]),
 }
 for _name, (_res, _args) in _optional.items():
     _f = getattr(lib, _name, None)

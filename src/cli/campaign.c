@@ -434,10 +434,25 @@ int campaign_status_write(campaign_status *st, int force) {
     px_sb_printf(&b, ", \"units_done\": %ld, \"units_total\": %ld, \"designs_done\": %ld, \"designs_total\": %ld}",
                  t->units_done, t->units_total, t->designs_done, t->designs_total);
   }
-  px_sb_str(&b, "\n  ],\n  \"devices\": [{\"device\": ");
-  px_sb_json_string(&b, st->device ? st->device : "cpu");
-  px_sb_printf(&b, ", \"threads\": %d, \"busy_s\": %.1f, \"load\": %.3f}],\n  \"last_error\": ", st->threads,
-               st->busy_s, el > 0 ? st->busy_s / el : 0.0);
+  px_sb_str(&b, "\n  ],\n  \"devices\": [");
+  if (!st->n_dev) {
+    px_sb_str(&b, "{\"device\": ");
+    px_sb_json_string(&b, st->device ? st->device : "cpu");
+    px_sb_printf(&b, ", \"threads\": %d, \"busy_s\": %.1f, \"load\": %.3f}", st->threads, st->busy_s,
+                 el > 0 ? st->busy_s / el : 0.0);
+  }
+  for (int i = 0; i < st->n_dev; i++) { /* one entry per backend context */
+    const campaign_device_status *d = &st->dev[i];
+    px_sb_str(&b, i ? ",\n    {\"device\": " : "\n    {\"device\": ");
+    px_sb_json_string(&b, d->name);
+    px_sb_printf(&b, ", \"threads\": %d, \"state\": \"%s\", \"units\": %ld, \"designs\": %ld, \"busy_s\": %.1f, "
+                 "\"load\": %.3f, \"error\": ", st->threads, d->state ? d->state : "idle", d->units, d->designs,
+                 d->busy_s, el > 0 ? d->busy_s / el : 0.0);
+    if (d->error[0]) px_sb_json_string(&b, d->error);
+    else px_sb_str(&b, "null");
+    px_sb_str(&b, "}");
+  }
+  px_sb_str(&b, st->n_dev ? "\n  ],\n  \"last_error\": " : "],\n  \"last_error\": ");
   if (st->last_error[0]) px_sb_json_string(&b, st->last_error);
   else px_sb_str(&b, "null");
   px_sb_str(&b, "\n}\n");

@@ -131,6 +131,15 @@ typedef struct {
   long designs_total, designs_done;
 } campaign_task_status;
 
+/* One backend context of the run (a worker: `--device cuda:0,2` has two). */
+typedef struct {
+  char name[48];      /* "cuda:0", "cuda:0 (context 2)", "cpu" */
+  long units, designs; /* computed by it */
+  double busy_s;
+  const char *state;  /* "running", "idle", "failed" */
+  char error[400];    /* why it failed ("" when it did not) */
+} campaign_device_status;
+
 typedef struct {
   char path[4096];
   const char *tag, *command, *device;
@@ -142,6 +151,8 @@ typedef struct {
   long computed; /* designs computed by this process */
   int threads;
   const char *state; /* "starting", "running", "done", "interrupted", "failed" */
+  campaign_device_status *dev; /* [n_dev]: per context; n_dev 0: one entry from device/busy_s */
+  int n_dev;
   char last_error[512];
 } campaign_status;
 

@@ -29,6 +29,7 @@
 #include "platform.h"
 
 #define DEMO_MODEL_SEED 2024
+#define MAX_CONTEXTS 64
 #define SYNTH_LABEL "SYNTHETIC WEIGHTS -- not a trained model: the structures mean nothing"
 
 extern const unsigned char px_demo_task_yaml[], px_demo_target_cif[];
@@ -45,7 +46,12 @@ typedef struct {
   int n_paths;
   const char *dump_dir, *ckpt, *ckpt_dir, *seeds, *conformers, *use_fast_ln;
   long n_sample, n_step, chunk, threads;
-  int dtype, eta_type, device, precision;
+  int dtype, eta_type, precision;
+  const char *device_text; /* --device as given: "auto", "cuda:0,2", ... */
+  int demo_device;         /* the demo's --device (one device) */
+  px_device_ref dev[MAX_CONTEXTS]; /* one entry per backend context (worker) */
+  int n_dev;
+  int chunk_given; /* --chunk on the command line (else it is chosen: choose_chunk) */
   float eta_min, eta_max;
   int resume, overwrite, quiet, no_augment;
   int demo;
@@ -127,10 +133,18 @@ static int design_option_table(cli_opt *t, design_opts *o) {
   t[k++] = (cli_opt){.name = "--use_fast_ln", .kind = CLI_STRING, .dst = &o->use_fast_ln, .meta = "BOOL",
                      .flags = CLI_HIDDEN, .help = "accepted for PXDesign's command lines; no effect"};
   t[k++] = (cli_opt){.name = "--chunk", .kind = CLI_INT, .dst = &o->chunk, .meta = "C", .def = "10", .lo = 1,
-                     .hi = 4096, .help = "samples per engine batch (PXDesign: 10)"};
-  t[k++] = (cli_opt){.name = "--device", .kind = CLI_ENUM, .dst = &o->device, .meta = "auto|cpu|cuda",
-                     .def = "auto", .enum_names = cli_device_names, .enum_values = cli_device_values,
-                     .help = "where the engine runs (auto: CUDA when a GPU is present)"};
+                     .hi = 4096, .given = &o->chunk_given,
+                     .help = "samples per engine batch (default: on a GPU chosen from its free memory and\n"
+                             "the largest design, recorded for --resume; else 10, PXDesign's)"};
+  if (o->demo) /* one device, named as every one-device command names it */
+    t[k++] = (cli_opt){.name = "--device", .kind = CLI_ENUM, .dst = &o->demo_device, .meta = "auto|cpu|cuda",
+                       .def = "auto", .enum_names = cli_device_names, .enum_values = cli_device_values,
+                       .help = "where the engine runs (auto: CUDA when a GPU is present)"};
+  else
+    t[k++] = (cli_opt){.name = "--device", .kind = CLI_STRING, .dst = &o->device_text, .meta = "DEV",
+                       .def = "auto",
+                       .help = "where the engine runs: auto (CUDA when a GPU is present), cpu, cuda, cuda:N;\n"
+                               "several contexts pulling from one queue: cuda:0,2, cuda:all, cuda:0,0"};
   t[k++] = (cli_opt){.name = "--precision", .kind = CLI_ENUM, .dst = &o->precision,
                      .meta = "default|fp32|tf32|bf16|fp16", .def = "default", .enum_names = cli_precision_names,
                      .enum_values = cli_precision_values,
@@ -191,23 +205,21 @@ static int parse_design_opts(int argc, char **argv, design_opts *o, int demo) {
       .details = DESIGN_DETAILS,
       .opts = t,
       .n_opts = n};
-  /* cuda:all / cuda:0,2 name one backend context per device, which the engine does not have
-   * yet (issue 12, the model/backend seam, comes first): say so instead of "not one of". */
-  for (int i = 0; i < argc; i++) {
-    const char *v = !strcmp(argv[i], "--device") && i + 1 < argc ? argv[i + 1]
-                    : !strncmp(argv[i], "--device=", 9)          ? argv[i] + 9
-                                                                 : NULL;
-    if (v && !strncmp(v, "cuda:", 5))
-      return cli_usage_error(&c,
-                             "--device %s: several devices in one process need one backend context per device, "
-                             "which the engine does not have yet (the model/backend seam, issue 12); run one "
-                             "shard per GPU instead: CUDA_VISIBLE_DEVICES=i pxdiff design --shard K/N ... "
-                             "(docs/campaign.md)",
-                             v);
-  }
   int st = cli_parse(&c, argc, argv, NULL, NULL);
   if (st != CLI_RUN) return st;
   if (campaign_parse_shard(o->shard_text, &o->shard)) return cli_usage_error(&c, "%s", px_last_error());
+  if (demo) { /* the model load says why a device cannot be used */
+    o->device_text = o->demo_device == PX_DEVICE_CUDA ? "cuda" : o->demo_device == PX_DEVICE_CPU ? "cpu" : "auto";
+    o->dev[0] = (px_device_ref){(enum px_device)o->demo_device, 0};
+    o->n_dev = 1;
+  } else if (px_device_list_parse(o->device_text, o->dev, MAX_CONTEXTS, &o->n_dev)) {
+    return cli_usage_error(&c, "--device: %s", px_last_error());
+  }
+  if (o->dev[0].kind == PX_DEVICE_AUTO) o->dev[0].kind = px_cuda_device_count() > 0 ? PX_DEVICE_CUDA : PX_DEVICE_CPU;
+  for (int i = 1; i < o->n_dev; i++)
+    if (o->dev[i].kind != o->dev[0].kind) /* the CPU's designs differ from a GPU's */
+      return cli_usage_error(&c, "--device %s mixes the CPU and CUDA devices, whose designs differ; list one kind",
+                             o->device_text);
   if (o->binder_first && !o->pdb) return cli_usage_error(&c, "--binder-first orders the PDB files: give --pdb too");
   if (o->shard.n > 1 && (!o->seeds || !o->seeds[strspn(o->seeds, " ")]))
     return cli_usage_error(&c, "--shard needs --seeds: without them each shard would draw its own seed from the clock");
@@ -424,25 +436,33 @@ static int write_top_level(const design_opts *o, const design_job *J) {
 
 /* ------------------------------------------------------------- one case -- */
 
-static uint64_t case_fingerprint(const design_opts *o, const design_models *M, const design_case *C,
-                                 uint64_t seed, const char *model_desc) {
+static uint64_t case_fingerprint(const design_opts *o, const design_models *M, const px_model *eng,
+                                 const design_case *C, uint64_t seed, const char *model_desc) {
   char buf[2048], fields[400];
   run_sampler_fields(fields, sizeof fields, &o->cfg, seed);
-  const char *backend = px_model_backend_name(M->model);
+  const char *backend = px_model_backend_name(eng);
   snprintf(buf, sizeof buf, "pxdiff-design v1|%s|features=%016llx|model=%s|params=%lld|device=%.4s|prec=%s|dtype=%s",
            fields, (unsigned long long)px_features_hash(M->model, &C->f), model_desc, (long long)M->n_params,
-           backend ? backend : "?", px_model_precision_name(M->model), o->dtype == DESIGN_DTYPE_BF16 ? "bf16" : "fp32");
+           backend ? backend : "?", px_model_precision_name(eng), o->dtype == DESIGN_DTYPE_BF16 ? "bf16" : "fp32");
   /* --pdb files are part of the run: a resume must write them the same way */
   if (o->pdb) {
     size_t l = strlen(buf);
     snprintf(buf + l, sizeof buf - l, "|pdb=%s", o->binder_first ? "binder-first" : "task-order");
   }
+  /* on a GPU the chunk changes the designs (its GEMMs' shapes): a resume must use the same
+   * (on the CPU it changes nothing, and the run ids stay those of earlier versions) */
+  if (backend && !strncmp(backend, "cuda", 4)) {
+    size_t l = strlen(buf);
+    snprintf(buf + l, sizeof buf - l, "|chunk=%ld", o->chunk < o->n_sample ? o->chunk : o->n_sample);
+  }
   return run_fingerprint(buf);
 }
 
-static char *case_summary(const design_opts *o, const design_models *M, const design_case *C, const run_out *r,
-                          const px_task *task, uint64_t seed, const char *model_desc, double t_sampling,
-                          int sampled, int computed, const char (*letter)[2]) {
+/* extra: further top-level lines (the contexts of a several-context run), or NULL. */
+static char *case_summary(const design_opts *o, const design_models *M, const px_model *eng, int n_ctx,
+                          const design_case *C, const run_out *r, const px_task *task, uint64_t seed,
+                          const char *model_desc, double t_sampling, int sampled, int computed,
+                          const char (*letter)[2], const char *extra) {
   px_strbuf b = {0};
   char fl[2][32];
   run_fmt_float(fl[0], 32, o->eta_min);
@@ -465,8 +485,9 @@ static char *case_summary(const design_opts *o, const design_models *M, const de
   px_sb_printf(&b, "    \"eta_type\": \"%s\",\n    \"eta_min\": %s,\n    \"eta_max\": %s,\n",
                px_eta_type_name(o->eta_type), fl[0], fl[1]);
   px_sb_printf(&b, "    \"chunk\": %ld,\n", o->chunk < o->n_sample ? o->chunk : o->n_sample);
-  px_sb_printf(&b, "    \"device\": \"%s\",\n    \"precision\": \"%s\",\n    \"x16_token_blocks\": %d,\n",
-               px_model_backend_name(M->model), px_model_precision_name(M->model), px_model_x16_blocks(M->model));
+  px_sb_printf(&b, "    \"device\": \"%s\",\n", n_ctx > 1 ? o->device_text : px_model_backend_name(eng));
+  px_sb_printf(&b, "    \"precision\": \"%s\",\n    \"x16_token_blocks\": %d,\n", px_model_precision_name(eng),
+               px_model_x16_blocks(eng));
   px_sb_printf(&b, "    \"threads\": %d,\n", px_num_threads());
   px_sb_printf(&b, "    \"reference_conformers\": ");
   px_sb_json_string(&b, o->conformers ? o->conformers : "built-in (CCD ideal coordinates)");
@@ -481,6 +502,7 @@ static char *case_summary(const design_opts *o, const design_models *M, const de
     }
     px_sb_str(&b, "}},\n");
   }
+  if (extra) px_sb_str(&b, extra);
   px_sb_printf(&b, "  \"timings\": {\n    \"featurize_s\": %.4f,\n    \"embed_s\": %.4f,\n    \"design_s\": %.4f,\n",
                C->t_featurize, C->t_embed, C->t_design);
   px_sb_printf(&b, "    \"sampling_s\": %.3f,\n    \"s_per_design\": ", t_sampling);
@@ -512,19 +534,6 @@ static void csv_file(char *buf, size_t cap, const run_out *r, const char *task, 
   snprintf(buf, cap, "%s/seed_%llu/%s", task, (unsigned long long)seed, rel);
 }
 
-typedef struct {
-  cli_progress *pr;
-  campaign_status *st;
-} progress_pair;
-
-/* The terminal progress, and status.json every few seconds while the engine runs. */
-static int progress_cb(void *user, int done, int total, int step, int n_step) {
-  progress_pair *pp = user;
-  int r = cli_progress_cb(pp->pr, done, total, step, n_step);
-  if (pp->st) campaign_status_write(pp->st, 0);
-  return r;
-}
-
 static void note_error(campaign_io *io, const char *msg) {
   if (io->st) snprintf(io->st->last_error, sizeof io->st->last_error, "%s", msg);
 }
@@ -548,214 +557,507 @@ static int case_complete(const run_out *r) {
   return 1;
 }
 
-/* Sample task k for one seed into its directory: the units of this shard among units[0..per).
- * Returns the exit status (0, 1, 130). */
-static int run_case(const design_opts *o, const design_job *J, int k, const design_models *M,
-                    const px_conformers *conf, uint64_t seed, const char *model_desc, const campaign_unit *units,
-                    long per, campaign_io *io, int *n_written) {
-  const px_task *task = &J->tasks.task[k];
-  campaign_task_status *ts = io->st ? &io->st->task[k] : NULL;
-  const int sharded = o->shard.n > 1;
+/* ------------------------------------------------------------- workers -- */
+
+/* The run is a queue of units (campaign.h) that workers pull in order, one worker per
+ * backend context (`--device cuda:0,2`: two; one GPU: one, on the main thread). A worker
+ * keeps the design cache of the case its last unit belonged to, on its own context; a
+ * case's features and condition embedding are computed once, by the first worker that
+ * pulls one of its units (under the run's lock: the embedder has one context), and shared.
+ * A unit's designs depend only on the task, seed, sample indices, settings and chunk, so
+ * which worker computes it changes no file. A worker whose context fails hands its unit
+ * back (another computes it) and stops; the run fails only when no worker is left. */
+
+enum { UNIT_OK = 0, UNIT_CONTEXT_FAILED = -1 };
+
+typedef struct work work;
+
+typedef struct {
+  work *W;
+  int id;
+  px_model *model;   /* the run's model (one worker) or a handle of it on its own context */
+  char name[48];     /* "cuda:0", "cuda:0 (context 2)", "cpu" */
+  px_design *design; /* the design cache of case case_id, on this worker's context */
+  long case_id;
+  float *x;
+  size_t x_floats;
+  int cur;                 /* samples in the unit being computed */
+  _Atomic double frac;     /* of those, the fraction done (progress) */
+  long fail_after;         /* PXDIFF_TEST_FAIL_WORKER: its context fails at its unit fail_after + 1 */
+  int dead;
+  px_thread *thread;
+} worker;
+
+/* One (task, seed) case while this shard has units of it to settle. */
+typedef struct {
+  long id; /* seed index * tasks + task */
+  int k;
+  uint64_t seed;
+  const campaign_unit *units; /* the case's units in the queue */
   design_case C;
-  int rc = design_case_make(&C, J, k, M, seed, !o->no_augment, o->dtype, conf, 0);
-  if (rc) {
-    design_case_free(&C);
-    return say_io(io, px_last_error());
-  }
-  char(*letter)[2] = NULL;
-  if (o->pdb) {
-    letter = calloc((size_t)C.in->n_chain + 1, sizeof *letter);
-    if (!letter || design_pdb_chains(C.in, o->binder_first, letter)) {
-      rc = say_io(io, letter ? px_last_error() : "out of memory");
-      free(letter);
-      design_case_free(&C);
-      return rc;
-    }
-  }
+  char (*letter)[2];
   case_layout cl;
-  if (make_layout(&cl, o, task->name, seed, units)) {
-    free(letter);
-    design_case_free(&C);
-    return say_io(io, px_last_error());
-  }
-  const uint64_t id = case_fingerprint(o, M, &C, seed, model_desc);
   run_out r;
-  if (run_out_open(&r, &cl.L, mode_of(o), id)) {
-    free(letter);
-    design_case_free(&C);
-    return say_io(io, px_last_error());
+  long pending; /* this shard's units of the case not yet settled */
+  int todo, written;
+  double t_sampling; /* engine and writing seconds of its units, all workers */
+  long *by_worker;   /* [n_w] designs each worker computed */
+  char failures[800];
+} case_run;
+
+struct work {
+  const design_opts *o;
+  const design_job *J;
+  const design_models *M;
+  const px_conformers *conf;
+  const char *model_desc;
+  const campaign_queue *q;
+  long per;
+  campaign_io *io;
+  px_mutex *mu; /* everything below and the shared case state */
+  long cursor;
+  long *retry; /* units handed back by a failed worker */
+  long n_retry, cap_retry;
+  case_run **cases; /* [tasks * seeds], open cases */
+  int rc;           /* 0, 1 (failed), 130 (interrupted): stops every worker */
+  _Atomic int stop;
+  int n_alive, busy;
+  int written;
+  cli_progress pr;
+  worker *w;
+  int n_w;
+};
+
+/* The settings summary.json records: the device list, then one entry per context that
+ * computed designs of the case (several contexts only), then the failures of the case's units. */
+static void summary_contexts(px_strbuf *b, const work *W, const case_run *cr) {
+  if (W->n_w < 2 && !cr->failures[0]) return;
+  px_sb_str(b, "  \"contexts\": [");
+  for (int i = 0; i < W->n_w; i++) {
+    px_sb_str(b, i ? ", {\"device\": " : "{\"device\": ");
+    px_sb_json_string(b, W->w[i].name);
+    px_sb_printf(b, ", \"designs\": %ld}", cr->by_worker[i]);
   }
-  const long S = o->n_sample, CH = o->chunk;
+  px_sb_str(b, "],\n  \"context_failures\": ");
+  if (cr->failures[0]) px_sb_json_string(b, cr->failures);
+  else px_sb_str(b, "null");
+  px_sb_str(b, ",\n");
+}
+
+static void case_free(work *W, case_run *cr, int ok) {
+  run_out_close(&cr->r, ok);
+  free(cr->letter);
+  free(cr->by_worker);
+  design_case_free(&cr->C);
+  W->cases[cr->id] = NULL;
+  free(cr);
+}
+
+/* The case of unit u, opened when first met (under the lock): featurize, embed, the
+ * directory (run-output protocol), designs.csv rows of a resumed run. NULL when that
+ * failed (W->rc set, the message printed). */
+static case_run *case_get(work *W, const campaign_unit *u) {
+  const design_opts *o = W->o;
+  const design_job *J = W->J;
+  const long id = (long)u->seed_index * J->tasks.n + u->task;
+  if (W->cases[id]) return W->cases[id];
+  const int k = u->task;
+  const uint64_t seed = o->seed[u->seed_index];
+  const px_task *task = &J->tasks.task[k];
+  campaign_io *io = W->io;
+  case_run *cr = calloc(1, sizeof *cr);
+  long *bw = calloc((size_t)W->n_w, sizeof *bw);
+  if (!cr || !bw) {
+    free(cr);
+    free(bw);
+    W->rc = say_io(io, "out of memory");
+    return NULL;
+  }
+  cr->id = id;
+  cr->k = k;
+  cr->seed = seed;
+  cr->units = W->q->u + id * W->per;
+  cr->by_worker = bw;
+  int rc = design_case_make(&cr->C, J, k, W->M, seed, !o->no_augment, o->dtype, W->conf, 0);
+  if (!rc && o->pdb) {
+    cr->letter = calloc((size_t)cr->C.in->n_chain + 1, sizeof *cr->letter);
+    rc = !cr->letter ? px_fail(PX_ERR_NOMEM, "out of memory") : design_pdb_chains(cr->C.in, o->binder_first, cr->letter);
+  }
+  if (!rc) rc = make_layout(&cr->cl, o, task->name, seed, cr->units);
+  if (!rc) rc = run_out_open(&cr->r, &cr->cl.L, mode_of(o), case_fingerprint(o, W->M, W->w[0].model, &cr->C, seed, W->model_desc));
+  if (rc) {
+    W->rc = say_io(io, px_last_error());
+    free(cr->letter);
+    free(bw);
+    design_case_free(&cr->C);
+    free(cr);
+    return NULL;
+  }
+  W->cases[id] = cr;
   /* --resume: a design of the earlier run without its row (killed between the rename and
    * the append) gets it now, its time unknown */
-  for (long i = 0; i < S && io->csv && r.n_have; i++) {
+  for (long i = 0; i < o->n_sample && io->csv && cr->r.n_have; i++) {
     char file[1400];
-    if (!r.have[i]) continue;
-    csv_file(file, sizeof file, &r, task->name, seed, i);
+    if (!cr->r.have[i]) continue;
+    csv_file(file, sizeof file, &cr->r, task->name, seed, i);
     if (!campaign_listed_has(&io->listed, file) &&
         campaign_csv_row(io->csv, task->name, seed, i, file, task->binder_length, -1.0)) {
-      run_out_close(&r, 0);
-      free(letter);
-      design_case_free(&C);
-      return say_io(io, px_last_error());
+      W->rc = say_io(io, px_last_error());
+      case_free(W, cr, 0);
+      return NULL;
     }
   }
-  int todo = 0;
-  for (long c = 0; c < per; c++) {
-    const campaign_unit *u = &units[c];
-    if (u->owner != o->shard.k) continue;
+  for (long c = 0; c < W->per; c++) {
+    const campaign_unit *v = &cr->units[c];
+    if (v->owner != o->shard.k) continue;
+    cr->pending++;
     int missing = 0;
-    for (long s = 0; s < u->n; s++) missing |= !r.have[u->first + s];
-    if (missing) todo += (int)u->n;
-    else if (ts) {
-      ts->units_done++;
-      ts->designs_done += u->n;
-    }
+    for (long s = 0; s < v->n; s++) missing |= !cr->r.have[v->first + s];
+    if (missing) cr->todo += (int)v->n;
   }
-  if (!o->quiet)
+  if (!o->quiet) {
+    cli_progress_close(&W->pr);
     fprintf(stderr, "pxdiff: %s, seed %llu: %d chains, %d tokens, %d atoms (binder %d)%s\n", task->name,
-            (unsigned long long)seed, C.in->n_chain, C.in->n_token, C.in->n_atom, task->binder_length,
-            r.n_have ? "; resuming" : "");
-  float *x = NULL;
-  int written = 0;
-  double t_sampling = 0;
-  if (todo) {
-    double t0 = px_time_now();
-    rc = px_design_create(M->model, &C.f, &C.design);
-    C.t_design = px_time_now() - t0;
-    if (rc) rc = say_io(io, px_last_error());
-    const size_t n3 = (size_t)C.in->n_atom * 3;
-    if (!rc && !(x = malloc(sizeof(float) * n3 * (size_t)(CH < S ? CH : S)))) rc = say_io(io, "out of memory");
-    cli_progress pr;
-    cli_progress_start(&pr, "sampling", "designs", todo, o->cfg.n_step, o->quiet);
-    pr.should_stop = run_out_interrupted;
-    progress_pair pp = {.pr = &pr, .st = io->st};
-    if (!rc) cli_progress_show(&pr, 0, 0, 1);
-    px_sampler_config cfg = o->cfg;
-    cfg.seed = seed;
-    if (io->st) {
-      io->st->state = "running";
-      campaign_status_write(io->st, 1);
-    }
-    for (long c = 0; c < per && !rc; c++) {
-      const campaign_unit *u = &units[c];
-      if (u->owner != o->shard.k) continue;
-      const long i = u->first, n = u->n;
-      int missing = 0;
-      for (long s = 0; s < n; s++) missing |= !r.have[i + s];
-      if (!missing) continue;
-      if (run_out_interrupted()) {
-        rc = 130;
-        break;
-      }
-      pr.cur = (int)n;
-      const double tc = px_time_now();
-      int st = px_sample(M->model, C.design, &cfg, (int)i, (int)n, (int)CH, x, progress_cb, &pp);
-      const double dt = px_time_now() - tc;
-      if (st == PX_ERR_CANCELLED || run_out_interrupted()) {
-        rc = 130;
-        break;
-      }
-      if (st) {
-        cli_progress_close(&pr);
-        rc = say_io(io, px_last_error());
-        break;
-      }
-      for (long s = 0; s < n && !rc; s++) {
-        const long idx = i + s;
-        if (r.have[idx]) continue;
-        char path[4096];
-        if (o->pdb) {
-          if (run_out_path(&r, idx, 0, path, sizeof path)) {
-            rc = say_io(io, "output path too long");
-            break;
-          }
-          if (design_write_pdb(path, C.in, x + (size_t)s * n3, task->name, idx, o->binder_first,
-                               (const char(*)[2])letter)) {
-            cli_progress_close(&pr);
-            rc = say_io(io, px_last_error());
-            break;
-          }
-        }
-        if (run_out_path(&r, idx, cl.L.n_ext - 1, path, sizeof path)) {
-          rc = say_io(io, "output path too long");
-          break;
-        }
-        if (design_write_cif(path, C.in, x + (size_t)s * n3, task->name, idx, r.trailer)) {
-          cli_progress_close(&pr);
-          rc = say_io(io, px_last_error());
-        } else {
-          written++;
-          if (io->csv) {
-            char file[1400];
-            csv_file(file, sizeof file, &r, task->name, seed, idx);
-            if (campaign_csv_row(io->csv, task->name, seed, idx, file, task->binder_length, dt / (double)n)) {
-              cli_progress_close(&pr);
-              rc = say_io(io, px_last_error());
-            }
-          }
-        }
-      }
-      pr.done += (int)n;
-      if (io->st) {
-        io->st->busy_s += dt;
-        io->st->computed += n;
-        ts->units_done++;
-        ts->designs_done += n;
-        campaign_status_write(io->st, 0);
-      }
-      if (!rc) cli_progress_show(&pr, pr.done, o->cfg.n_step, 1);
-    }
-    cli_progress_close(&pr);
-    t_sampling = px_time_now() - pr.t0;
+            (unsigned long long)seed, cr->C.in->n_chain, cr->C.in->n_token, cr->C.in->n_atom, task->binder_length,
+            cr->r.n_have ? "; resuming" : "");
   }
-  free(x);
+  return cr;
+}
+
+/* The case's last unit is settled (under the lock): its markers, or the note that another
+ * shard completes it. */
+static void case_finish(work *W, case_run *cr) {
+  const design_opts *o = W->o;
+  const px_task *task = &W->J->tasks.task[cr->k];
+  campaign_io *io = W->io;
+  int rc = 0;
   long mine = 0;
-  for (long i = 0; i < S; i++) mine += owns_sample(&cl, i);
-  if (rc == 130) {
-    fprintf(stderr, "pxdiff: interrupted: %ld of %ld samples of %s seed %llu written (no SUCCESS_FILE); rerun with "
-                    "--resume to finish\n", r.n_have + written, mine, task->name, (unsigned long long)seed);
-  } else if (!rc && sharded && !case_complete(&r)) {
+  for (long i = 0; i < o->n_sample; i++) mine += owns_sample(&cr->cl, i);
+  cli_progress_close(&W->pr);
+  if (o->shard.n > 1 && !case_complete(&cr->r)) {
     /* another shard's samples are missing: the shard that completes the case marks it */
     if (!o->quiet)
       fprintf(stderr, "pxdiff: %s, seed %llu: this shard's %ld samples are written; the case is marked complete "
-                      "by the shard that writes its last sample\n", task->name, (unsigned long long)seed, mine);
-  } else if (!rc) {
-    char *sum = case_summary(o, M, &C, &r, task, seed, model_desc, t_sampling, todo, written,
-                             (const char(*)[2])letter);
+                      "by the shard that writes its last sample\n", task->name, (unsigned long long)cr->seed, mine);
+  } else {
+    px_strbuf extra = {0};
+    summary_contexts(&extra, W, cr);
+    char *sum = case_summary(o, W->M, W->w[0].model, W->n_w, &cr->C, &cr->r, task, cr->seed, W->model_desc,
+                             cr->t_sampling, cr->todo, cr->written, (const char(*)[2])cr->letter, extra.p);
+    free(extra.p);
     static const char success[] = "{\"prediction\": true}";
     if (!sum) {
       rc = say_io(io, px_last_error());
-    } else if (sharded) {
+    } else if (o->shard.n > 1) {
       /* summary.json, then SUCCESS_FILE, each under a temporary name of this shard's */
       for (int m = 0; m < 2 && !rc; m++) {
-        char *p = join(cl.dir, cl.L.markers[m]);
+        char *p = join(cr->cl.dir, cr->cl.L.markers[m]);
         if (!p || campaign_write_atomic(p, m ? success : sum, m ? sizeof success - 1 : strlen(sum), o->shard.tag))
           rc = say_io(io, p ? px_last_error() : "out of memory");
         free(p);
       }
-    } else if (run_out_write_marker(&r, 0, sum, strlen(sum)) ||
-               run_out_write_marker(&r, 1, success, sizeof success - 1)) {
+    } else if (run_out_write_marker(&cr->r, 0, sum, strlen(sum)) ||
+               run_out_write_marker(&cr->r, 1, success, sizeof success - 1)) {
       rc = say_io(io, px_last_error());
     }
     free(sum);
     if (!rc && !o->quiet) {
-      if (todo)
+      if (cr->todo)
         fprintf(stderr, "pxdiff: %s, seed %llu: %ld samples in %s/predictions (%.2f s/design at %d steps)\n",
-                task->name, (unsigned long long)seed, S, cl.dir, t_sampling / todo, o->cfg.n_step);
+                task->name, (unsigned long long)cr->seed, o->n_sample, cr->cl.dir, cr->t_sampling / cr->todo,
+                o->cfg.n_step);
       else
         fprintf(stderr, "pxdiff: %s, seed %llu: all %ld samples were already written\n", task->name,
-                (unsigned long long)seed, S);
+                (unsigned long long)cr->seed, o->n_sample);
     }
   }
-  *n_written += written;
-  run_out_close(&r, rc == 0);
-  free(letter);
-  design_case_free(&C);
-  return rc;
+  if (rc && !W->rc) {
+    W->rc = rc;
+    W->stop = 1;
+  }
+  case_free(W, cr, rc == 0);
 }
 
-/* ---------------------------------------------------------------- command -- */
+/* The terminal progress over every worker, and status.json every few seconds while the
+ * engine runs; never waits for the lock (a worker opening a case holds it). */
+static int worker_progress(void *user, int done, int total, int step, int n_step) {
+  (void)done;
+  (void)total;
+  worker *w = user;
+  work *W = w->W;
+  w->frac = (double)w->cur * step / n_step;
+  if (run_out_interrupted() || W->stop) return 1;
+  if (step < n_step && px_mutex_trylock(W->mu)) {
+    double f = W->pr.done;
+    for (int i = 0; i < W->n_w; i++) f += W->w[i].frac;
+    W->pr.cur = w->cur;
+    cli_progress_show(&W->pr, f, step, 0);
+    if (W->io->st) campaign_status_write(W->io->st, 0);
+    px_mutex_unlock(W->mu);
+  }
+  return 0;
+}
+
+/* The next unit: one handed back by a failed worker first, else this shard's next. -1: none. */
+static long unit_next(work *W) {
+  if (W->n_retry) return W->retry[--W->n_retry];
+  const campaign_unit *u = campaign_queue_next(W->q, W->o->shard.k, &W->cursor);
+  return u ? (long)(u - W->q->u) : -1;
+}
+
+/* Computes unit u of case cr on w's context and writes its files (no lock held). Returns
+ * UNIT_OK, UNIT_CONTEXT_FAILED (the engine failed on this context: err says why), 1 (a
+ * file could not be written: err) or 130 (cancelled). */
+static int unit_run(worker *w, case_run *cr, const campaign_unit *u, char *err, size_t cap, int *written,
+                    double *dt_out) {
+  work *W = w->W;
+  const design_opts *o = W->o;
+  const px_task *task = &W->J->tasks.task[cr->k];
+  const double t0 = px_time_now();
+  *written = 0;
+  *dt_out = 0;
+  if (w->fail_after >= 0 && w->fail_after-- == 0) {
+    snprintf(err, cap, "%s: injected failure (PXDIFF_TEST_FAIL_WORKER)", w->name);
+    return UNIT_CONTEXT_FAILED;
+  }
+  if (w->case_id != cr->id) {
+    px_design_free(w->design);
+    w->design = NULL;
+    w->case_id = -1;
+    if (px_design_create(w->model, &cr->C.f, &w->design)) {
+      snprintf(err, cap, "%s: %s", w->name, px_last_error());
+      return UNIT_CONTEXT_FAILED;
+    }
+    w->case_id = cr->id;
+  }
+  const size_t n3 = (size_t)cr->C.in->n_atom * 3;
+  const size_t need = n3 * (size_t)u->n;
+  if (need > w->x_floats) {
+    free(w->x);
+    w->x = malloc(sizeof(float) * need);
+    w->x_floats = w->x ? need : 0;
+    if (!w->x) {
+      snprintf(err, cap, "out of memory");
+      return 1;
+    }
+  }
+  px_sampler_config cfg = o->cfg;
+  cfg.seed = cr->seed;
+  w->cur = (int)u->n;
+  w->frac = 0;
+  const int st = px_sample(w->model, w->design, &cfg, (int)u->first, (int)u->n, (int)o->chunk, w->x, worker_progress, w);
+  w->frac = 0;
+  if (st == PX_ERR_CANCELLED || run_out_interrupted()) return 130;
+  if (st) {
+    snprintf(err, cap, "%s: %s", w->name, px_last_error());
+    return UNIT_CONTEXT_FAILED;
+  }
+  const double dt_sample = px_time_now() - t0;
+  for (long s = 0; s < u->n; s++) {
+    const long idx = u->first + s;
+    if (cr->r.have[idx]) continue;
+    char path[4096];
+    if (o->pdb) {
+      if (run_out_path(&cr->r, idx, 0, path, sizeof path)) {
+        snprintf(err, cap, "output path too long");
+        return 1;
+      }
+      if (design_write_pdb(path, cr->C.in, w->x + (size_t)s * n3, task->name, idx, o->binder_first,
+                           (const char(*)[2])cr->letter)) {
+        snprintf(err, cap, "%s", px_last_error());
+        return 1;
+      }
+    }
+    if (run_out_path(&cr->r, idx, cr->cl.L.n_ext - 1, path, sizeof path)) {
+      snprintf(err, cap, "output path too long");
+      return 1;
+    }
+    if (design_write_cif(path, cr->C.in, w->x + (size_t)s * n3, task->name, idx, cr->r.trailer)) {
+      snprintf(err, cap, "%s", px_last_error());
+      return 1;
+    }
+    (*written)++;
+    if (W->io->csv) {
+      char file[1400];
+      csv_file(file, sizeof file, &cr->r, task->name, cr->seed, idx);
+      if (campaign_csv_row(W->io->csv, task->name, cr->seed, idx, file, task->binder_length,
+                           dt_sample / (double)u->n)) {
+        snprintf(err, cap, "%s", px_last_error());
+        return 1;
+      }
+    }
+  }
+  *dt_out = px_time_now() - t0;
+  return UNIT_OK;
+}
+
+static void *worker_main(void *arg) {
+  worker *w = arg;
+  work *W = w->W;
+  const design_opts *o = W->o;
+  campaign_status *st = W->io->st;
+  campaign_device_status *ds = st && st->n_dev ? &st->dev[w->id] : NULL;
+  px_mutex_lock(W->mu);
+  for (;;) {
+    if (W->rc) break;
+    if (run_out_interrupted()) {
+      W->rc = 130;
+      W->stop = 1;
+      break;
+    }
+    const long ui = unit_next(W);
+    if (ui < 0) {
+      if (!W->busy) break; /* no worker can hand a unit back any more */
+      px_mutex_unlock(W->mu);
+      px_sleep(0.01);
+      px_mutex_lock(W->mu);
+      continue;
+    }
+    const campaign_unit *u = &W->q->u[ui];
+    case_run *cr = case_get(W, u);
+    if (!cr) break;
+    campaign_task_status *ts = st ? &st->task[cr->k] : NULL;
+    int missing = 0;
+    for (long s = 0; s < u->n; s++) missing |= !cr->r.have[u->first + s];
+    if (missing) {
+      if (ds) ds->state = "running";
+      if (st && strcmp(st->state, "running")) {
+        st->state = "running";
+        campaign_status_write(st, 1);
+      }
+      W->busy++;
+      px_mutex_unlock(W->mu);
+      char err[600] = "";
+      int written = 0;
+      double dt = 0;
+      const int r = unit_run(w, cr, u, err, sizeof err, &written, &dt);
+      px_mutex_lock(W->mu);
+      W->busy--;
+      if (ds) ds->state = "idle";
+      cr->written += written;
+      W->written += written;
+      if (r == UNIT_CONTEXT_FAILED) {
+        /* this context is lost: its unit goes to the others; finished designs stay */
+        w->dead = 1;
+        W->n_alive--;
+        if (W->n_retry == W->cap_retry) {
+          long *v = realloc(W->retry, sizeof *v * (size_t)(W->cap_retry ? 2 * W->cap_retry : 8));
+          if (v) {
+            W->retry = v;
+            W->cap_retry = W->cap_retry ? 2 * W->cap_retry : 8;
+          }
+        }
+        if (W->n_retry < W->cap_retry) W->retry[W->n_retry++] = ui;
+        if (ds) {
+          ds->state = "failed";
+          snprintf(ds->error, sizeof ds->error, "%s", err);
+        }
+        size_t l = strlen(cr->failures);
+        snprintf(cr->failures + l, sizeof cr->failures - l, "%s%s", l ? "; " : "", err);
+        cli_progress_close(&W->pr);
+        note_error(W->io, err);
+        if (W->n_alive > 0 && W->n_retry > 0) {
+          fprintf(stderr, "pxdiff: %s; its unit (%s, seed %llu, samples %ld-%ld) goes to the other %d context%s\n",
+                  err, W->J->tasks.task[cr->k].name, (unsigned long long)cr->seed, u->first, u->first + u->n - 1,
+                  W->n_alive, W->n_alive == 1 ? "" : "s");
+        } else {
+          W->rc = cli_fail(err);
+          W->stop = 1;
+        }
+        if (st) campaign_status_write(st, 1);
+        break;
+      }
+      if (r) {
+        if (r == 130) {
+          if (!W->rc) W->rc = 130;
+        } else if (!W->rc) {
+          W->rc = say_io(W->io, err);
+        }
+        W->stop = 1;
+        break;
+      }
+      cr->t_sampling += dt;
+      cr->by_worker[w->id] += u->n;
+      W->pr.done += (int)u->n;
+      if (st) {
+        st->busy_s += dt;
+        st->computed += u->n;
+      }
+      if (ds) {
+        ds->busy_s += dt;
+        ds->units++;
+        ds->designs += u->n;
+      }
+    } else {
+      W->pr.done += (int)u->n;
+    }
+    if (ts) {
+      ts->units_done++;
+      ts->designs_done += u->n;
+      campaign_status_write(st, 0);
+    }
+    cli_progress_show(&W->pr, W->pr.done, o->cfg.n_step, missing);
+    if (--cr->pending == 0) case_finish(W, cr);
+  }
+  px_mutex_unlock(W->mu);
+  return NULL;
+}
+
+/* PXDIFF_TEST_FAIL_WORKER=I:K (tests): worker I's context fails at its unit K + 1, as an
+ * engine failure would; -1 for the others. */
+static long test_fail_after(int id) {
+  const char *e = getenv("PXDIFF_TEST_FAIL_WORKER");
+  int wi;
+  long k;
+  return e && sscanf(e, "%d:%ld", &wi, &k) == 2 && wi == id && k >= 0 ? k : -1;
+}
+
+/* The workers: one on the main thread with the run's model, or one thread per context each
+ * with a handle of the model on that context (px_model_share, px_model_set_device). */
+static int workers_make(work *W, const design_opts *o, const design_models *M) {
+  W->n_w = o->n_dev;
+  W->w = calloc((size_t)W->n_w, sizeof *W->w);
+  if (!W->w) return px_fail(PX_ERR_NOMEM, "out of memory");
+  for (int i = 0; i < W->n_w; i++) {
+    worker *w = &W->w[i];
+    w->W = W;
+    w->id = i;
+    w->case_id = -1;
+    w->fail_after = test_fail_after(i);
+    int rc;
+    if (W->n_w == 1) {
+      w->model = M->model;
+      rc = PX_OK;
+    } else {
+      rc = px_model_share(M->model, &w->model);
+      if (!rc) rc = px_model_set_device(w->model, o->dev[i].kind, o->dev[i].index, 1, o->precision);
+    }
+    if (rc) return rc;
+    /* the context's name; repeated devices are told apart by their position */
+    int same = 0, before = 0;
+    for (int j = 0; j < W->n_w; j++)
+      if (o->dev[j].kind == o->dev[i].kind && o->dev[j].index == o->dev[i].index) {
+        same++;
+        before += j < i;
+      }
+    const char *b = px_model_backend_name(w->model);
+    if (same > 1) snprintf(w->name, sizeof w->name, "%s (context %d)", b, before + 1);
+    else snprintf(w->name, sizeof w->name, "%s", b);
+  }
+  W->n_alive = W->n_w;
+  return PX_OK;
+}
+
+static void workers_free(work *W, const design_models *M) {
+  for (int i = 0; i < W->n_w; i++) {
+    worker *w = &W->w[i];
+    px_design_free(w->design); /* before the handle that made it */
+    free(w->x);
+    if (w->model && w->model != M->model) px_model_free(w->model);
+  }
+  free(W->w);
+  W->w = NULL;
+}
 
 /* Does shard k own a unit of the case? */
 static int case_is_mine(const design_opts *o, const campaign_unit *units, long per) {
@@ -765,37 +1067,60 @@ static int case_is_mine(const design_opts *o, const campaign_unit *units, long p
 }
 
 static int run_design(design_opts *o, const design_job *J, const design_models *M, const px_conformers *conf,
-                      const char *model_desc, double t_start, const campaign_queue *q) {
+                      const char *model_desc, double t_start, const campaign_queue *q, work *Wp) {
   const long per = (o->n_sample + o->chunk - 1) / o->chunk;
   campaign_lock lock;
   campaign_status st;
   campaign_csv csv = {.fd = -1};
   campaign_io io = {0};
+  work W = *Wp; /* its workers are made (workers_make); given back at the end */
   memset(&lock, 0, sizeof lock);
   memset(&st, 0, sizeof st);
-  int rc = 0, written = 0;
+  int rc = 0;
+  W.o = o;
+  W.J = J;
+  W.M = M;
+  W.conf = conf;
+  W.model_desc = model_desc;
+  W.q = q;
+  W.per = per;
+  W.io = &io;
+  W.mu = px_mutex_new();
+  W.cases = calloc((size_t)J->tasks.n * (size_t)o->n_seed, sizeof *W.cases);
+  for (int i = 0; i < W.n_w; i++) W.w[i].W = &W;
+  if (!W.mu || !W.cases) {
+    rc = cli_fail("out of memory");
+    goto out;
+  }
   /* the shard's lock comes first: a second process of the same K/N writes nothing at all */
   if (o->status_files) {
     if (px_mkdir_p(o->dump_dir)) {
       px_fail(PX_ERR_IO, "cannot create %s: %s", o->dump_dir, strerror(errno));
-      return cli_fail(px_last_error());
+      rc = cli_fail(px_last_error());
+      goto out;
     }
-    if (campaign_lock_take(&lock, o->dump_dir, &o->shard)) return cli_fail(px_last_error());
+    if (campaign_lock_take(&lock, o->dump_dir, &o->shard)) {
+      rc = cli_fail(px_last_error());
+      goto out;
+    }
   }
   if (write_top_level(o, J)) {
-    campaign_lock_release(&lock);
-    return cli_fail(px_last_error());
+    rc = cli_fail(px_last_error());
+    goto out;
   }
   if (o->status_files && o->overwrite) { /* the replaced run's rows go with its files */
     char *p = join(o->dump_dir, "designs.csv");
     if (!p || (remove(p) != 0 && errno != ENOENT)) {
       px_fail(p ? PX_ERR_IO : PX_ERR_NOMEM, "cannot remove %s: %s", p ? p : "designs.csv", strerror(errno));
       free(p);
-      campaign_lock_release(&lock);
-      return cli_fail(px_last_error());
+      rc = cli_fail(px_last_error());
+      goto out;
     }
     free(p);
   }
+  long designs_total = 0;
+  for (long u = 0; u < q->n; u++)
+    if (q->u[u].owner == o->shard.k) designs_total += q->u[u].n;
   if (o->status_files) {
     if (campaign_status_init(&st, o->dump_dir, &o->shard, J->tasks.n, o->status_interval) ||
         campaign_csv_open(&csv, o->dump_dir, o->shard.tag) ||
@@ -804,8 +1129,20 @@ static int run_design(design_opts *o, const design_job *J, const design_models *
       goto out;
     }
     st.command = o->demo ? "demo" : "design";
-    st.device = px_model_backend_name(M->model);
+    st.device = px_model_backend_name(W.w[0].model);
     st.threads = px_num_threads();
+    if (W.n_w > 1) {
+      st.dev = calloc((size_t)W.n_w, sizeof *st.dev);
+      if (!st.dev) {
+        rc = cli_fail("out of memory");
+        goto out;
+      }
+      st.n_dev = W.n_w;
+      for (int i = 0; i < W.n_w; i++) {
+        snprintf(st.dev[i].name, sizeof st.dev[i].name, "%s", W.w[i].name);
+        st.dev[i].state = "idle";
+      }
+    }
     for (long u = 0; u < q->n; u++) {
       campaign_task_status *t = &st.task[q->u[u].task];
       t->name = J->tasks.task[q->u[u].task].name;
@@ -819,15 +1156,37 @@ static int run_design(design_opts *o, const design_job *J, const design_models *
     campaign_status_write(&st, 1);
   }
   run_out_catch_signals();
-  /* The queue's order is PXDesign's (every task for the first seed, then the next seed). This
-   * shard pulls its next unit; the case it belongs to is then run for all of the shard's units
-   * in it (one design cache per case), and the pull resumes after the case. */
-  long cursor = 0;
-  const campaign_unit *u;
-  while (!rc && (u = campaign_queue_next(q, o->shard.k, &cursor)) != NULL) {
-    const long first = ((long)u->seed_index * J->tasks.n + u->task) * per;
-    rc = run_case(o, J, u->task, M, conf, o->seed[u->seed_index], model_desc, q->u + first, per, &io, &written);
-    cursor = first + per;
+  cli_progress_start(&W.pr, "sampling", "designs", (int)designs_total, o->cfg.n_step, o->quiet);
+  if (W.n_w == 1) {
+    worker_main(&W.w[0]);
+  } else {
+    int started = 0;
+    for (int i = 0; i < W.n_w; i++) {
+      if (px_thread_start(&W.w[i].thread, worker_main, &W.w[i])) {
+        px_mutex_lock(W.mu);
+        if (!W.rc) W.rc = cli_fail("cannot start a worker thread");
+        W.stop = 1;
+        px_mutex_unlock(W.mu);
+        break;
+      }
+      started++;
+    }
+    for (int i = 0; i < started; i++) px_thread_join(W.w[i].thread);
+  }
+  cli_progress_close(&W.pr);
+  rc = W.rc;
+  /* cases left open: the run stopped (interrupted, or it failed) */
+  for (long c = 0; c < (long)J->tasks.n * o->n_seed; c++) {
+    case_run *cr = W.cases[c];
+    if (!cr) continue;
+    if (rc == 130) {
+      long mine = 0;
+      for (long i = 0; i < o->n_sample; i++) mine += owns_sample(&cr->cl, i);
+      fprintf(stderr, "pxdiff: interrupted: %ld of %ld samples of %s seed %llu written (no SUCCESS_FILE); rerun "
+                      "with --resume to finish\n", cr->r.n_have + cr->written, mine, J->tasks.task[cr->k].name,
+              (unsigned long long)cr->seed);
+    }
+    case_free(&W, cr, 0);
   }
   run_out_release_signals();
   if (io.st) {
@@ -837,14 +1196,27 @@ static int run_design(design_opts *o, const design_job *J, const design_models *
   if (!rc && !o->quiet) {
     printf("pxdiff %s: %d task%s x %d seed%s x %ld samples in %s (%d computed", o->demo ? "demo" : "design",
            J->tasks.n, J->tasks.n == 1 ? "" : "s", o->n_seed, o->n_seed == 1 ? "" : "s", o->n_sample, o->dump_dir,
-           written);
+           W.written);
     if (o->shard.n > 1) printf(" by shard %d/%d", o->shard.k, o->shard.n);
+    if (W.n_w > 1) {
+      int lost = 0;
+      for (int i = 0; i < W.n_w; i++) lost += W.w[i].dead;
+      printf(" on %d contexts", W.n_w);
+      if (lost) printf(", %d of them failed", lost);
+    }
     printf(") in %.1f s\n", px_time_now() - t_start);
     if (o->demo) printf("  %s\n", SYNTH_LABEL);
   }
 out:
+  for (int i = 0; i < W.n_w; i++) W.w[i].W = Wp;
+  *Wp = W;
+  free(W.cases);
+  free(W.retry);
+  px_mutex_free(W.mu);
   campaign_listed_free(&io.listed);
   campaign_csv_close(&csv);
+  free(st.dev);
+  st.dev = NULL;
   campaign_status_free(&st);
   campaign_lock_release(&lock);
   return rc;
@@ -872,6 +1244,102 @@ static int precheck_outputs(const design_opts *o, const design_job *J, const cam
   return 0;
 }
 
+/* ---------------------------------------------------------------- chunk -- */
+
+/* Samples x tokens of one denoise call that keep an H200 busy: below it the card idles
+ * between kernels, above it a call takes proportionally longer (docs/campaign.md, measured
+ * in docs/benchmarks.md). */
+#define CHUNK_FILL_ROWS 32768
+/* Contexts added on one GPU when a case has too few samples to fill it. */
+#define CHUNK_MAX_AUTO_CONTEXTS 4
+
+/* The chunk an earlier run in DUMP_DIR recorded (config.yaml's diffusion_chunk_size), or 0. */
+static long recorded_chunk(const char *dump_dir) {
+  char *p = join(dump_dir, "config.yaml");
+  FILE *f = p ? fopen(p, "r") : NULL;
+  free(p);
+  if (!f) return 0;
+  char line[512];
+  long v = 0;
+  while (fgets(line, sizeof line, f))
+    if (sscanf(line, "diffusion_chunk_size: %ld", &v) == 1) break;
+  fclose(f);
+  return v > 0 && v <= 4096 ? v : 0;
+}
+
+/* o->chunk, unless --chunk was given: on --resume the chunk the run recorded; on a GPU
+ * (unsharded) the largest that fills the card, bounded by its free memory shared among the
+ * contexts on it and by N_sample; else 10 (on the CPU the chunk changes no design; shards
+ * must agree on it). When a case's samples cannot fill the card, up to
+ * CHUNK_MAX_AUTO_CONTEXTS contexts on the one GPU compute several cases' units at once
+ * (o->dev grows). eng: a model on the run's device. note: how the chunk came about. */
+static int choose_chunk(design_opts *o, const design_job *J, const px_model *eng, char *note, size_t cap) {
+  snprintf(note, cap, "%s", o->chunk_given ? "given" : "the default");
+  if (o->chunk_given) return PX_OK;
+  if (o->resume) {
+    const long r = recorded_chunk(o->dump_dir);
+    if (r > 0) {
+      o->chunk = r;
+      snprintf(note, cap, "as the run recorded it in config.yaml");
+      return PX_OK;
+    }
+  }
+  const char *b = px_model_backend_name(eng);
+  if (strncmp(b, "cuda", 4)) return PX_OK;
+  if (o->shard.n > 1) {
+    snprintf(note, cap, "the default: shards must agree on it, give --chunk to choose");
+    return PX_OK;
+  }
+  const int dev = px_model_device_index(eng);
+  int64_t fr = 0, tot = 0;
+  int rc = px_device_memory(PX_DEVICE_CUDA, dev, &fr, &tot);
+  if (rc) return rc;
+  int same = 0;
+  for (int i = 0; i < o->n_dev; i++) same += o->dev[i].kind == PX_DEVICE_CUDA && o->dev[i].index == dev;
+  if (same < 1) same = 1;
+  /* the largest design bounds the memory; its size sets how many samples fill the card */
+  int big = 0;
+  int64_t b1 = -1;
+  for (int k = 0; k < J->tasks.n; k++) {
+    const int64_t x = px_sample_bytes(eng, J->n_token[k], J->n_atom[k], 1);
+    if (x > b1) {
+      b1 = x;
+      big = k;
+    }
+  }
+  const int T = J->n_token[big], N = J->n_atom[big];
+  /* what pxdiff does not count: the contexts' own scratch and cuBLAS workspaces, other
+   * designs' caches in flight, fragmentation */
+  const int64_t headroom = ((int64_t)1 << 30) + tot / 20;
+  const int64_t budget = (fr - headroom) / same;
+  const long fill = (CHUNK_FILL_ROWS + T - 1) / T;
+  long S = fill < o->n_sample ? fill : o->n_sample;
+  if (S > 4096) S = 4096;
+  while (S > 1 && px_sample_bytes(eng, T, N, (int)S) > budget) S = S * 7 / 8;
+  o->chunk = S;
+  const double gib = 1024.0 * 1024.0 * 1024.0;
+  int w = snprintf(note, cap, "chosen: %.1f of %.1f GiB free on cuda:%d, %.2f GiB per context for the largest design "
+                   "(%d tokens, %d atoms) at %ld samples", (double)fr / gib, (double)tot / gib, dev,
+                   (double)px_sample_bytes(eng, T, N, (int)S) / gib, T, N, S);
+  if (S < fill && S == o->n_sample && o->n_dev == 1) {
+    /* N_sample of a case underfills the card: contexts side by side take several cases */
+    const long cases = (long)J->tasks.n * o->n_seed;
+    long k = (fill + S - 1) / S;
+    if (k > CHUNK_MAX_AUTO_CONTEXTS) k = CHUNK_MAX_AUTO_CONTEXTS;
+    if (k > cases) k = cases;
+    const int64_t weights = px_model_n_params(eng) * (int64_t)sizeof(float);
+    while (k > 1 && k * px_sample_bytes(eng, T, N, (int)S) + (k - 1) * weights > fr - headroom) k--;
+    if (k > 1) {
+      for (int i = 1; i < k; i++) o->dev[i] = o->dev[0];
+      o->n_dev = (int)k;
+      if (w > 0 && (size_t)w < cap)
+        snprintf(note + w, cap - (size_t)w, "; %ld samples per case underfill it: %ld contexts on cuda:%d take "
+                 "several cases at once", S, k, dev);
+    }
+  }
+  return PX_OK;
+}
+
 static int design_main(int argc, char **argv, int demo) {
   design_opts o;
   int st = parse_design_opts(argc, argv, &o, demo);
@@ -887,8 +1355,10 @@ static int design_main(int argc, char **argv, int demo) {
   design_job J;
   design_models M;
   campaign_queue q = {0};
+  work W;
   memset(&J, 0, sizeof J);
   memset(&M, 0, sizeof M);
+  memset(&W, 0, sizeof W);
   int rc = 1;
   if (o.conformers && px_conformers_read(o.conformers, &conf)) {
     cli_fail(px_last_error());
@@ -906,10 +1376,48 @@ static int design_main(int argc, char **argv, int demo) {
     goto done;
   }
   if (precheck_outputs(&o, &J, &q)) goto done;
-  if (demo ? design_models_synthetic(&M, DEMO_MODEL_SEED, o.device, o.precision)
-           : design_models_load(&M, o.ckpt, o.device, o.precision)) {
+  /* several contexts: this model stays on the CPU (each context gets a handle of it), and the
+   * embedder runs on the process's shared context of the first device, under the run's lock */
+  const px_device_ref mdev = o.n_dev > 1 ? (px_device_ref){PX_DEVICE_CPU, 0} : o.dev[0];
+  const int edev = o.n_dev > 1 ? (int)o.dev[0].kind : -1;
+  if (demo ? design_models_synthetic(&M, DEMO_MODEL_SEED, mdev, edev, o.precision)
+           : design_models_load(&M, o.ckpt, mdev, edev, o.precision)) {
     cli_fail(px_last_error());
     goto done;
+  }
+  /* the chunk (on a GPU chosen here, unless given), then the contexts and the queue in its units */
+  char note[400];
+  const long chunk0 = o.chunk;
+  const int n_dev0 = o.n_dev;
+  px_model *probe = NULL;
+  if (o.n_dev > 1 && !o.chunk_given &&
+      (px_model_share(M.model, &probe) || px_model_set_device(probe, o.dev[0].kind, o.dev[0].index, 1, o.precision))) {
+    px_model_free(probe);
+    cli_fail(px_last_error());
+    goto done;
+  }
+  rc = choose_chunk(&o, &J, probe ? probe : M.model, note, sizeof note);
+  px_model_free(probe); /* a handle on its own context, made only to size the chunk */
+  if (rc) {
+    rc = cli_fail(px_last_error());
+    goto done;
+  }
+  rc = 1;
+  if (n_dev0 == 1 && o.n_dev > 1 &&
+      px_model_set_device(M.model, PX_DEVICE_CPU, 0, 0, PX_PRECISION_DEFAULT)) { /* the contexts get handles */
+    cli_fail(px_last_error());
+    goto done;
+  }
+  if (workers_make(&W, &o, &M)) {
+    cli_fail(px_last_error());
+    goto done;
+  }
+  if (o.chunk != chunk0) {
+    campaign_queue_free(&q);
+    if (campaign_queue_make(&q, J.tasks.n, o.n_seed, o.n_sample, o.chunk, &o.shard)) {
+      cli_fail(px_last_error());
+      goto done;
+    }
   }
   char model_desc[1024];
   if (demo) snprintf(model_desc, sizeof model_desc, "synthetic weights, released shapes, seed %d", DEMO_MODEL_SEED);
@@ -918,14 +1426,17 @@ static int design_main(int argc, char **argv, int demo) {
     if (demo) printf("pxdiff demo: %s\n", SYNTH_LABEL);
     printf("pxdiff %s: %d task%s, seeds", demo ? "demo" : "design", J.tasks.n, J.tasks.n == 1 ? "" : "s");
     for (int i = 0; i < o.n_seed; i++) printf("%s%llu", i ? "," : " ", (unsigned long long)o.seed[i]);
-    printf("; %ld sample%s x %ld steps, chunks of %ld; %.1f M parameters (%.2f s); %s (%s), %d CPU threads\n",
-           o.n_sample, o.n_sample == 1 ? "" : "s", o.n_step, o.chunk < o.n_sample ? o.chunk : o.n_sample,
-           (double)M.n_params / 1e6, M.t_load, px_model_backend_name(M.model), cmd_precision_label(M.model),
-           px_num_threads());
+    char devs[256] = "";
+    for (int i = 0, l = 0; i < W.n_w && l < (int)sizeof devs - 1; i++)
+      l += snprintf(devs + l, sizeof devs - (size_t)l, "%s%s", i ? ", " : "", W.w[i].name);
+    printf("; %ld sample%s x %ld steps, chunks of %ld (%s); %.1f M parameters (%.2f s); %s (%s), %d CPU threads\n",
+           o.n_sample, o.n_sample == 1 ? "" : "s", o.n_step, o.chunk < o.n_sample ? o.chunk : o.n_sample, note,
+           (double)M.n_params / 1e6, M.t_load, devs, cmd_precision_label(W.w[0].model), px_num_threads());
     fflush(stdout);
   }
-  rc = run_design(&o, &J, &M, conf, model_desc, t_start, &q);
+  rc = run_design(&o, &J, &M, conf, model_desc, t_start, &q, &W);
 done:
+  workers_free(&W, &M);
   campaign_queue_free(&q);
   cli_paths_free(&o.inputs);
   campaign_free_strings(o.paths, o.n_paths);

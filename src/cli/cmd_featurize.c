@@ -136,7 +136,7 @@ int cmd_featurize(int argc, char **argv) {
     fprintf(stderr, "pxdiff: %s holds %d tasks; choose one with --task NAME\n", input, J.tasks.n);
     goto done;
   }
-  if (design_models_load(&M, ckpt, device, PX_PRECISION_DEFAULT) ||
+  if (design_models_load(&M, ckpt, (px_device_ref){(enum px_device)device, 0}, -1, PX_PRECISION_DEFAULT) ||
       design_case_make(&C, &J, k, &M, seed, !no_augment, dtype, conf, 0) ||
       write_bundle(out, &C, &M, &J.tasks.task[k], seed, !no_augment, dtype, conformers)) {
     cli_fail(px_last_error());

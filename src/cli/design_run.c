@@ -26,9 +26,16 @@ static int job_alloc(design_job *J) {
  * crop outside the chain, a non-standard residue, ...) is reported now, before a model is
  * loaded or a file written. */
 static int job_validate(design_job *J, const px_conformers *conf) {
+  J->n_token = calloc((size_t)(J->tasks.n ? J->tasks.n : 1), sizeof *J->n_token);
+  J->n_atom = calloc((size_t)(J->tasks.n ? J->tasks.n : 1), sizeof *J->n_atom);
+  if (!J->n_token || !J->n_atom) return px_fail(PX_ERR_NOMEM, "out of memory reading the tasks");
   for (int k = 0; k < J->tasks.n; k++) {
     px_design_input *in = NULL;
     int rc = px_featurize(J->target[k], &J->tasks.task[k], conf, 0, 0, &in);
+    if (!rc) {
+      J->n_token[k] = in->n_token;
+      J->n_atom[k] = in->n_atom;
+    }
     px_design_input_free(in);
     if (rc) {
       char msg[1024];
@@ -133,6 +140,8 @@ void design_job_free(design_job *J) {
   free(J->target);
   free(J->target_owner);
   free(J->task_input);
+  free(J->n_token);
+  free(J->n_atom);
   px_task_list_free(&J->tasks);
   memset(J, 0, sizeof *J);
 }
@@ -153,26 +162,31 @@ static int models_check(design_models *M) {
   return PX_OK;
 }
 
-/* The embedder runs on the device the diffusion module ended up on. */
-static int models_backend(design_models *M, int device, int precision) {
-  int rc = px_model_set_backend(M->model, device, precision);
+/* The embedder runs where it is told, or (embed_device < 0) on the device the diffusion
+ * module ended up on. */
+static int models_backend(design_models *M, px_device_ref model_dev, int embed_device, int precision) {
+  int rc = px_model_set_device(M->model, model_dev.kind, model_dev.index, 0, precision);
   if (rc) return rc;
-  const char *b = px_model_backend_name(M->model);
-  return px_embedder_set_backend(M->embedder, b && !strncmp(b, "cuda", 4) ? PX_DEVICE_CUDA : PX_DEVICE_CPU);
+  if (embed_device < 0) {
+    const char *b = px_model_backend_name(M->model);
+    embed_device = b && !strncmp(b, "cuda", 4) ? PX_DEVICE_CUDA : PX_DEVICE_CPU;
+  }
+  return px_embedder_set_backend(M->embedder, embed_device);
 }
 
-int design_models_load(design_models *M, const char *ckpt, int device, int precision) {
+int design_models_load(design_models *M, const char *ckpt, px_device_ref model_dev, int embed_device, int precision) {
   memset(M, 0, sizeof *M);
   double t0 = px_time_now();
   int rc = px_model_load(ckpt, &M->model);
   if (!rc) rc = px_embedder_load(ckpt, &M->embedder);
   if (!rc) rc = models_check(M);
   M->t_load = px_time_now() - t0;
-  if (!rc) rc = models_backend(M, device, precision);
+  if (!rc) rc = models_backend(M, model_dev, embed_device, precision);
   return rc;
 }
 
-int design_models_synthetic(design_models *M, uint64_t seed, int device, int precision) {
+int design_models_synthetic(design_models *M, uint64_t seed, px_device_ref model_dev, int embed_device,
+                            int precision) {
   memset(M, 0, sizeof *M);
   double t0 = px_time_now();
   px_dims D;
@@ -183,7 +197,7 @@ int design_models_synthetic(design_models *M, uint64_t seed, int device, int pre
   if (!rc) rc = px_embedder_synthetic(&E, seed + 1, &M->embedder);
   if (!rc) rc = models_check(M);
   M->t_load = px_time_now() - t0;
-  if (!rc) rc = models_backend(M, device, precision);
+  if (!rc) rc = models_backend(M, model_dev, embed_device, precision);
   return rc;
 }
 

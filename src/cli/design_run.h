@@ -5,7 +5,7 @@
  *   design_job J;                      // tasks and their parsed targets, validated
  *   design_job_read(&J, task_path);    // or design_job_parse (in-memory task + target)
  *   design_models M;                   // diffusion module + condition embedder
- *   design_models_load(&M, ckpt, device, precision);
+ *   design_models_load(&M, ckpt, dev, -1, precision);
  *   design_case C;                     // one (task, seed): features, embedding, cache
  *   design_case_make(&C, &J, k, &M, seed, augment, dtype, conformers);
  *   ... px_sample(M.model, C.design, ...) ...
@@ -29,6 +29,7 @@ typedef struct {
   px_structure_in **target; /* [tasks.n]; targets read from one path are shared */
   int *target_owner;        /* [tasks.n] 1 where target[k] is freed with the job */
   int *task_input;          /* [tasks.n] index of the task file task k came from (read_many), or NULL */
+  int *n_token, *n_atom;    /* [tasks.n] each task's size, from the unaugmented featurization */
 } design_job;
 
 /* Read a task file and every structure it names, and featurize each task once without
@@ -53,10 +54,14 @@ typedef struct {
   int64_t n_params; /* both modules */
 } design_models;
 
-/* Both modules from one checkpoint (.pt or .safetensors); the embedder runs where the model runs. */
-int design_models_load(design_models *M, const char *ckpt, int device, int precision);
+/* Both modules from one checkpoint (.pt or .safetensors): the diffusion module on model_dev
+ * (the process's shared context of that device), the embedder on embed_device (an enum
+ * px_device), or where the model runs when embed_device < 0. A run of several contexts keeps
+ * this model on the CPU and gives each context a handle of it (px_model_share). */
+int design_models_load(design_models *M, const char *ckpt, px_device_ref model_dev, int embed_device, int precision);
 /* Synthetic weights of the released shapes (the demo). */
-int design_models_synthetic(design_models *M, uint64_t seed, int device, int precision);
+int design_models_synthetic(design_models *M, uint64_t seed, px_device_ref model_dev, int embed_device,
+                            int precision);
 void design_models_free(design_models *M);
 
 typedef struct {

@@ -516,6 +516,22 @@ extern "C" px_backend *px_cuda_backend(int precision) { return px_cuda_device_ba
 
 extern "C" int px_cuda_backend_device(const px_backend *b) { return b ? ((const CudaBackend *)b)->ctx->device : -1; }
 
+extern "C" int px_cuda_mem_info(int device, int64_t *free_bytes, int64_t *total_bytes) {
+  *free_bytes = *total_bytes = 0;
+  if (device < 0 || device >= px_cuda_count())
+    return px_fail(PX_ERR_BACKEND, "no CUDA device cuda:%d (%d visible)", device, px_cuda_count());
+  DeviceGuard guard(device);
+  size_t f = 0, t = 0;
+  const cudaError_t e = cudaMemGetInfo(&f, &t);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return px_fail(PX_ERR_BACKEND, "cuda:%d: cudaMemGetInfo: %s", device, cudaGetErrorString(e));
+  }
+  *free_bytes = (int64_t)f;
+  *total_bytes = (int64_t)t;
+  return PX_OK;
+}
+
 extern "C" int64_t px_cuda_memory_in_use(void) { return all_in_use.load(); }
 extern "C" int64_t px_cuda_memory_peak(void) { return all_peak.load(); }
 extern "C" void px_cuda_memory_reset_peak(void) { all_peak.store(all_in_use.load()); }

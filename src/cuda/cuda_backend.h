@@ -33,6 +33,9 @@ px_backend *px_cuda_device_backend(int device, int precision);
 /* px_cuda_device_backend(0, precision). */
 px_backend *px_cuda_backend(int precision);
 
+/* Free and total memory of cuda:`device` (cudaMemGetInfo), bytes; 0 or a px_status code. */
+int px_cuda_mem_info(int device, int64_t *free_bytes, int64_t *total_bytes);
+
 /* Device memory in use by pxdiff and the peak since the last reset, in bytes. */
 int64_t px_cuda_memory_in_use(void);
 int64_t px_cuda_memory_peak(void);

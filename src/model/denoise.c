@@ -674,3 +674,30 @@ int px_denoise_device_queued(const px_model *m, px_design *d, int n_sample, cons
                              const float *t_hat, float *x_out) {
   return denoise_device(m, d, n_sample, x_noisy, t_hat, 1, 0, x_out, "px_denoise_device_queued");
 }
+
+/* The sizing pass of forward_device on a design that exists only as its shape (it reads
+ * nothing but T, N, the backend and the weights' shapes), plus the design cache as
+ * px_design_create lays it out on the device, plus the device sampler's three coordinate
+ * arrays. The backend's own scratch (per context, shared by its designs) is not counted. */
+int64_t px_sample_bytes(const px_model *m, int n_token, int n_atom, int chunk) {
+  if (!m || n_token < 1 || n_atom < 1 || chunk < 1) return -1;
+  px_design stub;
+  memset(&stub, 0, sizeof stub);
+  stub.T = n_token;
+  stub.N = n_atom;
+  stub.n_trunks = (n_atom + PX_ATOM_NQ - 1) / PX_ATOM_NQ;
+  stub.be = m->device == PX_DEVICE_CUDA && m->be ? m->be : px_cpu_backend();
+  stub.W = m->device == PX_DEVICE_CUDA && m->cuda_mirror ? m->cuda_mirror : m;
+  stub.precision = m->precision;
+  bump ws = {NULL, 0};
+  forward_device(m, &stub, chunk, 1, 0, &ws, NULL, NULL, NULL);
+  const px_dims *D = &m->dims;
+  const int64_t T = n_token, N = n_atom, f = (int64_t)sizeof(float);
+  const int64_t P = (int64_t)stub.n_trunks * PX_ATOM_NQ * PX_ATOM_NK;
+  int64_t cache = f * ((int64_t)m->tok_tf.n_blocks * m->tok_tf.n_heads * T * T + N * D->c_atom + T * D->c_s + T) +
+                  (int64_t)sizeof(int64_t) * N;
+  const px_transformer_w *tfs[2] = {&m->enc_tf, &m->dec_tf};
+  for (int w = 0; w < 2; w++)
+    cache += f * tfs[w]->n_blocks * (8 * N * tfs[w]->c + (int64_t)tfs[w]->n_heads * P);
+  return (int64_t)ws.used * f + cache + 3 * f * chunk * N * 3;
+}

@@ -78,6 +78,9 @@ struct px_model {
   /* CUDA: the same struct with every weight pointer on the device (NULL on the CPU). */
   struct px_model *cuda_mirror;
   px_backend *be; /* the backend context the weights live on (NULL: the CPU) */
+  /* px_model_share: the model whose host weights this handle borrows (NULL: it owns them). */
+  const struct px_model *shared_of;
+  px_backend *own_ctx; /* px_model_set_device(own_context): the handle's own context, or NULL */
   size_t *owned_n; /* float count of each owned buffer */
   int64_t n_params;
   float **owned; /* every buffer below, for freeing */
@@ -187,6 +190,10 @@ void px_token_fp16_exps(const px_model *m, int *exps); /* every block, in parall
 int px_model_to_device(px_model *m, px_backend *be, int precision);
 /* Free the device copy; the model computes on the CPU again. */
 void px_model_release_device(px_model *m);
+/* px_model_free's first part (runtime.c): the device copy and an own context go; a handle of
+ * px_model_share is freed whole (1: nothing more to free), a model that owns its weights is
+ * left to free them (0). */
+int px_model_release_handle(px_model *m);
 /* Token blocks whose GEMMs run on 16-bit operands. */
 int px_model_device_x16_blocks(const px_model *m);
 /* Move a design built on the CPU to the model's device backend (px_design_create does). */

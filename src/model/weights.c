@@ -473,7 +473,7 @@ fail:
 
 void px_model_free(px_model *m) {
   if (!m) return;
-  if (m->cuda_mirror) px_model_set_backend(m, PX_DEVICE_CPU, PX_PRECISION_FP32);
+  if (px_model_release_handle(m)) return;
   free(m->owned_n);
   for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
   free(m->owned);

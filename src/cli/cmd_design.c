@@ -915,7 +915,10 @@ static void *worker_main(void *arg) {
     }
     const campaign_unit *u = &W->q->u[ui];
     case_run *cr = case_get(W, u);
-    if (!cr) break;
+    if (!cr) { /* the run fails: the others stop at their next step */
+      W->stop = 1;
+      break;
+    }
     campaign_task_status *ts = st ? &st->task[cr->k] : NULL;
     int missing = 0;
     for (long s = 0; s < u->n; s++) missing |= !cr->r.have[u->first + s];
@@ -1246,10 +1249,6 @@ static int precheck_outputs(const design_opts *o, const design_job *J, const cam
 
 /* ---------------------------------------------------------------- chunk -- */
 
-/* Samples x tokens of one denoise call that keep an H200 busy: below it the card idles
- * between kernels, above it a call takes proportionally longer (docs/campaign.md, measured
- * in docs/benchmarks.md). */
-#define CHUNK_FILL_ROWS 32768
 /* Contexts added on one GPU when a case has too few samples to fill it. */
 #define CHUNK_MAX_AUTO_CONTEXTS 4
 
@@ -1311,11 +1310,11 @@ static int choose_chunk(design_opts *o, const design_job *J, const px_model *eng
   /* what pxdiff does not count: the contexts' own scratch and cuBLAS workspaces, other
    * designs' caches in flight, fragmentation */
   const int64_t headroom = ((int64_t)1 << 30) + tot / 20;
-  const int64_t budget = (fr - headroom) / same;
-  const long fill = (CHUNK_FILL_ROWS + T - 1) / T;
-  long S = fill < o->n_sample ? fill : o->n_sample;
-  if (S > 4096) S = 4096;
-  while (S > 1 && px_sample_bytes(eng, T, N, (int)S) > budget) S = S * 7 / 8;
+  const int64_t weights = px_model_n_params(eng) * (int64_t)sizeof(float); /* an upper bound (fp16 copies) */
+  /* fr holds one context's weights already (eng's); the others on this GPU take theirs */
+  const int64_t budget = (fr - headroom - (same - 1) * weights) / same;
+  const long fill = design_chunk_fill(T);
+  const long S = design_chunk_fit(eng, T, N, o->n_sample, budget);
   o->chunk = S;
   const double gib = 1024.0 * 1024.0 * 1024.0;
   int w = snprintf(note, cap, "chosen: %.1f of %.1f GiB free on cuda:%d, %.2f GiB per context for the largest design "
@@ -1327,7 +1326,6 @@ static int choose_chunk(design_opts *o, const design_job *J, const px_model *eng
     long k = (fill + S - 1) / S;
     if (k > CHUNK_MAX_AUTO_CONTEXTS) k = CHUNK_MAX_AUTO_CONTEXTS;
     if (k > cases) k = cases;
-    const int64_t weights = px_model_n_params(eng) * (int64_t)sizeof(float);
     while (k > 1 && k * px_sample_bytes(eng, T, N, (int)S) + (k - 1) * weights > fr - headroom) k--;
     if (k > 1) {
       for (int i = 1; i < k; i++) o->dev[i] = o->dev[0];

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/design_run.h"
 #include "cli/options.h"
 #include "cli/progress.h"
 #include "cli/run_output.h"
@@ -45,6 +46,8 @@ typedef struct {
   long steps;
   int device, precision, eta_type, sched_bf16;
   int pdb, quiet, resume, overwrite;
+  int chunk_given;     /* --chunk on the command line (else chosen on a GPU: choose_chunk) */
+  char chunk_note[300]; /* how the chunk came about */
 } opts_t;
 
 static const char *const eta_names[] = {"const", "linear", "poly", "cos", "piecewise", "piecewise_65",
@@ -92,7 +95,9 @@ static int sample_options(cli_opt *t, opts_t *o) {
   t[n++] = (cli_opt){.name = "--seed", .kind = CLI_U64, .dst = &o->cfg.seed, .meta = "S", .def = "0",
                      .help = "random seed"};
   t[n++] = (cli_opt){.name = "--chunk", .kind = CLI_INT, .dst = &o->chunk, .meta = "C", .def = "10", .lo = 1,
-                     .hi = 4096, .help = "samples per engine call (memory and speed)"};
+                     .hi = 4096, .given = &o->chunk_given,
+                     .help = "samples per engine call (default: on a GPU chosen from its memory and the\n"
+                             "design's size, the same on every run of that design on that card; else 10)"};
   t[n++] = (cli_opt){.name = "--eta-type", .kind = CLI_ENUM, .dst = &o->eta_type, .def = "const",
                      .enum_names = eta_names, .enum_values = eta_values, .help = "noise-scale schedule"};
   t[n++] = (cli_opt){.name = "--eta-min", .kind = CLI_FLOAT, .dst = &o->cfg.eta_min, .meta = "X", .def = "2.5",
@@ -173,13 +178,19 @@ typedef struct {
 } problem_t;
 
 static uint64_t sample_fingerprint(const px_model *m, const px_design *d, const px_sampler_config *c,
-                                   const problem_t *pb) {
+                                   const problem_t *pb, long chunk) {
   char buf[1024], fields[400];
   run_sampler_fields(fields, sizeof fields, c, c->seed);
   const char *backend = px_model_backend_name(m);
   snprintf(buf, sizeof buf, "pxdiff-run v1|%s|design=%016llx|model=%s|params=%lld|device=%.4s|prec=%s", fields,
            (unsigned long long)px_design_key(d), pb->model_desc, (long long)pb->n_params, backend ? backend : "?",
            px_model_precision_name(m));
+  /* on a GPU the chunk changes the samples: a resume must use the same (the CPU's ids are
+   * unchanged) */
+  if (backend && !strncmp(backend, "cuda", 4)) {
+    size_t l = strlen(buf);
+    snprintf(buf + l, sizeof buf - l, "|chunk=%ld", chunk);
+  }
   return run_fingerprint(buf);
 }
 
@@ -426,7 +437,7 @@ static int open_and_run(const opts_t *o, const px_model *m, px_design *d, proble
   /* Signals are caught from before the directory exists: an interrupt at any point after
    * this ends in run_sampling's orderly stop (exit 130, no empty directory left behind). */
   run_out_catch_signals();
-  if (run_out_open(&r, &L, mode_of(o), sample_fingerprint(m, d, &o->cfg, pb))) {
+  if (run_out_open(&r, &L, mode_of(o), sample_fingerprint(m, d, &o->cfg, pb, eff_chunk(o)))) {
     run_out_release_signals();
     return cli_fail(px_last_error());
   }
@@ -455,6 +466,29 @@ static void sample_header(const opts_t *o, const px_model *m, const problem_t *p
   fprintf(stderr, "pxdiff: %s: %d tokens, %d atoms; %ld sample%s x %d steps, seed %llu, backend %s (%s)\n",
           o->bundle, pb->n_token, pb->n_atom, o->samples, o->samples == 1 ? "" : "s", o->cfg.n_step,
           (unsigned long long)o->cfg.seed, px_model_backend_name(m), cmd_precision_label(m));
+  if (o->chunk_note[0]) fprintf(stderr, "pxdiff: chunks of %ld (%s)\n", eff_chunk(o), o->chunk_note);
+}
+
+/* Unless --chunk was given, on a GPU: the chunk that fills the card for this design
+ * (design_chunk_fit), within the card's total memory less 20%, 1 GiB and the weights. The
+ * total, not the free memory, so that a resumed run (whose files hold no record of the chunk
+ * but whose run id includes it) chooses the same on the same card; when the card is shared
+ * and less is free, the free memory bounds it and the note says to pass --chunk on resume. */
+static int choose_chunk(opts_t *o, const px_model *m, int T, int N) {
+  if (o->chunk_given || strncmp(px_model_backend_name(m), "cuda", 4)) return PX_OK;
+  int64_t fr = 0, tot = 0;
+  int rc = px_device_memory(PX_DEVICE_CUDA, px_model_device_index(m), &fr, &tot);
+  if (rc) return rc;
+  const int64_t gib = (int64_t)1 << 30, weights = px_model_n_params(m) * (int64_t)sizeof(float);
+  const int64_t by_total = tot - tot / 5 - gib - weights, by_free = fr - tot / 20 - gib;
+  const int shared = by_free < by_total;
+  o->chunk = design_chunk_fit(m, T, N, o->samples, shared ? by_free : by_total);
+  snprintf(o->chunk_note, sizeof o->chunk_note,
+           "chosen for %d tokens, %d atoms: %.2f GiB on cuda:%d of %.1f GiB%s", T, N,
+           (double)px_sample_bytes(m, T, N, (int)eff_chunk(o)) / (double)gib, px_model_device_index(m),
+           (double)tot / (double)gib,
+           shared ? "; less is free than usual on this card: give --resume the same --chunk" : "");
+  return PX_OK;
 }
 
 int cmd_sample(int argc, char **argv) {
@@ -502,6 +536,10 @@ int cmd_sample(int argc, char **argv) {
   const int N = f->n_atom;
   pb.n_atom = N;
   pb.n_token = f->n_token;
+  if (choose_chunk(&o, m, pb.n_token, pb.n_atom)) {
+    cli_fail(px_last_error());
+    goto done;
+  }
   pb.name = px_bundle_meta(b, "name");
   if (!pb.name || !*pb.name) pb.name = "design";
   atom_name = malloc(sizeof(char *) * (size_t)N);

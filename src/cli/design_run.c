@@ -251,6 +251,18 @@ void design_case_free(design_case *C) {
   memset(C, 0, sizeof *C);
 }
 
+/* ----------------------------------------------------------------- chunk -- */
+
+long design_chunk_fill(int T) { return T > 0 ? (DESIGN_CHUNK_FILL_ROWS + T - 1) / T : 1; }
+
+long design_chunk_fit(const px_model *eng, int T, int N, long max_samples, int64_t budget) {
+  long S = design_chunk_fill(T);
+  if (S > max_samples) S = max_samples;
+  if (S > 4096) S = 4096;
+  while (S > 1 && px_sample_bytes(eng, T, N, (int)S) > budget) S = S * 7 / 8;
+  return S < 1 ? 1 : S;
+}
+
 /* ----------------------------------------------------------------- seeds -- */
 
 /* FNV-1a over the clock's nanoseconds: `pxdesign infer` derives its default seed from the

@@ -82,6 +82,14 @@ int design_case_make(design_case *C, const design_job *J, int k, const design_mo
                      int augment, int dtype, const px_conformers *conf, int want_design);
 void design_case_free(design_case *C);
 
+/* The chunk that keeps a GPU busy for a design of T tokens and N atoms on eng's device:
+ * ceil(DESIGN_CHUNK_FILL_ROWS / T) samples (the samples x tokens of one call beyond which a
+ * larger call gains little: docs/campaign.md), at most max_samples, shrunk by 1/8 at a time
+ * until px_sample_bytes fits in budget bytes; at least 1. */
+#define DESIGN_CHUNK_FILL_ROWS 32768
+long design_chunk_fill(int T);
+long design_chunk_fit(const px_model *eng, int T, int N, long max_samples, int64_t budget);
+
 /* `--seeds 1,2,3` (PXDesign's comma list: non-negative integers, no duplicates). An empty
  * or absent list gives one seed derived from the clock, as `pxdesign infer` does (printed). */
 int design_parse_seeds(const char *text, uint64_t **seeds, int *n);

@@ -95,6 +95,7 @@ def main():
     ap.add_argument("--work", default="/tmp/pxdiff-contexts")
     ap.add_argument("--json", default=None)
     ap.add_argument("--skip-memcheck", action="store_true")
+    ap.add_argument("--skip-throughput", action="store_true", help="no step 5 (designs per hour)")
     ap.add_argument("--memcheck-timeout", type=float, default=90)
     a = ap.parse_args()
     px = os.path.abspath(a.pxdiff)
@@ -148,7 +149,7 @@ def main():
 
     print("5. designs per hour at 330 tokens, 400 steps", flush=True)
     tp = ("--N_sample", 100, "--N_step", 400, "--seeds", 4)
-    for label, extra in (("chunk 10", ("--chunk", 10)), ("automatic", ())):
+    for label, extra in () if a.skip_throughput else (("chunk 10", ("--chunk", 10)), ("automatic", ())):
         r, dt = design(px, ckpt, [os.path.join(big, "big_a.yaml")], f"{w}/tp_{label[:4]}", *tp, *extra)
         s = summaries(f"{w}/tp_{label[:4]}")
         spd = s[0]["timings"]["s_per_design"] if s else float("nan")

@@ -13,6 +13,7 @@ check_contexts.sh runs the CUDA side (cuda:0,0 against cuda:0) on the device mac
 - when the only context fails, the run stops with one line and exit 1; the designs it
   finished are complete files of the run, and --resume finishes with identical files;
 - device lists that are wrong get one line and exit 2, before anything is written;
+- two shards (--shard K/2), each with two contexts, together write the one-context run's files;
 - the C API: px_device_list_parse, px_model_share, px_sample_bytes.
 """
 import ctypes
@@ -223,3 +224,19 @@ def test_resume_reuses_the_recorded_chunk(ckpt, one, tmp_path):
     assert rc == 0 and "chunks of 2 (as the run recorded it in config.yaml)" in so, so
     assert json.load(open(out / "status.json"))["units"]["total"] == 12  # 3 chunks per case, not 1
     assert_same_designs(one, out)
+
+
+def test_shards_of_contexts(ckpt, one, tmp_path):
+    """--shard K/N with several contexts per shard: the union is again the one-context run."""
+    from test_campaign import start
+    out = tmp_path / "run"
+    procs = [start("design", "-i", TASKS, "-o", out, "--checkpoint", ckpt, "--device", "cpu,cpu", *BASE,
+                   "--shard", f"{k}/2", "-q") for k in (1, 2)]
+    for p in procs:
+        so, se = p.communicate(timeout=600)
+        assert p.returncode == 0, se
+    fo, fr = files(one), files(out)
+    cifs = sorted(r for r in fo if r.endswith(".cif") or r.endswith("SUCCESS_FILE"))
+    assert len(cifs) == 24 and cifs == sorted(r for r in fr if r.endswith(".cif") or r.endswith("SUCCESS_FILE"))
+    for rel in cifs:
+        assert open(fo[rel], "rb").read() == open(fr[rel], "rb").read(), rel

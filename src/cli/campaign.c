@@ -651,6 +651,17 @@ static int status_main(const char *dir) {
         cli_fmt_duration(dd, sizeof dd, d_eta->f);
         printf(", ETA %s", dd);
       }
+      /* several contexts (`--device cuda:0,2`): how many, and which failed */
+      const px_doc *d_dev = have_doc ? px_doc_get(&sd, "devices") : NULL;
+      if (d_dev && d_dev->type == PX_DOC_LIST && d_dev->n > 1) {
+        int failed = 0;
+        for (int i = 0; i < d_dev->n; i++) {
+          const px_doc *ds = px_doc_get(&d_dev->item[i], "state");
+          failed += ds && ds->type == PX_DOC_STR && !strcmp(ds->text, "failed");
+        }
+        printf(", %d contexts", d_dev->n);
+        if (failed) printf(" (%d failed)", failed);
+      }
       if (d_err && d_err->type == PX_DOC_STR) printf("; last error: %s", d_err->text);
       printf("\n");
       px_doc_free(&sd);

@@ -127,6 +127,8 @@ def test_failed_context_loses_nothing(ckpt, one, tmp_path):
     assert failed["state"] == "failed" and "injected failure" in failed["error"] and failed["units"] == k
     assert st["devices"][0]["error"] is None and st["devices"][0]["units"] == 12 - k
     assert "injected failure" in st["last_error"]
+    rc, so, se = run("status", out)
+    assert rc == 0 and "shard 1/1: done, 12/12 units" in so and "2 contexts (1 failed)" in so, so
     noted = [json.load(open(p))["context_failures"] for rel, p in files(out).items() if rel.endswith("summary.json")]
     assert sum(1 for n in noted if n) == 1 and "cpu (context 2)" in [n for n in noted if n][0]
 

@@ -2,7 +2,7 @@
 """CPU benchmark: one denoise call, pxdiff vs the project's PyTorch reference, same run.
 
     make && /usr/bin/python3 bench/bench_cpu.py [--sizes 60+20:560:2,250+80:2320:10] [--reps 5]
-        [--threads N] [--skip-reference] [--no-header]
+        [--threads N] [--skip-reference] [--no-header] [--precisions fp32,bf16]
 
 (bench/cpu_device.sh runs it for 1, 4 and 16 threads on a many-core machine.)
 
@@ -56,11 +56,11 @@ def upstream_model(model):
     return check_pxref.upstream_like(model)
 
 
-def pxdiff_call_ms(ckpt, n_target, n_binder, n_atom, n_sample, reps, threads):
+def pxdiff_call_ms(ckpt, n_target, n_binder, n_atom, n_sample, reps, threads, precision="fp32"):
     exe = os.environ.get("PXDIFF_CLI") or os.path.join(ROOT, "build", "pxdiff")  # another build: PXDIFF_CLI
     cmd = [exe, "bench", "--checkpoint", ckpt, "--tokens", str(n_target + n_binder),
            "--binder", str(n_binder), "--atoms", str(n_atom), "--samples", str(n_sample),
-           "--reps", str(reps), "--threads", str(threads)]
+           "--reps", str(reps), "--threads", str(threads), "--device", "cpu", "--precision", precision]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     m = re.search(r"median ([0-9.]+) ms", out)
     if not m:
@@ -73,11 +73,15 @@ def main():
     ap.add_argument("--sizes", default="60+20:560:2,250+80:2320:10",
                     help="comma-separated TARGET+BINDER:ATOMS:SAMPLES")
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--px-reps", type=int, default=None, help="pxdiff's timed calls (default: --reps)")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--skip-reference", action="store_true",
                     help="do not time the project's PyTorch reference (when upstream Protenix is timed)")
     ap.add_argument("--no-header", action="store_true", help="print the table's rows only")
+    ap.add_argument("--precisions", default="fp32",
+                    help="pxdiff's CPU precisions to time, comma-separated (fp32, bf16): one column each")
     args = ap.parse_args()
+    precs = args.precisions.split(",")
     torch.set_num_threads(args.threads)
     model = fx.random_model(None, seed=0)
     model.eval()
@@ -90,14 +94,16 @@ def main():
             toks, n_atom, n_sample = spec.split(":")
             n_target, n_binder = (int(v) for v in toks.split("+"))
             n_atom, n_sample = int(n_atom), int(n_sample)
-            px = pxdiff_call_ms(ckpt, n_target, n_binder, n_atom, n_sample, args.reps, args.threads)
+            pxs = [pxdiff_call_ms(ckpt, n_target, n_binder, n_atom, n_sample, args.px_reps or args.reps, args.threads, p)
+                   for p in precs]
+            px = pxs[0]
             up = torch_call_ms(upstream, n_target, n_binder, n_atom, n_sample, args.reps) if upstream else None
             pt = None if args.skip_reference and up else torch_call_ms(model, n_target, n_binder, n_atom, n_sample,
                                                                         args.reps)
-            rows.append((n_target, n_binder, n_atom, n_sample, pt, px, up))
+            rows.append((n_target, n_binder, n_atom, n_sample, pt, pxs, up))
             fmt = lambda v: f"{v:.1f}" if v else "not run"  # noqa: E731
             print(f"# {spec}, {args.threads} threads: torch reference {fmt(pt)} ms, upstream {fmt(up)} ms, "
-                  f"pxdiff {px:.1f} ms",
+                  + ", ".join(f"pxdiff {p} {v:.1f} ms" for p, v in zip(precs, pxs)),
                   file=sys.stderr, flush=True)
     # The BLAS torch actually resolved (Debian's torch links libblas.so.3 through alternatives).
     libs = sorted({ln.split()[-1] for ln in open("/proc/self/maps") if "blas" in ln.lower()}) \
@@ -108,16 +114,20 @@ def main():
     px_blas = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("blas:")), "unknown")
     if not args.no_header:
         print(f"CPU: {cpu_model()}, {os.cpu_count()} logical cores; torch {torch.__version__} ({blas}); "
-              f"pxdiff BLAS: {px_blas}; median of {args.reps} calls after a warm-up\n")
-        print("| threads | tokens (target+binder) | atoms | samples | upstream Protenix ms/call | project's PyTorch reference ms/call | pxdiff ms/call | pxdiff/reference | pxdiff/upstream | pxdiff s/design (400 steps) |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
-    for n_target, n_binder, n_atom, n_sample, pt, px, up in rows:
+              f"pxdiff BLAS: {px_blas}; median of {args.reps} calls (pxdiff {args.px_reps or args.reps}) after a warm-up\n")
+        extra = "".join(f" pxdiff {p} ms/call | pxdiff {p}/upstream |" for p in precs[1:])
+        print("| threads | tokens (target+binder) | atoms | samples | upstream Protenix ms/call | project's PyTorch reference ms/call | pxdiff ms/call | pxdiff/reference | pxdiff/upstream | pxdiff s/design (400 steps) |"
+              + extra)
+        print("|---|---|---|---|---|---|---|---|---|---|" + "---|---|" * (len(precs) - 1))
+    for n_target, n_binder, n_atom, n_sample, pt, pxs, up in rows:
+        px = pxs[0]
         ups = f"{up:.1f}" if up else "not run"
         pts = f"{pt:.1f}" if pt else "not run"
         ptr = f"{px / pt:.3f}" if pt else "-"
         upr = f"{px / up:.3f}" if up else "-"
+        extra = "".join(f" {v:.1f} | {v / up:.3f} |" if up else f" {v:.1f} | - |" for v in pxs[1:])
         print(f"| {args.threads} | {n_target}+{n_binder} | {n_atom} | {n_sample} | {ups} | {pts} | {px:.1f} | {ptr} | {upr} | "
-              f"{px * 400 / n_sample / 1e3:.2f} |", flush=True)
+              f"{px * 400 / n_sample / 1e3:.2f} |" + extra, flush=True)
 
 
 def cpu_model():

@@ -11,10 +11,12 @@
 # bench` on the same random weights, median of $REPS calls after a warm-up, one after the
 # other in the same run. The GPU is hidden (CUDA_VISIBLE_DEVICES=). Environment:
 #   PYTHON   a python with PyTorch 2.x (default python3)
-#   REPS     timed calls per side (default 3)
+#   REPS     timed calls per side (default 3); PX_REPS: pxdiff's (default REPS)
 #   SIZES    TARGET+BINDER:ATOMS:SAMPLES list (default 60+20:560:2,116+80:1250:10,250+80:2320:10:
 #            80 tokens, PXDesign's quick-start size, 330 tokens)
 #   SIZES_1  sizes at 1 thread (default: the first two; upstream takes ~1 min a call at 330)
+#   PRECISIONS  pxdiff's CPU precisions, one column each (default fp32; fp32,bf16 where the CPU
+#            has AVX512_BF16)
 # Prints one markdown table (machine, libraries and commands above it).
 set -eu
 cd "$(dirname "$0")/.."
@@ -39,11 +41,11 @@ echo
 echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//'), $(nproc) logical cores" \
      "($(lscpu 2>/dev/null | awk -F: '/^Core\(s\) per socket|^Socket\(s\)|^Thread\(s\) per core/ {gsub(/ /,"",$2); printf "%s%s ", $1, ":" $2}'))"
 echo "- AVX-512 / BF16 / AMX flags: $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx512f|avx512_bf16|amx_bf16|amx_tile)$' | tr '\n' ' ')"
-echo "- pxdiff: $("$EXE" info | sed -n 's/^blas: /BLAS /p'); $(git log -1 --format='commit %h' 2>/dev/null || echo 'no git')"
+echo "- pxdiff: $("$EXE" info | sed -n 's/^blas: /BLAS /p'); $("$EXE" info | sed -n 's/^cpu precisions: /CPU precisions /p'); $(git log -1 --format='commit %h' 2>/dev/null || echo 'no git')"
 echo "- torch: $("$PY" -c 'import torch; print(torch.__version__, "/", torch.__config__.parallel_info().splitlines()[0])' 2>/dev/null)"
 echo "- upstream: ${PXDIFF_UPSTREAM_PROTENIX:+Protenix from $PXDIFF_UPSTREAM_PROTENIX (the project's reference not timed)}${PXDIFF_UPSTREAM_PROTENIX:-not found: the project's PyTorch reference stands for it}"
 echo "- load before: $(uptime | sed 's/.*load average/load average/')"
-echo "- command: REPS=$REPS sh bench/cpu_device.sh $THREADS"
+echo "- command: REPS=$REPS PX_REPS=${PX_REPS:-$REPS} PRECISIONS=${PRECISIONS:-fp32} SIZES=$SIZES sh bench/cpu_device.sh $THREADS"
 echo
 first=1
 for th in $THREADS; do
@@ -53,6 +55,7 @@ for th in $THREADS; do
   [ $first = 1 ] && hdr=
   skip=
   [ -n "${PXDIFF_UPSTREAM_PROTENIX:-}" ] && skip=--skip-reference
-  OMP_NUM_THREADS=$th "$PY" bench/bench_cpu.py --threads "$th" --reps "$REPS" --sizes "$sizes" $skip $hdr
+  OMP_NUM_THREADS=$th "$PY" bench/bench_cpu.py --threads "$th" --reps "$REPS" --px-reps "${PX_REPS:-$REPS}" --sizes "$sizes" \
+    --precisions "${PRECISIONS:-fp32}" $skip $hdr
   first=0
 done

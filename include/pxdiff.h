@@ -117,7 +117,9 @@ enum px_precision {
   PX_PRECISION_DEFAULT = -1, /* the backend's documented default: fp32 on the CPU, fp16 on CUDA */
   PX_PRECISION_FP32 = 0,     /* true float32 everywhere */
   PX_PRECISION_TF32 = 1,     /* TF32 tensor-core GEMMs (CUDA) */
-  PX_PRECISION_BF16 = 2,     /* bfloat16 tensor-core GEMMs, fp32 accumulate (CUDA) */
+  PX_PRECISION_BF16 = 2,     /* GEMMs on bfloat16 operands, fp32 accumulate: CUDA (tensor cores),
+                                and the CPU where it has AVX512_BF16 (the token blocks that pass
+                                its accuracy gate; the rest fp32: px_model_x16_blocks) */
   PX_PRECISION_FP16 = 3      /* token-block GEMMs on fp16 operands (TF32's 10-bit mantissa, at
                                 twice TF32's tensor-core rate), fp32 accumulate, for blocks whose
                                 inputs are proven inside fp16's range; the rest as tf32 */
@@ -126,14 +128,15 @@ enum px_precision {
 PXDIFF_API int px_cuda_device_count(void);
 /* "auto" picks CUDA when a device is present, else the CPU. Fails with PX_ERR_BACKEND
  * (message says why) when the device asked for is unavailable or the precision is not
- * supported there (the CPU computes in fp32 only). */
+ * supported there (the CPU computes in fp32, and in bf16 where it has AVX512_BF16). */
 PXDIFF_API int px_model_set_backend(px_model *m, enum px_device device, enum px_precision precision);
 /* "cpu" or "cuda:0"; and the precision in use ("fp32", "tf32", "bf16", "fp16"). */
 PXDIFF_API const char *px_model_backend_name(const px_model *m);
 PXDIFF_API const char *px_model_precision_name(const px_model *m);
-/* Token blocks whose GEMMs take 16-bit inputs (CUDA fp16 / bf16). At fp16 only blocks whose
- * inputs are proven, from their weights, to stay inside fp16's range (the others run TF32);
- * 0 on the CPU and at fp32 / tf32. Out of px_dims.n_token_blocks. */
+/* Token blocks whose GEMMs take 16-bit inputs (CUDA fp16 / bf16; the CPU at bf16). At fp16
+ * only blocks whose inputs are proven, from their weights, to stay inside fp16's range (the
+ * others run TF32); on the CPU at bf16 the blocks its gate admits (the others fp32); 0 at
+ * fp32 / tf32. Out of px_dims.n_token_blocks. */
 PXDIFF_API int px_model_x16_blocks(const px_model *m);
 /* "auto" | "cpu" | "cuda" ("gpu" and "cuda:0" are accepted as "cuda"); PX_DEVICE_INVALID for
  * anything else, NULL included. */
@@ -327,8 +330,11 @@ PXDIFF_API void px_rng_translation(uint64_t seed, uint32_t sample, uint32_t step
 /* Rewrite a checkpoint's diffusion-module tensors as float32 safetensors. */
 PXDIFF_API int px_convert_to_safetensors(const char *in_path, const char *out_path);
 
-/* "openblas (pthread)", "accelerate", ... */
+/* The cblas the build chose and the one loaded, and the CPU's own GEMM kernels, in one line:
+ * "BLIS; loaded: BLIS 0.9.0; GEMMs of depth >= 128: pxdiff's AVX-512 kernel", ... */
 PXDIFF_API const char *px_blas_name(void);
+/* The CPU's bf16 precision in one line: its kernel, or why there is none. */
+PXDIFF_API const char *px_cpu_bf16_name(void);
 
 #ifdef __cplusplus
 }

@@ -48,6 +48,10 @@ struct px_backend {
   /* 1 when the buffers alloc returns are device memory the host cannot read (CUDA): the
    * model then reads results through download. 0 (the CPU backend): they are host memory. */
   int device_memory;
+  /* 1 when every activation this backend reads or writes is fp32 (the CPU): the model then
+   * passes fp32 GEMM inputs even to a weight with a 16-bit copy, and the GEMM rounds its input
+   * to the copy's type itself (the CPU's bf16: cpu/gemm_bf16.h). 0: 16-bit activations too. */
+  int f32_inputs;
   void *(*alloc)(px_backend *b, size_t bytes); /* NULL on failure */
   void (*free)(px_backend *b, void *p);
   void (*upload)(px_backend *b, void *dst, const void *src, size_t bytes);
@@ -136,7 +140,9 @@ struct px_backend {
   /* The same context (memory, streams) seen at another precision. */
   px_backend *(*at_precision)(px_backend *b, int precision);
   /* Y[i] = X[i] rounded to nearest in type yt (PX_BF16 / PX_F16), n values in this backend's
-   * memory: how the model makes a weight's 16-bit copy. NULL: no 16-bit operands. */
+   * memory: how the model makes a weight's 16-bit copy. NULL: no 16-bit operands. The CPU has
+   * it (PX_BF16 only) where it has AVX512_BF16: its linear then runs a weight with a bf16 copy
+   * and K a multiple of 32 on bf16 operands (model/cpu_bf16.c decides which). */
   void (*convert)(px_backend *b, int64_t n, const float *X, void *Y, px_etype yt);
 
   /* ---- optional: asynchronous execution and graph replay (NULL on the CPU) ---- */
@@ -188,6 +194,8 @@ enum { PX_ACT_SIGMOID = 0, PX_ACT_RELU = 1 };
 px_backend *px_cpu_backend(void);
 /* The CPU backend's BLAS and GEMM kernels in one line (`pxdiff info`, px_blas_name). */
 const char *px_cpu_blas_describe(void);
+/* The CPU's bf16 GEMM in one line: its kernel, or why there is none (`pxdiff info`). */
+const char *px_cpu_bf16_describe(void);
 
 /* The backend registry (src/backends.c): the one place that knows which backends this
  * build has. kind is an enum px_device (PX_DEVICE_CPU, PX_DEVICE_CUDA). */
@@ -196,8 +204,9 @@ int px_backend_device_count(int kind);
 /* 1 when this build has the backend of a kind (CUDA: compiled with nvcc), else 0. */
 int px_backend_built(int kind);
 /* The process's shared backend of device `index` of a kind, seen at `precision` (an enum
- * px_precision; the CPU has fp32 only); NULL with the reason set (px_fail) when the build or
- * the machine lacks it. */
+ * px_precision; the CPU has fp32, and bf16 where it has AVX512_BF16: the same backend, with
+ * convert, whose bf16 weight copies the model then makes); NULL with the reason set
+ * (px_fail) when the build or the machine lacks it. */
 px_backend *px_backend_get(int kind, int index, int precision);
 /* A context of its own on device `index` (CUDA: new streams, scratch, cuBLAS handle), seen at
  * `precision`, for a model handle that computes concurrently with others on the same device;

@@ -11,6 +11,7 @@
 #endif
 
 const char *px_blas_name(void) { return px_cpu_blas_describe(); }
+const char *px_cpu_bf16_name(void) { return px_cpu_bf16_describe(); }
 
 int px_backend_device_count(int kind) {
   if (kind == PX_DEVICE_CPU) return 1;
@@ -31,9 +32,13 @@ int px_cuda_device_count(void) { return px_backend_device_count(PX_DEVICE_CUDA);
 
 px_backend *px_backend_get(int kind, int index, int precision) {
   if (kind == PX_DEVICE_CPU) {
-    if (precision != PX_PRECISION_DEFAULT && precision != PX_PRECISION_FP32) {
-      px_fail(PX_ERR_BACKEND, "the CPU backend computes in fp32 only (asked for %s)",
-              precision == PX_PRECISION_TF32 ? "tf32" : precision == PX_PRECISION_BF16 ? "bf16" : "fp16");
+    if (precision == PX_PRECISION_BF16 && !px_cpu_backend()->convert) {
+      px_fail(PX_ERR_BACKEND, "the CPU backend has no bf16 here (it needs AVX512_BF16: %s)", px_cpu_bf16_describe());
+      return NULL;
+    }
+    if (precision != PX_PRECISION_DEFAULT && precision != PX_PRECISION_FP32 && precision != PX_PRECISION_BF16) {
+      px_fail(PX_ERR_BACKEND, "the CPU backend computes in fp32 or bf16 (asked for %s)",
+              precision == PX_PRECISION_TF32 ? "tf32" : "fp16");
       return NULL;
     }
     return px_cpu_backend();

@@ -20,7 +20,7 @@ from .errors import (PxdiffBackendError, PxdiffCancelledError, PxdiffError, Pxdi
 __all__ = ["DiffusionModule", "PxdiffError", "PxdiffIOError", "PxdiffFileNotFoundError",
            "PxdiffFormatError", "PxdiffWeightsError", "PxdiffInputError", "PxdiffMemoryError",
            "PxdiffBackendError", "PxdiffCancelledError", "version", "set_num_threads", "num_threads", "blas_name",
-           "__version__"]
+           "cpu_bf16_name", "__version__"]
 __version__ = "0.2.0"
 
 _FLOAT_FEATURES = {  # name: width per atom (None: per-atom scalar)
@@ -66,6 +66,11 @@ def num_threads() -> int:
 
 def blas_name() -> str:
     return lib.px_blas_name().decode()
+
+
+def cpu_bf16_name() -> str:
+    """The CPU's bf16 precision: its kernel, or why there is none."""
+    return lib.px_cpu_bf16_name().decode()
 
 
 def version() -> str:

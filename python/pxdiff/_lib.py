@@ -105,6 +105,7 @@ _sig = {
                              c_float_p, ctypes.c_int64]),
     "px_convert_to_safetensors": (ctypes.c_int, [ctypes.c_char_p, ctypes.c_char_p]),
     "px_blas_name": (ctypes.c_char_p, []),
+    "px_cpu_bf16_name": (ctypes.c_char_p, []),
     "px_cuda_device_count": (ctypes.c_int, []),
     "px_denoise_device": (ctypes.c_int, [_vp, _vp, ctypes.c_int, c_float_p, c_float_p, c_float_p]),
     "px_denoise_device_shared_t": (ctypes.c_int, [_vp, _vp, ctypes.c_int, c_float_p, c_float_p, c_float_p]),

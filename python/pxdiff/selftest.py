@@ -183,6 +183,7 @@ def main(argv=None):
         from pxdiff._lib import lib
         chk.ok(f"pxdiff {pxdiff.__version__} from {os.path.dirname(pxdiff.__file__)}",
                f"libpxdiff: {lib._name}", f"BLAS: {pxdiff.blas_name()}",
+               f"CPU bf16: {pxdiff.cpu_bf16_name()}",
                f"torch {torch.__version__}")
     except Exception as e:  # noqa: BLE001
         chk.fail(f"import failed: {type(e).__name__}: {e}", e)

@@ -148,7 +148,7 @@ static int design_option_table(cli_opt *t, design_opts *o) {
   t[k++] = (cli_opt){.name = "--precision", .kind = CLI_ENUM, .dst = &o->precision,
                      .meta = "default|fp32|tf32|bf16|fp16", .def = "default", .enum_names = cli_precision_names,
                      .enum_values = cli_precision_values,
-                     .help = "GPU arithmetic (default: fp16 on CUDA, fp32 on the CPU)"};
+                     .help = "arithmetic (default: fp16 on CUDA, fp32 on the CPU; bf16 also on a CPU with AVX512_BF16)"};
   t[k++] = (cli_opt){.name = "--threads", .kind = CLI_INT, .dst = &o->threads, .meta = "K", .def = "0", .lo = 0,
                      .hi = 4096, .help = "CPU threads (0: every usable core)"};
   t[k++] = (cli_opt){.name = "--conformers", .kind = CLI_PATH, .dst = &o->conformers, .meta = "FILE",

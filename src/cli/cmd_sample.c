@@ -119,7 +119,7 @@ static int sample_options(cli_opt *t, opts_t *o) {
                      .help = "where to compute (see devices below)"};
   t[n++] = (cli_opt){.name = "--precision", .kind = CLI_ENUM, .dst = &o->precision, .def = "default",
                      .enum_names = cli_precision_names, .enum_values = cli_precision_values,
-                     .help = "GEMM precision (CUDA); the CPU computes fp32"};
+                     .help = "GEMM precision (CUDA: default fp16; CPU: default fp32, bf16 where it has AVX512_BF16)"};
   t[n++] = (cli_opt){.name = "--threads", .kind = CLI_INT, .dst = &o->threads, .meta = "K", .def = "0", .lo = 0,
                      .hi = 4096, .help = "CPU threads (0: the library's default)"};
   t[n++] = (cli_opt){.name = "--pdb", .kind = CLI_FLAG, .dst = &o->pdb,

@@ -43,6 +43,7 @@ static int cmd_info(int argc, char **argv) {
   for (int i = 0; i < px_cuda_device_count(); i++) printf(", cuda:%d", i);
   printf("\n");
   printf("blas: %s\n", px_blas_name());
+  printf("cpu precisions: fp32; bf16: %s\n", px_cpu_bf16_name());
   if (ckpt) {
     px_dims D;
     px_model_get_dims(m, &D);
@@ -116,7 +117,7 @@ static int cmd_bench(int argc, char **argv) {
        .enum_values = cli_device_values, .help = "auto: cuda when usable, else cpu"},
       {.name = "--precision", .kind = CLI_ENUM, .dst = &precision, .def = "default",
        .enum_names = cli_precision_names, .enum_values = cli_precision_values,
-       .help = "GEMM precision (CUDA; default fp16 there); the CPU computes fp32"},
+       .help = "GEMM precision (CUDA: default fp16; CPU: default fp32, bf16 where it has AVX512_BF16)"},
       {.name = "--sampler-steps", .kind = CLI_INT, .dst = &sampler_steps, .meta = "K", .def = "0", .lo = 0,
        .hi = 100000, .help = "also time K steps of the whole sampler"},
   };

@@ -15,6 +15,7 @@
 #include "backend.h"
 #include "cpu/blas.h"
 #include "cpu/gemm.h"
+#include "cpu/gemm_bf16.h"
 #include "cpu/mathfn.h"
 #include "error.h"
 #include "pxdiff.h"
@@ -78,9 +79,11 @@ static int split_up(int n, int parts, int mult) {
  * runs all rows of X past it, so every weight is read from memory once per call; when that
  * gives fewer than ~4 tasks per thread, the columns are cut finer (down to 12) and then the
  * rows into groups. One parallel region for all `count` GEMMs. */
+/* With Wb (count 1), W's bf16 copy (cpu/gemm_bf16.h) replaces W: the same tiles, the bf16
+ * kernel. */
 static void own_linear(int isa, int count, int M, int N, int K, const float *X, int ldx, int64_t sx,
-                       const float *W, int64_t sw, const float *bias, int64_t sb, float *Y, int ldy, int64_t sy,
-                       int accumulate, int relu) {
+                       const float *W, int64_t sw, const uint16_t *Wb, const float *bias, int64_t sb, float *Y,
+                       int ldy, int64_t sy, int accumulate, int relu) {
   const int P = px_num_threads();
   int64_t want = (4 * (int64_t)P + count - 1) / count; /* tasks per GEMM */
   const int64_t work = (int64_t)M * N * K;
@@ -101,8 +104,12 @@ static void own_linear(int isa, int count, int M, int N, int K, const float *X, 
     const int r0 = (t % tm) * TM, c0 = (t / tm) * TN;
     const int mr = M - r0 < TM ? M - r0 : TM, nc = N - c0 < TN ? N - c0 : TN;
     const float *bi = bias ? bias + i * sb + c0 : NULL;
-    px_gemm_tile(isa, mr, nc, K, X + i * sx + (size_t)r0 * ldx, ldx, W + i * sw + (size_t)c0 * K, bi,
-                 Y + i * sy + (size_t)r0 * ldy + c0, ldy, accumulate, relu);
+    if (Wb)
+      px_gemm_bf16_tile(mr, nc, K, X + (size_t)r0 * ldx, ldx, Wb + (size_t)c0 * px_bf16_ld(K), bi,
+                        Y + (size_t)r0 * ldy + c0, ldy, accumulate, relu);
+    else
+      px_gemm_tile(isa, mr, nc, K, X + i * sx + (size_t)r0 * ldx, ldx, W + i * sw + (size_t)c0 * K, bi,
+                   Y + i * sy + (size_t)r0 * ldy + c0, ldy, accumulate, relu);
   }
 }
 
@@ -111,7 +118,7 @@ static void gemm(int M, int N, int K, const float *X, int ldx, const float *W, c
   if (M <= 0 || N <= 0) return;
   const int isa = own_gemm(K);
   if (isa != PX_GEMM_BLAS) {
-    own_linear(isa, 1, M, N, K, X, ldx, 0, W, 0, bias, 0, Y, ldy, 0, accumulate, relu);
+    own_linear(isa, 1, M, N, K, X, ldx, 0, W, 0, NULL, bias, 0, Y, ldy, 0, accumulate, relu);
     return;
   }
   /* One BLAS thread per tile, for this call only: OpenBLAS's count is process-wide and the
@@ -176,11 +183,40 @@ static int no_f32_weight(const char *op, px_weight W) {
   return 1;
 }
 
+/* A weight with a bf16 copy (made by convert, which the CPU has only where it runs the bf16
+ * kernel) and K a multiple of 32 (the copy's rows are then the kernel's packed rows,
+ * gemm_bf16.h) runs on bf16 operands: X is rounded as the tiles read it, the products
+ * accumulate in fp32, with the own GEMM's tiling (an output's bits do not depend on it).
+ * Anything else runs fp32. */
+static int bf16_weight(px_weight W, int K) {
+  return W.h16 && W.h16_type == PX_BF16 && K % 32 == 0 && K <= PX_BF16_MAX_K && px_bf16_supported() &&
+         !px_bf16_disabled();
+}
+
 static void cpu_linear(px_backend *b, int M, int N, int K, const void *X, int ldx, px_weight W,
                        const float *bias, void *Y, int ldy, int accumulate, int seg, px_etype xt, px_etype yt) {
   (void)b;
-  if (not_f32("linear", 2, (int)xt, (int)yt) || no_f32_weight("linear", W)) return;
+  if (not_f32("linear", 2, (int)xt, (int)yt)) return;
+  if (bf16_weight(W, K)) {
+    if (M > 0 && N > 0)
+      own_linear(PX_GEMM_AVX512, 1, M, N, K, (const float *)X, ldx, 0, NULL, 0, (const uint16_t *)W.h16, bias, 0,
+                 (float *)Y, ldy, 0, accumulate, 0);
+    return;
+  }
+  if (no_f32_weight("linear", W)) return;
   gemm(M, N, K, (const float *)X, ldx, W.f32, bias, (float *)Y, ldy, accumulate, seg, 0);
+}
+
+/* backend.h convert, bf16 only (the CPU's one 16-bit type), nearest even. */
+static void cpu_convert(px_backend *b, int64_t n, const float *X, void *Y, px_etype yt) {
+  (void)b;
+  if (yt != PX_BF16) {
+    px_fail(PX_ERR_BACKEND, "convert on the CPU: only bf16 copies are supported");
+    return;
+  }
+  uint16_t *y = Y;
+#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
+  for (int64_t i = 0; i < n; i++) y[i] = px_bf16_round(X[i]);
 }
 
 static void cpu_linear_batched(px_backend *b, int count, int M, int N, int K, const float *X,
@@ -189,7 +225,7 @@ static void cpu_linear_batched(px_backend *b, int count, int M, int N, int K, co
   if (count <= 0 || M <= 0 || N <= 0) return;
   const int isa = own_gemm(K);
   if (isa != PX_GEMM_BLAS) { /* one parallel region for all of them */
-    own_linear(isa, count, M, N, K, X, K, sx, W, sw, bias, sb, Y, N, sy, 0, 0);
+    own_linear(isa, count, M, N, K, X, K, sx, W, sw, NULL, bias, sb, Y, N, sy, 0, 0);
     return;
   }
   for (int i = 0; i < count; i++)
@@ -606,6 +642,7 @@ static void cpu_rows_plus_vec(px_backend *b, int S, int T, int C, const float *A
 
 static px_backend cpu_backend = {
     .name = "cpu",
+    .f32_inputs = 1,
     .alloc = cpu_alloc,
     .free = cpu_free,
     .upload = cpu_copy,
@@ -631,7 +668,20 @@ static px_backend cpu_backend = {
     .edm = cpu_edm,
 };
 
-px_backend *px_cpu_backend(void) { return &cpu_backend; }
+px_backend *px_cpu_backend(void) {
+  static int init;
+  if (!init) { /* the bf16 ops where this CPU runs the kernel; threads racing here store the same */
+    if (px_bf16_supported() && !px_bf16_disabled()) cpu_backend.convert = cpu_convert;
+    init = 1;
+  }
+  return &cpu_backend;
+}
+
+const char *px_cpu_bf16_describe(void) {
+  if (!px_bf16_supported()) return "this CPU has no AVX512_BF16 (or this build no kernel for it)";
+  if (px_bf16_disabled()) return "off (PXDIFF_CPU_BF16=0)";
+  return "AVX512_BF16 kernel (vdpbf16ps), fp32 accumulation";
+}
 
 const char *px_cpu_blas_describe(void) {
   static char line[512];

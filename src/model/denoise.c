@@ -110,10 +110,11 @@ static void token_sterms(px_backend *be, const px_transformer_w *tf, int R, int 
 
 /* The element type of token block k's GEMM inputs: 16-bit when the model gave all four of its
  * matrices a 16-bit copy (device.c: all or none per block), else fp32 (also past the last
- * block). Only the SwiGLU output is stored scaled (times 2^-ctb_b.e): the kernels producing
- * the other three inputs write them unscaled, so those matrices must have e = 0. */
-static px_etype block_dtype(const px_transformer_w *tf, int k) {
-  if (k >= tf->n_blocks) return PX_F32;
+ * block, and always on a backend of fp32 activations: the CPU's bf16 GEMMs round their fp32
+ * input themselves). Only the SwiGLU output is stored scaled (times 2^-ctb_b.e): the kernels
+ * producing the other three inputs write them unscaled, so those matrices must have e = 0. */
+static px_etype block_dtype(const px_backend *be, const px_transformer_w *tf, int k) {
+  if (k >= tf->n_blocks || be->f32_inputs) return PX_F32;
   const px_block_w *B = &tf->blocks[k];
   const px_etype t = B->proj1.w16 ? B->proj1.w16_type : PX_F32;
   if (t == PX_F32 || !B->o.w16 || !B->a12.w16 || !B->ctb_b.w16 || B->o.w16_type != t || B->a12.w16_type != t ||
@@ -138,10 +139,10 @@ static void token_blocks(px_backend *be, const px_transformer_w *tf, const float
   float *att = take(ws, (size_t)M * C), *y = take(ws, (size_t)M * C), *hs = take(ws, (size_t)M * h);
   const size_t TT = (size_t)T * T;
   if (!ws->base) return; /* sizing pass */
-  px_etype x = block_dtype(tf, k0);
+  px_etype x = block_dtype(be, tf, k0);
   for (int j = 0; j < g; j++) {
     const int k = k0 + j;
-    const px_etype xn = block_dtype(tf, k + 1);
+    const px_etype xn = block_dtype(be, tf, k + 1);
     const px_block_w *B = &tf->blocks[k];
     const float *g_a = st->gate_ln + (size_t)(2 * j) * RC + off, *g_c = st->gate_ln + (size_t)(2 * j + 1) * RC + off;
     const float *b_a = st->shift_ln + (size_t)(2 * j) * RC + off, *b_c = st->shift_ln + (size_t)(2 * j + 1) * RC + off;

@@ -187,6 +187,10 @@ void px_model_release_device(px_model *m) {
 }
 
 int px_model_to_device(px_model *m, px_backend *be, int precision) {
+  if (m->cpu_bf16) { /* the CPU's bf16 copies go first: the mirror copies the blocks, then makes its own */
+    px_model_cpu_bf16_free(m);
+    m->precision = PX_PRECISION_FP32;
+  }
   /* The default, fp16 operands for the token blocks' GEMMs, has TF32's accuracy (3.1e-4 of
    * fp32 at every noise level, against 3.0e-4 for tf32), 20-27% less time per call and the
    * least memory; blocks whose inputs fp16's range cannot be proven to hold run TF32

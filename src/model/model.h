@@ -11,7 +11,8 @@
 /* y = x W^T (+ b); W [out, in] row-major. On a device backend at a 16-bit precision, the
  * model may give W a 16-bit copy w16 of type w16_type (its own buffer; device.c decides which
  * matrices get one), whose GEMM input is stored times 2^-e; w is then NULL when every GEMM
- * with W takes a 16-bit input. */
+ * with W takes a 16-bit input. On the CPU at bf16, cpu_bf16.c gives the token blocks' matrices
+ * bf16 copies the same way (the fp32 matrix stays). */
 typedef struct {
   float *w, *b;
   int out, in;
@@ -75,6 +76,7 @@ struct px_model {
   px_dims dims;
   int device;    /* enum px_device actually in use: PX_DEVICE_CPU or PX_DEVICE_CUDA */
   int precision; /* enum px_precision in use */
+  int cpu_bf16;  /* 1 while this (host) model's token blocks hold the CPU's bf16 copies */
   /* CUDA: the same struct with every weight pointer on the device (NULL on the CPU). */
   struct px_model *cuda_mirror;
   px_backend *be; /* the backend context the weights live on (NULL: the CPU) */
@@ -196,6 +198,11 @@ void px_model_release_device(px_model *m);
 int px_model_release_handle(px_model *m);
 /* Token blocks whose GEMMs run on 16-bit operands. */
 int px_model_device_x16_blocks(const px_model *m);
+/* The CPU's bf16 precision (cpu_bf16.c): make the bf16 copies of the token blocks its gate
+ * admits (be: the CPU backend), free them, count the blocks that have them. */
+int px_model_cpu_bf16_make(px_model *m, px_backend *be);
+void px_model_cpu_bf16_free(px_model *m);
+int px_model_cpu_bf16_blocks(const px_model *m);
 /* Move a design built on the CPU to the model's device backend (px_design_create does). */
 int px_design_to_device(const px_model *m, px_design *d);
 

@@ -32,10 +32,17 @@ int px_model_set_backend(px_model *m, int device, int precision) {
     return px_fail(PX_ERR_INPUT, "unknown precision %d", precision);
   if (device == PX_DEVICE_AUTO) device = px_cuda_device_count() > 0 ? PX_DEVICE_CUDA : PX_DEVICE_CPU;
   if (device == PX_DEVICE_CPU) {
-    if (!px_backend_get(PX_DEVICE_CPU, 0, precision)) return PX_ERR_BACKEND; /* fp32 only; reason set */
+    px_backend *cpu = px_backend_get(PX_DEVICE_CPU, 0, precision);
+    if (!cpu) return PX_ERR_BACKEND; /* fp32, or bf16 where the CPU has it; reason set */
     px_model_release_device(m);
+    px_model_cpu_bf16_free(m);
     m->device = PX_DEVICE_CPU;
     m->precision = PX_PRECISION_FP32;
+    if (precision == PX_PRECISION_BF16) {
+      const int rc = px_model_cpu_bf16_make(m, cpu);
+      if (rc) return rc; /* the model stays at fp32 */
+      m->precision = PX_PRECISION_BF16;
+    }
     return PX_OK;
   }
   /* The context the model is on, else cuda:0's shared one. */
@@ -128,6 +135,8 @@ int px_model_share(const px_model *m, px_model **out) {
   *out = NULL;
   px_model *h = malloc(sizeof *h);
   if (!h) return px_fail(PX_ERR_NOMEM, "out of memory");
+  if (m->cpu_bf16) /* its token blocks hold bf16 copies every handle would then read */
+    return px_fail(PX_ERR_INPUT, "px_model_share: the model is at bf16 on the CPU; share it at fp32 (or on CUDA)");
   *h = *m; /* the same host weight pointers, borrowed */
   h->shared_of = m->shared_of ? m->shared_of : m;
   h->cuda_mirror = NULL;
@@ -182,7 +191,8 @@ int px_model_device_index(const px_model *m) {
 }
 
 int px_model_x16_blocks(const px_model *m) {
-  return m && m->device == PX_DEVICE_CUDA ? px_model_device_x16_blocks(m) : 0;
+  if (!m) return 0;
+  return m->device == PX_DEVICE_CUDA ? px_model_device_x16_blocks(m) : px_model_cpu_bf16_blocks(m);
 }
 
 const char *px_model_backend_name(const px_model *m) {

@@ -474,6 +474,7 @@ fail:
 void px_model_free(px_model *m) {
   if (!m) return;
   if (px_model_release_handle(m)) return;
+  px_model_cpu_bf16_free(m);
   free(m->owned_n);
   for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
   free(m->owned);

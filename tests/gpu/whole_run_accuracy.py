@@ -26,7 +26,8 @@ noise, rotations and translations. Weights: random, of the released shapes
 Metric: per sample, the per-atom RMS distance (Angstrom) between its final coordinates and
 the reference's; the mean over samples is gated. Scale: the RMS distance between two
 different samples of the reference (mean over consecutive pairs). Gates: the backend's
-default precision (fp16 on CUDA) <= 0.05 A, fp32 <= 0.001 A; tf32 and bf16 are reported.
+default precision (fp16 on CUDA) <= 0.05 A, fp32 <= 0.001 A, bf16 on the CPU <= 0.05 A; tf32 and
+bf16 on CUDA are reported.
 Non-finite coordinates never pass.
 
 On CUDA it also keeps the per-call bound: tests/gpu/check_cuda.py's precision sweep (tf32,
@@ -255,6 +256,8 @@ def main():
     args = ap.parse_args()
     GATES.update(default=args.gate_default, fp32=args.gate_fp32)
     device = args.device
+    if device == "cpu":  # the CPU's bf16 (AVX512_BF16) is held to the default precision's gate
+        GATES["bf16"] = args.gate_default
     if device == "cuda" and not torch.cuda.is_available():
         sys.exit("no CUDA device visible to torch (use --device cpu for the smoke test)")
     sizes = [tuple(int(v) for v in s.split("+")) for s in args.sizes.split(",")]

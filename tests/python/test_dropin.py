@@ -207,7 +207,7 @@ def test_setup_failure_bad_backend(model, caplog):
         assert pxdiff.enable_acceleration(model, backend="tpu") is None
         if accel.cuda_device_count() == 0:
             assert pxdiff.enable_acceleration(model, backend="cuda") is None
-        assert pxdiff.enable_acceleration(model, precision="bf16", backend="cpu") is None
+        assert pxdiff.enable_acceleration(model, precision="fp16", backend="cpu") is None  # CPU: fp32 / bf16
     assert not accel.is_accelerated(model.diffusion_module)
     assert len(_warnings(caplog)) >= 2
 

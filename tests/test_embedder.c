@@ -603,11 +603,66 @@ static void test_released_layout(void) {
   for (int i = 0; i < n; i++) free(bufs[i]);
 }
 
+/* px_embed keeps its host buffers in the embedder between calls (grown when a larger design
+ * comes). A small design after a large one, then the large one again, must give exactly what
+ * a fresh embedder gives: nothing of an earlier call may leak into a later one. */
+static void embed_pair(px_embedder *e, const task *t, int cs, int cz, float **s, float **z) {
+  const size_t ns = (size_t)t->T * cs, nz = (size_t)t->T * t->T * cz;
+  *s = malloc(sizeof(float) * ns);
+  *z = malloc(sizeof(float) * nz);
+  if (!*s || !*z) return;
+  tu_poison(*s, ns);
+  tu_poison(*z, nz);
+  int rc = px_embed(e, &t->f, t->restype, t->hotspot, t->templ, t->mask, PX_EMBED_FP32, *s, *z);
+  CHECK_MSG(rc == 0, "px_embed: %s", px_last_error());
+}
+
+static void test_scratch_reuse(void) {
+  char path[4600];
+  snprintf(path, sizeof path, "%s/weights.safetensors", data_dir);
+  px_embedder *e = NULL, *fresh = NULL;
+  if (px_embedder_load(path, &e) || px_embedder_load(path, &fresh)) {
+    CHECK_MSG(0, "px_embedder_load: %s", px_last_error());
+    px_embedder_free(e);
+    px_embedder_free(fresh);
+    return;
+  }
+  px_embedder_dims D;
+  px_embedder_get_dims(e, &D);
+  task big, small;
+  if (!task_load("quick_start", D.c_s_inputs, D.c_z, &big)) goto out;
+  if (!task_load("small", D.c_s_inputs, D.c_z, &small)) {
+    task_free(&big);
+    goto out;
+  }
+  CHECK(small.N < big.N);
+  float *s[4] = {0}, *z[4] = {0};
+  embed_pair(e, &big, D.c_s_inputs, D.c_z, &s[0], &z[0]);
+  embed_pair(e, &small, D.c_s_inputs, D.c_z, &s[1], &z[1]);
+  embed_pair(e, &big, D.c_s_inputs, D.c_z, &s[2], &z[2]);
+  embed_pair(fresh, &small, D.c_s_inputs, D.c_z, &s[3], &z[3]);
+  const size_t nb = (size_t)big.T * D.c_s_inputs, ns = (size_t)small.T * D.c_s_inputs;
+  CHECK_MSG(s[0] && s[2] && memcmp(s[0], s[2], sizeof(float) * nb) == 0,
+            "the large design embedded again after a small one differs");
+  CHECK_MSG(s[1] && s[3] && memcmp(s[1], s[3], sizeof(float) * ns) == 0,
+            "a small design after a large one differs from a fresh embedder's");
+  for (int i = 0; i < 4; i++) {
+    free(s[i]);
+    free(z[i]);
+  }
+  task_free(&big);
+  task_free(&small);
+out:
+  px_embedder_free(e);
+  px_embedder_free(fresh);
+}
+
 int main(void) {
   tu_seed();
   set_data_dir();
   test_upstream("quick_start");
   test_upstream("small");
+  test_scratch_reuse();
   test_upstream_sensitivity();
   test_loading();
   test_bad_inputs();

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/bench_task.h"
+#include "cli/design_run.h"
 #include "cli/campaign.h"
 #include "cli/cmd_design.h"
 #include "cli/cmd_sample.h"
@@ -92,8 +94,12 @@ static int cmp_double(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
+static const char *const bench_dtype_names[] = {"bf16", "fp32", NULL};
+static const int bench_dtype_values[] = {DESIGN_DTYPE_BF16, DESIGN_DTYPE_FP32};
+
 static int cmd_bench(int argc, char **argv) {
-  const char *ckpt = NULL;
+  const char *ckpt = NULL, *task = NULL;
+  int dtype = DESIGN_DTYPE_BF16;
   long tokens = 80, binder = -1, atoms = -1, samples = 2, reps = 5, threads = 0, steps = 400, sampler_steps = 0;
   int device = PX_DEVICE_AUTO, precision = PX_PRECISION_DEFAULT;
   const cli_opt opts[] = {
@@ -120,6 +126,11 @@ static int cmd_bench(int argc, char **argv) {
        .help = "GEMM precision (CUDA: default fp16; CPU: default fp32, bf16 where it has AVX512_BF16)"},
       {.name = "--sampler-steps", .kind = CLI_INT, .dst = &sampler_steps, .meta = "K", .def = "0", .lo = 0,
        .hi = 100000, .help = "also time K steps of the whole sampler"},
+      {.name = "--task", .kind = CLI_PATH, .dst = &task, .meta = "FILE",
+       .help = "instead: time featurize, condition embedding and design cache of this task file's first task"},
+      {.name = "--dtype", .kind = CLI_ENUM, .dst = &dtype, .meta = "bf16|fp32", .def = "bf16",
+       .enum_names = bench_dtype_names, .enum_values = bench_dtype_values,
+       .help = "with --task: s_inputs as `pxdiff design --dtype`"},
   };
   const cli_command c = {.name = "bench", .args = "[options]",
                          .summary = "Time one denoise call on synthetic inputs (synthetic weights unless a\n"
@@ -132,6 +143,7 @@ static int cmd_bench(int argc, char **argv) {
   if (atoms < 0) atoms = 7 * tokens;
   if (atoms < tokens) return cli_usage_error(&c, "--atoms must be at least --tokens");
   if (threads) px_set_num_threads((int)threads);
+  if (task) return bench_task(task, ckpt, device, precision, (int)reps, dtype);
 
   px_model *m = NULL;
   double t0 = px_time_now();

@@ -89,28 +89,43 @@ static inline int clampi(int64_t v, int lo, int hi) { return v < lo ? lo : (v > 
 int px_atom_block_cache_build(px_backend *be, const px_transformer_w *tf, int N, const float *c,
                               float *scratch, px_atom_block_cache *out, int64_t *bytes) {
   const int C = tf->c;
+  float *wfold = malloc(sizeof(float) * 2 * (size_t)C * C);
+  if (!wfold) return px_fail(PX_ERR_NOMEM, "out of memory for the design cache");
+  float *cn = scratch;
+  be->layernorm(be, N, C, c, NULL, NULL, cn);
   for (int k = 0; k < tf->n_blocks; k++) {
     const px_block_w *B = &tf->blocks[k];
     px_atom_block_cache *o = &out[k];
     float **bufs[8] = {&o->g_a, &o->b_a, &o->g_kv, &o->b_kv, &o->gate_last, &o->g_c, &o->b_c, &o->gate_ctb};
     for (int i = 0; i < 8; i++) {
+      if (*bufs[i]) continue; /* given by the caller */
       *bufs[i] = be->alloc(be, sizeof(float) * (size_t)N * C);
-      if (!*bufs[i]) return px_fail(PX_ERR_NOMEM, "out of memory for the design cache");
+      if (!*bufs[i]) {
+        free(wfold);
+        return px_fail(PX_ERR_NOMEM, "out of memory for the design cache");
+      }
       *bytes += (int64_t)sizeof(float) * N * C;
     }
     const px_adaln_w *ad[3] = {&B->ln_a, &B->ln_kv, &B->ctb_adaln};
     float *gs[3] = {o->g_a, o->g_kv, o->g_c}, *bs[3] = {o->b_a, o->b_kv, o->b_c};
     for (int i = 0; i < 3; i++) {
-      be->layernorm(be, N, C, c, ad[i]->ln_s_w, NULL, scratch);
-      be->linear(be, N, C, C, scratch, C, px_lw(&ad[i]->lin_s), ad[i]->lin_s.b, gs[i], C, 0, 0, PX_F32, PX_F32);
+      /* LN(c) * w then W equals LN(c) without its weight times W with w folded into its
+       * columns: one normalization of c serves every AdaLN of every block. */
+      for (int r = 0; r < C; r++)
+        for (int j = 0; j < C; j++) {
+          wfold[(size_t)r * C + j] = ad[i]->lin_s.w[(size_t)r * C + j] * ad[i]->ln_s_w[j];
+          wfold[(size_t)(C + r) * C + j] = ad[i]->lin_nobias_s.w[(size_t)r * C + j] * ad[i]->ln_s_w[j];
+        }
+      be->linear(be, N, C, C, cn, C, px_weight_f32(wfold), ad[i]->lin_s.b, gs[i], C, 0, 0, PX_F32, PX_F32);
       be->activation(be, (int64_t)N * C, gs[i], PX_ACT_SIGMOID);
-      be->linear(be, N, C, C, scratch, C, px_lw(&ad[i]->lin_nobias_s), NULL, bs[i], C, 0, 0, PX_F32, PX_F32);
+      be->linear(be, N, C, C, cn, C, px_weight_f32(wfold + (size_t)C * C), NULL, bs[i], C, 0, 0, PX_F32, PX_F32);
     }
     be->linear(be, N, C, C, c, C, px_lw(&B->a_last), B->a_last.b, o->gate_last, C, 0, 0, PX_F32, PX_F32);
     be->activation(be, (int64_t)N * C, o->gate_last, PX_ACT_SIGMOID);
     be->linear(be, N, C, C, c, C, px_lw(&B->ctb_s), B->ctb_s.b, o->gate_ctb, C, 0, 0, PX_F32, PX_F32);
     be->activation(be, (int64_t)N * C, o->gate_ctb, PX_ACT_SIGMOID);
   }
+  free(wfold);
   return PX_OK;
 }
 
@@ -147,116 +162,217 @@ void px_atom_ref_single(const px_atom_ref_w *w, const px_features *f, float *c) 
   }
 }
 
-int px_atom_pair_build(px_backend *be, const px_atom_ref_w *w, const px_features *f, const float *c,
-                       const float *zproj, float *p) {
-  const int N = f->n_atom, T = f->n_token, ca = w->cl.in, cp = w->d.out;
+/* Rows of pair features handled together by the fused pair pass: its inner loops run across
+ * these rows (channel-major tiles), which the compiler turns into vector code. */
+#define PAIR_TILE 8
+/* The widest pair feature the fused pass holds in its tiles (released: c_atompair = 16). */
+#define PAIR_MAX_C 64
+/* The most head columns (over every block of the transformers given) one pass writes. */
+#define PAIR_MAX_HEADS 256
+
+typedef struct {
+  const px_atom_ref_w *w;
+  const px_features *f;
+  /* Key-side inputs channel-major over padded atoms: atom a at index a + pad; the pads hold
+   * what the reference gives a key outside [0, N): position 0, space uid 0, token 0, no c. */
+  const float *kx, *ky, *kz, *kcm; /* [3][Np], [cp][Np] */
+  const int64_t *kuid, *ktok;      /* [Np] */
+  int pad, Np;
+  const float *cl, *zproj; /* [N, cp], [T, T, cp] or NULL */
+  const float *wf;              /* [nah, cp]: every head's Lin_z with its LN weight folded in */
+  float **bias;                 /* [nah]: head column -> its [P] plane in the cache */
+  float *p_out;                 /* p itself when asked for (a probe), else NULL */
+  int64_t P;
+  int N, T, cp, nah;
+} pair_pass;
+
+/* One channel of a tile of pair rows, as a vector (GCC/Clang vector extension: one AVX2
+ * register, two NEON registers). */
+typedef float pair_vec __attribute__((vector_size(PAIR_TILE * sizeof(float))));
+typedef int32_t pair_ivec __attribute__((vector_size(PAIR_TILE * sizeof(float))));
+
+static inline pair_vec relu_vec(pair_vec v) {
+  const pair_vec zero = {0};
+  return (pair_vec)((pair_ivec)v & (v > zero)); /* x > 0 ? x : +0, lane by lane */
+}
+
+/* out[o] = sum_i W[o, i] in[i] over a tile's rows: the tile times W^T ([n_out, n_in]).
+ * Eight outputs at a time: eight independent sums in flight instead of one long chain. */
+static inline void tile_matmul(const float *W, int n_out, int n_in, const pair_vec *in, pair_vec *out) {
+  int o = 0;
+  for (; o + 8 <= n_out; o += 8) {
+    const float *w0 = W + (size_t)o * n_in;
+    pair_vec a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
+    for (int i = 0; i < n_in; i++) {
+      const pair_vec v = in[i];
+      a0 += w0[i] * v;
+      a1 += w0[n_in + i] * v;
+      a2 += w0[2 * n_in + i] * v;
+      a3 += w0[3 * n_in + i] * v;
+      a4 += w0[4 * n_in + i] * v;
+      a5 += w0[5 * n_in + i] * v;
+      a6 += w0[6 * n_in + i] * v;
+      a7 += w0[7 * n_in + i] * v;
+    }
+    out[o] = a0, out[o + 1] = a1, out[o + 2] = a2, out[o + 3] = a3;
+    out[o + 4] = a4, out[o + 5] = a5, out[o + 6] = a6, out[o + 7] = a7;
+  }
+  for (; o < n_out; o++) {
+    const float *wr = W + (size_t)o * n_in;
+    pair_vec acc = {0};
+    for (int i = 0; i < n_in; i++) acc += wr[i] * in[i];
+    out[o] = acc;
+  }
+}
+
+/* Rows [r0, r0 + PAIR_TILE) of one trunk's [32 * 128] pair rows: p from the reference
+ * features, p += small_mlp(p), then every head's bias Lin_z(LN(p)). All the rows lie in one
+ * query atom's 128-key window (128 is a multiple of PAIR_TILE). */
+static void pair_tile(const pair_pass *pp, int64_t r0) {
+  const px_atom_ref_w *w = pp->w;
+  const px_features *f = pp->f;
+  const int cp = pp->cp, N = pp->N, T = pp->T;
+  const int off = (PX_ATOM_NK - PX_ATOM_NQ) / 2;
+  const int64_t bq = r0 / PX_ATOM_NK;
+  const int mk0 = (int)(r0 % PX_ATOM_NK);
+  const int b = (int)(bq / PX_ATOM_NQ), qa = (int)bq;
+  const int q_real = qa < N;
+  float pq[3] = {0, 0, 0};
+  int64_t uq = 0, tq = 0;
+  if (q_real) {
+    memcpy(pq, f->ref_pos + (size_t)qa * 3, sizeof pq);
+    uq = f->ref_space_uid[qa];
+    tq = f->atom_to_token_idx[qa];
+  }
+  /* x[o]: channel o of the tile's rows; the terms are added in the reference's order. */
+  pair_vec x[PAIR_MAX_C], h[PAIR_MAX_C], g[PAIR_MAX_C];
+  const int k0 = b * PX_ATOM_NQ - off + mk0 + pp->pad; /* padded index of the tile's first key */
+  pair_vec dx, dy, dz, vm, vinvd, vv;
+  for (int r = 0; r < PAIR_TILE; r++) {
+    dx[r] = pq[0] - pp->kx[k0 + r];
+    dy[r] = pq[1] - pp->ky[k0 + r];
+    dz[r] = pq[2] - pp->kz[k0 + r];
+    const int ka = k0 + r - pp->pad;
+    const float v = uq == pp->kuid[k0 + r] ? 1.0f : 0.0f;
+    const float mask = (q_real && ka >= 0 && ka < N) ? 1.0f : 0.0f;
+    vv[r] = v;
+    vm[r] = v * mask;
+    vinvd[r] = 1.0f / (1.0f + dx[r] * dx[r] + dy[r] * dy[r] + dz[r] * dz[r]) * v;
+  }
+  for (int o = 0; o < cp; o++) {
+    const float *wd = w->d.w + (size_t)o * 3;
+    pair_vec val = (wd[0] * dx + wd[1] * dy + wd[2] * dz) * vm;
+    val += w->invd.w[o] * vinvd;
+    val += w->v.w[o] * vv;
+    x[o] = val;
+  }
+  if (pp->zproj)
+    for (int r = 0; r < PAIR_TILE; r++) {
+      const float *zp = pp->zproj + ((size_t)tq * T + (size_t)pp->ktok[k0 + r]) * cp;
+      for (int o = 0; o < cp; o++) x[o][r] += zp[o];
+    }
+  if (q_real)
+    for (int o = 0; o < cp; o++) x[o] += pp->cl[(size_t)qa * cp + o];
+  for (int o = 0; o < cp; o++) {
+    pair_vec cmv;
+    memcpy(&cmv, pp->kcm + (size_t)o * pp->Np + k0, sizeof cmv);
+    x[o] += cmv;
+  }
+  /* p += L5(relu(L3(relu(L1(relu(p)))))) */
+  for (int o = 0; o < cp; o++) h[o] = relu_vec(x[o]);
+  tile_matmul(w->mlp1.w, cp, cp, h, g);
+  for (int o = 0; o < cp; o++) g[o] = relu_vec(g[o]);
+  tile_matmul(w->mlp3.w, cp, cp, g, h);
+  for (int o = 0; o < cp; o++) h[o] = relu_vec(h[o]);
+  tile_matmul(w->mlp5.w, cp, cp, h, g);
+  for (int o = 0; o < cp; o++) x[o] += g[o];
+  if (pp->p_out)
+    for (int r = 0; r < PAIR_TILE; r++)
+      for (int o = 0; o < cp; o++) pp->p_out[(size_t)(r0 + r) * cp + o] = x[o][r];
+  /* LN(p) without its weight (folded into wf), then each head's column. */
+  pair_vec mean = {0}, var = {0};
+  for (int o = 0; o < cp; o++) mean += x[o];
+  mean *= 1.0f / (float)cp;
+  for (int o = 0; o < cp; o++) {
+    x[o] -= mean;
+    var += x[o] * x[o];
+  }
+  pair_vec rstd;
+  for (int r = 0; r < PAIR_TILE; r++) rstd[r] = 1.0f / sqrtf(var[r] * (1.0f / (float)cp) + 1e-5f);
+  for (int o = 0; o < cp; o++) x[o] *= rstd;
+  pair_vec out[PAIR_MAX_HEADS];
+  tile_matmul(pp->wf, pp->nah, cp, x, out);
+  for (int col = 0; col < pp->nah; col++) memcpy(pp->bias[col] + r0, &out[col], sizeof out[col]);
+}
+
+int px_atom_pair_bias_build(px_backend *be, const px_atom_ref_w *w, const px_features *f, const float *c,
+                            const float *zproj, const px_transformer_w *const *tfs,
+                            px_atom_block_cache *const *caches, int n_tf, float *p_out, int64_t *bytes) {
+  const int N = f->n_atom, ca = w->cl.in, cp = w->d.out;
   const int n_trunks = (N + PX_ATOM_NQ - 1) / PX_ATOM_NQ;
   const int64_t P = (int64_t)n_trunks * PX_ATOM_NQ * PX_ATOM_NK;
-  float *scratch = malloc(sizeof(float) * ((size_t)N * (2 * cp + ca) + (size_t)2 * PAIR_CHUNK * cp));
+  if (cp > PAIR_MAX_C || cp != tfs[0]->c_z)
+    return px_fail(PX_ERR_INPUT, "atom pair width %d is not supported (at most %d, and the atom blocks' %d)", cp,
+                   PAIR_MAX_C, tfs[0]->c_z);
+  int nah = 0;
+  for (int t = 0; t < n_tf; t++) nah += tfs[t]->n_blocks * tfs[t]->n_heads;
+  if (nah > PAIR_MAX_HEADS)
+    return px_fail(PX_ERR_INPUT, "the atom transformers have %d pair-bias heads in all; at most %d are supported", nah,
+                   PAIR_MAX_HEADS);
+  const size_t n_nah = (size_t)(nah > 0 ? nah : 1);
+  float *scratch = malloc(sizeof(float) * ((size_t)N * (2 * cp + ca) + n_nah * cp) + sizeof(float *) * n_nah);
   if (!scratch) return px_fail(PX_ERR_NOMEM, "out of memory for the atom pair features (%d atoms)", N);
-  float *cl = scratch, *cm = scratch + (size_t)N * cp, *rc = scratch + (size_t)N * cp * 2;
-  float *ph = rc + (size_t)N * ca;
+  float *cl = scratch, *cm = cl + (size_t)N * cp, *rc = cm + (size_t)N * cp, *wf = rc + (size_t)N * ca;
+  float **bias = (float **)(void *)(wf + n_nah * cp);
+  /* LN(p) * w_k then W_k equals LN(p) times W_k with w_k folded in: the heads of every
+   * block (columns in transformer, block, head order) read one normalized row. */
+  int col = 0;
+  for (int t = 0; t < n_tf; t++)
+    for (int k = 0; k < tfs[t]->n_blocks; k++) {
+      float *plane = caches[t][k].pair_bias; /* given by the caller, or allocated here */
+      if (!plane) {
+        plane = be->alloc(be, sizeof(float) * (size_t)tfs[t]->n_heads * P);
+        if (!plane) {
+          free(scratch);
+          return px_fail(PX_ERR_NOMEM, "out of memory for the design cache");
+        }
+        caches[t][k].pair_bias = plane;
+        *bytes += (int64_t)sizeof(float) * tfs[t]->n_heads * P;
+      }
+      for (int hh = 0; hh < tfs[t]->n_heads; hh++, col++) {
+        bias[col] = plane + (size_t)hh * P;
+        for (int i = 0; i < cp; i++)
+          wf[(size_t)col * cp + i] = tfs[t]->blocks[k].z.w[(size_t)hh * cp + i] * tfs[t]->blocks[k].ln_z_w[i];
+      }
+    }
   memcpy(rc, c, sizeof(float) * (size_t)N * ca);
   be->activation(be, (int64_t)N * ca, rc, PX_ACT_RELU);
   be->linear(be, N, cp, ca, rc, ca, px_lw(&w->cl), NULL, cl, cp, 0, 0, PX_F32, PX_F32);
   be->linear(be, N, cp, ca, rc, ca, px_lw(&w->cm), NULL, cm, cp, 0, 0, PX_F32, PX_F32);
-  const int off = (PX_ATOM_NK - PX_ATOM_NQ) / 2;
+  /* The key side, channel-major and padded (pair_pass). */
+  const int pad = (PX_ATOM_NK - PX_ATOM_NQ) / 2, Np = n_trunks * PX_ATOM_NQ + 2 * pad;
+  float *kf = calloc((size_t)Np * (3 + cp), sizeof(float));
+  int64_t *ki = calloc((size_t)Np * 2, sizeof(int64_t));
+  if (!kf || !ki) {
+    free(kf);
+    free(ki);
+    free(scratch);
+    return px_fail(PX_ERR_NOMEM, "out of memory for the atom pair features (%d atoms)", N);
+  }
+  for (int a = 0; a < N; a++) {
+    for (int d = 0; d < 3; d++) kf[(size_t)d * Np + pad + a] = f->ref_pos[(size_t)a * 3 + d];
+    for (int o = 0; o < cp; o++) kf[(size_t)(3 + o) * Np + pad + a] = cm[(size_t)a * cp + o];
+    ki[pad + a] = f->ref_space_uid[a];
+    ki[Np + pad + a] = f->atom_to_token_idx[a];
+  }
+  const pair_pass pp = {w, f, kf, kf + Np, kf + 2 * (size_t)Np, kf + 3 * (size_t)Np, ki, ki + Np, pad, Np,
+                        cl, zproj, wf, bias, p_out, P, N, f->n_token, cp, nah};
+  const int64_t n_tiles = P / PAIR_TILE;
 #pragma omp parallel for num_threads(px_num_threads()) schedule(static)
-  for (int bq = 0; bq < n_trunks * PX_ATOM_NQ; bq++) {
-    int b = bq / PX_ATOM_NQ, i = bq % PX_ATOM_NQ;
-    int qa = b * PX_ATOM_NQ + i;
-    int q_real = qa < N;
-    float pq[3] = {0, 0, 0};
-    int64_t uq = 0, tq = 0;
-    if (q_real) {
-      memcpy(pq, f->ref_pos + (size_t)qa * 3, sizeof pq);
-      uq = f->ref_space_uid[qa];
-      tq = f->atom_to_token_idx[qa];
-    }
-    for (int mk = 0; mk < PX_ATOM_NK; mk++) {
-      int ka = b * PX_ATOM_NQ - off + mk;
-      int k_real = ka >= 0 && ka < N;
-      float pk[3] = {0, 0, 0};
-      int64_t uk = 0, tk = 0;
-      if (k_real) {
-        memcpy(pk, f->ref_pos + (size_t)ka * 3, sizeof pk);
-        uk = f->ref_space_uid[ka];
-        tk = f->atom_to_token_idx[ka];
-      }
-      float dv[3] = {pq[0] - pk[0], pq[1] - pk[1], pq[2] - pk[2]};
-      float v = uq == uk ? 1.0f : 0.0f;
-      float mask = (q_real && k_real) ? 1.0f : 0.0f;
-      float invd = 1.0f / (1.0f + dv[0] * dv[0] + dv[1] * dv[1] + dv[2] * dv[2]);
-      float *pr = p + ((size_t)bq * PX_ATOM_NK + mk) * cp;
-      const float *zp = zproj ? zproj + ((size_t)tq * T + (size_t)tk) * cp : NULL;
-      for (int o = 0; o < cp; o++) {
-        const float *wd = w->d.w + (size_t)o * 3;
-        float val = (wd[0] * dv[0] + wd[1] * dv[1] + wd[2] * dv[2]) * v * mask;
-        val += w->invd.w[o] * invd * v;
-        val += w->v.w[o] * v;
-        if (zp) val += zp[o];
-        if (q_real) val += cl[(size_t)qa * cp + o];
-        if (k_real) val += cm[(size_t)ka * cp + o];
-        pr[o] = val;
-      }
-    }
-  }
-  /* p += MLP(p) = L5(relu(L3(relu(L1(relu(p)))))) in chunks */
-  for (int64_t r0 = 0; r0 < P; r0 += PAIR_CHUNK) {
-    int rows = (int)(P - r0 < PAIR_CHUNK ? P - r0 : PAIR_CHUNK);
-    float *x = p + (size_t)r0 * cp;
-    float *h1 = ph, *h2 = ph + (size_t)PAIR_CHUNK * cp;
-    memcpy(h1, x, sizeof(float) * (size_t)rows * cp);
-    be->activation(be, (int64_t)rows * cp, h1, PX_ACT_RELU);
-    be->linear(be, rows, cp, cp, h1, cp, px_lw(&w->mlp1), NULL, h2, cp, 0, 0, PX_F32, PX_F32);
-    be->activation(be, (int64_t)rows * cp, h2, PX_ACT_RELU);
-    be->linear(be, rows, cp, cp, h2, cp, px_lw(&w->mlp3), NULL, h1, cp, 0, 0, PX_F32, PX_F32);
-    be->activation(be, (int64_t)rows * cp, h1, PX_ACT_RELU);
-    be->linear(be, rows, cp, cp, h1, cp, px_lw(&w->mlp5), NULL, x, cp, 1, 0, PX_F32, PX_F32);
-  }
+  for (int64_t t = 0; t < n_tiles; t++) pair_tile(&pp, t * PAIR_TILE);
+  free(kf);
+  free(ki);
   free(scratch);
-  return PX_OK;
-}
-
-int px_atom_pair_biases(px_backend *be, const px_transformer_w *const *tfs, px_atom_block_cache *const *caches,
-                        int n_tf, const float *p, int64_t P, int64_t *bytes) {
-  const int cp = tfs[0]->c_z;
-  int nah = 0;
-  for (int w = 0; w < n_tf; w++) nah += tfs[w]->n_blocks * tfs[w]->n_heads;
-  float *wf = malloc(sizeof(float) * ((size_t)(nah > 0 ? nah : 1) * cp + (size_t)PAIR_CHUNK * (cp + (nah > 0 ? nah : 1))));
-  if (!wf) return px_fail(PX_ERR_NOMEM, "out of memory for the atom pair biases");
-  float *ph = wf + (size_t)(nah > 0 ? nah : 1) * cp, *pb = ph + (size_t)PAIR_CHUNK * cp;
-  /* LN(p) * w_k then W_k equals LN(p) times W_k with w_k folded in: one GEMM for every
-   * head of every block (rows in transformer, block, head order). */
-  int row = 0;
-  for (int w = 0; w < n_tf; w++)
-    for (int k = 0; k < tfs[w]->n_blocks; k++)
-      for (int h = 0; h < tfs[w]->n_heads; h++, row++)
-        for (int c = 0; c < cp; c++)
-          wf[(size_t)row * cp + c] = tfs[w]->blocks[k].z.w[(size_t)h * cp + c] * tfs[w]->blocks[k].ln_z_w[c];
-  for (int w = 0; w < n_tf; w++)
-    for (int k = 0; k < tfs[w]->n_blocks; k++) {
-      caches[w][k].pair_bias = be->alloc(be, sizeof(float) * (size_t)tfs[w]->n_heads * P);
-      if (!caches[w][k].pair_bias) {
-        free(wf);
-        return px_fail(PX_ERR_NOMEM, "out of memory for the design cache");
-      }
-      *bytes += (int64_t)sizeof(float) * tfs[w]->n_heads * P;
-    }
-  for (int64_t r0 = 0; r0 < P; r0 += PAIR_CHUNK) {
-    int rows = (int)(P - r0 < PAIR_CHUNK ? P - r0 : PAIR_CHUNK);
-    be->layernorm(be, rows, cp, p + (size_t)r0 * cp, NULL, NULL, ph);
-    be->linear(be, rows, nah, cp, ph, cp, px_weight_f32(wf), NULL, pb, nah, 0, 0, PX_F32, PX_F32);
-#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
-    for (int r = 0; r < rows; r++) {
-      int col = 0;
-      for (int w = 0; w < n_tf; w++)
-        for (int k = 0; k < tfs[w]->n_blocks; k++)
-          for (int h = 0; h < tfs[w]->n_heads; h++, col++)
-            caches[w][k].pair_bias[(size_t)h * P + r0 + r] = pb[(size_t)r * nah + col];
-    }
-  }
-  free(wf);
   return PX_OK;
 }
 
@@ -348,7 +464,7 @@ int px_design_create_probe(const px_model *m, const px_features *f, px_probe_fn 
   float *scratch = malloc(sizeof(float) * scratch_n);
   float *pair_z = malloc(sizeof(float) * (size_t)TT * cz);
   float *zproj = malloc(sizeof(float) * (size_t)TT * cp);
-  float *p = malloc(sizeof(float) * (size_t)P * cp);
+  float *p = probe ? malloc(sizeof(float) * (size_t)P * cp) : NULL; /* only a probe reads p */
   float *wf = malloc(sizeof(float) * (size_t)(nbh + cp) * cz);
   d->s0 = malloc(sizeof(float) * (size_t)T * cs); /* host: the per-call conditioning reads it there */
   d->tok_pair_bias = be->alloc(be, sizeof(float) * (size_t)nbh * TT);
@@ -360,7 +476,7 @@ int px_design_create_probe(const px_model *m, const px_features *f, px_probe_fn 
   d->dec_blocks_hint = td->n_blocks;
   d->atom_to_token = be->alloc(be, sizeof(int64_t) * (size_t)N);
   d->inv_count = be->alloc(be, sizeof(float) * (size_t)T);
-  if (!scratch || !pair_z || !zproj || !p || !wf || !d->s0 || !d->tok_pair_bias ||
+  if (!scratch || !pair_z || !zproj || (probe && !p) || !wf || !d->s0 || !d->tok_pair_bias ||
       !d->c || !d->enc || !d->dec || !d->atom_to_token || !d->inv_count) {
     rc = px_fail(PX_ERR_NOMEM, "out of memory building the design cache (%d tokens, %d atoms)", T, N);
     goto done;
@@ -407,8 +523,7 @@ int px_design_create_probe(const px_model *m, const px_features *f, px_probe_fn 
       }
     }
     be->layernorm(be, rows, 2 * cz, cat, m->cond_ln_z_w, NULL, cat);
-    be->linear(be, rows, cz, 2 * cz, cat, 2 * cz, px_lw(&m->cond_z), NULL, pair_z + (size_t)r0 * cz, cz, 0, 0, PX_F32,
-               PX_F32);
+    be->linear(be, rows, cz, 2 * cz, cat, 2 * cz, px_lw(&m->cond_z), NULL, pair_z + (size_t)r0 * cz, cz, 0, 0, PX_F32, PX_F32);
   }
   transition_add(be, &m->tr_z1, TT, cz, pair_z, scratch);
   transition_add(be, &m->tr_z2, TT, cz, pair_z, scratch);
@@ -466,22 +581,19 @@ int px_design_create_probe(const px_model *m, const px_features *f, px_probe_fn 
     be->tokens_to_atoms_add(be, 1, N, T, ca, 1, st, d->atom_to_token, c);
   }
 
-  /* ---- encoder p, trunk layout [n_trunks, 32, 128, cp] ---- */
-  rc = px_atom_pair_build(be, &ref_w, f, d->c, zproj, p);
-  if (rc) goto done;
+  /* ---- encoder p (trunk layout [n_trunks, 32, 128, cp]; stored only for a probe) and
+   * every atom block's pair bias from LN(p), folded weights as above ---- */
+  {
+    const px_transformer_w *tfs[2] = {te, td};
+    px_atom_block_cache *caches[2] = {d->enc, d->dec};
+    rc = px_atom_pair_bias_build(be, &ref_w, f, d->c, zproj, tfs, caches, 2, probe ? p : NULL, &d->bytes);
+    if (rc) goto done;
+  }
   free(zproj);
   zproj = NULL;
   if (probe) {
     probe(user, "c", d->c, (int64_t)N * ca);
     probe(user, "p", p, P * cp);
-  }
-
-  /* ---- atom blocks' pair biases from LN(p), folded weights as above ---- */
-  {
-    const px_transformer_w *tfs[2] = {te, td};
-    px_atom_block_cache *caches[2] = {d->enc, d->dec};
-    rc = px_atom_pair_biases(be, tfs, caches, 2, p, P, &d->bytes);
-    if (rc) goto done;
   }
 
   /* ---- atom blocks' s-side terms (s = c) ---- */

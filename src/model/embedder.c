@@ -3,6 +3,7 @@
  * (shared with the diffusion module's encoder, minus its s / z / noisy-position terms) and
  * the atom transformer of model/denoise.c, run once for one "sample". */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +16,10 @@ struct px_embedder {
   px_backend *be;  /* the backend px_embed runs on */
   /* Non-CPU backends: the weight struct with every pointer in backend memory. */
   px_embedder_w *mirror;
+  /* px_embed's host buffers, kept between calls (scratch_busy: a call is using them). */
+  atomic_flag scratch_busy;
+  float *scratch;
+  size_t scratch_n; /* floats */
 };
 
 /* ------------------------------------------------------------------ loading -- */
@@ -27,6 +32,7 @@ static int wrap(px_embedder_w *w, int rc, px_embedder **out) {
     return px_fail(PX_ERR_NOMEM, "out of memory");
   }
   e->w = *w;
+  atomic_flag_clear(&e->scratch_busy);
   e->device = PX_DEVICE_CPU;
   e->be = px_cpu_backend();
   *out = e;
@@ -144,6 +150,7 @@ const char *px_embedder_backend_name(const px_embedder *e) {
 void px_embedder_free(px_embedder *e) {
   if (!e) return;
   if (e->mirror) mirror_free(e->be, e->mirror);
+  free(e->scratch);
   px_embedder_w_free(&e->w);
   free(e);
 }
@@ -291,6 +298,46 @@ static int prep_upload(px_backend *be, const prep_bufs *h, prep_bufs *d, int n_b
   return rc;
 }
 
+/* A bump allocator over the embedder's scratch (floats, 64-byte aligned pieces). */
+typedef struct {
+  float *base;
+  size_t used, cap; /* floats; base NULL: a sizing pass */
+} carve;
+
+static float *carve_take(carve *a, size_t n) {
+  float *p = a->base ? a->base + a->used : NULL;
+  a->used += (n + 15) & ~(size_t)15;
+  return p;
+}
+
+/* The host buffers of one call, carved from a: the preparation (h), the staging of s_inputs,
+ * the cache build's scratch, and with on_host the backend-side buffers of the CPU path. */
+typedef struct {
+  float *scratch, *y_host, *q, *big, *a, *y, *ws;
+} call_bufs;
+
+static void carve_call(carve *ar, prep_bufs *h, call_bufs *cb, int nb, int heads, int N, int T, int ca, int ct,
+                       int cs, int nx, int64_t P, size_t ws_n, int on_host) {
+  for (int k = 0; k < nb; k++) {
+    px_atom_block_cache *c = &h->cache[k];
+    float **bufs[8] = {&c->g_a, &c->b_a, &c->g_kv, &c->b_kv, &c->gate_last, &c->g_c, &c->b_c, &c->gate_ctb};
+    for (int i = 0; i < 8; i++) *bufs[i] = carve_take(ar, (size_t)N * ca);
+    c->pair_bias = carve_take(ar, (size_t)heads * P);
+  }
+  h->c = carve_take(ar, (size_t)N * ca);
+  h->x = carve_take(ar, (size_t)T * nx);
+  h->inv_count = carve_take(ar, (size_t)T);
+  h->a2t = (int64_t *)(void *)carve_take(ar, (size_t)N * 2);
+  cb->scratch = carve_take(ar, (size_t)N * ca);
+  cb->y_host = carve_take(ar, (size_t)T * cs);
+  if (!on_host) return;
+  cb->q = carve_take(ar, (size_t)N * ca);
+  cb->big = carve_take(ar, (size_t)N * ct);
+  cb->a = carve_take(ar, (size_t)T * ct);
+  cb->y = cb->y_host; /* the backend's y is host memory: no staging copy */
+  cb->ws = carve_take(ar, ws_n ? ws_n : 1);
+}
+
 int px_embed(const px_embedder *e, const px_features *f, const float *restype, const float *hotspot,
              const int64_t *templ, const uint8_t *templ_mask, int dtype, float *s_inputs, float *z_trunk) {
   int rc = validate(e, f, restype, hotspot, templ, templ_mask, dtype, s_inputs, z_trunk);
@@ -299,40 +346,58 @@ int px_embed(const px_embedder *e, const px_features *f, const float *restype, c
   const px_embedder_w *W = e->mirror ? e->mirror : w; /* the ones the backend reads */
   px_backend *cpu = px_cpu_backend(), *be = e->be;
   const px_embedder_dims *D = &w->dims;
-  const int T = f->n_token, N = f->n_atom, ca = D->c_atom, cp = D->c_atompair, ct = D->c_token;
-  const int cs = D->c_s_inputs, nx = PX_EMBED_N_EXTRA, nb = w->tf.n_blocks;
+  const int T = f->n_token, N = f->n_atom, ca = D->c_atom, ct = D->c_token;
+  const int cs = D->c_s_inputs, nx = PX_EMBED_N_EXTRA, nb = w->tf.n_blocks, heads = w->tf.n_heads;
   const int n_trunks = (N + PX_ATOM_NQ - 1) / PX_ATOM_NQ;
   const int64_t P = (int64_t)n_trunks * PX_ATOM_NQ * PX_ATOM_NK;
+  const int on_host = be == cpu;
+  const size_t ws_n = px_atom_transformer_scratch(&W->tf, 1, N);
   int64_t bytes = 0;
   prep_bufs h, d;
+  call_bufs cb;
   memset(&h, 0, sizeof h);
   memset(&d, 0, sizeof d);
-  float *p = NULL, *scratch = NULL, *y_host = NULL, *q = NULL, *big = NULL, *a = NULL, *y = NULL, *ws = NULL;
+  memset(&cb, 0, sizeof cb);
+  float *q = NULL, *big = NULL, *a = NULL, *y = NULL, *ws = NULL;
 
-  /* ---- host: c, p, every block's pair bias and s-side terms (s = c), token counts ---- */
+  /* Every host buffer comes from one block: the embedder's scratch, kept between calls so
+   * that a campaign's later designs reuse its pages instead of faulting in fresh ones; a
+   * concurrent call (the scratch is taken) uses a block of its own. */
+  carve sizing = {NULL, 0, 0};
   h.cache = calloc((size_t)nb, sizeof(px_atom_block_cache));
-  h.c = cpu->alloc(cpu, sizeof(float) * (size_t)N * ca);
-  h.x = cpu->alloc(cpu, sizeof(float) * (size_t)T * nx);
-  h.inv_count = cpu->alloc(cpu, sizeof(float) * (size_t)T);
-  h.a2t = cpu->alloc(cpu, sizeof(int64_t) * (size_t)N);
-  p = malloc(sizeof(float) * (size_t)P * cp);
-  scratch = malloc(sizeof(float) * (size_t)N * ca);
-  y_host = malloc(sizeof(float) * (size_t)T * cs);
-  if (!h.cache || !h.c || !h.x || !h.inv_count || !h.a2t || !p || !scratch || !y_host) {
+  if (!h.cache) return px_fail(PX_ERR_NOMEM, "out of memory for the condition embedder");
+  carve_call(&sizing, &h, &cb, nb, heads, N, T, ca, ct, cs, nx, P, ws_n, on_host);
+  memset(h.cache, 0, sizeof(px_atom_block_cache) * (size_t)nb);
+  px_embedder *em = (px_embedder *)e; /* the scratch is the one part px_embed writes */
+  const int own_scratch = !atomic_flag_test_and_set(&em->scratch_busy);
+  float *block = NULL;
+  if (own_scratch) {
+    if (em->scratch_n < sizing.used) {
+      free(em->scratch);
+      em->scratch_n = 0;
+      em->scratch = aligned_alloc(64, sizing.used * sizeof(float));
+      if (em->scratch) em->scratch_n = sizing.used;
+    }
+    block = em->scratch;
+  } else {
+    block = aligned_alloc(64, sizing.used * sizeof(float));
+  }
+  if (!block) {
     rc = px_fail(PX_ERR_NOMEM, "out of memory for the condition embedder (%d tokens, %d atoms)", T, N);
     goto done;
   }
+  carve ar = {block, 0, sizing.used};
+  carve_call(&ar, &h, &cb, nb, heads, N, T, ca, ct, cs, nx, P, ws_n, on_host);
+
+  /* ---- host: c, every block's pair bias and s-side terms (s = c), token counts ---- */
   px_atom_ref_single(&w->ref, f, h.c);
-  rc = px_atom_pair_build(cpu, &w->ref, f, h.c, NULL, p);
-  if (!rc) {
+  {
     const px_transformer_w *tfs[1] = {&w->tf};
     px_atom_block_cache *caches[1] = {h.cache};
-    rc = px_atom_pair_biases(cpu, tfs, caches, 1, p, P, &bytes);
+    rc = px_atom_pair_bias_build(cpu, &w->ref, f, h.c, NULL, tfs, caches, 1, NULL, &bytes);
   }
-  if (!rc) rc = px_atom_block_cache_build(cpu, &w->tf, N, h.c, scratch, h.cache, &bytes);
+  if (!rc) rc = px_atom_block_cache_build(cpu, &w->tf, N, h.c, cb.scratch, h.cache, &bytes);
   if (rc) goto done;
-  free(p);
-  p = NULL;
   for (int t = 0; t < T; t++) h.inv_count[t] = 0.0f;
   for (int n = 0; n < N; n++) {
     h.a2t[n] = f->atom_to_token_idx[n];
@@ -350,41 +415,42 @@ int px_embed(const px_embedder *e, const px_features *f, const float *restype, c
   }
 
   /* ---- to the backend (the same buffers on the CPU) ---- */
-  if (be == cpu) {
+  if (on_host) {
     d = h;
+    q = cb.q, big = cb.big, a = cb.a, y = cb.y, ws = cb.ws;
   } else {
-    rc = prep_upload(be, &h, &d, nb, w->tf.n_heads, N, T, ca, nx, P);
+    rc = prep_upload(be, &h, &d, nb, heads, N, T, ca, nx, P);
     if (rc) goto done;
-  }
-  const size_t ws_n = px_atom_transformer_scratch(&W->tf, 1, N);
-  q = be->alloc(be, sizeof(float) * (size_t)N * ca);
-  big = be->alloc(be, sizeof(float) * (size_t)N * ct);
-  a = be->alloc(be, sizeof(float) * (size_t)T * ct);
-  y = be->alloc(be, sizeof(float) * (size_t)T * cs);
-  ws = be->alloc(be, sizeof(float) * (ws_n ? ws_n : 1));
-  if (!q || !big || !a || !y || !ws) {
-    rc = px_fail(PX_ERR_NOMEM, "out of memory for the condition embedder (%d tokens, %d atoms)", T, N);
-    goto done;
+    q = be->alloc(be, sizeof(float) * (size_t)N * ca);
+    big = be->alloc(be, sizeof(float) * (size_t)N * ct);
+    a = be->alloc(be, sizeof(float) * (size_t)T * ct);
+    y = be->alloc(be, sizeof(float) * (size_t)T * cs);
+    ws = be->alloc(be, sizeof(float) * (ws_n ? ws_n : 1));
+    if (!q || !big || !a || !y || !ws) {
+      rc = px_fail(PX_ERR_NOMEM, "out of device memory for the condition embedder (%d tokens, %d atoms)", T, N);
+      goto done;
+    }
   }
 
-/* ---- backend: q = c; atom transformer (s = c, z = p); a = mean relu(Lin_q(q)); input_map ---- */
+  /* ---- backend: q = c; atom transformer (s = c, z = p); a = mean relu(Lin_q(q)); input_map ---- */
   be->copy(be, q, d.c, sizeof(float) * (size_t)N * ca);
   px_atom_transformer(be, &W->tf, d.cache, 1, N, q, ws);
   be->linear_relu(be, N, ct, ca, q, ca, px_lw(&W->q), NULL, big, ct, N);
   be->atoms_to_tokens(be, 1, N, T, ct, big, d.a2t, d.inv_count, a);
   be->linear(be, T, cs, ct, a, ct, px_lw(&W->map_a), W->map_a.b, y, cs, 0, T, PX_F32, PX_F32);
   be->linear(be, T, cs, nx, d.x, nx, px_lw(&W->map_x), NULL, y, cs, 1, T, PX_F32, PX_F32);
-  be->download(be, y_host, y, sizeof(float) * (size_t)T * cs);
+  if (!on_host) be->download(be, cb.y_host, y, sizeof(float) * (size_t)T * cs);
   if (be->sync) be->sync(be);
   rc = be->status ? be->status(be) : 0;
   if (rc) goto done;
-  if (!finite_all(y_host, (int64_t)T * cs)) {
+  if (!finite_all(cb.y_host, (int64_t)T * cs)) {
     rc = px_fail(PX_ERR_INPUT, "px_embed: s_inputs is not finite (features or weights out of range)");
     goto done;
   }
 
   /* ---- outputs, written only now that nothing can fail ---- */
-  for (int64_t i = 0; i < (int64_t)T * cs; i++) s_inputs[i] = dtype == PX_EMBED_BF16 ? round_bf16(y_host[i]) : y_host[i];
+  for (int64_t i = 0; i < (int64_t)T * cs; i++)
+    s_inputs[i] = dtype == PX_EMBED_BF16 ? round_bf16(cb.y_host[i]) : cb.y_host[i];
   if (z_trunk) {
     const int cz = D->c_z;
 #pragma omp parallel for num_threads(px_num_threads()) schedule(static)
@@ -395,13 +461,16 @@ int px_embed(const px_embedder *e, const px_features *f, const float *restype, c
   }
 
 done:
-  free(p);
-  free(scratch);
-  free(y_host);
-  float *tmp[] = {q, big, a, y, ws};
-  for (size_t i = 0; i < sizeof tmp / sizeof tmp[0]; i++)
-    if (tmp[i]) be->free(be, tmp[i]);
-  if (be != cpu) prep_free(be, &d, nb);
-  prep_free(cpu, &h, nb);
+  if (!on_host) {
+    float *tmp[] = {q, big, a, y, ws};
+    for (size_t i = 0; i < sizeof tmp / sizeof tmp[0]; i++)
+      if (tmp[i]) be->free(be, tmp[i]);
+    prep_free(be, &d, nb);
+  }
+  free(h.cache);
+  if (own_scratch)
+    atomic_flag_clear(&em->scratch_busy);
+  else
+    free(block);
   return rc;
 }

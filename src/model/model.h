@@ -223,17 +223,18 @@ typedef struct {
 /* c[n] = (Lin_ref_pos(ref_pos) + Lin_ref_charge(asinh(ref_charge)) + Lin_f([mask, element,
  * name chars])) * ref_mask over f's n_atom atoms: [N, c_atom], host memory. */
 void px_atom_ref_single(const px_atom_ref_w *w, const px_features *f, float *c);
-/* The pair features p [n_trunks * 32 * 128, c_atompair] (trunk layout) from the reference
- * positions and space uids, plus zproj[tok(q), tok(k)] when zproj ([T, T, c_atompair]) is
- * not NULL, Lin_cl(relu(c_q)) + Lin_cm(relu(c_k)), then p += small_mlp(p). Host memory. */
-int px_atom_pair_build(px_backend *be, const px_atom_ref_w *w, const px_features *f, const float *c,
-                       const float *zproj, float *p);
-/* Every block's pair bias Lin_z(LN(p)) [H, n_trunks, 32, 128] for n_tf atom transformers, into
- * caches[w][k].pair_bias (allocated with be; their bytes added to *bytes). */
-int px_atom_pair_biases(px_backend *be, const px_transformer_w *const *tfs, px_atom_block_cache *const *caches,
-                        int n_tf, const float *p, int64_t P, int64_t *bytes);
+/* Every block's pair bias Lin_z(LN(p)) [H, n_trunks, 32, 128] for n_tf atom transformers
+ * (into caches[t][k].pair_bias: host-visible; allocated with be, their bytes added to *bytes,
+ * unless the caller set them)
+ * from the pair features p [n_trunks * 32 * 128, c_atompair] (trunk layout): the reference
+ * positions and space uids, plus zproj[tok(q), tok(k)] when zproj ([T, T, c_atompair]) is not
+ * NULL, Lin_cl(relu(c_q)) + Lin_cm(relu(c_k)), then p += small_mlp(p). p itself is written to
+ * p_out only when p_out is not NULL (a probe): one pass, tile by tile, never materialised. */
+int px_atom_pair_bias_build(px_backend *be, const px_atom_ref_w *w, const px_features *f, const float *c,
+                            const float *zproj, const px_transformer_w *const *tfs,
+                            px_atom_block_cache *const *caches, int n_tf, float *p_out, int64_t *bytes);
 /* The s-side AdaLN and gate terms of every block of an atom transformer with s = c [N, C]
- * (scratch: N * C floats). */
+ * (scratch: N * C floats); buffers of out the caller already set are used as given. */
 int px_atom_block_cache_build(px_backend *be, const px_transformer_w *tf, int N, const float *c,
                               float *scratch, px_atom_block_cache *out, int64_t *bytes);
 /* The atom transformer over q [S * N, C] in place (backend memory), with the scratch

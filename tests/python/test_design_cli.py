@@ -345,3 +345,22 @@ def test_demo_usage():
     assert rc == 0 and "SYNTHETIC" in so and "--N_sample" in so
     rc, so, se = run("demo")
     assert rc == 2 and "pxdiff demo --help" in se
+
+
+def test_bench_task_stages(ckpt, tmp_path):
+    """`pxdiff bench --task`: the first call and the median of the others, per stage, for the
+    task's own size; a bad task is one line and a nonzero exit."""
+    rc, so, se = run("bench", "--task", TASK, "--checkpoint", ckpt, "--device", "cpu", "--reps", "2",
+                     "--dtype", "fp32")
+    assert rc == 0, se
+    head = so.splitlines()[0]
+    assert "task PDL1_quick_start" in head and "196 tokens, 1250 atoms" in head and "dtype fp32" in head, so
+    for stage in ("featurize", "embed", "design cache"):
+        rows = [ln.split() for ln in so.splitlines() if ln.strip().startswith(stage)]
+        assert len(rows) == 1, so
+        first, med = map(float, rows[0][-2:])
+        assert first > 0 and med > 0, so
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("target:\n  file: nowhere.cif\n")
+    rc, so, se = run("bench", "--task", bad, "--checkpoint", ckpt, "--device", "cpu")
+    assert rc != 0 and so == "" and len(se.strip().splitlines()) == 1 and se.startswith("pxdiff: "), (so, se)

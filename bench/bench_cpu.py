@@ -60,8 +60,11 @@ def pxdiff_call_ms(ckpt, n_target, n_binder, n_atom, n_sample, reps, threads, pr
     exe = os.environ.get("PXDIFF_CLI") or os.path.join(ROOT, "build", "pxdiff")  # another build: PXDIFF_CLI
     cmd = [exe, "bench", "--checkpoint", ckpt, "--tokens", str(n_target + n_binder),
            "--binder", str(n_binder), "--atoms", str(n_atom), "--samples", str(n_sample),
-           "--reps", str(reps), "--threads", str(threads), "--device", "cpu", "--precision", precision]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+           "--reps", str(reps), "--threads", str(threads), "--device", "cpu", "--precision", precision.split("/")[0]]
+    env = dict(os.environ)
+    if "/" in precision:  # bf16/avx512: the vdpbf16ps kernel where the default is AMX's
+        env["PXDIFF_CPU_BF16_KERNEL"] = precision.split("/", 1)[1]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     m = re.search(r"median ([0-9.]+) ms", out)
     if not m:
         raise RuntimeError("unexpected pxdiff bench output:\n" + out)
@@ -79,7 +82,8 @@ def main():
                     help="do not time the project's PyTorch reference (when upstream Protenix is timed)")
     ap.add_argument("--no-header", action="store_true", help="print the table's rows only")
     ap.add_argument("--precisions", default="fp32",
-                    help="pxdiff's CPU precisions to time, comma-separated (fp32, bf16): one column each")
+                    help="pxdiff's CPU precisions to time, comma-separated (fp32, bf16, bf16/avx512: bf16 on "
+                         "the vdpbf16ps kernel where AMX is the default): one column each")
     args = ap.parse_args()
     precs = args.precisions.split(",")
     torch.set_num_threads(args.threads)

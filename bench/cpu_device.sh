@@ -16,7 +16,7 @@
 #            80 tokens, PXDesign's quick-start size, 330 tokens)
 #   SIZES_1  sizes at 1 thread (default: the first two; upstream takes ~1 min a call at 330)
 #   PRECISIONS  pxdiff's CPU precisions, one column each (default fp32; fp32,bf16 where the CPU
-#            has AVX512_BF16)
+#            has AVX512_BF16; bf16/avx512: bf16 on the vdpbf16ps kernel where AMX is the default)
 # Prints one markdown table (machine, libraries and commands above it).
 set -eu
 cd "$(dirname "$0")/.."

@@ -144,6 +144,11 @@ struct px_backend {
    * it (PX_BF16 only) where it has AVX512_BF16: its linear then runs a weight with a bf16 copy
    * and K a multiple of 32 on bf16 operands (model/cpu_bf16.c decides which). */
   void (*convert)(px_backend *b, int64_t n, const float *X, void *Y, px_etype yt);
+  /* A weight W [N, K]'s 16-bit copy of type yt in the layout this backend's linear reads (the
+   * same N * K values as convert's, rounded the same way, in another order), where that is not
+   * convert's row-major one; NULL: the model makes copies with convert. The CPU has it where
+   * its bf16 GEMM is the AMX kernel (cpu/gemm_bf16.h), for N a multiple of 16 and K of 32. */
+  void (*pack16)(px_backend *b, int N, int K, const float *W, void *Y, px_etype yt);
 
   /* ---- optional: asynchronous execution and graph replay (NULL on the CPU) ---- */
   /* The caller's stream (a cudaStream_t; NULL: none) this context orders its work with. The

@@ -16,6 +16,9 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#if defined(__linux__) && defined(__x86_64__)
+#include <sys/syscall.h>
+#endif
 
 int px_file_open_read(const char *path) { return open(path, O_RDONLY); }
 
@@ -305,4 +308,17 @@ void px_mutex_free(px_mutex *m) {
   if (!m) return;
   pthread_mutex_destroy(&m->m);
   free(m);
+}
+
+int px_amx_tile_permit(void) {
+#if defined(__linux__) && defined(__x86_64__) && defined(SYS_arch_prctl)
+  /* arch/x86/include/uapi/asm/prctl.h (Linux 5.16); older kernels answer EINVAL: no AMX. */
+  const int req_perm = 0x1023, get_perm = 0x1022, xtiledata = 18;
+  if (syscall(SYS_arch_prctl, req_perm, xtiledata) != 0) return 0;
+  unsigned long long granted = 0;
+  if (syscall(SYS_arch_prctl, get_perm, &granted) != 0) return 0;
+  return (int)((granted >> xtiledata) & 1u);
+#else
+  return 0;
+#endif
 }

@@ -49,5 +49,10 @@ int px_mutex_trylock(px_mutex *m);
 /* Sleeps about s seconds. */
 void px_sleep(double s);
 void px_mutex_free(px_mutex *m);
+/* Asks the OS to let this process use the AMX tile registers (their 8 KB of state is saved
+ * per thread only for processes that asked: Linux's arch_prctl(ARCH_REQ_XCOMP_PERM,
+ * XFEATURE_XTILEDATA), granted to every thread of the process). 1 when granted, 0 when refused
+ * or not on x86-64 Linux. The caller checks the CPU itself (CPUID); this is the OS's half. */
+int px_amx_tile_permit(void);
 
 #endif

@@ -113,6 +113,52 @@ static void own_linear(int isa, int count, int M, int N, int K, const float *X, 
   }
 }
 
+/* Y = X Wp^T (+ bias) on the AMX kernel, Wp packed for it (cpu/gemm_bf16.h; N a multiple of
+ * 16, K of 32). X is converted to bf16 once, in its own pass (rows padded with zeros to a
+ * multiple of 16, which the tiles read): converting it per tile, as the vdpbf16ps kernel does,
+ * would cost as much as the tiles' products (each tdpbf16ps does 8192 multiply-adds). Tasks are
+ * tiles of 32-multiples: a W tile of <= 256 KB (L2) against rows of X, cut finer, rows first,
+ * until there are ~4 per thread. The kernel's outputs depend on K and their operands alone, so
+ * none of this changes a bit. 1 when done, 0 when out of memory (reported). */
+static int amx_linear(int M, int N, int K, const float *X, int ldx, const uint16_t *Wp, const float *bias, float *Y,
+                      int ldy, int accumulate) {
+  const int P = px_num_threads(), ld = K, M16 = (M + 15) & ~15;
+  uint16_t *Xb = aligned_alloc(64, ((size_t)M16 * ld * sizeof(uint16_t) + 63) & ~(size_t)63);
+  if (!Xb) {
+    px_fail(PX_ERR_NOMEM, "linear on the CPU: out of memory (%d x %d bf16 rows)", M16, K);
+    return 0;
+  }
+  const int groups = M16 / 16;
+#pragma omp parallel for num_threads(P) schedule(static) if ((int64_t)M * K > 65536)
+  for (int g = 0; g < groups; g++) {
+    const int r0 = g * 16, rows = M - r0 < 16 ? M - r0 : 16;
+    px_bf16_convert_rows(rows, K, X + (size_t)r0 * ldx, ldx, Xb + (size_t)r0 * ld, ld);
+    if (rows < 16) memset(Xb + (size_t)(r0 + rows) * ld, 0, sizeof(uint16_t) * (size_t)(16 - rows) * ld);
+  }
+  const int64_t want = 4 * (int64_t)P;
+  int max_cols = (128 * 1024) / K / 32 * 32;
+  if (max_cols < 32) max_cols = 32;
+  int tn_parts = (N + max_cols - 1) / max_cols;
+  const int max_tn = (N + 31) / 32, max_tm = (M + 31) / 32;
+  int tm_parts = (int)((want + tn_parts - 1) / tn_parts);
+  if (tm_parts > max_tm) tm_parts = max_tm;
+  if ((int64_t)tm_parts * tn_parts < want) {
+    tn_parts = (int)((want + tm_parts - 1) / tm_parts);
+    if (tn_parts > max_tn) tn_parts = max_tn;
+  }
+  const int TN = split_up(N, tn_parts, 32), tn = (N + TN - 1) / TN;
+  const int TM = split_up(M, tm_parts, 32), tm = (M + TM - 1) / TM;
+#pragma omp parallel for num_threads(P) schedule(dynamic, 1) if (tm * tn > 1)
+  for (int t = 0; t < tm * tn; t++) {
+    const int r0 = (t % tm) * TM, c0 = (t / tm) * TN;
+    const int mr = M - r0 < TM ? M - r0 : TM, nc = N - c0 < TN ? N - c0 : TN;
+    px_gemm_bf16_amx_tile(mr, nc, K, Xb + (size_t)r0 * ld, Wp + (size_t)c0 * ld, bias ? bias + c0 : NULL,
+                          Y + (size_t)r0 * ldy + c0, ldy, accumulate, 0);
+  }
+  free(Xb);
+  return 1;
+}
+
 static void gemm(int M, int N, int K, const float *X, int ldx, const float *W, const float *bias, float *Y,
                  int ldy, int accumulate, int seg, int relu) {
   if (M <= 0 || N <= 0) return;
@@ -198,8 +244,12 @@ static void cpu_linear(px_backend *b, int M, int N, int K, const void *X, int ld
   (void)b;
   if (not_f32("linear", 2, (int)xt, (int)yt)) return;
   if (bf16_weight(W, K)) {
-    if (M > 0 && N > 0)
-      own_linear(PX_GEMM_AVX512, 1, M, N, K, (const float *)X, ldx, 0, NULL, 0, (const uint16_t *)W.h16, bias, 0,
+    if (M <= 0 || N <= 0) return;
+    if (px_bf16_kernel() == PX_BF16_AMX) { /* its copies are packed for it (cpu_pack16) */
+      amx_linear(M, N, K, (const float *)X, ldx, (const uint16_t *)W.h16, bias, (float *)Y, ldy, accumulate);
+      return;
+    }
+    own_linear(PX_GEMM_AVX512, 1, M, N, K, (const float *)X, ldx, 0, NULL, 0, (const uint16_t *)W.h16, bias, 0,
                  (float *)Y, ldy, 0, accumulate, 0);
     return;
   }
@@ -217,6 +267,20 @@ static void cpu_convert(px_backend *b, int64_t n, const float *X, void *Y, px_et
   uint16_t *y = Y;
 #pragma omp parallel for num_threads(px_num_threads()) schedule(static)
   for (int64_t i = 0; i < n; i++) y[i] = px_bf16_round(X[i]);
+}
+
+/* backend.h pack16: the AMX kernel's layout (px_bf16_pack_amx), rows of W in parallel blocks
+ * of 16 outputs. Only where px_bf16_kernel() is AMX (px_cpu_backend sets it then). */
+static void cpu_pack16(px_backend *b, int N, int K, const float *W, void *Y, px_etype yt) {
+  (void)b;
+  if (yt != PX_BF16 || N % 16 || K % 32) {
+    px_fail(PX_ERR_BACKEND, "pack16 on the CPU: bf16 with N a multiple of 16 and K of 32 only (got N %d, K %d)", N,
+            K);
+    return;
+  }
+  uint16_t *y = Y;
+#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
+  for (int c = 0; c < N; c += 16) px_bf16_pack_amx(16, K, W + (size_t)c * K, y + (size_t)c * K);
 }
 
 static void cpu_linear_batched(px_backend *b, int count, int M, int N, int K, const float *X,
@@ -671,7 +735,10 @@ static px_backend cpu_backend = {
 px_backend *px_cpu_backend(void) {
   static int init;
   if (!init) { /* the bf16 ops where this CPU runs the kernel; threads racing here store the same */
-    if (px_bf16_supported() && !px_bf16_disabled()) cpu_backend.convert = cpu_convert;
+    if (px_bf16_supported() && !px_bf16_disabled()) {
+      cpu_backend.convert = cpu_convert;
+      if (px_bf16_kernel() == PX_BF16_AMX) cpu_backend.pack16 = cpu_pack16;
+    }
     init = 1;
   }
   return &cpu_backend;
@@ -680,7 +747,15 @@ px_backend *px_cpu_backend(void) {
 const char *px_cpu_bf16_describe(void) {
   if (!px_bf16_supported()) return "this CPU has no AVX512_BF16 (or this build no kernel for it)";
   if (px_bf16_disabled()) return "off (PXDIFF_CPU_BF16=0)";
-  return "AVX512_BF16 kernel (vdpbf16ps), fp32 accumulation";
+  static char line[256];
+  static int done;
+  if (done) return line; /* threads racing here write the same bytes */
+  if (px_bf16_kernel() == PX_BF16_AMX)
+    snprintf(line, sizeof line, "AMX kernel (tdpbf16ps 16 x 16 tiles), fp32 accumulation");
+  else
+    snprintf(line, sizeof line, "AVX512_BF16 kernel (vdpbf16ps), fp32 accumulation; AMX: %s", px_bf16_amx_why_not());
+  done = 1;
+  return line;
 }
 
 const char *px_cpu_blas_describe(void) {

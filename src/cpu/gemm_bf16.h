@@ -20,6 +20,7 @@
 
 /* 1 when this CPU runs the bf16 kernel (AVX512F/BW/VL + AVX512_BF16), fixed per process. */
 int px_bf16_supported(void);
+
 /* 1 when PXDIFF_CPU_BF16=0 turned the CPU's bf16 precision off (read once). */
 int px_bf16_disabled(void);
 
@@ -55,5 +56,39 @@ void px_bf16_pack(int N, int K, const float *W, uint16_t *Wb);
  * px_bf16_supported(). */
 void px_gemm_bf16_tile(int mr, int nc, int K, const float *X, int ldx, const uint16_t *Wb, const float *bias,
                        float *Y, int ldy, int accumulate, int relu);
+
+/* The AMX kernel (Sapphire Rapids and later: tdpbf16ps, a 16 x 16 block of outputs times 32
+ * values of K per instruction, 16 times vdpbf16ps's work). Its W is packed for the tiles
+ * (px_bf16_pack_amx), its X converted to bf16 once per GEMM (px_bf16_convert_rows) rather
+ * than per tile. Each output is accumulated in one fp32 tile element over K in order, 32
+ * values per step (the instruction's order within a step), so its bits depend on K and its
+ * operands alone, as the vdpbf16ps kernel's do; but they are not that kernel's bits (another
+ * order of the same sums): one process runs one of the two (px_bf16_kernel). */
+enum { PX_BF16_NONE = 0, PX_BF16_AVX512 = 1, PX_BF16_AMX = 2 };
+/* The kernel this process's bf16 GEMMs run, fixed per process: AMX where the CPU has AMX-BF16
+ * and the OS lets the process use the tiles, unless PXDIFF_CPU_BF16_KERNEL=avx512 (A/B timing);
+ * else AVX512 where px_bf16_supported(); else none. */
+int px_bf16_kernel(void);
+/* Why AMX is not used ("": it is). */
+const char *px_bf16_amx_why_not(void);
+/* Elements of W [N, K] packed for AMX: N rounded up to 16 times px_bf16_ld(K) (so N * K when N
+ * is a multiple of 16 and K of 32). */
+static inline size_t px_bf16_amx_elems(int N, int K) { return (size_t)((N + 15) & ~15) * (size_t)px_bf16_ld(K); }
+/* W [N, K] fp32 -> Wp, bf16 in the tiles' layout: for each block of 16 rows of W (16 outputs)
+ * and each step of 32 values of K, 1 KB holding 16 rows (pairs k = 2p, 2p + 1) of 16 outputs'
+ * two values; rows past N and values past K zero. The block of outputs c (a multiple of 16)
+ * starts at Wp + c * px_bf16_ld(K), as in px_bf16_pack's layout. */
+void px_bf16_pack_amx(int N, int K, const float *W, uint16_t *Wp);
+/* X rows [0, rows) -> bf16 rows of stride ld (a multiple of 32; zeros from K to ld), nearest
+ * even (the AVX512_BF16 conversion: a denormal becomes zero, as in the products anyway). Only
+ * when px_bf16_kernel() != PX_BF16_NONE. */
+void px_bf16_convert_rows(int rows, int K, const float *X, int ldx, uint16_t *Xb, int ld);
+/* px_gemm_bf16_tile for the AMX kernel: Xb the tile's rows converted (stride px_bf16_ld(K)),
+ * readable up to the next multiple of 16 rows (those past mr are read, never used); Wp the
+ * packed W from output c0 on (c0 a multiple of 16; columns past nc up to the next multiple of
+ * 16 read, not used); K <= PX_BF16_MAX_K. Loads its tile configuration itself (each thread
+ * has its own) and releases the tiles on return. Only when px_bf16_kernel() == PX_BF16_AMX. */
+void px_gemm_bf16_amx_tile(int mr, int nc, int K, const uint16_t *Xb, const uint16_t *Wp, const float *bias,
+                           float *Y, int ldy, int accumulate, int relu);
 
 #endif

@@ -1,6 +1,7 @@
 /* The CPU's bf16 precision: which token blocks run their four GEMMs (qkvg, the attention
  * output, [a1 | a2], the transition's b) on bf16 operands. The model gives each such matrix a
- * bf16 copy (px_linear.w16, made with the backend's convert, owned here, the fp32 matrix kept)
+ * bf16 copy (px_linear.w16, made with the backend's convert, or pack16 in the layout of the
+ * CPU's AMX kernel; owned here, the fp32 matrix kept)
  * and passes it in the GEMM's px_weight as on a device; the CPU's linear then rounds its fp32
  * input to bf16 itself and accumulates in fp32 (cpu/gemm_bf16.h).
  *
@@ -74,6 +75,8 @@ int px_model_cpu_bf16_make(px_model *m, px_backend *be) {
   if (m->shared_of)
     return px_fail(PX_ERR_INPUT, "bf16 on the CPU needs the model itself, not a handle from px_model_share");
   const px_transformer_w *tf = &m->tok_tf;
+  /* K (c, hidden) a multiple of the kernels' step 32; the outputs (4c, c, 2 hidden) are then
+   * multiples of 16, as the AMX layout (pack16) asks. */
   if (tf->c % 32 || tf->hidden % 32) return PX_OK; /* no block can: every block fp32 */
   const char *spec = getenv("PXDIFF_CPU_BF16_BLOCKS");
   m->cpu_bf16 = 1;
@@ -88,7 +91,8 @@ int px_model_cpu_bf16_make(px_model *m, px_backend *be) {
         px_model_cpu_bf16_free(m);
         return px_fail(PX_ERR_NOMEM, "out of memory (bf16 copy of token block %d)", k);
       }
-      be->convert(be, (int64_t)n, ls[i]->w, h, PX_BF16);
+      if (be->pack16) be->pack16(be, ls[i]->out, ls[i]->in, ls[i]->w, h, PX_BF16); /* the AMX tiles' layout */
+      else be->convert(be, (int64_t)n, ls[i]->w, h, PX_BF16);
       ls[i]->w16 = h;
       ls[i]->w16_type = PX_BF16;
       ls[i]->e = 0;

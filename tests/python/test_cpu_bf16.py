@@ -8,7 +8,10 @@
   to fp32 (blocks that do not pass stay fp32);
 - results do not depend on the thread count;
 - on a machine without AVX512_BF16, or with PXDIFF_CPU_BF16=0, asking for bf16 fails with the
-  reason, and `pxdiff info` says so.
+  reason, and `pxdiff info` says so;
+- where the kernel is AMX's (tdpbf16ps), PXDIFF_CPU_BF16_KERNEL=avx512 runs the vdpbf16ps one
+  instead (another order of the same sums: other bits, the same bound), and `pxdiff info` names
+  the kernel either way.
 The whole 400-step run's gate (<= 0.05 A) is tests/gpu/whole_run_accuracy.py --device cpu
 (docs/benchmarks.md gives the measurement).
 """
@@ -24,7 +27,8 @@ import pxfixtures
 import pxref
 from conftest import rel_err
 
-HAVE_BF16 = pxdiff.cpu_bf16_name().startswith("AVX512_BF16")
+HAVE_BF16 = pxdiff.cpu_bf16_name().startswith(("AVX512_BF16", "AMX"))
+HAVE_AMX = pxdiff.cpu_bf16_name().startswith("AMX")
 needs_bf16 = pytest.mark.skipif(not HAVE_BF16, reason=f"no CPU bf16 here: {pxdiff.cpu_bf16_name()}")
 
 # Small widths, 4 token blocks (K = 64 and 128: the kernel's K tails are test_cpu_gemm_bf16's).
@@ -133,3 +137,37 @@ def test_unavailable_bf16_says_why():
     if os.path.exists(exe):
         out = subprocess.run([exe, "info"], env=env, capture_output=True, text=True, timeout=60).stdout
         assert "cpu precisions: fp32; bf16: off (PXDIFF_CPU_BF16=0)" in out, out
+
+
+@pytest.mark.skipif(not HAVE_AMX, reason=f"no AMX kernel here: {pxdiff.cpu_bf16_name()}")
+def test_amx_and_forced_avx512_kernel(engines, tmp_path):
+    _, e32, ebf, inp = engines
+    N = inp.feats["ref_pos"].shape[0]
+    x = pxfixtures.random_coords(2, N, scale=16.0, seed=21)
+    t = torch.tensor([16.0, 0.7])
+    want, amx = call(e32, inp, x, t), call(ebf, inp, x, t)
+    out = tmp_path / "avx512.pt"
+    paths = [os.path.dirname(os.path.abspath(__file__)),
+             os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "ref"),
+             os.path.dirname(os.path.dirname(os.path.abspath(pxdiff.__file__)))]
+    env = dict(os.environ, PXDIFF_CPU_BF16_KERNEL="avx512",
+               PYTHONPATH=os.pathsep.join(paths + [os.environ.get("PYTHONPATH", "")]))
+    code = ("import sys, torch, pxdiff, pxfixtures\n"
+            "from test_cpu_bf16 import DIMS, call\n"
+            "assert pxdiff.cpu_bf16_name().startswith('AVX512_BF16'), pxdiff.cpu_bf16_name()\n"
+            "e = pxdiff.DiffusionModule.from_torch(pxfixtures.random_model(DIMS, seed=3))\n"
+            "e.set_backend('cpu', 'bf16')\n"
+            "inp = pxfixtures.random_features_for(DIMS, n_token=24, seed=4)\n"
+            "x = pxfixtures.random_coords(2, inp.feats['ref_pos'].shape[0], scale=16.0, seed=21)\n"
+            "torch.save(call(e, inp, x, torch.tensor([16.0, 0.7])), sys.argv[1])\n")
+    r = subprocess.run([sys.executable, "-c", code, str(out)], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    avx = torch.load(out)
+    assert rel_err(amx, want) <= 2e-3 and rel_err(avx, want) <= 2e-3
+    assert not torch.equal(amx, avx), "PXDIFF_CPU_BF16_KERNEL=avx512 gave the AMX kernel's bits"
+    exe = os.path.join(os.path.dirname(os.path.abspath(pxdiff._lib.lib._name)), "pxdiff")
+    if os.path.exists(exe):
+        out_amx = subprocess.run([exe, "info"], capture_output=True, text=True, timeout=60).stdout
+        out_avx = subprocess.run([exe, "info"], env=env, capture_output=True, text=True, timeout=60).stdout
+        assert "bf16: AMX kernel" in out_amx, out_amx
+        assert "bf16: AVX512_BF16 kernel" in out_avx and "PXDIFF_CPU_BF16_KERNEL=avx512" in out_avx, out_avx

@@ -657,12 +657,88 @@ out:
   px_embedder_free(fresh);
 }
 
+/* The atom transformer's s-side terms from the sparse reference features (px_embedder_sside,
+ * the path px_embed takes) against the dense path: c from px_atom_ref_single, then LN and
+ * every block's C x C products (px_atom_block_cache_build, the path checked against upstream
+ * through the diffusion module). Fresh random features that exercise what the sparse sums
+ * must get right: one-hot rows, rows with several or fractional entries, a mask of 0, 1 and
+ * values between, charges of both signs, positions far from the origin (a large mean of c). */
+static void test_sside_sparse(void) {
+  char path[4600];
+  snprintf(path, sizeof path, "%s/weights.safetensors", data_dir);
+  px_embedder *e = NULL;
+  px_embedder_w w;
+  memset(&w, 0, sizeof w);
+  if (px_embedder_load(path, &e) || px_embedder_w_load(path, &w)) {
+    CHECK_MSG(0, "load: %s", px_last_error());
+    px_embedder_free(e);
+    return;
+  }
+  const int N = 77, C = w.tf.c, nb = w.tf.n_blocks;
+  float *pos = malloc(sizeof(float) * N * 3), *chg = malloc(sizeof(float) * N), *mask = malloc(sizeof(float) * N);
+  float *el = calloc((size_t)N * 128, sizeof(float)), *nc = calloc((size_t)N * 256, sizeof(float));
+  float *c = malloc(sizeof(float) * N * C), *scratch = malloc(sizeof(float) * N * C);
+  float *bufs = malloc(sizeof(float) * (size_t)2 * nb * 8 * N * C);
+  px_atom_block_cache *dense = calloc((size_t)nb, sizeof *dense), *sparse = calloc((size_t)nb, sizeof *sparse);
+  if (!pos || !chg || !mask || !el || !nc || !c || !scratch || !bufs || !dense || !sparse) {
+    CHECK_MSG(0, "out of memory");
+    goto out;
+  }
+  for (int n = 0; n < N; n++) {
+    for (int d = 0; d < 3; d++) pos[n * 3 + d] = (float)(40.0 + 8.0 * tu_normal());
+    chg[n] = (float)(n % 5 == 0 ? 2.0 * tu_normal() : 0.0);
+    mask[n] = n % 11 == 3 ? 0.0f : n % 13 == 5 ? 0.37f : 1.0f;
+    el[(size_t)n * 128 + (int)(tu_uniform() * 128)] = 1.0f;
+    for (int k = 0; k < 4; k++) nc[(size_t)n * 256 + 64 * k + (int)(tu_uniform() * 64)] = 1.0f;
+    if (n % 7 == 2) /* not one-hot: several and fractional entries */
+      for (int j = 0; j < 20; j++) {
+        el[(size_t)n * 128 + (int)(tu_uniform() * 128)] += (float)tu_normal();
+        nc[(size_t)n * 256 + (int)(tu_uniform() * 256)] = (float)tu_uniform();
+      }
+  }
+  px_features f;
+  memset(&f, 0, sizeof f);
+  f.n_atom = N;
+  f.ref_pos = pos, f.ref_charge = chg, f.ref_mask = mask, f.ref_element = el, f.ref_atom_name_chars = nc;
+  tu_poison(bufs, (size_t)2 * nb * 8 * N * C);
+  for (int k = 0; k < nb; k++) {
+    px_atom_block_cache *cs[2] = {&dense[k], &sparse[k]};
+    for (int v = 0; v < 2; v++) {
+      float **b[8] = {&cs[v]->g_a, &cs[v]->b_a, &cs[v]->g_kv, &cs[v]->b_kv, &cs[v]->gate_last, &cs[v]->g_c,
+                      &cs[v]->b_c, &cs[v]->gate_ctb};
+      for (int i = 0; i < 8; i++) *b[i] = bufs + ((size_t)(v * nb + k) * 8 + i) * N * C;
+    }
+  }
+  px_atom_ref_single(&w.ref, &f, c);
+  int64_t bytes = 0;
+  CHECK(px_atom_block_cache_build(px_cpu_backend(), &w.tf, N, c, scratch, dense, &bytes) == 0);
+  px_embedder_sside(e, &f, sparse);
+  double worst = 0;
+  for (int k = 0; k < nb; k++) {
+    const float *d[8] = {dense[k].g_a, dense[k].b_a, dense[k].g_kv, dense[k].b_kv, dense[k].gate_last,
+                         dense[k].g_c, dense[k].b_c, dense[k].gate_ctb};
+    const float *s[8] = {sparse[k].g_a, sparse[k].b_a, sparse[k].g_kv, sparse[k].b_kv, sparse[k].gate_last,
+                         sparse[k].g_c, sparse[k].b_c, sparse[k].gate_ctb};
+    for (int i = 0; i < 8; i++) {
+      const double err = tu_rel_err_ff(s[i], d[i], (size_t)N * C);
+      CHECK_MSG(err <= 1e-5, "block %d term %d: sparse s-side terms %.3g from the dense path", k, i, err);
+      if (err > worst) worst = err;
+    }
+  }
+  printf("s-side terms from the sparse features: worst relative error %.2e against the dense path\n", worst);
+out:
+  free(pos), free(chg), free(mask), free(el), free(nc), free(c), free(scratch), free(bufs), free(dense), free(sparse);
+  px_embedder_w_free(&w);
+  px_embedder_free(e);
+}
+
 int main(void) {
   tu_seed();
   set_data_dir();
   test_upstream("quick_start");
   test_upstream("small");
   test_scratch_reuse();
+  test_sside_sparse();
   test_upstream_sensitivity();
   test_loading();
   test_bad_inputs();

@@ -20,7 +20,184 @@ struct px_embedder {
   atomic_flag scratch_busy;
   float *scratch;
   size_t scratch_n; /* floats */
+  /* The atom transformer's s-side terms as linear maps of the reference features (below):
+   * [n_feat rows][sside_w], row j = what feature column j adds to every term of an atom. */
+  float *sside;
+  int sside_w;
 };
+
+/* ------------------------------------------------- s-side terms, sparse -- */
+
+/* In the embedder the atom transformer's s is c itself, and c is linear in the reference
+ * features of its atom (px_atom_ref_single):
+ *   c = W g,  g = ref_mask * [ref_pos (3), asinh(ref_charge), ref_mask, ref_element (128),
+ *                            ref_atom_name_chars (256)]            (389 columns, W: [C, 389])
+ * and g has ~10 nonzero entries (two one-hots and five dense values). Every s-side term of
+ * every block is then a linear map of g, up to a per-atom scale:
+ *   LN(c) = (W' g) * rstd,  W' = W with each column's mean over the C channels removed
+ *     (so W' g = c - mean(c) exactly in exact arithmetic), rstd = 1 / sqrt(|W' g|^2 / C + eps)
+ *   AdaLN's  sigmoid(A LN(c) + a), B LN(c)  =  sigmoid((A W') g * rstd + a), (B W') g * rstd
+ *   the gates sigmoid(L c + l)             =  sigmoid((L W) g + l)
+ * (A, B with the LayerNorm weight folded into their columns, as px_atom_block_cache_build
+ * does). With the composite matrices made once per embedder, an atom's 8 * n_blocks terms
+ * cost ~10 column sums instead of 8 * n_blocks dense C x C products: the GEMMs that were
+ * ~40% of the embedder's multiply-adds. Centering W (instead of subtracting mean(c) * A 1
+ * afterwards) keeps the cancellation of LN's subtraction out of the sums. */
+
+enum { SSIDE_TERMS = 8 }; /* per block, in px_atom_block_cache's order (see term_of) */
+
+static int sside_n_feat(const px_embedder_w *w) { return 3 + 1 + w->ref.f.in; }
+
+/* Term i of a block: its matrix (C x C, row-major [out][in]), bias (or NULL), whether it
+ * reads LN(c) (1) or c (0), whether a sigmoid follows; and its buffer in the cache. */
+typedef struct {
+  const float *w, *ln_w, *b;
+  int normalized, sigmoid;
+} sside_term;
+
+static sside_term term_of(const px_block_w *B, int i) {
+  const px_adaln_w *ad[3] = {&B->ln_a, &B->ln_kv, &B->ctb_adaln};
+  switch (i) {
+  case 0: case 2: case 5: { /* g_a, g_kv, g_c */
+    const px_adaln_w *a = ad[i == 0 ? 0 : i == 2 ? 1 : 2];
+    return (sside_term){a->lin_s.w, a->ln_s_w, a->lin_s.b, 1, 1};
+  }
+  case 1: case 3: case 6: { /* b_a, b_kv, b_c */
+    const px_adaln_w *a = ad[i == 1 ? 0 : i == 3 ? 1 : 2];
+    return (sside_term){a->lin_nobias_s.w, a->ln_s_w, NULL, 1, 0};
+  }
+  case 4: return (sside_term){B->a_last.w, NULL, B->a_last.b, 0, 1};     /* gate_last */
+  default: return (sside_term){B->ctb_s.w, NULL, B->ctb_s.b, 0, 1};      /* gate_ctb */
+  }
+}
+
+static float **term_buf(px_atom_block_cache *o, int i) {
+  float **bufs[SSIDE_TERMS] = {&o->g_a, &o->b_a, &o->g_kv, &o->b_kv, &o->gate_last, &o->g_c, &o->b_c, &o->gate_ctb};
+  return bufs[i];
+}
+
+/* e->sside: row j = [W'[:, j] (C), then for every block and term (A W')[:, j] or (L W)[:, j]]. */
+static int sside_prepare(px_embedder *e) {
+  const px_embedder_w *w = &e->w;
+  const int C = w->tf.c, nf = sside_n_feat(w), cf = w->ref.f.in, nb = w->tf.n_blocks;
+  const int width = C * (1 + SSIDE_TERMS * nb);
+  px_backend *cpu = px_cpu_backend();
+  float *Xr = malloc(sizeof(float) * (size_t)nf * C * 2);    /* W^T and W'^T: [nf, C] each */
+  float *wf = malloc(sizeof(float) * (size_t)C * C);         /* one term's matrix, LN weight folded */
+  float *G = aligned_alloc(64, sizeof(float) * (((size_t)nf * width + 15) & ~(size_t)15));
+  if (!Xr || !wf || !G) {
+    free(Xr), free(wf), free(G);
+    return px_fail(PX_ERR_NOMEM, "out of memory for the condition embedder");
+  }
+  float *X = Xr, *Xc = Xr + (size_t)nf * C;
+  for (int j = 0; j < nf; j++) {
+    double mean = 0;
+    for (int o = 0; o < C; o++) {
+      const float v = j < 3 ? w->ref.ref_pos.w[(size_t)o * 3 + j]
+                    : j == 3 ? w->ref.ref_charge.w[o]
+                             : w->ref.f.w[(size_t)o * cf + (j - 4)];
+      X[(size_t)j * C + o] = v;
+      mean += v;
+    }
+    mean /= C;
+    for (int o = 0; o < C; o++) {
+      const double v = (double)X[(size_t)j * C + o] - mean;
+      Xc[(size_t)j * C + o] = (float)v;
+      G[(size_t)j * width + o] = (float)v;
+    }
+  }
+  /* Composite row j of term t: (M X[j]) for M the term's matrix, i.e. X @ M^T. */
+  for (int k = 0; k < nb; k++)
+    for (int i = 0; i < SSIDE_TERMS; i++) {
+      const sside_term t = term_of(&w->tf.blocks[k], i);
+      for (int r = 0; r < C; r++)
+        for (int j = 0; j < C; j++)
+          wf[(size_t)r * C + j] = t.w[(size_t)r * C + j] * (t.ln_w ? t.ln_w[j] : 1.0f);
+      cpu->linear(cpu, nf, C, C, t.normalized ? Xc : X, C, px_weight_f32(wf), NULL,
+                  G + (size_t)C * (1 + k * SSIDE_TERMS + i), width, 0, 0, PX_F32, PX_F32);
+    }
+  free(Xr);
+  free(wf);
+  e->sside = G;
+  e->sside_w = width;
+  return PX_OK;
+}
+
+/* acc[0, n) = sum over k of v[k] * rows[k][0, n), 64 columns at a time held in registers
+ * across the nz rows. Written with vectors (GCC/Clang vector extension, as design.c's pair
+ * pass): as a plain double loop GCC vectorizes across the rows with gathers instead. */
+typedef float sside_vec __attribute__((vector_size(8 * sizeof(float))));
+enum { SSIDE_VECS = 8, SSIDE_STRIP = 8 * SSIDE_VECS };
+static void sum_rows(int n, int nz, const float *v, const int *idx, const float *G, int64_t ld, float *acc) {
+  int o0 = 0;
+  for (; o0 + SSIDE_STRIP <= n; o0 += SSIDE_STRIP) {
+    sside_vec t[SSIDE_VECS];
+    for (int q = 0; q < SSIDE_VECS; q++) t[q] = (sside_vec){0};
+    for (int k = 0; k < nz; k++) {
+      const float *g = G + idx[k] * ld + o0;
+      const sside_vec vk = (sside_vec){0} + v[k];
+      for (int q = 0; q < SSIDE_VECS; q++) {
+        sside_vec x;
+        memcpy(&x, g + 8 * q, sizeof x);
+        t[q] += vk * x;
+      }
+    }
+    memcpy(acc + o0, t, sizeof t);
+  }
+  for (int o = o0; o < n; o++) {
+    float t = 0.0f;
+    for (int k = 0; k < nz; k++) t += v[k] * G[idx[k] * ld + o];
+    acc[o] = t;
+  }
+}
+
+/* Every block's s-side terms for s = c, into caches[k] (host buffers), from f. */
+void px_embedder_sside(const px_embedder *e, const px_features *f, px_atom_block_cache *caches) {
+  const px_embedder_w *w = &e->w;
+  const int C = w->tf.c, nb = w->tf.n_blocks, width = e->sside_w, N = f->n_atom;
+  const float *G = e->sside;
+#pragma omp parallel num_threads(px_num_threads())
+  {
+    float *acc = aligned_alloc(64, sizeof(float) * (((size_t)width + 15) & ~(size_t)15));
+#pragma omp for schedule(static)
+    for (int n = 0; n < N; n++) {
+      if (!acc) continue;
+      /* g's nonzero entries (a term w * 0 adds nothing to a finite sum). */
+      const float m = f->ref_mask[n];
+      const float *el = f->ref_element + (size_t)n * 128, *nc = f->ref_atom_name_chars + (size_t)n * 256;
+      int nzi[389];
+      float nzv[389];
+      int nz = 0;
+      const float dense[5] = {f->ref_pos[(size_t)n * 3], f->ref_pos[(size_t)n * 3 + 1], f->ref_pos[(size_t)n * 3 + 2],
+                              asinhf(f->ref_charge[n]), m};
+      for (int j = 0; j < 5; j++)
+        if (dense[j] * m != 0.0f) nzi[nz] = j, nzv[nz++] = dense[j] * m;
+      for (int j = 0; j < 128; j++)
+        if (el[j] * m != 0.0f) nzi[nz] = 5 + j, nzv[nz++] = el[j] * m;
+      for (int j = 0; j < 256; j++)
+        if (nc[j] * m != 0.0f) nzi[nz] = 133 + j, nzv[nz++] = nc[j] * m;
+      sum_rows(width, nz, nzv, nzi, G, width, acc);
+      double ss = 0;
+      for (int o = 0; o < C; o++) ss += (double)acc[o] * acc[o];
+      const float rstd = (float)(1.0 / sqrt(ss / C + 1e-5));
+      for (int k = 0; k < nb; k++)
+        for (int i = 0; i < SSIDE_TERMS; i++) {
+          const sside_term t = term_of(&w->tf.blocks[k], i);
+          const float *a = acc + (size_t)C * (1 + k * SSIDE_TERMS + i);
+          float *y = *term_buf(&caches[k], i) + (size_t)n * C;
+          const float s = t.normalized ? rstd : 1.0f;
+          for (int o = 0; o < C; o++) y[o] = a[o] * s + (t.b ? t.b[o] : 0.0f);
+        }
+    }
+    free(acc);
+  }
+  /* The sigmoids, with the backend's own function (as px_atom_block_cache_build applies it). */
+  px_backend *cpu = px_cpu_backend();
+  for (int k = 0; k < nb; k++)
+    for (int i = 0; i < SSIDE_TERMS; i++)
+      if (term_of(&w->tf.blocks[k], i).sigmoid)
+        cpu->activation(cpu, (int64_t)N * C, *term_buf(&caches[k], i), PX_ACT_SIGMOID);
+}
 
 /* ------------------------------------------------------------------ loading -- */
 
@@ -35,6 +212,11 @@ static int wrap(px_embedder_w *w, int rc, px_embedder **out) {
   atomic_flag_clear(&e->scratch_busy);
   e->device = PX_DEVICE_CPU;
   e->be = px_cpu_backend();
+  rc = sside_prepare(e);
+  if (rc) {
+    px_embedder_free(e);
+    return rc;
+  }
   *out = e;
   return PX_OK;
 }
@@ -151,6 +333,7 @@ void px_embedder_free(px_embedder *e) {
   if (!e) return;
   if (e->mirror) mirror_free(e->be, e->mirror);
   free(e->scratch);
+  free(e->sside);
   px_embedder_w_free(&e->w);
   free(e);
 }
@@ -396,8 +579,8 @@ int px_embed(const px_embedder *e, const px_features *f, const float *restype, c
     px_atom_block_cache *caches[1] = {h.cache};
     rc = px_atom_pair_bias_build(cpu, &w->ref, f, h.c, NULL, tfs, caches, 1, NULL, &bytes);
   }
-  if (!rc) rc = px_atom_block_cache_build(cpu, &w->tf, N, h.c, cb.scratch, h.cache, &bytes);
   if (rc) goto done;
+  px_embedder_sside(e, f, h.cache);
   for (int t = 0; t < T; t++) h.inv_count[t] = 0.0f;
   for (int n = 0; n < N; n++) {
     h.a2t[n] = f->atom_to_token_idx[n];

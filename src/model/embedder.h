@@ -94,6 +94,13 @@ PXDIFF_API const char *px_embedder_backend_name(const px_embedder *e); /* "cpu" 
 PXDIFF_API int px_embed(const px_embedder *e, const px_features *f, const float *restype, const float *hotspot,
              const int64_t *templ, const uint8_t *templ_mask, int dtype, float *s_inputs, float *z_trunk);
 
+/* ---- internal: the atom transformer's s-side terms (AdaLN scales and shifts, gates) of
+ * every block for s = c, computed from the reference features' nonzero entries through
+ * composite matrices made at load (model/embedder.c says why); into caches[k]'s eight
+ * buffers, which the caller sets (host memory, N x c_atom each). Equal, up to rounding, to
+ * px_atom_ref_single then px_atom_block_cache_build (tests/test_embedder.c checks it). */
+void px_embedder_sside(const px_embedder *e, const px_features *f, px_atom_block_cache *caches);
+
 /* ---- internal: the weights (model/weights.c, model/load.c) ---- */
 typedef struct {
   px_embedder_dims dims;

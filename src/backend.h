@@ -97,7 +97,8 @@ struct px_backend {
   /* Full attention over T tokens per sample, H heads of width d (head h owns channels
    * h*d..h*d+d-1): O = softmax(scale * Q K^T + bias[h]) V. Q, K, V rows have stride ld;
    * bias [H, T, T]; O [S*T, H*d] contiguous. With a gate G (row stride ldg, NULL for
-   * none) the output is O * sigmoid(G), the attention gate applied in the same pass. O of type ot. */
+   * none) the output is O * sigmoid(G), the attention gate applied in the same pass. O of type ot;
+   * with ot PX_F16 a backend may also round scale * Q, K, V to fp16 (fp16_range.c bounds them). */
   void (*attention_full)(px_backend *b, int S, int T, int H, int d, const float *Q,
                          const float *K, const float *V, int ld, const float *bias, float scale,
                          void *O, const float *G, int ldg, px_etype ot);

@@ -1,5 +1,5 @@
-/* The tensor-core attention (src/cuda/attention_tc.cu) used by the CUDA backend's TF32
- * and BF16 precisions, against the CPU backend (fp32) on fresh random inputs at awkward
+/* The tensor-core attention (src/cuda/attention_tc.cu) used by the CUDA backend's TF32,
+ * BF16 and FP16 precisions (fp16 outputs: the fp16-operand kernel), against the CPU backend (fp32) on fresh random inputs at awkward
  * sizes, outputs poisoned with NaN before each run: relative error <= 2e-3 and finite.
  * The FP32 backend must still give the exact kernel (1e-5). Also prints, without
  * checking, a CPU emulation of the error that tf32 and bf16 operands give (to compare
@@ -69,6 +69,44 @@ static void run_full(int prec, int S, int T, int H, int d, int ld_extra, double 
   snprintf(what, sizeof what, "%s full S=%d T=%d H=%d d=%d ld=%d", prec_name(prec), S, T, H, d, ld);
   compare(g, what, dO, want, no, tol);
   free(P); free(bias); free(want);
+  g->free(g, dP); g->free(g, dbias); g->free(g, dO);
+}
+
+/* fp16 value h as a float (normal, subnormal, inf / NaN). */
+static float fp16_value(uint16_t h) {
+  const int e = (h >> 10) & 31, man = h & 1023;
+  const float v = e == 0 ? ldexpf((float)man, -24) : e == 31 ? (man ? NAN : INFINITY) : ldexpf((float)(man | 1024), e - 25);
+  return (h & 0x8000) ? -v : v;
+}
+
+/* Full attention with an fp16 output, the FP16 precision's token blocks: the fp16-operand
+ * kernel (or with PXDIFF_NO_H16_ATTENTION the TF32 one); gated: times sigmoid(G), G at
+ * column 3C. Output poisoned (0xFFFF, NaN) before the run. */
+static void run_full16(int S, int T, int H, int d, int ld_extra, int gated, double tol) {
+  px_backend *g = px_cuda_backend(PX_PRECISION_FP16);
+  const int C = H * d, ld = 4 * C + ld_extra;
+  const size_t nq = (size_t)S * T * ld, no = (size_t)S * T * C, nb = (size_t)H * T * T;
+  float *P = rnd(nq, 1.0), *bias = rnd(nb, 2.0), *want = malloc(sizeof(float) * no);
+  float *got = malloc(sizeof(float) * no);
+  uint16_t *h = malloc(sizeof(uint16_t) * no);
+  for (size_t i = 0; i < no; i++) h[i] = 0xFFFFu;
+  float *dP = up(g, P, nq), *dbias = up(g, bias, nb);
+  uint16_t *dO = g->alloc(g, sizeof(uint16_t) * no);
+  g->upload(g, dO, h, sizeof(uint16_t) * no);
+  const float scale = 1.0f / sqrtf((float)d);
+  cpu->attention_full(cpu, S, T, H, d, P, P + C, P + 2 * C, ld, bias, scale, want, gated ? P + 3 * C : NULL, ld,
+                      PX_F32);
+  g->attention_full(g, S, T, H, d, dP, dP + C, dP + 2 * C, ld, dbias, scale, dO, gated ? dP + 3 * C : NULL, ld,
+                    PX_F16);
+  g->download(g, h, dO, sizeof(uint16_t) * no);
+  for (size_t i = 0; i < no; i++) got[i] = fp16_value(h[i]);
+  const double e = tu_rel_err_ff(got, want, no);
+  char what[128];
+  snprintf(what, sizeof what, "fp16 full S=%d T=%d H=%d d=%d ld=%d%s", S, T, H, d, ld, gated ? " gated" : "");
+  CHECK_MSG(e <= tol, "%s: rel err %.3g (tol %.1g)", what, e, tol);
+  CHECK_MSG(g->status(g) == 0, "%s: CUDA error %s", what, px_last_error());
+  printf("  %-58s rel err %.2e\n", what, e);
+  free(P); free(bias); free(want); free(got); free(h);
   g->free(g, dP); g->free(g, dbias); g->free(g, dO);
 }
 
@@ -163,6 +201,29 @@ static double now_s(void) {
 }
 static void bench(void) {
   const int reps = 50;
+  { /* fp16 outputs (FP16 precision, gated as the model's): S=10, T=150/330/620, H=16, d=48 */
+    px_backend *g = px_cuda_backend(PX_PRECISION_FP16);
+    static const int Ts[] = {150, 330, 620};
+    for (int i = 0; i < 3; i++) {
+      const int S = 10, T = Ts[i], H = 16, d = 48, C = H * d, ld = 4 * C;
+      const size_t nq = (size_t)S * T * ld, nb = (size_t)H * T * T;
+      float *P = rnd(nq, 1.0), *bias = rnd(nb, 2.0);
+      float *dP = up(g, P, nq), *dbias = up(g, bias, nb);
+      uint16_t *dO = g->alloc(g, sizeof(uint16_t) * (size_t)S * T * C);
+      for (int r = 0; r < 3; r++)
+        g->attention_full(g, S, T, H, d, dP, dP + C, dP + 2 * C, ld, dbias, 0.144f, dO, dP + 3 * C, ld, PX_F16);
+      g->sync(g);
+      double t0 = now_s();
+      for (int r = 0; r < reps; r++)
+        g->attention_full(g, S, T, H, d, dP, dP + C, dP + 2 * C, ld, dbias, 0.144f, dO, dP + 3 * C, ld, PX_F16);
+      g->sync(g);
+      printf("  bench fp16%s attention_full gated S=%d T=%d H=%d d=%d: %.1f us/call\n",
+             getenv("PXDIFF_NO_H16_ATTENTION") ? " (tf32 kernel)" : "", S, T, H, d, (now_s() - t0) / reps * 1e6);
+      free(P); free(bias);
+      g->free(g, dP); g->free(g, dbias); g->free(g, dO);
+    }
+    CHECK_MSG(g->status(g) == 0, "bench: CUDA error %s", px_last_error());
+  }
   for (int prec = PX_PRECISION_FP32; prec <= PX_PRECISION_TF32; prec++) {
     px_backend *g = px_cuda_backend(prec);
     { /* full: S=10, T=330, H=16, d=48 */
@@ -230,6 +291,11 @@ int main(void) {
       {2, 127, 4, 32, 64, 1},  {1, 100, 2, 32, 33, 0}};
   for (size_t i = 0; i < sizeof local / sizeof local[0]; i++)
     run_local(PX_PRECISION_TF32, local[i][0], local[i][1], local[i][2], local[i][3], local[i][4], local[i][5], tol);
+  /* FP16 backend, fp16 outputs: the fp16-operand kernel at the same awkward shapes (64- and
+   * 128-query blocks, partial last tiles, odd T without 8-byte bias loads, wide rows),
+   * gated every other shape */
+  for (size_t i = 0; i < sizeof full / sizeof full[0]; i++)
+    run_full16(full[i][0], full[i][1], full[i][2], full[i][3], full[i][4], (int)(i % 2), tol);
   /* BF16 backend (same tensor-core path) and the exact FP32 kernel kept for fp32 */
   run_full(PX_PRECISION_BF16, 2, 330, 16, 48, 0, tol);
   run_local(PX_PRECISION_BF16, 2, 2320, 4, 32, 128, 0, tol);

@@ -34,8 +34,8 @@ static double max_abs(const float *x, size_t n) {
 
 /* One token block's GEMM inputs for M rows of a and s (the model's algebra on the CPU
  * backend); returns the largest magnitudes of an (attention, transition), att, the SwiGLU's
- * input [x1 | x2] and its output hs. */
-static void block_inputs(const px_model *m, int k, int M, const float *a, const float *s, double out[5]) {
+ * input [x1 | x2], its output hs, and the attention's q, k, v. */
+static void block_inputs(const px_model *m, int k, int M, const float *a, const float *s, double out[6]) {
   px_backend *cpu = px_cpu_backend();
   const px_transformer_w *tf = &m->tok_tf;
   const px_block_w *B = &tf->blocks[k];
@@ -57,6 +57,11 @@ static void block_inputs(const px_model *m, int k, int M, const float *a, const 
     out[i] = max_abs(an, (size_t)M * C);
     if (i == 0) { /* the attention: one sample of M tokens, gate columns of proj */
       cpu->linear(cpu, M, 4 * C, C, an, C, px_weight_f32(B->proj1.w), B->proj1.b, proj, 4 * C, 0, 0, PX_F32, PX_F32);
+      out[5] = 0;
+      for (int r = 0; r < M; r++) {
+        const double q = max_abs(proj + (size_t)r * 4 * C, (size_t)3 * C);
+        if (q > out[5]) out[5] = q;
+      }
       cpu->attention_full(cpu, 1, M, H, dh, proj, proj + C, proj + 2 * C, 4 * C, bias, 1.0f / sqrtf((float)dh), att,
                           proj + 3 * C, 4 * C, PX_F32);
       out[2] = max_abs(att, (size_t)M * C);
@@ -87,7 +92,7 @@ int main(void) {
   for (int k = 0; k < tf->n_blocks; k++) {
     px_fp16_bounds b;
     CHECK(px_token_block_fp16_bounds(m, k, &b) == 0);
-    double worst[5] = {0, 0, 0, 0, 0}, seen[5];
+    double worst[6] = {0, 0, 0, 0, 0, 0}, seen[6];
     for (int trial = 0; trial < 6; trial++) {
       float *a = malloc(sizeof(float) * (size_t)M * C), *s = malloc(sizeof(float) * (size_t)M * cs);
       tu_fill_normal(a, (size_t)M * C, trial < 3 ? 1.0 : 1e3);
@@ -104,21 +109,22 @@ int main(void) {
         }
       }
       block_inputs(m, k, M, a, s, seen);
-      for (int i = 0; i < 5; i++)
+      for (int i = 0; i < 6; i++)
         if (seen[i] > worst[i]) worst[i] = seen[i];
       free(a);
       free(s);
     }
-    const double bound[5] = {b.an[0], b.an[1], b.att, b.swiglu_in, b.swiglu};
-    const char *name[5] = {"attention AdaLN", "transition AdaLN", "attention output", "SwiGLU input", "SwiGLU"};
-    for (int i = 0; i < 5; i++)
+    const double bound[6] = {b.an[0], b.an[1], b.att, b.swiglu_in, b.swiglu, b.qkv};
+    const char *name[6] = {"attention AdaLN", "transition AdaLN", "attention output", "SwiGLU input", "SwiGLU",
+                           "attention q, k, v"};
+    for (int i = 0; i < 6; i++)
       CHECK_MSG(worst[i] <= bound[i], "block %d %s: max |x| %.4g over the bound %.4g", k, name[i], worst[i], bound[i]);
     /* the adversarial rows reach the AdaLN bound up to the sigmoid gate on LN(a) */
     CHECK_MSG(worst[0] >= 0.4 * b.an[0], "block %d: AdaLN bound %.4g far above what inputs reach (%.4g)", k, b.an[0],
               worst[0]);
     CHECK_MSG(px_token_block_fp16_exp(m, k) >= 0, "block %d: synthetic weights refused fp16", k);
   }
-  CHECK(px_token_block_fp16_bounds(m, tf->n_blocks, &(px_fp16_bounds){{0, 0}, 0, 0, 0}) == -1);
+  CHECK(px_token_block_fp16_bounds(m, tf->n_blocks, &(px_fp16_bounds){{0, 0}, 0, 0, 0, 0}) == -1);
 
   /* The SwiGLU bound grows with the square of the AdaLN shift: a larger shift is absorbed
    * by a larger exponent, then refused. */
@@ -137,6 +143,13 @@ int main(void) {
   o[5] = 1e5f;
   CHECK_MSG(px_token_block_fp16_exp(m, 1) == -1, "a weight of 1e5 accepted");
   o[5] = keep;
+  CHECK(px_token_block_fp16_exp(m, 1) >= 0);
+  /* a q beyond fp16 through linear_q's bias alone (kept in fp32, feeds only the fp16 attention) */
+  float *qb = tf->blocks[1].proj1.b;
+  const float qkeep = qb[3];
+  qb[3] = 7e4f;
+  CHECK_MSG(px_token_block_fp16_exp(m, 1) == -1, "a q bias of 7e4 accepted");
+  qb[3] = qkeep;
   CHECK(px_token_block_fp16_exp(m, 1) >= 0);
   scale_all(tf->blocks[2].a12.w, (size_t)2 * tf->hidden * C, 1e-6f);
   CHECK_MSG(px_token_block_fp16_exp(m, 2) == -1, "weights near fp16's subnormal range accepted");

@@ -1,5 +1,6 @@
 // Flash attention on the tensor cores (TF32 mma.sync.m16n8k8, fp32 accumulation) for the
-// CUDA backend's TF32 and BF16 precisions.
+// CUDA backend's TF32 and BF16 precisions, and on fp16 operands (m16n8k16) for the FP16
+// precision's full attention (k_attention_h16, below).
 //
 // Each warp owns 16 query rows. Per 64-key tile: K and V sit in shared memory already
 // rounded to tf32, S = Q K^T + bias runs on the tensor cores with the pair bias as the
@@ -363,6 +364,241 @@ k_attention_tc(int L, int H, int ld, const float *__restrict__ Q, const float *_
   store_rows<D, OT>(o, l0, l1, O, G, ldg, base, L, H, h, i0, i1, t);
 }
 
+// ---- fp16 operands (the FP16 precision's full attention) ----
+//
+// The same flash attention on mma.sync.m16n8k16 with fp16 operands and fp32 accumulation,
+// for token blocks whose GEMM inputs are fp16 (out_type 2): fp16 keeps tf32's 10-bit
+// mantissa, so the error is the TF32 kernel's, while a key tile takes half the tensor
+// instructions (48 instead of 96 at d = 48) and half the shared-memory bytes per operand.
+// Range: Q (scaled), K and V are stored as fp16; model/fp16_range.c admits a block to fp16
+// only when its bounds on |q|, |k|, |v| fit fp16 (qkv, att), P lies in [0, 1], and S and O
+// accumulate in fp32. P is rounded to fp16 for the mma (subnormal below 2^-14: those
+// weights are under 2^-14 of the row's largest); the softmax denominator sums the unrounded
+// fp32 P (round to nearest: the difference is unbiased, at the rounding's own size).
+//
+// Staging: each thread cp.asyncs its own 16-byte chunks of the next tile's K and V rows
+// (fp32, one landing area) while the warps compute on the current tile, then converts
+// exactly those chunks to fp16 into one of two fp16 stages: no other thread reads the
+// landing area, so it needs no barrier, and one barrier per tile (the fp16 stage is full)
+// replaces the TF32 kernel's two. Operands come out of the fp16 stages by ldmatrix: K
+// row-major (rows = keys: the B operand of S = Q K^T as stored), V also row-major, read
+// transposed (.trans) as the B operand of O = P V. P goes from the S accumulators to the A
+// operand of P V without moving (the m16n8 accumulator of keys 8n.. and 8n+8.. is the
+// m16n8k16 A fragment of keys 16j..). V's columns are stored permuted within each 16:
+// smem column 8 e + n holds feature 2 n + e, so output tile 2m, column n is feature
+// 16 m + 2 n and tile 2m+1 feature 16 m + 2 n + 1: store_rows' layout (float4 runs).
+template <int D>
+struct H16Cfg {
+  static constexpr int DP = D + 8;                   // halves per fp16 row: 16-byte aligned rows, ldmatrix conflict-free
+  static constexpr int LAND = 2 * KT * D;            // floats of the fp32 landing area (K rows, then V rows)
+  static constexpr int STAGE = 2 * KT * DP;          // halves per fp16 stage (K rows, then V rows)
+  static constexpr int SMEM = LAND * (int)sizeof(float) + 2 * STAGE * 2;
+};
+
+__device__ __forceinline__ void mma_f16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+// Four 8x8 b16 matrices; lanes 8i..8i+7 give the row addresses of matrix i, r[i] its
+// fragment (row lane/4, columns 2 (lane%4), +1; .trans: the transposed matrix's).
+__device__ __forceinline__ void ldsm4(uint32_t (&r)[4], const uint16_t *p) {
+  const unsigned a = (unsigned)__cvta_generic_to_shared(p);
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a)
+               : "memory");
+}
+__device__ __forceinline__ void ldsm4_t(uint32_t (&r)[4], const uint16_t *p) {
+  const unsigned a = (unsigned)__cvta_generic_to_shared(p);
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a)
+               : "memory");
+}
+
+// Q fragments (m16n8k16 A, row-major, features in order) of rows qp0, qp1, scaled, fp16.
+template <int D>
+__device__ __forceinline__ void load_q16(uint32_t (&qa)[D / 16][4], const float *qp0, const float *qp1,
+                                         float scale, int t) {
+#pragma unroll
+  for (int m = 0; m < D / 16; m++) {
+    const float2 a = __ldg(reinterpret_cast<const float2 *>(qp0 + 16 * m + 2 * t));
+    const float2 b = __ldg(reinterpret_cast<const float2 *>(qp1 + 16 * m + 2 * t));
+    const float2 c = __ldg(reinterpret_cast<const float2 *>(qp0 + 16 * m + 2 * t + 8));
+    const float2 e = __ldg(reinterpret_cast<const float2 *>(qp1 + 16 * m + 2 * t + 8));
+    qa[m][0] = pack_half2<2>(a.x * scale, a.y * scale);
+    qa[m][1] = pack_half2<2>(b.x * scale, b.y * scale);
+    qa[m][2] = pack_half2<2>(c.x * scale, c.y * scale);
+    qa[m][3] = pack_half2<2>(e.x * scale, e.y * scale);
+  }
+}
+
+// One key tile of a warp's 16 rows on fp16 operands (as tile_math). Kh, Vh: the stage's
+// first K and V rows (DP halves each, every row finite: keys past the end are zeros).
+template <int D, bool FULL>
+__device__ __forceinline__ void tile_math16(float (&sc)[KT / 8][4], const uint16_t *Kh, const uint16_t *Vh,
+                                            int nk, const uint32_t (&qa)[D / 16][4], float (&o)[D / 8][4],
+                                            float &m0, float &m1, float &l0, float &l1, int lane) {
+  constexpr int DP = H16Cfg<D>::DP;
+  const int t = lane & 3;
+  // S = Q K^T + bias, two 8-key groups per ldmatrix: matrices (keys +0..7 | +8..15) x
+  // (features 16m.. | 16m+8..) give b0, b1 of each group.
+  const uint16_t *kl = Kh + (8 * (lane >> 4) + (lane & 7)) * DP + 8 * ((lane >> 3) & 1);
+#pragma unroll
+  for (int n2 = 0; n2 < KT / 16; n2++) {
+    if (FULL || 16 * n2 < nk) {
+#pragma unroll
+      for (int m = 0; m < D / 16; m++) {
+        uint32_t kb[4];
+        ldsm4(kb, kl + 16 * n2 * DP + 16 * m);
+        mma_f16(sc[2 * n2], qa[m], kb[0], kb[1]);
+        mma_f16(sc[2 * n2 + 1], qa[m], kb[2], kb[3]);
+      }
+    }
+  }
+  if (!FULL && nk < KT) {
+#pragma unroll
+    for (int n = 0; n < KT / 8; n++) {
+      const int jj = 8 * n + 2 * t;
+      if (jj >= nk) sc[n][0] = sc[n][2] = -INFINITY;
+      if (jj + 1 >= nk) sc[n][1] = sc[n][3] = -INFINITY;
+    }
+  }
+  float mx0 = m0, mx1 = m1;
+#pragma unroll
+  for (int n = 0; n < KT / 8; n++) {
+    mx0 = fmaxf(mx0, fmaxf(sc[n][0], sc[n][1]));
+    mx1 = fmaxf(mx1, fmaxf(sc[n][2], sc[n][3]));
+  }
+  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+  const float f0 = ex2((m0 - mx0) * L2E), f1 = ex2((m1 - mx1) * L2E);
+  const float nm0 = -mx0 * L2E, nm1 = -mx1 * L2E;
+  m0 = mx0;
+  m1 = mx1;
+  l0 *= f0;
+  l1 *= f1;
+#pragma unroll
+  for (int dn = 0; dn < D / 8; dn++) {
+    o[dn][0] *= f0;
+    o[dn][1] *= f0;
+    o[dn][2] *= f1;
+    o[dn][3] *= f1;
+  }
+  // O += P V, 16 keys per step: matrices (keys +0..7 | +8..15) x (smem columns 16m.. |
+  // 16m+8..), transposed, give b0, b1 of output tiles 2m and 2m+1.
+  const uint16_t *vl = Vh + (8 * ((lane >> 3) & 1) + (lane & 7)) * DP + 8 * (lane >> 4);
+#pragma unroll
+  for (int j = 0; j < KT / 16; j++) {
+    if (FULL || 16 * j < nk) {
+      const float p00 = ex2(fmaf(sc[2 * j][0], L2E, nm0)), p01 = ex2(fmaf(sc[2 * j][1], L2E, nm0));
+      const float p02 = ex2(fmaf(sc[2 * j][2], L2E, nm1)), p03 = ex2(fmaf(sc[2 * j][3], L2E, nm1));
+      const float p10 = ex2(fmaf(sc[2 * j + 1][0], L2E, nm0)), p11 = ex2(fmaf(sc[2 * j + 1][1], L2E, nm0));
+      const float p12 = ex2(fmaf(sc[2 * j + 1][2], L2E, nm1)), p13 = ex2(fmaf(sc[2 * j + 1][3], L2E, nm1));
+      l0 += (p00 + p01) + (p10 + p11);
+      l1 += (p02 + p03) + (p12 + p13);
+      const uint32_t pa[4] = {pack_half2<2>(p00, p01), pack_half2<2>(p02, p03), pack_half2<2>(p10, p11),
+                              pack_half2<2>(p12, p13)};
+#pragma unroll
+      for (int m = 0; m < D / 16; m++) {
+        uint32_t vb[4];
+        ldsm4_t(vb, vl + 16 * j * DP + 16 * m);
+        mma_f16(o[2 * m], pa, vb[0], vb[1]);
+        mma_f16(o[2 * m + 1], pa, vb[2], vb[3]);
+      }
+    }
+  }
+}
+
+// Full attention on fp16 operands: QT = 128 or 64 queries per block (8 or 4 warps), bias
+// [H, L, L], O's elements OT (store4; the backend launches it for fp16 outputs).
+template <int D, int OT, int QT>
+__global__ void __launch_bounds__(QT * 2, 256 / QT)
+k_attention_h16(int L, int H, int ld, const float *__restrict__ Q, const float *__restrict__ K,
+                const float *__restrict__ V, const float *__restrict__ bias, float scale,
+                void *__restrict__ O, const float *__restrict__ G, int ldg) {
+  constexpr int NT = QT * 2, CH = D / 4, DP = H16Cfg<D>::DP;
+  constexpr int CPT = KT * CH / NT;  // 16-byte chunks of K (and of V) per thread per tile
+  static_assert(KT * CH % NT == 0, "chunks must divide evenly among the threads");
+  extern __shared__ __align__(16) float smem[];
+  float *land = smem;  // [KT][D] K rows, then [KT][D] V rows
+  uint16_t *stages = reinterpret_cast<uint16_t *>(smem + H16Cfg<D>::LAND);
+  const int tile = blockIdx.x, h = blockIdx.y, s = blockIdx.z;
+  const int tid = threadIdx.x, w = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+  const int q0 = tile * QT;
+  const size_t base = (size_t)s * L;
+  const int r0 = w * 16 + g, r1 = r0 + 8;
+  const int i0 = q0 + r0, i1 = q0 + r1;
+  const int c0 = min(i0, L - 1), c1 = min(i1, L - 1);  // rows past L: row L-1's data, never stored
+  const int ntiles = (L + KT - 1) / KT;
+  const float *Kb0 = K + base * ld + h * D, *Vb0 = V + base * ld + h * D;
+
+  // This thread's chunks of tile `it` into the landing area; keys past the end zero-filled.
+  auto issue = [&](int it) {
+    const int nk = min(KT, L - it * KT);
+#pragma unroll
+    for (int i = 0; i < CPT; i++) {
+      const int idx = tid + i * NT, j = idx / CH, c4 = (idx % CH) * 4;
+      const bool ok = j < nk;
+      const int go = ok ? (it * KT + j) * ld + c4 : 0;
+      cp_async16(land + idx * 4, Kb0 + go, ok);
+      cp_async16(land + KT * D + idx * 4, Vb0 + go, ok);
+    }
+    cp_async_commit();
+  };
+  issue(0);
+
+  const float *b0p = bias + ((int64_t)h * L + c0) * L, *b1p = bias + ((int64_t)h * L + c1) * L;
+  const bool bias8 = (L % 2 == 0) && ((uintptr_t)bias % 8 == 0);
+  uint32_t qa[D / 16][4];
+  load_q16<D>(qa, Q + (base + c0) * ld + h * D, Q + (base + c1) * ld + h * D, scale, t);
+  float o[D / 8][4];
+#pragma unroll
+  for (int dn = 0; dn < D / 8; dn++) o[dn][0] = o[dn][1] = o[dn][2] = o[dn][3] = 0.0f;
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+  const bool active = q0 + w * 16 < L;  // warps wholly past L only stage K / V
+
+  auto tile_step = [&](int it, auto full) {
+    constexpr bool FULL = decltype(full)::value;
+    const int t0 = it * KT, nk = FULL ? KT : min(KT, L - t0);
+    float sc[KT / 8][4];
+    if (active) load_bias<FULL>(sc, b0p, b1p, t0, L, t);
+    uint16_t *Kh = stages + (it & 1) * H16Cfg<D>::STAGE, *Vh = Kh + KT * DP;
+    cp_async_wait<0>();
+    // Own chunks to fp16. The stage was last read by tile it-2's math, which every warp
+    // finished before tile it-1's barrier. At most 3 chunks at a time: with the bias (32
+    // registers) live, 6 at once spilled at QT = 64 (d = 48).
+#pragma unroll 3
+    for (int i = 0; i < CPT; i++) {
+      const int idx = tid + i * NT, j = idx / CH, c4 = (idx % CH) * 4;
+      const float4 kx = *reinterpret_cast<const float4 *>(land + idx * 4);
+      const float4 vx = *reinterpret_cast<const float4 *>(land + KT * D + idx * 4);
+      *reinterpret_cast<uint2 *>(Kh + j * DP + c4) = make_uint2(pack_half2<2>(kx.x, kx.y), pack_half2<2>(kx.z, kx.w));
+      // V: feature 16m + 2n + e at smem column 16m + 8e + n (c4 = 16m + 4u: n = 2u, 2u+1).
+      uint16_t *vr = Vh + j * DP + (c4 & ~15) + ((c4 & 15) >> 1);
+      *reinterpret_cast<uint32_t *>(vr) = pack_half2<2>(vx.x, vx.z);
+      *reinterpret_cast<uint32_t *>(vr + 8) = pack_half2<2>(vx.y, vx.w);
+    }
+    // The landing area is this thread's alone, and its values are in registers (stored
+    // above): the next tile's copies may land now, during this tile's math.
+    if (it + 1 < ntiles) issue(it + 1);
+    __syncthreads();
+    if (active) tile_math16<D, FULL>(sc, Kh, Vh, nk, qa, o, m0, m1, l0, l1, lane);
+  };
+
+  for (int it = 0; it < ntiles; it++) {
+    if (bias8 && L - it * KT >= KT)
+      tile_step(it, Flag<true>());
+    else
+      tile_step(it, Flag<false>());
+  }
+  store_rows<D, OT>(o, l0, l1, O, G, ldg, base, L, H, h, i0, i1, t);
+}
+
 // Local attention: query trunks of 32 see windows of nkw keys starting 32 tr - off,
 // off = (nkw - 32) / 2; bias [H, n_trunks, 32, nkw]. A block takes TPB consecutive
 // trunks (TPB = 4 at the model's sizes: 128 queries, 8 warps; fewer where shared memory
@@ -489,9 +725,13 @@ cudaError_t launch(cudaStream_t st, int S, int L, int H, int ld, const float *Q,
         cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess ||
         cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev) != cudaSuccess ||
         cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
-        optin < TcCfg<D>::SMEM || !full(k_attention_tc<D, 0, 128>) || !full(k_attention_tc<D, 1, 128>) ||
-        !full(k_attention_tc<D, 2, 128>) || !full(k_attention_tc<D, 0, 64>) || !full(k_attention_tc<D, 1, 64>) ||
-        !full(k_attention_tc<D, 2, 64>) ||
+        optin < TcCfg<D>::SMEM || optin < H16Cfg<D>::SMEM || !full(k_attention_tc<D, 0, 128>) ||
+        !full(k_attention_tc<D, 1, 128>) || !full(k_attention_tc<D, 2, 128>) || !full(k_attention_tc<D, 0, 64>) ||
+        !full(k_attention_tc<D, 1, 64>) || !full(k_attention_tc<D, 2, 64>) ||
+        cudaFuncSetAttribute(k_attention_h16<D, 2, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             H16Cfg<D>::SMEM) != cudaSuccess ||
+        cudaFuncSetAttribute(k_attention_h16<D, 2, 64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             H16Cfg<D>::SMEM) != cudaSuccess ||
         cudaFuncSetAttribute(k_attention_tc_local<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              optin) != cudaSuccess) {
       cudaGetLastError();  // not a sticky error: the exact kernels run instead
@@ -527,8 +767,13 @@ cudaError_t launch(cudaStream_t st, int S, int L, int H, int ld, const float *Q,
     // registers, fewer where shared memory is short) are taken when they need fewer waves
     // (d = 48, T=150, S=10: 320 blocks of 128 queries are two waves of 2 x 132, 480 of 64
     // one wave of 4 x 132).
+    // fp16 outputs (the FP16 precision's blocks) take the fp16-operand kernel unless
+    // PXDIFF_NO_H16_ATTENTION is set (then the TF32 one, for comparisons).
+    static const bool no_h16 = getenv("PXDIFF_NO_H16_ATTENTION") != nullptr;
+    const bool h16 = ot == 2 && !no_h16;
+    const int smem = h16 ? H16Cfg<D>::SMEM : TcCfg<D>::SMEM;
     auto waves = [&](int qt) {
-      const int by_smem = lim.per_sm / (TcCfg<D>::SMEM + 1024);  // 1 KB per block is the system's
+      const int by_smem = lim.per_sm / (smem + 1024);  // 1 KB per block is the system's
       const int per_sm = by_smem < 256 / qt ? by_smem : 256 / qt;
       const int64_t blocks = (int64_t)((L + qt - 1) / qt) * H * S, slots = (int64_t)lim.sms * (per_sm > 0 ? per_sm : 1);
       return (blocks + slots - 1) / slots;
@@ -537,7 +782,14 @@ cudaError_t launch(cudaStream_t st, int S, int L, int H, int ld, const float *Q,
 #define PX_FULL_ATT(OT_, QT_)                                                                          \
   k_attention_tc<D, OT_, QT_><<<dim3((L + QT_ - 1) / QT_, H, S), 2 * QT_, TcCfg<D>::SMEM, st>>>( \
       L, H, ld, Q, K, V, bias, scale, O, G, ldg)
-    if (qt == 128) {
+    if (h16) {
+      if (qt == 128)
+        k_attention_h16<D, 2, 128><<<dim3((L + 127) / 128, H, S), 256, H16Cfg<D>::SMEM, st>>>(L, H, ld, Q, K, V, bias,
+                                                                                             scale, O, G, ldg);
+      else
+        k_attention_h16<D, 2, 64><<<dim3((L + 63) / 64, H, S), 128, H16Cfg<D>::SMEM, st>>>(L, H, ld, Q, K, V, bias,
+                                                                                          scale, O, G, ldg);
+    } else if (qt == 128) {
       if (ot == 0) PX_FULL_ATT(0, 128);
       else if (ot == 1) PX_FULL_ATT(1, 128);
       else PX_FULL_ATT(2, 128);

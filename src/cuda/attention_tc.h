@@ -1,5 +1,5 @@
-// Tensor-core (TF32 mma.sync) flash attention for the CUDA backend's reduced precisions
-// (TF32 and BF16); PX_PRECISION_FP32 keeps the exact fp32 kernels in attention.cu.
+// Tensor-core (TF32 / FP16 mma.sync) flash attention for the CUDA backend's reduced
+// precisions (TF32, BF16, FP16); PX_PRECISION_FP32 keeps the exact fp32 kernels in attention.cu.
 #ifndef PX_CUDA_ATTENTION_TC_H
 #define PX_CUDA_ATTENTION_TC_H
 
@@ -13,7 +13,9 @@
 // multiple of 4, unaligned Q/K/V, local nq != 32) or PXDIFF_NO_TC_ATTENTION is set.
 // With G (row stride ldg) the output is multiplied by sigmoid(G) (the fused attention gate).
 // out_type: O's elements, 0 float, 1 bf16, 2 fp16 (full attention only: 16-bit outputs
-// feed a 16-bit GEMM).
+// feed a 16-bit GEMM). out_type 2 runs on fp16 operands (Q scaled, K, V rounded to fp16;
+// the caller keeps them in fp16's range, model/fp16_range.c) unless PXDIFF_NO_H16_ATTENTION
+// is set; the others on tf32 operands.
 int px_attention_tc(cudaStream_t stream, int S, int L, int H, int d, int ld, const float *Q,
                     const float *K, const float *V, const float *bias, int local, int nq, int nk,
                     float scale, void *O, const float *G, int ldg, int out_type);

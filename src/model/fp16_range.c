@@ -1,7 +1,8 @@
 /* Which token blocks may store their GEMM inputs as fp16, and at which scale.
  *
  * At fp16 precision the CUDA backend writes a token block's GEMM inputs (the two AdaLN
- * outputs, the gated attention output, the SwiGLU output) as fp16, whose largest finite
+ * outputs, the gated attention output, the SwiGLU output) as fp16, and its full attention
+ * reads Q, K, V as fp16 operands (src/cuda/attention_tc.cu); fp16's largest finite
  * value is 65504. Instead of watching for overflow while running (a host wait per call,
  * and a rerun), every block's inputs are bounded from its weights alone, once, when the
  * model is prepared. With LN(x) the LayerNorm without affine, ||LN(x)||_2 <= sqrt(width)
@@ -11,7 +12,9 @@
  *              |an_c| <= sqrt(C) + ||W_shift[c]||_2 sqrt(c_s),
  *              ||an||_2 <= sqrt(C) + ||W_shift||_F sqrt(c_s);
  *   attention  a convex combination of value rows v = W_v an (no bias) times a sigmoid
- *              gate: |o_c| <= max_c ||W_v[c]||_2 ||an||_2;
+ *              gate: |o_c| <= max_c ||W_v[c]||_2 ||an||_2 (also the bound on |v|);
+ *   q, k, v    the fp16 attention stores them (and q times 1/sqrt(d) <= 1) as fp16:
+ *              |[q k v]_r| <= ||W[r]||_2 ||an||_2 + |b_r| (only q has a bias);
  *   SwiGLU     its inputs x = W_1[c] an, y = W_2[c] an (no bias, also stored in 16 bits):
  *              |x|, |y| <= max_c ||W_12[c]||_2 ||an||_2; its output
  *              |silu(x) y| <= |x| |y| <= ||W_1[c]||_2 ||W_2[c]||_2 ||an||_2^2.
@@ -92,6 +95,11 @@ int px_token_block_fp16_bounds(const px_model *m, int k, px_fp16_bounds *out) {
   double v_row, fr;
   row_norms(B->proj1.w, 2 * C, 3 * C, C, &v_row, &fr); /* [q k v g]: the value rows */
   out->att = v_row * an_norm[0];
+  out->qkv = 0;
+  for (int r = 0; r < 3 * C; r++) {
+    const double q = row_norm(B->proj1.w + (size_t)r * C, C) * an_norm[0] + fabs((double)B->proj1.b[r]);
+    if (q > out->qkv) out->qkv = q;
+  }
   double hmax = 0, rmax = 0;
   for (int c = 0; c < h; c++) { /* w_a12 stacks W_1 (rows 0..h-1) and W_2 (rows h..2h-1) */
     const double w1 = row_norm(B->a12.w + (size_t)c * C, C), w2 = row_norm(B->a12.w + (size_t)(h + c) * C, C);
@@ -108,7 +116,7 @@ int px_token_block_fp16_exp(const px_model *m, int k) {
   px_fp16_bounds b;
   if (px_token_block_fp16_bounds(m, k, &b)) return -1;
   const double lim = FP16_MAX / FP16_MARGIN;
-  if (!(b.an[0] <= lim && b.an[1] <= lim && b.att <= lim && b.swiglu_in <= lim)) return -1;
+  if (!(b.an[0] <= lim && b.an[1] <= lim && b.att <= lim && b.swiglu_in <= lim && b.qkv <= lim)) return -1;
   int e = 0;
   while (!(b.swiglu <= lim * ldexp(1.0, e))) /* also stops on NaN */
     if (++e > PX_FP16_MAX_EXP) return -1;

@@ -171,10 +171,10 @@ int px_denoise_device_queued(const px_model *m, px_design *d, int n_sample, cons
 
 /* fp16 operands of the token blocks (fp16_range.c): bounds on the largest magnitude of
  * each GEMM input of block k (an[0], an[1]: the attention and transition AdaLN outputs;
- * att: the gated attention output; swiglu_in, swiglu: the SwiGLU's input and output),
- * from host weights. */
+ * att: the gated attention output; swiglu_in, swiglu: the SwiGLU's input and output) and
+ * of the attention's operands (qkv: q, k, v, unscaled), from host weights. */
 typedef struct {
-  double an[2], att, swiglu_in, swiglu;
+  double an[2], att, swiglu_in, swiglu, qkv;
 } px_fp16_bounds;
 int px_token_block_fp16_bounds(const px_model *m, int k, px_fp16_bounds *out); /* -1: no block k */
 /* -1: block k keeps fp32 operands (a bound over fp16's range, or weights that lose

@@ -122,18 +122,22 @@ struct px_backend {
   /* Y[r] += A[r % a_rows] for an [M, C] Y. */
   void (*add_rows)(px_backend *b, int M, int C, float *Y, const float *A, int a_rows);
 
-  /* Noise embedding input: F[u, f] = cos(2 pi (tau_u w[f] + b[f])), tau_u = log(t[u]/sigma)/4,
-   * for S noise levels t in backend memory. */
-  void (*fourier)(px_backend *b, int S, int nf, const float *t, float sigma, const float *w,
-                  const float *bias, float *F);
-  /* Y[u*T + t, c] = A[t, c] + v[u, c] for u < S (broadcast a per-sample row over T rows). */
-  void (*rows_plus_vec)(px_backend *b, int S, int T, int C, const float *A, const float *v, float *Y);
+  /* The noise-level conditioning, for S levels t (in backend memory) over T token rows:
+   *   s[u*T + r, c] = s0[r, c] + sum_f Wn[c, f] * LN(F_u)[f] * ln_w[f]
+   *   F_u[f] = cos(2 pi (tau_u w[f] + bias[f])),  tau_u = log(t[u] / sigma) / 4
+   * (LN over nf values, no offset, eps 1e-5; Wn [C, nf] with fp32 input, as linear takes it).
+   * work: S * (2 nf + C) floats of scratch in backend memory. One op rather than four because each backend has one
+   * implementation of it: the CPU's is the sequential loop the host always ran (its fp32
+   * results are kept bit for bit), CUDA's its kernels and its GEMM. */
+  void (*noise_cond)(px_backend *b, int S, int T, int nf, int C, const float *t, float sigma, const float *w,
+                     const float *bias, const float *ln_w, px_weight Wn, const float *s0, float *work, float *s);
   /* Device-to-device copy (ordered with the other work). */
   void (*copy)(px_backend *b, void *dst, const void *src, size_t bytes);
   /* The EDM scalings over [S, N, 3] with t_hat in backend memory, sample i's level at
    * t[i * t_stride] (t_stride 0: one level shared by all samples):
    * mode 0: out = x / sqrt(sigma^2 + t^2)                       (r_noisy)
-   * mode 1: out = x / (1 + (t/sigma)^2) + t / sqrt(1 + (t/sigma)^2) * rup   (x_denoised) */
+   * mode 1: out = 1 / (1 + (t/sigma)^2) * x + t / sqrt(1 + (t/sigma)^2) * rup   (x_denoised)
+   * in this order of float operations (the CPU's results are those of the host code it replaced). */
   void (*edm)(px_backend *b, int mode, int S, int N, const float *x, const float *t, int t_stride,
               float sigma, const float *rup, float *out);
 

@@ -553,6 +553,46 @@ static void test_sampler_kernels(void) {
   gpu->free(gpu, dx); gpu->free(gpu, dxn); gpu->free(gpu, dxd);
 }
 
+/* The noise-level conditioning and the EDM scalings (one implementation per backend: the
+ * CPU's is the host arithmetic the model always had) at PXDesign's sizes and awkward ones,
+ * noise levels across the schedule (sigma_data 16: t from 0.004 to 2560). */
+static void test_noise_cond_edm(void) {
+  const float sigma = 16.0f;
+  const int shapes[][4] = {{1, 1, 256, 384}, {3, 7, 256, 384}, {2, 333, 16, 129}, {5, 4, 33, 7}};
+  for (int k = 0; k < 4; k++) {
+    const int S = shapes[k][0], T = shapes[k][1], nf = shapes[k][2], C = shapes[k][3];
+    float *t = malloc(sizeof(float) * S), *b = malloc(sizeof(float) * nf);
+    for (int u = 0; u < S; u++) t[u] = sigma * powf(2.0f, -12.0f + 19.0f * (float)rand() / (float)RAND_MAX);
+    for (int f = 0; f < nf; f++) b[f] = (float)rand() / (float)RAND_MAX;
+    float *w = rnd(nf, 1.0), *lw = rnd(nf, 1.0), *Wn = rnd((size_t)C * nf, 0.1), *s0 = rnd((size_t)T * C, 1.0);
+    const size_t ns = (size_t)S * T * C, nw = (size_t)S * (2 * (size_t)nf + C);
+    float *want = malloc(sizeof(float) * ns), *work = malloc(sizeof(float) * nw);
+    cpu->noise_cond(cpu, S, T, nf, C, t, sigma, w, b, lw, px_weight_f32(Wn), s0, work, want);
+    float *dt = up(t, S), *dw = up(w, nf), *db = up(b, nf), *dlw = up(lw, nf), *dWn = up(Wn, (size_t)C * nf);
+    float *ds0 = up(s0, (size_t)T * C), *dwork = dev_poison(nw), *ds = dev_poison(ns);
+    gpu->noise_cond(gpu, S, T, nf, C, dt, sigma, dw, db, dlw, px_weight_f32(dWn), ds0, dwork, ds);
+    char what[96];
+    snprintf(what, sizeof what, "noise_cond S=%d T=%d nf=%d C=%d", S, T, nf, C);
+    compare(what, ds, want, ns, 1e-5);
+    /* EDM: r_noisy and the output mix, one level per sample and one shared */
+    const int N = T * 3 + 1;
+    const size_t nx = (size_t)S * N * 3;
+    float *x = rnd(nx, 30.0), *rup = rnd(nx, 1.0), *ew = malloc(sizeof(float) * nx);
+    float *dx = up(x, nx), *drup = up(rup, nx), *dout = dev_poison(nx);
+    for (int mode = 0; mode < 2; mode++)
+      for (int stride = 0; stride < 2; stride++) {
+        cpu->edm(cpu, mode, S, N, x, t, stride, sigma, rup, ew);
+        gpu->edm(gpu, mode, S, N, dx, dt, stride, sigma, drup, dout);
+        snprintf(what, sizeof what, "edm mode %d t_stride %d S=%d N=%d", mode, stride, S, N);
+        compare(what, dout, ew, nx, 1e-6);
+      }
+    free(t); free(b); free(w); free(lw); free(Wn); free(s0); free(want); free(work);
+    free(x); free(rup); free(ew);
+    float *bufs[] = {dt, dw, db, dlw, dWn, ds0, dwork, ds, dx, drup, dout};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) gpu->free(gpu, bufs[i]);
+  }
+}
+
 int main(void) {
   if (px_cuda_device_count() <= 0) {
     return tu_skip("test_cuda_kernels", "no CUDA device");
@@ -575,6 +615,7 @@ int main(void) {
   test_x16(PX_PRECISION_FP16);
   test_x16(PX_PRECISION_BF16);
   test_sampler_kernels();
+  test_noise_cond_edm();
   return tu_finish("test_cuda_kernels");
 }
 #endif

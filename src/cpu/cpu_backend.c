@@ -670,36 +670,47 @@ static void cpu_add_rows(px_backend *b, int M, int C, float *Y, const float *A, 
   }
 }
 
+/* The float operations of the host code this replaced (x / den for r_noisy; c_skip * x + c_out
+ * * rup for x_denoised), so the CPU's results are unchanged bit for bit; the CUDA kernel
+ * computes the same expressions. */
 static void cpu_edm(px_backend *b, int mode, int S, int N, const float *x, const float *t, int t_stride,
                     float sigma, const float *rup, float *out) {
   (void)b;
   for (int i = 0; i < S; i++) {
     const float th = t[(size_t)i * t_stride], sr = th / sigma;
-    const float a = mode == 0 ? 1.0f / sqrtf(sigma * sigma + th * th) : 1.0f / (1.0f + sr * sr);
-    const float c_out = th / sqrtf(1.0f + sr * sr);
+    const float den = sqrtf(sigma * sigma + th * th);
+    const float c_skip = 1.0f / (1.0f + sr * sr), c_out = th / sqrtf(1.0f + sr * sr);
     for (int k = 0; k < N * 3; k++) {
-      size_t idx = (size_t)i * N * 3 + k;
-      out[idx] = mode == 0 ? x[idx] * a : a * x[idx] + c_out * rup[idx];
+      const size_t idx = (size_t)i * N * 3 + k;
+      out[idx] = mode == 0 ? x[idx] / den : c_skip * x[idx] + c_out * rup[idx];
     }
   }
 }
 
-static void cpu_fourier(px_backend *b, int S, int nf, const float *t, float sigma, const float *w,
-                        const float *bias, float *F) {
-  (void)b;
+/* Lin_n is a sequential dot product per output, not the GEMM: the host has always computed it
+ * so (it is nf x C multiply-adds per level, once per call), and the CPU's fp32 results stay
+ * what they were. */
+static void cpu_noise_cond(px_backend *b, int S, int T, int nf, int C, const float *t, float sigma,
+                           const float *w, const float *bias, const float *ln_w, px_weight Wn, const float *s0,
+                           float *work, float *s) {
+  float *F = work, *Fn = F + (size_t)S * nf, *v = Fn + (size_t)S * nf;
   for (int u = 0; u < S; u++) {
     const float tau = logf(t[u] / sigma) / 4.0f;
     for (int f = 0; f < nf; f++)
       F[(size_t)u * nf + f] = cosf(2.0f * 3.14159265358979323846f * (tau * w[f] + bias[f]));
   }
-}
-
-static void cpu_rows_plus_vec(px_backend *b, int S, int T, int C, const float *A, const float *v, float *Y) {
-  (void)b;
+  cpu_layernorm(b, S, nf, F, ln_w, NULL, Fn);
+  for (int u = 0; u < S; u++)
+    for (int o = 0; o < C; o++) {
+      const float *wo = Wn.f32 + (size_t)o * nf, *x = Fn + (size_t)u * nf;
+      float acc = 0;
+      for (int f = 0; f < nf; f++) acc += wo[f] * x[f];
+      v[(size_t)u * C + o] = acc;
+    }
 #pragma omp parallel for num_threads(px_num_threads()) schedule(static)
   for (int r = 0; r < S * T; r++) {
-    const float *a = A + (size_t)(r % T) * C, *vv = v + (size_t)(r / T) * C;
-    float *y = Y + (size_t)r * C;
+    const float *a = s0 + (size_t)(r % T) * C, *vv = v + (size_t)(r / T) * C;
+    float *y = s + (size_t)r * C;
     for (int c = 0; c < C; c++) y[c] = a[c] + vv[c];
   }
 }
@@ -727,8 +738,7 @@ static px_backend cpu_backend = {
     .tokens_to_atoms_add = cpu_tokens_to_atoms_add,
     .add_rows = cpu_add_rows,
     .copy = cpu_copy,
-    .fourier = cpu_fourier,
-    .rows_plus_vec = cpu_rows_plus_vec,
+    .noise_cond = cpu_noise_cond,
     .edm = cpu_edm,
 };
 

@@ -357,8 +357,7 @@ CudaBackend make_backend(Ctx *ctx, int precision) {
   c.base.status = be_status;
   c.base.add_rows = be_add_rows;
   c.base.copy = be_copy;
-  c.base.fourier = be_fourier;
-  c.base.rows_plus_vec = be_rows_plus_vec;
+  c.base.noise_cond = be_noise_cond;
   c.base.edm = be_edm;
   c.base.join_external = be_join_external;
   c.base.host_alloc = be_host_alloc;

@@ -310,9 +310,8 @@ void be_atoms_to_tokens(px_backend *b, int S, int N, int T, int C, const float *
                         const int64_t *a2t, const float *inv_count, float *Y);
 void be_tokens_to_atoms_add(px_backend *b, int S, int N, int T, int C, int a_samples,
                             const float *A, const int64_t *a2t, float *Y);
-void be_fourier(px_backend *b, int S, int nf, const float *t, float sigma, const float *w, const float *bias,
-                float *F);
-void be_rows_plus_vec(px_backend *b, int S, int T, int C, const float *A, const float *v, float *Y);
+void be_noise_cond(px_backend *b, int S, int T, int nf, int C, const float *t, float sigma, const float *w,
+                   const float *bias, const float *ln_w, px_weight Wn, const float *s0, float *work, float *s);
 void be_edm(px_backend *b, int mode, int S, int N, const float *x, const float *t, int t_stride, float sigma,
             const float *rup, float *out);
 

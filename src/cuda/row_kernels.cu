@@ -512,17 +512,18 @@ __global__ void k_rows_plus_vec(int S, int T, int C, const float *A, const float
   }
 }
 
-void be_fourier(px_backend *b, int S, int nf, const float *t, float sigma, const float *w, const float *bias,
-                float *F) {
+// The noise-level conditioning: the Fourier features, their LayerNorm, Lin_n through this
+// backend's GEMM (at the view's precision), then s0 broadcast plus each level's row.
+void be_noise_cond(px_backend *b, int S, int T, int nf, int C, const float *t, float sigma, const float *w,
+                   const float *bias, const float *ln_w, px_weight Wn, const float *s0, float *work, float *s) {
   CTX(b);
+  float *F = work, *Fn = F + (size_t)S * nf, *v = Fn + (size_t)S * nf;
   k_fourier<<<blocks_for((int64_t)S * nf, 256), 256, 0, g.stream>>>(S, nf, t, sigma, w, bias, F);
-  LAUNCHED("fourier");
-}
-
-void be_rows_plus_vec(px_backend *b, int S, int T, int C, const float *A, const float *v, float *Y) {
-  CTX(b);
-  k_rows_plus_vec<<<grid2d(S * T, C, threads_for(C)), threads_for(C), 0, g.stream>>>(S, T, C, A, v, Y);
-  LAUNCHED("rows_plus_vec");
+  LAUNCHED("noise_cond (fourier)");
+  be_layernorm(b, S, nf, F, ln_w, NULL, Fn);
+  be_linear(b, S, C, nf, Fn, nf, Wn, NULL, v, C, 0, 1, PX_F32, PX_F32);
+  k_rows_plus_vec<<<grid2d(S * T, C, threads_for(C)), threads_for(C), 0, g.stream>>>(S, T, C, s0, v, s);
+  LAUNCHED("noise_cond (rows_plus_vec)");
 }
 
 void be_edm(px_backend *b, int mode, int S, int N, const float *x, const float *t, int t_stride, float sigma,

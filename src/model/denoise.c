@@ -11,8 +11,6 @@
 #include "error.h"
 #include "model/model.h"
 
-#define PX_PI_F 3.14159265358979323846f
-
 typedef struct {
   float *base;
   size_t used; /* floats */
@@ -221,61 +219,25 @@ static void probe_out(px_backend *be, px_probe_fn probe, void *user, const char 
   free(h);
 }
 
-/* Host staging of one call: noise embedding scratch, s before upload, r, r_update. */
+/* Host staging of one call (pinned on CUDA): x_noisy and t_hat going in, x_denoised coming out. */
 typedef struct {
-  float *nf, *nv, *v, *s, *r, *rup;
-} host_bufs;
+  float *x, *t, *out;
+} host_io;
 
-static size_t host_floats(const px_dims *D, int S, int T, int N) {
-  return (size_t)D->n_fourier * 2 + (size_t)D->c_s * (1 + (size_t)S * T) + (size_t)S * N * 3 * 2 + 64;
+static size_t host_floats(int S, int N) { return (size_t)S * N * 3 * 2 + (size_t)S + 64; }
+
+static host_io host_layout(float *h, int S, int N) {
+  host_io io;
+  io.x = h;
+  io.t = io.x + (size_t)S * N * 3;
+  io.out = io.t + S;
+  return io;
 }
 
-static host_bufs host_layout(float *h, const px_dims *D, int S, int T, int N) {
-  host_bufs hb;
-  hb.nf = h;
-  hb.nv = hb.nf + D->n_fourier;
-  hb.v = hb.nv + D->n_fourier;
-  hb.s = hb.v + D->c_s;
-  hb.r = hb.s + (size_t)S * T * D->c_s;
-  hb.rup = hb.r + (size_t)S * N * 3;
-  return hb;
-}
-
-/* Host side before the device work: s = s0 + Lin_n(LN(fourier(t_hat))) per distinct t_hat,
- * and r = x_noisy / sqrt(sigma^2 + t_hat^2). */
-static void host_pre(const px_model *m, const px_design *d, int S, int Ss, const float *x_noisy,
-                     const float *t_hat, const host_bufs *hb) {
-  const px_dims *D = &m->dims;
-  const int T = d->T, N = d->N, cs = D->c_s;
-  const float sigma = D->sigma_data;
-  for (int u = 0; u < Ss; u++) {
-    const float tau = logf(t_hat[u] / sigma) / 4.0f;
-    for (int f = 0; f < D->n_fourier; f++)
-      hb->nf[f] = cosf(2.0f * PX_PI_F * (tau * m->fourier_w[f] + m->fourier_b[f]));
-    px_cpu_backend()->layernorm(px_cpu_backend(), 1, D->n_fourier, hb->nf, m->cond_ln_n_w, NULL, hb->nv);
-    for (int o = 0; o < cs; o++) {
-      const float *w = m->cond_n.w + (size_t)o * D->n_fourier;
-      float acc = 0;
-      for (int f = 0; f < D->n_fourier; f++) acc += w[f] * hb->nv[f];
-      hb->v[o] = acc;
-    }
-    float *su = hb->s + (size_t)u * T * cs;
-    for (int t = 0; t < T; t++) {
-      const float *s0 = d->s0 + (size_t)t * cs;
-      for (int c = 0; c < cs; c++) su[(size_t)t * cs + c] = s0[c] + hb->v[c];
-    }
-  }
-  for (int i = 0; x_noisy && i < S; i++) {
-    const float den = sqrtf(sigma * sigma + t_hat[i] * t_hat[i]);
-    for (int k = 0; k < N * 3; k++) hb->r[(size_t)i * N * 3 + k] = x_noisy[(size_t)i * N * 3 + k] / den;
-  }
-}
-
-/* The device part of one call: uploads s and r, runs every kernel, queues the download of
- * r_update; nothing here waits for the device, so it can be captured as a graph.
- * A dry run (ws->base NULL) only sizes the workspace. */
-/* The first workspace buffers: x_noisy, t_hat and x_denoised of a device-pointer call
- * (px_denoise_device copies the caller's tensors in and out of them). */
+/* The first workspace buffers: x_noisy, t_hat and x_denoised of a call (px_denoise uploads the
+ * caller's host arrays into them, px_denoise_device copies the caller's device tensors). Every
+ * call then runs the same backend operations from the noise embedding to the EDM output mix:
+ * one implementation per backend, no host copy of the conditioning. */
 typedef struct {
   float *x, *t, *out;
 } io_bufs;
@@ -340,8 +302,8 @@ static size_t lane_scratch(px_backend *be, const px_model *W, int Sk, int T, int
 }
 
 /* One lane's share of the call: samples [s0, s0 + Sk), encoder to output. */
-static void forward_lane(const px_model *m, px_design *d, int S, int Ss, int s0, int Sk, int dev_io,
-                         const call_bufs *cb, bump *lw, px_probe_fn probe, void *user) {
+static void forward_lane(const px_model *m, px_design *d, int S, int Ss, int s0, int Sk, const call_bufs *cb,
+                         bump *lw, px_probe_fn probe, void *user) {
   px_backend *be = d->be;
   const px_model *W = d->W;
   const px_dims *D = &m->dims;
@@ -379,13 +341,15 @@ static void forward_lane(const px_model *m, px_design *d, int S, int Ss, int s0,
   atom_transformer(be, &W->dec_tf, d->dec, Sk, N, q, lw);
   be->layernorm(be, Sk * N, ca, q, W->dec_ln_q_w, NULL, big);
   be->linear(be, Sk * N, 3, ca, big, ca, px_lw(&W->dec_out), NULL, rup, 3, 0, N, PX_F32, PX_F32);
-  if (dev_io)
-    be->edm(be, 1, Sk, N, cb->io.x + (size_t)s0 * N * 3, cb->io.t + (size_t)s0 * cb->t_stride, cb->t_stride,
-            D->sigma_data, rup, cb->io.out + (size_t)s0 * N * 3);
+  be->edm(be, 1, Sk, N, cb->io.x + (size_t)s0 * N * 3, cb->io.t + (size_t)s0 * cb->t_stride, cb->t_stride,
+          D->sigma_data, rup, cb->io.out + (size_t)s0 * N * 3);
 }
 
-static void forward_device(const px_model *m, px_design *d, int S, int Ss, int dev_io, bump *ws,
-                           const host_bufs *hb, px_probe_fn probe, void *user) {
+/* One call on the backend, from io.x / io.t (in its memory) to io.out; nothing here waits for
+ * the device, so it can be captured as a graph. A dry run (ws->base NULL) only sizes the
+ * workspace. */
+static void forward_device(const px_model *m, px_design *d, int S, int Ss, bump *ws, px_probe_fn probe,
+                           void *user) {
   px_backend *be = d->be;
   const px_model *W = d->W;
   const px_dims *D = &m->dims;
@@ -399,8 +363,7 @@ static void forward_device(const px_model *m, px_design *d, int S, int Ss, int d
   memset(&cb, 0, sizeof cb);
   cb.io = take_io(ws, S, N);
   cb.s = take(ws, (size_t)R * cs);
-  float *nf = take(ws, (size_t)S * D->n_fourier), *nv = take(ws, (size_t)S * D->n_fourier);
-  float *v = take(ws, (size_t)S * cs);
+  float *ncw = take(ws, (size_t)S * (2 * (size_t)D->n_fourier + cs)); /* noise_cond's scratch */
   cb.a = take(ws, (size_t)S * T * ct);
   cb.q = take(ws, (size_t)S * N * ca);
   cb.big = take(ws, (size_t)S * N * cw); /* [S*N, c_token] scratch */
@@ -424,24 +387,14 @@ static void forward_device(const px_model *m, px_design *d, int S, int Ss, int d
   }
   if (!ws->base) return; /* sizing pass */
   /* ---- conditioning: s = s0 + Lin_n(LN(fourier(t))), then two transitions over s ---- */
-  /* Device-pointer calls: io.t holds Ss levels (1 when the caller said they are shared). */
+  /* io.t holds Ss levels (1 when they are shared); the noise embedding is computed once per level. */
   cb.t_stride = Ss == S ? 1 : 0;
-  if (dev_io) {
-    /* t_hat stays on the device, so the noise embedding is computed there, per level. */
-    be->fourier(be, Ss, D->n_fourier, cb.io.t, D->sigma_data, W->fourier_w, W->fourier_b, nf);
-    be->layernorm(be, Ss, D->n_fourier, nf, W->cond_ln_n_w, NULL, nv);
-    be->linear(be, Ss, cs, D->n_fourier, nv, D->n_fourier, px_lw(&W->cond_n), NULL, v, cs, 0, 1, PX_F32, PX_F32);
-    be->rows_plus_vec(be, Ss, T, cs, d->s0_dev ? d->s0_dev : d->s0, v, cb.s);
-  } else {
-    be->upload(be, cb.s, hb->s, sizeof(float) * (size_t)R * cs);
-  }
+  be->noise_cond(be, Ss, T, D->n_fourier, cs, cb.io.t, D->sigma_data, W->fourier_w, W->fourier_b, W->cond_ln_n_w,
+                 px_lw(&W->cond_n), d->s0_dev ? d->s0_dev : d->s0, ncw, cb.s);
   transition_rows(be, &W->tr_s1, R, T, cs, cb.s, &lw[0]);
   transition_rows(be, &W->tr_s2, R, T, cs, cb.s, &lw[0]);
   probe_out(be, probe, user, "s", cb.s, (int64_t)R * cs);
-  if (dev_io)
-    be->edm(be, 0, S, N, cb.io.x, cb.io.t, cb.t_stride, D->sigma_data, NULL, cb.r);
-  else
-    be->upload(be, cb.r, hb->r, sizeof(float) * (size_t)S * N * 3);
+  be->edm(be, 0, S, N, cb.io.x, cb.io.t, cb.t_stride, D->sigma_data, NULL, cb.r);
   /* Token-level conditioning terms, shared by every sample (and both lanes). */
   be->layernorm(be, R, cs, cb.s, W->ln_s_w, NULL, sn);
   be->linear(be, R, ct, cs, sn, cs, px_lw(&W->lin_s), NULL, cb.tok, ct, 0, T, PX_F32, PX_F32);
@@ -454,30 +407,12 @@ static void forward_device(const px_model *m, px_design *d, int S, int Ss, int d
   for (int k = 0; k < nl; k++) {
     if (opened > 1) be->lane_select(be, k);
     const int s0 = lane_first(S, nl, k), Sk = lane_first(S, nl, k + 1) - s0;
-    forward_lane(m, d, S, Ss, s0, Sk, dev_io, &cb, &lw[k], probe, user);
+    forward_lane(m, d, S, Ss, s0, Sk, &cb, &lw[k], probe, user);
   }
   if (opened > 1) be->lanes_join(be);
-  if (dev_io) return;
-  if (be->download_async)
-    be->download_async(be, hb->rup, cb.rup, sizeof(float) * (size_t)S * N * 3);
-  else
-    be->download(be, hb->rup, cb.rup, sizeof(float) * (size_t)S * N * 3);
+  probe_out(be, probe, user, "r_update", cb.rup, (int64_t)S * N * 3);
 }
 
-/* Host side after the device work: the EDM output mix. */
-static void host_post(const px_model *m, const px_design *d, int S, const float *x_noisy,
-                      const float *t_hat, const host_bufs *hb, float *x_out) {
-  const float sigma = m->dims.sigma_data;
-  const int N = d->N;
-  for (int i = 0; i < S; i++) {
-    const float t = t_hat[i], sr = t / sigma;
-    const float c_skip = 1.0f / (1.0f + sr * sr), c_out = t / sqrtf(1.0f + sr * sr);
-    for (int k = 0; k < N * 3; k++) {
-      size_t idx = (size_t)i * N * 3 + k;
-      x_out[idx] = c_skip * x_noisy[idx] + c_out * hb->rup[idx];
-    }
-  }
-}
 
 static void drop_graph(px_design *d) {
   if (d->graph) d->be->graph_free(d->be, d->graph);
@@ -488,31 +423,29 @@ static void drop_graph(px_design *d) {
 /* Run the device part, through a captured graph when the backend has them: the first
  * call of a shape runs directly (it also grows the backend's scratch), the second
  * captures, later ones replay the graph (one launch instead of ~1000). */
-static void run_device(const px_model *m, px_design *d, int S, int Ss, int dev_io, bump *ws,
-                       const host_bufs *hb, px_probe_fn probe, void *user) {
+static void run_device(const px_model *m, px_design *d, int S, int Ss, bump *ws, px_probe_fn probe, void *user) {
   px_backend *be = d->be;
   if (probe || !be->capture_begin || getenv("PXDIFF_NO_GRAPHS")) {
-    forward_device(m, d, S, Ss, dev_io, ws, hb, probe, user);
+    forward_device(m, d, S, Ss, ws, probe, user);
     return;
   }
   const uint64_t gen = be->generation ? be->generation(be) : 0;
-  const int same = d->graph_S == S && d->graph_Ss == Ss && d->graph_gen == gen && d->graph_io == dev_io;
+  const int same = d->graph_S == S && d->graph_Ss == Ss && d->graph_gen == gen;
   if (d->graph && !same) drop_graph(d);
   if (d->graph) {
     be->graph_launch(be, d->graph);
     return;
   }
   if (!(d->graph_seen && same)) {
-    forward_device(m, d, S, Ss, dev_io, ws, hb, probe, user);
+    forward_device(m, d, S, Ss, ws, probe, user);
     d->graph_seen = 1;
     d->graph_S = S;
     d->graph_Ss = Ss;
-    d->graph_io = dev_io;
     d->graph_gen = be->generation ? be->generation(be) : 0;
     return;
   }
   if (be->capture_begin(be) == 0) {
-    forward_device(m, d, S, Ss, dev_io, ws, hb, probe, user);
+    forward_device(m, d, S, Ss, ws, probe, user);
     void *g = be->capture_end(be);
     if (g) {
       d->graph = g;
@@ -520,7 +453,7 @@ static void run_device(const px_model *m, px_design *d, int S, int Ss, int dev_i
       return;
     }
   }
-  forward_device(m, d, S, Ss, dev_io, ws, hb, probe, user); /* capture failed: run directly */
+  forward_device(m, d, S, Ss, ws, probe, user); /* capture failed: run directly */
 }
 
 int px_denoise(const px_model *m, px_design *d, int n_sample, const float *x_noisy,
@@ -560,7 +493,7 @@ static int check_t_hat(const float *t_hat, int n_sample, const char *who, int *S
 static int prepare(const px_model *m, px_design *d, int S, int Ss, bump *ws) {
   px_backend *be = d->be;
   *ws = (bump){NULL, 0};
-  forward_device(m, d, S, Ss, 0, ws, NULL, NULL, NULL);
+  forward_device(m, d, S, Ss, ws, NULL, NULL);
   const size_t need = ws->used * sizeof(float);
   if (need > d->ws_bytes) {
     drop_graph(d);
@@ -569,7 +502,7 @@ static int prepare(const px_model *m, px_design *d, int S, int Ss, bump *ws) {
     d->ws_bytes = d->ws ? need : 0;
     if (!d->ws) return px_fail(PX_ERR_NOMEM, "out of memory for a %d-sample call (%zu MB)", S, need >> 20);
   }
-  const size_t hneed = host_floats(&m->dims, S, d->T, d->N) * sizeof(float);
+  const size_t hneed = host_floats(S, d->N) * sizeof(float);
   if (hneed > d->host_bytes) {
     drop_graph(d);
     if (d->host) {
@@ -598,21 +531,23 @@ int px_denoise_probe(const px_model *m, px_design *d, int n_sample, const float 
   px_backend *be = d->be;
   bump ws;
   if ((rc = prepare(m, d, n_sample, Ss, &ws))) return rc;
-  /* x_out may alias x_noisy: the output mix reads x_noisy, so keep a copy then. */
-  float *x_in = x_out == x_noisy ? malloc(sizeof(float) * nx) : NULL;
-  if (x_out == x_noisy && !x_in) return px_fail(PX_ERR_NOMEM, "out of memory");
-  if (x_in) memcpy(x_in, x_noisy, sizeof(float) * nx);
-  const float *xs = x_in ? x_in : x_noisy;
-  host_bufs hb = host_layout(d->host, &m->dims, n_sample, d->T, d->N);
-  host_pre(m, d, n_sample, Ss, xs, t_hat, &hb);
-  run_device(m, d, n_sample, Ss, 0, &ws, &hb, probe, user);
+  /* The caller's arrays go through the staging buffer (pinned on CUDA: asynchronous copies),
+   * which also lets x_out alias x_noisy. */
+  const host_io h = host_layout(d->host, n_sample, d->N);
+  memcpy(h.x, x_noisy, sizeof(float) * nx);
+  memcpy(h.t, t_hat, sizeof(float) * (size_t)Ss);
+  bump io_ws = ws;
+  const io_bufs io = take_io(&io_ws, n_sample, d->N); /* where forward_device expects them */
+  be->upload(be, io.x, h.x, sizeof(float) * nx);
+  be->upload(be, io.t, h.t, sizeof(float) * (size_t)Ss);
+  run_device(m, d, n_sample, Ss, &ws, probe, user);
+  if (be->download_async)
+    be->download_async(be, h.out, io.out, sizeof(float) * nx);
+  else
+    be->download(be, h.out, io.out, sizeof(float) * nx);
   if (be->sync) be->sync(be);
   rc = be->status ? be->status(be) : 0;
-  if (!rc) {
-    if (probe) probe(user, "r_update", hb.rup, (int64_t)n_sample * d->N * 3);
-    host_post(m, d, n_sample, xs, t_hat, &hb, x_out);
-  }
-  free(x_in);
+  if (!rc) memcpy(x_out, h.out, sizeof(float) * nx);
   return rc;
 }
 
@@ -652,8 +587,7 @@ static int denoise_device(const px_model *m, px_design *d, int n_sample, const f
   const size_t nx = (size_t)n_sample * d->N * 3;
   be->copy(be, io.x, x_noisy, sizeof(float) * nx);
   be->copy(be, io.t, t_hat, sizeof(float) * (size_t)Ss);
-  host_bufs hb = host_layout(d->host, &m->dims, n_sample, d->T, d->N);
-  run_device(m, d, n_sample, Ss, 1, &ws, &hb, NULL, NULL);
+  run_device(m, d, n_sample, Ss, &ws, NULL, NULL);
   be->copy(be, x_out, io.out, sizeof(float) * nx);
   /* The caller's stream (when one is set) waits for this call, with no host wait. */
   const int joined = be->join_external && be->join_external(be, 1);
@@ -691,7 +625,7 @@ int64_t px_sample_bytes(const px_model *m, int n_token, int n_atom, int chunk) {
   stub.W = m->device == PX_DEVICE_CUDA && m->cuda_mirror ? m->cuda_mirror : m;
   stub.precision = m->precision;
   bump ws = {NULL, 0};
-  forward_device(m, &stub, chunk, 1, 0, &ws, NULL, NULL, NULL);
+  forward_device(m, &stub, chunk, 1, &ws, NULL, NULL);
   const px_dims *D = &m->dims;
   const int64_t T = n_token, N = n_atom, f = (int64_t)sizeof(float);
   const int64_t P = (int64_t)stub.n_trunks * PX_ATOM_NQ * PX_ATOM_NK;

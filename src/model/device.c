@@ -262,7 +262,7 @@ int px_design_to_device(const px_model *m, px_design *d) {
   int rc = to_device(be, (void **)&d->tok_pair_bias, f * (size_t)m->tok_tf.n_blocks * m->tok_tf.n_heads * T * T, 0,
                      NULL);
   if (!rc) rc = to_device(be, (void **)&d->c, f * N * D->c_atom, 0, NULL);
-  /* s0 stays on the host too (the host computes s for host-pointer calls) */
+  /* s0 keeps its host buffer (design.c allocates and frees it with malloc / free); calls read s0_dev */
   if (!rc) rc = to_device(be, (void **)&d->s0, f * T * D->c_s, 1, (void **)&d->s0_dev);
   if (!rc) rc = to_device(be, (void **)&d->atom_to_token, sizeof(int64_t) * N, 0, NULL);
   if (!rc) rc = to_device(be, (void **)&d->inv_count, f * T, 0, NULL);

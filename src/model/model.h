@@ -130,7 +130,7 @@ struct px_design {
   px_backend *be;
   const px_model *W;     /* weights the kernels read: the model, or its device mirror */
   const void *model_id;  /* the model this design was built for */
-  float *s0;             /* [T, c_s], host */
+  float *s0;             /* [T, c_s], host (the CPU's calls read it; a device's read s0_dev) */
   float *s0_dev;         /* [T, c_s] in backend memory (CUDA designs; NULL on the CPU) */
   float *tok_pair_bias;  /* [n_blocks, H, T, T] */
   float *c;              /* [N, c_atom], encoder c (also the decoder's c_skip) */
@@ -145,7 +145,7 @@ struct px_design {
   size_t host_bytes;
   /* A captured call (CUDA graph) and the shape it was captured for. */
   void *graph;
-  int graph_S, graph_Ss, graph_seen, graph_io;
+  int graph_S, graph_Ss, graph_seen;
   uint64_t graph_gen;
 };
 

@@ -3,8 +3,9 @@
  * On one device the two contexts must give bit-identical results (fp32 kernels are
  * deterministic and neither context may see the other's state: streams, scratch, weight
  * copies); the second context goes to cuda:1 when the machine has one. Both are checked
- * against the CPU backend (relative Frobenius <= 1e-4), and destroying the contexts must
- * return every byte they held. Without a GPU (or without the CUDA build) it exits 77. */
+ * against the CPU backend (relative Frobenius <= 1e-4 in fp32; at TF32, where the tensor-core
+ * attention and cuBLASLt run on each context's own limits and plans, <= 2e-2 and the two
+ * contexts again identical), and destroying the contexts must return every byte they held. Without a GPU (or without the CUDA build) it exits 77. */
 #include "testutil.h"
 
 #include "backend.h"
@@ -98,6 +99,27 @@ int main(void) {
                 "round %d: two contexts on one device differ", round);
     else
       CHECK_MSG(tu_rel_err_ff(got[1], got[0], nx) <= 1e-6, "round %d: cuda:0 and cuda:1 differ", round);
+  }
+
+  /* TF32: the tensor-core attention and the cuBLASLt plans, whose launch limits and plans
+   * each context keeps for its own device (a second device's kernels configured by the
+   * first's context would fail to launch there). */
+  for (int k = 0; k < 2; k++)
+    CHECK_MSG(px_model_to_device(m[k], ctx[k], PX_PRECISION_TF32) == PX_OK, "prepare %d at tf32: %s", k,
+              px_last_error());
+  for (int round = 0; round < 2; round++) {
+    for (int k = 0; k < 2; k++) {
+      tu_poison(got[k], nx);
+      if (run(m[k], &sd.f, x, t, got[k])) continue;
+      const double e = tu_rel_err_ff(got[k], want, nx);
+      CHECK_MSG(e <= 2e-2, "tf32 round %d context %d (cuda:%d) vs CPU: rel err %.3g", round, k,
+                px_cuda_backend_device(ctx[k]), e);
+    }
+    if (dev2 == 0)
+      CHECK_MSG(memcmp(got[0], got[1], sizeof(float) * nx) == 0,
+                "tf32 round %d: two contexts on one device differ", round);
+    else
+      CHECK_MSG(tu_rel_err_ff(got[1], got[0], nx) <= 1e-6, "tf32 round %d: cuda:0 and cuda:1 differ", round);
   }
 
   /* Releasing the models and destroying the contexts returns every byte. */

@@ -239,11 +239,11 @@ static void attention_full_f32(px_backend *b, Ctx &g, int S, int T, int H, int d
                                const float *V, int ld, const float *bias, float scale, float *O, const float *G,
                                int ldg) {
   if (precision_of(b) != PX_PRECISION_FP32 &&
-      px_attention_tc(g.stream, S, T, H, d, ld, Q, K, V, bias, 0, 0, 0, scale, O, G, ldg, 0)) {
+      px_attention_tc(&g.tc, g.stream, S, T, H, d, ld, Q, K, V, bias, 0, 0, 0, scale, O, G, ldg, 0)) {
     LAUNCHED("attention_tc");  // tensor cores (tf32) for the reduced precisions
     return;
   }
-  if (!getenv("PXDIFF_CUBLAS_ATTENTION") && attention_fused(g, S, T, H, d, ld, Q, K, V, bias, 0, scale, O, G, ldg)) return;
+  if (!g.cublas_attention && attention_fused(g, S, T, H, d, ld, Q, K, V, bias, 0, scale, O, G, ldg)) return;
   const size_t per = (size_t)H * T * T;
   float *L = grow(g, g.logits[g.cur_lane], g.logits_n[g.cur_lane], per);
   if (!L) return;
@@ -282,7 +282,7 @@ void be_attention_full(px_backend *b, int S, int T, int H, int d, const float *Q
     keep_failure(g, px_fail(PX_ERR_BACKEND, "attention_full on %s: unknown output type %d", g.name, (int)ot));
     return;
   }
-  if (px_attention_tc(g.stream, S, T, H, d, ld, Q, K, V, bias, 0, 0, 0, scale, O, G, ldg, (int)ot)) {
+  if (px_attention_tc(&g.tc, g.stream, S, T, H, d, ld, Q, K, V, bias, 0, 0, 0, scale, O, G, ldg, (int)ot)) {
     LAUNCHED("attention_tc_x16");
     return;
   }
@@ -298,7 +298,7 @@ void be_attention_local(px_backend *b, int S, int N, int H, int d, int nq, int n
   CTX(b);
   PROF("attention_local");
   if (precision_of(b) != PX_PRECISION_FP32 &&
-      px_attention_tc(g.stream, S, N, H, d, ld, Q, K, V, bias, 1, nq, nk, scale, O, G, ldg, 0)) {
+      px_attention_tc(&g.tc, g.stream, S, N, H, d, ld, Q, K, V, bias, 1, nq, nk, scale, O, G, ldg, 0)) {
     LAUNCHED("attention_tc_local");
     return;
   }

@@ -707,38 +707,40 @@ constexpr int64_t local_smem(int tpb, int nk) {
   return (int64_t)(32 * (tpb - 1) + nk + 8) * (TcCfg<D>::DPK + TcCfg<D>::DPV) * (int64_t)sizeof(float);
 }
 
+// Head width D's slot in PxTcDevice::lim.
+constexpr int lim_index(int D) { return D == 16 ? 0 : D == 32 ? 1 : D == 48 ? 2 : 3; }
+
+// Per D on the current device: the full kernel gets its fixed size, the local kernel the
+// device's opt-in maximum (the size a launch passes decides occupancy, not this limit).
 template <int D>
-cudaError_t launch(cudaStream_t st, int S, int L, int H, int ld, const float *Q, const float *K,
-                   const float *V, const float *bias, int local, int nk, float scale, void *O,
-                   const float *G, int ldg, int ot) {
-  // Once per D: the full kernel gets its fixed size, the local kernel the device's opt-in
-  // maximum (the size a launch passes decides occupancy, not this limit).
-  struct Lim {
-    int optin, per_sm, sms;  // shared bytes per block (opt-in), per SM; optin 0: unusable; SMs
+PxTcDevice::Lim configure() {
+  int dev = 0, optin = 0, per_sm = 0, sms = 0;
+  auto full = [](auto kernel) {
+    return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, TcCfg<D>::SMEM) == cudaSuccess;
   };
-  static const Lim lim = [] {
-    int dev = 0, optin = 0, per_sm = 0, sms = 0;
-    auto full = [](auto kernel) {
-      return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, TcCfg<D>::SMEM) == cudaSuccess;
-    };
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
-        optin < TcCfg<D>::SMEM || optin < H16Cfg<D>::SMEM || !full(k_attention_tc<D, 0, 128>) ||
-        !full(k_attention_tc<D, 1, 128>) || !full(k_attention_tc<D, 2, 128>) || !full(k_attention_tc<D, 0, 64>) ||
-        !full(k_attention_tc<D, 1, 64>) || !full(k_attention_tc<D, 2, 64>) ||
-        cudaFuncSetAttribute(k_attention_h16<D, 2, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             H16Cfg<D>::SMEM) != cudaSuccess ||
-        cudaFuncSetAttribute(k_attention_h16<D, 2, 64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             H16Cfg<D>::SMEM) != cudaSuccess ||
-        cudaFuncSetAttribute(k_attention_tc_local<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             optin) != cudaSuccess) {
-      cudaGetLastError();  // not a sticky error: the exact kernels run instead
-      return Lim{0, 0, 0};
-    }
-    return Lim{optin, per_sm, sms};
-  }();
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+      optin < TcCfg<D>::SMEM || optin < H16Cfg<D>::SMEM || !full(k_attention_tc<D, 0, 128>) ||
+      !full(k_attention_tc<D, 1, 128>) || !full(k_attention_tc<D, 2, 128>) || !full(k_attention_tc<D, 0, 64>) ||
+      !full(k_attention_tc<D, 1, 64>) || !full(k_attention_tc<D, 2, 64>) ||
+      cudaFuncSetAttribute(k_attention_h16<D, 2, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           H16Cfg<D>::SMEM) != cudaSuccess ||
+      cudaFuncSetAttribute(k_attention_h16<D, 2, 64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           H16Cfg<D>::SMEM) != cudaSuccess ||
+      cudaFuncSetAttribute(k_attention_tc_local<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           optin) != cudaSuccess) {
+    cudaGetLastError();  // not a sticky error: the exact kernels run instead
+    return PxTcDevice::Lim{0, 0, 0};
+  }
+  return PxTcDevice::Lim{optin, per_sm, sms};
+}
+
+template <int D>
+cudaError_t launch(const PxTcDevice::Lim &lim, bool no_h16, cudaStream_t st, int S, int L, int H, int ld, const float *Q,
+                   const float *K, const float *V, const float *bias, int local, int nk, float scale, void *O,
+                   const float *G, int ldg, int ot) {
   if (lim.optin == 0) return cudaErrorInvalidValue;
   if (local) {
     // Trunks per block: the most resident warps per SM, ties to more trunks (less
@@ -768,8 +770,8 @@ cudaError_t launch(cudaStream_t st, int S, int L, int H, int ld, const float *Q,
     // (d = 48, T=150, S=10: 320 blocks of 128 queries are two waves of 2 x 132, 480 of 64
     // one wave of 4 x 132).
     // fp16 outputs (the FP16 precision's blocks) take the fp16-operand kernel unless
-    // PXDIFF_NO_H16_ATTENTION is set (then the TF32 one, for comparisons).
-    static const bool no_h16 = getenv("PXDIFF_NO_H16_ATTENTION") != nullptr;
+    // PXDIFF_NO_H16_ATTENTION was set when the context was made (then the TF32 one, for
+    // comparisons).
     const bool h16 = ot == 2 && !no_h16;
     const int smem = h16 ? H16Cfg<D>::SMEM : TcCfg<D>::SMEM;
     auto waves = [&](int qt) {
@@ -805,11 +807,19 @@ cudaError_t launch(cudaStream_t st, int S, int L, int H, int ld, const float *Q,
 
 }  // namespace
 
-int px_attention_tc(cudaStream_t stream, int S, int L, int H, int d, int ld, const float *Q,
+void px_attention_tc_init(PxTcDevice *dev) {
+  dev->lim[lim_index(16)] = configure<16>();
+  dev->lim[lim_index(32)] = configure<32>();
+  dev->lim[lim_index(48)] = configure<48>();
+  dev->lim[lim_index(64)] = configure<64>();
+  dev->disabled = getenv("PXDIFF_NO_TC_ATTENTION") != nullptr;
+  dev->no_h16 = getenv("PXDIFF_NO_H16_ATTENTION") != nullptr;
+}
+
+int px_attention_tc(const PxTcDevice *dev, cudaStream_t stream, int S, int L, int H, int d, int ld, const float *Q,
                     const float *K, const float *V, const float *bias, int local, int nq, int nk,
                     float scale, void *O, const float *G, int ldg, int out_type) {
-  static const int disabled = getenv("PXDIFF_NO_TC_ATTENTION") != nullptr;
-  if (disabled) return 0;
+  if (dev->disabled) return 0;
   if (local && (nq != 32 || nk < nq || out_type)) return 0;
   if ((ld % 4) || ((uintptr_t)Q % 16) || ((uintptr_t)K % 16) || ((uintptr_t)V % 16) ||
       ((uintptr_t)O % 16) || (G && ((ldg % 4) || ((uintptr_t)G % 16))))
@@ -818,10 +828,22 @@ int px_attention_tc(cudaStream_t stream, int S, int L, int H, int d, int ld, con
   if (S <= 0 || L <= 0 || H <= 0) return 1;  // nothing to compute
   cudaError_t e;
   switch (d) {
-    case 16: e = launch<16>(stream, S, L, H, ld, Q, K, V, bias, local, nk, scale, O, G, ldg, out_type); break;
-    case 32: e = launch<32>(stream, S, L, H, ld, Q, K, V, bias, local, nk, scale, O, G, ldg, out_type); break;
-    case 48: e = launch<48>(stream, S, L, H, ld, Q, K, V, bias, local, nk, scale, O, G, ldg, out_type); break;
-    case 64: e = launch<64>(stream, S, L, H, ld, Q, K, V, bias, local, nk, scale, O, G, ldg, out_type); break;
+    case 16:
+      e = launch<16>(dev->lim[lim_index(16)], dev->no_h16, stream, S, L, H, ld, Q, K, V, bias, local, nk, scale, O,
+                     G, ldg, out_type);
+      break;
+    case 32:
+      e = launch<32>(dev->lim[lim_index(32)], dev->no_h16, stream, S, L, H, ld, Q, K, V, bias, local, nk, scale, O,
+                     G, ldg, out_type);
+      break;
+    case 48:
+      e = launch<48>(dev->lim[lim_index(48)], dev->no_h16, stream, S, L, H, ld, Q, K, V, bias, local, nk, scale, O,
+                     G, ldg, out_type);
+      break;
+    case 64:
+      e = launch<64>(dev->lim[lim_index(64)], dev->no_h16, stream, S, L, H, ld, Q, K, V, bias, local, nk, scale, O,
+                     G, ldg, out_type);
+      break;
     default: return 0;
   }
   return e == cudaSuccess ? 1 : 0;  // attribute refused: the exact kernel instead

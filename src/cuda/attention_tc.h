@@ -5,18 +5,35 @@
 
 #include <cuda_runtime.h>
 
+// What the launches need to know about one device, kept by each backend context (a
+// process with contexts on two kinds of GPU launches each with its own device's limits):
+// per head width (16, 32, 48, 64), the shared memory a block may opt into (0: the kernels
+// could not be configured there, the exact kernels run instead), per SM, and the SM count.
+// Filled by px_attention_tc_init on the context's device when the context is made.
+struct PxTcDevice {
+  struct Lim {
+    int optin, per_sm, sms;
+  } lim[4];
+  bool disabled;  // PXDIFF_NO_TC_ATTENTION was set when the context was made
+  bool no_h16;    // PXDIFF_NO_H16_ATTENTION: fp16 outputs from the TF32 kernel (comparisons)
+};
+
+// Configure the kernels' shared memory on the current device and record its limits.
+void px_attention_tc_init(PxTcDevice *dev);
+
 // Launch full (local = 0: bias [H, L, L]) or local attention (local = 1: query trunks of
 // nq = 32, windows of nk keys starting (nk - nq) / 2 before the trunk, bias
 // [H, n_trunks, 32, nk]) on `stream`, with the contracts of backend.h's attention_full /
 // attention_local. Returns 1 when launched (the caller checks cudaGetLastError), 0 when
 // the shape or alignment is not one it handles (d not in {16, 32, 48, 64}, ld not a
-// multiple of 4, unaligned Q/K/V, local nq != 32) or PXDIFF_NO_TC_ATTENTION is set.
+// multiple of 4, unaligned Q/K/V, local nq != 32), the device's limits (dev) rule the
+// kernels out, or PXDIFF_NO_TC_ATTENTION was set.
 // With G (row stride ldg) the output is multiplied by sigmoid(G) (the fused attention gate).
 // out_type: O's elements, 0 float, 1 bf16, 2 fp16 (full attention only: 16-bit outputs
 // feed a 16-bit GEMM). out_type 2 runs on fp16 operands (Q scaled, K, V rounded to fp16;
 // the caller keeps them in fp16's range, model/fp16_range.c) unless PXDIFF_NO_H16_ATTENTION
-// is set; the others on tf32 operands.
-int px_attention_tc(cudaStream_t stream, int S, int L, int H, int d, int ld, const float *Q,
+// was set; the others on tf32 operands.
+int px_attention_tc(const PxTcDevice *dev, cudaStream_t stream, int S, int L, int H, int d, int ld, const float *Q,
                     const float *K, const float *V, const float *bias, int local, int nq, int nk,
                     float scale, void *O, const float *G, int ldg, int out_type);
 

@@ -84,6 +84,8 @@ int ctx_init(Ctx &g) {
   // A fixed workspace keeps cuBLAS from allocating while a graph is being captured.
   if (cudaMalloc(&g.blas_ws[0], g.blas_ws_bytes) == cudaSuccess)
     cublasSetWorkspace(g.blas, g.blas_ws[0], g.blas_ws_bytes);
+  px_attention_tc_init(&g.tc);
+  g.lt = px_gemm_lt_create();  // this device's shared-memory limits, per context: no process-wide state
   return 0;
 }
 
@@ -122,8 +124,6 @@ void dev_free(Ctx &g, void *p) {
   }
   cudaFree(p);
 }
-
-Profiler prof;
 
 void *be_alloc(px_backend *b, size_t bytes) {
   CTX(b);
@@ -404,6 +404,7 @@ Ctx *ctx_create(int device) {
   g->device = device;
   snprintf(g->name, sizeof g->name, "cuda:%d", device);
   g->no_lt = getenv("PXDIFF_NO_CUBLASLT") != nullptr;
+  g->cublas_attention = getenv("PXDIFF_CUBLAS_ATTENTION") != nullptr;
   for (int p = 0; p < 4; p++) g->views[p] = make_backend(g, p);
   DeviceGuard guard(device);
   if (ctx_init(*g)) {
@@ -424,6 +425,7 @@ void ctx_destroy(Ctx *gp) {
   DeviceGuard guard(g.device);
   for (int k = 0; k < MAX_LANES; k++)
     if (g.lane[k]) cudaStreamSynchronize(g.lane[k]);
+  g.prof.report(g.name);
   for (int k = 0; k < MAX_LANES; k++) {
     dev_free(g, g.logits[k]);
     dev_free(g, g.xh[k]);
@@ -434,6 +436,7 @@ void ctx_destroy(Ctx *gp) {
     for (auto &kv : g.sizes) all_in_use -= (int64_t)kv.second;  // buffers its users leaked
   }
   if (g.blas) cublasDestroy(g.blas);
+  px_gemm_lt_destroy(g.lt);
   for (int k = 0; k < MAX_LANES; k++) {
     if (g.blas_ws[k]) cudaFree(g.blas_ws[k]);
     if (g.ev_join[k]) cudaEventDestroy(g.ev_join[k]);
@@ -451,18 +454,28 @@ void ctx_destroy(Ctx *gp) {
 // kept until exit.
 constexpr int MAX_DEVICES = 64;
 
-std::mutex shared_mu;
-
-Ctx *shared_ctx[MAX_DEVICES] = {};
+// The registry of shared contexts: process-wide by definition (one per device), the only
+// mutable state of the backend outside its contexts. Its destructor prints the contexts'
+// PXDIFF_PROFILE tables at exit (the contexts themselves are not torn down then: the CUDA
+// runtime may already be going away).
+struct SharedContexts {
+  std::mutex mu;
+  Ctx *ctx[MAX_DEVICES] = {};
+  ~SharedContexts() {
+    for (Ctx *g : ctx)
+      if (g) g->prof.report(g->name);
+  }
+};
+SharedContexts shared;
 
 Ctx *shared_context(int device) {
   if (device < 0 || device >= MAX_DEVICES) {
     px_fail(PX_ERR_BACKEND, "no CUDA device cuda:%d", device);
     return nullptr;
   }
-  std::lock_guard<std::mutex> lk(shared_mu);
-  if (!shared_ctx[device]) shared_ctx[device] = ctx_create(device);
-  return shared_ctx[device];
+  std::lock_guard<std::mutex> lk(shared.mu);
+  if (!shared.ctx[device]) shared.ctx[device] = ctx_create(device);
+  return shared.ctx[device];
 }
 
 }  // namespace pxcuda
@@ -495,8 +508,8 @@ extern "C" void px_cuda_backend_destroy(px_backend *b) {
   if (!b) return;
   Ctx *g = &ctx_of(b);
   {
-    std::lock_guard<std::mutex> lk(shared_mu);
-    for (Ctx *&s : shared_ctx)
+    std::lock_guard<std::mutex> lk(shared.mu);
+    for (Ctx *s : shared.ctx)
       if (s == g) return;  // a shared context lives until exit
   }
   ctx_destroy(g);

@@ -27,6 +27,9 @@
 #include <utility>
 #include <vector>
 
+#include "cuda/attention_tc.h"
+#include "cuda/gemm_lt.h"
+
 extern "C" {
 #include "cuda/cuda_backend.h"
 #include "error.h"
@@ -38,6 +41,86 @@ namespace pxcuda {
 constexpr int MAX_LANES = 2;
 
 struct Ctx;
+
+// ------------------------------------------------------- kernel profile --
+// PXDIFF_PROFILE=1: time every backend operation with CUDA events (eager runs only, i.e.
+// also set PXDIFF_NO_GRAPHS=1) and print a table per operation, per context: when the
+// context is destroyed, or at exit for the process's shared contexts. For the
+// kernel-level breakdown in docs/benchmarks.md; costs a little per launch.
+struct ProfRec {
+  const char *name;
+  cudaEvent_t a, b;
+};
+
+struct Profiler {
+  int on = -1;
+  std::vector<ProfRec> pending;
+  std::vector<std::pair<std::string, std::pair<double, long>>> totals;
+  bool enabled() {
+    if (on < 0) {
+      const char *e = getenv("PXDIFF_PROFILE");
+      on = e && *e && strcmp(e, "0") != 0;
+    }
+    return on == 1;
+  }
+  void add(const char *name, float ms) {
+    for (auto &t : totals)
+      if (t.first == name) {
+        t.second.first += ms;
+        t.second.second++;
+        return;
+      }
+    totals.push_back({name, {ms, 1}});
+  }
+  void flush() {
+    for (auto &r : pending) {
+      float ms = 0;
+      cudaEventSynchronize(r.b);
+      cudaEventElapsedTime(&ms, r.a, r.b);
+      add(r.name, ms);
+      cudaEventDestroy(r.a);
+      cudaEventDestroy(r.b);
+    }
+    pending.clear();
+  }
+  // The table so far (nothing when profiling is off or nothing ran), then forgets it.
+  void report(const char *ctx_name) {
+    if (on != 1) return;
+    flush();
+    if (totals.empty()) return;
+    double total = 0;
+    for (auto &t : totals) total += t.second.first;
+    fprintf(stderr, "pxdiff CUDA profile of %s (all calls, ms):\n", ctx_name);
+    for (auto &t : totals)
+      fprintf(stderr, "  %-22s %10.2f ms %6.1f%% %8ld launches\n", t.first.c_str(), t.second.first,
+              100.0 * t.second.first / (total > 0 ? total : 1), t.second.second);
+    totals.clear();
+  }
+};
+
+struct ProfScope {
+  ProfRec rec{};
+  bool live = false;
+  cudaStream_t stream = nullptr;
+  Profiler &prof;
+  ProfScope(Profiler &p, const char *name, cudaStream_t s) : prof(p) {
+    if (!prof.enabled()) return;
+    rec.name = name;
+    stream = s;
+    cudaEventCreate(&rec.a);
+    cudaEventCreate(&rec.b);
+    cudaEventRecord(rec.a, stream);
+    live = true;
+  }
+  ~ProfScope() {
+    if (!live) return;
+    cudaEventRecord(rec.b, stream);
+    prof.pending.push_back(rec);
+    if (prof.pending.size() > 4096) prof.flush();
+  }
+};
+
+#define PROF(name) ProfScope prof_scope_(g.prof, name, g.stream)
 
 // One view of a context per precision: the px_backend a model or a test holds. The
 // context (streams, cuBLAS handle, scratch) is shared by its views, so a model re-prepared
@@ -84,6 +167,10 @@ struct Ctx {
   size_t blas_ws_bytes = 32u << 20;
   // Read once at creation (A/B switches for the benchmarks).
   bool no_lt = false;              // PXDIFF_NO_CUBLASLT: cuBLAS instead of cuBLASLt epilogues
+  bool cublas_attention = false;   // PXDIFF_CUBLAS_ATTENTION: cuBLAS + softmax, not the fused kernels
+  PxTcDevice tc = {};
+  PxLt *lt = nullptr;              // cuBLASLt handle and GEMM plans (gemm_lt.cu)
+  Profiler prof;                   // PXDIFF_PROFILE's timings of this context's operations              // the tensor-core attention's limits on this device
   size_t local_smem_configured = 0;  // k_attention_local's dynamic shared memory, set per device
   cudaEvent_t ev_ext = nullptr;      // orders work with the caller's stream
   cudaStream_t external = nullptr;   // the caller's stream (set_external_stream), or none
@@ -150,82 +237,6 @@ T *grow(Ctx &g, T *&buf, size_t &have, size_t need) {
   return buf;
 }
 
-// ------------------------------------------------------- kernel profile --
-// PXDIFF_PROFILE=1: time every backend operation with CUDA events (eager runs only, i.e.
-// also set PXDIFF_NO_GRAPHS=1) and print a table per operation at exit. For the
-// kernel-level breakdown in docs/benchmarks.md; costs a little per launch.
-struct ProfRec {
-  const char *name;
-  cudaEvent_t a, b;
-};
-
-struct Profiler {
-  int on = -1;
-  std::vector<ProfRec> pending;
-  std::vector<std::pair<std::string, std::pair<double, long>>> totals;
-  bool enabled() {
-    if (on < 0) {
-      const char *e = getenv("PXDIFF_PROFILE");
-      on = e && *e && strcmp(e, "0") != 0;
-      if (on) atexit([] {});
-    }
-    return on == 1;
-  }
-  void add(const char *name, float ms) {
-    for (auto &t : totals)
-      if (t.first == name) {
-        t.second.first += ms;
-        t.second.second++;
-        return;
-      }
-    totals.push_back({name, {ms, 1}});
-  }
-  void flush() {
-    for (auto &r : pending) {
-      float ms = 0;
-      cudaEventSynchronize(r.b);
-      cudaEventElapsedTime(&ms, r.a, r.b);
-      add(r.name, ms);
-      cudaEventDestroy(r.a);
-      cudaEventDestroy(r.b);
-    }
-    pending.clear();
-  }
-  ~Profiler() {
-    if (on != 1) return;
-    flush();
-    double total = 0;
-    for (auto &t : totals) total += t.second.first;
-    fprintf(stderr, "pxdiff CUDA profile (all calls, ms):\n");
-    for (auto &t : totals)
-      fprintf(stderr, "  %-22s %10.2f ms %6.1f%% %8ld launches\n", t.first.c_str(), t.second.first,
-              100.0 * t.second.first / (total > 0 ? total : 1), t.second.second);
-  }
-};
-
-extern Profiler prof;  // context.cu
-struct ProfScope {
-  ProfRec rec{};
-  bool live = false;
-  cudaStream_t stream = nullptr;
-  ProfScope(const char *name, cudaStream_t s) {
-    if (!prof.enabled()) return;
-    rec.name = name;
-    stream = s;
-    cudaEventCreate(&rec.a);
-    cudaEventCreate(&rec.b);
-    cudaEventRecord(rec.a, stream);
-    live = true;
-  }
-  ~ProfScope() {
-    if (!live) return;
-    cudaEventRecord(rec.b, stream);
-    prof.pending.push_back(rec);
-    if (prof.pending.size() > 4096) prof.flush();
-  }
-};
-
-#define PROF(name) ProfScope prof_scope_(name, g.stream)
 
 // Grid for the row/column kernels: x covers the columns, y the rows (looped past 65535).
 inline dim3 grid2d(int M, int C, int threads) {

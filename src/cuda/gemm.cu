@@ -71,7 +71,7 @@ void gemm_math_mode(Ctx &g, int precision) {
 bool linear_lt(Ctx &g, int precision, const PxGemm &p) {
   if (g.no_lt) return false;
   void *ws = g.blas_ws[g.cur_lane];
-  const int r = px_gemm_lt(g.stream, ws, ws ? g.blas_ws_bytes : 0, precision != PX_PRECISION_FP32, p);
+  const int r = px_gemm_lt(g.lt, g.stream, ws, ws ? g.blas_ws_bytes : 0, precision != PX_PRECISION_FP32, p);
   if (r < 0) fail_blas(g, CUBLAS_STATUS_EXECUTION_FAILED, "cublasLtMatmul");
   return r != 0;
 }

@@ -10,7 +10,8 @@
 // bits of every design (measured on an H200: the best of cuBLASLt's top 8 candidates was
 // within 1% of its first choice for every shape the model runs). A plan (descriptors plus
 // algorithm) is made once per distinct GEMM and reused, so graph capture sees only
-// cublasLtMatmul calls.
+// cublasLtMatmul calls. Handle and plans belong to one backend context (PxLt): the
+// heuristic's choice is the context's device's, and contexts never wait on each other's lock.
 #include "cuda/gemm_lt.h"
 
 #include <cublasLt.h>
@@ -18,6 +19,7 @@
 #include <cmath>
 #include <cstring>
 #include <mutex>
+#include <new>
 #include <unordered_map>
 
 namespace {
@@ -42,10 +44,6 @@ struct Plan {
   size_t ws = 0;
 };
 
-std::mutex mu;
-cublasLtHandle_t lt = nullptr;
-bool lt_failed = false;
-std::unordered_map<Key, Plan, KeyHash> plans;
 
 // Largest power of two (up to 256) dividing the address: cuBLASLt picks kernels by it.
 int64_t alignment(const void *p) {
@@ -73,7 +71,7 @@ void destroy(Plan &pl) {
 
 // Row-major Y = X W^T is column-major Y^T = op_T(W) X^T: A = W (K x N, ld K, transposed),
 // B = X (K x M, ld ldx), C = D = Y (N x M, ld ldy).
-Plan make_plan(const PxGemm &p, int tf32, size_t ws_bytes) {
+Plan make_plan(cublasLtHandle_t lt, const PxGemm &p, int tf32, size_t ws_bytes) {
   Plan pl;
   const cublasComputeType_t ct = p.ab_type ? CUBLAS_COMPUTE_32F : tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
   const cudaDataType_t ab = p.ab_type == 1 ? CUDA_R_16BF : p.ab_type == 2 ? CUDA_R_16F : CUDA_R_32F;
@@ -128,13 +126,34 @@ Plan make_plan(const PxGemm &p, int tf32, size_t ws_bytes) {
 
 }  // namespace
 
-int px_gemm_lt(cudaStream_t stream, void *workspace, size_t ws_bytes, int tf32, const PxGemm &p) {
-  std::lock_guard<std::mutex> lk(mu);
-  if (lt_failed) return 0;
-  if (!lt && cublasLtCreate(&lt) != CUBLAS_STATUS_SUCCESS) {
-    lt_failed = true;
+// One context's cuBLASLt state. The mutex: a shared context may be used by several host
+// threads in turn (its users order their work); it is never contended within one.
+struct PxLt {
+  std::mutex mu;
+  cublasLtHandle_t lt = nullptr;  // made on first use, on the context's device
+  bool failed = false;
+  std::unordered_map<Key, Plan, KeyHash> plans;
+};
+
+PxLt *px_gemm_lt_create() { return new (std::nothrow) PxLt(); }
+
+void px_gemm_lt_destroy(PxLt *s) {
+  if (!s) return;
+  for (auto &kv : s->plans) destroy(kv.second);
+  if (s->lt) cublasLtDestroy(s->lt);
+  delete s;
+}
+
+int px_gemm_lt(PxLt *s, cudaStream_t stream, void *workspace, size_t ws_bytes, int tf32, const PxGemm &p) {
+  if (!s) return 0;
+  std::lock_guard<std::mutex> lk(s->mu);
+  if (s->failed) return 0;
+  if (!s->lt && cublasLtCreate(&s->lt) != CUBLAS_STATUS_SUCCESS) {
+    s->failed = true;
     return 0;
   }
+  cublasLtHandle_t lt = s->lt;
+  auto &plans = s->plans;
   Key k;
   memset(&k, 0, sizeof k);
   int64_t *v = k.v;
@@ -145,14 +164,14 @@ int px_gemm_lt(cudaStream_t stream, void *workspace, size_t ws_bytes, int tf32, 
   v[12] = alignment(p.X); v[13] = alignment(p.W); v[14] = alignment(p.Y); v[15] = p.bias ? alignment(p.bias) : 0;
   v[16] = p.ab_type; v[17] = p.y_type;
   auto it = plans.find(k);
-  if (it == plans.end()) it = plans.emplace(k, make_plan(p, tf32, ws_bytes)).first;
+  if (it == plans.end()) it = plans.emplace(k, make_plan(lt, p, tf32, ws_bytes)).first;
   Plan &pl = it->second;
   if (!pl.ok) return 0;
   if (p.bias &&
       cublasLtMatmulDescSetAttribute(pl.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &p.bias, sizeof p.bias) != 0)
     return -1;
   const float alpha = ldexpf(1.0f, p.alpha_exp), beta = p.accumulate ? 1.0f : 0.0f;
-  cublasStatus_t s = cublasLtMatmul(lt, pl.op, &alpha, p.W, pl.a, p.X, pl.b, &beta, p.Y, pl.c, p.Y, pl.c, &pl.algo,
-                                    pl.ws ? workspace : nullptr, pl.ws, stream);
-  return s == CUBLAS_STATUS_SUCCESS ? 1 : -1;
+  const cublasStatus_t st = cublasLtMatmul(lt, pl.op, &alpha, p.W, pl.a, p.X, pl.b, &beta, p.Y, pl.c, p.Y, pl.c, &pl.algo,
+                                           pl.ws ? workspace : nullptr, pl.ws, stream);
+  return st == CUBLAS_STATUS_SUCCESS ? 1 : -1;
 }

@@ -28,7 +28,12 @@ struct PxGemm {
   int y_type;            // Y: 0 float, or ab_type's 16-bit type (a GEMM input of the next layer)
 };
 
+// A backend context's cuBLASLt handle and plans (made and freed with the context).
+struct PxLt;
+PxLt *px_gemm_lt_create();  // nullptr when out of memory (the GEMMs then take cuBLAS)
+void px_gemm_lt_destroy(PxLt *lt);
+
 // Float operands: tf32 selects TF32 tensor cores (fp32 accumulation), else exact fp32. Returns 1 when the GEMM was
 // queued on `stream`, 0 when cuBLASLt has no algorithm for it (the caller falls back);
 // a failure of a queued GEMM is returned as -1.
-int px_gemm_lt(cudaStream_t stream, void *workspace, size_t ws_bytes, int tf32, const PxGemm &p);
+int px_gemm_lt(PxLt *lt, cudaStream_t stream, void *workspace, size_t ws_bytes, int tf32, const PxGemm &p);

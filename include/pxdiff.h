@@ -126,6 +126,9 @@ enum px_precision {
 };
 /* Number of usable CUDA devices (0 when none or when built without CUDA). */
 PXDIFF_API int px_cuda_device_count(void);
+/* 1 when this library was built with the backend of `device` (CPU: always; CUDA: compiled
+ * with nvcc, whether or not a GPU is present), else 0. */
+PXDIFF_API int px_device_built(enum px_device device);
 /* "auto" picks CUDA when a device is present, else the CPU. Fails with PX_ERR_BACKEND
  * (message says why) when the device asked for is unavailable or the precision is not
  * supported there (the CPU computes in fp32, and in bf16 where it has AVX512_BF16). */

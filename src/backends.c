@@ -30,6 +30,27 @@ int px_backend_built(int kind) {
 
 int px_cuda_device_count(void) { return px_backend_device_count(PX_DEVICE_CUDA); }
 
+int px_device_built(enum px_device device) { return px_backend_built((int)device); }
+
+#ifndef PX_HAVE_CUDA
+/* The one answer for every request that needs a backend this build lacks. */
+static int not_built(void) {
+  return px_fail(PX_ERR_BACKEND, "this pxdiff was built without CUDA (rebuild with nvcc on PATH)");
+}
+#endif
+
+/* A CUDA backend of device `index`: the process's shared context, or (own) a new one. */
+static px_backend *cuda_backend(int index, int precision, int own) {
+#ifdef PX_HAVE_CUDA
+  if (precision == PX_PRECISION_DEFAULT) precision = PX_PRECISION_FP32;
+  return own ? px_cuda_backend_create(index, precision) : px_cuda_device_backend(index, precision);
+#else
+  (void)index, (void)precision, (void)own;
+  not_built();
+  return NULL;
+#endif
+}
+
 px_backend *px_backend_get(int kind, int index, int precision) {
   if (kind == PX_DEVICE_CPU) {
     if (precision == PX_PRECISION_BF16 && !px_cpu_backend()->convert) {
@@ -43,32 +64,14 @@ px_backend *px_backend_get(int kind, int index, int precision) {
     }
     return px_cpu_backend();
   }
-  if (kind == PX_DEVICE_CUDA) {
-#ifdef PX_HAVE_CUDA
-    return px_cuda_device_backend(index, precision == PX_PRECISION_DEFAULT ? PX_PRECISION_FP32 : precision);
-#else
-    (void)index;
-    px_fail(PX_ERR_BACKEND, "this pxdiff was built without CUDA (rebuild with nvcc on PATH)");
-    return NULL;
-#endif
-  }
+  if (kind == PX_DEVICE_CUDA) return cuda_backend(index, precision, 0);
   px_fail(PX_ERR_INPUT, "unknown device %d", kind);
   return NULL;
 }
 
 px_backend *px_backend_create(int kind, int index, int precision) {
-  if (kind == PX_DEVICE_CPU) return px_backend_get(kind, index, precision); /* no context to own */
-  if (kind == PX_DEVICE_CUDA) {
-#ifdef PX_HAVE_CUDA
-    return px_cuda_backend_create(index, precision == PX_PRECISION_DEFAULT ? PX_PRECISION_FP32 : precision);
-#else
-    (void)index;
-    px_fail(PX_ERR_BACKEND, "this pxdiff was built without CUDA (rebuild with nvcc on PATH)");
-    return NULL;
-#endif
-  }
-  px_fail(PX_ERR_INPUT, "unknown device %d", kind);
-  return NULL;
+  if (kind == PX_DEVICE_CUDA) return cuda_backend(index, precision, 1);
+  return px_backend_get(kind, index, precision); /* the CPU has no context to own; else the error */
 }
 
 void px_backend_destroy(px_backend *b) {
@@ -95,6 +98,6 @@ int px_device_memory(enum px_device device, int index, int64_t *free_bytes, int6
   return px_cuda_mem_info(index, free_bytes, total_bytes);
 #else
   (void)index;
-  return px_fail(PX_ERR_BACKEND, "this pxdiff was built without CUDA (rebuild with nvcc on PATH)");
+  return not_built();
 #endif
 }

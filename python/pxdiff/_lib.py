@@ -107,6 +107,7 @@ _sig = {
     "px_blas_name": (ctypes.c_char_p, []),
     "px_cpu_bf16_name": (ctypes.c_char_p, []),
     "px_cuda_device_count": (ctypes.c_int, []),
+    "px_device_built": (ctypes.c_int, [ctypes.c_int]),
     "px_denoise_device": (ctypes.c_int, [_vp, _vp, ctypes.c_int, c_float_p, c_float_p, c_float_p]),
     "px_denoise_device_shared_t": (ctypes.c_int, [_vp, _vp, ctypes.c_int, c_float_p, c_float_p, c_float_p]),
     "px_set_cuda_stream": (ctypes.c_int, [_vp, _vp]),

@@ -36,11 +36,8 @@ static int cmd_info(int argc, char **argv) {
   if (ckpt && px_model_load(ckpt, &m)) return cli_fail(px_last_error());
   const double t_load = px_time_now() - t0;
   printf("pxdiff %s\n", PXDIFF_VERSION);
-#ifdef PX_HAVE_CUDA
-  printf("backends: cpu, cuda\n");
-#else
-  printf("backends: cpu\n");
-#endif
+  /* what the library was built with, as its backend registry says (the CLI knows no backend) */
+  printf("backends: cpu%s\n", px_device_built(PX_DEVICE_CUDA) ? ", cuda" : "");
   printf("devices: cpu (%d logical cores)", px_cpu_count());
   for (int i = 0; i < px_cuda_device_count(); i++) printf(", cuda:%d", i);
   printf("\n");

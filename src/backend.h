@@ -52,7 +52,9 @@ struct px_backend {
    * passes fp32 GEMM inputs even to a weight with a 16-bit copy, and the GEMM rounds its input
    * to the copy's type itself (the CPU's bf16: cpu/gemm_bf16.h). 0: 16-bit activations too. */
   int f32_inputs;
-  void *(*alloc)(px_backend *b, size_t bytes); /* NULL on failure */
+  /* NULL on failure, with the reason set (px_fail PX_ERR_NOMEM naming the operation, the
+   * device and the size): the model keeps that message and adds what the buffer was for. */
+  void *(*alloc)(px_backend *b, size_t bytes);
   void (*free)(px_backend *b, void *p);
   void (*upload)(px_backend *b, void *dst, const void *src, size_t bytes);
   void (*download)(px_backend *b, void *dst, const void *src, size_t bytes);
@@ -162,7 +164,8 @@ struct px_backend {
   /* Order this backend's work after (direction 0) or before (direction 1) the work queued
    * so far on the caller's stream, without waiting on the host; 0 when no stream is set. */
   int (*join_external)(px_backend *b, int direction);
-  /* Host memory that upload/download_async can use asynchronously (pinned on CUDA). */
+  /* Host memory that upload/download_async can use asynchronously (pinned on CUDA); NULL on
+   * failure with the reason set, as alloc. */
   void *(*host_alloc)(px_backend *b, size_t bytes);
   void (*host_free)(px_backend *b, void *p);
   /* Device-to-host copy ordered after the work issued so far; complete after sync(). */

@@ -4,6 +4,7 @@
 #include "testutil.h"
 
 #include "backend.h"
+#include "error.h"
 #include "pxdiff.h"
 #ifdef PX_HAVE_CUDA
 #include "cuda/cuda_backend.h"
@@ -593,6 +594,24 @@ static void test_noise_cond_edm(void) {
   }
 }
 
+/* Out of memory is reported at the operation that met it, as PX_ERR_NOMEM's message naming it
+ * and the device (backend.h), and leaves the context usable: alloc and host_alloc return NULL
+ * with the reason set, and nothing is kept as a sticky failure for status(). */
+static void test_oom(void) {
+  const size_t huge = (size_t)1 << 50; /* 1 PiB: more than any device or host has */
+  px_clear_error();
+  CHECK(gpu->alloc(gpu, huge) == NULL);
+  CHECK_MSG(strstr(px_last_error(), "out of memory in alloc on cuda:") != NULL, "alloc: %s", px_last_error());
+  px_clear_error();
+  CHECK(gpu->host_alloc(gpu, huge) == NULL);
+  CHECK_MSG(strstr(px_last_error(), "out of memory in host_alloc on cuda:") != NULL, "host_alloc: %s",
+            px_last_error());
+  CHECK_MSG(gpu->status(gpu) == 0, "a refused allocation left a sticky failure: %s", px_last_error());
+  float *ok = gpu->alloc(gpu, 1024);
+  CHECK(ok != NULL);
+  gpu->free(gpu, ok);
+}
+
 int main(void) {
   if (px_cuda_device_count() <= 0) {
     return tu_skip("test_cuda_kernels", "no CUDA device");
@@ -616,6 +635,7 @@ int main(void) {
   test_x16(PX_PRECISION_BF16);
   test_sampler_kernels();
   test_noise_cond_edm();
+  test_oom();
   return tu_finish("test_cuda_kernels");
 }
 #endif

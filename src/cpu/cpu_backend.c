@@ -27,7 +27,9 @@ static void *cpu_alloc(px_backend *b, size_t bytes) {
   if (bytes == 0) bytes = 64;
   /* 64-byte alignment for vector loads; aligned_alloc needs a multiple of the alignment. */
   size_t rounded = (bytes + 63) & ~(size_t)63;
-  return aligned_alloc(64, rounded);
+  void *p = aligned_alloc(64, rounded);
+  if (!p) px_fail(PX_ERR_NOMEM, "out of memory in alloc on cpu allocating %zu MB", rounded >> 20); /* backend.h */
+  return p;
 }
 static void cpu_free(px_backend *b, void *p) {
   (void)b;

@@ -154,8 +154,11 @@ void be_copy(px_backend *b, void *dst, const void *src, size_t bytes) {
 void *be_host_alloc(px_backend *b, size_t bytes) {
   CTX(b);
   void *p = nullptr;
-  if (cudaMallocHost(&p, bytes ? bytes : 64) != cudaSuccess) {
-    cudaGetLastError();
+  const cudaError_t e = cudaMallocHost(&p, bytes ? bytes : 64);
+  if (e != cudaSuccess) {
+    cudaGetLastError();  // reported here, as alloc's failures are (not sticky)
+    px_fail(PX_ERR_NOMEM, "CUDA out of memory in host_alloc on %s allocating %zu MB of pinned host memory: %s",
+            g.name, bytes >> 20, cudaGetErrorString(e));
     return nullptr;
   }
   return p;

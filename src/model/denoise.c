@@ -5,6 +5,7 @@
  * only on the noise level: when all samples share t_hat (PXDesign's sampler) it is
  * computed once ([T, c_s]) and broadcast (g_rows = T). */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -488,6 +489,14 @@ static int check_t_hat(const float *t_hat, int n_sample, const char *who, int *S
   return PX_OK;
 }
 
+/* An allocation for a call failed: the backend has said so (backend.h: its operation, device
+ * and size); the message adds what the buffer was for. */
+static int call_alloc_failed(const char *what, int S) {
+  char why[256];
+  snprintf(why, sizeof why, "%s", px_last_error());
+  return px_fail(PX_ERR_NOMEM, "%s of a %d-sample call: %s", what, S, why);
+}
+
 /* Size the call's workspace (dry run) and make sure the design's device workspace and
  * host staging are large enough; a reallocation drops the captured graph. */
 static int prepare(const px_model *m, px_design *d, int S, int Ss, bump *ws) {
@@ -500,7 +509,7 @@ static int prepare(const px_model *m, px_design *d, int S, int Ss, bump *ws) {
     if (d->ws) be->free(be, d->ws);
     d->ws = be->alloc(be, need);
     d->ws_bytes = d->ws ? need : 0;
-    if (!d->ws) return px_fail(PX_ERR_NOMEM, "out of memory for a %d-sample call (%zu MB)", S, need >> 20);
+    if (!d->ws) return call_alloc_failed("the workspace", S);
   }
   const size_t hneed = host_floats(S, d->N) * sizeof(float);
   if (hneed > d->host_bytes) {
@@ -511,7 +520,9 @@ static int prepare(const px_model *m, px_design *d, int S, int Ss, bump *ws) {
     }
     d->host = be->host_alloc ? be->host_alloc(be, hneed) : malloc(hneed);
     d->host_bytes = d->host ? hneed : 0;
-    if (!d->host) return px_fail(PX_ERR_NOMEM, "out of memory");
+    if (!d->host && !be->host_alloc)
+      return px_fail(PX_ERR_NOMEM, "out of memory: the host staging of a %d-sample call (%zu KB)", S, hneed >> 10);
+    if (!d->host) return call_alloc_failed("the host staging", S);
   }
   ws->base = d->ws;
   ws->used = 0;

@@ -7,6 +7,7 @@
 #include <omp.h>
 
 #include "backend.h"
+#include "pxdiff.h"
 #include "cpu/gemm.h"
 #include "testutil.h"
 
@@ -116,7 +117,7 @@ static void test_backend(void) {
   float *out[3];
   for (int th = 1; th <= 3; th++) {
     out[th - 1] = malloc(sizeof(float) * (size_t)M * N);
-    omp_set_num_threads(th);
+    px_set_num_threads(th);
     be->linear(be, M, N, K, X, K, px_weight_f32(W), b, out[th - 1], N, 0, seg, PX_F32, PX_F32);
   }
   CHECK_MSG(memcmp(out[0], out[1], sizeof(float) * (size_t)M * N) == 0, "linear: 1 vs 2 threads differ");
@@ -132,7 +133,7 @@ static void test_backend(void) {
   int same = 1;
   for (size_t i = 0; i < (size_t)M * N; i++) same &= rl[i] == (out[0][i] > 0.0f ? out[0][i] : 0.0f);
   CHECK_MSG(same, "linear_relu differs from max(linear, 0)");
-  omp_set_num_threads(2);
+  px_set_num_threads(0);
   free(X), free(W), free(b), free(out[0]), free(out[1]), free(out[2]), free(one), free(rl);
 }
 

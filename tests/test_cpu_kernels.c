@@ -1,11 +1,14 @@
+#define _POSIX_C_SOURCE 200809L /* setenv */
 /* Every kernel of the CPU backend (src/backend.h) against a plain double-precision
  * reference written here, on fresh random inputs (tu_seed), NaN-poisoned outputs where
  * the kernel overwrites, awkward sizes and strides. fp32 kernels must reach a relative
  * Frobenius error <= 1e-5 (well under the project's 1e-4); NaN never passes.
- * Also: px_expf / px_sigmoidf accuracy, and bit-identical results for 1 vs 2 threads. */
+ * Also: px_expf / px_sigmoidf accuracy, and bit-identical results for 1, 2 and 4 threads (the
+ * engine's count, px_set_num_threads: omp_set_num_threads does not reach its regions). */
 #include <omp.h>
 
 #include "backend.h"
+#include "pxdiff.h"
 #include "cpu/mathfn.h"
 #include "testutil.h"
 
@@ -420,6 +423,91 @@ static void test_attention_local(void) {
   }
 }
 
+/* The AVX-512 local-attention kernel (attend_rows512, d a multiple of 16) against a float64
+ * reference with the gate, and against the generic kernel (PXDIFF_CPU_ATTN=generic): the same
+ * bits. Fresh random inputs at head widths 16..64 and 8 (the generic path), windows cut by
+ * both ends of the atoms (key counts that are not a multiple of 32), partial last trunks
+ * (fewer than 8 query rows left), padded rows, and NaN: a NaN query channel, key value or gate
+ * must make exactly the outputs NaN that the reference's arithmetic makes NaN. */
+static void ref_attention_local_gated(int N, int H, int d, int nq, int nk, const float *Q, const float *K,
+                                      const float *V, int ld, const float *bias, float scale, const float *G,
+                                      double *O) {
+  ref_attention_local(1, N, H, d, nq, nk, Q, K, V, ld, bias, scale, O);
+  for (int i = 0; i < N; i++)
+    for (int c = 0; c < H * d; c++) O[(size_t)i * H * d + c] *= dsigmoid(G[(size_t)i * H * d + c]);
+}
+
+static void run_attention_kernels(int N, int H, int d, int nq, int nk, int ld_pad, int nan_case) {
+  const int C = H * d, ld = C + ld_pad, nt = (N + nq - 1) / nq, off = (nk - nq) / 2;
+  float *Q = frand((size_t)N * ld, 1.0), *K = frand((size_t)N * ld, 1.0), *V = frand((size_t)N * ld, 1.0);
+  float *G = frand((size_t)N * C, 1.5);
+  const size_t nb = (size_t)H * nt * nq * nk;
+  float *bias = frand(nb, 2.0);
+  for (int h = 0; h < H; h++)
+    for (int b = 0; b < nt; b++)
+      for (int iq = 0; iq < nq; iq++)
+        for (int m = 0; m < nk; m++) {
+          const int i = b * nq + iq, j = b * nq - off + m;
+          float *x = &bias[(((size_t)h * nt + b) * nq + iq) * nk + m];
+          if (i >= N) *x = NAN;
+          else if (j < 0 || j >= N) *x = 40.0f;
+        }
+  const int ni = (int)(tu_uniform() * N), nc = (int)(tu_uniform() * C);
+  if (nan_case == 1) Q[(size_t)ni * ld + nc] = NAN;
+  if (nan_case == 2) V[(size_t)ni * ld + nc] = NAN;
+  if (nan_case == 3) G[(size_t)ni * C + nc] = NAN;
+  const float scale = 1.0f / sqrtf((float)d);
+  float *O[2];
+  for (int v = 0; v < 2; v++) {
+    O[v] = fbuf((size_t)N * C + 64);
+    tu_poison(O[v], (size_t)N * C);
+    fill_guard(O[v] + (size_t)N * C, 64);
+    if (v == 0) setenv("PXDIFF_CPU_ATTN", "generic", 1);
+    be->attention_local(be, 1, N, H, d, nq, nk, Q, K, V, ld, bias, scale, O[v], G, C);
+    unsetenv("PXDIFF_CPU_ATTN");
+    CHECK_MSG(guard_intact(O[v] + (size_t)N * C, 64), "attention_local N=%d d=%d wrote past its rows", N, d);
+  }
+  double *ref = dbuf((size_t)N * C);
+  ref_attention_local_gated(N, H, d, nq, nk, Q, K, V, ld, bias, scale, G, ref);
+  /* NaN exactly where the reference has NaN; elsewhere the relative error of the rest */
+  size_t nan_mismatch = 0, n_nan = 0, same = 0;
+  double num = 0, den = 0;
+  for (size_t k = 0; k < (size_t)N * C; k++) {
+    const int rn = isnan(ref[k]);
+    n_nan += rn;
+    nan_mismatch += rn != (isnan(O[1][k]) != 0);
+    same += !memcmp(&O[0][k], &O[1][k], sizeof(float));
+    if (!rn) {
+      num += (O[1][k] - ref[k]) * (O[1][k] - ref[k]);
+      den += ref[k] * ref[k];
+    }
+  }
+  const double e = sqrt(num / (den > 0 ? den : 1));
+  CHECK_MSG(nan_mismatch == 0, "attention_local N=%d H=%d d=%d nan case %d: %zu outputs NaN in one of kernel and reference only",
+            N, H, d, nan_case, nan_mismatch);
+  CHECK_MSG(!(e > TOL), "attention_local N=%d H=%d d=%d nk=%d ld=%d gated, nan case %d: rel err %.3g", N, H, d, nk, ld,
+            nan_case, e);
+  CHECK_MSG(same == (size_t)N * C, "attention_local N=%d H=%d d=%d nan case %d: %zu outputs differ from the generic kernel's bits",
+            N, H, d, nan_case, (size_t)N * C - same);
+  /* the NaN cases must poison something, or they test nothing */
+  if (nan_case) CHECK_MSG(n_nan > 0, "nan case %d made no NaN", nan_case);
+  else CHECK(n_nan == 0);
+  free(Q), free(K), free(V), free(G), free(bias), free(O[0]), free(O[1]), free(ref);
+}
+
+static void test_attention_kernels(void) {
+  const int cases[][6] = {/* N, H, d, nq, nk, ld_pad */
+                          {1, 1, 32, 32, 128, 0},   {5, 4, 32, 32, 128, 0},   {39, 4, 32, 32, 128, 3},
+                          {77, 2, 32, 32, 128, 0},  {130, 4, 32, 32, 128, 1}, {301, 4, 32, 32, 128, 0},
+                          {96, 3, 16, 32, 128, 0},  {61, 2, 48, 32, 128, 5},  {200, 2, 64, 32, 128, 0},
+                          {45, 3, 16, 16, 48, 2},   {70, 2, 8, 32, 128, 0},   {50, 2, 32, 8, 24, 0}};
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    const int *c = cases[i];
+    for (int nan_case = 0; nan_case < 4; nan_case++)
+      run_attention_kernels(c[0], c[1], c[2], c[3], c[4], c[5], nan_case);
+  }
+}
+
 /* -------------------------------------------------------------- activation -- */
 static void test_activation(void) {
   const int n = 20011;
@@ -645,64 +733,64 @@ static void test_threads(void) {
   struct { int M, N, K; } lin[] = {{300, 700, 130}, {1000, 48, 768}, {37, 2304, 64}};
   for (size_t i = 0; i < sizeof lin / sizeof lin[0]; i++) {
     const int M = lin[i].M, N = lin[i].N, K = lin[i].K;
-    float *out[2];
-    for (int th = 0; th < 2; th++) {
+    float *out[3];
+    for (int th = 0; th < 3; th++) {
       tu_rng_state = seed0 + i;
       float *X = frand((size_t)M * K, 1.0), *W = frand((size_t)N * K, 0.1), *b = frand((size_t)N, 1.0);
       out[th] = fbuf((size_t)M * N);
       tu_poison(out[th], (size_t)M * N);
-      omp_set_num_threads(th + 1);
+      px_set_num_threads(1 << th); /* 1, 2, 4 */
       be->linear(be, M, N, K, X, K, px_weight_f32(W), b, out[th], N, 0, 0, PX_F32, PX_F32);
       free(X), free(W), free(b);
     }
-    CHECK_MSG(memcmp(out[0], out[1], sizeof(float) * (size_t)M * N) == 0,
-              "linear %dx%dx%d: 1 vs 2 threads differ", M, N, K);
-    free(out[0]), free(out[1]);
+    CHECK_MSG(memcmp(out[0], out[1], sizeof(float) * (size_t)M * N) == 0 && memcmp(out[0], out[2], sizeof(float) * (size_t)M * N) == 0,
+              "linear %dx%dx%d: 1, 2 and 4 threads differ", M, N, K);
+    free(out[0]), free(out[1]), free(out[2]);
   }
   {
     const int S = 2, T = 70, H = 4, d = 48;
-    float *out[2];
-    for (int th = 0; th < 2; th++) {
+    float *out[3];
+    for (int th = 0; th < 3; th++) {
       tu_rng_state = seed0 + 100;
       out[th] = fbuf((size_t)S * T * H * d + 20 * (size_t)H * d);
-      omp_set_num_threads(th + 1);
+      px_set_num_threads(1 << th); /* 1, 2, 4 */
       run_attention_full(S, T, H, d, 0, out[th], 0);
     }
-    CHECK_MSG(memcmp(out[0], out[1], sizeof(float) * (size_t)S * T * H * d) == 0,
-              "attention_full: 1 vs 2 threads differ");
-    free(out[0]), free(out[1]);
+    CHECK_MSG(memcmp(out[0], out[1], sizeof(float) * (size_t)S * T * H * d) == 0 && memcmp(out[0], out[2], sizeof(float) * (size_t)S * T * H * d) == 0,
+              "attention_full: 1, 2 and 4 threads differ");
+    free(out[0]), free(out[1]), free(out[2]);
   }
   {
     const int S = 2, N = 301, H = 4, d = 32;
     const size_t n = (size_t)S * N * H * d + 64 * (size_t)H * d;
-    float *out[2];
-    for (int th = 0; th < 2; th++) {
+    float *out[3];
+    for (int th = 0; th < 3; th++) {
       tu_rng_state = seed0 + 200;
       out[th] = fbuf(n);
-      omp_set_num_threads(th + 1);
+      px_set_num_threads(1 << th); /* 1, 2, 4 */
       run_attention_local(S, N, H, d, 32, 128, 0, out[th], 0);
     }
-    CHECK_MSG(memcmp(out[0], out[1], sizeof(float) * n) == 0, "attention_local: 1 vs 2 threads differ");
-    free(out[0]), free(out[1]);
+    CHECK_MSG(memcmp(out[0], out[1], sizeof(float) * n) == 0 && memcmp(out[0], out[2], sizeof(float) * n) == 0, "attention_local: 1, 2 and 4 threads differ");
+    free(out[0]), free(out[1]), free(out[2]);
   }
   {
     /* the row kernels too (static schedules, but cheap to check) */
     const int M = 517, C = 384;
-    float *out[2];
-    for (int th = 0; th < 2; th++) {
+    float *out[3];
+    for (int th = 0; th < 3; th++) {
       tu_rng_state = seed0 + 300;
       float *X = frand((size_t)M * C, 2.0), *w = frand((size_t)C, 1.0);
       out[th] = fbuf((size_t)M * C);
-      omp_set_num_threads(th + 1);
+      px_set_num_threads(1 << th); /* 1, 2, 4 */
       be->layernorm(be, M, C, X, w, NULL, out[th]);
       be->activation(be, (int64_t)M * C, out[th], PX_ACT_SIGMOID);
       free(X), free(w);
     }
-    CHECK_MSG(memcmp(out[0], out[1], sizeof(float) * (size_t)M * C) == 0,
-              "layernorm+sigmoid: 1 vs 2 threads differ");
-    free(out[0]), free(out[1]);
+    CHECK_MSG(memcmp(out[0], out[1], sizeof(float) * (size_t)M * C) == 0 && memcmp(out[0], out[2], sizeof(float) * (size_t)M * C) == 0,
+              "layernorm+sigmoid: 1, 2 and 4 threads differ");
+    free(out[0]), free(out[1]), free(out[2]);
   }
-  omp_set_num_threads(2);
+  px_set_num_threads(0);
 }
 
 int main(void) {
@@ -718,6 +806,7 @@ int main(void) {
   test_swiglu();
   test_attention_full();
   test_attention_local();
+  test_attention_kernels();
   test_activation();
   test_expf();
   test_atoms_tokens();

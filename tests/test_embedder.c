@@ -732,6 +732,48 @@ out:
   px_embedder_free(e);
 }
 
+/* s_inputs does not depend on the engine's thread count: 1, 2 and 4 threads give the same
+ * bits, for the fixture's embedder (head width 8: the generic attention) and one at the
+ * released widths (head width 32: the AVX-512 attention where the CPU has it; pair width 16). */
+static void test_threads(void) {
+  char path[4600];
+  snprintf(path, sizeof path, "%s/weights.safetensors", data_dir);
+  px_embedder *es[2] = {NULL, NULL};
+  px_embedder_dims D;
+  px_embedder_dims_released(&D);
+  if (px_embedder_load(path, &es[0]) || px_embedder_synthetic(&D, 5, &es[1])) {
+    CHECK_MSG(0, "embedder: %s", px_last_error());
+    px_embedder_free(es[0]);
+    px_embedder_free(es[1]);
+    return;
+  }
+  px_embedder_dims F; /* the fixture's widths (its expected outputs; the features are the same) */
+  px_embedder_get_dims(es[0], &F);
+  for (int v = 0; v < 2; v++) {
+    px_embedder_dims E;
+    px_embedder_get_dims(es[v], &E);
+    task t;
+    if (!task_load("quick_start", F.c_s_inputs, F.c_z, &t)) continue;
+    const size_t ns = (size_t)t.T * E.c_s_inputs;
+    float *s[3];
+    for (int th = 0; th < 3; th++) {
+      s[th] = malloc(sizeof(float) * ns);
+      tu_poison(s[th], ns);
+      px_set_num_threads(1 << th);
+      CHECK_MSG(px_embed(es[v], &t.f, t.restype, t.hotspot, NULL, NULL, PX_EMBED_FP32, s[th], NULL) == 0, "px_embed: %s",
+                px_last_error());
+    }
+    px_set_num_threads(0);
+    CHECK(tu_rel_err_ff(s[0], s[0], ns) == 0.0); /* finite */
+    CHECK_MSG(!memcmp(s[0], s[1], sizeof(float) * ns) && !memcmp(s[0], s[2], sizeof(float) * ns),
+              "embedder %d: s_inputs differs between 1, 2 and 4 threads", v);
+    for (int th = 0; th < 3; th++) free(s[th]);
+    task_free(&t);
+  }
+  px_embedder_free(es[0]);
+  px_embedder_free(es[1]);
+}
+
 int main(void) {
   tu_seed();
   set_data_dir();
@@ -739,6 +781,7 @@ int main(void) {
   test_upstream("small");
   test_scratch_reuse();
   test_sside_sparse();
+  test_threads();
   test_upstream_sensitivity();
   test_loading();
   test_bad_inputs();

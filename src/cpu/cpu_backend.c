@@ -538,6 +538,187 @@ static void attend_rows(int nr, int n, int d, const float *Q, int ldq, const flo
   }
 }
 
+/* attend_rows with AVX-512 register blocks, for head widths d that are a multiple of 16 (the
+ * atom transformers' d = 32): 8 query rows x 32 keys of logits and 8 rows x 32 channels of
+ * output per block (16 accumulators; per step 2 vector loads and 8 broadcasts feed 16 FMAs,
+ * where attend_rows's 4 x 16 blocks, compiled with GCC's znver tuning, load the keys again for
+ * every FMA). The arithmetic of every output is attend_rows's exactly: each logit one fused
+ * multiply-add per c in order from 0, then * scale + bias, the same softmax_row, each output
+ * channel one fused multiply-add per key in order from 0, then the gate; so the two give the
+ * same bits (test_cpu_kernels checks it) and the choice never changes a result. Built only
+ * where PX_MADD is fmaf on x86 (the same rounding as _mm512_fmadd_ps). L: AR512 x keys_ld(n). */
+#if PX_OWN_GEMM && defined(__FMA__)
+#define PX_ATTN512 1
+#define AR512 8
+/* px_expf / px_sigmoidf / softmax_row in 16 lanes, operation for operation (each multiply and
+ * add rounded on its own, as the C is compiled here: ISO C, no contraction), so the same bits;
+ * the clamps keep a NaN as the C's comparisons do. */
+PX_TGT512 static inline __m512 px_expf512(__m512 x) {
+  x = _mm512_max_ps(_mm512_set1_ps(-87.0f), x); /* -87 > x ? -87 : x */
+  x = _mm512_min_ps(_mm512_set1_ps(88.0f), x);  /* 88 < x ? 88 : x */
+  const __m512 shifter = _mm512_set1_ps(12582912.0f);
+  __m512 kf = _mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), shifter);
+  kf = _mm512_sub_ps(kf, shifter);
+  __m512 r = _mm512_sub_ps(x, _mm512_mul_ps(kf, _mm512_set1_ps(0.693145751953125f)));
+  r = _mm512_sub_ps(r, _mm512_mul_ps(kf, _mm512_set1_ps(1.428606765330187045e-06f)));
+  __m512 p = _mm512_set1_ps(1.3888889e-3f);
+  p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(8.3333333e-3f));
+  p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(4.1666667e-2f));
+  p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.6666667e-1f));
+  p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(0.5f));
+  p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f));
+  p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f));
+  const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvttps_epi32(kf), _mm512_set1_epi32(127)), 23);
+  return _mm512_mul_ps(p, _mm512_castsi512_ps(bits));
+}
+PX_TGT512 static inline __m512 px_sigmoidf512(__m512 x) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  const __m512 neg = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(x), _mm512_set1_epi32(INT32_MIN))); /* -x */
+  return _mm512_div_ps(one, _mm512_add_ps(one, px_expf512(neg)));
+}
+/* l[0, n) = softmax(l * scale + bias), softmax_row's lanes and trees. */
+PX_TGT512 static void softmax_row512(float *l, const float *bi, float scale, int n) {
+  const int nf = n / 16 * 16;
+  const __mmask16 tail = (__mmask16)((1u << (n - nf)) - 1u);
+  const __m512 sc = _mm512_set1_ps(scale);
+  __m512 mx = _mm512_set1_ps(l[0] * scale + bi[0]);
+  for (int j = 0; j < nf; j += 16) {
+    const __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(l + j), sc), _mm512_loadu_ps(bi + j));
+    _mm512_storeu_ps(l + j, v);
+    mx = _mm512_max_ps(v, mx); /* l > mx ? l : mx */
+  }
+  if (tail) {
+    const __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(tail, l + nf), sc),
+                                   _mm512_maskz_loadu_ps(tail, bi + nf));
+    _mm512_mask_storeu_ps(l + nf, tail, v);
+    mx = _mm512_mask_max_ps(mx, tail, v, mx);
+  }
+  float t[16];
+  _mm512_storeu_ps(t, mx);
+  float m = t[0];
+  for (int k = 1; k < 16; k++) m = t[k] > m ? t[k] : m;
+  const __m512 mv = _mm512_set1_ps(m);
+  __m512 sp = _mm512_setzero_ps();
+  for (int j = 0; j < nf; j += 16) {
+    const __m512 e = px_expf512(_mm512_sub_ps(_mm512_loadu_ps(l + j), mv));
+    _mm512_storeu_ps(l + j, e);
+    sp = _mm512_add_ps(sp, e);
+  }
+  if (tail) {
+    const __m512 e = px_expf512(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, l + nf), mv));
+    _mm512_mask_storeu_ps(l + nf, tail, e);
+    sp = _mm512_mask_add_ps(sp, tail, sp, e);
+  }
+  _mm512_storeu_ps(t, sp);
+  for (int w = 8; w >= 1; w /= 2)
+    for (int k = 0; k < w; k++) t[k] += t[k + w];
+  const __m512 inv = _mm512_set1_ps(1.0f / t[0]);
+  for (int j = 0; j < nf; j += 16) _mm512_storeu_ps(l + j, _mm512_mul_ps(_mm512_loadu_ps(l + j), inv));
+  if (tail) _mm512_mask_storeu_ps(l + nf, tail, _mm512_mul_ps(_mm512_maskz_loadu_ps(tail, l + nf), inv));
+}
+PX_TGT512 static void attend_rows512(int nr, int n, int d, const float *Q, int ldq, const float *Kt, int ldkt,
+                                     const float *V, int ldv, const float *bias, int ldb, float scale, float *O,
+                                     int ldo, const float *G, int ldg, float *L) {
+  const int ldl = keys_ld(n);
+  for (int i0 = 0; i0 < nr; i0 += AR512) {
+    const int rr = nr - i0 < AR512 ? nr - i0 : AR512;
+    const float *q[AR512];
+    for (int r = 0; r < AR512; r++) q[r] = Q + (size_t)(i0 + (r < rr ? r : 0)) * ldq; /* spare rows: row 0 again */
+    /* logits, 32 keys (then a last 16) at a time */
+    for (int j0 = 0; j0 < ldl; j0 += 32) {
+      if (j0 + 32 <= ldl) {
+        __m512 acc[AR512][2];
+        for (int r = 0; r < AR512; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+        for (int c = 0; c < d; c++) {
+          const float *kt = Kt + (size_t)c * ldkt + j0;
+          const __m512 k0 = _mm512_loadu_ps(kt), k1 = _mm512_loadu_ps(kt + 16);
+          for (int r = 0; r < AR512; r++) {
+            const __m512 qv = _mm512_set1_ps(q[r][c]);
+            acc[r][0] = _mm512_fmadd_ps(qv, k0, acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(qv, k1, acc[r][1]);
+          }
+        }
+        for (int r = 0; r < AR512; r++) {
+          _mm512_storeu_ps(L + (size_t)r * ldl + j0, acc[r][0]);
+          _mm512_storeu_ps(L + (size_t)r * ldl + j0 + 16, acc[r][1]);
+        }
+      } else {
+        __m512 acc[AR512];
+        for (int r = 0; r < AR512; r++) acc[r] = _mm512_setzero_ps();
+        for (int c = 0; c < d; c++) {
+          const __m512 k0 = _mm512_loadu_ps(Kt + (size_t)c * ldkt + j0);
+          for (int r = 0; r < AR512; r++) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(q[r][c]), k0, acc[r]);
+        }
+        for (int r = 0; r < AR512; r++) _mm512_storeu_ps(L + (size_t)r * ldl + j0, acc[r]);
+      }
+    }
+    for (int r = 0; r < rr; r++) softmax_row512(L + (size_t)r * ldl, bias + (size_t)(i0 + r) * ldb, scale, n);
+    /* output, 32 channels (then a last 16) at a time; the spare rows' sums are not stored */
+    for (int c0 = 0; c0 < d; c0 += 32) {
+      const int nv = d - c0 >= 32 ? 2 : 1;
+      __m512 acc[AR512][2];
+      for (int r = 0; r < AR512; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+      if (nv == 2) {
+        for (int j = 0; j < n; j++) {
+          const float *v = V + (size_t)j * ldv + c0;
+          const __m512 v0 = _mm512_loadu_ps(v), v1 = _mm512_loadu_ps(v + 16);
+          for (int r = 0; r < AR512; r++) {
+            const __m512 p = _mm512_set1_ps(L[(size_t)r * ldl + j]);
+            acc[r][0] = _mm512_fmadd_ps(p, v0, acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(p, v1, acc[r][1]);
+          }
+        }
+      } else {
+        for (int j = 0; j < n; j++) {
+          const __m512 v0 = _mm512_loadu_ps(V + (size_t)j * ldv + c0);
+          for (int r = 0; r < AR512; r++)
+            acc[r][0] = _mm512_fmadd_ps(_mm512_set1_ps(L[(size_t)r * ldl + j]), v0, acc[r][0]);
+        }
+      }
+      for (int r = 0; r < rr; r++) {
+        float *o = O + (size_t)(i0 + r) * ldo + c0;
+        for (int h = 0; h < nv; h++) {
+          __m512 y = acc[r][h];
+          if (G) /* o * sigmoid(g) */
+            y = _mm512_mul_ps(y, px_sigmoidf512(_mm512_loadu_ps(G + (size_t)(i0 + r) * ldg + c0 + 16 * h)));
+          _mm512_storeu_ps(o + 16 * h, y);
+        }
+      }
+    }
+  }
+}
+#else
+#define PX_ATTN512 0
+#define AR512 AR
+#endif
+
+/* Which attention kernel a call uses: attend_rows512 where it is built, the CPU has AVX-512
+ * and d is a multiple of 16 (PXDIFF_CPU_ATTN=generic forces attend_rows: tests, A/B timing;
+ * both give the same bits). */
+static int attn512_ok(int d) {
+#if PX_ATTN512
+  if (d % 16 != 0 || px_gemm_isa() != PX_GEMM_AVX512) return 0;
+  const char *e = getenv("PXDIFF_CPU_ATTN");
+  return !(e && strcmp(e, "generic") == 0);
+#else
+  (void)d;
+  return 0;
+#endif
+}
+
+static void attend(int fast, int nr, int n, int d, const float *Q, int ldq, const float *Kt, int ldkt,
+                   const float *V, int ldv, const float *bias, int ldb, float scale, float *O, int ldo,
+                   const float *G, int ldg, float *L) {
+#if PX_ATTN512
+  if (fast) {
+    attend_rows512(nr, n, d, Q, ldq, Kt, ldkt, V, ldv, bias, ldb, scale, O, ldo, G, ldg, L);
+    return;
+  }
+#endif
+  (void)fast;
+  attend_rows(nr, n, d, Q, ldq, Kt, ldkt, V, ldv, bias, ldb, scale, O, ldo, G, ldg, L);
+}
+
 static void cpu_attention_full(px_backend *b, int S, int T, int H, int d, const float *Q,
                                const float *K, const float *V, int ld, const float *bias,
                                float scale, void *Ov, const float *G, int ldg, px_etype ot) {
@@ -585,9 +766,9 @@ static void cpu_attention_local(px_backend *b, int S, int N, int H, int d, int n
   const int off = (nk - nq) / 2;
 #pragma omp parallel num_threads(px_num_threads())
   {
-    const int ldk = keys_ld(nk);
+    const int ldk = keys_ld(nk), fast = attn512_ok(d);
     float *Kt = calloc((size_t)d * ldk, sizeof(float));
-    float *L = malloc(sizeof(float) * (size_t)AR * ldk);
+    float *L = malloc(sizeof(float) * (size_t)(AR > AR512 ? AR : AR512) * ldk);
 #pragma omp for schedule(static)
     for (int task = 0; task < S * n_trunks * H; task++) {
       int h = task % H;
@@ -602,7 +783,7 @@ static void cpu_attention_local(px_backend *b, int S, int N, int H, int d, int n
       const int n = kend - kbeg, a0 = kstart + kbeg; /* valid keys: atoms a0 .. a0+n-1 */
       for (int j = 0; j < n; j++)
         for (int c = 0; c < d; c++) Kt[(size_t)c * ldk + j] = Ks[(size_t)(a0 + j) * ld + c];
-      attend_rows(nr, n, d, Q + ((size_t)s * N + q0) * ld + (size_t)h * d, ld, Kt, ldk,
+      attend(fast, nr, n, d, Q + ((size_t)s * N + q0) * ld + (size_t)h * d, ld, Kt, ldk,
                   Vs + (size_t)a0 * ld, ld, bias + (((size_t)h * n_trunks + t) * nq) * nk + kbeg,
                   nk, scale, O + ((size_t)s * N + q0) * C + (size_t)h * d, C,
                   G ? G + ((size_t)s * N + q0) * ldg + (size_t)h * d : NULL, ldg, L);

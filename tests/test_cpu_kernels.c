@@ -508,6 +508,32 @@ static void test_attention_kernels(void) {
   }
 }
 
+/* attention_full through the same kernels: bit for bit against the generic one (which
+ * test_attention_full checks against float64), with the gate and a NaN query. */
+static void test_attention_full_kernels(void) {
+  const int cases[][4] = {/* S, T, H, d */ {1, 1, 1, 16}, {2, 45, 3, 48}, {1, 80, 4, 32}, {2, 33, 2, 64}, {1, 17, 2, 8}};
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    const int S = cases[i][0], T = cases[i][1], H = cases[i][2], d = cases[i][3], C = H * d;
+    const size_t rows = (size_t)S * T;
+    float *Q = frand(rows * C, 1.0), *K = frand(rows * C, 1.0), *V = frand(rows * C, 1.0);
+    float *G = frand(rows * C, 1.5), *bias = frand((size_t)H * T * T, 2.0);
+    if (T > 3) Q[(size_t)2 * C + 1] = NAN;
+    float *O[2];
+    for (int v = 0; v < 2; v++) {
+      O[v] = fbuf(rows * C);
+      tu_poison(O[v], rows * C);
+      if (v == 0) setenv("PXDIFF_CPU_ATTN", "generic", 1);
+      be->attention_full(be, S, T, H, d, Q, K, V, C, bias, 1.0f / sqrtf((float)d), O[v], G, C, PX_F32);
+      unsetenv("PXDIFF_CPU_ATTN");
+    }
+    size_t nan = 0;
+    for (size_t k = 0; k < rows * C; k++) nan += isnan(O[1][k]) != 0;
+    CHECK_MSG(!memcmp(O[0], O[1], sizeof(float) * rows * C), "attention_full S=%d T=%d H=%d d=%d: kernels differ", S, T, H, d);
+    CHECK_MSG(nan == (T > 3 ? (size_t)d : 0), "attention_full T=%d d=%d: %zu NaN outputs", T, d, nan);
+    free(Q), free(K), free(V), free(G), free(bias), free(O[0]), free(O[1]);
+  }
+}
+
 /* -------------------------------------------------------------- activation -- */
 static void test_activation(void) {
   const int n = 20011;
@@ -807,6 +833,7 @@ int main(void) {
   test_attention_full();
   test_attention_local();
   test_attention_kernels();
+  test_attention_full_kernels();
   test_activation();
   test_expf();
   test_atoms_tokens();

@@ -730,9 +730,9 @@ static void cpu_attention_full(px_backend *b, int S, int T, int H, int d, const 
   const int nrb = (T + RB - 1) / RB;
 #pragma omp parallel num_threads(px_num_threads())
   {
-    const int ldk = keys_ld(T);
+    const int ldk = keys_ld(T), fast = attn512_ok(d);
     float *Kt = calloc((size_t)d * ldk, sizeof(float)); /* columns past T stay zero */
-    float *L = malloc(sizeof(float) * (size_t)AR * ldk);
+    float *L = malloc(sizeof(float) * (size_t)(AR > AR512 ? AR : AR512) * ldk);
     int cur = -1;
 #pragma omp for schedule(static)
     for (int task = 0; task < S * H * nrb; task++) {
@@ -747,7 +747,7 @@ static void cpu_attention_full(px_backend *b, int S, int T, int H, int d, const 
         cur = sh;
       }
       int r0 = rb * RB, nr = T - r0 < RB ? T - r0 : RB;
-      attend_rows(nr, T, d, Qs + (size_t)r0 * ld, ld, Kt, ldk, Vs, ld,
+      attend(fast, nr, T, d, Qs + (size_t)r0 * ld, ld, Kt, ldk, Vs, ld,
                   bias + (size_t)h * T * T + (size_t)r0 * T, T, scale,
                   O + ((size_t)s * T + r0) * C + (size_t)h * d, C,
                   G ? G + ((size_t)s * T + r0) * ldg + (size_t)h * d : NULL, ldg, L);

@@ -428,7 +428,8 @@ static void test_attention_local(void) {
  * bits. Fresh random inputs at head widths 16..64 and 8 (the generic path), windows cut by
  * both ends of the atoms (key counts that are not a multiple of 32), partial last trunks
  * (fewer than 8 query rows left), padded rows, and NaN: a NaN query channel, key value or gate
- * must make exactly the outputs NaN that the reference's arithmetic makes NaN. */
+ * must make exactly the outputs NaN that the reference's arithmetic makes NaN, as must a NaN
+ * key channel (which would leak into other windows if a kernel read keys outside its own). */
 static void ref_attention_local_gated(int N, int H, int d, int nq, int nk, const float *Q, const float *K,
                                       const float *V, int ld, const float *bias, float scale, const float *G,
                                       double *O) {
@@ -456,6 +457,7 @@ static void run_attention_kernels(int N, int H, int d, int nq, int nk, int ld_pa
   if (nan_case == 1) Q[(size_t)ni * ld + nc] = NAN;
   if (nan_case == 2) V[(size_t)ni * ld + nc] = NAN;
   if (nan_case == 3) G[(size_t)ni * C + nc] = NAN;
+  if (nan_case == 4) K[(size_t)ni * ld + nc] = NAN; /* every row whose window holds key ni, no other */
   const float scale = 1.0f / sqrtf((float)d);
   float *O[2];
   for (int v = 0; v < 2; v++) {
@@ -503,7 +505,7 @@ static void test_attention_kernels(void) {
                           {45, 3, 16, 16, 48, 2},   {70, 2, 8, 32, 128, 0},   {50, 2, 32, 8, 24, 0}};
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     const int *c = cases[i];
-    for (int nan_case = 0; nan_case < 4; nan_case++)
+    for (int nan_case = 0; nan_case < 5; nan_case++)
       run_attention_kernels(c[0], c[1], c[2], c[3], c[4], c[5], nan_case);
   }
 }

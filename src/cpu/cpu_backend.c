@@ -764,11 +764,29 @@ static void cpu_attention_local(px_backend *b, int S, int N, int H, int d, int n
   const int C = H * d;
   const int n_trunks = (N + nq - 1) / nq;
   const int off = (nk - nq) / 2;
+  /* Every (sample, head)'s keys transposed once, [d][ldN] (the windows overlap: per window
+   * that was nk / nq times the transposes); the columns past N are zero, since a window's
+   * key loop reads up to keys_ld(n) columns. Without the memory, per window as before. */
+  const int ldN = keys_ld(N) + AJ, nblk = (N + 63) / 64;
+  float *KT = malloc(sizeof(float) * (size_t)S * H * d * ldN);
 #pragma omp parallel num_threads(px_num_threads())
   {
     const int ldk = keys_ld(nk), fast = attn512_ok(d);
-    float *Kt = calloc((size_t)d * ldk, sizeof(float));
+    float *Kt = KT ? NULL : calloc((size_t)d * ldk, sizeof(float));
     float *L = malloc(sizeof(float) * (size_t)(AR > AR512 ? AR : AR512) * ldk);
+    if (KT) {
+#pragma omp for schedule(static)
+      for (int task = 0; task < S * H * nblk; task++) {
+        const int sh = task / nblk, a_lo = task % nblk * 64, s = sh / H, h = sh % H;
+        const int a_hi = a_lo + 64 < N ? a_lo + 64 : N;
+        const float *Ks = K + (size_t)s * N * ld + (size_t)h * d;
+        float *kt = KT + (size_t)sh * d * ldN;
+        for (int a = a_lo; a < a_hi; a++)
+          for (int c = 0; c < d; c++) kt[(size_t)c * ldN + a] = Ks[(size_t)a * ld + c];
+        if (a_hi == N)
+          for (int c = 0; c < d; c++) memset(kt + (size_t)c * ldN + N, 0, sizeof(float) * (size_t)(ldN - N));
+      }
+    }
 #pragma omp for schedule(static)
     for (int task = 0; task < S * n_trunks * H; task++) {
       int h = task % H;
@@ -781,9 +799,11 @@ static void cpu_attention_local(px_backend *b, int S, int N, int H, int d, int n
       const float *Ks = K + (size_t)s * N * ld + (size_t)h * d;
       const float *Vs = V + (size_t)s * N * ld + (size_t)h * d;
       const int n = kend - kbeg, a0 = kstart + kbeg; /* valid keys: atoms a0 .. a0+n-1 */
-      for (int j = 0; j < n; j++)
-        for (int c = 0; c < d; c++) Kt[(size_t)c * ldk + j] = Ks[(size_t)(a0 + j) * ld + c];
-      attend(fast, nr, n, d, Q + ((size_t)s * N + q0) * ld + (size_t)h * d, ld, Kt, ldk,
+      const float *kt = KT ? KT + (size_t)(s * H + h) * d * ldN + a0 : Kt;
+      if (!KT)
+        for (int j = 0; j < n; j++)
+          for (int c = 0; c < d; c++) Kt[(size_t)c * ldk + j] = Ks[(size_t)(a0 + j) * ld + c];
+      attend(fast, nr, n, d, Q + ((size_t)s * N + q0) * ld + (size_t)h * d, ld, kt, KT ? ldN : ldk,
                   Vs + (size_t)a0 * ld, ld, bias + (((size_t)h * n_trunks + t) * nq) * nk + kbeg,
                   nk, scale, O + ((size_t)s * N + q0) * C + (size_t)h * d, C,
                   G ? G + ((size_t)s * N + q0) * ldg + (size_t)h * d : NULL, ldg, L);
@@ -791,6 +811,7 @@ static void cpu_attention_local(px_backend *b, int S, int N, int H, int d, int n
     free(Kt);
     free(L);
   }
+  free(KT);
 }
 
 static void cpu_linear_relu(px_backend *b, int M, int N, int K, const float *X, int ldx, px_weight W,

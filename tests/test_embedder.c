@@ -5,6 +5,7 @@
  * the released layout at reduced widths (tests/ref/make_embedder_fixtures.py made them).
  * Then: loading failures name the tensor, bad inputs fail without touching the outputs,
  * the bf16 mode, and the released widths on synthetic weights. */
+#define _POSIX_C_SOURCE 200809L /* setenv */
 #include <unistd.h>
 
 #include "io/tensorfile.h"
@@ -774,6 +775,85 @@ static void test_threads(void) {
   px_embedder_free(es[1]);
 }
 
+/* The pair pass at 16-row tiles (x86 with AVX-512) against 8-row tiles (PXDIFF_CPU_PAIR=generic,
+ * the width checked against upstream through s_inputs above): the same bits in every head's
+ * bias plane and in p itself, on the quick-start task's features with fresh random c (1250
+ * atoms: a partial last trunk, padded query rows and keys cut by both ends), one atom's
+ * position NaN (the NaN planes must match too); then s_inputs at the released widths (pair width 16) from
+ * both. Where the 16-row tiles are not built both runs take the 8-row ones. */
+static void test_pair_widths(void) {
+  char path[4600];
+  snprintf(path, sizeof path, "%s/weights.safetensors", data_dir);
+  px_embedder_w w;
+  memset(&w, 0, sizeof w);
+  if (px_embedder_w_load(path, &w)) {
+    CHECK_MSG(0, "load: %s", px_last_error());
+    return;
+  }
+  task t;
+  if (!task_load("quick_start", w.dims.c_s_inputs, w.dims.c_z, &t)) {
+    px_embedder_w_free(&w);
+    return;
+  }
+  const int N = t.N, ca = w.ref.cl.in, cp = w.ref.d.out, nt = (N + PX_ATOM_NQ - 1) / PX_ATOM_NQ;
+  const int64_t P = (int64_t)nt * PX_ATOM_NQ * PX_ATOM_NK;
+  const size_t plane = (size_t)w.tf.n_heads * P;
+  float *c = malloc(sizeof(float) * (size_t)N * ca);
+  for (size_t i = 0; i < (size_t)N * ca; i++) c[i] = (float)tu_normal();
+  for (int v = 0; v < 2; v++) {
+    if (v) ((float *)t.f.ref_pos)[(size_t)(N / 3) * 3 + 1] = NAN; /* (a NaN in c would meet a ReLU first) */
+    float *bias[2], *p[2];
+    for (int k = 0; k < 2; k++) {
+      px_atom_block_cache *cache = calloc((size_t)w.tf.n_blocks, sizeof *cache);
+      bias[k] = malloc(sizeof(float) * plane * w.tf.n_blocks);
+      p[k] = malloc(sizeof(float) * (size_t)P * cp);
+      tu_poison(bias[k], plane * w.tf.n_blocks);
+      tu_poison(p[k], (size_t)P * cp);
+      for (int b = 0; b < w.tf.n_blocks; b++) cache[b].pair_bias = bias[k] + b * plane;
+      const px_transformer_w *tfs[1] = {&w.tf};
+      px_atom_block_cache *caches[1] = {cache};
+      int64_t bytes = 0;
+      if (k == 0) setenv("PXDIFF_CPU_PAIR", "generic", 1);
+      CHECK(px_atom_pair_bias_build(px_cpu_backend(), &w.ref, &t.f, c, NULL, tfs, caches, 1, p[k], &bytes) == 0);
+      unsetenv("PXDIFF_CPU_PAIR");
+      free(cache);
+    }
+    size_t nan = 0;
+    for (size_t i = 0; i < plane * w.tf.n_blocks; i++) nan += isnan(bias[1][i]) != 0;
+    CHECK_MSG(!memcmp(bias[0], bias[1], sizeof(float) * plane * w.tf.n_blocks),
+              "pair bias planes differ between 8- and 16-row tiles (NaN case %d)", v);
+    CHECK_MSG(!memcmp(p[0], p[1], sizeof(float) * (size_t)P * cp), "p differs between 8- and 16-row tiles (NaN case %d)", v);
+    CHECK_MSG(v ? nan > 0 : nan == 0, "NaN case %d: %zu NaN biases", v, nan);
+    for (int k = 0; k < 2; k++) free(bias[k]), free(p[k]);
+  }
+  free(c);
+  task_free(&t);
+  px_embedder_w_free(&w);
+  /* released widths, end to end */
+  px_embedder_dims D;
+  px_embedder_dims_released(&D);
+  px_embedder *e = NULL;
+  if (px_embedder_synthetic(&D, 9, &e) || !task_load("quick_start", 40, 16, &t)) {
+    CHECK_MSG(0, "synthetic embedder or task: %s", px_last_error());
+    px_embedder_free(e);
+    return;
+  }
+  const size_t ns = (size_t)t.T * D.c_s_inputs;
+  float *s[2];
+  for (int k = 0; k < 2; k++) {
+    s[k] = malloc(sizeof(float) * ns);
+    tu_poison(s[k], ns);
+    if (k == 0) setenv("PXDIFF_CPU_PAIR", "generic", 1);
+    CHECK(px_embed(e, &t.f, t.restype, t.hotspot, NULL, NULL, PX_EMBED_FP32, s[k], NULL) == 0);
+    unsetenv("PXDIFF_CPU_PAIR");
+  }
+  CHECK(tu_rel_err_ff(s[0], s[0], ns) == 0.0);
+  CHECK_MSG(!memcmp(s[0], s[1], sizeof(float) * ns), "released widths: s_inputs differs between 8- and 16-row pair tiles");
+  free(s[0]), free(s[1]);
+  task_free(&t);
+  px_embedder_free(e);
+}
+
 int main(void) {
   tu_seed();
   set_data_dir();
@@ -782,6 +862,7 @@ int main(void) {
   test_scratch_reuse();
   test_sside_sparse();
   test_threads();
+  test_pair_widths();
   test_upstream_sensitivity();
   test_loading();
   test_bad_inputs();

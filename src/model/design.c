@@ -162,9 +162,8 @@ void px_atom_ref_single(const px_atom_ref_w *w, const px_features *f, float *c) 
   }
 }
 
-/* Rows of pair features handled together by the fused pair pass: its inner loops run across
- * these rows (channel-major tiles), which the compiler turns into vector code. */
-#define PAIR_TILE 8
+/* Rows of pair features handled together by the fused pair pass (8 or 16, below): its inner
+ * loops run across these rows (channel-major tiles), which the compiler turns into vector code. */
 /* The widest pair feature the fused pass holds in its tiles (released: c_atompair = 16). */
 #define PAIR_MAX_C 64
 /* The most head columns (over every block of the transformers given) one pass writes. */
@@ -186,137 +185,44 @@ typedef struct {
   int N, T, cp, nah;
 } pair_pass;
 
-/* One channel of a tile of pair rows, as a vector (GCC/Clang vector extension: one AVX2
- * register, two NEON registers). */
-typedef float pair_vec __attribute__((vector_size(PAIR_TILE * sizeof(float))));
-typedef int32_t pair_ivec __attribute__((vector_size(PAIR_TILE * sizeof(float))));
+/* The tile at 8 rows (AVX2: one register per channel; everywhere), and on x86 at 16 rows for
+ * CPUs with AVX-512 (one register per channel: half the broadcasts and instructions per row;
+ * chosen at run time, PXDIFF_CPU_PAIR=generic forces 8 rows; the same bits either way). */
+#define PT_TILE 8
+#define PT_NAME(x) x##_8
+#define PT_ATTR
+#include "model/pair_tile.inc"
+#undef PT_TILE
+#undef PT_NAME
+#undef PT_ATTR
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__)) && defined(__AVX2__)
+#define PAIR_WIDE 1
+#if defined(__clang__)
+#define PT_ATTR __attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma")))
+#else
+#define PT_ATTR __attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma,tune=generic")))
+#endif
+#define PT_TILE 16
+#define PT_NAME(x) x##_16
+#include "model/pair_tile.inc"
+#undef PT_TILE
+#undef PT_NAME
+#undef PT_ATTR
+#else
+#define PAIR_WIDE 0
+#endif
 
-static inline pair_vec relu_vec(pair_vec v) {
-  const pair_vec zero = {0};
-  return (pair_vec)((pair_ivec)v & (v > zero)); /* x > 0 ? x : +0, lane by lane */
-}
-
-/* out[o] = sum_i W[o, i] in[i] over a tile's rows: the tile times W^T ([n_out, n_in]).
- * Eight outputs at a time: eight independent sums in flight instead of one long chain. */
-static inline void tile_matmul(const float *W, int n_out, int n_in, const pair_vec *in, pair_vec *out) {
-  int o = 0;
-  for (; o + 8 <= n_out; o += 8) {
-    const float *w0 = W + (size_t)o * n_in;
-    pair_vec a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
-    for (int i = 0; i < n_in; i++) {
-      const pair_vec v = in[i];
-      a0 += w0[i] * v;
-      a1 += w0[n_in + i] * v;
-      a2 += w0[2 * n_in + i] * v;
-      a3 += w0[3 * n_in + i] * v;
-      a4 += w0[4 * n_in + i] * v;
-      a5 += w0[5 * n_in + i] * v;
-      a6 += w0[6 * n_in + i] * v;
-      a7 += w0[7 * n_in + i] * v;
-    }
-    out[o] = a0, out[o + 1] = a1, out[o + 2] = a2, out[o + 3] = a3;
-    out[o + 4] = a4, out[o + 5] = a5, out[o + 6] = a6, out[o + 7] = a7;
-  }
-  /* Four at a time, the same sums: the heads' bias columns are 12 per transformer of 3 blocks
-   * x 4 heads, and one chain of dependent adds per output left was ~10% of the pair pass. */
-  for (; o + 4 <= n_out; o += 4) {
-    const float *w0 = W + (size_t)o * n_in;
-    pair_vec a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-    for (int i = 0; i < n_in; i++) {
-      const pair_vec v = in[i];
-      a0 += w0[i] * v;
-      a1 += w0[n_in + i] * v;
-      a2 += w0[2 * n_in + i] * v;
-      a3 += w0[3 * n_in + i] * v;
-    }
-    out[o] = a0, out[o + 1] = a1, out[o + 2] = a2, out[o + 3] = a3;
-  }
-  for (; o < n_out; o++) {
-    const float *wr = W + (size_t)o * n_in;
-    pair_vec acc = {0};
-    for (int i = 0; i < n_in; i++) acc += wr[i] * in[i];
-    out[o] = acc;
-  }
-}
-
-/* Rows [r0, r0 + PAIR_TILE) of one trunk's [32 * 128] pair rows: p from the reference
- * features, p += small_mlp(p), then every head's bias Lin_z(LN(p)). All the rows lie in one
- * query atom's 128-key window (128 is a multiple of PAIR_TILE). */
-static void pair_tile(const pair_pass *pp, int64_t r0) {
-  const px_atom_ref_w *w = pp->w;
-  const px_features *f = pp->f;
-  const int cp = pp->cp, N = pp->N, T = pp->T;
-  const int off = (PX_ATOM_NK - PX_ATOM_NQ) / 2;
-  const int64_t bq = r0 / PX_ATOM_NK;
-  const int mk0 = (int)(r0 % PX_ATOM_NK);
-  const int b = (int)(bq / PX_ATOM_NQ), qa = (int)bq;
-  const int q_real = qa < N;
-  float pq[3] = {0, 0, 0};
-  int64_t uq = 0, tq = 0;
-  if (q_real) {
-    memcpy(pq, f->ref_pos + (size_t)qa * 3, sizeof pq);
-    uq = f->ref_space_uid[qa];
-    tq = f->atom_to_token_idx[qa];
-  }
-  /* x[o]: channel o of the tile's rows; the terms are added in the reference's order. */
-  pair_vec x[PAIR_MAX_C], h[PAIR_MAX_C], g[PAIR_MAX_C];
-  const int k0 = b * PX_ATOM_NQ - off + mk0 + pp->pad; /* padded index of the tile's first key */
-  pair_vec dx, dy, dz, vm, vinvd, vv;
-  for (int r = 0; r < PAIR_TILE; r++) {
-    dx[r] = pq[0] - pp->kx[k0 + r];
-    dy[r] = pq[1] - pp->ky[k0 + r];
-    dz[r] = pq[2] - pp->kz[k0 + r];
-    const int ka = k0 + r - pp->pad;
-    const float v = uq == pp->kuid[k0 + r] ? 1.0f : 0.0f;
-    const float mask = (q_real && ka >= 0 && ka < N) ? 1.0f : 0.0f;
-    vv[r] = v;
-    vm[r] = v * mask;
-    vinvd[r] = 1.0f / (1.0f + dx[r] * dx[r] + dy[r] * dy[r] + dz[r] * dz[r]) * v;
-  }
-  for (int o = 0; o < cp; o++) {
-    const float *wd = w->d.w + (size_t)o * 3;
-    pair_vec val = (wd[0] * dx + wd[1] * dy + wd[2] * dz) * vm;
-    val += w->invd.w[o] * vinvd;
-    val += w->v.w[o] * vv;
-    x[o] = val;
-  }
-  if (pp->zproj)
-    for (int r = 0; r < PAIR_TILE; r++) {
-      const float *zp = pp->zproj + ((size_t)tq * T + (size_t)pp->ktok[k0 + r]) * cp;
-      for (int o = 0; o < cp; o++) x[o][r] += zp[o];
-    }
-  if (q_real)
-    for (int o = 0; o < cp; o++) x[o] += pp->cl[(size_t)qa * cp + o];
-  for (int o = 0; o < cp; o++) {
-    pair_vec cmv;
-    memcpy(&cmv, pp->kcm + (size_t)o * pp->Np + k0, sizeof cmv);
-    x[o] += cmv;
-  }
-  /* p += L5(relu(L3(relu(L1(relu(p)))))) */
-  for (int o = 0; o < cp; o++) h[o] = relu_vec(x[o]);
-  tile_matmul(w->mlp1.w, cp, cp, h, g);
-  for (int o = 0; o < cp; o++) g[o] = relu_vec(g[o]);
-  tile_matmul(w->mlp3.w, cp, cp, g, h);
-  for (int o = 0; o < cp; o++) h[o] = relu_vec(h[o]);
-  tile_matmul(w->mlp5.w, cp, cp, h, g);
-  for (int o = 0; o < cp; o++) x[o] += g[o];
-  if (pp->p_out)
-    for (int r = 0; r < PAIR_TILE; r++)
-      for (int o = 0; o < cp; o++) pp->p_out[(size_t)(r0 + r) * cp + o] = x[o][r];
-  /* LN(p) without its weight (folded into wf), then each head's column. */
-  pair_vec mean = {0}, var = {0};
-  for (int o = 0; o < cp; o++) mean += x[o];
-  mean *= 1.0f / (float)cp;
-  for (int o = 0; o < cp; o++) {
-    x[o] -= mean;
-    var += x[o] * x[o];
-  }
-  pair_vec rstd;
-  for (int r = 0; r < PAIR_TILE; r++) rstd[r] = 1.0f / sqrtf(var[r] * (1.0f / (float)cp) + 1e-5f);
-  for (int o = 0; o < cp; o++) x[o] *= rstd;
-  pair_vec out[PAIR_MAX_HEADS];
-  tile_matmul(pp->wf, pp->nah, cp, x, out);
-  for (int col = 0; col < pp->nah; col++) memcpy(pp->bias[col] + r0, &out[col], sizeof out[col]);
+/* 16-row tiles: built, the CPU has AVX-512, and not PXDIFF_CPU_PAIR=generic. */
+static int pair_wide(void) {
+#if PAIR_WIDE
+  __builtin_cpu_init();
+  if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512dq") || !__builtin_cpu_supports("avx512vl"))
+    return 0;
+  const char *e = getenv("PXDIFF_CPU_PAIR");
+  return !(e && strcmp(e, "generic") == 0);
+#else
+  return 0;
+#endif
 }
 
 int px_atom_pair_bias_build(px_backend *be, const px_atom_ref_w *w, const px_features *f, const float *c,
@@ -381,9 +287,18 @@ int px_atom_pair_bias_build(px_backend *be, const px_atom_ref_w *w, const px_fea
   }
   const pair_pass pp = {w, f, kf, kf + Np, kf + 2 * (size_t)Np, kf + 3 * (size_t)Np, ki, ki + Np, pad, Np,
                         cl, zproj, wf, bias, p_out, P, N, f->n_token, cp, nah};
-  const int64_t n_tiles = P / PAIR_TILE;
+  const int wide = pair_wide(), tile = wide ? 16 : 8;
+  const int64_t n_tiles = P / tile;
 #pragma omp parallel for num_threads(px_num_threads()) schedule(static)
-  for (int64_t t = 0; t < n_tiles; t++) pair_tile(&pp, t * PAIR_TILE);
+  for (int64_t t = 0; t < n_tiles; t++) {
+#if PAIR_WIDE
+    if (wide) {
+      pair_tile_16(&pp, t * tile);
+      continue;
+    }
+#endif
+    pair_tile_8(&pp, t * tile);
+  }
   free(kf);
   free(ki);
   free(scratch);

@@ -141,6 +141,11 @@ PXDIFF_API const char *px_model_precision_name(const px_model *m);
  * others run TF32); on the CPU at bf16 the blocks its gate admits (the others fp32); 0 at
  * fp32 / tf32. Out of px_dims.n_token_blocks. */
 PXDIFF_API int px_model_x16_blocks(const px_model *m);
+/* Atom blocks (encoder and decoder atom transformers) whose GEMMs take fp16 inputs: CUDA at
+ * fp16, the blocks whose inputs are proven inside fp16's range (the others TF32; all of them
+ * when PXDIFF_NO_X16_ATOMS was set when the model was prepared); 0 elsewhere. Out of
+ * px_dims.n_enc_blocks + n_dec_blocks. */
+PXDIFF_API int px_model_x16_atom_blocks(const px_model *m);
 /* "auto" | "cpu" | "cuda" ("gpu" and "cuda:0" are accepted as "cuda"); PX_DEVICE_INVALID for
  * anything else, NULL included. */
 PXDIFF_API enum px_device px_device_from_name(const char *name);

@@ -91,6 +91,13 @@ struct px_backend {
   void (*residual_adaln)(px_backend *b, int M, int C, float *A, const float *Gr, int gr_rows,
                          const float *Y, const float *Gn, const float *Bn, int gn_rows, void *An,
                          px_etype ant);
+  /* Optional (NULL: the model runs residual_adaln or adaln, then adaln): the two AdaLNs of an
+   * atom block's cross attention in one pass over the rows. With Gr set, A[r] += Gr[r % g_rows]
+   * * R[r] first (R NULL with Gr NULL: A is only read); then Y1 = LN(A) * G1[r % g_rows] +
+   * B1[r % g_rows] and Y2 = LN(Y1) * G2[r % g_rows] + B2[r % g_rows], Y2 normalising the fp32
+   * Y1 before Y1 is stored; Y1 and Y2 of type yt. */
+  void (*adaln_pair)(px_backend *b, int M, int C, float *A, const float *Gr, const float *R, const float *G1,
+                     const float *B1, const float *G2, const float *B2, int g_rows, void *Y1, void *Y2, px_etype yt);
   /* O[r, c] *= sigmoid(P[r, c]); O has row stride ldo, P row stride ldp. */
   void (*sigmoid_mul)(px_backend *b, int M, int C, float *O, int ldo, const float *P, int ldp);
   /* Y[M, H] = silu(X[:, :H]) * X[:, H:2H] with X [M, 2H] of type xt; a 16-bit Y (yt) is stored
@@ -106,10 +113,11 @@ struct px_backend {
                          void *O, const float *G, int ldg, px_etype ot);
   /* Local atom attention (docs/spec.md): atoms cut into query trunks of nq, each seeing the
    * window of nk keys starting at nq*trunk - (nk - nq)/2; out-of-range keys get weight 0.
-   * bias [H, n_trunks, nq, nk]; O [S*N, H*d]; gate G as for attention_full. */
+   * bias [H, n_trunks, nq, nk]; O [S*N, H*d] of type ot (a 16-bit O feeds the output GEMM;
+   * fp16_range.c bounds it); gate G as for attention_full. */
   void (*attention_local)(px_backend *b, int S, int N, int H, int d, int nq, int nk,
                           const float *Q, const float *K, const float *V, int ld,
-                          const float *bias, float scale, float *O, const float *G, int ldg);
+                          const float *bias, float scale, void *O, const float *G, int ldg, px_etype ot);
   /* X[i] = sigmoid(X[i]) (kind PX_ACT_SIGMOID) or max(X[i], 0) (PX_ACT_RELU), n values. */
   void (*activation)(px_backend *b, int64_t n, float *X, int kind);
   /* Y[s, t] = inv_count[t] * sum over atoms n of token t of X[s, n]: [S*N, C] -> [S*T, C]. */

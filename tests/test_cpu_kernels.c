@@ -395,7 +395,7 @@ static void run_attention_local(int S, int N, int H, int d, int nq, int nk, int 
   float *Ob = out_O ? out_O : fbuf(rows * C + tail);
   tu_poison(Ob, rows * C);
   fill_guard(Ob + rows * C, tail);
-  be->attention_local(be, S, N, H, d, nq, nk, Q, K, V, ld, bias, scale, Ob, NULL, 0);
+  be->attention_local(be, S, N, H, d, nq, nk, Q, K, V, ld, bias, scale, Ob, NULL, 0, PX_F32);
   if (check) {
     double *ref = dbuf(rows * C);
     ref_attention_local(S, N, H, d, nq, nk, Q, K, V, ld, bias, scale, ref);
@@ -465,7 +465,7 @@ static void run_attention_kernels(int N, int H, int d, int nq, int nk, int ld_pa
     tu_poison(O[v], (size_t)N * C);
     fill_guard(O[v] + (size_t)N * C, 64);
     if (v == 0) setenv("PXDIFF_CPU_ATTN", "generic", 1);
-    be->attention_local(be, 1, N, H, d, nq, nk, Q, K, V, ld, bias, scale, O[v], G, C);
+    be->attention_local(be, 1, N, H, d, nq, nk, Q, K, V, ld, bias, scale, O[v], G, C, PX_F32);
     unsetenv("PXDIFF_CPU_ATTN");
     CHECK_MSG(guard_intact(O[v] + (size_t)N * C, 64), "attention_local N=%d d=%d wrote past its rows", N, d);
   }

@@ -120,9 +120,9 @@ static void run_local(int prec, int S, int N, int H, int d, int nk, int gated, d
   float *dQG = up(g, QG, nqg), *dKV = up(g, KV, nqg), *dbias = up(g, bias, nb), *dO = dev_poison(g, no);
   const float scale = 1.0f / sqrtf((float)d);
   cpu->attention_local(cpu, S, N, H, d, 32, nk, QG, KV, KV + C, ld, bias, scale, want,
-                       gated ? QG + C : NULL, ld);
+                       gated ? QG + C : NULL, ld, PX_F32);
   g->attention_local(g, S, N, H, d, 32, nk, dQG, dKV, dKV + C, ld, dbias, scale, dO,
-                     gated ? dQG + C : NULL, ld);
+                     gated ? dQG + C : NULL, ld, PX_F32);
   char what[128];
   snprintf(what, sizeof what, "%s local S=%d N=%d H=%d d=%d nk=%d%s", prec_name(prec), S, N, H, d, nk,
            gated ? " gated" : "");
@@ -247,10 +247,10 @@ static void bench(void) {
       float *QG = rnd(nqg, 1.0), *KV = rnd(nqg, 1.0), *bias = rnd(nb, 2.0);
       float *dQG = up(g, QG, nqg), *dKV = up(g, KV, nqg), *dbias = up(g, bias, nb);
       float *dO = dev_poison(g, (size_t)S * N * C);
-      for (int r = 0; r < 3; r++) g->attention_local(g, S, N, H, d, 32, 128, dQG, dKV, dKV + C, ld, dbias, 0.177f, dO, NULL, 0);
+      for (int r = 0; r < 3; r++) g->attention_local(g, S, N, H, d, 32, 128, dQG, dKV, dKV + C, ld, dbias, 0.177f, dO, NULL, 0, PX_F32);
       g->sync(g);
       double t0 = now_s();
-      for (int r = 0; r < reps; r++) g->attention_local(g, S, N, H, d, 32, 128, dQG, dKV, dKV + C, ld, dbias, 0.177f, dO, NULL, 0);
+      for (int r = 0; r < reps; r++) g->attention_local(g, S, N, H, d, 32, 128, dQG, dKV, dKV + C, ld, dbias, 0.177f, dO, NULL, 0, PX_F32);
       g->sync(g);
       printf("  bench %s attention_local S=%d N=%d H=%d d=%d: %.1f us/call\n", prec_name(prec), S, N, H, d,
              (now_s() - t0) / reps * 1e6);

@@ -1,3 +1,4 @@
+#define _POSIX_C_SOURCE 200809L /* setenv */
 /* Two CUDA backend contexts in one process, side by side: each holds a copy of the same
  * synthetic model and runs the same small denoise, interleaved with the other's calls.
  * On one device the two contexts must give bit-identical results (fp32 kernels are
@@ -120,6 +121,39 @@ int main(void) {
                 "tf32 round %d: two contexts on one device differ", round);
     else
       CHECK_MSG(tu_rel_err_ff(got[1], got[0], nx) <= 1e-6, "tf32 round %d: cuda:0 and cuda:1 differ", round);
+  }
+
+  /* FP16 (issue 13): the token blocks, and the atom blocks admitted by their range bounds, on
+   * fp16 operands (the synthetic weights admit every block); then the same with the atom blocks
+   * kept TF32 by PXDIFF_NO_X16_ATOMS (read when the model is prepared). fp16 atom activations
+   * must not cost more than a little accuracy against the CPU's fp32: within the per-call bound
+   * of 2e-3, or within 1.5x of the TF32 atom blocks' error where that is already larger (the
+   * synthetic weights are not the checkpoint's). */
+  {
+    const int n_atom_blocks = D.n_enc_blocks + D.n_dec_blocks;
+    double err[2] = {-1, -1};
+    for (int off = 0; off < 2; off++) {
+      px_model_release_device(m[0]);
+      if (off) setenv("PXDIFF_NO_X16_ATOMS", "1", 1);
+      const int rc = px_model_to_device(m[0], ctx[0], PX_PRECISION_FP16);
+      unsetenv("PXDIFF_NO_X16_ATOMS");
+      CHECK_MSG(rc == PX_OK, "prepare at fp16 (atoms %s): %s", off ? "off" : "on", px_last_error());
+      if (rc) continue;
+      CHECK_MSG(px_model_x16_blocks(m[0]) == D.n_token_blocks, "fp16 token blocks %d of %d", px_model_x16_blocks(m[0]),
+                D.n_token_blocks);
+      CHECK_MSG(px_model_x16_atom_blocks(m[0]) == (off ? 0 : n_atom_blocks), "fp16 atom blocks %d (atoms %s, of %d)",
+                px_model_x16_atom_blocks(m[0]), off ? "off" : "on", n_atom_blocks);
+      for (int round = 0; round < 2; round++) { /* the second call replays a captured graph */
+        tu_poison(got[0], nx);
+        if (run(m[0], &sd.f, x, t, got[0])) continue;
+        const double e = tu_rel_err_ff(got[0], want, nx);
+        printf("  fp16, atom blocks %s, call %d: rel err vs CPU fp32 %.3g\n", off ? "TF32" : "fp16", round, e);
+        if (e > err[off]) err[off] = e;
+      }
+    }
+    CHECK_MSG(err[0] >= 0 && err[1] >= 0, "fp16 calls failed");
+    CHECK_MSG(err[0] <= 2e-3 || err[0] <= 1.5 * err[1],
+              "fp16 atom blocks: rel err %.3g vs CPU fp32 (TF32 atom blocks: %.3g; bound 2e-3)", err[0], err[1]);
   }
 
   /* Releasing the models and destroying the contexts returns every byte. */

@@ -301,14 +301,14 @@ static void test_attention(void) {
     float *QG = rnd(nqg, 1.0), *KV = rnd(nqg, 1.0), *bias = rnd(nb, 2.0), *want = malloc(sizeof(float) * (size_t)S * N * C);
     float *dQG = up(QG, nqg), *dKV = up(KV, nqg), *dbias = up(bias, nb), *dO = dev_poison((size_t)S * N * C);
     float scale = 1.0f / sqrtf((float)d);
-    cpu->attention_local(cpu, S, N, H, d, 32, 128, QG, KV, KV + C, ld, bias, scale, want, NULL, 0);
-    gpu->attention_local(gpu, S, N, H, d, 32, 128, dQG, dKV, dKV + C, ld, dbias, scale, dO, NULL, 0);
+    cpu->attention_local(cpu, S, N, H, d, 32, 128, QG, KV, KV + C, ld, bias, scale, want, NULL, 0, PX_F32);
+    gpu->attention_local(gpu, S, N, H, d, 32, 128, dQG, dKV, dKV + C, ld, dbias, scale, dO, NULL, 0, PX_F32);
     char what[96];
     snprintf(what, sizeof what, "attention_local S=%d N=%d H=%d d=%d", S, N, H, d);
     compare(what, dO, want, (size_t)S * N * C, 1e-5);
-    cpu->attention_local(cpu, S, N, H, d, 32, 128, QG, KV, KV + C, ld, bias, scale, want, QG + C, ld);
+    cpu->attention_local(cpu, S, N, H, d, 32, 128, QG, KV, KV + C, ld, bias, scale, want, QG + C, ld, PX_F32);
     float *dOg = dev_poison((size_t)S * N * C);
-    gpu->attention_local(gpu, S, N, H, d, 32, 128, dQG, dKV, dKV + C, ld, dbias, scale, dOg, dQG + C, ld);
+    gpu->attention_local(gpu, S, N, H, d, 32, 128, dQG, dKV, dKV + C, ld, dbias, scale, dOg, dQG + C, ld, PX_F32);
     snprintf(what, sizeof what, "attention_local gated S=%d N=%d H=%d d=%d", S, N, H, d);
     compare(what, dOg, want, (size_t)S * N * C, 1e-5);
     gpu->free(gpu, dOg);
@@ -410,6 +410,76 @@ static void test_x16(int prec) {
     free(X); free(G); free(B); free(Y); free(Gr); free(want); free(A);
     gpu->free(gpu, dX); gpu->free(gpu, dG); gpu->free(gpu, dB); gpu->free(gpu, dY); gpu->free(gpu, dGr);
     gpu->free(gpu, d16);
+  }
+  /* The atom blocks' AdaLN pair (adaln_pair: optional, the CUDA backend has it): Y1 = AdaLN(A)
+   * and Y2 = AdaLN_kv(Y1) from the fp32 Y1, with and without the gated residual first, against
+   * the CPU's residual_adaln / adaln then adaln. C = 128 / 256 take the fused kernel, the
+   * others the fallback; the conditioning repeats every g_rows rows, as the atoms' N. */
+  CHECK(g->adaln_pair != NULL && cpu->adaln_pair == NULL);
+  int prow[][2] = {{5, 128}, {333, 128}, {70, 256}, {7, 20}, {3, 13}, {9, 384}};
+  for (size_t t = 0; g->adaln_pair && t < sizeof prow / sizeof prow[0]; t++) {
+    const int M = prow[t][0], C = prow[t][1], gr = M > 3 ? M / 3 + 1 : 1;
+    const size_t n = (size_t)M * C, ng = (size_t)gr * C;
+    float *X = rnd(n, 2.0), *G1 = rnd(ng, 1.0), *B1 = rnd(ng, 1.0), *G2 = rnd(ng, 1.0), *B2 = rnd(ng, 1.0);
+    float *Y = rnd(n, 1.0), *Gr = rnd(ng, 1.0);
+    float *A = malloc(sizeof(float) * n), *w1 = malloc(sizeof(float) * n), *w2 = malloc(sizeof(float) * n);
+    float *dX = up(X, n), *dG1 = up(G1, ng), *dB1 = up(B1, ng), *dG2 = up(G2, ng), *dB2 = up(B2, ng), *dY = up(Y, n);
+    float *dGr = up(Gr, ng);
+    for (int res = 0; res < 2; res++) {
+      memcpy(A, X, sizeof(float) * n);
+      if (res)
+        cpu->residual_adaln(cpu, M, C, A, Gr, gr, Y, G1, B1, gr, w1, PX_F32);
+      else
+        cpu->adaln(cpu, M, C, A, G1, B1, gr, w1, PX_F32);
+      cpu->adaln(cpu, M, C, w1, G2, B2, gr, w2, PX_F32);
+      gpu->upload(gpu, dX, X, sizeof(float) * n);
+      uint16_t *d1 = dev_poison16(n), *d2 = dev_poison16(n);
+      g->adaln_pair(g, M, C, dX, res ? dGr : NULL, res ? dY : NULL, dG1, dB1, dG2, dB2, gr, d1, d2, t16);
+      snprintf(what, sizeof what, "adaln_pair Y1 ab %d M=%d C=%d residual %d", ab, M, C, res);
+      compare16(what, d1, ab, 0, w1, n, tol);
+      snprintf(what, sizeof what, "adaln_pair Y2 ab %d M=%d C=%d residual %d", ab, M, C, res);
+      compare16(what, d2, ab, 0, w2, n, tol);
+      snprintf(what, sizeof what, "adaln_pair A ab %d M=%d C=%d residual %d", ab, M, C, res);
+      compare(what, dX, A, n, 1e-6); /* the residual stream stays fp32 (unchanged without Gr) */
+      gpu->free(gpu, d1);
+      gpu->free(gpu, d2);
+      /* fp32 outputs too (the same op at any type) */
+      float *f1 = dev_poison(n), *f2 = dev_poison(n);
+      gpu->upload(gpu, dX, X, sizeof(float) * n);
+      g->adaln_pair(g, M, C, dX, res ? dGr : NULL, res ? dY : NULL, dG1, dB1, dG2, dB2, gr, f1, f2, PX_F32);
+      snprintf(what, sizeof what, "adaln_pair fp32 Y2 M=%d C=%d residual %d", M, C, res);
+      compare(what, f2, w2, n, 1e-5);
+      gpu->free(gpu, f1);
+      gpu->free(gpu, f2);
+    }
+    free(X); free(G1); free(B1); free(G2); free(B2); free(Y); free(Gr); free(A); free(w1); free(w2);
+    gpu->free(gpu, dX); gpu->free(gpu, dG1); gpu->free(gpu, dB1); gpu->free(gpu, dG2); gpu->free(gpu, dB2);
+    gpu->free(gpu, dY); gpu->free(gpu, dGr);
+  }
+  /* Gated local attention with a 16-bit output (the atom blocks at fp16: the tensor-core
+   * kernel's epilogue for d = 32, fp16; the others computed in fp32, then converted) */
+  int lat[][4] = {{2, 70, 4, 32}, {1, 300, 4, 32}, {3, 33, 2, 16}, {2, 77, 3, 20}};
+  for (size_t t = 0; t < sizeof lat / sizeof lat[0]; t++) {
+    const int S = lat[t][0], N = lat[t][1], H = lat[t][2], d = lat[t][3], C = H * d, ld = 2 * C, nt = (N + 31) / 32;
+    const size_t nqg = (size_t)S * N * ld, nb = (size_t)H * nt * 32 * 128, no = (size_t)S * N * C;
+    float *QG = rnd(nqg, 1.0), *KV = rnd(nqg, 1.0), *bias = rnd(nb, 2.0), *want = malloc(sizeof(float) * no);
+    float *dQG = up(QG, nqg), *dKV = up(KV, nqg), *dbias = up(bias, nb);
+    uint16_t *d16 = dev_poison16(no);
+    const float scale = 1.0f / sqrtf((float)d);
+    cpu->attention_local(cpu, S, N, H, d, 32, 128, QG, KV, KV + C, ld, bias, scale, want, QG + C, ld, PX_F32);
+    g->attention_local(g, S, N, H, d, 32, 128, dQG, dKV, dKV + C, ld, dbias, scale, d16, dQG + C, ld, t16);
+    snprintf(what, sizeof what, "attention_local_x16 ab %d S=%d N=%d H=%d d=%d", ab, S, N, H, d);
+    compare16(what, d16, ab, 0, want, no, ab == 2 ? 3e-3 : 1e-2); /* tf32 attention, then one rounding */
+    if (t == 0) { /* the CPU: fp32 only, the op named, nothing written */
+      px_clear_error();
+      for (size_t i = 0; i < no; i++) want[i] = 7.0f;
+      cpu->attention_local(cpu, S, N, H, d, 32, 128, QG, KV, KV + C, ld, bias, scale, want, QG + C, ld, t16);
+      CHECK_MSG(strstr(px_last_error(), "attention_local") && strstr(px_last_error(), "CPU"), "CPU: %s",
+                px_last_error());
+      CHECK(want[0] == 7.0f && want[no - 1] == 7.0f);
+    }
+    free(QG); free(KV); free(bias); free(want);
+    gpu->free(gpu, dQG); gpu->free(gpu, dKV); gpu->free(gpu, dbias); gpu->free(gpu, d16);
   }
   /* SwiGLU stored times 2^-e, from fp32 or 16-bit inputs (vector and scalar paths) */
   int sw[][3] = {{5, 1536, 0}, {333, 1536, 3}, {4, 10, 2}, {9, 7, 0}};

@@ -1,4 +1,4 @@
-/* The fp16 range bounds of the token blocks' GEMM inputs (src/model/fp16_range.c), on the
+/* The fp16 range bounds of the token and atom blocks' GEMM inputs (src/model/fp16_range.c), on the
  * CPU: every bound holds for random and for adversarial conditioning and activations
  * (computed with the CPU backend's kernels, the same algebra as the model), the
  * adversarial inputs come close to the AdaLN bound (so it is not vacuous), and blocks
@@ -79,12 +79,143 @@ static void scale_all(float *w, size_t n, float f) {
   for (size_t i = 0; i < n; i++) w[i] *= f;
 }
 
+/* One AdaLN's conditioning of an atom block from s = c (as design.c builds the cache):
+ * gate = sigmoid(Lin_s(LN(c) * w)), shift = Lin_nobias_s(LN(c) * w), [M, C] each. */
+static void atom_adaln_terms(const px_adaln_w *ad, int M, int C, const float *c, float *gate, float *shift) {
+  px_backend *cpu = px_cpu_backend();
+  float *cn = malloc(sizeof(float) * (size_t)M * C);
+  cpu->layernorm(cpu, M, C, c, ad->ln_s_w, NULL, cn);
+  cpu->linear(cpu, M, C, C, cn, C, px_weight_f32(ad->lin_s.w), ad->lin_s.b, gate, C, 0, 0, PX_F32, PX_F32);
+  cpu->activation(cpu, (int64_t)M * C, gate, PX_ACT_SIGMOID);
+  cpu->linear(cpu, M, C, C, cn, C, px_weight_f32(ad->lin_nobias_s.w), NULL, shift, C, 0, 0, PX_F32, PX_F32);
+  free(cn);
+}
+
+/* Atom block k of tf over one sample of M atoms (the model's algebra on the CPU backend):
+ * the largest magnitudes of the attention AdaLN, the kv AdaLN, the transition AdaLN, the
+ * gated local attention output, the SwiGLU's input and its output. */
+static void atom_block_inputs(const px_transformer_w *tf, int k, int M, const float *a, const float *c, double out[6]) {
+  px_backend *cpu = px_cpu_backend();
+  const px_block_w *B = &tf->blocks[k];
+  const int C = tf->c, h = tf->hidden, H = tf->n_heads, dh = C / H, nt = (M + 31) / 32;
+  const size_t MC = (size_t)M * C;
+  float *g = malloc(sizeof(float) * MC), *b = malloc(sizeof(float) * MC), *an = malloc(sizeof(float) * MC);
+  float *kvin = malloc(sizeof(float) * MC), *qg = malloc(sizeof(float) * 2 * MC), *kv = malloc(sizeof(float) * 2 * MC);
+  float *att = malloc(sizeof(float) * MC), *a12 = malloc(sizeof(float) * (size_t)M * 2 * h);
+  float *hs = malloc(sizeof(float) * (size_t)M * h), *bias = malloc(sizeof(float) * (size_t)H * nt * 32 * 128);
+  tu_fill_normal(bias, (size_t)H * nt * 32 * 128, 3.0);
+  atom_adaln_terms(&B->ln_a, M, C, c, g, b);
+  cpu->adaln(cpu, M, C, a, g, b, M, an, PX_F32);
+  out[0] = max_abs(an, MC);
+  atom_adaln_terms(&B->ln_kv, M, C, c, g, b);
+  cpu->adaln(cpu, M, C, an, g, b, M, kvin, PX_F32);
+  out[1] = max_abs(kvin, MC);
+  cpu->linear(cpu, M, 2 * C, C, an, C, px_weight_f32(B->proj1.w), B->proj1.b, qg, 2 * C, 0, 0, PX_F32, PX_F32);
+  cpu->linear(cpu, M, 2 * C, C, kvin, C, px_weight_f32(B->proj2.w), NULL, kv, 2 * C, 0, 0, PX_F32, PX_F32);
+  cpu->attention_local(cpu, 1, M, H, dh, 32, 128, qg, kv, kv + C, 2 * C, bias, 1.0f / sqrtf((float)dh), att, qg + C,
+                       2 * C, PX_F32);
+  out[3] = max_abs(att, MC);
+  atom_adaln_terms(&B->ctb_adaln, M, C, c, g, b);
+  cpu->adaln(cpu, M, C, a, g, b, M, an, PX_F32);
+  out[2] = max_abs(an, MC);
+  cpu->linear(cpu, M, 2 * h, C, an, C, px_weight_f32(B->a12.w), NULL, a12, 2 * h, 0, 0, PX_F32, PX_F32);
+  out[4] = max_abs(a12, (size_t)M * 2 * h);
+  cpu->swiglu(cpu, M, h, a12, hs, PX_F32, PX_F32, 0);
+  out[5] = max_abs(hs, (size_t)M * h);
+  free(g); free(b); free(an); free(kvin); free(qg); free(kv); free(att); free(a12); free(hs); free(bias);
+}
+
+/* The atom blocks' bounds (encoder and decoder): they hold for random and adversarial inputs,
+ * the adversarial rows come near the AdaLN bound, and blocks with huge weights are refused. */
+static void test_atom_blocks(px_model *m) {
+  const px_transformer_w *tfs[2] = {&m->enc_tf, &m->dec_tf};
+  const char *tname[2] = {"encoder", "decoder"};
+  const int M = 70; /* three trunks, the last partial */
+  for (int w = 0; w < 2; w++) {
+    const px_transformer_w *tf = tfs[w];
+    const int C = tf->c;
+    CHECK(tf->cross && tf->n_blocks > 0);
+    for (int k = 0; k < tf->n_blocks; k++) {
+      px_block_w *B = &tf->blocks[k];
+      /* larger shifts than the synthetic default make the bounds bite */
+      scale_all(B->ln_a.lin_nobias_s.w, (size_t)C * C, 4.0f);
+      scale_all(B->ln_kv.lin_nobias_s.w, (size_t)C * C, 4.0f);
+      px_atom_fp16_bounds b;
+      CHECK(px_atom_block_fp16_bounds(tf, k, &b) == 0);
+      double worst[6] = {0, 0, 0, 0, 0, 0}, seen[6];
+      for (int trial = 0; trial < 6; trial++) {
+        float *a = malloc(sizeof(float) * (size_t)M * C), *c = malloc(sizeof(float) * (size_t)M * C);
+        tu_fill_normal(a, (size_t)M * C, trial < 3 ? 1.0 : 1e3);
+        tu_fill_normal(c, (size_t)M * C, trial < 3 ? 1.0 : 50.0);
+        if (trial % 3 == 2) { /* adversarial: LN(c) * w along a row of W_shift, a spiking at that channel */
+          const float *W = B->ln_a.lin_nobias_s.w, *lw = B->ln_a.ln_s_w;
+          for (int r = 0; r < M; r++) {
+            const int ch = (r * 5) % C;
+            double mean = 0;
+            for (int j = 0; j < C; j++) mean += W[(size_t)ch * C + j] * lw[j];
+            mean /= C;
+            for (int j = 0; j < C; j++) c[(size_t)r * C + j] = (float)(W[(size_t)ch * C + j] * lw[j] - mean);
+            for (int j = 0; j < C; j++) a[(size_t)r * C + j] = j == ch ? 1.0f : 0.0f;
+          }
+        }
+        atom_block_inputs(tf, k, M, a, c, seen);
+        for (int i = 0; i < 6; i++)
+          if (seen[i] > worst[i]) worst[i] = seen[i];
+        free(a);
+        free(c);
+      }
+      const double bound[6] = {b.an[0], b.an[1], b.an[2], b.att, b.swiglu_in, b.swiglu};
+      const char *name[6] = {"attention AdaLN", "kv AdaLN", "transition AdaLN", "attention output", "SwiGLU input",
+                             "SwiGLU"};
+      for (int i = 0; i < 6; i++)
+        CHECK_MSG(worst[i] <= bound[i], "%s block %d %s: max |x| %.4g over the bound %.4g", tname[w], k, name[i],
+                  worst[i], bound[i]);
+      CHECK_MSG(worst[0] >= 0.3 * b.an[0], "%s block %d: AdaLN bound %.4g far above what inputs reach (%.4g)",
+                tname[w], k, b.an[0], worst[0]);
+      const int e0 = px_atom_block_fp16_exp(tf, k);
+      CHECK_MSG(e0 >= 0, "%s block %d: synthetic weights refused fp16", tname[w], k);
+      /* huge weights: the kv AdaLN's shift (through its LayerNorm scale), the value rows, the
+       * transition: each refused alone, and accepted again once restored */
+      float *lw = B->ln_kv.ln_s_w;
+      scale_all(lw, (size_t)C, 1e5f);
+      CHECK_MSG(px_atom_block_fp16_exp(tf, k) == -1, "%s block %d: kv AdaLN shift x1e5 accepted", tname[w], k);
+      scale_all(lw, (size_t)C, 1e-5f);
+      CHECK(px_atom_block_fp16_exp(tf, k) == e0);
+      float *v = B->proj2.w + (size_t)C * C; /* value rows */
+      scale_all(v, (size_t)C * C, 3e3f);
+      CHECK_MSG(px_atom_block_fp16_exp(tf, k) == -1, "%s block %d: value weights x3e3 accepted", tname[w], k);
+      scale_all(v, (size_t)C * C, 1.0f / 3e3f);
+      CHECK(px_atom_block_fp16_exp(tf, k) == e0);
+      /* the transition AdaLN's shift: a larger exponent first, then refused */
+      float *ts = B->ctb_adaln.lin_nobias_s.w;
+      scale_all(ts, (size_t)C * C, 64.0f);
+      const int e1 = px_atom_block_fp16_exp(tf, k);
+      CHECK_MSG(e1 > e0, "%s block %d: exponent %d after scaling the transition shift 64x (was %d)", tname[w], k, e1,
+                e0);
+      scale_all(ts, (size_t)C * C, 1e4f);
+      CHECK_MSG(px_atom_block_fp16_exp(tf, k) == -1, "%s block %d: transition shift x6.4e5 accepted", tname[w], k);
+      scale_all(ts, (size_t)C * C, 1.0f / 6.4e5f);
+      CHECK(px_atom_block_fp16_exp(tf, k) == e0);
+      float *o = B->o.w;
+      const float keep = o[3];
+      o[3] = 1e5f;
+      CHECK_MSG(px_atom_block_fp16_exp(tf, k) == -1, "%s block %d: an output weight of 1e5 accepted", tname[w], k);
+      o[3] = keep;
+      CHECK(px_atom_block_fp16_exp(tf, k) == e0);
+    }
+    CHECK(px_atom_block_fp16_bounds(tf, tf->n_blocks, &(px_atom_fp16_bounds){{0, 0, 0}, 0, 0, 0}) == -1);
+  }
+  /* the token transformer is not an atom transformer */
+  CHECK(px_atom_block_fp16_exp(&m->tok_tf, 0) == -1);
+}
+
 int main(void) {
   tu_seed();
   px_dims d = small_dims();
   px_model *m = NULL;
   CHECK_MSG(px_model_synthetic(&d, tu_u64(), &m) == PX_OK, "synthetic model: %s", px_last_error());
   if (!m) return tu_finish("test_fp16_range");
+  test_atom_blocks(m);
   const px_transformer_w *tf = &m->tok_tf;
   const int C = tf->c, cs = tf->c_s, M = 9;
   /* larger weights than the synthetic default make the bounds (and the test) bite */

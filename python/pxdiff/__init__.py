@@ -192,6 +192,13 @@ class DiffusionModule:
         return int(lib.px_model_x16_blocks(self._m))
 
     @property
+    def x16_atom_blocks(self):
+        """Atom blocks (encoder and decoder) whose GEMMs take fp16 inputs (CUDA fp16; 0 otherwise)."""
+        if not hasattr(lib, "px_model_x16_atom_blocks"):
+            return 0
+        return int(lib.px_model_x16_atom_blocks(self._m))
+
+    @property
     def n_params(self):
         return int(lib.px_model_n_params(self._m))
 

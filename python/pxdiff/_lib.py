@@ -128,6 +128,7 @@ for _name, (_res, _args) in _sig.items():
     _f.argtypes = _args
 # Newer entry points, declared when the library has them.
 _optional = {
+    "px_model_x16_atom_blocks": (ctypes.c_int, [_vp]),
     "px_version": (ctypes.c_char_p, []),
     "px_version_number": (ctypes.c_int, []),
     "px_device_list_parse": (ctypes.c_int, [ctypes.c_char_p, _vp, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]),

@@ -486,8 +486,8 @@ static char *case_summary(const design_opts *o, const design_models *M, const px
                px_eta_type_name(o->eta_type), fl[0], fl[1]);
   px_sb_printf(&b, "    \"chunk\": %ld,\n", o->chunk < o->n_sample ? o->chunk : o->n_sample);
   px_sb_printf(&b, "    \"device\": \"%s\",\n", n_ctx > 1 ? o->device_text : px_model_backend_name(eng));
-  px_sb_printf(&b, "    \"precision\": \"%s\",\n    \"x16_token_blocks\": %d,\n", px_model_precision_name(eng),
-               px_model_x16_blocks(eng));
+  px_sb_printf(&b, "    \"precision\": \"%s\",\n    \"x16_token_blocks\": %d,\n    \"x16_atom_blocks\": %d,\n",
+               px_model_precision_name(eng), px_model_x16_blocks(eng), px_model_x16_atom_blocks(eng));
   px_sb_printf(&b, "    \"threads\": %d,\n", px_num_threads());
   px_sb_printf(&b, "    \"reference_conformers\": ");
   px_sb_json_string(&b, o->conformers ? o->conformers : "built-in (CCD ideal coordinates)");

@@ -152,13 +152,17 @@ static int parse_opts(const char *cmd, int argc, char **argv, opts_t *o, cli_com
 }
 
 const char *cmd_precision_label(const px_model *m) {
-  static char buf[96];
+  static char buf[128];
   const char *name = px_model_precision_name(m);
   px_dims D;
   if (strcmp(name, "fp16") && strcmp(name, "bf16")) return name;
   if (px_model_get_dims(m, &D)) return name;
-  snprintf(buf, sizeof buf, "%s, 16-bit GEMM inputs in %d/%d token blocks", name, px_model_x16_blocks(m),
-           D.n_token_blocks);
+  if (!strcmp(name, "fp16"))
+    snprintf(buf, sizeof buf, "%s, 16-bit GEMM inputs in %d/%d token blocks, %d/%d atom blocks", name,
+             px_model_x16_blocks(m), D.n_token_blocks, px_model_x16_atom_blocks(m), D.n_enc_blocks + D.n_dec_blocks);
+  else
+    snprintf(buf, sizeof buf, "%s, 16-bit GEMM inputs in %d/%d token blocks", name, px_model_x16_blocks(m),
+             D.n_token_blocks);
   return buf;
 }
 
@@ -238,8 +242,11 @@ static char *summary_text(const opts_t *o, const problem_t *pb, const px_model *
                fl[4]);
   px_sb_printf(&b, "    \"schedule_precision\": \"%s\",\n    \"s_max\": %s,\n    \"s_min\": %s,\n    \"rho\": %s,\n",
                c->schedule_bf16 ? "bf16" : "fp32", fl[5], fl[6], fl[7]);
-  px_sb_printf(&b, "    \"device\": \"%s\",\n    \"precision\": \"%s\",\n    \"x16_token_blocks\": %d,\n",
-               px_model_backend_name(m), px_model_precision_name(m), px_model_x16_blocks(m));
+  px_sb_printf(&b,
+               "    \"device\": \"%s\",\n    \"precision\": \"%s\",\n    \"x16_token_blocks\": %d,\n"
+               "    \"x16_atom_blocks\": %d,\n",
+               px_model_backend_name(m), px_model_precision_name(m), px_model_x16_blocks(m),
+               px_model_x16_atom_blocks(m));
   px_sb_printf(&b, "    \"threads\": %ld,\n", o->threads);
   px_sb_printf(&b, "    \"pdb\": %s\n  },\n", o->pdb ? "true" : "false");
   px_sb_printf(&b, "  \"timings\": {\n    \"model_load_s\": %.3f,\n    \"design_s\": %.3f,\n", pb->t_load,

@@ -759,8 +759,10 @@ static void cpu_attention_full(px_backend *b, int S, int T, int H, int d, const 
 
 static void cpu_attention_local(px_backend *b, int S, int N, int H, int d, int nq, int nk,
                                 const float *Q, const float *K, const float *V, int ld,
-                                const float *bias, float scale, float *O, const float *G, int ldg) {
+                                const float *bias, float scale, void *Ov, const float *G, int ldg, px_etype ot) {
   (void)b;
+  if (not_f32("attention_local", 1, (int)ot)) return;
+  float *O = (float *)Ov;
   const int C = H * d;
   const int n_trunks = (N + nq - 1) / nq;
   const int off = (nk - nq) / 2;

@@ -292,27 +292,44 @@ void be_attention_full(px_backend *b, int S, int T, int H, int d, const float *Q
   to_half(g, (int)ot, S * T, H * d, t, H * d, (uint16_t *)O);
 }
 
+// O of type ot: fp16 (the FP16 precision's atom blocks) is written by the tensor-core
+// kernel's epilogue when it takes the shape, else converted from an fp32 result.
 void be_attention_local(px_backend *b, int S, int N, int H, int d, int nq, int nk, const float *Q,
                         const float *K, const float *V, int ld, const float *bias, float scale,
-                        float *O, const float *G, int ldg) {
+                        void *Ov, const float *G, int ldg, px_etype ot) {
   CTX(b);
-  PROF("attention_local");
-  if (precision_of(b) != PX_PRECISION_FP32 &&
-      px_attention_tc(&g.tc, g.stream, S, N, H, d, ld, Q, K, V, bias, 1, nq, nk, scale, O, G, ldg, 0)) {
-    LAUNCHED("attention_tc_local");
+  PROF(ot != PX_F32 ? "attention_local_x16" : "attention_local");
+  if (ot != PX_F32 && ot != PX_BF16 && ot != PX_F16) {
+    keep_failure(g, px_fail(PX_ERR_BACKEND, "attention_local on %s: unknown output type %d", g.name, (int)ot));
     return;
   }
-  if (nq == AQ && nk == 128 && attention_fused(g, S, N, H, d, ld, Q, K, V, bias, 1, scale, O, G, ldg)) return;
-  const int n_trunks = (N + nq - 1) / nq;
-  const size_t smem = sizeof(float) * ((size_t)(2 * nk + nq) * (d + 1) + (size_t)nq * nk);
-  if (smem > 48 * 1024 && smem > g.local_smem_configured) {
-    CK(cudaFuncSetAttribute(k_attention_local, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    g.local_smem_configured = smem;
+  if (precision_of(b) != PX_PRECISION_FP32 &&
+      px_attention_tc(&g.tc, g.stream, S, N, H, d, ld, Q, K, V, bias, 1, nq, nk, scale, Ov, G, ldg, (int)ot)) {
+    LAUNCHED(ot != PX_F32 ? "attention_tc_local_x16" : "attention_tc_local");
+    return;
   }
-  dim3 grid(n_trunks, H, S);
-  k_attention_local<<<grid, nk, smem, g.stream>>>(N, H, d, nq, nk, Q, K, V, ld, bias, scale, O);
-  LAUNCHED("attention_local");
-  if (G) be_sigmoid_mul(b, S * N, H * d, O, H * d, G, ldg);
+  float *O = (float *)Ov;
+  if (ot != PX_F32) {
+    O = f32_scratch(g, (size_t)S * N * H * d);
+    if (!O) return;
+  }
+  const int C = H * d;
+  if (!(nq == AQ && nk == 128 && attention_fused(g, S, N, H, d, ld, Q, K, V, bias, 1, scale, O, G, ldg))) {
+    const int n_trunks = (N + nq - 1) / nq;
+    const size_t smem = sizeof(float) * ((size_t)(2 * nk + nq) * (d + 1) + (size_t)nq * nk);
+    if (smem > 48 * 1024 && smem > g.local_smem_configured) {
+      CK(cudaFuncSetAttribute(k_attention_local, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+      g.local_smem_configured = smem;
+    }
+    dim3 grid(n_trunks, H, S);
+    k_attention_local<<<grid, nk, smem, g.stream>>>(N, H, d, nq, nk, Q, K, V, ld, bias, scale, O);
+    LAUNCHED("attention_local");
+    if (G) be_sigmoid_mul(b, S * N, C, O, C, G, ldg);
+  }
+  if (ot != PX_F32) {
+    g.op = "attention_local";
+    to_half(g, (int)ot, S * N, C, O, C, (uint16_t *)Ov);
+  }
 }
 
 }  // namespace pxcuda

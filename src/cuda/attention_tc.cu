@@ -615,11 +615,13 @@ k_attention_h16(int L, int H, int ld, const float *__restrict__ Q, const float *
 // A warp's tiles start at its first in-range key kbeg and step by KT, so every tile holds
 // at least one valid key (the online softmax never sees an all-masked tile); 8 spare zero
 // rows after the span cover the reads of a partly valid last 8-key group.
-template <int D>
+// OT: O's elements (0 float, 2 fp16: the FP16 precision's atom blocks, whose output GEMM
+// reads fp16; the operands stay tf32 either way, only the store differs).
+template <int D, int OT>
 __global__ void __launch_bounds__(256, 2)
 k_attention_tc_local(int L, int H, int ld, const float *__restrict__ Q, const float *__restrict__ K,
                      const float *__restrict__ V, const float *__restrict__ bias, int nkw, int tpb,
-                     float scale, float *__restrict__ O, const float *__restrict__ G, int ldg) {
+                     float scale, void *__restrict__ O, const float *__restrict__ G, int ldg) {
   constexpr int DK = D / 8, CH = D / 4, DPK = TcCfg<D>::DPK, DPV = TcCfg<D>::DPV;
   extern __shared__ __align__(16) float smem[];
   const int h = blockIdx.y, s = blockIdx.z;
@@ -698,7 +700,7 @@ k_attention_tc_local(int L, int H, int ld, const float *__restrict__ Q, const fl
       tile_math<D, false>(sc, Kw + k0 * DPK, Vw + k0 * DPV, nk, qa, o, m0, m1, l0, l1, g, t);
     }
   }
-  store_rows<D, 0>(o, l0, l1, O, G, ldg, base, L, H, h, i0, i1, t);
+  store_rows<D, OT>(o, l0, l1, O, G, ldg, base, L, H, h, i0, i1, t);
 }
 
 // Shared bytes of a local block of tpb trunks and windows of nk keys.
@@ -729,7 +731,9 @@ PxTcDevice::Lim configure() {
                            H16Cfg<D>::SMEM) != cudaSuccess ||
       cudaFuncSetAttribute(k_attention_h16<D, 2, 64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                            H16Cfg<D>::SMEM) != cudaSuccess ||
-      cudaFuncSetAttribute(k_attention_tc_local<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+      cudaFuncSetAttribute(k_attention_tc_local<D, 0>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           optin) != cudaSuccess ||
+      cudaFuncSetAttribute(k_attention_tc_local<D, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                            optin) != cudaSuccess) {
     cudaGetLastError();  // not a sticky error: the exact kernels run instead
     return PxTcDevice::Lim{0, 0, 0};
@@ -759,8 +763,12 @@ cudaError_t launch(const PxTcDevice::Lim &lim, bool no_h16, cudaStream_t st, int
     // exact kernel.
     if (!tpb) return cudaErrorInvalidValue;
     dim3 grid((ntr + tpb - 1) / tpb, H, S);
-    k_attention_tc_local<D><<<grid, 64 * tpb, (size_t)local_smem<D>(tpb, nk), st>>>(
-        L, H, ld, Q, K, V, bias, nk, tpb, scale, (float *)O, G, ldg);
+    if (ot == 2)
+      k_attention_tc_local<D, 2><<<grid, 64 * tpb, (size_t)local_smem<D>(tpb, nk), st>>>(L, H, ld, Q, K, V, bias, nk,
+                                                                                        tpb, scale, O, G, ldg);
+    else
+      k_attention_tc_local<D, 0><<<grid, 64 * tpb, (size_t)local_smem<D>(tpb, nk), st>>>(L, H, ld, Q, K, V, bias, nk,
+                                                                                        tpb, scale, O, G, ldg);
   } else {
     // 128 queries (8 warps) per block: each staged K/V tile serves twice the rows of a
     // 64-query block (H200, T=330, H=16, S=10: 58 us per call against 68 us). But a block
@@ -820,7 +828,7 @@ int px_attention_tc(const PxTcDevice *dev, cudaStream_t stream, int S, int L, in
                     const float *K, const float *V, const float *bias, int local, int nq, int nk,
                     float scale, void *O, const float *G, int ldg, int out_type) {
   if (dev->disabled) return 0;
-  if (local && (nq != 32 || nk < nq || out_type)) return 0;
+  if (local && (nq != 32 || nk < nq || (out_type != 0 && out_type != 2))) return 0;
   if ((ld % 4) || ((uintptr_t)Q % 16) || ((uintptr_t)K % 16) || ((uintptr_t)V % 16) ||
       ((uintptr_t)O % 16) || (G && ((ldg % 4) || ((uintptr_t)G % 16))))
     return 0;

@@ -29,8 +29,8 @@ void px_attention_tc_init(PxTcDevice *dev);
 // multiple of 4, unaligned Q/K/V, local nq != 32), the device's limits (dev) rule the
 // kernels out, or PXDIFF_NO_TC_ATTENTION was set.
 // With G (row stride ldg) the output is multiplied by sigmoid(G) (the fused attention gate).
-// out_type: O's elements, 0 float, 1 bf16, 2 fp16 (full attention only: 16-bit outputs
-// feed a 16-bit GEMM). out_type 2 runs on fp16 operands (Q scaled, K, V rounded to fp16;
+// out_type: O's elements, 0 float, 1 bf16, 2 fp16 (16-bit outputs feed a 16-bit GEMM; local
+// attention takes 0 and 2, on tf32 operands either way). out_type 2 runs on fp16 operands (Q scaled, K, V rounded to fp16;
 // the caller keeps them in fp16's range, model/fp16_range.c) unless PXDIFF_NO_H16_ATTENTION
 // was set; the others on tf32 operands.
 int px_attention_tc(const PxTcDevice *dev, cudaStream_t stream, int S, int L, int H, int d, int ld, const float *Q,

@@ -349,6 +349,7 @@ CudaBackend make_backend(Ctx *ctx, int precision) {
   c.base.adaln = be_adaln;
   c.base.gated_residual = be_gated_residual;
   c.base.residual_adaln = be_residual_adaln;
+  c.base.adaln_pair = be_adaln_pair;
   c.base.sigmoid_mul = be_sigmoid_mul;
   c.base.swiglu = be_swiglu;
   c.base.attention_full = be_attention_full;

@@ -323,6 +323,8 @@ void be_tokens_to_atoms_add(px_backend *b, int S, int N, int T, int C, int a_sam
                             const float *A, const int64_t *a2t, float *Y);
 void be_noise_cond(px_backend *b, int S, int T, int nf, int C, const float *t, float sigma, const float *w,
                    const float *bias, const float *ln_w, px_weight Wn, const float *s0, float *work, float *s);
+void be_adaln_pair(px_backend *b, int M, int C, float *A, const float *Gr, const float *Rr, const float *G1,
+                  const float *B1, const float *G2, const float *B2, int g_rows, void *Y1, void *Y2, px_etype yt);
 void be_edm(px_backend *b, int mode, int S, int N, const float *x, const float *t, int t_stride, float sigma,
             const float *rup, float *out);
 
@@ -331,7 +333,7 @@ void be_attention_full(px_backend *b, int S, int T, int H, int d, const float *Q
                        int ld, const float *bias, float scale, void *O, const float *G, int ldg, px_etype ot);
 void be_attention_local(px_backend *b, int S, int N, int H, int d, int nq, int nk, const float *Q,
                         const float *K, const float *V, int ld, const float *bias, float scale,
-                        float *O, const float *G, int ldg);
+                        void *O, const float *G, int ldg, px_etype ot);
 
 // gemm.cu
 void be_linear(px_backend *b, int M, int N, int K, const void *X, int ldx, px_weight W, const float *bias, void *Y,

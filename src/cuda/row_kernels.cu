@@ -407,6 +407,122 @@ void be_residual_adaln(px_backend *b, int M, int C, float *A, const float *Gr, i
   adaln_typed(g, M, C, A, Gn, Bn, gn_rows, An, (int)ant);
 }
 
+// The two AdaLNs of an atom block's cross attention in one pass (backend.h adaln_pair), for
+// C <= 128 * NV, C % 4 == 0: one warp per row, the row in registers. With Gr, A += Gr * Rr
+// first (written back); Y1 = LN(A) * G1 + B1, then Y2 = LN(Y1) * G2 + B2 from the fp32 Y1
+// (before it is rounded for its store); both stored as OT. All conditioning rows r % g_rows.
+// Against residual_adaln + adaln: one launch and one read of the row instead of two, and the
+// fp32 Y1 is never written (at fp16: 4 B per value written and read again, less).
+template <int NV, int OT>
+__global__ void k_row_ln_pair(int M, int C, float *A, const float *Gr, const float *Rr, const float *G1,
+                              const float *B1, const float *G2, const float *B2, int g_rows, void *Y1, void *Y2) {
+  const int warps = blockDim.x / 32, lane = threadIdx.x % 32;
+  const int C4 = C / 4;
+  for (int row = blockIdx.x * warps + threadIdx.x / 32; row < M; row += gridDim.x * warps) {
+    float4 v[NV], g1[NV], b1[NV], g2[NV], b2[NV];
+    float4 *x4 = reinterpret_cast<float4 *>(A + (size_t)row * C);
+    const size_t go = (size_t)(row % g_rows) * C;
+    float s = 0.0f;
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+      const int c = lane + 32 * k;
+      if (c < C4) {
+        v[k] = x4[c];
+        g1[k] = reinterpret_cast<const float4 *>(G1 + go)[c];
+        b1[k] = reinterpret_cast<const float4 *>(B1 + go)[c];
+        g2[k] = reinterpret_cast<const float4 *>(G2 + go)[c];
+        b2[k] = reinterpret_cast<const float4 *>(B2 + go)[c];
+        if (Gr) {
+          const float4 g = reinterpret_cast<const float4 *>(Gr + go)[c];
+          const float4 y = reinterpret_cast<const float4 *>(Rr + (size_t)row * C)[c];
+          v[k].x += g.x * y.x;
+          v[k].y += g.y * y.y;
+          v[k].z += g.z * y.z;
+          v[k].w += g.w * y.w;
+          x4[c] = v[k];
+        }
+        s += (v[k].x + v[k].y) + (v[k].z + v[k].w);
+      }
+    }
+#pragma unroll
+    for (int pass = 0; pass < 2; pass++) {
+      if (pass) {
+        s = 0.0f;
+#pragma unroll
+        for (int k = 0; k < NV; k++)
+          if (lane + 32 * k < C4) s += (v[k].x + v[k].y) + (v[k].z + v[k].w);
+      }
+      const float mean = warp_sum(s) / C;
+      float ss = 0.0f;
+#pragma unroll
+      for (int k = 0; k < NV; k++) {
+        if (lane + 32 * k < C4) {
+          const float a = v[k].x - mean, bb = v[k].y - mean, cc = v[k].z - mean, d = v[k].w - mean;
+          ss += (a * a + bb * bb) + (cc * cc + d * d);
+        }
+      }
+      const float rstd = rsqrtf(warp_sum(ss) / C + 1e-5f);
+#pragma unroll
+      for (int k = 0; k < NV; k++) {
+        const int c = lane + 32 * k;
+        if (c >= C4) continue;
+        const float4 g = pass ? g2[k] : g1[k], bb = pass ? b2[k] : b1[k];
+        v[k] = make_float4(g.x * ((v[k].x - mean) * rstd) + bb.x, g.y * ((v[k].y - mean) * rstd) + bb.y,
+                           g.z * ((v[k].z - mean) * rstd) + bb.z, g.w * ((v[k].w - mean) * rstd) + bb.w);
+        store4<OT>(pass ? Y2 : Y1, (size_t)row * C + 4 * c, v[k]);
+      }
+    }
+  }
+}
+
+template <int NV>
+static void launch_row_ln_pair(Ctx &g, int ot, int blocks, int M, int C, float *A, const float *Gr, const float *Rr,
+                               const float *G1, const float *B1, const float *G2, const float *B2, int g_rows, void *Y1,
+                               void *Y2) {
+  if (ot == 0)
+    k_row_ln_pair<NV, 0><<<blocks, 256, 0, g.stream>>>(M, C, A, Gr, Rr, G1, B1, G2, B2, g_rows, Y1, Y2);
+  else if (ot == 1)
+    k_row_ln_pair<NV, 1><<<blocks, 256, 0, g.stream>>>(M, C, A, Gr, Rr, G1, B1, G2, B2, g_rows, Y1, Y2);
+  else
+    k_row_ln_pair<NV, 2><<<blocks, 256, 0, g.stream>>>(M, C, A, Gr, Rr, G1, B1, G2, B2, g_rows, Y1, Y2);
+}
+
+void be_adaln_pair(px_backend *b, int M, int C, float *A, const float *Gr, const float *Rr, const float *G1,
+                   const float *B1, const float *G2, const float *B2, int g_rows, void *Y1, void *Y2, px_etype yt) {
+  CTX(b);
+  PROF(yt != PX_F32 ? "adaln_pair_x16" : "adaln_pair");
+  if (!out_type_ok(g, yt) || M <= 0) return;
+  auto al = [](const void *p) { return p == nullptr || ((uintptr_t)p % 16) == 0; };
+  const int ot = (int)yt;
+  if (C % 4 == 0 && C <= 256 && al(A) && al(Gr) && al(Rr) && al(G1) && al(B1) && al(G2) && al(B2) && al(Y1) &&
+      al(Y2) && (ot == 0 || ((uintptr_t)Y1 % 8 == 0 && (uintptr_t)Y2 % 8 == 0))) {
+    const int blocks = (M + 7) / 8 > 65535 * 4 ? 65535 * 4 : (M + 7) / 8;
+    if (C <= 128)
+      launch_row_ln_pair<1>(g, ot, blocks, M, C, A, Gr, Rr, G1, B1, G2, B2, g_rows, Y1, Y2);
+    else
+      launch_row_ln_pair<2>(g, ot, blocks, M, C, A, Gr, Rr, G1, B1, G2, B2, g_rows, Y1, Y2);
+    LAUNCHED("row_ln_pair");
+    return;
+  }
+  // Other shapes: the residual, then both AdaLNs in fp32 (the second from the first's fp32
+  // rows), each converted when 16-bit.
+  if (Gr) {
+    be_gated_residual(b, M, C, A, Gr, g_rows, Rr);
+    g.op = "adaln_pair";
+  }
+  const size_t n = (size_t)M * C;
+  float *t1 = ot ? f32_scratch(g, 2 * n) : (float *)Y1;
+  if (!t1) return;
+  float *t2 = ot ? t1 + n : (float *)Y2;
+  k_layernorm<<<(M + 7) / 8, 256, 0, g.stream>>>(M, C, A, nullptr, nullptr, G1, B1, g_rows, t1);
+  k_layernorm<<<(M + 7) / 8, 256, 0, g.stream>>>(M, C, t1, nullptr, nullptr, G2, B2, g_rows, t2);
+  LAUNCHED("adaln_pair");
+  if (ot) {
+    to_half(g, ot, M, C, t1, C, (uint16_t *)Y1);
+    to_half(g, ot, M, C, t2, C, (uint16_t *)Y2);
+  }
+}
+
 void be_sigmoid_mul(px_backend *b, int M, int C, float *O, int ldo, const float *P, int ldp) {
   CTX(b);
   PROF("sigmoid_mul");

@@ -24,7 +24,25 @@ static float *take(bump *b, size_t n) {
   return p;
 }
 
-/* Atom transformer (encoder or decoder) over q [S*N, C] in place. */
+/* The element type of atom block k's GEMM inputs: PX_F16 when the model gave all five of its
+ * matrices fp16 copies (device.c, from fp16_range.c's atom bounds) and the backend has the
+ * fused AdaLN pair (the kv AdaLN reads the attention AdaLN's fp32 row before it is stored in
+ * 16 bits); else fp32 (also past the last block, with no backend (sizing), on a backend of
+ * fp32 activations, and at bf16, whose atom GEMMs keep converting an fp32 input). Only the
+ * SwiGLU output is stored scaled (times 2^-ctb_b.e). */
+static px_etype atom_dtype(const px_backend *be, const px_transformer_w *tf, int k) {
+  if (!be || k >= tf->n_blocks || be->f32_inputs || !be->adaln_pair) return PX_F32;
+  const px_block_w *B = &tf->blocks[k];
+  const px_linear *ls[5] = {&B->proj1, &B->proj2, &B->o, &B->a12, &B->ctb_b};
+  for (int i = 0; i < 5; i++)
+    if (!ls[i]->w16 || ls[i]->w16_type != PX_F16 || (i < 4 && ls[i]->e)) return PX_F32;
+  return PX_F16;
+}
+
+/* Atom transformer (encoder or decoder) over q [S*N, C] in place. an, kvin, att, the
+ * SwiGLU's input and hs only feed GEMMs or the SwiGLU: in blocks with fp16 matrices
+ * (atom_dtype) the kernels producing them write fp16, and one fused kernel writes both the
+ * attention AdaLN and the kv AdaLN of a row (the kv AdaLN then normalises the fp32 row). */
 static void atom_transformer(px_backend *be, const px_transformer_w *tf,
                              const px_atom_block_cache *cache, int S, int N, float *q, bump *ws) {
   const int C = tf->c, H = tf->n_heads, dh = C / H, h = tf->hidden;
@@ -37,29 +55,41 @@ static void atom_transformer(px_backend *be, const px_transformer_w *tf,
   float *a12 = take(ws, (size_t)M * 2 * h), *hs = take(ws, (size_t)M * h);
   if (!ws->base) return; /* sizing pass */
   /* Each gated residual is fused with the AdaLN that follows it (the block's transition
-   * AdaLN, or the next block's attention AdaLN). */
-  be->adaln(be, M, C, q, cache[0].g_a, cache[0].b_a, N, an, PX_F32);
+   * AdaLN, or the next block's attention AdaLN, with its kv AdaLN in fp16 blocks). */
+  px_etype x = atom_dtype(be, tf, 0);
+  if (x == PX_F32)
+    be->adaln(be, M, C, q, cache[0].g_a, cache[0].b_a, N, an, PX_F32);
+  else
+    be->adaln_pair(be, M, C, q, NULL, NULL, cache[0].g_a, cache[0].b_a, cache[0].g_kv, cache[0].b_kv, N, an, kvin, x);
   for (int k = 0; k < tf->n_blocks; k++) {
     const px_block_w *B = &tf->blocks[k];
     const px_atom_block_cache *cb = &cache[k];
-    /* AttentionPairBias, cross-attention mode: kv = AdaLN_kv(a_n, s). */
-    be->adaln(be, M, C, an, cb->g_kv, cb->b_kv, N, kvin, PX_F32);
+    const px_etype xn = atom_dtype(be, tf, k + 1);
+    /* AttentionPairBias, cross-attention mode: kv = AdaLN_kv(a_n, s) (in fp16 blocks written
+     * with a_n by the previous kernel). */
+    if (x == PX_F32) be->adaln(be, M, C, an, cb->g_kv, cb->b_kv, N, kvin, PX_F32);
     /* [q | g] in one GEMM: proj1's bias holds linear_q's bias and zeros for g (adding 0 is exact). */
-    be->linear(be, M, 2 * C, C, an, C, px_lw(&B->proj1), B->proj1.b, qg, 2 * C, 0, N, PX_F32, PX_F32);
-    be->linear(be, M, 2 * C, C, kvin, C, px_lw(&B->proj2), NULL, kv, 2 * C, 0, N, PX_F32, PX_F32);
+    be->linear(be, M, 2 * C, C, an, C, px_lw(&B->proj1), B->proj1.b, qg, 2 * C, 0, N, x, PX_F32);
+    be->linear(be, M, 2 * C, C, kvin, C, px_lw(&B->proj2), NULL, kv, 2 * C, 0, N, x, PX_F32);
     /* att = softmax(...) V, times sigmoid(g) (the gate columns of qg) in the same kernel. */
     be->attention_local(be, S, N, H, dh, PX_ATOM_NQ, PX_ATOM_NK, qg, kv, kv + C, 2 * C,
-                        cb->pair_bias, scale, att, qg + C, 2 * C);
-    be->linear(be, M, C, C, att, C, px_lw(&B->o), NULL, y, C, 0, N, PX_F32, PX_F32);
+                        cb->pair_bias, scale, att, qg + C, 2 * C, x);
+    be->linear(be, M, C, C, att, C, px_lw(&B->o), NULL, y, C, 0, N, x, PX_F32);
     /* q += gate * y, then the ConditionedTransitionBlock's AdaLN. */
-    be->residual_adaln(be, M, C, q, cb->gate_last, N, y, cb->g_c, cb->b_c, N, an, PX_F32);
-    be->linear(be, M, 2 * h, C, an, C, px_lw(&B->a12), NULL, a12, 2 * h, 0, N, PX_F32, PX_F32);
-    be->swiglu(be, M, h, a12, hs, PX_F32, PX_F32, 0);
-    be->linear(be, M, C, h, hs, h, px_lw(&B->ctb_b), NULL, y, C, 0, N, PX_F32, PX_F32);
-    if (k + 1 < tf->n_blocks)
+    be->residual_adaln(be, M, C, q, cb->gate_last, N, y, cb->g_c, cb->b_c, N, an, x);
+    /* With fp16 inputs [x1 | x2] is fp16 too, and the SwiGLU writes the last GEMM's input
+     * times 2^-e. */
+    be->linear(be, M, 2 * h, C, an, C, px_lw(&B->a12), NULL, a12, 2 * h, 0, N, x, x);
+    be->swiglu(be, M, h, a12, hs, x, x, x != PX_F32 ? B->ctb_b.e : 0);
+    be->linear(be, M, C, h, hs, h, px_lw(&B->ctb_b), NULL, y, C, 0, N, x, PX_F32);
+    if (k + 1 < tf->n_blocks && xn != PX_F32)
+      be->adaln_pair(be, M, C, q, cb->gate_ctb, y, cache[k + 1].g_a, cache[k + 1].b_a, cache[k + 1].g_kv,
+                     cache[k + 1].b_kv, N, an, kvin, xn);
+    else if (k + 1 < tf->n_blocks)
       be->residual_adaln(be, M, C, q, cb->gate_ctb, N, y, cache[k + 1].g_a, cache[k + 1].b_a, N, an, PX_F32);
     else
       be->gated_residual(be, M, C, q, cb->gate_ctb, N, y);
+    x = xn;
   }
   ws->used = mark;
 }

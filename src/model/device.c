@@ -135,9 +135,8 @@ static int linear_half(px_backend *be, px_model *mir, px_linear *l, px_etype t) 
  * K >= 16 on bf16 operands; enc_r, K = 3, keeps fp32). FP16: only the token blocks' four
  * GEMM matrices (K = 768 or 1536: ~85% of the call's GEMM work, where 16-bit operands halve
  * the time), and only for blocks whose GEMM inputs provably stay in fp16's range
- * (fp16_range.c; the others keep TF32). The atom blocks' K = 128/256 GEMMs are memory-bound,
- * so converting their inputs would cost more than it saves; they stay TF32. be is the view
- * at the precision. */
+ * (fp16_range.c; the others keep TF32), and the atom blocks' five matrices likewise (below).
+ * be is the view at the precision. */
 static int make_half_weights(px_backend *be, px_model *mir, const px_model *host, int precision) {
   if (!be->convert) return px_fail(PX_ERR_BACKEND, "%s has no 16-bit weights", be->name);
   px_transformer_w *tf = &mir->tok_tf;
@@ -170,6 +169,26 @@ static int make_half_weights(px_backend *be, px_model *mir, const px_model *host
     rc = be->status ? be->status(be) : 0;
   }
   free(exps);
+  if (rc || getenv("PXDIFF_NO_X16_ATOMS")) return rc;
+  /* The atom blocks (issue 13): their K = 128 / 256 GEMMs are memory-bound, so fp16 pays
+   * only when the kernels around them read and write fp16 too: the AdaLN row kernels write
+   * the GEMM inputs in fp16 (denoise.c atom_transformer), the local attention its output,
+   * the [x1 x2] GEMM the SwiGLU's input; ~11 of ~37.5 row-widths of traffic per block go.
+   * Admitted block by block by their range bounds (fp16_range.c), the others stay TF32.
+   * PXDIFF_NO_X16_ATOMS=1 (read here, when the model is prepared) keeps all of them TF32. */
+  px_transformer_w *atfs[2] = {&mir->enc_tf, &mir->dec_tf};
+  const px_transformer_w *htfs[2] = {&host->enc_tf, &host->dec_tf};
+  for (int w = 0; w < 2 && !rc; w++)
+    for (int k = 0; k < atfs[w]->n_blocks && !rc; k++) {
+      const int e = px_atom_block_fp16_exp(htfs[w], k);
+      if (e < 0) continue;
+      px_block_w *B = &atfs[w]->blocks[k];
+      rc = block_half(be, mir, atfs[w], B, PX_F16, e);
+      if (rc) break;
+      px_linear *ls[5] = {&B->proj1, &B->proj2, &B->o, &B->a12, &B->ctb_b};
+      for (int i = 0; i < 5; i++) drop_fp32(be, mir, ls[i]);
+      rc = be->status ? be->status(be) : 0;
+    }
   return rc;
 }
 
@@ -230,6 +249,16 @@ int px_model_device_x16_blocks(const px_model *m) {
   const px_transformer_w *tf = &m->cuda_mirror->tok_tf;
   int n = 0;
   for (int k = 0; k < tf->n_blocks; k++) n += tf->blocks[k].proj1.w16 != NULL;
+  return n;
+}
+
+int px_model_device_x16_atom_blocks(const px_model *m) {
+  if (!m || !m->cuda_mirror) return 0;
+  const px_transformer_w *tfs[2] = {&m->cuda_mirror->enc_tf, &m->cuda_mirror->dec_tf};
+  int n = 0;
+  for (int w = 0; w < 2; w++)
+    for (int k = 0; k < tfs[w]->n_blocks; k++)
+      n += tfs[w]->blocks[k].proj1.w16 != NULL && tfs[w]->blocks[k].proj1.w16_type == PX_F16;
   return n;
 }
 

@@ -134,3 +134,83 @@ void px_token_fp16_exps(const px_model *m, int *exps) {
 #pragma omp parallel for num_threads(px_num_threads()) schedule(dynamic)
   for (int k = 0; k < nb; k++) exps[k] = px_token_block_fp16_exp(m, k);
 }
+
+/* ---- The atom blocks (encoder and decoder atom transformers) ----
+ *
+ * The same method. An atom block's three AdaLNs (attention, its cross-attention kv, the
+ * transition) all take s = c, the atom single conditioning, through LN(c) * w (w the
+ * AdaLN's LayerNorm scale, ||LN(c)||_2 <= sqrt(c_s)), so with W_shift's columns scaled by w:
+ *
+ *   AdaLN      |an_c| <= sqrt(C) + ||(W_shift diag(w))[c]||_2 sqrt(c_s),
+ *              ||an||_2 <= sqrt(C) + ||W_shift diag(w)||_F sqrt(c_s); the kv input
+ *              kvin = AdaLN_kv(an) normalises an again, so its bound does not depend on an's;
+ *   attention  a convex combination of value rows v = W_v kvin (proj2's rows C..2C-1, no
+ *              bias; every window holds its own queries, so no row is empty) times a
+ *              sigmoid gate: |o_c| <= max_c ||W_v[c]||_2 ||kvin||_2;
+ *   SwiGLU     as the token blocks': |x|, |y| <= max_c ||W_12[c]||_2 ||an_t||_2 and
+ *              |silu(x) y| <= ||W_1[c]||_2 ||W_2[c]||_2 ||an_t||_2^2, stored times 2^-e.
+ *
+ * q, g, k and v stay fp32 (the GEMMs' outputs; the local attention reads fp32), so they
+ * need no bound. */
+
+/* ||(W diag(w))[r]||_2 over rows [0, R) of W [R, K]: the largest, and the Frobenius norm. */
+static void scaled_row_norms(const float *W, const float *w, int R, int K, double *max_row, double *frob) {
+  double mx = 0, tot = 0;
+  for (int r = 0; r < R; r++) {
+    double s = 0;
+    for (int k = 0; k < K; k++) {
+      const double v = (double)W[(size_t)r * K + k] * (w ? (double)w[k] : 1.0);
+      s += v * v;
+    }
+    tot += s;
+    if (sqrt(s) > mx) mx = sqrt(s);
+  }
+  *max_row = mx;
+  *frob = sqrt(tot);
+}
+
+int px_atom_block_fp16_bounds(const px_transformer_w *tf, int k, px_atom_fp16_bounds *out) {
+  if (!tf || k < 0 || k >= tf->n_blocks || !tf->cross || !tf->blocks) return -1;
+  const px_block_w *B = &tf->blocks[k];
+  const int C = tf->c, h = tf->hidden;
+  const px_adaln_w *ad[3] = {&B->ln_a, &B->ln_kv, &B->ctb_adaln};
+  double an_norm[3];
+  for (int i = 0; i < 3; i++) {
+    const px_linear *sh = &ad[i]->lin_nobias_s;
+    if (!sh->w || sh->out != C || sh->in <= 0 || !B->proj1.w || !B->proj2.w || !B->a12.w) return -1;
+    double mx, fr;
+    scaled_row_norms(sh->w, ad[i]->ln_s_w, C, sh->in, &mx, &fr);
+    const double sC = sqrt((double)C), sS = sqrt((double)sh->in);
+    out->an[i] = sC + mx * sS;
+    an_norm[i] = sC + fr * sS;
+  }
+  double v_row, fr;
+  row_norms(B->proj2.w, C, 2 * C, C, &v_row, &fr); /* [k v]: the value rows */
+  out->att = v_row * an_norm[1];
+  double hmax = 0, rmax = 0;
+  for (int c = 0; c < h; c++) {
+    const double w1 = row_norm(B->a12.w + (size_t)c * C, C), w2 = row_norm(B->a12.w + (size_t)(h + c) * C, C);
+    if (w1 * w2 > hmax) hmax = w1 * w2;
+    if (w1 > rmax) rmax = w1;
+    if (w2 > rmax) rmax = w2;
+  }
+  out->swiglu_in = rmax * an_norm[2];
+  out->swiglu = hmax * an_norm[2] * an_norm[2];
+  return 0;
+}
+
+int px_atom_block_fp16_exp(const px_transformer_w *tf, int k) {
+  px_atom_fp16_bounds b;
+  if (px_atom_block_fp16_bounds(tf, k, &b)) return -1;
+  const double lim = FP16_MAX / FP16_MARGIN;
+  if (!(b.an[0] <= lim && b.an[1] <= lim && b.an[2] <= lim && b.att <= lim && b.swiglu_in <= lim)) return -1;
+  int e = 0;
+  while (!(b.swiglu <= lim * ldexp(1.0, e))) /* also stops on NaN */
+    if (++e > PX_FP16_MAX_EXP) return -1;
+  const px_block_w *B = &tf->blocks[k];
+  const size_t C = (size_t)tf->c, h = (size_t)tf->hidden;
+  if (!B->o.w || !B->ctb_b.w || !fp16_keeps(B->proj1.w, 2 * C * C) || !fp16_keeps(B->proj2.w, 2 * C * C) ||
+      !fp16_keeps(B->o.w, C * C) || !fp16_keeps(B->a12.w, 2 * h * C) || !fp16_keeps(B->ctb_b.w, C * h))
+    return -1;
+  return e;
+}

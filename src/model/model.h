@@ -182,6 +182,15 @@ int px_token_block_fp16_bounds(const px_model *m, int k, px_fp16_bounds *out); /
 #define PX_FP16_MAX_EXP 10
 int px_token_block_fp16_exp(const px_model *m, int k);
 void px_token_fp16_exps(const px_model *m, int *exps); /* every block, in parallel */
+/* The same for atom block k of an atom transformer tf (the encoder's or the decoder's, host
+ * weights): an[0..2] the attention AdaLN, its kv AdaLN and the transition AdaLN outputs,
+ * att the gated local attention output, swiglu_in / swiglu as above (q, k, v, g stay fp32). */
+typedef struct {
+  double an[3], att, swiglu_in, swiglu;
+} px_atom_fp16_bounds;
+int px_atom_block_fp16_bounds(const px_transformer_w *tf, int k, px_atom_fp16_bounds *out); /* -1: no block k */
+/* -1: atom block k keeps fp32 activations and TF32 GEMMs; else its SwiGLU output's exponent e. */
+int px_atom_block_fp16_exp(const px_transformer_w *tf, int k);
 
 /* The model on a device backend (device.c). px_model_to_device copies the weights into be's
  * memory (any view of its context) and makes the 16-bit copies `precision` asks for
@@ -198,6 +207,8 @@ void px_model_release_device(px_model *m);
 int px_model_release_handle(px_model *m);
 /* Token blocks whose GEMMs run on 16-bit operands. */
 int px_model_device_x16_blocks(const px_model *m);
+/* Atom blocks (encoder and decoder) whose GEMMs run on 16-bit operands (device.c). */
+int px_model_device_x16_atom_blocks(const px_model *m);
 /* The CPU's bf16 precision (cpu_bf16.c): make the bf16 copies of the token blocks its gate
  * admits (be: the CPU backend), free them, count the blocks that have them. */
 int px_model_cpu_bf16_make(px_model *m, px_backend *be);

@@ -195,6 +195,10 @@ int px_model_x16_blocks(const px_model *m) {
   return m->device == PX_DEVICE_CUDA ? px_model_device_x16_blocks(m) : px_model_cpu_bf16_blocks(m);
 }
 
+int px_model_x16_atom_blocks(const px_model *m) {
+  return m && m->device == PX_DEVICE_CUDA ? px_model_device_x16_atom_blocks(m) : 0;
+}
+
 const char *px_model_backend_name(const px_model *m) {
   return m && m->device == PX_DEVICE_CUDA && m->be ? m->be->name : "cpu";
 }

@@ -229,13 +229,15 @@ def lanes(model):
 
 
 def fp16_guard(model):
-    """fp16 stores a token block's GEMM inputs in 16 bits only when bounds from its weights
-    (src/model/fp16_range.c) keep them in fp16's range. Blowing up the transition AdaLN's
-    shift of every block makes every block fall back to TF32 operands: fp16 must then give
+    """fp16 stores a token or atom block's GEMM inputs in 16 bits only when bounds from its
+    weights (src/model/fp16_range.c) keep them in fp16's range. Blowing up the transition AdaLN's
+    shift of every block (token and atom) makes every block fall back to TF32 operands: fp16 must then give
     TF32's result exactly. With every other block refused, it stays within the bound."""
     import re
     print("== fp16 range guard (blocks whose inputs could leave fp16's range keep TF32)", flush=True)
-    pat = re.compile(r"^(diffusion_module\.)?diffusion_transformer\.blocks\.(\d+)\.conditioned_transition_block"
+    # the token blocks' and (issue 13) the atom blocks' transition AdaLN shifts
+    pat = re.compile(r"^(diffusion_module\.)?(?P<atom>atom_attention_(en|de)coder\.atom_transformer\.)?"
+                     r"diffusion_transformer\.blocks\.(?P<k>\d+)\.conditioned_transition_block"
                      r"\.adaln\.linear_nobias_s\.weight$")
     inp = features(60, 20, seed=21)
     N = inp.feats["ref_pos"].shape[0]
@@ -247,15 +249,20 @@ def fp16_guard(model):
         hit = 0
         for k in sd:
             mt = pat.match(k)
-            if mt and int(mt.group(2)) % every == 0:
-                sd[k] *= 300.0  # the SwiGLU bound grows 9e4x: past 2^10 * 65504
+            if mt and int(mt.group("k")) % every == 0:
+                # the SwiGLU bound grows 9e4x (token) / 9e6x (atom): past 2^10 * 65504
+                sd[k] *= 3000.0 if mt.group("atom") else 300.0
                 hit += 1
         assert hit > 0, "no transition AdaLN shift weights found"
         m2.load_state_dict(sd)
-        y = {p: engine(m2, "cuda", p)(x, t, inp.feats, inp.s_inputs, inp.s_trunk, inp.z_trunk)
-             for p in ("fp32", "tf32", "fp16")}
+        engines = {p: engine(m2, "cuda", p) for p in ("fp32", "tf32", "fp16")}
+        y = {p: e(x, t, inp.feats, inp.s_inputs, inp.s_trunk, inp.z_trunk) for p, e in engines.items()}
         assert all(torch.isfinite(v).all() for v in y.values()), label
+        e16 = engines["fp16"]
+        print(f"  {label}: fp16 token blocks {e16.x16_blocks}, atom blocks {getattr(e16, 'x16_atom_blocks', '?')}",
+              flush=True)
         if every == 1:
+            assert e16.x16_blocks == 0 and getattr(e16, "x16_atom_blocks", 0) == 0, label
             check(f"fp16 with {label} vs tf32 (identical)", rel(y["fp16"], y["tf32"]), 0.0)
         else:
             check(f"fp16 with {label} vs fp32", rel(y["fp16"], y["fp32"]), 2e-3)

@@ -1,3 +1,4 @@
+#define _POSIX_C_SOURCE 200809L /* setenv */
 /* Every CUDA kernel against the CPU backend (itself tested against double precision in
  * test_cpu_kernels.c) on fresh random inputs at awkward sizes, outputs poisoned with NaN
  * before each run. Without a GPU (or without the CUDA build) it exits 77 (skipped). */
@@ -667,6 +668,58 @@ static void test_noise_cond_edm(void) {
 /* Out of memory is reported at the operation that met it, as PX_ERR_NOMEM's message naming it
  * and the device (backend.h), and leaves the context usable: alloc and host_alloc return NULL
  * with the reason set, and nothing is kept as a sticky failure for status(). */
+/* PXDIFF_LT_SPLITK (issue 13 item 4, an opt-in experiment read when a context is made): the
+ * one-wave 16-bit GEMMs of the token blocks' output projection and transition (N = 768, K = 768
+ * / 1536, ~1650 rows per lane), with a bias and with padded input rows' neighbours: the same
+ * result as without split-K within fp32 summation-order noise, and the CPU's within the fp16
+ * bound, in a context made with the variable set and in one made without it. */
+static void test_splitk(void) {
+  const int shapes[][3] = {{1650, 768, 1536}, {1650, 768, 768}, {3100, 768, 1536}, {37, 768, 1536}};
+  float *out[2][4] = {{NULL}};
+  for (int on = 0; on < 2; on++) {
+    if (on) setenv("PXDIFF_LT_SPLITK", "2", 1);
+    px_backend *c = px_cuda_backend_create(0, PX_PRECISION_FP16);
+    unsetenv("PXDIFF_LT_SPLITK");
+    CHECK_MSG(c != NULL, "context: %s", px_last_error());
+    if (!c) return;
+    for (int t = 0; t < 4; t++) {
+      const int M = shapes[t][0], N = shapes[t][1], K = shapes[t][2];
+      tu_rng_state = 1000 + (uint64_t)t; /* the same inputs with and without split-K */
+      float *X = rnd((size_t)M * K, 1.0), *W = rnd((size_t)N * K, 1.0 / sqrt(K)), *b = rnd(N, 0.5);
+      uint16_t *X16 = malloc(sizeof(uint16_t) * (size_t)M * K);
+      for (size_t i = 0; i < (size_t)M * K; i++) {
+        X16[i] = half_bits(X[i], 2);
+        X[i] = half_value(X16[i], 2);
+      }
+      float *want = malloc(sizeof(float) * (size_t)M * N);
+      cpu->linear(cpu, M, N, K, X, K, px_weight_f32(W), b, want, N, 0, 0, PX_F32, PX_F32);
+      float *dW = c->alloc(c, sizeof(float) * (size_t)N * K), *db = c->alloc(c, sizeof(float) * N);
+      float *dY = c->alloc(c, sizeof(float) * (size_t)M * N);
+      uint16_t *dX = c->alloc(c, sizeof(uint16_t) * (size_t)M * K), *dW16 = c->alloc(c, sizeof(uint16_t) * (size_t)N * K);
+      c->upload(c, dW, W, sizeof(float) * (size_t)N * K);
+      c->upload(c, db, b, sizeof(float) * N);
+      c->upload(c, dX, X16, sizeof(uint16_t) * (size_t)M * K);
+      c->convert(c, (int64_t)N * K, dW, dW16, PX_F16);
+      const px_weight hw = {dW, dW16, PX_F16, 0};
+      c->linear(c, M, N, K, dX, K, hw, db, dY, N, 0, 0, PX_F16, PX_F32);
+      out[on][t] = malloc(sizeof(float) * (size_t)M * N);
+      c->download(c, out[on][t], dY, sizeof(float) * (size_t)M * N);
+      CHECK_MSG(c->status(c) == 0, "split-K %d M=%d N=%d K=%d: %s", on, M, N, K, px_last_error());
+      const double e = tu_rel_err_ff(out[on][t], want, (size_t)M * N);
+      CHECK_MSG(e <= 2e-3, "split-K %d M=%d N=%d K=%d: rel err %.3g vs CPU", on, M, N, K, e);
+      if (on) {
+        const double d = tu_rel_err_ff(out[1][t], out[0][t], (size_t)M * N);
+        CHECK_MSG(d <= 1e-5, "M=%d N=%d K=%d: split-K vs not: rel diff %.3g", M, N, K, d);
+      }
+      free(X); free(W); free(b); free(X16); free(want);
+      c->free(c, dW); c->free(c, db); c->free(c, dY); c->free(c, dX); c->free(c, dW16);
+    }
+    px_cuda_backend_destroy(c);
+  }
+  for (int on = 0; on < 2; on++)
+    for (int t = 0; t < 4; t++) free(out[on][t]);
+}
+
 static void test_oom(void) {
   const size_t huge = (size_t)1 << 50; /* 1 PiB: more than any device or host has */
   px_clear_error();
@@ -705,6 +758,7 @@ int main(void) {
   test_x16(PX_PRECISION_BF16);
   test_sampler_kernels();
   test_noise_cond_edm();
+  test_splitk();
   test_oom();
   return tu_finish("test_cuda_kernels");
 }

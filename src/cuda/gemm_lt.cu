@@ -17,6 +17,7 @@
 #include <cublasLt.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <new>
@@ -124,6 +125,49 @@ Plan make_plan(cublasLtHandle_t lt, const PxGemm &p, int tf32, size_t ws_bytes) 
   return pl;
 }
 
+// Split-K for the GEMMs that make about one wave of output tiles with a long K loop (issue 13
+// item 4: the token blocks' output projection and transition second GEMM, N = 768, K = 768 /
+// 1536, M = 1650 rows per lane: ~130 tiles of 128x80 for 132 SMs, each a short K loop whose
+// prologue and epilogue are not hidden). An experiment, off unless PXDIFF_LT_SPLITK=n (2..16)
+// was set when the context was made: the heuristic's first algorithm with n K splits and a
+// deterministic reduction (fp32 workspace, else in place with counters), kept only when
+// cuBLASLt's check accepts it within the workspace; else the heuristic's choice unchanged.
+// 16-bit operands, one GEMM (no batch), fp32 output only.
+bool splitk_fits(const PxGemm &p) {
+  if (p.count != 1 || p.ab_type == 0 || p.y_type != 0 || p.K < 512 || p.N > 1024) return false;
+  const int64_t tiles = (int64_t)((p.M + 127) / 128) * ((p.N + 127) / 128);
+  return tiles <= 160;  // ~one wave of 128x128 tiles on 132 SMs
+}
+
+void try_splitk(cublasLtHandle_t lt, Plan &pl, int n, size_t ws_bytes) {
+  int32_t sup = 0;
+  uint32_t mask = 0;
+  size_t w = 0;
+  if (cublasLtMatmulAlgoCapGetAttribute(&pl.algo, CUBLASLT_ALGO_CAP_SPLITK_SUPPORT, &sup, sizeof sup, &w) !=
+          CUBLAS_STATUS_SUCCESS ||
+      !sup ||
+      cublasLtMatmulAlgoCapGetAttribute(&pl.algo, CUBLASLT_ALGO_CAP_REDUCTION_SCHEME_MASK, &mask, sizeof mask, &w) !=
+          CUBLAS_STATUS_SUCCESS)
+    return;
+  const uint32_t scheme = (mask & CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE)
+                              ? (uint32_t)CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE
+                              : (mask & CUBLASLT_REDUCTION_SCHEME_INPLACE) ? (uint32_t)CUBLASLT_REDUCTION_SCHEME_INPLACE
+                                                                           : 0u;
+  if (!scheme) return;
+  cublasLtMatmulAlgo_t a = pl.algo;
+  const int32_t splits = n;
+  cublasLtMatmulHeuristicResult_t r;
+  if (cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splits, sizeof splits) !=
+          CUBLAS_STATUS_SUCCESS ||
+      cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &scheme, sizeof scheme) !=
+          CUBLAS_STATUS_SUCCESS ||
+      cublasLtMatmulAlgoCheck(lt, pl.op, pl.a, pl.b, pl.c, pl.c, &a, &r) != CUBLAS_STATUS_SUCCESS ||
+      r.state != CUBLAS_STATUS_SUCCESS || r.workspaceSize > ws_bytes)
+    return;
+  pl.algo = a;
+  pl.ws = r.workspaceSize;
+}
+
 }  // namespace
 
 // One context's cuBLASLt state. The mutex: a shared context may be used by several host
@@ -133,9 +177,16 @@ struct PxLt {
   cublasLtHandle_t lt = nullptr;  // made on first use, on the context's device
   bool failed = false;
   std::unordered_map<Key, Plan, KeyHash> plans;
+  int splitk = 0;  // PXDIFF_LT_SPLITK when the context was made (0: off), see try_splitk
 };
 
-PxLt *px_gemm_lt_create() { return new (std::nothrow) PxLt(); }
+PxLt *px_gemm_lt_create() {
+  PxLt *s = new (std::nothrow) PxLt();
+  const char *e = getenv("PXDIFF_LT_SPLITK");
+  const int n = e && *e ? atoi(e) : 0;
+  if (s && n >= 2 && n <= 16) s->splitk = n;
+  return s;
+}
 
 void px_gemm_lt_destroy(PxLt *s) {
   if (!s) return;
@@ -164,7 +215,11 @@ int px_gemm_lt(PxLt *s, cudaStream_t stream, void *workspace, size_t ws_bytes, i
   v[12] = alignment(p.X); v[13] = alignment(p.W); v[14] = alignment(p.Y); v[15] = p.bias ? alignment(p.bias) : 0;
   v[16] = p.ab_type; v[17] = p.y_type;
   auto it = plans.find(k);
-  if (it == plans.end()) it = plans.emplace(k, make_plan(lt, p, tf32, ws_bytes)).first;
+  if (it == plans.end()) {
+    Plan pl = make_plan(lt, p, tf32, ws_bytes);
+    if (pl.ok && s->splitk && splitk_fits(p)) try_splitk(lt, pl, s->splitk, ws_bytes);
+    it = plans.emplace(k, pl).first;
+  }
   Plan &pl = it->second;
   if (!pl.ok) return 0;
   if (p.bias &&

@@ -355,6 +355,139 @@ int px_design_create(const px_model *m, const px_features *f, px_design **out) {
   return px_design_create_probe(m, f, NULL, NULL, out);
 }
 
+/* ---- The design cache's stages, in the order px_design_create_probe runs them. Each is
+ * a named function so that what the cache holds, and from what, reads stage by stage
+ * (docs/spec.md's list of noise- and sample-independent terms); each runs on the backend it
+ * is given, with inputs and outputs in that backend's memory. ---- */
+
+/* s0 = Lin_s(LN([s_trunk, s_inputs])) [T, c_s]: the token conditioning before the noise
+ * level's term (each call adds that term to s0, docs/spec.md Algorithm 21).
+ * scratch: T * (c_s + c_s_inputs) floats. */
+static void stage_s0(px_backend *be, const px_model *m, const px_features *f, float *scratch, float *s0) {
+  const px_dims *D = &m->dims;
+  const int T = f->n_token, cs = D->c_s, cc = cs + D->c_s_inputs;
+  float *cat = scratch;
+  for (int t = 0; t < T; t++) {
+    memcpy(cat + (size_t)t * cc, f->s_trunk + (size_t)t * cs, sizeof(float) * cs);
+    memcpy(cat + (size_t)t * cc + cs, f->s_inputs + (size_t)t * D->c_s_inputs, sizeof(float) * D->c_s_inputs);
+  }
+  be->layernorm(be, T, cc, cat, m->cond_ln_s_w, NULL, cat);
+  be->linear(be, T, cs, cc, cat, cc, px_lw(&m->cond_s), NULL, s0, cs, 0, 0, PX_F32, PX_F32);
+}
+
+/* pair_z = Lin_z(LN([z_trunk, relpe])) then two Transitions [T*T, c_z]: the pair
+ * conditioning every token block's pair bias and the encoder's z projection come from. In
+ * PAIR_CHUNK rows at a time (bounds the [rows, 2 c_z] concatenation at large T).
+ * scratch: PAIR_CHUNK * 8 * c_z floats (the Transitions' share is the larger). */
+static void stage_pair_z(px_backend *be, const px_model *m, const px_features *f, float *scratch, float *pair_z) {
+  const int T = f->n_token, cz = m->dims.c_z;
+  const int64_t TT = (int64_t)T * T;
+  for (int64_t r0 = 0; r0 < TT; r0 += PAIR_CHUNK) {
+    int rows = (int)(TT - r0 < PAIR_CHUNK ? TT - r0 : PAIR_CHUNK);
+    float *cat = scratch;
+    const float *W = m->relpe.w; /* [cz, 139] */
+#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
+    for (int r = 0; r < rows; r++) {
+      int64_t ij = r0 + r;
+      int i = (int)(ij / T), j = (int)(ij % T);
+      float *row = cat + (size_t)r * 2 * cz;
+      memcpy(row, f->z_trunk + (size_t)ij * cz, sizeof(float) * cz);
+      int same_chain = f->asym_id[i] == f->asym_id[j];
+      int same_res = f->residue_index[i] == f->residue_index[j];
+      int same_ent = f->entity_id[i] == f->entity_id[j];
+      int d_res = same_chain ? clampi(f->residue_index[i] - f->residue_index[j] + 32, 0, 64) : 65;
+      int d_tok = (same_chain && same_res) ? clampi(f->token_index[i] - f->token_index[j] + 32, 0, 64) : 65;
+      int d_chain = same_ent ? clampi(f->sym_id[i] - f->sym_id[j] + 2, 0, 4) : 5;
+      float *rp = row + cz;
+      for (int c = 0; c < cz; c++) {
+        const float *w = W + (size_t)c * 139;
+        float v = w[d_res] + w[66 + d_tok];
+        if (same_ent) v += w[132];
+        rp[c] = v + w[133 + d_chain];
+      }
+    }
+    be->layernorm(be, rows, 2 * cz, cat, m->cond_ln_z_w, NULL, cat);
+    be->linear(be, rows, cz, 2 * cz, cat, 2 * cz, px_lw(&m->cond_z), NULL, pair_z + (size_t)r0 * cz, cz, 0, 0,
+               PX_F32, PX_F32);
+  }
+  transition_add(be, &m->tr_z1, TT, cz, pair_z, scratch);
+  transition_add(be, &m->tr_z2, TT, cz, pair_z, scratch);
+}
+
+/* Every token block's pair bias [n_blocks, H, T, T] and the encoder's z projection zproj
+ * [T, T, c_atompair], from LN(pair_z): LN(z) * w_k then W_k equals LN(z) times W_k with w_k
+ * folded in, so one GEMM serves all blocks (rows k*H+h) plus the encoder's projection (the
+ * last cp rows); pair_z is read once. wf: (n_blocks * H + cp) * c_z floats (host: the folded
+ * weights); scratch: PAIR_CHUNK * (2 c_z + n_blocks * H + cp) floats. */
+static void stage_token_pair_biases(px_backend *be, const px_model *m, int T, const float *pair_z, float *wf,
+                                    float *scratch, float *tok_pair_bias, float *zproj) {
+  const px_transformer_w *tt = &m->tok_tf;
+  const int cz = m->dims.c_z, cp = m->dims.c_atompair, H = tt->n_heads, nbh = tt->n_blocks * H;
+  const int64_t TT = (int64_t)T * T;
+  for (int k = 0; k < tt->n_blocks; k++)
+    for (int h = 0; h < H; h++)
+      for (int c = 0; c < cz; c++)
+        wf[((size_t)k * H + h) * cz + c] = tt->blocks[k].z.w[(size_t)h * cz + c] * tt->blocks[k].ln_z_w[c];
+  for (int o = 0; o < cp; o++)
+    for (int c = 0; c < cz; c++) wf[((size_t)nbh + o) * cz + c] = m->enc_z.w[(size_t)o * cz + c] * m->enc_ln_z_w[c];
+  const int nout = nbh + cp;
+  for (int64_t r0 = 0; r0 < TT; r0 += PAIR_CHUNK) {
+    int rows = (int)(TT - r0 < PAIR_CHUNK ? TT - r0 : PAIR_CHUNK);
+    float *zn = scratch, *o = scratch + (size_t)PAIR_CHUNK * 2 * cz;
+    be->layernorm(be, rows, cz, pair_z + (size_t)r0 * cz, NULL, NULL, zn);
+    be->linear(be, rows, nout, cz, zn, cz, px_weight_f32(wf), NULL, o, nout, 0, 0, PX_F32, PX_F32);
+#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
+    for (int r = 0; r < rows; r++) {
+      const float *orow = o + (size_t)r * nout;
+      for (int kh = 0; kh < nbh; kh++) tok_pair_bias[(size_t)kh * TT + r0 + r] = orow[kh];
+      memcpy(zproj + (size_t)(r0 + r) * cp, orow + nbh, sizeof(float) * cp);
+    }
+  }
+}
+
+/* atom_to_token and 1/atoms per token (0 for a token without atoms): what the atom <-> token
+ * maps of every call read. Host memory. */
+static void stage_atom_index(const px_features *f, int64_t *atom_to_token, float *inv_count) {
+  const int T = f->n_token, N = f->n_atom;
+  for (int t = 0; t < T; t++) inv_count[t] = 0.0f;
+  for (int n = 0; n < N; n++) {
+    atom_to_token[n] = f->atom_to_token_idx[n];
+    inv_count[f->atom_to_token_idx[n]] += 1.0f;
+  }
+  for (int t = 0; t < T; t++) inv_count[t] = inv_count[t] > 0 ? 1.0f / inv_count[t] : 0.0f;
+}
+
+/* The encoder's c [N, c_atom]: the reference features' single embedding, plus its token's
+ * Lin_s(LN(s_trunk)) broadcast to every atom (the encoder's s-term: the trunk is given, so
+ * it is per design). scratch: T * (c_s + c_atom) floats. */
+static void stage_encoder_c(px_backend *be, const px_model *m, const px_atom_ref_w *ref_w, const px_features *f,
+                            const int64_t *atom_to_token, float *scratch, float *c) {
+  const int T = f->n_token, N = f->n_atom, cs = m->dims.c_s, ca = m->dims.c_atom;
+  px_atom_ref_single(ref_w, f, c);
+  float *sn = scratch, *st = scratch + (size_t)T * cs;
+  be->layernorm(be, T, cs, f->s_trunk, m->enc_ln_s_w, NULL, sn);
+  be->linear(be, T, ca, cs, sn, cs, px_lw(&m->enc_s), NULL, st, ca, 0, 0, PX_F32, PX_F32);
+  be->tokens_to_atoms_add(be, 1, N, T, ca, 1, st, atom_to_token, c);
+}
+
+/* The atom pair pass (encoder p, in trunk layout [n_trunks, 32, 128, cp], written to p only
+ * for a probe) and every atom block's pair bias from LN(p), for the encoder's and the
+ * decoder's transformers in one pass over the pairs. */
+static int stage_atom_pair_biases(px_backend *be, const px_model *m, const px_atom_ref_w *ref_w, const px_features *f,
+                                  px_design *d, const float *zproj, float *p) {
+  const px_transformer_w *tfs[2] = {&m->enc_tf, &m->dec_tf};
+  px_atom_block_cache *caches[2] = {d->enc, d->dec};
+  return px_atom_pair_bias_build(be, ref_w, f, d->c, zproj, tfs, caches, 2, p, &d->bytes);
+}
+
+/* The atom blocks' s-side AdaLN and gate terms (s = c, the same at every call) for the
+ * encoder's and the decoder's transformers. scratch: N * c_atom floats. */
+static int stage_atom_block_terms(px_backend *be, const px_model *m, px_design *d, float *scratch) {
+  int rc = px_atom_block_cache_build(be, &m->enc_tf, d->N, d->c, scratch, d->enc, &d->bytes);
+  if (!rc) rc = px_atom_block_cache_build(be, &m->dec_tf, d->N, d->c, scratch, d->dec, &d->bytes);
+  return rc;
+}
+
 int px_design_create_probe(const px_model *m, const px_features *f, px_probe_fn probe, void *user,
                            px_design **out) {
   if (!out) return px_fail(PX_ERR_INPUT, "px_design_create: NULL output");
@@ -382,7 +515,7 @@ int px_design_create_probe(const px_model *m, const px_features *f, px_probe_fn 
   const px_transformer_w *tt = &m->tok_tf, *te = &m->enc_tf, *td = &m->dec_tf;
   const int nbh = tt->n_blocks * tt->n_heads;
 
-  /* Scratch: the largest of the chunked pair work and the atom-level work. */
+  /* Scratch: the largest of the stages' (each stage's comment says its share). */
   size_t scratch_n = (size_t)PAIR_CHUNK * (2 * cz + 4 * 2 * cz + 2 * cz);
   size_t s2 = (size_t)PAIR_CHUNK * (2 * cz) + (size_t)PAIR_CHUNK * (nbh + cp);
   if (s2 > scratch_n) scratch_n = s2;
@@ -413,122 +546,27 @@ int px_design_create_probe(const px_model *m, const px_features *f, px_probe_fn 
   d->bytes = (int64_t)sizeof(float) * ((int64_t)T * cs + (int64_t)nbh * TT + (int64_t)N * ca + T) +
              (int64_t)sizeof(int64_t) * N;
 
-  /* ---- s0 = Lin_s(LN([s_trunk, s_inputs])) ---- */
-  {
-    const int cc = cs + D->c_s_inputs;
-    float *cat = scratch;
-    for (int t = 0; t < T; t++) {
-      memcpy(cat + (size_t)t * cc, f->s_trunk + (size_t)t * cs, sizeof(float) * cs);
-      memcpy(cat + (size_t)t * cc + cs, f->s_inputs + (size_t)t * D->c_s_inputs,
-             sizeof(float) * D->c_s_inputs);
-    }
-    be->layernorm(be, T, cc, cat, m->cond_ln_s_w, NULL, cat);
-    be->linear(be, T, cs, cc, cat, cc, px_lw(&m->cond_s), NULL, d->s0, cs, 0, 0, PX_F32, PX_F32);
-  }
-
-  /* ---- pair_z = Lin_z(LN([z_trunk, relpe])) ---- */
-  for (int64_t r0 = 0; r0 < TT; r0 += PAIR_CHUNK) {
-    int rows = (int)(TT - r0 < PAIR_CHUNK ? TT - r0 : PAIR_CHUNK);
-    float *cat = scratch;
-    const float *W = m->relpe.w; /* [cz, 139] */
-#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
-    for (int r = 0; r < rows; r++) {
-      int64_t ij = r0 + r;
-      int i = (int)(ij / T), j = (int)(ij % T);
-      float *row = cat + (size_t)r * 2 * cz;
-      memcpy(row, f->z_trunk + (size_t)ij * cz, sizeof(float) * cz);
-      int same_chain = f->asym_id[i] == f->asym_id[j];
-      int same_res = f->residue_index[i] == f->residue_index[j];
-      int same_ent = f->entity_id[i] == f->entity_id[j];
-      int d_res = same_chain ? clampi(f->residue_index[i] - f->residue_index[j] + 32, 0, 64) : 65;
-      int d_tok = (same_chain && same_res) ? clampi(f->token_index[i] - f->token_index[j] + 32, 0, 64) : 65;
-      int d_chain = same_ent ? clampi(f->sym_id[i] - f->sym_id[j] + 2, 0, 4) : 5;
-      float *rp = row + cz;
-      for (int c = 0; c < cz; c++) {
-        const float *w = W + (size_t)c * 139;
-        float v = w[d_res] + w[66 + d_tok];
-        if (same_ent) v += w[132];
-        rp[c] = v + w[133 + d_chain];
-      }
-    }
-    be->layernorm(be, rows, 2 * cz, cat, m->cond_ln_z_w, NULL, cat);
-    be->linear(be, rows, cz, 2 * cz, cat, 2 * cz, px_lw(&m->cond_z), NULL, pair_z + (size_t)r0 * cz, cz, 0, 0, PX_F32, PX_F32);
-  }
-  transition_add(be, &m->tr_z1, TT, cz, pair_z, scratch);
-  transition_add(be, &m->tr_z2, TT, cz, pair_z, scratch);
+  stage_s0(be, m, f, scratch, d->s0);
+  stage_pair_z(be, m, f, scratch, pair_z);
   if (probe) {
     probe(user, "s0", d->s0, (int64_t)T * cs);
     probe(user, "pair_z", pair_z, TT * cz);
   }
-
-  /* ---- token blocks' pair biases and the encoder's z projection, from LN(pair_z) ----
-   * LN(z) * w_k then W_k equals LN(z) times W_k with w_k folded in: one GEMM for all
-   * blocks (rows k*H+h), plus the encoder's projection in the last cp rows. */
-  {
-    const int H = tt->n_heads;
-    for (int k = 0; k < tt->n_blocks; k++)
-      for (int h = 0; h < H; h++)
-        for (int c = 0; c < cz; c++)
-          wf[((size_t)k * H + h) * cz + c] = tt->blocks[k].z.w[(size_t)h * cz + c] * tt->blocks[k].ln_z_w[c];
-    for (int o = 0; o < cp; o++)
-      for (int c = 0; c < cz; c++)
-        wf[((size_t)nbh + o) * cz + c] = m->enc_z.w[(size_t)o * cz + c] * m->enc_ln_z_w[c];
-    const int nout = nbh + cp;
-    for (int64_t r0 = 0; r0 < TT; r0 += PAIR_CHUNK) {
-      int rows = (int)(TT - r0 < PAIR_CHUNK ? TT - r0 : PAIR_CHUNK);
-      float *zn = scratch, *o = scratch + (size_t)PAIR_CHUNK * 2 * cz;
-      be->layernorm(be, rows, cz, pair_z + (size_t)r0 * cz, NULL, NULL, zn);
-      be->linear(be, rows, nout, cz, zn, cz, px_weight_f32(wf), NULL, o, nout, 0, 0, PX_F32, PX_F32);
-#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
-      for (int r = 0; r < rows; r++) {
-        const float *orow = o + (size_t)r * nout;
-        for (int kh = 0; kh < nbh; kh++) d->tok_pair_bias[(size_t)kh * TT + r0 + r] = orow[kh];
-        memcpy(zproj + (size_t)(r0 + r) * cp, orow + nbh, sizeof(float) * cp);
-      }
-    }
-  }
+  stage_token_pair_biases(be, m, T, pair_z, wf, scratch, d->tok_pair_bias, zproj);
   free(pair_z);
   pair_z = NULL;
-
-  /* ---- atom_to_token, 1/count ---- */
-  for (int t = 0; t < T; t++) d->inv_count[t] = 0.0f;
-  for (int n = 0; n < N; n++) {
-    d->atom_to_token[n] = f->atom_to_token_idx[n];
-    d->inv_count[f->atom_to_token_idx[n]] += 1.0f;
-  }
-  for (int t = 0; t < T; t++) d->inv_count[t] = d->inv_count[t] > 0 ? 1.0f / d->inv_count[t] : 0.0f;
-
-  /* ---- encoder c ---- */
+  stage_atom_index(f, d->atom_to_token, d->inv_count);
   const px_atom_ref_w ref_w = model_ref_w(m);
-  {
-    float *c = d->c;
-    px_atom_ref_single(&ref_w, f, c);
-    /* c += broadcast(Lin_s(LN(s_trunk))) */
-    float *sn = scratch, *st = scratch + (size_t)T * cs;
-    be->layernorm(be, T, cs, f->s_trunk, m->enc_ln_s_w, NULL, sn);
-    be->linear(be, T, ca, cs, sn, cs, px_lw(&m->enc_s), NULL, st, ca, 0, 0, PX_F32, PX_F32);
-    be->tokens_to_atoms_add(be, 1, N, T, ca, 1, st, d->atom_to_token, c);
-  }
-
-  /* ---- encoder p (trunk layout [n_trunks, 32, 128, cp]; stored only for a probe) and
-   * every atom block's pair bias from LN(p), folded weights as above ---- */
-  {
-    const px_transformer_w *tfs[2] = {te, td};
-    px_atom_block_cache *caches[2] = {d->enc, d->dec};
-    rc = px_atom_pair_bias_build(be, &ref_w, f, d->c, zproj, tfs, caches, 2, probe ? p : NULL, &d->bytes);
-    if (rc) goto done;
-  }
+  stage_encoder_c(be, m, &ref_w, f, d->atom_to_token, scratch, d->c);
+  rc = stage_atom_pair_biases(be, m, &ref_w, f, d, zproj, probe ? p : NULL);
+  if (rc) goto done;
   free(zproj);
   zproj = NULL;
   if (probe) {
     probe(user, "c", d->c, (int64_t)N * ca);
     probe(user, "p", p, P * cp);
   }
-
-  /* ---- atom blocks' s-side terms (s = c) ---- */
-  rc = px_atom_block_cache_build(be, te, N, d->c, scratch, d->enc, &d->bytes);
-  if (!rc) rc = px_atom_block_cache_build(be, td, N, d->c, scratch, d->dec, &d->bytes);
-
+  rc = stage_atom_block_terms(be, m, d, scratch);
 done:
   free(scratch);
   free(pair_z);

@@ -759,7 +759,7 @@ static void test_copy_cols(void) {
 static int64_t clamp64(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : v > hi ? hi : v; }
 
 static void test_relpos_linear(void) {
-  const int cases[][5] = {/* T, C, rmax, smax, chunk */ {1, 1, 32, 2, 1}, {5, 3, 2, 1, 7}, {37, 16, 32, 2, 100},
+  const int cases[][5] = {/* T, C, rmax, smax, chunk */ {1, 8, 32, 2, 1}, {5, 3, 2, 1, 7}, {37, 16, 32, 2, 100},
                           {23, 128, 4, 2, 529}, {60, 33, 32, 2, 611}};
   for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
     const int T = cases[ci][0], C = cases[ci][1], rmax = cases[ci][2], smax = cases[ci][3], chunk = cases[ci][4];
@@ -805,7 +805,7 @@ static void test_relpos_linear(void) {
 }
 
 static void test_atom_ref_embed(void) {
-  const int cases[][4] = {/* N, C, na, nb */ {1, 1, 1, 0}, {7, 5, 3, 4}, {65, 128, 128, 256}, {30, 17, 0, 9}};
+  const int cases[][4] = {/* N, C, na, nb */ {1, 8, 1, 0}, {7, 5, 3, 4}, {65, 128, 128, 256}, {30, 17, 0, 9}};
   for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
     const int N = cases[ci][0], C = cases[ci][1], na = cases[ci][2], nb = cases[ci][3], cf = 1 + na + nb;
     float *pos = frand((size_t)N * 3, 3.0), *q = frand((size_t)N, 1.0), *mask = fbuf((size_t)N);

@@ -151,6 +151,50 @@ struct px_backend {
   void (*edm)(px_backend *b, int mode, int S, int N, const float *x, const float *t, int t_stride,
               float sigma, const float *rup, float *out);
 
+  /* ---- per-design feature embeddings (a design cache's host loops, now backend ops; the
+   * CPU's are those loops, bit for bit, cpu/design_ops.c; CUDA's src/cuda/design_cache.cu) ---- */
+  /* Y[r, 0:C] = X[r, 0:C] for M rows of strides ldx, ldy (a strided copy: concatenating
+   * feature blocks side by side). */
+  void (*copy_cols)(px_backend *b, int M, int C, const float *X, int ldx, float *Y, int ldy);
+  /* Relative position one-hot classes of token pairs (i, j), then a linear map of the one-hot
+   * vector (a sum of W's columns): rows r0 .. r0 + rows - 1 of the T x T pairs, row i*T + j at
+   * Y + (r - r0) * ldy, C outputs. With nr = 2 rmax + 2, W [C, 2 nr + 1 + 2 smax + 2]:
+   *   same chain (chain[i] == chain[j]): a = clamp(residue[i] - residue[j] + rmax, 0, 2 rmax),
+   *     else a = 2 rmax + 1; t = clamp(token[i] - token[j] + rmax, 0, 2 rmax) for the same
+   *     chain and residue, else 2 rmax + 1; same entity: e = clamp(sym[i] - sym[j] + smax, 0,
+   *     2 smax), else 2 smax + 1;
+   *   Y[c] = ((W[c, a] + W[c, nr + t]) [+ W[c, 2 nr] for the same entity]) + W[c, 2 nr + 1 + e]
+   * in this order. Index arrays: T values each, in backend memory. */
+  void (*relpos_linear)(px_backend *b, int T, int64_t r0, int rows, int C, int rmax, int smax,
+                        const int64_t *chain, const int64_t *residue, const int64_t *entity, const int64_t *token,
+                        const int64_t *sym, const float *W, float *Y, int ldy);
+  /* A per-atom embedding of reference features, N rows of C outputs:
+   *   Y[n, o] = (Wp[o, :] . pos[n, 0:3] + Wq[o] * asinh(q[n]) + Wf[o, :] . [mask[n], A[n, 0:na],
+   *             B[n, 0:nb]]) * mask[n]
+   * (Wp [C, 3], Wq [C], Wf [C, 1 + na + nb]; A and B are mostly zero (one-hot rows): a backend
+   * may skip their zero entries, the sum keeping its order). na + nb <= 1024. */
+  void (*atom_ref_embed)(px_backend *b, int N, int C, const float *pos, const float *q, const float *mask,
+                         const float *A, int na, const float *B, int nb, const float *Wp, const float *Wq,
+                         const float *Wf, float *Y);
+  /* Pairwise atom features over local windows, a small MLP, LayerNorm and per-head bias planes.
+   * N atoms cut into query trunks of nq, each with the window of nk keys starting at
+   * nq*trunk - (nk - nq)/2 (as attention_local); P = ceil(N / nq) * nq * nk rows, row
+   * (trunk*nq + i) * nk + j for query q = trunk*nq + i and key k = nq*trunk - (nk-nq)/2 + j.
+   * An atom outside [0, N) has position 0, uid 0, token 0, cm 0 (and a query there no cl).
+   * With dv = pos[q] - pos[k], v = (uid[q] == uid[k]), m = v when q and k are both in [0, N)
+   * (else 0), channel o < C (C <= 64) of the row is, added in this order:
+   *   x = (Wd[o,0] dv0 + Wd[o,1] dv1 + Wd[o,2] dv2) m + Wi[o] (1 / (1 + |dv|^2) v) + Wv[o] v
+   *       + zp[tok[q], tok[k], o] (zp [T, T, C], when not NULL) + cl[q, o] (q < N) + cm[k, o]
+   *   x += M3 relu(M2 relu(M1 relu(x)))           (M1, M2, M3 [C, C], no biases)
+   *   bias[h][row] = Wh[h, :] . (x - mean(x)) / sqrt(var(x) + 1e-5)   for h < nh (<= 256)
+   * bias: nh pointers (a host array) to planes of P floats in backend memory; x after the MLP
+   * goes to p_out [P, C] when p_out is not NULL. nk must be a multiple of 16 and nk - nq even.
+   * pos [N, 3], uid, tok [N], cl, cm [N, C]: backend memory. */
+  void (*atom_pair_bias)(px_backend *b, int N, int T, int C, int nq, int nk, const float *pos, const int64_t *uid,
+                         const int64_t *tok, const float *cl, const float *cm, const float *zp, const float *Wd,
+                         const float *Wi, const float *Wv, const float *M1, const float *M2, const float *M3, int nh,
+                         const float *Wh, float *const *bias, float *p_out);
+
   /* ---- optional: device backends with several precisions (NULL on the CPU) ---- */
   /* The same context (memory, streams) seen at another precision. */
   px_backend *(*at_precision)(px_backend *b, int precision);

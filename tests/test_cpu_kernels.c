@@ -739,6 +739,205 @@ static void test_add_rows(void) {
   }
 }
 
+/* ------------------------------------------- per-design feature embeddings -- */
+static void test_copy_cols(void) {
+  const int cases[][4] = {/* M, C, ldx, ldy */ {1, 1, 1, 1}, {7, 3, 5, 9}, {33, 17, 17, 40}, {5, 64, 70, 128}};
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    const int M = cases[i][0], C = cases[i][1], ldx = cases[i][2], ldy = cases[i][3];
+    float *X = frand((size_t)M * ldx, 1.0), *Y = fbuf((size_t)M * ldy);
+    fill_guard(Y, (size_t)M * ldy);
+    be->copy_cols(be, M, C, X, ldx, Y, ldy);
+    int ok = 1;
+    for (int r = 0; r < M; r++)
+      for (int c = 0; c < C; c++) ok &= Y[(size_t)r * ldy + c] == X[(size_t)r * ldx + c];
+    CHECK_MSG(ok, "copy_cols M=%d C=%d ldx=%d ldy=%d: a value differs", M, C, ldx, ldy);
+    CHECK_MSG(stride_gaps_intact(Y, M, C, ldy), "copy_cols M=%d C=%d wrote past C of ldy=%d", M, C, ldy);
+    free(X), free(Y);
+  }
+}
+
+static int64_t clamp64(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+static void test_relpos_linear(void) {
+  const int cases[][5] = {/* T, C, rmax, smax, chunk */ {1, 8, 32, 2, 1}, {5, 3, 2, 1, 7}, {37, 16, 32, 2, 100},
+                          {23, 128, 4, 2, 529}, {60, 33, 32, 2, 611}};
+  for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+    const int T = cases[ci][0], C = cases[ci][1], rmax = cases[ci][2], smax = cases[ci][3], chunk = cases[ci][4];
+    const int nr = 2 * rmax + 2, K = 2 * nr + 1 + 2 * smax + 2, ldy = C + 3;
+    int64_t *ix = malloc(sizeof(int64_t) * 5 * (size_t)T);
+    int64_t *chain = ix, *res = ix + T, *ent = ix + 2 * T, *tok = ix + 3 * T, *sym = ix + 4 * T;
+    /* a few chains and entities, residues with repeats and gaps wider than rmax, symmetric copies */
+    for (int t = 0; t < T; t++) {
+      chain[t] = (int64_t)(tu_u64() % 3);
+      ent[t] = chain[t] == 2 ? 0 : chain[t];
+      res[t] = (int64_t)(tu_u64() % (uint64_t)(3 * rmax + 3)) - rmax;
+      tok[t] = (int64_t)(tu_u64() % (uint64_t)(3 * rmax + 3));
+      sym[t] = (int64_t)(tu_u64() % (uint64_t)(2 * smax + 4));
+    }
+    float *W = frand((size_t)C * K, 1.0);
+    const int64_t TT = (int64_t)T * T;
+    double *ref = dbuf((size_t)TT * C);
+    for (int64_t ij = 0; ij < TT; ij++) {
+      const int i = (int)(ij / T), j = (int)(ij % T);
+      const int sc = chain[i] == chain[j], sr = res[i] == res[j], se = ent[i] == ent[j];
+      const int64_t a = sc ? clamp64(res[i] - res[j] + rmax, 0, 2 * rmax) : 2 * rmax + 1;
+      const int64_t tt = sc && sr ? clamp64(tok[i] - tok[j] + rmax, 0, 2 * rmax) : 2 * rmax + 1;
+      const int64_t e = se ? clamp64(sym[i] - sym[j] + smax, 0, 2 * smax) : 2 * smax + 1;
+      for (int c = 0; c < C; c++) {
+        const float *w = W + (size_t)c * K;
+        ref[(size_t)ij * C + c] = (double)w[a] + w[nr + tt] + (se ? (double)w[2 * nr] : 0.0) + w[2 * nr + 1 + e];
+      }
+    }
+    float *Y = fbuf((size_t)TT * ldy);
+    fill_guard(Y, (size_t)TT * ldy);
+    for (int r = 0; r < TT; r++) tu_poison(Y + (size_t)r * ldy, (size_t)C);
+    for (int64_t r0 = 0; r0 < TT; r0 += chunk) {
+      const int rows = (int)(TT - r0 < chunk ? TT - r0 : chunk);
+      be->relpos_linear(be, T, r0, rows, C, rmax, smax, chain, res, ent, tok, sym, W, Y + (size_t)r0 * ldy, ldy);
+    }
+    float *y = gather(Y, (int)TT, C, ldy);
+    double err = tu_rel_err_fd(y, ref, (size_t)TT * C);
+    CHECK_MSG(err <= TOL, "relpos_linear T=%d C=%d rmax=%d smax=%d chunk=%d: rel err %.3g", T, C, rmax, smax, chunk,
+              err);
+    CHECK_MSG(stride_gaps_intact(Y, (int)TT, C, ldy), "relpos_linear T=%d C=%d wrote past C", T, C);
+    free(ix), free(W), free(ref), free(Y), free(y);
+  }
+}
+
+static void test_atom_ref_embed(void) {
+  const int cases[][4] = {/* N, C, na, nb */ {1, 8, 1, 0}, {7, 5, 3, 4}, {65, 128, 128, 256}, {30, 17, 0, 9}};
+  for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+    const int N = cases[ci][0], C = cases[ci][1], na = cases[ci][2], nb = cases[ci][3], cf = 1 + na + nb;
+    float *pos = frand((size_t)N * 3, 3.0), *q = frand((size_t)N, 1.0), *mask = fbuf((size_t)N);
+    float *A = fbuf((size_t)N * (na ? na : 1)), *B = fbuf((size_t)N * (nb ? nb : 1));
+    for (int n = 0; n < N; n++) {
+      mask[n] = (tu_u64() % 5) ? 1.0f : 0.0f;
+      for (int e = 0; e < na; e++) A[(size_t)n * na + e] = 0.0f;
+      for (int e = 0; e < nb; e++) B[(size_t)n * nb + e] = 0.0f;
+      if (na) A[(size_t)n * na + tu_u64() % (uint64_t)na] = 1.0f;
+      for (int k = 0; k < 4 && nb; k++) B[(size_t)n * nb + tu_u64() % (uint64_t)nb] = (float)(1 + k); /* not only 1s */
+    }
+    float *Wp = frand((size_t)C * 3, 0.5), *Wq = frand((size_t)C, 0.5), *Wf = frand((size_t)C * cf, 0.5);
+    double *ref = dbuf((size_t)N * C);
+    for (int n = 0; n < N; n++)
+      for (int o = 0; o < C; o++) {
+        double s = (double)Wp[o * 3] * pos[n * 3] + (double)Wp[o * 3 + 1] * pos[n * 3 + 1] +
+                   (double)Wp[o * 3 + 2] * pos[n * 3 + 2] + (double)Wq[o] * asinh((double)q[n]) +
+                   (double)Wf[(size_t)o * cf] * mask[n];
+        for (int e = 0; e < na; e++) s += (double)Wf[(size_t)o * cf + 1 + e] * A[(size_t)n * na + e];
+        for (int e = 0; e < nb; e++) s += (double)Wf[(size_t)o * cf + 1 + na + e] * B[(size_t)n * nb + e];
+        ref[(size_t)n * C + o] = s * mask[n];
+      }
+    float *Y = fbuf((size_t)N * C);
+    tu_poison(Y, (size_t)N * C);
+    be->atom_ref_embed(be, N, C, pos, q, mask, A, na, B, nb, Wp, Wq, Wf, Y);
+    double err = tu_rel_err_fd(Y, ref, (size_t)N * C);
+    CHECK_MSG(err <= TOL, "atom_ref_embed N=%d C=%d na=%d nb=%d: rel err %.3g", N, C, na, nb, err);
+    free(pos), free(q), free(mask), free(A), free(B), free(Wp), free(Wq), free(Wf), free(ref), free(Y);
+  }
+}
+
+/* The pair pass in float64, straight from backend.h's definition: row by row, no tiles. */
+static void ref_atom_pair(int N, int T, int C, int nq, int nk, const float *pos, const int64_t *uid,
+                          const int64_t *tok, const float *cl, const float *cm, const float *zp, const float *Wd,
+                          const float *Wi, const float *Wv, const float *M1, const float *M2, const float *M3, int nh,
+                          const float *Wh, double *bias, double *p) {
+  const int64_t P = (int64_t)((N + nq - 1) / nq) * nq * nk;
+  double x[64], h[64], g[64];
+  for (int64_t row = 0; row < P; row++) {
+    const int qa = (int)(row / nk), j = (int)(row % nk), trunk = qa / nq;
+    const int ka = trunk * nq - (nk - nq) / 2 + j;
+    const int qr = qa < N, kr = ka >= 0 && ka < N;
+    double pq[3] = {0, 0, 0}, pk[3] = {0, 0, 0};
+    int64_t uq = 0, uk = 0, tq = 0, tk = 0;
+    for (int d = 0; d < 3; d++) {
+      if (qr) pq[d] = pos[(size_t)qa * 3 + d];
+      if (kr) pk[d] = pos[(size_t)ka * 3 + d];
+    }
+    if (qr) uq = uid[qa], tq = tok[qa];
+    if (kr) uk = uid[ka], tk = tok[ka];
+    const double v = uq == uk, m = qr && kr ? v : 0.0;
+    const double dv[3] = {pq[0] - pk[0], pq[1] - pk[1], pq[2] - pk[2]};
+    const double invd = 1.0 / (1.0 + dv[0] * dv[0] + dv[1] * dv[1] + dv[2] * dv[2]) * v;
+    for (int o = 0; o < C; o++) {
+      double s = ((double)Wd[o * 3] * dv[0] + (double)Wd[o * 3 + 1] * dv[1] + (double)Wd[o * 3 + 2] * dv[2]) * m;
+      s += (double)Wi[o] * invd + (double)Wv[o] * v;
+      if (zp) s += zp[((size_t)tq * T + (size_t)tk) * C + o];
+      if (qr) s += cl[(size_t)qa * C + o];
+      if (kr) s += cm[(size_t)ka * C + o];
+      x[o] = s;
+    }
+    const float *Ms[3] = {M1, M2, M3};
+    for (int o = 0; o < C; o++) h[o] = x[o] > 0 ? x[o] : 0;
+    for (int l = 0; l < 3; l++) {
+      for (int o = 0; o < C; o++) {
+        double s = 0;
+        for (int i = 0; i < C; i++) s += (double)Ms[l][(size_t)o * C + i] * h[i];
+        g[o] = s;
+      }
+      for (int o = 0; o < C; o++) h[o] = l < 2 ? (g[o] > 0 ? g[o] : 0) : g[o];
+    }
+    for (int o = 0; o < C; o++) x[o] += h[o];
+    if (p)
+      for (int o = 0; o < C; o++) p[(size_t)row * C + o] = x[o];
+    double mean = 0, var = 0;
+    for (int o = 0; o < C; o++) mean += x[o];
+    mean /= C;
+    for (int o = 0; o < C; o++) var += (x[o] - mean) * (x[o] - mean);
+    const double rs = 1.0 / sqrt(var / C + 1e-5);
+    for (int hh = 0; hh < nh; hh++) {
+      double s = 0;
+      for (int i = 0; i < C; i++) s += (double)Wh[(size_t)hh * C + i] * (x[i] - mean) * rs;
+      bias[(size_t)hh * P + row] = s;
+    }
+  }
+}
+
+static void test_atom_pair_bias(void) {
+  const int cases[][6] = {/* N, T, C, nq, nk, nh */ {1, 1, 1, 32, 128, 1},  {37, 9, 16, 32, 128, 24},
+                          {70, 20, 5, 8, 16, 7},  {100, 31, 17, 32, 128, 12}, {33, 4, 64, 16, 48, 3}};
+  for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++)
+    for (int with_z = 0; with_z < 2; with_z++) {
+      const int N = cases[ci][0], T = cases[ci][1], C = cases[ci][2], nq = cases[ci][3], nk = cases[ci][4];
+      const int nh = cases[ci][5];
+      const int64_t P = (int64_t)((N + nq - 1) / nq) * nq * nk;
+      float *pos = frand((size_t)N * 3, 2.0), *cl = frand((size_t)N * C, 1.0), *cm = frand((size_t)N * C, 1.0);
+      float *zp = with_z ? frand((size_t)T * T * C, 1.0) : NULL;
+      int64_t *uid = malloc(sizeof(int64_t) * (size_t)N), *tok = malloc(sizeof(int64_t) * (size_t)N);
+      int64_t u = 0, t = 0;
+      for (int n = 0; n < N; n++) { /* residues of a few atoms: uid and token ascending together */
+        if (n && tu_u64() % 4 == 0) u++, t = t + 1 < T ? t + 1 : t;
+        uid[n] = u, tok[n] = t;
+      }
+      const double sc = 1.0 / sqrt((double)C);
+      float *Wd = frand((size_t)C * 3, 0.5), *Wi = frand((size_t)C, 1.0), *Wv = frand((size_t)C, 1.0);
+      float *M1 = frand((size_t)C * C, sc), *M2 = frand((size_t)C * C, sc), *M3 = frand((size_t)C * C, sc);
+      float *Wh = frand((size_t)nh * C, sc);
+      float *planes = fbuf((size_t)nh * P + 8), *p = fbuf((size_t)P * C);
+      tu_poison(planes, (size_t)nh * P);
+      tu_poison(p, (size_t)P * C);
+      fill_guard(planes + (size_t)nh * P, 8);
+      float *bias[256];
+      for (int h = 0; h < nh; h++) bias[h] = planes + (size_t)h * P;
+      double *rb = dbuf((size_t)nh * P), *rp = dbuf((size_t)P * C);
+      ref_atom_pair(N, T, C, nq, nk, pos, uid, tok, cl, cm, zp, Wd, Wi, Wv, M1, M2, M3, nh, Wh, rb, rp);
+      be->atom_pair_bias(be, N, T, C, nq, nk, pos, uid, tok, cl, cm, zp, Wd, Wi, Wv, M1, M2, M3, nh, Wh, bias, p);
+      const double eb = tu_rel_err_fd(planes, rb, (size_t)nh * P), ep = tu_rel_err_fd(p, rp, (size_t)P * C);
+      CHECK_MSG(eb <= TOL && ep <= TOL, "atom_pair_bias N=%d T=%d C=%d nq=%d nk=%d nh=%d z=%d: rel err %.3g (planes) %.3g (p)",
+                N, T, C, nq, nk, nh, with_z, eb, ep);
+      CHECK_MSG(guard_intact(planes + (size_t)nh * P, 8), "atom_pair_bias wrote past the last plane");
+      /* without p_out: the same planes, bit for bit */
+      float *planes2 = fbuf((size_t)nh * P);
+      tu_poison(planes2, (size_t)nh * P);
+      for (int h = 0; h < nh; h++) bias[h] = planes2 + (size_t)h * P;
+      be->atom_pair_bias(be, N, T, C, nq, nk, pos, uid, tok, cl, cm, zp, Wd, Wi, Wv, M1, M2, M3, nh, Wh, bias, NULL);
+      CHECK_MSG(memcmp(planes, planes2, sizeof(float) * (size_t)nh * P) == 0,
+                "atom_pair_bias N=%d C=%d: planes differ without p_out", N, C);
+      free(pos), free(cl), free(cm), free(zp), free(uid), free(tok), free(Wd), free(Wi), free(Wv);
+      free(M1), free(M2), free(M3), free(Wh), free(planes), free(planes2), free(p), free(rb), free(rp);
+    }
+}
+
 /* ------------------------------------------------------------- allocation -- */
 static void test_alloc(void) {
   size_t sizes[] = {0, 1, 63, 64, 65, 1000003};
@@ -840,6 +1039,10 @@ int main(void) {
   test_expf();
   test_atoms_tokens();
   test_add_rows();
+  test_copy_cols();
+  test_relpos_linear();
+  test_atom_ref_embed();
+  test_atom_pair_bias();
   test_threads();
   return tu_finish("test_cpu_kernels");
 }

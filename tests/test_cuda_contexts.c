@@ -4,7 +4,8 @@
  * On one device the two contexts must give bit-identical results (fp32 kernels are
  * deterministic and neither context may see the other's state: streams, scratch, weight
  * copies); the second context goes to cuda:1 when the machine has one. Both are checked
- * against the CPU backend (relative Frobenius <= 1e-4 in fp32; at TF32, where the tensor-core
+ * against the CPU backend (the design cache, built on the device, stage by stage within 1e-5;
+ * the call's output: relative Frobenius <= 1e-4 in fp32; at TF32, where the tensor-core
  * attention and cuBLASLt run on each context's own limits and plans, <= 2e-2 and the two
  * contexts again identical), and destroying the contexts must return every byte they held. Without a GPU (or without the CUDA build) it exits 77. */
 #include "testutil.h"
@@ -42,6 +43,50 @@ static int run(const px_model *m, const px_features *f, const float *x, const fl
   CHECK_MSG(rc == PX_OK, "denoise: %s", px_last_error());
   px_design_free(d);
   return rc;
+}
+
+/* The design cache's probes (s0, pair_z, c, p), copied by name. */
+typedef struct {
+  const char *name[8];
+  float *data[8];
+  int64_t n[8];
+  int count;
+} probes;
+
+static void keep_probe(void *user, const char *name, const float *data, int64_t n) {
+  probes *p = (probes *)user;
+  if (p->count >= 8) return;
+  p->name[p->count] = name;
+  p->data[p->count] = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+  memcpy(p->data[p->count], data, sizeof(float) * (size_t)n);
+  p->n[p->count++] = n;
+}
+
+static void probes_free(probes *p) {
+  for (int i = 0; i < p->count; i++) free(p->data[i]);
+  p->count = 0;
+}
+
+/* The design cache built on the device (every stage as backend operations there, exact fp32)
+ * against the CPU's: each probed stage within 1e-5 (the CUDA feature kernels do the CPU's float
+ * operations in its order; the GEMMs and LayerNorms sum in another order). */
+static void check_design_cache(const px_model *cpu_m, const px_model *gpu_m, const px_features *f) {
+  probes want = {0}, got = {0};
+  px_design *dc = NULL, *dg = NULL;
+  CHECK_MSG(px_design_create_probe(cpu_m, f, keep_probe, &want, &dc) == PX_OK, "CPU design: %s", px_last_error());
+  CHECK_MSG(px_design_create_probe(gpu_m, f, keep_probe, &got, &dg) == PX_OK, "CUDA design: %s", px_last_error());
+  CHECK_MSG(want.count == 4 && got.count == want.count, "probes: %d on the CPU, %d on CUDA", want.count, got.count);
+  for (int i = 0; i < want.count && i < got.count; i++) {
+    CHECK_MSG(strcmp(want.name[i], got.name[i]) == 0 && want.n[i] == got.n[i], "probe %d: %s vs %s", i,
+              want.name[i], got.name[i]);
+    if (want.n[i] != got.n[i]) continue;
+    const double e = tu_rel_err_ff(got.data[i], want.data[i], (size_t)want.n[i]);
+    CHECK_MSG(e <= 1e-5, "design cache %s on CUDA vs CPU: rel err %.3g", want.name[i], e);
+  }
+  px_design_free(dc);
+  px_design_free(dg);
+  probes_free(&want);
+  probes_free(&got);
 }
 
 int main(void) {
@@ -102,12 +147,17 @@ int main(void) {
       CHECK_MSG(tu_rel_err_ff(got[1], got[0], nx) <= 1e-6, "round %d: cuda:0 and cuda:1 differ", round);
   }
 
+  check_design_cache(cpu_m, m[0], &sd.f);
+  check_design_cache(cpu_m, m[1], &sd.f);
+
   /* TF32: the tensor-core attention and the cuBLASLt plans, whose launch limits and plans
    * each context keeps for its own device (a second device's kernels configured by the
    * first's context would fail to launch there). */
   for (int k = 0; k < 2; k++)
     CHECK_MSG(px_model_to_device(m[k], ctx[k], PX_PRECISION_TF32) == PX_OK, "prepare %d at tf32: %s", k,
               px_last_error());
+  /* The cache is built in exact fp32 whatever the model's precision. */
+  check_design_cache(cpu_m, m[0], &sd.f);
   for (int round = 0; round < 2; round++) {
     for (int k = 0; k < 2; k++) {
       tu_poison(got[k], nx);

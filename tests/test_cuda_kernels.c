@@ -270,6 +270,136 @@ static void test_token_atom_maps(void) {
   free(a2t);
 }
 
+/* The per-design feature embeddings against the CPU's ops (cpu/design_ops.c, tested against
+ * float64 in test_cpu_kernels.c). The CUDA kernels do the CPU's float operations in its order
+ * without FMA contraction, so most values agree bit for bit; asinhf / the division may round
+ * differently, hence a tolerance rather than equality. */
+static int64_t *up64(const int64_t *h, size_t n) {
+  int64_t *d = gpu->alloc(gpu, sizeof(int64_t) * (n ? n : 1));
+  gpu->upload(gpu, d, h, sizeof(int64_t) * n);
+  return d;
+}
+
+static void test_design_ops(void) {
+  /* copy_cols: exact */
+  {
+    const int M = 37, C = 19, ldx = 23, ldy = 45;
+    float *X = rnd((size_t)M * ldx, 1.0), *Y = rnd((size_t)M * ldy, 1.0), *want = malloc(sizeof(float) * M * ldy);
+    memcpy(want, Y, sizeof(float) * M * ldy);
+    cpu->copy_cols(cpu, M, C, X, ldx, want, ldy);
+    float *dX = up(X, (size_t)M * ldx), *dY = up(Y, (size_t)M * ldy);
+    gpu->copy_cols(gpu, M, C, dX, ldx, dY, ldy);
+    compare("copy_cols", dY, want, (size_t)M * ldy, 0.0);
+    free(X), free(Y), free(want);
+    gpu->free(gpu, dX), gpu->free(gpu, dY);
+  }
+  /* relpos_linear in chunks, into the right half of wider rows */
+  {
+    const int T = 41, C = 128, rmax = 32, smax = 2, K = 2 * (2 * rmax + 2) + 1 + 2 * smax + 2, ldy = 2 * C;
+    const int64_t TT = (int64_t)T * T, chunk = 500;
+    int64_t ix[5 * 41];
+    for (int t = 0; t < T; t++) {
+      ix[t] = (int64_t)(tu_u64() % 3);
+      ix[T + t] = (int64_t)(tu_u64() % 100) - 30;
+      ix[2 * T + t] = ix[t] == 2 ? 0 : ix[t];
+      ix[3 * T + t] = (int64_t)(tu_u64() % 100);
+      ix[4 * T + t] = (int64_t)(tu_u64() % 7);
+    }
+    float *W = rnd((size_t)C * K, 1.0), *want = malloc(sizeof(float) * (size_t)TT * ldy);
+    tu_poison(want, (size_t)TT * ldy);
+    int64_t *dix = up64(ix, 5 * (size_t)T);
+    float *dW = up(W, (size_t)C * K), *dY = dev_poison((size_t)TT * ldy);
+    for (int64_t r0 = 0; r0 < TT; r0 += chunk) {
+      const int rows = (int)(TT - r0 < chunk ? TT - r0 : chunk);
+      cpu->relpos_linear(cpu, T, r0, rows, C, rmax, smax, ix, ix + T, ix + 2 * T, ix + 3 * T, ix + 4 * T, W,
+                         want + (size_t)r0 * ldy + C, ldy);
+      gpu->relpos_linear(gpu, T, r0, rows, C, rmax, smax, dix, dix + T, dix + 2 * T, dix + 3 * T, dix + 4 * T, dW,
+                         dY + (size_t)r0 * ldy + C, ldy);
+    }
+    /* the left halves stay NaN on both: compare the right halves */
+    float *got = malloc(sizeof(float) * (size_t)TT * ldy);
+    down(got, dY, (size_t)TT * ldy);
+    int left_untouched = 1;
+    for (int64_t r = 0; r < TT; r++) left_untouched &= got[(size_t)r * ldy] != got[(size_t)r * ldy];
+    CHECK_MSG(left_untouched, "relpos_linear wrote left of its columns");
+    float *g2 = malloc(sizeof(float) * (size_t)TT * C), *w2 = malloc(sizeof(float) * (size_t)TT * C);
+    for (int64_t r = 0; r < TT; r++) {
+      memcpy(g2 + (size_t)r * C, got + (size_t)r * ldy + C, sizeof(float) * C);
+      memcpy(w2 + (size_t)r * C, want + (size_t)r * ldy + C, sizeof(float) * C);
+    }
+    const double e = tu_rel_err_ff(g2, w2, (size_t)TT * C);
+    CHECK_MSG(e <= 1e-7, "relpos_linear: rel err %.3g", e);
+    free(W), free(want), free(got), free(g2), free(w2);
+    gpu->free(gpu, dix), gpu->free(gpu, dW), gpu->free(gpu, dY);
+  }
+  /* atom_ref_embed at the released widths: 128 element and 256 name-char columns */
+  {
+    const int N = 301, C = 128, na = 128, nb = 256, cf = 1 + na + nb;
+    float *pos = rnd((size_t)N * 3, 3.0), *q = rnd(N, 1.0), *mask = malloc(sizeof(float) * N);
+    float *A = calloc((size_t)N * na, sizeof(float)), *B = calloc((size_t)N * nb, sizeof(float));
+    for (int n = 0; n < N; n++) {
+      mask[n] = (tu_u64() % 7) ? 1.0f : 0.0f;
+      A[(size_t)n * na + tu_u64() % na] = 1.0f;
+      for (int k = 0; k < 4; k++) B[(size_t)n * nb + 64 * k + tu_u64() % 64] = 1.0f;
+    }
+    float *Wp = rnd((size_t)C * 3, 0.5), *Wq = rnd(C, 0.5), *Wf = rnd((size_t)C * cf, 0.5);
+    float *want = malloc(sizeof(float) * (size_t)N * C);
+    cpu->atom_ref_embed(cpu, N, C, pos, q, mask, A, na, B, nb, Wp, Wq, Wf, want);
+    float *dpos = up(pos, (size_t)N * 3), *dq = up(q, N), *dm = up(mask, N), *dA = up(A, (size_t)N * na);
+    float *dB = up(B, (size_t)N * nb), *dWp = up(Wp, (size_t)C * 3), *dWq = up(Wq, C), *dWf = up(Wf, (size_t)C * cf);
+    float *dY = dev_poison((size_t)N * C);
+    gpu->atom_ref_embed(gpu, N, C, dpos, dq, dm, dA, na, dB, nb, dWp, dWq, dWf, dY);
+    compare("atom_ref_embed", dY, want, (size_t)N * C, 1e-6);
+    free(pos), free(q), free(mask), free(A), free(B), free(Wp), free(Wq), free(Wf), free(want);
+    float *ds[] = {dpos, dq, dm, dA, dB, dWp, dWq, dWf, dY};
+    for (size_t i = 0; i < sizeof ds / sizeof ds[0]; i++) gpu->free(gpu, ds[i]);
+  }
+  /* atom_pair_bias: released shape (C 16, 32/128 windows, 24 heads) and an awkward one, with
+   * and without the token pair term, p_out compared too */
+  const int cases[][6] = {/* N, T, C, nq, nk, nh */ {301, 40, 16, 32, 128, 24}, {70, 9, 37, 8, 16, 5}};
+  for (int ci = 0; ci < 2; ci++)
+    for (int with_z = 0; with_z < 2; with_z++) {
+      const int N = cases[ci][0], T = cases[ci][1], C = cases[ci][2], nq = cases[ci][3], nk = cases[ci][4];
+      const int nh = cases[ci][5];
+      const int64_t P = (int64_t)((N + nq - 1) / nq) * nq * nk;
+      float *pos = rnd((size_t)N * 3, 2.0), *cl = rnd((size_t)N * C, 1.0), *cm = rnd((size_t)N * C, 1.0);
+      float *zp = with_z ? rnd((size_t)T * T * C, 1.0) : NULL;
+      int64_t *ids = malloc(sizeof(int64_t) * 2 * (size_t)N);
+      int64_t u = 0, t = 0;
+      for (int n = 0; n < N; n++) {
+        if (n && tu_u64() % 4 == 0) u++, t = t + 1 < T ? t + 1 : t;
+        ids[n] = u, ids[N + n] = t;
+      }
+      const double sc = 1.0 / sqrt((double)C);
+      float *Wd = rnd((size_t)C * 3, 0.5), *Wi = rnd(C, 1.0), *Wv = rnd(C, 1.0);
+      float *M = rnd((size_t)3 * C * C, sc), *Wh = rnd((size_t)nh * C, sc);
+      float *want = malloc(sizeof(float) * (size_t)nh * P), *wp = malloc(sizeof(float) * (size_t)P * C);
+      float *hb[256], *db[256];
+      for (int h = 0; h < nh; h++) hb[h] = want + (size_t)h * P;
+      cpu->atom_pair_bias(cpu, N, T, C, nq, nk, pos, ids, ids + N, cl, cm, zp, Wd, Wi, Wv, M, M + C * C,
+                          M + 2 * C * C, nh, Wh, hb, wp);
+      int64_t *dids = up64(ids, 2 * (size_t)N);
+      float *dpos = up(pos, (size_t)N * 3), *dcl = up(cl, (size_t)N * C), *dcm = up(cm, (size_t)N * C);
+      float *dzp = zp ? up(zp, (size_t)T * T * C) : NULL, *dWd = up(Wd, (size_t)C * 3), *dWi = up(Wi, C);
+      float *dWv = up(Wv, C), *dM = up(M, (size_t)3 * C * C), *dWh = up(Wh, (size_t)nh * C);
+      float *dplanes = dev_poison((size_t)nh * P), *dp = dev_poison((size_t)P * C);
+      for (int h = 0; h < nh; h++) db[h] = dplanes + (size_t)h * P;
+      gpu->atom_pair_bias(gpu, N, T, C, nq, nk, dpos, dids, dids + N, dcl, dcm, dzp, dWd, dWi, dWv, dM, dM + C * C,
+                          dM + 2 * C * C, nh, dWh, db, dp);
+      char what[96];
+      snprintf(what, sizeof what, "atom_pair_bias planes N=%d C=%d z=%d", N, C, with_z);
+      compare(what, dplanes, want, (size_t)nh * P, 1e-5);
+      snprintf(what, sizeof what, "atom_pair_bias p N=%d C=%d z=%d", N, C, with_z);
+      compare(what, dp, wp, (size_t)P * C, 1e-6);
+      free(pos), free(cl), free(cm), free(zp), free(ids), free(Wd), free(Wi), free(Wv), free(M), free(Wh);
+      free(want), free(wp);
+      float *ds[] = {dpos, dcl, dcm, dzp, dWd, dWi, dWv, dM, dWh, dplanes, dp};
+      for (size_t i = 0; i < sizeof ds / sizeof ds[0]; i++)
+        if (ds[i]) gpu->free(gpu, ds[i]);
+      gpu->free(gpu, dids);
+    }
+}
+
 static void test_attention(void) {
   /* full: (S, T, H, d) with awkward T; local: (S, N, H, d) */
   int full[][4] = {{1, 1, 2, 16}, {2, 33, 3, 48}, {3, 130, 16, 48}, {2, 70, 4, 32}, {1, 65, 2, 64}, {2, 40, 2, 24}};
@@ -752,6 +882,7 @@ int main(void) {
   test_linear_batched(PX_PRECISION_TF32, 2e-3);
   test_rowwise();
   test_token_atom_maps();
+  test_design_ops();
   test_attention();
   test_attention_tc_gated();
   test_x16(PX_PRECISION_FP16);

@@ -710,9 +710,9 @@ static void test_sside_sparse(void) {
       for (int i = 0; i < 8; i++) *b[i] = bufs + ((size_t)(v * nb + k) * 8 + i) * N * C;
     }
   }
-  px_atom_ref_single(&w.ref, &f, c);
+  px_atom_ref_single(px_cpu_backend(), &w.ref, &f, c);
   int64_t bytes = 0;
-  CHECK(px_atom_block_cache_build(px_cpu_backend(), &w.tf, N, c, scratch, dense, &bytes) == 0);
+  CHECK(px_atom_block_cache_build(px_cpu_backend(), &w.tf, &w.tf, N, c, scratch, dense, &bytes) == 0);
   px_embedder_sside(e, &f, sparse);
   double worst = 0;
   for (int k = 0; k < nb; k++) {
@@ -814,7 +814,7 @@ static void test_pair_widths(void) {
       px_atom_block_cache *caches[1] = {cache};
       int64_t bytes = 0;
       if (k == 0) setenv("PXDIFF_CPU_PAIR", "generic", 1);
-      CHECK(px_atom_pair_bias_build(px_cpu_backend(), &w.ref, &t.f, c, NULL, tfs, caches, 1, p[k], &bytes) == 0);
+      CHECK(px_atom_pair_bias_build(px_cpu_backend(), &w.ref, &t.f, c, NULL, tfs, tfs, caches, 1, p[k], &bytes) == 0);
       unsetenv("PXDIFF_CPU_PAIR");
       free(cache);
     }

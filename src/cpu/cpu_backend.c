@@ -14,6 +14,7 @@
 
 #include "backend.h"
 #include "cpu/blas.h"
+#include "cpu/design_ops.h"
 #include "cpu/gemm.h"
 #include "cpu/gemm_bf16.h"
 #include "cpu/mathfn.h"
@@ -946,6 +947,10 @@ static px_backend cpu_backend = {
     .copy = cpu_copy,
     .noise_cond = cpu_noise_cond,
     .edm = cpu_edm,
+    .copy_cols = px_cpu_copy_cols,
+    .relpos_linear = px_cpu_relpos_linear,
+    .atom_ref_embed = px_cpu_atom_ref_embed,
+    .atom_pair_bias = px_cpu_atom_pair_bias,
 };
 
 px_backend *px_cpu_backend(void) {

@@ -363,6 +363,10 @@ CudaBackend make_backend(Ctx *ctx, int precision) {
   c.base.copy = be_copy;
   c.base.noise_cond = be_noise_cond;
   c.base.edm = be_edm;
+  c.base.copy_cols = be_copy_cols;
+  c.base.relpos_linear = be_relpos_linear;
+  c.base.atom_ref_embed = be_atom_ref_embed;
+  c.base.atom_pair_bias = be_atom_pair_bias;
   c.base.join_external = be_join_external;
   c.base.host_alloc = be_host_alloc;
   c.base.host_free = be_host_free;

@@ -80,154 +80,95 @@ static void transition_add(px_backend *be, const px_transition_w *t, int64_t M, 
   }
 }
 
-/* relpe one-hot classes (docs/spec.md, Algorithm 3). */
-static inline int clampi(int64_t v, int lo, int hi) { return v < lo ? lo : (v > hi ? hi : (int)v); }
 
 /* ---- the atom encoder's per-design work, shared with the design condition embedder
  * (model/embedder.c: the same AtomAttentionEncoder without coordinates) ---- */
 
-int px_atom_block_cache_build(px_backend *be, const px_transformer_w *tf, int N, const float *c,
-                              float *scratch, px_atom_block_cache *out, int64_t *bytes) {
+/* A host array of n floats as the backend's memory: the array itself on a backend of host
+ * memory (*owned = NULL), else a copy the caller frees (*owned). NULL on failure (the alloc
+ * op has said why). */
+static const float *in_backend(px_backend *be, const float *host, size_t n, float **owned) {
+  *owned = NULL;
+  if (!be->device_memory) return host;
+  float *d = be->alloc(be, sizeof(float) * (n ? n : 1));
+  if (!d) return NULL;
+  be->upload(be, d, host, sizeof(float) * n);
+  *owned = d;
+  return d;
+}
+
+int px_atom_block_cache_build(px_backend *be, const px_transformer_w *tf, const px_transformer_w *tf_host, int N,
+                              const float *c, float *scratch, px_atom_block_cache *out, int64_t *bytes) {
   const int C = tf->c;
-  float *wfold = malloc(sizeof(float) * 2 * (size_t)C * C);
+  float *wfold = malloc(sizeof(float) * 2 * (size_t)C * C); /* host: folded from the host weights */
   if (!wfold) return px_fail(PX_ERR_NOMEM, "out of memory for the design cache");
+  float *wf_dev = NULL;
+  if (be->device_memory && !(wf_dev = be->alloc(be, sizeof(float) * 2 * (size_t)C * C))) {
+    free(wfold);
+    return PX_ERR_NOMEM; /* the alloc op has said why */
+  }
+  const float *wf = wf_dev ? wf_dev : wfold;
   float *cn = scratch;
   be->layernorm(be, N, C, c, NULL, NULL, cn);
-  for (int k = 0; k < tf->n_blocks; k++) {
-    const px_block_w *B = &tf->blocks[k];
+  int rc = PX_OK;
+  for (int k = 0; k < tf->n_blocks && !rc; k++) {
+    const px_block_w *B = &tf->blocks[k], *Bh = &tf_host->blocks[k];
     px_atom_block_cache *o = &out[k];
     float **bufs[8] = {&o->g_a, &o->b_a, &o->g_kv, &o->b_kv, &o->gate_last, &o->g_c, &o->b_c, &o->gate_ctb};
-    for (int i = 0; i < 8; i++) {
+    for (int i = 0; i < 8 && !rc; i++) {
       if (*bufs[i]) continue; /* given by the caller */
       *bufs[i] = be->alloc(be, sizeof(float) * (size_t)N * C);
       if (!*bufs[i]) {
-        free(wfold);
-        return px_fail(PX_ERR_NOMEM, "out of memory for the design cache");
+        rc = px_fail(PX_ERR_NOMEM, "out of memory for the design cache");
+        break;
       }
       *bytes += (int64_t)sizeof(float) * N * C;
     }
-    const px_adaln_w *ad[3] = {&B->ln_a, &B->ln_kv, &B->ctb_adaln};
+    if (rc) break;
+    const px_adaln_w *ad[3] = {&B->ln_a, &B->ln_kv, &B->ctb_adaln}, *adh[3] = {&Bh->ln_a, &Bh->ln_kv, &Bh->ctb_adaln};
     float *gs[3] = {o->g_a, o->g_kv, o->g_c}, *bs[3] = {o->b_a, o->b_kv, o->b_c};
     for (int i = 0; i < 3; i++) {
       /* LN(c) * w then W equals LN(c) without its weight times W with w folded into its
        * columns: one normalization of c serves every AdaLN of every block. */
       for (int r = 0; r < C; r++)
         for (int j = 0; j < C; j++) {
-          wfold[(size_t)r * C + j] = ad[i]->lin_s.w[(size_t)r * C + j] * ad[i]->ln_s_w[j];
-          wfold[(size_t)(C + r) * C + j] = ad[i]->lin_nobias_s.w[(size_t)r * C + j] * ad[i]->ln_s_w[j];
+          wfold[(size_t)r * C + j] = adh[i]->lin_s.w[(size_t)r * C + j] * adh[i]->ln_s_w[j];
+          wfold[(size_t)(C + r) * C + j] = adh[i]->lin_nobias_s.w[(size_t)r * C + j] * adh[i]->ln_s_w[j];
         }
-      be->linear(be, N, C, C, cn, C, px_weight_f32(wfold), ad[i]->lin_s.b, gs[i], C, 0, 0, PX_F32, PX_F32);
+      /* On a device the copy is queued after the GEMMs that read the previous fold (one stream). */
+      if (wf_dev) be->upload(be, wf_dev, wfold, sizeof(float) * 2 * (size_t)C * C);
+      be->linear(be, N, C, C, cn, C, px_weight_f32(wf), ad[i]->lin_s.b, gs[i], C, 0, 0, PX_F32, PX_F32);
       be->activation(be, (int64_t)N * C, gs[i], PX_ACT_SIGMOID);
-      be->linear(be, N, C, C, cn, C, px_weight_f32(wfold + (size_t)C * C), NULL, bs[i], C, 0, 0, PX_F32, PX_F32);
+      be->linear(be, N, C, C, cn, C, px_weight_f32(wf + (size_t)C * C), NULL, bs[i], C, 0, 0, PX_F32, PX_F32);
+      if (wf_dev && be->sync) be->sync(be); /* the host fold is rewritten next */
     }
     be->linear(be, N, C, C, c, C, px_lw(&B->a_last), B->a_last.b, o->gate_last, C, 0, 0, PX_F32, PX_F32);
     be->activation(be, (int64_t)N * C, o->gate_last, PX_ACT_SIGMOID);
     be->linear(be, N, C, C, c, C, px_lw(&B->ctb_s), B->ctb_s.b, o->gate_ctb, C, 0, 0, PX_F32, PX_F32);
     be->activation(be, (int64_t)N * C, o->gate_ctb, PX_ACT_SIGMOID);
   }
-  free(wfold);
-  return PX_OK;
-}
-
-void px_atom_ref_single(const px_atom_ref_w *w, const px_features *f, float *c) {
-  const int N = f->n_atom, ca = w->f.out, cf = w->f.in;
-  /* linear_no_bias_f over [ref_mask, ref_element, ref_atom_name_chars] as sums over the
-   * one-hot rows, without building the [N, 385] feature matrix. */
-#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
-  for (int n = 0; n < N; n++) {
-    float *cr = c + (size_t)n * ca;
-    const float *pos = f->ref_pos + (size_t)n * 3;
-    const float ch = asinhf(f->ref_charge[n]);
-    const float *el = f->ref_element + (size_t)n * 128;
-    const float *nc = f->ref_atom_name_chars + (size_t)n * 256;
-    /* The row's nonzero columns, in order: a one-hot row has 5 of 384, and a term w * 0
-     * adds nothing to a finite sum, so summing only these (in the same order) gives the same
-     * float as the whole dot product at a hundredth of the work. */
-    int nzi[384];
-    float nzv[384];
-    int nz = 0;
-    for (int e = 0; e < 128; e++)
-      if (el[e] != 0.0f) nzi[nz] = 1 + e, nzv[nz++] = el[e];
-    for (int e = 0; e < 256; e++)
-      if (nc[e] != 0.0f) nzi[nz] = 129 + e, nzv[nz++] = nc[e];
-    for (int o = 0; o < ca; o++) {
-      const float *wp = w->ref_pos.w + (size_t)o * 3;
-      float a = wp[0] * pos[0] + wp[1] * pos[1] + wp[2] * pos[2];
-      float b = w->ref_charge.w[o] * ch;
-      const float *wfr = w->f.w + (size_t)o * cf;
-      float s = wfr[0] * f->ref_mask[n];
-      for (int k = 0; k < nz; k++) s += wfr[nzi[k]] * nzv[k];
-      cr[o] = (a + b + s) * f->ref_mask[n];
-    }
+  if (wf_dev) {
+    if (be->sync) be->sync(be);
+    be->free(be, wf_dev);
   }
+  free(wfold);
+  return rc;
 }
 
-/* Rows of pair features handled together by the fused pair pass (8 or 16, below): its inner
- * loops run across these rows (channel-major tiles), which the compiler turns into vector code. */
-/* The widest pair feature the fused pass holds in its tiles (released: c_atompair = 16). */
-#define PAIR_MAX_C 64
-/* The most head columns (over every block of the transformers given) one pass writes. */
+void px_atom_ref_single(px_backend *be, const px_atom_ref_w *w, const px_features *f, float *c) {
+  be->atom_ref_embed(be, f->n_atom, w->f.out, f->ref_pos, f->ref_charge, f->ref_mask, f->ref_element, 128,
+                     f->ref_atom_name_chars, 256, w->ref_pos.w, w->ref_charge.w, w->f.w, c);
+}
+
+/* The most head columns (over every block of the transformers given) one pair pass writes. */
 #define PAIR_MAX_HEADS 256
+/* The widest pair feature the backend's pass takes (backend.h atom_pair_bias; released: 16). */
+#define PAIR_MAX_C 64
 
-typedef struct {
-  const px_atom_ref_w *w;
-  const px_features *f;
-  /* Key-side inputs channel-major over padded atoms: atom a at index a + pad; the pads hold
-   * what the reference gives a key outside [0, N): position 0, space uid 0, token 0, no c. */
-  const float *kx, *ky, *kz, *kcm; /* [3][Np], [cp][Np] */
-  const int64_t *kuid, *ktok;      /* [Np] */
-  int pad, Np;
-  const float *cl, *zproj; /* [N, cp], [T, T, cp] or NULL */
-  const float *wf;              /* [nah, cp]: every head's Lin_z with its LN weight folded in */
-  float **bias;                 /* [nah]: head column -> its [P] plane in the cache */
-  float *p_out;                 /* p itself when asked for (a probe), else NULL */
-  int64_t P;
-  int N, T, cp, nah;
-} pair_pass;
-
-/* The tile at 8 rows (AVX2: one register per channel; everywhere), and on x86 at 16 rows for
- * CPUs with AVX-512 (one register per channel: half the broadcasts and instructions per row;
- * chosen at run time, PXDIFF_CPU_PAIR=generic forces 8 rows; the same bits either way). */
-#define PT_TILE 8
-#define PT_NAME(x) x##_8
-#define PT_ATTR
-#include "model/pair_tile.inc"
-#undef PT_TILE
-#undef PT_NAME
-#undef PT_ATTR
-#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__)) && defined(__AVX2__)
-#define PAIR_WIDE 1
-#if defined(__clang__)
-#define PT_ATTR __attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma")))
-#else
-#define PT_ATTR __attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma,tune=generic")))
-#endif
-#define PT_TILE 16
-#define PT_NAME(x) x##_16
-#include "model/pair_tile.inc"
-#undef PT_TILE
-#undef PT_NAME
-#undef PT_ATTR
-#else
-#define PAIR_WIDE 0
-#endif
-
-/* 16-row tiles: built, the CPU has AVX-512, and not PXDIFF_CPU_PAIR=generic. */
-static int pair_wide(void) {
-#if PAIR_WIDE
-  __builtin_cpu_init();
-  if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512dq") || !__builtin_cpu_supports("avx512vl"))
-    return 0;
-  const char *e = getenv("PXDIFF_CPU_PAIR");
-  return !(e && strcmp(e, "generic") == 0);
-#else
-  return 0;
-#endif
-}
-
-int px_atom_pair_bias_build(px_backend *be, const px_atom_ref_w *w, const px_features *f, const float *c,
-                            const float *zproj, const px_transformer_w *const *tfs,
-                            px_atom_block_cache *const *caches, int n_tf, float *p_out, int64_t *bytes) {
+int px_atom_pair_bias_build(px_backend *be, const px_atom_ref_w *w, const px_features *f,
+                            const float *c, const float *zproj, const px_transformer_w *const *tfs,
+                            const px_transformer_w *const *tfs_host, px_atom_block_cache *const *caches, int n_tf,
+                            float *p_out, int64_t *bytes) {
   const int N = f->n_atom, ca = w->cl.in, cp = w->d.out;
   const int n_trunks = (N + PX_ATOM_NQ - 1) / PX_ATOM_NQ;
   const int64_t P = (int64_t)n_trunks * PX_ATOM_NQ * PX_ATOM_NK;
@@ -240,9 +181,14 @@ int px_atom_pair_bias_build(px_backend *be, const px_atom_ref_w *w, const px_fea
     return px_fail(PX_ERR_INPUT, "the atom transformers have %d pair-bias heads in all; at most %d are supported", nah,
                    PAIR_MAX_HEADS);
   const size_t n_nah = (size_t)(nah > 0 ? nah : 1);
-  float *scratch = malloc(sizeof(float) * ((size_t)N * (2 * cp + ca) + n_nah * cp) + sizeof(float *) * n_nah);
-  if (!scratch) return px_fail(PX_ERR_NOMEM, "out of memory for the atom pair features (%d atoms)", N);
-  float *cl = scratch, *cm = cl + (size_t)N * cp, *rc = cm + (size_t)N * cp, *wf = rc + (size_t)N * ca;
+  float *wf = malloc(sizeof(float) * n_nah * cp + sizeof(float *) * n_nah); /* host: folded on the host */
+  float *work = be->alloc(be, sizeof(float) * (size_t)N * (2 * cp + ca));
+  if (!wf || !work) {
+    free(wf);
+    if (work) be->free(be, work);
+    return px_fail(PX_ERR_NOMEM, "out of memory for the atom pair features (%d atoms)", N);
+  }
+  float *cl = work, *cm = cl + (size_t)N * cp, *rc = cm + (size_t)N * cp;
   float **bias = (float **)(void *)(wf + n_nah * cp);
   /* LN(p) * w_k then W_k equals LN(p) times W_k with w_k folded in: the heads of every
    * block (columns in transformer, block, head order) read one normalized row. */
@@ -253,56 +199,38 @@ int px_atom_pair_bias_build(px_backend *be, const px_atom_ref_w *w, const px_fea
       if (!plane) {
         plane = be->alloc(be, sizeof(float) * (size_t)tfs[t]->n_heads * P);
         if (!plane) {
-          free(scratch);
+          free(wf);
+          be->free(be, work);
           return px_fail(PX_ERR_NOMEM, "out of memory for the design cache");
         }
         caches[t][k].pair_bias = plane;
         *bytes += (int64_t)sizeof(float) * tfs[t]->n_heads * P;
       }
+      const px_block_w *B = &tfs_host[t]->blocks[k];
       for (int hh = 0; hh < tfs[t]->n_heads; hh++, col++) {
         bias[col] = plane + (size_t)hh * P;
-        for (int i = 0; i < cp; i++)
-          wf[(size_t)col * cp + i] = tfs[t]->blocks[k].z.w[(size_t)hh * cp + i] * tfs[t]->blocks[k].ln_z_w[i];
+        for (int i = 0; i < cp; i++) wf[(size_t)col * cp + i] = B->z.w[(size_t)hh * cp + i] * B->ln_z_w[i];
       }
     }
-  memcpy(rc, c, sizeof(float) * (size_t)N * ca);
+  float *wf_own = NULL;
+  const float *wf_be = in_backend(be, wf, (size_t)nah * cp, &wf_own);
+  if (!wf_be) {
+    free(wf);
+    be->free(be, work);
+    return PX_ERR_NOMEM;
+  }
+  be->copy(be, rc, c, sizeof(float) * (size_t)N * ca);
   be->activation(be, (int64_t)N * ca, rc, PX_ACT_RELU);
   be->linear(be, N, cp, ca, rc, ca, px_lw(&w->cl), NULL, cl, cp, 0, 0, PX_F32, PX_F32);
   be->linear(be, N, cp, ca, rc, ca, px_lw(&w->cm), NULL, cm, cp, 0, 0, PX_F32, PX_F32);
-  /* The key side, channel-major and padded (pair_pass). */
-  const int pad = (PX_ATOM_NK - PX_ATOM_NQ) / 2, Np = n_trunks * PX_ATOM_NQ + 2 * pad;
-  float *kf = calloc((size_t)Np * (3 + cp), sizeof(float));
-  int64_t *ki = calloc((size_t)Np * 2, sizeof(int64_t));
-  if (!kf || !ki) {
-    free(kf);
-    free(ki);
-    free(scratch);
-    return px_fail(PX_ERR_NOMEM, "out of memory for the atom pair features (%d atoms)", N);
-  }
-  for (int a = 0; a < N; a++) {
-    for (int d = 0; d < 3; d++) kf[(size_t)d * Np + pad + a] = f->ref_pos[(size_t)a * 3 + d];
-    for (int o = 0; o < cp; o++) kf[(size_t)(3 + o) * Np + pad + a] = cm[(size_t)a * cp + o];
-    ki[pad + a] = f->ref_space_uid[a];
-    ki[Np + pad + a] = f->atom_to_token_idx[a];
-  }
-  const pair_pass pp = {w, f, kf, kf + Np, kf + 2 * (size_t)Np, kf + 3 * (size_t)Np, ki, ki + Np, pad, Np,
-                        cl, zproj, wf, bias, p_out, P, N, f->n_token, cp, nah};
-  const int wide = pair_wide(), tile = wide ? 16 : 8;
-  const int64_t n_tiles = P / tile;
-#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
-  for (int64_t t = 0; t < n_tiles; t++) {
-#if PAIR_WIDE
-    if (wide) {
-      pair_tile_16(&pp, t * tile);
-      continue;
-    }
-#endif
-    pair_tile_8(&pp, t * tile);
-  }
-  free(kf);
-  free(ki);
-  free(scratch);
-  return PX_OK;
+  be->atom_pair_bias(be, N, f->n_token, cp, PX_ATOM_NQ, PX_ATOM_NK, f->ref_pos, f->ref_space_uid, f->atom_to_token_idx,
+                     cl, cm, zproj, w->d.w, w->invd.w, w->v.w, w->mlp1.w, w->mlp3.w, w->mlp5.w, nah, wf_be, bias,
+                     p_out);
+  if (be->sync) be->sync(be); /* queued work has read wf_be and the scratch */
+  if (wf_own) be->free(be, wf_own);
+  be->free(be, work);
+  free(wf);
+  return be->status ? be->status(be) : PX_OK;
 }
 
 /* The diffusion module's atom encoder weights, as the shared functions take them. */
@@ -351,6 +279,193 @@ uint64_t px_features_hash(const px_model *m, const px_features *f) {
 
 uint64_t px_design_key(const px_design *d) { return d ? d->key : 0; }
 
+
+/* ---- The design cache's stages, in the order px_design_create_probe runs them. Each is
+ * a named function so that what the cache holds, and from what, reads stage by stage
+ * (docs/spec.md's list of noise- and sample-independent terms). Every stage runs on the
+ * backend it is given (the model's: the CPU, or the device the model is on), with its inputs
+ * and outputs in that backend's memory: W is the model's weights there (the model itself, or
+ * its device mirror), f the features there; host is the model in host memory, which folded
+ * weights are made from. ---- */
+
+/* s0 = Lin_s(LN([s_trunk, s_inputs])) [T, c_s]: the token conditioning before the noise
+ * level's term (each call adds that term to s0, docs/spec.md Algorithm 21).
+ * scratch: T * (c_s + c_s_inputs) floats. */
+static void stage_s0(px_backend *be, const px_model *W, const px_features *f, float *scratch, float *s0) {
+  const px_dims *D = &W->dims;
+  const int T = f->n_token, cs = D->c_s, cc = cs + D->c_s_inputs;
+  float *cat = scratch;
+  be->copy_cols(be, T, cs, f->s_trunk, cs, cat, cc);
+  be->copy_cols(be, T, D->c_s_inputs, f->s_inputs, D->c_s_inputs, cat + cs, cc);
+  be->layernorm(be, T, cc, cat, W->cond_ln_s_w, NULL, cat);
+  be->linear(be, T, cs, cc, cat, cc, px_lw(&W->cond_s), NULL, s0, cs, 0, 0, PX_F32, PX_F32);
+}
+
+/* pair_z = Lin_z(LN([z_trunk, relpe])) then two Transitions [T*T, c_z]: the pair
+ * conditioning every token block's pair bias and the encoder's z projection come from. In
+ * PAIR_CHUNK rows at a time (bounds the [rows, 2 c_z] concatenation at large T).
+ * scratch: PAIR_CHUNK * 8 * c_z floats (the Transitions' share is the larger). */
+static void stage_pair_z(px_backend *be, const px_model *W, const px_features *f, float *scratch, float *pair_z) {
+  const int T = f->n_token, cz = W->dims.c_z;
+  const int64_t TT = (int64_t)T * T;
+  for (int64_t r0 = 0; r0 < TT; r0 += PAIR_CHUNK) {
+    int rows = (int)(TT - r0 < PAIR_CHUNK ? TT - r0 : PAIR_CHUNK);
+    float *cat = scratch;
+    /* relpe's one-hot classes: residue and token offsets clipped at 32, chain (sym) offsets
+     * at 2 (docs/spec.md, Algorithm 3), W [cz, 2 * 66 + 1 + 6]. */
+    be->copy_cols(be, rows, cz, f->z_trunk + (size_t)r0 * cz, cz, cat, 2 * cz);
+    be->relpos_linear(be, T, r0, rows, cz, 32, 2, f->asym_id, f->residue_index, f->entity_id, f->token_index,
+                      f->sym_id, W->relpe.w, cat + cz, 2 * cz);
+    be->layernorm(be, rows, 2 * cz, cat, W->cond_ln_z_w, NULL, cat);
+    be->linear(be, rows, cz, 2 * cz, cat, 2 * cz, px_lw(&W->cond_z), NULL, pair_z + (size_t)r0 * cz, cz, 0, 0,
+               PX_F32, PX_F32);
+  }
+  transition_add(be, &W->tr_z1, TT, cz, pair_z, scratch);
+  transition_add(be, &W->tr_z2, TT, cz, pair_z, scratch);
+}
+
+/* Every token block's pair bias [n_blocks, H, T, T] and the encoder's z projection zproj
+ * [T, T, c_atompair], from LN(pair_z): LN(z) * w_k then W_k equals LN(z) times W_k with w_k
+ * folded in, so one GEMM serves all blocks (rows k*H+h) plus the encoder's projection (the
+ * last cp rows); pair_z is read once. The GEMM's rows go to the planes column by column
+ * (copy_cols of width 1: a strided gather). scratch: PAIR_CHUNK * (2 c_z + n_blocks * H + cp)
+ * floats. */
+static int stage_token_pair_biases(px_backend *be, const px_model *host, int T, const float *pair_z, float *scratch,
+                                   float *tok_pair_bias, float *zproj) {
+  const px_transformer_w *tt = &host->tok_tf;
+  const int cz = host->dims.c_z, cp = host->dims.c_atompair, H = tt->n_heads, nbh = tt->n_blocks * H;
+  const int64_t TT = (int64_t)T * T;
+  const int nout = nbh + cp;
+  float *wf = malloc(sizeof(float) * (size_t)nout * cz); /* host: folded from the host weights */
+  if (!wf) return px_fail(PX_ERR_NOMEM, "out of memory for the design cache");
+  for (int k = 0; k < tt->n_blocks; k++)
+    for (int h = 0; h < H; h++)
+      for (int c = 0; c < cz; c++)
+        wf[((size_t)k * H + h) * cz + c] = tt->blocks[k].z.w[(size_t)h * cz + c] * tt->blocks[k].ln_z_w[c];
+  for (int o = 0; o < cp; o++)
+    for (int c = 0; c < cz; c++)
+      wf[((size_t)nbh + o) * cz + c] = host->enc_z.w[(size_t)o * cz + c] * host->enc_ln_z_w[c];
+  float *wf_own = NULL;
+  const float *wf_be = in_backend(be, wf, (size_t)nout * cz, &wf_own);
+  if (!wf_be) {
+    free(wf);
+    return PX_ERR_NOMEM;
+  }
+  for (int64_t r0 = 0; r0 < TT; r0 += PAIR_CHUNK) {
+    int rows = (int)(TT - r0 < PAIR_CHUNK ? TT - r0 : PAIR_CHUNK);
+    float *zn = scratch, *o = scratch + (size_t)PAIR_CHUNK * 2 * cz;
+    be->layernorm(be, rows, cz, pair_z + (size_t)r0 * cz, NULL, NULL, zn);
+    be->linear(be, rows, nout, cz, zn, cz, px_weight_f32(wf_be), NULL, o, nout, 0, 0, PX_F32, PX_F32);
+    for (int kh = 0; kh < nbh; kh++) be->copy_cols(be, rows, 1, o + kh, nout, tok_pair_bias + (size_t)kh * TT + r0, 1);
+    be->copy_cols(be, rows, cp, o + nbh, nout, zproj + (size_t)r0 * cp, cp);
+  }
+  if (be->sync) be->sync(be);
+  if (wf_own) be->free(be, wf_own);
+  free(wf);
+  return PX_OK;
+}
+
+/* atom_to_token and 1/atoms per token (0 for a token without atoms): what the atom <-> token
+ * maps of every call read. Host memory (from the host features; then uploaded). */
+static void stage_atom_index(const px_features *f, int64_t *atom_to_token, float *inv_count) {
+  const int T = f->n_token, N = f->n_atom;
+  for (int t = 0; t < T; t++) inv_count[t] = 0.0f;
+  for (int n = 0; n < N; n++) {
+    atom_to_token[n] = f->atom_to_token_idx[n];
+    inv_count[f->atom_to_token_idx[n]] += 1.0f;
+  }
+  for (int t = 0; t < T; t++) inv_count[t] = inv_count[t] > 0 ? 1.0f / inv_count[t] : 0.0f;
+}
+
+/* The encoder's c [N, c_atom]: the reference features' single embedding, plus its token's
+ * Lin_s(LN(s_trunk)) broadcast to every atom (the encoder's s-term: the trunk is given, so
+ * it is per design). scratch: T * (c_s + c_atom) floats. */
+static void stage_encoder_c(px_backend *be, const px_model *W, const px_atom_ref_w *ref_w, const px_features *f,
+                            const int64_t *atom_to_token, float *scratch, float *c) {
+  const int T = f->n_token, N = f->n_atom, cs = W->dims.c_s, ca = W->dims.c_atom;
+  px_atom_ref_single(be, ref_w, f, c);
+  float *sn = scratch, *st = scratch + (size_t)T * cs;
+  be->layernorm(be, T, cs, f->s_trunk, W->enc_ln_s_w, NULL, sn);
+  be->linear(be, T, ca, cs, sn, cs, px_lw(&W->enc_s), NULL, st, ca, 0, 0, PX_F32, PX_F32);
+  be->tokens_to_atoms_add(be, 1, N, T, ca, 1, st, atom_to_token, c);
+}
+
+/* The atom pair pass (encoder p, in trunk layout [n_trunks, 32, 128, cp], written to p only
+ * for a probe) and every atom block's pair bias from LN(p), for the encoder's and the
+ * decoder's transformers in one pass over the pairs (be's atom_pair_bias). */
+static int stage_atom_pair_biases(px_backend *be, const px_model *W, const px_model *host, const px_atom_ref_w *ref_w,
+                                  const px_features *f, px_design *d, const float *zproj, float *p) {
+  const px_transformer_w *tfs[2] = {&W->enc_tf, &W->dec_tf}, *tfs_host[2] = {&host->enc_tf, &host->dec_tf};
+  px_atom_block_cache *caches[2] = {d->enc, d->dec};
+  return px_atom_pair_bias_build(be, ref_w, f, d->c, zproj, tfs, tfs_host, caches, 2, p, &d->bytes);
+}
+
+/* The atom blocks' s-side AdaLN and gate terms (s = c, the same at every call) for the
+ * encoder's and the decoder's transformers. scratch: N * c_atom floats. */
+static int stage_atom_block_terms(px_backend *be, const px_model *W, const px_model *host, px_design *d,
+                                  float *scratch) {
+  int rc = px_atom_block_cache_build(be, &W->enc_tf, &host->enc_tf, d->N, d->c, scratch, d->enc, &d->bytes);
+  if (!rc) rc = px_atom_block_cache_build(be, &W->dec_tf, &host->dec_tf, d->N, d->c, scratch, d->dec, &d->bytes);
+  return rc;
+}
+
+/* ---- features in backend memory ---- */
+
+/* The features the stages read, copied into be's memory: *fb gets f's sizes and pointers to
+ * the copies (all in one buffer, *block, which the caller frees with be). On a backend of host
+ * memory, f itself (nothing copied, *block NULL). */
+static int features_to_backend(px_backend *be, const px_model *m, const px_features *f, px_features *fb,
+                               void **block) {
+  *fb = *f;
+  *block = NULL;
+  if (!be->device_memory) return PX_OK;
+  const px_dims *D = &m->dims;
+  const size_t T = (size_t)f->n_token, N = (size_t)f->n_atom;
+  struct { const void *src; size_t bytes; const void **dst; } parts[] = {
+      {f->s_inputs, 4 * T * D->c_s_inputs, (const void **)&fb->s_inputs},
+      {f->s_trunk, 4 * T * D->c_s, (const void **)&fb->s_trunk},
+      {f->z_trunk, 4 * T * T * D->c_z, (const void **)&fb->z_trunk},
+      {f->ref_pos, 4 * N * 3, (const void **)&fb->ref_pos},
+      {f->ref_charge, 4 * N, (const void **)&fb->ref_charge},
+      {f->ref_mask, 4 * N, (const void **)&fb->ref_mask},
+      {f->ref_element, 4 * N * 128, (const void **)&fb->ref_element},
+      {f->ref_atom_name_chars, 4 * N * 256, (const void **)&fb->ref_atom_name_chars},
+      {f->ref_space_uid, 8 * N, (const void **)&fb->ref_space_uid},
+      {f->atom_to_token_idx, 8 * N, (const void **)&fb->atom_to_token_idx},
+      {f->asym_id, 8 * T, (const void **)&fb->asym_id},
+      {f->residue_index, 8 * T, (const void **)&fb->residue_index},
+      {f->entity_id, 8 * T, (const void **)&fb->entity_id},
+      {f->token_index, 8 * T, (const void **)&fb->token_index},
+      {f->sym_id, 8 * T, (const void **)&fb->sym_id}};
+  const size_t n_parts = sizeof parts / sizeof parts[0];
+  size_t total = 0;
+  for (size_t i = 0; i < n_parts; i++) total += (parts[i].bytes + 255) & ~(size_t)255;
+  char *buf = be->alloc(be, total);
+  if (!buf) return PX_ERR_NOMEM; /* the alloc op has said why */
+  size_t at = 0;
+  for (size_t i = 0; i < n_parts; i++) {
+    be->upload(be, buf + at, parts[i].src, parts[i].bytes);
+    *parts[i].dst = buf + at;
+    at += (parts[i].bytes + 255) & ~(size_t)255;
+  }
+  *block = buf;
+  return PX_OK;
+}
+
+/* A probe's view of n floats in be's memory (downloaded into host memory when they are not
+ * there); NULL when out of host memory (that probe is skipped, as a probe only observes). */
+static void probe_be(px_backend *be, px_probe_fn probe, void *user, const char *name, const float *x, int64_t n) {
+  if (!be->device_memory) {
+    probe(user, name, x, n);
+    return;
+  }
+  float *h = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+  if (!h) return;
+  be->download(be, h, x, sizeof(float) * (size_t)n);
+  probe(user, name, h, n);
+  free(h);
+}
+
 int px_design_create(const px_model *m, const px_features *f, px_design **out) {
   return px_design_create_probe(m, f, NULL, NULL, out);
 }
@@ -361,7 +476,16 @@ int px_design_create_probe(const px_model *m, const px_features *f, px_probe_fn 
   *out = NULL;
   int rc = validate(m, f);
   if (rc) return rc;
+  /* The cache is built where the model computes: on the CPU, or on the model's device, there
+   * in exact fp32 (the fp32 view of the model's context: the cache feeds every call of the
+   * design, and the CPU builds it in fp32); its calls then run on the model's own view. */
+  const int on_device = m->device == PX_DEVICE_CUDA && m->cuda_mirror;
   px_backend *be = px_cpu_backend();
+  if (on_device) {
+    be = m->be->at_precision ? m->be->at_precision(m->be, PX_PRECISION_FP32) : m->be;
+    if (!be) return px_fail(PX_ERR_BACKEND, "%s has no fp32 view for the design cache", m->be->name);
+  }
+  const px_model *W = on_device ? m->cuda_mirror : m; /* the weights in be's memory */
   const px_dims *D = &m->dims;
   const int T = f->n_token, N = f->n_atom;
   const int cs = D->c_s, cz = D->c_z, ca = D->c_atom, cp = D->c_atompair;
@@ -374,15 +498,15 @@ int px_design_create_probe(const px_model *m, const px_features *f, px_probe_fn 
   d->T = T;
   d->N = N;
   d->n_trunks = n_trunks;
-  d->be = be;
-  d->W = m;
+  d->be = on_device ? m->be : be;
+  d->W = W;
   d->model_id = m;
   d->precision = m->precision;
   d->key = px_features_hash(m, f);
   const px_transformer_w *tt = &m->tok_tf, *te = &m->enc_tf, *td = &m->dec_tf;
   const int nbh = tt->n_blocks * tt->n_heads;
 
-  /* Scratch: the largest of the chunked pair work and the atom-level work. */
+  /* Scratch: the largest of the stages' (each stage's comment says its share). */
   size_t scratch_n = (size_t)PAIR_CHUNK * (2 * cz + 4 * 2 * cz + 2 * cz);
   size_t s2 = (size_t)PAIR_CHUNK * (2 * cz) + (size_t)PAIR_CHUNK * (nbh + cp);
   if (s2 > scratch_n) scratch_n = s2;
@@ -390,12 +514,21 @@ int px_design_create_probe(const px_model *m, const px_features *f, px_probe_fn 
   if (s3 > scratch_n) scratch_n = s3;
   size_t s4 = (size_t)N * ca * 2 + (size_t)N * cp * 2;
   if (s4 > scratch_n) scratch_n = s4;
-  float *scratch = malloc(sizeof(float) * scratch_n);
-  float *pair_z = malloc(sizeof(float) * (size_t)TT * cz);
-  float *zproj = malloc(sizeof(float) * (size_t)TT * cp);
-  float *p = probe ? malloc(sizeof(float) * (size_t)P * cp) : NULL; /* only a probe reads p */
-  float *wf = malloc(sizeof(float) * (size_t)(nbh + cp) * cz);
-  d->s0 = malloc(sizeof(float) * (size_t)T * cs); /* host: the per-call conditioning reads it there */
+  px_features fb;
+  void *fblock = NULL;
+  float *scratch = NULL, *pair_z = NULL, *zproj = NULL, *p = NULL;
+  int64_t *a2t_h = NULL;
+  float *inv_h = NULL;
+  rc = features_to_backend(be, m, f, &fb, &fblock);
+  if (rc) goto done;
+  scratch = be->alloc(be, sizeof(float) * scratch_n);
+  pair_z = be->alloc(be, sizeof(float) * (size_t)TT * cz);
+  zproj = be->alloc(be, sizeof(float) * (size_t)TT * cp);
+  p = probe ? be->alloc(be, sizeof(float) * (size_t)P * cp) : NULL; /* only a probe reads p */
+  a2t_h = malloc(sizeof(int64_t) * (size_t)N);
+  inv_h = malloc(sizeof(float) * (size_t)T);
+  d->s0 = malloc(sizeof(float) * (size_t)T * cs); /* host: the CPU's calls read it there */
+  if (on_device) d->s0_dev = be->alloc(be, sizeof(float) * (size_t)T * cs); /* a device's calls read it */
   d->tok_pair_bias = be->alloc(be, sizeof(float) * (size_t)nbh * TT);
   d->c = be->alloc(be, sizeof(float) * (size_t)N * ca);
   d->enc = calloc((size_t)te->n_blocks, sizeof(px_atom_block_cache));
@@ -405,146 +538,54 @@ int px_design_create_probe(const px_model *m, const px_features *f, px_probe_fn 
   d->dec_blocks_hint = td->n_blocks;
   d->atom_to_token = be->alloc(be, sizeof(int64_t) * (size_t)N);
   d->inv_count = be->alloc(be, sizeof(float) * (size_t)T);
-  if (!scratch || !pair_z || !zproj || (probe && !p) || !wf || !d->s0 || !d->tok_pair_bias ||
-      !d->c || !d->enc || !d->dec || !d->atom_to_token || !d->inv_count) {
-    rc = px_fail(PX_ERR_NOMEM, "out of memory building the design cache (%d tokens, %d atoms)", T, N);
+  if (!scratch || !pair_z || !zproj || (probe && !p) || !a2t_h || !inv_h || !d->s0 || (on_device && !d->s0_dev) ||
+      !d->tok_pair_bias || !d->c || !d->enc || !d->dec || !d->atom_to_token || !d->inv_count) {
+    rc = px_fail(PX_ERR_NOMEM, "out of memory building the design cache (%d tokens, %d atoms) on %s", T, N, be->name);
     goto done;
   }
   d->bytes = (int64_t)sizeof(float) * ((int64_t)T * cs + (int64_t)nbh * TT + (int64_t)N * ca + T) +
              (int64_t)sizeof(int64_t) * N;
 
-  /* ---- s0 = Lin_s(LN([s_trunk, s_inputs])) ---- */
-  {
-    const int cc = cs + D->c_s_inputs;
-    float *cat = scratch;
-    for (int t = 0; t < T; t++) {
-      memcpy(cat + (size_t)t * cc, f->s_trunk + (size_t)t * cs, sizeof(float) * cs);
-      memcpy(cat + (size_t)t * cc + cs, f->s_inputs + (size_t)t * D->c_s_inputs,
-             sizeof(float) * D->c_s_inputs);
-    }
-    be->layernorm(be, T, cc, cat, m->cond_ln_s_w, NULL, cat);
-    be->linear(be, T, cs, cc, cat, cc, px_lw(&m->cond_s), NULL, d->s0, cs, 0, 0, PX_F32, PX_F32);
-  }
-
-  /* ---- pair_z = Lin_z(LN([z_trunk, relpe])) ---- */
-  for (int64_t r0 = 0; r0 < TT; r0 += PAIR_CHUNK) {
-    int rows = (int)(TT - r0 < PAIR_CHUNK ? TT - r0 : PAIR_CHUNK);
-    float *cat = scratch;
-    const float *W = m->relpe.w; /* [cz, 139] */
-#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
-    for (int r = 0; r < rows; r++) {
-      int64_t ij = r0 + r;
-      int i = (int)(ij / T), j = (int)(ij % T);
-      float *row = cat + (size_t)r * 2 * cz;
-      memcpy(row, f->z_trunk + (size_t)ij * cz, sizeof(float) * cz);
-      int same_chain = f->asym_id[i] == f->asym_id[j];
-      int same_res = f->residue_index[i] == f->residue_index[j];
-      int same_ent = f->entity_id[i] == f->entity_id[j];
-      int d_res = same_chain ? clampi(f->residue_index[i] - f->residue_index[j] + 32, 0, 64) : 65;
-      int d_tok = (same_chain && same_res) ? clampi(f->token_index[i] - f->token_index[j] + 32, 0, 64) : 65;
-      int d_chain = same_ent ? clampi(f->sym_id[i] - f->sym_id[j] + 2, 0, 4) : 5;
-      float *rp = row + cz;
-      for (int c = 0; c < cz; c++) {
-        const float *w = W + (size_t)c * 139;
-        float v = w[d_res] + w[66 + d_tok];
-        if (same_ent) v += w[132];
-        rp[c] = v + w[133 + d_chain];
-      }
-    }
-    be->layernorm(be, rows, 2 * cz, cat, m->cond_ln_z_w, NULL, cat);
-    be->linear(be, rows, cz, 2 * cz, cat, 2 * cz, px_lw(&m->cond_z), NULL, pair_z + (size_t)r0 * cz, cz, 0, 0, PX_F32, PX_F32);
-  }
-  transition_add(be, &m->tr_z1, TT, cz, pair_z, scratch);
-  transition_add(be, &m->tr_z2, TT, cz, pair_z, scratch);
+  float *s0 = on_device ? d->s0_dev : d->s0;
+  stage_s0(be, W, &fb, scratch, s0);
+  if (on_device) be->download(be, d->s0, s0, sizeof(float) * (size_t)T * cs);
+  stage_pair_z(be, W, &fb, scratch, pair_z);
   if (probe) {
     probe(user, "s0", d->s0, (int64_t)T * cs);
-    probe(user, "pair_z", pair_z, TT * cz);
+    probe_be(be, probe, user, "pair_z", pair_z, TT * cz);
   }
-
-  /* ---- token blocks' pair biases and the encoder's z projection, from LN(pair_z) ----
-   * LN(z) * w_k then W_k equals LN(z) times W_k with w_k folded in: one GEMM for all
-   * blocks (rows k*H+h), plus the encoder's projection in the last cp rows. */
-  {
-    const int H = tt->n_heads;
-    for (int k = 0; k < tt->n_blocks; k++)
-      for (int h = 0; h < H; h++)
-        for (int c = 0; c < cz; c++)
-          wf[((size_t)k * H + h) * cz + c] = tt->blocks[k].z.w[(size_t)h * cz + c] * tt->blocks[k].ln_z_w[c];
-    for (int o = 0; o < cp; o++)
-      for (int c = 0; c < cz; c++)
-        wf[((size_t)nbh + o) * cz + c] = m->enc_z.w[(size_t)o * cz + c] * m->enc_ln_z_w[c];
-    const int nout = nbh + cp;
-    for (int64_t r0 = 0; r0 < TT; r0 += PAIR_CHUNK) {
-      int rows = (int)(TT - r0 < PAIR_CHUNK ? TT - r0 : PAIR_CHUNK);
-      float *zn = scratch, *o = scratch + (size_t)PAIR_CHUNK * 2 * cz;
-      be->layernorm(be, rows, cz, pair_z + (size_t)r0 * cz, NULL, NULL, zn);
-      be->linear(be, rows, nout, cz, zn, cz, px_weight_f32(wf), NULL, o, nout, 0, 0, PX_F32, PX_F32);
-#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
-      for (int r = 0; r < rows; r++) {
-        const float *orow = o + (size_t)r * nout;
-        for (int kh = 0; kh < nbh; kh++) d->tok_pair_bias[(size_t)kh * TT + r0 + r] = orow[kh];
-        memcpy(zproj + (size_t)(r0 + r) * cp, orow + nbh, sizeof(float) * cp);
-      }
-    }
-  }
-  free(pair_z);
+  rc = stage_token_pair_biases(be, m, T, pair_z, scratch, d->tok_pair_bias, zproj);
+  if (rc) goto done;
+  be->free(be, pair_z);
   pair_z = NULL;
-
-  /* ---- atom_to_token, 1/count ---- */
-  for (int t = 0; t < T; t++) d->inv_count[t] = 0.0f;
-  for (int n = 0; n < N; n++) {
-    d->atom_to_token[n] = f->atom_to_token_idx[n];
-    d->inv_count[f->atom_to_token_idx[n]] += 1.0f;
-  }
-  for (int t = 0; t < T; t++) d->inv_count[t] = d->inv_count[t] > 0 ? 1.0f / d->inv_count[t] : 0.0f;
-
-  /* ---- encoder c ---- */
-  const px_atom_ref_w ref_w = model_ref_w(m);
-  {
-    float *c = d->c;
-    px_atom_ref_single(&ref_w, f, c);
-    /* c += broadcast(Lin_s(LN(s_trunk))) */
-    float *sn = scratch, *st = scratch + (size_t)T * cs;
-    be->layernorm(be, T, cs, f->s_trunk, m->enc_ln_s_w, NULL, sn);
-    be->linear(be, T, ca, cs, sn, cs, px_lw(&m->enc_s), NULL, st, ca, 0, 0, PX_F32, PX_F32);
-    be->tokens_to_atoms_add(be, 1, N, T, ca, 1, st, d->atom_to_token, c);
-  }
-
-  /* ---- encoder p (trunk layout [n_trunks, 32, 128, cp]; stored only for a probe) and
-   * every atom block's pair bias from LN(p), folded weights as above ---- */
-  {
-    const px_transformer_w *tfs[2] = {te, td};
-    px_atom_block_cache *caches[2] = {d->enc, d->dec};
-    rc = px_atom_pair_bias_build(be, &ref_w, f, d->c, zproj, tfs, caches, 2, probe ? p : NULL, &d->bytes);
-    if (rc) goto done;
-  }
-  free(zproj);
+  stage_atom_index(f, a2t_h, inv_h);
+  be->upload(be, d->atom_to_token, a2t_h, sizeof(int64_t) * (size_t)N);
+  be->upload(be, d->inv_count, inv_h, sizeof(float) * (size_t)T);
+  const px_atom_ref_w ref_w = model_ref_w(W);
+  stage_encoder_c(be, W, &ref_w, &fb, d->atom_to_token, scratch, d->c);
+  rc = stage_atom_pair_biases(be, W, m, &ref_w, &fb, d, zproj, probe ? p : NULL);
+  if (rc) goto done;
+  be->free(be, zproj);
   zproj = NULL;
   if (probe) {
-    probe(user, "c", d->c, (int64_t)N * ca);
-    probe(user, "p", p, P * cp);
+    probe_be(be, probe, user, "c", d->c, (int64_t)N * ca);
+    probe_be(be, probe, user, "p", p, P * cp);
   }
-
-  /* ---- atom blocks' s-side terms (s = c) ---- */
-  rc = px_atom_block_cache_build(be, te, N, d->c, scratch, d->enc, &d->bytes);
-  if (!rc) rc = px_atom_block_cache_build(be, td, N, d->c, scratch, d->dec, &d->bytes);
+  rc = stage_atom_block_terms(be, W, m, d, scratch);
 
 done:
-  free(scratch);
-  free(pair_z);
-  free(zproj);
-  free(p);
-  free(wf);
+  if (be->sync) be->sync(be); /* queued work has read the features, the scratch and the host index arrays */
+  if (!rc && be->status) rc = be->status(be);
+  if (scratch) be->free(be, scratch);
+  if (pair_z) be->free(be, pair_z);
+  if (zproj) be->free(be, zproj);
+  if (p) be->free(be, p);
+  if (fblock) be->free(be, fblock);
+  free(a2t_h);
+  free(inv_h);
   if (rc) {
     px_design_free(d);
     return rc;
-  }
-  if (m->device == PX_DEVICE_CUDA) {
-    rc = px_design_to_device(m, d);
-    if (rc) {
-      px_design_free(d);
-      return rc;
-    }
   }
   *out = d;
   return PX_OK;

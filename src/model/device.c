@@ -1,5 +1,5 @@
-/* A model on a device backend: the weight mirror, which matrices get 16-bit copies, and
- * designs moved to the device. These are model decisions (they know the weight struct and
+/* A model on a device backend: the weight mirror and which matrices get 16-bit copies (a
+ * design is built on the device by design.c). These are model decisions (they know the weight struct and
  * the fp16 range proof of fp16_range.c), made once here; the backend only gets plain buffers
  * and ops (alloc, upload, convert), and later the 16-bit copies as px_weight handles in the
  * GEMM ops' arguments, so no backend knows what a block is or keeps a weight table. */
@@ -262,58 +262,3 @@ int px_model_device_x16_atom_blocks(const px_model *m) {
   return n;
 }
 
-/* ------------------------------------------------------------------ design ---- */
-
-/* Replace the host buffer *slot (bytes, from the CPU backend) by a copy in be's memory. */
-static int to_device(px_backend *be, void **slot, size_t bytes, int keep_host, void **dev) {
-  if (!*slot) return PX_OK;
-  void *p = be->alloc(be, bytes ? bytes : 4); /* on failure the op has said so */
-  if (!p) return PX_ERR_NOMEM;
-  be->upload(be, p, *slot, bytes);
-  if (keep_host) {
-    *dev = p;
-    return PX_OK;
-  }
-  /* The host buffer is freed: the copy must have read it. */
-  if (be->sync) be->sync(be);
-  px_backend *cpu = px_cpu_backend();
-  cpu->free(cpu, *slot);
-  *slot = p;
-  return be->status ? be->status(be) : PX_OK;
-}
-
-int px_design_to_device(const px_model *m, px_design *d) {
-  if (!m->cuda_mirror) return px_fail(PX_ERR_BACKEND, "model is not on a device");
-  px_backend *be = m->be;
-  const px_dims *D = &m->dims;
-  const size_t T = (size_t)d->T, N = (size_t)d->N, f = sizeof(float);
-  const size_t P = (size_t)d->n_trunks * PX_ATOM_NQ * PX_ATOM_NK;
-  int rc = to_device(be, (void **)&d->tok_pair_bias, f * (size_t)m->tok_tf.n_blocks * m->tok_tf.n_heads * T * T, 0,
-                     NULL);
-  if (!rc) rc = to_device(be, (void **)&d->c, f * N * D->c_atom, 0, NULL);
-  /* s0 keeps its host buffer (design.c allocates and frees it with malloc / free); calls read s0_dev */
-  if (!rc) rc = to_device(be, (void **)&d->s0, f * T * D->c_s, 1, (void **)&d->s0_dev);
-  if (!rc) rc = to_device(be, (void **)&d->atom_to_token, sizeof(int64_t) * N, 0, NULL);
-  if (!rc) rc = to_device(be, (void **)&d->inv_count, f * T, 0, NULL);
-  const px_transformer_w *tfs[2] = {&m->enc_tf, &m->dec_tf};
-  px_atom_block_cache *caches[2] = {d->enc, d->dec};
-  for (int w = 0; w < 2 && !rc; w++)
-    for (int k = 0; k < tfs[w]->n_blocks && !rc; k++) {
-      px_atom_block_cache *c = &caches[w][k];
-      float **bufs[8] = {&c->g_a, &c->b_a, &c->g_kv, &c->b_kv, &c->gate_last, &c->g_c, &c->b_c, &c->gate_ctb};
-      for (int i = 0; i < 8 && !rc; i++) rc = to_device(be, (void **)bufs[i], f * N * tfs[w]->c, 0, NULL);
-      if (!rc) rc = to_device(be, (void **)&c->pair_bias, f * (size_t)tfs[w]->n_heads * P, 0, NULL);
-    }
-  if (d->ws) {
-    px_backend *cpu = px_cpu_backend();
-    cpu->free(cpu, d->ws);
-    d->ws = NULL;
-    d->ws_bytes = 0;
-  }
-  if (be->sync) be->sync(be);
-  /* From here on the design's buffers are the device's, whatever happened above. */
-  d->be = be;
-  d->W = m->cuda_mirror;
-  if (!rc && be->status) rc = be->status(be);
-  return rc;
-}

@@ -573,11 +573,11 @@ int px_embed(const px_embedder *e, const px_features *f, const float *restype, c
   carve_call(&ar, &h, &cb, nb, heads, N, T, ca, ct, cs, nx, P, ws_n, on_host);
 
   /* ---- host: c, every block's pair bias and s-side terms (s = c), token counts ---- */
-  px_atom_ref_single(&w->ref, f, h.c);
+  px_atom_ref_single(cpu, &w->ref, f, h.c);
   {
     const px_transformer_w *tfs[1] = {&w->tf};
     px_atom_block_cache *caches[1] = {h.cache};
-    rc = px_atom_pair_bias_build(cpu, &w->ref, f, h.c, NULL, tfs, caches, 1, NULL, &bytes);
+    rc = px_atom_pair_bias_build(cpu, &w->ref, f, h.c, NULL, tfs, tfs, caches, 1, NULL, &bytes);
   }
   if (rc) goto done;
   px_embedder_sside(e, f, h.cache);

@@ -214,8 +214,6 @@ int px_model_device_x16_atom_blocks(const px_model *m);
 int px_model_cpu_bf16_make(px_model *m, px_backend *be);
 void px_model_cpu_bf16_free(px_model *m);
 int px_model_cpu_bf16_blocks(const px_model *m);
-/* Move a design built on the CPU to the model's device backend (px_design_create does). */
-int px_design_to_device(const px_model *m, px_design *d);
 
 /* Calls fn on the address of every weight pointer of the model (a NULL one included),
  * e.g. to build a device mirror. transformer block arrays are visited element-wise. */
@@ -232,8 +230,9 @@ typedef struct {
 } px_atom_ref_w;
 
 /* c[n] = (Lin_ref_pos(ref_pos) + Lin_ref_charge(asinh(ref_charge)) + Lin_f([mask, element,
- * name chars])) * ref_mask over f's n_atom atoms: [N, c_atom], host memory. */
-void px_atom_ref_single(const px_atom_ref_w *w, const px_features *f, float *c);
+ * name chars])) * ref_mask over f's n_atom atoms: [N, c_atom]; w, f's reference arrays and c in
+ * be's memory (be's atom_ref_embed). */
+void px_atom_ref_single(px_backend *be, const px_atom_ref_w *w, const px_features *f, float *c);
 /* Every block's pair bias Lin_z(LN(p)) [H, n_trunks, 32, 128] for n_tf atom transformers
  * (into caches[t][k].pair_bias: host-visible; allocated with be, their bytes added to *bytes,
  * unless the caller set them)
@@ -241,13 +240,20 @@ void px_atom_ref_single(const px_atom_ref_w *w, const px_features *f, float *c);
  * positions and space uids, plus zproj[tok(q), tok(k)] when zproj ([T, T, c_atompair]) is not
  * NULL, Lin_cl(relu(c_q)) + Lin_cm(relu(c_k)), then p += small_mlp(p). p itself is written to
  * p_out only when p_out is not NULL (a probe): one pass, tile by tile, never materialised. */
+/* Everything in be's memory (f's ref_pos, ref_space_uid, atom_to_token_idx; c, zproj, p_out, the
+ * weights of w and tfs) but tfs_host: the same transformers' weights in host memory, which the
+ * heads' folded rows are made from (the same as tfs on a backend of host memory). The pass
+ * itself is be's atom_pair_bias. */
 int px_atom_pair_bias_build(px_backend *be, const px_atom_ref_w *w, const px_features *f, const float *c,
                             const float *zproj, const px_transformer_w *const *tfs,
-                            px_atom_block_cache *const *caches, int n_tf, float *p_out, int64_t *bytes);
+                            const px_transformer_w *const *tfs_host, px_atom_block_cache *const *caches, int n_tf,
+                            float *p_out, int64_t *bytes);
 /* The s-side AdaLN and gate terms of every block of an atom transformer with s = c [N, C]
- * (scratch: N * C floats); buffers of out the caller already set are used as given. */
-int px_atom_block_cache_build(px_backend *be, const px_transformer_w *tf, int N, const float *c,
-                              float *scratch, px_atom_block_cache *out, int64_t *bytes);
+ * (scratch: N * C floats); buffers of out the caller already set are used as given. tf: the
+ * weights in be's memory; tf_host: the same transformer's in host memory (the AdaLNs' folded
+ * matrices are made from them; tf itself on a backend of host memory). */
+int px_atom_block_cache_build(px_backend *be, const px_transformer_w *tf, const px_transformer_w *tf_host, int N,
+                              const float *c, float *scratch, px_atom_block_cache *out, int64_t *bytes);
 /* The atom transformer over q [S * N, C] in place (backend memory), with the scratch
  * px_atom_transformer_scratch says (floats, backend memory). */
 size_t px_atom_transformer_scratch(const px_transformer_w *tf, int S, int N);

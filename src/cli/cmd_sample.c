@@ -523,7 +523,8 @@ int cmd_sample(int argc, char **argv) {
     goto done;
   }
   const px_features *f = NULL;
-  if (px_bundle_features_for_model(b, m, &f)) {
+  px_dims dims;
+  if (px_model_get_dims(m, &dims) || px_bundle_features_for_dims(b, &dims, &f)) {
     cli_fail(px_last_error());
     goto done;
   }

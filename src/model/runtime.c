@@ -148,13 +148,20 @@ int px_model_share(const px_model *m, px_model **out) {
   return PX_OK;
 }
 
-int px_model_release_handle(px_model *m) {
+/* A model's free is its handle's: the device copy and an own context go first, then a handle
+ * of px_model_share is freed whole, a model that owns its weights frees them (weights.c). Here
+ * rather than in weights.c so that the arrows run runtime -> device -> weights, no circle. */
+void px_model_free(px_model *m) {
+  if (!m) return;
   px_model_release_device(m);
   px_backend_destroy(m->own_ctx); /* after the mirror on it (designs were freed first) */
   m->own_ctx = NULL;
-  if (!m->shared_of) return 0;
-  free(m);
-  return 1;
+  if (m->shared_of) {
+    free(m);
+    return;
+  }
+  px_model_cpu_bf16_free(m);
+  px_model_weights_free(m);
 }
 
 int px_model_set_device(px_model *m, enum px_device device, int index, int own_context, enum px_precision precision) {

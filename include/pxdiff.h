@@ -141,8 +141,10 @@ PXDIFF_API const char *px_model_precision_name(const px_model *m);
  * others run TF32); on the CPU at bf16 the blocks its gate admits (the others fp32); 0 at
  * fp32 / tf32. Out of px_dims.n_token_blocks. */
 PXDIFF_API int px_model_x16_blocks(const px_model *m);
-/* "auto" | "cpu" | "cuda" ("gpu" and "cuda:0" are accepted as "cuda"); PX_DEVICE_INVALID for
- * anything else, NULL included. */
+/* "auto" | "cpu" | "cuda" ("gpu" is accepted as "cuda") | "cuda:N" for a device N this machine
+ * has (px_device_list_parse gives its index); PX_DEVICE_INVALID for anything else, NULL
+ * included, with px_last_error saying why in one line ("no CUDA device cuda:3 (1 visible: ...)",
+ * "built without CUDA", "not a device"). */
 PXDIFF_API enum px_device px_device_from_name(const char *name);
 /* "fp32" | "tf32" | "bf16" | "fp16" | "default"; PX_PRECISION_INVALID for anything else. */
 PXDIFF_API enum px_precision px_precision_from_name(const char *name);

@@ -48,7 +48,8 @@ typedef struct {
   long n_sample, n_step, chunk, threads;
   int dtype, eta_type, precision;
   const char *device_text; /* --device as given: "auto", "cuda:0,2", ... */
-  int demo_device;         /* the demo's --device (one device) */
+  px_device_ref demo_device; /* the demo's --device (one device) */
+  char demo_device_text[24];
   px_device_ref dev[MAX_CONTEXTS]; /* one entry per backend context (worker) */
   int n_dev;
   int chunk_given; /* --chunk on the command line (else it is chosen: choose_chunk) */
@@ -137,9 +138,8 @@ static int design_option_table(cli_opt *t, design_opts *o) {
                      .help = "samples per engine batch (default: on a GPU chosen from its free memory and\n"
                              "the largest design, recorded for --resume; else 10, PXDesign's)"};
   if (o->demo) /* one device, named as every one-device command names it */
-    t[k++] = (cli_opt){.name = "--device", .kind = CLI_ENUM, .dst = &o->demo_device, .meta = "auto|cpu|cuda",
-                       .def = "auto", .enum_names = cli_device_names, .enum_values = cli_device_values,
-                       .help = "where the engine runs (auto: CUDA when a GPU is present)"};
+    t[k++] = (cli_opt){.name = "--device", .kind = CLI_DEVICE, .dst = &o->demo_device, .def = "auto",
+                       .help = "where the engine runs (auto: CUDA when a GPU is present; cuda:N: GPU N)"};
   else
     t[k++] = (cli_opt){.name = "--device", .kind = CLI_STRING, .dst = &o->device_text, .meta = "DEV",
                        .def = "auto",
@@ -209,8 +209,13 @@ static int parse_design_opts(int argc, char **argv, design_opts *o, int demo) {
   if (st != CLI_RUN) return st;
   if (campaign_parse_shard(o->shard_text, &o->shard)) return cli_usage_error(&c, "%s", px_last_error());
   if (demo) { /* the model load says why a device cannot be used */
-    o->device_text = o->demo_device == PX_DEVICE_CUDA ? "cuda" : o->demo_device == PX_DEVICE_CPU ? "cpu" : "auto";
-    o->dev[0] = (px_device_ref){(enum px_device)o->demo_device, 0};
+    const px_device_ref d = o->demo_device;
+    if (d.kind == PX_DEVICE_CUDA)
+      snprintf(o->demo_device_text, sizeof o->demo_device_text, "cuda:%d", d.index);
+    else
+      snprintf(o->demo_device_text, sizeof o->demo_device_text, "%s", d.kind == PX_DEVICE_CPU ? "cpu" : "auto");
+    o->device_text = o->demo_device_text;
+    o->dev[0] = d;
     o->n_dev = 1;
   } else if (px_device_list_parse(o->device_text, o->dev, MAX_CONTEXTS, &o->n_dev)) {
     return cli_usage_error(&c, "--device: %s", px_last_error());

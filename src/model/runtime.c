@@ -7,11 +7,17 @@
 #include "model/model.h"
 
 int px_device_from_name(const char *name) {
-  if (!name) return -1;
+  if (!name) return px_fail(PX_ERR_INPUT, "px_device_from_name: NULL name"), PX_DEVICE_INVALID;
   if (!strcmp(name, "auto")) return PX_DEVICE_AUTO;
   if (!strcmp(name, "cpu")) return PX_DEVICE_CPU;
-  if (!strcmp(name, "cuda") || !strcmp(name, "gpu") || !strcmp(name, "cuda:0")) return PX_DEVICE_CUDA;
-  return -1;
+  if (!strcmp(name, "cuda") || !strcmp(name, "gpu")) return PX_DEVICE_CUDA;
+  if (!strncmp(name, "cuda:", 5) && name[5] && strspn(name + 5, "0123456789") == strlen(name + 5)) {
+    px_device_ref r; /* one device, its index one this machine has (the list parser's check) */
+    int n = 0;
+    return px_device_list_parse(name, &r, 1, &n) ? PX_DEVICE_INVALID : PX_DEVICE_CUDA;
+  }
+  px_fail(PX_ERR_INPUT, "device '%s': not a device (auto, cpu, cuda or cuda:N)", name);
+  return PX_DEVICE_INVALID;
 }
 
 int px_precision_from_name(const char *name) {

@@ -4,7 +4,7 @@
  * px_bundle_open reads and validates a bundle completely (shapes agree, indices in range,
  * atom_to_token_idx non-decreasing and in [0, T), floats finite, one-hot rows valid,
  * annotation strings printable ASCII); what it returns is ready for px_design_create
- * once the widths are checked against a model (px_bundle_features_for_model).
+ * once the widths are checked against a model's (px_bundle_features_for_dims).
  * Every failure returns a px_status code and leaves one line, starting with the path,
  * in px_last_error(). */
 #ifndef PX_IO_BUNDLE_H

@@ -16,6 +16,8 @@
 #include "error.c"
 #include "io/cif_read.c"
 #include "io/pdb_read.c"
+#include "io/structure_common.c"
+#include "io/structure_in.c"
 
 static void name_ok(const char *s, size_t cap) {
   if (!memchr(s, 0, cap)) abort();

@@ -146,8 +146,10 @@ PXDIFF_API int px_model_x16_blocks(const px_model *m);
  * when PXDIFF_NO_X16_ATOMS was set when the model was prepared); 0 elsewhere. Out of
  * px_dims.n_enc_blocks + n_dec_blocks. */
 PXDIFF_API int px_model_x16_atom_blocks(const px_model *m);
-/* "auto" | "cpu" | "cuda" ("gpu" and "cuda:0" are accepted as "cuda"); PX_DEVICE_INVALID for
- * anything else, NULL included. */
+/* "auto" | "cpu" | "cuda" ("gpu" is accepted as "cuda") | "cuda:N" for a device N this machine
+ * has (px_device_list_parse gives its index); PX_DEVICE_INVALID for anything else, NULL
+ * included, with px_last_error saying why in one line ("no CUDA device cuda:3 (1 visible: ...)",
+ * "built without CUDA", "not a device"). */
 PXDIFF_API enum px_device px_device_from_name(const char *name);
 /* "fp32" | "tf32" | "bf16" | "fp16" | "default"; PX_PRECISION_INVALID for anything else. */
 PXDIFF_API enum px_precision px_precision_from_name(const char *name);

@@ -255,8 +255,14 @@ struct px_backend {
 
 enum { PX_ACT_SIGMOID = 0, PX_ACT_RELU = 1 };
 
-/* The CPU backend (cblas + OpenMP); a static singleton. */
+/* The CPU backend (cblas + OpenMP): the process's shared context. */
 px_backend *px_cpu_backend(void);
+/* A CPU context of its own (its table; NULL with the reason set when out of memory), freed by
+ * px_cpu_backend_destroy (a no-op for the shared one); px_cpu_backend_is says whether b is a CPU
+ * context. What a CPU context keeps and what is process-wide: cpu/cpu_backend.c's first comment. */
+px_backend *px_cpu_backend_create(void);
+void px_cpu_backend_destroy(px_backend *b);
+int px_cpu_backend_is(const px_backend *b);
 /* The CPU backend's BLAS and GEMM kernels in one line (`pxdiff info`, px_blas_name). */
 const char *px_cpu_blas_describe(void);
 /* The CPU's bf16 GEMM in one line: its kernel, or why there is none (`pxdiff info`). */
@@ -273,10 +279,10 @@ int px_backend_built(int kind);
  * convert, whose bf16 weight copies the model then makes); NULL with the reason set
  * (px_fail) when the build or the machine lacks it. */
 px_backend *px_backend_get(int kind, int index, int precision);
-/* A context of its own on device `index` (CUDA: new streams, scratch, cuBLAS handle), seen at
- * `precision`, for a model handle that computes concurrently with others on the same device;
- * the CPU's is its one shared backend. Freed by px_backend_destroy after every buffer made
- * on it (a no-op for the CPU and for the shared contexts). */
+/* A context of its own on device `index` (CUDA: new streams, scratch, cuBLAS handle; the CPU:
+ * its own table), seen at `precision`, for a model handle that computes concurrently with
+ * others on the same device. Freed by px_backend_destroy after every buffer made on it (a no-op
+ * for the shared contexts). */
 px_backend *px_backend_create(int kind, int index, int precision);
 void px_backend_destroy(px_backend *b);
 /* The device index a backend runs on (0 for the CPU). */

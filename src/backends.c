@@ -53,6 +53,10 @@ static px_backend *cuda_backend(int index, int precision, int own) {
 
 px_backend *px_backend_get(int kind, int index, int precision) {
   if (kind == PX_DEVICE_CPU) {
+    if (index != 0) {
+      px_fail(PX_ERR_BACKEND, "no CPU device %d (the CPU is device 0)", index);
+      return NULL;
+    }
     if (precision == PX_PRECISION_BF16 && !px_cpu_backend()->convert) {
       px_fail(PX_ERR_BACKEND, "the CPU backend has no bf16 here (it needs AVX512_BF16: %s)", px_cpu_bf16_describe());
       return NULL;
@@ -71,11 +75,16 @@ px_backend *px_backend_get(int kind, int index, int precision) {
 
 px_backend *px_backend_create(int kind, int index, int precision) {
   if (kind == PX_DEVICE_CUDA) return cuda_backend(index, precision, 1);
-  return px_backend_get(kind, index, precision); /* the CPU has no context to own; else the error */
+  if (!px_backend_get(kind, index, precision)) return NULL; /* the reason is set */
+  return px_cpu_backend_create();
 }
 
 void px_backend_destroy(px_backend *b) {
-  if (!b || b == px_cpu_backend()) return;
+  if (!b) return;
+  if (px_cpu_backend_is(b)) {
+    px_cpu_backend_destroy(b); /* not the shared one */
+    return;
+  }
 #ifdef PX_HAVE_CUDA
   px_cuda_backend_destroy(b);
 #endif

@@ -4,7 +4,10 @@
  * the kernel overwrites, awkward sizes and strides. fp32 kernels must reach a relative
  * Frobenius error <= 1e-5 (well under the project's 1e-4); NaN never passes.
  * Also: px_expf / px_sigmoidf accuracy, and bit-identical results for 1, 2 and 4 threads (the
- * engine's count, px_set_num_threads: omp_set_num_threads does not reach its regions). */
+ * engine's count, px_set_num_threads: omp_set_num_threads does not reach its regions).
+ * Contexts: CPU contexts made per request (px_backend_create) are distinct from the shared one
+ * and from each other, compute the same bits, and are freed by px_backend_destroy; the kernel
+ * tests above run again on such a context. */
 #include <omp.h>
 
 #include "backend.h"
@@ -1020,6 +1023,49 @@ static void test_threads(void) {
   px_set_num_threads(0);
 }
 
+/* --------------------------------------------------------------- contexts -- */
+static void test_contexts(void) {
+  px_backend *shared = px_cpu_backend();
+  px_backend *a = px_backend_create(PX_DEVICE_CPU, 0, PX_PRECISION_FP32);
+  px_backend *b = px_backend_create(PX_DEVICE_CPU, 0, PX_PRECISION_DEFAULT);
+  CHECK(a && b && a != b && a != shared && b != shared);
+  CHECK(px_backend_get(PX_DEVICE_CPU, 0, PX_PRECISION_FP32) == shared);
+  if (!a || !b) return;
+  CHECK(px_cpu_backend_is(a) && px_cpu_backend_is(b) && px_cpu_backend_is(shared));
+  CHECK(!strcmp(a->name, "cpu") && a->device_memory == 0 && px_backend_index(a) == 0);
+  CHECK(a->linear == shared->linear && a->convert == shared->convert && a->pack16 == shared->pack16);
+  /* the same GEMM on the three contexts: the same bits */
+  const int M = 37, N = 53, K = 160; /* K >= 128: the own GEMM kernel where there is one */
+  float *X = fbuf((size_t)M * K), *W = fbuf((size_t)N * K), *bias = fbuf(N);
+  float *Y[3] = {fbuf((size_t)M * N), fbuf((size_t)M * N), fbuf((size_t)M * N)};
+  tu_fill_normal(X, (size_t)M * K, 1.0);
+  tu_fill_normal(W, (size_t)N * K, 0.1);
+  tu_fill_normal(bias, N, 1.0);
+  px_backend *ctx[3] = {shared, a, b};
+  for (int i = 0; i < 3; i++) {
+    for (size_t j = 0; j < (size_t)M * N; j++) Y[i][j] = NAN;
+    ctx[i]->linear(ctx[i], M, N, K, X, K, px_weight_f32(W), bias, Y[i], N, 0, 0, PX_F32, PX_F32);
+  }
+  CHECK(memcmp(Y[0], Y[1], sizeof(float) * M * N) == 0 && memcmp(Y[0], Y[2], sizeof(float) * M * N) == 0);
+  CHECK(!isnan(Y[1][0]) && !isnan(Y[2][(size_t)M * N - 1]));
+  for (int i = 0; i < 3; i++) free(Y[i]);
+  free(X), free(W), free(bias);
+  /* the kernel tests on a context of its own */
+  px_backend *keep = be;
+  be = a;
+  test_alloc();
+  test_linear();
+  test_layernorm();
+  test_attention_local();
+  be = keep;
+  px_backend_destroy(a);
+  px_backend_destroy(b);
+  px_backend_destroy(shared); /* a no-op: the shared context stays usable */
+  CHECK(px_cpu_backend() == shared && shared->alloc != NULL);
+  CHECK(px_backend_create(PX_DEVICE_CPU, 1, PX_PRECISION_FP32) == NULL && strstr(px_last_error(), "CPU"));
+  CHECK(px_backend_create(PX_DEVICE_CPU, 0, PX_PRECISION_FP16) == NULL && strstr(px_last_error(), "fp16"));
+}
+
 int main(void) {
   tu_seed();
   be = px_cpu_backend();
@@ -1044,5 +1090,6 @@ int main(void) {
   test_atom_ref_embed();
   test_atom_pair_bias();
   test_threads();
+  test_contexts();
   return tu_finish("test_cpu_kernels");
 }

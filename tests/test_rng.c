@@ -1,7 +1,7 @@
 /* The counter-based generator: Philox-4x32-10 known answers, stream properties, normal
  * statistics, random rotations and translations. */
 #include "pxdiff.h"
-#include "sample/rng.h"
+#include "rng.h"
 #include "testutil.h"
 
 /* Random123's kat_vectors, "philox4x32 10" lines: counter[4] key[2] -> output[4]. */

@@ -21,12 +21,11 @@ static double median(double *v, int n) {
   return v[n / 2];
 }
 
-int bench_task(const char *task, const char *ckpt, int device, int precision, int reps, int dtype) {
+int bench_task(const char *task, const char *ckpt, px_device_ref dev, int precision, int reps, int dtype) {
   design_job J;
   design_models M;
   int rc = design_job_read(&J, task, NULL);
   if (rc) return cli_fail(px_last_error());
-  const px_device_ref dev = {(enum px_device)device, 0};
   rc = ckpt ? design_models_load(&M, ckpt, dev, -1, precision) : design_models_synthetic(&M, 1, dev, -1, precision);
   if (rc) {
     design_job_free(&J);

@@ -33,7 +33,9 @@ int cmd_bundle_info(int argc, char **argv) {
       px_bundle_free(b);
       return 1;
     }
-    int rc = px_bundle_check_model(b, m);
+    px_dims D;
+    int rc = px_model_get_dims(m, &D);
+    if (!rc) rc = px_bundle_check_dims(b, &D);
     px_model_free(m);
     if (rc) {
       fprintf(stderr, "pxdiff: %s\n", px_last_error());

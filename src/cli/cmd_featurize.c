@@ -78,7 +78,8 @@ out:
 int cmd_featurize(int argc, char **argv) {
   const char *input = NULL, *out = NULL, *ckpt = NULL, *task_name = NULL, *conformers = NULL;
   uint64_t seed = 0;
-  int no_augment = 0, dtype = DESIGN_DTYPE_BF16, device = PX_DEVICE_CPU;
+  int no_augment = 0, dtype = DESIGN_DTYPE_BF16;
+  px_device_ref device = {PX_DEVICE_CPU, 0};
   long threads = 0;
   const cli_opt opts[] = {
       {.name = "--input", .alias = "-i", .kind = CLI_PATH, .dst = &input, .meta = "TASK", .flags = CLI_REQUIRED,
@@ -97,8 +98,7 @@ int cmd_featurize(int argc, char **argv) {
        .help = "reference conformer table (docs/conformers.md; default: built in)"},
       {.name = "--dtype", .kind = CLI_ENUM, .dst = &dtype, .meta = "bf16|fp32", .def = "bf16",
        .enum_names = dtype_names, .enum_values = dtype_values, .help = "s_inputs rounded to bfloat16, or float32"},
-      {.name = "--device", .kind = CLI_ENUM, .dst = &device, .meta = "auto|cpu|cuda", .def = "cpu",
-       .enum_names = cli_device_names, .enum_values = cli_device_values, .help = "where the embedder runs"},
+      {.name = "--device", .kind = CLI_DEVICE, .dst = &device, .def = "cpu", .help = "where the embedder runs (cuda:N: GPU N)"},
       {.name = "--threads", .kind = CLI_INT, .dst = &threads, .meta = "K", .def = "0", .lo = 0, .hi = 4096,
        .help = "CPU threads (0: every usable core)"},
   };
@@ -136,7 +136,7 @@ int cmd_featurize(int argc, char **argv) {
     fprintf(stderr, "pxdiff: %s holds %d tasks; choose one with --task NAME\n", input, J.tasks.n);
     goto done;
   }
-  if (design_models_load(&M, ckpt, (px_device_ref){(enum px_device)device, 0}, -1, PX_PRECISION_DEFAULT) ||
+  if (design_models_load(&M, ckpt, device, -1, PX_PRECISION_DEFAULT) ||
       design_case_make(&C, &J, k, &M, seed, !no_augment, dtype, conf, 0) ||
       write_bundle(out, &C, &M, &J.tasks.task[k], seed, !no_augment, dtype, conformers)) {
     cli_fail(px_last_error());

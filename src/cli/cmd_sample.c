@@ -44,7 +44,8 @@ typedef struct {
   long samples, chunk, threads;
   px_sampler_config cfg;
   long steps;
-  int device, precision, eta_type, sched_bf16;
+  px_device_ref device;
+  int precision, eta_type, sched_bf16;
   int pdb, quiet, resume, overwrite;
   int chunk_given;     /* --chunk on the command line (else chosen on a GPU: choose_chunk) */
   char chunk_note[300]; /* how the chunk came about */
@@ -75,8 +76,8 @@ static const char SAMPLE_DETAILS[] =
     "  Progress goes to stderr (a bar on a terminal, periodic lines otherwise).\n"
     "\n"
     "devices: auto = cuda when a CUDA device is usable, else cpu; cuda = the first CUDA\n"
-    "  device (fails when there is none); precision default = fp32 on the CPU (the only\n"
-    "  one there), fp16 on CUDA.\n";
+    "  device (fails when there is none), cuda:N = CUDA device N; precision default = fp32\n"
+    "  on the CPU (the only one there), fp16 on CUDA.\n";
 
 /* The command's option table. */
 static int sample_options(cli_opt *t, opts_t *o) {
@@ -114,8 +115,7 @@ static int sample_options(cli_opt *t, opts_t *o) {
                      .enum_names = sched_names, .enum_values = sched_values,
                      .help = "bf16: the noise schedule rounded per operation as PXDesign's "
                              "default GPU run; fp32: plain float32"};
-  t[n++] = (cli_opt){.name = "--device", .kind = CLI_ENUM, .dst = &o->device, .def = "auto",
-                     .enum_names = cli_device_names, .enum_values = cli_device_values,
+  t[n++] = (cli_opt){.name = "--device", .kind = CLI_DEVICE, .dst = &o->device, .def = "auto",
                      .help = "where to compute (see devices below)"};
   t[n++] = (cli_opt){.name = "--precision", .kind = CLI_ENUM, .dst = &o->precision, .def = "default",
                      .enum_names = cli_precision_names, .enum_values = cli_precision_values,
@@ -456,7 +456,7 @@ static int open_and_run(const opts_t *o, const px_model *m, px_design *d, proble
 }
 
 static int setup_backend(const opts_t *o, px_model *m) {
-  if (px_model_set_backend(m, o->device, o->precision) == PX_OK) return 0;
+  if (px_model_set_device(m, o->device.kind, o->device.index, 0, o->precision) == PX_OK) return 0;
   return cli_fail(px_last_error());
 }
 
@@ -530,7 +530,8 @@ int cmd_sample(int argc, char **argv) {
     goto done;
   }
   const px_features *f = NULL;
-  if (px_bundle_features_for_model(b, m, &f)) {
+  px_dims dims;
+  if (px_model_get_dims(m, &dims) || px_bundle_features_for_dims(b, &dims, &f)) {
     cli_fail(px_last_error());
     goto done;
   }

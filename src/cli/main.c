@@ -98,7 +98,8 @@ static int cmd_bench(int argc, char **argv) {
   const char *ckpt = NULL, *task = NULL;
   int dtype = DESIGN_DTYPE_BF16;
   long tokens = 80, binder = -1, atoms = -1, samples = 2, reps = 5, threads = 0, steps = 400, sampler_steps = 0;
-  int device = PX_DEVICE_AUTO, precision = PX_PRECISION_DEFAULT;
+  px_device_ref device = {PX_DEVICE_AUTO, 0};
+  int precision = PX_PRECISION_DEFAULT;
   const cli_opt opts[] = {
       {.name = "--checkpoint", .kind = CLI_PATH, .dst = &ckpt, .meta = "CKPT",
        .help = "weights to time (default: synthetic weights of the released shapes)"},
@@ -116,8 +117,7 @@ static int cmd_bench(int argc, char **argv) {
        .help = "CPU threads (0: the library's default)"},
       {.name = "--steps", .kind = CLI_INT, .dst = &steps, .meta = "K", .def = "400", .lo = 1, .hi = 1 << 20,
        .help = "steps for the per-design estimate"},
-      {.name = "--device", .kind = CLI_ENUM, .dst = &device, .def = "auto", .enum_names = cli_device_names,
-       .enum_values = cli_device_values, .help = "auto: cuda when usable, else cpu"},
+      {.name = "--device", .kind = CLI_DEVICE, .dst = &device, .def = "auto", .help = "auto: cuda when usable, else cpu; cuda:N: GPU N"},
       {.name = "--precision", .kind = CLI_ENUM, .dst = &precision, .def = "default",
        .enum_names = cli_precision_names, .enum_values = cli_precision_values,
        .help = "GEMM precision (CUDA: default fp16; CPU: default fp32, bf16 where it has AVX512_BF16)"},
@@ -151,7 +151,7 @@ static int cmd_bench(int argc, char **argv) {
     px_dims_released(&D);
     if (px_model_synthetic(&D, 1, &m)) return cli_fail(px_last_error());
   }
-  if (px_model_set_backend(m, device, precision)) {
+  if (px_model_set_device(m, device.kind, device.index, 0, precision)) {
     px_model_free(m);
     return cli_fail(px_last_error());
   }

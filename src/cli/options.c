@@ -122,6 +122,23 @@ static int store(const cli_command *c, const cli_opt *o, const char *v) {
       snprintf(want, sizeof want, "one of %s", names);
       break;
     }
+    case CLI_DEVICE: {
+      px_device_ref *r = o->dst;
+      for (int i = 0; cli_device_names[i]; i++)
+        if (!strcmp(v, cli_device_names[i])) {
+          *r = (px_device_ref){(enum px_device)cli_device_values[i], 0};
+          return 0;
+        }
+      if (!strncmp(v, "cuda:", 5) && v[5] && strspn(v + 5, "0123456789") == strlen(v + 5)) {
+        int n = 0; /* one device: the index checked against the devices this machine has */
+        if (px_device_list_parse(v, r, 1, &n)) return cli_usage_error(c, "%s: %s", o->name, px_last_error());
+        return 0;
+      }
+      char names[200];
+      enum_list(names, sizeof names, cli_device_names, ", ", " or ");
+      snprintf(want, sizeof want, "one of %s (or cuda:N)", names);
+      break;
+    }
   }
   fprintf(stderr, "pxdiff: %s: %s: '%s' is not %s", c->name, o->name, v, want);
   see_help(c);
@@ -262,6 +279,9 @@ void cli_help(const cli_command *c, FILE *o) {
     const char *meta = op->meta;
     if (op->kind == CLI_ENUM) {
       enum_list(names, sizeof names, op->enum_names, "|", "|");
+      meta = names;
+    } else if (op->kind == CLI_DEVICE && !meta) {
+      enum_list(names, sizeof names, cli_device_names, "|", "|"); /* its help names cuda:N */
       meta = names;
     }
     if (op->kind == CLI_FLAG || !meta)

@@ -28,6 +28,9 @@
  *   CLI_U64    uint64_t*    decimal integer in [0, 2^64-1] (no sign)
  *   CLI_FLOAT  float*       finite number in [lo, hi]
  *   CLI_ENUM   int*         one of enum_names (NULL-terminated); stores enum_values[k]
+ *   CLI_DEVICE px_device_ref* one device: auto, cpu, cuda (= cuda:0) or cuda:N, N a device this
+ *                           machine has (else one line saying which it has, or why none); the
+ *                           help lists auto|cpu|cuda, the option's help text names cuda:N
  *   CLI_PATH   const char** non-empty string (the argv pointer itself, not copied)
  *   CLI_STRING const char** any string
  *   CLI_PATHS  cli_paths*   one or more non-empty strings: `--name A B C` takes the values up to
@@ -40,7 +43,9 @@
 #include <stdint.h>
 #include <stdio.h>
 
-typedef enum { CLI_FLAG, CLI_INT, CLI_U64, CLI_FLOAT, CLI_ENUM, CLI_PATH, CLI_STRING, CLI_PATHS } cli_kind;
+#include "pxdiff.h" /* px_device_ref */
+
+typedef enum { CLI_FLAG, CLI_INT, CLI_U64, CLI_FLOAT, CLI_ENUM, CLI_PATH, CLI_STRING, CLI_PATHS, CLI_DEVICE } cli_kind;
 
 /* CLI_PATHS' destination: the argv pointers themselves, in command-line order. */
 typedef struct {

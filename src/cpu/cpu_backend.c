@@ -1,6 +1,14 @@
 /* The CPU backend: GEMMs through its own x86 kernel (cpu/gemm.h; K >= 128) or cblas,
  * everything else in plain C with OpenMP over rows. No kernel reduces across threads, so
  * results do not depend on the thread count.
+ * Contexts: px_cpu_backend() is the process's shared one; px_cpu_backend_create makes another
+ * that owns its table (its operations, chosen for this CPU), freed by px_cpu_backend_destroy.
+ * A context keeps nothing else: scratch (the AMX kernel's bf16 rows) is allocated per call, so
+ * that calls on one context may run concurrently (pxdiff.h's CPU contract), and the thread count
+ * is the engine's (px_num_threads, src/threads.c: a public, process-wide setting, like the
+ * OpenMP pool it sizes). The statics below and in gemm.h / gemm_bf16.c are facts of the machine
+ * and of the environment read once (the ISA the GEMM kernels take, AVX512_BF16 / AMX, the BLAS
+ * loaded, PXDIFF_CPU_BF16*): the same for every context, so process-wide.
  * Every parallel region asks for px_num_threads() threads explicitly: the engine's count,
  * independent of the host process's OpenMP setting (which it never changes). */
 #if defined(PX_BLAS_BLIS) && !defined(_POSIX_C_SOURCE)
@@ -953,7 +961,7 @@ static px_backend cpu_backend = {
     .atom_pair_bias = px_cpu_atom_pair_bias,
 };
 
-px_backend *px_cpu_backend(void) {
+px_backend *px_cpu_backend(void) { /* the shared context */
   static int init;
   if (!init) { /* the bf16 ops where this CPU runs the kernel; threads racing here store the same */
     if (px_bf16_supported() && !px_bf16_disabled()) {
@@ -963,6 +971,22 @@ px_backend *px_cpu_backend(void) {
     init = 1;
   }
   return &cpu_backend;
+}
+
+px_backend *px_cpu_backend_create(void) {
+  px_backend *b = malloc(sizeof *b);
+  if (!b) {
+    px_fail(PX_ERR_NOMEM, "out of memory creating a CPU backend context");
+    return NULL;
+  }
+  *b = *px_cpu_backend(); /* the table, with the bf16 operations this CPU has */
+  return b;
+}
+
+int px_cpu_backend_is(const px_backend *b) { return b && b->alloc == cpu_alloc; }
+
+void px_cpu_backend_destroy(px_backend *b) {
+  if (px_cpu_backend_is(b) && b != &cpu_backend) free(b);
 }
 
 const char *px_cpu_bf16_describe(void) {

@@ -2,8 +2,8 @@
 // sampler_euler), so that `pxdiff sample` keeps coordinates on the device for a whole chunk:
 // no host randomness, uploads or downloads between steps.
 //
-// Same numbers as the host sampler (src/sample/sampler.c, src/sample/rng.c): the random
-// streams are the very functions rng.c uses (sample/rng_core.h), and the float arithmetic
+// Same numbers as the host sampler (src/sample/sampler.c, src/rng.c): the random
+// streams are the very functions rng.c uses (rng_core.h), and the float arithmetic
 // follows sampler.c's operation order with explicitly rounded operations (__fmul_rn /
 // __fadd_rn: no FMA contraction, as the host C code is compiled without it). What can
 // differ, each only in the double result before it is rounded to float (so the float
@@ -14,7 +14,7 @@
 
 #include <cstdint>
 
-#include "sample/rng_core.h"  // the host generator's arithmetic, shared
+#include "rng_core.h"  // the host generator's arithmetic, shared
 
 namespace {
 

@@ -14,7 +14,7 @@
 
 #include "error.h"
 #include "featurize/featurize_internal.h"
-#include "sample/rng_core.h"
+#include "rng_core.h"
 
 /* Uniform rotation in double: a unit quaternion from 4 normals of stream
  * (seed, uid, task, PX_RNG_FEAT_ROT) (the same construction as the sampler's, kept in double). */

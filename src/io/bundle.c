@@ -735,35 +735,30 @@ const int64_t *px_bundle_res_nums(const px_bundle *b) { return b ? b->res_num : 
 const uint8_t *px_bundle_designed_flags(const px_bundle *b) { return b ? b->designed : NULL; }
 int px_bundle_annotations_present(const px_bundle *b) { return b ? b->present : 0; }
 
-int px_bundle_check_model(const px_bundle *b, const px_model *m) {
-  if (!b || !m) return px_fail(PX_ERR_INPUT, "px_bundle_check_model: NULL argument");
-  px_dims D;
-  int rc = px_model_get_dims(m, &D);
-  if (rc) return rc;
-  if (b->c_s_inputs != D.c_s_inputs)
+int px_bundle_check_dims(const px_bundle *b, const px_dims *D) {
+  if (!b || !D) return px_fail(PX_ERR_INPUT, "px_bundle_check_dims: NULL argument");
+  if (b->c_s_inputs != D->c_s_inputs)
     return px_fail(PX_ERR_INPUT, "%s: s_inputs has width %d but the model expects c_s_inputs = %d",
-                   b->path, b->c_s_inputs, D.c_s_inputs);
-  if (b->s_trunk && b->c_s != D.c_s)
+                   b->path, b->c_s_inputs, D->c_s_inputs);
+  if (b->s_trunk && b->c_s != D->c_s)
     return px_fail(PX_ERR_INPUT, "%s: s_trunk has width %d but the model expects c_s = %d", b->path,
-                   b->c_s, D.c_s);
-  if (b->c_z != D.c_z)
+                   b->c_s, D->c_s);
+  if (b->c_z != D->c_z)
     return px_fail(PX_ERR_INPUT, "%s: z_trunk has width %d but the model expects c_z = %d", b->path,
-                   b->c_z, D.c_z);
+                   b->c_z, D->c_z);
   return 0;
 }
 
-int px_bundle_features_for_model(px_bundle *b, const px_model *m, const px_features **out) {
+int px_bundle_features_for_dims(px_bundle *b, const px_dims *D, const px_features **out) {
   if (out) *out = NULL;
-  if (!out) return px_fail(PX_ERR_INPUT, "px_bundle_features_for_model: NULL argument");
-  int rc = px_bundle_check_model(b, m);
+  if (!out) return px_fail(PX_ERR_INPUT, "px_bundle_features_for_dims: NULL argument");
+  int rc = px_bundle_check_dims(b, D);
   if (rc) return rc;
   if (!b->s_trunk) {
-    px_dims D;
-    px_model_get_dims(m, &D);
-    if (!b->zero_s_trunk || b->zero_c_s != D.c_s) {
+    if (!b->zero_s_trunk || b->zero_c_s != D->c_s) {
       free(b->zero_s_trunk);
-      b->zero_s_trunk = calloc((size_t)b->T * (size_t)(D.c_s > 0 ? D.c_s : 1), sizeof(float));
-      b->zero_c_s = D.c_s;
+      b->zero_s_trunk = calloc((size_t)b->T * (size_t)(D->c_s > 0 ? D->c_s : 1), sizeof(float));
+      b->zero_c_s = D->c_s;
       if (!b->zero_s_trunk) return px_fail(PX_ERR_NOMEM, "%s: out of memory", b->path);
     }
     b->f.s_trunk = b->zero_s_trunk;

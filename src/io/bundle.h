@@ -4,7 +4,7 @@
  * px_bundle_open reads and validates a bundle completely (shapes agree, indices in range,
  * atom_to_token_idx non-decreasing and in [0, T), floats finite, one-hot rows valid,
  * annotation strings printable ASCII); what it returns is ready for px_design_create
- * once the widths are checked against a model (px_bundle_features_for_model).
+ * once the widths are checked against a model's (px_bundle_features_for_dims).
  * Every failure returns a px_status code and leaves one line, starting with the path,
  * in px_last_error(). */
 #ifndef PX_IO_BUNDLE_H
@@ -38,19 +38,20 @@ void px_bundle_free(px_bundle *b);
 
 /* The features, owned by the bundle (float32 / int64, one-hots expanded).
  * s_trunk is NULL when the bundle holds none (it then means zeros of the model's c_s:
- * use px_bundle_features_for_model). */
+ * use px_bundle_features_for_dims). */
 const px_features *px_bundle_features(const px_bundle *b);
 int px_bundle_n_tokens(const px_bundle *b);
 int px_bundle_n_atoms(const px_bundle *b);
 /* Widths read off the bundle; c_s is 0 when s_trunk is absent. */
 void px_bundle_widths(const px_bundle *b, int *c_s_inputs, int *c_s, int *c_z);
 
-/* PX_ERR_INPUT with a one-line message when c_s_inputs, c_s or c_z disagree with the model. */
-int px_bundle_check_model(const px_bundle *b, const px_model *m);
+/* PX_ERR_INPUT with a one-line message when c_s_inputs, c_s or c_z disagree with a model's
+ * widths D (px_model_get_dims: the reader knows widths, not models). */
+int px_bundle_check_dims(const px_bundle *b, const px_dims *D);
 /* Checks the widths and returns features ready for px_design_create (allocating the
  * zero s_trunk [T, c_s] once when the bundle has none). The pointer stays valid until
- * the bundle is freed or this is called again with a model of another c_s. */
-int px_bundle_features_for_model(px_bundle *b, const px_model *m, const px_features **out);
+ * the bundle is freed or this is called again with another c_s. */
+int px_bundle_features_for_dims(px_bundle *b, const px_dims *D, const px_features **out);
 
 /* Structure annotations; synthesized when the bundle lacks them (docs/bundle.md).
  * Indices out of range give "" / 0. */

@@ -1,4 +1,4 @@
-/* mmCIF target reader (structure_in.h) and the steps both readers share.
+/* mmCIF target reader (structure_in.h; the steps both readers share are structure_in.c's).
  *
  * One pass tokenizes the file into (offset, length, line, kind) records in one growing
  * array; a second pass indexes the five categories the target needs (atom_site, entity,
@@ -19,212 +19,6 @@
 #include "io/strbuf.h"
 #include "io/structure_in_priv.h"
 #include "platform.h"
-
-/* ------------------------------------------------------------ string keys -- */
-
-/* A small open-addressing map from names (at most PX_SIN_NAME - 1 bytes) to ints: entity
- * and chain look-ups stay linear in the atom count whatever the file holds. */
-typedef struct {
-  const char (*key)[PX_SIN_NAME]; /* keys live in the caller's array, indexed by value */
-  int *slot;                      /* value + 1, 0 = empty */
-  size_t cap;                     /* power of two */
-} sin_map;
-
-static uint64_t name_hash(const char *s) {
-  uint64_t h = 1469598103934665603ull;
-  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
-  return h;
-}
-
-static int map_init(sin_map *m, size_t max_items) {
-  m->cap = 16;
-  while (m->cap < max_items * 2 + 2) m->cap <<= 1;
-  m->slot = calloc(m->cap, sizeof(int));
-  m->key = NULL;
-  return m->slot ? 0 : -1;
-}
-
-/* Index of name, or -1. keys is the array the stored values index. */
-static int map_find(const sin_map *m, const char (*keys)[PX_SIN_NAME], const char *name) {
-  size_t i = (size_t)name_hash(name) & (m->cap - 1);
-  while (m->slot[i]) {
-    int v = m->slot[i] - 1;
-    if (!strcmp(keys[v], name)) return v;
-    i = (i + 1) & (m->cap - 1);
-  }
-  return -1;
-}
-
-/* Record value v for keys[v] (not present yet; the caller sized the map). */
-static void map_put(sin_map *m, const char (*keys)[PX_SIN_NAME], int v) {
-  size_t i = (size_t)name_hash(keys[v]) & (m->cap - 1);
-  while (m->slot[i]) i = (i + 1) & (m->cap - 1);
-  m->slot[i] = v + 1;
-}
-
-/* ------------------------------------------------------------- shared bits -- */
-
-int sin_copy_name(char dst[PX_SIN_NAME], const char *v, size_t len) {
-  if (len > PX_SIN_NAME - 1) return -1;
-  memcpy(dst, v, len);
-  dst[len] = 0;
-  return 0;
-}
-
-void sin_entities_free(px_sin_entity *e, int n) {
-  if (!e) return;
-  for (int i = 0; i < n; i++) free(e[i].seq);
-  free(e);
-}
-
-void px_structure_in_free(px_structure_in *s) {
-  if (!s) return;
-  free(s->atom);
-  free(s->chain);
-  sin_entities_free(s->entity, s->n_entity);
-  free(s->conn);
-  free(s->pdb_res);
-  free(s);
-}
-
-void sin_mse_to_met(sin_raw *a, int n) {
-  for (int i = 0; i < n; i++) {
-    if (strcmp(a[i].res, "MSE")) continue;
-    if (!strcmp(a[i].atom, "SE")) {
-      strcpy(a[i].atom, "SD");
-      strcpy(a[i].elem, "S");
-    }
-    strcpy(a[i].res, "MET");
-  }
-}
-
-static int same_residue(const sin_raw *a, const sin_raw *b) {
-  return !strcmp(a->asym, b->asym) && a->seq == b->seq && a->ins == b->ins &&
-         !strcmp(a->res, b->res);
-}
-
-/* Protenix's fix_arginine: NH1 must be the nitrogen nearer CD. The squared distances are
- * float32 sums in numpy's order. Upstream tests the three indices for truth, so an
- * arginine whose CD (or NH1, NH2) is atom 0 of the model is left alone; so is it here. */
-static void fix_arginine(sin_raw *a, int n) {
-  for (int s = 0, e; s < n; s = e) {
-    for (e = s + 1; e < n && same_residue(&a[s], &a[e]); e++) {
-    }
-    if (strcmp(a[s].res, "ARG")) continue;
-    int cd = -1, nh1 = -1, nh2 = -1;
-    for (int i = s; i < e; i++) {
-      if (!strcmp(a[i].atom, "CD")) cd = i;
-      if (!strcmp(a[i].atom, "NH1")) nh1 = i;
-      if (!strcmp(a[i].atom, "NH2")) nh2 = i;
-    }
-    if (cd <= 0 || nh1 <= 0 || nh2 <= 0) continue;
-    float d1 = 0, d2 = 0;
-    for (int k = 0; k < 3; k++) {
-      float u = a[nh1].xyz[k] - a[cd].xyz[k], v = a[nh2].xyz[k] - a[cd].xyz[k];
-      float uu = u * u, vv = v * v;
-      d1 = k ? d1 + uu : uu;
-      d2 = k ? d2 + vv : vv;
-    }
-    if (d2 < d1) {
-      float t[3];
-      memcpy(t, a[nh1].xyz, sizeof t);
-      memcpy(a[nh1].xyz, a[nh2].xyz, sizeof t);
-      memcpy(a[nh2].xyz, t, sizeof t);
-    }
-  }
-}
-
-static int dropped(const sin_raw *a) {
-  return !strcmp(a->res, "HOH") || !strcmp(a->res, "DOD") || !strcmp(a->elem, "H") ||
-         !strcmp(a->elem, "D");
-}
-
-int sin_finish(const char *name, sin_raw *a, int n, px_sin_entity *ent, int n_ent,
-               px_sin_conn *conn, int n_conn, px_sin_pdb_res *pdb_res, int n_pdb_res,
-               int from_pdb, px_structure_in **out) {
-  char shown[96];
-  px_shown_name(shown, sizeof shown, name);
-  *out = NULL;
-  px_structure_in *s = calloc(1, sizeof *s);
-  sin_map cm = {0};
-  int rc = PX_OK;
-  if (!s) {
-    rc = px_fail(PX_ERR_NOMEM, "%s: out of memory", shown);
-    goto fail;
-  }
-  s->entity = ent;
-  s->n_entity = n_ent;
-  s->conn = conn;
-  s->n_conn = n_conn;
-  s->pdb_res = pdb_res;
-  s->n_pdb_res = n_pdb_res;
-  s->pdb_dup[0] = s->pdb_dup[1] = -1;
-  s->from_pdb = from_pdb;
-  ent = NULL;
-  conn = NULL;
-  pdb_res = NULL;
-
-  fix_arginine(a, n);
-  int kept = 0;
-  for (int i = 0; i < n; i++) kept += !dropped(&a[i]);
-  if (kept == 0)
-    return px_structure_in_free(s),
-           px_fail(PX_ERR_FORMAT, "%s: no atoms left once water and hydrogens are removed", shown);
-  s->atom = malloc(sizeof *s->atom * (size_t)kept);
-  s->chain = malloc(sizeof *s->chain * (size_t)kept);
-  char(*cid)[PX_SIN_NAME] = malloc(sizeof *cid * (size_t)kept);
-  if (!s->atom || !s->chain || !cid || map_init(&cm, (size_t)kept)) {
-    free(cid);
-    rc = px_fail(PX_ERR_NOMEM, "%s: out of memory", shown);
-    goto fail;
-  }
-  for (int i = 0; i < s->n_pdb_res; i++) s->pdb_res[i].chain = -1;
-  int na = 0;
-  for (int i = 0; i < n; i++) {
-    if (dropped(&a[i])) continue;
-    int c = map_find(&cm, (const char(*)[PX_SIN_NAME])cid, a[i].asym);
-    if (c < 0) {
-      c = s->n_chain++;
-      memcpy(cid[c], a[i].asym, PX_SIN_NAME);
-      map_put(&cm, (const char(*)[PX_SIN_NAME])cid, c);
-      px_sin_chain *ch = &s->chain[c];
-      memcpy(ch->id, a[i].asym, PX_SIN_NAME);
-      memcpy(ch->auth_id, a[i].auth_asym, PX_SIN_NAME);
-      ch->entity = a[i].entity;
-    } else if (s->chain[c].entity != a[i].entity) {
-      char c1[32];
-      px_shown_name(c1, sizeof c1, a[i].asym);
-      free(cid);
-      rc = px_fail(PX_ERR_FORMAT, "%s: chain %s holds atoms of two entities", shown, c1);
-      goto fail;
-    }
-    px_sin_atom *t = &s->atom[na++];
-    memcpy(t->atom_name, a[i].atom, PX_SIN_NAME);
-    memcpy(t->res_name, a[i].res, PX_SIN_NAME);
-    size_t k = 0;
-    for (; k < sizeof t->element - 1 && a[i].elem[k]; k++)
-      t->element[k] = (char)toupper((unsigned char)a[i].elem[k]);
-    t->element[k] = 0;
-    t->chain = c;
-    t->seq_id = a[i].seq;
-    t->auth_seq_id = a[i].auth_seq;
-    t->ins_code = a[i].ins;
-    memcpy(t->xyz, a[i].xyz, sizeof t->xyz);
-    if (a[i].rix >= 0 && a[i].rix < s->n_pdb_res) s->pdb_res[a[i].rix].chain = c;
-  }
-  free(cid);
-  s->n_atom = na;
-  free(cm.slot);
-  *out = s;
-  return PX_OK;
-fail:
-  free(cm.slot);
-  sin_entities_free(ent, n_ent);
-  free(conn);
-  free(pdb_res);
-  px_structure_in_free(s);
-  return rc;
-}
 
 /* ------------------------------------------------------------- tokenizer -- */
 
@@ -669,7 +463,7 @@ static int name_of(rd *r, val v, char dst[PX_SIN_NAME], const char *what) {
 static int entity_of(rd *r, const char *id) {
   int e = -1;
   if (r->em.slot) {
-    size_t i = (size_t)name_hash(id) & (r->em.cap - 1);
+    size_t i = (size_t)sin_name_hash(id) & (r->em.cap - 1);
     while (r->em.slot[i]) {
       int v = r->em.slot[i] - 1;
       if (!strcmp(r->ent[v].id, id)) return v;
@@ -689,7 +483,7 @@ static int entity_of(rd *r, const char *id) {
     r->em.slot = calloc(r->em.cap, sizeof(int));
     if (!r->em.slot) return -1;
     for (int v = 0; v < r->n_ent; v++) {
-      size_t i = (size_t)name_hash(r->ent[v].id) & (r->em.cap - 1);
+      size_t i = (size_t)sin_name_hash(r->ent[v].id) & (r->em.cap - 1);
       while (r->em.slot[i]) i = (i + 1) & (r->em.cap - 1);
       r->em.slot[i] = v + 1;
     }
@@ -697,7 +491,7 @@ static int entity_of(rd *r, const char *id) {
   e = r->n_ent++;
   memset(&r->ent[e], 0, sizeof r->ent[e]);
   memcpy(r->ent[e].id, id, PX_SIN_NAME);
-  size_t i = (size_t)name_hash(id) & (r->em.cap - 1);
+  size_t i = (size_t)sin_name_hash(id) & (r->em.cap - 1);
   while (r->em.slot[i]) i = (i + 1) & (r->em.cap - 1);
   r->em.slot[i] = e + 1;
   return e;
@@ -1106,66 +900,5 @@ int px_cif_parse(const char *text, size_t len, const char *name, px_structure_in
   }
   rc = sin_finish(name, a, n, r.ent, r.n_ent, conn, n_conn, NULL, 0, 0, out);
   free(a);
-  return rc;
-}
-
-/* ----------------------------------------------------------------- entry -- */
-
-int px_structure_parse(const char *text, size_t len, const char *name, px_structure_in **out) {
-  char shown[96];
-  if (!out) return px_fail(PX_ERR_INPUT, "px_structure_parse: NULL output");
-  *out = NULL;
-  if (!name) name = "structure";
-  px_shown_name(shown, sizeof shown, name);
-  if (!text && len) return px_fail(PX_ERR_INPUT, "%s: NULL text", shown);
-  if (len > SIN_MAX_BYTES)
-    return px_fail(PX_ERR_FORMAT, "%s: %zu bytes (a target structure is at most %zu)", shown, len,
-                   SIN_MAX_BYTES);
-  /* mmCIF when the first thing that is neither blank nor a comment is a data_ block */
-  size_t p = 0;
-  for (;;) {
-    while (p < len && is_ws(text[p])) p++;
-    if (p < len && text[p] == '#') {
-      while (p < len && text[p] != '\n') p++;
-      continue;
-    }
-    break;
-  }
-  if (p == len) return px_fail(PX_ERR_FORMAT, "%s: empty file", shown);
-  if (ci_prefix(text + p, len - p, "data_")) return px_cif_parse(text, len, name, out);
-  return px_pdb_parse(text, len, name, out);
-}
-
-int px_structure_read(const char *path, px_structure_in **out) {
-  char shown[96];
-  if (!out) return px_fail(PX_ERR_INPUT, "px_structure_read: NULL output");
-  *out = NULL;
-  if (!path) return px_fail(PX_ERR_INPUT, "px_structure_read: NULL path");
-  px_shown_name(shown, sizeof shown, path);
-  int fd = px_file_open_read(path);
-  if (fd < 0) return px_fail(PX_ERR_IO, "%s: cannot open", shown);
-  int64_t size = px_file_size(fd);
-  if (size < 0) {
-    px_file_close(fd);
-    return px_fail(PX_ERR_IO, "%s: cannot read its size", shown);
-  }
-  if ((uint64_t)size > SIN_MAX_BYTES) {
-    px_file_close(fd);
-    return px_fail(PX_ERR_FORMAT, "%s: %lld bytes (a target structure is at most %zu)", shown,
-                   (long long)size, SIN_MAX_BYTES);
-  }
-  char *buf = malloc((size_t)size + 1);
-  if (!buf) {
-    px_file_close(fd);
-    return px_fail(PX_ERR_NOMEM, "%s: out of memory", shown);
-  }
-  if (size > 0 && px_file_pread(fd, buf, (size_t)size, 0)) {
-    free(buf);
-    px_file_close(fd);
-    return px_fail(PX_ERR_IO, "%s: read error", shown);
-  }
-  px_file_close(fd);
-  int rc = px_structure_parse(buf, (size_t)size, path, out);
-  free(buf);
   return rc;
 }

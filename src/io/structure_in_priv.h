@@ -1,9 +1,10 @@
 /* Shared internals of the structure readers (cif_read.c, pdb_read.c): the atom record
- * both readers fill before the steps they have in common (structure_in.h). */
+ * both readers fill before the steps they have in common (structure_in.c). */
 #ifndef PX_IO_STRUCTURE_IN_PRIV_H
 #define PX_IO_STRUCTURE_IN_PRIV_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "io/structure_in.h"
 
@@ -24,6 +25,21 @@ typedef struct {
   int rix;                 /* PDB: index into the converted residues (pdb_res); CIF: -1 */
   float xyz[3];
 } sin_raw;
+
+/* A small open-addressing map from names (at most PX_SIN_NAME - 1 bytes) to ints: entity
+ * and chain look-ups stay linear in the atom count whatever the file holds. */
+typedef struct {
+  const char (*key)[PX_SIN_NAME]; /* keys live in the caller's array, indexed by value */
+  int *slot;                      /* value + 1, 0 = empty */
+  size_t cap;                     /* power of two */
+} sin_map;
+
+/* FNV-1a of a name: the map's hash (the mmCIF reader's entity table hashes the same way). */
+static inline uint64_t sin_name_hash(const char *s) {
+  uint64_t h = 1469598103934665603ull;
+  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+  return h;
+}
 
 /* MSE -> MET in place (atom SE -> SD with element S). */
 void sin_mse_to_met(sin_raw *a, int n);

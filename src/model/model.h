@@ -201,10 +201,9 @@ int px_atom_block_fp16_exp(const px_transformer_w *tf, int k);
 int px_model_to_device(px_model *m, px_backend *be, int precision);
 /* Free the device copy; the model computes on the CPU again. */
 void px_model_release_device(px_model *m);
-/* px_model_free's first part (runtime.c): the device copy and an own context go; a handle of
- * px_model_share is freed whole (1: nothing more to free), a model that owns its weights is
- * left to free them (0). */
-int px_model_release_handle(px_model *m);
+/* The host weights a model owns and the model itself (weights.c): px_model_free's last part
+ * (runtime.c frees the device copy, an own context, the CPU's bf16 copies first). */
+void px_model_weights_free(px_model *m);
 /* Token blocks whose GEMMs run on 16-bit operands. */
 int px_model_device_x16_blocks(const px_model *m);
 /* Atom blocks (encoder and decoder) whose GEMMs run on 16-bit operands (device.c). */

@@ -7,11 +7,17 @@
 #include "model/model.h"
 
 int px_device_from_name(const char *name) {
-  if (!name) return -1;
+  if (!name) return px_fail(PX_ERR_INPUT, "px_device_from_name: NULL name"), PX_DEVICE_INVALID;
   if (!strcmp(name, "auto")) return PX_DEVICE_AUTO;
   if (!strcmp(name, "cpu")) return PX_DEVICE_CPU;
-  if (!strcmp(name, "cuda") || !strcmp(name, "gpu") || !strcmp(name, "cuda:0")) return PX_DEVICE_CUDA;
-  return -1;
+  if (!strcmp(name, "cuda") || !strcmp(name, "gpu")) return PX_DEVICE_CUDA;
+  if (!strncmp(name, "cuda:", 5) && name[5] && strspn(name + 5, "0123456789") == strlen(name + 5)) {
+    px_device_ref r; /* one device, its index one this machine has (the list parser's check) */
+    int n = 0;
+    return px_device_list_parse(name, &r, 1, &n) ? PX_DEVICE_INVALID : PX_DEVICE_CUDA;
+  }
+  px_fail(PX_ERR_INPUT, "device '%s': not a device (auto, cpu, cuda or cuda:N)", name);
+  return PX_DEVICE_INVALID;
 }
 
 int px_precision_from_name(const char *name) {
@@ -148,13 +154,20 @@ int px_model_share(const px_model *m, px_model **out) {
   return PX_OK;
 }
 
-int px_model_release_handle(px_model *m) {
+/* A model's free is its handle's: the device copy and an own context go first, then a handle
+ * of px_model_share is freed whole, a model that owns its weights frees them (weights.c). Here
+ * rather than in weights.c so that the arrows run runtime -> device -> weights, no circle. */
+void px_model_free(px_model *m) {
+  if (!m) return;
   px_model_release_device(m);
   px_backend_destroy(m->own_ctx); /* after the mirror on it (designs were freed first) */
   m->own_ctx = NULL;
-  if (!m->shared_of) return 0;
-  free(m);
-  return 1;
+  if (m->shared_of) {
+    free(m);
+    return;
+  }
+  px_model_cpu_bf16_free(m);
+  px_model_weights_free(m);
 }
 
 int px_model_set_device(px_model *m, enum px_device device, int index, int own_context, enum px_precision precision) {

@@ -11,7 +11,7 @@
 #include "error.h"
 #include "model/embedder.h"
 #include "pxdiff_synthetic.h"
-#include "sample/rng.h"
+#include "rng.h"
 
 typedef struct {
   int n, cap;

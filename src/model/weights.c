@@ -467,14 +467,12 @@ int px_model_build(const px_weight_source *src, px_model **out) {
   *out = m;
   return PX_OK;
 fail:
-  px_model_free(m);
+  px_model_weights_free(m); /* not on a backend yet, nothing else to free */
   return L.status ? L.status : PX_ERR_WEIGHTS;
 }
 
-void px_model_free(px_model *m) {
+void px_model_weights_free(px_model *m) {
   if (!m) return;
-  if (px_model_release_handle(m)) return;
-  px_model_cpu_bf16_free(m);
   free(m->owned_n);
   for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
   free(m->owned);

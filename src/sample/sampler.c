@@ -1,6 +1,6 @@
 /* PXDesign's sampler (docs/spec.md, "Sampler"; AF3 Algorithm 18 variant) over px_denoise.
  *
- * Randomness comes from the counter-based generator (sample/rng.h): sample i's initial
+ * Randomness comes from the counter-based generator (rng.h): sample i's initial
  * noise, and at step k its rotation, translation and noise, are pure functions of
  * (seed, i, k). So a seed gives the same designs whatever the chunking or thread count. */
 #include <math.h>
@@ -9,7 +9,7 @@
 
 #include "error.h"
 #include "model/model.h"
-#include "sample/rng.h"
+#include "rng.h"
 
 /* t_hat of step k (px_sampler_step's arithmetic). */
 static float step_t_hat(const px_sampler_config *c, float t_prev, float t_cur) {

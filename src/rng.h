@@ -13,8 +13,8 @@
  * the sine branch of the same pair), so a stream holds up to 2^57 elements. For a fixed key
  * Philox is a bijection of the counter, so distinct (sample, step, purpose, block) tuples give
  * distinct, statistically independent blocks. */
-#ifndef PX_SAMPLE_RNG_H
-#define PX_SAMPLE_RNG_H
+#ifndef PX_RNG_H
+#define PX_RNG_H
 
 #include <stdint.h>
 

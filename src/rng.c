@@ -6,9 +6,9 @@
  * platform's libm: these are accurate to about an ulp of double everywhere, and a difference
  * of one double ulp changes the float result only when it straddles a float rounding
  * boundary (about 2^-29 per value), so streams agree across platforms to that extent. */
-#include "sample/rng.h"
+#include "rng.h"
 
-#include "sample/rng_core.h"
+#include "rng_core.h"
 
 void px_philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]) {
   px_philox_block(ctr, key, out);

@@ -2,8 +2,8 @@
  * functions compiled both by the host C code (rng.c) and by the GPU sampler kernels
  * (src/cuda/sampler_kernels.cu): one definition, so both draw the same numbers up to the
  * platform's double log/sin/cos (each within about an ulp). */
-#ifndef PX_SAMPLE_RNG_CORE_H
-#define PX_SAMPLE_RNG_CORE_H
+#ifndef PX_RNG_CORE_H
+#define PX_RNG_CORE_H
 
 #include <math.h>
 #include <stdint.h>

@@ -29,7 +29,11 @@ static inline float px_expf(float x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  int32_t bits = ((int32_t)kf + 127) * 8388608; /* (k + 127) << 23, without shifting a signed value */
+  /* A NaN x leaves p NaN, so the result is NaN whatever the scale; but converting a NaN
+   * kf to an integer is undefined behaviour, so it is replaced (a select, still
+   * branch-free) before the conversion. */
+  kf = kf == kf ? kf : 0.0f;
+  uint32_t bits = (uint32_t)((int32_t)kf + 127) << 23; /* 2^k through the exponent field */
   float scale;
   memcpy(&scale, &bits, sizeof scale);
   return p * scale;

@@ -713,7 +713,7 @@ static void test_sside_sparse(void) {
   px_atom_ref_single(px_cpu_backend(), &w.ref, &f, c);
   int64_t bytes = 0;
   CHECK(px_atom_block_cache_build(px_cpu_backend(), &w.tf, &w.tf, N, c, scratch, dense, &bytes) == 0);
-  px_embedder_sside(e, &f, sparse);
+  CHECK(px_embedder_sside(e, &f, sparse) == 0);
   double worst = 0;
   for (int k = 0; k < nb; k++) {
     const float *d[8] = {dense[k].g_a, dense[k].b_a, dense[k].g_kv, dense[k].b_kv, dense[k].gate_last,

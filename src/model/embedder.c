@@ -152,13 +152,18 @@ static void sum_rows(int n, int nz, const float *v, const int *idx, const float 
 }
 
 /* Every block's s-side terms for s = c, into caches[k] (host buffers), from f. */
-void px_embedder_sside(const px_embedder *e, const px_features *f, px_atom_block_cache *caches) {
+int px_embedder_sside(const px_embedder *e, const px_features *f, px_atom_block_cache *caches) {
   const px_embedder_w *w = &e->w;
   const int C = w->tf.c, nb = w->tf.n_blocks, width = e->sside_w, N = f->n_atom;
   const float *G = e->sside;
+  int nomem = 0;
 #pragma omp parallel num_threads(px_num_threads())
   {
     float *acc = aligned_alloc(64, sizeof(float) * (((size_t)width + 15) & ~(size_t)15));
+    if (!acc) {
+#pragma omp atomic write
+      nomem = 1;
+    }
 #pragma omp for schedule(static)
     for (int n = 0; n < N; n++) {
       if (!acc) continue;
@@ -191,12 +196,14 @@ void px_embedder_sside(const px_embedder *e, const px_features *f, px_atom_block
     }
     free(acc);
   }
+  if (nomem) return px_fail(PX_ERR_NOMEM, "out of memory for the condition embedder's s-side terms");
   /* The sigmoids, with the backend's own function (as px_atom_block_cache_build applies it). */
   px_backend *cpu = px_cpu_backend();
   for (int k = 0; k < nb; k++)
     for (int i = 0; i < SSIDE_TERMS; i++)
       if (term_of(&w->tf.blocks[k], i).sigmoid)
         cpu->activation(cpu, (int64_t)N * C, *term_buf(&caches[k], i), PX_ACT_SIGMOID);
+  return PX_OK;
 }
 
 /* ------------------------------------------------------------------ loading -- */
@@ -580,7 +587,8 @@ int px_embed(const px_embedder *e, const px_features *f, const float *restype, c
     rc = px_atom_pair_bias_build(cpu, &w->ref, f, h.c, NULL, tfs, tfs, caches, 1, NULL, &bytes);
   }
   if (rc) goto done;
-  px_embedder_sside(e, f, h.cache);
+  rc = px_embedder_sside(e, f, h.cache);
+  if (rc) goto done;
   for (int t = 0; t < T; t++) h.inv_count[t] = 0.0f;
   for (int n = 0; n < N; n++) {
     h.a2t[n] = f->atom_to_token_idx[n];

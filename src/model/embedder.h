@@ -98,8 +98,9 @@ PXDIFF_API int px_embed(const px_embedder *e, const px_features *f, const float 
  * every block for s = c, computed from the reference features' nonzero entries through
  * composite matrices made at load (model/embedder.c says why); into caches[k]'s eight
  * buffers, which the caller sets (host memory, N x c_atom each). Equal, up to rounding, to
- * px_atom_ref_single then px_atom_block_cache_build (tests/test_embedder.c checks it). */
-void px_embedder_sside(const px_embedder *e, const px_features *f, px_atom_block_cache *caches);
+ * px_atom_ref_single then px_atom_block_cache_build (tests/test_embedder.c checks it).
+ * PX_OK, or PX_ERR_NOMEM with nothing valid written. */
+int px_embedder_sside(const px_embedder *e, const px_features *f, px_atom_block_cache *caches);
 
 /* ---- internal: the weights (model/weights.c, model/load.c) ---- */
 typedef struct {

@@ -124,7 +124,7 @@ static int cmd_bench(int argc, char **argv) {
       {.name = "--sampler-steps", .kind = CLI_INT, .dst = &sampler_steps, .meta = "K", .def = "0", .lo = 0,
        .hi = 100000, .help = "also time K steps of the whole sampler"},
       {.name = "--task", .kind = CLI_PATH, .dst = &task, .meta = "FILE",
-       .help = "instead: time featurize, condition embedding and design cache of this task file's first task"},
+       .help = "instead: time parse, featurize, condition embedding and design cache of this task file's first task"},
       {.name = "--dtype", .kind = CLI_ENUM, .dst = &dtype, .meta = "bf16|fp32", .def = "bf16",
        .enum_names = bench_dtype_names, .enum_values = bench_dtype_values,
        .help = "with --task: s_inputs as `pxdiff design --dtype`"},

@@ -355,7 +355,7 @@ def test_bench_task_stages(ckpt, tmp_path):
     assert rc == 0, se
     head = so.splitlines()[0]
     assert "task PDL1_quick_start" in head and "196 tokens, 1250 atoms" in head and "dtype fp32" in head, so
-    for stage in ("featurize", "embed", "design cache"):
+    for stage in ("parse", "featurize", "embed", "design cache"):
         rows = [ln.split() for ln in so.splitlines() if ln.strip().startswith(stage)]
         assert len(rows) == 1, so
         first, med = map(float, rows[0][-2:])

@@ -328,6 +328,50 @@ static void test_prefixes(const char *file, size_t step) {
   free(b);
 }
 
+/* Coordinates in every decimal form the reader takes (signs, leading zeros, no integer or no
+ * fraction part, up to 18 digits, exponents), fresh random ones each run: each must be the
+ * float32 rounding of strtod's double, bit for bit (the reader's fast path for short plain
+ * decimals and its strtod path must agree). */
+static void test_coord_forms(void) {
+  enum { K = 3000 };
+  static char text[K * 3 * 32 + 100000];
+  static char str[K][3][32];
+  size_t len = (size_t)snprintf(text, sizeof text, "%s", HEAD);
+  for (int i = 0; i < K; i++) {
+    for (int d = 0; d < 3; d++) {
+      char *b = str[i][d];
+      int n = 0;
+      const double u = tu_uniform();
+      if (u < 0.4) b[n++] = '-';
+      else if (u < 0.45) b[n++] = '+';
+      const int ni = (int)(tu_uniform() * 7), nf = (int)(tu_uniform() * (i % 10 == 0 ? 13 : 5));
+      for (int k = 0; k < ni; k++) b[n++] = (char)('0' + (int)(tu_uniform() * 10));
+      if (nf || tu_uniform() < 0.3 || ni == 0) b[n++] = '.';
+      for (int k = 0; k < nf; k++) b[n++] = (char)('0' + (int)(tu_uniform() * 10));
+      if (ni + nf == 0) b[n++] = '0';
+      if (i % 37 == 5) n += snprintf(b + n, 32 - (size_t)n, "e%d", (int)(tu_uniform() * 7) - 3);
+      b[n] = 0;
+    }
+    if (i == 1) snprintf(str[i][0], 32, "-0"), snprintf(str[i][1], 32, "-0.000"), snprintf(str[i][2], 32, "+.5");
+    if (i == 2) snprintf(str[i][0], 32, "123456789012345"), snprintf(str[i][1], 32, "1234567890123456"),
+                snprintf(str[i][2], 32, "0.123456789012345678");
+    len += (size_t)snprintf(text + len, sizeof text - len, "ATOM C CA . GLY A 1 %d %s %s %s %d A 1\n", i + 1,
+                            str[i][0], str[i][1], str[i][2], i + 1);
+  }
+  px_structure_in *s = parse_ok("coords.cif", text);
+  if (!s) return;
+  CHECK_MSG(s->n_atom == K, "%d atoms read of %d", s->n_atom, K);
+  int bad = 0;
+  for (int i = 0; i < K && i < s->n_atom; i++)
+    for (int d = 0; d < 3; d++) {
+      const float want = (float)strtod(str[i][d], NULL), got = s->atom[i].xyz[d];
+      if (memcmp(&want, &got, sizeof want) && bad++ < 5)
+        CHECK_MSG(0, "coordinate '%s': read %.9g, strtod gives %.9g", str[i][d], got, want);
+    }
+  CHECK_MSG(bad == 0, "%d coordinates differ from strtod's", bad);
+  px_structure_in_free(s);
+}
+
 static void test_speed(void) {
   size_t n;
   unsigned char *b = tu_slurp(dpath("5o45.cif"), &n);
@@ -349,6 +393,7 @@ static void test_speed(void) {
 int main(void) {
   const char *d = getenv("PXDIFF_TEST_DATA");
   snprintf(data_dir, sizeof data_dir, "%s", d && d[0] ? d : "tests/data");
+  tu_seed();
   static const char *const files[][2] = {{"5o45.cif", "5o45"},         {"rules.cif", "rules"},
                                          {"two_chains.pdb", "two_chains"}, {"hetero.pdb", "hetero"},
                                          {"insertion.pdb", "insertion"}, {"5o45_A.pdb", "5o45_A"},
@@ -356,6 +401,7 @@ int main(void) {
                                          };
   for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) check_expected(files[i][0], files[i][1]);
   test_rules();
+  test_coord_forms();
   test_errors();
   test_prefixes("rules.cif", 1);
   test_prefixes("two_chains.pdb", 1);

@@ -193,7 +193,11 @@ static int tokenize(cif *c) {
     while (q < n && !is_ws(s[q])) q++;
     size_t len = q - p;
     uint32_t kind = TK_VAL;
+    /* The reserved words (data_, loop_, save_, global_, stop_) start with d, l, s or g in
+     * either case; most values do not. */
+    const char lc = (char)(ch | 0x20);
     if (ch == '_') kind = TK_TAG;
+    else if (lc != 'd' && lc != 'l' && lc != 's' && lc != 'g') kind = TK_VAL;
     else if (ci_prefix(s + p, len, "data_")) kind = TK_DATA;
     else if (len == 5 && ci_prefix(s + p, len, "loop_")) kind = TK_LOOP;
     else if (ci_prefix(s + p, len, "save_") || (len == 7 && ci_prefix(s + p, len, "global_")) ||
@@ -414,6 +418,35 @@ static int parse_int(val v, int *out) {
  * with the strings biotite hands it); NaN, infinities and anything that is not a plain
  * decimal number are refused. */
 static int parse_coord(val v, float *out) {
+  /* Fast path for the common form [-+]digits[.digits] with at most 15 digits: the digits as
+   * an integer m < 10^15 < 2^53 and the scale 10^f (f <= 15) are both exact doubles, so m /
+   * 10^f is the correctly rounded quotient: the double strtod returns (Clinger's fast path). */
+  static const double pow10[16] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7,
+                                   1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15};
+  {
+    size_t i = 0;
+    int neg = 0, nd = 0, frac = -1;
+    int64_t m = 0;
+    if (i < v.n && (v.p[i] == '+' || v.p[i] == '-')) neg = v.p[i++] == '-';
+    for (; i < v.n; i++) {
+      const char ch = v.p[i];
+      if (ch >= '0' && ch <= '9') {
+        m = m * 10 + (ch - '0');
+        if (++nd > 15) break;
+        if (frac >= 0) frac++;
+      } else if (ch == '.' && frac < 0) {
+        frac = 0;
+      } else {
+        break;
+      }
+    }
+    if (i == v.n && nd > 0) {
+      double d = (double)m / pow10[frac > 0 ? frac : 0];
+      if (neg) d = -d; /* as strtod: "-0" and "-0.0" give -0.0 */
+      *out = (float)d;
+      return 0;
+    }
+  }
   char b[64];
   if (v.n == 0 || v.n >= sizeof b) return -1;
   int digit = 0;

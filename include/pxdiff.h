@@ -21,7 +21,8 @@
  *   Threads:   on the CPU backend, calls on different designs may run concurrently on one
  *              model (the model is only read). On the CUDA backend, serialize all calls on a
  *              model and its designs (they share its device state and stream). The CPU
- *              backend's own parallelism is OpenMP with px_num_threads() threads.
+ *              backend's own parallelism is OpenMP with px_num_threads() threads, or the
+ *              model's own count (px_model_set_num_threads).
  *   Inputs     (px_features, arrays, paths) are borrowed for the duration of the call only;
  *              nothing keeps a pointer to them after it returns.
  *   Strings    returned (px_last_error, names) are owned by the library: px_last_error's until
@@ -203,6 +204,18 @@ PXDIFF_API void px_set_num_threads(int n);
  * $PXDIFF_NUM_THREADS (a positive integer, read once), else the CPUs this process may use
  * (affinity mask and cgroup CPU quota on Linux). */
 PXDIFF_API int px_num_threads(void);
+/* Threads of one model handle's CPU work: each handle (px_model_load, px_model_from_arrays,
+ * px_model_synthetic, px_model_share) computes on a CPU backend context of its own, and n > 0
+ * runs every parallel region of its designs' calls (those made before and after this call) on
+ * n threads (capped at 4096); 0, the default, returns to the process's count (px_num_threads).
+ * Handles in one process may run on different counts at the same time (e.g. two workers of 2
+ * threads each); results do not depend on it. The process-wide host work of the library (the
+ * sampler's per-step noise, the embedder) stays on px_num_threads. Like px_model_set_backend,
+ * it must not overlap any other call on the model or its designs. PX_ERR_INPUT for a NULL model
+ * or n < 0; PX_ERR_BACKEND when the model computes on CUDA (its work runs on the GPU: the count
+ * would change nothing; set it after px_model_set_backend(PX_DEVICE_CPU), or use
+ * px_set_num_threads for the host's work). Nothing changes on failure. */
+PXDIFF_API int px_model_set_num_threads(px_model *m, int n);
 
 /* ------------------------------------------------------------- features ---- */
 

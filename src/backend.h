@@ -52,6 +52,11 @@ struct px_backend {
    * passes fp32 GEMM inputs even to a weight with a 16-bit copy, and the GEMM rounds its input
    * to the copy's type itself (the CPU's bf16: cpu/gemm_bf16.h). 0: 16-bit activations too. */
   int f32_inputs;
+  /* Host threads of this context's parallel regions (set through px_backend_set_threads): n > 0,
+   * or 0 to follow the process's count (px_num_threads, src/threads.c), the default. The CPU
+   * backend's ops read it at every region (cpu/cpu_threads.h); a device backend has none (0).
+   * A plain int, set only between calls on the context (pxdiff.h: px_model_set_num_threads). */
+  int threads;
   /* NULL on failure, with the reason set (px_fail PX_ERR_NOMEM naming the operation, the
    * device and the size): the model keeps that message and adds what the buffer was for. */
   void *(*alloc)(px_backend *b, size_t bytes);
@@ -255,7 +260,8 @@ struct px_backend {
 
 enum { PX_ACT_SIGMOID = 0, PX_ACT_RELU = 1 };
 
-/* The CPU backend (cblas + OpenMP): the process's shared context. */
+/* The CPU backend (cblas + OpenMP): the process's shared context (its thread count is always
+ * the process's, px_num_threads). */
 px_backend *px_cpu_backend(void);
 /* A CPU context of its own (its table; NULL with the reason set when out of memory), freed by
  * px_cpu_backend_destroy (a no-op for the shared one); px_cpu_backend_is says whether b is a CPU
@@ -287,5 +293,12 @@ px_backend *px_backend_create(int kind, int index, int precision);
 void px_backend_destroy(px_backend *b);
 /* The device index a backend runs on (0 for the CPU). */
 int px_backend_index(const px_backend *b);
+/* A context's thread count (the `threads` field above): n > 0 (capped at 4096) or 0 (follow
+ * px_num_threads). PX_ERR_INPUT for n < 0; PX_ERR_BACKEND for the shared CPU context (it is
+ * the process's: px_set_num_threads sets its count) and for a device backend (its ops run on the
+ * device; they have no host threads to set). The message is set; nothing changes on failure. */
+int px_backend_set_threads(px_backend *b, int n);
+/* The threads b's parallel regions run on now: its own count, else px_num_threads(). */
+int px_backend_threads(const px_backend *b);
 
 #endif

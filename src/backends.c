@@ -98,6 +98,21 @@ int px_backend_index(const px_backend *b) {
   return 0;
 }
 
+int px_backend_set_threads(px_backend *b, int n) {
+  if (!b) return px_fail(PX_ERR_INPUT, "px_backend_set_threads: NULL backend");
+  if (n < 0) return px_fail(PX_ERR_INPUT, "thread count %d: 0 (the process's count) or more", n);
+  if (!px_cpu_backend_is(b))
+    return px_fail(PX_ERR_BACKEND, "%s computes on its device: it has no thread count (px_set_num_threads sets the "
+                   "host's)", b->name);
+  if (b == px_cpu_backend())
+    return px_fail(PX_ERR_BACKEND, "the shared CPU context runs on the process's count (px_set_num_threads); a "
+                   "context of its own (px_backend_create) has a count of its own");
+  b->threads = n > 4096 ? 4096 : n; /* px_set_num_threads's cap */
+  return PX_OK;
+}
+
+int px_backend_threads(const px_backend *b) { return b && b->threads > 0 ? b->threads : px_num_threads(); }
+
 int px_device_memory(enum px_device device, int index, int64_t *free_bytes, int64_t *total_bytes) {
   if (!free_bytes || !total_bytes) return px_fail(PX_ERR_INPUT, "px_device_memory: NULL argument");
   *free_bytes = *total_bytes = 0;

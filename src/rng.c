@@ -23,7 +23,8 @@ void px_rng_normal(uint64_t seed, uint32_t sample, uint32_t step, uint32_t purpo
                    int64_t n) {
   if (!out || n <= 0) return;
   /* Element j depends only on its index, so the blocks can be drawn in any order: large
-   * draws are spread over threads (the values do not depend on the thread count). */
+   * draws are spread over threads (the values do not depend on the thread count). Below every
+   * backend, so the process's count (px_num_threads), not a context's. */
   const int64_t npairs = (n + 1) / 2;
 #pragma omp parallel for num_threads(px_num_threads()) schedule(static) if (npairs >= 8192)
   for (int64_t b = 0; b < npairs; b++) {

@@ -1,5 +1,9 @@
 /* The engine's thread count (px_num_threads, px_set_num_threads): a process-wide setting
- * below every layer, read by the CPU backend and the model's parallel host work. */
+ * below every layer. It is the default of every CPU backend context: a context runs its
+ * parallel regions on its own count when it has one (backend.h px_backend_set_threads; a model
+ * handle's through px_model_set_num_threads), else on this one, as the shared context
+ * (px_cpu_backend) always does. Host work outside a backend context (the sampler's noise,
+ * rng.c, the embedder, the model's preparation) reads it directly. */
 #include <stdatomic.h>
 #include <stdlib.h>
 

@@ -2,15 +2,18 @@
  * everything else in plain C with OpenMP over rows. No kernel reduces across threads, so
  * results do not depend on the thread count.
  * Contexts: px_cpu_backend() is the process's shared one; px_cpu_backend_create makes another
- * that owns its table (its operations, chosen for this CPU), freed by px_cpu_backend_destroy.
- * A context keeps nothing else: scratch (the AMX kernel's bf16 rows) is allocated per call, so
- * that calls on one context may run concurrently (pxdiff.h's CPU contract), and the thread count
- * is the engine's (px_num_threads, src/threads.c: a public, process-wide setting, like the
- * OpenMP pool it sizes). The statics below and in gemm.h / gemm_bf16.c are facts of the machine
- * and of the environment read once (the ISA the GEMM kernels take, AVX512_BF16 / AMX, the BLAS
- * loaded, PXDIFF_CPU_BF16*): the same for every context, so process-wide.
- * Every parallel region asks for px_num_threads() threads explicitly: the engine's count,
- * independent of the host process's OpenMP setting (which it never changes). */
+ * that owns its table (its operations, chosen for this CPU) and its thread count, freed by
+ * px_cpu_backend_destroy. A context keeps nothing else: scratch (the AMX kernel's bf16 rows) is
+ * allocated per call, so that calls on one context may run concurrently (pxdiff.h's CPU
+ * contract). Its thread count (backend.h px_backend.threads, set by px_backend_set_threads; a
+ * model's through px_model_set_num_threads) is 0 unless set: the context then follows the
+ * engine's process-wide count (px_num_threads, src/threads.c), as the shared context always
+ * does. The statics below and in gemm.h / gemm_bf16.c are facts of the machine and of the
+ * environment read once (the ISA the GEMM kernels take, AVX512_BF16 / AMX, the BLAS loaded,
+ * PXDIFF_CPU_BF16*): the same for every context, so process-wide.
+ * Every parallel region asks for px_cpu_threads(b) threads explicitly (cpu/cpu_threads.h: the
+ * context's count, else the engine's), independent of the host process's OpenMP setting (which
+ * it never changes); the GEMM helpers below, which have no context, take the count P. */
 #if defined(PX_BLAS_BLIS) && !defined(_POSIX_C_SOURCE)
 #define _POSIX_C_SOURCE 200809L /* BLIS's cblas.h needs pthread_barrier_t (cpu/blas.h) */
 #endif
@@ -22,6 +25,7 @@
 
 #include "backend.h"
 #include "cpu/blas.h"
+#include "cpu/cpu_threads.h"
 #include "cpu/design_ops.h"
 #include "cpu/gemm.h"
 #include "cpu/gemm_bf16.h"
@@ -92,10 +96,9 @@ static int split_up(int n, int parts, int mult) {
  * rows into groups. One parallel region for all `count` GEMMs. */
 /* With Wb (count 1), W's bf16 copy (cpu/gemm_bf16.h) replaces W: the same tiles, the bf16
  * kernel. */
-static void own_linear(int isa, int count, int M, int N, int K, const float *X, int ldx, int64_t sx,
+static void own_linear(int P, int isa, int count, int M, int N, int K, const float *X, int ldx, int64_t sx,
                        const float *W, int64_t sw, const uint16_t *Wb, const float *bias, int64_t sb, float *Y,
                        int ldy, int64_t sy, int accumulate, int relu) {
-  const int P = px_num_threads();
   int64_t want = (4 * (int64_t)P + count - 1) / count; /* tasks per GEMM */
   const int64_t work = (int64_t)M * N * K;
   if (want > work / 65536) want = work / 65536;
@@ -131,9 +134,9 @@ static void own_linear(int isa, int count, int M, int N, int K, const float *X, 
  * tiles of 32-multiples: a W tile of <= 256 KB (L2) against rows of X, cut finer, rows first,
  * until there are ~4 per thread. The kernel's outputs depend on K and their operands alone, so
  * none of this changes a bit. 1 when done, 0 when out of memory (reported). */
-static int amx_linear(int M, int N, int K, const float *X, int ldx, const uint16_t *Wp, const float *bias, float *Y,
+static int amx_linear(int P, int M, int N, int K, const float *X, int ldx, const uint16_t *Wp, const float *bias, float *Y,
                       int ldy, int accumulate) {
-  const int P = px_num_threads(), ld = K, M16 = (M + 15) & ~15;
+  const int ld = K, M16 = (M + 15) & ~15;
   uint16_t *Xb = aligned_alloc(64, ((size_t)M16 * ld * sizeof(uint16_t) + 63) & ~(size_t)63);
   if (!Xb) {
     px_fail(PX_ERR_NOMEM, "linear on the CPU: out of memory (%d x %d bf16 rows)", M16, K);
@@ -170,12 +173,12 @@ static int amx_linear(int M, int N, int K, const float *X, int ldx, const uint16
   return 1;
 }
 
-static void gemm(int M, int N, int K, const float *X, int ldx, const float *W, const float *bias, float *Y,
+static void gemm(int P, int M, int N, int K, const float *X, int ldx, const float *W, const float *bias, float *Y,
                  int ldy, int accumulate, int seg, int relu) {
   if (M <= 0 || N <= 0) return;
   const int isa = own_gemm(K);
   if (isa != PX_GEMM_BLAS) {
-    own_linear(isa, 1, M, N, K, X, ldx, 0, W, 0, NULL, bias, 0, Y, ldy, 0, accumulate, relu);
+    own_linear(P, isa, 1, M, N, K, X, ldx, 0, W, 0, NULL, bias, 0, Y, ldy, 0, accumulate, relu);
     return;
   }
   /* One BLAS thread per tile, for this call only: OpenBLAS's count is process-wide and the
@@ -186,7 +189,7 @@ static void gemm(int M, int N, int K, const float *X, int ldx, const float *W, c
   const int nseg = (M + seg - 1) / seg;
   const int TM = tile_size(seg, GEMM_TARGET_M), TN = tile_size(N, GEMM_TARGET_N);
   const int tm = (seg + TM - 1) / TM, tn = (N + TN - 1) / TN;
-#pragma omp parallel for num_threads(px_num_threads()) schedule(dynamic, 1) if (nseg * tm * tn > 1)
+#pragma omp parallel for num_threads(P) schedule(dynamic, 1) if (nseg * tm * tn > 1)
   for (int task = 0; task < nseg * tm * tn; task++) {
     const int sg = task / (tm * tn), tt = task % (tm * tn);
     const int s0 = sg * seg, s_end = s0 + seg < M ? s0 + seg : M;
@@ -257,15 +260,15 @@ static void cpu_linear(px_backend *b, int M, int N, int K, const void *X, int ld
   if (bf16_weight(W, K)) {
     if (M <= 0 || N <= 0) return;
     if (px_bf16_kernel() == PX_BF16_AMX) { /* its copies are packed for it (cpu_pack16) */
-      amx_linear(M, N, K, (const float *)X, ldx, (const uint16_t *)W.h16, bias, (float *)Y, ldy, accumulate);
+      amx_linear(px_cpu_threads(b), M, N, K, (const float *)X, ldx, (const uint16_t *)W.h16, bias, (float *)Y, ldy, accumulate);
       return;
     }
-    own_linear(PX_GEMM_AVX512, 1, M, N, K, (const float *)X, ldx, 0, NULL, 0, (const uint16_t *)W.h16, bias, 0,
+    own_linear(px_cpu_threads(b), PX_GEMM_AVX512, 1, M, N, K, (const float *)X, ldx, 0, NULL, 0, (const uint16_t *)W.h16, bias, 0,
                  (float *)Y, ldy, 0, accumulate, 0);
     return;
   }
   if (no_f32_weight("linear", W)) return;
-  gemm(M, N, K, (const float *)X, ldx, W.f32, bias, (float *)Y, ldy, accumulate, seg, 0);
+  gemm(px_cpu_threads(b), M, N, K, (const float *)X, ldx, W.f32, bias, (float *)Y, ldy, accumulate, seg, 0);
 }
 
 /* backend.h convert, bf16 only (the CPU's one 16-bit type), nearest even. */
@@ -276,7 +279,7 @@ static void cpu_convert(px_backend *b, int64_t n, const float *X, void *Y, px_et
     return;
   }
   uint16_t *y = Y;
-#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
+#pragma omp parallel for num_threads(px_cpu_threads(b)) schedule(static)
   for (int64_t i = 0; i < n; i++) y[i] = px_bf16_round(X[i]);
 }
 
@@ -290,7 +293,7 @@ static void cpu_pack16(px_backend *b, int N, int K, const float *W, void *Y, px_
     return;
   }
   uint16_t *y = Y;
-#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
+#pragma omp parallel for num_threads(px_cpu_threads(b)) schedule(static)
   for (int c = 0; c < N; c += 16) px_bf16_pack_amx(16, K, W + (size_t)c * K, y + (size_t)c * K);
 }
 
@@ -300,11 +303,11 @@ static void cpu_linear_batched(px_backend *b, int count, int M, int N, int K, co
   if (count <= 0 || M <= 0 || N <= 0) return;
   const int isa = own_gemm(K);
   if (isa != PX_GEMM_BLAS) { /* one parallel region for all of them */
-    own_linear(isa, count, M, N, K, X, K, sx, W, sw, NULL, bias, sb, Y, N, sy, 0, 0);
+    own_linear(px_cpu_threads(b), isa, count, M, N, K, X, K, sx, W, sw, NULL, bias, sb, Y, N, sy, 0, 0);
     return;
   }
   for (int i = 0; i < count; i++)
-    gemm(M, N, K, X + i * sx, K, W + i * sw, bias ? bias + i * sb : NULL, Y + i * sy, N, 0, seg, 0);
+    gemm(px_cpu_threads(b), M, N, K, X + i * sx, K, W + i * sw, bias ? bias + i * sb : NULL, Y + i * sy, N, 0, seg, 0);
 }
 
 /* Mean and 1/std of one row, accumulated in double (C <= a few thousand). */
@@ -323,7 +326,7 @@ static inline void row_stats(const float *x, int C, float *mean, float *rstd) {
 static void cpu_layernorm(px_backend *b, int M, int C, const float *X, const float *w,
                           const float *bias, float *Y) {
   (void)b;
-#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
+#pragma omp parallel for num_threads(px_cpu_threads(b)) schedule(static)
   for (int r = 0; r < M; r++) {
     const float *x = X + (size_t)r * C;
     float *y = Y + (size_t)r * C;
@@ -343,7 +346,7 @@ static void cpu_adaln(px_backend *b, int M, int C, const float *X, const float *
   (void)b;
   if (not_f32("adaln", 1, (int)yt)) return;
   float *Y = (float *)Yv;
-#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
+#pragma omp parallel for num_threads(px_cpu_threads(b)) schedule(static)
   for (int r = 0; r < M; r++) {
     const float *x = X + (size_t)r * C;
     const float *g = G + (size_t)(r % g_rows) * C;
@@ -358,7 +361,7 @@ static void cpu_adaln(px_backend *b, int M, int C, const float *X, const float *
 static void cpu_gated_residual(px_backend *b, int M, int C, float *A, const float *G, int g_rows,
                                const float *Y) {
   (void)b;
-#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
+#pragma omp parallel for num_threads(px_cpu_threads(b)) schedule(static)
   for (int r = 0; r < M; r++) {
     float *a = A + (size_t)r * C;
     const float *g = G + (size_t)(r % g_rows) * C;
@@ -375,7 +378,7 @@ static void cpu_residual_adaln(px_backend *b, int M, int C, float *A, const floa
   (void)b;
   if (not_f32("residual_adaln", 1, (int)ant)) return;
   float *An = (float *)Anv;
-#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
+#pragma omp parallel for num_threads(px_cpu_threads(b)) schedule(static)
   for (int r = 0; r < M; r++) {
     float *a = A + (size_t)r * C;
     const float *gr = Gr + (size_t)(r % gr_rows) * C;
@@ -393,7 +396,7 @@ static void cpu_residual_adaln(px_backend *b, int M, int C, float *A, const floa
 static void cpu_sigmoid_mul(px_backend *b, int M, int C, float *O, int ldo, const float *P,
                             int ldp) {
   (void)b;
-#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
+#pragma omp parallel for num_threads(px_cpu_threads(b)) schedule(static)
   for (int r = 0; r < M; r++) {
     float *o = O + (size_t)r * ldo;
     const float *p = P + (size_t)r * ldp;
@@ -410,7 +413,7 @@ static void cpu_swiglu(px_backend *b, int M, int H, const void *Xv, void *Yv, px
   }
   const float *X = (const float *)Xv;
   float *Y = (float *)Yv;
-#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
+#pragma omp parallel for num_threads(px_cpu_threads(b)) schedule(static)
   for (int r = 0; r < M; r++) {
     const float *xa = X + (size_t)r * 2 * H;
     const float *xb = xa + H;
@@ -737,7 +740,7 @@ static void cpu_attention_full(px_backend *b, int S, int T, int H, int d, const 
   const int C = H * d;
   const int RB = 16; /* query rows per task */
   const int nrb = (T + RB - 1) / RB;
-#pragma omp parallel num_threads(px_num_threads())
+#pragma omp parallel num_threads(px_cpu_threads(b))
   {
     const int ldk = keys_ld(T), fast = attn512_ok(d);
     float *Kt = calloc((size_t)d * ldk, sizeof(float)); /* columns past T stay zero */
@@ -780,7 +783,7 @@ static void cpu_attention_local(px_backend *b, int S, int N, int H, int d, int n
    * key loop reads up to keys_ld(n) columns. Without the memory, per window as before. */
   const int ldN = keys_ld(N) + AJ, nblk = (N + 63) / 64;
   float *KT = malloc(sizeof(float) * (size_t)S * H * d * ldN);
-#pragma omp parallel num_threads(px_num_threads())
+#pragma omp parallel num_threads(px_cpu_threads(b))
   {
     const int ldk = keys_ld(nk), fast = attn512_ok(d);
     float *Kt = KT ? NULL : calloc((size_t)d * ldk, sizeof(float));
@@ -829,16 +832,16 @@ static void cpu_linear_relu(px_backend *b, int M, int N, int K, const float *X, 
                             const float *bias, float *Y, int ldy, int seg) {
   (void)b;
   if (no_f32_weight("linear_relu", W)) return;
-  gemm(M, N, K, X, ldx, W.f32, bias, Y, ldy, 0, seg, 1); /* the ReLU inside each tile, while it is in cache */
+  gemm(px_cpu_threads(b), M, N, K, X, ldx, W.f32, bias, Y, ldy, 0, seg, 1); /* the ReLU inside each tile, while it is in cache */
 }
 
 static void cpu_activation(px_backend *b, int64_t n, float *X, int kind) {
   (void)b;
   if (kind == PX_ACT_SIGMOID) {
-#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
+#pragma omp parallel for num_threads(px_cpu_threads(b)) schedule(static)
     for (int64_t i = 0; i < n; i++) X[i] = px_sigmoidf(X[i]);
   } else {
-#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
+#pragma omp parallel for num_threads(px_cpu_threads(b)) schedule(static)
     for (int64_t i = 0; i < n; i++) X[i] = X[i] > 0.0f ? X[i] : 0.0f;
   }
 }
@@ -846,7 +849,7 @@ static void cpu_activation(px_backend *b, int64_t n, float *X, int kind) {
 static void cpu_atoms_to_tokens(px_backend *b, int S, int N, int T, int C, const float *X,
                                 const int64_t *atom_to_token, const float *inv_count, float *Y) {
   (void)b;
-#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
+#pragma omp parallel for num_threads(px_cpu_threads(b)) schedule(static)
   for (int s = 0; s < S; s++) {
     float *ys = Y + (size_t)s * T * C;
     memset(ys, 0, sizeof(float) * (size_t)T * C);
@@ -866,7 +869,7 @@ static void cpu_atoms_to_tokens(px_backend *b, int S, int N, int T, int C, const
 static void cpu_tokens_to_atoms_add(px_backend *b, int S, int N, int T, int C, int a_samples,
                                     const float *A, const int64_t *atom_to_token, float *Y) {
   (void)b;
-#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
+#pragma omp parallel for num_threads(px_cpu_threads(b)) schedule(static)
   for (int r = 0; r < S * N; r++) {
     int s = r / N, n = r % N;
     const float *a = A + ((size_t)(s % a_samples) * T + (size_t)atom_to_token[n]) * C;
@@ -877,7 +880,7 @@ static void cpu_tokens_to_atoms_add(px_backend *b, int S, int N, int T, int C, i
 
 static void cpu_add_rows(px_backend *b, int M, int C, float *Y, const float *A, int a_rows) {
   (void)b;
-#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
+#pragma omp parallel for num_threads(px_cpu_threads(b)) schedule(static)
   for (int r = 0; r < M; r++) {
     float *y = Y + (size_t)r * C;
     const float *a = A + (size_t)(r % a_rows) * C;
@@ -922,7 +925,7 @@ static void cpu_noise_cond(px_backend *b, int S, int T, int nf, int C, const flo
       for (int f = 0; f < nf; f++) acc += wo[f] * x[f];
       v[(size_t)u * C + o] = acc;
     }
-#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
+#pragma omp parallel for num_threads(px_cpu_threads(b)) schedule(static)
   for (int r = 0; r < S * T; r++) {
     const float *a = s0 + (size_t)(r % T) * C, *vv = v + (size_t)(r / T) * C;
     float *y = s + (size_t)r * C;
@@ -980,6 +983,7 @@ px_backend *px_cpu_backend_create(void) {
     return NULL;
   }
   *b = *px_cpu_backend(); /* the table, with the bf16 operations this CPU has */
+  b->threads = 0;          /* the process's count until px_backend_set_threads */
   return b;
 }
 

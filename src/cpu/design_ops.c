@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu/cpu_threads.h"
 #include "cpu/design_ops.h"
 #include "error.h"
 #include "pxdiff.h"
@@ -16,7 +17,7 @@ void px_cpu_copy_cols(px_backend *b, int M, int C, const float *X, int ldx, floa
     for (int r = 0; r < M; r++) Y[(size_t)r * ldy] = X[(size_t)r * ldx];
     return;
   }
-#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
+#pragma omp parallel for num_threads(px_cpu_threads(b)) schedule(static)
   for (int r = 0; r < M; r++) memcpy(Y + (size_t)r * ldy, X + (size_t)r * ldx, sizeof(float) * (size_t)C);
 }
 
@@ -27,7 +28,7 @@ void px_cpu_relpos_linear(px_backend *b, int T, int64_t r0, int rows, int C, int
                           const int64_t *sym, const float *W, float *Y, int ldy) {
   (void)b;
   const int nr = 2 * rmax + 2, K = 2 * nr + 1 + 2 * smax + 2;
-#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
+#pragma omp parallel for num_threads(px_cpu_threads(b)) schedule(static)
   for (int r = 0; r < rows; r++) {
     const int64_t ij = r0 + r;
     const int i = (int)(ij / T), j = (int)(ij % T);
@@ -58,7 +59,7 @@ void px_cpu_atom_ref_embed(px_backend *b, int N, int C, const float *pos, const 
   }
   const int cf = 1 + na + nb;
   /* Wf over [mask, A, B] as sums over the one-hot rows, without building the [N, cf] matrix. */
-#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
+#pragma omp parallel for num_threads(px_cpu_threads(b)) schedule(static)
   for (int n = 0; n < N; n++) {
     float *cr = Y + (size_t)n * C;
     const float *ps = pos + (size_t)n * 3;
@@ -186,7 +187,7 @@ void px_cpu_atom_pair_bias(px_backend *b, int N, int T, int C, int nq, int nk, c
                         cl, zp, Wd, Wi, Wv, M1, M2, M3, Wh, bias, p_out, P, N, T, C, nh, nq, nk};
   const int wide = pair_wide(), tile = wide ? 16 : 8;
   const int64_t n_tiles = P / tile;
-#pragma omp parallel for num_threads(px_num_threads()) schedule(static)
+#pragma omp parallel for num_threads(px_cpu_threads(b)) schedule(static)
   for (int64_t t = 0; t < n_tiles; t++) {
 #if PAIR_WIDE
     if (wide) {

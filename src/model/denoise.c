@@ -662,7 +662,7 @@ int64_t px_sample_bytes(const px_model *m, int n_token, int n_atom, int chunk) {
   stub.T = n_token;
   stub.N = n_atom;
   stub.n_trunks = (n_atom + PX_ATOM_NQ - 1) / PX_ATOM_NQ;
-  stub.be = m->device == PX_DEVICE_CUDA && m->be ? m->be : px_cpu_backend();
+  stub.be = m->device == PX_DEVICE_CUDA && m->be ? m->be : px_model_cpu(m);
   stub.W = m->device == PX_DEVICE_CUDA && m->cuda_mirror ? m->cuda_mirror : m;
   stub.precision = m->precision;
   bump ws = {NULL, 0};

@@ -480,7 +480,7 @@ int px_design_create_probe(const px_model *m, const px_features *f, px_probe_fn 
    * in exact fp32 (the fp32 view of the model's context: the cache feeds every call of the
    * design, and the CPU builds it in fp32); its calls then run on the model's own view. */
   const int on_device = m->device == PX_DEVICE_CUDA && m->cuda_mirror;
-  px_backend *be = px_cpu_backend();
+  px_backend *be = px_model_cpu(m); /* the handle's CPU context: its thread count */
   if (on_device) {
     be = m->be->at_precision ? m->be->at_precision(m->be, PX_PRECISION_FP32) : m->be;
     if (!be) return px_fail(PX_ERR_BACKEND, "%s has no fp32 view for the design cache", m->be->name);

@@ -157,6 +157,7 @@ int px_embedder_sside(const px_embedder *e, const px_features *f, px_atom_block_
   const int C = w->tf.c, nb = w->tf.n_blocks, width = e->sside_w, N = f->n_atom;
   const float *G = e->sside;
   int nomem = 0;
+  /* The embedder computes on the shared CPU context: the process's count (px_num_threads). */
 #pragma omp parallel num_threads(px_num_threads())
   {
     float *acc = aligned_alloc(64, sizeof(float) * (((size_t)width + 15) & ~(size_t)15));

@@ -131,6 +131,7 @@ int px_token_block_fp16_exp(const px_model *m, int k) {
 
 void px_token_fp16_exps(const px_model *m, int *exps) {
   const int nb = m->tok_tf.n_blocks;
+  /* The process's count: preparing a model for a device, not CPU work of its context. */
 #pragma omp parallel for num_threads(px_num_threads()) schedule(dynamic)
   for (int k = 0; k < nb; k++) exps[k] = px_token_block_fp16_exp(m, k);
 }

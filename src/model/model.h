@@ -83,6 +83,10 @@ struct px_model {
   /* px_model_share: the model whose host weights this handle borrows (NULL: it owns them). */
   const struct px_model *shared_of;
   px_backend *own_ctx; /* px_model_set_device(own_context): the handle's own context, or NULL */
+  /* The handle's own CPU context (px_model_build, px_model_share; freed with the handle): what
+   * its CPU designs compute on, with the handle's thread count (px_model_set_num_threads). NULL
+   * only for a model made otherwise: px_model_cpu then gives the shared one. */
+  px_backend *cpu_ctx;
   size_t *owned_n; /* float count of each owned buffer */
   int64_t n_params;
   float **owned; /* every buffer below, for freeing */
@@ -200,6 +204,8 @@ int px_atom_block_fp16_exp(const px_transformer_w *tf, int k);
  * copied again. The context must outlive the model's designs. */
 int px_model_to_device(px_model *m, px_backend *be, int precision);
 /* Free the device copy; the model computes on the CPU again. */
+/* The CPU context a model computes on when it is on the CPU: its own, else the shared one. */
+static inline px_backend *px_model_cpu(const px_model *m) { return m->cpu_ctx ? m->cpu_ctx : px_cpu_backend(); }
 void px_model_release_device(px_model *m);
 /* The host weights a model owns and the model itself (weights.c): px_model_free's last part
  * (runtime.c frees the device copy, an own context, the CPU's bf16 copies first). */

@@ -45,7 +45,7 @@ int px_model_set_backend(px_model *m, int device, int precision) {
     m->device = PX_DEVICE_CPU;
     m->precision = PX_PRECISION_FP32;
     if (precision == PX_PRECISION_BF16) {
-      const int rc = px_model_cpu_bf16_make(m, cpu);
+      const int rc = px_model_cpu_bf16_make(m, m->cpu_ctx ? m->cpu_ctx : cpu); /* the same table, its count */
       if (rc) return rc; /* the model stays at fp32 */
       m->precision = PX_PRECISION_BF16;
     }
@@ -139,11 +139,17 @@ int px_device_list_parse(const char *text, px_device_ref *out, int cap, int *n) 
 int px_model_share(const px_model *m, px_model **out) {
   if (!m || !out) return px_fail(PX_ERR_INPUT, "px_model_share: NULL argument");
   *out = NULL;
-  px_model *h = malloc(sizeof *h);
-  if (!h) return px_fail(PX_ERR_NOMEM, "out of memory");
   if (m->cpu_bf16) /* its token blocks hold bf16 copies every handle would then read */
     return px_fail(PX_ERR_INPUT, "px_model_share: the model is at bf16 on the CPU; share it at fp32 (or on CUDA)");
+  px_model *h = malloc(sizeof *h);
+  if (!h) return px_fail(PX_ERR_NOMEM, "out of memory");
+  px_backend *cpu = px_backend_create(PX_DEVICE_CPU, 0, PX_PRECISION_FP32); /* the handle's own, at the process's count */
+  if (!cpu) {
+    free(h);
+    return PX_ERR_NOMEM; /* the reason is set */
+  }
   *h = *m; /* the same host weight pointers, borrowed */
+  h->cpu_ctx = cpu;
   h->shared_of = m->shared_of ? m->shared_of : m;
   h->cuda_mirror = NULL;
   h->be = NULL;
@@ -162,6 +168,8 @@ void px_model_free(px_model *m) {
   px_model_release_device(m);
   px_backend_destroy(m->own_ctx); /* after the mirror on it (designs were freed first) */
   m->own_ctx = NULL;
+  px_backend_destroy(m->cpu_ctx); /* its CPU designs were freed first too */
+  m->cpu_ctx = NULL;
   if (m->shared_of) {
     free(m);
     return;
@@ -197,6 +205,18 @@ int px_model_set_device(px_model *m, enum px_device device, int index, int own_c
     if (!be) return PX_ERR_BACKEND;
   }
   return px_model_to_device(m, be, precision);
+}
+
+/* The count lives in the handle's CPU context (src/backend.h px_backend_set_threads), which
+ * every CPU design of the handle computes on, whenever the design was made. */
+int px_model_set_num_threads(px_model *m, int n) {
+  if (!m) return px_fail(PX_ERR_INPUT, "px_model_set_num_threads: NULL model");
+  if (n < 0) return px_fail(PX_ERR_INPUT, "px_model_set_num_threads: %d threads (0: the process's count)", n);
+  if (m->device == PX_DEVICE_CUDA)
+    return px_fail(PX_ERR_BACKEND, "px_model_set_num_threads: the model computes on %s, not the CPU (its host work "
+                   "follows px_set_num_threads)", px_model_backend_name(m));
+  if (!m->cpu_ctx) return px_fail(PX_ERR_BACKEND, "px_model_set_num_threads: the model has no CPU context of its own");
+  return px_backend_set_threads(m->cpu_ctx, n);
 }
 
 int px_model_device_index(const px_model *m) {

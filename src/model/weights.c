@@ -464,10 +464,16 @@ int px_model_build(const px_weight_source *src, px_model **out) {
   D->n_enc_heads = m->enc_tf.n_heads;
   D->n_dec_blocks = m->dec_tf.n_blocks;
   D->n_dec_heads = m->dec_tf.n_heads;
+  /* Its CPU context (its thread count), freed by px_model_free. */
+  m->cpu_ctx = px_backend_create(PX_DEVICE_CPU, 0, PX_PRECISION_FP32);
+  if (!m->cpu_ctx) {
+    L.status = PX_ERR_NOMEM; /* the reason is set */
+    goto fail;
+  }
   *out = m;
   return PX_OK;
 fail:
-  px_model_weights_free(m); /* not on a backend yet, nothing else to free */
+  px_model_weights_free(m); /* not on a backend yet (and no CPU context made), nothing else to free */
   return L.status ? L.status : PX_ERR_WEIGHTS;
 }
 

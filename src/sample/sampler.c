@@ -179,7 +179,8 @@ int px_sample_schedule(const px_model *m, px_design *d, const px_sampler_config 
     }
     for (int k = 0; k < c->n_step; k++) {
       /* The step's randomness, one sample per thread (each value a pure function of
-       * (seed, sample, step), so threads do not change it). */
+       * (seed, sample, step), so threads do not change it). The process's count: host work
+       * of the sampler, not of the model's backend context (px_model_set_num_threads). */
 #pragma omp parallel for num_threads(px_num_threads()) schedule(static)
       for (int s = 0; s < S; s++) {
         uint32_t idx = (uint32_t)(first + c0 + s);

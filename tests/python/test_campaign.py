@@ -1,4 +1,4 @@
-"""Campaign scale for `pxdiff design` (src/cli/campaign.c, cmd_design.c; docs/campaign.md).
+"""Campaign scale for `pxdiff design` (src/cli/campaign.c, design_workers.c; docs/campaign.md).
 
 A small random model (the fixture of test_design_cli.py) designs binders for two small
 PD-L1 tasks (tests/data/campaign/tasks) on the CPU. The reference for every sharded or

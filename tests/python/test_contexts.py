@@ -1,4 +1,4 @@
-"""Several backend contexts in one `pxdiff design` process (issue 15 item 3; src/cli/cmd_design.c
+"""Several backend contexts in one `pxdiff design` process (issue 15 item 3; src/cli/design_workers.c
 workers, px_model_share / px_model_set_device / px_device_list_parse in src/model/runtime.c).
 
 Here, without a GPU, the contexts are CPU workers (`--device cpu,cpu`): the same queue, threads,

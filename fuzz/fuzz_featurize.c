@@ -24,7 +24,7 @@
 #include "io/cif_read.c"
 #include "io/pdb_read.c"
 #include "io/structure_common.c"
-#include "io/structure_in.c"
+#include "io/structure_read.c"
 
 static void check_design(const px_design_input *d, int L) {
   const int T = d->n_token, N = d->n_atom;

@@ -17,7 +17,7 @@
 #include "io/cif_read.c"
 #include "io/pdb_read.c"
 #include "io/structure_common.c"
-#include "io/structure_in.c"
+#include "io/structure_read.c"
 
 static void name_ok(const char *s, size_t cap) {
   if (!memchr(s, 0, cap)) abort();

@@ -34,7 +34,7 @@ int owns_sample(const case_layout *cl, long i);
 int make_layout(case_layout *cl, const design_opts *o, const char *task, uint64_t seed,
                 const campaign_unit *units);
 /* a/b (malloc'd; NULL when out of memory). */
-static inline char *join(const char *a, const char *b) {
+static inline char *path_join(const char *a, const char *b) {
   size_t la = strlen(a), lb = strlen(b);
   char *p = malloc(la + lb + 2);
   if (!p) return NULL;

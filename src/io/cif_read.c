@@ -1,4 +1,4 @@
-/* mmCIF target reader (structure_in.h; the steps both readers share are structure_in.c's).
+/* mmCIF target reader (structure_in.h; the steps both readers share are structure_common.c's).
  *
  * One pass tokenizes the file into (offset, length, line, kind) records in one growing
  * array; a second pass indexes the five categories the target needs (atom_site, entity,

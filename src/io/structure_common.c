@@ -1,7 +1,7 @@
 /* The target structure readers' common part (io/structure_in_priv.h): the steps both readers
  * (cif_read.c, pdb_read.c) take after reading their atoms (MSE -> MET, ARG NH1/NH2, water and
  * hydrogens dropped, chains built) and the result's free. The readers call this file and not
- * each other; structure_in.c, above them, chooses the reader. */
+ * each other; structure_read.c, above them, chooses the reader. */
 #include <ctype.h>
 #include <stdint.h>
 #include <stdlib.h>

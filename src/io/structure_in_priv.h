@@ -1,5 +1,5 @@
 /* Shared internals of the structure readers (cif_read.c, pdb_read.c): the atom record
- * both readers fill before the steps they have in common (structure_in.c). */
+ * both readers fill before the steps they have in common (structure_common.c). */
 #ifndef PX_IO_STRUCTURE_IN_PRIV_H
 #define PX_IO_STRUCTURE_IN_PRIV_H
 

@@ -82,6 +82,13 @@ static int own_gemm(int K) {
   return px_gemm_isa();
 }
 
+#ifdef _OPENMP
+#include <omp.h>
+static int px_omp_thread(void) { return omp_get_thread_num(); }
+#else
+static int px_omp_thread(void) { return 0; }
+#endif
+
 /* Round n / parts up to a multiple of `mult`. */
 static int split_up(int n, int parts, int mult) {
   int t = (n + parts - 1) / parts;
@@ -92,39 +99,52 @@ static int split_up(int n, int parts, int mult) {
  * X + i*sx, ...). Its per-output arithmetic depends on K alone, so the tiles are cut for the
  * cache and the threads, across samples. A task owns a tile of W rows (~256 KB, L2) and
  * runs all rows of X past it, so every weight is read from memory once per call; when that
- * gives fewer than ~4 tasks per thread, the columns are cut finer (down to 12) and then the
- * rows into groups. One parallel region for all `count` GEMMs. */
+ * gives fewer than ~4 tasks per thread, the columns are cut finer (down to the kernel's width)
+ * and then the rows into groups. One parallel region for all `count` GEMMs. */
 /* With Wb (count 1), W's bf16 copy (cpu/gemm_bf16.h) replaces W: the same tiles, the bf16
  * kernel. */
 static void own_linear(int P, int isa, int count, int M, int N, int K, const float *X, int ldx, int64_t sx,
                        const float *W, int64_t sw, const uint16_t *Wb, const float *bias, int64_t sb, float *Y,
                        int ldy, int64_t sy, int accumulate, int relu) {
+  /* Column tiles in multiples of the kernel's width: 32 for the AVX-512 fp32 kernel's panels,
+   * 12 for the dot-product kernels (their 4 x 6 and 3 x 4 blocks). */
+  const int packs = !Wb && isa == PX_GEMM_AVX512, gn = packs ? 32 : 12;
   int64_t want = (4 * (int64_t)P + count - 1) / count; /* tasks per GEMM */
   const int64_t work = (int64_t)M * N * K;
   if (want > work / 65536) want = work / 65536;
   if (want < 1) want = 1;
-  const int max_cols = (64 * 1024) / K / 12 * 12 > 12 ? (64 * 1024) / K / 12 * 12 : 12;
+  const int max_cols = (64 * 1024) / K / gn * gn > gn ? (64 * 1024) / K / gn * gn : gn;
   int tn_parts = (N + max_cols - 1) / max_cols;
-  const int max_parts = (N + 11) / 12;
+  const int max_parts = (N + gn - 1) / gn;
   if (tn_parts < want) tn_parts = want < max_parts ? (int)want : max_parts;
-  const int TN = split_up(N, tn_parts, 12), tn = (N + TN - 1) / TN;
+  const int TN = split_up(N, tn_parts, gn), tn = (N + TN - 1) / TN;
   int tm_parts = (int)((want + tn - 1) / tn);
   if (tm_parts > (M + 11) / 12) tm_parts = (M + 11) / 12;
   const int TM = split_up(M, tm_parts, 12), tm = (M + TM - 1) / TM;
   const int per = tm * tn;
-#pragma omp parallel for num_threads(P) schedule(dynamic, 1) if (count * per > 1)
-  for (int task = 0; task < count * per; task++) {
-    const int i = task / per, t = task % per;
-    const int r0 = (t % tm) * TM, c0 = (t / tm) * TN;
-    const int mr = M - r0 < TM ? M - r0 : TM, nc = N - c0 < TN ? N - c0 : TN;
-    const float *bi = bias ? bias + i * sb + c0 : NULL;
-    if (Wb)
-      px_gemm_bf16_tile(mr, nc, K, X + (size_t)r0 * ldx, ldx, Wb + (size_t)c0 * px_bf16_ld(K), bi,
-                        Y + (size_t)r0 * ldy + c0, ldy, accumulate, relu);
-    else
-      px_gemm_tile(isa, mr, nc, K, X + i * sx + (size_t)r0 * ldx, ldx, W + i * sw + (size_t)c0 * K, bi,
-                   Y + i * sy + (size_t)r0 * ldy + c0, ldy, accumulate, relu);
+  /* The AVX-512 kernel's packed copy of a task's W rows, one per thread. Without it (out of
+   * memory) the kernel reads W through gathers: slower, the same bits. */
+  const size_t ws_n = packs ? px_gemm_ws_floats(TN, K) : 0;
+  const int nthreads = count * per > 1 ? P : 1;
+  float *ws_all = ws_n ? aligned_alloc(64, (ws_n * nthreads * sizeof(float) + 63) & ~(size_t)63) : NULL;
+#pragma omp parallel num_threads(P) if (count * per > 1)
+  {
+    float *ws = ws_all ? ws_all + ws_n * (size_t)px_omp_thread() : NULL;
+#pragma omp for schedule(dynamic, 1)
+    for (int task = 0; task < count * per; task++) {
+      const int i = task / per, t = task % per;
+      const int r0 = (t % tm) * TM, c0 = (t / tm) * TN;
+      const int mr = M - r0 < TM ? M - r0 : TM, nc = N - c0 < TN ? N - c0 : TN;
+      const float *bi = bias ? bias + i * sb + c0 : NULL;
+      if (Wb)
+        px_gemm_bf16_tile(mr, nc, K, X + (size_t)r0 * ldx, ldx, Wb + (size_t)c0 * px_bf16_ld(K), bi,
+                          Y + (size_t)r0 * ldy + c0, ldy, accumulate, relu);
+      else
+        px_gemm_tile(isa, mr, nc, K, X + i * sx + (size_t)r0 * ldx, ldx, W + i * sw + (size_t)c0 * K, bi,
+                     Y + i * sy + (size_t)r0 * ldy + c0, ldy, accumulate, relu, ws);
+    }
   }
+  free(ws_all);
 }
 
 /* Y = X Wp^T (+ bias) on the AMX kernel, Wp packed for it (cpu/gemm_bf16.h; N a multiple of

@@ -6,16 +6,24 @@
  * the GEMM time (perf: sgemm_incopy 11.5% of the call against 43.6% in the kernel), and tiles
  * small enough to spread over 16 threads would repack the activations too.
  *
- * This kernel packs nothing: every output is a dot product of an X row and a W row, both
- * contiguous along K, accumulated in vector lanes (lane l sums k = l, l + V, l + 2V, ...; the
- * K tail is a masked load, zeros elsewhere) and reduced by one fixed tree. Each output's
- * arithmetic therefore depends on K alone, never on which tile, thread or microkernel shape
- * computed it, so tiles can be cut freely. A microkernel keeps MR x NR accumulators in
- * registers: MR X-vector and NR W-vector loads feed MR * NR FMAs.
+ * Both kernels make each output's arithmetic depend on K alone, never on which tile, thread
+ * or microkernel shape computed it, so tiles can be cut freely:
  *
- * Two variants, chosen at run time by the CPU (one per process, so results never depend on
- * anything but the machine): AVX-512 (16 lanes, 4 x 6 outputs) and AVX2 + FMA (8 lanes,
- * 3 x 4 outputs). Elsewhere px_gemm_isa() is 0 and the backend uses cblas. */
+ * - AVX-512 (px_gemm_tile512): outer products. A task packs its W rows once into panels of 32
+ *   columns, [k][32] (px_gemm_ws_floats; without a workspace the same products read W through
+ *   gathers: slower, the same bits), and a 4 x 32 block of outputs takes, for every k, one
+ *   broadcast X value times two W vectors. Each output sums its K products in order, in chunks
+ *   of 16 (a chunk's FMA chain starts from zero and is then added to the running total), so
+ *   its rounding grows with 16 + K / 16 terms, not K. No horizontal sums: at K = 128 the
+ *   dot-product kernel it replaced spent ~1/3 of its time in them (65 against ~90 GFLOP/s
+ *   per Zen 4 core; docs/benchmarks.md).
+ * - AVX2 + FMA (px_gemm_tile256): dot products of an X row and a W row, both contiguous along
+ *   K, accumulated in 8 vector lanes (lane l sums k = l, l + 8, ...; the K tail a masked load)
+ *   and reduced by one fixed tree; a 3 x 4 block of outputs per step.
+ *
+ * The variant is chosen at run time by the CPU (one per process, so results never depend on
+ * anything but the machine). Elsewhere px_gemm_isa() is 0 and the backend uses cblas. The
+ * bf16 kernel (gemm_bf16.c) keeps the dot-product form and this file's 16-lane reduction. */
 #ifndef PX_CPU_GEMM_H
 #define PX_CPU_GEMM_H
 
@@ -46,35 +54,8 @@ PX_TGT512 static inline float px_hsum512(__m512 v) {
   return _mm_cvtss_f32(b);
 }
 
-/* One MR x NR block of dot products (MR, NR compile-time constants after inlining). */
-#define PX_DOT512_BODY(MR, NR)                                                                  \
-  __m512 acc[MR][NR];                                                                           \
-  for (int i = 0; i < MR; i++)                                                                  \
-    for (int j = 0; j < NR; j++) acc[i][j] = _mm512_setzero_ps();                               \
-  int k = 0;                                                                                    \
-  for (; k + 16 <= K; k += 16) {                                                                \
-    __m512 xv[MR];                                                                              \
-    for (int i = 0; i < MR; i++) xv[i] = _mm512_loadu_ps(X + (size_t)i * ldx + k);              \
-    for (int j = 0; j < NR; j++) {                                                              \
-      const __m512 wv = _mm512_loadu_ps(W + (size_t)j * K + k);                                 \
-      for (int i = 0; i < MR; i++) acc[i][j] = _mm512_fmadd_ps(xv[i], wv, acc[i][j]);           \
-    }                                                                                           \
-  }                                                                                             \
-  if (k < K) {                                                                                  \
-    const __mmask16 m = (__mmask16)((1u << (K - k)) - 1u);                                      \
-    __m512 xv[MR];                                                                              \
-    for (int i = 0; i < MR; i++) xv[i] = _mm512_maskz_loadu_ps(m, X + (size_t)i * ldx + k);     \
-    for (int j = 0; j < NR; j++) {                                                              \
-      const __m512 wv = _mm512_maskz_loadu_ps(m, W + (size_t)j * K + k);                        \
-      for (int i = 0; i < MR; i++) acc[i][j] = _mm512_fmadd_ps(xv[i], wv, acc[i][j]);           \
-    }                                                                                           \
-  }                                                                                             \
-  PX_DOT512_REDUCE(MR, NR)
-
-#define PX_DOT512_REDUCE(MR, NR)                                                                \
-  for (int i = 0; i < MR; i++)                                                                  \
-    for (int j = 0; j < NR; j++) out[i * PX_GEMM_MAXNR + j] = px_hsum512(acc[i][j]);
-
+/* The dot-product kernels' block width (the bf16 kernel's 4 x 6 outputs, the AVX2 kernel's
+ * 3 x 4): out[i * PX_GEMM_MAXNR + j]. */
 #define PX_GEMM_MAXNR 6
 
 /* px_hsum512 of 16 vectors at once, the same tree for each (so the same bits): r[4 l + g] is
@@ -99,38 +80,6 @@ PX_TGT512 static inline void px_hsum512_x16(const __m512 *v, float *r) {
   /* per lane l: [g0, g1, g2, g3] of member l */
   _mm512_storeu_ps(r, _mm512_add_ps(_mm512_shuffle_ps(u[0], u[1], _MM_SHUFFLE(2, 0, 2, 0)),
                                     _mm512_shuffle_ps(u[0], u[1], _MM_SHUFFLE(3, 1, 3, 1))));
-}
-
-PX_TGT512 static inline __attribute__((always_inline)) void px_dot512_4x6(int K, const float *X, int ldx,
-                                                                        const float *W, float *out) {
-#undef PX_DOT512_REDUCE
-#define PX_DOT512_REDUCE(MR, NR)                                                                \
-  {                                                                                             \
-    __m512 v[16];                                                                               \
-    float r[16];                                                                                \
-    for (int k2 = 0; k2 < 16; k2++) v[k2] = acc[k2 / 4][k2 % 4];                                \
-    px_hsum512_x16(v, r);                                                                       \
-    for (int k2 = 0; k2 < 16; k2++) out[(k2 / 4) * PX_GEMM_MAXNR + k2 % 4] = r[4 * (k2 % 4) + k2 / 4]; \
-    for (int k2 = 0; k2 < 8; k2++) v[k2] = acc[k2 / 2][4 + k2 % 2];                            \
-    for (int k2 = 8; k2 < 16; k2++) v[k2] = _mm512_setzero_ps();                                \
-    px_hsum512_x16(v, r);                                                                       \
-    for (int k2 = 0; k2 < 8; k2++) out[(k2 / 2) * PX_GEMM_MAXNR + 4 + k2 % 2] = r[4 * (k2 % 4) + k2 / 4]; \
-  }
-  PX_DOT512_BODY(4, 6)
-#undef PX_DOT512_REDUCE
-#define PX_DOT512_REDUCE(MR, NR)                                                                \
-  for (int i = 0; i < MR; i++)                                                                  \
-    for (int j = 0; j < NR; j++) out[i * PX_GEMM_MAXNR + j] = px_hsum512(acc[i][j]);
-}
-/* Edge blocks: the same per-output arithmetic, fewer outputs. */
-PX_TGT512 static void px_dot512_1x1(int K, const float *X, int ldx, const float *W, float *out) {
-  PX_DOT512_BODY(1, 1)
-}
-PX_TGT512 static void px_dot512_4x1(int K, const float *X, int ldx, const float *W, float *out) {
-  PX_DOT512_BODY(4, 1)
-}
-PX_TGT512 static void px_dot512_1x6(int K, const float *X, int ldx, const float *W, float *out) {
-  PX_DOT512_BODY(1, 6)
 }
 
 /* ------------------------------------------------------------------- AVX2 -- */
@@ -249,8 +198,134 @@ static inline int px_gemm_row_block(int K) {
     }                                                                                            \
   }
 
-PX_GEMM_TILE(px_gemm_tile512, PX_TGT512, 4, 6, px_dot512_4x6, px_dot512_1x6, px_dot512_4x1, px_dot512_1x1)
 PX_GEMM_TILE(px_gemm_tile256, PX_TGT256, 3, 4, px_dot256_3x4, px_dot256_1x4, px_dot256_3x1, px_dot256_1x1)
+
+/* ------------------------------------------------- AVX-512 outer products -- */
+enum { PX_OP_NR = 32, PX_OP_MR = 4, PX_OP_KC = 16 };
+
+/* Floats of the workspace px_gemm_tile512 packs nc W rows of depth K into. */
+static inline size_t px_gemm_ws_floats(int nc, int K) {
+  return (size_t)((nc + PX_OP_NR - 1) / PX_OP_NR) * PX_OP_NR * (size_t)(K > 0 ? K : 1);
+}
+
+/* W rows [0, nc) into panels of 32 columns: P[p][k][j] = W[32 p + j][k], zeros past nc. */
+PX_TGT512 static void px_op512_pack(int nc, int K, const float *W, float *P) {
+  for (int n0 = 0; n0 < nc; n0 += PX_OP_NR) {
+    const int nn = nc - n0 < PX_OP_NR ? nc - n0 : PX_OP_NR;
+    float *dst = P + (size_t)(n0 / PX_OP_NR) * K * PX_OP_NR;
+    for (int k = 0; k < K; k++) {
+      float *d = dst + (size_t)k * PX_OP_NR;
+      for (int j = 0; j < nn; j++) d[j] = W[(size_t)(n0 + j) * K + k];
+      for (int j = nn; j < PX_OP_NR; j++) d[j] = 0.0f;
+    }
+  }
+}
+
+/* out[i][0, 32) = the sums of MR rows of X against one panel: packed (P, [k][32]) or, with P
+ * NULL, W's rows n0 .. n0 + nn read through gathers (zeros past nn): the same products in the
+ * same order either way. */
+#define PX_OP512_BODY(MR, LOADW)                                                                \
+  __m512 tot[MR][2];                                                                            \
+  for (int i = 0; i < MR; i++) tot[i][0] = tot[i][1] = _mm512_setzero_ps();                     \
+  for (int k0 = 0; k0 < K; k0 += PX_OP_KC) {                                                    \
+    const int k1 = K - k0 < PX_OP_KC ? K : k0 + PX_OP_KC;                                       \
+    __m512 acc[MR][2];                                                                          \
+    for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();                   \
+    for (int k = k0; k < k1; k++) {                                                             \
+      __m512 w0, w1;                                                                            \
+      LOADW                                                                                     \
+      for (int i = 0; i < MR; i++) {                                                            \
+        const __m512 xb = _mm512_set1_ps(X[(size_t)i * ldx + k]);                               \
+        acc[i][0] = _mm512_fmadd_ps(xb, w0, acc[i][0]);                                         \
+        acc[i][1] = _mm512_fmadd_ps(xb, w1, acc[i][1]);                                         \
+      }                                                                                         \
+    }                                                                                           \
+    for (int i = 0; i < MR; i++) {                                                              \
+      tot[i][0] = _mm512_add_ps(tot[i][0], acc[i][0]);                                          \
+      tot[i][1] = _mm512_add_ps(tot[i][1], acc[i][1]);                                          \
+    }                                                                                           \
+  }                                                                                             \
+  for (int i = 0; i < MR; i++) {                                                                \
+    _mm512_storeu_ps(out + i * PX_OP_NR, tot[i][0]);                                            \
+    _mm512_storeu_ps(out + i * PX_OP_NR + 16, tot[i][1]);                                       \
+  }
+
+#define PX_OP512_LOAD_PACKED                                                                    \
+  w0 = _mm512_loadu_ps(P + (size_t)k * PX_OP_NR);                                               \
+  w1 = _mm512_loadu_ps(P + (size_t)k * PX_OP_NR + 16);
+#define PX_OP512_LOAD_GATHER                                                                    \
+  w0 = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m0, idx, W + k, 4);                        \
+  w1 = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m1, idx, W + (size_t)16 * K + k, 4);
+
+#define PX_OP512_KERNEL(MR)                                                                     \
+  PX_TGT512 static void px_op512_packed_##MR(int K, const float *X, int ldx, const float *P, float *out) { \
+    PX_OP512_BODY(MR, PX_OP512_LOAD_PACKED)                                                     \
+  }                                                                                             \
+  PX_TGT512 static void px_op512_gather_##MR(int K, const float *X, int ldx, const float *W, int nn, \
+                                             float *out) {                                      \
+    const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, \
+                                                             13, 14, 15), _mm512_set1_epi32(K)); \
+    const __mmask16 m0 = (__mmask16)(nn >= 16 ? 0xffffu : (1u << nn) - 1u);                     \
+    const __mmask16 m1 = (__mmask16)(nn >= 32 ? 0xffffu : nn <= 16 ? 0u : (1u << (nn - 16)) - 1u); \
+    PX_OP512_BODY(MR, PX_OP512_LOAD_GATHER)                                                     \
+  }
+PX_OP512_KERNEL(1)
+PX_OP512_KERNEL(2)
+PX_OP512_KERNEL(3)
+PX_OP512_KERNEL(4)
+
+/* The outputs [0, mr) x [0, nc) of one tile; ws: px_gemm_ws_floats(nc, K) floats, or NULL
+ * (gathers instead of the packed copy). X goes through in blocks of px_gemm_row_block rows
+ * (L2); within a block, each 32-column panel (L1 / L2) meets every 4 rows of X in turn (4, not 6: with 6, the 12
+ * accumulators and 12 running totals leave GCC too few registers for W, which it then spills). */
+PX_TGT512 static void px_gemm_tile512(int mr_all, int nc, int K, const float *X_all, int ldx, const float *W,
+                                      const float *bias, float *Y_all, int ldy, int accumulate, int relu,
+                                      float *ws) {
+  if (mr_all <= 0 || nc <= 0) return;
+  if (ws) px_op512_pack(nc, K, W, ws);
+  float out[PX_OP_MR * PX_OP_NR];
+  const int RB = px_gemm_row_block(K);
+  for (int rb = 0; rb < mr_all; rb += RB) {
+    const int mr = mr_all - rb < RB ? mr_all - rb : RB;
+    const float *X = X_all + (size_t)rb * ldx;
+    float *Y = Y_all + (size_t)rb * ldy;
+    for (int c = 0; c < nc; c += PX_OP_NR) {
+      const int nr = nc - c < PX_OP_NR ? nc - c : PX_OP_NR;
+      const float *P = ws ? ws + (size_t)(c / PX_OP_NR) * K * PX_OP_NR : NULL;
+      const float *w = W + (size_t)c * K;
+      for (int r = 0; r < mr; r += PX_OP_MR) {
+        const int rr = mr - r < PX_OP_MR ? mr - r : PX_OP_MR;
+        const float *x = X + (size_t)r * ldx;
+        if (P) {
+          switch (rr) {
+          case 4: px_op512_packed_4(K, x, ldx, P, out); break;
+          case 3: px_op512_packed_3(K, x, ldx, P, out); break;
+          case 2: px_op512_packed_2(K, x, ldx, P, out); break;
+          default: px_op512_packed_1(K, x, ldx, P, out); break;
+          }
+        } else {
+          switch (rr) {
+          case 4: px_op512_gather_4(K, x, ldx, w, nr, out); break;
+          case 3: px_op512_gather_3(K, x, ldx, w, nr, out); break;
+          case 2: px_op512_gather_2(K, x, ldx, w, nr, out); break;
+          default: px_op512_gather_1(K, x, ldx, w, nr, out); break;
+          }
+        }
+        const float *bb = bias ? bias + c : NULL;
+        for (int i = 0; i < rr; i++) {
+          float *y = Y + (size_t)(r + i) * ldy + c;
+          for (int j = 0; j < nr; j++) {
+            float v = out[i * PX_OP_NR + j];
+            if (accumulate) v += bb ? y[j] + bb[j] : y[j];
+            else if (bb) v += bb[j];
+            if (relu) v = v > 0.0f ? v : 0.0f;
+            y[j] = v;
+          }
+        }
+      }
+    }
+  }
+}
 
 /* Which variant this CPU runs (fixed for the process). */
 static inline int px_gemm_isa(void) {
@@ -268,9 +343,11 @@ static inline int px_gemm_isa(void) {
   return isa;
 }
 
+/* ws: px_gemm_ws_floats(nc, K) floats of scratch for the AVX-512 kernel (NULL: it reads W
+ * through gathers, the same bits); the AVX2 kernel needs none. */
 static inline void px_gemm_tile(int isa, int mr, int nc, int K, const float *X, int ldx, const float *W,
-                                const float *bias, float *Y, int ldy, int accumulate, int relu) {
-  if (isa == PX_GEMM_AVX512) px_gemm_tile512(mr, nc, K, X, ldx, W, bias, Y, ldy, accumulate, relu);
+                                const float *bias, float *Y, int ldy, int accumulate, int relu, float *ws) {
+  if (isa == PX_GEMM_AVX512) px_gemm_tile512(mr, nc, K, X, ldx, W, bias, Y, ldy, accumulate, relu, ws);
   else px_gemm_tile256(mr, nc, K, X, ldx, W, bias, Y, ldy, accumulate, relu);
 }
 
@@ -278,10 +355,11 @@ static inline void px_gemm_tile(int isa, int mr, int nc, int K, const float *X, 
 #define PX_OWN_GEMM 0
 enum { PX_GEMM_BLAS = 0, PX_GEMM_AVX2 = 2, PX_GEMM_AVX512 = 3 };
 static inline int px_gemm_isa(void) { return PX_GEMM_BLAS; }
+static inline size_t px_gemm_ws_floats(int nc, int K) { return (void)nc, (void)K, 0; }
 static inline void px_gemm_tile(int isa, int mr, int nc, int K, const float *X, int ldx, const float *W,
-                                const float *bias, float *Y, int ldy, int accumulate, int relu) {
+                                const float *bias, float *Y, int ldy, int accumulate, int relu, float *ws) {
   (void)isa, (void)mr, (void)nc, (void)K, (void)X, (void)ldx, (void)W, (void)bias, (void)Y, (void)ldy;
-  (void)accumulate, (void)relu;
+  (void)accumulate, (void)relu, (void)ws;
 }
 #endif
 

@@ -106,9 +106,9 @@ static int split_up(int n, int parts, int mult) {
 static void own_linear(int P, int isa, int count, int M, int N, int K, const float *X, int ldx, int64_t sx,
                        const float *W, int64_t sw, const uint16_t *Wb, const float *bias, int64_t sb, float *Y,
                        int ldy, int64_t sy, int accumulate, int relu) {
-  /* Column tiles in multiples of the kernel's width: 32 for the AVX-512 fp32 kernel's panels,
+  /* Column tiles in multiples of the kernel's width: 32 for the AVX-512 outer-product panels,
    * 12 for the dot-product kernels (their 4 x 6 and 3 x 4 blocks). */
-  const int packs = !Wb && isa == PX_GEMM_AVX512, gn = packs ? 32 : 12;
+  const int packs = !Wb && isa == PX_GEMM_AVX512 && K <= PX_OP_MAX_K, gn = packs ? 32 : 12;
   int64_t want = (4 * (int64_t)P + count - 1) / count; /* tasks per GEMM */
   const int64_t work = (int64_t)M * N * K;
   if (want > work / 65536) want = work / 65536;

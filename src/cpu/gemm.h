@@ -9,7 +9,7 @@
  * Both kernels make each output's arithmetic depend on K alone, never on which tile, thread
  * or microkernel shape computed it, so tiles can be cut freely:
  *
- * - AVX-512 (px_gemm_tile512): outer products. A task packs its W rows once into panels of 32
+ * - AVX-512, K <= 256 (px_gemm_tile512): outer products. A task packs its W rows once into panels of 32
  *   columns, [k][32] (px_gemm_ws_floats; without a workspace the same products read W through
  *   gathers: slower, the same bits), and a 4 x 32 block of outputs takes, for every k, one
  *   broadcast X value times two W vectors. Each output sums its K products in order, in chunks
@@ -17,9 +17,10 @@
  *   its rounding grows with 16 + K / 16 terms, not K. No horizontal sums: at K = 128 the
  *   dot-product kernel it replaced spent ~1/3 of its time in them (65 against ~90 GFLOP/s
  *   per Zen 4 core; docs/benchmarks.md).
- * - AVX2 + FMA (px_gemm_tile256): dot products of an X row and a W row, both contiguous along
- *   K, accumulated in 8 vector lanes (lane l sums k = l, l + 8, ...; the K tail a masked load)
- *   and reduced by one fixed tree; a 3 x 4 block of outputs per step.
+ * - AVX-512, K > 256 (px_gemm_tile512dot) and AVX2 + FMA (px_gemm_tile256): dot products of
+ *   an X row and a W row, both contiguous along K, accumulated in 16 (8) vector lanes (lane l
+ *   sums k = l, l + 16, ...; the K tail a masked load) and reduced by one fixed tree; a 4 x 6
+ *   (3 x 4) block of outputs per step.
  *
  * The variant is chosen at run time by the CPU (one per process, so results never depend on
  * anything but the machine). Elsewhere px_gemm_isa() is 0 and the backend uses cblas. The
@@ -54,8 +55,35 @@ PX_TGT512 static inline float px_hsum512(__m512 v) {
   return _mm_cvtss_f32(b);
 }
 
-/* The dot-product kernels' block width (the bf16 kernel's 4 x 6 outputs, the AVX2 kernel's
- * 3 x 4): out[i * PX_GEMM_MAXNR + j]. */
+/* One MR x NR block of dot products (MR, NR compile-time constants after inlining). */
+#define PX_DOT512_BODY(MR, NR)                                                                  \
+  __m512 acc[MR][NR];                                                                           \
+  for (int i = 0; i < MR; i++)                                                                  \
+    for (int j = 0; j < NR; j++) acc[i][j] = _mm512_setzero_ps();                               \
+  int k = 0;                                                                                    \
+  for (; k + 16 <= K; k += 16) {                                                                \
+    __m512 xv[MR];                                                                              \
+    for (int i = 0; i < MR; i++) xv[i] = _mm512_loadu_ps(X + (size_t)i * ldx + k);              \
+    for (int j = 0; j < NR; j++) {                                                              \
+      const __m512 wv = _mm512_loadu_ps(W + (size_t)j * K + k);                                 \
+      for (int i = 0; i < MR; i++) acc[i][j] = _mm512_fmadd_ps(xv[i], wv, acc[i][j]);           \
+    }                                                                                           \
+  }                                                                                             \
+  if (k < K) {                                                                                  \
+    const __mmask16 m = (__mmask16)((1u << (K - k)) - 1u);                                      \
+    __m512 xv[MR];                                                                              \
+    for (int i = 0; i < MR; i++) xv[i] = _mm512_maskz_loadu_ps(m, X + (size_t)i * ldx + k);     \
+    for (int j = 0; j < NR; j++) {                                                              \
+      const __m512 wv = _mm512_maskz_loadu_ps(m, W + (size_t)j * K + k);                        \
+      for (int i = 0; i < MR; i++) acc[i][j] = _mm512_fmadd_ps(xv[i], wv, acc[i][j]);           \
+    }                                                                                           \
+  }                                                                                             \
+  PX_DOT512_REDUCE(MR, NR)
+
+#define PX_DOT512_REDUCE(MR, NR)                                                                \
+  for (int i = 0; i < MR; i++)                                                                  \
+    for (int j = 0; j < NR; j++) out[i * PX_GEMM_MAXNR + j] = px_hsum512(acc[i][j]);
+
 #define PX_GEMM_MAXNR 6
 
 /* px_hsum512 of 16 vectors at once, the same tree for each (so the same bits): r[4 l + g] is
@@ -80,6 +108,38 @@ PX_TGT512 static inline void px_hsum512_x16(const __m512 *v, float *r) {
   /* per lane l: [g0, g1, g2, g3] of member l */
   _mm512_storeu_ps(r, _mm512_add_ps(_mm512_shuffle_ps(u[0], u[1], _MM_SHUFFLE(2, 0, 2, 0)),
                                     _mm512_shuffle_ps(u[0], u[1], _MM_SHUFFLE(3, 1, 3, 1))));
+}
+
+PX_TGT512 static inline __attribute__((always_inline)) void px_dot512_4x6(int K, const float *X, int ldx,
+                                                                        const float *W, float *out) {
+#undef PX_DOT512_REDUCE
+#define PX_DOT512_REDUCE(MR, NR)                                                                \
+  {                                                                                             \
+    __m512 v[16];                                                                               \
+    float r[16];                                                                                \
+    for (int k2 = 0; k2 < 16; k2++) v[k2] = acc[k2 / 4][k2 % 4];                                \
+    px_hsum512_x16(v, r);                                                                       \
+    for (int k2 = 0; k2 < 16; k2++) out[(k2 / 4) * PX_GEMM_MAXNR + k2 % 4] = r[4 * (k2 % 4) + k2 / 4]; \
+    for (int k2 = 0; k2 < 8; k2++) v[k2] = acc[k2 / 2][4 + k2 % 2];                            \
+    for (int k2 = 8; k2 < 16; k2++) v[k2] = _mm512_setzero_ps();                                \
+    px_hsum512_x16(v, r);                                                                       \
+    for (int k2 = 0; k2 < 8; k2++) out[(k2 / 2) * PX_GEMM_MAXNR + 4 + k2 % 2] = r[4 * (k2 % 4) + k2 / 4]; \
+  }
+  PX_DOT512_BODY(4, 6)
+#undef PX_DOT512_REDUCE
+#define PX_DOT512_REDUCE(MR, NR)                                                                \
+  for (int i = 0; i < MR; i++)                                                                  \
+    for (int j = 0; j < NR; j++) out[i * PX_GEMM_MAXNR + j] = px_hsum512(acc[i][j]);
+}
+/* Edge blocks: the same per-output arithmetic, fewer outputs. */
+PX_TGT512 static void px_dot512_1x1(int K, const float *X, int ldx, const float *W, float *out) {
+  PX_DOT512_BODY(1, 1)
+}
+PX_TGT512 static void px_dot512_4x1(int K, const float *X, int ldx, const float *W, float *out) {
+  PX_DOT512_BODY(4, 1)
+}
+PX_TGT512 static void px_dot512_1x6(int K, const float *X, int ldx, const float *W, float *out) {
+  PX_DOT512_BODY(1, 6)
 }
 
 /* ------------------------------------------------------------------- AVX2 -- */
@@ -198,10 +258,16 @@ static inline int px_gemm_row_block(int K) {
     }                                                                                            \
   }
 
+PX_GEMM_TILE(px_gemm_tile512dot, PX_TGT512, 4, 6, px_dot512_4x6, px_dot512_1x6, px_dot512_4x1, px_dot512_1x1)
 PX_GEMM_TILE(px_gemm_tile256, PX_TGT256, 3, 4, px_dot256_3x4, px_dot256_1x4, px_dot256_3x1, px_dot256_1x1)
 
 /* ------------------------------------------------- AVX-512 outer products -- */
-enum { PX_OP_NR = 32, PX_OP_MR = 4, PX_OP_KC = 16 };
+/* The outer-product kernel serves K <= PX_OP_MAX_K (the atom blocks' K = 128 and 256, where the
+ * dot products' horizontal sums cost most); deeper GEMMs keep the 4 x 6 dot-product kernel,
+ * which is as fast there and needs no packing (packing per task costs ~K / 16 / rows of the
+ * task's time: 15% for 80 tokens' 160 rows at K = 768). Chosen by K alone: a given GEMM always
+ * takes the same kernel, whatever its rows. */
+enum { PX_OP_NR = 32, PX_OP_MR = 4, PX_OP_KC = 16, PX_OP_MAX_K = 256 };
 
 /* Floats of the workspace px_gemm_tile512 packs nc W rows of depth K into. */
 static inline size_t px_gemm_ws_floats(int nc, int K) {
@@ -347,7 +413,8 @@ static inline int px_gemm_isa(void) {
  * through gathers, the same bits); the AVX2 kernel needs none. */
 static inline void px_gemm_tile(int isa, int mr, int nc, int K, const float *X, int ldx, const float *W,
                                 const float *bias, float *Y, int ldy, int accumulate, int relu, float *ws) {
-  if (isa == PX_GEMM_AVX512) px_gemm_tile512(mr, nc, K, X, ldx, W, bias, Y, ldy, accumulate, relu, ws);
+  if (isa == PX_GEMM_AVX512 && K <= PX_OP_MAX_K) px_gemm_tile512(mr, nc, K, X, ldx, W, bias, Y, ldy, accumulate, relu, ws);
+  else if (isa == PX_GEMM_AVX512) px_gemm_tile512dot(mr, nc, K, X, ldx, W, bias, Y, ldy, accumulate, relu);
   else px_gemm_tile256(mr, nc, K, X, ldx, W, bias, Y, ldy, accumulate, relu);
 }
 
@@ -355,6 +422,7 @@ static inline void px_gemm_tile(int isa, int mr, int nc, int K, const float *X, 
 #define PX_OWN_GEMM 0
 enum { PX_GEMM_BLAS = 0, PX_GEMM_AVX2 = 2, PX_GEMM_AVX512 = 3 };
 static inline int px_gemm_isa(void) { return PX_GEMM_BLAS; }
+enum { PX_OP_MAX_K = 0 };
 static inline size_t px_gemm_ws_floats(int nc, int K) { return (void)nc, (void)K, 0; }
 static inline void px_gemm_tile(int isa, int mr, int nc, int K, const float *X, int ldx, const float *W,
                                 const float *bias, float *Y, int ldy, int accumulate, int relu, float *ws) {

@@ -322,3 +322,18 @@ int px_amx_tile_permit(void) {
   return 0;
 #endif
 }
+
+char *px_path_join(const char *a, const char *b) {
+  size_t la = strlen(a), lb = b ? strlen(b) : 0;
+  char *p = malloc(la + lb + 2);
+  if (!p) return NULL;
+  memcpy(p, a, la);
+  size_t k = la;
+  if (lb) {
+    if (la && a[la - 1] != '/') p[k++] = '/';
+    memcpy(p + k, b, lb);
+    k += lb;
+  }
+  p[k] = '\0';
+  return p;
+}

@@ -34,6 +34,9 @@ int px_isatty(int fd);
 /* Create a directory and its missing parents (mode 0755); 0 when it exists as a
  * directory afterwards, -1 otherwise (errno set; ENOTDIR when a component is a file). */
 int px_mkdir_p(const char *path);
+/* "a/b" (no second '/' when a ends with one), or a copy of a when b is NULL or empty;
+ * malloc'd, NULL when out of memory. */
+char *px_path_join(const char *a, const char *b);
 /* Threads and a mutex (POSIX threads): `pxdiff design`'s one worker per backend context. */
 typedef struct px_thread px_thread;
 typedef struct px_mutex px_mutex;

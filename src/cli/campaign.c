@@ -105,19 +105,6 @@ static int sys_write_all(int fd, const char *p, size_t n) {
 
 /* ---------------------------------------------------------------- helpers -- */
 
-static char *join(const char *a, const char *b) {
-  size_t la = strlen(a), lb = strlen(b);
-  char *p = malloc(la + lb + 2);
-  if (!p) return NULL;
-  memcpy(p, a, la);
-  size_t k = la;
-  if (la && a[la - 1] != '/') p[k++] = '/';
-  memcpy(p + k, b, lb + 1);
-  return p;
-}
-
-
-
 static int is_task_file(const char *name) {
   if (name[0] == '.') return 0;
   const char *dot = strrchr(name, '.');
@@ -141,7 +128,7 @@ int campaign_expand_inputs(const char *const *in, int n_in, char ***out, int *n_
     }
     for (int j = 0; j < m && !rc; j++) {
       if (!is_task_file(names[j])) continue;
-      char *p = join(in[i], names[j]);
+      char *p = px_path_join(in[i], names[j]);
       if (!p) {
         rc = px_fail(PX_ERR_NOMEM, "out of memory");
         break;
@@ -300,7 +287,7 @@ static const char CSV_HEADER[] = "task,seed,sample,file,binder_length,seconds\n"
 
 int campaign_csv_open(campaign_csv *c, const char *dump_dir, const char *tag) {
   c->fd = -1;
-  char *p = join(dump_dir, "designs.csv");
+  char *p = px_path_join(dump_dir, "designs.csv");
   size_t l = p ? strlen(p) + strlen(tag) + 8 : 0;
   char *tmp = p ? malloc(l) : NULL;
   if (!p || !tmp) {
@@ -342,7 +329,7 @@ static char *read_text(const char *path);
 
 int campaign_csv_listed(const char *dump_dir, campaign_listed *out) {
   memset(out, 0, sizeof *out);
-  char *p = join(dump_dir, "designs.csv");
+  char *p = px_path_join(dump_dir, "designs.csv");
   if (!p) return px_fail(PX_ERR_NOMEM, "out of memory");
   char *text = sys_exists(p) ? read_text(p) : NULL;
   free(p);
@@ -513,7 +500,7 @@ static int read_doc(const char *path, int yaml, px_doc *d) {
 /* The run's tasks (input_tasks.json), seeds and N_sample (config.yaml). */
 static int plan_read(const char *dir, run_plan *P) {
   memset(P, 0, sizeof *P);
-  char *cp = join(dir, "config.yaml"), *tp = join(dir, "input_tasks.json");
+  char *cp = px_path_join(dir, "config.yaml"), *tp = px_path_join(dir, "input_tasks.json");
   if (!cp || !tp) {
     free(cp);
     free(tp);
@@ -618,7 +605,7 @@ static int status_main(const char *dir) {
       const int is_plain = !strcmp(nm, "status.json");
       if (!is_status && !is_plain) continue;
       if (is_plain) k = n = 1;
-      char *sp = join(dir, nm);
+      char *sp = px_path_join(dir, nm);
       px_doc sd;
       memset(&sd, 0, sizeof sd);
       const int have_doc = sp && read_doc(sp, 0, &sd) == PX_OK;
@@ -632,7 +619,7 @@ static int status_main(const char *dir) {
       char lk[128];
       if (n == 1) snprintf(lk, sizeof lk, "run.lock");
       else snprintf(lk, sizeof lk, "shard_%d_of_%d.lock", k, n);
-      char *lp = join(dir, lk);
+      char *lp = px_path_join(dir, lk);
       long pid = 0;
       char host[256] = "";
       int alive = lp ? campaign_lock_probe(lp, &pid, host, sizeof host) : -1;

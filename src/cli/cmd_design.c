@@ -39,7 +39,7 @@ extern const size_t px_demo_task_yaml_len, px_demo_target_cif_len;
 
 /* The chunk an earlier run in DUMP_DIR recorded (config.yaml's diffusion_chunk_size), or 0. */
 static long recorded_chunk(const char *dump_dir) {
-  char *p = path_join(dump_dir, "config.yaml");
+  char *p = px_path_join(dump_dir, "config.yaml");
   FILE *f = p ? fopen(p, "r") : NULL;
   free(p);
   if (!f) return 0;

@@ -82,7 +82,7 @@ static int put_file(const design_opts *o, const char *path, const void *data, si
 
 int write_top_level(const design_opts *o, const design_job *J) {
   if (px_mkdir_p(o->dump_dir)) return px_fail(PX_ERR_IO, "cannot create %s: %s", o->dump_dir, strerror(errno));
-  char *err = path_join(o->dump_dir, "ERR");
+  char *err = px_path_join(o->dump_dir, "ERR");
   if (!err) return px_fail(PX_ERR_NOMEM, "out of memory");
   int rc = px_mkdir_p(err) ? px_fail(PX_ERR_IO, "cannot create %s: %s", err, strerror(errno)) : PX_OK;
   free(err);
@@ -103,7 +103,7 @@ int write_top_level(const design_opts *o, const design_job *J) {
       const px_task_list view = {.n = count, .task = J->tasks.task + first};
       char name[512];
       snprintf(name, sizeof name, "%.*s.json", (int)(dot - base) > 400 ? 400 : (int)(dot - base), base);
-      char *p = path_join(o->dump_dir, name);
+      char *p = px_path_join(o->dump_dir, name);
       if (!p) rc = px_fail(PX_ERR_NOMEM, "out of memory");
       else if (!(rc = px_task_list_json(&view, &json, &len))) rc = put_file(o, p, json, len);
       free(p);
@@ -113,7 +113,7 @@ int write_top_level(const design_opts *o, const design_job *J) {
     first += count;
   }
   if (!rc && !(rc = px_task_list_json(&J->tasks, &json, &len))) {
-    char *p = path_join(o->dump_dir, "input_tasks.json");
+    char *p = px_path_join(o->dump_dir, "input_tasks.json");
     rc = p ? put_file(o, p, json, len) : px_fail(PX_ERR_NOMEM, "out of memory");
     free(p);
   }
@@ -142,7 +142,7 @@ int write_top_level(const design_opts *o, const design_job *J) {
     free(b.p);
     return px_fail(PX_ERR_NOMEM, "out of memory");
   }
-  char *p = path_join(o->dump_dir, "config.yaml");
+  char *p = px_path_join(o->dump_dir, "config.yaml");
   rc = p ? put_file(o, p, b.p, b.n) : px_fail(PX_ERR_NOMEM, "out of memory");
   free(p);
   free(b.p);

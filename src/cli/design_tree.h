@@ -5,8 +5,6 @@
 #define PX_CLI_DESIGN_TREE_H
 
 #include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
 
 #include "cli/campaign.h"
 #include "cli/design_opts.h"
@@ -33,17 +31,6 @@ int owns_sample(const case_layout *cl, long i);
 /* The layout of DUMP/<task>/seed_<seed> (units: the case's units in the queue). */
 int make_layout(case_layout *cl, const design_opts *o, const char *task, uint64_t seed,
                 const campaign_unit *units);
-/* a/b (malloc'd; NULL when out of memory). */
-static inline char *path_join(const char *a, const char *b) {
-  size_t la = strlen(a), lb = strlen(b);
-  char *p = malloc(la + lb + 2);
-  if (!p) return NULL;
-  memcpy(p, a, la);
-  size_t k = la;
-  if (la && a[la - 1] != '/') p[k++] = '/';
-  memcpy(p + k, b, lb + 1);
-  return p;
-}
 
 /* DUMP's top-level files, as `pxdesign infer` writes them (after every input was checked). */
 int write_top_level(const design_opts *o, const design_job *J);

@@ -210,7 +210,7 @@ static void case_finish(work *W, case_run *cr) {
     } else if (o->shard.n > 1) {
       /* summary.json, then SUCCESS_FILE, each under a temporary name of this shard's */
       for (int m = 0; m < 2 && !rc; m++) {
-        char *p = path_join(cr->cl.dir, cr->cl.L.markers[m]);
+        char *p = px_path_join(cr->cl.dir, cr->cl.L.markers[m]);
         if (!p || campaign_write_atomic(p, m ? success : sum, m ? sizeof success - 1 : strlen(sum), o->shard.tag))
           rc = say_io(io, p ? px_last_error() : "out of memory");
         free(p);
@@ -562,7 +562,7 @@ int run_design(design_opts *o, const design_job *J, const design_models *M, cons
     goto out;
   }
   if (o->status_files && o->overwrite) { /* the replaced run's rows go with its files */
-    char *p = path_join(o->dump_dir, "designs.csv");
+    char *p = px_path_join(o->dump_dir, "designs.csv");
     if (!p || (remove(p) != 0 && errno != ENOENT)) {
       px_fail(p ? PX_ERR_IO : PX_ERR_NOMEM, "cannot remove %s: %s", p ? p : "designs.csv", strerror(errno));
       free(p);

@@ -55,21 +55,6 @@ static int fs_rmdir(const char *p) { return rmdir(p); }
 
 /* ---------------------------------------------------------------- helpers -- */
 
-static char *join(const char *a, const char *b) {
-  size_t la = strlen(a), lb = b ? strlen(b) : 0;
-  char *p = malloc(la + lb + 2);
-  if (!p) return NULL;
-  memcpy(p, a, la);
-  size_t k = la;
-  if (lb) {
-    if (la && a[la - 1] != '/') p[k++] = '/';
-    memcpy(p + k, b, lb);
-    k += lb;
-  }
-  p[k] = '\0';
-  return p;
-}
-
 int run_sampler_fields(char *buf, size_t cap, const px_sampler_config *c, uint64_t seed) {
   char f[6][24];
   run_fmt_float(f[0], sizeof f[0], c->gamma0);
@@ -206,8 +191,8 @@ static int scan_entry(void *user, const char *name) {
   if (k < 0 && !other) return 0;
   long i = identify(L, s->reldir, base);
   if (i == -2) return 0;
-  char *dir = join(L->dir, s->reldir);
-  char *full = dir ? join(dir, name) : NULL;
+  char *dir = px_path_join(L->dir, s->reldir);
+  char *full = dir ? px_path_join(dir, name) : NULL;
   free(dir);
   if (!full) {
     s->failed = px_fail(PX_ERR_NOMEM, "out of memory");
@@ -265,7 +250,7 @@ static int scan(scan_t *s) {
   const run_layout *L = s->L;
   for (int j = 0; j < n_scan_dirs(L); j++) {
     s->reldir = scan_dir(L, j);
-    char *dir = join(L->dir, s->reldir);
+    char *dir = px_path_join(L->dir, s->reldir);
     if (!dir) return px_fail(PX_ERR_NOMEM, "out of memory");
     int rc = fs_list(dir, scan_entry, s);
     if (rc < 0) {
@@ -278,7 +263,7 @@ static int scan(scan_t *s) {
     if (s->failed) return s->failed;
   }
   for (int m = L->n_markers - 1; m >= 0; m--) {
-    char *p = join(L->dir, L->markers[m]);
+    char *p = px_path_join(L->dir, L->markers[m]);
     if (!p) return px_fail(PX_ERR_NOMEM, "out of memory");
     char *t = malloc(strlen(p) + 5);
     if (!t) {
@@ -470,7 +455,7 @@ int run_out_open(run_out *r, const run_layout *L, run_mode mode, uint64_t run_id
   for (int j = 0; j < n_scan_dirs(L); j++) {
     const char *rel = scan_dir(L, j);
     if (!*rel) continue;
-    char *d = join(L->dir, rel);
+    char *d = px_path_join(L->dir, rel);
     if (!d) {
       rc = px_fail(PX_ERR_NOMEM, "out of memory");
       goto fail;
@@ -488,7 +473,7 @@ int run_out_open(run_out *r, const run_layout *L, run_mode mode, uint64_t run_id
     /* the markers go first, the last written (the proof of completion) first of all: an
      * interrupted removal leaves a directory that reads as an unfinished run */
     for (int m = L->n_markers - 1; m >= 0; m--) {
-      char *p = join(L->dir, L->markers[m]);
+      char *p = px_path_join(L->dir, L->markers[m]);
       if (!p) {
         rc = px_fail(PX_ERR_NOMEM, "out of memory");
         goto fail;
@@ -511,7 +496,7 @@ fail:
 
 int run_out_write_marker(run_out *r, int k, const void *data, size_t n) {
   if (k < 0 || k >= r->L.n_markers) return px_fail(PX_ERR_INPUT, "run_output: no marker %d", k);
-  char *p = join(r->L.dir, r->L.markers[k]);
+  char *p = px_path_join(r->L.dir, r->L.markers[k]);
   if (!p) return px_fail(PX_ERR_NOMEM, "out of memory");
   r->wrote = 1;
   int rc = px_write_file_atomic_msg(p, data, n);

@@ -192,15 +192,15 @@ PX_TGT256 static void px_dot256_1x4(int K, const float *X, int ldx, const float 
   PX_DOT256_BODY(1, 4)
 }
 
-/* Store an mr x nr block of sums: y = sum (+ bias) (or y = (y + bias) + sum when accumulating),
- * ReLU'd when asked. */
-static inline __attribute__((always_inline)) void px_gemm_store(const float *out, int mr, int nr, float *Y,
+/* Store an mr x nr block of sums (out: rows of ldo): y = sum (+ bias) (or y = (y + bias) + sum
+ * when accumulating), ReLU'd when asked. Every kernel's epilogue, so all round alike. */
+static inline __attribute__((always_inline)) void px_gemm_store(const float *out, int ldo, int mr, int nr, float *Y,
                                                                 int ldy, const float *bias, int accumulate,
                                                                 int relu) {
   for (int i = 0; i < mr; i++) {
     float *y = Y + (size_t)i * ldy;
     for (int j = 0; j < nr; j++) {
-      float v = out[i * PX_GEMM_MAXNR + j];
+      float v = out[i * ldo + j];
       if (accumulate) v += bias ? y[j] + bias[j] : y[j];
       else if (bias) v += bias[j];
       if (relu) v = v > 0.0f ? v : 0.0f;
@@ -252,7 +252,7 @@ static inline int px_gemm_row_block(int K) {
               out[i * PX_GEMM_MAXNR + j] = o1[0];                                                \
             }                                                                                    \
         }                                                                                        \
-        px_gemm_store(out, rr, nr, Y + (size_t)r * ldy + c, ldy, bb, accumulate, relu);          \
+        px_gemm_store(out, PX_GEMM_MAXNR, rr, nr, Y + (size_t)r * ldy + c, ldy, bb, accumulate, relu); \
       }                                                                                          \
     }                                                                                            \
     }                                                                                            \
@@ -377,17 +377,8 @@ PX_TGT512 static void px_gemm_tile512(int mr_all, int nc, int K, const float *X_
           default: px_op512_gather_1(K, x, ldx, w, nr, out); break;
           }
         }
-        const float *bb = bias ? bias + c : NULL;
-        for (int i = 0; i < rr; i++) {
-          float *y = Y + (size_t)(r + i) * ldy + c;
-          for (int j = 0; j < nr; j++) {
-            float v = out[i * PX_OP_NR + j];
-            if (accumulate) v += bb ? y[j] + bb[j] : y[j];
-            else if (bb) v += bb[j];
-            if (relu) v = v > 0.0f ? v : 0.0f;
-            y[j] = v;
-          }
-        }
+        px_gemm_store(out, PX_OP_NR, rr, nr, Y + (size_t)r * ldy + c, ldy, bias ? bias + c : NULL, accumulate,
+                      relu);
       }
     }
   }

@@ -144,7 +144,7 @@ PX_TGTBF16 static void tile_bf16(int mr_all, int nc, int K, const float *X_all, 
             for (int j = 0; j < nr; j++)
               dot_bf16_1x1(ld, x + (size_t)i * ld, w + (size_t)j * ld, out + i * PX_GEMM_MAXNR + j);
         }
-        px_gemm_store(out, rr, nr, Y + (size_t)r * ldy + c, ldy, bb, accumulate, relu);
+        px_gemm_store(out, PX_GEMM_MAXNR, rr, nr, Y + (size_t)r * ldy + c, ldy, bb, accumulate, relu);
       }
     }
   }

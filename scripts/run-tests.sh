@@ -51,9 +51,12 @@ note_skip() {
 run_one() {
   name=$1; shift
   echo "== $name"
+  t0=$(date +%s)
   "$@" >"$TMP/out" 2>&1
   rc=$?
   cat "$TMP/out"
+  # Whole seconds (portable date): enough to see which tests the CI's time goes to.
+  echo "-- $name: $(($(date +%s) - t0)) s"
   if [ $rc -eq 0 ]; then
     pass=$((pass + 1))
   elif [ $rc -eq 77 ]; then
@@ -101,10 +104,10 @@ if [ "$WHAT" = all ] || [ "$WHAT" = sanitize ]; then
     PRE="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
     LD_PRELOAD="$PRE" ASAN_OPTIONS=detect_leaks=0:protect_shadow_gap=0 PXDIFF_SANITIZED=1 \
       PYTHONPATH=python:tests/ref PXDIFF_LIB="$BUILD/libpxdiff.so" "$PY" -m pytest -q -rs tests/python \
-      -p no:cacheprovider --junitxml="$XML"
+      -p no:cacheprovider --durations=12 --junitxml="$XML"
   else
     PYTHONPATH=python:tests/ref PXDIFF_LIB="$BUILD/libpxdiff.so" "$PY" -m pytest -q -rs tests/python \
-      -p no:cacheprovider --junitxml="$XML"
+      -p no:cacheprovider --durations=12 --junitxml="$XML"
   fi
   rc=$?
   # Per-test outcome from the junit report: "pass", "fail NAME", "skip NAME<TAB>REASON".

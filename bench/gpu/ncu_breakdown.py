@@ -9,7 +9,7 @@ import sys
 
 GROUPS = [  # first match wins
     ("local attention (atom blocks)", r"k_attention_tc_local|k_attention_tc<32, 32>"),
-    ("full attention (token blocks)", r"k_attention_tc<"),
+    ("full attention (token blocks)", r"k_attention_tc<|k_attention_h16"),
     ("LayerNorm / AdaLN / residual+AdaLN", r"k_row_ln|k_layernorm|k_gated_residual"),
     ("SwiGLU", r"k_swiglu"),
     ("token<->atom maps, s-side gates, EDM, misc", r"k_atoms_to_tokens|k_tokens_to_atoms|k_add_rows|k_activation|k_edm|k_fourier|k_rows_plus|k_relu|k_to_half|k_sampler"),

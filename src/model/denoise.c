@@ -290,13 +290,15 @@ typedef struct {
   int t_stride;     /* io.t: 1 level per sample, or 0: one shared level */
 } call_bufs;
 
-/* Lanes (backend.h): a call's samples split in two halves that run concurrently, when the
- * backend has lanes, no probe is attached, all samples share one noise level, every token
- * block's s-side terms fit at once (computed before the split, shared by both halves) and
- * the call is large. Measured on an H200 (tf32, 10 samples): two lanes took 12.07 ms
- * against 12.66 at 620 tokens, 6.45 against 6.51 at 330, but 3.85 against 3.69 at 150
- * (each half's kernels then no longer fill the GPU, and the two halves' kernels mostly
- * cannot run side by side anyway). PXDIFF_LANES=1 / 2 forces one / two lanes. */
+/* Lanes (backend.h): a call's samples split in two halves that run concurrently. Opt-in
+ * (PXDIFF_LANES=2), and only when the backend has lanes, no probe is attached, all samples
+ * share one noise level and every token block's s-side terms fit at once (computed before
+ * the split, shared by both halves). They paid when the kernels left the GPU idle between
+ * launches (H200, tf32, 10 samples: 12.07 against 12.66 ms at 620 tokens); with the 16-bit
+ * blocks one lane's kernels fill the card and the halves only compete: H200, fp16, main
+ * 1aadf04, two lanes against one took 2.41 / 4.43 / 8.36 ms against 2.21 / 4.13 / 8.11 at
+ * 150 / 330 / 620 tokens and 10 samples, 8.0 / 17.9 / 37.2 against 8.0 / 17.7 / 36.0 at
+ * 50 samples. PXDIFF_LANES=1 / 2 forces one / two lanes. */
 static int lanes_planned(px_backend *be, const px_transformer_w *tt, int S, int T, int R, px_probe_fn probe) {
   const char *e = getenv("PXDIFF_LANES"); /* read per call: tests switch it within a process */
   const int env = e && *e ? atoi(e) : 0;
@@ -304,7 +306,7 @@ static int lanes_planned(px_backend *be, const px_transformer_w *tt, int S, int 
    * s-side terms of all blocks rarely fit at once, and that layout is not exercised. */
   if (!be->lanes_fork || probe || S < 2 || env == 1 || R != T) return 1;
   if (sterm_group(tt->n_blocks, R, tt->c) != tt->n_blocks) return 1;
-  return env >= 2 || (int64_t)S * T >= 3000 ? 2 : 1;
+  return env >= 2 ? 2 : 1;
 }
 
 /* First sample and sample count of lane k of nl. */

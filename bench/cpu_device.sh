@@ -43,6 +43,24 @@ echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | 
 echo "- AVX-512 / BF16 / AMX flags: $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx512f|avx512_bf16|amx_bf16|amx_tile)$' | tr '\n' ' ')"
 echo "- pxdiff: $("$EXE" info | sed -n 's/^blas: /BLAS /p'); $("$EXE" info | sed -n 's/^cpu precisions: /CPU precisions /p'); $(git log -1 --format='commit %h' 2>/dev/null || echo 'no git')"
 echo "- torch: $("$PY" -c 'import torch; print(torch.__version__, "/", torch.__config__.parallel_info().splitlines()[0])' 2>/dev/null)"
+# The kernels torch's OpenBLAS chose (Debian's torch): OpenBLAS 0.3.21 does not know every CPU
+# (an Emerald Rapids VM got its generic "Prescott" kernels, ~3x slower), and an upstream on
+# slow kernels flatters pxdiff: set OPENBLAS_CORETYPE (e.g. Cooperlake, SkylakeX) then.
+blas_core=$("$PY" - <<'PYEOF' 2>/dev/null
+import ctypes, os, torch
+try:  # Debian's libopenblas; other builds (numpy's scipy-openblas, MKL) name nothing here
+    path = next((l.split()[-1] for l in open("/proc/self/maps") if "libopenblas" in l), None)
+    if path:
+        lib = ctypes.CDLL(path)
+        lib.openblas_get_corename.restype = ctypes.c_char_p
+        env = os.environ.get("OPENBLAS_CORETYPE")
+        print("OpenBLAS kernels for %s%s" % (lib.openblas_get_corename().decode(),
+                                            " (OPENBLAS_CORETYPE=%s)" % env if env else ""))
+except Exception:
+    pass
+PYEOF
+) || blas_core=""
+[ -n "$blas_core" ] && echo "- torch's BLAS: $blas_core"
 echo "- upstream: ${PXDIFF_UPSTREAM_PROTENIX:+Protenix from $PXDIFF_UPSTREAM_PROTENIX (the project's reference not timed)}${PXDIFF_UPSTREAM_PROTENIX:-not found: the project's PyTorch reference stands for it}"
 echo "- load before: $(uptime | sed 's/.*load average/load average/')"
 echo "- command: REPS=$REPS PX_REPS=${PX_REPS:-$REPS} PRECISIONS=${PRECISIONS:-fp32} SIZES=$SIZES sh bench/cpu_device.sh $THREADS"

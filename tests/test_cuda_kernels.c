@@ -236,6 +236,38 @@ static void test_rowwise(void) {
     }
 }
 
+/* atoms_to_tokens over many atoms: the kernel finds each token's atoms by a block-wide search
+ * in rounds (one round up to 192 atoms, two up to 192^2, three beyond), random atom counts
+ * per token including tokens without atoms, channels in float4 (C = 8) and not (C = 5). */
+static void test_atoms_to_tokens_large(void) {
+  static const int Ts[] = {150, 700, 6000};
+  for (size_t k = 0; k < sizeof Ts / sizeof Ts[0]; k++) {
+    const int S = 2, T = Ts[k];
+    int *counts = malloc(sizeof(int) * T), N = 0;
+    for (int t = 0; t < T; t++) N += counts[t] = rand() % 13; /* 0..12 atoms */
+    int64_t *a2t = malloc(sizeof(int64_t) * (N ? N : 1));
+    float *inv = malloc(sizeof(float) * T);
+    for (int t = 0, n = 0; t < T; t++) {
+      for (int j = 0; j < counts[t]; j++) a2t[n++] = t;
+      inv[t] = counts[t] ? 1.0f / counts[t] : 0.0f;
+    }
+    for (int C = 5; C <= 8; C += 3) {
+      float *X = rnd((size_t)S * N * C, 1.0), *want = malloc(sizeof(float) * (size_t)S * T * C);
+      int64_t *da2t = gpu->alloc(gpu, sizeof(int64_t) * (N ? N : 1));
+      gpu->upload(gpu, da2t, a2t, sizeof(int64_t) * N);
+      float *dinv = up(inv, T), *dX = up(X, (size_t)S * N * C), *dO = dev_poison((size_t)S * T * C);
+      cpu->atoms_to_tokens(cpu, S, N, T, C, X, a2t, inv, want);
+      gpu->atoms_to_tokens(gpu, S, N, T, C, dX, da2t, dinv, dO);
+      char what[96];
+      snprintf(what, sizeof what, "atoms_to_tokens T=%d N=%d C=%d", T, N, C);
+      compare(what, dO, want, (size_t)S * T * C, 1e-6);
+      free(X); free(want);
+      gpu->free(gpu, da2t); gpu->free(gpu, dinv); gpu->free(gpu, dX); gpu->free(gpu, dO);
+    }
+    free(counts); free(a2t); free(inv);
+  }
+}
+
 static void test_token_atom_maps(void) {
   int S = 3, T = 11, N = 0;
   int counts[11] = {3, 0, 7, 1, 12, 5, 0, 2, 9, 4, 1};
@@ -882,6 +914,7 @@ int main(void) {
   test_linear_batched(PX_PRECISION_TF32, 2e-3);
   test_rowwise();
   test_token_atom_maps();
+  test_atoms_to_tokens_large();
   test_design_ops();
   test_attention();
   test_attention_tc_gated();

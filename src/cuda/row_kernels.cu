@@ -302,30 +302,53 @@ __global__ void k_add_rows(int M, int C, float *Y, const float *A, int a_rows) {
   }
 }
 
-// First atom index with token >= t (atoms of a token are contiguous and ascending).
-__device__ int lower_bound_tok(const int64_t *a2t, int N, int64_t t) {
-  int lo = 0, hi = N;
+// First atom n with a2t[n] >= t (a2t sorted), searched by the whole block in rounds: each
+// thread probes one of blockDim evenly spaced atoms of [lo, hi), and the count of probes
+// below t narrows the range to one spacing. Two rounds up to blockDim^2 atoms, where one
+// thread's binary search was ~12 dependent loads (H200, 2320 atoms: ~40% of the kernel).
+// Every thread returns the same value (uniform control flow: __syncthreads_count).
+__device__ int block_lower_bound(const int64_t *a2t, int N, int64_t t) {
+  int lo = 0, hi = N;  // the answer lies in [lo, hi]
   while (lo < hi) {
-    int mid = (lo + hi) / 2;
-    if (a2t[mid] < t) lo = mid + 1; else hi = mid;
+    const int nt = (int)blockDim.x, q = (hi - lo + nt - 1) / nt;
+    const int p = lo + (int)threadIdx.x * q;
+    const int c = __syncthreads_count(p < hi && a2t[p] < t);
+    if (c == 0) return lo;
+    const int nlo = lo + (c - 1) * q + 1, nhi = min(lo + c * q, hi);
+    lo = nlo;
+    hi = nhi;
   }
   return lo;
 }
 
-// grid (T, S): each block sums its token's atoms in atom order (deterministic).
+// grid (T, S): each block sums its token's atoms in atom order (deterministic), four
+// channels per thread where C allows it (the same sums, element by element).
 __global__ void k_atoms_to_tokens(int N, int T, int C, const float *X, const int64_t *a2t,
                                   const float *inv_count, float *Y) {
-  int t = blockIdx.x, s = blockIdx.y;
-  __shared__ int range[2];
-  if (threadIdx.x == 0) {
-    range[0] = lower_bound_tok(a2t, N, t);
-    range[1] = lower_bound_tok(a2t, N, t + 1);
+  const int t = blockIdx.x, s = blockIdx.y;
+  const int n0 = block_lower_bound(a2t, N, t), n1 = block_lower_bound(a2t, N, t + 1);
+  const float w = inv_count[t];
+  if ((C & 3) == 0 && ((uintptr_t)X & 15) == 0 && ((uintptr_t)Y & 15) == 0) {
+    const int C4 = C / 4;
+    const float4 *x4 = reinterpret_cast<const float4 *>(X) + (size_t)s * N * C4;
+    float4 *y4 = reinterpret_cast<float4 *>(Y) + ((size_t)s * T + t) * C4;
+    for (int c = threadIdx.x; c < C4; c += blockDim.x) {
+      float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      for (int n = n0; n < n1; n++) {
+        const float4 v = x4[(size_t)n * C4 + c];
+        acc.x += v.x;
+        acc.y += v.y;
+        acc.z += v.z;
+        acc.w += v.w;
+      }
+      y4[c] = make_float4(acc.x * w, acc.y * w, acc.z * w, acc.w * w);
+    }
+    return;
   }
-  __syncthreads();
   for (int c = threadIdx.x; c < C; c += blockDim.x) {
     float acc = 0;
-    for (int n = range[0]; n < range[1]; n++) acc += X[((size_t)s * N + n) * C + c];
-    Y[((size_t)s * T + t) * C + c] = acc * inv_count[t];
+    for (int n = n0; n < n1; n++) acc += X[((size_t)s * N + n) * C + c];
+    Y[((size_t)s * T + t) * C + c] = acc * w;
   }
 }
 
@@ -577,7 +600,8 @@ void be_atoms_to_tokens(px_backend *b, int S, int N, int T, int C, const float *
   CTX(b);
   PROF("atoms_to_tokens");
   dim3 grid(T, S);
-  k_atoms_to_tokens<<<grid, 256, 0, g.stream>>>(N, T, C, X, a2t, inv_count, Y);
+  // 192 threads: one float4 of the model's 768 channels each.
+  k_atoms_to_tokens<<<grid, 192, 0, g.stream>>>(N, T, C, X, a2t, inv_count, Y);
   LAUNCHED("atoms_to_tokens");
 }
 

@@ -178,6 +178,16 @@ class DiffusionModule:
         check(lib.px_model_set_backend(self._m, dev, prec))
         return self
 
+    def set_num_threads(self, n):
+        """Threads this module's CPU work runs on: n > 0, or 0 for the process's count
+        (pxdiff.set_num_threads, $PXDIFF_NUM_THREADS). Other modules of the process keep their
+        own; results do not depend on it. On CUDA it raises PxdiffBackendError (the work runs
+        on the GPU); set it after set_backend("cpu"). Not while another call on this module runs."""
+        if not hasattr(lib, "px_model_set_num_threads"):
+            raise PxdiffBackendError("this libpxdiff has no per-model thread count (px_model_set_num_threads)")
+        check(lib.px_model_set_num_threads(self._m, int(n)))
+        return self
+
     @property
     def backend(self):
         return lib.px_model_backend_name(self._m).decode()

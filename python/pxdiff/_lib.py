@@ -138,6 +138,7 @@ _optional = {
     "px_device_memory": (ctypes.c_int, [ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_int64),
                                         ctypes.POINTER(ctypes.c_int64)]),
     "px_sample_bytes": (ctypes.c_int64, [_vp, ctypes.c_int, ctypes.c_int, ctypes.c_int]),
+    "px_model_set_num_threads": (ctypes.c_int, [_vp, ctypes.c_int]),
 }
 for _name, (_res, _args) in _optional.items():
     _f = getattr(lib, _name, None)

@@ -99,6 +99,30 @@ def test_set_num_threads_in_process(wide):
     assert torch.equal(outs[0], outs[2])
 
 
+def test_module_set_num_threads(wide):
+    """DiffusionModule.set_num_threads (px_model_set_num_threads): the module's own count, the
+    same bits at 1, 3 and the process's count, a bad count refused as the input error it is."""
+    dm, inp = wide
+    N = inp.feats["atom_to_token_idx"].shape[0]
+    x = pxfixtures.random_coords(3, N, seed=11)
+    t = torch.tensor([0.3, 30.0, 900.0])
+    outs = []
+    try:
+        for n in (1, 3, 0):
+            assert dm.set_num_threads(n) is dm
+            h = make_design(dm, inp)
+            try:
+                outs.append(denoise(dm, h, x, t))
+            finally:
+                lib.px_design_free(h)
+        with pytest.raises(pxdiff.PxdiffInputError, match="threads"):
+            dm.set_num_threads(-1)
+    finally:
+        dm.set_num_threads(0)
+    assert all(torch.isfinite(o).all() for o in outs)
+    assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2]), "per-module thread counts differ"
+
+
 @pytest.mark.parametrize("shared", [True, False])
 def test_denoise_batch_invariance(wide, shared):
     """A sample's x_denoised is the same whether it is denoised alone or with others

@@ -36,6 +36,19 @@ static double *dbuf(size_t n) {
   }
   return p;
 }
+
+/* ||got - ref|| / ||mag||, mag[i] the size of the terms summed into ref[i] (sum of their
+ * absolute values): the bound for a sum that may cancel, which is exact only to the rounding of
+ * its terms, not of its result. NaN anywhere gives NaN (callers check !isnan). */
+static double rel_err_terms(const float *got, const double *ref, const double *mag, size_t n) {
+  double err = 0, size = 0;
+  for (size_t i = 0; i < n; i++) {
+    const double d = (double)got[i] - ref[i];
+    err += d * d;
+    size += mag[i] * mag[i];
+  }
+  return sqrt(err / (size > 0 ? size : 1));
+}
 static float *frand(size_t n, double scale) {
   float *p = fbuf(n);
   tu_fill_normal(p, n, scale);
@@ -197,24 +210,18 @@ static void test_gated_residual(void) {
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     const int M = cases[i][0], g_rows = cases[i][1], C = cases[i][2];
     float *A = frand((size_t)M * C, 1.0), *G = frand((size_t)g_rows * C, 1.0), *Y = frand((size_t)M * C, 1.0);
-    double *ref = dbuf((size_t)M * C);
-    /* The error is measured against the terms' size (|a| + |g y|), not the sum's: a sum that
-     * cancels (one element, a = -g y) is exact to the rounding of its terms only. */
-    double err = 0, size = 0;
+    double *ref = dbuf((size_t)M * C), *mag = dbuf((size_t)M * C);
+    /* Against the terms' size |a| + |g y| (rel_err_terms): a one-element sum a = -g y cancels. */
     for (int r = 0; r < M; r++)
       for (int c = 0; c < C; c++) {
         const double a = A[(size_t)r * C + c], gy = (double)G[(size_t)(r % g_rows) * C + c] * Y[(size_t)r * C + c];
         ref[(size_t)r * C + c] = a + gy;
-        size += (fabs(a) + fabs(gy)) * (fabs(a) + fabs(gy));
+        mag[(size_t)r * C + c] = fabs(a) + fabs(gy);
       }
     be->gated_residual(be, M, C, A, G, g_rows, Y);
-    for (size_t i = 0; i < (size_t)M * C; i++) {
-      const double d = (double)A[i] - ref[i];
-      err += d * d;
-    }
-    const double e = sqrt(err / (size > 0 ? size : 1));
+    const double e = rel_err_terms(A, ref, mag, (size_t)M * C);
     CHECK_MSG(e <= TOL && !isnan(e), "gated_residual M=%d g_rows=%d C=%d: rel err %.3g", M, g_rows, C, e);
-    free(A), free(G), free(Y), free(ref);
+    free(A), free(G), free(Y), free(ref), free(mag);
   }
 }
 
@@ -702,23 +709,14 @@ static void test_atoms_tokens(void) {
       float *Y = fbuf((size_t)S * T * C);
       tu_poison(Y, (size_t)S * T * C);
       be->atoms_to_tokens(be, S, N, T, C, X, a2t, inv, Y);
-      /* against the terms' size (inv * sum |x|): a token of few atoms whose sum cancels is
-       * exact to the rounding of its terms only (as gated_residual) */
-      double err = 0, size = 0;
-      {
-        double *mag = dbuf((size_t)S * T * C);
-        for (int s = 0; s < S; s++)
-          for (int n = 0; n < N; n++)
-            for (int c = 0; c < C; c++)
-              mag[((size_t)s * T + a2t[n]) * C + c] += fabs((double)X[((size_t)s * N + n) * C + c]) * inv[a2t[n]];
-        for (size_t i = 0; i < (size_t)S * T * C; i++) {
-          const double d = (double)Y[i] - ref[i];
-          err += d * d;
-          size += mag[i] * mag[i];
-        }
-        free(mag);
-      }
-      const double e = sqrt(err / (size > 0 ? size : 1));
+      /* against the terms' size inv * sum |x| (rel_err_terms): few atoms whose sum cancels */
+      double *mag = dbuf((size_t)S * T * C);
+      for (int s = 0; s < S; s++)
+        for (int n = 0; n < N; n++)
+          for (int c = 0; c < C; c++)
+            mag[((size_t)s * T + a2t[n]) * C + c] += fabs((double)X[((size_t)s * N + n) * C + c]) * inv[a2t[n]];
+      const double e = rel_err_terms(Y, ref, mag, (size_t)S * T * C);
+      free(mag);
       CHECK_MSG(e <= TOL && !isnan(e), "atoms_to_tokens S=%d N=%d T=%d C=%d: rel err %.3g", S, N, T, C, e);
       /* tokens without atoms give exactly 0 */
       int zeros_ok = 1;

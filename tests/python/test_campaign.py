@@ -32,7 +32,7 @@ import torch
 
 import pxembed_ref
 import pxfixtures
-from conftest import ROOT
+from conftest import ROOT, SANITIZED
 
 try:
     import gemmi
@@ -248,7 +248,7 @@ def test_killed_shard_resumes_identical(ckpt, tmp_path):
     assert rc == 0, se
     rng = random.Random(int(os.environ.get("PXDIFF_TEST_SEED", "0")) or None)
     # three kills at random moments; one under the sanitizer build (each trial takes ~35 s there)
-    for trial in range(1 if os.environ.get("PXDIFF_SANITIZED") == "1" else 3):
+    for trial in range(1 if SANITIZED else 3):
         out = tmp_path / f"run{trial}"
         procs = [start(*design_args(ckpt, out, [TASKS], *slow, "--shard", f"{k}/2", "-q")) for k in (1, 2)]
         victim = rng.randrange(2)

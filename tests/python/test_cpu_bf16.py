@@ -25,7 +25,7 @@ import torch
 import pxdiff
 import pxfixtures
 import pxref
-from conftest import rel_err
+from conftest import SANITIZED, rel_err
 
 HAVE_BF16 = pxdiff.cpu_bf16_name().startswith(("AVX512_BF16", "AMX"))
 HAVE_AMX = pxdiff.cpu_bf16_name().startswith("AMX")
@@ -70,7 +70,7 @@ def test_per_call_error_every_level(engines):
     S = 2
     worst, at = 0.0, None
     hats = schedule_t_hats()
-    if os.environ.get("PXDIFF_SANITIZED") == "1":
+    if SANITIZED:
         hats = hats[::8]  # memory checks need no sweep; the unsanitized suite takes every level
     for i, th in enumerate(hats):
         x = pxfixtures.random_coords(S, N, scale=max(th, 1.0), seed=200 + i)

@@ -23,7 +23,7 @@ import torch
 
 import pxembed_ref
 import pxfixtures
-from conftest import ROOT
+from conftest import ROOT, SANITIZED
 
 try:
     import gemmi
@@ -207,7 +207,7 @@ def test_featurize_bundle_contents(ckpt, tmp_path):
     torch.testing.assert_close(torch.as_tensor(feats["ref_pos"]).float(), ref["ref_pos"].float(), rtol=0, atol=1e-5)
 
 
-@pytest.mark.skipif(os.environ.get("PXDIFF_SANITIZED") == "1", reason="signal timing under the sanitizer build")
+@pytest.mark.skipif(SANITIZED, reason="signal timing under the sanitizer build")
 def test_design_interrupt_then_resume_is_identical(ckpt, tmp_path):
     full, cut = tmp_path / "full", tmp_path / "cut"
     args = ("--N_sample", 3, "--N_step", 25, "--seeds", 5, "--chunk", 1)
@@ -333,7 +333,7 @@ def test_demo_runs_the_design_path(tmp_path):
     assert {r[chain] for r in rows} == {"A0", "B0"}
     assert {r[comp] for r in rows if r[chain] == "B0"} == {"xpb"}
     assert np.isfinite(coords(p)).all()
-    if os.environ.get("PXDIFF_SANITIZED") == "1":
+    if SANITIZED:
         return  # (under ASan the rerun takes a minute; the unsanitized suite checks it)
     # deterministic: the same command gives the same files
     rc, so, se = run("demo", "-o", tmp_path / "again", "--N_sample", 2, "--N_step", 2, "--device", "cpu", "--quiet")

@@ -79,20 +79,26 @@ def denoise(dm, h, x, t):
     return out
 
 
+def denoise_at_counts(dm, inp, x, t, set_threads, counts):
+    """denoise(x, t) on a fresh design (the design cache too) after set_threads(n), per count."""
+    outs = []
+    for n in counts:
+        set_threads(n)
+        h = make_design(dm, inp)
+        try:
+            outs.append(denoise(dm, h, x, t))
+        finally:
+            lib.px_design_free(h)
+    return outs
+
+
 def test_set_num_threads_in_process(wide):
     dm, inp = wide
     N = inp.feats["atom_to_token_idx"].shape[0]
     x = pxfixtures.random_coords(3, N, seed=9)
     t = torch.tensor([0.2, 20.0, 2000.0])
-    outs = []
     try:
-        for n in (1, 2, 1):
-            pxdiff.set_num_threads(n)
-            h = make_design(dm, inp)  # the design cache too
-            try:
-                outs.append(denoise(dm, h, x, t))
-            finally:
-                lib.px_design_free(h)
+        outs = denoise_at_counts(dm, inp, x, t, pxdiff.set_num_threads, (1, 2, 1))
     finally:
         pxdiff.set_num_threads(0)
     assert torch.equal(outs[0], outs[1]), "px_set_num_threads(1) vs (2) differ"
@@ -106,15 +112,9 @@ def test_module_set_num_threads(wide):
     N = inp.feats["atom_to_token_idx"].shape[0]
     x = pxfixtures.random_coords(3, N, seed=11)
     t = torch.tensor([0.3, 30.0, 900.0])
-    outs = []
     try:
-        for n in (1, 3, 0):
-            assert dm.set_num_threads(n) is dm
-            h = make_design(dm, inp)
-            try:
-                outs.append(denoise(dm, h, x, t))
-            finally:
-                lib.px_design_free(h)
+        assert dm.set_num_threads(2) is dm  # chains, like set_backend
+        outs = denoise_at_counts(dm, inp, x, t, dm.set_num_threads, (1, 3, 0))
         with pytest.raises(pxdiff.PxdiffInputError, match="threads"):
             dm.set_num_threads(-1)
     finally:

@@ -34,6 +34,18 @@ static int fs_exists(const char *p) {
 
 static int fs_writable_dir(const char *p) { return access(p, W_OK | X_OK) == 0; }
 
+/* What p is, from one look: a directory (following symlinks), something else (a file, a
+ * dangling symlink), or nothing. One answer rather than fs_is_dir then fs_exists: concurrent
+ * shards create the same directories, and a directory made between those two calls read as
+ * "exists but is not a directory" (ENOTDIR) for a path that was a directory all along. */
+typedef enum { FS_NONE, FS_DIR, FS_OTHER } fs_kind_t;
+static fs_kind_t fs_kind(const char *p) {
+  struct stat st;
+  if (stat(p, &st) == 0) return S_ISDIR(st.st_mode) ? FS_DIR : FS_OTHER;
+  if (lstat(p, &st) != 0) return FS_NONE;
+  return S_ISDIR(st.st_mode) ? FS_DIR : FS_OTHER; /* made since the stat, or a dangling link */
+}
+
 typedef int (*fs_entry_fn)(void *user, const char *name);
 
 /* Calls fn for each entry of dir except "." and ".."; a missing dir has no entries.
@@ -298,12 +310,13 @@ static int scan(scan_t *s) {
 /* DIR is a writable directory, or its nearest existing ancestor is one (so that it can be
  * created). Nothing is created here. */
 static int check_dir_usable(const char *dir) {
-  if (fs_is_dir(dir)) {
+  const fs_kind_t k = fs_kind(dir);
+  if (k == FS_DIR) {
     if (!fs_writable_dir(dir))
       return px_fail(PX_ERR_IO, "cannot write to output directory %s: %s", dir, strerror(errno));
     return 0;
   }
-  if (fs_exists(dir)) return px_fail(PX_ERR_IO, "cannot create output directory %s: %s", dir, strerror(ENOTDIR));
+  if (k == FS_OTHER) return px_fail(PX_ERR_IO, "cannot create output directory %s: %s", dir, strerror(ENOTDIR));
   char *p = malloc(strlen(dir) + 2);
   if (!p) return px_fail(PX_ERR_NOMEM, "out of memory");
   strcpy(p, dir);
@@ -318,8 +331,9 @@ static int check_dir_usable(const char *dir) {
     } else {
       *slash = '\0';
     }
-    if (fs_is_dir(p)) break;
-    if (fs_exists(p)) {
+    const fs_kind_t pk = fs_kind(p);
+    if (pk == FS_DIR) break;
+    if (pk == FS_OTHER) {
       free(p);
       return px_fail(PX_ERR_IO, "cannot create output directory %s: %s", dir, strerror(ENOTDIR));
     }

@@ -116,6 +116,16 @@ struct px_backend {
   void (*attention_full)(px_backend *b, int S, int T, int H, int d, const float *Q,
                          const float *K, const float *V, int ld, const float *bias, float scale,
                          void *O, const float *G, int ldg, px_etype ot);
+  /* Optional (NULL: the model keeps the [q k v g] projection in fp32 for attention_full):
+   * attention_full on fp16 inputs with an fp16 output, O = softmax(scale (Q + q_bias) K^T +
+   * bias[h]) V * sigmoid(G). Q, K, V, G are fp16 with row stride ld (elements), q_bias [H*d]
+   * fp32 (NULL: none): the projection GEMM writes fp16 without a bias (a 16-bit GEMM output
+   * takes none, see linear) and q's bias is added here in fp32. The model takes it only for
+   * blocks whose Q, K, V fp16_range.c bounds; G needs no bound (an overflow to +-inf gives
+   * the gate's exact limits 1 and 0). */
+  void (*attention_full_h16)(px_backend *b, int S, int T, int H, int d, const void *Q, const void *K,
+                             const void *V, const void *G, int ld, const float *q_bias, const float *bias,
+                             float scale, void *O);
   /* Local atom attention (docs/spec.md): atoms cut into query trunks of nq, each seeing the
    * window of nk keys starting at nq*trunk - (nk - nq)/2; out-of-range keys get weight 0.
    * bias [H, n_trunks, nq, nk]; O [S*N, H*d] of type ot (a 16-bit O feeds the output GEMM;

@@ -110,6 +110,60 @@ static void run_full16(int S, int T, int H, int d, int ld_extra, int gated, doub
   g->free(g, dP); g->free(g, dbias); g->free(g, dO);
 }
 
+/* x rounded to fp16 (nearest even; |x| well inside fp16's range here). */
+static uint16_t fp16_bits(float x) {
+  uint32_t u;
+  memcpy(&u, &x, sizeof u);
+  const uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+  const float a = fabsf(x);
+  if (a < 6.103515625e-05f) return (uint16_t)(sign | (uint16_t)rintf(a * 16777216.0f));
+  uint32_t au = u & 0x7FFFFFFFu;
+  au += 0x0FFFu + ((au >> 13) & 1u);
+  return (uint16_t)(sign | ((((au >> 23) - 112u) << 10) | ((au >> 13) & 1023u)));
+}
+
+/* attention_full_h16 (the FP16 precision's token blocks with fp16 [q k v g] rows): random
+ * rows rounded to fp16, q's bias (qb) added in fp32, against the fp32 CPU kernel on the
+ * same rounded values plus the bias. ld_extra 4 makes ld not a multiple of 8 (the
+ * conversion fallback), as do d = 16 and d = 24. Output poisoned (NaN) before the run. */
+static void run_full_h16in(int S, int T, int H, int d, int ld_extra, int gated, int qb, double tol) {
+  px_backend *g = px_cuda_backend(PX_PRECISION_FP16);
+  CHECK_MSG(g->attention_full_h16 != NULL, "the FP16 backend has no attention_full_h16 (PXDIFF_NO_X16_QKV set?)");
+  if (!g->attention_full_h16) return;
+  const int C = H * d, ld = 4 * C + ld_extra;
+  const size_t nq = (size_t)S * T * ld, no = (size_t)S * T * C, nb = (size_t)H * T * T;
+  float *P = rnd(nq, 1.0), *bias = rnd(nb, 2.0), *qbias = rnd((size_t)C, 0.5), *want = malloc(sizeof(float) * no);
+  float *got = malloc(sizeof(float) * no);
+  uint16_t *P16 = malloc(sizeof(uint16_t) * nq), *h = malloc(sizeof(uint16_t) * no);
+  for (size_t i = 0; i < nq; i++) {
+    P16[i] = fp16_bits(P[i]);
+    P[i] = fp16_value(P16[i]);
+  }
+  for (size_t r = 0; qb && r < (size_t)S * T; r++)
+    for (int c = 0; c < C; c++) P[r * ld + c] += qbias[c];
+  for (size_t i = 0; i < no; i++) h[i] = 0xFFFFu;
+  uint16_t *dP = g->alloc(g, sizeof(uint16_t) * nq), *dO = g->alloc(g, sizeof(uint16_t) * no);
+  g->upload(g, dP, P16, sizeof(uint16_t) * nq);
+  g->upload(g, dO, h, sizeof(uint16_t) * no);
+  float *dbias = up(g, bias, nb), *dqb = up(g, qbias, (size_t)C);
+  const float scale = 1.0f / sqrtf((float)d);
+  cpu->attention_full(cpu, S, T, H, d, P, P + C, P + 2 * C, ld, bias, scale, want, gated ? P + 3 * C : NULL, ld,
+                      PX_F32);
+  g->attention_full_h16(g, S, T, H, d, dP, dP + C, dP + 2 * C, gated ? dP + 3 * C : NULL, ld, qb ? dqb : NULL, dbias,
+                        scale, dO);
+  g->download(g, h, dO, sizeof(uint16_t) * no);
+  for (size_t i = 0; i < no; i++) got[i] = fp16_value(h[i]);
+  const double e = tu_rel_err_ff(got, want, no);
+  char what[128];
+  snprintf(what, sizeof what, "fp16-input full S=%d T=%d H=%d d=%d ld=%d%s%s", S, T, H, d, ld, gated ? " gated" : "",
+           qb ? " q-bias" : "");
+  CHECK_MSG(e <= tol, "%s: rel err %.3g (tol %.1g)", what, e, tol);
+  CHECK_MSG(g->status(g) == 0, "%s: CUDA error %s", what, px_last_error());
+  printf("  %-58s rel err %.2e\n", what, e);
+  free(P); free(bias); free(qbias); free(want); free(got); free(P16); free(h);
+  g->free(g, dP); g->free(g, dO); g->free(g, dbias); g->free(g, dqb);
+}
+
 /* Local attention; gated: the output times sigmoid(G), G interleaved with Q (the model's
  * [q | g] rows). */
 static void run_local(int prec, int S, int N, int H, int d, int nk, int gated, double tol) {
@@ -201,27 +255,43 @@ static double now_s(void) {
 }
 static void bench(void) {
   const int reps = 50;
-  { /* fp16 outputs (FP16 precision, gated as the model's): S=10, T=150/330/620, H=16, d=48 */
+  { /* fp16 outputs (FP16 precision, gated as the model's): S = 10 and 100 (a design's chunk),
+     * T = 150 / 330 / 620, H = 16, d = 48; fp32 inputs (attention_full) and fp16 inputs
+     * (attention_full_h16, with q's bias) */
     px_backend *g = px_cuda_backend(PX_PRECISION_FP16);
-    static const int Ts[] = {150, 330, 620};
-    for (int i = 0; i < 3; i++) {
-      const int S = 10, T = Ts[i], H = 16, d = 48, C = H * d, ld = 4 * C;
-      const size_t nq = (size_t)S * T * ld, nb = (size_t)H * T * T;
-      float *P = rnd(nq, 1.0), *bias = rnd(nb, 2.0);
-      float *dP = up(g, P, nq), *dbias = up(g, bias, nb);
-      uint16_t *dO = g->alloc(g, sizeof(uint16_t) * (size_t)S * T * C);
-      for (int r = 0; r < 3; r++)
-        g->attention_full(g, S, T, H, d, dP, dP + C, dP + 2 * C, ld, dbias, 0.144f, dO, dP + 3 * C, ld, PX_F16);
-      g->sync(g);
-      double t0 = now_s();
-      for (int r = 0; r < reps; r++)
-        g->attention_full(g, S, T, H, d, dP, dP + C, dP + 2 * C, ld, dbias, 0.144f, dO, dP + 3 * C, ld, PX_F16);
-      g->sync(g);
-      printf("  bench fp16%s attention_full gated S=%d T=%d H=%d d=%d: %.1f us/call\n",
-             getenv("PXDIFF_NO_H16_ATTENTION") ? " (tf32 kernel)" : "", S, T, H, d, (now_s() - t0) / reps * 1e6);
-      free(P); free(bias);
-      g->free(g, dP); g->free(g, dbias); g->free(g, dO);
-    }
+    static const int Ss[] = {10, 100}, Ts[] = {150, 330, 620};
+    for (int si = 0; si < 2; si++)
+      for (int i = 0; i < 3; i++) {
+        const int S = Ss[si], T = Ts[i], H = 16, d = 48, C = H * d, ld = 4 * C;
+        const size_t nq = (size_t)S * T * ld, nb = (size_t)H * T * T;
+        float *P = rnd(nq, 1.0), *bias = rnd(nb, 2.0);
+        uint16_t *P16 = malloc(sizeof(uint16_t) * nq);
+        for (size_t j = 0; j < nq; j++) P16[j] = fp16_bits(P[j]);
+        float *dP = up(g, P, nq), *dbias = up(g, bias, nb);
+        uint16_t *dP16 = g->alloc(g, sizeof(uint16_t) * nq), *dO = g->alloc(g, sizeof(uint16_t) * (size_t)S * T * C);
+        g->upload(g, dP16, P16, sizeof(uint16_t) * nq);
+        for (int path = 0; path < 2; path++) {
+          if (path == 1 && !g->attention_full_h16) break;
+          double t0 = 0;
+          for (int r = -3; r < reps; r++) {
+            if (r == 0) {
+              g->sync(g);
+              t0 = now_s();
+            }
+            if (path == 0)
+              g->attention_full(g, S, T, H, d, dP, dP + C, dP + 2 * C, ld, dbias, 0.144f, dO, dP + 3 * C, ld, PX_F16);
+            else
+              g->attention_full_h16(g, S, T, H, d, dP16, dP16 + C, dP16 + 2 * C, dP16 + 3 * C, ld, dbias, dbias,
+                                    0.144f, dO);
+          }
+          g->sync(g);
+          printf("  bench fp16 attention_full gated, %s inputs%s S=%d T=%d H=%d d=%d: %.1f us/call\n",
+                 path ? "fp16" : "fp32", !path && getenv("PXDIFF_NO_H16_ATTENTION") ? " (tf32 kernel)" : "", S, T,
+                 H, d, (now_s() - t0) / reps * 1e6);
+        }
+        free(P); free(bias); free(P16);
+        g->free(g, dP); g->free(g, dbias); g->free(g, dP16); g->free(g, dO);
+      }
     CHECK_MSG(g->status(g) == 0, "bench: CUDA error %s", px_last_error());
   }
   for (int prec = PX_PRECISION_FP32; prec <= PX_PRECISION_TF32; prec++) {
@@ -267,6 +337,11 @@ int main(void) {
   }
   tu_seed();
   cpu = px_cpu_backend();
+  const char *b = getenv("PXDIFF_ATT_BENCH");
+  if (b && !strcmp(b, "only")) { /* the timings alone (profiling a kernel) */
+    bench();
+    return tu_finish("test_cuda_attention");
+  }
   const double tol = 2e-3;
   /* full attention: awkward T, d in {16, 32, 48, 64}; d = 24 takes the exact fallback. The
    * launches of {10, 150, 16, 48} and {9, 190, 16, 32} take 64-query blocks on an H100 or
@@ -296,13 +371,20 @@ int main(void) {
    * gated every other shape */
   for (size_t i = 0; i < sizeof full / sizeof full[0]; i++)
     run_full16(full[i][0], full[i][1], full[i][2], full[i][3], full[i][4], (int)(i % 2), tol);
+  /* FP16 backend, fp16 inputs (attention_full_h16): the same shapes, q's bias on two of three */
+  for (size_t i = 0; i < sizeof full / sizeof full[0]; i++)
+    run_full_h16in(full[i][0], full[i][1], full[i][2], full[i][3], full[i][4], (int)(i % 2), (int)(i % 3 != 0), tol);
+  /* the model's width with T % 4 == 0, T % 4 == 2 and T odd (16-, 8- and 4-byte bias copies),
+   * 64- and 128-query blocks, gated with q's bias */
+  static const int h16in[][2] = {{10, 332}, {10, 330}, {10, 331}, {3, 150}, {100, 64}, {2, 129}};
+  for (size_t i = 0; i < sizeof h16in / sizeof h16in[0]; i++)
+    run_full_h16in(h16in[i][0], h16in[i][1], 16, 48, 0, 1, 1, tol);
   /* BF16 backend (same tensor-core path) and the exact FP32 kernel kept for fp32 */
   run_full(PX_PRECISION_BF16, 2, 330, 16, 48, 0, tol);
   run_local(PX_PRECISION_BF16, 2, 2320, 4, 32, 128, 0, tol);
   run_full(PX_PRECISION_FP32, 2, 130, 16, 48, 0, 1e-5);
   run_local(PX_PRECISION_FP32, 2, 200, 4, 32, 128, 0, 1e-5);
   emulation_report();
-  const char *b = getenv("PXDIFF_ATT_BENCH");
   if (b && *b && *b != '0') bench();
   return tu_finish("test_cuda_attention");
 }

@@ -206,6 +206,44 @@ int main(void) {
               "fp16 atom blocks: rel err %.3g vs CPU fp32 (TF32 atom blocks: %.3g; bound 2e-3)", err[0], err[1]);
   }
 
+  /* FP16's [q k v g] projection written in fp16 and read by attention_full_h16 (the default),
+   * against a context made with PXDIFF_NO_X16_QKV=1 (read when a context is made: fp32
+   * projections and the fp32-input attention). Both within the per-call bound of the CPU's
+   * fp32 (or within 1.5x of the other's error where that is larger), and not the same bits:
+   * the default context really takes the fp16-input path. */
+  {
+    setenv("PXDIFF_NO_X16_QKV", "1", 1);
+    px_backend *plain = px_cuda_backend_create(0, PX_PRECISION_FP32);
+    unsetenv("PXDIFF_NO_X16_QKV");
+    CHECK_MSG(plain != NULL, "context with PXDIFF_NO_X16_QKV: %s", px_last_error());
+    if (plain) {
+      CHECK(px_cuda_backend_view(ctx[0], PX_PRECISION_FP16)->attention_full_h16 != NULL);
+      CHECK(px_cuda_backend_view(plain, PX_PRECISION_FP16)->attention_full_h16 == NULL);
+      CHECK(px_cuda_backend_view(ctx[0], PX_PRECISION_TF32)->attention_full_h16 == NULL);
+      px_model_release_device(m[0]);
+      px_model_release_device(m[1]);
+      const int rc0 = px_model_to_device(m[0], ctx[0], PX_PRECISION_FP16);
+      const int rc1 = px_model_to_device(m[1], plain, PX_PRECISION_FP16);
+      CHECK_MSG(rc0 == PX_OK && rc1 == PX_OK, "prepare at fp16: %s", px_last_error());
+      double err[2] = {-1, -1};
+      for (int k = 0; k < 2 && !rc0 && !rc1; k++)
+        for (int round = 0; round < 2; round++) {
+          tu_poison(got[k], nx);
+          if (run(m[k], &sd.f, x, t, got[k])) continue;
+          const double e = tu_rel_err_ff(got[k], want, nx);
+          printf("  fp16, [q k v g] %s, call %d: rel err vs CPU fp32 %.3g\n", k ? "fp32" : "fp16", round, e);
+          if (e > err[k]) err[k] = e;
+        }
+      CHECK_MSG(err[0] >= 0 && err[1] >= 0, "fp16 calls failed");
+      CHECK_MSG(err[0] <= 2e-3 || err[0] <= 1.5 * err[1],
+                "fp16 [q k v g]: rel err %.3g vs CPU fp32 (fp32 projections: %.3g; bound 2e-3)", err[0], err[1]);
+      CHECK_MSG(memcmp(got[0], got[1], sizeof(float) * nx) != 0,
+                "PXDIFF_NO_X16_QKV changed nothing: the default context did not take the fp16-input attention");
+      px_model_release_device(m[1]);
+      px_cuda_backend_destroy(plain);
+    }
+  }
+
   /* Releasing the models and destroying the contexts returns every byte. */
   for (int k = 0; k < 2; k++) px_model_free(m[k]);
   for (int k = 0; k < 2; k++) px_cuda_backend_destroy(ctx[k]);

@@ -292,6 +292,44 @@ void be_attention_full(px_backend *b, int S, int T, int H, int d, const float *Q
   to_half(g, (int)ot, S * T, H * d, t, H * d, (uint16_t *)O);
 }
 
+// fp16 [q k v g] rows (stride ld) to fp32 rows of 4C: q + q_bias, k, v, g (the fallback of
+// attention_full_h16).
+__global__ void k_qkvg_to_f32(int M, int C, int ld, const uint16_t *Q, const uint16_t *K, const uint16_t *V,
+                              const uint16_t *G, const float *qb, float *Y) {
+  const int64_t n = (int64_t)M * 4 * C;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t r = i / (4 * C);
+    const int c = (int)(i % (4 * C)), part = c / C, j = c % C;
+    const uint16_t *src = part == 0 ? Q : part == 1 ? K : part == 2 ? V : G;
+    float v = src ? load1<2>(src, (size_t)r * ld + j) : 0.0f;
+    if (part == 0 && qb) v += qb[j];
+    Y[i] = v;
+  }
+}
+
+// attention_full on fp16 inputs: the fp16-input kernel when it takes the shape, else the
+// inputs converted to fp32 (q's bias added) and the fp32-input path, its output converted.
+void be_attention_full_h16(px_backend *b, int S, int T, int H, int d, const void *Q, const void *K, const void *V,
+                           const void *G, int ld, const float *q_bias, const float *bias, float scale, void *O) {
+  CTX(b);
+  PROF("attention_full_h16");
+  const uint16_t *q = (const uint16_t *)Q, *k = (const uint16_t *)K, *v = (const uint16_t *)V,
+                 *gt = (const uint16_t *)G;
+  if (px_attention_tc_h16in(&g.tc, g.stream, S, T, H, d, ld, q, k, v, gt, q_bias, bias, scale, (uint16_t *)O)) {
+    LAUNCHED("attention_tc_h16in");
+    return;
+  }
+  const int C = H * d, M = S * T;
+  float *t = f32_scratch(g, (size_t)M * 5 * C);  // [M, 4C] inputs, then [M, C] output
+  if (!t || M <= 0) return;
+  k_qkvg_to_f32<<<(int)std::min<int64_t>(((int64_t)M * 4 * C + 255) / 256, 65535), 256, 0, g.stream>>>(
+      M, C, ld, q, k, v, gt, q_bias, t);
+  LAUNCHED("qkvg_to_f32");
+  float *o = t + (size_t)M * 4 * C;
+  attention_full_f32(b, g, S, T, H, d, t, t + C, t + 2 * C, 4 * C, bias, scale, o, G ? t + 3 * C : nullptr, 4 * C);
+  to_half(g, (int)PX_F16, M, C, o, C, (uint16_t *)O);
+}
+
 // O of type ot: fp16 (the FP16 precision's atom blocks) is written by the tensor-core
 // kernel's epilogue when it takes the shape, else converted from an fp32 result.
 void be_attention_local(px_backend *b, int S, int N, int H, int d, int nq, int nk, const float *Q,

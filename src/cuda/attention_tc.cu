@@ -97,6 +97,10 @@ template <bool B>
 struct Flag {
   static constexpr bool value = B;
 };
+template <int N>
+struct Int {
+  static constexpr int value = N;
+};
 
 // Feature relabelling (sums over features / keys don't care about order):
 //  - Q K^T: k-slots (t, t+4) of step 2m are features 16m+4t, +1 and of step 2m+1 features
@@ -599,6 +603,229 @@ k_attention_h16(int L, int H, int ld, const float *__restrict__ Q, const float *
   store_rows<D, OT>(o, l0, l1, O, G, ldg, base, L, H, h, i0, i1, t);
 }
 
+// Full attention on fp16 inputs (the FP16 precision's token blocks: the [q k v g] GEMM
+// writes fp16 without q's bias, which is added here in fp32). Nothing is converted on the
+// way in: K / V tiles go by cp.async straight into two fp16 stages (V in its natural column
+// order: output tile dn holds features 8 dn + 2t, +1), one barrier per tile (after the wait
+// for the tile's copies, before the next tile's issue, so a stage is refilled only after
+// every warp has left it). The pair bias goes by cp.async into shared memory too, so that
+// it lands during the previous tile's math instead of being read from global memory at the
+// start of each tile:
+//  - 128 queries (8 warps, two blocks per SM by registers): two block-wide bias stages of
+//    QT x 64 floats, filled with the K / V stage after the barrier;
+//  - 64 queries (4 warps): each warp's 16 bias rows are its own, in one stage: the warp
+//    reads the tile's values into its accumulators and, after a warp sync, issues the next
+//    tile's copy into the same place (no barrier guards the bias). One stage, not two, keeps
+//    the block at 47 KB (d = 48), so four blocks fit an SM: the launches that take 64-query
+//    blocks are those where they need fewer waves (150 tokens, 10 samples: one wave of
+//    480 blocks instead of two).
+// A bias row stride of 72 words makes a half-warp's 8-byte reads of rows g, columns 2t
+// conflict-free. Shared bytes at d = 48: 28 KB of K / V + 72 KB (128 queries) or 18 KB (64).
+template <int D, int QT>
+struct H16InCfg {
+  static constexpr int DP = D + 8;           // halves per K / V row (16-byte aligned, ldmatrix conflict-free)
+  static constexpr int KV = 2 * KT * DP;     // halves per K / V stage (K rows, then V rows)
+  static constexpr int BS = KT + 8;          // floats per staged bias row
+  static constexpr bool WARP_BIAS = QT == 64;  // per-warp, single-stage bias (above)
+  static constexpr int BST = QT * BS;          // floats per bias stage
+  static constexpr int SMEM = 2 * KV * 2 + (WARP_BIAS ? 1 : 2) * BST * (int)sizeof(float);
+};
+
+// cp.async of BV = 4, 8 or 16 bytes (zero-filled when !ok); 4 and 8 go through L1 (.ca).
+template <int BV>
+__device__ __forceinline__ void cp_async_n(void *dst, const void *src, bool ok) {
+  const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+  if (BV == 16)
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(d), "l"(src), "r"(ok ? 16 : 0) : "memory");
+  else
+    asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;" ::"r"(d), "l"(src), "n"(BV), "r"(ok ? BV : 0)
+                 : "memory");
+}
+
+__device__ __forceinline__ float2 half2_f2(uint32_t u) {
+  return __half22float2(*reinterpret_cast<const __half2 *>(&u));
+}
+
+// Q fragments (m16n8k16 A) of rows qp0, qp1 (fp16, features in order): (q + qb) * scale,
+// rounded to fp16 again.
+template <int D>
+__device__ __forceinline__ void load_q16in(uint32_t (&qa)[D / 16][4], const uint16_t *qp0, const uint16_t *qp1,
+                                           const float *qb, float scale, int t) {
+#pragma unroll
+  for (int m = 0; m < D / 16; m++) {
+    const int f0 = 16 * m + 2 * t, f1 = f0 + 8;
+    const float2 b0 = qb ? *reinterpret_cast<const float2 *>(qb + f0) : make_float2(0.0f, 0.0f);
+    const float2 b1 = qb ? *reinterpret_cast<const float2 *>(qb + f1) : make_float2(0.0f, 0.0f);
+    const float2 a = half2_f2(*reinterpret_cast<const uint32_t *>(qp0 + f0));
+    const float2 b = half2_f2(*reinterpret_cast<const uint32_t *>(qp1 + f0));
+    const float2 c = half2_f2(*reinterpret_cast<const uint32_t *>(qp0 + f1));
+    const float2 e = half2_f2(*reinterpret_cast<const uint32_t *>(qp1 + f1));
+    qa[m][0] = pack_half2<2>((a.x + b0.x) * scale, (a.y + b0.y) * scale);
+    qa[m][1] = pack_half2<2>((b.x + b0.x) * scale, (b.y + b0.y) * scale);
+    qa[m][2] = pack_half2<2>((c.x + b1.x) * scale, (c.y + b1.y) * scale);
+    qa[m][3] = pack_half2<2>((e.x + b1.x) * scale, (e.y + b1.y) * scale);
+  }
+}
+
+// Normalise, gate and store rows i0, i1 (those < L) in fp16; o in the natural column order.
+template <int D>
+__device__ __forceinline__ void store_rows16in(const float (&o)[D / 8][4], float l0, float l1, uint16_t *O,
+                                               const uint16_t *G, int ldg, size_t base, int H, int h, int L,
+                                               int i0, int i1, int t) {
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+  const float inv[2] = {__frcp_rn(l0), __frcp_rn(l1)};
+  const int rows[2] = {i0, i1}, C = H * D;
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    if (rows[r] >= L) continue;
+    uint16_t *out = O + (base + rows[r]) * C + h * D + 2 * t;
+    const uint16_t *gp = G ? G + (base + rows[r]) * (size_t)ldg + h * D + 2 * t : nullptr;
+#pragma unroll
+    for (int dn = 0; dn < D / 8; dn++) {
+      float x = o[dn][2 * r] * inv[r], y = o[dn][2 * r + 1] * inv[r];
+      if (gp) {
+        const float2 gv = half2_f2(*reinterpret_cast<const uint32_t *>(gp + 8 * dn));
+        x *= __frcp_rn(1.0f + __expf(-gv.x));
+        y *= __frcp_rn(1.0f + __expf(-gv.y));
+      }
+      *reinterpret_cast<uint32_t *>(out + 8 * dn) = pack_half2<2>(x, y);
+    }
+  }
+}
+
+// QT = 128 or 64 queries per block (8 or 4 warps of 16 rows); BV: bytes per bias copy (16
+// when L % 4 == 0, 8 when L is even, else 4, with a bias aligned to match). Q, K, V, G
+// fp16 with row stride ld; O fp16 [S*L, H*D].
+template <int D, int QT, int BV>
+__global__ void __launch_bounds__(QT * 2, 256 / QT)
+k_attention_h16in(int L, int H, int ld, const uint16_t *__restrict__ Q, const uint16_t *__restrict__ K,
+                  const uint16_t *__restrict__ V, const uint16_t *__restrict__ G, const float *__restrict__ qb,
+                  const float *__restrict__ bias, float scale, uint16_t *__restrict__ O) {
+  using Cfg = H16InCfg<D, QT>;
+  constexpr int NT = QT * 2, DP = Cfg::DP, CH = D / 8;  // CH: 16-byte chunks per K / V row
+  constexpr int KV_PT = 2 * KT * CH / NT;               // K and V chunks per thread per tile
+  constexpr int BPR = KT * 4 / BV;                      // bias copies per row of a tile
+  static_assert(2 * KT * CH % NT == 0, "K / V copies must divide evenly among the threads");
+  extern __shared__ __align__(16) float smem[];
+  uint16_t *kv = reinterpret_cast<uint16_t *>(smem);  // [2][K rows, V rows]
+  float *bst = smem + Cfg::KV;                        // bias stage(s) (2 * KV halves = KV floats)
+  const int tile = blockIdx.x, h = blockIdx.y, s = blockIdx.z;
+  const int tid = threadIdx.x, w = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+  const int q0 = tile * QT;
+  const size_t base = (size_t)s * L;
+  const int r0 = w * 16 + g, r1 = r0 + 8;
+  const int i0 = q0 + r0, i1 = q0 + r1;
+  const int c0 = min(i0, L - 1), c1 = min(i1, L - 1);  // rows past L: row L-1's data, never stored
+  const int ntiles = (L + KT - 1) / KT;
+  const uint16_t *Kb = K + base * ld + h * D, *Vb = V + base * ld + h * D;
+  const float *Bb = bias + ((int64_t)h * L + q0) * L;  // the block's first bias row
+  const bool active = q0 + w * 16 < L;                 // warps wholly past L only copy
+
+  // K / V rows of tile `it` into stage it & 1 (keys past L zero-filled); no commit.
+  auto issue_kv = [&](int it) {
+    const int k0 = it * KT;
+    uint16_t *Ks = kv + (it & 1) * Cfg::KV;
+#pragma unroll
+    for (int i = 0; i < KV_PT; i++) {  // chunk idx: K rows first, then V rows (Vs = Ks + KT DP)
+      const int idx = tid + i * NT, jr = idx / CH, j = jr % KT, c = (idx % CH) * 8;
+      const bool ok = k0 + j < L;
+      const size_t go = ok ? (size_t)(k0 + j) * ld + c : 0;
+      cp_async_n<16>(Ks + jr * DP + c, (jr < KT ? Kb : Vb) + go, ok);
+    }
+  };
+  // Bias rows [r_first, r_first + NR) of the block for the keys of tile `it` into dst (row
+  // stride BS), copied by NTHR threads of which this is `me` (rows and keys past L
+  // zero-filled). Where a row takes at most NTHR copies, a thread's copies share a column
+  // and step by whole rows: a running pointer, partly unrolled (fully unrolled, the compiler
+  // kept every copy's address live and spilled). No commit.
+  auto issue_bias = [&](int it, float *dst, int r_first, auto nthr, auto nr, int me) {
+    constexpr int NTHR = decltype(nthr)::value, NR = decltype(nr)::value, N = NR * BPR / NTHR;
+    static_assert(NR * BPR % NTHR == 0, "bias copies must divide evenly among the threads");
+    const int k0 = it * KT;
+    if constexpr (NTHR % BPR == 0) {
+      constexpr int RS = NTHR / BPR;
+      const int c = (me % BPR) * (BV / 4), rb = r_first + me / BPR;
+      const bool kok = k0 + c < L;
+      const float *src = Bb + (int64_t)rb * L + k0 + c;
+      float *d = dst + (rb - r_first) * Cfg::BS + c;
+#pragma unroll 4
+      for (int i = 0; i < N; i++) {
+        const bool ok = kok && q0 + rb + i * RS < L;
+        cp_async_n<BV>(d, ok ? src : bias, ok);
+        src += (int64_t)RS * L;
+        d += RS * Cfg::BS;
+      }
+    } else {
+#pragma unroll 4
+      for (int i = 0; i < N; i++) {
+        const int idx = me + i * NTHR, r = r_first + idx / BPR, c = (idx % BPR) * (BV / 4);
+        const bool ok = k0 + c < L && q0 + r < L;
+        cp_async_n<BV>(dst + (r - r_first) * Cfg::BS + c, ok ? Bb + (int64_t)r * L + k0 + c : bias, ok);
+      }
+    }
+  };
+  float *bw = Cfg::WARP_BIAS ? bst + w * 16 * Cfg::BS : nullptr;  // 64 queries: this warp's rows
+  issue_kv(0);
+  if (Cfg::WARP_BIAS) {
+    if (active) issue_bias(0, bw, w * 16, Int<32>(), Int<16>(), lane);
+  } else {
+    issue_bias(0, bst, 0, Int<NT>(), Int<QT>(), tid);
+  }
+  cp_async_commit();
+
+  uint32_t qa[D / 16][4];
+  load_q16in<D>(qa, Q + (base + c0) * ld + h * D, Q + (base + c1) * ld + h * D, qb ? qb + h * D : nullptr, scale,
+                t);
+  float o[D / 8][4];
+#pragma unroll
+  for (int dn = 0; dn < D / 8; dn++) o[dn][0] = o[dn][1] = o[dn][2] = o[dn][3] = 0.0f;
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+
+  auto tile_step = [&](int it, auto full) {
+    constexpr bool FULL = decltype(full)::value;
+    const int nk = FULL ? KT : min(KT, L - it * KT);
+    cp_async_wait<0>();
+    __syncthreads();  // tile it landed for every thread; every warp left stage (it + 1) & 1
+    const bool more = it + 1 < ntiles;
+    if (more) {
+      issue_kv(it + 1);
+      if (!Cfg::WARP_BIAS) issue_bias(it + 1, bst + ((it + 1) & 1) * Cfg::BST, 0, Int<NT>(), Int<QT>(), tid);
+    }
+    const float *bs = Cfg::WARP_BIAS ? bw : bst + (it & 1) * Cfg::BST + w * 16 * Cfg::BS;  // the warp's rows
+    float sc[KT / 8][4];
+    if (active) {
+#pragma unroll
+      for (int n = 0; n < KT / 8; n++) {
+        const float2 x = *reinterpret_cast<const float2 *>(bs + g * Cfg::BS + 8 * n + 2 * t);
+        const float2 y = *reinterpret_cast<const float2 *>(bs + (g + 8) * Cfg::BS + 8 * n + 2 * t);
+        sc[n][0] = x.x;
+        sc[n][1] = x.y;
+        sc[n][2] = y.x;
+        sc[n][3] = y.y;
+      }
+      if (Cfg::WARP_BIAS && more) {
+        __syncwarp();  // every lane has read the warp's rows before any overwrites them
+        issue_bias(it + 1, bw, w * 16, Int<32>(), Int<16>(), lane);
+      }
+    }
+    cp_async_commit();
+    if (!active) return;
+    const uint16_t *Ks = kv + (it & 1) * Cfg::KV, *Vs = Ks + KT * DP;
+    tile_math16<D, FULL>(sc, Ks, Vs, nk, qa, o, m0, m1, l0, l1, lane);
+  };
+
+  for (int it = 0; it < ntiles; it++) {
+    if (L - it * KT >= KT)
+      tile_step(it, Flag<true>());
+    else
+      tile_step(it, Flag<false>());
+  }
+  store_rows16in<D>(o, l0, l1, O, G, ld, base, H, h, L, i0, i1, t);
+}
+
 // Local attention: query trunks of 32 see windows of nkw keys starting 32 tr - off,
 // off = (nkw - 32) / 2; bias [H, n_trunks, 32, nkw]. A block takes TPB consecutive
 // trunks (TPB = 4 at the model's sizes: 128 queries, 8 warps; fewer where shared memory
@@ -741,6 +968,58 @@ PxTcDevice::Lim configure() {
   return PxTcDevice::Lim{optin, per_sm, sms};
 }
 
+// The fp16-input kernels' shared memory on the current device (d = 32, 48, 64); false when
+// refused (attention_full_h16 then converts its inputs and runs the fp32-input path).
+template <int D>
+bool configure_h16in() {
+  int dev = 0, optin = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess ||
+      optin < H16InCfg<D, 128>::SMEM)
+    return false;
+  bool ok = true;
+  auto set = [&](auto kernel, int bytes) {
+    ok = ok && cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) == cudaSuccess;
+  };
+  set(k_attention_h16in<D, 128, 16>, H16InCfg<D, 128>::SMEM);
+  set(k_attention_h16in<D, 128, 8>, H16InCfg<D, 128>::SMEM);
+  set(k_attention_h16in<D, 128, 4>, H16InCfg<D, 128>::SMEM);
+  set(k_attention_h16in<D, 64, 16>, H16InCfg<D, 64>::SMEM);
+  set(k_attention_h16in<D, 64, 8>, H16InCfg<D, 64>::SMEM);
+  set(k_attention_h16in<D, 64, 4>, H16InCfg<D, 64>::SMEM);
+  if (!ok) cudaGetLastError();  // not sticky: the fallback runs instead
+  return ok;
+}
+
+template <int D>
+void launch_h16in(const PxTcDevice::Lim &lim, cudaStream_t st, int S, int L, int H, int ld, const uint16_t *Q,
+                  const uint16_t *K, const uint16_t *V, const uint16_t *G, const float *qb, const float *bias,
+                  float scale, uint16_t *O) {
+  // 64-query blocks when they take fewer waves (as the fp32-input kernels); blocks per SM
+  // by shared memory and by registers (<= 128 per thread).
+  auto waves = [&](int qt, int smem) {
+    const int by_smem = lim.per_sm / (smem + 1024);  // 1 KB per block is the system's
+    const int per_sm = by_smem < 256 / qt ? by_smem : 256 / qt;
+    const int64_t blocks = (int64_t)((L + qt - 1) / qt) * H * S, slots = (int64_t)lim.sms * (per_sm > 0 ? per_sm : 1);
+    return (blocks + slots - 1) / slots;
+  };
+  const bool q64 = waves(64, H16InCfg<D, 64>::SMEM) < waves(128, H16InCfg<D, 128>::SMEM);
+  const int bv = (L % 4 == 0 && (uintptr_t)bias % 16 == 0) ? 16 : (L % 2 == 0 && (uintptr_t)bias % 8 == 0) ? 8 : 4;
+#define PX_H16IN(QT_, BV_)                                                                                  \
+  k_attention_h16in<D, QT_, BV_><<<dim3((L + QT_ - 1) / QT_, H, S), 2 * QT_, H16InCfg<D, QT_>::SMEM, st>>>( \
+      L, H, ld, Q, K, V, G, qb, bias, scale, O)
+  if (q64) {
+    if (bv == 16) PX_H16IN(64, 16);
+    else if (bv == 8) PX_H16IN(64, 8);
+    else PX_H16IN(64, 4);
+  } else {
+    if (bv == 16) PX_H16IN(128, 16);
+    else if (bv == 8) PX_H16IN(128, 8);
+    else PX_H16IN(128, 4);
+  }
+#undef PX_H16IN
+}
+
 template <int D>
 cudaError_t launch(const PxTcDevice::Lim &lim, bool no_h16, cudaStream_t st, int S, int L, int H, int ld, const float *Q,
                    const float *K, const float *V, const float *bias, int local, int nk, float scale, void *O,
@@ -822,6 +1101,26 @@ void px_attention_tc_init(PxTcDevice *dev) {
   dev->lim[lim_index(64)] = configure<64>();
   dev->disabled = getenv("PXDIFF_NO_TC_ATTENTION") != nullptr;
   dev->no_h16 = getenv("PXDIFF_NO_H16_ATTENTION") != nullptr;
+  dev->h16in[0] = configure_h16in<32>();
+  dev->h16in[1] = configure_h16in<48>();
+  dev->h16in[2] = configure_h16in<64>();
+}
+
+int px_attention_tc_h16in(const PxTcDevice *dev, cudaStream_t stream, int S, int L, int H, int d, int ld,
+                          const uint16_t *Q, const uint16_t *K, const uint16_t *V, const uint16_t *G,
+                          const float *q_bias, const float *bias, float scale, uint16_t *O) {
+  const int slot = d == 32 ? 0 : d == 48 ? 1 : d == 64 ? 2 : -1;
+  if (dev->disabled || slot < 0 || !dev->h16in[slot] || dev->lim[lim_index(d)].optin == 0) return 0;
+  if ((ld % 8) || ((uintptr_t)Q % 16) || ((uintptr_t)K % 16) || ((uintptr_t)V % 16) || ((uintptr_t)O % 4) ||
+      ((uintptr_t)G % 16) || ((uintptr_t)bias % 4) || ((uintptr_t)q_bias % 8))
+    return 0;
+  if (S > 65535 || H > 65535) return 0;
+  if (S <= 0 || L <= 0 || H <= 0) return 1;  // nothing to compute
+  const PxTcDevice::Lim &lim = dev->lim[lim_index(d)];
+  if (d == 32) launch_h16in<32>(lim, stream, S, L, H, ld, Q, K, V, G, q_bias, bias, scale, O);
+  else if (d == 48) launch_h16in<48>(lim, stream, S, L, H, ld, Q, K, V, G, q_bias, bias, scale, O);
+  else launch_h16in<64>(lim, stream, S, L, H, ld, Q, K, V, G, q_bias, bias, scale, O);
+  return 1;
 }
 
 int px_attention_tc(const PxTcDevice *dev, cudaStream_t stream, int S, int L, int H, int d, int ld, const float *Q,

@@ -5,6 +5,8 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdint>
+
 // What the launches need to know about one device, kept by each backend context (a
 // process with contexts on two kinds of GPU launches each with its own device's limits):
 // per head width (16, 32, 48, 64), the shared memory a block may opt into (0: the kernels
@@ -16,6 +18,7 @@ struct PxTcDevice {
   } lim[4];
   bool disabled;  // PXDIFF_NO_TC_ATTENTION was set when the context was made
   bool no_h16;    // PXDIFF_NO_H16_ATTENTION: fp16 outputs from the TF32 kernel (comparisons)
+  bool h16in[3];  // the fp16-input kernels of d = 32, 48, 64 could be configured
 };
 
 // Configure the kernels' shared memory on the current device and record its limits.
@@ -36,5 +39,14 @@ void px_attention_tc_init(PxTcDevice *dev);
 int px_attention_tc(const PxTcDevice *dev, cudaStream_t stream, int S, int L, int H, int d, int ld, const float *Q,
                     const float *K, const float *V, const float *bias, int local, int nq, int nk,
                     float scale, void *O, const float *G, int ldg, int out_type);
+
+// Full attention on fp16 inputs (backend.h attention_full_h16): Q, K, V, G fp16 with row
+// stride ld, q_bias [H*d] fp32 added to Q (NULL: none), bias [H, L, L] fp32, O fp16
+// [S*L, H*d]; G may be NULL. Returns 1 when launched, 0 when d is not 32, 48 or 64, ld is
+// not a multiple of 8, a pointer is misaligned (Q, K, V, G 16 bytes, q_bias 8, bias and O
+// 4), the kernels could not be configured, or PXDIFF_NO_TC_ATTENTION was set.
+int px_attention_tc_h16in(const PxTcDevice *dev, cudaStream_t stream, int S, int L, int H, int d, int ld,
+                          const uint16_t *Q, const uint16_t *K, const uint16_t *V, const uint16_t *G,
+                          const float *q_bias, const float *bias, float scale, uint16_t *O);
 
 #endif

@@ -177,10 +177,19 @@ static void token_blocks(px_backend *be, const px_transformer_w *tf, const float
     const float *b_a = st->shift_ln + (size_t)(2 * j) * RC + off, *b_c = st->shift_ln + (size_t)(2 * j + 1) * RC + off;
     const float *gl = st->gate_raw + (size_t)(2 * j) * RC + off, *gc = st->gate_raw + (size_t)(2 * j + 1) * RC + off;
     if (j == 0) be->adaln(be, M, C, a, g_a, b_a, g_rows, an, x); /* else fused into the last residual */
-    /* [q | k v g] in one GEMM; the bias is linear_q's, zeros elsewhere (see atom_transformer). */
-    be->linear(be, M, 4 * C, C, an, C, px_lw(&B->proj1), B->proj1.b, proj, 4 * C, 0, T, x, PX_F32);
-    be->attention_full(be, S, T, H, dh, proj, proj + C, proj + 2 * C, 4 * C, pair_bias + (size_t)k * H * TT, scale,
-                       att, proj + 3 * C, 4 * C, x);
+    /* [q | k v g] in one GEMM; the bias is linear_q's, zeros elsewhere (see atom_transformer).
+     * In fp16 blocks, on a backend with attention_full_h16, the GEMM writes fp16 without the
+     * bias (half the bytes written and read back) and the attention adds q's bias in fp32. */
+    if (x == PX_F16 && be->attention_full_h16) {
+      be->linear(be, M, 4 * C, C, an, C, px_lw(&B->proj1), NULL, proj, 4 * C, 0, T, x, PX_F16);
+      const uint16_t *p16 = (const uint16_t *)proj;
+      be->attention_full_h16(be, S, T, H, dh, p16, p16 + C, p16 + 2 * C, p16 + 3 * C, 4 * C, B->proj1.b,
+                             pair_bias + (size_t)k * H * TT, scale, att);
+    } else {
+      be->linear(be, M, 4 * C, C, an, C, px_lw(&B->proj1), B->proj1.b, proj, 4 * C, 0, T, x, PX_F32);
+      be->attention_full(be, S, T, H, dh, proj, proj + C, proj + 2 * C, 4 * C, pair_bias + (size_t)k * H * TT,
+                         scale, att, proj + 3 * C, 4 * C, x);
+    }
     be->linear(be, M, C, C, att, C, px_lw(&B->o), NULL, y, C, 0, T, x, PX_F32);
     be->residual_adaln(be, M, C, a, gl, g_rows, y, g_c, b_c, g_rows, an, x);
     /* With 16-bit inputs [x1 | x2] is 16-bit too: the SwiGLU reads half the bytes, and writes

@@ -14,7 +14,11 @@
  *   attention  a convex combination of value rows v = W_v an (no bias) times a sigmoid
  *              gate: |o_c| <= max_c ||W_v[c]||_2 ||an||_2 (also the bound on |v|);
  *   q, k, v    the fp16 attention stores them (and q times 1/sqrt(d) <= 1) as fp16:
- *              |[q k v]_r| <= ||W[r]||_2 ||an||_2 + |b_r| (only q has a bias);
+ *              |[q k v]_r| <= ||W[r]||_2 ||an||_2 + |b_r| (only q has a bias); with the
+ *              backend's attention_full_h16 the [q k v g] GEMM itself writes fp16, q without
+ *              its bias (|q - b| is within the same bound), and the gate g needs no bound:
+ *              an overflow to +-inf gives sigmoid's exact limits 1 and 0, as fp32 does for
+ *              |g| > 65504;
  *   SwiGLU     its inputs x = W_1[c] an, y = W_2[c] an (no bias, also stored in 16 bits):
  *              |x|, |y| <= max_c ||W_12[c]||_2 ||an||_2; its output
  *              |silu(x) y| <= |x| |y| <= ||W_1[c]||_2 ||W_2[c]||_2 ||an||_2^2.

@@ -260,6 +260,40 @@ static void test_float_format(void) {
     /* shortest: one digit fewer never reads back */
   }
   CHECK_MSG(bad == 0, "%d values do not read back", bad);
+  /* The exact fast path (1e-3 <= |v| < 1e7) against the general search, string for string:
+   * random values across that range (uniform in log, all mantissas), every float32 of a few
+   * stretches (the ends of the range, around powers of ten, ties), and random bit patterns. */
+  char ref[48];
+  int diff = 0;
+  long n_cmp = 0;
+  char first[160] = "";
+  for (int k = 0; k < 400000; k++) {
+    float f;
+    if (k % 4 == 3) {
+      uint32_t u = (uint32_t)tu_u64();
+      memcpy(&f, &u, 4);
+      if (!isfinite(f)) continue;
+    } else {
+      const double lg = -3.0 + 10.0 * (double)(tu_u64() >> 11) / 9007199254740992.0;
+      f = (float)pow(10.0, lg) * ((k & 1) ? -1.0f : 1.0f);
+    }
+    px_fmt_float32(f, buf);
+    px_fmt_float32_reference(f, ref);
+    n_cmp++;
+    if (strcmp(buf, ref) && !diff++) snprintf(first, sizeof first, "%.9g: fast '%s', reference '%s'", (double)f, buf, ref);
+  }
+  static const float around[] = {1e-3f, 1e-2f, 0.1f, 1.0f, 9.5f, 10.0f, 99.5f, 100.0f, 1e3f, 1e4f, 1e5f, 1e6f, 1e7f, 0.000244140625f, 16777216.0f * 0.25f};
+  for (size_t j = 0; j < sizeof around / sizeof around[0]; j++) {
+    float f = around[j];
+    for (int i = 0; i < 2000; i++) f = nextafterf(f, 0.0f);
+    for (int i = 0; i < 4000; i++, f = nextafterf(f, INFINITY)) {
+      px_fmt_float32(f, buf);
+      px_fmt_float32_reference(f, ref);
+      n_cmp++;
+      if (strcmp(buf, ref) && !diff++) snprintf(first, sizeof first, "%.9g: fast '%s', reference '%s'", (double)f, buf, ref);
+    }
+  }
+  CHECK_MSG(diff == 0, "%d of %ld values differ from the reference, first %s", diff, n_cmp, first);
 }
 
 /* A tiny structure for the rules: chain A0 (3 residues, numbers 5 6 8) and B0 (2). */

@@ -125,5 +125,8 @@ PXDIFF_API int px_pxd_write_cif(const char *path, const px_pxd_structure *s, con
 /* numpy's str() of a float32 (see px_pxd_cif) into buf (at least 32 bytes); its length.
  * Non-finite values as numpy writes them ("nan", "inf", "-inf"). */
 int px_fmt_float32(float v, char *buf);
+/* The same through the general search alone (printf / strtof; px_fmt_float32 takes an exact
+ * arithmetic path for 1e-3 <= |v| < 1e7): the reference its tests compare against. */
+int px_fmt_float32_reference(float v, char *buf);
 
 #endif

@@ -441,7 +441,7 @@ static int f32_shortest_fast(float v, char *d, int *e10) {
       /* mm 10^-k against the interval and v, scaled by 10^k where k >= 0 (all exact) */
       const double x = k >= 0 ? mm : mm * p10[-k], sc = k >= 0 ? p10[k] : 1.0;
       const double l = lo * sc, h = hi * sc;
-      if (!(x > l && x < h) && !((x == l || x == h))) continue;
+      if (!(x > l && x < h) && !(even && (x == l || x == h))) continue;
       const double err = fabs(x - a * sc);
       if (best < 0 || err < best_err) {
         best = mm;

@@ -415,7 +415,9 @@ int px_structure_file_has_trailer(const char *path, const char *line) {
  * above the point), m = rint(|v| / 10^-k): a correctly rounded quotient of a 24-bit value
  * cannot land on an integer or a half it does not equal, so rint is still exact, and
  * m 10^-k < 1e7 is an exact double. A decimal reads back to v when it lies strictly inside
- * the rounding interval, or on an end when v's last mantissa bit is 0 (ties to even). */
+ * the rounding interval, or on an end when v's last mantissa bit is 0 (ties to even; in this
+ * range no end of the interval has as few digits as v's shortest form, so the rule never
+ * decides, but it is kept as the reference's). */
 static int f32_shortest_fast(float v, char *d, int *e10) {
   static const double p10[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12};
   const float fa = fabsf(v);

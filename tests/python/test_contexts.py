@@ -228,6 +228,30 @@ def test_resume_reuses_the_recorded_chunk(ckpt, one, tmp_path):
     assert_same_designs(one, out)
 
 
+def test_failed_write_keeps_the_units_other_files(ckpt, one, tmp_path):
+    """A unit's files are written in parallel (src/cli/design_workers.c): when one fails
+    (PXDIFF_TEST_FAIL_WRITE=3: sample 3 of every case, in the unit of samples 2 and 3) the run
+    ends with that one line and exit 1, the unit's other file is complete with its CSV row,
+    no summary.json claims the case, and --resume turns the directory into the uninterrupted
+    run's files."""
+    out = tmp_path / "run"
+    rc, so, se = design(ckpt, out, "cpu", env={"PXDIFF_TEST_FAIL_WRITE": "3"})
+    assert rc == 1 and se.strip().splitlines()[-1] == "pxdiff: injected write failure (PXDIFF_TEST_FAIL_WRITE)", se
+    fr = files(out)
+    cif2 = [r for r in fr if r.endswith("_sample_2.cif")]
+    assert cif2 and not [r for r in fr if r.endswith("_sample_3.cif")], sorted(fr)
+    fo = files(one)
+    for rel in cif2:
+        assert open(fr[rel], "rb").read() == open(fo[rel], "rb").read(), rel
+    rows = open(out / "designs.csv").read()
+    assert [line for line in rows.splitlines() if "_sample_2.cif" in line], rows
+    assert not [line for line in rows.splitlines() if "_sample_3.cif" in line], rows
+    assert not [r for r in fr if r.endswith("summary.json")], sorted(fr)
+    rc, so, se = design(ckpt, out, "cpu", "--resume")
+    assert rc == 0, se
+    assert_same_designs(one, out)
+
+
 def test_shards_of_contexts(ckpt, one, tmp_path):
     """--shard K/N with several contexts per shard: the union is again the one-context run."""
     from test_campaign import start

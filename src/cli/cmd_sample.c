@@ -306,6 +306,53 @@ static int check_template(const opts_t *o, const problem_t *pb) {
   return bad ? cli_fail(px_last_error()) : 0;
 }
 
+/* Sample idx's files (coordinates xyz), each written atomically. 0, or nonzero with the line
+ * to print in why (its path named). Called from several threads at once: it touches only its
+ * own sample's files and buffers. */
+static int write_sample(const opts_t *o, const problem_t *pb, const run_out *r, long idx, const float *xyz,
+                        const char *eta_min, const char *eta_max, char *why, size_t cap) {
+  char c0[256], c1[160], path[4096], name[96];
+  const char *comment[4];
+  int n_comment = 0;
+  if (pb->synthetic) comment[n_comment++] = SYNTH_LABEL_ASCII;
+  comment[n_comment++] = c0;
+  comment[n_comment++] = c1;
+  comment[n_comment++] = "B_iso_or_equiv: 1.00 = designed atom, 0.00 = condition atom";
+  snprintf(c0, sizeof c0, "pxdiff %s %s: sample %ld, seed %llu, %d steps, eta %s %s..%s, schedule %s",
+           PXDIFF_VERSION, pb->command, idx, (unsigned long long)o->cfg.seed, o->cfg.n_step,
+           px_eta_type_name(o->cfg.eta_type), eta_min, eta_max, o->cfg.schedule_bf16 ? "bf16" : "fp32");
+  snprintf(c1, sizeof c1, "model: %s; design: %s", pb->model_desc, pb->name);
+  px_structure t = pb->tmpl;
+  t.xyz = xyz;
+  if (idx == run_out_test_fail_write()) {
+    snprintf(why, cap, "injected write failure (PXDIFF_TEST_FAIL_WRITE)");
+    return 1;
+  }
+  for (int k = 0; k < r->L.n_ext; k++) {
+    if (run_out_path(r, idx, k, path, sizeof path)) {
+      snprintf(why, cap, "output path too long under %s", o->out);
+      return 1;
+    }
+    int failed;
+    if (!strcmp(r->L.ext[k], "pdb")) {
+      failed = px_structure_write_pdb(path, &t, comment, n_comment);
+    } else {
+      char stem[64];
+      run_out_relpath(r, idx, k, stem, sizeof stem);
+      stem[strlen(stem) - 4] = '\0'; /* ".cif" */
+      snprintf(name, sizeof name, "%.40s_%s", pb->name, stem);
+      failed = px_structure_write_cif(path, &t, name, comment, n_comment, r->trailer);
+    }
+    if (failed) {
+      const char *err = px_last_error();
+      if (!strncmp(err, "cannot write", 12) || strstr(err, path)) snprintf(why, cap, "%s", err);
+      else snprintf(why, cap, "cannot write %s: %s", path, err);
+      return 1;
+    }
+  }
+  return 0;
+}
+
 /* The sampling loop, after run_out_open. Returns the exit
  * status. */
 static int run_sampling(const opts_t *o, const px_model *m, px_design *d, problem_t *pb, run_out *r,
@@ -314,9 +361,13 @@ static int run_sampling(const opts_t *o, const px_model *m, px_design *d, proble
   const size_t n3 = (size_t)pb->n_atom * 3;
   const long C = o->chunk;
   float *x = malloc(sizeof(float) * n3 * (size_t)eff_chunk(o));
-  char path[4096], name[96];
+  unsigned char *ok = malloc((size_t)eff_chunk(o)); /* a chunk's samples written by this run */
   int rc = 0;
-  if (!x) return cli_fail("out of memory");
+  if (!x || !ok) {
+    free(x);
+    free(ok);
+    return cli_fail("out of memory");
+  }
   /* Samples run in the chunks an uninterrupted run uses ([k*C, (k+1)*C)), so each sample
    * meets the same batch on resume: bitwise equal files also where a backend's rounding
    * depends on the batch (GPU). A chunk with any sample missing is sampled whole; only
@@ -335,15 +386,9 @@ static int run_sampling(const opts_t *o, const px_model *m, px_design *d, proble
   cli_progress_start(&pr, "sampling", "designs", todo, o->cfg.n_step, o->quiet);
   pr.should_stop = run_out_interrupted;
   if (todo > 0) cli_progress_show(&pr, 0, 0, 1);
-  const char *comment[4];
-  int n_comment = 0;
-  char c0[256], c1[160], eta_min[32], eta_max[32];
+  char eta_min[32], eta_max[32];
   run_fmt_float(eta_min, sizeof eta_min, o->cfg.eta_min);
   run_fmt_float(eta_max, sizeof eta_max, o->cfg.eta_max);
-  if (pb->synthetic) comment[n_comment++] = SYNTH_LABEL_ASCII;
-  comment[n_comment++] = c0;
-  comment[n_comment++] = c1;
-  comment[n_comment++] = "B_iso_or_equiv: 1.00 = designed atom, 0.00 = condition atom";
   int written = 0;
   for (long i = 0; i < S && !rc; i += C) {
     const long n = S - i < C ? S - i : C;
@@ -365,45 +410,39 @@ static int run_sampling(const opts_t *o, const px_model *m, px_design *d, proble
       rc = cli_fail(px_last_error());
       break;
     }
-    for (long s = 0; s < n && !rc; s++) {
-      long idx = i + s;
+    /* The chunk's files, written by the process's threads (each on its own, atomically; the
+     * GPU waits for them), then counted in order; on a failure the first failing sample's
+     * line is printed (the others still written are complete; no summary is written). */
+    long bad = -1;
+    char bad_msg[4400] = "";
+    memset(ok, 0, (size_t)n);
+#pragma omp parallel for num_threads(px_num_threads()) schedule(dynamic)
+    for (long s = 0; s < n; s++) {
+      const long idx = i + s;
       if (r->have[idx]) continue;
-      snprintf(c0, sizeof c0, "pxdiff %s %s: sample %ld, seed %llu, %d steps, eta %s %s..%s, schedule %s",
-               PXDIFF_VERSION, pb->command, idx, (unsigned long long)o->cfg.seed, o->cfg.n_step,
-               px_eta_type_name(o->cfg.eta_type), eta_min, eta_max, o->cfg.schedule_bf16 ? "bf16" : "fp32");
-      snprintf(c1, sizeof c1, "model: %s; design: %s", pb->model_desc, pb->name);
-      px_structure t = pb->tmpl;
-      t.xyz = x + (size_t)s * n3;
-      int failed = 0;
-      for (int k = 0; k < r->L.n_ext && !failed; k++) {
-        if (run_out_path(r, idx, k, path, sizeof path)) {
-          failed = px_fail(PX_ERR_INPUT, "output path too long under %s", o->out);
-          break;
+      char why[4400];
+      if (write_sample(o, pb, r, idx, x + (size_t)s * n3, eta_min, eta_max, why, sizeof why)) {
+#pragma omp critical(sample_write_failure)
+        if (bad < 0 || s < bad) {
+          bad = s;
+          snprintf(bad_msg, sizeof bad_msg, "%s", why);
         }
-        if (!strcmp(r->L.ext[k], "pdb")) {
-          failed = px_structure_write_pdb(path, &t, comment, n_comment);
-        } else {
-          char stem[64];
-          run_out_relpath(r, idx, k, stem, sizeof stem);
-          stem[strlen(stem) - 4] = '\0'; /* ".cif" */
-          snprintf(name, sizeof name, "%.40s_%s", pb->name, stem);
-          failed = px_structure_write_cif(path, &t, name, comment, n_comment, r->trailer);
-        }
-        if (failed) {
-          cli_progress_close(&pr);
-          const char *err = px_last_error();
-          if (!strncmp(err, "cannot write", 12) || strstr(err, path)) fprintf(stderr, "pxdiff: %s\n", err);
-          else fprintf(stderr, "pxdiff: cannot write %s: %s\n", path, err);
-          rc = 1;
-        }
+      } else {
+        ok[s] = 1;
       }
-      if (!failed) written++;
+    }
+    for (long s = 0; s < n; s++) written += ok[s];
+    if (bad >= 0) {
+      cli_progress_close(&pr);
+      fprintf(stderr, "pxdiff: %s\n", bad_msg);
+      rc = 1;
     }
     pr.done += (int)n;
     if (!rc) cli_progress_show(&pr, pr.done, o->cfg.n_step, 1);
   }
   cli_progress_close(&pr);
   free(x);
+  free(ok);
   double t_sampling = px_time_now() - pr.t0;
   if (rc == 130) {
     fprintf(stderr,

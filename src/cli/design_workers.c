@@ -264,13 +264,6 @@ static long unit_next(work *W) {
   return u ? (long)(u - W->q->u) : -1;
 }
 
-/* PXDIFF_TEST_FAIL_WRITE=I (tests): writing sample I's CIF fails, in every case; -1: none. */
-static long test_fail_write(void) {
-  const char *e = getenv("PXDIFF_TEST_FAIL_WRITE");
-  long i;
-  return e && sscanf(e, "%ld", &i) == 1 && i >= 0 ? i : -1;
-}
-
 /* Computes unit u of case cr on w's context and writes its files (no lock held). Returns
  * UNIT_OK, UNIT_CONTEXT_FAILED (the engine failed on this context: err says why), 1 (a
  * file could not be written: err) or 130 (cancelled). */
@@ -326,7 +319,7 @@ static int unit_run(worker *w, case_run *cr, const campaign_unit *u, char *err, 
    * still get their rows (--resume also adds a row for a design without one). */
   long bad = -1;
   char bad_msg[1024] = "";
-  const long fail_write = test_fail_write();
+  const long fail_write = run_out_test_fail_write();
   unsigned char *ok = calloc((size_t)u->n, 1);
   if (!ok) {
     snprintf(err, cap, "out of memory");

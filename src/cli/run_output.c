@@ -146,6 +146,12 @@ static int relpath(const run_layout *L, long i, int k, char *buf, size_t cap) {
 
 int run_out_relpath(const run_out *r, long i, int k, char *buf, size_t cap) { return relpath(&r->L, i, k, buf, cap); }
 
+long run_out_test_fail_write(void) {
+  const char *e = getenv("PXDIFF_TEST_FAIL_WRITE");
+  long i;
+  return e && sscanf(e, "%ld", &i) == 1 && i >= 0 ? i : -1;
+}
+
 int run_out_path(const run_out *r, long i, int k, char *buf, size_t cap) {
   char rel[1024];
   if (relpath(&r->L, i, k, rel, sizeof rel)) return -1;

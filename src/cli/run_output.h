@@ -103,6 +103,11 @@ int run_out_check(const run_layout *L, run_mode mode, const uint64_t *run_id);
  * the markers and ".tmp" leftovers; RUN_OVERWRITE: removes the markers, then every file it
  * recognises) and fills r->have. On failure nothing was changed and r needs no close. */
 int run_out_open(run_out *r, const run_layout *L, run_mode mode, uint64_t run_id);
+/* PXDIFF_TEST_FAIL_WRITE=I (tests): the index of the sample whose files the writers of
+ * `pxdiff sample` and `pxdiff design` fail to write, as a failed write would (in every case
+ * of a design run); -1 when unset. */
+long run_out_test_fail_write(void);
+
 /* Full path of sample i's k-th file (k indexes L.ext). 0, or -1 when cap is too small. */
 int run_out_path(const run_out *r, long i, int k, char *buf, size_t cap);
 /* Relative path (for summary.json's file list). */

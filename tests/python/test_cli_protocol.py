@@ -302,6 +302,28 @@ def test_kill_between_last_sample_and_summary_is_resumable(problem, reference, t
     assert {k: v for k, v in snapshot(out).items() if k != "summary.json"} == reference
 
 
+def test_failed_write_mid_run_is_resumable(problem, reference, tmp_path):
+    """A chunk's files are written in parallel (src/cli/cmd_sample.c): when one sample's fail
+    (PXDIFF_TEST_FAIL_WRITE=3, in the chunk of samples 2 and 3) the run ends with that one
+    line and exit 1, sample 2's files are complete, sample 3 has none, no summary.json, and
+    --resume finishes to the uninterrupted files."""
+    p = problem
+    out = tmp_path / "w"
+    r = subprocess.run([_cli(), *map(str, int_args(p, out))], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PXDIFF_TEST_FAIL_WRITE": "3"})
+    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1] == \
+        "pxdiff: injected write failure (PXDIFF_TEST_FAIL_WRITE)", r.stderr
+    got = snapshot(out)
+    assert "summary.json" not in got and not assert_consistent(out)
+    for f in ("sample_0002.cif", "sample_0002.pdb"):
+        assert got[f] == reference[f], f
+    assert not [f for f in got if f.startswith("sample_0003") or f.endswith(".tmp")], sorted(got)
+    rc, _, se = run(*int_args(p, out), "--resume", "--quiet")
+    assert rc == 0, se
+    assert assert_consistent(out)
+    assert {k: v for k, v in snapshot(out).items() if k != "summary.json"} == reference
+
+
 # ------------------------------------------------------------------ convert ----
 def test_convert_never_replaces_a_file_unasked(problem, tmp_path):
     """`pxdiff convert` writes OUT atomically and refuses an existing OUT without

@@ -72,13 +72,6 @@ static void run_full(int prec, int S, int T, int H, int d, int ld_extra, double 
   g->free(g, dP); g->free(g, dbias); g->free(g, dO);
 }
 
-/* fp16 value h as a float (normal, subnormal, inf / NaN). */
-static float fp16_value(uint16_t h) {
-  const int e = (h >> 10) & 31, man = h & 1023;
-  const float v = e == 0 ? ldexpf((float)man, -24) : e == 31 ? (man ? NAN : INFINITY) : ldexpf((float)(man | 1024), e - 25);
-  return (h & 0x8000) ? -v : v;
-}
-
 /* Full attention with an fp16 output, the FP16 precision's token blocks: the fp16-operand
  * kernel (or with PXDIFF_NO_H16_ATTENTION the TF32 one); gated: times sigmoid(G), G at
  * column 3C. Output poisoned (0xFFFF, NaN) before the run. */
@@ -99,7 +92,7 @@ static void run_full16(int S, int T, int H, int d, int ld_extra, int gated, doub
   g->attention_full(g, S, T, H, d, dP, dP + C, dP + 2 * C, ld, dbias, scale, dO, gated ? dP + 3 * C : NULL, ld,
                     PX_F16);
   g->download(g, h, dO, sizeof(uint16_t) * no);
-  for (size_t i = 0; i < no; i++) got[i] = fp16_value(h[i]);
+  for (size_t i = 0; i < no; i++) got[i] = tu_half_value(h[i], 2);
   const double e = tu_rel_err_ff(got, want, no);
   char what[128];
   snprintf(what, sizeof what, "fp16 full S=%d T=%d H=%d d=%d ld=%d%s", S, T, H, d, ld, gated ? " gated" : "");
@@ -108,18 +101,6 @@ static void run_full16(int S, int T, int H, int d, int ld_extra, int gated, doub
   printf("  %-58s rel err %.2e\n", what, e);
   free(P); free(bias); free(want); free(got); free(h);
   g->free(g, dP); g->free(g, dbias); g->free(g, dO);
-}
-
-/* x rounded to fp16 (nearest even; |x| well inside fp16's range here). */
-static uint16_t fp16_bits(float x) {
-  uint32_t u;
-  memcpy(&u, &x, sizeof u);
-  const uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
-  const float a = fabsf(x);
-  if (a < 6.103515625e-05f) return (uint16_t)(sign | (uint16_t)rintf(a * 16777216.0f));
-  uint32_t au = u & 0x7FFFFFFFu;
-  au += 0x0FFFu + ((au >> 13) & 1u);
-  return (uint16_t)(sign | ((((au >> 23) - 112u) << 10) | ((au >> 13) & 1023u)));
 }
 
 /* attention_full_h16 (the FP16 precision's token blocks with fp16 [q k v g] rows): random
@@ -136,8 +117,8 @@ static void run_full_h16in(int S, int T, int H, int d, int ld_extra, int gated, 
   float *got = malloc(sizeof(float) * no);
   uint16_t *P16 = malloc(sizeof(uint16_t) * nq), *h = malloc(sizeof(uint16_t) * no);
   for (size_t i = 0; i < nq; i++) {
-    P16[i] = fp16_bits(P[i]);
-    P[i] = fp16_value(P16[i]);
+    P16[i] = tu_half_bits(P[i], 2);
+    P[i] = tu_half_value(P16[i], 2);
   }
   for (size_t r = 0; qb && r < (size_t)S * T; r++)
     for (int c = 0; c < C; c++) P[r * ld + c] += qbias[c];
@@ -152,7 +133,7 @@ static void run_full_h16in(int S, int T, int H, int d, int ld_extra, int gated, 
   g->attention_full_h16(g, S, T, H, d, dP, dP + C, dP + 2 * C, gated ? dP + 3 * C : NULL, ld, qb ? dqb : NULL, dbias,
                         scale, dO);
   g->download(g, h, dO, sizeof(uint16_t) * no);
-  for (size_t i = 0; i < no; i++) got[i] = fp16_value(h[i]);
+  for (size_t i = 0; i < no; i++) got[i] = tu_half_value(h[i], 2);
   const double e = tu_rel_err_ff(got, want, no);
   char what[128];
   snprintf(what, sizeof what, "fp16-input full S=%d T=%d H=%d d=%d ld=%d%s%s", S, T, H, d, ld, gated ? " gated" : "",
@@ -266,7 +247,7 @@ static void bench(void) {
         const size_t nq = (size_t)S * T * ld, nb = (size_t)H * T * T;
         float *P = rnd(nq, 1.0), *bias = rnd(nb, 2.0);
         uint16_t *P16 = malloc(sizeof(uint16_t) * nq);
-        for (size_t j = 0; j < nq; j++) P16[j] = fp16_bits(P[j]);
+        for (size_t j = 0; j < nq; j++) P16[j] = tu_half_bits(P[j], 2);
         float *dP = up(g, P, nq), *dbias = up(g, bias, nb);
         uint16_t *dP16 = g->alloc(g, sizeof(uint16_t) * nq), *dO = g->alloc(g, sizeof(uint16_t) * (size_t)S * T * C);
         g->upload(g, dP16, P16, sizeof(uint16_t) * nq);

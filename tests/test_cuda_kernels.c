@@ -495,29 +495,6 @@ static void test_attention_tc_gated(void) {
 }
 
 /* ---- 16-bit GEMM inputs (backend.h px_etype), fp16 (ab 2) and bf16 (ab 1) ---- */
-static float half_value(uint16_t h, int ab) {
-  if (ab == 1) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-  }
-  const int e = (h >> 10) & 31, man = h & 1023;
-  float v = e == 0 ? ldexpf((float)man, -24) : e == 31 ? (man ? NAN : INFINITY) : ldexpf((float)(man | 1024), e - 25);
-  return (h & 0x8000) ? -v : v;
-}
-/* x rounded to the 16-bit type, nearest even (|x| well inside fp16's range here). */
-static uint16_t half_bits(float x, int ab) {
-  uint32_t u;
-  memcpy(&u, &x, sizeof u);
-  if (ab == 1) return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
-  const uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
-  const float a = fabsf(x);
-  if (a < 6.103515625e-05f) return (uint16_t)(sign | (uint16_t)rintf(a * 16777216.0f));
-  uint32_t au = u & 0x7FFFFFFFu;
-  au += 0x0FFFu + ((au >> 13) & 1u);
-  return (uint16_t)(sign | ((((au >> 23) - 112u) << 10) | ((au >> 13) & 1023u)));
-}
 /* A 16-bit device buffer of n values, every one poisoned (0xFFFF is NaN in both types). */
 static uint16_t *dev_poison16(size_t n) {
   uint16_t *h = malloc(sizeof(uint16_t) * (n ? n : 1));
@@ -532,7 +509,7 @@ static void compare16(const char *what, const uint16_t *got_dev, int ab, int e, 
   uint16_t *h = malloc(sizeof(uint16_t) * (n ? n : 1));
   float *got = malloc(sizeof(float) * (n ? n : 1));
   gpu->download(gpu, h, got_dev, sizeof(uint16_t) * n);
-  for (size_t i = 0; i < n; i++) got[i] = ldexpf(half_value(h[i], ab), e);
+  for (size_t i = 0; i < n; i++) got[i] = ldexpf(tu_half_value(h[i], ab), e);
   double err = tu_rel_err_ff(got, want, n);
   CHECK_MSG(err <= tol, "%s: rel err %.3g (tol %.1g)", what, err, tol);
   CHECK_MSG(gpu->status(gpu) == 0, "%s: CUDA error %s", what, px_last_error());
@@ -659,8 +636,8 @@ static void test_x16(int prec) {
     /* the same from a 16-bit X: the reference sees the stored values */
     uint16_t *X16 = malloc(sizeof(uint16_t) * nx);
     for (size_t i = 0; i < nx; i++) {
-      X16[i] = half_bits(X[i], ab);
-      X[i] = half_value(X16[i], ab);
+      X16[i] = tu_half_bits(X[i], ab);
+      X[i] = tu_half_value(X16[i], ab);
     }
     uint16_t *dX16 = gpu->alloc(gpu, sizeof(uint16_t) * nx);
     gpu->upload(gpu, dX16, X16, sizeof(uint16_t) * nx);
@@ -697,8 +674,8 @@ static void test_x16(int prec) {
     float *want = malloc(sizeof(float) * (size_t)M * N);
     uint16_t *X16 = malloc(sizeof(uint16_t) * (size_t)M * K);
     for (size_t i = 0; i < (size_t)M * K; i++) {
-      X16[i] = half_bits(ldexpf(X[i], -e), ab);
-      X[i] = ldexpf(half_value(X16[i], ab), e); /* the reference sees the stored values */
+      X16[i] = tu_half_bits(ldexpf(X[i], -e), ab);
+      X[i] = ldexpf(tu_half_value(X16[i], ab), e); /* the reference sees the stored values */
     }
     float *dW = up(W, (size_t)N * K), *db = up(b, N), *dY = dev_poison((size_t)M * N);
     uint16_t *dX16 = gpu->alloc(gpu, sizeof(uint16_t) * (size_t)M * K);
@@ -850,8 +827,8 @@ static void test_splitk(void) {
       float *X = rnd((size_t)M * K, 1.0), *W = rnd((size_t)N * K, 1.0 / sqrt(K)), *b = rnd(N, 0.5);
       uint16_t *X16 = malloc(sizeof(uint16_t) * (size_t)M * K);
       for (size_t i = 0; i < (size_t)M * K; i++) {
-        X16[i] = half_bits(X[i], 2);
-        X[i] = half_value(X16[i], 2);
+        X16[i] = tu_half_bits(X[i], 2);
+        X[i] = tu_half_value(X16[i], 2);
       }
       float *want = malloc(sizeof(float) * (size_t)M * N);
       cpu->linear(cpu, M, N, K, X, K, px_weight_f32(W), b, want, N, 0, 0, PX_F32, PX_F32);

@@ -129,4 +129,29 @@ static inline int tu_spit(const char *path, const void *b, size_t n) {
   return (fclose(f) == 0 && ok) ? 0 : -1;
 }
 
+/* The value of 16-bit h of type ab (1 bf16, 2 fp16): normal, subnormal, inf / NaN. */
+static inline float tu_half_value(uint16_t h, int ab) {
+  if (ab == 1) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+  }
+  const int e = (h >> 10) & 31, man = h & 1023;
+  float v = e == 0 ? ldexpf((float)man, -24) : e == 31 ? (man ? NAN : INFINITY) : ldexpf((float)(man | 1024), e - 25);
+  return (h & 0x8000) ? -v : v;
+}
+/* x rounded to the 16-bit type ab (1 bf16, 2 fp16), nearest even (|x| well inside fp16's range). */
+static inline uint16_t tu_half_bits(float x, int ab) {
+  uint32_t u;
+  memcpy(&u, &x, sizeof u);
+  if (ab == 1) return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+  const uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+  const float a = fabsf(x);
+  if (a < 6.103515625e-05f) return (uint16_t)(sign | (uint16_t)rintf(a * 16777216.0f));
+  uint32_t au = u & 0x7FFFFFFFu;
+  au += 0x0FFFu + ((au >> 13) & 1u);
+  return (uint16_t)(sign | ((((au >> 23) - 112u) << 10) | ((au >> 13) & 1023u)));
+}
+
 #endif

@@ -310,7 +310,7 @@ static int check_template(const opts_t *o, const problem_t *pb) {
  * to print in why (its path named). Called from several threads at once: it touches only its
  * own sample's files and buffers. */
 static int write_sample(const opts_t *o, const problem_t *pb, const run_out *r, long idx, const float *xyz,
-                        const char *eta_min, const char *eta_max, char *why, size_t cap) {
+                        const char *eta_min, const char *eta_max, long fail_write, char *why, size_t cap) {
   char c0[256], c1[160], path[4096], name[96];
   const char *comment[4];
   int n_comment = 0;
@@ -324,7 +324,7 @@ static int write_sample(const opts_t *o, const problem_t *pb, const run_out *r, 
   snprintf(c1, sizeof c1, "model: %s; design: %s", pb->model_desc, pb->name);
   px_structure t = pb->tmpl;
   t.xyz = xyz;
-  if (idx == run_out_test_fail_write()) {
+  if (idx == fail_write) { /* run_out_test_fail_write */
     snprintf(why, cap, "injected write failure (PXDIFF_TEST_FAIL_WRITE)");
     return 1;
   }
@@ -387,6 +387,7 @@ static int run_sampling(const opts_t *o, const px_model *m, px_design *d, proble
   pr.should_stop = run_out_interrupted;
   if (todo > 0) cli_progress_show(&pr, 0, 0, 1);
   char eta_min[32], eta_max[32];
+  const long fail_write = run_out_test_fail_write();
   run_fmt_float(eta_min, sizeof eta_min, o->cfg.eta_min);
   run_fmt_float(eta_max, sizeof eta_max, o->cfg.eta_max);
   int written = 0;
@@ -421,7 +422,7 @@ static int run_sampling(const opts_t *o, const px_model *m, px_design *d, proble
       const long idx = i + s;
       if (r->have[idx]) continue;
       char why[4400];
-      if (write_sample(o, pb, r, idx, x + (size_t)s * n3, eta_min, eta_max, why, sizeof why)) {
+      if (write_sample(o, pb, r, idx, x + (size_t)s * n3, eta_min, eta_max, fail_write, why, sizeof why)) {
 #pragma omp critical(sample_write_failure)
         if (bad < 0 || s < bad) {
           bad = s;

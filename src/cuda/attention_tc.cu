@@ -968,6 +968,21 @@ PxTcDevice::Lim configure() {
   return PxTcDevice::Lim{optin, per_sm, sms};
 }
 
+// Queries per block of a full attention launch: 64 (4 warps) when that takes fewer waves of
+// blocks than 128 (8 warps), else 128. Blocks per SM by shared memory (smem64 / smem128
+// bytes each, plus the 1 KB the system reserves per block) and by registers (<= 128 per
+// thread: 256 / qt blocks).
+static int full_query_tile(const PxTcDevice::Lim &lim, int S, int L, int H, int smem64, int smem128) {
+  if (lim.sms <= 0) return 128;
+  auto waves = [&](int qt, int smem) {
+    const int by_smem = lim.per_sm / (smem + 1024);
+    const int per_sm = by_smem < 256 / qt ? by_smem : 256 / qt;
+    const int64_t blocks = (int64_t)((L + qt - 1) / qt) * H * S, slots = (int64_t)lim.sms * (per_sm > 0 ? per_sm : 1);
+    return (blocks + slots - 1) / slots;
+  };
+  return waves(64, smem64) < waves(128, smem128) ? 64 : 128;
+}
+
 // The fp16-input kernels' shared memory on the current device (d = 32, 48, 64); false when
 // refused (attention_full_h16 then converts its inputs and runs the fp32-input path).
 template <int D>
@@ -995,15 +1010,8 @@ template <int D>
 void launch_h16in(const PxTcDevice::Lim &lim, cudaStream_t st, int S, int L, int H, int ld, const uint16_t *Q,
                   const uint16_t *K, const uint16_t *V, const uint16_t *G, const float *qb, const float *bias,
                   float scale, uint16_t *O) {
-  // 64-query blocks when they take fewer waves (as the fp32-input kernels); blocks per SM
-  // by shared memory and by registers (<= 128 per thread).
-  auto waves = [&](int qt, int smem) {
-    const int by_smem = lim.per_sm / (smem + 1024);  // 1 KB per block is the system's
-    const int per_sm = by_smem < 256 / qt ? by_smem : 256 / qt;
-    const int64_t blocks = (int64_t)((L + qt - 1) / qt) * H * S, slots = (int64_t)lim.sms * (per_sm > 0 ? per_sm : 1);
-    return (blocks + slots - 1) / slots;
-  };
-  const bool q64 = waves(64, H16InCfg<D, 64>::SMEM) < waves(128, H16InCfg<D, 128>::SMEM);
+  // 64-query blocks when they take fewer waves (as the fp32-input kernels)
+  const bool q64 = full_query_tile(lim, S, L, H, H16InCfg<D, 64>::SMEM, H16InCfg<D, 128>::SMEM) == 64;
   const int bv = (L % 4 == 0 && (uintptr_t)bias % 16 == 0) ? 16 : (L % 2 == 0 && (uintptr_t)bias % 8 == 0) ? 8 : 4;
 #define PX_H16IN(QT_, BV_)                                                                                  \
   k_attention_h16in<D, QT_, BV_><<<dim3((L + QT_ - 1) / QT_, H, S), 2 * QT_, H16InCfg<D, QT_>::SMEM, st>>>( \
@@ -1061,13 +1069,7 @@ cudaError_t launch(const PxTcDevice::Lim &lim, bool no_h16, cudaStream_t st, int
     // comparisons).
     const bool h16 = ot == 2 && !no_h16;
     const int smem = h16 ? H16Cfg<D>::SMEM : TcCfg<D>::SMEM;
-    auto waves = [&](int qt) {
-      const int by_smem = lim.per_sm / (smem + 1024);  // 1 KB per block is the system's
-      const int per_sm = by_smem < 256 / qt ? by_smem : 256 / qt;
-      const int64_t blocks = (int64_t)((L + qt - 1) / qt) * H * S, slots = (int64_t)lim.sms * (per_sm > 0 ? per_sm : 1);
-      return (blocks + slots - 1) / slots;
-    };
-    const int qt = lim.sms > 0 && waves(64) < waves(128) ? 64 : 128;
+    const int qt = full_query_tile(lim, S, L, H, smem, smem);
 #define PX_FULL_ATT(OT_, QT_)                                                                          \
   k_attention_tc<D, OT_, QT_><<<dim3((L + QT_ - 1) / QT_, H, S), 2 * QT_, TcCfg<D>::SMEM, st>>>( \
       L, H, ld, Q, K, V, bias, scale, O, G, ldg)

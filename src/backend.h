@@ -27,17 +27,19 @@ typedef enum { PX_F32 = 0, PX_BF16 = 1, PX_F16 = 2 } px_etype;
  * backend, which matrices get a copy: src/model/device.c). A GEMM runs on 16-bit operands when
  * W has a copy and the backend's view is at a 16-bit precision; its 16-bit input is then stored
  * times 2^-e and the product scaled back by 2^e (exact: a power of two; src/model/fp16_range.c
- * proves the range). f32 may be NULL when every GEMM with W takes a 16-bit input. */
+ * proves the range). f32 may be NULL when every GEMM with W takes a 16-bit input. A 16-bit
+ * output (linear's yt) is stored times 2^-ye (alpha = 2^(e - ye)); fp32 outputs ignore ye. */
 typedef struct {
   const float *f32;
   const void *h16;  /* NULL: no 16-bit copy */
   px_etype h16_type; /* PX_BF16 or PX_F16 when h16 is set */
   int e;
+  int ye;
 } px_weight;
 
 /* An fp32-only weight. */
 static inline px_weight px_weight_f32(const float *W) {
-  px_weight w = {W, NULL, PX_F32, 0};
+  px_weight w = {W, NULL, PX_F32, 0, 0};
   return w;
 }
 
@@ -88,21 +90,26 @@ struct px_backend {
   /* Y = LN(X) * G[r % g_rows] + B[r % g_rows] (AdaLN with precomputed conditioning); Y of type yt. */
   void (*adaln)(px_backend *b, int M, int C, const float *X, const float *G, const float *B,
                 int g_rows, void *Y, px_etype yt);
-  /* A[r] += G[r % g_rows] * Y[r] (adaLN-zero gated residual). */
+  /* A[r] += G[r % g_rows] * Y[r] (adaLN-zero gated residual). Y of type yt: a 16-bit Y (the
+   * output of a 16-bit GEMM, stored times 2^-ye) is read times 2^ye; an fp32 Y takes ye = 0.
+   * Backends of fp32 activations (f32_inputs) take fp32 Y only. */
   void (*gated_residual)(px_backend *b, int M, int C, float *A, const float *G, int g_rows,
-                         const float *Y);
-  /* Fused: A[r] += Gr[r % gr_rows] * Y[r]; then An = LN(A) * Gn[r % gn_rows] + Bn[r % gn_rows]
-   * (a gated residual followed by the next AdaLN); An of type ant. */
+                         const void *Y, px_etype yt, int ye);
+  /* Fused: A[r] += Gr[r % gr_rows] * Y[r] (Y of type yt, as gated_residual's); then An = LN(A)
+   * * Gn[r % gn_rows] + Bn[r % gn_rows] (a gated residual followed by the next AdaLN); An of
+   * type ant. */
   void (*residual_adaln)(px_backend *b, int M, int C, float *A, const float *Gr, int gr_rows,
-                         const float *Y, const float *Gn, const float *Bn, int gn_rows, void *An,
-                         px_etype ant);
+                         const void *Y, px_etype yt, int ye, const float *Gn, const float *Bn, int gn_rows,
+                         void *An, px_etype ant);
   /* Optional (NULL: the model runs residual_adaln or adaln, then adaln): the two AdaLNs of an
    * atom block's cross attention in one pass over the rows. With Gr set, A[r] += Gr[r % g_rows]
-   * * R[r] first (R NULL with Gr NULL: A is only read); then Y1 = LN(A) * G1[r % g_rows] +
+   * * R[r] first (R of type rt, as gated_residual's Y; R NULL with Gr NULL: A is only read);
+   * then Y1 = LN(A) * G1[r % g_rows] +
    * B1[r % g_rows] and Y2 = LN(Y1) * G2[r % g_rows] + B2[r % g_rows], Y2 normalising the fp32
    * Y1 before Y1 is stored; Y1 and Y2 of type yt. */
-  void (*adaln_pair)(px_backend *b, int M, int C, float *A, const float *Gr, const float *R, const float *G1,
-                     const float *B1, const float *G2, const float *B2, int g_rows, void *Y1, void *Y2, px_etype yt);
+  void (*adaln_pair)(px_backend *b, int M, int C, float *A, const float *Gr, const void *R, px_etype rt, int re,
+                     const float *G1, const float *B1, const float *G2, const float *B2, int g_rows, void *Y1,
+                     void *Y2, px_etype yt);
   /* O[r, c] *= sigmoid(P[r, c]); O has row stride ldo, P row stride ldp. */
   void (*sigmoid_mul)(px_backend *b, int M, int C, float *O, int ldo, const float *P, int ldp);
   /* Y[M, H] = silu(X[:, :H]) * X[:, H:2H] with X [M, 2H] of type xt; a 16-bit Y (yt) is stored
@@ -133,6 +140,15 @@ struct px_backend {
   void (*attention_local)(px_backend *b, int S, int N, int H, int d, int nq, int nk,
                           const float *Q, const float *K, const float *V, int ld,
                           const float *bias, float scale, void *O, const float *G, int ldg, px_etype ot);
+  /* Optional (NULL: the model keeps an atom block's [q g] and [k v] projections in fp32):
+   * attention_local on fp16 inputs with an fp16 output, softmax(scale (Q + q_bias) K^T + bias)
+   * V * sigmoid(G) over attention_local's windows. Q, K, V, G are fp16 with row stride ld
+   * (elements), q_bias [H*d] fp32 (NULL: none), added here in fp32 (the projection GEMMs write
+   * fp16 without a bias). The model takes it only for blocks whose q, k, v fp16_range.c
+   * bounds; G needs no bound (as attention_full_h16). */
+  void (*attention_local_h16)(px_backend *b, int S, int N, int H, int d, int nq, int nk, const void *Q,
+                              const void *K, const void *V, const void *G, int ld, const float *q_bias,
+                              const float *bias, float scale, void *O);
   /* X[i] = sigmoid(X[i]) (kind PX_ACT_SIGMOID) or max(X[i], 0) (PX_ACT_RELU), n values. */
   void (*activation)(px_backend *b, int64_t n, float *X, int kind);
   /* Y[s, t] = inv_count[t] * sum over atoms n of token t of X[s, n]: [S*N, C] -> [S*T, C]. */

@@ -218,7 +218,7 @@ static void test_gated_residual(void) {
         ref[(size_t)r * C + c] = a + gy;
         mag[(size_t)r * C + c] = fabs(a) + fabs(gy);
       }
-    be->gated_residual(be, M, C, A, G, g_rows, Y);
+    be->gated_residual(be, M, C, A, G, g_rows, Y, PX_F32, 0);
     const double e = rel_err_terms(A, ref, mag, (size_t)M * C);
     CHECK_MSG(e <= TOL && !isnan(e), "gated_residual M=%d g_rows=%d C=%d: rel err %.3g", M, g_rows, C, e);
     free(A), free(G), free(Y), free(ref), free(mag);

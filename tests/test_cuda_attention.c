@@ -166,6 +166,53 @@ static void run_local(int prec, int S, int N, int H, int d, int nk, int gated, d
   g->free(g, dQG); g->free(g, dKV); g->free(g, dbias); g->free(g, dO);
 }
 
+/* attention_local_h16 (the FP16 precision's atom blocks with fp16 [q g] and [k v] rows):
+ * random rows rounded to fp16, q's bias added in fp32, against the fp32 CPU kernel on the
+ * same rounded values plus the bias. ld_extra 4 (ld not a multiple of 8), d = 16 / 20 and
+ * odd nk - 32 take the conversion fallback. Output poisoned (NaN) before the run. */
+static void run_local_h16in(int S, int N, int H, int d, int nk, int ld_extra, int gated, int qb, double tol) {
+  px_backend *g = px_cuda_backend(PX_PRECISION_FP16);
+  CHECK_MSG(g->attention_local_h16 != NULL, "the FP16 backend has no attention_local_h16 (PXDIFF_NO_X16_QKV set?)");
+  if (!g->attention_local_h16) return;
+  const int C = H * d, ld = 2 * C + ld_extra, nt = (N + 31) / 32;
+  const size_t nqg = (size_t)S * N * ld, nb = (size_t)H * nt * 32 * nk, no = (size_t)S * N * C;
+  float *QG = rnd(nqg, 1.0), *KV = rnd(nqg, 1.0), *bias = rnd(nb, 2.0), *qbias = rnd((size_t)C, 0.5);
+  float *want = malloc(sizeof(float) * no), *got = malloc(sizeof(float) * no);
+  uint16_t *QG16 = malloc(sizeof(uint16_t) * nqg), *KV16 = malloc(sizeof(uint16_t) * nqg);
+  uint16_t *h = malloc(sizeof(uint16_t) * no);
+  for (size_t i = 0; i < nqg; i++) {
+    QG16[i] = tu_half_bits(QG[i], 2);
+    QG[i] = tu_half_value(QG16[i], 2);
+    KV16[i] = tu_half_bits(KV[i], 2);
+    KV[i] = tu_half_value(KV16[i], 2);
+  }
+  for (size_t r = 0; qb && r < (size_t)S * N; r++)
+    for (int c = 0; c < C; c++) QG[r * ld + c] += qbias[c];
+  for (size_t i = 0; i < no; i++) h[i] = 0xFFFFu;
+  uint16_t *dQG = g->alloc(g, sizeof(uint16_t) * nqg), *dKV = g->alloc(g, sizeof(uint16_t) * nqg);
+  uint16_t *dO = g->alloc(g, sizeof(uint16_t) * no);
+  g->upload(g, dQG, QG16, sizeof(uint16_t) * nqg);
+  g->upload(g, dKV, KV16, sizeof(uint16_t) * nqg);
+  g->upload(g, dO, h, sizeof(uint16_t) * no);
+  float *dbias = up(g, bias, nb), *dqb = up(g, qbias, (size_t)C);
+  const float scale = 1.0f / sqrtf((float)d);
+  cpu->attention_local(cpu, S, N, H, d, 32, nk, QG, KV, KV + C, ld, bias, scale, want, gated ? QG + C : NULL, ld,
+                       PX_F32);
+  g->attention_local_h16(g, S, N, H, d, 32, nk, dQG, dKV, dKV + C, gated ? dQG + C : NULL, ld, qb ? dqb : NULL,
+                         dbias, scale, dO);
+  g->download(g, h, dO, sizeof(uint16_t) * no);
+  for (size_t i = 0; i < no; i++) got[i] = tu_half_value(h[i], 2);
+  const double e = tu_rel_err_ff(got, want, no);
+  char what[128];
+  snprintf(what, sizeof what, "fp16-input local S=%d N=%d H=%d d=%d nk=%d ld=%d%s%s", S, N, H, d, nk, ld,
+           gated ? " gated" : "", qb ? " q-bias" : "");
+  CHECK_MSG(e <= tol, "%s: rel err %.3g (tol %.1g)", what, e, tol);
+  CHECK_MSG(g->status(g) == 0, "%s: CUDA error %s", what, px_last_error());
+  printf("  %-58s rel err %.2e\n", what, e);
+  free(QG); free(KV); free(bias); free(qbias); free(want); free(got); free(QG16); free(KV16); free(h);
+  g->free(g, dQG); g->free(g, dKV); g->free(g, dO); g->free(g, dbias); g->free(g, dqb);
+}
+
 /* ---- CPU emulation of reduced-precision operands (report only) ---- */
 static float round_tf32(float x) { /* cvt.rna.tf32.f32: nearest, ties away */
   uint32_t u;
@@ -275,6 +322,43 @@ static void bench(void) {
       }
     CHECK_MSG(g->status(g) == 0, "bench: CUDA error %s", px_last_error());
   }
+  { /* local attention at the FP16 precision (fp16 outputs, gated, q's bias on the fp16 path):
+     * fp32 inputs (attention_local) against fp16 inputs (attention_local_h16), 2320 atoms
+     * with 10 samples, 1786 with 100 (a design's chunk at 330 tokens) */
+    px_backend *g = px_cuda_backend(PX_PRECISION_FP16);
+    static const int cases[][2] = {{10, 2320}, {100, 1786}};
+    for (int ci = 0; ci < 2; ci++) {
+      const int S = cases[ci][0], N = cases[ci][1], H = 4, d = 32, C = H * d, ld = 2 * C, nt = (N + 31) / 32;
+      const size_t nqg = (size_t)S * N * ld, nb = (size_t)H * nt * 32 * 128;
+      float *QG = rnd(nqg, 1.0), *bias = rnd(nb, 2.0);
+      uint16_t *QG16 = malloc(sizeof(uint16_t) * nqg);
+      for (size_t j = 0; j < nqg; j++) QG16[j] = tu_half_bits(QG[j], 2);
+      float *dQG = up(g, QG, nqg), *dbias = up(g, bias, nb);
+      uint16_t *dQG16 = g->alloc(g, sizeof(uint16_t) * nqg), *dO = g->alloc(g, sizeof(uint16_t) * (size_t)S * N * C);
+      g->upload(g, dQG16, QG16, sizeof(uint16_t) * nqg);
+      for (int path = 0; path < 2; path++) {
+        if (path == 1 && !g->attention_local_h16) break;
+        double t0 = 0;
+        for (int r = -3; r < reps; r++) {
+          if (r == 0) {
+            g->sync(g);
+            t0 = now_s();
+          }
+          if (path == 0) /* K and V read from the [q g] rows: the same bytes as separate ones */
+            g->attention_local(g, S, N, H, d, 32, 128, dQG, dQG, dQG + C, ld, dbias, 0.177f, dO, dQG + C, ld, PX_F16);
+          else
+            g->attention_local_h16(g, S, N, H, d, 32, 128, dQG16, dQG16, dQG16 + C, dQG16 + C, ld, dbias, dbias,
+                                   0.177f, dO);
+        }
+        g->sync(g);
+        printf("  bench fp16 attention_local gated, %s inputs S=%d N=%d H=%d d=%d: %.1f us/call\n",
+               path ? "fp16" : "fp32", S, N, H, d, (now_s() - t0) / reps * 1e6);
+      }
+      free(QG); free(bias); free(QG16);
+      g->free(g, dQG); g->free(g, dbias); g->free(g, dQG16); g->free(g, dO);
+    }
+    CHECK_MSG(g->status(g) == 0, "bench: CUDA error %s", px_last_error());
+  }
   for (int prec = PX_PRECISION_FP32; prec <= PX_PRECISION_TF32; prec++) {
     px_backend *g = px_cuda_backend(prec);
     { /* full: S=10, T=330, H=16, d=48 */
@@ -360,6 +444,11 @@ int main(void) {
   static const int h16in[][2] = {{10, 332}, {10, 330}, {10, 331}, {3, 150}, {100, 64}, {2, 129}};
   for (size_t i = 0; i < sizeof h16in / sizeof h16in[0]; i++)
     run_full_h16in(h16in[i][0], h16in[i][1], 16, 48, 0, 1, 1, tol);
+  /* FP16 backend, fp16 inputs (attention_local_h16): the local shapes, gated with q's bias
+   * on alternate shapes; ld not a multiple of 8 on every fifth */
+  for (size_t i = 0; i < sizeof local / sizeof local[0]; i++)
+    run_local_h16in(local[i][0], local[i][1], local[i][2], local[i][3], local[i][4], i % 5 == 4 ? 4 : 0,
+                    (int)(i % 2 == 0), (int)(i % 3 != 1), tol);
   /* BF16 backend (same tensor-core path) and the exact FP32 kernel kept for fp32 */
   run_full(PX_PRECISION_BF16, 2, 330, 16, 48, 0, tol);
   run_local(PX_PRECISION_BF16, 2, 2320, 4, 32, 128, 0, tol);

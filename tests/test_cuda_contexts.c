@@ -206,20 +206,58 @@ int main(void) {
               "fp16 atom blocks: rel err %.3g vs CPU fp32 (TF32 atom blocks: %.3g; bound 2e-3)", err[0], err[1]);
   }
 
-  /* FP16's [q k v g] projection written in fp16 and read by attention_full_h16 (the default),
-   * against a context made with PXDIFF_NO_X16_QKV=1 (read when a context is made: fp32
-   * projections and the fp32-input attention). Both within the per-call bound of the CPU's
-   * fp32 (or within 1.5x of the other's error where that is larger), and not the same bits:
-   * the default context really takes the fp16-input path. */
+  /* FP16's residual updates (the output projections' and transitions' GEMM outputs) in fp16
+   * where fp16_range.c bounds them (the synthetic weights: every one), against the model
+   * prepared with PXDIFF_NO_X16_UPDATE=1 (fp32 updates): both within the per-call bound, and
+   * different bits. */
   {
-    setenv("PXDIFF_NO_X16_QKV", "1", 1);
+    const int n_blocks = D.n_token_blocks + D.n_enc_blocks + D.n_dec_blocks;
+    double err[2] = {-1, -1};
+    float *res[2] = {got[0], got[1]};
+    for (int off = 0; off < 2; off++) {
+      px_model_release_device(m[0]);
+      if (off) setenv("PXDIFF_NO_X16_UPDATE", "1", 1);
+      const int rc = px_model_to_device(m[0], ctx[0], PX_PRECISION_FP16);
+      unsetenv("PXDIFF_NO_X16_UPDATE");
+      CHECK_MSG(rc == PX_OK, "prepare at fp16 (updates %s): %s", off ? "fp32" : "fp16", px_last_error());
+      if (rc) continue;
+      CHECK_MSG(px_model_device_x16_updates(m[0]) == (off ? 0 : 2 * n_blocks), "fp16 updates %d (of %d, %s)",
+                px_model_device_x16_updates(m[0]), 2 * n_blocks, off ? "off" : "on");
+      for (int round = 0; round < 2; round++) {
+        tu_poison(res[off], nx);
+        if (run(m[0], &sd.f, x, t, res[off])) continue;
+        const double e = tu_rel_err_ff(res[off], want, nx);
+        printf("  fp16, updates %s, call %d: rel err vs CPU fp32 %.3g\n", off ? "fp32" : "fp16", round, e);
+        if (e > err[off]) err[off] = e;
+      }
+    }
+    CHECK_MSG(err[0] >= 0 && err[1] >= 0, "fp16 calls failed");
+    CHECK_MSG(err[0] <= 2e-3 || err[0] <= 1.5 * err[1],
+              "fp16 updates: rel err %.3g vs CPU fp32 (fp32 updates: %.3g; bound 2e-3)", err[0], err[1]);
+    CHECK_MSG(memcmp(res[0], res[1], sizeof(float) * nx) != 0,
+              "PXDIFF_NO_X16_UPDATE changed nothing: the fp16 updates were not taken");
+  }
+
+  /* FP16's [q k v g] projections written in fp16 and read by attention_full_h16 and
+   * attention_local_h16 (the default), against a context made with PXDIFF_NO_X16_QKV=1 (read
+   * when a context is made: fp32 projections and the fp32-input attentions in token and atom
+   * blocks) and one made with PXDIFF_NO_X16_ATOM_QKV=1 (the atom blocks' alone). Each within
+   * the per-call bound of the CPU's fp32 (or within 1.5x of the other's error where that is
+   * larger), and not the same bits: the default context really takes each fp16-input path. */
+  static const char *const qkv_envs[2] = {"PXDIFF_NO_X16_QKV", "PXDIFF_NO_X16_ATOM_QKV"};
+  for (int v = 0; v < 2; v++) {
+    setenv(qkv_envs[v], "1", 1);
     px_backend *plain = px_cuda_backend_create(0, PX_PRECISION_FP32);
-    unsetenv("PXDIFF_NO_X16_QKV");
-    CHECK_MSG(plain != NULL, "context with PXDIFF_NO_X16_QKV: %s", px_last_error());
+    unsetenv(qkv_envs[v]);
+    CHECK_MSG(plain != NULL, "context with %s: %s", qkv_envs[v], px_last_error());
     if (plain) {
-      CHECK(px_cuda_backend_view(ctx[0], PX_PRECISION_FP16)->attention_full_h16 != NULL);
-      CHECK(px_cuda_backend_view(plain, PX_PRECISION_FP16)->attention_full_h16 == NULL);
+      const px_backend *def16 = px_cuda_backend_view(ctx[0], PX_PRECISION_FP16);
+      const px_backend *plain16 = px_cuda_backend_view(plain, PX_PRECISION_FP16);
+      CHECK(def16->attention_full_h16 != NULL && def16->attention_local_h16 != NULL);
+      CHECK(v == 0 ? plain16->attention_full_h16 == NULL : plain16->attention_full_h16 != NULL);
+      CHECK(plain16->attention_local_h16 == NULL);
       CHECK(px_cuda_backend_view(ctx[0], PX_PRECISION_TF32)->attention_full_h16 == NULL);
+      CHECK(px_cuda_backend_view(ctx[0], PX_PRECISION_TF32)->attention_local_h16 == NULL);
       px_model_release_device(m[0]);
       px_model_release_device(m[1]);
       const int rc0 = px_model_to_device(m[0], ctx[0], PX_PRECISION_FP16);
@@ -231,14 +269,15 @@ int main(void) {
           tu_poison(got[k], nx);
           if (run(m[k], &sd.f, x, t, got[k])) continue;
           const double e = tu_rel_err_ff(got[k], want, nx);
-          printf("  fp16, [q k v g] %s, call %d: rel err vs CPU fp32 %.3g\n", k ? "fp32" : "fp16", round, e);
+          printf("  fp16, %s %s, call %d: rel err vs CPU fp32 %.3g\n", v ? "atom [q g] [k v]" : "[q k v g]",
+                 k ? "fp32" : "fp16", round, e);
           if (e > err[k]) err[k] = e;
         }
       CHECK_MSG(err[0] >= 0 && err[1] >= 0, "fp16 calls failed");
       CHECK_MSG(err[0] <= 2e-3 || err[0] <= 1.5 * err[1],
-                "fp16 [q k v g]: rel err %.3g vs CPU fp32 (fp32 projections: %.3g; bound 2e-3)", err[0], err[1]);
+                "fp16 projections: rel err %.3g vs CPU fp32 (with %s: %.3g; bound 2e-3)", err[0], qkv_envs[v], err[1]);
       CHECK_MSG(memcmp(got[0], got[1], sizeof(float) * nx) != 0,
-                "PXDIFF_NO_X16_QKV changed nothing: the default context did not take the fp16-input attention");
+                "%s changed nothing: the default context did not take the fp16-input attention", qkv_envs[v]);
       px_model_release_device(m[1]);
       px_cuda_backend_destroy(plain);
     }

@@ -52,7 +52,7 @@ static void compare(const char *what, const float *got_dev, const float *want, s
 static px_weight half_weight(px_backend *g, const float *dW, size_t n, px_etype t, int e, void **h16) {
   *h16 = gpu->alloc(gpu, n * sizeof(uint16_t) + 16);
   g->convert(g, (int64_t)n, dW, *h16, t);
-  px_weight w = {dW, *h16, t, e};
+  px_weight w = {dW, *h16, t, e, 0};
   return w;
 }
 
@@ -171,9 +171,9 @@ static void test_rowwise(void) {
       compare(what, dO, want, n, 1e-5);
       /* gated residual (in place on a copy of X) */
       memcpy(want, X, sizeof(float) * n);
-      cpu->gated_residual(cpu, M, C, want, G, g_rows, Y);
+      cpu->gated_residual(cpu, M, C, want, G, g_rows, Y, PX_F32, 0);
       gpu->upload(gpu, dO, X, sizeof(float) * n);
-      gpu->gated_residual(gpu, M, C, dO, dG, g_rows, dY);
+      gpu->gated_residual(gpu, M, C, dO, dG, g_rows, dY, PX_F32, 0);
       snprintf(what, sizeof what, "gated_residual M=%d C=%d", M, C);
       compare(what, dO, want, n, 1e-6);
       /* residual + AdaLN fused: A += Gr * Y, then AdaLN(A) with G, B */
@@ -181,10 +181,10 @@ static void test_rowwise(void) {
         int gr_rows = M > 2 ? M / 2 : 1;
         float *Gr = rnd((size_t)gr_rows * C, 1.0), *Ah = malloc(sizeof(float) * n), *dGr = up(Gr, (size_t)gr_rows * C);
         memcpy(Ah, X, sizeof(float) * n);
-        cpu->residual_adaln(cpu, M, C, Ah, Gr, gr_rows, Y, G, B, g_rows, want, PX_F32);
+        cpu->residual_adaln(cpu, M, C, Ah, Gr, gr_rows, Y, PX_F32, 0, G, B, g_rows, want, PX_F32);
         gpu->upload(gpu, dO, X, sizeof(float) * n);
         float *dAn = dev_poison(n);
-        gpu->residual_adaln(gpu, M, C, dO, dGr, gr_rows, dY, dG, dB, g_rows, dAn, PX_F32);
+        gpu->residual_adaln(gpu, M, C, dO, dGr, gr_rows, dY, PX_F32, 0, dG, dB, g_rows, dAn, PX_F32);
         snprintf(what, sizeof what, "residual_adaln (A) M=%d C=%d", M, C);
         compare(what, dO, Ah, n, 1e-6);
         snprintf(what, sizeof what, "residual_adaln (LN) M=%d C=%d", M, C);
@@ -539,14 +539,45 @@ static void test_x16(int prec) {
     snprintf(what, sizeof what, "adaln_x16 ab %d M=%d C=%d", ab, M, C);
     compare16(what, d16, ab, 0, want, n, tol);
     memcpy(A, X, sizeof(float) * n);
-    cpu->residual_adaln(cpu, M, C, A, Gr, gr, Y, G, B, gr, want, PX_F32);
+    cpu->residual_adaln(cpu, M, C, A, Gr, gr, Y, PX_F32, 0, G, B, gr, want, PX_F32);
     gpu->free(gpu, d16);
     d16 = dev_poison16(n);
-    g->residual_adaln(g, M, C, dX, dGr, gr, dY, dG, dB, gr, d16, t16);
+    g->residual_adaln(g, M, C, dX, dGr, gr, dY, PX_F32, 0, dG, dB, gr, d16, t16);
     snprintf(what, sizeof what, "residual_adaln_x16 ab %d M=%d C=%d", ab, M, C);
     compare16(what, d16, ab, 0, want, n, tol);
     snprintf(what, sizeof what, "residual_adaln_x16 residual ab %d M=%d C=%d", ab, M, C);
     compare(what, dX, A, n, 1e-6); /* the residual stream stays fp32 */
+    /* A 16-bit update Y (a 16-bit GEMM's output, stored times 2^-re): residual_adaln and
+     * gated_residual read it times 2^re. The CPU reference takes the same rounded values. */
+    {
+      const int re = 3;
+      uint16_t *Y16 = malloc(sizeof(uint16_t) * n);
+      float *Yr = malloc(sizeof(float) * n);
+      for (size_t i = 0; i < n; i++) {
+        Y16[i] = tu_half_bits(ldexpf(Y[i], -re), ab);
+        Yr[i] = ldexpf(tu_half_value(Y16[i], ab), re);
+      }
+      uint16_t *dY16 = gpu->alloc(gpu, sizeof(uint16_t) * n);
+      gpu->upload(gpu, dY16, Y16, sizeof(uint16_t) * n);
+      memcpy(A, X, sizeof(float) * n);
+      cpu->residual_adaln(cpu, M, C, A, Gr, gr, Yr, PX_F32, 0, G, B, gr, want, PX_F32);
+      gpu->upload(gpu, dX, X, sizeof(float) * n);
+      gpu->free(gpu, d16);
+      d16 = dev_poison16(n);
+      g->residual_adaln(g, M, C, dX, dGr, gr, dY16, t16, re, dG, dB, gr, d16, t16);
+      snprintf(what, sizeof what, "residual_adaln 16-bit update ab %d M=%d C=%d", ab, M, C);
+      compare16(what, d16, ab, 0, want, n, tol);
+      snprintf(what, sizeof what, "residual_adaln 16-bit update, residual ab %d M=%d C=%d", ab, M, C);
+      compare(what, dX, A, n, 1e-6);
+      memcpy(A, X, sizeof(float) * n);
+      cpu->gated_residual(cpu, M, C, A, Gr, gr, Yr, PX_F32, 0);
+      gpu->upload(gpu, dX, X, sizeof(float) * n);
+      g->gated_residual(g, M, C, dX, dGr, gr, dY16, t16, re);
+      snprintf(what, sizeof what, "gated_residual 16-bit update ab %d M=%d C=%d", ab, M, C);
+      compare(what, dX, A, n, 1e-6);
+      free(Y16); free(Yr);
+      gpu->free(gpu, dY16);
+    }
     free(X); free(G); free(B); free(Y); free(Gr); free(want); free(A);
     gpu->free(gpu, dX); gpu->free(gpu, dG); gpu->free(gpu, dB); gpu->free(gpu, dY); gpu->free(gpu, dGr);
     gpu->free(gpu, d16);
@@ -568,13 +599,13 @@ static void test_x16(int prec) {
     for (int res = 0; res < 2; res++) {
       memcpy(A, X, sizeof(float) * n);
       if (res)
-        cpu->residual_adaln(cpu, M, C, A, Gr, gr, Y, G1, B1, gr, w1, PX_F32);
+        cpu->residual_adaln(cpu, M, C, A, Gr, gr, Y, PX_F32, 0, G1, B1, gr, w1, PX_F32);
       else
         cpu->adaln(cpu, M, C, A, G1, B1, gr, w1, PX_F32);
       cpu->adaln(cpu, M, C, w1, G2, B2, gr, w2, PX_F32);
       gpu->upload(gpu, dX, X, sizeof(float) * n);
       uint16_t *d1 = dev_poison16(n), *d2 = dev_poison16(n);
-      g->adaln_pair(g, M, C, dX, res ? dGr : NULL, res ? dY : NULL, dG1, dB1, dG2, dB2, gr, d1, d2, t16);
+      g->adaln_pair(g, M, C, dX, res ? dGr : NULL, res ? dY : NULL, PX_F32, 0, dG1, dB1, dG2, dB2, gr, d1, d2, t16);
       snprintf(what, sizeof what, "adaln_pair Y1 ab %d M=%d C=%d residual %d", ab, M, C, res);
       compare16(what, d1, ab, 0, w1, n, tol);
       snprintf(what, sizeof what, "adaln_pair Y2 ab %d M=%d C=%d residual %d", ab, M, C, res);
@@ -586,11 +617,34 @@ static void test_x16(int prec) {
       /* fp32 outputs too (the same op at any type) */
       float *f1 = dev_poison(n), *f2 = dev_poison(n);
       gpu->upload(gpu, dX, X, sizeof(float) * n);
-      g->adaln_pair(g, M, C, dX, res ? dGr : NULL, res ? dY : NULL, dG1, dB1, dG2, dB2, gr, f1, f2, PX_F32);
+      g->adaln_pair(g, M, C, dX, res ? dGr : NULL, res ? dY : NULL, PX_F32, 0, dG1, dB1, dG2, dB2, gr, f1, f2, PX_F32);
       snprintf(what, sizeof what, "adaln_pair fp32 Y2 M=%d C=%d residual %d", M, C, res);
       compare(what, f2, w2, n, 1e-5);
       gpu->free(gpu, f1);
       gpu->free(gpu, f2);
+      if (res) { /* a 16-bit update R stored times 2^-3 (as residual_adaln's above) */
+        const int re = 3;
+        uint16_t *Y16 = malloc(sizeof(uint16_t) * n);
+        float *Yr = malloc(sizeof(float) * n);
+        for (size_t i = 0; i < n; i++) {
+          Y16[i] = tu_half_bits(ldexpf(Y[i], -re), ab);
+          Yr[i] = ldexpf(tu_half_value(Y16[i], ab), re);
+        }
+        uint16_t *dY16 = gpu->alloc(gpu, sizeof(uint16_t) * n);
+        gpu->upload(gpu, dY16, Y16, sizeof(uint16_t) * n);
+        memcpy(A, X, sizeof(float) * n);
+        cpu->residual_adaln(cpu, M, C, A, Gr, gr, Yr, PX_F32, 0, G1, B1, gr, w1, PX_F32);
+        cpu->adaln(cpu, M, C, w1, G2, B2, gr, w2, PX_F32);
+        gpu->upload(gpu, dX, X, sizeof(float) * n);
+        uint16_t *e1 = dev_poison16(n), *e2 = dev_poison16(n);
+        g->adaln_pair(g, M, C, dX, dGr, dY16, t16, re, dG1, dB1, dG2, dB2, gr, e1, e2, t16);
+        snprintf(what, sizeof what, "adaln_pair 16-bit update Y2 ab %d M=%d C=%d", ab, M, C);
+        compare16(what, e2, ab, 0, w2, n, tol);
+        snprintf(what, sizeof what, "adaln_pair 16-bit update A ab %d M=%d C=%d", ab, M, C);
+        compare(what, dX, A, n, 1e-6);
+        free(Y16); free(Yr);
+        gpu->free(gpu, dY16); gpu->free(gpu, e1); gpu->free(gpu, e2);
+      }
     }
     free(X); free(G1); free(B1); free(G2); free(B2); free(Y); free(Gr); free(A); free(w1); free(w2);
     gpu->free(gpu, dX); gpu->free(gpu, dG1); gpu->free(gpu, dB1); gpu->free(gpu, dG2); gpu->free(gpu, dB2);
@@ -685,7 +739,7 @@ static void test_x16(int prec) {
     CHECK_MSG(g->status(g) == 0, "half weight: %s", px_last_error());
     /* A 16-bit X with a weight that has no 16-bit copy (or one of the other type) is refused,
      * as that op's failure, and nothing is written. */
-    const px_weight other = {dW, dW16, ab == 1 ? PX_F16 : PX_BF16, e};
+    const px_weight other = {dW, dW16, ab == 1 ? PX_F16 : PX_BF16, e, 0};
     g->linear(g, M, N, K, dX16, K, px_weight_f32(dW), db, dY, N, 0, 0, t16, PX_F32);
     CHECK_MSG(g->status(g) == PX_ERR_BACKEND && strstr(px_last_error(), "linear"), "no 16-bit copy: %s",
               px_last_error());
@@ -839,7 +893,7 @@ static void test_splitk(void) {
       c->upload(c, db, b, sizeof(float) * N);
       c->upload(c, dX, X16, sizeof(uint16_t) * (size_t)M * K);
       c->convert(c, (int64_t)N * K, dW, dW16, PX_F16);
-      const px_weight hw = {dW, dW16, PX_F16, 0};
+      const px_weight hw = {dW, dW16, PX_F16, 0, 0};
       c->linear(c, M, N, K, dX, K, hw, db, dY, N, 0, 0, PX_F16, PX_F32);
       out[on][t] = malloc(sizeof(float) * (size_t)M * N);
       c->download(c, out[on][t], dY, sizeof(float) * (size_t)M * N);

@@ -34,8 +34,9 @@ static double max_abs(const float *x, size_t n) {
 
 /* One token block's GEMM inputs for M rows of a and s (the model's algebra on the CPU
  * backend); returns the largest magnitudes of an (attention, transition), att, the SwiGLU's
- * input [x1 | x2], its output hs, and the attention's q, k, v. */
-static void block_inputs(const px_model *m, int k, int M, const float *a, const float *s, double out[6]) {
+ * input [x1 | x2], its output hs, the attention's q, k, v, and the two residual updates
+ * W_o att and W_b hs. */
+static void block_inputs(const px_model *m, int k, int M, const float *a, const float *s, double out[8]) {
   px_backend *cpu = px_cpu_backend();
   const px_transformer_w *tf = &m->tok_tf;
   const px_block_w *B = &tf->blocks[k];
@@ -65,11 +66,15 @@ static void block_inputs(const px_model *m, int k, int M, const float *a, const 
       cpu->attention_full(cpu, 1, M, H, dh, proj, proj + C, proj + 2 * C, 4 * C, bias, 1.0f / sqrtf((float)dh), att,
                           proj + 3 * C, 4 * C, PX_F32);
       out[2] = max_abs(att, (size_t)M * C);
+      cpu->linear(cpu, M, C, C, att, C, px_weight_f32(B->o.w), NULL, an, C, 0, 0, PX_F32, PX_F32);
+      out[6] = max_abs(an, (size_t)M * C);
     } else {
       cpu->linear(cpu, M, 2 * h, C, an, C, px_weight_f32(B->a12.w), NULL, proj, 2 * h, 0, 0, PX_F32, PX_F32);
       out[3] = max_abs(proj, (size_t)M * 2 * h);
       cpu->swiglu(cpu, M, h, proj, hs, PX_F32, PX_F32, 0);
       out[4] = max_abs(hs, (size_t)M * h);
+      cpu->linear(cpu, M, C, h, hs, h, px_weight_f32(B->ctb_b.w), NULL, an, C, 0, 0, PX_F32, PX_F32);
+      out[7] = max_abs(an, (size_t)M * C);
     }
   }
   free(sn); free(gate); free(shift); free(an); free(proj); free(att); free(hs); free(bias);
@@ -93,8 +98,9 @@ static void atom_adaln_terms(const px_adaln_w *ad, int M, int C, const float *c,
 
 /* Atom block k of tf over one sample of M atoms (the model's algebra on the CPU backend):
  * the largest magnitudes of the attention AdaLN, the kv AdaLN, the transition AdaLN, the
- * gated local attention output, the SwiGLU's input and its output. */
-static void atom_block_inputs(const px_transformer_w *tf, int k, int M, const float *a, const float *c, double out[6]) {
+ * gated local attention output, the SwiGLU's input and its output, and of q (with its bias),
+ * k and v. */
+static void atom_block_inputs(const px_transformer_w *tf, int k, int M, const float *a, const float *c, double out[9]) {
   px_backend *cpu = px_cpu_backend();
   const px_block_w *B = &tf->blocks[k];
   const int C = tf->c, h = tf->hidden, H = tf->n_heads, dh = C / H, nt = (M + 31) / 32;
@@ -112,9 +118,17 @@ static void atom_block_inputs(const px_transformer_w *tf, int k, int M, const fl
   out[1] = max_abs(kvin, MC);
   cpu->linear(cpu, M, 2 * C, C, an, C, px_weight_f32(B->proj1.w), B->proj1.b, qg, 2 * C, 0, 0, PX_F32, PX_F32);
   cpu->linear(cpu, M, 2 * C, C, kvin, C, px_weight_f32(B->proj2.w), NULL, kv, 2 * C, 0, 0, PX_F32, PX_F32);
+  out[6] = max_abs(kv, 2 * MC);
+  for (int r = 0; r < M; r++) /* q: the first C columns of [q g] */
+    for (int j = 0; j < C; j++) {
+      const double v = fabs((double)qg[(size_t)r * 2 * C + j]);
+      if (v > out[6]) out[6] = v;
+    }
   cpu->attention_local(cpu, 1, M, H, dh, 32, 128, qg, kv, kv + C, 2 * C, bias, 1.0f / sqrtf((float)dh), att, qg + C,
                        2 * C, PX_F32);
   out[3] = max_abs(att, MC);
+  cpu->linear(cpu, M, C, C, att, C, px_weight_f32(B->o.w), NULL, kvin, C, 0, 0, PX_F32, PX_F32);
+  out[7] = max_abs(kvin, MC);
   atom_adaln_terms(&B->ctb_adaln, M, C, c, g, b);
   cpu->adaln(cpu, M, C, a, g, b, M, an, PX_F32);
   out[2] = max_abs(an, MC);
@@ -122,6 +136,8 @@ static void atom_block_inputs(const px_transformer_w *tf, int k, int M, const fl
   out[4] = max_abs(a12, (size_t)M * 2 * h);
   cpu->swiglu(cpu, M, h, a12, hs, PX_F32, PX_F32, 0);
   out[5] = max_abs(hs, (size_t)M * h);
+  cpu->linear(cpu, M, C, h, hs, h, px_weight_f32(B->ctb_b.w), NULL, an, C, 0, 0, PX_F32, PX_F32);
+  out[8] = max_abs(an, MC);
   free(g); free(b); free(an); free(kvin); free(qg); free(kv); free(att); free(a12); free(hs); free(bias);
 }
 
@@ -142,7 +158,7 @@ static void test_atom_blocks(px_model *m) {
       scale_all(B->ln_kv.lin_nobias_s.w, (size_t)C * C, 4.0f);
       px_atom_fp16_bounds b;
       CHECK(px_atom_block_fp16_bounds(tf, k, &b) == 0);
-      double worst[6] = {0, 0, 0, 0, 0, 0}, seen[6];
+      double worst[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0}, seen[9];
       for (int trial = 0; trial < 6; trial++) {
         float *a = malloc(sizeof(float) * (size_t)M * C), *c = malloc(sizeof(float) * (size_t)M * C);
         tu_fill_normal(a, (size_t)M * C, trial < 3 ? 1.0 : 1e3);
@@ -159,15 +175,15 @@ static void test_atom_blocks(px_model *m) {
           }
         }
         atom_block_inputs(tf, k, M, a, c, seen);
-        for (int i = 0; i < 6; i++)
+        for (int i = 0; i < 9; i++)
           if (seen[i] > worst[i]) worst[i] = seen[i];
         free(a);
         free(c);
       }
-      const double bound[6] = {b.an[0], b.an[1], b.an[2], b.att, b.swiglu_in, b.swiglu};
-      const char *name[6] = {"attention AdaLN", "kv AdaLN", "transition AdaLN", "attention output", "SwiGLU input",
-                             "SwiGLU"};
-      for (int i = 0; i < 6; i++)
+      const double bound[9] = {b.an[0], b.an[1], b.an[2], b.att, b.swiglu_in, b.swiglu, b.qkv, b.y_att, b.y_tr};
+      const char *name[9] = {"attention AdaLN", "kv AdaLN", "transition AdaLN", "attention output", "SwiGLU input",
+                             "SwiGLU",          "q, k, v",  "attention update", "transition update"};
+      for (int i = 0; i < 9; i++)
         CHECK_MSG(worst[i] <= bound[i], "%s block %d %s: max |x| %.4g over the bound %.4g", tname[w], k, name[i],
                   worst[i], bound[i]);
       CHECK_MSG(worst[0] >= 0.3 * b.an[0], "%s block %d: AdaLN bound %.4g far above what inputs reach (%.4g)",
@@ -196,6 +212,17 @@ static void test_atom_blocks(px_model *m) {
       CHECK_MSG(px_atom_block_fp16_exp(tf, k) == -1, "%s block %d: transition shift x6.4e5 accepted", tname[w], k);
       scale_all(ts, (size_t)C * C, 1.0f / 6.4e5f);
       CHECK(px_atom_block_fp16_exp(tf, k) == e0);
+      /* the query rows alone (only the q, k, v bound sees them), then q's bias */
+      float *qw = B->proj1.w;
+      scale_all(qw, (size_t)C * C, 3e3f);
+      CHECK_MSG(px_atom_block_fp16_exp(tf, k) == -1, "%s block %d: query weights x3e3 accepted", tname[w], k);
+      scale_all(qw, (size_t)C * C, 1.0f / 3e3f);
+      CHECK(px_atom_block_fp16_exp(tf, k) == e0);
+      const float keep_b = B->proj1.b[1];
+      B->proj1.b[1] = 7e4f;
+      CHECK_MSG(px_atom_block_fp16_exp(tf, k) == -1, "%s block %d: a query bias of 7e4 accepted", tname[w], k);
+      B->proj1.b[1] = keep_b;
+      CHECK(px_atom_block_fp16_exp(tf, k) == e0);
       float *o = B->o.w;
       const float keep = o[3];
       o[3] = 1e5f;
@@ -203,7 +230,7 @@ static void test_atom_blocks(px_model *m) {
       o[3] = keep;
       CHECK(px_atom_block_fp16_exp(tf, k) == e0);
     }
-    CHECK(px_atom_block_fp16_bounds(tf, tf->n_blocks, &(px_atom_fp16_bounds){{0, 0, 0}, 0, 0, 0}) == -1);
+    CHECK(px_atom_block_fp16_bounds(tf, tf->n_blocks, &(px_atom_fp16_bounds){{0, 0, 0}, 0, 0, 0, 0, 0, 0}) == -1);
   }
   /* the token transformer is not an atom transformer */
   CHECK(px_atom_block_fp16_exp(&m->tok_tf, 0) == -1);
@@ -223,7 +250,7 @@ int main(void) {
   for (int k = 0; k < tf->n_blocks; k++) {
     px_fp16_bounds b;
     CHECK(px_token_block_fp16_bounds(m, k, &b) == 0);
-    double worst[6] = {0, 0, 0, 0, 0, 0}, seen[6];
+    double worst[8] = {0, 0, 0, 0, 0, 0, 0, 0}, seen[8];
     for (int trial = 0; trial < 6; trial++) {
       float *a = malloc(sizeof(float) * (size_t)M * C), *s = malloc(sizeof(float) * (size_t)M * cs);
       tu_fill_normal(a, (size_t)M * C, trial < 3 ? 1.0 : 1e3);
@@ -240,22 +267,27 @@ int main(void) {
         }
       }
       block_inputs(m, k, M, a, s, seen);
-      for (int i = 0; i < 6; i++)
+      for (int i = 0; i < 8; i++)
         if (seen[i] > worst[i]) worst[i] = seen[i];
       free(a);
       free(s);
     }
-    const double bound[6] = {b.an[0], b.an[1], b.att, b.swiglu_in, b.swiglu, b.qkv};
-    const char *name[6] = {"attention AdaLN", "transition AdaLN", "attention output", "SwiGLU input", "SwiGLU",
-                           "attention q, k, v"};
-    for (int i = 0; i < 6; i++)
+    const double bound[8] = {b.an[0], b.an[1], b.att, b.swiglu_in, b.swiglu, b.qkv, b.y_att, b.y_tr};
+    const char *name[8] = {"attention AdaLN",   "transition AdaLN", "attention output", "SwiGLU input", "SwiGLU",
+                           "attention q, k, v", "attention update", "transition update"};
+    for (int i = 0; i < 8; i++)
       CHECK_MSG(worst[i] <= bound[i], "block %d %s: max |x| %.4g over the bound %.4g", k, name[i], worst[i], bound[i]);
     /* the adversarial rows reach the AdaLN bound up to the sigmoid gate on LN(a) */
     CHECK_MSG(worst[0] >= 0.4 * b.an[0], "block %d: AdaLN bound %.4g far above what inputs reach (%.4g)", k, b.an[0],
               worst[0]);
     CHECK_MSG(px_token_block_fp16_exp(m, k) >= 0, "block %d: synthetic weights refused fp16", k);
   }
-  CHECK(px_token_block_fp16_bounds(m, tf->n_blocks, &(px_fp16_bounds){{0, 0}, 0, 0, 0, 0}) == -1);
+  CHECK(px_token_block_fp16_bounds(m, tf->n_blocks, &(px_fp16_bounds){{0, 0}, 0, 0, 0, 0, 0, 0}) == -1);
+  /* an update's exponent: the least f with bound <= 65504 / 1.02 * 2^f, -1 past 2^10 or NaN */
+  CHECK(px_fp16_out_exp(0.0) == 0 && px_fp16_out_exp(64000.0) == 0);
+  CHECK(px_fp16_out_exp(64300.0) == 1 && px_fp16_out_exp(1e6) == 4);
+  CHECK(px_fp16_out_exp(64000.0 * 1024) == 10 && px_fp16_out_exp(64300.0 * 1024) == -1);
+  CHECK(px_fp16_out_exp(NAN) == -1 && px_fp16_out_exp(INFINITY) == -1);
 
   /* The SwiGLU bound grows with the square of the AdaLN shift: a larger shift is absorbed
    * by a larger exponent, then refused. */

@@ -379,8 +379,11 @@ static void cpu_adaln(px_backend *b, int M, int C, const float *X, const float *
 }
 
 static void cpu_gated_residual(px_backend *b, int M, int C, float *A, const float *G, int g_rows,
-                               const float *Y) {
+                               const void *Yv, px_etype yt, int ye) {
   (void)b;
+  (void)ye; /* fp32 Y only: unscaled */
+  if (not_f32("gated_residual", 1, (int)yt)) return;
+  const float *Y = (const float *)Yv;
 #pragma omp parallel for num_threads(px_cpu_threads(b)) schedule(static)
   for (int r = 0; r < M; r++) {
     float *a = A + (size_t)r * C;
@@ -393,10 +396,12 @@ static void cpu_gated_residual(px_backend *b, int M, int C, float *A, const floa
 /* One pass per row: the residual update, then that row's AdaLN (same arithmetic as the two
  * kernels in turn; one parallel region instead of two, the row still in L1). */
 static void cpu_residual_adaln(px_backend *b, int M, int C, float *A, const float *Gr, int gr_rows,
-                               const float *Y, const float *Gn, const float *Bn, int gn_rows,
+                               const void *Yv, px_etype yt, int ye, const float *Gn, const float *Bn, int gn_rows,
                                void *Anv, px_etype ant) {
   (void)b;
-  if (not_f32("residual_adaln", 1, (int)ant)) return;
+  (void)ye; /* fp32 Y only: unscaled */
+  if (not_f32("residual_adaln", 2, (int)ant, (int)yt)) return;
+  const float *Y = (const float *)Yv;
   float *An = (float *)Anv;
 #pragma omp parallel for num_threads(px_cpu_threads(b)) schedule(static)
   for (int r = 0; r < M; r++) {

@@ -370,4 +370,31 @@ void be_attention_local(px_backend *b, int S, int N, int H, int d, int nq, int n
   }
 }
 
+// attention_local on fp16 inputs: the fp16-input kernel when it takes the shape, else the
+// inputs converted to fp32 (q's bias added) and attention_local with an fp16 output.
+void be_attention_local_h16(px_backend *b, int S, int N, int H, int d, int nq, int nk, const void *Q, const void *K,
+                            const void *V, const void *G, int ld, const float *q_bias, const float *bias, float scale,
+                            void *O) {
+  CTX(b);
+  PROF("attention_local_h16");
+  const uint16_t *q = (const uint16_t *)Q, *k = (const uint16_t *)K, *v = (const uint16_t *)V,
+                 *gt = (const uint16_t *)G;
+  if (px_attention_tc_h16in_local(&g.tc, g.stream, S, N, H, d, nq, nk, ld, q, k, v, gt, q_bias, bias, scale,
+                                  (uint16_t *)O)) {
+    LAUNCHED("attention_tc_h16in_local");
+    return;
+  }
+  const int C = H * d, M = S * N;
+  float *t = f32_scratch(g, (size_t)M * 5 * C);  // [M, 4C] inputs, then [M, C] output
+  if (!t || M <= 0) return;
+  k_qkvg_to_f32<<<(int)std::min<int64_t>(((int64_t)M * 4 * C + 255) / 256, 65535), 256, 0, g.stream>>>(
+      M, C, ld, q, k, v, gt, q_bias, t);
+  LAUNCHED("qkvg_to_f32");
+  // An fp32 output here (an fp16 one could take the same scratch), converted after.
+  float *o = t + (size_t)M * 4 * C;
+  be_attention_local(b, S, N, H, d, nq, nk, t, t + C, t + 2 * C, 4 * C, bias, scale, o, G ? t + 3 * C : nullptr,
+                     4 * C, PX_F32);
+  to_half(g, (int)PX_F16, M, C, o, C, (uint16_t *)O);
+}
+
 }  // namespace pxcuda

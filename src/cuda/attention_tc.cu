@@ -936,6 +936,97 @@ constexpr int64_t local_smem(int tpb, int nk) {
   return (int64_t)(32 * (tpb - 1) + nk + 8) * (TcCfg<D>::DPK + TcCfg<D>::DPV) * (int64_t)sizeof(float);
 }
 
+// Local attention on fp16 inputs (the FP16 precision's atom blocks: the [q g] and [k v]
+// GEMMs write fp16 without q's bias, which is added in fp32 as Q is loaded, as in
+// k_attention_h16in). The block layout is k_attention_tc_local's: TPB trunks of 32 queries,
+// two warps each, the union of their windows staged once by cp.async, one barrier. But the
+// rows land as they are (fp16, no rounding pass) in rows of D + 8 halves read by ldmatrix,
+// and the tiles run tile_math16 (m16n8k16): half the staged bytes of the TF32 kernel (D =
+// 32, nkw = 128: 38 KB a block instead of 76 KB) and half its tensor instructions per key.
+// A warp's partly valid last tile reads whole 16-key groups, so 16 zero rows follow the span.
+template <int D>
+struct H16LocalCfg {
+  static constexpr int DP = D + 8;  // halves per staged row (16-byte aligned, ldmatrix conflict-free)
+  static constexpr int SPARE = 16;  // zero rows after the span
+};
+
+template <int D>
+__global__ void __launch_bounds__(256, 2)
+k_attention_h16in_local(int L, int H, int ld, const uint16_t *__restrict__ Q, const uint16_t *__restrict__ K,
+                        const uint16_t *__restrict__ V, const uint16_t *__restrict__ G,
+                        const float *__restrict__ qb, const float *__restrict__ bias, int nkw, int tpb, float scale,
+                        uint16_t *__restrict__ O) {
+  constexpr int CH = D / 8, DP = H16LocalCfg<D>::DP;  // CH: 16-byte chunks per row
+  extern __shared__ __align__(16) float smem[];
+  const int h = blockIdx.y, s = blockIdx.z;
+  const int tid = threadIdx.x, w = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+  const int ntr = (L + 31) / 32, off = (nkw - 32) / 2;
+  const int span = 32 * (tpb - 1) + nkw, rows = span + H16LocalCfg<D>::SPARE;
+  const int u0 = 32 * tpb * blockIdx.x - off;  // key of shared row 0
+  uint16_t *Ks = reinterpret_cast<uint16_t *>(smem), *Vs = Ks + rows * DP;
+  const size_t base = (size_t)s * L;
+  const uint16_t *Kb = K + base * ld + h * D, *Vb = V + base * ld + h * D;
+
+  // Stage the whole span: row p is key u0 + p, zero outside [0, L) and past the span.
+  const int nch = rows * CH;
+  for (int idx = tid; idx < nch; idx += blockDim.x) {
+    const int p = idx / CH, c = (idx % CH) * 8, a = u0 + p;
+    const bool ok = p < span && a >= 0 && a < L;
+    const size_t go = ok ? (size_t)a * ld + c : 0;
+    cp_async16(reinterpret_cast<float *>(Ks + p * DP + c), reinterpret_cast<const float *>(Kb + go), ok);
+    cp_async16(reinterpret_cast<float *>(Vs + p * DP + c), reinterpret_cast<const float *>(Vb + go), ok);
+  }
+  cp_async_commit();
+
+  const int tl = w >> 1, tr = tpb * blockIdx.x + tl;  // this warp's trunk (in block, overall)
+  const bool active = tr < ntr;                       // warp-uniform
+  const int r0 = (w & 1) * 16 + g, r1 = r0 + 8;
+  const int i0 = 32 * tr + r0, i1 = i0 + 8;
+  const int c0 = min(i0, L - 1), c1 = min(i1, L - 1);  // rows past L: row L-1's data, never stored
+  uint32_t qa[D / 16][4];                              // loaded while the copies are in flight
+  load_q16in<D>(qa, Q + (base + c0) * ld + h * D, Q + (base + c1) * ld + h * D, qb ? qb + h * D : nullptr, scale,
+                t);
+
+  // This warp's window, as in k_attention_tc_local.
+  const int kstart = 32 * tr - off, kbeg = max(kstart, 0), kend = min(kstart + nkw, L);
+  const int64_t rowb = ((int64_t)h * ntr + tr) * 32;
+  const float *b0p = bias + (rowb + r0) * nkw - kstart, *b1p = bias + (rowb + r1) * nkw - kstart;
+  const bool bias8 = (nkw % 2 == 0) && (kstart % 2 == 0) && ((uintptr_t)bias % 8 == 0);
+  float sc[KT / 8][4];
+  if (active) {
+    if (bias8 && kend - kbeg >= KT)
+      load_bias<true>(sc, b0p, b1p, kbeg, kend, t);
+    else
+      load_bias<false>(sc, b0p, b1p, kbeg, kend, t);
+  }
+  cp_async_wait<0>();
+  __syncthreads();  // the only barrier: warps past the last trunk leave after it
+  if (!active) return;
+
+  const uint16_t *Kw = Ks + (kbeg - u0) * DP, *Vw = Vs + (kbeg - u0) * DP;
+  float o[D / 8][4];
+#pragma unroll
+  for (int dn = 0; dn < D / 8; dn++) o[dn][0] = o[dn][1] = o[dn][2] = o[dn][3] = 0.0f;
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+  for (int k0 = 0; k0 < kend - kbeg; k0 += KT) {
+    const int nk = min(KT, kend - kbeg - k0);
+    if (bias8 && nk == KT) {
+      if (k0) load_bias<true>(sc, b0p, b1p, kbeg + k0, kend, t);
+      tile_math16<D, true>(sc, Kw + k0 * DP, Vw + k0 * DP, KT, qa, o, m0, m1, l0, l1, lane);
+    } else {
+      if (k0) load_bias<false>(sc, b0p, b1p, kbeg + k0, kend, t);
+      tile_math16<D, false>(sc, Kw + k0 * DP, Vw + k0 * DP, nk, qa, o, m0, m1, l0, l1, lane);
+    }
+  }
+  store_rows16in<D>(o, l0, l1, O, G, ld, base, H, h, L, i0, i1, t);
+}
+
+// Shared bytes of an fp16-input local block of tpb trunks and windows of nk keys.
+template <int D>
+constexpr int64_t local_smem_h16(int tpb, int nk) {
+  return (int64_t)(32 * (tpb - 1) + nk + H16LocalCfg<D>::SPARE) * 2 * H16LocalCfg<D>::DP * 2;
+}
+
 // Head width D's slot in PxTcDevice::lim.
 constexpr int lim_index(int D) { return D == 16 ? 0 : D == 32 ? 1 : D == 48 ? 2 : 3; }
 
@@ -1002,6 +1093,7 @@ bool configure_h16in() {
   set(k_attention_h16in<D, 64, 16>, H16InCfg<D, 64>::SMEM);
   set(k_attention_h16in<D, 64, 8>, H16InCfg<D, 64>::SMEM);
   set(k_attention_h16in<D, 64, 4>, H16InCfg<D, 64>::SMEM);
+  set(k_attention_h16in_local<D>, optin);
   if (!ok) cudaGetLastError();  // not sticky: the fallback runs instead
   return ok;
 }
@@ -1026,6 +1118,23 @@ void launch_h16in(const PxTcDevice::Lim &lim, cudaStream_t st, int S, int L, int
     else PX_H16IN(128, 4);
   }
 #undef PX_H16IN
+}
+
+// Warps per SM the fp16-input local kernel's registers allow (__launch_bounds__(256, 2)).
+constexpr int LOCAL_H16_WARPS = 16;
+
+// Trunks per block for the fp16-input local kernel: the most resident warps per SM, ties to
+// more trunks (less re-staging); 0 when even one trunk's window does not fit.
+template <int D>
+int local_h16_trunks(const PxTcDevice::Lim &lim, int ntr, int nk) {
+  int tpb = 0, best = 0;
+  for (int k = min(4, ntr); k >= 1; k--) {
+    const int64_t sm = local_smem_h16<D>(k, nk);
+    if (sm > lim.optin) continue;
+    const int warps = 2 * k * min(lim.per_sm / ((int)sm + 1024), LOCAL_H16_WARPS / (2 * k));
+    if (warps > best) best = warps, tpb = k;
+  }
+  return tpb;
 }
 
 template <int D>
@@ -1122,6 +1231,33 @@ int px_attention_tc_h16in(const PxTcDevice *dev, cudaStream_t stream, int S, int
   if (d == 32) launch_h16in<32>(lim, stream, S, L, H, ld, Q, K, V, G, q_bias, bias, scale, O);
   else if (d == 48) launch_h16in<48>(lim, stream, S, L, H, ld, Q, K, V, G, q_bias, bias, scale, O);
   else launch_h16in<64>(lim, stream, S, L, H, ld, Q, K, V, G, q_bias, bias, scale, O);
+  return 1;
+}
+
+int px_attention_tc_h16in_local(const PxTcDevice *dev, cudaStream_t stream, int S, int L, int H, int d, int nq,
+                                int nk, int ld, const uint16_t *Q, const uint16_t *K, const uint16_t *V,
+                                const uint16_t *G, const float *q_bias, const float *bias, float scale, uint16_t *O) {
+  const int slot = d == 32 ? 0 : d == 48 ? 1 : d == 64 ? 2 : -1;
+  if (dev->disabled || slot < 0 || !dev->h16in[slot] || dev->lim[lim_index(d)].optin == 0) return 0;
+  if (nq != 32 || nk < nq || (nk - nq) % 2) return 0;
+  if ((ld % 8) || ((uintptr_t)Q % 16) || ((uintptr_t)K % 16) || ((uintptr_t)V % 16) || ((uintptr_t)O % 4) ||
+      ((uintptr_t)G % 4) || ((uintptr_t)bias % 4) || ((uintptr_t)q_bias % 8))
+    return 0;
+  if (S > 65535 || H > 65535) return 0;
+  if (S <= 0 || L <= 0 || H <= 0) return 1;  // nothing to compute
+  const PxTcDevice::Lim &lim = dev->lim[lim_index(d)];
+  const int ntr = (L + 31) / 32;
+#define PX_H16IN_LOCAL(D_)                                                                                      \
+  do {                                                                                                         \
+    const int tpb = local_h16_trunks<D_>(lim, ntr, nk);                                                        \
+    if (!tpb) return 0; /* a window too wide for shared memory: the fallback */                                \
+    k_attention_h16in_local<D_><<<dim3((ntr + tpb - 1) / tpb, H, S), 64 * tpb, (size_t)local_smem_h16<D_>(tpb, nk), \
+                                  stream>>>(L, H, ld, Q, K, V, G, q_bias, bias, nk, tpb, scale, O);           \
+  } while (0)
+  if (d == 32) PX_H16IN_LOCAL(32);
+  else if (d == 48) PX_H16IN_LOCAL(48);
+  else PX_H16IN_LOCAL(64);
+#undef PX_H16IN_LOCAL
   return 1;
 }
 

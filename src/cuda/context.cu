@@ -354,9 +354,13 @@ CudaBackend make_backend(Ctx *ctx, int precision) {
   c.base.swiglu = be_swiglu;
   c.base.attention_full = be_attention_full;
   c.base.attention_local = be_attention_local;
-  // fp16 [q k v g] projections and an attention reading them (the FP16 precision's token
-  // blocks); PXDIFF_NO_X16_QKV (read when the context is made) keeps them fp32 (comparisons).
-  if (precision == PX_PRECISION_FP16 && !getenv("PXDIFF_NO_X16_QKV")) c.base.attention_full_h16 = be_attention_full_h16;
+  // fp16 [q k v g] projections and attentions reading them (the FP16 precision's token and
+  // atom blocks); PXDIFF_NO_X16_QKV (read when the context is made) keeps both fp32,
+  // PXDIFF_NO_X16_ATOM_QKV the atom blocks' alone (comparisons).
+  if (precision == PX_PRECISION_FP16 && !getenv("PXDIFF_NO_X16_QKV")) {
+    c.base.attention_full_h16 = be_attention_full_h16;
+    if (!getenv("PXDIFF_NO_X16_ATOM_QKV")) c.base.attention_local_h16 = be_attention_local_h16;
+  }
   c.base.activation = be_activation;
   c.base.linear_relu = be_linear_relu;
   c.base.atoms_to_tokens = be_atoms_to_tokens;

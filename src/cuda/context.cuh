@@ -309,10 +309,10 @@ void be_layernorm(px_backend *b, int M, int C, const float *X, const float *w, c
                   float *Y);
 void be_adaln(px_backend *b, int M, int C, const float *X, const float *G, const float *B, int g_rows, void *Y,
               px_etype yt);
-void be_gated_residual(px_backend *b, int M, int C, float *A, const float *G, int g_rows,
-                       const float *Y);
-void be_residual_adaln(px_backend *b, int M, int C, float *A, const float *Gr, int gr_rows,
-                       const float *Y, const float *Gn, const float *Bn, int gn_rows, void *An, px_etype ant);
+void be_gated_residual(px_backend *b, int M, int C, float *A, const float *G, int g_rows, const void *Y,
+                       px_etype yt, int ye);
+void be_residual_adaln(px_backend *b, int M, int C, float *A, const float *Gr, int gr_rows, const void *Y,
+                       px_etype yt, int ye, const float *Gn, const float *Bn, int gn_rows, void *An, px_etype ant);
 void be_sigmoid_mul(px_backend *b, int M, int C, float *O, int ldo, const float *P, int ldp);
 void be_swiglu(px_backend *b, int M, int H, const void *X, void *Y, px_etype xt, px_etype yt, int e);
 void be_activation(px_backend *b, int64_t n, float *X, int kind);
@@ -323,8 +323,9 @@ void be_tokens_to_atoms_add(px_backend *b, int S, int N, int T, int C, int a_sam
                             const float *A, const int64_t *a2t, float *Y);
 void be_noise_cond(px_backend *b, int S, int T, int nf, int C, const float *t, float sigma, const float *w,
                    const float *bias, const float *ln_w, px_weight Wn, const float *s0, float *work, float *s);
-void be_adaln_pair(px_backend *b, int M, int C, float *A, const float *Gr, const float *Rr, const float *G1,
-                  const float *B1, const float *G2, const float *B2, int g_rows, void *Y1, void *Y2, px_etype yt);
+void be_adaln_pair(px_backend *b, int M, int C, float *A, const float *Gr, const void *Rr, px_etype rt, int re,
+                   const float *G1, const float *B1, const float *G2, const float *B2, int g_rows, void *Y1, void *Y2,
+                   px_etype yt);
 void be_edm(px_backend *b, int mode, int S, int N, const float *x, const float *t, int t_stride, float sigma,
             const float *rup, float *out);
 
@@ -336,6 +337,9 @@ void be_attention_full_h16(px_backend *b, int S, int T, int H, int d, const void
 void be_attention_local(px_backend *b, int S, int N, int H, int d, int nq, int nk, const float *Q,
                         const float *K, const float *V, int ld, const float *bias, float scale,
                         void *O, const float *G, int ldg, px_etype ot);
+void be_attention_local_h16(px_backend *b, int S, int N, int H, int d, int nq, int nk, const void *Q, const void *K,
+                            const void *V, const void *G, int ld, const float *q_bias, const float *bias, float scale,
+                            void *O);
 
 // gemm.cu
 void be_linear(px_backend *b, int M, int N, int K, const void *X, int ldx, px_weight W, const float *bias, void *Y,

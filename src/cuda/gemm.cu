@@ -94,17 +94,19 @@ float prefill_bias(Ctx &g, int M, int N, float *Y, int ldy, const float *bias, i
 }
 
 // Y = 2^w.e X16 W16^T (+ bias) on 16-bit operands (type ab = w.h16_type), fp32 accumulation;
-// X16 [M, K] contiguous. yt: Y's type, 0 float or ab (then no bias, accumulate or ReLU).
+// X16 [M, K] contiguous. yt: Y's type, 0 float or ab (then no bias, accumulate or ReLU, and Y
+// is stored times 2^-w.ye).
 void gemm_half(Ctx &g, int M, int N, int K, const uint16_t *xh, const px_weight &w, const float *bias, void *Y,
                int ldy, int accumulate, int relu, int yt) {
   const int ab = (int)w.h16_type;
   const int prec = ab == PX_BF16 ? PX_PRECISION_BF16 : PX_PRECISION_FP16;
-  if (linear_lt(g, prec, PxGemm{1, M, N, K, xh, K, 0, w.h16, 0, bias, 0, relu, accumulate, (float *)Y, ldy, 0, ab, w.e,
+  const int ax = w.e - (yt ? w.ye : 0);
+  if (linear_lt(g, prec, PxGemm{1, M, N, K, xh, K, 0, w.h16, 0, bias, 0, relu, accumulate, (float *)Y, ldy, 0, ab, ax,
                              yt}))
     return;
   // No cuBLASLt algorithm: cublasGemmEx after a bias fill, ReLU after.
   const float beta = yt ? 0.0f : prefill_bias(g, M, N, (float *)Y, ldy, bias, accumulate);
-  const float alpha = ldexpf(1.0f, w.e);
+  const float alpha = ldexpf(1.0f, ax);
   const cudaDataType_t t = ab == PX_BF16 ? CUDA_R_16BF : CUDA_R_16F;
   CKB(cublasGemmEx(g.blas, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &alpha, w.h16, t, K, xh, t, K, &beta, Y,
                    yt ? t : CUDA_R_32F, ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));

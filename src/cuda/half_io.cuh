@@ -63,3 +63,11 @@ __device__ __forceinline__ void store1(void *Y, size_t i, float v) {
   else
     reinterpret_cast<uint16_t *>(Y)[i] = to_half1<OT>(v);
 }
+
+// Four values of X at element i of run-time type t (0 float, 1 bf16, 2 fp16), times sc: a
+// 16-bit GEMM output stored times 2^-e is read back with sc = 2^e (exact).
+__device__ __forceinline__ float4 load4_scaled(const void *X, size_t i, int t, float sc) {
+  if (t == 0) return load4<0>(X, i);
+  const float4 v = t == 1 ? load4<1>(X, i) : load4<2>(X, i);
+  return make_float4(v.x * sc, v.y * sc, v.z * sc, v.w * sc);
+}

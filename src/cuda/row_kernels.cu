@@ -45,11 +45,12 @@ __global__ void k_layernorm(int M, int C, const float *X, const float *w, const 
 // Register-resident row kernels for C <= 128 * NV with C % 4 == 0 (one warp per row,
 // float4 loads, the row read once): LayerNorm / AdaLN, and the fused residual + AdaLN.
 // mode 0: Y = LN(X) * w + b; mode 1: Y = LN(X) * G + B; mode 2: X += Gr * R, then mode 1
-// on the updated X (written back). Y is stored as OT (store4): 16-bit for GEMM inputs.
+// on the updated X (written back). Y is stored as OT (store4): 16-bit for GEMM inputs. R is of
+// type rt (load4_scaled: a 16-bit GEMM output, read times rsc).
 template <int NV, int OT>
 __global__ void k_row_ln(int M, int C, float *X, const float *w, const float *b, const float *G,
-                         const float *B, int g_rows, const float *Gr, int gr_rows, const float *Rr,
-                         void *Y, int mode) {
+                         const float *B, int g_rows, const float *Gr, int gr_rows, const void *Rr, int rt,
+                         float rsc, void *Y, int mode) {
   const int warps = blockDim.x / 32, lane = threadIdx.x % 32;
   const int C4 = C / 4;
   for (int row = blockIdx.x * warps + threadIdx.x / 32; row < M; row += gridDim.x * warps) {
@@ -73,7 +74,7 @@ __global__ void k_row_ln(int M, int C, float *X, const float *w, const float *b,
         }
         if (mode == 2) {
           const float4 g = reinterpret_cast<const float4 *>(Gr + (size_t)(row % gr_rows) * C)[c];
-          const float4 y = reinterpret_cast<const float4 *>(Rr + (size_t)row * C)[c];
+          const float4 y = load4_scaled(Rr, (size_t)row * C + 4 * c, rt, rsc);
           v[k].x += g.x * y.x;
           v[k].y += g.y * y.y;
           v[k].z += g.z * y.z;
@@ -114,34 +115,38 @@ __global__ void k_row_ln(int M, int C, float *X, const float *w, const float *b,
 
 template <int NV>
 void launch_row_ln(Ctx &g, int ot, int blocks, int M, int C, float *X, const float *w, const float *b, const float *G,
-                   const float *B, int g_rows, const float *Gr, int gr_rows, const float *Rr, void *Y, int mode) {
+                   const float *B, int g_rows, const float *Gr, int gr_rows, const void *Rr, int rt, float rsc,
+                   void *Y, int mode) {
   if (ot == 0)
-    k_row_ln<NV, 0><<<blocks, 256, 0, g.stream>>>(M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, Y, mode);
+    k_row_ln<NV, 0><<<blocks, 256, 0, g.stream>>>(M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, rt, rsc, Y, mode);
   else if (ot == 1)
-    k_row_ln<NV, 1><<<blocks, 256, 0, g.stream>>>(M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, Y, mode);
+    k_row_ln<NV, 1><<<blocks, 256, 0, g.stream>>>(M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, rt, rsc, Y, mode);
   else
-    k_row_ln<NV, 2><<<blocks, 256, 0, g.stream>>>(M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, Y, mode);
+    k_row_ln<NV, 2><<<blocks, 256, 0, g.stream>>>(M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, rt, rsc, Y, mode);
 }
 
-// Launch k_row_ln when the row fits registers and is float4-aligned; false otherwise.
-// ot: Y's type (0 float, 1 bf16, 2 fp16).
+// Launch k_row_ln when the row fits registers and is float4-aligned (8-byte for a 16-bit R);
+// false otherwise. ot: Y's type (0 float, 1 bf16, 2 fp16); rt, re: R's type and exponent.
 bool row_ln(Ctx &g, int M, int C, float *X, const float *w, const float *b, const float *G, const float *B,
-            int g_rows, const float *Gr, int gr_rows, const float *Rr, void *Y, int mode, int ot = 0) {
+            int g_rows, const float *Gr, int gr_rows, const void *Rr, void *Y, int mode, int ot = 0, int rt = 0,
+            int re = 0) {
   auto al = [](const void *p) { return p == nullptr || ((uintptr_t)p % 16) == 0; };
-  if (C % 4 || C > 1024 || !al(X) || !al(w) || !al(b) || !al(G) || !al(B) || !al(Gr) || !al(Rr) || !al(Y))
+  if (C % 4 || C > 1024 || !al(X) || !al(w) || !al(b) || !al(G) || !al(B) || !al(Gr) || !al(Y) ||
+      (rt == 0 ? !al(Rr) : ((uintptr_t)Rr % 8) != 0))
     return false;
   const int nv = (C / 4 + 31) / 32;
   const int blocks = (M + 7) / 8 > 65535 * 4 ? 65535 * 4 : (M + 7) / 8;
+  const float rsc = ldexpf(1.0f, re);
   if (nv <= 1)
-    launch_row_ln<1>(g, ot, blocks, M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, Y, mode);
+    launch_row_ln<1>(g, ot, blocks, M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, rt, rsc, Y, mode);
   else if (nv <= 2)
-    launch_row_ln<2>(g, ot, blocks, M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, Y, mode);
+    launch_row_ln<2>(g, ot, blocks, M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, rt, rsc, Y, mode);
   else if (nv <= 4)
-    launch_row_ln<4>(g, ot, blocks, M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, Y, mode);
+    launch_row_ln<4>(g, ot, blocks, M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, rt, rsc, Y, mode);
   else if (nv <= 6)
-    launch_row_ln<6>(g, ot, blocks, M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, Y, mode);
+    launch_row_ln<6>(g, ot, blocks, M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, rt, rsc, Y, mode);
   else
-    launch_row_ln<8>(g, ot, blocks, M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, Y, mode);
+    launch_row_ln<8>(g, ot, blocks, M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, rt, rsc, Y, mode);
   LAUNCHED("row_ln");
   return true;
 }
@@ -171,14 +176,16 @@ __global__ void k_gated_residual(int M, int C, float *A, const float *G, int g_r
 // above give a block per row: for the atom rows (C = 128) that is 11600 blocks of 64 or 128
 // threads, each moving 512 bytes with scalar loads (~10 us per launch for ~12 MB, ncu, H200).
 // kind 0: A[r] += G[r % g_rows] * Y[r] (gated residual); 1: A[r] += G[r % g_rows] (add_rows).
-__global__ void k_rows_update4(int64_t n4, int C4, float4 *A, const float4 *G, int g_rows, const float4 *Y, int kind) {
+// Y of type yt (load4_scaled, read times ysc).
+__global__ void k_rows_update4(int64_t n4, int C4, float4 *A, const float4 *G, int g_rows, const void *Y, int yt,
+                               float ysc, int kind) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n4; i += (int64_t)gridDim.x * blockDim.x) {
     const int64_t r = i / C4;
     const int c = (int)(i - r * C4);
     const float4 g = G[(r % g_rows) * C4 + c];
     float4 a = A[i];
     if (kind == 0) {
-      const float4 y = Y[i];
+      const float4 y = load4_scaled(Y, 4 * (size_t)i, yt, ysc);
       a.x += g.x * y.x;
       a.y += g.y * y.y;
       a.z += g.z * y.z;
@@ -402,30 +409,51 @@ void be_adaln(px_backend *b, int M, int C, const float *X, const float *G, const
   if (out_type_ok(g, yt)) adaln_typed(g, M, C, X, G, B, g_rows, Y, (int)yt);
 }
 
-void be_gated_residual(px_backend *b, int M, int C, float *A, const float *G, int g_rows,
-                       const float *Y) {
+// X[i] * 2^e for n values of 16-bit type t (1 bf16, 2 fp16) to fp32.
+__global__ void k_half_to_float(int64_t n, int t, const void *X, float sc, float *Y) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+    Y[i] = (t == 1 ? load1<1>(X, (size_t)i) : load1<2>(X, (size_t)i)) * sc;
+}
+
+// A 16-bit GEMM output (type yt, stored times 2^-ye) for a kernel that takes fp32 rows: the
+// fp32 values in the lane's scratch (no later use of the scratch precedes the consumer on the
+// stream). fp32 Y is returned as it is.
+static const float *rows_f32(Ctx &g, int64_t n, const void *Y, px_etype yt, int ye) {
+  if (yt == PX_F32) return (const float *)Y;
+  float *t = f32_scratch(g, (size_t)n);
+  if (!t || n <= 0) return t;
+  k_half_to_float<<<blocks_for(n, 256), 256, 0, g.stream>>>(n, (int)yt, Y, ldexpf(1.0f, ye), t);
+  LAUNCHED("half_to_float");
+  return t;
+}
+
+void be_gated_residual(px_backend *b, int M, int C, float *A, const float *G, int g_rows, const void *Y,
+                       px_etype yt, int ye) {
   CTX(b);
-  PROF("gated_residual");
-  if (C % 4 == 0 && M > 0 && al16(A) && al16(G) && al16(Y)) {
+  PROF(yt != PX_F32 ? "gated_residual_x16" : "gated_residual");
+  if (!out_type_ok(g, yt)) return;
+  if (C % 4 == 0 && M > 0 && al16(A) && al16(G) && (yt == PX_F32 ? al16(Y) : (uintptr_t)Y % 8 == 0)) {
     const int64_t n4 = (int64_t)M * (C / 4);
     k_rows_update4<<<blocks_for(n4, 256), 256, 0, g.stream>>>(n4, C / 4, reinterpret_cast<float4 *>(A),
-                                                              reinterpret_cast<const float4 *>(G), g_rows,
-                                                              reinterpret_cast<const float4 *>(Y), 0);
+                                                              reinterpret_cast<const float4 *>(G), g_rows, Y, (int)yt,
+                                                              ldexpf(1.0f, ye), 0);
     LAUNCHED("gated_residual4");
     return;
   }
+  const float *y = rows_f32(g, (int64_t)M * C, Y, yt, ye);
+  if (!y) return;
   const int cols = (C & 3) ? C : C / 4;
-  k_gated_residual<<<grid2d(M, cols, threads_for(cols)), threads_for(cols), 0, g.stream>>>(M, C, A, G, g_rows, Y);
+  k_gated_residual<<<grid2d(M, cols, threads_for(cols)), threads_for(cols), 0, g.stream>>>(M, C, A, G, g_rows, y);
   LAUNCHED("gated_residual");
 }
 
-void be_residual_adaln(px_backend *b, int M, int C, float *A, const float *Gr, int gr_rows,
-                       const float *Y, const float *Gn, const float *Bn, int gn_rows, void *An, px_etype ant) {
+void be_residual_adaln(px_backend *b, int M, int C, float *A, const float *Gr, int gr_rows, const void *Y,
+                       px_etype yt, int ye, const float *Gn, const float *Bn, int gn_rows, void *An, px_etype ant) {
   CTX(b);
   PROF(ant != PX_F32 ? "residual_adaln_x16" : "residual_adaln");
-  if (!out_type_ok(g, ant)) return;
-  if (row_ln(g, M, C, A, nullptr, nullptr, Gn, Bn, gn_rows, Gr, gr_rows, Y, An, 2, (int)ant)) return;
-  be_gated_residual(b, M, C, A, Gr, gr_rows, Y);
+  if (!out_type_ok(g, ant) || !out_type_ok(g, yt)) return;
+  if (row_ln(g, M, C, A, nullptr, nullptr, Gn, Bn, gn_rows, Gr, gr_rows, Y, An, 2, (int)ant, (int)yt, ye)) return;
+  be_gated_residual(b, M, C, A, Gr, gr_rows, Y, yt, ye);
   g.op = "residual_adaln";
   adaln_typed(g, M, C, A, Gn, Bn, gn_rows, An, (int)ant);
 }
@@ -437,8 +465,9 @@ void be_residual_adaln(px_backend *b, int M, int C, float *A, const float *Gr, i
 // Against residual_adaln + adaln: one launch and one read of the row instead of two, and the
 // fp32 Y1 is never written (at fp16: 4 B per value written and read again, less).
 template <int NV, int OT>
-__global__ void k_row_ln_pair(int M, int C, float *A, const float *Gr, const float *Rr, const float *G1,
-                              const float *B1, const float *G2, const float *B2, int g_rows, void *Y1, void *Y2) {
+__global__ void k_row_ln_pair(int M, int C, float *A, const float *Gr, const void *Rr, int rt, float rsc,
+                              const float *G1, const float *B1, const float *G2, const float *B2, int g_rows, void *Y1,
+                              void *Y2) {
   const int warps = blockDim.x / 32, lane = threadIdx.x % 32;
   const int C4 = C / 4;
   for (int row = blockIdx.x * warps + threadIdx.x / 32; row < M; row += gridDim.x * warps) {
@@ -457,7 +486,7 @@ __global__ void k_row_ln_pair(int M, int C, float *A, const float *Gr, const flo
         b2[k] = reinterpret_cast<const float4 *>(B2 + go)[c];
         if (Gr) {
           const float4 g = reinterpret_cast<const float4 *>(Gr + go)[c];
-          const float4 y = reinterpret_cast<const float4 *>(Rr + (size_t)row * C)[c];
+          const float4 y = load4_scaled(Rr, (size_t)row * C + 4 * c, rt, rsc);
           v[k].x += g.x * y.x;
           v[k].y += g.y * y.y;
           v[k].z += g.z * y.z;
@@ -499,38 +528,40 @@ __global__ void k_row_ln_pair(int M, int C, float *A, const float *Gr, const flo
 }
 
 template <int NV>
-static void launch_row_ln_pair(Ctx &g, int ot, int blocks, int M, int C, float *A, const float *Gr, const float *Rr,
-                               const float *G1, const float *B1, const float *G2, const float *B2, int g_rows, void *Y1,
-                               void *Y2) {
+static void launch_row_ln_pair(Ctx &g, int ot, int blocks, int M, int C, float *A, const float *Gr, const void *Rr,
+                               int rt, float rsc, const float *G1, const float *B1, const float *G2, const float *B2,
+                               int g_rows, void *Y1, void *Y2) {
   if (ot == 0)
-    k_row_ln_pair<NV, 0><<<blocks, 256, 0, g.stream>>>(M, C, A, Gr, Rr, G1, B1, G2, B2, g_rows, Y1, Y2);
+    k_row_ln_pair<NV, 0><<<blocks, 256, 0, g.stream>>>(M, C, A, Gr, Rr, rt, rsc, G1, B1, G2, B2, g_rows, Y1, Y2);
   else if (ot == 1)
-    k_row_ln_pair<NV, 1><<<blocks, 256, 0, g.stream>>>(M, C, A, Gr, Rr, G1, B1, G2, B2, g_rows, Y1, Y2);
+    k_row_ln_pair<NV, 1><<<blocks, 256, 0, g.stream>>>(M, C, A, Gr, Rr, rt, rsc, G1, B1, G2, B2, g_rows, Y1, Y2);
   else
-    k_row_ln_pair<NV, 2><<<blocks, 256, 0, g.stream>>>(M, C, A, Gr, Rr, G1, B1, G2, B2, g_rows, Y1, Y2);
+    k_row_ln_pair<NV, 2><<<blocks, 256, 0, g.stream>>>(M, C, A, Gr, Rr, rt, rsc, G1, B1, G2, B2, g_rows, Y1, Y2);
 }
 
-void be_adaln_pair(px_backend *b, int M, int C, float *A, const float *Gr, const float *Rr, const float *G1,
-                   const float *B1, const float *G2, const float *B2, int g_rows, void *Y1, void *Y2, px_etype yt) {
+void be_adaln_pair(px_backend *b, int M, int C, float *A, const float *Gr, const void *Rr, px_etype rt, int re,
+                   const float *G1, const float *B1, const float *G2, const float *B2, int g_rows, void *Y1, void *Y2,
+                   px_etype yt) {
   CTX(b);
   PROF(yt != PX_F32 ? "adaln_pair_x16" : "adaln_pair");
-  if (!out_type_ok(g, yt) || M <= 0) return;
+  if (!out_type_ok(g, yt) || !out_type_ok(g, rt) || M <= 0) return;
   auto al = [](const void *p) { return p == nullptr || ((uintptr_t)p % 16) == 0; };
   const int ot = (int)yt;
-  if (C % 4 == 0 && C <= 256 && al(A) && al(Gr) && al(Rr) && al(G1) && al(B1) && al(G2) && al(B2) && al(Y1) &&
-      al(Y2) && (ot == 0 || ((uintptr_t)Y1 % 8 == 0 && (uintptr_t)Y2 % 8 == 0))) {
+  if (C % 4 == 0 && C <= 256 && al(A) && al(Gr) && (rt == PX_F32 ? al(Rr) : (uintptr_t)Rr % 8 == 0) && al(G1) &&
+      al(B1) && al(G2) && al(B2) && al(Y1) && al(Y2) && (ot == 0 || ((uintptr_t)Y1 % 8 == 0 && (uintptr_t)Y2 % 8 == 0))) {
     const int blocks = (M + 7) / 8 > 65535 * 4 ? 65535 * 4 : (M + 7) / 8;
+    const float rsc = ldexpf(1.0f, re);
     if (C <= 128)
-      launch_row_ln_pair<1>(g, ot, blocks, M, C, A, Gr, Rr, G1, B1, G2, B2, g_rows, Y1, Y2);
+      launch_row_ln_pair<1>(g, ot, blocks, M, C, A, Gr, Rr, (int)rt, rsc, G1, B1, G2, B2, g_rows, Y1, Y2);
     else
-      launch_row_ln_pair<2>(g, ot, blocks, M, C, A, Gr, Rr, G1, B1, G2, B2, g_rows, Y1, Y2);
+      launch_row_ln_pair<2>(g, ot, blocks, M, C, A, Gr, Rr, (int)rt, rsc, G1, B1, G2, B2, g_rows, Y1, Y2);
     LAUNCHED("row_ln_pair");
     return;
   }
   // Other shapes: the residual, then both AdaLNs in fp32 (the second from the first's fp32
   // rows), each converted when 16-bit.
   if (Gr) {
-    be_gated_residual(b, M, C, A, Gr, g_rows, Rr);
+    be_gated_residual(b, M, C, A, Gr, g_rows, Rr, rt, re);
     g.op = "adaln_pair";
   }
   const size_t n = (size_t)M * C;
@@ -587,7 +618,8 @@ void be_add_rows(px_backend *b, int M, int C, float *Y, const float *A, int a_ro
   if (C % 4 == 0 && M > 0 && al16(Y) && al16(A)) {
     const int64_t n4 = (int64_t)M * (C / 4);
     k_rows_update4<<<blocks_for(n4, 256), 256, 0, g.stream>>>(n4, C / 4, reinterpret_cast<float4 *>(Y),
-                                                              reinterpret_cast<const float4 *>(A), a_rows, nullptr, 1);
+                                                              reinterpret_cast<const float4 *>(A), a_rows, nullptr, 0,
+                                                              1.0f, 1);
     LAUNCHED("add_rows4");
     return;
   }

@@ -39,6 +39,11 @@ static px_etype atom_dtype(const px_backend *be, const px_transformer_w *tf, int
   return PX_F16;
 }
 
+/* The type of a residual update written by l's GEMM from an input of type x: 16-bit when the
+ * input is and the model proved the output's range for it (px_linear.y16, device.c), else
+ * fp32. The update is then stored times 2^-l->ye. */
+static px_etype update_type(const px_linear *l, px_etype x) { return x != PX_F32 && l->y16 ? x : PX_F32; }
+
 /* Atom transformer (encoder or decoder) over q [S*N, C] in place. an, kvin, att, the
  * SwiGLU's input and hs only feed GEMMs or the SwiGLU: in blocks with fp16 matrices
  * (atom_dtype) the kernels producing them write fp16, and one fused kernel writes both the
@@ -60,7 +65,8 @@ static void atom_transformer(px_backend *be, const px_transformer_w *tf,
   if (x == PX_F32)
     be->adaln(be, M, C, q, cache[0].g_a, cache[0].b_a, N, an, PX_F32);
   else
-    be->adaln_pair(be, M, C, q, NULL, NULL, cache[0].g_a, cache[0].b_a, cache[0].g_kv, cache[0].b_kv, N, an, kvin, x);
+    be->adaln_pair(be, M, C, q, NULL, NULL, PX_F32, 0, cache[0].g_a, cache[0].b_a, cache[0].g_kv, cache[0].b_kv, N,
+                   an, kvin, x);
   for (int k = 0; k < tf->n_blocks; k++) {
     const px_block_w *B = &tf->blocks[k];
     const px_atom_block_cache *cb = &cache[k];
@@ -68,27 +74,40 @@ static void atom_transformer(px_backend *be, const px_transformer_w *tf,
     /* AttentionPairBias, cross-attention mode: kv = AdaLN_kv(a_n, s) (in fp16 blocks written
      * with a_n by the previous kernel). */
     if (x == PX_F32) be->adaln(be, M, C, an, cb->g_kv, cb->b_kv, N, kvin, PX_F32);
-    /* [q | g] in one GEMM: proj1's bias holds linear_q's bias and zeros for g (adding 0 is exact). */
-    be->linear(be, M, 2 * C, C, an, C, px_lw(&B->proj1), B->proj1.b, qg, 2 * C, 0, N, x, PX_F32);
-    be->linear(be, M, 2 * C, C, kvin, C, px_lw(&B->proj2), NULL, kv, 2 * C, 0, N, x, PX_F32);
-    /* att = softmax(...) V, times sigmoid(g) (the gate columns of qg) in the same kernel. */
-    be->attention_local(be, S, N, H, dh, PX_ATOM_NQ, PX_ATOM_NK, qg, kv, kv + C, 2 * C,
-                        cb->pair_bias, scale, att, qg + C, 2 * C, x);
-    be->linear(be, M, C, C, att, C, px_lw(&B->o), NULL, y, C, 0, N, x, PX_F32);
+    /* [q | g] in one GEMM: proj1's bias holds linear_q's bias and zeros for g (adding 0 is exact).
+     * att = softmax(...) V, times sigmoid(g) (the gate columns of qg) in the same kernel.
+     * In fp16 blocks, on a backend with attention_local_h16, both GEMMs write fp16 without a
+     * bias (half the bytes written and read back) and the attention adds q's bias in fp32. */
+    if (x == PX_F16 && be->attention_local_h16) {
+      be->linear(be, M, 2 * C, C, an, C, px_lw(&B->proj1), NULL, qg, 2 * C, 0, N, x, PX_F16);
+      be->linear(be, M, 2 * C, C, kvin, C, px_lw(&B->proj2), NULL, kv, 2 * C, 0, N, x, PX_F16);
+      const uint16_t *q16 = (const uint16_t *)qg, *kv16 = (const uint16_t *)kv;
+      be->attention_local_h16(be, S, N, H, dh, PX_ATOM_NQ, PX_ATOM_NK, q16, kv16, kv16 + C, q16 + C, 2 * C,
+                              B->proj1.b, cb->pair_bias, scale, att);
+    } else {
+      be->linear(be, M, 2 * C, C, an, C, px_lw(&B->proj1), B->proj1.b, qg, 2 * C, 0, N, x, PX_F32);
+      be->linear(be, M, 2 * C, C, kvin, C, px_lw(&B->proj2), NULL, kv, 2 * C, 0, N, x, PX_F32);
+      be->attention_local(be, S, N, H, dh, PX_ATOM_NQ, PX_ATOM_NK, qg, kv, kv + C, 2 * C, cb->pair_bias, scale, att,
+                          qg + C, 2 * C, x);
+    }
+    /* The updates y (attention, then transition) in fp16 where proven (update_type). */
+    const px_etype yo = update_type(&B->o, x), yb = update_type(&B->ctb_b, x);
+    be->linear(be, M, C, C, att, C, px_lw(&B->o), NULL, y, C, 0, N, x, yo);
     /* q += gate * y, then the ConditionedTransitionBlock's AdaLN. */
-    be->residual_adaln(be, M, C, q, cb->gate_last, N, y, cb->g_c, cb->b_c, N, an, x);
+    be->residual_adaln(be, M, C, q, cb->gate_last, N, y, yo, B->o.ye, cb->g_c, cb->b_c, N, an, x);
     /* With fp16 inputs [x1 | x2] is fp16 too, and the SwiGLU writes the last GEMM's input
      * times 2^-e. */
     be->linear(be, M, 2 * h, C, an, C, px_lw(&B->a12), NULL, a12, 2 * h, 0, N, x, x);
     be->swiglu(be, M, h, a12, hs, x, x, x != PX_F32 ? B->ctb_b.e : 0);
-    be->linear(be, M, C, h, hs, h, px_lw(&B->ctb_b), NULL, y, C, 0, N, x, PX_F32);
+    be->linear(be, M, C, h, hs, h, px_lw(&B->ctb_b), NULL, y, C, 0, N, x, yb);
     if (k + 1 < tf->n_blocks && xn != PX_F32)
-      be->adaln_pair(be, M, C, q, cb->gate_ctb, y, cache[k + 1].g_a, cache[k + 1].b_a, cache[k + 1].g_kv,
-                     cache[k + 1].b_kv, N, an, kvin, xn);
+      be->adaln_pair(be, M, C, q, cb->gate_ctb, y, yb, B->ctb_b.ye, cache[k + 1].g_a, cache[k + 1].b_a,
+                     cache[k + 1].g_kv, cache[k + 1].b_kv, N, an, kvin, xn);
     else if (k + 1 < tf->n_blocks)
-      be->residual_adaln(be, M, C, q, cb->gate_ctb, N, y, cache[k + 1].g_a, cache[k + 1].b_a, N, an, PX_F32);
+      be->residual_adaln(be, M, C, q, cb->gate_ctb, N, y, yb, B->ctb_b.ye, cache[k + 1].g_a, cache[k + 1].b_a, N, an,
+                         PX_F32);
     else
-      be->gated_residual(be, M, C, q, cb->gate_ctb, N, y);
+      be->gated_residual(be, M, C, q, cb->gate_ctb, N, y, yb, B->ctb_b.ye);
     x = xn;
   }
   ws->used = mark;
@@ -190,18 +209,20 @@ static void token_blocks(px_backend *be, const px_transformer_w *tf, const float
       be->attention_full(be, S, T, H, dh, proj, proj + C, proj + 2 * C, 4 * C, pair_bias + (size_t)k * H * TT,
                          scale, att, proj + 3 * C, 4 * C, x);
     }
-    be->linear(be, M, C, C, att, C, px_lw(&B->o), NULL, y, C, 0, T, x, PX_F32);
-    be->residual_adaln(be, M, C, a, gl, g_rows, y, g_c, b_c, g_rows, an, x);
+    /* The updates y (attention, then transition) in 16 bits where proven (update_type). */
+    const px_etype yo = update_type(&B->o, x), yb = update_type(&B->ctb_b, x);
+    be->linear(be, M, C, C, att, C, px_lw(&B->o), NULL, y, C, 0, T, x, yo);
+    be->residual_adaln(be, M, C, a, gl, g_rows, y, yo, B->o.ye, g_c, b_c, g_rows, an, x);
     /* With 16-bit inputs [x1 | x2] is 16-bit too: the SwiGLU reads half the bytes, and writes
      * the last GEMM's input times 2^-e. */
     be->linear(be, M, 2 * h, C, an, C, px_lw(&B->a12), NULL, proj, 2 * h, 0, T, x, x);
     be->swiglu(be, M, h, proj, hs, x, x, x != PX_F32 ? B->ctb_b.e : 0);
-    be->linear(be, M, C, h, hs, h, px_lw(&B->ctb_b), NULL, y, C, 0, T, x, PX_F32);
+    be->linear(be, M, C, h, hs, h, px_lw(&B->ctb_b), NULL, y, C, 0, T, x, yb);
     if (j + 1 < g) /* the residual, fused with the next block's attention AdaLN */
-      be->residual_adaln(be, M, C, a, gc, g_rows, y, st->gate_ln + (size_t)(2 * j + 2) * RC + off,
+      be->residual_adaln(be, M, C, a, gc, g_rows, y, yb, B->ctb_b.ye, st->gate_ln + (size_t)(2 * j + 2) * RC + off,
                          st->shift_ln + (size_t)(2 * j + 2) * RC + off, g_rows, an, xn);
     else
-      be->gated_residual(be, M, C, a, gc, g_rows, y);
+      be->gated_residual(be, M, C, a, gc, g_rows, y, yb, B->ctb_b.ye);
     x = xn;
   }
   ws->used = mark;

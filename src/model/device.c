@@ -131,6 +131,18 @@ static int linear_half(px_backend *be, px_model *mir, px_linear *l, px_etype t) 
   return half_copy(be, mir, l, (size_t)l->out * l->in, t, 0);
 }
 
+/* An fp16 block's two residual updates (the output projection's and the transition's GEMM
+ * outputs) stored in fp16 where fp16_range.c bounds them, times 2^-f (else fp32): the GEMMs
+ * write half the bytes and the residual kernels read half. PXDIFF_NO_X16_UPDATE=1 (read when
+ * the model is prepared) keeps them fp32 (comparisons). */
+static void update_outputs(px_block_w *B, double y_att, double y_tr) {
+  const int fo = px_fp16_out_exp(y_att), fb = px_fp16_out_exp(y_tr);
+  B->o.y16 = fo >= 0;
+  B->o.ye = fo >= 0 ? fo : 0;
+  B->ctb_b.y16 = fb >= 0;
+  B->ctb_b.ye = fb >= 0 ? fb : 0;
+}
+
 /* BF16: a copy of every matrix the call's GEMMs read (the backend then runs each GEMM with
  * K >= 16 on bf16 operands; enc_r, K = 3, keeps fp32). FP16: only the token blocks' four
  * GEMM matrices (K = 768 or 1536: ~85% of the call's GEMM work, where 16-bit operands halve
@@ -157,11 +169,14 @@ static int make_half_weights(px_backend *be, px_model *mir, const px_model *host
    * device copies go once converted (0.39 GiB at 16 blocks of width 768; block by block, so
    * the peak holds one block's both copies), and fp16 needs less memory than tf32. */
   int rc = PX_OK;
+  const int updates16 = !getenv("PXDIFF_NO_X16_UPDATE");
   for (int k = 0; k < tf->n_blocks && !rc; k++) {
     if (exps[k] < 0) continue;
     px_block_w *B = &tf->blocks[k];
     rc = block_half(be, mir, tf, B, PX_F16, exps[k]);
     if (rc) break;
+    px_fp16_bounds yb;
+    if (updates16 && px_token_block_fp16_bounds(host, k, &yb) == 0) update_outputs(B, yb.y_att, yb.y_tr);
     drop_fp32(be, mir, &B->proj1);
     drop_fp32(be, mir, &B->o);
     drop_fp32(be, mir, &B->a12);
@@ -185,6 +200,8 @@ static int make_half_weights(px_backend *be, px_model *mir, const px_model *host
       px_block_w *B = &atfs[w]->blocks[k];
       rc = block_half(be, mir, atfs[w], B, PX_F16, e);
       if (rc) break;
+      px_atom_fp16_bounds yb;
+      if (updates16 && px_atom_block_fp16_bounds(htfs[w], k, &yb) == 0) update_outputs(B, yb.y_att, yb.y_tr);
       px_linear *ls[5] = {&B->proj1, &B->proj2, &B->o, &B->a12, &B->ctb_b};
       for (int i = 0; i < 5; i++) drop_fp32(be, mir, ls[i]);
       rc = be->status ? be->status(be) : 0;
@@ -249,6 +266,15 @@ int px_model_device_x16_blocks(const px_model *m) {
   const px_transformer_w *tf = &m->cuda_mirror->tok_tf;
   int n = 0;
   for (int k = 0; k < tf->n_blocks; k++) n += tf->blocks[k].proj1.w16 != NULL;
+  return n;
+}
+
+int px_model_device_x16_updates(const px_model *m) {
+  if (!m || !m->cuda_mirror) return 0;
+  const px_transformer_w *tfs[3] = {&m->cuda_mirror->enc_tf, &m->cuda_mirror->tok_tf, &m->cuda_mirror->dec_tf};
+  int n = 0;
+  for (int w = 0; w < 3; w++)
+    for (int k = 0; k < tfs[w]->n_blocks; k++) n += tfs[w]->blocks[k].o.y16 + tfs[w]->blocks[k].ctb_b.y16;
   return n;
 }
 

@@ -23,6 +23,16 @@
  *              |x|, |y| <= max_c ||W_12[c]||_2 ||an||_2; its output
  *              |silu(x) y| <= |x| |y| <= ||W_1[c]||_2 ||W_2[c]||_2 ||an||_2^2.
  *
+ *   updates    the residual updates y = W_o att and y = W_b hs (the output projection's and
+ *              the transition's GEMM outputs, no bias) may be stored in fp16 too, times 2^-f:
+ *              ||att||_2 <= ||W_v||_F ||an||_2 (per head a convex combination of rows
+ *              W_vh an_j, each at most ||W_vh||_F ||an||_2), so |y_c| <= ||W_o[c]||_2
+ *              ||W_v||_F ||an||_2; |hs_i| <= |x_i| |y_i| (|silu(x)| <= |x|), so ||hs||_2 <=
+ *              min(||x||_inf ||y||_2, ||y||_inf ||x||_2) with ||x||_inf <= max_c ||W_1[c]||_2
+ *              ||an||_2 and ||x||_2 <= ||W_1||_F ||an||_2 (y likewise), and |y_c| <=
+ *              ||W_b[c]||_2 ||hs||_2. A bound that fits no f <= PX_FP16_MAX_EXP keeps that
+ *              update in fp32 (the block's other fp16 operands do not depend on it).
+ *
  * The SwiGLU bound is the loose one (a product of two projections); its output may be
  * stored times 2^-e, which the next GEMM undoes exactly with alpha = 2^e (values that
  * become subnormal keep an absolute error under 2^-25 * 2^e, below the rounding of
@@ -83,6 +93,30 @@ static void row_norms(const float *W, int r0, int r1, int K, double *max_row, do
   *frob = sqrt(tot);
 }
 
+/* Bounds on the two residual updates of a block (above): the output projection W_o [C, C]
+ * after values W_v (rows [C, C] of width C) over an input of norm an_att, and the transition's
+ * W_b [C, h] after a SwiGLU of W_12 [2h, C] over an input of norm an_tr. */
+static void update_bounds(const float *Wv, const float *Wo, const float *W12, const float *Wb, int C, int h,
+                          double an_att, double an_tr, double *y_att, double *y_tr) {
+  double v_row, v_fr, o_row, o_fr, x_row, x_fr, y_row, y_fr, b_row, b_fr;
+  row_norms(Wv, 0, C, C, &v_row, &v_fr);
+  row_norms(Wo, 0, C, C, &o_row, &o_fr);
+  *y_att = o_row * v_fr * an_att;
+  row_norms(W12, 0, h, C, &x_row, &x_fr);
+  row_norms(W12, h, 2 * h, C, &y_row, &y_fr);
+  row_norms(Wb, 0, C, h, &b_row, &b_fr);
+  const double a = x_row * y_fr, bb = y_row * x_fr;
+  *y_tr = b_row * (a < bb ? a : bb) * an_tr * an_tr;
+}
+
+int px_fp16_out_exp(double bound) {
+  const double lim = FP16_MAX / FP16_MARGIN;
+  int f = 0;
+  while (!(bound <= lim * ldexp(1.0, f))) /* also stops on NaN */
+    if (++f > PX_FP16_MAX_EXP) return -1;
+  return f;
+}
+
 int px_token_block_fp16_bounds(const px_model *m, int k, px_fp16_bounds *out) {
   const px_transformer_w *tf = &m->tok_tf;
   if (k < 0 || k >= tf->n_blocks || !tf->st_w_shift_ln) return -1;
@@ -113,6 +147,9 @@ int px_token_block_fp16_bounds(const px_model *m, int k, px_fp16_bounds *out) {
   }
   out->swiglu_in = rmax * an_norm[1];
   out->swiglu = hmax * an_norm[1] * an_norm[1];
+  if (!B->o.w || !B->ctb_b.w) return -1;
+  update_bounds(B->proj1.w + (size_t)2 * C * C, B->o.w, B->a12.w, B->ctb_b.w, C, h, an_norm[0], an_norm[1],
+                &out->y_att, &out->y_tr);
   return 0;
 }
 
@@ -153,10 +190,13 @@ void px_token_fp16_exps(const px_model *m, int *exps) {
  *              bias; every window holds its own queries, so no row is empty) times a
  *              sigmoid gate: |o_c| <= max_c ||W_v[c]||_2 ||kvin||_2;
  *   SwiGLU     as the token blocks': |x|, |y| <= max_c ||W_12[c]||_2 ||an_t||_2 and
- *              |silu(x) y| <= ||W_1[c]||_2 ||W_2[c]||_2 ||an_t||_2^2, stored times 2^-e.
- *
- * q, g, k and v stay fp32 (the GEMMs' outputs; the local attention reads fp32), so they
- * need no bound. */
+ *              |silu(x) y| <= ||W_1[c]||_2 ||W_2[c]||_2 ||an_t||_2^2, stored times 2^-e;
+ *   q, k, v    with the backend's attention_local_h16 the [q g] and [k v] GEMMs write fp16 (q
+ *              without its bias, added in fp32 as the attention loads Q) and the attention
+ *              rounds q + b (times 1/sqrt(d) <= 1) to fp16: |q_r| <= ||W_q[r]||_2 ||an||_2 +
+ *              |b_r| (proj1's first C rows, an the attention AdaLN's), |[k v]_r| <=
+ *              ||W_kv[r]||_2 ||kvin||_2 (proj2, no bias); g needs no bound (as the token
+ *              blocks'). */
 
 /* ||(W diag(w))[r]||_2 over rows [0, R) of W [R, K]: the largest, and the Frobenius norm. */
 static void scaled_row_norms(const float *W, const float *w, int R, int K, double *max_row, double *frob) {
@@ -201,6 +241,18 @@ int px_atom_block_fp16_bounds(const px_transformer_w *tf, int k, px_atom_fp16_bo
   }
   out->swiglu_in = rmax * an_norm[2];
   out->swiglu = hmax * an_norm[2] * an_norm[2];
+  out->qkv = 0;
+  for (int r = 0; r < C; r++) { /* q: proj1's first C rows (then g's, unbounded) */
+    const double q = row_norm(B->proj1.w + (size_t)r * C, C) * an_norm[0] + (B->proj1.b ? fabs((double)B->proj1.b[r]) : 0);
+    if (!(q <= out->qkv)) out->qkv = q; /* NaN propagates */
+  }
+  for (int r = 0; r < 2 * C; r++) { /* k, v: proj2 */
+    const double kv = row_norm(B->proj2.w + (size_t)r * C, C) * an_norm[1];
+    if (!(kv <= out->qkv)) out->qkv = kv;
+  }
+  if (!B->o.w || !B->ctb_b.w) return -1;
+  update_bounds(B->proj2.w + (size_t)C * C, B->o.w, B->a12.w, B->ctb_b.w, C, h, an_norm[1], an_norm[2], &out->y_att,
+                &out->y_tr);
   return 0;
 }
 
@@ -208,7 +260,8 @@ int px_atom_block_fp16_exp(const px_transformer_w *tf, int k) {
   px_atom_fp16_bounds b;
   if (px_atom_block_fp16_bounds(tf, k, &b)) return -1;
   const double lim = FP16_MAX / FP16_MARGIN;
-  if (!(b.an[0] <= lim && b.an[1] <= lim && b.an[2] <= lim && b.att <= lim && b.swiglu_in <= lim)) return -1;
+  if (!(b.an[0] <= lim && b.an[1] <= lim && b.an[2] <= lim && b.att <= lim && b.swiglu_in <= lim && b.qkv <= lim))
+    return -1;
   int e = 0;
   while (!(b.swiglu <= lim * ldexp(1.0, e))) /* also stops on NaN */
     if (++e > PX_FP16_MAX_EXP) return -1;

@@ -19,11 +19,15 @@ typedef struct {
   void *w16;
   px_etype w16_type;
   int e;
+  /* y16: the model may store this linear's output in 16 bits (of w16_type, from a 16-bit
+   * input, no bias: the residual updates of blocks whose bound fp16_range.c proves), times
+   * 2^-ye; 0: fp32 output. */
+  int y16, ye;
 } px_linear;
 
 /* The weight handle a GEMM op takes (backend.h px_weight) for a linear's matrix. */
 static inline px_weight px_lw(const px_linear *l) {
-  px_weight h = {l->w, l->w16, l->w16_type, l->e};
+  px_weight h = {l->w, l->w16, l->w16_type, l->e, l->ye};
   return h;
 }
 
@@ -176,9 +180,10 @@ int px_denoise_device_queued(const px_model *m, px_design *d, int n_sample, cons
 /* fp16 operands of the token blocks (fp16_range.c): bounds on the largest magnitude of
  * each GEMM input of block k (an[0], an[1]: the attention and transition AdaLN outputs;
  * att: the gated attention output; swiglu_in, swiglu: the SwiGLU's input and output) and
- * of the attention's operands (qkv: q, k, v, unscaled), from host weights. */
+ * of the attention's operands (qkv: q, k, v, unscaled), and of the two residual updates (y_att:
+ * the output projection's output, y_tr: the transition's), from host weights. */
 typedef struct {
-  double an[2], att, swiglu_in, swiglu, qkv;
+  double an[2], att, swiglu_in, swiglu, qkv, y_att, y_tr;
 } px_fp16_bounds;
 int px_token_block_fp16_bounds(const px_model *m, int k, px_fp16_bounds *out); /* -1: no block k */
 /* -1: block k keeps fp32 operands (a bound over fp16's range, or weights that lose
@@ -188,13 +193,17 @@ int px_token_block_fp16_exp(const px_model *m, int k);
 void px_token_fp16_exps(const px_model *m, int *exps); /* every block, in parallel */
 /* The same for atom block k of an atom transformer tf (the encoder's or the decoder's, host
  * weights): an[0..2] the attention AdaLN, its kv AdaLN and the transition AdaLN outputs,
- * att the gated local attention output, swiglu_in / swiglu as above (q, k, v, g stay fp32). */
+ * att the gated local attention output, swiglu_in / swiglu as above, qkv the local attention's
+ * q (with its bias), k and v (unscaled), y_att / y_tr the residual updates as above. */
 typedef struct {
-  double an[3], att, swiglu_in, swiglu;
+  double an[3], att, swiglu_in, swiglu, qkv, y_att, y_tr;
 } px_atom_fp16_bounds;
 int px_atom_block_fp16_bounds(const px_transformer_w *tf, int k, px_atom_fp16_bounds *out); /* -1: no block k */
 /* -1: atom block k keeps fp32 activations and TF32 GEMMs; else its SwiGLU output's exponent e. */
 int px_atom_block_fp16_exp(const px_transformer_w *tf, int k);
+/* The exponent f of an fp16 output bounded by `bound` (stored times 2^-f): the least f in
+ * [0, PX_FP16_MAX_EXP] that fits, else -1 (the output stays fp32). */
+int px_fp16_out_exp(double bound);
 
 /* The model on a device backend (device.c). px_model_to_device copies the weights into be's
  * memory (any view of its context) and makes the 16-bit copies `precision` asks for
@@ -214,6 +223,8 @@ void px_model_weights_free(px_model *m);
 int px_model_device_x16_blocks(const px_model *m);
 /* Atom blocks (encoder and decoder) whose GEMMs run on 16-bit operands (device.c). */
 int px_model_device_x16_atom_blocks(const px_model *m);
+/* Residual updates stored in 16 bits (px_linear.y16) over every block of the device model. */
+int px_model_device_x16_updates(const px_model *m);
 /* The CPU's bf16 precision (cpu_bf16.c): make the bf16 copies of the token blocks its gate
  * admits (be: the CPU backend), free them, count the blocks that have them. */
 int px_model_cpu_bf16_make(px_model *m, px_backend *be);

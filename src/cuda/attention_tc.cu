@@ -36,6 +36,7 @@
 // ~2.6e-3, so this kernel keeps tf32 operands for the BF16 precision too).
 #include "cuda/attention_tc.h"
 #include "cuda/half_io.cuh"
+#include "cuda/mma.cuh"
 
 #include <cstdint>
 #include <cstdlib>
@@ -71,16 +72,6 @@ __device__ __forceinline__ void mma_tf32(float (&c)[4], const uint32_t (&a)[4], 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-__device__ __forceinline__ void cp_async16(float *dst, const float *src, bool ok) {
-  const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(d), "l"(src), "r"(ok ? 16 : 0)
-               : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
-}
 
 // Shared row strides: K rows are read as 16-byte vectors (row g, word 4t) and want a
 // stride of 16 (mod 32) words; V rows are read as 8-byte pairs (row 2t, word 2g) and
@@ -399,28 +390,6 @@ struct H16Cfg {
   static constexpr int SMEM = LAND * (int)sizeof(float) + 2 * STAGE * 2;
 };
 
-__device__ __forceinline__ void mma_f16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-// Four 8x8 b16 matrices; lanes 8i..8i+7 give the row addresses of matrix i, r[i] its
-// fragment (row lane/4, columns 2 (lane%4), +1; .trans: the transposed matrix's).
-__device__ __forceinline__ void ldsm4(uint32_t (&r)[4], const uint16_t *p) {
-  const unsigned a = (unsigned)__cvta_generic_to_shared(p);
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(a)
-               : "memory");
-}
-__device__ __forceinline__ void ldsm4_t(uint32_t (&r)[4], const uint16_t *p) {
-  const unsigned a = (unsigned)__cvta_generic_to_shared(p);
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(a)
-               : "memory");
-}
 
 // Q fragments (m16n8k16 A, row-major, features in order) of rows qp0, qp1, scaled, fp16.
 template <int D>

@@ -112,11 +112,6 @@ struct px_backend {
                      void *Y2, px_etype yt);
   /* O[r, c] *= sigmoid(P[r, c]); O has row stride ldo, P row stride ldp. */
   void (*sigmoid_mul)(px_backend *b, int M, int C, float *O, int ldo, const float *P, int ldp);
-  /* Optional (NULL: the model runs linear, then swiglu): Y[M, H] = silu(X W1^T) * (X W2^T),
-   * stored times 2^-e, with W [2H, K] stacking W1 and W2 (W's 16-bit copy, fp16, W.e = 0), X
-   * fp16 [M, K] contiguous, Y fp16 [M, H]: the [x1 x2] GEMM and the SwiGLU without [x1 x2] in
-   * memory (x1 and x2 stay fp32 until the product). */
-  void (*linear_swiglu)(px_backend *b, int M, int H, int K, const void *X, px_weight W, void *Y, int e);
   /* Y[M, H] = silu(X[:, :H]) * X[:, H:2H] with X [M, 2H] of type xt; a 16-bit Y (yt) is stored
    * times 2^-e (the next GEMM's W.e), an fp32 Y unscaled (e = 0). */
   void (*swiglu)(px_backend *b, int M, int H, const void *X, void *Y, px_etype xt, px_etype yt, int e);

@@ -765,43 +765,6 @@ static void test_x16(int prec) {
 
 /* The sampler's kernels against the host sampler's arithmetic (src/sample/sampler.c) on the
  * host RNG streams: expected equal up to libm-vs-CUDA double rounding (~2^-29 per value). */
-/* linear_swiglu (the FP16 precision's atom transitions): Y = silu(X W1^T) (X W2^T) 2^-e on
- * fp16 X and W, against the CPU's fp32 GEMM and SwiGLU on the same rounded values. K = 128
- * and H % 64 == 0 take the fused kernel (partial last row blocks included), the others the
- * GEMM + SwiGLU fallback. Output poisoned before the run. */
-static void test_linear_swiglu(void) {
-  px_backend *g = px_cuda_backend(PX_PRECISION_FP16);
-  CHECK_MSG(g->linear_swiglu != NULL, "the FP16 backend has no linear_swiglu (PXDIFF_NO_FUSED_SWIGLU set?)");
-  if (!g->linear_swiglu) return;
-  static const int shapes[][4] = {{1, 64, 128, 0}, {300, 256, 128, 3}, {1024, 128, 128, 0}, {2320, 256, 128, 1},
-                                  {50, 48, 128, 2}, {33, 64, 64, 0}};
-  char what[128];
-  for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
-    const int M = shapes[i][0], H = shapes[i][1], K = shapes[i][2], e = shapes[i][3];
-    const size_t nx = (size_t)M * K, nw = (size_t)2 * H * K, ny = (size_t)M * H;
-    float *X = rnd(nx, 2.0), *W = rnd(nw, 1.0 / sqrt(K)), *a12 = malloc(sizeof(float) * (size_t)M * 2 * H);
-    float *want = malloc(sizeof(float) * ny);
-    uint16_t *X16 = malloc(sizeof(uint16_t) * nx);
-    for (size_t j = 0; j < nx; j++) {
-      X16[j] = tu_half_bits(X[j], 2);
-      X[j] = tu_half_value(X16[j], 2);
-    }
-    for (size_t j = 0; j < nw; j++) W[j] = tu_half_value(tu_half_bits(W[j], 2), 2); /* what convert gives */
-    cpu->linear(cpu, M, 2 * H, K, X, K, px_weight_f32(W), NULL, a12, 2 * H, 0, 0, PX_F32, PX_F32);
-    cpu->swiglu(cpu, M, H, a12, want, PX_F32, PX_F32, 0);
-    float *dW = up(W, nw);
-    void *dW16 = NULL;
-    const px_weight hw = half_weight(g, dW, nw, PX_F16, 0, &dW16);
-    uint16_t *dX = gpu->alloc(gpu, sizeof(uint16_t) * nx), *dY = dev_poison16(ny);
-    gpu->upload(gpu, dX, X16, sizeof(uint16_t) * nx);
-    g->linear_swiglu(g, M, H, K, dX, hw, dY, e);
-    snprintf(what, sizeof what, "linear_swiglu M=%d H=%d K=%d e=%d", M, H, K, e);
-    compare16(what, dY, 2, e, want, ny, 1e-3);
-    free(X); free(W); free(a12); free(want); free(X16);
-    gpu->free(gpu, dW); gpu->free(gpu, dW16); gpu->free(gpu, dX); gpu->free(gpu, dY);
-  }
-}
-
 static void test_sampler_kernels(void) {
   const int S = 3, N = 37;
   const size_t n3 = (size_t)N * 3, nx = n3 * S;
@@ -988,7 +951,6 @@ int main(void) {
   test_attention_tc_gated();
   test_x16(PX_PRECISION_FP16);
   test_x16(PX_PRECISION_BF16);
-  test_linear_swiglu();
   test_sampler_kernels();
   test_noise_cond_edm();
   test_splitk();

@@ -85,7 +85,6 @@ int ctx_init(Ctx &g) {
   if (cudaMalloc(&g.blas_ws[0], g.blas_ws_bytes) == cudaSuccess)
     cublasSetWorkspace(g.blas, g.blas_ws[0], g.blas_ws_bytes);
   px_attention_tc_init(&g.tc);
-  g.swiglu_gemm = swiglu_gemm_init();
   g.lt = px_gemm_lt_create();  // this device's shared-memory limits, per context: no process-wide state
   return 0;
 }
@@ -362,9 +361,6 @@ CudaBackend make_backend(Ctx *ctx, int precision) {
     c.base.attention_full_h16 = be_attention_full_h16;
     if (!getenv("PXDIFF_NO_X16_ATOM_QKV")) c.base.attention_local_h16 = be_attention_local_h16;
   }
-  // The atom blocks' [x1 x2] GEMM and SwiGLU in one kernel (fp16 atom blocks);
-  // PXDIFF_NO_FUSED_SWIGLU (read when the context is made) keeps the two (comparisons).
-  if (precision == PX_PRECISION_FP16 && !getenv("PXDIFF_NO_FUSED_SWIGLU")) c.base.linear_swiglu = be_linear_swiglu;
   c.base.activation = be_activation;
   c.base.linear_relu = be_linear_relu;
   c.base.atoms_to_tokens = be_atoms_to_tokens;

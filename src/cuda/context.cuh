@@ -171,7 +171,6 @@ struct Ctx {
   PxTcDevice tc = {};
   PxLt *lt = nullptr;              // cuBLASLt handle and GEMM plans (gemm_lt.cu)
   Profiler prof;                   // PXDIFF_PROFILE's timings of this context's operations
-  bool swiglu_gemm = false;        // the fused atom GEMM + SwiGLU kernel is configured on this device
   size_t local_smem_configured = 0;  // k_attention_local's dynamic shared memory, set per device
   cudaEvent_t ev_ext = nullptr;      // orders work with the caller's stream
   cudaStream_t external = nullptr;   // the caller's stream (set_external_stream), or none
@@ -338,10 +337,6 @@ void be_attention_full_h16(px_backend *b, int S, int T, int H, int d, const void
 void be_attention_local(px_backend *b, int S, int N, int H, int d, int nq, int nk, const float *Q,
                         const float *K, const float *V, int ld, const float *bias, float scale,
                         void *O, const float *G, int ldg, px_etype ot);
-// swiglu_gemm.cu
-bool swiglu_gemm_init();
-void be_linear_swiglu(px_backend *b, int M, int H, int K, const void *X, px_weight W, void *Y, int e);
-
 void be_attention_local_h16(px_backend *b, int S, int N, int H, int d, int nq, int nk, const void *Q, const void *K,
                             const void *V, const void *G, int ld, const float *q_bias, const float *bias, float scale,
                             void *O);

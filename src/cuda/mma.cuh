@@ -1,5 +1,5 @@
-// Tensor-core and asynchronous-copy primitives (sm_80+) shared by the hand-written kernels:
-// the flash attentions (attention_tc.cu) and the fused GEMM + SwiGLU (swiglu_gemm.cu).
+// Tensor-core and asynchronous-copy primitives (sm_80+) of the hand-written kernels (the flash
+// attentions, attention_tc.cu), apart from the kernels that use them.
 #pragma once
 
 #include <cuda_runtime.h>

@@ -95,14 +95,10 @@ static void atom_transformer(px_backend *be, const px_transformer_w *tf,
     be->linear(be, M, C, C, att, C, px_lw(&B->o), NULL, y, C, 0, N, x, yo);
     /* q += gate * y, then the ConditionedTransitionBlock's AdaLN. */
     be->residual_adaln(be, M, C, q, cb->gate_last, N, y, yo, B->o.ye, cb->g_c, cb->b_c, N, an, x);
-    /* With fp16 inputs [x1 | x2] is fp16 too (or never stored: linear_swiglu), and the SwiGLU
-     * writes the last GEMM's input times 2^-e. */
-    if (x == PX_F16 && be->linear_swiglu) {
-      be->linear_swiglu(be, M, h, C, an, px_lw(&B->a12), hs, B->ctb_b.e);
-    } else {
-      be->linear(be, M, 2 * h, C, an, C, px_lw(&B->a12), NULL, a12, 2 * h, 0, N, x, x);
-      be->swiglu(be, M, h, a12, hs, x, x, x != PX_F32 ? B->ctb_b.e : 0);
-    }
+    /* With fp16 inputs [x1 | x2] is fp16 too, and the SwiGLU writes the last GEMM's input
+     * times 2^-e. */
+    be->linear(be, M, 2 * h, C, an, C, px_lw(&B->a12), NULL, a12, 2 * h, 0, N, x, x);
+    be->swiglu(be, M, h, a12, hs, x, x, x != PX_F32 ? B->ctb_b.e : 0);
     be->linear(be, M, C, h, hs, h, px_lw(&B->ctb_b), NULL, y, C, 0, N, x, yb);
     if (k + 1 < tf->n_blocks && xn != PX_F32)
       be->adaln_pair(be, M, C, q, cb->gate_ctb, y, yb, B->ctb_b.ye, cache[k + 1].g_a, cache[k + 1].b_a,

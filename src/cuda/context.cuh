@@ -168,6 +168,7 @@ struct Ctx {
   // Read once at creation (A/B switches for the benchmarks).
   bool no_lt = false;              // PXDIFF_NO_CUBLASLT: cuBLAS instead of cuBLASLt epilogues
   bool cublas_attention = false;   // PXDIFF_CUBLAS_ATTENTION: cuBLAS + softmax, not the fused kernels
+  bool no_row_groups = false;      // PXDIFF_NO_ROW_GROUPS: one row per warp in the row kernels
   PxTcDevice tc = {};
   PxLt *lt = nullptr;              // cuBLASLt handle and GEMM plans (gemm_lt.cu)
   Profiler prof;                   // PXDIFF_PROFILE's timings of this context's operations

@@ -47,13 +47,22 @@ __global__ void k_layernorm(int M, int C, const float *X, const float *w, const 
 // mode 0: Y = LN(X) * w + b; mode 1: Y = LN(X) * G + B; mode 2: X += Gr * R, then mode 1
 // on the updated X (written back). Y is stored as OT (store4): 16-bit for GEMM inputs. R is of
 // type rt (load4_scaled: a 16-bit GEMM output, read times rsc).
+// A warp takes spw rows that share their conditioning row (rows t, t + g_rows, ...: the same
+// token of spw samples; row_groups), so that row's G, B and Gr come from L1 after the first:
+// with one warp per consecutive row, every sample's row read them again from L2 (at 100
+// samples of 330 tokens, 9 KB of L2 reads per 4.5 KB row of DRAM traffic).
 template <int NV, int OT>
 __global__ void k_row_ln(int M, int C, float *X, const float *w, const float *b, const float *G,
                          const float *B, int g_rows, const float *Gr, int gr_rows, const void *Rr, int rt,
-                         float rsc, void *Y, int mode) {
+                         float rsc, void *Y, int mode, int spw) {
   const int warps = blockDim.x / 32, lane = threadIdx.x % 32;
   const int C4 = C / 4;
-  for (int row = blockIdx.x * warps + threadIdx.x / 32; row < M; row += gridDim.x * warps) {
+  const int64_t per = ((M + g_rows - 1) / g_rows + spw - 1) / spw, nq = (int64_t)g_rows * per;
+  for (int64_t q = blockIdx.x * (int64_t)warps + threadIdx.x / 32; q < nq; q += (int64_t)gridDim.x * warps)
+  for (int rep = 0; rep < spw; rep++) {
+    const int64_t row64 = ((q / g_rows) * spw + rep) * g_rows + q % g_rows;
+    if (row64 >= M) break;
+    const int row = (int)row64;
     float4 v[NV], ga[NV], ba[NV];
     float4 *x4 = reinterpret_cast<float4 *>(X + (size_t)row * C);
     float s = 0.0f;
@@ -113,16 +122,38 @@ __global__ void k_row_ln(int M, int C, float *X, const float *w, const float *b,
   }
 }
 
+// Rows per warp for M rows whose conditioning repeats every g_rows rows: up to 8 of one
+// conditioning row, while the launch keeps >= 4096 warps (as many as one row per warp gives
+// when M is smaller: spw 1). Any grouping computes the same values. PXDIFF_NO_ROW_GROUPS (read
+// when the context is made) keeps one row per warp (comparisons).
+static int row_groups(const Ctx &g, int M, int g_rows) {
+  if (g.no_row_groups) return 1;
+  const int ns = g_rows > 0 ? (M + g_rows - 1) / g_rows : 1;
+  int spw = M / 4096;
+  if (spw > 8) spw = 8;
+  if (spw > ns) spw = ns;
+  return spw < 1 ? 1 : spw;
+}
+
+// Blocks of 8 warps for the row groups of row_groups (at most 65535 * 4: the warps loop).
+static int group_blocks(int M, int g_rows, int spw) {
+  const int64_t per = ((M + g_rows - 1) / g_rows + spw - 1) / spw, nq = (int64_t)g_rows * per;
+  const int64_t b = (nq + 7) / 8;
+  return (int)(b > 65535 * 4 ? 65535 * 4 : b < 1 ? 1 : b);
+}
+
 template <int NV>
 void launch_row_ln(Ctx &g, int ot, int blocks, int M, int C, float *X, const float *w, const float *b, const float *G,
                    const float *B, int g_rows, const float *Gr, int gr_rows, const void *Rr, int rt, float rsc,
                    void *Y, int mode) {
+  const int gr = mode == 0 ? 1 : g_rows, spw = row_groups(g, M, gr);
+  blocks = group_blocks(M, gr, spw);
   if (ot == 0)
-    k_row_ln<NV, 0><<<blocks, 256, 0, g.stream>>>(M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, rt, rsc, Y, mode);
+    k_row_ln<NV, 0><<<blocks, 256, 0, g.stream>>>(M, C, X, w, b, G, B, gr, Gr, gr_rows, Rr, rt, rsc, Y, mode, spw);
   else if (ot == 1)
-    k_row_ln<NV, 1><<<blocks, 256, 0, g.stream>>>(M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, rt, rsc, Y, mode);
+    k_row_ln<NV, 1><<<blocks, 256, 0, g.stream>>>(M, C, X, w, b, G, B, gr, Gr, gr_rows, Rr, rt, rsc, Y, mode, spw);
   else
-    k_row_ln<NV, 2><<<blocks, 256, 0, g.stream>>>(M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, rt, rsc, Y, mode);
+    k_row_ln<NV, 2><<<blocks, 256, 0, g.stream>>>(M, C, X, w, b, G, B, gr, Gr, gr_rows, Rr, rt, rsc, Y, mode, spw);
 }
 
 // Launch k_row_ln when the row fits registers and is float4-aligned (8-byte for a 16-bit R);
@@ -467,10 +498,16 @@ void be_residual_adaln(px_backend *b, int M, int C, float *A, const float *Gr, i
 template <int NV, int OT>
 __global__ void k_row_ln_pair(int M, int C, float *A, const float *Gr, const void *Rr, int rt, float rsc,
                               const float *G1, const float *B1, const float *G2, const float *B2, int g_rows, void *Y1,
-                              void *Y2) {
+                              void *Y2, int spw) {
   const int warps = blockDim.x / 32, lane = threadIdx.x % 32;
   const int C4 = C / 4;
-  for (int row = blockIdx.x * warps + threadIdx.x / 32; row < M; row += gridDim.x * warps) {
+  // spw rows of one conditioning row per warp, as k_row_ln
+  const int64_t per = ((M + g_rows - 1) / g_rows + spw - 1) / spw, nq = (int64_t)g_rows * per;
+  for (int64_t q = blockIdx.x * (int64_t)warps + threadIdx.x / 32; q < nq; q += (int64_t)gridDim.x * warps)
+  for (int rep = 0; rep < spw; rep++) {
+    const int64_t row64 = ((q / g_rows) * spw + rep) * g_rows + q % g_rows;
+    if (row64 >= M) break;
+    const int row = (int)row64;
     float4 v[NV], g1[NV], b1[NV], g2[NV], b2[NV];
     float4 *x4 = reinterpret_cast<float4 *>(A + (size_t)row * C);
     const size_t go = (size_t)(row % g_rows) * C;
@@ -531,12 +568,14 @@ template <int NV>
 static void launch_row_ln_pair(Ctx &g, int ot, int blocks, int M, int C, float *A, const float *Gr, const void *Rr,
                                int rt, float rsc, const float *G1, const float *B1, const float *G2, const float *B2,
                                int g_rows, void *Y1, void *Y2) {
+  const int spw = row_groups(g, M, g_rows);
+  blocks = group_blocks(M, g_rows, spw);
   if (ot == 0)
-    k_row_ln_pair<NV, 0><<<blocks, 256, 0, g.stream>>>(M, C, A, Gr, Rr, rt, rsc, G1, B1, G2, B2, g_rows, Y1, Y2);
+    k_row_ln_pair<NV, 0><<<blocks, 256, 0, g.stream>>>(M, C, A, Gr, Rr, rt, rsc, G1, B1, G2, B2, g_rows, Y1, Y2, spw);
   else if (ot == 1)
-    k_row_ln_pair<NV, 1><<<blocks, 256, 0, g.stream>>>(M, C, A, Gr, Rr, rt, rsc, G1, B1, G2, B2, g_rows, Y1, Y2);
+    k_row_ln_pair<NV, 1><<<blocks, 256, 0, g.stream>>>(M, C, A, Gr, Rr, rt, rsc, G1, B1, G2, B2, g_rows, Y1, Y2, spw);
   else
-    k_row_ln_pair<NV, 2><<<blocks, 256, 0, g.stream>>>(M, C, A, Gr, Rr, rt, rsc, G1, B1, G2, B2, g_rows, Y1, Y2);
+    k_row_ln_pair<NV, 2><<<blocks, 256, 0, g.stream>>>(M, C, A, Gr, Rr, rt, rsc, G1, B1, G2, B2, g_rows, Y1, Y2, spw);
 }
 
 void be_adaln_pair(px_backend *b, int M, int C, float *A, const float *Gr, const void *Rr, px_etype rt, int re,

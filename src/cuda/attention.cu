@@ -307,6 +307,20 @@ __global__ void k_qkvg_to_f32(int M, int C, int ld, const uint16_t *Q, const uin
   }
 }
 
+// The fallback of the fp16-input attentions: M fp16 rows of q, k, v, g (stride ld) as fp32
+// [M, 4C] rows (q + q_bias, k, v, g) at the start of the lane's scratch, followed by room for
+// an fp32 [M, C] output at the returned pointer + 4 M C. NULL when the scratch cannot be had
+// (reported as the op's out-of-memory) or M <= 0.
+static float *qkvg_f32_scratch(Ctx &g, int M, int C, int ld, const uint16_t *q, const uint16_t *k, const uint16_t *v,
+                               const uint16_t *gt, const float *q_bias) {
+  float *t = f32_scratch(g, (size_t)M * 5 * C);
+  if (!t || M <= 0) return nullptr;
+  k_qkvg_to_f32<<<(int)std::min<int64_t>(((int64_t)M * 4 * C + 255) / 256, 65535), 256, 0, g.stream>>>(
+      M, C, ld, q, k, v, gt, q_bias, t);
+  LAUNCHED("qkvg_to_f32");
+  return t;
+}
+
 // attention_full on fp16 inputs: the fp16-input kernel when it takes the shape, else the
 // inputs converted to fp32 (q's bias added) and the fp32-input path, its output converted.
 void be_attention_full_h16(px_backend *b, int S, int T, int H, int d, const void *Q, const void *K, const void *V,
@@ -320,11 +334,8 @@ void be_attention_full_h16(px_backend *b, int S, int T, int H, int d, const void
     return;
   }
   const int C = H * d, M = S * T;
-  float *t = f32_scratch(g, (size_t)M * 5 * C);  // [M, 4C] inputs, then [M, C] output
-  if (!t || M <= 0) return;
-  k_qkvg_to_f32<<<(int)std::min<int64_t>(((int64_t)M * 4 * C + 255) / 256, 65535), 256, 0, g.stream>>>(
-      M, C, ld, q, k, v, gt, q_bias, t);
-  LAUNCHED("qkvg_to_f32");
+  float *t = qkvg_f32_scratch(g, M, C, ld, q, k, v, gt, q_bias);
+  if (!t) return;
   float *o = t + (size_t)M * 4 * C;
   attention_full_f32(b, g, S, T, H, d, t, t + C, t + 2 * C, 4 * C, bias, scale, o, G ? t + 3 * C : nullptr, 4 * C);
   to_half(g, (int)PX_F16, M, C, o, C, (uint16_t *)O);
@@ -385,11 +396,8 @@ void be_attention_local_h16(px_backend *b, int S, int N, int H, int d, int nq, i
     return;
   }
   const int C = H * d, M = S * N;
-  float *t = f32_scratch(g, (size_t)M * 5 * C);  // [M, 4C] inputs, then [M, C] output
-  if (!t || M <= 0) return;
-  k_qkvg_to_f32<<<(int)std::min<int64_t>(((int64_t)M * 4 * C + 255) / 256, 65535), 256, 0, g.stream>>>(
-      M, C, ld, q, k, v, gt, q_bias, t);
-  LAUNCHED("qkvg_to_f32");
+  float *t = qkvg_f32_scratch(g, M, C, ld, q, k, v, gt, q_bias);
+  if (!t) return;
   // An fp32 output here (an fp16 one could take the same scratch), converted after.
   float *o = t + (size_t)M * 4 * C;
   be_attention_local(b, S, N, H, d, nq, nk, t, t + C, t + 2 * C, 4 * C, bias, scale, o, G ? t + 3 * C : nullptr,

@@ -795,6 +795,49 @@ k_attention_h16in(int L, int H, int ld, const uint16_t *__restrict__ Q, const ui
   store_rows16in<D>(o, l0, l1, O, G, ld, base, H, h, L, i0, i1, t);
 }
 
+// A local-attention warp's window (k_attention_tc_local, k_attention_h16in_local): trunk tr
+// of ntr (queries 32 tr ..) sees keys kstart .. kstart + nkw - 1, valid kbeg .. kend - 1
+// (kbeg < kend when the trunk exists: its first query lies in its own window); b0p, b1p are
+// the thread's two bias rows (r0, r1 of the trunk) indexed by absolute key, with 8-byte loads
+// at every even key when the row offsets (row * nkw - kstart) are even (bias8). The warp's
+// tiles start at kbeg and step by KT, so every tile holds at least one valid key.
+struct LocalWindow {
+  int kstart, kbeg, kend;
+  const float *b0p, *b1p;
+  bool bias8;
+  __device__ LocalWindow(const float *bias, int h, int ntr, int tr, int off, int nkw, int L, int r0, int r1) {
+    kstart = 32 * tr - off;
+    kbeg = max(kstart, 0);
+    kend = min(kstart + nkw, L);
+    const int64_t rowb = ((int64_t)h * ntr + tr) * 32;
+    b0p = bias + (rowb + r0) * nkw - kstart;
+    b1p = bias + (rowb + r1) * nkw - kstart;
+    bias8 = (nkw % 2 == 0) && (kstart % 2 == 0) && ((uintptr_t)bias % 8 == 0);
+  }
+  // The first tile's bias (loaded by the kernels while their copies are in flight).
+  __device__ void load_first(float (&sc)[KT / 8][4], int t) const {
+    if (bias8 && kend - kbeg >= KT)
+      load_bias<true>(sc, b0p, b1p, kbeg, kend, t);
+    else
+      load_bias<false>(sc, b0p, b1p, kbeg, kend, t);
+  }
+  // Every tile of the window, sc holding the first tile's bias on entry: the tile's bias, then
+  // math(full, k0, nk) for keys kbeg + k0 .. (nk of them; full: nk == KT on 8-byte loads).
+  template <typename Math>
+  __device__ void sweep(float (&sc)[KT / 8][4], int t, Math math) const {
+    for (int k0 = 0; k0 < kend - kbeg; k0 += KT) {
+      const int nk = min(KT, kend - kbeg - k0);
+      if (bias8 && nk == KT) {
+        if (k0) load_bias<true>(sc, b0p, b1p, kbeg + k0, kend, t);
+        math(Flag<true>(), k0, KT);
+      } else {
+        if (k0) load_bias<false>(sc, b0p, b1p, kbeg + k0, kend, t);
+        math(Flag<false>(), k0, nk);
+      }
+    }
+  }
+};
+
 // Local attention: query trunks of 32 see windows of nkw keys starting 32 tr - off,
 // off = (nkw - 32) / 2; bias [H, n_trunks, 32, nkw]. A block takes TPB consecutive
 // trunks (TPB = 4 at the model's sizes: 128 queries, 8 warps; fewer where shared memory
@@ -850,22 +893,11 @@ k_attention_tc_local(int L, int H, int ld, const float *__restrict__ Q, const fl
   uint32_t qa[DK][4];  // loaded while the copies are in flight
   load_q<D>(qa, Q + (base + c0) * ld + h * D + 4 * t, Q + (base + c1) * ld + h * D + 4 * t, scale);
 
-  // This warp's window: keys kstart .. kstart + nkw - 1, valid kbeg .. kend - 1 (kbeg <
-  // kend when active: the trunk's first query 32 tr < L lies in its own window). Shared
-  // row of key j: j - u0 = 32 tl + (j - kstart).
-  const int kstart = 32 * tr - off, kbeg = max(kstart, 0), kend = min(kstart + nkw, L);
-  const int64_t rowb = ((int64_t)h * ntr + tr) * 32;
-  const float *b0p = bias + (rowb + r0) * nkw - kstart, *b1p = bias + (rowb + r1) * nkw - kstart;
-  // 8-byte bias loads at every even key when the row offsets (row * nkw - kstart) are even.
-  const bool bias8 = (nkw % 2 == 0) && (kstart % 2 == 0) && ((uintptr_t)bias % 8 == 0);
-  // The first tile's bias is loaded while the copies are in flight too.
+  // This warp's window (shared row of key j: j - u0 = 32 tl + (j - kstart)); the first
+  // tile's bias is loaded while the copies are in flight too.
+  const LocalWindow win(bias, h, ntr, tr, off, nkw, L, r0, r1);
   float sc[KT / 8][4];
-  if (active) {
-    if (bias8 && kend - kbeg >= KT)
-      load_bias<true>(sc, b0p, b1p, kbeg, kend, t);
-    else
-      load_bias<false>(sc, b0p, b1p, kbeg, kend, t);
-  }
+  if (active) win.load_first(sc, t);
 
   cp_async_wait<0>();
   // Round this thread's own chunks to tf32 (no barrier needed before: they are its own).
@@ -880,22 +912,15 @@ k_attention_tc_local(int L, int H, int ld, const float *__restrict__ Q, const fl
   __syncthreads();  // the only barrier: warps past the last trunk leave after it
   if (!active) return;
 
-  const uint32_t *Kw = reinterpret_cast<const uint32_t *>(Ks) + (kbeg - u0) * DPK;
-  const uint32_t *Vw = reinterpret_cast<const uint32_t *>(Vs) + (kbeg - u0) * DPV;
+  const uint32_t *Kw = reinterpret_cast<const uint32_t *>(Ks) + (win.kbeg - u0) * DPK;
+  const uint32_t *Vw = reinterpret_cast<const uint32_t *>(Vs) + (win.kbeg - u0) * DPV;
   float o[DK][4];
 #pragma unroll
   for (int dn = 0; dn < DK; dn++) o[dn][0] = o[dn][1] = o[dn][2] = o[dn][3] = 0.0f;
   float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
-  for (int k0 = 0; k0 < kend - kbeg; k0 += KT) {  // tile keys kbeg + k0 ..
-    const int nk = min(KT, kend - kbeg - k0);
-    if (bias8 && nk == KT) {
-      if (k0) load_bias<true>(sc, b0p, b1p, kbeg + k0, kend, t);
-      tile_math<D, true>(sc, Kw + k0 * DPK, Vw + k0 * DPV, KT, qa, o, m0, m1, l0, l1, g, t);
-    } else {
-      if (k0) load_bias<false>(sc, b0p, b1p, kbeg + k0, kend, t);
-      tile_math<D, false>(sc, Kw + k0 * DPK, Vw + k0 * DPV, nk, qa, o, m0, m1, l0, l1, g, t);
-    }
-  }
+  win.sweep(sc, t, [&](auto full, int k0, int nk) {
+    tile_math<D, decltype(full)::value>(sc, Kw + k0 * DPK, Vw + k0 * DPV, nk, qa, o, m0, m1, l0, l1, g, t);
+  });
   store_rows<D, OT>(o, l0, l1, O, G, ldg, base, L, H, h, i0, i1, t);
 }
 
@@ -956,37 +981,21 @@ k_attention_h16in_local(int L, int H, int ld, const uint16_t *__restrict__ Q, co
   load_q16in<D>(qa, Q + (base + c0) * ld + h * D, Q + (base + c1) * ld + h * D, qb ? qb + h * D : nullptr, scale,
                 t);
 
-  // This warp's window, as in k_attention_tc_local.
-  const int kstart = 32 * tr - off, kbeg = max(kstart, 0), kend = min(kstart + nkw, L);
-  const int64_t rowb = ((int64_t)h * ntr + tr) * 32;
-  const float *b0p = bias + (rowb + r0) * nkw - kstart, *b1p = bias + (rowb + r1) * nkw - kstart;
-  const bool bias8 = (nkw % 2 == 0) && (kstart % 2 == 0) && ((uintptr_t)bias % 8 == 0);
+  const LocalWindow win(bias, h, ntr, tr, off, nkw, L, r0, r1);  // as in k_attention_tc_local
   float sc[KT / 8][4];
-  if (active) {
-    if (bias8 && kend - kbeg >= KT)
-      load_bias<true>(sc, b0p, b1p, kbeg, kend, t);
-    else
-      load_bias<false>(sc, b0p, b1p, kbeg, kend, t);
-  }
+  if (active) win.load_first(sc, t);
   cp_async_wait<0>();
   __syncthreads();  // the only barrier: warps past the last trunk leave after it
   if (!active) return;
 
-  const uint16_t *Kw = Ks + (kbeg - u0) * DP, *Vw = Vs + (kbeg - u0) * DP;
+  const uint16_t *Kw = Ks + (win.kbeg - u0) * DP, *Vw = Vs + (win.kbeg - u0) * DP;
   float o[D / 8][4];
 #pragma unroll
   for (int dn = 0; dn < D / 8; dn++) o[dn][0] = o[dn][1] = o[dn][2] = o[dn][3] = 0.0f;
   float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
-  for (int k0 = 0; k0 < kend - kbeg; k0 += KT) {
-    const int nk = min(KT, kend - kbeg - k0);
-    if (bias8 && nk == KT) {
-      if (k0) load_bias<true>(sc, b0p, b1p, kbeg + k0, kend, t);
-      tile_math16<D, true>(sc, Kw + k0 * DP, Vw + k0 * DP, KT, qa, o, m0, m1, l0, l1, lane);
-    } else {
-      if (k0) load_bias<false>(sc, b0p, b1p, kbeg + k0, kend, t);
-      tile_math16<D, false>(sc, Kw + k0 * DP, Vw + k0 * DP, nk, qa, o, m0, m1, l0, l1, lane);
-    }
-  }
+  win.sweep(sc, t, [&](auto full, int k0, int nk) {
+    tile_math16<D, decltype(full)::value>(sc, Kw + k0 * DP, Vw + k0 * DP, nk, qa, o, m0, m1, l0, l1, lane);
+  });
   store_rows16in<D>(o, l0, l1, O, G, ld, base, H, h, L, i0, i1, t);
 }
 
@@ -1089,18 +1098,18 @@ void launch_h16in(const PxTcDevice::Lim &lim, cudaStream_t st, int S, int L, int
 #undef PX_H16IN
 }
 
-// Warps per SM the fp16-input local kernel's registers allow (__launch_bounds__(256, 2)).
-constexpr int LOCAL_H16_WARPS = 16;
-
-// Trunks per block for the fp16-input local kernel: the most resident warps per SM, ties to
-// more trunks (less re-staging); 0 when even one trunk's window does not fit.
-template <int D>
-int local_h16_trunks(const PxTcDevice::Lim &lim, int ntr, int nk) {
+// Trunks per block for a local kernel (both take __launch_bounds__(256, 2): <= 128 registers
+// per thread, 8 / tpb blocks of 64 tpb threads) whose block of k trunks needs smem(k) bytes:
+// the most resident warps per SM, ties to more trunks (less re-staging). Blocks per SM by
+// shared memory count the 1 KB per block the system reserves. 0 when even one trunk's window
+// does not fit. sm_90: 4 trunks, 2 blocks (16 warps) per SM for d <= 48 and nk <= 128.
+template <typename SmemFn>
+int local_trunks(const PxTcDevice::Lim &lim, int ntr, SmemFn smem) {
   int tpb = 0, best = 0;
   for (int k = min(4, ntr); k >= 1; k--) {
-    const int64_t sm = local_smem_h16<D>(k, nk);
+    const int64_t sm = smem(k);
     if (sm > lim.optin) continue;
-    const int warps = 2 * k * min(lim.per_sm / ((int)sm + 1024), LOCAL_H16_WARPS / (2 * k));
+    const int warps = 2 * k * min(lim.per_sm / ((int)sm + 1024), 8 / k);
     if (warps > best) best = warps, tpb = k;
   }
   return tpb;
@@ -1112,18 +1121,8 @@ cudaError_t launch(const PxTcDevice::Lim &lim, bool no_h16, cudaStream_t st, int
                    const float *G, int ldg, int ot) {
   if (lim.optin == 0) return cudaErrorInvalidValue;
   if (local) {
-    // Trunks per block: the most resident warps per SM, ties to more trunks (less
-    // re-staging). Blocks per SM: by shared memory (1 KB per block is reserved by the
-    // system) and by registers (<= 128 per thread: 8 / tpb blocks of 64 tpb threads).
-    // sm_90: 4 trunks, 2 blocks (16 warps) per SM for d <= 48 and nk <= 128.
     const int ntr = (L + 31) / 32;
-    int tpb = 0, best = 0;
-    for (int k = min(4, ntr); k >= 1; k--) {
-      const int64_t sm = local_smem<D>(k, nk);
-      if (sm > lim.optin) continue;
-      const int warps = 2 * k * min(lim.per_sm / ((int)sm + 1024), 8 / k);
-      if (warps > best) best = warps, tpb = k;
-    }
+    const int tpb = local_trunks(lim, ntr, [nk](int k) { return local_smem<D>(k, nk); });
     // A window too wide for shared memory (nk above ~680 at d = 32 on sm_90) goes to the
     // exact kernel.
     if (!tpb) return cudaErrorInvalidValue;
@@ -1218,7 +1217,7 @@ int px_attention_tc_h16in_local(const PxTcDevice *dev, cudaStream_t stream, int 
   const int ntr = (L + 31) / 32;
 #define PX_H16IN_LOCAL(D_)                                                                                      \
   do {                                                                                                         \
-    const int tpb = local_h16_trunks<D_>(lim, ntr, nk);                                                        \
+    const int tpb = local_trunks(lim, ntr, [nk](int k) { return local_smem_h16<D_>(k, nk); });                  \
     if (!tpb) return 0; /* a window too wide for shared memory: the fallback */                                \
     k_attention_h16in_local<D_><<<dim3((ntr + tpb - 1) / tpb, H, S), 64 * tpb, (size_t)local_smem_h16<D_>(tpb, nk), \
                                   stream>>>(L, H, ld, Q, K, V, G, q_bias, bias, nk, tpb, scale, O);           \

@@ -51,16 +51,27 @@ __global__ void k_layernorm(int M, int C, const float *X, const float *w, const 
 // token of spw samples; row_groups), so that row's G, B and Gr come from L1 after the first:
 // with one warp per consecutive row, every sample's row read them again from L2 (at 100
 // samples of 330 tokens, 9 KB of L2 reads per 4.5 KB row of DRAM traffic).
+// Group q of the nq groups holds rows ((q / g_rows) spw + rep) g_rows + q % g_rows, rep < spw,
+// those below M.
+struct RowGroups {
+  int64_t nq;
+  int M, g_rows, spw;
+  __host__ __device__ RowGroups(int M_, int g_rows_, int spw_) : M(M_), g_rows(g_rows_), spw(spw_) {
+    nq = (int64_t)g_rows * (((M + g_rows - 1) / g_rows + spw - 1) / spw);
+  }
+  __device__ int64_t row(int64_t q, int rep) const { return ((q / g_rows) * spw + rep) * g_rows + q % g_rows; }
+};
+
 template <int NV, int OT>
 __global__ void k_row_ln(int M, int C, float *X, const float *w, const float *b, const float *G,
                          const float *B, int g_rows, const float *Gr, int gr_rows, const void *Rr, int rt,
                          float rsc, void *Y, int mode, int spw) {
   const int warps = blockDim.x / 32, lane = threadIdx.x % 32;
   const int C4 = C / 4;
-  const int64_t per = ((M + g_rows - 1) / g_rows + spw - 1) / spw, nq = (int64_t)g_rows * per;
-  for (int64_t q = blockIdx.x * (int64_t)warps + threadIdx.x / 32; q < nq; q += (int64_t)gridDim.x * warps)
+  const RowGroups rg(M, g_rows, spw);
+  for (int64_t q = blockIdx.x * (int64_t)warps + threadIdx.x / 32; q < rg.nq; q += (int64_t)gridDim.x * warps)
   for (int rep = 0; rep < spw; rep++) {
-    const int64_t row64 = ((q / g_rows) * spw + rep) * g_rows + q % g_rows;
+    const int64_t row64 = rg.row(q, rep);
     if (row64 >= M) break;
     const int row = (int)row64;
     float4 v[NV], ga[NV], ba[NV];
@@ -137,17 +148,16 @@ static int row_groups(const Ctx &g, int M, int g_rows) {
 
 // Blocks of 8 warps for the row groups of row_groups (at most 65535 * 4: the warps loop).
 static int group_blocks(int M, int g_rows, int spw) {
-  const int64_t per = ((M + g_rows - 1) / g_rows + spw - 1) / spw, nq = (int64_t)g_rows * per;
-  const int64_t b = (nq + 7) / 8;
+  const int64_t b = (RowGroups(M, g_rows, spw).nq + 7) / 8;
   return (int)(b > 65535 * 4 ? 65535 * 4 : b < 1 ? 1 : b);
 }
 
 template <int NV>
-void launch_row_ln(Ctx &g, int ot, int blocks, int M, int C, float *X, const float *w, const float *b, const float *G,
+void launch_row_ln(Ctx &g, int ot, int M, int C, float *X, const float *w, const float *b, const float *G,
                    const float *B, int g_rows, const float *Gr, int gr_rows, const void *Rr, int rt, float rsc,
                    void *Y, int mode) {
   const int gr = mode == 0 ? 1 : g_rows, spw = row_groups(g, M, gr);
-  blocks = group_blocks(M, gr, spw);
+  const int blocks = group_blocks(M, gr, spw);
   if (ot == 0)
     k_row_ln<NV, 0><<<blocks, 256, 0, g.stream>>>(M, C, X, w, b, G, B, gr, Gr, gr_rows, Rr, rt, rsc, Y, mode, spw);
   else if (ot == 1)
@@ -166,18 +176,17 @@ bool row_ln(Ctx &g, int M, int C, float *X, const float *w, const float *b, cons
       (rt == 0 ? !al(Rr) : ((uintptr_t)Rr % 8) != 0))
     return false;
   const int nv = (C / 4 + 31) / 32;
-  const int blocks = (M + 7) / 8 > 65535 * 4 ? 65535 * 4 : (M + 7) / 8;
   const float rsc = ldexpf(1.0f, re);
   if (nv <= 1)
-    launch_row_ln<1>(g, ot, blocks, M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, rt, rsc, Y, mode);
+    launch_row_ln<1>(g, ot, M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, rt, rsc, Y, mode);
   else if (nv <= 2)
-    launch_row_ln<2>(g, ot, blocks, M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, rt, rsc, Y, mode);
+    launch_row_ln<2>(g, ot, M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, rt, rsc, Y, mode);
   else if (nv <= 4)
-    launch_row_ln<4>(g, ot, blocks, M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, rt, rsc, Y, mode);
+    launch_row_ln<4>(g, ot, M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, rt, rsc, Y, mode);
   else if (nv <= 6)
-    launch_row_ln<6>(g, ot, blocks, M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, rt, rsc, Y, mode);
+    launch_row_ln<6>(g, ot, M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, rt, rsc, Y, mode);
   else
-    launch_row_ln<8>(g, ot, blocks, M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, rt, rsc, Y, mode);
+    launch_row_ln<8>(g, ot, M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, rt, rsc, Y, mode);
   LAUNCHED("row_ln");
   return true;
 }
@@ -502,10 +511,10 @@ __global__ void k_row_ln_pair(int M, int C, float *A, const float *Gr, const voi
   const int warps = blockDim.x / 32, lane = threadIdx.x % 32;
   const int C4 = C / 4;
   // spw rows of one conditioning row per warp, as k_row_ln
-  const int64_t per = ((M + g_rows - 1) / g_rows + spw - 1) / spw, nq = (int64_t)g_rows * per;
-  for (int64_t q = blockIdx.x * (int64_t)warps + threadIdx.x / 32; q < nq; q += (int64_t)gridDim.x * warps)
+  const RowGroups rg(M, g_rows, spw);
+  for (int64_t q = blockIdx.x * (int64_t)warps + threadIdx.x / 32; q < rg.nq; q += (int64_t)gridDim.x * warps)
   for (int rep = 0; rep < spw; rep++) {
-    const int64_t row64 = ((q / g_rows) * spw + rep) * g_rows + q % g_rows;
+    const int64_t row64 = rg.row(q, rep);
     if (row64 >= M) break;
     const int row = (int)row64;
     float4 v[NV], g1[NV], b1[NV], g2[NV], b2[NV];
@@ -565,11 +574,11 @@ __global__ void k_row_ln_pair(int M, int C, float *A, const float *Gr, const voi
 }
 
 template <int NV>
-static void launch_row_ln_pair(Ctx &g, int ot, int blocks, int M, int C, float *A, const float *Gr, const void *Rr,
+static void launch_row_ln_pair(Ctx &g, int ot, int M, int C, float *A, const float *Gr, const void *Rr,
                                int rt, float rsc, const float *G1, const float *B1, const float *G2, const float *B2,
                                int g_rows, void *Y1, void *Y2) {
   const int spw = row_groups(g, M, g_rows);
-  blocks = group_blocks(M, g_rows, spw);
+  const int blocks = group_blocks(M, g_rows, spw);
   if (ot == 0)
     k_row_ln_pair<NV, 0><<<blocks, 256, 0, g.stream>>>(M, C, A, Gr, Rr, rt, rsc, G1, B1, G2, B2, g_rows, Y1, Y2, spw);
   else if (ot == 1)
@@ -588,12 +597,11 @@ void be_adaln_pair(px_backend *b, int M, int C, float *A, const float *Gr, const
   const int ot = (int)yt;
   if (C % 4 == 0 && C <= 256 && al(A) && al(Gr) && (rt == PX_F32 ? al(Rr) : (uintptr_t)Rr % 8 == 0) && al(G1) &&
       al(B1) && al(G2) && al(B2) && al(Y1) && al(Y2) && (ot == 0 || ((uintptr_t)Y1 % 8 == 0 && (uintptr_t)Y2 % 8 == 0))) {
-    const int blocks = (M + 7) / 8 > 65535 * 4 ? 65535 * 4 : (M + 7) / 8;
     const float rsc = ldexpf(1.0f, re);
     if (C <= 128)
-      launch_row_ln_pair<1>(g, ot, blocks, M, C, A, Gr, Rr, (int)rt, rsc, G1, B1, G2, B2, g_rows, Y1, Y2);
+      launch_row_ln_pair<1>(g, ot, M, C, A, Gr, Rr, (int)rt, rsc, G1, B1, G2, B2, g_rows, Y1, Y2);
     else
-      launch_row_ln_pair<2>(g, ot, blocks, M, C, A, Gr, Rr, (int)rt, rsc, G1, B1, G2, B2, g_rows, Y1, Y2);
+      launch_row_ln_pair<2>(g, ot, M, C, A, Gr, Rr, (int)rt, rsc, G1, B1, G2, B2, g_rows, Y1, Y2);
     LAUNCHED("row_ln_pair");
     return;
   }

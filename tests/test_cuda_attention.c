@@ -38,6 +38,41 @@ static float *dev_poison(px_backend *g, size_t n) {
   free(h);
   return d;
 }
+/* X as n fp16 values on g (nearest even); with round set, X then holds the values stored. */
+static uint16_t *up_half(px_backend *g, float *X, size_t n, int round) {
+  uint16_t *h = malloc(sizeof(uint16_t) * (n ? n : 1));
+  for (size_t i = 0; i < n; i++) {
+    h[i] = tu_half_bits(X[i], 2);
+    if (round) X[i] = tu_half_value(h[i], 2);
+  }
+  uint16_t *d = g->alloc(g, sizeof(uint16_t) * (n ? n : 1));
+  g->upload(g, d, h, sizeof(uint16_t) * n);
+  free(h);
+  return d;
+}
+/* n fp16 values on g, every one poisoned (0xFFFF, NaN): an output buffer before a run. */
+static uint16_t *dev_poison16(px_backend *g, size_t n) {
+  uint16_t *h = malloc(sizeof(uint16_t) * (n ? n : 1));
+  for (size_t i = 0; i < n; i++) h[i] = 0xFFFFu;
+  uint16_t *d = g->alloc(g, sizeof(uint16_t) * (n ? n : 1));
+  g->upload(g, d, h, sizeof(uint16_t) * n);
+  free(h);
+  return d;
+}
+/* Check an fp16 result on g against an fp32 reference (relative Frobenius error <= tol, no
+ * CUDA error) and print its error under `what`. */
+static void check16(px_backend *g, const char *what, const uint16_t *dO, const float *want, size_t n, double tol) {
+  uint16_t *h = malloc(sizeof(uint16_t) * (n ? n : 1));
+  float *got = malloc(sizeof(float) * (n ? n : 1));
+  g->download(g, h, dO, sizeof(uint16_t) * n);
+  for (size_t i = 0; i < n; i++) got[i] = tu_half_value(h[i], 2);
+  const double e = tu_rel_err_ff(got, want, n);
+  CHECK_MSG(e <= tol, "%s: rel err %.3g (tol %.1g)", what, e, tol);
+  CHECK_MSG(g->status(g) == 0, "%s: CUDA error %s", what, px_last_error());
+  printf("  %-58s rel err %.2e\n", what, e);
+  free(h);
+  free(got);
+}
 
 static double compare(px_backend *g, const char *what, const float *got_dev, const float *want,
                       size_t n, double tol) {
@@ -80,26 +115,17 @@ static void run_full16(int S, int T, int H, int d, int ld_extra, int gated, doub
   const int C = H * d, ld = 4 * C + ld_extra;
   const size_t nq = (size_t)S * T * ld, no = (size_t)S * T * C, nb = (size_t)H * T * T;
   float *P = rnd(nq, 1.0), *bias = rnd(nb, 2.0), *want = malloc(sizeof(float) * no);
-  float *got = malloc(sizeof(float) * no);
-  uint16_t *h = malloc(sizeof(uint16_t) * no);
-  for (size_t i = 0; i < no; i++) h[i] = 0xFFFFu;
   float *dP = up(g, P, nq), *dbias = up(g, bias, nb);
-  uint16_t *dO = g->alloc(g, sizeof(uint16_t) * no);
-  g->upload(g, dO, h, sizeof(uint16_t) * no);
+  uint16_t *dO = dev_poison16(g, no);
   const float scale = 1.0f / sqrtf((float)d);
   cpu->attention_full(cpu, S, T, H, d, P, P + C, P + 2 * C, ld, bias, scale, want, gated ? P + 3 * C : NULL, ld,
                       PX_F32);
   g->attention_full(g, S, T, H, d, dP, dP + C, dP + 2 * C, ld, dbias, scale, dO, gated ? dP + 3 * C : NULL, ld,
                     PX_F16);
-  g->download(g, h, dO, sizeof(uint16_t) * no);
-  for (size_t i = 0; i < no; i++) got[i] = tu_half_value(h[i], 2);
-  const double e = tu_rel_err_ff(got, want, no);
   char what[128];
   snprintf(what, sizeof what, "fp16 full S=%d T=%d H=%d d=%d ld=%d%s", S, T, H, d, ld, gated ? " gated" : "");
-  CHECK_MSG(e <= tol, "%s: rel err %.3g (tol %.1g)", what, e, tol);
-  CHECK_MSG(g->status(g) == 0, "%s: CUDA error %s", what, px_last_error());
-  printf("  %-58s rel err %.2e\n", what, e);
-  free(P); free(bias); free(want); free(got); free(h);
+  check16(g, what, dO, want, no, tol);
+  free(P); free(bias); free(want);
   g->free(g, dP); g->free(g, dbias); g->free(g, dO);
 }
 
@@ -114,34 +140,20 @@ static void run_full_h16in(int S, int T, int H, int d, int ld_extra, int gated, 
   const int C = H * d, ld = 4 * C + ld_extra;
   const size_t nq = (size_t)S * T * ld, no = (size_t)S * T * C, nb = (size_t)H * T * T;
   float *P = rnd(nq, 1.0), *bias = rnd(nb, 2.0), *qbias = rnd((size_t)C, 0.5), *want = malloc(sizeof(float) * no);
-  float *got = malloc(sizeof(float) * no);
-  uint16_t *P16 = malloc(sizeof(uint16_t) * nq), *h = malloc(sizeof(uint16_t) * no);
-  for (size_t i = 0; i < nq; i++) {
-    P16[i] = tu_half_bits(P[i], 2);
-    P[i] = tu_half_value(P16[i], 2);
-  }
+  uint16_t *dP = up_half(g, P, nq, 1), *dO = dev_poison16(g, no);
   for (size_t r = 0; qb && r < (size_t)S * T; r++)
     for (int c = 0; c < C; c++) P[r * ld + c] += qbias[c];
-  for (size_t i = 0; i < no; i++) h[i] = 0xFFFFu;
-  uint16_t *dP = g->alloc(g, sizeof(uint16_t) * nq), *dO = g->alloc(g, sizeof(uint16_t) * no);
-  g->upload(g, dP, P16, sizeof(uint16_t) * nq);
-  g->upload(g, dO, h, sizeof(uint16_t) * no);
   float *dbias = up(g, bias, nb), *dqb = up(g, qbias, (size_t)C);
   const float scale = 1.0f / sqrtf((float)d);
   cpu->attention_full(cpu, S, T, H, d, P, P + C, P + 2 * C, ld, bias, scale, want, gated ? P + 3 * C : NULL, ld,
                       PX_F32);
   g->attention_full_h16(g, S, T, H, d, dP, dP + C, dP + 2 * C, gated ? dP + 3 * C : NULL, ld, qb ? dqb : NULL, dbias,
                         scale, dO);
-  g->download(g, h, dO, sizeof(uint16_t) * no);
-  for (size_t i = 0; i < no; i++) got[i] = tu_half_value(h[i], 2);
-  const double e = tu_rel_err_ff(got, want, no);
   char what[128];
   snprintf(what, sizeof what, "fp16-input full S=%d T=%d H=%d d=%d ld=%d%s%s", S, T, H, d, ld, gated ? " gated" : "",
            qb ? " q-bias" : "");
-  CHECK_MSG(e <= tol, "%s: rel err %.3g (tol %.1g)", what, e, tol);
-  CHECK_MSG(g->status(g) == 0, "%s: CUDA error %s", what, px_last_error());
-  printf("  %-58s rel err %.2e\n", what, e);
-  free(P); free(bias); free(qbias); free(want); free(got); free(P16); free(h);
+  check16(g, what, dO, want, no, tol);
+  free(P); free(bias); free(qbias); free(want);
   g->free(g, dP); g->free(g, dO); g->free(g, dbias); g->free(g, dqb);
 }
 
@@ -177,39 +189,21 @@ static void run_local_h16in(int S, int N, int H, int d, int nk, int ld_extra, in
   const int C = H * d, ld = 2 * C + ld_extra, nt = (N + 31) / 32;
   const size_t nqg = (size_t)S * N * ld, nb = (size_t)H * nt * 32 * nk, no = (size_t)S * N * C;
   float *QG = rnd(nqg, 1.0), *KV = rnd(nqg, 1.0), *bias = rnd(nb, 2.0), *qbias = rnd((size_t)C, 0.5);
-  float *want = malloc(sizeof(float) * no), *got = malloc(sizeof(float) * no);
-  uint16_t *QG16 = malloc(sizeof(uint16_t) * nqg), *KV16 = malloc(sizeof(uint16_t) * nqg);
-  uint16_t *h = malloc(sizeof(uint16_t) * no);
-  for (size_t i = 0; i < nqg; i++) {
-    QG16[i] = tu_half_bits(QG[i], 2);
-    QG[i] = tu_half_value(QG16[i], 2);
-    KV16[i] = tu_half_bits(KV[i], 2);
-    KV[i] = tu_half_value(KV16[i], 2);
-  }
+  float *want = malloc(sizeof(float) * no);
+  uint16_t *dQG = up_half(g, QG, nqg, 1), *dKV = up_half(g, KV, nqg, 1), *dO = dev_poison16(g, no);
   for (size_t r = 0; qb && r < (size_t)S * N; r++)
     for (int c = 0; c < C; c++) QG[r * ld + c] += qbias[c];
-  for (size_t i = 0; i < no; i++) h[i] = 0xFFFFu;
-  uint16_t *dQG = g->alloc(g, sizeof(uint16_t) * nqg), *dKV = g->alloc(g, sizeof(uint16_t) * nqg);
-  uint16_t *dO = g->alloc(g, sizeof(uint16_t) * no);
-  g->upload(g, dQG, QG16, sizeof(uint16_t) * nqg);
-  g->upload(g, dKV, KV16, sizeof(uint16_t) * nqg);
-  g->upload(g, dO, h, sizeof(uint16_t) * no);
   float *dbias = up(g, bias, nb), *dqb = up(g, qbias, (size_t)C);
   const float scale = 1.0f / sqrtf((float)d);
   cpu->attention_local(cpu, S, N, H, d, 32, nk, QG, KV, KV + C, ld, bias, scale, want, gated ? QG + C : NULL, ld,
                        PX_F32);
   g->attention_local_h16(g, S, N, H, d, 32, nk, dQG, dKV, dKV + C, gated ? dQG + C : NULL, ld, qb ? dqb : NULL,
                          dbias, scale, dO);
-  g->download(g, h, dO, sizeof(uint16_t) * no);
-  for (size_t i = 0; i < no; i++) got[i] = tu_half_value(h[i], 2);
-  const double e = tu_rel_err_ff(got, want, no);
   char what[128];
   snprintf(what, sizeof what, "fp16-input local S=%d N=%d H=%d d=%d nk=%d ld=%d%s%s", S, N, H, d, nk, ld,
            gated ? " gated" : "", qb ? " q-bias" : "");
-  CHECK_MSG(e <= tol, "%s: rel err %.3g (tol %.1g)", what, e, tol);
-  CHECK_MSG(g->status(g) == 0, "%s: CUDA error %s", what, px_last_error());
-  printf("  %-58s rel err %.2e\n", what, e);
-  free(QG); free(KV); free(bias); free(qbias); free(want); free(got); free(QG16); free(KV16); free(h);
+  check16(g, what, dO, want, no, tol);
+  free(QG); free(KV); free(bias); free(qbias); free(want);
   g->free(g, dQG); g->free(g, dKV); g->free(g, dO); g->free(g, dbias); g->free(g, dqb);
 }
 
@@ -293,11 +287,8 @@ static void bench(void) {
         const int S = Ss[si], T = Ts[i], H = 16, d = 48, C = H * d, ld = 4 * C;
         const size_t nq = (size_t)S * T * ld, nb = (size_t)H * T * T;
         float *P = rnd(nq, 1.0), *bias = rnd(nb, 2.0);
-        uint16_t *P16 = malloc(sizeof(uint16_t) * nq);
-        for (size_t j = 0; j < nq; j++) P16[j] = tu_half_bits(P[j], 2);
         float *dP = up(g, P, nq), *dbias = up(g, bias, nb);
-        uint16_t *dP16 = g->alloc(g, sizeof(uint16_t) * nq), *dO = g->alloc(g, sizeof(uint16_t) * (size_t)S * T * C);
-        g->upload(g, dP16, P16, sizeof(uint16_t) * nq);
+        uint16_t *dP16 = up_half(g, P, nq, 0), *dO = g->alloc(g, sizeof(uint16_t) * (size_t)S * T * C);
         for (int path = 0; path < 2; path++) {
           if (path == 1 && !g->attention_full_h16) break;
           double t0 = 0;
@@ -317,7 +308,7 @@ static void bench(void) {
                  path ? "fp16" : "fp32", !path && getenv("PXDIFF_NO_H16_ATTENTION") ? " (tf32 kernel)" : "", S, T,
                  H, d, (now_s() - t0) / reps * 1e6);
         }
-        free(P); free(bias); free(P16);
+        free(P); free(bias);
         g->free(g, dP); g->free(g, dbias); g->free(g, dP16); g->free(g, dO);
       }
     CHECK_MSG(g->status(g) == 0, "bench: CUDA error %s", px_last_error());
@@ -331,11 +322,8 @@ static void bench(void) {
       const int S = cases[ci][0], N = cases[ci][1], H = 4, d = 32, C = H * d, ld = 2 * C, nt = (N + 31) / 32;
       const size_t nqg = (size_t)S * N * ld, nb = (size_t)H * nt * 32 * 128;
       float *QG = rnd(nqg, 1.0), *bias = rnd(nb, 2.0);
-      uint16_t *QG16 = malloc(sizeof(uint16_t) * nqg);
-      for (size_t j = 0; j < nqg; j++) QG16[j] = tu_half_bits(QG[j], 2);
       float *dQG = up(g, QG, nqg), *dbias = up(g, bias, nb);
-      uint16_t *dQG16 = g->alloc(g, sizeof(uint16_t) * nqg), *dO = g->alloc(g, sizeof(uint16_t) * (size_t)S * N * C);
-      g->upload(g, dQG16, QG16, sizeof(uint16_t) * nqg);
+      uint16_t *dQG16 = up_half(g, QG, nqg, 0), *dO = g->alloc(g, sizeof(uint16_t) * (size_t)S * N * C);
       for (int path = 0; path < 2; path++) {
         if (path == 1 && !g->attention_local_h16) break;
         double t0 = 0;
@@ -354,7 +342,7 @@ static void bench(void) {
         printf("  bench fp16 attention_local gated, %s inputs S=%d N=%d H=%d d=%d: %.1f us/call\n",
                path ? "fp16" : "fp32", S, N, H, d, (now_s() - t0) / reps * 1e6);
       }
-      free(QG); free(bias); free(QG16);
+      free(QG); free(bias);
       g->free(g, dQG); g->free(g, dbias); g->free(g, dQG16); g->free(g, dO);
     }
     CHECK_MSG(g->status(g) == 0, "bench: CUDA error %s", px_last_error());

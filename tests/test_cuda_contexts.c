@@ -45,6 +45,22 @@ static int run(const px_model *m, const px_features *f, const float *x, const fl
   return rc;
 }
 
+/* Two calls of m into out (the second replays a captured graph), out poisoned before each,
+ * each printed under `label`: the larger relative error against want (nx values), or -1
+ * when no call ran. */
+static double worst_of_two(const px_model *m, const px_features *f, const float *x, const float *t, float *out,
+                           const float *want, size_t nx, const char *label) {
+  double err = -1;
+  for (int round = 0; round < 2; round++) {
+    tu_poison(out, nx);
+    if (run(m, f, x, t, out)) continue;
+    const double e = tu_rel_err_ff(out, want, nx);
+    printf("  %s, call %d: rel err vs CPU fp32 %.3g\n", label, round, e);
+    if (e > err) err = e;
+  }
+  return err;
+}
+
 /* The design cache's probes (s0, pair_z, c, p), copied by name. */
 typedef struct {
   const char *name[8];
@@ -193,13 +209,7 @@ int main(void) {
                 D.n_token_blocks);
       CHECK_MSG(px_model_x16_atom_blocks(m[0]) == (off ? 0 : n_atom_blocks), "fp16 atom blocks %d (atoms %s, of %d)",
                 px_model_x16_atom_blocks(m[0]), off ? "off" : "on", n_atom_blocks);
-      for (int round = 0; round < 2; round++) { /* the second call replays a captured graph */
-        tu_poison(got[0], nx);
-        if (run(m[0], &sd.f, x, t, got[0])) continue;
-        const double e = tu_rel_err_ff(got[0], want, nx);
-        printf("  fp16, atom blocks %s, call %d: rel err vs CPU fp32 %.3g\n", off ? "TF32" : "fp16", round, e);
-        if (e > err[off]) err[off] = e;
-      }
+      err[off] = worst_of_two(m[0], &sd.f, x, t, got[0], want, nx, off ? "fp16, atom blocks TF32" : "fp16, atom blocks fp16");
     }
     CHECK_MSG(err[0] >= 0 && err[1] >= 0, "fp16 calls failed");
     CHECK_MSG(err[0] <= 2e-3 || err[0] <= 1.5 * err[1],
@@ -223,13 +233,7 @@ int main(void) {
       if (rc) continue;
       CHECK_MSG(px_model_device_x16_updates(m[0]) == (off ? 0 : 2 * n_blocks), "fp16 updates %d (of %d, %s)",
                 px_model_device_x16_updates(m[0]), 2 * n_blocks, off ? "off" : "on");
-      for (int round = 0; round < 2; round++) {
-        tu_poison(res[off], nx);
-        if (run(m[0], &sd.f, x, t, res[off])) continue;
-        const double e = tu_rel_err_ff(res[off], want, nx);
-        printf("  fp16, updates %s, call %d: rel err vs CPU fp32 %.3g\n", off ? "fp32" : "fp16", round, e);
-        if (e > err[off]) err[off] = e;
-      }
+      err[off] = worst_of_two(m[0], &sd.f, x, t, res[off], want, nx, off ? "fp16, updates fp32" : "fp16, updates fp16");
     }
     CHECK_MSG(err[0] >= 0 && err[1] >= 0, "fp16 calls failed");
     CHECK_MSG(err[0] <= 2e-3 || err[0] <= 1.5 * err[1],
@@ -264,15 +268,11 @@ int main(void) {
       const int rc1 = px_model_to_device(m[1], plain, PX_PRECISION_FP16);
       CHECK_MSG(rc0 == PX_OK && rc1 == PX_OK, "prepare at fp16: %s", px_last_error());
       double err[2] = {-1, -1};
-      for (int k = 0; k < 2 && !rc0 && !rc1; k++)
-        for (int round = 0; round < 2; round++) {
-          tu_poison(got[k], nx);
-          if (run(m[k], &sd.f, x, t, got[k])) continue;
-          const double e = tu_rel_err_ff(got[k], want, nx);
-          printf("  fp16, %s %s, call %d: rel err vs CPU fp32 %.3g\n",
-                 v == 0 ? "[q k v g]" : "atom [q g] [k v]", k ? "off" : "on", round, e);
-          if (e > err[k]) err[k] = e;
-        }
+      for (int k = 0; k < 2 && !rc0 && !rc1; k++) {
+        char label[64];
+        snprintf(label, sizeof label, "fp16, %s %s", v == 0 ? "[q k v g]" : "atom [q g] [k v]", k ? "off" : "on");
+        err[k] = worst_of_two(m[k], &sd.f, x, t, got[k], want, nx, label);
+      }
       CHECK_MSG(err[0] >= 0 && err[1] >= 0, "fp16 calls failed");
       CHECK_MSG(err[0] <= 2e-3 || err[0] <= 1.5 * err[1],
                 "fp16 projections: rel err %.3g vs CPU fp32 (with %s: %.3g; bound 2e-3)", err[0], qkv_envs[v], err[1]);

@@ -504,6 +504,19 @@ static uint16_t *dev_poison16(size_t n) {
   free(h);
   return d;
 }
+/* Y as a 16-bit GEMM output of type ab stored times 2^-re (returned: a device buffer), and in
+ * Yr (n floats, the caller's) the values it holds, times 2^re: what the residual kernels read. */
+static uint16_t *dev_update16(const float *Y, size_t n, int ab, int re, float *Yr) {
+  uint16_t *h = malloc(sizeof(uint16_t) * (n ? n : 1));
+  for (size_t i = 0; i < n; i++) {
+    h[i] = tu_half_bits(ldexpf(Y[i], -re), ab);
+    Yr[i] = ldexpf(tu_half_value(h[i], ab), re);
+  }
+  uint16_t *d = gpu->alloc(gpu, sizeof(uint16_t) * (n ? n : 1));
+  gpu->upload(gpu, d, h, sizeof(uint16_t) * n);
+  free(h);
+  return d;
+}
 /* Compare a 16-bit device result, times 2^e, with an fp32 reference. */
 static void compare16(const char *what, const uint16_t *got_dev, int ab, int e, const float *want, size_t n, double tol) {
   uint16_t *h = malloc(sizeof(uint16_t) * (n ? n : 1));
@@ -551,14 +564,8 @@ static void test_x16(int prec) {
      * gated_residual read it times 2^re. The CPU reference takes the same rounded values. */
     {
       const int re = 3;
-      uint16_t *Y16 = malloc(sizeof(uint16_t) * n);
       float *Yr = malloc(sizeof(float) * n);
-      for (size_t i = 0; i < n; i++) {
-        Y16[i] = tu_half_bits(ldexpf(Y[i], -re), ab);
-        Yr[i] = ldexpf(tu_half_value(Y16[i], ab), re);
-      }
-      uint16_t *dY16 = gpu->alloc(gpu, sizeof(uint16_t) * n);
-      gpu->upload(gpu, dY16, Y16, sizeof(uint16_t) * n);
+      uint16_t *dY16 = dev_update16(Y, n, ab, re, Yr);
       memcpy(A, X, sizeof(float) * n);
       cpu->residual_adaln(cpu, M, C, A, Gr, gr, Yr, PX_F32, 0, G, B, gr, want, PX_F32);
       gpu->upload(gpu, dX, X, sizeof(float) * n);
@@ -575,7 +582,7 @@ static void test_x16(int prec) {
       g->gated_residual(g, M, C, dX, dGr, gr, dY16, t16, re);
       snprintf(what, sizeof what, "gated_residual 16-bit update ab %d M=%d C=%d", ab, M, C);
       compare(what, dX, A, n, 1e-6);
-      free(Y16); free(Yr);
+      free(Yr);
       gpu->free(gpu, dY16);
     }
     free(X); free(G); free(B); free(Y); free(Gr); free(want); free(A);
@@ -624,14 +631,8 @@ static void test_x16(int prec) {
       gpu->free(gpu, f2);
       if (res) { /* a 16-bit update R stored times 2^-3 (as residual_adaln's above) */
         const int re = 3;
-        uint16_t *Y16 = malloc(sizeof(uint16_t) * n);
         float *Yr = malloc(sizeof(float) * n);
-        for (size_t i = 0; i < n; i++) {
-          Y16[i] = tu_half_bits(ldexpf(Y[i], -re), ab);
-          Yr[i] = ldexpf(tu_half_value(Y16[i], ab), re);
-        }
-        uint16_t *dY16 = gpu->alloc(gpu, sizeof(uint16_t) * n);
-        gpu->upload(gpu, dY16, Y16, sizeof(uint16_t) * n);
+        uint16_t *dY16 = dev_update16(Y, n, ab, re, Yr);
         memcpy(A, X, sizeof(float) * n);
         cpu->residual_adaln(cpu, M, C, A, Gr, gr, Yr, PX_F32, 0, G1, B1, gr, w1, PX_F32);
         cpu->adaln(cpu, M, C, w1, G2, B2, gr, w2, PX_F32);
@@ -642,7 +643,7 @@ static void test_x16(int prec) {
         compare16(what, e2, ab, 0, w2, n, tol);
         snprintf(what, sizeof what, "adaln_pair 16-bit update A ab %d M=%d C=%d", ab, M, C);
         compare(what, dX, A, n, 1e-6);
-        free(Y16); free(Yr);
+        free(Yr);
         gpu->free(gpu, dY16); gpu->free(gpu, e1); gpu->free(gpu, e2);
       }
     }

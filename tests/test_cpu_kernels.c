@@ -223,6 +223,21 @@ static void test_gated_residual(void) {
     CHECK_MSG(e <= TOL && !isnan(e), "gated_residual M=%d g_rows=%d C=%d: rel err %.3g", M, g_rows, C, e);
     free(A), free(G), free(Y), free(ref), free(mag);
   }
+  /* A 16-bit update (a device backend's 16-bit GEMM output) is refused on the CPU, which has
+   * fp32 activations only: the op's error names it, and A is left as it was. */
+  {
+    const int M = 4, C = 8;
+    float *A = frand((size_t)M * C, 1.0), *G = frand((size_t)C, 1.0), *An = frand((size_t)M * C, 1.0);
+    float *keep = malloc(sizeof(float) * (size_t)M * C);
+    uint16_t Y16[32] = {0};
+    memcpy(keep, A, sizeof(float) * (size_t)M * C);
+    be->gated_residual(be, M, C, A, G, 1, Y16, PX_F16, 0);
+    CHECK_MSG(strstr(px_last_error(), "gated_residual") != NULL, "fp16 update: error '%s'", px_last_error());
+    be->residual_adaln(be, M, C, A, G, 1, Y16, PX_F16, 0, G, G, 1, An, PX_F32);
+    CHECK_MSG(strstr(px_last_error(), "residual_adaln") != NULL, "fp16 update: error '%s'", px_last_error());
+    CHECK_MSG(memcmp(keep, A, sizeof(float) * (size_t)M * C) == 0, "a refused fp16 update changed A");
+    free(A), free(G), free(An), free(keep);
+  }
 }
 
 /* ------------------------------------------------------------- sigmoid_mul -- */

@@ -52,8 +52,8 @@ int px_attention_tc_h16in(const PxTcDevice *dev, cudaStream_t stream, int S, int
 // Local attention on fp16 inputs (backend.h attention_local_h16): query trunks of nq = 32,
 // windows of nk keys (nk - nq even), bias [H, n_trunks, 32, nk] fp32; Q, K, V, G fp16 with
 // row stride ld, q_bias [H*d] fp32 added to Q (NULL: none), O fp16 [S*L, H*d]; G may be
-// NULL. Returns 1 when launched, 0 when the shape, the alignment (Q, K, V 16 bytes, G,
-// bias, O 4, q_bias 8) or the device rules the kernel out, or PXDIFF_NO_TC_ATTENTION was set.
+// NULL. Returns 1 when launched, 0 when the shape, the alignment (Q, K, V, G 16 bytes, bias,
+// O 4, q_bias 8) or the device rules the kernel out, or PXDIFF_NO_TC_ATTENTION was set.
 int px_attention_tc_h16in_local(const PxTcDevice *dev, cudaStream_t stream, int S, int L, int H, int d, int nq,
                                 int nk, int ld, const uint16_t *Q, const uint16_t *K, const uint16_t *V,
                                 const uint16_t *G, const float *q_bias, const float *bias, float scale, uint16_t *O);

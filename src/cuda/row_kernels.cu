@@ -99,7 +99,6 @@ __global__ void k_row_ln(int M, int C, float *X, const float *w, const float *b,
           v[k].y += g.y * y.y;
           v[k].z += g.z * y.z;
           v[k].w += g.w * y.w;
-          x4[c] = v[k];
         }
         s += (v[k].x + v[k].y) + (v[k].z + v[k].w);
       }
@@ -129,6 +128,10 @@ __global__ void k_row_ln(int M, int C, float *X, const float *w, const float *b,
         if (b) o = make_float4(o.x + bb.x, o.y + bb.y, o.z + bb.z, o.w + bb.w);
       }
       store4<OT>(Y, (size_t)row * C + 4 * c, o);
+      // The updated row is written back here, after every load of the row: a store in the
+      // load loop kept the next chunk's loads behind it (X may alias G, B, Gr or R as far as
+      // the compiler knows), six dependent rounds of memory latency per token row.
+      if (mode == 2) x4[c] = v[k];
     }
   }
 }
@@ -537,10 +540,14 @@ __global__ void k_row_ln_pair(int M, int C, float *A, const float *Gr, const voi
           v[k].y += g.y * y.y;
           v[k].z += g.z * y.z;
           v[k].w += g.w * y.w;
-          x4[c] = v[k];
         }
         s += (v[k].x + v[k].y) + (v[k].z + v[k].w);
       }
+    }
+    if (Gr) { /* written back after all the row's loads (k_row_ln) */
+#pragma unroll
+      for (int k = 0; k < NV; k++)
+        if (lane + 32 * k < C4) x4[lane + 32 * k] = v[k];
     }
 #pragma unroll
     for (int pass = 0; pass < 2; pass++) {

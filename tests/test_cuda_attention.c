@@ -6,6 +6,7 @@
  * with the measured tf32 error), and with PXDIFF_ATT_BENCH=1 times the model's shapes.
  * Without a GPU (or without the CUDA build) it exits 77 (skipped). */
 #include "testutil.h"
+#include "devutil.h"
 
 #include "backend.h"
 #include "pxdiff.h"
@@ -45,15 +46,6 @@ static uint16_t *up_half(px_backend *g, float *X, size_t n, int round) {
     h[i] = tu_half_bits(X[i], 2);
     if (round) X[i] = tu_half_value(h[i], 2);
   }
-  uint16_t *d = g->alloc(g, sizeof(uint16_t) * (n ? n : 1));
-  g->upload(g, d, h, sizeof(uint16_t) * n);
-  free(h);
-  return d;
-}
-/* n fp16 values on g, every one poisoned (0xFFFF, NaN): an output buffer before a run. */
-static uint16_t *dev_poison16(px_backend *g, size_t n) {
-  uint16_t *h = malloc(sizeof(uint16_t) * (n ? n : 1));
-  for (size_t i = 0; i < n; i++) h[i] = 0xFFFFu;
   uint16_t *d = g->alloc(g, sizeof(uint16_t) * (n ? n : 1));
   g->upload(g, d, h, sizeof(uint16_t) * n);
   free(h);
@@ -116,7 +108,7 @@ static void run_full16(int S, int T, int H, int d, int ld_extra, int gated, doub
   const size_t nq = (size_t)S * T * ld, no = (size_t)S * T * C, nb = (size_t)H * T * T;
   float *P = rnd(nq, 1.0), *bias = rnd(nb, 2.0), *want = malloc(sizeof(float) * no);
   float *dP = up(g, P, nq), *dbias = up(g, bias, nb);
-  uint16_t *dO = dev_poison16(g, no);
+  uint16_t *dO = tu_dev_poison16(g, no);
   const float scale = 1.0f / sqrtf((float)d);
   cpu->attention_full(cpu, S, T, H, d, P, P + C, P + 2 * C, ld, bias, scale, want, gated ? P + 3 * C : NULL, ld,
                       PX_F32);
@@ -140,7 +132,7 @@ static void run_full_h16in(int S, int T, int H, int d, int ld_extra, int gated, 
   const int C = H * d, ld = 4 * C + ld_extra;
   const size_t nq = (size_t)S * T * ld, no = (size_t)S * T * C, nb = (size_t)H * T * T;
   float *P = rnd(nq, 1.0), *bias = rnd(nb, 2.0), *qbias = rnd((size_t)C, 0.5), *want = malloc(sizeof(float) * no);
-  uint16_t *dP = up_half(g, P, nq, 1), *dO = dev_poison16(g, no);
+  uint16_t *dP = up_half(g, P, nq, 1), *dO = tu_dev_poison16(g, no);
   for (size_t r = 0; qb && r < (size_t)S * T; r++)
     for (int c = 0; c < C; c++) P[r * ld + c] += qbias[c];
   float *dbias = up(g, bias, nb), *dqb = up(g, qbias, (size_t)C);
@@ -190,7 +182,7 @@ static void run_local_h16in(int S, int N, int H, int d, int nk, int ld_extra, in
   const size_t nqg = (size_t)S * N * ld, nb = (size_t)H * nt * 32 * nk, no = (size_t)S * N * C;
   float *QG = rnd(nqg, 1.0), *KV = rnd(nqg, 1.0), *bias = rnd(nb, 2.0), *qbias = rnd((size_t)C, 0.5);
   float *want = malloc(sizeof(float) * no);
-  uint16_t *dQG = up_half(g, QG, nqg, 1), *dKV = up_half(g, KV, nqg, 1), *dO = dev_poison16(g, no);
+  uint16_t *dQG = up_half(g, QG, nqg, 1), *dKV = up_half(g, KV, nqg, 1), *dO = tu_dev_poison16(g, no);
   for (size_t r = 0; qb && r < (size_t)S * N; r++)
     for (int c = 0; c < C; c++) QG[r * ld + c] += qbias[c];
   float *dbias = up(g, bias, nb), *dqb = up(g, qbias, (size_t)C);

@@ -3,6 +3,7 @@
  * test_cpu_kernels.c) on fresh random inputs at awkward sizes, outputs poisoned with NaN
  * before each run. Without a GPU (or without the CUDA build) it exits 77 (skipped). */
 #include "testutil.h"
+#include "devutil.h"
 
 #include "backend.h"
 #include "error.h"
@@ -495,15 +496,6 @@ static void test_attention_tc_gated(void) {
 }
 
 /* ---- 16-bit GEMM inputs (backend.h px_etype), fp16 (ab 2) and bf16 (ab 1) ---- */
-/* A 16-bit device buffer of n values, every one poisoned (0xFFFF is NaN in both types). */
-static uint16_t *dev_poison16(size_t n) {
-  uint16_t *h = malloc(sizeof(uint16_t) * (n ? n : 1));
-  for (size_t i = 0; i < n; i++) h[i] = 0xFFFFu;
-  uint16_t *d = gpu->alloc(gpu, sizeof(uint16_t) * (n ? n : 1));
-  gpu->upload(gpu, d, h, sizeof(uint16_t) * n);
-  free(h);
-  return d;
-}
 /* Y as a 16-bit GEMM output of type ab stored times 2^-re (returned: a device buffer), and in
  * Yr (n floats, the caller's) the values it holds, times 2^re: what the residual kernels read. */
 static uint16_t *dev_update16(const float *Y, size_t n, int ab, int re, float *Yr) {
@@ -546,7 +538,7 @@ static void test_x16(int prec) {
     float *X = rnd(n, 2.0), *G = rnd((size_t)gr * C, 1.0), *B = rnd((size_t)gr * C, 1.0), *Y = rnd(n, 1.0);
     float *Gr = rnd((size_t)gr * C, 1.0), *want = malloc(sizeof(float) * n), *A = malloc(sizeof(float) * n);
     float *dX = up(X, n), *dG = up(G, (size_t)gr * C), *dB = up(B, (size_t)gr * C), *dY = up(Y, n), *dGr = up(Gr, (size_t)gr * C);
-    uint16_t *d16 = dev_poison16(n);
+    uint16_t *d16 = tu_dev_poison16(gpu, n);
     cpu->adaln(cpu, M, C, X, G, B, gr, want, PX_F32);
     g->adaln(g, M, C, dX, dG, dB, gr, d16, t16);
     snprintf(what, sizeof what, "adaln_x16 ab %d M=%d C=%d", ab, M, C);
@@ -554,7 +546,7 @@ static void test_x16(int prec) {
     memcpy(A, X, sizeof(float) * n);
     cpu->residual_adaln(cpu, M, C, A, Gr, gr, Y, PX_F32, 0, G, B, gr, want, PX_F32);
     gpu->free(gpu, d16);
-    d16 = dev_poison16(n);
+    d16 = tu_dev_poison16(gpu, n);
     g->residual_adaln(g, M, C, dX, dGr, gr, dY, PX_F32, 0, dG, dB, gr, d16, t16);
     snprintf(what, sizeof what, "residual_adaln_x16 ab %d M=%d C=%d", ab, M, C);
     compare16(what, d16, ab, 0, want, n, tol);
@@ -570,7 +562,7 @@ static void test_x16(int prec) {
       cpu->residual_adaln(cpu, M, C, A, Gr, gr, Yr, PX_F32, 0, G, B, gr, want, PX_F32);
       gpu->upload(gpu, dX, X, sizeof(float) * n);
       gpu->free(gpu, d16);
-      d16 = dev_poison16(n);
+      d16 = tu_dev_poison16(gpu, n);
       g->residual_adaln(g, M, C, dX, dGr, gr, dY16, t16, re, dG, dB, gr, d16, t16);
       snprintf(what, sizeof what, "residual_adaln 16-bit update ab %d M=%d C=%d", ab, M, C);
       compare16(what, d16, ab, 0, want, n, tol);
@@ -611,7 +603,7 @@ static void test_x16(int prec) {
         cpu->adaln(cpu, M, C, A, G1, B1, gr, w1, PX_F32);
       cpu->adaln(cpu, M, C, w1, G2, B2, gr, w2, PX_F32);
       gpu->upload(gpu, dX, X, sizeof(float) * n);
-      uint16_t *d1 = dev_poison16(n), *d2 = dev_poison16(n);
+      uint16_t *d1 = tu_dev_poison16(gpu, n), *d2 = tu_dev_poison16(gpu, n);
       g->adaln_pair(g, M, C, dX, res ? dGr : NULL, res ? dY : NULL, PX_F32, 0, dG1, dB1, dG2, dB2, gr, d1, d2, t16);
       snprintf(what, sizeof what, "adaln_pair Y1 ab %d M=%d C=%d residual %d", ab, M, C, res);
       compare16(what, d1, ab, 0, w1, n, tol);
@@ -637,7 +629,7 @@ static void test_x16(int prec) {
         cpu->residual_adaln(cpu, M, C, A, Gr, gr, Yr, PX_F32, 0, G1, B1, gr, w1, PX_F32);
         cpu->adaln(cpu, M, C, w1, G2, B2, gr, w2, PX_F32);
         gpu->upload(gpu, dX, X, sizeof(float) * n);
-        uint16_t *e1 = dev_poison16(n), *e2 = dev_poison16(n);
+        uint16_t *e1 = tu_dev_poison16(gpu, n), *e2 = tu_dev_poison16(gpu, n);
         g->adaln_pair(g, M, C, dX, dGr, dY16, t16, re, dG1, dB1, dG2, dB2, gr, e1, e2, t16);
         snprintf(what, sizeof what, "adaln_pair 16-bit update Y2 ab %d M=%d C=%d", ab, M, C);
         compare16(what, e2, ab, 0, w2, n, tol);
@@ -659,7 +651,7 @@ static void test_x16(int prec) {
     const size_t nqg = (size_t)S * N * ld, nb = (size_t)H * nt * 32 * 128, no = (size_t)S * N * C;
     float *QG = rnd(nqg, 1.0), *KV = rnd(nqg, 1.0), *bias = rnd(nb, 2.0), *want = malloc(sizeof(float) * no);
     float *dQG = up(QG, nqg), *dKV = up(KV, nqg), *dbias = up(bias, nb);
-    uint16_t *d16 = dev_poison16(no);
+    uint16_t *d16 = tu_dev_poison16(gpu, no);
     const float scale = 1.0f / sqrtf((float)d);
     cpu->attention_local(cpu, S, N, H, d, 32, 128, QG, KV, KV + C, ld, bias, scale, want, QG + C, ld, PX_F32);
     g->attention_local(g, S, N, H, d, 32, 128, dQG, dKV, dKV + C, ld, dbias, scale, d16, dQG + C, ld, t16);
@@ -683,7 +675,7 @@ static void test_x16(int prec) {
     const size_t nx = (size_t)M * 2 * H;
     float *X = rnd(nx, 3.0), *want = malloc(sizeof(float) * (size_t)M * H);
     float *dX = up(X, nx);
-    uint16_t *d16 = dev_poison16((size_t)M * H);
+    uint16_t *d16 = tu_dev_poison16(gpu, (size_t)M * H);
     cpu->swiglu(cpu, M, H, X, want, PX_F32, PX_F32, 0);
     g->swiglu(g, M, H, dX, d16, PX_F32, t16, e);
     snprintf(what, sizeof what, "swiglu_x16 ab %d M=%d H=%d e=%d", ab, M, H, e);
@@ -698,7 +690,7 @@ static void test_x16(int prec) {
     gpu->upload(gpu, dX16, X16, sizeof(uint16_t) * nx);
     cpu->swiglu(cpu, M, H, X, want, PX_F32, PX_F32, 0);
     gpu->free(gpu, d16);
-    d16 = dev_poison16((size_t)M * H);
+    d16 = tu_dev_poison16(gpu, (size_t)M * H);
     g->swiglu(g, M, H, dX16, d16, t16, t16, e);
     snprintf(what, sizeof what, "swiglu_x16 16-bit input ab %d M=%d H=%d e=%d", ab, M, H, e);
     compare16(what, d16, ab, e, want, (size_t)M * H, tol);
@@ -712,7 +704,7 @@ static void test_x16(int prec) {
     const size_t nq = (size_t)S * T * ld, no = (size_t)S * T * C;
     float *P = rnd(nq, 1.0), *bias = rnd((size_t)H * T * T, 2.0), *want = malloc(sizeof(float) * no);
     float *dP = up(P, nq), *dbias = up(bias, (size_t)H * T * T);
-    uint16_t *d16 = dev_poison16(no);
+    uint16_t *d16 = tu_dev_poison16(gpu, no);
     const float scale = 1.0f / sqrtf((float)d);
     cpu->attention_full(cpu, S, T, H, d, P, P + C, P + 2 * C, ld, bias, scale, want, P + 3 * C, ld, PX_F32);
     g->attention_full(g, S, T, H, d, dP, dP + C, dP + 2 * C, ld, dbias, scale, d16, dP + 3 * C, ld, t16);
@@ -754,7 +746,7 @@ static void test_x16(int prec) {
     compare(what, dY, want, (size_t)M * N, tol); /* W's rounding only */
     /* a 16-bit Y (no bias): one more rounding */
     cpu->linear(cpu, M, N, K, X, K, px_weight_f32(W), NULL, want, N, 0, 0, PX_F32, PX_F32);
-    uint16_t *dY16 = dev_poison16((size_t)M * N);
+    uint16_t *dY16 = tu_dev_poison16(gpu, (size_t)M * N);
     g->linear(g, M, N, K, dX16, K, hW, NULL, dY16, N, 0, 0, t16, t16);
     snprintf(what, sizeof what, "linear 16-bit X and Y ab %d M=%d N=%d K=%d e=%d", ab, M, N, K, e);
     compare16(what, dY16, ab, 0, want, (size_t)M * N, 2 * tol);
@@ -766,6 +758,116 @@ static void test_x16(int prec) {
 
 /* The sampler's kernels against the host sampler's arithmetic (src/sample/sampler.c) on the
  * host RNG streams: expected equal up to libm-vs-CUDA double rounding (~2^-29 per value). */
+/* The same bits from two backends' device buffers (n elements of `size` bytes). */
+static void same_bits(const char *what, const void *a_dev, const void *b_dev, size_t n, size_t size) {
+  unsigned char *a = malloc(n * size + 1), *b = malloc(n * size + 1);
+  gpu->download(gpu, a, a_dev, n * size);
+  gpu->download(gpu, b, b_dev, n * size);
+  size_t i = 0;
+  while (i < n * size && a[i] == b[i]) i++;
+  CHECK_MSG(i == n * size, "%s: differs from one row per warp at byte %zu of %zu", what, i, n * size);
+  free(a);
+  free(b);
+}
+
+/* The row kernels' grouped paths: from M >= 8192 rows of at least two conditioning periods a
+ * warp takes up to 8 rows of one conditioning row (row groups), and the token rows (C > 512)
+ * load G and B after the reductions (k_row_ln_late). Each op against the CPU, and bit for bit
+ * against a backend made with PXDIFF_NO_ROW_GROUPS and PXDIFF_NO_LATE_ROWS (one row per warp,
+ * G and B loaded with the row): neither may change a value. The shapes: atom rows (C = 128,
+ * 96: lanes past C / 4 idle; a last group cut by M; Gr repeating with another period than G)
+ * and token rows. */
+static void test_row_groups(void) {
+  static const char *envs[] = {"PXDIFF_NO_ROW_GROUPS", "PXDIFF_NO_LATE_ROWS"};
+  for (int i = 0; i < 2; i++) setenv(envs[i], "1", 1);
+  px_backend *ref = px_cuda_backend(PX_PRECISION_FP16);
+  for (int i = 0; i < 2; i++) unsetenv(envs[i]);
+  px_backend *g = px_cuda_backend(PX_PRECISION_FP16);
+  CHECK(ref != NULL && g != NULL && g->adaln_pair != NULL);
+  const struct { int M, C, g_rows, gr_rows; } cs[] = {
+      {36000, 128, 4500, 4500}, {20001, 128, 3000, 1500}, {13000, 96, 1300, 1300}, {9000, 768, 1000, 1000},
+      {17000, 768, 2000, 2000}};
+  const int re = 3;
+  char what[128];
+  for (size_t t = 0; ref && g && t < sizeof cs / sizeof cs[0]; t++) {
+    const int M = cs[t].M, C = cs[t].C, gr = cs[t].g_rows, grr = cs[t].gr_rows;
+    const size_t n = (size_t)M * C, ng = (size_t)gr * C, ngr = (size_t)grr * C;
+    float *X = rnd(n, 2.0), *G = rnd(ng, 1.0), *B = rnd(ng, 1.0), *G2 = rnd(ng, 1.0), *B2 = rnd(ng, 1.0);
+    float *Gr = rnd(ngr, 1.0), *Y = rnd(n, 1.0), *Yr = malloc(sizeof(float) * n);
+    float *A = malloc(sizeof(float) * n), *w1 = malloc(sizeof(float) * n), *w2 = malloc(sizeof(float) * n);
+    float *dG = up(G, ng), *dB = up(B, ng), *dG2 = up(G2, ng), *dB2 = up(B2, ng), *dGr = up(Gr, ngr);
+    float *dY = up(Y, n);
+    uint16_t *dY16 = dev_update16(Y, n, 2, re, Yr);
+    float *dA[2];
+    uint16_t *d1[2], *d2[2];
+    px_backend *be[2] = {ref, g};
+    /* AdaLN (fp16 out) */
+    cpu->adaln(cpu, M, C, X, G, B, gr, w1, PX_F32);
+    for (int k = 0; k < 2; k++) {
+      dA[k] = up(X, n);
+      d1[k] = tu_dev_poison16(gpu, n);
+      be[k]->adaln(be[k], M, C, dA[k], dG, dB, gr, d1[k], PX_F16);
+    }
+    snprintf(what, sizeof what, "row groups: adaln M=%d C=%d", M, C);
+    compare16(what, d1[1], 2, 0, w1, n, 1e-3);
+    same_bits(what, d1[0], d1[1], n, 2);
+    /* residual + AdaLN with an fp32 update, then with a 16-bit one (stored times 2^-re) */
+    for (int y16 = 0; y16 < 2; y16++) {
+      memcpy(A, X, sizeof(float) * n);
+      cpu->residual_adaln(cpu, M, C, A, Gr, grr, y16 ? Yr : Y, PX_F32, 0, G, B, gr, w1, PX_F32);
+      for (int k = 0; k < 2; k++) {
+        gpu->upload(gpu, dA[k], X, sizeof(float) * n);
+        gpu->free(gpu, d1[k]);
+        d1[k] = tu_dev_poison16(gpu, n);
+        be[k]->residual_adaln(be[k], M, C, dA[k], dGr, grr, y16 ? (const void *)dY16 : dY, y16 ? PX_F16 : PX_F32,
+                              y16 ? re : 0, dG, dB, gr, d1[k], PX_F16);
+      }
+      snprintf(what, sizeof what, "row groups: residual_adaln (A) M=%d C=%d update16 %d", M, C, y16);
+      compare(what, dA[1], A, n, 1e-6);
+      same_bits(what, dA[0], dA[1], n, 4);
+      snprintf(what, sizeof what, "row groups: residual_adaln (LN) M=%d C=%d update16 %d", M, C, y16);
+      compare16(what, d1[1], 2, 0, w1, n, 1e-3);
+      same_bits(what, d1[0], d1[1], n, 2);
+    }
+    /* the atom blocks' AdaLN pair, with and without the residual (its Gr shares G's period) */
+    for (int res = 0; C <= 256 && grr == gr && res < 2; res++) {
+      memcpy(A, X, sizeof(float) * n);
+      if (res)
+        cpu->residual_adaln(cpu, M, C, A, Gr, gr, Yr, PX_F32, 0, G, B, gr, w1, PX_F32);
+      else
+        cpu->adaln(cpu, M, C, A, G, B, gr, w1, PX_F32);
+      cpu->adaln(cpu, M, C, w1, G2, B2, gr, w2, PX_F32);
+      for (int k = 0; k < 2; k++) {
+        gpu->upload(gpu, dA[k], X, sizeof(float) * n);
+        d2[k] = tu_dev_poison16(gpu, n);
+        be[k]->adaln_pair(be[k], M, C, dA[k], res ? dGr : NULL, res ? dY16 : NULL, PX_F16, res ? re : 0, dG, dB,
+                          dG2, dB2, gr, d1[k], d2[k], PX_F16);
+      }
+      snprintf(what, sizeof what, "row groups: adaln_pair Y1 M=%d C=%d residual %d", M, C, res);
+      compare16(what, d1[1], 2, 0, w1, n, 1e-3);
+      same_bits(what, d1[0], d1[1], n, 2);
+      snprintf(what, sizeof what, "row groups: adaln_pair Y2 M=%d C=%d residual %d", M, C, res);
+      compare16(what, d2[1], 2, 0, w2, n, 1e-3);
+      same_bits(what, d2[0], d2[1], n, 2);
+      snprintf(what, sizeof what, "row groups: adaln_pair A M=%d C=%d residual %d", M, C, res);
+      compare(what, dA[1], A, n, 1e-6);
+      same_bits(what, dA[0], dA[1], n, 4);
+      for (int k = 0; k < 2; k++) gpu->free(gpu, d2[k]);
+    }
+    CHECK_MSG(ref->status(ref) == 0 && g->status(g) == 0, "row groups M=%d C=%d: CUDA error %s", M, C,
+              px_last_error());
+    for (int k = 0; k < 2; k++) {
+      gpu->free(gpu, dA[k]);
+      gpu->free(gpu, d1[k]);
+    }
+    gpu->free(gpu, dG); gpu->free(gpu, dB); gpu->free(gpu, dG2); gpu->free(gpu, dB2); gpu->free(gpu, dGr);
+    gpu->free(gpu, dY); gpu->free(gpu, dY16);
+    free(X); free(G); free(B); free(G2); free(B2); free(Gr); free(Y); free(Yr); free(A); free(w1); free(w2);
+  }
+  if (ref) px_cuda_backend_destroy(ref);
+  if (g) px_cuda_backend_destroy(g);
+}
+
 static void test_sampler_kernels(void) {
   const int S = 3, N = 37;
   const size_t n3 = (size_t)N * 3, nx = n3 * S;
@@ -952,6 +1054,7 @@ int main(void) {
   test_attention_tc_gated();
   test_x16(PX_PRECISION_FP16);
   test_x16(PX_PRECISION_BF16);
+  test_row_groups();
   test_sampler_kernels();
   test_noise_cond_edm();
   test_splitk();

@@ -86,6 +86,7 @@ int ctx_init(Ctx &g) {
     cublasSetWorkspace(g.blas, g.blas_ws[0], g.blas_ws_bytes);
   px_attention_tc_init(&g.tc);
   g.no_row_groups = getenv("PXDIFF_NO_ROW_GROUPS") != nullptr;
+  g.late_rows = getenv("PXDIFF_NO_LATE_ROWS") == nullptr;
   g.lt = px_gemm_lt_create();  // this device's shared-memory limits, per context: no process-wide state
   return 0;
 }

@@ -1,6 +1,7 @@
 // Row kernels: everything that reads a row (or a few values) and writes it back, between
 // the GEMMs. LayerNorm and AdaLN keep the row in registers (one warp per row, float4
-// loads, the conditioning loaded with the row so that all loads are in flight at once);
+// loads; the conditioning loaded with the row so that all loads are in flight at once, or,
+// for the wide token rows, after the reductions so that twice the warps fit an SM);
 // the residual + AdaLN of two consecutive block stages is one pass; at fp16/bf16 the
 // producers of GEMM inputs store 16-bit values directly, so no conversion pass runs
 // before the GEMM (each has a fallback for shapes its fast kernel does not take: the fp32
@@ -62,8 +63,8 @@ struct RowGroups {
   __device__ int64_t row(int64_t q, int rep) const { return ((q / g_rows) * spw + rep) * g_rows + q % g_rows; }
 };
 
-template <int NV, int OT>
-__global__ void k_row_ln(int M, int C, float *X, const float *w, const float *b, const float *G,
+template <int NV, int OT, bool LATE>
+__device__ __forceinline__ void row_ln_body(int M, int C, float *X, const float *w, const float *b, const float *G,
                          const float *B, int g_rows, const float *Gr, int gr_rows, const void *Rr, int rt,
                          float rsc, void *Y, int mode, int spw) {
   const int warps = blockDim.x / 32, lane = threadIdx.x % 32;
@@ -83,9 +84,11 @@ __global__ void k_row_ln(int M, int C, float *X, const float *w, const float *b,
       if (c < C4) {
         v[k] = x4[c];
         // The output's scale and shift are loaded here, with the row, not after the two
-        // reductions: a warp then has all its loads in flight at once (the token rows are
+        // reductions: a warp then has all its loads in flight at once (the token rows were
         // only ~12 warps per SM, too few to hide three dependent rounds of memory latency).
-        if (mode != 0) {
+        // LATE (k_row_ln_late) loads them after the reductions instead, for more warps.
+        if (LATE) {
+        } else if (mode != 0) {
           ga[k] = reinterpret_cast<const float4 *>(G + (size_t)(row % g_rows) * C)[c];
           ba[k] = reinterpret_cast<const float4 *>(B + (size_t)(row % g_rows) * C)[c];
         } else {
@@ -120,6 +123,13 @@ __global__ void k_row_ln(int M, int C, float *X, const float *w, const float *b,
       if (c >= C4) continue;
       float4 o = make_float4((v[k].x - mean) * rstd, (v[k].y - mean) * rstd, (v[k].z - mean) * rstd,
                              (v[k].w - mean) * rstd);
+      if (LATE && mode != 0) {
+        ga[k] = __ldg(reinterpret_cast<const float4 *>(G + (size_t)(row % g_rows) * C) + c);
+        ba[k] = __ldg(reinterpret_cast<const float4 *>(B + (size_t)(row % g_rows) * C) + c);
+      } else if (LATE) {
+        ga[k] = w ? __ldg(reinterpret_cast<const float4 *>(w) + c) : make_float4(1.0f, 1.0f, 1.0f, 1.0f);
+        ba[k] = b ? __ldg(reinterpret_cast<const float4 *>(b) + c) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      }
       const float4 g = ga[k], bb = ba[k];
       if (mode != 0) {
         o = make_float4(g.x * o.x + bb.x, g.y * o.y + bb.y, g.z * o.z + bb.z, g.w * o.w + bb.w);
@@ -134,6 +144,25 @@ __global__ void k_row_ln(int M, int C, float *X, const float *w, const float *b,
       if (mode == 2) x4[c] = v[k];
     }
   }
+}
+
+template <int NV, int OT>
+__global__ void k_row_ln(int M, int C, float *X, const float *w, const float *b, const float *G, const float *B,
+                         int g_rows, const float *Gr, int gr_rows, const void *Rr, int rt, float rsc, void *Y,
+                         int mode, int spw) {
+  row_ln_body<NV, OT, false>(M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, rt, rsc, Y, mode, spw);
+}
+// Rows of 257 to 1024 values (the token blocks' C = 768, c_s = 384): G and B are loaded after the two
+// reductions, from L1 or L2, instead of with the row. k_row_ln holds them in registers while
+// the row loads (110 registers at C = 768: 16 warps per SM, 1.6 waves of blocks at 10 samples
+// of 330 tokens); here at most 64 (32 warps per SM), so twice the rows' DRAM reads are in
+// flight (ncu, H200, residual + AdaLN at 330 tokens: 16.1 -> 14.1 us per launch at 10 samples,
+// 121 -> 104 us at 100). The same arithmetic in the same order (the same values).
+template <int NV, int OT>
+__global__ void __launch_bounds__(256, 4)
+k_row_ln_late(int M, int C, float *X, const float *w, const float *b, const float *G, const float *B, int g_rows,
+              const float *Gr, int gr_rows, const void *Rr, int rt, float rsc, void *Y, int mode, int spw) {
+  row_ln_body<NV, OT, true>(M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, rt, rsc, Y, mode, spw);
 }
 
 // Rows per warp for M rows whose conditioning repeats every g_rows rows: up to 8 of one
@@ -155,18 +184,32 @@ static int group_blocks(int M, int g_rows, int spw) {
   return (int)(b > 65535 * 4 ? 65535 * 4 : b < 1 ? 1 : b);
 }
 
+template <int NV, bool LATE>
+static void launch_row_ln_as(Ctx &g, int ot, int blocks, int M, int C, float *X, const float *w, const float *b,
+                             const float *G, const float *B, int g_rows, const float *Gr, int gr_rows, const void *Rr,
+                             int rt, float rsc, void *Y, int mode, int spw) {
+  auto kern = [&](auto k) {
+    k<<<blocks, 256, 0, g.stream>>>(M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, rt, rsc, Y, mode, spw);
+  };
+  if constexpr (LATE)
+    ot == 0 ? kern(k_row_ln_late<NV, 0>) : ot == 1 ? kern(k_row_ln_late<NV, 1>) : kern(k_row_ln_late<NV, 2>);
+  else
+    ot == 0 ? kern(k_row_ln<NV, 0>) : ot == 1 ? kern(k_row_ln<NV, 1>) : kern(k_row_ln<NV, 2>);
+}
+
+// PXDIFF_NO_LATE_ROWS (read when the context is made) keeps k_row_ln for the wide rows too.
 template <int NV>
 void launch_row_ln(Ctx &g, int ot, int M, int C, float *X, const float *w, const float *b, const float *G,
                    const float *B, int g_rows, const float *Gr, int gr_rows, const void *Rr, int rt, float rsc,
                    void *Y, int mode) {
   const int gr = mode == 0 ? 1 : g_rows, spw = row_groups(g, M, gr);
   const int blocks = group_blocks(M, gr, spw);
-  if (ot == 0)
-    k_row_ln<NV, 0><<<blocks, 256, 0, g.stream>>>(M, C, X, w, b, G, B, gr, Gr, gr_rows, Rr, rt, rsc, Y, mode, spw);
-  else if (ot == 1)
-    k_row_ln<NV, 1><<<blocks, 256, 0, g.stream>>>(M, C, X, w, b, G, B, gr, Gr, gr_rows, Rr, rt, rsc, Y, mode, spw);
-  else
-    k_row_ln<NV, 2><<<blocks, 256, 0, g.stream>>>(M, C, X, w, b, G, B, gr, Gr, gr_rows, Rr, rt, rsc, Y, mode, spw);
+  if constexpr (NV >= 4) {  // k_row_ln_late: the wide rows only
+    if (g.late_rows)
+      return launch_row_ln_as<NV, true>(g, ot, blocks, M, C, X, w, b, G, B, gr, Gr, gr_rows, Rr, rt, rsc, Y, mode,
+                                        spw);
+  }
+  launch_row_ln_as<NV, false>(g, ot, blocks, M, C, X, w, b, G, B, gr, Gr, gr_rows, Rr, rt, rsc, Y, mode, spw);
 }
 
 // Launch k_row_ln when the row fits registers and is float4-aligned (8-byte for a 16-bit R);

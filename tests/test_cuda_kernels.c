@@ -522,6 +522,17 @@ static void compare16(const char *what, const uint16_t *got_dev, int ab, int e, 
   free(got);
 }
 
+/* The CPU's reference of adaln_pair (which the CPU backend lacks): w1 = AdaLN(A) with G1, B1,
+ * after A += Gr * Y where res (A updated in place), then w2 = AdaLN(w1) with G2, B2. */
+static void cpu_adaln_pair(int M, int C, float *A, int res, const float *Gr, const float *Y, const float *G1,
+                           const float *B1, const float *G2, const float *B2, int gr, float *w1, float *w2) {
+  if (res)
+    cpu->residual_adaln(cpu, M, C, A, Gr, gr, Y, PX_F32, 0, G1, B1, gr, w1, PX_F32);
+  else
+    cpu->adaln(cpu, M, C, A, G1, B1, gr, w1, PX_F32);
+  cpu->adaln(cpu, M, C, w1, G2, B2, gr, w2, PX_F32);
+}
+
 static void test_x16(int prec) {
   px_backend *g = px_cuda_backend(prec);
   const int ab = prec == PX_PRECISION_BF16 ? 1 : 2;
@@ -597,11 +608,7 @@ static void test_x16(int prec) {
     float *dGr = up(Gr, ng);
     for (int res = 0; res < 2; res++) {
       memcpy(A, X, sizeof(float) * n);
-      if (res)
-        cpu->residual_adaln(cpu, M, C, A, Gr, gr, Y, PX_F32, 0, G1, B1, gr, w1, PX_F32);
-      else
-        cpu->adaln(cpu, M, C, A, G1, B1, gr, w1, PX_F32);
-      cpu->adaln(cpu, M, C, w1, G2, B2, gr, w2, PX_F32);
+      cpu_adaln_pair(M, C, A, res, Gr, Y, G1, B1, G2, B2, gr, w1, w2);
       gpu->upload(gpu, dX, X, sizeof(float) * n);
       uint16_t *d1 = tu_dev_poison16(gpu, n), *d2 = tu_dev_poison16(gpu, n);
       g->adaln_pair(g, M, C, dX, res ? dGr : NULL, res ? dY : NULL, PX_F32, 0, dG1, dB1, dG2, dB2, gr, d1, d2, t16);
@@ -626,8 +633,7 @@ static void test_x16(int prec) {
         float *Yr = malloc(sizeof(float) * n);
         uint16_t *dY16 = dev_update16(Y, n, ab, re, Yr);
         memcpy(A, X, sizeof(float) * n);
-        cpu->residual_adaln(cpu, M, C, A, Gr, gr, Yr, PX_F32, 0, G1, B1, gr, w1, PX_F32);
-        cpu->adaln(cpu, M, C, w1, G2, B2, gr, w2, PX_F32);
+        cpu_adaln_pair(M, C, A, 1, Gr, Yr, G1, B1, G2, B2, gr, w1, w2);
         gpu->upload(gpu, dX, X, sizeof(float) * n);
         uint16_t *e1 = tu_dev_poison16(gpu, n), *e2 = tu_dev_poison16(gpu, n);
         g->adaln_pair(g, M, C, dX, dGr, dY16, t16, re, dG1, dB1, dG2, dB2, gr, e1, e2, t16);
@@ -832,13 +838,11 @@ static void test_row_groups(void) {
     /* the atom blocks' AdaLN pair, with and without the residual (its Gr shares G's period) */
     for (int res = 0; C <= 256 && grr == gr && res < 2; res++) {
       memcpy(A, X, sizeof(float) * n);
-      if (res)
-        cpu->residual_adaln(cpu, M, C, A, Gr, gr, Yr, PX_F32, 0, G, B, gr, w1, PX_F32);
-      else
-        cpu->adaln(cpu, M, C, A, G, B, gr, w1, PX_F32);
-      cpu->adaln(cpu, M, C, w1, G2, B2, gr, w2, PX_F32);
+      cpu_adaln_pair(M, C, A, res, Gr, Yr, G, B, G2, B2, gr, w1, w2);
       for (int k = 0; k < 2; k++) {
         gpu->upload(gpu, dA[k], X, sizeof(float) * n);
+        gpu->free(gpu, d1[k]); /* it held the residual + AdaLN's output, which Y1 repeats */
+        d1[k] = tu_dev_poison16(gpu, n);
         d2[k] = tu_dev_poison16(gpu, n);
         be[k]->adaln_pair(be[k], M, C, dA[k], res ? dGr : NULL, res ? dY16 : NULL, PX_F16, res ? re : 0, dG, dB,
                           dG2, dB2, gr, d1[k], d2[k], PX_F16);

@@ -87,13 +87,14 @@ __device__ __forceinline__ void row_ln_body(int M, int C, float *X, const float 
         // reductions: a warp then has all its loads in flight at once (the token rows were
         // only ~12 warps per SM, too few to hide three dependent rounds of memory latency).
         // LATE (k_row_ln_late) loads them after the reductions instead, for more warps.
-        if (LATE) {
-        } else if (mode != 0) {
-          ga[k] = reinterpret_cast<const float4 *>(G + (size_t)(row % g_rows) * C)[c];
-          ba[k] = reinterpret_cast<const float4 *>(B + (size_t)(row % g_rows) * C)[c];
-        } else {
-          ga[k] = w ? reinterpret_cast<const float4 *>(w)[c] : make_float4(1.0f, 1.0f, 1.0f, 1.0f);
-          ba[k] = b ? reinterpret_cast<const float4 *>(b)[c] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (!LATE) {
+          if (mode != 0) {
+            ga[k] = reinterpret_cast<const float4 *>(G + (size_t)(row % g_rows) * C)[c];
+            ba[k] = reinterpret_cast<const float4 *>(B + (size_t)(row % g_rows) * C)[c];
+          } else {
+            ga[k] = w ? reinterpret_cast<const float4 *>(w)[c] : make_float4(1.0f, 1.0f, 1.0f, 1.0f);
+            ba[k] = b ? reinterpret_cast<const float4 *>(b)[c] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+          }
         }
         if (mode == 2) {
           const float4 g = reinterpret_cast<const float4 *>(Gr + (size_t)(row % gr_rows) * C)[c];

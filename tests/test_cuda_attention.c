@@ -1,3 +1,4 @@
+#define _POSIX_C_SOURCE 200809L /* setenv */
 /* The tensor-core attention (src/cuda/attention_tc.cu) used by the CUDA backend's TF32,
  * BF16 and FP16 precisions (fp16 outputs: the fp16-operand kernel), against the CPU backend (fp32) on fresh random inputs at awkward
  * sizes, outputs poisoned with NaN before each run: relative error <= 2e-3 and finite.
@@ -147,6 +148,43 @@ static void run_full_h16in(int S, int T, int H, int d, int ld_extra, int gated, 
   check16(g, what, dO, want, no, tol);
   free(P); free(bias); free(qbias); free(want);
   g->free(g, dP); g->free(g, dO); g->free(g, dbias); g->free(g, dqb);
+}
+
+/* The fp16-input full attention with its K / V chunks copied in the spread order
+ * (src/cuda/kv_chunks.h, a context made with PXDIFF_KV_SPREAD=1) against the default
+ * row-major order: the same copies, so the same values bit for bit; and against the CPU.
+ * Head widths 32 / 48 / 64, 128- and 64-query blocks, partial last tiles, odd T. */
+static void test_kv_spread(double tol) {
+  setenv("PXDIFF_KV_SPREAD", "1", 1);
+  px_backend *sp = px_cuda_backend_create(0, PX_PRECISION_FP16);
+  unsetenv("PXDIFF_KV_SPREAD");
+  px_backend *g = px_cuda_backend(PX_PRECISION_FP16);
+  CHECK(sp != NULL && g != NULL && g->attention_full_h16 != NULL && sp->attention_full_h16 != NULL);
+  static const int cs[][4] = {{4, 330, 16, 48}, {3, 331, 16, 48}, {10, 150, 16, 48}, {2, 7, 2, 32},
+                              {2, 65, 2, 64},   {2, 129, 8, 48},  {1, 64, 1, 48},    {2, 200, 4, 32}};
+  for (size_t i = 0; sp && g && i < sizeof cs / sizeof cs[0]; i++) {
+    const int S = cs[i][0], T = cs[i][1], H = cs[i][2], d = cs[i][3];
+    const int C = H * d, ld = 4 * C;
+    const size_t nq = (size_t)S * T * ld, no = (size_t)S * T * C, nb = (size_t)H * T * T;
+    float *P = rnd(nq, 1.0), *bias = rnd(nb, 2.0), *want = malloc(sizeof(float) * no);
+    uint16_t *dP = up_half(g, P, nq, 1), *dO = tu_dev_poison16(g, no), *dS = tu_dev_poison16(sp, no);
+    float *dbias = up(g, bias, nb);
+    const float scale = 1.0f / sqrtf((float)d);
+    cpu->attention_full(cpu, S, T, H, d, P, P + C, P + 2 * C, ld, bias, scale, want, P + 3 * C, ld, PX_F32);
+    g->attention_full_h16(g, S, T, H, d, dP, dP + C, dP + 2 * C, dP + 3 * C, ld, NULL, dbias, scale, dO);
+    sp->attention_full_h16(sp, S, T, H, d, dP, dP + C, dP + 2 * C, dP + 3 * C, ld, NULL, dbias, scale, dS);
+    char what[128];
+    snprintf(what, sizeof what, "K/V spread S=%d T=%d H=%d d=%d", S, T, H, d);
+    check16(sp, what, dS, want, no, tol);
+    uint16_t *a = malloc(sizeof(uint16_t) * no), *b = malloc(sizeof(uint16_t) * no);
+    g->download(g, a, dO, sizeof(uint16_t) * no);
+    sp->download(sp, b, dS, sizeof(uint16_t) * no);
+    CHECK_MSG(g->status(g) == 0 && !memcmp(a, b, sizeof(uint16_t) * no), "%s: differs from row-major copies' bits",
+              what);
+    free(a); free(b); free(P); free(bias); free(want);
+    g->free(g, dP); g->free(g, dO); g->free(g, dbias); sp->free(sp, dS);
+  }
+  if (sp) px_cuda_backend_destroy(sp);
 }
 
 /* Local attention; gated: the output times sigmoid(G), G interleaved with Q (the model's
@@ -429,6 +467,7 @@ int main(void) {
   for (size_t i = 0; i < sizeof local / sizeof local[0]; i++)
     run_local_h16in(local[i][0], local[i][1], local[i][2], local[i][3], local[i][4], i % 5 == 4 ? 4 : 0,
                     (int)(i % 2 == 0), (int)(i % 3 != 1), tol);
+  test_kv_spread(tol);
   /* BF16 backend (same tensor-core path) and the exact FP32 kernel kept for fp32 */
   run_full(PX_PRECISION_BF16, 2, 330, 16, 48, 0, tol);
   run_local(PX_PRECISION_BF16, 2, 2320, 4, 32, 128, 0, tol);

@@ -53,7 +53,7 @@ def main():
     for g, us in sorted(groups.items(), key=lambda kv: -kv[1]):
         print(f"| {g} | {us / 1e3:.2f} | {100 * us / total:.0f}% |")
     print("\nlargest kernels (us per call, launches per call, mean us):")
-    for name, grid, n, avg in sorted(rows, key=lambda r: -r[2] * r[3])[:15]:
+    for name, grid, n, avg in sorted(rows, key=lambda r: -r[2] * r[3])[:40]:
         print(f"  {n * avg / calls:8.1f}  {n / calls:5.1f} x {avg:7.2f}  {name[:100]}")
 
 

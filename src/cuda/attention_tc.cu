@@ -36,6 +36,7 @@
 // ~2.6e-3, so this kernel keeps tf32 operands for the BF16 precision too).
 #include "cuda/attention_tc.h"
 #include "cuda/half_io.cuh"
+#include "cuda/kv_chunks.h"
 #include "cuda/mma.cuh"
 
 #include <cstdint>
@@ -670,8 +671,9 @@ __device__ __forceinline__ void store_rows16in(const float (&o)[D / 8][4], float
 
 // QT = 128 or 64 queries per block (8 or 4 warps of 16 rows); BV: bytes per bias copy (16
 // when L % 4 == 0, 8 when L is even, else 4, with a bias aligned to match). Q, K, V, G
-// fp16 with row stride ld; O fp16 [S*L, H*D].
-template <int D, int QT, int BV>
+// fp16 with row stride ld; O fp16 [S*L, H*D]. SPREAD: the K / V chunks' spread mapping
+// (kv_chunks.h; the same copies, so the same values), else row-major.
+template <int D, int QT, int BV, bool SPREAD>
 __global__ void __launch_bounds__(QT * 2, 256 / QT)
 k_attention_h16in(int L, int H, int ld, const uint16_t *__restrict__ Q, const uint16_t *__restrict__ K,
                   const uint16_t *__restrict__ V, const uint16_t *__restrict__ G, const float *__restrict__ qb,
@@ -701,8 +703,13 @@ k_attention_h16in(int L, int H, int ld, const uint16_t *__restrict__ Q, const ui
     const int k0 = it * KT;
     uint16_t *Ks = kv + (it & 1) * Cfg::KV;
 #pragma unroll
-    for (int i = 0; i < KV_PT; i++) {  // chunk idx: K rows first, then V rows (Vs = Ks + KT DP)
-      const int idx = tid + i * NT, jr = idx / CH, j = jr % KT, c = (idx % CH) * 8;
+    for (int i = 0; i < KV_PT; i++) {  // row jr: K rows first, then V rows (Vs = Ks + KT DP)
+      int jr, ch;
+      if (SPREAD)
+        px_kv_chunk_spread(w, lane, i, NT / 32, &jr, &ch);
+      else
+        px_kv_chunk_rowmajor(tid, i, NT, CH, &jr, &ch);
+      const int j = jr % KT, c = ch * 8;
       const bool ok = k0 + j < L;
       const size_t go = ok ? (size_t)(k0 + j) * ld + c : 0;
       cp_async_n<16>(Ks + jr * DP + c, (jr < KT ? Kb : Vb) + go, ok);
@@ -1107,27 +1114,40 @@ bool configure_h16in() {
   auto set = [&](auto kernel, int bytes) {
     ok = ok && cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) == cudaSuccess;
   };
-  set(k_attention_h16in<D, 128, 16>, H16InCfg<D, 128>::SMEM);
-  set(k_attention_h16in<D, 128, 8>, H16InCfg<D, 128>::SMEM);
-  set(k_attention_h16in<D, 128, 4>, H16InCfg<D, 128>::SMEM);
-  set(k_attention_h16in<D, 64, 16>, H16InCfg<D, 64>::SMEM);
-  set(k_attention_h16in<D, 64, 8>, H16InCfg<D, 64>::SMEM);
-  set(k_attention_h16in<D, 64, 4>, H16InCfg<D, 64>::SMEM);
+  set(k_attention_h16in<D, 128, 16, false>, H16InCfg<D, 128>::SMEM);
+  set(k_attention_h16in<D, 128, 8, false>, H16InCfg<D, 128>::SMEM);
+  set(k_attention_h16in<D, 128, 4, false>, H16InCfg<D, 128>::SMEM);
+  set(k_attention_h16in<D, 64, 16, false>, H16InCfg<D, 64>::SMEM);
+  set(k_attention_h16in<D, 64, 8, false>, H16InCfg<D, 64>::SMEM);
+  set(k_attention_h16in<D, 64, 4, false>, H16InCfg<D, 64>::SMEM);
+  set(k_attention_h16in<D, 128, 16, true>, H16InCfg<D, 128>::SMEM);
+  set(k_attention_h16in<D, 128, 8, true>, H16InCfg<D, 128>::SMEM);
+  set(k_attention_h16in<D, 128, 4, true>, H16InCfg<D, 128>::SMEM);
+  set(k_attention_h16in<D, 64, 16, true>, H16InCfg<D, 64>::SMEM);
+  set(k_attention_h16in<D, 64, 8, true>, H16InCfg<D, 64>::SMEM);
+  set(k_attention_h16in<D, 64, 4, true>, H16InCfg<D, 64>::SMEM);
   set(k_attention_h16in_local<D>, optin);
   if (!ok) cudaGetLastError();  // not sticky: the fallback runs instead
   return ok;
 }
 
 template <int D>
-void launch_h16in(const PxTcDevice::Lim &lim, cudaStream_t st, int S, int L, int H, int ld, const uint16_t *Q,
-                  const uint16_t *K, const uint16_t *V, const uint16_t *G, const float *qb, const float *bias,
-                  float scale, uint16_t *O) {
+void launch_h16in(const PxTcDevice::Lim &lim, bool spread, cudaStream_t st, int S, int L, int H, int ld,
+                  const uint16_t *Q, const uint16_t *K, const uint16_t *V, const uint16_t *G, const float *qb,
+                  const float *bias, float scale, uint16_t *O) {
   // 64-query blocks when they take fewer waves (as the fp32-input kernels)
   const bool q64 = full_query_tile(lim, S, L, H, H16InCfg<D, 64>::SMEM, H16InCfg<D, 128>::SMEM) == 64;
   const int bv = (L % 4 == 0 && (uintptr_t)bias % 16 == 0) ? 16 : (L % 2 == 0 && (uintptr_t)bias % 8 == 0) ? 8 : 4;
-#define PX_H16IN(QT_, BV_)                                                                                  \
-  k_attention_h16in<D, QT_, BV_><<<dim3((L + QT_ - 1) / QT_, H, S), 2 * QT_, H16InCfg<D, QT_>::SMEM, st>>>( \
-      L, H, ld, Q, K, V, G, qb, bias, scale, O)
+#define PX_H16IN(QT_, BV_)                                                                                     \
+  do {                                                                                                          \
+    const dim3 grid((L + QT_ - 1) / QT_, H, S);                                                                 \
+    if (spread)                                                                                                 \
+      k_attention_h16in<D, QT_, BV_, true><<<grid, 2 * QT_, H16InCfg<D, QT_>::SMEM, st>>>(L, H, ld, Q, K, V, G, qb, \
+                                                                                          bias, scale, O);      \
+    else                                                                                                        \
+      k_attention_h16in<D, QT_, BV_, false><<<grid, 2 * QT_, H16InCfg<D, QT_>::SMEM, st>>>(L, H, ld, Q, K, V, G,  \
+                                                                                           qb, bias, scale, O); \
+  } while (0)
   if (q64) {
     if (bv == 16) PX_H16IN(64, 16);
     else if (bv == 8) PX_H16IN(64, 8);
@@ -1222,6 +1242,8 @@ void px_attention_tc_init(PxTcDevice *dev) {
   dev->lim[lim_index(64)] = configure<64>();
   dev->disabled = getenv("PXDIFF_NO_TC_ATTENTION") != nullptr;
   dev->no_h16 = getenv("PXDIFF_NO_H16_ATTENTION") != nullptr;
+  const char *spread = getenv("PXDIFF_KV_SPREAD");
+  dev->kv_spread = spread && *spread && *spread != '0';
   dev->h16in[0] = configure_h16in<32>();
   dev->h16in[1] = configure_h16in<48>();
   dev->h16in[2] = configure_h16in<64>();
@@ -1238,9 +1260,9 @@ int px_attention_tc_h16in(const PxTcDevice *dev, cudaStream_t stream, int S, int
   if (S > 65535 || H > 65535) return 0;
   if (S <= 0 || L <= 0 || H <= 0) return 1;  // nothing to compute
   const PxTcDevice::Lim &lim = dev->lim[lim_index(d)];
-  if (d == 32) launch_h16in<32>(lim, stream, S, L, H, ld, Q, K, V, G, q_bias, bias, scale, O);
-  else if (d == 48) launch_h16in<48>(lim, stream, S, L, H, ld, Q, K, V, G, q_bias, bias, scale, O);
-  else launch_h16in<64>(lim, stream, S, L, H, ld, Q, K, V, G, q_bias, bias, scale, O);
+  if (d == 32) launch_h16in<32>(lim, dev->kv_spread, stream, S, L, H, ld, Q, K, V, G, q_bias, bias, scale, O);
+  else if (d == 48) launch_h16in<48>(lim, dev->kv_spread, stream, S, L, H, ld, Q, K, V, G, q_bias, bias, scale, O);
+  else launch_h16in<64>(lim, dev->kv_spread, stream, S, L, H, ld, Q, K, V, G, q_bias, bias, scale, O);
   return 1;
 }
 

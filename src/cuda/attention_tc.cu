@@ -1114,18 +1114,17 @@ bool configure_h16in() {
   auto set = [&](auto kernel, int bytes) {
     ok = ok && cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) == cudaSuccess;
   };
-  set(k_attention_h16in<D, 128, 16, false>, H16InCfg<D, 128>::SMEM);
-  set(k_attention_h16in<D, 128, 8, false>, H16InCfg<D, 128>::SMEM);
-  set(k_attention_h16in<D, 128, 4, false>, H16InCfg<D, 128>::SMEM);
-  set(k_attention_h16in<D, 64, 16, false>, H16InCfg<D, 64>::SMEM);
-  set(k_attention_h16in<D, 64, 8, false>, H16InCfg<D, 64>::SMEM);
-  set(k_attention_h16in<D, 64, 4, false>, H16InCfg<D, 64>::SMEM);
-  set(k_attention_h16in<D, 128, 16, true>, H16InCfg<D, 128>::SMEM);
-  set(k_attention_h16in<D, 128, 8, true>, H16InCfg<D, 128>::SMEM);
-  set(k_attention_h16in<D, 128, 4, true>, H16InCfg<D, 128>::SMEM);
-  set(k_attention_h16in<D, 64, 16, true>, H16InCfg<D, 64>::SMEM);
-  set(k_attention_h16in<D, 64, 8, true>, H16InCfg<D, 64>::SMEM);
-  set(k_attention_h16in<D, 64, 4, true>, H16InCfg<D, 64>::SMEM);
+  auto set_kernels = [&](auto spread) {  // both K / V copy orders
+    constexpr bool SP = decltype(spread)::value;
+    set(k_attention_h16in<D, 128, 16, SP>, H16InCfg<D, 128>::SMEM);
+    set(k_attention_h16in<D, 128, 8, SP>, H16InCfg<D, 128>::SMEM);
+    set(k_attention_h16in<D, 128, 4, SP>, H16InCfg<D, 128>::SMEM);
+    set(k_attention_h16in<D, 64, 16, SP>, H16InCfg<D, 64>::SMEM);
+    set(k_attention_h16in<D, 64, 8, SP>, H16InCfg<D, 64>::SMEM);
+    set(k_attention_h16in<D, 64, 4, SP>, H16InCfg<D, 64>::SMEM);
+  };
+  set_kernels(Flag<false>());
+  set_kernels(Flag<true>());
   set(k_attention_h16in_local<D>, optin);
   if (!ok) cudaGetLastError();  // not sticky: the fallback runs instead
   return ok;

@@ -150,8 +150,20 @@ static void run_full_h16in(int S, int T, int H, int d, int ld_extra, int gated, 
   g->free(g, dP); g->free(g, dO); g->free(g, dbias); g->free(g, dqb);
 }
 
-/* The fp16-input full attention with its K / V chunks copied in the spread order
- * (src/cuda/kv_chunks.h, a context made with PXDIFF_KV_SPREAD=1) against the default
+/* Whether n fp16 values on a and on b (two contexts) have the same bits, both contexts
+ * without error. */
+static int same_bits16(px_backend *a, const uint16_t *da, px_backend *b, const uint16_t *db, size_t n) {
+  uint16_t *x = malloc(sizeof(uint16_t) * (n ? n : 1)), *y = malloc(sizeof(uint16_t) * (n ? n : 1));
+  a->download(a, x, da, sizeof(uint16_t) * n);
+  b->download(b, y, db, sizeof(uint16_t) * n);
+  const int same = a->status(a) == 0 && b->status(b) == 0 && !memcmp(x, y, sizeof(uint16_t) * n);
+  free(x);
+  free(y);
+  return same;
+}
+
+/* The fp16-input full and local attentions with their K / V chunks copied in the spread
+ * order (src/cuda/kv_chunks.h, a context made with PXDIFF_KV_SPREAD=1) against the default
  * row-major order: the same copies, so the same values bit for bit; and against the CPU.
  * Head widths 32 / 48 / 64, 128- and 64-query blocks, partial last tiles, odd T. */
 static void test_kv_spread(double tol) {
@@ -176,13 +188,31 @@ static void test_kv_spread(double tol) {
     char what[128];
     snprintf(what, sizeof what, "K/V spread S=%d T=%d H=%d d=%d", S, T, H, d);
     check16(sp, what, dS, want, no, tol);
-    uint16_t *a = malloc(sizeof(uint16_t) * no), *b = malloc(sizeof(uint16_t) * no);
-    g->download(g, a, dO, sizeof(uint16_t) * no);
-    sp->download(sp, b, dS, sizeof(uint16_t) * no);
-    CHECK_MSG(g->status(g) == 0 && !memcmp(a, b, sizeof(uint16_t) * no), "%s: differs from row-major copies' bits",
-              what);
-    free(a); free(b); free(P); free(bias); free(want);
+    CHECK_MSG(same_bits16(g, dO, sp, dS, no), "%s: differs from row-major copies' bits", what);
+    free(P); free(bias); free(want);
     g->free(g, dP); g->free(g, dO); g->free(g, dbias); sp->free(sp, dS);
+  }
+  /* the local attention's span staging: blocks of 4 trunks and fewer, windows of 32 - 128 */
+  static const int ls[][5] = {{10, 2320, 4, 32, 128}, {2, 129, 4, 32, 128}, {1, 300, 2, 48, 96},
+                              {1, 500, 2, 64, 128},   {2, 97, 3, 32, 96},   {1, 33, 2, 64, 32}};
+  for (size_t i = 0; sp && g && g->attention_local_h16 && i < sizeof ls / sizeof ls[0]; i++) {
+    const int S = ls[i][0], N = ls[i][1], H = ls[i][2], d = ls[i][3], nk = ls[i][4];
+    const int C = H * d, ld = 2 * C, nt = (N + 31) / 32;
+    const size_t nqg = (size_t)S * N * ld, nb = (size_t)H * nt * 32 * nk, no = (size_t)S * N * C;
+    float *QG = rnd(nqg, 1.0), *KV = rnd(nqg, 1.0), *bias = rnd(nb, 2.0), *want = malloc(sizeof(float) * no);
+    uint16_t *dQG = up_half(g, QG, nqg, 1), *dKV = up_half(g, KV, nqg, 1);
+    uint16_t *dO = tu_dev_poison16(g, no), *dS = tu_dev_poison16(sp, no);
+    float *dbias = up(g, bias, nb);
+    const float scale = 1.0f / sqrtf((float)d);
+    cpu->attention_local(cpu, S, N, H, d, 32, nk, QG, KV, KV + C, ld, bias, scale, want, QG + C, ld, PX_F32);
+    g->attention_local_h16(g, S, N, H, d, 32, nk, dQG, dKV, dKV + C, dQG + C, ld, NULL, dbias, scale, dO);
+    sp->attention_local_h16(sp, S, N, H, d, 32, nk, dQG, dKV, dKV + C, dQG + C, ld, NULL, dbias, scale, dS);
+    char what[128];
+    snprintf(what, sizeof what, "K/V spread local S=%d N=%d H=%d d=%d nk=%d", S, N, H, d, nk);
+    check16(sp, what, dS, want, no, tol);
+    CHECK_MSG(same_bits16(g, dO, sp, dS, no), "%s: differs from row-major copies' bits", what);
+    free(QG); free(KV); free(bias); free(want);
+    g->free(g, dQG); g->free(g, dKV); g->free(g, dO); g->free(g, dbias); sp->free(sp, dS);
   }
   if (sp) px_cuda_backend_destroy(sp);
 }

@@ -1,8 +1,10 @@
-/* The K / V chunk mappings of the fp16-input full attention (src/cuda/kv_chunks.h), on the
- * host: at every head width the kernel takes (d = 32, 48, 64) and both block sizes (8 and 4
- * warps), each mapping copies every chunk of the 128-row tile exactly once; the spread
- * mapping puts each phase of 8 lanes in 8 different 16-byte bank groups of the staged rows
- * (row stride d + 8 halves) and gives each pair of lanes one 32-byte sector of one row. */
+/* The K / V chunk mappings of the fp16-input attentions (src/cuda/kv_chunks.h), on the host:
+ * at every head width the kernels take (d = 32, 48, 64) and both full-attention block sizes
+ * (8 and 4 warps), each mapping copies every chunk of the 128-row tile exactly once; the
+ * spread mapping puts each phase of 8 lanes in 8 different 16-byte bank groups of the staged
+ * rows (row stride d + 8 halves) and gives each pair of lanes one 32-byte sector of one row;
+ * and over the local attention's spans (any row count) it copies every chunk once, each
+ * phase conflict-free. */
 #include "testutil.h"
 
 #include "cuda/kv_chunks.h"
@@ -70,10 +72,46 @@ static void check_mapping(int d, int warps, int spread) {
          worst);
 }
 
+/* The local attention's span of `rows` rows (any count: rows past it are skipped), copied by
+ * `warps` warps looping over the units: every chunk once, each phase's active lanes in
+ * different bank groups. */
+static void check_span(int d, int rows, int warps) {
+  const int ch = d / 8, nrow16 = (rows + 15) / 16, units = nrow16 * (ch / 2), stride = 2 * d + 16;
+  static int count[1024][8];
+  memset(count, 0, sizeof count);
+  int worst = 0, bad = 0;
+  for (int w = 0; w < warps; w++)
+    for (int u = w; u < units; u += warps)
+      for (int q = 0; q < 4; q++) {
+        int seen[8] = {0};
+        for (int e = 0; e < 8; e++) {
+          int row, chunk;
+          px_kv_chunk_unit(u, nrow16, 8 * q + e, &row, &chunk);
+          if (row >= rows) continue;
+          if (row < 0 || chunk < 0 || chunk >= ch) {
+            bad++;
+            continue;
+          }
+          count[row][chunk]++;
+          const int g = ((row * stride + 16 * chunk) / 16) % 8;
+          if (++seen[g] > worst) worst = seen[g];
+        }
+      }
+  int wrong = 0;
+  for (int r = 0; r < rows; r++)
+    for (int c = 0; c < ch; c++) wrong += count[r][c] != 1;
+  CHECK_MSG(!bad && !wrong && worst == 1, "span d=%d rows=%d warps=%d: %d out of range, %d chunks not copied once, %d "
+            "lanes of a phase in one bank group", d, rows, warps, bad, wrong, worst);
+}
+
 int main(void) {
   static const int ds[] = {32, 48, 64}, warps[] = {8, 4};
   for (int a = 0; a < 3; a++)
     for (int b = 0; b < 2; b++)
       for (int spread = 0; spread < 2; spread++) check_mapping(ds[a], warps[b], spread);
+  /* spans of the local attention: 32 (tpb - 1) + nk + 16 rows, 2 tpb warps */
+  static const int spans[][2] = {{240, 8}, {144, 2}, {176, 4}, {81, 6}, {17, 2}, {1000, 8}};
+  for (int a = 0; a < 3; a++)
+    for (size_t i = 0; i < sizeof spans / sizeof spans[0]; i++) check_span(ds[a], spans[i][0], spans[i][1]);
   return tu_finish("test_kv_chunks");
 }

@@ -978,7 +978,7 @@ struct H16LocalCfg {
   static constexpr int SPARE = 16;  // zero rows after the span
 };
 
-template <int D>
+template <int D, bool SPREAD>
 __global__ void __launch_bounds__(256, 2)
 k_attention_h16in_local(int L, int H, int ld, const uint16_t *__restrict__ Q, const uint16_t *__restrict__ K,
                         const uint16_t *__restrict__ V, const uint16_t *__restrict__ G,
@@ -1000,13 +1000,27 @@ k_attention_h16in_local(int L, int H, int ld, const uint16_t *__restrict__ Q, co
   // Stage the whole span: row p is key u0 + p, zero outside [0, L) and past the span; and
   // the gate rows of the block's queries (zero past L), so that they have arrived when the
   // rows are stored instead of being loaded then (as k_attention_h16in).
-  const int nch = rows * CH;
-  for (int idx = tid; idx < nch; idx += blockDim.x) {
-    const int p = idx / CH, c = (idx % CH) * 8, a = u0 + p;
+  auto stage = [&](int p, int c) {  // row p, halves c.. of K and V
+    const int a = u0 + p;
     const bool ok = p < span && a >= 0 && a < L;
     const size_t go = ok ? (size_t)a * ld + c : 0;
     cp_async16(reinterpret_cast<float *>(Ks + p * DP + c), reinterpret_cast<const float *>(Kb + go), ok);
     cp_async16(reinterpret_cast<float *>(Vs + p * DP + c), reinterpret_cast<const float *>(Vb + go), ok);
+  };
+  if (SPREAD) {  // kv_chunks.h's spread order: units of 16 rows x 2 chunks, one per warp copy
+    const int nrow16 = (rows + 15) / 16, units = nrow16 * (CH / 2), warps = (int)(blockDim.x / 32);
+    for (int u = w; u < units; u += warps) {
+      int p, ch;
+      px_kv_chunk_unit(u, nrow16, lane, &p, &ch);
+      if (p < rows) stage(p, ch * 8);
+    }
+  } else {
+    const int nch = rows * CH;
+    for (int idx = tid; idx < nch; idx += blockDim.x) {
+      int p, ch;
+      px_kv_chunk_rowmajor(idx, 0, 0, CH, &p, &ch);
+      stage(p, ch * 8);
+    }
   }
   if (G) {
     for (int idx = tid; idx < 32 * tpb * CH; idx += blockDim.x) {
@@ -1125,7 +1139,8 @@ bool configure_h16in() {
   };
   set_kernels(Flag<false>());
   set_kernels(Flag<true>());
-  set(k_attention_h16in_local<D>, optin);
+  set(k_attention_h16in_local<D, false>, optin);
+  set(k_attention_h16in_local<D, true>, optin);
   if (!ok) cudaGetLastError();  // not sticky: the fallback runs instead
   return ok;
 }
@@ -1282,8 +1297,14 @@ int px_attention_tc_h16in_local(const PxTcDevice *dev, cudaStream_t stream, int 
   do {                                                                                                         \
     const int tpb = local_trunks(lim, ntr, [nk](int k) { return local_smem_h16<D_>(k, nk); });                  \
     if (!tpb) return 0; /* a window too wide for shared memory: the fallback */                                \
-    k_attention_h16in_local<D_><<<dim3((ntr + tpb - 1) / tpb, H, S), 64 * tpb, (size_t)local_smem_h16<D_>(tpb, nk), \
-                                  stream>>>(L, H, ld, Q, K, V, G, q_bias, bias, nk, tpb, scale, O);           \
+    const dim3 grid((ntr + tpb - 1) / tpb, H, S);                                                               \
+    const size_t smem = (size_t)local_smem_h16<D_>(tpb, nk);                                                   \
+    if (dev->kv_spread)                                                                                        \
+      k_attention_h16in_local<D_, true><<<grid, 64 * tpb, smem, stream>>>(L, H, ld, Q, K, V, G, q_bias, bias, nk, \
+                                                                          tpb, scale, O);                      \
+    else                                                                                                       \
+      k_attention_h16in_local<D_, false><<<grid, 64 * tpb, smem, stream>>>(L, H, ld, Q, K, V, G, q_bias, bias, nk, \
+                                                                           tpb, scale, O);                     \
   } while (0)
   if (d == 32) PX_H16IN_LOCAL(32);
   else if (d == 48) PX_H16IN_LOCAL(48);

@@ -1,7 +1,8 @@
-/* Which 16-byte chunk of a staged K / V tile each thread copies, in the fp16-input full
- * attention (attention_tc.cu, k_attention_h16in): a tile is 2 * 64 rows (64 K rows, then 64 V
- * rows) of `ch` chunks (ch = d / 8: 4, 6 or 8), stored at a row stride of d + 8 halves; each
- * of a block's `warps` warps copies `2 * 64 * ch / (32 * warps)` chunks per thread.
+/* Which 16-byte chunk of staged K / V rows each thread copies, in the fp16-input attentions
+ * (attention_tc.cu): the full attention's tile is 2 * 64 rows (64 K rows, then 64 V rows) of
+ * `ch` chunks (ch = d / 8: 4, 6 or 8), stored at a row stride of d + 8 halves, each of a
+ * block's `warps` warps copying `2 * 64 * ch / (32 * warps)` chunks per thread; the local
+ * attention stages a span of rows (K and V at the same row and chunk) once per block.
  *
  * Plain C (the mapping is checked on the host by tests/test_kv_chunks.c) and CUDA.
  *
@@ -30,14 +31,18 @@ PX_KV_FN void px_kv_chunk_rowmajor(int tid, int i, int nthreads, int ch, int *ro
   *chunk = idx % ch;
 }
 
-/* Spread: copy i of warp w (of `warps`) is one unit of 16 rows x 2 chunks, units numbered
- * w + warps * i (8 units of 16 rows cover the tile's 128 rows, then the next chunk pair);
- * within it lane l (phase q = l / 8, e = l % 8) takes row 8 (q / 2) + 2 (e / 2) + q % 2 and
- * chunk e % 2 of the pair. Needs ch even (every head width the kernel takes). */
+/* Spread: one warp copy is a unit of 16 rows x 2 chunks, units numbered along the rows first
+ * (nrow16 units of 16 rows, then the next chunk pair); within unit u lane l (phase q = l / 8,
+ * e = l % 8) takes row 16 (u % nrow16) + 8 (q / 2) + 2 (e / 2) + q % 2 and chunk e % 2 of
+ * pair u / nrow16. Needs ch even (every head width the kernels take). */
+PX_KV_FN void px_kv_chunk_unit(int u, int nrow16, int lane, int *row, int *chunk) {
+  const int q = lane >> 3, e = lane & 7;
+  *row = (u % nrow16) * 16 + (q >> 1) * 8 + (e >> 1) * 2 + (q & 1);
+  *chunk = (u / nrow16) * 2 + (e & 1);
+}
+/* The full attention's tile (128 rows): copy i of warp w (of `warps`) is unit w + warps * i. */
 PX_KV_FN void px_kv_chunk_spread(int w, int lane, int i, int warps, int *row, int *chunk) {
-  const int u = w + warps * i, q = lane >> 3, e = lane & 7;
-  *row = (u % 8) * 16 + (q >> 1) * 8 + (e >> 1) * 2 + (q & 1);
-  *chunk = (u / 8) * 2 + (e & 1);
+  px_kv_chunk_unit(w + warps * i, 8, lane, row, chunk);
 }
 
 #undef PX_KV_FN

@@ -150,18 +150,6 @@ static void run_full_h16in(int S, int T, int H, int d, int ld_extra, int gated, 
   g->free(g, dP); g->free(g, dO); g->free(g, dbias); g->free(g, dqb);
 }
 
-/* Whether n fp16 values on a and on b (two contexts) have the same bits, both contexts
- * without error. */
-static int same_bits16(px_backend *a, const uint16_t *da, px_backend *b, const uint16_t *db, size_t n) {
-  uint16_t *x = malloc(sizeof(uint16_t) * (n ? n : 1)), *y = malloc(sizeof(uint16_t) * (n ? n : 1));
-  a->download(a, x, da, sizeof(uint16_t) * n);
-  b->download(b, y, db, sizeof(uint16_t) * n);
-  const int same = a->status(a) == 0 && b->status(b) == 0 && !memcmp(x, y, sizeof(uint16_t) * n);
-  free(x);
-  free(y);
-  return same;
-}
-
 /* The fp16-input full and local attentions with their K / V chunks copied in the spread
  * order (src/cuda/kv_chunks.h, a context made with PXDIFF_KV_SPREAD=1) against the default
  * row-major order: the same copies, so the same values bit for bit; and against the CPU.
@@ -188,7 +176,9 @@ static void test_kv_spread(double tol) {
     char what[128];
     snprintf(what, sizeof what, "K/V spread S=%d T=%d H=%d d=%d", S, T, H, d);
     check16(sp, what, dS, want, no, tol);
-    CHECK_MSG(same_bits16(g, dO, sp, dS, no), "%s: differs from row-major copies' bits", what);
+    const size_t nbytes = sizeof(uint16_t) * no;
+    CHECK_MSG(tu_dev_first_difference(g, dO, sp, dS, nbytes) == nbytes, "%s: differs from row-major copies' bits",
+              what);
     free(P); free(bias); free(want);
     g->free(g, dP); g->free(g, dO); g->free(g, dbias); sp->free(sp, dS);
   }
@@ -210,7 +200,9 @@ static void test_kv_spread(double tol) {
     char what[128];
     snprintf(what, sizeof what, "K/V spread local S=%d N=%d H=%d d=%d nk=%d", S, N, H, d, nk);
     check16(sp, what, dS, want, no, tol);
-    CHECK_MSG(same_bits16(g, dO, sp, dS, no), "%s: differs from row-major copies' bits", what);
+    const size_t nbytes = sizeof(uint16_t) * no;
+    CHECK_MSG(tu_dev_first_difference(g, dO, sp, dS, nbytes) == nbytes, "%s: differs from row-major copies' bits",
+              what);
     free(QG); free(KV); free(bias); free(want);
     g->free(g, dQG); g->free(g, dKV); g->free(g, dO); g->free(g, dbias); sp->free(sp, dS);
   }

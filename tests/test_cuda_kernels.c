@@ -766,14 +766,8 @@ static void test_x16(int prec) {
  * host RNG streams: expected equal up to libm-vs-CUDA double rounding (~2^-29 per value). */
 /* The same bits from two backends' device buffers (n elements of `size` bytes). */
 static void same_bits(const char *what, const void *a_dev, const void *b_dev, size_t n, size_t size) {
-  unsigned char *a = malloc(n * size + 1), *b = malloc(n * size + 1);
-  gpu->download(gpu, a, a_dev, n * size);
-  gpu->download(gpu, b, b_dev, n * size);
-  size_t i = 0;
-  while (i < n * size && a[i] == b[i]) i++;
+  const size_t i = tu_dev_first_difference(gpu, a_dev, gpu, b_dev, n * size);
   CHECK_MSG(i == n * size, "%s: differs from one row per warp at byte %zu of %zu", what, i, n * size);
-  free(a);
-  free(b);
 }
 
 /* The row kernels' grouped paths: from M >= 8192 rows of at least two conditioning periods a

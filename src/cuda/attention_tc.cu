@@ -1015,12 +1015,7 @@ k_attention_h16in_local(int L, int H, int ld, const uint16_t *__restrict__ Q, co
       if (p < rows) stage(p, ch * 8);
     }
   } else {
-    const int nch = rows * CH;
-    for (int idx = tid; idx < nch; idx += blockDim.x) {
-      int p, ch;
-      px_kv_chunk_rowmajor(idx, 0, 0, CH, &p, &ch);
-      stage(p, ch * 8);
-    }
+    for (int idx = tid; idx < rows * CH; idx += blockDim.x) stage(idx / CH, (idx % CH) * 8);
   }
   if (G) {
     for (int idx = tid; idx < 32 * tpb * CH; idx += blockDim.x) {

@@ -283,6 +283,35 @@ int main(void) {
     }
   }
 
+  /* Programmatic dependent launch (src/cuda/launch.cuh): a context made with PXDIFF_PDL=1
+   * launches each kernel while the one before it drains; every kernel waits for its
+   * predecessor before touching memory, so the results are the same bits as the plain
+   * launches', call after call (graph capture and replay included). A kernel that read before
+   * its wait would race and differ here from one call to the next. */
+  {
+    setenv("PXDIFF_PDL", "1", 1);
+    px_backend *pdl = px_cuda_backend_create(0, PX_PRECISION_FP32);
+    unsetenv("PXDIFF_PDL");
+    CHECK_MSG(pdl != NULL, "context with PXDIFF_PDL=1: %s", px_last_error());
+    if (pdl) {
+      px_model_release_device(m[0]);
+      px_model_release_device(m[1]);
+      const int rc0 = px_model_to_device(m[0], ctx[0], PX_PRECISION_FP16);
+      const int rc1 = px_model_to_device(m[1], pdl, PX_PRECISION_FP16);
+      CHECK_MSG(rc0 == PX_OK && rc1 == PX_OK, "prepare at fp16: %s", px_last_error());
+      for (int call = 0; call < 6 && !rc0 && !rc1; call++) {
+        tu_poison(got[0], nx);
+        tu_poison(got[1], nx);
+        if (run(m[0], &sd.f, x, t, got[0]) || run(m[1], &sd.f, x, t, got[1])) break;
+        CHECK_MSG(memcmp(got[0], got[1], sizeof(float) * nx) == 0, "call %d: PXDIFF_PDL=1 changed the result", call);
+        const double e = tu_rel_err_ff(got[1], want, nx);
+        CHECK_MSG(e <= 2e-3, "call %d with PXDIFF_PDL=1: rel err %.3g vs CPU fp32", call, e);
+      }
+      px_model_release_device(m[1]);
+      px_cuda_backend_destroy(pdl);
+    }
+  }
+
   /* Releasing the models and destroying the contexts returns every byte. */
   for (int k = 0; k < 2; k++) px_model_free(m[k]);
   for (int k = 0; k < 2; k++) px_cuda_backend_destroy(ctx[k]);

@@ -6,12 +6,14 @@
 #include "cuda/context.cuh"
 #include "cuda/attention_tc.h"
 #include "cuda/half_io.cuh"
+#include "cuda/launch.cuh"
 
 namespace pxcuda {
 
 // Rows of T logits (one warp each): L = softmax(L + bias) in place; bias row = L row index
 // modulo (H*T) (bias is [H, T, T], the logits [H, T, T] of one sample).
 __global__ void k_softmax_bias(int rows, int T, float *L, const float *bias) {
+  px_pdl_enter();
   int warps = blockDim.x / 32;
   int row = blockIdx.x * warps + threadIdx.x / 32, lane = threadIdx.x % 32;
   if (row >= rows) return;
@@ -39,6 +41,7 @@ __global__ void k_softmax_bias(int rows, int T, float *L, const float *bias) {
 __global__ void k_attention_local(int N, int H, int d, int nq, int nk, const float *Q,
                                   const float *K, const float *V, int ld, const float *bias,
                                   float scale, float *O) {
+  px_pdl_enter();
   extern __shared__ float sm[];
   const int dp = d + 1;
   float *Ks = sm, *Vs = Ks + nk * dp, *Qs = Vs + nk * dp, *P = Qs + nq * dp;
@@ -109,6 +112,7 @@ k_attention_fused(int L, int H, int ld, const float *__restrict__ Q, const float
                   const float *__restrict__ V, const float *__restrict__ bias, int local,
                   int n_trunks, float scale, float *__restrict__ O, const float *__restrict__ G,
                   int ldg) {
+  px_pdl_enter();
   constexpr int DP = D + 4;  // shared row stride: float4-aligned, splits land on other banks
   __shared__ __align__(16) float kv[2 * AKT * DP];
   __shared__ float Bs[AQ * (AKT + 1)];
@@ -220,7 +224,7 @@ bool attention_fused(Ctx &g, int S, int L, int H, int d, int ld, const float *Q,
   switch (d) {
 #define PX_ATT_CASE(DD)                                                                         \
   case DD:                                                                                     \
-    k_attention_fused<DD><<<grid, AQ * ASPLIT, 0, g.stream>>>(L, H, ld, Q, K, V, bias, local,  \
+    px_launch((k_attention_fused<DD>), grid, AQ * ASPLIT, 0, g.stream, g.pdl, L, H, ld, Q, K, V, bias, local,  \
                                                               tiles, scale, O, G, ldg);        \
     LAUNCHED("attention_fused");                                                               \
     return true;
@@ -255,7 +259,7 @@ static void attention_full_f32(px_backend *b, Ctx &g, int S, int T, int H, int d
     // L[h] (row-major [T_q, T_k]) = scale * Q_h K_h^T, as column-major L^T = K Q^T.
     CKB(cublasSgemmStridedBatched(g.blas, CUBLAS_OP_T, CUBLAS_OP_N, T, T, d, &scale, K + off, ld, d,
                                   Q + off, ld, d, &zero, L, T, (long long)T * T, H));
-    k_softmax_bias<<<(H * T + 7) / 8, 256, 0, g.stream>>>(H * T, T, L, bias);
+    px_launch(k_softmax_bias, (H * T + 7) / 8, 256, 0, g.stream, g.pdl, H * T, T, L, bias);
     LAUNCHED("softmax_bias");
     // O_h (row-major [T, d], row stride C) = P_h V_h, as column-major O^T = V^T P^T.
     CKB(cublasSgemmStridedBatched(g.blas, CUBLAS_OP_N, CUBLAS_OP_N, d, T, T, &one, V + off, ld, d,
@@ -296,6 +300,7 @@ void be_attention_full(px_backend *b, int S, int T, int H, int d, const float *Q
 // attention_full_h16).
 __global__ void k_qkvg_to_f32(int M, int C, int ld, const uint16_t *Q, const uint16_t *K, const uint16_t *V,
                               const uint16_t *G, const float *qb, float *Y) {
+  px_pdl_enter();
   const int64_t n = (int64_t)M * 4 * C;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
     const int64_t r = i / (4 * C);
@@ -315,7 +320,7 @@ static float *qkvg_f32_scratch(Ctx &g, int M, int C, int ld, const uint16_t *q, 
                                const uint16_t *gt, const float *q_bias) {
   float *t = f32_scratch(g, (size_t)M * 5 * C);
   if (!t || M <= 0) return nullptr;
-  k_qkvg_to_f32<<<(int)std::min<int64_t>(((int64_t)M * 4 * C + 255) / 256, 65535), 256, 0, g.stream>>>(
+  px_launch(k_qkvg_to_f32, (int)std::min<int64_t>(((int64_t)M * 4 * C + 255) / 256, 65535), 256, 0, g.stream, g.pdl, 
       M, C, ld, q, k, v, gt, q_bias, t);
   LAUNCHED("qkvg_to_f32");
   return t;
@@ -371,7 +376,7 @@ void be_attention_local(px_backend *b, int S, int N, int H, int d, int nq, int n
       g.local_smem_configured = smem;
     }
     dim3 grid(n_trunks, H, S);
-    k_attention_local<<<grid, nk, smem, g.stream>>>(N, H, d, nq, nk, Q, K, V, ld, bias, scale, O);
+    px_launch(k_attention_local, grid, nk, smem, g.stream, g.pdl, N, H, d, nq, nk, Q, K, V, ld, bias, scale, O);
     LAUNCHED("attention_local");
     if (G) be_sigmoid_mul(b, S * N, C, O, C, G, ldg);
   }

@@ -38,6 +38,7 @@
 #include "cuda/half_io.cuh"
 #include "cuda/kv_chunks.h"
 #include "cuda/mma.cuh"
+#include "cuda/launch.cuh"
 
 #include <cstdint>
 #include <cstdlib>
@@ -274,6 +275,7 @@ __global__ void __launch_bounds__(QT * 2, 256 / QT)
 k_attention_tc(int L, int H, int ld, const float *__restrict__ Q, const float *__restrict__ K,
                const float *__restrict__ V, const float *__restrict__ bias, float scale,
                void *__restrict__ O, const float *__restrict__ G, int ldg) {
+  px_pdl_enter();
   constexpr int NT = QT * 2, DK = D / 8, CH = D / 4;
   constexpr int CPT = KT * CH / NT;  // 16-byte chunks of K (and of V) per thread per tile
   static_assert(KT * CH % NT == 0, "chunks must divide evenly among the threads");
@@ -495,6 +497,7 @@ __global__ void __launch_bounds__(QT * 2, 256 / QT)
 k_attention_h16(int L, int H, int ld, const float *__restrict__ Q, const float *__restrict__ K,
                 const float *__restrict__ V, const float *__restrict__ bias, float scale,
                 void *__restrict__ O, const float *__restrict__ G, int ldg) {
+  px_pdl_enter();
   constexpr int NT = QT * 2, CH = D / 4, DP = H16Cfg<D>::DP;
   constexpr int CPT = KT * CH / NT;  // 16-byte chunks of K (and of V) per thread per tile
   static_assert(KT * CH % NT == 0, "chunks must divide evenly among the threads");
@@ -678,6 +681,7 @@ __global__ void __launch_bounds__(QT * 2, 256 / QT)
 k_attention_h16in(int L, int H, int ld, const uint16_t *__restrict__ Q, const uint16_t *__restrict__ K,
                   const uint16_t *__restrict__ V, const uint16_t *__restrict__ G, const float *__restrict__ qb,
                   const float *__restrict__ bias, float scale, uint16_t *__restrict__ O) {
+  px_pdl_enter();
   using Cfg = H16InCfg<D, QT>;
   constexpr int NT = QT * 2, DP = Cfg::DP, CH = D / 8;  // CH: 16-byte chunks per K / V row
   constexpr int KV_PT = 2 * KT * CH / NT;               // K and V chunks per thread per tile
@@ -895,6 +899,7 @@ __global__ void __launch_bounds__(256, 2)
 k_attention_tc_local(int L, int H, int ld, const float *__restrict__ Q, const float *__restrict__ K,
                      const float *__restrict__ V, const float *__restrict__ bias, int nkw, int tpb,
                      float scale, void *__restrict__ O, const float *__restrict__ G, int ldg) {
+  px_pdl_enter();
   constexpr int DK = D / 8, CH = D / 4, DPK = TcCfg<D>::DPK, DPV = TcCfg<D>::DPV;
   extern __shared__ __align__(16) float smem[];
   const int h = blockIdx.y, s = blockIdx.z;
@@ -984,6 +989,7 @@ k_attention_h16in_local(int L, int H, int ld, const uint16_t *__restrict__ Q, co
                         const uint16_t *__restrict__ V, const uint16_t *__restrict__ G,
                         const float *__restrict__ qb, const float *__restrict__ bias, int nkw, int tpb, float scale,
                         uint16_t *__restrict__ O) {
+  px_pdl_enter();
   constexpr int CH = D / 8, DP = H16LocalCfg<D>::DP;  // CH: 16-byte chunks per row
   extern __shared__ __align__(16) float smem[];
   const int h = blockIdx.y, s = blockIdx.z;
@@ -1141,7 +1147,7 @@ bool configure_h16in() {
 }
 
 template <int D>
-void launch_h16in(const PxTcDevice::Lim &lim, bool spread, cudaStream_t st, int S, int L, int H, int ld,
+void launch_h16in(const PxTcDevice::Lim &lim, bool spread, cudaStream_t st, bool pdl, int S, int L, int H, int ld,
                   const uint16_t *Q, const uint16_t *K, const uint16_t *V, const uint16_t *G, const float *qb,
                   const float *bias, float scale, uint16_t *O) {
   // 64-query blocks when they take fewer waves (as the fp32-input kernels)
@@ -1151,10 +1157,10 @@ void launch_h16in(const PxTcDevice::Lim &lim, bool spread, cudaStream_t st, int 
   do {                                                                                                          \
     const dim3 grid((L + QT_ - 1) / QT_, H, S);                                                                 \
     if (spread)                                                                                                 \
-      k_attention_h16in<D, QT_, BV_, true><<<grid, 2 * QT_, H16InCfg<D, QT_>::SMEM, st>>>(L, H, ld, Q, K, V, G, qb, \
+      px_launch((k_attention_h16in<D, QT_, BV_, true>), grid, 2 * QT_, H16InCfg<D, QT_>::SMEM, st, pdl, L, H, ld, Q, K, V, G, qb, \
                                                                                           bias, scale, O);      \
     else                                                                                                        \
-      k_attention_h16in<D, QT_, BV_, false><<<grid, 2 * QT_, H16InCfg<D, QT_>::SMEM, st>>>(L, H, ld, Q, K, V, G,  \
+      px_launch((k_attention_h16in<D, QT_, BV_, false>), grid, 2 * QT_, H16InCfg<D, QT_>::SMEM, st, pdl, L, H, ld, Q, K, V, G,  \
                                                                                            qb, bias, scale, O); \
   } while (0)
   if (q64) {
@@ -1187,7 +1193,7 @@ int local_trunks(const PxTcDevice::Lim &lim, int ntr, SmemFn smem) {
 }
 
 template <int D>
-cudaError_t launch(const PxTcDevice::Lim &lim, bool no_h16, cudaStream_t st, int S, int L, int H, int ld, const float *Q,
+cudaError_t launch(const PxTcDevice::Lim &lim, bool no_h16, cudaStream_t st, bool pdl, int S, int L, int H, int ld, const float *Q,
                    const float *K, const float *V, const float *bias, int local, int nk, float scale, void *O,
                    const float *G, int ldg, int ot) {
   if (lim.optin == 0) return cudaErrorInvalidValue;
@@ -1199,10 +1205,10 @@ cudaError_t launch(const PxTcDevice::Lim &lim, bool no_h16, cudaStream_t st, int
     if (!tpb) return cudaErrorInvalidValue;
     dim3 grid((ntr + tpb - 1) / tpb, H, S);
     if (ot == 2)
-      k_attention_tc_local<D, 2><<<grid, 64 * tpb, (size_t)local_smem<D>(tpb, nk), st>>>(L, H, ld, Q, K, V, bias, nk,
+      px_launch((k_attention_tc_local<D, 2>), grid, 64 * tpb, (size_t)local_smem<D>(tpb, nk), st, pdl, L, H, ld, Q, K, V, bias, nk,
                                                                                         tpb, scale, O, G, ldg);
     else
-      k_attention_tc_local<D, 0><<<grid, 64 * tpb, (size_t)local_smem<D>(tpb, nk), st>>>(L, H, ld, Q, K, V, bias, nk,
+      px_launch((k_attention_tc_local<D, 0>), grid, 64 * tpb, (size_t)local_smem<D>(tpb, nk), st, pdl, L, H, ld, Q, K, V, bias, nk,
                                                                                         tpb, scale, O, G, ldg);
   } else {
     // 128 queries (8 warps) per block: each staged K/V tile serves twice the rows of a
@@ -1219,14 +1225,14 @@ cudaError_t launch(const PxTcDevice::Lim &lim, bool no_h16, cudaStream_t st, int
     const int smem = h16 ? H16Cfg<D>::SMEM : TcCfg<D>::SMEM;
     const int qt = full_query_tile(lim, S, L, H, smem, smem);
 #define PX_FULL_ATT(OT_, QT_)                                                                          \
-  k_attention_tc<D, OT_, QT_><<<dim3((L + QT_ - 1) / QT_, H, S), 2 * QT_, TcCfg<D>::SMEM, st>>>( \
+  px_launch((k_attention_tc<D, OT_, QT_>), dim3((L + QT_ - 1) / QT_, H, S), 2 * QT_, TcCfg<D>::SMEM, st, pdl,  \
       L, H, ld, Q, K, V, bias, scale, O, G, ldg)
     if (h16) {
       if (qt == 128)
-        k_attention_h16<D, 2, 128><<<dim3((L + 127) / 128, H, S), 256, H16Cfg<D>::SMEM, st>>>(L, H, ld, Q, K, V, bias,
+        px_launch((k_attention_h16<D, 2, 128>), dim3((L + 127) / 128, H, S), 256, H16Cfg<D>::SMEM, st, pdl, L, H, ld, Q, K, V, bias,
                                                                                              scale, O, G, ldg);
       else
-        k_attention_h16<D, 2, 64><<<dim3((L + 63) / 64, H, S), 128, H16Cfg<D>::SMEM, st>>>(L, H, ld, Q, K, V, bias,
+        px_launch((k_attention_h16<D, 2, 64>), dim3((L + 63) / 64, H, S), 128, H16Cfg<D>::SMEM, st, pdl, L, H, ld, Q, K, V, bias,
                                                                                           scale, O, G, ldg);
     } else if (qt == 128) {
       if (ot == 0) PX_FULL_ATT(0, 128);
@@ -1269,9 +1275,9 @@ int px_attention_tc_h16in(const PxTcDevice *dev, cudaStream_t stream, int S, int
   if (S > 65535 || H > 65535) return 0;
   if (S <= 0 || L <= 0 || H <= 0) return 1;  // nothing to compute
   const PxTcDevice::Lim &lim = dev->lim[lim_index(d)];
-  if (d == 32) launch_h16in<32>(lim, dev->kv_spread, stream, S, L, H, ld, Q, K, V, G, q_bias, bias, scale, O);
-  else if (d == 48) launch_h16in<48>(lim, dev->kv_spread, stream, S, L, H, ld, Q, K, V, G, q_bias, bias, scale, O);
-  else launch_h16in<64>(lim, dev->kv_spread, stream, S, L, H, ld, Q, K, V, G, q_bias, bias, scale, O);
+  if (d == 32) launch_h16in<32>(lim, dev->kv_spread, stream, dev->pdl, S, L, H, ld, Q, K, V, G, q_bias, bias, scale, O);
+  else if (d == 48) launch_h16in<48>(lim, dev->kv_spread, stream, dev->pdl, S, L, H, ld, Q, K, V, G, q_bias, bias, scale, O);
+  else launch_h16in<64>(lim, dev->kv_spread, stream, dev->pdl, S, L, H, ld, Q, K, V, G, q_bias, bias, scale, O);
   return 1;
 }
 
@@ -1295,10 +1301,10 @@ int px_attention_tc_h16in_local(const PxTcDevice *dev, cudaStream_t stream, int 
     const dim3 grid((ntr + tpb - 1) / tpb, H, S);                                                               \
     const size_t smem = (size_t)local_smem_h16<D_>(tpb, nk);                                                   \
     if (dev->kv_spread)                                                                                        \
-      k_attention_h16in_local<D_, true><<<grid, 64 * tpb, smem, stream>>>(L, H, ld, Q, K, V, G, q_bias, bias, nk, \
+      px_launch((k_attention_h16in_local<D_, true>), grid, 64 * tpb, smem, stream, dev->pdl, L, H, ld, Q, K, V, G, q_bias, bias, nk, \
                                                                           tpb, scale, O);                      \
     else                                                                                                       \
-      k_attention_h16in_local<D_, false><<<grid, 64 * tpb, smem, stream>>>(L, H, ld, Q, K, V, G, q_bias, bias, nk, \
+      px_launch((k_attention_h16in_local<D_, false>), grid, 64 * tpb, smem, stream, dev->pdl, L, H, ld, Q, K, V, G, q_bias, bias, nk, \
                                                                            tpb, scale, O);                     \
   } while (0)
   if (d == 32) PX_H16IN_LOCAL(32);
@@ -1321,19 +1327,19 @@ int px_attention_tc(const PxTcDevice *dev, cudaStream_t stream, int S, int L, in
   cudaError_t e;
   switch (d) {
     case 16:
-      e = launch<16>(dev->lim[lim_index(16)], dev->no_h16, stream, S, L, H, ld, Q, K, V, bias, local, nk, scale, O,
+      e = launch<16>(dev->lim[lim_index(16)], dev->no_h16, stream, dev->pdl, S, L, H, ld, Q, K, V, bias, local, nk, scale, O,
                      G, ldg, out_type);
       break;
     case 32:
-      e = launch<32>(dev->lim[lim_index(32)], dev->no_h16, stream, S, L, H, ld, Q, K, V, bias, local, nk, scale, O,
+      e = launch<32>(dev->lim[lim_index(32)], dev->no_h16, stream, dev->pdl, S, L, H, ld, Q, K, V, bias, local, nk, scale, O,
                      G, ldg, out_type);
       break;
     case 48:
-      e = launch<48>(dev->lim[lim_index(48)], dev->no_h16, stream, S, L, H, ld, Q, K, V, bias, local, nk, scale, O,
+      e = launch<48>(dev->lim[lim_index(48)], dev->no_h16, stream, dev->pdl, S, L, H, ld, Q, K, V, bias, local, nk, scale, O,
                      G, ldg, out_type);
       break;
     case 64:
-      e = launch<64>(dev->lim[lim_index(64)], dev->no_h16, stream, S, L, H, ld, Q, K, V, bias, local, nk, scale, O,
+      e = launch<64>(dev->lim[lim_index(64)], dev->no_h16, stream, dev->pdl, S, L, H, ld, Q, K, V, bias, local, nk, scale, O,
                      G, ldg, out_type);
       break;
     default: return 0;

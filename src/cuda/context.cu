@@ -87,6 +87,12 @@ int ctx_init(Ctx &g) {
   px_attention_tc_init(&g.tc);
   g.no_row_groups = getenv("PXDIFF_NO_ROW_GROUPS") != nullptr;
   g.late_rows = getenv("PXDIFF_NO_LATE_ROWS") == nullptr;
+  // Programmatic dependent launch needs sm_90: older devices launch as before.
+  int cc = 0;
+  cudaDeviceGetAttribute(&cc, cudaDevAttrComputeCapabilityMajor, g.device);
+  const char *pdl = getenv("PXDIFF_PDL");
+  g.pdl = cc >= 9 && pdl && *pdl && *pdl != '0';
+  g.tc.pdl = g.pdl;
   g.lt = px_gemm_lt_create();  // this device's shared-memory limits, per context: no process-wide state
   return 0;
 }
@@ -316,21 +322,21 @@ px_backend *be_at_precision(px_backend *b, int precision) {
 void be_sampler_init(px_backend *b, int S, int N, uint64_t seed, uint32_t sample0, float t0, float *x) {
   CTX(b);
   PROF("sampler_init");
-  CK(px_sampler_init_gpu(g.stream, S, N, seed, sample0, t0, x));
+  CK(px_sampler_init_gpu(g.stream, g.pdl, S, N, seed, sample0, t0, x));
 }
 
 void be_sampler_noise(px_backend *b, int S, int N, uint64_t seed, uint32_t sample0, uint32_t step, float sd, float *x,
                       float *x_noisy) {
   CTX(b);
   PROF("sampler_noise");
-  CK(px_sampler_noise_gpu(g.stream, S, N, seed, sample0, step, sd, x, x_noisy));
+  CK(px_sampler_noise_gpu(g.stream, g.pdl, S, N, seed, sample0, step, sd, x, x_noisy));
 }
 
 void be_sampler_euler(px_backend *b, int64_t n, const float *x_noisy, const float *x_den, float t_hat,
                       float step_size, float *x) {
   CTX(b);
   PROF("sampler_euler");
-  CK(px_sampler_euler_gpu(g.stream, n, x_noisy, x_den, t_hat, step_size, x));
+  CK(px_sampler_euler_gpu(g.stream, g.pdl, n, x_noisy, x_den, t_hat, step_size, x));
 }
 
 CudaBackend make_backend(Ctx *ctx, int precision) {

@@ -170,6 +170,7 @@ struct Ctx {
   bool cublas_attention = false;   // PXDIFF_CUBLAS_ATTENTION: cuBLAS + softmax, not the fused kernels
   bool no_row_groups = false;      // PXDIFF_NO_ROW_GROUPS: one row per warp in the row kernels
   bool late_rows = true;           // PXDIFF_NO_LATE_ROWS: wide rows' G, B with the row (k_row_ln)
+  bool pdl = false;                // PXDIFF_PDL=1 on sm_90+: programmatic dependent launch (launch.cuh)
   PxTcDevice tc = {};
   PxLt *lt = nullptr;              // cuBLASLt handle and GEMM plans (gemm_lt.cu)
   Profiler prof;                   // PXDIFF_PROFILE's timings of this context's operations

@@ -5,6 +5,7 @@
 // __fadd_rn), so results differ from the CPU's only where a library function (asinhf, sqrtf
 // vs the CPU's) rounds differently. One thread per output value or pair row; no atomics.
 #include "cuda/context.cuh"
+#include "cuda/launch.cuh"
 
 namespace pxcuda {
 
@@ -22,6 +23,7 @@ __device__ __forceinline__ int clampi_d(int64_t v, int lo, int hi) { return v < 
 __global__ void k_relpos_linear(int T, int64_t r0, int rows, int C, int rmax, int smax, const int64_t *chain,
                                 const int64_t *residue, const int64_t *entity, const int64_t *token,
                                 const int64_t *sym, const float *W, float *Y, int ldy) {
+  px_pdl_enter();
   const int nr = 2 * rmax + 2, K = 2 * nr + 1 + 2 * smax + 2;
   const int64_t total = (int64_t)rows * C;
   for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < total;
@@ -47,7 +49,7 @@ void be_relpos_linear(px_backend *b, int T, int64_t r0, int rows, int C, int rma
   CTX(b);
   PROF("relpos_linear");
   if (rows <= 0 || C <= 0) return;
-  k_relpos_linear<<<blocks_for((int64_t)rows * C, 256), 256, 0, g.stream>>>(T, r0, rows, C, rmax, smax, chain,
+  px_launch(k_relpos_linear, blocks_for((int64_t)rows * C, 256), 256, 0, g.stream, g.pdl, T, r0, rows, C, rmax, smax, chain,
                                                                              residue, entity, token, sym, W, Y, ldy);
   LAUNCHED("relpos_linear");
 }
@@ -57,6 +59,7 @@ void be_relpos_linear(px_backend *b, int T, int64_t r0, int rows, int C, int rma
 __global__ void k_atom_ref_embed(int N, int C, const float *pos, const float *q, const float *mask, const float *A,
                                  int na, const float *B, int nb, const float *Wp, const float *Wq, const float *Wf,
                                  float *Y) {
+  px_pdl_enter();
   const int cf = 1 + na + nb;
   const int64_t total = (int64_t)N * C;
   for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < total;
@@ -86,7 +89,7 @@ void be_atom_ref_embed(px_backend *b, int N, int C, const float *pos, const floa
     return;
   }
   if (N <= 0 || C <= 0) return;
-  k_atom_ref_embed<<<blocks_for((int64_t)N * C, 128), 128, 0, g.stream>>>(N, C, pos, q, mask, A, na, B, nb, Wp, Wq,
+  px_launch(k_atom_ref_embed, blocks_for((int64_t)N * C, 128), 128, 0, g.stream, g.pdl, N, C, pos, q, mask, A, na, B, nb, Wp, Wq,
                                                                           Wf, Y);
   LAUNCHED("atom_ref_embed");
 }
@@ -112,6 +115,7 @@ __global__ void __launch_bounds__(128) k_atom_pair_bias(int N, int T, int C, int
                                                         const float *__restrict__ M2, const float *__restrict__ M3,
                                                         int nh, const float *__restrict__ Wh, PairPlanes planes,
                                                         float *p_out) {
+  px_pdl_enter();
   const int off = (nk - nq) / 2;
   for (int64_t row = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; row < P; row += (int64_t)gridDim.x * blockDim.x) {
     const int64_t bq = row / nk;
@@ -196,10 +200,10 @@ void be_atom_pair_bias(px_backend *b, int N, int T, int C, int nq, int nk, const
   const int64_t P = (int64_t)((N + nq - 1) / nq) * nq * nk;
   const int threads = 128;
   if (C <= 16)
-    k_atom_pair_bias<16><<<blocks_for(P, threads), threads, 0, g.stream>>>(N, T, C, nq, nk, P, pos, uid, tok, cl, cm, zp,
+    px_launch((k_atom_pair_bias<16>), blocks_for(P, threads), threads, 0, g.stream, g.pdl, N, T, C, nq, nk, P, pos, uid, tok, cl, cm, zp,
                                                                           Wd, Wi, Wv, M1, M2, M3, nh, Wh, planes, p_out);
   else
-    k_atom_pair_bias<PAIR_MAX_C><<<blocks_for(P, threads), threads, 0, g.stream>>>(
+    px_launch((k_atom_pair_bias<PAIR_MAX_C>), blocks_for(P, threads), threads, 0, g.stream, g.pdl, 
         N, T, C, nq, nk, P, pos, uid, tok, cl, cm, zp, Wd, Wi, Wv, M1, M2, M3, nh, Wh, planes, p_out);
   LAUNCHED("atom_pair_bias");
 }

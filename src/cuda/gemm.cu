@@ -6,10 +6,12 @@
 #include "cuda/context.cuh"
 #include "cuda/gemm_lt.h"
 #include "cuda/half_io.cuh"
+#include "cuda/launch.cuh"
 
 namespace pxcuda {
 
 __global__ void k_fill_bias(int M, int C, float *Y, int ldy, const float *bias, int accumulate) {
+  px_pdl_enter();
   for (int r = blockIdx.y; r < M; r += gridDim.y) {
     float *y = Y + (size_t)r * ldy;
     for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < C; c += gridDim.x * blockDim.x) y[c] = accumulate ? y[c] + bias[c] : bias[c];
@@ -17,6 +19,7 @@ __global__ void k_fill_bias(int M, int C, float *Y, int ldy, const float *bias, 
 }
 
 __global__ void k_relu_rows(int N, float *Y, int ldy) {
+  px_pdl_enter();
   float *y = Y + (size_t)blockIdx.y * ldy;
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c < N) y[c] = fmaxf(y[c], 0.0f);
@@ -27,6 +30,7 @@ __global__ void k_relu_rows(int N, float *Y, int ldy) {
 // Times sc (a power of two: exact), as GEMM inputs stored times 2^-e are.
 template <int AB>
 __global__ void k_to_half(int M, int K, const float *X, int ldx, uint16_t *Y, float sc) {
+  px_pdl_enter();
   const bool v4 = ((K | ldx) & 3) == 0 && ((uintptr_t)X & 15) == 0 && ((uintptr_t)Y & 7) == 0;
   for (int r = blockIdx.y; r < M; r += gridDim.y) {
     const float *x = X + (size_t)r * ldx;
@@ -46,6 +50,7 @@ __global__ void k_to_half(int M, int K, const float *X, int ldx, uint16_t *Y, fl
 // n floats to bf16 / fp16 (weights, once).
 template <int AB>
 __global__ void k_to_half_flat(int64_t n, const float *X, uint16_t *Y) {
+  px_pdl_enter();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
     Y[i] = to_half1<AB>(X[i]);
 }
@@ -55,9 +60,9 @@ void to_half(Ctx &g, int ab, int M, int K, const float *X, int ldx, uint16_t *Y,
   const dim3 grid((unsigned)((K + 4 * threads - 1) / (4 * threads)), (unsigned)(M < 65535 ? M : 65535));
   const float sc = ldexpf(1.0f, -e);
   if (ab == 1)
-    k_to_half<1><<<grid, threads, 0, g.stream>>>(M, K, X, ldx, Y, sc);
+    px_launch((k_to_half<1>), grid, threads, 0, g.stream, g.pdl, M, K, X, ldx, Y, sc);
   else
-    k_to_half<2><<<grid, threads, 0, g.stream>>>(M, K, X, ldx, Y, sc);
+    px_launch((k_to_half<2>), grid, threads, 0, g.stream, g.pdl, M, K, X, ldx, Y, sc);
   LAUNCHED("to_half");
 }
 
@@ -79,7 +84,7 @@ bool linear_lt(Ctx &g, int precision, const PxGemm &p) {
 void relu_rows(Ctx &g, int M, int N, float *Y, int ldy) {
   for (int r = 0; r < M; r += 65535) {  // rows may be strided (ldy > N)
     const int rows = M - r < 65535 ? M - r : 65535;
-    k_relu_rows<<<dim3((N + 255) / 256, rows), 256, 0, g.stream>>>(N, Y + (size_t)r * ldy, ldy);
+    px_launch(k_relu_rows, dim3((N + 255) / 256, rows), 256, 0, g.stream, g.pdl, N, Y + (size_t)r * ldy, ldy);
   }
   LAUNCHED("relu_rows");
 }
@@ -88,7 +93,7 @@ void relu_rows(Ctx &g, int M, int N, float *Y, int ldy) {
 // returned beta accumulates onto it.
 float prefill_bias(Ctx &g, int M, int N, float *Y, int ldy, const float *bias, int accumulate) {
   if (!bias) return accumulate ? 1.0f : 0.0f;
-  k_fill_bias<<<grid2d(M, N, threads_for(N)), threads_for(N), 0, g.stream>>>(M, N, Y, ldy, bias, accumulate);
+  px_launch(k_fill_bias, grid2d(M, N, threads_for(N)), threads_for(N), 0, g.stream, g.pdl, M, N, Y, ldy, bias, accumulate);
   LAUNCHED("fill_bias");
   return 1.0f;
 }
@@ -176,6 +181,7 @@ void be_linear_relu(px_backend *b, int M, int N, int K, const float *X, int ldx,
 
 __global__ void k_fill_bias_batched(int count, int M, int N, float *Y, int64_t sy, const float *bias,
                                     int64_t sb) {
+  px_pdl_enter();
   for (int r = blockIdx.y; r < count * M; r += gridDim.y) {
     const int i = r / M, row = r % M;
     float *y = Y + i * sy + (size_t)row * N;
@@ -194,7 +200,7 @@ void be_linear_batched(px_backend *b, int count, int M, int N, int K, const floa
   if (linear_lt(g, prec, PxGemm{count, M, N, K, X, K, sx, W, sw, bias, sb, 0, 0, Y, N, sy})) return;
   float beta = 0.0f;
   if (bias) {
-    k_fill_bias_batched<<<grid2d(count * M, N, threads_for(N)), threads_for(N), 0, g.stream>>>(count, M, N, Y, sy, bias, sb);
+    px_launch(k_fill_bias_batched, grid2d(count * M, N, threads_for(N)), threads_for(N), 0, g.stream, g.pdl, count, M, N, Y, sy, bias, sb);
     LAUNCHED("fill_bias_batched");
     beta = 1.0f;
   }
@@ -214,9 +220,9 @@ void be_convert(px_backend *b, int64_t n, const float *X, void *Y, px_etype yt) 
   if (n <= 0) return;
   const unsigned blocks = (unsigned)((n + 255) / 256 < 4096 ? (n + 255) / 256 : 4096);
   if (yt == PX_BF16)
-    k_to_half_flat<1><<<blocks, 256, 0, g.stream>>>(n, X, (uint16_t *)Y);
+    px_launch((k_to_half_flat<1>), blocks, 256, 0, g.stream, g.pdl, n, X, (uint16_t *)Y);
   else
-    k_to_half_flat<2><<<blocks, 256, 0, g.stream>>>(n, X, (uint16_t *)Y);
+    px_launch((k_to_half_flat<2>), blocks, 256, 0, g.stream, g.pdl, n, X, (uint16_t *)Y);
   LAUNCHED("to_half_flat");
 }
 

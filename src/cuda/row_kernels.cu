@@ -9,6 +9,7 @@
 // EDM mix (the sampler's per-call scalings) on the device.
 #include "cuda/context.cuh"
 #include "cuda/half_io.cuh"
+#include "cuda/launch.cuh"
 
 namespace pxcuda {
 
@@ -16,6 +17,7 @@ namespace pxcuda {
 // mode 0: Y = LN(X) * w + b (w, b optional); mode 1: Y = LN(X) * G[r % g] + B[r % g].
 __global__ void k_layernorm(int M, int C, const float *X, const float *w, const float *b,
                             const float *G, const float *B, int g_rows, float *Y) {
+  px_pdl_enter();
   int warps = blockDim.x / 32;
   int row = blockIdx.x * warps + threadIdx.x / 32, lane = threadIdx.x % 32;
   if (row >= M) return;
@@ -151,6 +153,7 @@ template <int NV, int OT>
 __global__ void k_row_ln(int M, int C, float *X, const float *w, const float *b, const float *G, const float *B,
                          int g_rows, const float *Gr, int gr_rows, const void *Rr, int rt, float rsc, void *Y,
                          int mode, int spw) {
+  px_pdl_enter();
   row_ln_body<NV, OT, false>(M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, rt, rsc, Y, mode, spw);
 }
 // Rows of 257 to 1024 values (the token blocks' C = 768, c_s = 384): G and B are loaded after the two
@@ -163,6 +166,7 @@ template <int NV, int OT>
 __global__ void __launch_bounds__(256, 4)
 k_row_ln_late(int M, int C, float *X, const float *w, const float *b, const float *G, const float *B, int g_rows,
               const float *Gr, int gr_rows, const void *Rr, int rt, float rsc, void *Y, int mode, int spw) {
+  px_pdl_enter();
   row_ln_body<NV, OT, true>(M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, rt, rsc, Y, mode, spw);
 }
 
@@ -190,7 +194,7 @@ static void launch_row_ln_as(Ctx &g, int ot, int blocks, int M, int C, float *X,
                              const float *G, const float *B, int g_rows, const float *Gr, int gr_rows, const void *Rr,
                              int rt, float rsc, void *Y, int mode, int spw) {
   auto kern = [&](auto k) {
-    k<<<blocks, 256, 0, g.stream>>>(M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, rt, rsc, Y, mode, spw);
+    px_launch(k, blocks, 256, 0, g.stream, g.pdl, M, C, X, w, b, G, B, g_rows, Gr, gr_rows, Rr, rt, rsc, Y, mode, spw);
   };
   if constexpr (LATE)
     ot == 0 ? kern(k_row_ln_late<NV, 0>) : ot == 1 ? kern(k_row_ln_late<NV, 1>) : kern(k_row_ln_late<NV, 2>);
@@ -239,6 +243,7 @@ bool row_ln(Ctx &g, int M, int C, float *X, const float *w, const float *b, cons
 }
 
 __global__ void k_gated_residual(int M, int C, float *A, const float *G, int g_rows, const float *Y) {
+  px_pdl_enter();
   for (int r = blockIdx.y; r < M; r += gridDim.y) {
     float *a = A + (size_t)r * C;
     const float *g = G + (size_t)(r % g_rows) * C, *y = Y + (size_t)r * C;
@@ -266,6 +271,7 @@ __global__ void k_gated_residual(int M, int C, float *A, const float *G, int g_r
 // Y of type yt (load4_scaled, read times ysc).
 __global__ void k_rows_update4(int64_t n4, int C4, float4 *A, const float4 *G, int g_rows, const void *Y, int yt,
                                float ysc, int kind) {
+  px_pdl_enter();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n4; i += (int64_t)gridDim.x * blockDim.x) {
     const int64_t r = i / C4;
     const int c = (int)(i - r * C4);
@@ -290,6 +296,7 @@ __global__ void k_rows_update4(int64_t n4, int C4, float4 *A, const float4 *G, i
 // Y[s, n] += A[s % a_samples, a2t[n]] over [S*N, C], one float4 per thread (as above).
 __global__ void k_tokens_to_atoms_add4(int64_t n4, int N, int T, int C4, int a_samples, const float4 *A,
                                        const int64_t *a2t, float4 *Y) {
+  px_pdl_enter();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n4; i += (int64_t)gridDim.x * blockDim.x) {
     const int64_t r = i / C4;
     const int c = (int)(i - r * C4), s = (int)(r / N), n = (int)(r % N);
@@ -306,6 +313,7 @@ __global__ void k_tokens_to_atoms_add4(int64_t n4, int N, int T, int C4, int a_s
 static bool al16(const void *p) { return ((uintptr_t)p % 16) == 0; }
 
 __global__ void k_sigmoid_mul(int M, int C, float *O, int ldo, const float *P, int ldp) {
+  px_pdl_enter();
   for (int r = blockIdx.y; r < M; r += gridDim.y) {
     float *o = O + (size_t)r * ldo;
     const float *p = P + (size_t)r * ldp;
@@ -330,6 +338,7 @@ __global__ void k_sigmoid_mul(int M, int C, float *O, int ldo, const float *P, i
 // thread when vec (C % 4 == 0 and aligned rows, checked by the caller).
 template <int IT, int OT>
 __global__ void k_swiglu(int M, int C, const void *X, void *Y, float sc, int vec) {
+  px_pdl_enter();
   for (int r = blockIdx.y; r < M; r += gridDim.y) {
     const size_t xa = (size_t)r * 2 * C, xb = xa + C;
     if (vec) {
@@ -359,7 +368,7 @@ void swiglu_typed(Ctx &g, int it, int ot, int M, int H, const void *X, void *Y, 
   const dim3 grid = grid2d(M, cols, threads_for(cols));
   const int thr = threads_for(cols);
 #define PX_SWIGLU(I, O) \
-  if (it == I && ot == O) k_swiglu<I, O><<<grid, thr, 0, g.stream>>>(M, H, X, Y, sc, vec);
+  if (it == I && ot == O) px_launch((k_swiglu<I, O>), grid, thr, 0, g.stream, g.pdl, M, H, X, Y, sc, vec);
   PX_SWIGLU(0, 0)
   PX_SWIGLU(0, 1)
   PX_SWIGLU(0, 2)
@@ -371,6 +380,7 @@ void swiglu_typed(Ctx &g, int it, int ot, int M, int H, const void *X, void *Y, 
 
 // Four values per thread when X is 16-byte aligned (the s-side gates: ~8M values per call).
 __global__ void k_activation4(int64_t n4, float4 *X, int kind) {
+  px_pdl_enter();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n4; i += (int64_t)gridDim.x * blockDim.x) {
     float4 v = X[i];
     if (kind == PX_ACT_SIGMOID) {
@@ -383,12 +393,14 @@ __global__ void k_activation4(int64_t n4, float4 *X, int kind) {
 }
 
 __global__ void k_activation(int64_t n, float *X, int kind) {
+  px_pdl_enter();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
        i += (int64_t)gridDim.x * blockDim.x)
     X[i] = kind == PX_ACT_SIGMOID ? sigmoidf_(X[i]) : fmaxf(X[i], 0.0f);
 }
 
 __global__ void k_add_rows(int M, int C, float *Y, const float *A, int a_rows) {
+  px_pdl_enter();
   for (int r = blockIdx.y; r < M; r += gridDim.y) {
     float *y = Y + (size_t)r * C;
     const float *a = A + (size_t)(r % a_rows) * C;
@@ -419,6 +431,7 @@ __device__ int block_lower_bound(const int64_t *a2t, int N, int64_t t) {
 // channels per thread where C allows it (the same sums, element by element).
 __global__ void k_atoms_to_tokens(int N, int T, int C, const float *X, const int64_t *a2t,
                                   const float *inv_count, float *Y) {
+  px_pdl_enter();
   const int t = blockIdx.x, s = blockIdx.y;
   const int n0 = block_lower_bound(a2t, N, t), n1 = block_lower_bound(a2t, N, t + 1);
   const float w = inv_count[t];
@@ -448,6 +461,7 @@ __global__ void k_atoms_to_tokens(int N, int T, int C, const float *X, const int
 
 __global__ void k_tokens_to_atoms_add(int S, int N, int T, int C, int a_samples, const float *A,
                                       const int64_t *a2t, float *Y) {
+  px_pdl_enter();
   const int M = S * N;
   for (int r = blockIdx.y; r < M; r += gridDim.y) {
     const int s = r / N, n = r % N;
@@ -463,7 +477,7 @@ void be_layernorm(px_backend *b, int M, int C, const float *X, const float *w, c
   PROF("layernorm");
   if (X != Y && row_ln(g, M, C, const_cast<float *>(X), w, bias, nullptr, nullptr, 1, nullptr, 1, nullptr, Y, 0)) return;
   if (X == Y && row_ln(g, M, C, Y, w, bias, nullptr, nullptr, 1, nullptr, 1, nullptr, Y, 0)) return;
-  k_layernorm<<<(M + 7) / 8, 256, 0, g.stream>>>(M, C, X, w, bias, nullptr, nullptr, 1, Y);
+  px_launch(k_layernorm, (M + 7) / 8, 256, 0, g.stream, g.pdl, M, C, X, w, bias, nullptr, nullptr, 1, Y);
   LAUNCHED("layernorm");
 }
 
@@ -484,7 +498,7 @@ static void adaln_typed(Ctx &g, int M, int C, const float *X, const float *G, co
     y = f32_scratch(g, (size_t)M * C);
     if (!y) return;
   }
-  k_layernorm<<<(M + 7) / 8, 256, 0, g.stream>>>(M, C, X, nullptr, nullptr, G, B, g_rows, y);
+  px_launch(k_layernorm, (M + 7) / 8, 256, 0, g.stream, g.pdl, M, C, X, nullptr, nullptr, G, B, g_rows, y);
   LAUNCHED("adaln");
   if (ot) to_half(g, ot, M, C, y, C, (uint16_t *)Y);
 }
@@ -498,6 +512,7 @@ void be_adaln(px_backend *b, int M, int C, const float *X, const float *G, const
 
 // X[i] * 2^e for n values of 16-bit type t (1 bf16, 2 fp16) to fp32.
 __global__ void k_half_to_float(int64_t n, int t, const void *X, float sc, float *Y) {
+  px_pdl_enter();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
     Y[i] = (t == 1 ? load1<1>(X, (size_t)i) : load1<2>(X, (size_t)i)) * sc;
 }
@@ -509,7 +524,7 @@ static const float *rows_f32(Ctx &g, int64_t n, const void *Y, px_etype yt, int 
   if (yt == PX_F32) return (const float *)Y;
   float *t = f32_scratch(g, (size_t)n);
   if (!t || n <= 0) return t;
-  k_half_to_float<<<blocks_for(n, 256), 256, 0, g.stream>>>(n, (int)yt, Y, ldexpf(1.0f, ye), t);
+  px_launch(k_half_to_float, blocks_for(n, 256), 256, 0, g.stream, g.pdl, n, (int)yt, Y, ldexpf(1.0f, ye), t);
   LAUNCHED("half_to_float");
   return t;
 }
@@ -521,7 +536,7 @@ void be_gated_residual(px_backend *b, int M, int C, float *A, const float *G, in
   if (!out_type_ok(g, yt)) return;
   if (C % 4 == 0 && M > 0 && al16(A) && al16(G) && (yt == PX_F32 ? al16(Y) : (uintptr_t)Y % 8 == 0)) {
     const int64_t n4 = (int64_t)M * (C / 4);
-    k_rows_update4<<<blocks_for(n4, 256), 256, 0, g.stream>>>(n4, C / 4, reinterpret_cast<float4 *>(A),
+    px_launch(k_rows_update4, blocks_for(n4, 256), 256, 0, g.stream, g.pdl, n4, C / 4, reinterpret_cast<float4 *>(A),
                                                               reinterpret_cast<const float4 *>(G), g_rows, Y, (int)yt,
                                                               ldexpf(1.0f, ye), 0);
     LAUNCHED("gated_residual4");
@@ -530,7 +545,7 @@ void be_gated_residual(px_backend *b, int M, int C, float *A, const float *G, in
   const float *y = rows_f32(g, (int64_t)M * C, Y, yt, ye);
   if (!y) return;
   const int cols = (C & 3) ? C : C / 4;
-  k_gated_residual<<<grid2d(M, cols, threads_for(cols)), threads_for(cols), 0, g.stream>>>(M, C, A, G, g_rows, y);
+  px_launch(k_gated_residual, grid2d(M, cols, threads_for(cols)), threads_for(cols), 0, g.stream, g.pdl, M, C, A, G, g_rows, y);
   LAUNCHED("gated_residual");
 }
 
@@ -555,6 +570,7 @@ template <int NV, int OT>
 __global__ void k_row_ln_pair(int M, int C, float *A, const float *Gr, const void *Rr, int rt, float rsc,
                               const float *G1, const float *B1, const float *G2, const float *B2, int g_rows, void *Y1,
                               void *Y2, int spw) {
+  px_pdl_enter();
   const int warps = blockDim.x / 32, lane = threadIdx.x % 32;
   const int C4 = C / 4;
   // spw rows of one conditioning row per warp, as k_row_ln
@@ -631,11 +647,11 @@ static void launch_row_ln_pair(Ctx &g, int ot, int M, int C, float *A, const flo
   const int spw = row_groups(g, M, g_rows);
   const int blocks = group_blocks(M, g_rows, spw);
   if (ot == 0)
-    k_row_ln_pair<NV, 0><<<blocks, 256, 0, g.stream>>>(M, C, A, Gr, Rr, rt, rsc, G1, B1, G2, B2, g_rows, Y1, Y2, spw);
+    px_launch((k_row_ln_pair<NV, 0>), blocks, 256, 0, g.stream, g.pdl, M, C, A, Gr, Rr, rt, rsc, G1, B1, G2, B2, g_rows, Y1, Y2, spw);
   else if (ot == 1)
-    k_row_ln_pair<NV, 1><<<blocks, 256, 0, g.stream>>>(M, C, A, Gr, Rr, rt, rsc, G1, B1, G2, B2, g_rows, Y1, Y2, spw);
+    px_launch((k_row_ln_pair<NV, 1>), blocks, 256, 0, g.stream, g.pdl, M, C, A, Gr, Rr, rt, rsc, G1, B1, G2, B2, g_rows, Y1, Y2, spw);
   else
-    k_row_ln_pair<NV, 2><<<blocks, 256, 0, g.stream>>>(M, C, A, Gr, Rr, rt, rsc, G1, B1, G2, B2, g_rows, Y1, Y2, spw);
+    px_launch((k_row_ln_pair<NV, 2>), blocks, 256, 0, g.stream, g.pdl, M, C, A, Gr, Rr, rt, rsc, G1, B1, G2, B2, g_rows, Y1, Y2, spw);
 }
 
 void be_adaln_pair(px_backend *b, int M, int C, float *A, const float *Gr, const void *Rr, px_etype rt, int re,
@@ -666,8 +682,8 @@ void be_adaln_pair(px_backend *b, int M, int C, float *A, const float *Gr, const
   float *t1 = ot ? f32_scratch(g, 2 * n) : (float *)Y1;
   if (!t1) return;
   float *t2 = ot ? t1 + n : (float *)Y2;
-  k_layernorm<<<(M + 7) / 8, 256, 0, g.stream>>>(M, C, A, nullptr, nullptr, G1, B1, g_rows, t1);
-  k_layernorm<<<(M + 7) / 8, 256, 0, g.stream>>>(M, C, t1, nullptr, nullptr, G2, B2, g_rows, t2);
+  px_launch(k_layernorm, (M + 7) / 8, 256, 0, g.stream, g.pdl, M, C, A, nullptr, nullptr, G1, B1, g_rows, t1);
+  px_launch(k_layernorm, (M + 7) / 8, 256, 0, g.stream, g.pdl, M, C, t1, nullptr, nullptr, G2, B2, g_rows, t2);
   LAUNCHED("adaln_pair");
   if (ot) {
     to_half(g, ot, M, C, t1, C, (uint16_t *)Y1);
@@ -679,7 +695,7 @@ void be_sigmoid_mul(px_backend *b, int M, int C, float *O, int ldo, const float 
   CTX(b);
   PROF("sigmoid_mul");
   const int cols = ((C | ldo | ldp) & 3) ? C : C / 4;
-  k_sigmoid_mul<<<grid2d(M, cols, threads_for(cols)), threads_for(cols), 0, g.stream>>>(M, C, O, ldo, P, ldp);
+  px_launch(k_sigmoid_mul, grid2d(M, cols, threads_for(cols)), threads_for(cols), 0, g.stream, g.pdl, M, C, O, ldo, P, ldp);
   LAUNCHED("sigmoid_mul");
 }
 
@@ -702,11 +718,11 @@ void be_activation(px_backend *b, int64_t n, float *X, int kind) {
   CTX(b);
   PROF("activation");
   if (n > 0 && n % 4 == 0 && (uintptr_t)X % 16 == 0) {
-    k_activation4<<<blocks_for(n / 4, 256), 256, 0, g.stream>>>(n / 4, reinterpret_cast<float4 *>(X), kind);
+    px_launch(k_activation4, blocks_for(n / 4, 256), 256, 0, g.stream, g.pdl, n / 4, reinterpret_cast<float4 *>(X), kind);
     LAUNCHED("activation4");
     return;
   }
-  k_activation<<<blocks_for(n, 256), 256, 0, g.stream>>>(n, X, kind);
+  px_launch(k_activation, blocks_for(n, 256), 256, 0, g.stream, g.pdl, n, X, kind);
   LAUNCHED("activation");
 }
 
@@ -715,13 +731,13 @@ void be_add_rows(px_backend *b, int M, int C, float *Y, const float *A, int a_ro
   PROF("add_rows");
   if (C % 4 == 0 && M > 0 && al16(Y) && al16(A)) {
     const int64_t n4 = (int64_t)M * (C / 4);
-    k_rows_update4<<<blocks_for(n4, 256), 256, 0, g.stream>>>(n4, C / 4, reinterpret_cast<float4 *>(Y),
+    px_launch(k_rows_update4, blocks_for(n4, 256), 256, 0, g.stream, g.pdl, n4, C / 4, reinterpret_cast<float4 *>(Y),
                                                               reinterpret_cast<const float4 *>(A), a_rows, nullptr, 0,
                                                               1.0f, 1);
     LAUNCHED("add_rows4");
     return;
   }
-  k_add_rows<<<grid2d(M, C, threads_for(C)), threads_for(C), 0, g.stream>>>(M, C, Y, A, a_rows);
+  px_launch(k_add_rows, grid2d(M, C, threads_for(C)), threads_for(C), 0, g.stream, g.pdl, M, C, Y, A, a_rows);
   LAUNCHED("add_rows");
 }
 
@@ -731,7 +747,7 @@ void be_atoms_to_tokens(px_backend *b, int S, int N, int T, int C, const float *
   PROF("atoms_to_tokens");
   dim3 grid(T, S);
   // 192 threads: one float4 of the model's 768 channels each.
-  k_atoms_to_tokens<<<grid, 192, 0, g.stream>>>(N, T, C, X, a2t, inv_count, Y);
+  px_launch(k_atoms_to_tokens, grid, 192, 0, g.stream, g.pdl, N, T, C, X, a2t, inv_count, Y);
   LAUNCHED("atoms_to_tokens");
 }
 
@@ -741,17 +757,18 @@ void be_tokens_to_atoms_add(px_backend *b, int S, int N, int T, int C, int a_sam
   PROF("tokens_to_atoms_add");
   if (C % 4 == 0 && S > 0 && N > 0 && al16(A) && al16(Y)) {
     const int64_t n4 = (int64_t)S * N * (C / 4);
-    k_tokens_to_atoms_add4<<<blocks_for(n4, 256), 256, 0, g.stream>>>(
+    px_launch(k_tokens_to_atoms_add4, blocks_for(n4, 256), 256, 0, g.stream, g.pdl, 
         n4, N, T, C / 4, a_samples, reinterpret_cast<const float4 *>(A), a2t, reinterpret_cast<float4 *>(Y));
     LAUNCHED("tokens_to_atoms_add4");
     return;
   }
-  k_tokens_to_atoms_add<<<grid2d(S * N, C, threads_for(C)), threads_for(C), 0, g.stream>>>(S, N, T, C, a_samples, A, a2t, Y);
+  px_launch(k_tokens_to_atoms_add, grid2d(S * N, C, threads_for(C)), threads_for(C), 0, g.stream, g.pdl, S, N, T, C, a_samples, A, a2t, Y);
   LAUNCHED("tokens_to_atoms_add");
 }
 
 __global__ void k_edm(int mode, int S, int N, const float *x, const float *t, int t_stride, float sigma,
                       const float *rup, float *out) {
+  px_pdl_enter();
   const int64_t total = (int64_t)S * N * 3;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
        i += (int64_t)gridDim.x * blockDim.x) {
@@ -766,6 +783,7 @@ __global__ void k_edm(int mode, int S, int N, const float *x, const float *t, in
 
 __global__ void k_fourier(int S, int nf, const float *t, float sigma, const float *w, const float *b,
                           float *F) {
+  px_pdl_enter();
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < S * nf; i += gridDim.x * blockDim.x) {
     const int u = i / nf, f = i % nf;
     const float tau = logf(t[u] / sigma) / 4.0f;
@@ -774,6 +792,7 @@ __global__ void k_fourier(int S, int nf, const float *t, float sigma, const floa
 }
 
 __global__ void k_rows_plus_vec(int S, int T, int C, const float *A, const float *v, float *Y) {
+  px_pdl_enter();
   const int M = S * T;
   for (int r = blockIdx.y; r < M; r += gridDim.y) {
     const float *a = A + (size_t)(r % T) * C, *vv = v + (size_t)(r / T) * C;
@@ -788,11 +807,11 @@ void be_noise_cond(px_backend *b, int S, int T, int nf, int C, const float *t, f
                    const float *bias, const float *ln_w, px_weight Wn, const float *s0, float *work, float *s) {
   CTX(b);
   float *F = work, *Fn = F + (size_t)S * nf, *v = Fn + (size_t)S * nf;
-  k_fourier<<<blocks_for((int64_t)S * nf, 256), 256, 0, g.stream>>>(S, nf, t, sigma, w, bias, F);
+  px_launch(k_fourier, blocks_for((int64_t)S * nf, 256), 256, 0, g.stream, g.pdl, S, nf, t, sigma, w, bias, F);
   LAUNCHED("noise_cond (fourier)");
   be_layernorm(b, S, nf, F, ln_w, NULL, Fn);
   be_linear(b, S, C, nf, Fn, nf, Wn, NULL, v, C, 0, 1, PX_F32, PX_F32);
-  k_rows_plus_vec<<<grid2d(S * T, C, threads_for(C)), threads_for(C), 0, g.stream>>>(S, T, C, s0, v, s);
+  px_launch(k_rows_plus_vec, grid2d(S * T, C, threads_for(C)), threads_for(C), 0, g.stream, g.pdl, S, T, C, s0, v, s);
   LAUNCHED("noise_cond (rows_plus_vec)");
 }
 
@@ -800,7 +819,7 @@ void be_edm(px_backend *b, int mode, int S, int N, const float *x, const float *
             const float *rup, float *out) {
   CTX(b);
   PROF("edm");
-  k_edm<<<blocks_for((int64_t)S * N * 3, 256), 256, 0, g.stream>>>(mode, S, N, x, t, t_stride, sigma, rup, out);
+  px_launch(k_edm, blocks_for((int64_t)S * N * 3, 256), 256, 0, g.stream, g.pdl, mode, S, N, x, t, t_stride, sigma, rup, out);
   LAUNCHED("edm");
 }
 

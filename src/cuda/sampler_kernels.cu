@@ -11,6 +11,7 @@
 // log/sin/cos against the platform libm (both within about an ulp), nvcc's FMA contraction
 // in the rotation's double arithmetic, and the order of the per-sample centring sum.
 #include "cuda/sampler_kernels.h"
+#include "cuda/launch.cuh"
 
 #include <cstdint>
 
@@ -22,6 +23,7 @@ constexpr int kInit = 0, kRot = 1, kTrans = 2, kNoise = 3;  // pxdiff.h px_rng_p
 
 // x[s] = t0 * normals, one thread per normal pair.
 __global__ void k_init(int S, int64_t n3, uint64_t seed, uint32_t sample0, float t0, float *x) {
+  px_pdl_enter();
   const int s = blockIdx.y;
   const int64_t npairs = (n3 + 1) / 2;
   float *xs = x + (size_t)s * n3;
@@ -36,6 +38,7 @@ __global__ void k_init(int S, int64_t n3, uint64_t seed, uint32_t sample0, float
 // One block per sample: its rotation and translation (rng.c's px_rng_rotation /
 // px_rng_translation), the mean over atoms, then x = R (x - mean) + u in place.
 __global__ void k_augment(int N, uint64_t seed, uint32_t sample0, uint32_t step, float *x) {
+  px_pdl_enter();
   __shared__ float R[9], u[3], mf[3];
   __shared__ double part[3][32];
   const int s = blockIdx.x, tid = threadIdx.x;
@@ -77,6 +80,7 @@ __global__ void k_augment(int N, uint64_t seed, uint32_t sample0, uint32_t step,
 // x_noisy = x + sd * noise (stream kNoise of (seed, sample, step)), one thread per pair.
 __global__ void k_noisy(int64_t n3, uint64_t seed, uint32_t sample0, uint32_t step, float sd, const float *x,
                         float *xn) {
+  px_pdl_enter();
   const int s = blockIdx.y;
   const int64_t npairs = (n3 + 1) / 2;
   const float *xs = x + (size_t)s * n3;
@@ -91,6 +95,7 @@ __global__ void k_noisy(int64_t n3, uint64_t seed, uint32_t sample0, uint32_t st
 
 // x = x_noisy + step_size * ((x_noisy - x_den) / t_hat).
 __global__ void k_euler(int64_t n, const float *xn, const float *xd, float t_hat, float step_size, float *x) {
+  px_pdl_enter();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
     const float delta = __fdiv_rn(__fsub_rn(xn[i], xd[i]), t_hat);
     x[i] = __fadd_rn(xn[i], __fmul_rn(step_size, delta));
@@ -104,27 +109,27 @@ unsigned blocks_for(int64_t n, int threads, unsigned cap) {
 
 }  // namespace
 
-cudaError_t px_sampler_init_gpu(cudaStream_t st, int S, int N, uint64_t seed, uint32_t sample0, float t0, float *x) {
+cudaError_t px_sampler_init_gpu(cudaStream_t st, bool pdl, int S, int N, uint64_t seed, uint32_t sample0, float t0, float *x) {
   if (S <= 0 || N <= 0) return cudaSuccess;
   const int64_t n3 = (int64_t)N * 3;
-  k_init<<<dim3(blocks_for((n3 + 1) / 2, 256, 1024), S), 256, 0, st>>>(S, n3, seed, sample0, t0, x);
+  px_launch(k_init, dim3(blocks_for((n3 + 1) / 2, 256, 1024), S), 256, 0, st, pdl, S, n3, seed, sample0, t0, x);
   return cudaGetLastError();
 }
 
-cudaError_t px_sampler_noise_gpu(cudaStream_t st, int S, int N, uint64_t seed, uint32_t sample0, uint32_t step,
+cudaError_t px_sampler_noise_gpu(cudaStream_t st, bool pdl, int S, int N, uint64_t seed, uint32_t sample0, uint32_t step,
                                  float sd, float *x, float *x_noisy) {
   if (S <= 0 || N <= 0) return cudaSuccess;
   const int64_t n3 = (int64_t)N * 3;
-  k_augment<<<S, 256, 0, st>>>(N, seed, sample0, step, x);
+  px_launch(k_augment, S, 256, 0, st, pdl, N, seed, sample0, step, x);
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) return e;
-  k_noisy<<<dim3(blocks_for((n3 + 1) / 2, 256, 1024), S), 256, 0, st>>>(n3, seed, sample0, step, sd, x, x_noisy);
+  px_launch(k_noisy, dim3(blocks_for((n3 + 1) / 2, 256, 1024), S), 256, 0, st, pdl, n3, seed, sample0, step, sd, x, x_noisy);
   return cudaGetLastError();
 }
 
-cudaError_t px_sampler_euler_gpu(cudaStream_t st, int64_t n, const float *x_noisy, const float *x_den, float t_hat,
+cudaError_t px_sampler_euler_gpu(cudaStream_t st, bool pdl, int64_t n, const float *x_noisy, const float *x_den, float t_hat,
                                  float step_size, float *x) {
   if (n <= 0) return cudaSuccess;
-  k_euler<<<blocks_for(n, 256, 4096), 256, 0, st>>>(n, x_noisy, x_den, t_hat, step_size, x);
+  px_launch(k_euler, blocks_for(n, 256, 4096), 256, 0, st, pdl, n, x_noisy, x_den, t_hat, step_size, x);
   return cudaGetLastError();
 }

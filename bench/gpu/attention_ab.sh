@@ -4,7 +4,7 @@
 # at 10 and 100 samples of 150 / 330 / 620 tokens for each setting, and with NCU=1 ncu's
 # source-level summary of the 100-sample / 330-token launch for each (bench/gpu/ncu_source.py).
 # ENVS as bench/gpu/env_ab.sh's ("-" for none); BUILD: a CUDA build (carried).
-#   ENVS="- PXDIFF_KV_SPREAD=1" NCU=1 BUILD=build-cuda sh bench/gpu/attention_ab.sh
+#   ENVS="- PXDIFF_NO_X16_QKV=1" NCU=1 BUILD=build-cuda sh bench/gpu/attention_ab.sh
 set -u
 B=${BUILD:-build}
 ENVS=${ENVS:--}

@@ -36,7 +36,6 @@
 // ~2.6e-3, so this kernel keeps tf32 operands for the BF16 precision too).
 #include "cuda/attention_tc.h"
 #include "cuda/half_io.cuh"
-#include "cuda/kv_chunks.h"
 #include "cuda/mma.cuh"
 #include "cuda/launch.cuh"
 
@@ -674,9 +673,8 @@ __device__ __forceinline__ void store_rows16in(const float (&o)[D / 8][4], float
 
 // QT = 128 or 64 queries per block (8 or 4 warps of 16 rows); BV: bytes per bias copy (16
 // when L % 4 == 0, 8 when L is even, else 4, with a bias aligned to match). Q, K, V, G
-// fp16 with row stride ld; O fp16 [S*L, H*D]. SPREAD: the K / V chunks' spread mapping
-// (kv_chunks.h; the same copies, so the same values), else row-major.
-template <int D, int QT, int BV, bool SPREAD>
+// fp16 with row stride ld; O fp16 [S*L, H*D].
+template <int D, int QT, int BV>
 __global__ void __launch_bounds__(QT * 2, 256 / QT)
 k_attention_h16in(int L, int H, int ld, const uint16_t *__restrict__ Q, const uint16_t *__restrict__ K,
                   const uint16_t *__restrict__ V, const uint16_t *__restrict__ G, const float *__restrict__ qb,
@@ -708,12 +706,7 @@ k_attention_h16in(int L, int H, int ld, const uint16_t *__restrict__ Q, const ui
     uint16_t *Ks = kv + (it & 1) * Cfg::KV;
 #pragma unroll
     for (int i = 0; i < KV_PT; i++) {  // row jr: K rows first, then V rows (Vs = Ks + KT DP)
-      int jr, ch;
-      if (SPREAD)
-        px_kv_chunk_spread(w, lane, i, NT / 32, &jr, &ch);
-      else
-        px_kv_chunk_rowmajor(tid, i, NT, CH, &jr, &ch);
-      const int j = jr % KT, c = ch * 8;
+      const int idx = tid + i * NT, jr = idx / CH, j = jr % KT, c = (idx % CH) * 8;
       const bool ok = k0 + j < L;
       const size_t go = ok ? (size_t)(k0 + j) * ld + c : 0;
       cp_async_n<16>(Ks + jr * DP + c, (jr < KT ? Kb : Vb) + go, ok);
@@ -983,7 +976,7 @@ struct H16LocalCfg {
   static constexpr int SPARE = 16;  // zero rows after the span
 };
 
-template <int D, bool SPREAD>
+template <int D>
 __global__ void __launch_bounds__(256, 2)
 k_attention_h16in_local(int L, int H, int ld, const uint16_t *__restrict__ Q, const uint16_t *__restrict__ K,
                         const uint16_t *__restrict__ V, const uint16_t *__restrict__ G,
@@ -1013,16 +1006,7 @@ k_attention_h16in_local(int L, int H, int ld, const uint16_t *__restrict__ Q, co
     cp_async16(reinterpret_cast<float *>(Ks + p * DP + c), reinterpret_cast<const float *>(Kb + go), ok);
     cp_async16(reinterpret_cast<float *>(Vs + p * DP + c), reinterpret_cast<const float *>(Vb + go), ok);
   };
-  if (SPREAD) {  // kv_chunks.h's spread order: units of 16 rows x 2 chunks, one per warp copy
-    const int nrow16 = (rows + 15) / 16, units = nrow16 * (CH / 2), warps = (int)(blockDim.x / 32);
-    for (int u = w; u < units; u += warps) {
-      int p, ch;
-      px_kv_chunk_unit(u, nrow16, lane, &p, &ch);
-      if (p < rows) stage(p, ch * 8);
-    }
-  } else {
-    for (int idx = tid; idx < rows * CH; idx += blockDim.x) stage(idx / CH, (idx % CH) * 8);
-  }
+  for (int idx = tid; idx < rows * CH; idx += blockDim.x) stage(idx / CH, (idx % CH) * 8);
   if (G) {
     for (int idx = tid; idx < 32 * tpb * CH; idx += blockDim.x) {
       const int r = idx / CH, c = (idx % CH) * 8, a = q_first + r;
@@ -1129,25 +1113,19 @@ bool configure_h16in() {
   auto set = [&](auto kernel, int bytes) {
     ok = ok && cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) == cudaSuccess;
   };
-  auto set_kernels = [&](auto spread) {  // both K / V copy orders
-    constexpr bool SP = decltype(spread)::value;
-    set(k_attention_h16in<D, 128, 16, SP>, H16InCfg<D, 128>::SMEM);
-    set(k_attention_h16in<D, 128, 8, SP>, H16InCfg<D, 128>::SMEM);
-    set(k_attention_h16in<D, 128, 4, SP>, H16InCfg<D, 128>::SMEM);
-    set(k_attention_h16in<D, 64, 16, SP>, H16InCfg<D, 64>::SMEM);
-    set(k_attention_h16in<D, 64, 8, SP>, H16InCfg<D, 64>::SMEM);
-    set(k_attention_h16in<D, 64, 4, SP>, H16InCfg<D, 64>::SMEM);
-  };
-  set_kernels(Flag<false>());
-  set_kernels(Flag<true>());
-  set(k_attention_h16in_local<D, false>, optin);
-  set(k_attention_h16in_local<D, true>, optin);
+  set(k_attention_h16in<D, 128, 16>, H16InCfg<D, 128>::SMEM);
+  set(k_attention_h16in<D, 128, 8>, H16InCfg<D, 128>::SMEM);
+  set(k_attention_h16in<D, 128, 4>, H16InCfg<D, 128>::SMEM);
+  set(k_attention_h16in<D, 64, 16>, H16InCfg<D, 64>::SMEM);
+  set(k_attention_h16in<D, 64, 8>, H16InCfg<D, 64>::SMEM);
+  set(k_attention_h16in<D, 64, 4>, H16InCfg<D, 64>::SMEM);
+  set(k_attention_h16in_local<D>, optin);
   if (!ok) cudaGetLastError();  // not sticky: the fallback runs instead
   return ok;
 }
 
 template <int D>
-void launch_h16in(const PxTcDevice::Lim &lim, bool spread, cudaStream_t st, bool pdl, int S, int L, int H, int ld,
+void launch_h16in(const PxTcDevice::Lim &lim, cudaStream_t st, bool pdl, int S, int L, int H, int ld,
                   const uint16_t *Q, const uint16_t *K, const uint16_t *V, const uint16_t *G, const float *qb,
                   const float *bias, float scale, uint16_t *O) {
   // 64-query blocks when they take fewer waves (as the fp32-input kernels)
@@ -1156,12 +1134,8 @@ void launch_h16in(const PxTcDevice::Lim &lim, bool spread, cudaStream_t st, bool
 #define PX_H16IN(QT_, BV_)                                                                                     \
   do {                                                                                                          \
     const dim3 grid((L + QT_ - 1) / QT_, H, S);                                                                 \
-    if (spread)                                                                                                 \
-      px_launch((k_attention_h16in<D, QT_, BV_, true>), grid, 2 * QT_, H16InCfg<D, QT_>::SMEM, st, pdl, L, H, ld, Q, K, V, G, qb, \
-                                                                                          bias, scale, O);      \
-    else                                                                                                        \
-      px_launch((k_attention_h16in<D, QT_, BV_, false>), grid, 2 * QT_, H16InCfg<D, QT_>::SMEM, st, pdl, L, H, ld, Q, K, V, G,  \
-                                                                                           qb, bias, scale, O); \
+    px_launch((k_attention_h16in<D, QT_, BV_>), grid, 2 * QT_, H16InCfg<D, QT_>::SMEM, st, pdl, L, H, ld, Q, K, V, G, qb, \
+              bias, scale, O);                                                                                  \
   } while (0)
   if (q64) {
     if (bv == 16) PX_H16IN(64, 16);
@@ -1257,8 +1231,6 @@ void px_attention_tc_init(PxTcDevice *dev) {
   dev->lim[lim_index(64)] = configure<64>();
   dev->disabled = getenv("PXDIFF_NO_TC_ATTENTION") != nullptr;
   dev->no_h16 = getenv("PXDIFF_NO_H16_ATTENTION") != nullptr;
-  const char *spread = getenv("PXDIFF_KV_SPREAD");
-  dev->kv_spread = spread && *spread && *spread != '0';
   dev->h16in[0] = configure_h16in<32>();
   dev->h16in[1] = configure_h16in<48>();
   dev->h16in[2] = configure_h16in<64>();
@@ -1275,9 +1247,9 @@ int px_attention_tc_h16in(const PxTcDevice *dev, cudaStream_t stream, int S, int
   if (S > 65535 || H > 65535) return 0;
   if (S <= 0 || L <= 0 || H <= 0) return 1;  // nothing to compute
   const PxTcDevice::Lim &lim = dev->lim[lim_index(d)];
-  if (d == 32) launch_h16in<32>(lim, dev->kv_spread, stream, dev->pdl, S, L, H, ld, Q, K, V, G, q_bias, bias, scale, O);
-  else if (d == 48) launch_h16in<48>(lim, dev->kv_spread, stream, dev->pdl, S, L, H, ld, Q, K, V, G, q_bias, bias, scale, O);
-  else launch_h16in<64>(lim, dev->kv_spread, stream, dev->pdl, S, L, H, ld, Q, K, V, G, q_bias, bias, scale, O);
+  if (d == 32) launch_h16in<32>(lim, stream, dev->pdl, S, L, H, ld, Q, K, V, G, q_bias, bias, scale, O);
+  else if (d == 48) launch_h16in<48>(lim, stream, dev->pdl, S, L, H, ld, Q, K, V, G, q_bias, bias, scale, O);
+  else launch_h16in<64>(lim, stream, dev->pdl, S, L, H, ld, Q, K, V, G, q_bias, bias, scale, O);
   return 1;
 }
 
@@ -1300,12 +1272,8 @@ int px_attention_tc_h16in_local(const PxTcDevice *dev, cudaStream_t stream, int 
     if (!tpb) return 0; /* a window too wide for shared memory: the fallback */                                \
     const dim3 grid((ntr + tpb - 1) / tpb, H, S);                                                               \
     const size_t smem = (size_t)local_smem_h16<D_>(tpb, nk);                                                   \
-    if (dev->kv_spread)                                                                                        \
-      px_launch((k_attention_h16in_local<D_, true>), grid, 64 * tpb, smem, stream, dev->pdl, L, H, ld, Q, K, V, G, q_bias, bias, nk, \
-                                                                          tpb, scale, O);                      \
-    else                                                                                                       \
-      px_launch((k_attention_h16in_local<D_, false>), grid, 64 * tpb, smem, stream, dev->pdl, L, H, ld, Q, K, V, G, q_bias, bias, nk, \
-                                                                           tpb, scale, O);                     \
+    px_launch((k_attention_h16in_local<D_>), grid, 64 * tpb, smem, stream, dev->pdl, L, H, ld, Q, K, V, G, q_bias, \
+              bias, nk, tpb, scale, O);                                                                        \
   } while (0)
   if (d == 32) PX_H16IN_LOCAL(32);
   else if (d == 48) PX_H16IN_LOCAL(48);

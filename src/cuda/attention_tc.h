@@ -19,8 +19,6 @@ struct PxTcDevice {
   bool disabled;  // PXDIFF_NO_TC_ATTENTION was set when the context was made
   bool no_h16;    // PXDIFF_NO_H16_ATTENTION: fp16 outputs from the TF32 kernel (comparisons)
   bool h16in[3];  // the fp16-input kernels of d = 32, 48, 64 could be configured
-  bool kv_spread; // PXDIFF_KV_SPREAD=1: the fp16-input full and local attentions copy K / V chunks
-                  // in the spread order of kv_chunks.h (an experiment, off by default: not yet timed)
   bool pdl;       // launches with programmatic dependent launch (the context's Ctx::pdl, launch.cuh)
 };
 

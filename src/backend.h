@@ -22,6 +22,7 @@
  * io/tensor_types.h px_dtype, the checkpoint readers' on-disk types. */
 typedef enum { PX_F32 = 0, PX_BF16 = 1, PX_F16 = 2 } px_etype;
 
+
 /* A GEMM weight W [N, K] as the model passes it: the fp32 matrix and/or a 16-bit copy, both in
  * the backend's memory and owned by the model (which decides, once when it is prepared for a
  * backend, which matrices get a copy: src/model/device.c). A GEMM runs on 16-bit operands when
@@ -129,10 +130,13 @@ struct px_backend {
    * fp32 (NULL: none): the projection GEMM writes fp16 without a bias (a 16-bit GEMM output
    * takes none, see linear) and q's bias is added here in fp32. The model takes it only for
    * blocks whose Q, K, V fp16_range.c bounds; G needs no bound (an overflow to +-inf gives
-   * the gate's exact limits 1 and 0). */
+   * the gate's exact limits 1 and 0). bias16 (NULL: none) is bias rounded to fp16, [H, T, ldb16]
+   * with ldb16 >= T a multiple of 8, 16-byte aligned, the padding zero (the design cache's
+   * copy, where every value is finite in fp16): a backend may read it instead of bias (half the
+   * bytes). */
   void (*attention_full_h16)(px_backend *b, int S, int T, int H, int d, const void *Q, const void *K,
                              const void *V, const void *G, int ld, const float *q_bias, const float *bias,
-                             float scale, void *O);
+                             const void *bias16, int ldb16, float scale, void *O);
   /* Local atom attention (docs/spec.md): atoms cut into query trunks of nq, each seeing the
    * window of nk keys starting at nq*trunk - (nk - nq)/2; out-of-range keys get weight 0.
    * bias [H, n_trunks, nq, nk]; O [S*N, H*d] of type ot (a 16-bit O feeds the output GEMM;
@@ -234,6 +238,13 @@ struct px_backend {
    * it (PX_BF16 only) where it has AVX512_BF16: its linear then runs a weight with a bf16 copy
    * and K a multiple of 32 on bf16 operands (model/cpu_bf16.c decides which). */
   void (*convert)(px_backend *b, int64_t n, const float *X, void *Y, px_etype yt);
+  /* Optional (NULL: none; the model then keeps fp32 copies only): Y [M, ldy] of 16-bit type
+   * yt = X [M, C] (row stride ldx) rounded to nearest as convert's, columns C .. ldy - 1 of
+   * each row zero. How the design cache makes a pair bias's fp16 copy. */
+  void (*convert_rows)(px_backend *b, int64_t M, int C, const float *X, int ldx, void *Y, int ldy, px_etype yt);
+  /* Optional (NULL: none): out[i] = max |X[i n + j]| over j < n, for i < count, on the host
+   * (waits for the queued work); NaN where a segment holds a NaN. */
+  void (*max_abs)(px_backend *b, int count, int64_t n, const float *X, float *out);
   /* A weight W [N, K]'s 16-bit copy of type yt in the layout this backend's linear reads (the
    * same N * K values as convert's, rounded the same way, in another order), where that is not
    * convert's row-major one; NULL: the model makes copies with convert. The CPU has it where

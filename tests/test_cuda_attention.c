@@ -125,12 +125,17 @@ static void run_full16(int S, int T, int H, int d, int ld_extra, int gated, doub
 /* attention_full_h16 (the FP16 precision's token blocks with fp16 [q k v g] rows): random
  * rows rounded to fp16, q's bias (qb) added in fp32, against the fp32 CPU kernel on the
  * same rounded values plus the bias. ld_extra 4 makes ld not a multiple of 8 (the
- * conversion fallback), as do d = 16 and d = 24. Output poisoned (NaN) before the run. */
-static void run_full_h16in(int S, int T, int H, int d, int ld_extra, int gated, int qb, double tol) {
+ * conversion fallback), as do d = 16 and d = 24. Output poisoned (NaN) before the run.
+ * b16: also with the bias's fp16 copy (rows padded to 8 halves, or to 64 where b16 is 2; the
+ * padding NaN: never read into a result), against the CPU on the rounded bias and on the
+ * exact one; where the fp16-input kernel takes the shape (and T > 1: one key's weight is 1
+ * whatever its bias) its bits must differ from the fp32 bias's (the copy was read), elsewhere
+ * (the fallback) they must not. */
+static void run_full_h16in(int S, int T, int H, int d, int ld_extra, int gated, int qb, int b16, double tol) {
   px_backend *g = px_cuda_backend(PX_PRECISION_FP16);
   CHECK_MSG(g->attention_full_h16 != NULL, "the FP16 backend has no attention_full_h16 (PXDIFF_NO_X16_QKV set?)");
   if (!g->attention_full_h16) return;
-  const int C = H * d, ld = 4 * C + ld_extra;
+  const int C = H * d, ld = 4 * C + ld_extra, ldb = b16 == 2 ? (T + 63) / 64 * 64 : (T + 7) / 8 * 8;
   const size_t nq = (size_t)S * T * ld, no = (size_t)S * T * C, nb = (size_t)H * T * T;
   float *P = rnd(nq, 1.0), *bias = rnd(nb, 2.0), *qbias = rnd((size_t)C, 0.5), *want = malloc(sizeof(float) * no);
   uint16_t *dP = up_half(g, P, nq, 1), *dO = tu_dev_poison16(g, no);
@@ -141,11 +146,36 @@ static void run_full_h16in(int S, int T, int H, int d, int ld_extra, int gated, 
   cpu->attention_full(cpu, S, T, H, d, P, P + C, P + 2 * C, ld, bias, scale, want, gated ? P + 3 * C : NULL, ld,
                       PX_F32);
   g->attention_full_h16(g, S, T, H, d, dP, dP + C, dP + 2 * C, gated ? dP + 3 * C : NULL, ld, qb ? dqb : NULL, dbias,
-                        scale, dO);
+                        NULL, 0, scale, dO);
   char what[128];
   snprintf(what, sizeof what, "fp16-input full S=%d T=%d H=%d d=%d ld=%d%s%s", S, T, H, d, ld, gated ? " gated" : "",
            qb ? " q-bias" : "");
   check16(g, what, dO, want, no, tol);
+  if (b16) {
+    uint16_t *hb = malloc(sizeof(uint16_t) * (size_t)H * T * ldb);
+    float *rb = malloc(sizeof(float) * nb), *want16 = malloc(sizeof(float) * no);
+    for (size_t r = 0; r < (size_t)H * T; r++)
+      for (int c = 0; c < ldb; c++) {
+        hb[r * ldb + c] = c < T ? tu_half_bits(bias[r * T + c], 2) : 0x7e00; /* NaN padding */
+        if (c < T) rb[r * T + c] = tu_half_value(hb[r * ldb + c], 2);
+      }
+    uint16_t *db16 = g->alloc(g, sizeof(uint16_t) * (size_t)H * T * ldb), *dO16 = tu_dev_poison16(g, no);
+    g->upload(g, db16, hb, sizeof(uint16_t) * (size_t)H * T * ldb);
+    cpu->attention_full(cpu, S, T, H, d, P, P + C, P + 2 * C, ld, rb, scale, want16, gated ? P + 3 * C : NULL, ld,
+                        PX_F32);
+    g->attention_full_h16(g, S, T, H, d, dP, dP + C, dP + 2 * C, gated ? dP + 3 * C : NULL, ld, qb ? dqb : NULL,
+                          dbias, db16, ldb, scale, dO16);
+    const int kernel = (d == 32 || d == 48 || d == 64) && ld % 8 == 0; /* else the fallback, fp32 bias */
+    snprintf(what, sizeof what, "  fp16 bias%s, vs the rounded bias", kernel ? "" : " (fallback)");
+    check16(g, what, dO16, kernel ? want16 : want, no, tol);
+    snprintf(what, sizeof what, "  fp16 bias%s, vs the exact bias", kernel ? "" : " (fallback)");
+    check16(g, what, dO16, want, no, tol);
+    const size_t bytes = sizeof(uint16_t) * no, at = tu_dev_first_difference(g, dO, g, dO16, bytes);
+    CHECK_MSG(kernel && T > 1 ? at < bytes : at == bytes, "S=%d T=%d d=%d ld=%d: the fp16 bias %s", S, T, d, ld,
+              kernel ? "changed no bit (not read?)" : "changed the fallback's result");
+    free(hb); free(rb); free(want16);
+    g->free(g, db16); g->free(g, dO16);
+  }
   free(P); free(bias); free(qbias); free(want);
   g->free(g, dP); g->free(g, dO); g->free(g, dbias); g->free(g, dqb);
 }
@@ -282,8 +312,11 @@ static void bench(void) {
         float *P = rnd(nq, 1.0), *bias = rnd(nb, 2.0);
         float *dP = up(g, P, nq), *dbias = up(g, bias, nb);
         uint16_t *dP16 = up_half(g, P, nq, 0), *dO = g->alloc(g, sizeof(uint16_t) * (size_t)S * T * C);
-        for (int path = 0; path < 2; path++) {
-          if (path == 1 && !g->attention_full_h16) break;
+        const int ldb = getenv("PXDIFF_BIAS16_LINES") ? (T + 63) / 64 * 64 : (T + 7) / 8 * 8;
+        uint16_t *db16 = g->alloc(g, sizeof(uint16_t) * (size_t)H * T * ldb);
+        if (g->convert_rows) g->convert_rows(g, (int64_t)H * T, T, dbias, T, db16, ldb, PX_F16);
+        for (int path = 0; path < 3; path++) {
+          if (path >= 1 && !g->attention_full_h16) break;
           double t0 = 0;
           for (int r = -3; r < reps; r++) {
             if (r == 0) {
@@ -294,15 +327,16 @@ static void bench(void) {
               g->attention_full(g, S, T, H, d, dP, dP + C, dP + 2 * C, ld, dbias, 0.144f, dO, dP + 3 * C, ld, PX_F16);
             else
               g->attention_full_h16(g, S, T, H, d, dP16, dP16 + C, dP16 + 2 * C, dP16 + 3 * C, ld, dbias, dbias,
-                                    0.144f, dO);
+                                    path == 2 ? db16 : NULL, ldb, 0.144f, dO);
           }
           g->sync(g);
           printf("  bench fp16 attention_full gated, %s inputs%s S=%d T=%d H=%d d=%d: %.1f us/call\n",
-                 path ? "fp16" : "fp32", !path && getenv("PXDIFF_NO_H16_ATTENTION") ? " (tf32 kernel)" : "", S, T,
-                 H, d, (now_s() - t0) / reps * 1e6);
+                 path == 2 ? "fp16 bias, fp16" : path ? "fp16" : "fp32",
+                 !path && getenv("PXDIFF_NO_H16_ATTENTION") ? " (tf32 kernel)" : "", S, T, H, d,
+                 (now_s() - t0) / reps * 1e6);
         }
         free(P); free(bias);
-        g->free(g, dP); g->free(g, dbias); g->free(g, dP16); g->free(g, dO);
+        g->free(g, dP); g->free(g, dbias); g->free(g, dP16); g->free(g, dO); g->free(g, db16);
       }
     CHECK_MSG(g->status(g) == 0, "bench: CUDA error %s", px_last_error());
   }
@@ -419,12 +453,14 @@ int main(void) {
     run_full16(full[i][0], full[i][1], full[i][2], full[i][3], full[i][4], (int)(i % 2), tol);
   /* FP16 backend, fp16 inputs (attention_full_h16): the same shapes, q's bias on two of three */
   for (size_t i = 0; i < sizeof full / sizeof full[0]; i++)
-    run_full_h16in(full[i][0], full[i][1], full[i][2], full[i][3], full[i][4], (int)(i % 2), (int)(i % 3 != 0), tol);
-  /* the model's width with T % 4 == 0, T % 4 == 2 and T odd (16-, 8- and 4-byte bias copies),
-   * 64- and 128-query blocks, gated with q's bias */
+    run_full_h16in(full[i][0], full[i][1], full[i][2], full[i][3], full[i][4], (int)(i % 2), (int)(i % 3 != 0),
+                   (int)(i % 2 == 0), tol);
+  /* the model's width with T % 4 == 0, T % 4 == 2 and T odd (16-, 8- and 4-byte bias copies;
+   * the fp16 bias's rows padded by 4, 6 and 5 halves, none at 64), 64- and 128-query blocks,
+   * gated with q's bias, with the fp32 and the fp16 bias */
   static const int h16in[][2] = {{10, 332}, {10, 330}, {10, 331}, {3, 150}, {100, 64}, {2, 129}};
   for (size_t i = 0; i < sizeof h16in / sizeof h16in[0]; i++)
-    run_full_h16in(h16in[i][0], h16in[i][1], 16, 48, 0, 1, 1, tol);
+    for (int b16 = 1; b16 <= 2; b16++) run_full_h16in(h16in[i][0], h16in[i][1], 16, 48, 0, 1, 1, b16, tol);
   /* FP16 backend, fp16 inputs (attention_local_h16): the local shapes, gated with q's bias
    * on alternate shapes; ld not a multiple of 8 on every fifth */
   for (size_t i = 0; i < sizeof local / sizeof local[0]; i++)

@@ -283,6 +283,36 @@ int main(void) {
     }
   }
 
+  /* The token blocks' pair biases read from the design cache's fp16 copy (the default at
+   * FP16), against a context made with PXDIFF_NO_BIAS16=1 (no copy: the fp32 biases): both
+   * within the per-call bound of the CPU's fp32 (or 1.5x the other's error where that is
+   * larger), and different bits (the copy was made and read). */
+  {
+    setenv("PXDIFF_NO_BIAS16", "1", 1);
+    px_backend *nob = px_cuda_backend_create(0, PX_PRECISION_FP32);
+    unsetenv("PXDIFF_NO_BIAS16");
+    CHECK_MSG(nob != NULL, "context with PXDIFF_NO_BIAS16=1: %s", px_last_error());
+    if (nob) {
+      CHECK(px_cuda_backend_view(nob, PX_PRECISION_FP16)->convert_rows == NULL);
+      CHECK(px_cuda_backend_view(ctx[0], PX_PRECISION_FP16)->convert_rows != NULL);
+      px_model_release_device(m[0]);
+      px_model_release_device(m[1]);
+      const int rc0 = px_model_to_device(m[0], ctx[0], PX_PRECISION_FP16);
+      const int rc1 = px_model_to_device(m[1], nob, PX_PRECISION_FP16);
+      CHECK_MSG(rc0 == PX_OK && rc1 == PX_OK, "prepare at fp16: %s", px_last_error());
+      double err[2] = {-1, -1};
+      for (int k = 0; k < 2 && !rc0 && !rc1; k++)
+        err[k] = worst_of_two(m[k], &sd.f, x, t, got[k], want, nx, k ? "fp16, fp32 pair biases" : "fp16, fp16 pair biases");
+      CHECK_MSG(err[0] >= 0 && err[1] >= 0, "fp16 calls failed");
+      CHECK_MSG(err[0] <= 2e-3 || err[0] <= 1.5 * err[1],
+                "fp16 pair biases: rel err %.3g vs CPU fp32 (fp32 biases: %.3g; bound 2e-3)", err[0], err[1]);
+      CHECK_MSG(memcmp(got[0], got[1], sizeof(float) * nx) != 0,
+                "PXDIFF_NO_BIAS16 changed nothing: the fp16 pair biases were not read");
+      px_model_release_device(m[1]);
+      px_cuda_backend_destroy(nob);
+    }
+  }
+
   /* Programmatic dependent launch (src/cuda/launch.cuh): a context made with PXDIFF_PDL=1
    * launches each kernel while the one before it drains; every kernel waits for its
    * predecessor before touching memory, so the results are the same bits as the plain

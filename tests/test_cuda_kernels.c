@@ -1014,6 +1014,69 @@ static void test_splitk(void) {
     for (int t = 0; t < 4; t++) free(out[on][t]);
 }
 
+/* convert_rows (a pair bias's fp16 copy in padded rows) and max_abs (its range check):
+ * exact against the host's rounding and maxima; the padding zero, rows and segments at
+ * awkward sizes; a NaN, an infinity and a negative maximum each reported. */
+static void test_bias16_ops(void) {
+  CHECK(gpu->convert_rows != NULL && gpu->max_abs != NULL);
+  if (!gpu->convert_rows || !gpu->max_abs) return;
+  static const int shapes[][3] = {{1, 1, 8}, {37, 19, 24}, {16 * 330, 330, 336}, {3, 64, 64}, {70000, 5, 8}};
+  for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+    const int M = shapes[k][0], C = shapes[k][1], ldy = shapes[k][2], ldx = C + (int)(k % 2) * 3;
+    const size_t nx = (size_t)M * ldx, ny = (size_t)M * ldy;
+    float *X = rnd(nx, 3.0);
+    uint16_t *h = malloc(sizeof(uint16_t) * ny);
+    float *dX = up(X, nx);
+    uint16_t *dY = tu_dev_poison16(gpu, ny);
+    gpu->convert_rows(gpu, M, C, dX, ldx, dY, ldy, PX_F16);
+    gpu->download(gpu, h, dY, sizeof(uint16_t) * ny);
+    size_t bad = 0;
+    for (size_t r = 0; r < (size_t)M; r++)
+      for (int c = 0; c < ldy; c++)
+        bad += h[r * ldy + c] != (c < C ? tu_half_bits(X[r * ldx + c], 2) : 0);
+    CHECK_MSG(bad == 0 && gpu->status(gpu) == 0, "convert_rows M=%d C=%d ldx=%d ldy=%d: %zu values wrong", M, C, ldx,
+              ldy, bad);
+    free(X); free(h);
+    gpu->free(gpu, dX); gpu->free(gpu, dY);
+  }
+  /* segments: plain, a NaN, an infinity, all negative, one value */
+  static const int64_t ns[] = {1000, 333, 70001, 17, 1};
+  const int count = 5;
+  int64_t total = 0;
+  for (int i = 0; i < count; i++) total = total > ns[i] ? total : ns[i];
+  float *X = rnd((size_t)count * total, 2.0), want[5], got[5];
+  X[1 * total + 100] = NAN;
+  X[2 * total + 70000] = -INFINITY;
+  for (int64_t j = 0; j < ns[3]; j++) X[3 * total + j] = -fabsf(X[3 * total + j]) - 1.0f;
+  for (int i = 0; i < count; i++) { /* segment i: ns[i] values from X + i * total */
+    want[i] = 0.0f;
+    for (int64_t j = 0; j < ns[i]; j++) want[i] = fmaxf(want[i], fabsf(X[i * total + j]));
+  }
+  want[1] = NAN;
+  float *dX = up(X, (size_t)count * total);
+  for (int i = 0; i < count; i++) {
+    got[i] = 0.0f;
+    gpu->max_abs(gpu, 1, ns[i], dX + i * total, &got[i]);
+    CHECK_MSG(isnan(want[i]) ? isnan(got[i]) : got[i] == want[i], "max_abs segment %d (%lld values): %g, want %g",
+              i, (long long)ns[i], got[i], want[i]);
+  }
+  /* several segments of one length in one call */
+  gpu->max_abs(gpu, 3, 333, dX, got);
+  for (int i = 0; i < 3; i++) {
+    float w = 0.0f;
+    int nan = 0;
+    for (int64_t j = 0; j < 333; j++) {
+      const float v = X[i * 333 + j];
+      nan |= isnan(v);
+      w = fmaxf(w, fabsf(v));
+    }
+    CHECK_MSG(nan ? isnan(got[i]) : got[i] == w, "max_abs of 3 segments, segment %d: %g, want %g", i, got[i], w);
+  }
+  CHECK(gpu->status(gpu) == 0);
+  free(X);
+  gpu->free(gpu, dX);
+}
+
 static void test_oom(void) {
   const size_t huge = (size_t)1 << 50; /* 1 PiB: more than any device or host has */
   px_clear_error();
@@ -1048,6 +1111,7 @@ int main(void) {
   test_token_atom_maps();
   test_atoms_to_tokens_large();
   test_design_ops();
+  test_bias16_ops();
   test_attention();
   test_attention_tc_gated();
   test_x16(PX_PRECISION_FP16);

@@ -329,12 +329,14 @@ static float *qkvg_f32_scratch(Ctx &g, int M, int C, int ld, const uint16_t *q, 
 // attention_full on fp16 inputs: the fp16-input kernel when it takes the shape, else the
 // inputs converted to fp32 (q's bias added) and the fp32-input path, its output converted.
 void be_attention_full_h16(px_backend *b, int S, int T, int H, int d, const void *Q, const void *K, const void *V,
-                           const void *G, int ld, const float *q_bias, const float *bias, float scale, void *O) {
+                           const void *G, int ld, const float *q_bias, const float *bias, const void *bias16,
+                           int ldb16, float scale, void *O) {
   CTX(b);
   PROF("attention_full_h16");
   const uint16_t *q = (const uint16_t *)Q, *k = (const uint16_t *)K, *v = (const uint16_t *)V,
                  *gt = (const uint16_t *)G;
-  if (px_attention_tc_h16in(&g.tc, g.stream, S, T, H, d, ld, q, k, v, gt, q_bias, bias, scale, (uint16_t *)O)) {
+  if (px_attention_tc_h16in(&g.tc, g.stream, S, T, H, d, ld, q, k, v, gt, q_bias, bias, (const uint16_t *)bias16,
+                            ldb16, scale, (uint16_t *)O)) {
     LAUNCHED("attention_tc_h16in");
     return;
   }

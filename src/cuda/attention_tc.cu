@@ -36,11 +36,12 @@
 // ~2.6e-3, so this kernel keeps tf32 operands for the BF16 precision too).
 #include "cuda/attention_tc.h"
 #include "cuda/half_io.cuh"
-#include "cuda/mma.cuh"
 #include "cuda/launch.cuh"
+#include "cuda/mma.cuh"
 
 #include <cstdint>
 #include <cstdlib>
+#include <type_traits>
 
 namespace {
 
@@ -593,15 +594,20 @@ k_attention_h16(int L, int H, int ld, const float *__restrict__ Q, const float *
 //    480 blocks instead of two).
 // A bias row stride of 72 words makes a half-warp's 8-byte reads of rows g, columns 2t
 // conflict-free. Shared bytes at d = 48: 28 KB of K / V + 72 KB (128 queries) or 18 KB (64).
-template <int D, int QT>
+// B16: the bias is the design cache's fp16 copy (rows padded to a multiple of 8 halves):
+// half the bytes through shared memory (copied and read), a quarter of the copies (16 bytes
+// each), rows of 72 halves (36 words: a warp's 4-byte reads of rows g, columns 2t
+// conflict-free); 36 KB of bias stages at 128 queries.
+template <int D, int QT, bool B16 = false>
 struct H16InCfg {
   static constexpr int DP = D + 8;           // halves per K / V row (16-byte aligned, ldmatrix conflict-free)
   static constexpr int KV = 2 * KT * DP;     // halves per K / V stage (K rows, then V rows)
-  static constexpr int BS = KT + 8;          // floats per staged bias row
+  static constexpr int EB = B16 ? 2 : 4;     // bytes per bias element
+  static constexpr int BS = KT + 8;          // elements per staged bias row
   static constexpr bool WARP_BIAS = QT == 64;  // per-warp, single-stage bias (above)
-  static constexpr int BST = QT * BS;          // floats per bias stage
+  static constexpr int BST = QT * BS;          // elements per bias stage
   static constexpr int GATE = QT * D;          // halves of the staged gate rows (D per row)
-  static constexpr int SMEM = 2 * KV * 2 + (WARP_BIAS ? 1 : 2) * BST * (int)sizeof(float) + GATE * 2;
+  static constexpr int SMEM = 2 * KV * 2 + (WARP_BIAS ? 1 : 2) * BST * EB + GATE * 2;
 };
 
 // cp.async of BV = 4, 8 or 16 bytes (zero-filled when !ok); 4 and 8 go through L1 (.ca).
@@ -671,23 +677,28 @@ __device__ __forceinline__ void store_rows16in(const float (&o)[D / 8][4], float
   }
 }
 
-// QT = 128 or 64 queries per block (8 or 4 warps of 16 rows); BV: bytes per bias copy (16
-// when L % 4 == 0, 8 when L is even, else 4, with a bias aligned to match). Q, K, V, G
-// fp16 with row stride ld; O fp16 [S*L, H*D].
-template <int D, int QT, int BV>
+// QT = 128 or 64 queries per block (8 or 4 warps of 16 rows). The bias: fp32 [H, L, L]
+// (B16 false; BV, the bytes per bias copy: 16 when L % 4 == 0, 8 when L is even, else 4,
+// with a bias aligned to match), or fp16 [H, L, ldb] (B16: BV 16, ldb a multiple of 8, the
+// bias 16-byte aligned). Q, K, V, G fp16 with row stride ld; O fp16 [S*L, H*D].
+template <int D, int QT, int BV, bool B16>
 __global__ void __launch_bounds__(QT * 2, 256 / QT)
 k_attention_h16in(int L, int H, int ld, const uint16_t *__restrict__ Q, const uint16_t *__restrict__ K,
                   const uint16_t *__restrict__ V, const uint16_t *__restrict__ G, const float *__restrict__ qb,
-                  const float *__restrict__ bias, float scale, uint16_t *__restrict__ O) {
+                  const void *__restrict__ bias_, int ldb, float scale, uint16_t *__restrict__ O) {
   px_pdl_enter();
-  using Cfg = H16InCfg<D, QT>;
+  using Cfg = H16InCfg<D, QT, B16>;
+  using BT = typename std::conditional<B16, uint16_t, float>::type;  // a bias element
+  const BT *bias = static_cast<const BT *>(bias_);
   constexpr int NT = QT * 2, DP = Cfg::DP, CH = D / 8;  // CH: 16-byte chunks per K / V row
   constexpr int KV_PT = 2 * KT * CH / NT;               // K and V chunks per thread per tile
-  constexpr int BPR = KT * 4 / BV;                      // bias copies per row of a tile
+  constexpr int EPC = BV / Cfg::EB;                     // bias elements per copy
+  constexpr int BPR = KT / EPC;                         // bias copies per row of a tile
   static_assert(2 * KT * CH % NT == 0, "K / V copies must divide evenly among the threads");
+  static_assert(!B16 || BV == 16, "the fp16 bias goes by 16-byte copies");
   extern __shared__ __align__(16) float smem[];
   uint16_t *kv = reinterpret_cast<uint16_t *>(smem);  // [2][K rows, V rows]
-  float *bst = smem + Cfg::KV;                        // bias stage(s) (2 * KV halves = KV floats)
+  BT *bst = reinterpret_cast<BT *>(smem + Cfg::KV);   // bias stage(s) (2 * KV halves = KV floats)
   const int tile = blockIdx.x, h = blockIdx.y, s = blockIdx.z;
   const int tid = threadIdx.x, w = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
   const int q0 = tile * QT;
@@ -697,7 +708,7 @@ k_attention_h16in(int L, int H, int ld, const uint16_t *__restrict__ Q, const ui
   const int c0 = min(i0, L - 1), c1 = min(i1, L - 1);  // rows past L: row L-1's data, never stored
   const int ntiles = (L + KT - 1) / KT;
   const uint16_t *Kb = K + base * ld + h * D, *Vb = V + base * ld + h * D;
-  const float *Bb = bias + ((int64_t)h * L + q0) * L;  // the block's first bias row
+  const BT *Bb = bias + ((int64_t)h * L + q0) * ldb;  // the block's first bias row
   const bool active = q0 + w * 16 < L;                 // warps wholly past L only copy
 
   // K / V rows of tile `it` into stage it & 1 (keys past L zero-filled); no commit.
@@ -717,29 +728,29 @@ k_attention_h16in(int L, int H, int ld, const uint16_t *__restrict__ Q, const ui
   // zero-filled). Where a row takes at most NTHR copies, a thread's copies share a column
   // and step by whole rows: a running pointer, partly unrolled (fully unrolled, the compiler
   // kept every copy's address live and spilled). No commit.
-  auto issue_bias = [&](int it, float *dst, int r_first, auto nthr, auto nr, int me) {
+  auto issue_bias = [&](int it, BT *dst, int r_first, auto nthr, auto nr, int me) {
     constexpr int NTHR = decltype(nthr)::value, NR = decltype(nr)::value, N = NR * BPR / NTHR;
     static_assert(NR * BPR % NTHR == 0, "bias copies must divide evenly among the threads");
     const int k0 = it * KT;
     if constexpr (NTHR % BPR == 0) {
       constexpr int RS = NTHR / BPR;
-      const int c = (me % BPR) * (BV / 4), rb = r_first + me / BPR;
+      const int c = (me % BPR) * EPC, rb = r_first + me / BPR;
       const bool kok = k0 + c < L;
-      const float *src = Bb + (int64_t)rb * L + k0 + c;
-      float *d = dst + (rb - r_first) * Cfg::BS + c;
+      const BT *src = Bb + (int64_t)rb * ldb + k0 + c;
+      BT *d = dst + (rb - r_first) * Cfg::BS + c;
 #pragma unroll 4
       for (int i = 0; i < N; i++) {
         const bool ok = kok && q0 + rb + i * RS < L;
         cp_async_n<BV>(d, ok ? src : bias, ok);
-        src += (int64_t)RS * L;
+        src += (int64_t)RS * ldb;
         d += RS * Cfg::BS;
       }
     } else {
 #pragma unroll 4
       for (int i = 0; i < N; i++) {
-        const int idx = me + i * NTHR, r = r_first + idx / BPR, c = (idx % BPR) * (BV / 4);
+        const int idx = me + i * NTHR, r = r_first + idx / BPR, c = (idx % BPR) * EPC;
         const bool ok = k0 + c < L && q0 + r < L;
-        cp_async_n<BV>(dst + (r - r_first) * Cfg::BS + c, ok ? Bb + (int64_t)r * L + k0 + c : bias, ok);
+        cp_async_n<BV>(dst + (r - r_first) * Cfg::BS + c, ok ? Bb + (int64_t)r * ldb + k0 + c : bias, ok);
       }
     }
   };
@@ -760,7 +771,7 @@ k_attention_h16in(int L, int H, int ld, const uint16_t *__restrict__ Q, const ui
       cp_async_n<16>(gst + r * D + ch * 8, G + (base + (ok ? gi : 0)) * (size_t)ld + h * D + ch * 8, ok);
     }
   };
-  float *bw = Cfg::WARP_BIAS ? bst + w * 16 * Cfg::BS : nullptr;  // 64 queries: this warp's rows
+  BT *bw = Cfg::WARP_BIAS ? bst + w * 16 * Cfg::BS : nullptr;  // 64 queries: this warp's rows
   issue_kv(0);
   if (Cfg::WARP_BIAS) {
     if (active) issue_bias(0, bw, w * 16, Int<32>(), Int<16>(), lane);
@@ -788,13 +799,19 @@ k_attention_h16in(int L, int H, int ld, const uint16_t *__restrict__ Q, const ui
       issue_kv(it + 1);
       if (!Cfg::WARP_BIAS) issue_bias(it + 1, bst + ((it + 1) & 1) * Cfg::BST, 0, Int<NT>(), Int<QT>(), tid);
     }
-    const float *bs = Cfg::WARP_BIAS ? bw : bst + (it & 1) * Cfg::BST + w * 16 * Cfg::BS;  // the warp's rows
+    const BT *bs = Cfg::WARP_BIAS ? bw : bst + (it & 1) * Cfg::BST + w * 16 * Cfg::BS;  // the warp's rows
     float sc[KT / 8][4];
     if (active) {
 #pragma unroll
       for (int n = 0; n < KT / 8; n++) {
-        const float2 x = *reinterpret_cast<const float2 *>(bs + g * Cfg::BS + 8 * n + 2 * t);
-        const float2 y = *reinterpret_cast<const float2 *>(bs + (g + 8) * Cfg::BS + 8 * n + 2 * t);
+        float2 x, y;
+        if constexpr (B16) {
+          x = half2_f2(*reinterpret_cast<const uint32_t *>(bs + g * Cfg::BS + 8 * n + 2 * t));
+          y = half2_f2(*reinterpret_cast<const uint32_t *>(bs + (g + 8) * Cfg::BS + 8 * n + 2 * t));
+        } else {
+          x = *reinterpret_cast<const float2 *>(bs + g * Cfg::BS + 8 * n + 2 * t);
+          y = *reinterpret_cast<const float2 *>(bs + (g + 8) * Cfg::BS + 8 * n + 2 * t);
+        }
         sc[n][0] = x.x;
         sc[n][1] = x.y;
         sc[n][2] = y.x;
@@ -1113,12 +1130,14 @@ bool configure_h16in() {
   auto set = [&](auto kernel, int bytes) {
     ok = ok && cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) == cudaSuccess;
   };
-  set(k_attention_h16in<D, 128, 16>, H16InCfg<D, 128>::SMEM);
-  set(k_attention_h16in<D, 128, 8>, H16InCfg<D, 128>::SMEM);
-  set(k_attention_h16in<D, 128, 4>, H16InCfg<D, 128>::SMEM);
-  set(k_attention_h16in<D, 64, 16>, H16InCfg<D, 64>::SMEM);
-  set(k_attention_h16in<D, 64, 8>, H16InCfg<D, 64>::SMEM);
-  set(k_attention_h16in<D, 64, 4>, H16InCfg<D, 64>::SMEM);
+  set(k_attention_h16in<D, 128, 16, false>, H16InCfg<D, 128>::SMEM);
+  set(k_attention_h16in<D, 128, 8, false>, H16InCfg<D, 128>::SMEM);
+  set(k_attention_h16in<D, 128, 4, false>, H16InCfg<D, 128>::SMEM);
+  set(k_attention_h16in<D, 64, 16, false>, H16InCfg<D, 64>::SMEM);
+  set(k_attention_h16in<D, 64, 8, false>, H16InCfg<D, 64>::SMEM);
+  set(k_attention_h16in<D, 64, 4, false>, H16InCfg<D, 64>::SMEM);
+  set(k_attention_h16in<D, 128, 16, true>, H16InCfg<D, 128, true>::SMEM);
+  set(k_attention_h16in<D, 64, 16, true>, H16InCfg<D, 64, true>::SMEM);
   set(k_attention_h16in_local<D>, optin);
   if (!ok) cudaGetLastError();  // not sticky: the fallback runs instead
   return ok;
@@ -1127,16 +1146,23 @@ bool configure_h16in() {
 template <int D>
 void launch_h16in(const PxTcDevice::Lim &lim, cudaStream_t st, bool pdl, int S, int L, int H, int ld,
                   const uint16_t *Q, const uint16_t *K, const uint16_t *V, const uint16_t *G, const float *qb,
-                  const float *bias, float scale, uint16_t *O) {
+                  const float *bias, const uint16_t *bias16, int ldb, float scale, uint16_t *O) {
+  const dim3 g64((L + 63) / 64, H, S), g128((L + 127) / 128, H, S);
+  if (bias16) {  // the fp16 bias, rows of ldb halves
+    if (full_query_tile(lim, S, L, H, H16InCfg<D, 64, true>::SMEM, H16InCfg<D, 128, true>::SMEM) == 64)
+      px_launch((k_attention_h16in<D, 64, 16, true>), g64, 128, H16InCfg<D, 64, true>::SMEM, st, pdl, L, H, ld, Q, K,
+                V, G, qb, (const void *)bias16, ldb, scale, O);
+    else
+      px_launch((k_attention_h16in<D, 128, 16, true>), g128, 256, H16InCfg<D, 128, true>::SMEM, st, pdl, L, H, ld, Q,
+                K, V, G, qb, (const void *)bias16, ldb, scale, O);
+    return;
+  }
   // 64-query blocks when they take fewer waves (as the fp32-input kernels)
   const bool q64 = full_query_tile(lim, S, L, H, H16InCfg<D, 64>::SMEM, H16InCfg<D, 128>::SMEM) == 64;
   const int bv = (L % 4 == 0 && (uintptr_t)bias % 16 == 0) ? 16 : (L % 2 == 0 && (uintptr_t)bias % 8 == 0) ? 8 : 4;
 #define PX_H16IN(QT_, BV_)                                                                                     \
-  do {                                                                                                          \
-    const dim3 grid((L + QT_ - 1) / QT_, H, S);                                                                 \
-    px_launch((k_attention_h16in<D, QT_, BV_>), grid, 2 * QT_, H16InCfg<D, QT_>::SMEM, st, pdl, L, H, ld, Q, K, V, G, qb, \
-              bias, scale, O);                                                                                  \
-  } while (0)
+  px_launch((k_attention_h16in<D, QT_, BV_, false>), QT_ == 64 ? g64 : g128, 2 * QT_, H16InCfg<D, QT_>::SMEM, st, pdl, \
+            L, H, ld, Q, K, V, G, qb, (const void *)bias, L, scale, O)
   if (q64) {
     if (bv == 16) PX_H16IN(64, 16);
     else if (bv == 8) PX_H16IN(64, 8);
@@ -1238,7 +1264,8 @@ void px_attention_tc_init(PxTcDevice *dev) {
 
 int px_attention_tc_h16in(const PxTcDevice *dev, cudaStream_t stream, int S, int L, int H, int d, int ld,
                           const uint16_t *Q, const uint16_t *K, const uint16_t *V, const uint16_t *G,
-                          const float *q_bias, const float *bias, float scale, uint16_t *O) {
+                          const float *q_bias, const float *bias, const uint16_t *bias16, int ldb16, float scale,
+                          uint16_t *O) {
   const int slot = d == 32 ? 0 : d == 48 ? 1 : d == 64 ? 2 : -1;
   if (dev->disabled || slot < 0 || !dev->h16in[slot] || dev->lim[lim_index(d)].optin == 0) return 0;
   if ((ld % 8) || ((uintptr_t)Q % 16) || ((uintptr_t)K % 16) || ((uintptr_t)V % 16) || ((uintptr_t)O % 4) ||
@@ -1247,9 +1274,11 @@ int px_attention_tc_h16in(const PxTcDevice *dev, cudaStream_t stream, int S, int
   if (S > 65535 || H > 65535) return 0;
   if (S <= 0 || L <= 0 || H <= 0) return 1;  // nothing to compute
   const PxTcDevice::Lim &lim = dev->lim[lim_index(d)];
-  if (d == 32) launch_h16in<32>(lim, stream, dev->pdl, S, L, H, ld, Q, K, V, G, q_bias, bias, scale, O);
-  else if (d == 48) launch_h16in<48>(lim, stream, dev->pdl, S, L, H, ld, Q, K, V, G, q_bias, bias, scale, O);
-  else launch_h16in<64>(lim, stream, dev->pdl, S, L, H, ld, Q, K, V, G, q_bias, bias, scale, O);
+  if ((uintptr_t)bias16 % 16 || ldb16 % 8 || ldb16 < L) bias16 = nullptr;  // the fp32 bias then
+  if (d == 32) launch_h16in<32>(lim, stream, dev->pdl, S, L, H, ld, Q, K, V, G, q_bias, bias, bias16, ldb16, scale, O);
+  else if (d == 48)
+    launch_h16in<48>(lim, stream, dev->pdl, S, L, H, ld, Q, K, V, G, q_bias, bias, bias16, ldb16, scale, O);
+  else launch_h16in<64>(lim, stream, dev->pdl, S, L, H, ld, Q, K, V, G, q_bias, bias, bias16, ldb16, scale, O);
   return 1;
 }
 

@@ -42,13 +42,15 @@ int px_attention_tc(const PxTcDevice *dev, cudaStream_t stream, int S, int L, in
                     float scale, void *O, const float *G, int ldg, int out_type);
 
 // Full attention on fp16 inputs (backend.h attention_full_h16): Q, K, V, G fp16 with row
-// stride ld, q_bias [H*d] fp32 added to Q (NULL: none), bias [H, L, L] fp32, O fp16
+// stride ld, q_bias [H*d] fp32 added to Q (NULL: none), bias [H, L, L] fp32 or, where
+// bias16 is given (16-byte aligned, ldb16 >= L a multiple of 8), bias16 [H, L, ldb16] fp16 instead, O fp16
 // [S*L, H*d]; G may be NULL. Returns 1 when launched, 0 when d is not 32, 48 or 64, ld is
 // not a multiple of 8, a pointer is misaligned (Q, K, V, G 16 bytes, q_bias 8, bias and O
 // 4), the kernels could not be configured, or PXDIFF_NO_TC_ATTENTION was set.
 int px_attention_tc_h16in(const PxTcDevice *dev, cudaStream_t stream, int S, int L, int H, int d, int ld,
                           const uint16_t *Q, const uint16_t *K, const uint16_t *V, const uint16_t *G,
-                          const float *q_bias, const float *bias, float scale, uint16_t *O);
+                          const float *q_bias, const float *bias, const uint16_t *bias16, int ldb16,
+                          float scale, uint16_t *O);
 
 // Local attention on fp16 inputs (backend.h attention_local_h16): query trunks of nq = 32,
 // windows of nk keys (nk - nq even), bias [H, n_trunks, 32, nk] fp32; Q, K, V, G fp16 with

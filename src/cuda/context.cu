@@ -347,6 +347,10 @@ CudaBackend make_backend(Ctx *ctx, int precision) {
   c.base.set_external_stream = be_set_external_stream;
   c.base.at_precision = be_at_precision;
   c.base.convert = be_convert;
+  // the design cache's fp16 pair-bias copy; PXDIFF_NO_BIAS16 (read when the context is made)
+  // keeps the fp32 biases alone (comparisons)
+  if (!getenv("PXDIFF_NO_BIAS16")) c.base.convert_rows = be_convert_rows;
+  c.base.max_abs = be_max_abs;
   c.base.alloc = be_alloc;
   c.base.free = be_free;
   c.base.upload = be_upload;

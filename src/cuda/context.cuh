@@ -336,7 +336,8 @@ void be_edm(px_backend *b, int mode, int S, int N, const float *x, const float *
 void be_attention_full(px_backend *b, int S, int T, int H, int d, const float *Q, const float *K, const float *V,
                        int ld, const float *bias, float scale, void *O, const float *G, int ldg, px_etype ot);
 void be_attention_full_h16(px_backend *b, int S, int T, int H, int d, const void *Q, const void *K, const void *V,
-                           const void *G, int ld, const float *q_bias, const float *bias, float scale, void *O);
+                           const void *G, int ld, const float *q_bias, const float *bias, const void *bias16,
+                           int ldb16, float scale, void *O);
 void be_attention_local(px_backend *b, int S, int N, int H, int d, int nq, int nk, const float *Q,
                         const float *K, const float *V, int ld, const float *bias, float scale,
                         void *O, const float *G, int ldg, px_etype ot);
@@ -353,9 +354,11 @@ void be_linear_batched(px_backend *b, int count, int M, int N, int K, const floa
                        const float *W, int64_t sw, const float *bias, int64_t sb, float *Y, int64_t sy,
                        int /*seg*/);
 void be_convert(px_backend *b, int64_t n, const float *X, void *Y, px_etype yt);
+void be_convert_rows(px_backend *b, int64_t M, int C, const float *X, int ldx, void *Y, int ldy, px_etype yt);
 
 // design_cache.cu
 void be_copy_cols(px_backend *b, int M, int C, const float *X, int ldx, float *Y, int ldy);
+void be_max_abs(px_backend *b, int count, int64_t n, const float *X, float *out);
 void be_relpos_linear(px_backend *b, int T, int64_t r0, int rows, int C, int rmax, int smax, const int64_t *chain,
                       const int64_t *residue, const int64_t *entity, const int64_t *token, const int64_t *sym,
                       const float *W, float *Y, int ldy);

@@ -7,6 +7,10 @@
 #include "cuda/context.cuh"
 #include "cuda/launch.cuh"
 
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
 namespace pxcuda {
 
 void be_copy_cols(px_backend *b, int M, int C, const float *X, int ldx, float *Y, int ldy) {
@@ -206,6 +210,45 @@ void be_atom_pair_bias(px_backend *b, int N, int T, int C, int nq, int nk, const
     px_launch((k_atom_pair_bias<PAIR_MAX_C>), blocks_for(P, threads), threads, 0, g.stream, g.pdl, 
         N, T, C, nq, nk, P, pos, uid, tok, cl, cm, zp, Wd, Wi, Wv, M1, M2, M3, nh, Wh, planes, p_out);
   LAUNCHED("atom_pair_bias");
+}
+
+// max |X| of each of count segments of n values into M[segment] (zeroed before): the bits of
+// |x| compared as unsigned integers, which orders non-negative floats and puts a NaN above
+// +inf, so a segment holding a NaN reports one. Segments on y.
+__global__ void k_max_abs(int64_t n, const float *X, unsigned *M) {
+  px_pdl_enter();
+  const float *x = X + (int64_t)blockIdx.y * n;
+  unsigned m = 0;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+    m = max(m, __float_as_uint(fabsf(x[i])));
+  for (int o = 16; o; o >>= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, o));
+  if ((threadIdx.x & 31) == 0) atomicMax(M + blockIdx.y, m);
+}
+
+void be_max_abs(px_backend *b, int count, int64_t n, const float *X, float *out) {
+  CTX(b);
+  PROF("max_abs");
+  if (count <= 0) return;
+  for (int i = 0; i < count; i++) out[i] = NAN;  // what a failure leaves
+  if (count > 65535) {
+    keep_failure(g, px_fail(PX_ERR_BACKEND, "max_abs on %s: %d segments (at most 65535)", g.name, count));
+    return;
+  }
+  unsigned *m = (unsigned *)dev_alloc(g, sizeof(unsigned) * (size_t)count);
+  if (!m) return;
+  CK(cudaMemsetAsync(m, 0, sizeof(unsigned) * (size_t)count, g.stream));
+  const int64_t per = (n + 255) / 256;
+  const dim3 grid((unsigned)(per < 1024 ? (per > 0 ? per : 1) : 1024), (unsigned)count);
+  px_launch(k_max_abs, grid, 256, 0, g.stream, g.pdl, n, X, m);
+  LAUNCHED("max_abs");
+  unsigned *h = (unsigned *)malloc(sizeof(unsigned) * (size_t)count);
+  if (h && cudaMemcpyAsync(h, m, sizeof(unsigned) * (size_t)count, cudaMemcpyDeviceToHost, g.stream) == cudaSuccess &&
+      cudaStreamSynchronize(g.stream) == cudaSuccess)
+    for (int i = 0; i < count; i++) memcpy(&out[i], &h[i], sizeof(float));
+  else
+    keep_failure(g, px_fail(PX_ERR_BACKEND, "max_abs on %s: %s", g.name, h ? "the copy back failed" : "out of memory"));
+  free(h);
+  dev_free(g, m);
 }
 
 }  // namespace pxcuda

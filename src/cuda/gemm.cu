@@ -226,4 +226,30 @@ void be_convert(px_backend *b, int64_t n, const float *X, void *Y, px_etype yt) 
   LAUNCHED("to_half_flat");
 }
 
+// Rows of X in 16 bits at row stride ldy, the pad columns zero (a pair bias's fp16 copy):
+// one thread per output value, rows on y.
+template <int AB>
+__global__ void k_to_half_rows(int64_t M, int C, const float *X, int ldx, uint16_t *Y, int ldy) {
+  px_pdl_enter();
+  for (int64_t r = blockIdx.y; r < M; r += gridDim.y)
+    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < ldy; c += gridDim.x * blockDim.x)
+      Y[r * ldy + c] = c < C ? to_half1<AB>(X[r * ldx + c]) : (uint16_t)0;
+}
+
+void be_convert_rows(px_backend *b, int64_t M, int C, const float *X, int ldx, void *Y, int ldy, px_etype yt) {
+  CTX(b);
+  if (!is_half(yt) || C < 0 || ldy < C || ldx < C) {
+    keep_failure(g, px_fail(PX_ERR_BACKEND, "convert_rows on %s: type %d, C %d, ldx %d, ldy %d", g.name, (int)yt, C,
+                            ldx, ldy));
+    return;
+  }
+  if (M <= 0 || ldy <= 0) return;
+  const dim3 grid((unsigned)((ldy + 255) / 256), (unsigned)(M < 65535 ? M : 65535));
+  if (yt == PX_BF16)
+    px_launch((k_to_half_rows<1>), grid, 256, 0, g.stream, g.pdl, M, C, X, ldx, (uint16_t *)Y, ldy);
+  else
+    px_launch((k_to_half_rows<2>), grid, 256, 0, g.stream, g.pdl, M, C, X, ldx, (uint16_t *)Y, ldy);
+  LAUNCHED("to_half_rows");
+}
+
 }  // namespace pxcuda

@@ -175,9 +175,9 @@ static px_etype block_dtype(const px_backend *be, const px_transformer_w *tf, in
  * matrix 2j / 2j+1 of st, starting `off` floats in, and a row r uses term row r % g_rows.
  * an, att, hs and the SwiGLU's input only feed GEMMs or the SwiGLU: in blocks with 16-bit
  * weights (block_dtype) the kernels producing them write them in 16 bits. */
-static void token_blocks(px_backend *be, const px_transformer_w *tf, const float *pair_bias, int S, int T,
-                         int k0, int g, const sterms *st, size_t RC, size_t off, int g_rows, float *a,
-                         bump *ws) {
+static void token_blocks(px_backend *be, const px_transformer_w *tf, const float *pair_bias,
+                         const void *pair_bias16, int ldb16, int S, int T, int k0, int g, const sterms *st, size_t RC,
+                         size_t off, int g_rows, float *a, bump *ws) {
   const int C = tf->c, H = tf->n_heads, dh = C / H, h = tf->hidden;
   const int M = S * T;
   const float scale = 1.0f / sqrtf((float)dh);
@@ -202,8 +202,9 @@ static void token_blocks(px_backend *be, const px_transformer_w *tf, const float
     if (x == PX_F16 && be->attention_full_h16) {
       be->linear(be, M, 4 * C, C, an, C, px_lw(&B->proj1), NULL, proj, 4 * C, 0, T, x, PX_F16);
       const uint16_t *p16 = (const uint16_t *)proj;
+      const void *b16 = pair_bias16 ? (const uint16_t *)pair_bias16 + (size_t)k * H * T * ldb16 : NULL;
       be->attention_full_h16(be, S, T, H, dh, p16, p16 + C, p16 + 2 * C, p16 + 3 * C, 4 * C, B->proj1.b,
-                             pair_bias + (size_t)k * H * TT, scale, att);
+                             pair_bias + (size_t)k * H * TT, b16, ldb16, scale, att);
     } else {
       be->linear(be, M, 4 * C, C, an, C, px_lw(&B->proj1), B->proj1.b, proj, 4 * C, 0, T, x, PX_F32);
       be->attention_full(be, S, T, H, dh, proj, proj + C, proj + 2 * C, 4 * C, pair_bias + (size_t)k * H * TT,
@@ -230,7 +231,7 @@ static void token_blocks(px_backend *be, const px_transformer_w *tf, const float
 
 /* The token transformer with its s-side terms computed here, G blocks at a time. */
 static void token_transformer(px_backend *be, const px_transformer_w *tf, const float *pair_bias,
-                              int S, int T, int Ss, const float *s, float *a, bump *ws) {
+                              const void *pair_bias16, int ldb16, int S, int T, int Ss, const float *s, float *a, bump *ws) {
   const int C = tf->c, cs = tf->c_s, nb = tf->n_blocks;
   const int R = Ss * T;
   const int G = sterm_group(nb, R, C);
@@ -239,14 +240,14 @@ static void token_transformer(px_backend *be, const px_transformer_w *tf, const 
   float *sn = take(ws, (size_t)R * cs);
   const sterms st = {take(ws, 2 * (size_t)G * RC), take(ws, 2 * (size_t)G * RC), take(ws, 2 * (size_t)G * RC)};
   if (!ws->base) { /* sizing pass: the blocks' scratch comes on top */
-    token_blocks(be, tf, pair_bias, S, T, 0, 0, &st, RC, 0, R, a, ws);
+    token_blocks(be, tf, pair_bias, pair_bias16, ldb16, S, T, 0, 0, &st, RC, 0, R, a, ws);
     return;
   }
   be->layernorm(be, R, cs, s, NULL, NULL, sn); /* LN(s); each AdaLN's scale is folded into its weights */
   for (int k0 = 0; k0 < nb; k0 += G) {
     const int g = nb - k0 < G ? nb - k0 : G;
     token_sterms(be, tf, R, T, s, sn, k0, g, &st);
-    token_blocks(be, tf, pair_bias, S, T, k0, g, &st, RC, 0, R, a, ws);
+    token_blocks(be, tf, pair_bias, pair_bias16, ldb16, S, T, k0, g, &st, RC, 0, R, a, ws);
   }
   ws->used = mark;
 }
@@ -354,9 +355,9 @@ static size_t lane_scratch(px_backend *be, const px_model *W, int Sk, int T, int
     if (part == 2) {
       const sterms none = {NULL, NULL, NULL};
       if (hoisted)
-        token_blocks(be, &W->tok_tf, NULL, Sk, T, 0, 0, &none, 0, 0, 0, NULL, &b);
+        token_blocks(be, &W->tok_tf, NULL, NULL, 0, Sk, T, 0, 0, &none, 0, 0, 0, NULL, &b);
       else
-        token_transformer(be, &W->tok_tf, NULL, Sk, T, Ss, NULL, NULL, &b);
+        token_transformer(be, &W->tok_tf, NULL, NULL, 0, Sk, T, Ss, NULL, NULL, &b);
     }
     if (part == 3) transition_rows(be, &W->tr_s1, R, T, cs, NULL, &b);
     if (b.used > need) need = b.used;
@@ -391,10 +392,10 @@ static void forward_lane(const px_model *m, px_design *d, int S, int Ss, int s0,
   be->add_rows(be, Sk * T, ct, a, cb->tok + srow * ct, g_rows);
   probe_out(be, probe, user, "a_in", a, (int64_t)Sk * T * ct);
   if (cb->hoisted)
-    token_blocks(be, &W->tok_tf, d->tok_pair_bias, Sk, T, 0, W->tok_tf.n_blocks, &cb->st, (size_t)R * W->tok_tf.c,
+    token_blocks(be, &W->tok_tf, d->tok_pair_bias, d->tok_pair_bias16, d->tok_bias16_ld, Sk, T, 0, W->tok_tf.n_blocks, &cb->st, (size_t)R * W->tok_tf.c,
                  srow * W->tok_tf.c, g_rows, a, lw);
   else
-    token_transformer(be, &W->tok_tf, d->tok_pair_bias, Sk, T, Ss, cb->s, a, lw);
+    token_transformer(be, &W->tok_tf, d->tok_pair_bias, d->tok_pair_bias16, d->tok_bias16_ld, Sk, T, Ss, cb->s, a, lw);
   probe_out(be, probe, user, "a_trans", a, (int64_t)Sk * T * ct);
   be->layernorm(be, Sk * T, ct, a, W->ln_a_w, NULL, a);
   probe_out(be, probe, user, "a_ln", a, (int64_t)Sk * T * ct);

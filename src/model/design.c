@@ -324,6 +324,40 @@ static void stage_pair_z(px_backend *be, const px_model *W, const px_features *f
   transition_add(be, &W->tr_z2, TT, cz, pair_z, scratch);
 }
 
+/* The token blocks' pair biases rounded to fp16 (d->tok_pair_bias16), when the model's
+ * calls run the fp16-input full attention (the FP16 precision, on a backend with
+ * attention_full_h16) and the backend can make the copy: the attention then copies half the
+ * bias bytes through shared memory (docs/benchmarks.md, GPU round eight). Rounding a bias to
+ * fp16 is a relative error of at most 2^-11, the rounding Q and K already take in those blocks;
+ * a bias of magnitude above 2^15 (or NaN) would not survive it, so then no block gets a copy
+ * (the fp32 biases serve every block). 0 or a px_status code. */
+static int stage_token_bias16(px_backend *be, const px_model *m, int T, px_design *d) {
+  const px_transformer_w *tt = &m->tok_tf;
+  if (m->precision != PX_PRECISION_FP16 || !m->be || !m->be->attention_full_h16 || !be->convert_rows ||
+      !be->max_abs || tt->n_blocks <= 0)
+    return PX_OK;
+  const int64_t TT = (int64_t)T * T, HT = (int64_t)tt->n_heads * T;
+  float *amax = malloc(sizeof(float) * (size_t)tt->n_blocks);
+  if (!amax) return px_fail(PX_ERR_NOMEM, "out of memory");
+  be->max_abs(be, tt->n_blocks, tt->n_heads * TT, d->tok_pair_bias, amax);
+  int ok = 1;
+  for (int k = 0; k < tt->n_blocks; k++) ok = ok && amax[k] <= 32768.0f; /* false for NaN */
+  free(amax);
+  int rc = be->status ? be->status(be) : PX_OK;
+  if (rc || !ok) return rc;
+  /* rows padded to 16-byte chunks, or (PXDIFF_BIAS16_LINES=1, an experiment) to 128-byte lines */
+  const char *lines = getenv("PXDIFF_BIAS16_LINES");
+  const int ldb = lines && *lines && *lines != '0' ? (T + 63) / 64 * 64 : (T + 7) / 8 * 8;
+  const size_t bytes = sizeof(uint16_t) * (size_t)tt->n_blocks * (size_t)HT * (size_t)ldb;
+  d->tok_pair_bias16 = be->alloc(be, bytes);
+  if (!d->tok_pair_bias16)
+    return px_fail(PX_ERR_NOMEM, "out of memory for the pair biases' fp16 copy (%d tokens) on %s", T, be->name);
+  be->convert_rows(be, tt->n_blocks * HT, T, d->tok_pair_bias, T, d->tok_pair_bias16, ldb, PX_F16);
+  d->tok_bias16_ld = ldb;
+  d->bytes += (int64_t)bytes;
+  return PX_OK;
+}
+
 /* Every token block's pair bias [n_blocks, H, T, T] and the encoder's z projection zproj
  * [T, T, c_atompair], from LN(pair_z): LN(z) * w_k then W_k equals LN(z) times W_k with w_k
  * folded in, so one GEMM serves all blocks (rows k*H+h) plus the encoder's projection (the
@@ -556,6 +590,8 @@ int px_design_create_probe(const px_model *m, const px_features *f, px_probe_fn 
   }
   rc = stage_token_pair_biases(be, m, T, pair_z, scratch, d->tok_pair_bias, zproj);
   if (rc) goto done;
+  rc = stage_token_bias16(be, m, T, d);
+  if (rc) goto done;
   be->free(be, pair_z);
   pair_z = NULL;
   stage_atom_index(f, a2t_h, inv_h);
@@ -608,6 +644,7 @@ void px_design_free(px_design *d) {
   free(d->s0);
   if (d->s0_dev) be->free(be, d->s0_dev);
   if (d->tok_pair_bias) be->free(be, d->tok_pair_bias);
+  if (d->tok_pair_bias16) be->free(be, d->tok_pair_bias16);
   if (d->c) be->free(be, d->c);
   free_atom_caches(be, d->enc, d->enc_blocks_hint);
   free_atom_caches(be, d->dec, d->dec_blocks_hint);

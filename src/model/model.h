@@ -141,6 +141,11 @@ struct px_design {
   float *s0;             /* [T, c_s], host (the CPU's calls read it; a device's read s0_dev) */
   float *s0_dev;         /* [T, c_s] in backend memory (CUDA designs; NULL on the CPU) */
   float *tok_pair_bias;  /* [n_blocks, H, T, T] */
+  /* tok_pair_bias rounded to fp16 in rows of tok_bias16_ld (backend.h attention_full_h16),
+   * for a model at the FP16 precision on a backend that reads it; NULL otherwise, or when a
+   * value is not finite in fp16 (design.c stage_token_bias16). */
+  void *tok_pair_bias16;
+  int tok_bias16_ld;
   float *c;              /* [N, c_atom], encoder c (also the decoder's c_skip) */
   px_atom_block_cache *enc, *dec;
   int64_t *atom_to_token; /* [N] */

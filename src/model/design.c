@@ -345,9 +345,9 @@ static int stage_token_bias16(px_backend *be, const px_model *m, int T, px_desig
   free(amax);
   int rc = be->status ? be->status(be) : PX_OK;
   if (rc || !ok) return rc;
-  /* rows padded to 16-byte chunks, or (PXDIFF_BIAS16_LINES=1, an experiment) to 128-byte lines */
-  const char *lines = getenv("PXDIFF_BIAS16_LINES");
-  const int ldb = lines && *lines && *lines != '0' ? (T + 63) / 64 * 64 : (T + 7) / 8 * 8;
+  /* rows padded to whole 16-byte chunks (to 128-byte lines the kernel was 3% faster alone, the
+   * call no faster, for up to a quarter more bytes: docs/benchmarks.md, GPU round eight) */
+  const int ldb = (T + 7) / 8 * 8;
   const size_t bytes = sizeof(uint16_t) * (size_t)tt->n_blocks * (size_t)HT * (size_t)ldb;
   d->tok_pair_bias16 = be->alloc(be, bytes);
   if (!d->tok_pair_bias16)

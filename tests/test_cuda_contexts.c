@@ -105,6 +105,30 @@ static void check_design_cache(const px_model *cpu_m, const px_model *gpu_m, con
   probes_free(&got);
 }
 
+/* A comparison context: one made on device 0 with the switch `env`=1 (read when a context is
+ * made), m0 prepared at FP16 on ctx0 and m1 on the new context. NULL when either step failed
+ * (checked here); else release m1 and destroy it with end_with. */
+static px_backend *fp16_pair_with(const char *env, px_backend *ctx0, px_model *m0, px_model *m1) {
+  setenv(env, "1", 1);
+  px_backend *b = px_cuda_backend_create(0, PX_PRECISION_FP32);
+  unsetenv(env);
+  CHECK_MSG(b != NULL, "context with %s=1: %s", env, px_last_error());
+  if (!b) return NULL;
+  px_model_release_device(m0);
+  px_model_release_device(m1);
+  const int rc0 = px_model_to_device(m0, ctx0, PX_PRECISION_FP16);
+  const int rc1 = px_model_to_device(m1, b, PX_PRECISION_FP16);
+  CHECK_MSG(rc0 == PX_OK && rc1 == PX_OK, "prepare at fp16 (%s=1 on one side): %s", env, px_last_error());
+  if (rc0 == PX_OK && rc1 == PX_OK) return b;
+  px_model_release_device(m1);
+  px_cuda_backend_destroy(b);
+  return NULL;
+}
+static void end_with(px_backend *b, px_model *m1) {
+  px_model_release_device(m1);
+  px_cuda_backend_destroy(b);
+}
+
 int main(void) {
   const int ndev = px_cuda_device_count();
   if (ndev <= 0) return tu_skip("test_cuda_contexts", "no CUDA device");
@@ -250,10 +274,7 @@ int main(void) {
    * larger), and not the same bits: the default context really takes each fp16-input path. */
   static const char *const qkv_envs[2] = {"PXDIFF_NO_X16_QKV", "PXDIFF_NO_X16_ATOM_QKV"};
   for (int v = 0; v < 2; v++) {
-    setenv(qkv_envs[v], "1", 1);
-    px_backend *plain = px_cuda_backend_create(0, PX_PRECISION_FP32);
-    unsetenv(qkv_envs[v]);
-    CHECK_MSG(plain != NULL, "context with %s: %s", qkv_envs[v], px_last_error());
+    px_backend *plain = fp16_pair_with(qkv_envs[v], ctx[0], m[0], m[1]);
     if (plain) {
       const px_backend *def16 = px_cuda_backend_view(ctx[0], PX_PRECISION_FP16);
       const px_backend *plain16 = px_cuda_backend_view(plain, PX_PRECISION_FP16);
@@ -262,13 +283,8 @@ int main(void) {
       CHECK(plain16->attention_local_h16 == NULL);
       CHECK(px_cuda_backend_view(ctx[0], PX_PRECISION_TF32)->attention_full_h16 == NULL);
       CHECK(px_cuda_backend_view(ctx[0], PX_PRECISION_TF32)->attention_local_h16 == NULL);
-      px_model_release_device(m[0]);
-      px_model_release_device(m[1]);
-      const int rc0 = px_model_to_device(m[0], ctx[0], PX_PRECISION_FP16);
-      const int rc1 = px_model_to_device(m[1], plain, PX_PRECISION_FP16);
-      CHECK_MSG(rc0 == PX_OK && rc1 == PX_OK, "prepare at fp16: %s", px_last_error());
       double err[2] = {-1, -1};
-      for (int k = 0; k < 2 && !rc0 && !rc1; k++) {
+      for (int k = 0; k < 2; k++) {
         char label[64];
         snprintf(label, sizeof label, "fp16, %s %s", v == 0 ? "[q k v g]" : "atom [q g] [k v]", k ? "off" : "on");
         err[k] = worst_of_two(m[k], &sd.f, x, t, got[k], want, nx, label);
@@ -278,8 +294,7 @@ int main(void) {
                 "fp16 projections: rel err %.3g vs CPU fp32 (with %s: %.3g; bound 2e-3)", err[0], qkv_envs[v], err[1]);
       CHECK_MSG(memcmp(got[0], got[1], sizeof(float) * nx) != 0,
                 "%s changed nothing: the default context did not take the fp16-input attention", qkv_envs[v]);
-      px_model_release_device(m[1]);
-      px_cuda_backend_destroy(plain);
+      end_with(plain, m[1]);
     }
   }
 
@@ -288,28 +303,19 @@ int main(void) {
    * within the per-call bound of the CPU's fp32 (or 1.5x the other's error where that is
    * larger), and different bits (the copy was made and read). */
   {
-    setenv("PXDIFF_NO_BIAS16", "1", 1);
-    px_backend *nob = px_cuda_backend_create(0, PX_PRECISION_FP32);
-    unsetenv("PXDIFF_NO_BIAS16");
-    CHECK_MSG(nob != NULL, "context with PXDIFF_NO_BIAS16=1: %s", px_last_error());
+    px_backend *nob = fp16_pair_with("PXDIFF_NO_BIAS16", ctx[0], m[0], m[1]);
     if (nob) {
       CHECK(px_cuda_backend_view(nob, PX_PRECISION_FP16)->convert_rows == NULL);
       CHECK(px_cuda_backend_view(ctx[0], PX_PRECISION_FP16)->convert_rows != NULL);
-      px_model_release_device(m[0]);
-      px_model_release_device(m[1]);
-      const int rc0 = px_model_to_device(m[0], ctx[0], PX_PRECISION_FP16);
-      const int rc1 = px_model_to_device(m[1], nob, PX_PRECISION_FP16);
-      CHECK_MSG(rc0 == PX_OK && rc1 == PX_OK, "prepare at fp16: %s", px_last_error());
       double err[2] = {-1, -1};
-      for (int k = 0; k < 2 && !rc0 && !rc1; k++)
+      for (int k = 0; k < 2; k++)
         err[k] = worst_of_two(m[k], &sd.f, x, t, got[k], want, nx, k ? "fp16, fp32 pair biases" : "fp16, fp16 pair biases");
       CHECK_MSG(err[0] >= 0 && err[1] >= 0, "fp16 calls failed");
       CHECK_MSG(err[0] <= 2e-3 || err[0] <= 1.5 * err[1],
                 "fp16 pair biases: rel err %.3g vs CPU fp32 (fp32 biases: %.3g; bound 2e-3)", err[0], err[1]);
       CHECK_MSG(memcmp(got[0], got[1], sizeof(float) * nx) != 0,
                 "PXDIFF_NO_BIAS16 changed nothing: the fp16 pair biases were not read");
-      px_model_release_device(m[1]);
-      px_cuda_backend_destroy(nob);
+      end_with(nob, m[1]);
     }
   }
 
@@ -319,17 +325,9 @@ int main(void) {
    * launches', call after call (graph capture and replay included). A kernel that read before
    * its wait would race and differ here from one call to the next. */
   {
-    setenv("PXDIFF_PDL", "1", 1);
-    px_backend *pdl = px_cuda_backend_create(0, PX_PRECISION_FP32);
-    unsetenv("PXDIFF_PDL");
-    CHECK_MSG(pdl != NULL, "context with PXDIFF_PDL=1: %s", px_last_error());
+    px_backend *pdl = fp16_pair_with("PXDIFF_PDL", ctx[0], m[0], m[1]);
     if (pdl) {
-      px_model_release_device(m[0]);
-      px_model_release_device(m[1]);
-      const int rc0 = px_model_to_device(m[0], ctx[0], PX_PRECISION_FP16);
-      const int rc1 = px_model_to_device(m[1], pdl, PX_PRECISION_FP16);
-      CHECK_MSG(rc0 == PX_OK && rc1 == PX_OK, "prepare at fp16: %s", px_last_error());
-      for (int call = 0; call < 6 && !rc0 && !rc1; call++) {
+      for (int call = 0; call < 6; call++) {
         tu_poison(got[0], nx);
         tu_poison(got[1], nx);
         if (run(m[0], &sd.f, x, t, got[0]) || run(m[1], &sd.f, x, t, got[1])) break;
@@ -337,8 +335,7 @@ int main(void) {
         const double e = tu_rel_err_ff(got[1], want, nx);
         CHECK_MSG(e <= 2e-3, "call %d with PXDIFF_PDL=1: rel err %.3g vs CPU fp32", call, e);
       }
-      px_model_release_device(m[1]);
-      px_cuda_backend_destroy(pdl);
+      end_with(pdl, m[1]);
     }
   }
 

@@ -3,12 +3,12 @@
 page (GPU round seven, docs/benchmarks.md). On the device:
 
     PXDIFF_ATT_BENCH=only ncu --clock-control none --section SourceCounters --section WarpStateStats \\
-        -k regex:k_attention_h16in --launch-skip 212 --launch-count 1 -o /tmp/att build/tests/test_cuda_attention
+        -k regex:k_attention_h16in --launch-skip 477 --launch-count 1 -o /tmp/att build/tests/test_cuda_attention
     ncu -i /tmp/att.ncu-rep --page source --csv --print-source sass > att_src.csv
     python3 bench/gpu/ncu_source.py att_src.csv [top=30]
 
-(--launch-skip 212: the fp16-input launches before 100 samples of 330 tokens in the bench's
-order.) Prints the instructions with the most stall samples, the stall reasons summed, and the
+(--launch-skip 477: the fp16-input launches before the one of 100 samples of 330 tokens with
+the fp16 bias, in the bench's order; 424 for the fp32 bias's.) Prints the instructions with the most stall samples, the stall reasons summed, and the
 shared-memory wavefronts (and their excess over the ideal: bank conflicts) by instruction kind."""
 import csv
 import re

@@ -22,7 +22,6 @@
  * io/tensor_types.h px_dtype, the checkpoint readers' on-disk types. */
 typedef enum { PX_F32 = 0, PX_BF16 = 1, PX_F16 = 2 } px_etype;
 
-
 /* A GEMM weight W [N, K] as the model passes it: the fp32 matrix and/or a 16-bit copy, both in
  * the backend's memory and owned by the model (which decides, once when it is prepared for a
  * backend, which matrices get a copy: src/model/device.c). A GEMM runs on 16-bit operands when
@@ -134,9 +133,9 @@ struct px_backend {
    * with ldb16 >= T a multiple of 8, 16-byte aligned, the padding zero (the design cache's
    * copy, where every value is finite in fp16): a backend may read it instead of bias (half the
    * bytes). */
-  void (*attention_full_h16)(px_backend *b, int S, int T, int H, int d, const void *Q, const void *K,
-                             const void *V, const void *G, int ld, const float *q_bias, const float *bias,
-                             const void *bias16, int ldb16, float scale, void *O);
+  void (*attention_full_h16)(px_backend *b, int S, int T, int H, int d, const void *Q, const void *K, const void *V,
+                             const void *G, int ld, const float *q_bias, const float *bias, const void *bias16,
+                             int ldb16, float scale, void *O);
   /* Local atom attention (docs/spec.md): atoms cut into query trunks of nq, each seeing the
    * window of nk keys starting at nq*trunk - (nk - nq)/2; out-of-range keys get weight 0.
    * bias [H, n_trunks, nq, nk]; O [S*N, H*d] of type ot (a 16-bit O feeds the output GEMM;

@@ -309,7 +309,8 @@ int main(void) {
       CHECK(px_cuda_backend_view(ctx[0], PX_PRECISION_FP16)->convert_rows != NULL);
       double err[2] = {-1, -1};
       for (int k = 0; k < 2; k++)
-        err[k] = worst_of_two(m[k], &sd.f, x, t, got[k], want, nx, k ? "fp16, fp32 pair biases" : "fp16, fp16 pair biases");
+        err[k] = worst_of_two(m[k], &sd.f, x, t, got[k], want, nx,
+                              k ? "fp16, fp32 pair biases" : "fp16, fp16 pair biases");
       CHECK_MSG(err[0] >= 0 && err[1] >= 0, "fp16 calls failed");
       CHECK_MSG(err[0] <= 2e-3 || err[0] <= 1.5 * err[1],
                 "fp16 pair biases: rel err %.3g vs CPU fp32 (fp32 biases: %.3g; bound 2e-3)", err[0], err[1]);

@@ -222,11 +222,11 @@ bool attention_fused(Ctx &g, int S, int L, int H, int d, int ld, const float *Q,
   if ((ld % 4) || ((uintptr_t)Q % 16) || ((uintptr_t)K % 16) || ((uintptr_t)V % 16)) return false;
   dim3 grid(tiles, H, S);
   switch (d) {
-#define PX_ATT_CASE(DD)                                                                         \
-  case DD:                                                                                     \
-    px_launch((k_attention_fused<DD>), grid, AQ * ASPLIT, 0, g.stream, g.pdl, L, H, ld, Q, K, V, bias, local,  \
-                                                              tiles, scale, O, G, ldg);        \
-    LAUNCHED("attention_fused");                                                               \
+#define PX_ATT_CASE(DD)                                                                                             \
+  case DD:                                                                                                          \
+    px_launch((k_attention_fused<DD>), grid, AQ * ASPLIT, 0, g.stream, g.pdl, L, H, ld, Q, K, V, bias, local, tiles, \
+              scale, O, G, ldg);                                                                                    \
+    LAUNCHED("attention_fused");                                                                                    \
     return true;
     PX_ATT_CASE(16)
     PX_ATT_CASE(32)
@@ -320,8 +320,8 @@ static float *qkvg_f32_scratch(Ctx &g, int M, int C, int ld, const uint16_t *q, 
                                const uint16_t *gt, const float *q_bias) {
   float *t = f32_scratch(g, (size_t)M * 5 * C);
   if (!t || M <= 0) return nullptr;
-  px_launch(k_qkvg_to_f32, (int)std::min<int64_t>(((int64_t)M * 4 * C + 255) / 256, 65535), 256, 0, g.stream, g.pdl, 
-      M, C, ld, q, k, v, gt, q_bias, t);
+  px_launch(k_qkvg_to_f32, (int)std::min<int64_t>(((int64_t)M * 4 * C + 255) / 256, 65535), 256, 0, g.stream, g.pdl, M,
+            C, ld, q, k, v, gt, q_bias, t);
   LAUNCHED("qkvg_to_f32");
   return t;
 }
@@ -329,14 +329,14 @@ static float *qkvg_f32_scratch(Ctx &g, int M, int C, int ld, const uint16_t *q, 
 // attention_full on fp16 inputs: the fp16-input kernel when it takes the shape, else the
 // inputs converted to fp32 (q's bias added) and the fp32-input path, its output converted.
 void be_attention_full_h16(px_backend *b, int S, int T, int H, int d, const void *Q, const void *K, const void *V,
-                           const void *G, int ld, const float *q_bias, const float *bias, const void *bias16,
-                           int ldb16, float scale, void *O) {
+                           const void *G, int ld, const float *q_bias, const float *bias, const void *bias16, int ldb16,
+                           float scale, void *O) {
   CTX(b);
   PROF("attention_full_h16");
   const uint16_t *q = (const uint16_t *)Q, *k = (const uint16_t *)K, *v = (const uint16_t *)V,
                  *gt = (const uint16_t *)G;
-  if (px_attention_tc_h16in(&g.tc, g.stream, S, T, H, d, ld, q, k, v, gt, q_bias, bias, (const uint16_t *)bias16,
-                            ldb16, scale, (uint16_t *)O)) {
+  if (px_attention_tc_h16in(&g.tc, g.stream, S, T, H, d, ld, q, k, v, gt, q_bias, bias, (const uint16_t *)bias16, ldb16,
+                            scale, (uint16_t *)O)) {
     LAUNCHED("attention_tc_h16in");
     return;
   }

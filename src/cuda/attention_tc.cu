@@ -708,7 +708,7 @@ k_attention_h16in(int L, int H, int ld, const uint16_t *__restrict__ Q, const ui
   const int c0 = min(i0, L - 1), c1 = min(i1, L - 1);  // rows past L: row L-1's data, never stored
   const int ntiles = (L + KT - 1) / KT;
   const uint16_t *Kb = K + base * ld + h * D, *Vb = V + base * ld + h * D;
-  const BT *Bb = bias + ((int64_t)h * L + q0) * ldb;  // the block's first bias row
+  const BT *Bb = bias + ((int64_t)h * L + q0) * ldb;   // the block's first bias row
   const bool active = q0 + w * 16 < L;                 // warps wholly past L only copy
 
   // K / V rows of tile `it` into stage it & 1 (keys past L zero-filled); no commit.
@@ -1144,23 +1144,23 @@ bool configure_h16in() {
 }
 
 template <int D>
-void launch_h16in(const PxTcDevice::Lim &lim, cudaStream_t st, bool pdl, int S, int L, int H, int ld,
-                  const uint16_t *Q, const uint16_t *K, const uint16_t *V, const uint16_t *G, const float *qb,
-                  const float *bias, const uint16_t *bias16, int ldb, float scale, uint16_t *O) {
+void launch_h16in(const PxTcDevice::Lim &lim, cudaStream_t st, bool pdl, int S, int L, int H, int ld, const uint16_t *Q,
+                  const uint16_t *K, const uint16_t *V, const uint16_t *G, const float *qb, const float *bias,
+                  const uint16_t *bias16, int ldb, float scale, uint16_t *O) {
   const dim3 g64((L + 63) / 64, H, S), g128((L + 127) / 128, H, S);
   if (bias16) {  // the fp16 bias, rows of ldb halves
     if (full_query_tile(lim, S, L, H, H16InCfg<D, 64, true>::SMEM, H16InCfg<D, 128, true>::SMEM) == 64)
-      px_launch((k_attention_h16in<D, 64, 16, true>), g64, 128, H16InCfg<D, 64, true>::SMEM, st, pdl, L, H, ld, Q, K,
-                V, G, qb, (const void *)bias16, ldb, scale, O);
+      px_launch((k_attention_h16in<D, 64, 16, true>), g64, 128, H16InCfg<D, 64, true>::SMEM, st, pdl, L, H, ld, Q, K, V,
+                G, qb, (const void *)bias16, ldb, scale, O);
     else
-      px_launch((k_attention_h16in<D, 128, 16, true>), g128, 256, H16InCfg<D, 128, true>::SMEM, st, pdl, L, H, ld, Q,
-                K, V, G, qb, (const void *)bias16, ldb, scale, O);
+      px_launch((k_attention_h16in<D, 128, 16, true>), g128, 256, H16InCfg<D, 128, true>::SMEM, st, pdl, L, H, ld, Q, K,
+                V, G, qb, (const void *)bias16, ldb, scale, O);
     return;
   }
   // 64-query blocks when they take fewer waves (as the fp32-input kernels)
   const bool q64 = full_query_tile(lim, S, L, H, H16InCfg<D, 64>::SMEM, H16InCfg<D, 128>::SMEM) == 64;
   const int bv = (L % 4 == 0 && (uintptr_t)bias % 16 == 0) ? 16 : (L % 2 == 0 && (uintptr_t)bias % 8 == 0) ? 8 : 4;
-#define PX_H16IN(QT_, BV_)                                                                                     \
+#define PX_H16IN(QT_, BV_)                                                                                             \
   px_launch((k_attention_h16in<D, QT_, BV_, false>), QT_ == 64 ? g64 : g128, 2 * QT_, H16InCfg<D, QT_>::SMEM, st, pdl, \
             L, H, ld, Q, K, V, G, qb, (const void *)bias, L, scale, O)
   if (q64) {
@@ -1193,9 +1193,9 @@ int local_trunks(const PxTcDevice::Lim &lim, int ntr, SmemFn smem) {
 }
 
 template <int D>
-cudaError_t launch(const PxTcDevice::Lim &lim, bool no_h16, cudaStream_t st, bool pdl, int S, int L, int H, int ld, const float *Q,
-                   const float *K, const float *V, const float *bias, int local, int nk, float scale, void *O,
-                   const float *G, int ldg, int ot) {
+cudaError_t launch(const PxTcDevice::Lim &lim, bool no_h16, cudaStream_t st, bool pdl, int S, int L, int H, int ld,
+                   const float *Q, const float *K, const float *V, const float *bias, int local, int nk, float scale,
+                   void *O, const float *G, int ldg, int ot) {
   if (lim.optin == 0) return cudaErrorInvalidValue;
   if (local) {
     const int ntr = (L + 31) / 32;
@@ -1205,11 +1205,11 @@ cudaError_t launch(const PxTcDevice::Lim &lim, bool no_h16, cudaStream_t st, boo
     if (!tpb) return cudaErrorInvalidValue;
     dim3 grid((ntr + tpb - 1) / tpb, H, S);
     if (ot == 2)
-      px_launch((k_attention_tc_local<D, 2>), grid, 64 * tpb, (size_t)local_smem<D>(tpb, nk), st, pdl, L, H, ld, Q, K, V, bias, nk,
-                                                                                        tpb, scale, O, G, ldg);
+      px_launch((k_attention_tc_local<D, 2>), grid, 64 * tpb, (size_t)local_smem<D>(tpb, nk), st, pdl, L, H, ld, Q, K,
+                V, bias, nk, tpb, scale, O, G, ldg);
     else
-      px_launch((k_attention_tc_local<D, 0>), grid, 64 * tpb, (size_t)local_smem<D>(tpb, nk), st, pdl, L, H, ld, Q, K, V, bias, nk,
-                                                                                        tpb, scale, O, G, ldg);
+      px_launch((k_attention_tc_local<D, 0>), grid, 64 * tpb, (size_t)local_smem<D>(tpb, nk), st, pdl, L, H, ld, Q, K,
+                V, bias, nk, tpb, scale, O, G, ldg);
   } else {
     // 128 queries (8 warps) per block: each staged K/V tile serves twice the rows of a
     // 64-query block (H200, T=330, H=16, S=10: 58 us per call against 68 us). But a block
@@ -1224,16 +1224,16 @@ cudaError_t launch(const PxTcDevice::Lim &lim, bool no_h16, cudaStream_t st, boo
     const bool h16 = ot == 2 && !no_h16;
     const int smem = h16 ? H16Cfg<D>::SMEM : TcCfg<D>::SMEM;
     const int qt = full_query_tile(lim, S, L, H, smem, smem);
-#define PX_FULL_ATT(OT_, QT_)                                                                          \
-  px_launch((k_attention_tc<D, OT_, QT_>), dim3((L + QT_ - 1) / QT_, H, S), 2 * QT_, TcCfg<D>::SMEM, st, pdl,  \
-      L, H, ld, Q, K, V, bias, scale, O, G, ldg)
+#define PX_FULL_ATT(OT_, QT_)                                                                                       \
+  px_launch((k_attention_tc<D, OT_, QT_>), dim3((L + QT_ - 1) / QT_, H, S), 2 * QT_, TcCfg<D>::SMEM, st, pdl, L, H, \
+            ld, Q, K, V, bias, scale, O, G, ldg)
     if (h16) {
       if (qt == 128)
-        px_launch((k_attention_h16<D, 2, 128>), dim3((L + 127) / 128, H, S), 256, H16Cfg<D>::SMEM, st, pdl, L, H, ld, Q, K, V, bias,
-                                                                                             scale, O, G, ldg);
+        px_launch((k_attention_h16<D, 2, 128>), dim3((L + 127) / 128, H, S), 256, H16Cfg<D>::SMEM, st, pdl, L, H, ld, Q,
+                  K, V, bias, scale, O, G, ldg);
       else
-        px_launch((k_attention_h16<D, 2, 64>), dim3((L + 63) / 64, H, S), 128, H16Cfg<D>::SMEM, st, pdl, L, H, ld, Q, K, V, bias,
-                                                                                          scale, O, G, ldg);
+        px_launch((k_attention_h16<D, 2, 64>), dim3((L + 63) / 64, H, S), 128, H16Cfg<D>::SMEM, st, pdl, L, H, ld, Q, K,
+                  V, bias, scale, O, G, ldg);
     } else if (qt == 128) {
       if (ot == 0) PX_FULL_ATT(0, 128);
       else if (ot == 1) PX_FULL_ATT(1, 128);
@@ -1275,10 +1275,12 @@ int px_attention_tc_h16in(const PxTcDevice *dev, cudaStream_t stream, int S, int
   if (S <= 0 || L <= 0 || H <= 0) return 1;  // nothing to compute
   const PxTcDevice::Lim &lim = dev->lim[lim_index(d)];
   if ((uintptr_t)bias16 % 16 || ldb16 % 8 || ldb16 < L) bias16 = nullptr;  // the fp32 bias then
-  if (d == 32) launch_h16in<32>(lim, stream, dev->pdl, S, L, H, ld, Q, K, V, G, q_bias, bias, bias16, ldb16, scale, O);
+  if (d == 32)
+    launch_h16in<32>(lim, stream, dev->pdl, S, L, H, ld, Q, K, V, G, q_bias, bias, bias16, ldb16, scale, O);
   else if (d == 48)
     launch_h16in<48>(lim, stream, dev->pdl, S, L, H, ld, Q, K, V, G, q_bias, bias, bias16, ldb16, scale, O);
-  else launch_h16in<64>(lim, stream, dev->pdl, S, L, H, ld, Q, K, V, G, q_bias, bias, bias16, ldb16, scale, O);
+  else
+    launch_h16in<64>(lim, stream, dev->pdl, S, L, H, ld, Q, K, V, G, q_bias, bias, bias16, ldb16, scale, O);
   return 1;
 }
 
@@ -1295,14 +1297,14 @@ int px_attention_tc_h16in_local(const PxTcDevice *dev, cudaStream_t stream, int 
   if (S <= 0 || L <= 0 || H <= 0) return 1;  // nothing to compute
   const PxTcDevice::Lim &lim = dev->lim[lim_index(d)];
   const int ntr = (L + 31) / 32;
-#define PX_H16IN_LOCAL(D_)                                                                                      \
-  do {                                                                                                         \
-    const int tpb = local_trunks(lim, ntr, [nk](int k) { return local_smem_h16<D_>(k, nk); });                  \
-    if (!tpb) return 0; /* a window too wide for shared memory: the fallback */                                \
-    const dim3 grid((ntr + tpb - 1) / tpb, H, S);                                                               \
-    const size_t smem = (size_t)local_smem_h16<D_>(tpb, nk);                                                   \
+#define PX_H16IN_LOCAL(D_)                                                                                         \
+  do {                                                                                                             \
+    const int tpb = local_trunks(lim, ntr, [nk](int k) { return local_smem_h16<D_>(k, nk); });                     \
+    if (!tpb) return 0; /* a window too wide for shared memory: the fallback */                                    \
+    const dim3 grid((ntr + tpb - 1) / tpb, H, S);                                                                  \
+    const size_t smem = (size_t)local_smem_h16<D_>(tpb, nk);                                                       \
     px_launch((k_attention_h16in_local<D_>), grid, 64 * tpb, smem, stream, dev->pdl, L, H, ld, Q, K, V, G, q_bias, \
-              bias, nk, tpb, scale, O);                                                                        \
+              bias, nk, tpb, scale, O);                                                                            \
   } while (0)
   if (d == 32) PX_H16IN_LOCAL(32);
   else if (d == 48) PX_H16IN_LOCAL(48);
@@ -1324,20 +1326,20 @@ int px_attention_tc(const PxTcDevice *dev, cudaStream_t stream, int S, int L, in
   cudaError_t e;
   switch (d) {
     case 16:
-      e = launch<16>(dev->lim[lim_index(16)], dev->no_h16, stream, dev->pdl, S, L, H, ld, Q, K, V, bias, local, nk, scale, O,
-                     G, ldg, out_type);
+      e = launch<16>(dev->lim[lim_index(16)], dev->no_h16, stream, dev->pdl, S, L, H, ld, Q, K, V, bias, local, nk,
+                     scale, O, G, ldg, out_type);
       break;
     case 32:
-      e = launch<32>(dev->lim[lim_index(32)], dev->no_h16, stream, dev->pdl, S, L, H, ld, Q, K, V, bias, local, nk, scale, O,
-                     G, ldg, out_type);
+      e = launch<32>(dev->lim[lim_index(32)], dev->no_h16, stream, dev->pdl, S, L, H, ld, Q, K, V, bias, local, nk,
+                     scale, O, G, ldg, out_type);
       break;
     case 48:
-      e = launch<48>(dev->lim[lim_index(48)], dev->no_h16, stream, dev->pdl, S, L, H, ld, Q, K, V, bias, local, nk, scale, O,
-                     G, ldg, out_type);
+      e = launch<48>(dev->lim[lim_index(48)], dev->no_h16, stream, dev->pdl, S, L, H, ld, Q, K, V, bias, local, nk,
+                     scale, O, G, ldg, out_type);
       break;
     case 64:
-      e = launch<64>(dev->lim[lim_index(64)], dev->no_h16, stream, dev->pdl, S, L, H, ld, Q, K, V, bias, local, nk, scale, O,
-                     G, ldg, out_type);
+      e = launch<64>(dev->lim[lim_index(64)], dev->no_h16, stream, dev->pdl, S, L, H, ld, Q, K, V, bias, local, nk,
+                     scale, O, G, ldg, out_type);
       break;
     default: return 0;
   }

@@ -49,8 +49,8 @@ int px_attention_tc(const PxTcDevice *dev, cudaStream_t stream, int S, int L, in
 // 4), the kernels could not be configured, or PXDIFF_NO_TC_ATTENTION was set.
 int px_attention_tc_h16in(const PxTcDevice *dev, cudaStream_t stream, int S, int L, int H, int d, int ld,
                           const uint16_t *Q, const uint16_t *K, const uint16_t *V, const uint16_t *G,
-                          const float *q_bias, const float *bias, const uint16_t *bias16, int ldb16,
-                          float scale, uint16_t *O);
+                          const float *q_bias, const float *bias, const uint16_t *bias16, int ldb16, float scale,
+                          uint16_t *O);
 
 // Local attention on fp16 inputs (backend.h attention_local_h16): query trunks of nq = 32,
 // windows of nk keys (nk - nq even), bias [H, n_trunks, 32, nk] fp32; Q, K, V, G fp16 with

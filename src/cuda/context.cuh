@@ -336,8 +336,8 @@ void be_edm(px_backend *b, int mode, int S, int N, const float *x, const float *
 void be_attention_full(px_backend *b, int S, int T, int H, int d, const float *Q, const float *K, const float *V,
                        int ld, const float *bias, float scale, void *O, const float *G, int ldg, px_etype ot);
 void be_attention_full_h16(px_backend *b, int S, int T, int H, int d, const void *Q, const void *K, const void *V,
-                           const void *G, int ld, const float *q_bias, const float *bias, const void *bias16,
-                           int ldb16, float scale, void *O);
+                           const void *G, int ld, const float *q_bias, const float *bias, const void *bias16, int ldb16,
+                           float scale, void *O);
 void be_attention_local(px_backend *b, int S, int N, int H, int d, int nq, int nk, const float *Q,
                         const float *K, const float *V, int ld, const float *bias, float scale,
                         void *O, const float *G, int ldg, px_etype ot);

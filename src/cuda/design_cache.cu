@@ -53,8 +53,8 @@ void be_relpos_linear(px_backend *b, int T, int64_t r0, int rows, int C, int rma
   CTX(b);
   PROF("relpos_linear");
   if (rows <= 0 || C <= 0) return;
-  px_launch(k_relpos_linear, blocks_for((int64_t)rows * C, 256), 256, 0, g.stream, g.pdl, T, r0, rows, C, rmax, smax, chain,
-                                                                             residue, entity, token, sym, W, Y, ldy);
+  px_launch(k_relpos_linear, blocks_for((int64_t)rows * C, 256), 256, 0, g.stream, g.pdl, T, r0, rows, C, rmax, smax,
+            chain, residue, entity, token, sym, W, Y, ldy);
   LAUNCHED("relpos_linear");
 }
 
@@ -93,8 +93,8 @@ void be_atom_ref_embed(px_backend *b, int N, int C, const float *pos, const floa
     return;
   }
   if (N <= 0 || C <= 0) return;
-  px_launch(k_atom_ref_embed, blocks_for((int64_t)N * C, 128), 128, 0, g.stream, g.pdl, N, C, pos, q, mask, A, na, B, nb, Wp, Wq,
-                                                                          Wf, Y);
+  px_launch(k_atom_ref_embed, blocks_for((int64_t)N * C, 128), 128, 0, g.stream, g.pdl, N, C, pos, q, mask, A, na, B,
+            nb, Wp, Wq, Wf, Y);
   LAUNCHED("atom_ref_embed");
 }
 
@@ -204,11 +204,11 @@ void be_atom_pair_bias(px_backend *b, int N, int T, int C, int nq, int nk, const
   const int64_t P = (int64_t)((N + nq - 1) / nq) * nq * nk;
   const int threads = 128;
   if (C <= 16)
-    px_launch((k_atom_pair_bias<16>), blocks_for(P, threads), threads, 0, g.stream, g.pdl, N, T, C, nq, nk, P, pos, uid, tok, cl, cm, zp,
-                                                                          Wd, Wi, Wv, M1, M2, M3, nh, Wh, planes, p_out);
+    px_launch((k_atom_pair_bias<16>), blocks_for(P, threads), threads, 0, g.stream, g.pdl, N, T, C, nq, nk, P, pos, uid,
+              tok, cl, cm, zp, Wd, Wi, Wv, M1, M2, M3, nh, Wh, planes, p_out);
   else
-    px_launch((k_atom_pair_bias<PAIR_MAX_C>), blocks_for(P, threads), threads, 0, g.stream, g.pdl, 
-        N, T, C, nq, nk, P, pos, uid, tok, cl, cm, zp, Wd, Wi, Wv, M1, M2, M3, nh, Wh, planes, p_out);
+    px_launch((k_atom_pair_bias<PAIR_MAX_C>), blocks_for(P, threads), threads, 0, g.stream, g.pdl, N, T, C, nq, nk, P,
+              pos, uid, tok, cl, cm, zp, Wd, Wi, Wv, M1, M2, M3, nh, Wh, planes, p_out);
   LAUNCHED("atom_pair_bias");
 }
 

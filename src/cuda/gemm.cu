@@ -93,7 +93,8 @@ void relu_rows(Ctx &g, int M, int N, float *Y, int ldy) {
 // returned beta accumulates onto it.
 float prefill_bias(Ctx &g, int M, int N, float *Y, int ldy, const float *bias, int accumulate) {
   if (!bias) return accumulate ? 1.0f : 0.0f;
-  px_launch(k_fill_bias, grid2d(M, N, threads_for(N)), threads_for(N), 0, g.stream, g.pdl, M, N, Y, ldy, bias, accumulate);
+  px_launch(k_fill_bias, grid2d(M, N, threads_for(N)), threads_for(N), 0, g.stream, g.pdl, M, N, Y, ldy, bias,
+            accumulate);
   LAUNCHED("fill_bias");
   return 1.0f;
 }
@@ -200,7 +201,8 @@ void be_linear_batched(px_backend *b, int count, int M, int N, int K, const floa
   if (linear_lt(g, prec, PxGemm{count, M, N, K, X, K, sx, W, sw, bias, sb, 0, 0, Y, N, sy})) return;
   float beta = 0.0f;
   if (bias) {
-    px_launch(k_fill_bias_batched, grid2d(count * M, N, threads_for(N)), threads_for(N), 0, g.stream, g.pdl, count, M, N, Y, sy, bias, sb);
+    px_launch(k_fill_bias_batched, grid2d(count * M, N, threads_for(N)), threads_for(N), 0, g.stream, g.pdl, count, M,
+              N, Y, sy, bias, sb);
     LAUNCHED("fill_bias_batched");
     beta = 1.0f;
   }
@@ -239,8 +241,8 @@ __global__ void k_to_half_rows(int64_t M, int C, const float *X, int ldx, uint16
 void be_convert_rows(px_backend *b, int64_t M, int C, const float *X, int ldx, void *Y, int ldy, px_etype yt) {
   CTX(b);
   if (!is_half(yt) || C < 0 || ldy < C || ldx < C) {
-    keep_failure(g, px_fail(PX_ERR_BACKEND, "convert_rows on %s: type %d, C %d, ldx %d, ldy %d", g.name, (int)yt, C,
-                            ldx, ldy));
+    keep_failure(
+        g, px_fail(PX_ERR_BACKEND, "convert_rows on %s: type %d, C %d, ldx %d, ldy %d", g.name, (int)yt, C, ldx, ldy));
     return;
   }
   if (M <= 0 || ldy <= 0) return;

@@ -537,15 +537,15 @@ void be_gated_residual(px_backend *b, int M, int C, float *A, const float *G, in
   if (C % 4 == 0 && M > 0 && al16(A) && al16(G) && (yt == PX_F32 ? al16(Y) : (uintptr_t)Y % 8 == 0)) {
     const int64_t n4 = (int64_t)M * (C / 4);
     px_launch(k_rows_update4, blocks_for(n4, 256), 256, 0, g.stream, g.pdl, n4, C / 4, reinterpret_cast<float4 *>(A),
-                                                              reinterpret_cast<const float4 *>(G), g_rows, Y, (int)yt,
-                                                              ldexpf(1.0f, ye), 0);
+              reinterpret_cast<const float4 *>(G), g_rows, Y, (int)yt, ldexpf(1.0f, ye), 0);
     LAUNCHED("gated_residual4");
     return;
   }
   const float *y = rows_f32(g, (int64_t)M * C, Y, yt, ye);
   if (!y) return;
   const int cols = (C & 3) ? C : C / 4;
-  px_launch(k_gated_residual, grid2d(M, cols, threads_for(cols)), threads_for(cols), 0, g.stream, g.pdl, M, C, A, G, g_rows, y);
+  px_launch(k_gated_residual, grid2d(M, cols, threads_for(cols)), threads_for(cols), 0, g.stream, g.pdl, M, C, A, G,
+            g_rows, y);
   LAUNCHED("gated_residual");
 }
 
@@ -647,11 +647,14 @@ static void launch_row_ln_pair(Ctx &g, int ot, int M, int C, float *A, const flo
   const int spw = row_groups(g, M, g_rows);
   const int blocks = group_blocks(M, g_rows, spw);
   if (ot == 0)
-    px_launch((k_row_ln_pair<NV, 0>), blocks, 256, 0, g.stream, g.pdl, M, C, A, Gr, Rr, rt, rsc, G1, B1, G2, B2, g_rows, Y1, Y2, spw);
+    px_launch((k_row_ln_pair<NV, 0>), blocks, 256, 0, g.stream, g.pdl, M, C, A, Gr, Rr, rt, rsc, G1, B1, G2, B2, g_rows,
+              Y1, Y2, spw);
   else if (ot == 1)
-    px_launch((k_row_ln_pair<NV, 1>), blocks, 256, 0, g.stream, g.pdl, M, C, A, Gr, Rr, rt, rsc, G1, B1, G2, B2, g_rows, Y1, Y2, spw);
+    px_launch((k_row_ln_pair<NV, 1>), blocks, 256, 0, g.stream, g.pdl, M, C, A, Gr, Rr, rt, rsc, G1, B1, G2, B2, g_rows,
+              Y1, Y2, spw);
   else
-    px_launch((k_row_ln_pair<NV, 2>), blocks, 256, 0, g.stream, g.pdl, M, C, A, Gr, Rr, rt, rsc, G1, B1, G2, B2, g_rows, Y1, Y2, spw);
+    px_launch((k_row_ln_pair<NV, 2>), blocks, 256, 0, g.stream, g.pdl, M, C, A, Gr, Rr, rt, rsc, G1, B1, G2, B2, g_rows,
+              Y1, Y2, spw);
 }
 
 void be_adaln_pair(px_backend *b, int M, int C, float *A, const float *Gr, const void *Rr, px_etype rt, int re,
@@ -695,7 +698,8 @@ void be_sigmoid_mul(px_backend *b, int M, int C, float *O, int ldo, const float 
   CTX(b);
   PROF("sigmoid_mul");
   const int cols = ((C | ldo | ldp) & 3) ? C : C / 4;
-  px_launch(k_sigmoid_mul, grid2d(M, cols, threads_for(cols)), threads_for(cols), 0, g.stream, g.pdl, M, C, O, ldo, P, ldp);
+  px_launch(k_sigmoid_mul, grid2d(M, cols, threads_for(cols)), threads_for(cols), 0, g.stream, g.pdl, M, C, O, ldo, P,
+            ldp);
   LAUNCHED("sigmoid_mul");
 }
 
@@ -718,7 +722,8 @@ void be_activation(px_backend *b, int64_t n, float *X, int kind) {
   CTX(b);
   PROF("activation");
   if (n > 0 && n % 4 == 0 && (uintptr_t)X % 16 == 0) {
-    px_launch(k_activation4, blocks_for(n / 4, 256), 256, 0, g.stream, g.pdl, n / 4, reinterpret_cast<float4 *>(X), kind);
+    px_launch(k_activation4, blocks_for(n / 4, 256), 256, 0, g.stream, g.pdl, n / 4, reinterpret_cast<float4 *>(X),
+              kind);
     LAUNCHED("activation4");
     return;
   }
@@ -732,8 +737,7 @@ void be_add_rows(px_backend *b, int M, int C, float *Y, const float *A, int a_ro
   if (C % 4 == 0 && M > 0 && al16(Y) && al16(A)) {
     const int64_t n4 = (int64_t)M * (C / 4);
     px_launch(k_rows_update4, blocks_for(n4, 256), 256, 0, g.stream, g.pdl, n4, C / 4, reinterpret_cast<float4 *>(Y),
-                                                              reinterpret_cast<const float4 *>(A), a_rows, nullptr, 0,
-                                                              1.0f, 1);
+              reinterpret_cast<const float4 *>(A), a_rows, nullptr, 0, 1.0f, 1);
     LAUNCHED("add_rows4");
     return;
   }
@@ -757,12 +761,13 @@ void be_tokens_to_atoms_add(px_backend *b, int S, int N, int T, int C, int a_sam
   PROF("tokens_to_atoms_add");
   if (C % 4 == 0 && S > 0 && N > 0 && al16(A) && al16(Y)) {
     const int64_t n4 = (int64_t)S * N * (C / 4);
-    px_launch(k_tokens_to_atoms_add4, blocks_for(n4, 256), 256, 0, g.stream, g.pdl, 
-        n4, N, T, C / 4, a_samples, reinterpret_cast<const float4 *>(A), a2t, reinterpret_cast<float4 *>(Y));
+    px_launch(k_tokens_to_atoms_add4, blocks_for(n4, 256), 256, 0, g.stream, g.pdl, n4, N, T, C / 4, a_samples,
+              reinterpret_cast<const float4 *>(A), a2t, reinterpret_cast<float4 *>(Y));
     LAUNCHED("tokens_to_atoms_add4");
     return;
   }
-  px_launch(k_tokens_to_atoms_add, grid2d(S * N, C, threads_for(C)), threads_for(C), 0, g.stream, g.pdl, S, N, T, C, a_samples, A, a2t, Y);
+  px_launch(k_tokens_to_atoms_add, grid2d(S * N, C, threads_for(C)), threads_for(C), 0, g.stream, g.pdl, S, N, T, C,
+            a_samples, A, a2t, Y);
   LAUNCHED("tokens_to_atoms_add");
 }
 
@@ -819,7 +824,8 @@ void be_edm(px_backend *b, int mode, int S, int N, const float *x, const float *
             const float *rup, float *out) {
   CTX(b);
   PROF("edm");
-  px_launch(k_edm, blocks_for((int64_t)S * N * 3, 256), 256, 0, g.stream, g.pdl, mode, S, N, x, t, t_stride, sigma, rup, out);
+  px_launch(k_edm, blocks_for((int64_t)S * N * 3, 256), 256, 0, g.stream, g.pdl, mode, S, N, x, t, t_stride, sigma, rup,
+            out);
   LAUNCHED("edm");
 }
 

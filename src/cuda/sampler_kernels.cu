@@ -109,26 +109,28 @@ unsigned blocks_for(int64_t n, int threads, unsigned cap) {
 
 }  // namespace
 
-cudaError_t px_sampler_init_gpu(cudaStream_t st, bool pdl, int S, int N, uint64_t seed, uint32_t sample0, float t0, float *x) {
+cudaError_t px_sampler_init_gpu(cudaStream_t st, bool pdl, int S, int N, uint64_t seed, uint32_t sample0, float t0,
+                                float *x) {
   if (S <= 0 || N <= 0) return cudaSuccess;
   const int64_t n3 = (int64_t)N * 3;
   px_launch(k_init, dim3(blocks_for((n3 + 1) / 2, 256, 1024), S), 256, 0, st, pdl, S, n3, seed, sample0, t0, x);
   return cudaGetLastError();
 }
 
-cudaError_t px_sampler_noise_gpu(cudaStream_t st, bool pdl, int S, int N, uint64_t seed, uint32_t sample0, uint32_t step,
-                                 float sd, float *x, float *x_noisy) {
+cudaError_t px_sampler_noise_gpu(cudaStream_t st, bool pdl, int S, int N, uint64_t seed, uint32_t sample0,
+                                 uint32_t step, float sd, float *x, float *x_noisy) {
   if (S <= 0 || N <= 0) return cudaSuccess;
   const int64_t n3 = (int64_t)N * 3;
   px_launch(k_augment, S, 256, 0, st, pdl, N, seed, sample0, step, x);
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) return e;
-  px_launch(k_noisy, dim3(blocks_for((n3 + 1) / 2, 256, 1024), S), 256, 0, st, pdl, n3, seed, sample0, step, sd, x, x_noisy);
+  px_launch(k_noisy, dim3(blocks_for((n3 + 1) / 2, 256, 1024), S), 256, 0, st, pdl, n3, seed, sample0, step, sd, x,
+            x_noisy);
   return cudaGetLastError();
 }
 
-cudaError_t px_sampler_euler_gpu(cudaStream_t st, bool pdl, int64_t n, const float *x_noisy, const float *x_den, float t_hat,
-                                 float step_size, float *x) {
+cudaError_t px_sampler_euler_gpu(cudaStream_t st, bool pdl, int64_t n, const float *x_noisy, const float *x_den,
+                                 float t_hat, float step_size, float *x) {
   if (n <= 0) return cudaSuccess;
   px_launch(k_euler, blocks_for(n, 256, 4096), 256, 0, st, pdl, n, x_noisy, x_den, t_hat, step_size, x);
   return cudaGetLastError();

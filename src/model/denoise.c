@@ -175,9 +175,9 @@ static px_etype block_dtype(const px_backend *be, const px_transformer_w *tf, in
  * matrix 2j / 2j+1 of st, starting `off` floats in, and a row r uses term row r % g_rows.
  * an, att, hs and the SwiGLU's input only feed GEMMs or the SwiGLU: in blocks with 16-bit
  * weights (block_dtype) the kernels producing them write them in 16 bits. */
-static void token_blocks(px_backend *be, const px_transformer_w *tf, const float *pair_bias,
-                         const void *pair_bias16, int ldb16, int S, int T, int k0, int g, const sterms *st, size_t RC,
-                         size_t off, int g_rows, float *a, bump *ws) {
+static void token_blocks(px_backend *be, const px_transformer_w *tf, const float *pair_bias, const void *pair_bias16,
+                         int ldb16, int S, int T, int k0, int g, const sterms *st, size_t RC, size_t off, int g_rows,
+                         float *a, bump *ws) {
   const int C = tf->c, H = tf->n_heads, dh = C / H, h = tf->hidden;
   const int M = S * T;
   const float scale = 1.0f / sqrtf((float)dh);
@@ -231,7 +231,8 @@ static void token_blocks(px_backend *be, const px_transformer_w *tf, const float
 
 /* The token transformer with its s-side terms computed here, G blocks at a time. */
 static void token_transformer(px_backend *be, const px_transformer_w *tf, const float *pair_bias,
-                              const void *pair_bias16, int ldb16, int S, int T, int Ss, const float *s, float *a, bump *ws) {
+                              const void *pair_bias16, int ldb16, int S, int T, int Ss, const float *s, float *a,
+                              bump *ws) {
   const int C = tf->c, cs = tf->c_s, nb = tf->n_blocks;
   const int R = Ss * T;
   const int G = sterm_group(nb, R, C);
@@ -392,8 +393,8 @@ static void forward_lane(const px_model *m, px_design *d, int S, int Ss, int s0,
   be->add_rows(be, Sk * T, ct, a, cb->tok + srow * ct, g_rows);
   probe_out(be, probe, user, "a_in", a, (int64_t)Sk * T * ct);
   if (cb->hoisted)
-    token_blocks(be, &W->tok_tf, d->tok_pair_bias, d->tok_pair_bias16, d->tok_bias16_ld, Sk, T, 0, W->tok_tf.n_blocks, &cb->st, (size_t)R * W->tok_tf.c,
-                 srow * W->tok_tf.c, g_rows, a, lw);
+    token_blocks(be, &W->tok_tf, d->tok_pair_bias, d->tok_pair_bias16, d->tok_bias16_ld, Sk, T, 0, W->tok_tf.n_blocks,
+                 &cb->st, (size_t)R * W->tok_tf.c, srow * W->tok_tf.c, g_rows, a, lw);
   else
     token_transformer(be, &W->tok_tf, d->tok_pair_bias, d->tok_pair_bias16, d->tok_bias16_ld, Sk, T, Ss, cb->s, a, lw);
   probe_out(be, probe, user, "a_trans", a, (int64_t)Sk * T * ct);

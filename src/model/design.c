@@ -333,8 +333,8 @@ static void stage_pair_z(px_backend *be, const px_model *W, const px_features *f
  * (the fp32 biases serve every block). 0 or a px_status code. */
 static int stage_token_bias16(px_backend *be, const px_model *m, int T, px_design *d) {
   const px_transformer_w *tt = &m->tok_tf;
-  if (m->precision != PX_PRECISION_FP16 || !m->be || !m->be->attention_full_h16 || !be->convert_rows ||
-      !be->max_abs || tt->n_blocks <= 0)
+  if (m->precision != PX_PRECISION_FP16 || !m->be || !m->be->attention_full_h16 || !be->convert_rows || !be->max_abs ||
+      tt->n_blocks <= 0)
     return PX_OK;
   const int64_t TT = (int64_t)T * T, HT = (int64_t)tt->n_heads * T;
   float *amax = malloc(sizeof(float) * (size_t)tt->n_blocks);

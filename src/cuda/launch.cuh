@@ -1,11 +1,13 @@
 // Kernel launches, and the two instructions of programmatic dependent launch (PDL).
 //
 // Every kernel of the CUDA backend is launched by px_launch and opens with px_pdl_enter()
-// (tests/test_launch_lint.sh checks both). With `pdl` set (sm_90 and newer; the context's
-// PXDIFF_NO_PDL turns it off), a launch may begin while the kernel before it in the stream
-// is still draining: its blocks are placed on the SMs that kernel frees, and wait in
-// px_pdl_enter() until it has finished and its writes are visible. That hides the launch
-// latency and the ramp of each of a call's ~240 kernels behind the tail of the one before.
+// (tests/test_launch_lint.sh checks both). With `pdl` set (sm_90 and newer, when the context
+// was made with PXDIFF_PDL=1; off by default), a launch may begin while the kernel before it
+// in the stream is still draining: its blocks are placed on the SMs that kernel frees, and
+// wait in px_pdl_enter() until it has finished and its writes are visible. The aim was to hide
+// each of a call's ~240 launches' latency and ramp behind the tail of the one before; measured
+// on an H200 it gained nothing the graph replay had not already (docs/benchmarks.md, GPU round
+// eight), hence off.
 //
 // Why it is safe: px_pdl_enter() returns only when the whole previous grid has completed
 // and flushed, and it is each kernel's first statement, so no kernel reads or writes global

@@ -1073,6 +1073,32 @@ static void test_bias16_ops(void) {
     CHECK_MSG(nan ? isnan(got[i]) : got[i] == w, "max_abs of 3 segments, segment %d: %g, want %g", i, got[i], w);
   }
   CHECK(gpu->status(gpu) == 0);
+  /* bad arguments: refused with one error naming the op, nothing written */
+  {
+    uint16_t *dY = tu_dev_poison16(gpu, 64), h[64];
+    static const int bad[][4] = {{8, 8, 4, PX_F16}, {8, 4, 8, PX_F16}, {8, 8, 8, PX_F32}}; /* C, ldx, ldy, type */
+    for (int i = 0; i < 3; i++) {
+      px_clear_error();
+      gpu->convert_rows(gpu, 2, bad[i][0], dX, bad[i][1], dY, bad[i][2], (px_etype)bad[i][3]);
+      const int rc = gpu->status(gpu);
+      CHECK_MSG(rc == PX_ERR_BACKEND && strstr(px_last_error(), "convert_rows") != NULL,
+                "convert_rows C=%d ldx=%d ldy=%d type %d: status %d, %s", bad[i][0], bad[i][1], bad[i][2],
+                bad[i][3], rc, px_last_error());
+      gpu->download(gpu, h, dY, sizeof h);
+      size_t changed = 0;
+      for (int j = 0; j < 64; j++) changed += h[j] != 0xFFFF;
+      CHECK_MSG(changed == 0, "convert_rows with bad arguments wrote %zu values", changed);
+    }
+    px_clear_error();
+    float *m = calloc(70000, sizeof(float));
+    gpu->max_abs(gpu, 70000, 1, dX, m); /* more segments than a grid's y */
+    CHECK_MSG(gpu->status(gpu) == PX_ERR_BACKEND && strstr(px_last_error(), "max_abs") != NULL && isnan(m[0]) &&
+                  isnan(m[69999]),
+              "max_abs of 70000 segments: %s, %g", px_last_error(), m[0]);
+    CHECK(gpu->status(gpu) == 0);
+    free(m);
+    gpu->free(gpu, dY);
+  }
   free(X);
   gpu->free(gpu, dX);
 }
